@@ -1,0 +1,11 @@
+//! Spotter: a camera inference appliance.
+//!
+//! V4L2 camera (or a replay folder) → quantized TFLite model → results in sled
+//! → HTTPS API, supervised by systemd. `main.rs` is a thin CLI over this crate.
+
+pub mod api;
+pub mod capture;
+pub mod inference;
+pub mod result;
+pub mod state;
+pub mod store;

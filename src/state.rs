@@ -1,0 +1,173 @@
+//! Shared daemon state: readiness checks, counters, the active model's
+//! description and the last result. The pipeline writes it; the API and the
+//! systemd notifier read it. Everything here is cheap to read and lock-light.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::result::ResultRecord;
+
+/// One readiness check: ok, or failing with a human-readable reason.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Check {
+    pub ok: bool,
+    /// Why the check fails (or what it last saw when it passes).
+    pub detail: String,
+}
+
+impl Check {
+    pub fn failing(detail: impl Into<String>) -> Self {
+        Check { ok: false, detail: detail.into() }
+    }
+    pub fn passing(detail: impl Into<String>) -> Self {
+        Check { ok: true, detail: detail.into() }
+    }
+}
+
+/// The three things `/readyz` requires.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Readiness {
+    /// The source has delivered a frame recently.
+    pub source: Check,
+    /// A model is loaded and has passed its canary inference.
+    pub model: Check,
+    /// The store accepted a write.
+    pub store: Check,
+}
+
+impl Readiness {
+    pub fn ready(&self) -> bool {
+        self.source.ok && self.model.ok && self.store.ok
+    }
+}
+
+/// Description of the active model, for status and results.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ModelStatus {
+    pub path: String,
+    pub sha256: String,
+    pub kind: String,
+    pub runtime: String,
+    /// Why this runtime was chosen (e.g. "auto: libLiteRt.so loaded from ...").
+    pub runtime_reason: String,
+    pub input_shape: Vec<usize>,
+    pub input_dtype: String,
+    pub labels: usize,
+}
+
+/// Monotonic counters.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub frames_captured: AtomicU64,
+    /// Frames replaced in the latest-frame-wins slot before inference took them.
+    pub frames_dropped: AtomicU64,
+    pub inferences: AtomicU64,
+    pub inference_errors: AtomicU64,
+    pub results_stored: AtomicU64,
+    pub store_errors: AtomicU64,
+    pub capture_errors: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CounterSnapshot {
+    pub frames_captured: u64,
+    pub frames_dropped: u64,
+    pub inferences: u64,
+    pub inference_errors: u64,
+    pub results_stored: u64,
+    pub store_errors: u64,
+    pub capture_errors: u64,
+}
+
+impl Counters {
+    pub fn snapshot(&self) -> CounterSnapshot {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CounterSnapshot {
+            frames_captured: g(&self.frames_captured),
+            frames_dropped: g(&self.frames_dropped),
+            inferences: g(&self.inferences),
+            inference_errors: g(&self.inference_errors),
+            results_stored: g(&self.results_stored),
+            store_errors: g(&self.store_errors),
+            capture_errors: g(&self.capture_errors),
+        }
+    }
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// State shared by every concern of the daemon.
+#[derive(Debug)]
+pub struct AppState {
+    pub started: Instant,
+    pub version: &'static str,
+    pub readiness: RwLock<Readiness>,
+    /// Description of the source, e.g. `files:/srv/demo (2 fps, loop)`.
+    pub source: RwLock<String>,
+    pub model: RwLock<Option<ModelStatus>>,
+    pub counters: Counters,
+    pub last_result: RwLock<Option<ResultRecord>>,
+}
+
+impl AppState {
+    pub fn new() -> Self {
+        AppState {
+            started: Instant::now(),
+            version: env!("CARGO_PKG_VERSION"),
+            readiness: RwLock::new(Readiness {
+                source: Check::failing("starting: no frame yet"),
+                model: Check::failing("starting: no model loaded yet"),
+                store: Check::failing("starting: store not opened yet"),
+            }),
+            source: RwLock::new(String::new()),
+            model: RwLock::new(None),
+            counters: Counters::default(),
+            last_result: RwLock::new(None),
+        }
+    }
+
+    /// Current readiness. A poisoned lock only means a writer panicked while
+    /// holding it; the value is still a complete `Readiness`, so use it.
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn update_readiness(&self, f: impl FnOnce(&mut Readiness)) {
+        let mut guard = self.readiness.write().unwrap_or_else(|e| e.into_inner());
+        f(&mut guard);
+    }
+
+    pub fn model(&self) -> Option<ModelStatus> {
+        self.model.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_model(&self, m: Option<ModelStatus>) {
+        *self.model.write().unwrap_or_else(|e| e.into_inner()) = m;
+    }
+
+    pub fn source(&self) -> String {
+        self.source.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_source(&self, s: String) {
+        *self.source.write().unwrap_or_else(|e| e.into_inner()) = s;
+    }
+
+    pub fn last_result(&self) -> Option<ResultRecord> {
+        self.last_result.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_last_result(&self, r: ResultRecord) {
+        *self.last_result.write().unwrap_or_else(|e| e.into_inner()) = Some(r);
+    }
+}
+
+impl Default for AppState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
