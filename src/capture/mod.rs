@@ -66,3 +66,13 @@ pub trait FrameSource: Send {
     /// Block until the next frame is available and return it.
     fn next_frame(&mut self) -> Result<Frame, CaptureError>;
 }
+
+pub mod files;
+pub mod negotiate;
+pub mod v4l2;
+pub mod yuyv;
+
+pub use files::{FilesOptions, FilesSource};
+pub use negotiate::FormatPreference;
+pub use v4l2::{V4l2Options, V4l2Source};
+pub use yuyv::{yuyv_to_rgb, yuyv_to_rgb_row, YuyvError};
