@@ -1,1 +1,331 @@
-//! Result store (sled).
+//! Result store: owns the on-disk database of [`ResultRecord`]s (sled 0.34).
+//!
+//! Layout of a store directory:
+//! - `SCHEMA_VERSION`: a one-line text file holding the store schema version.
+//!   It is written (atomically) when the store is created and checked before
+//!   the database is opened, so a store written by a newer Spotter is refused
+//!   without a single byte being written to it (opening sled itself may write,
+//!   e.g. a fresh snapshot, so the check cannot live inside sled).
+//! - `db/`: the sled database. Tree `results` maps a 16-byte big-endian key
+//!   `(ts_ns: u64, seq: u64)` to a value `[VALUE_FORMAT_JSON, json...]`; key
+//!   order is time order. Tree `meta` holds the write probe.
+//!
+//! A record's id is the 32-hex-digit encoding of its key. `seq` comes from
+//! sled's `generate_id`, which is monotonic across restarts, so ids are unique
+//! even when records share a timestamp.
+//!
+//! All methods block (disk I/O). The pipeline calls [`Store::insert`] from its
+//! own thread; the API calls the read methods through `spawn_blocking`.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::result::ResultRecord;
+
+/// The schema version this build writes and understands.
+pub const SCHEMA_VERSION: u32 = 1;
+/// Name of the schema-version file inside the store directory.
+pub const SCHEMA_FILE: &str = "SCHEMA_VERSION";
+/// sled's default background flush interval, used by [`Store::open`].
+pub const DEFAULT_FLUSH_EVERY_MS: u64 = 500;
+/// Name of the sled directory inside the store directory.
+const DB_DIR: &str = "db";
+const RESULTS_TREE: &str = "results";
+const META_TREE: &str = "meta";
+const PROBE_KEY: &[u8] = b"write_probe";
+/// First byte of every stored value: the value is serde_json of `ResultRecord`.
+const VALUE_FORMAT_JSON: u8 = 1;
+/// Length of a record id: 16 key bytes as lowercase hex.
+pub const ID_LEN: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("result store {path}: {action}: {source}")]
+    Io { path: PathBuf, action: &'static str, source: io::Error },
+    #[error("result store {path}: database error: {source}")]
+    Db { path: PathBuf, source: sled::Error },
+    #[error(
+        "result store {path} has schema version {found}, but this build only understands \
+         versions up to {supported}; refusing to open it (nothing was written). \
+         Upgrade Spotter or point it at another state directory"
+    )]
+    FutureSchema { path: PathBuf, found: u32, supported: u32 },
+    #[error("result store {path}: invalid schema file: {reason}")]
+    BadSchema { path: PathBuf, reason: String },
+    #[error("malformed result id {id:?}: expected {ID_LEN} hexadecimal digits")]
+    MalformedId { id: String },
+    #[error("result store {path}: cannot encode record: {source}")]
+    Encode { path: PathBuf, source: serde_json::Error },
+    #[error("result store {path}: corrupt record {key}: {reason}")]
+    Corrupt { path: PathBuf, key: String, reason: String },
+}
+
+/// The result database. Cheap to share behind an `Arc`; all methods take `&self`.
+pub struct Store {
+    dir: PathBuf,
+    db: sled::Db,
+    results: sled::Tree,
+    meta: sled::Tree,
+    /// Number of records, counted once at open and maintained by `insert`
+    /// (sled's `Tree::len` is a full scan).
+    count: AtomicUsize,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("dir", &self.dir).field("records", &self.len()).finish()
+    }
+}
+
+/// The 16-byte key of a record.
+fn make_key(ts_ns: u64, seq: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&ts_ns.to_be_bytes());
+    k[8..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Parse a record id (32 hex digits, either case) into its key.
+pub fn parse_id(id: &str) -> Result<[u8; 16], StoreError> {
+    let malformed = || StoreError::MalformedId { id: id.chars().take(64).collect() };
+    if id.len() != ID_LEN {
+        return Err(malformed());
+    }
+    let mut key = [0u8; 16];
+    hex::decode_to_slice(id, &mut key).map_err(|_| malformed())?;
+    Ok(key)
+}
+
+impl Store {
+    /// Open the store in `dir`, creating it (and the directory) if absent.
+    ///
+    /// A store whose schema version is newer than [`SCHEMA_VERSION`] is refused
+    /// with [`StoreError::FutureSchema`] before anything is written.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Self::open_with(dir, DEFAULT_FLUSH_EVERY_MS)
+    }
+
+    /// [`Store::open`] with sled's background flush interval: buffered writes
+    /// reach disk at most `flush_every_ms` after they are made (0: only on
+    /// [`Store::flush`] and when the store is dropped).
+    pub fn open_with(dir: &Path, flush_every_ms: u64) -> Result<Store, StoreError> {
+        let io_err = |action: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Io { path, action, source }
+        };
+        let schema_path = dir.join(SCHEMA_FILE);
+        let db_path = dir.join(DB_DIR);
+
+        match fs::read_to_string(&schema_path) {
+            Ok(text) => {
+                let found: u32 = text.trim().parse().map_err(|_| StoreError::BadSchema {
+                    path: schema_path.clone(),
+                    reason: format!("expected a version number, found {:?}", text.trim()),
+                })?;
+                if found > SCHEMA_VERSION {
+                    return Err(StoreError::FutureSchema {
+                        path: dir.to_path_buf(),
+                        found,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+                if found == 0 {
+                    return Err(StoreError::BadSchema {
+                        path: schema_path,
+                        reason: "version 0 is not a valid schema version".into(),
+                    });
+                }
+                // found == SCHEMA_VERSION: the only version so far; later
+                // versions migrate older stores here.
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if db_path.exists() {
+                    // A database without a schema file: not something we created.
+                    return Err(StoreError::BadSchema {
+                        path: schema_path,
+                        reason: "missing, but a database exists beside it; refusing to guess its \
+                                 version"
+                            .into(),
+                    });
+                }
+                fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+                write_atomic(&schema_path, format!("{SCHEMA_VERSION}\n").as_bytes())
+                    .map_err(io_err("write schema file", &schema_path))?;
+                log::info!(path:display = dir.display(); "created result store");
+            }
+            Err(e) => {
+                return Err(StoreError::Io {
+                    path: schema_path,
+                    action: "read schema file",
+                    source: e,
+                })
+            }
+        }
+
+        let db_err = |source| StoreError::Db { path: db_path.clone(), source };
+        let flush = if flush_every_ms == 0 { None } else { Some(flush_every_ms) };
+        let db = sled::Config::new().path(&db_path).flush_every_ms(flush).open().map_err(db_err)?;
+        let results = db.open_tree(RESULTS_TREE).map_err(db_err)?;
+        let meta = db.open_tree(META_TREE).map_err(db_err)?;
+        let count = results.len();
+        Ok(Store { dir: dir.to_path_buf(), db, results, meta, count: AtomicUsize::new(count) })
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn db_err(&self, source: sled::Error) -> StoreError {
+        StoreError::Db { path: self.dir.join(DB_DIR), source }
+    }
+
+    /// Store `rec`, assigning `rec.id` from `(rec.ts_ns, a fresh sequence number)`.
+    /// Not flushed to disk: sled flushes in the background, and [`Store::flush`]
+    /// forces it.
+    pub fn insert(&self, rec: &mut ResultRecord) -> Result<(), StoreError> {
+        let seq = self.db.generate_id().map_err(|e| self.db_err(e))?;
+        let key = make_key(rec.ts_ns, seq);
+        rec.id = hex::encode(key);
+        let mut value = Vec::with_capacity(512);
+        value.push(VALUE_FORMAT_JSON);
+        serde_json::to_writer(&mut value, &*rec)
+            .map_err(|source| StoreError::Encode { path: self.dir.clone(), source })?;
+        // `generate_id` never repeats, so the key is fresh; compare-and-swap
+        // against "absent" makes an overwrite impossible rather than unlikely.
+        match self.results.compare_and_swap(key, None::<&[u8]>, Some(value)) {
+            Ok(Ok(())) => {
+                self.count.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Ok(Err(_)) => Err(StoreError::Corrupt {
+                path: self.dir.clone(),
+                key: rec.id.clone(),
+                reason: "key already present (sequence generator repeated)".into(),
+            }),
+            Err(e) => Err(self.db_err(e)),
+        }
+    }
+
+    fn decode(&self, key: &[u8], value: &[u8]) -> Result<ResultRecord, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt {
+            path: self.dir.clone(),
+            key: hex::encode(key),
+            reason,
+        };
+        match value.split_first() {
+            Some((&VALUE_FORMAT_JSON, body)) => {
+                let mut rec: ResultRecord =
+                    serde_json::from_slice(body).map_err(|e| corrupt(e.to_string()))?;
+                // The key is authoritative for the id.
+                rec.id = hex::encode(key);
+                Ok(rec)
+            }
+            Some((&other, _)) => Err(corrupt(format!("unknown value format {other}"))),
+            None => Err(corrupt("empty value".into())),
+        }
+    }
+
+    /// The record with this id, if any. A malformed id is
+    /// [`StoreError::MalformedId`].
+    pub fn get(&self, id: &str) -> Result<Option<ResultRecord>, StoreError> {
+        let key = parse_id(id)?;
+        match self.results.get(key).map_err(|e| self.db_err(e))? {
+            Some(v) => self.decode(&key, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The newest record (largest key), if any.
+    pub fn latest(&self) -> Result<Option<ResultRecord>, StoreError> {
+        Ok(self.range(None, None, 1)?.pop())
+    }
+
+    /// Up to `limit` records with `since_ns <= ts_ns <= until_ns` (both bounds
+    /// optional and inclusive), newest first. A record that cannot be decoded
+    /// is skipped with a warning so one bad record does not hide the others.
+    pub fn range(
+        &self,
+        since_ns: Option<u64>,
+        until_ns: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<ResultRecord>, StoreError> {
+        let lo = make_key(since_ns.unwrap_or(0), 0);
+        let hi = make_key(until_ns.unwrap_or(u64::MAX), u64::MAX);
+        let mut out = Vec::with_capacity(limit.min(1024));
+        if limit == 0 || lo > hi {
+            return Ok(out);
+        }
+        for item in self.results.range(lo..=hi).rev() {
+            let (k, v) = item.map_err(|e| self.db_err(e))?;
+            match self.decode(&k, &v) {
+                Ok(rec) => out.push(rec),
+                Err(e) => log::warn!("skipping unreadable record: {e}"),
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Number of stored records.
+    pub fn len(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Write everything buffered to disk (fsync).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(|e| self.db_err(e))
+    }
+
+    /// Bytes the database occupies on disk (0 if it cannot be determined,
+    /// which is logged).
+    pub fn size_on_disk(&self) -> u64 {
+        match self.db.size_on_disk() {
+            Ok(n) => n,
+            Err(e) => {
+                log::warn!("cannot determine result store size: {}", self.db_err(e));
+                0
+            }
+        }
+    }
+
+    /// Probe that the store accepts writes: write a small key and flush it.
+    /// Costs one fsync; meant for readiness checks, not per-request use.
+    pub fn check_writable(&self) -> Result<(), StoreError> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64);
+        let stamp = now.unwrap_or(0).to_be_bytes();
+        self.meta.insert(PROBE_KEY, &stamp).map_err(|e| self.db_err(e))?;
+        self.flush()
+    }
+}
+
+/// Write `bytes` to `path` via a temporary file in the same directory and a
+/// rename, so readers see either the old or the new content, never a torn file.
+fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let result = (|| {
+        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests;
