@@ -1,0 +1,351 @@
+//! End-to-end tests of the HTTPS API: a real `Server` on 127.0.0.1:0 with a
+//! temporary state dir and store, queried over TLS by `ureq` trusting only the
+//! certificate the server generated.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use spotter::api::{ApiError, ApiOptions, Server};
+use spotter::result::{ResultRecord, StageLatency};
+use spotter::state::{AppState, Check};
+use spotter::store::Store;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+struct Harness {
+    base: String,
+    agent: ureq::Agent,
+    state: Arc<AppState>,
+    store: Arc<Store>,
+    fingerprint: String,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<Result<(), ApiError>>,
+    _dir: tempfile::TempDir,
+}
+
+fn record(ts_ns: u64) -> ResultRecord {
+    ResultRecord {
+        id: String::new(),
+        ts_ns,
+        source: "files:/srv/demo".into(),
+        origin: format!("/srv/demo/{ts_ns}.jpg"),
+        frame_seq: ts_ns,
+        model_sha256: "cd".repeat(32),
+        runtime: "tflite".into(),
+        classes: vec![],
+        detections: vec![],
+        image_width: 224,
+        image_height: 224,
+        latency: StageLatency::default(),
+    }
+}
+
+fn agent_trusting(cert_pem: &std::path::Path) -> ureq::Agent {
+    let mut roots = rustls::RootCertStore::empty();
+    let mut reader = std::io::BufReader::new(std::fs::File::open(cert_pem).unwrap());
+    for cert in rustls_pemfile::certs(&mut reader) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    ureq::AgentBuilder::new()
+        .tls_config(Arc::new(config))
+        .timeout(Duration::from_secs(30))
+        .build()
+}
+
+async fn start_with(tune: impl FnOnce(&mut ApiOptions)) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("state");
+    let store = Arc::new(Store::open(&dir.path().join("store")).unwrap());
+    let state = Arc::new(AppState::new());
+    let mut opts = ApiOptions::new("127.0.0.1:0".parse().unwrap(), state_dir.clone());
+    tune(&mut opts);
+    let server = Server::bind(opts, state.clone(), store.clone()).await.unwrap();
+    let addr = server.local_addr();
+    assert_ne!(addr.port(), 0);
+    let fingerprint = server.cert_fingerprint().to_string();
+    let (shutdown, rx) = watch::channel(false);
+    let server = tokio::spawn(server.run(rx));
+    Harness {
+        base: format!("https://{addr}"),
+        agent: agent_trusting(&state_dir.join("tls/cert.pem")),
+        state,
+        store,
+        fingerprint,
+        shutdown,
+        server,
+        _dir: dir,
+    }
+}
+
+async fn start() -> Harness {
+    start_with(|_| {}).await
+}
+
+struct Reply {
+    status: u16,
+    content_type: Option<String>,
+    cache_control: Option<String>,
+    nosniff: Option<String>,
+    allow: Option<String>,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+impl Harness {
+    /// One request; any HTTP status is a `Reply`, transport failures are `Err`.
+    async fn try_call(&self, method: &str, path: &str) -> Result<Reply, String> {
+        let req = self.agent.request(method, &format!("{}{path}", self.base));
+        tokio::task::spawn_blocking(move || {
+            let resp = match req.call() {
+                Ok(r) => r,
+                Err(ureq::Error::Status(_, r)) => r,
+                Err(e) => return Err(e.to_string()),
+            };
+            let h = |n: &str| resp.header(n).map(str::to_string);
+            let mut reply = Reply {
+                status: resp.status(),
+                content_type: h("content-type"),
+                cache_control: h("cache-control"),
+                nosniff: h("x-content-type-options"),
+                allow: h("allow"),
+                body: String::new(),
+            };
+            resp.into_reader().read_to_string(&mut reply.body).map_err(|e| e.to_string())?;
+            Ok(reply)
+        })
+        .await
+        .unwrap()
+    }
+
+    async fn call(&self, method: &str, path: &str) -> Reply {
+        self.try_call(method, path).await.unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        self.call("GET", path).await
+    }
+
+    async fn stop(self) {
+        self.shutdown.send(true).unwrap();
+        // Generous bound so a hang fails the test instead of blocking CI forever.
+        let res = tokio::time::timeout(Duration::from_secs(60), self.server).await;
+        res.expect("run did not return after shutdown").unwrap().unwrap();
+    }
+}
+
+fn assert_error(r: &Reply, status: u16, code: &str) {
+    assert_eq!(r.status, status, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["error"]["code"], code, "{}", r.body);
+    assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", r.body);
+    assert_eq!(v.as_object().unwrap().len(), 1, "only the error object: {}", r.body);
+    assert_eq!(r.content_type.as_deref(), Some("application/json"));
+}
+
+// Catches: liveness depending on readiness, missing JSON type or security headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_is_ok_with_headers() {
+    let h = start().await;
+    let r = h.get("/healthz").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), serde_json::json!({"status": "ok"}));
+    assert_eq!(r.content_type.as_deref(), Some("application/json"));
+    assert_eq!(r.cache_control.as_deref(), Some("no-store"));
+    assert_eq!(r.nosniff.as_deref(), Some("nosniff"));
+    // The security headers are on errors too.
+    let r = h.get("/nope").await;
+    assert_eq!(r.cache_control.as_deref(), Some("no-store"));
+    assert_eq!(r.nosniff.as_deref(), Some("nosniff"));
+    h.stop().await;
+}
+
+// Catches: the advertised fingerprint not matching the certificate clients see on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fingerprint_is_of_the_served_certificate() {
+    let h = start().await;
+    let pem_path = h._dir.path().join("state/tls/cert.pem");
+    let mut reader = std::io::BufReader::new(std::fs::File::open(pem_path).unwrap());
+    let der = rustls_pemfile::certs(&mut reader).next().unwrap().unwrap();
+    use sha2::Digest;
+    assert_eq!(h.fingerprint, hex::encode(sha2::Sha256::digest(der.as_ref())));
+    assert_eq!(h.get("/healthz").await.status, 200);
+    h.stop().await;
+}
+
+// Catches: readyz answering 200 while checks fail, or not naming which check fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_reports_each_check() {
+    let h = start().await;
+    h.state.update_readiness(|r| r.store = Check::passing("write probe ok"));
+    let r = h.get("/readyz").await;
+    assert_eq!(r.status, 503);
+    let v = r.json();
+    assert_eq!(v["ready"], false);
+    assert_eq!(v["checks"]["source"]["ok"], false);
+    assert_eq!(v["checks"]["source"]["detail"], "starting: no frame yet");
+    assert_eq!(v["checks"]["model"]["ok"], false);
+    assert_eq!(v["checks"]["store"]["ok"], true);
+    assert_eq!(v["checks"]["store"]["detail"], "write probe ok");
+
+    h.state.update_readiness(|r| {
+        r.source = Check::passing("frame 3 ms ago");
+        r.model = Check::passing("canary ok");
+    });
+    let r = h.get("/readyz").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["ready"], true);
+    h.stop().await;
+}
+
+// Catches: oldest-first listings, since/until/limit ignored, latest not the newest,
+// ids that do not round-trip, 404 vs 400 confusion on ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_listing_latest_and_by_id() {
+    let h = start().await;
+    assert_error(&h.get("/api/v1/results/latest").await, 404, "no_results");
+    assert_eq!(h.get("/api/v1/results").await.json(), serde_json::json!({"results": []}));
+
+    let mut ids = Vec::new();
+    for ts in [100u64, 300, 200] {
+        let mut rec = record(ts);
+        h.store.insert(&mut rec).unwrap();
+        ids.push((ts, rec.id));
+    }
+    let ts_list = |v: Value| -> Vec<u64> {
+        v["results"].as_array().unwrap().iter().map(|r| r["ts_ns"].as_u64().unwrap()).collect()
+    };
+    assert_eq!(ts_list(h.get("/api/v1/results").await.json()), vec![300, 200, 100]);
+    assert_eq!(ts_list(h.get("/api/v1/results?limit=2").await.json()), vec![300, 200]);
+    assert_eq!(ts_list(h.get("/api/v1/results?since=150&until=250").await.json()), vec![200]);
+    assert_eq!(ts_list(h.get("/api/v1/results?since=200").await.json()), vec![300, 200]);
+
+    let latest = h.get("/api/v1/results/latest").await;
+    assert_eq!(latest.status, 200);
+    assert_eq!(latest.json()["ts_ns"], 300);
+
+    for (ts, id) in &ids {
+        let r = h.get(&format!("/api/v1/results/{id}")).await;
+        assert_eq!(r.status, 200);
+        let got: ResultRecord = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(&got.id, id);
+        assert_eq!(got.ts_ns, *ts);
+        assert_eq!(got.origin, format!("/srv/demo/{ts}.jpg"));
+    }
+    assert_error(&h.get(&format!("/api/v1/results/{}", "0".repeat(32))).await, 404, "result_not_found");
+    assert_error(&h.get("/api/v1/results/not-an-id").await, 400, "invalid_id");
+    assert_error(&h.get("/api/v1/results?limit=0").await, 400, "invalid_parameter");
+    assert_error(&h.get("/api/v1/results?limit=1001").await, 400, "invalid_parameter");
+    assert_error(&h.get("/api/v1/results?since=soon").await, 400, "invalid_parameter");
+    assert_error(&h.get("/api/v1/results?colour=red").await, 400, "invalid_parameter");
+    h.stop().await;
+}
+
+// Catches: `max_results_limit` from the options not applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_limit_is_capped_by_options() {
+    let h = start_with(|o| o.max_results_limit = 2).await;
+    for ts in 1..=3 {
+        h.store.insert(&mut record(ts)).unwrap();
+    }
+    assert_eq!(h.get("/api/v1/results").await.json()["results"].as_array().unwrap().len(), 2);
+    assert_error(&h.get("/api/v1/results?limit=3").await, 400, "invalid_parameter");
+    h.stop().await;
+}
+
+// Catches: unknown routes not 404, wrong methods not 405 or missing Allow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_routes_and_wrong_methods() {
+    let h = start().await;
+    assert_error(&h.get("/api/v2/status").await, 404, "not_found");
+    assert_error(&h.get("/api/v1/results/").await, 404, "not_found");
+    for path in ["/healthz", "/api/v1/results", "/api/v1/results/latest"] {
+        let r = h.call("POST", path).await;
+        assert_error(&r, 405, "method_not_allowed");
+        assert_eq!(r.allow.as_deref(), Some("GET, HEAD"), "{path}");
+    }
+    assert_error(&h.call("DELETE", &format!("/api/v1/results/{}", "0".repeat(32))).await, 405, "method_not_allowed");
+    let head = h.call("HEAD", "/healthz").await;
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    h.stop().await;
+}
+
+// Catches: status missing its sections or reporting stale store/model/counter values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_everything() {
+    let h = start().await;
+    h.state.set_source("files:/srv/demo (2 fps, loop)".into());
+    let mut rec = record(42);
+    h.store.insert(&mut rec).unwrap();
+    h.state.set_last_result(rec.clone());
+    spotter::state::Counters::inc(&h.state.counters.inferences);
+    let v = h.get("/api/v1/status").await.json();
+    assert!(v["uptime_s"].is_u64());
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(v["source"], "files:/srv/demo (2 fps, loop)");
+    assert_eq!(v["readiness"]["ready"], false);
+    assert_eq!(v["readiness"]["checks"]["model"]["ok"], false);
+    assert!(v["model"].is_null());
+    assert_eq!(v["counters"]["inferences"], 1);
+    assert_eq!(v["last_result"]["id"], rec.id.as_str());
+    assert_eq!(v["store"]["records"], 1);
+    assert!(v["store"]["size_bytes"].as_u64().unwrap() > 0);
+    h.stop().await;
+}
+
+// Catches: connections beyond max_connections being served (unbounded concurrency),
+// or a slot never released after its connection ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_are_closed() {
+    let h = start_with(|o| {
+        o.max_connections = 1;
+        o.header_read_timeout = Duration::from_secs(120);
+        o.keep_alive_idle = Duration::from_secs(120);
+    })
+    .await;
+    let addr = h.base.trim_start_matches("https://").to_string();
+    // A bare TCP connection holds the only slot while its handshake is pending.
+    let hog = std::net::TcpStream::connect(&addr).unwrap();
+    let refused = h.try_call("GET", "/healthz").await;
+    assert!(refused.is_err(), "second connection was served: {:?}", refused.map(|r| r.status));
+    drop(hog);
+    // The slot frees once the server notices the hog's EOF; retry, bounded.
+    let mut served = None;
+    for _ in 0..100 {
+        if let Ok(r) = h.try_call("GET", "/healthz").await {
+            served = Some(r.status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(served, Some(200));
+    h.stop().await;
+}
+
+// Catches: `run` ignoring the shutdown signal, or the port still serving afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_serving() {
+    let h = start().await;
+    assert_eq!(h.get("/healthz").await.status, 200);
+    let base = h.base.clone();
+    let agent = h.agent.clone();
+    h.stop().await;
+    let after = tokio::task::spawn_blocking(move || agent.get(&format!("{base}/healthz")).call())
+        .await
+        .unwrap();
+    assert!(after.is_err(), "served after shutdown");
+}
