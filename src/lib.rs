@@ -5,7 +5,11 @@
 
 pub mod api;
 pub mod capture;
+pub mod config;
+pub mod ids;
 pub mod inference;
+pub mod logging;
 pub mod result;
 pub mod state;
 pub mod store;
+pub mod systemd;

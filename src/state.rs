@@ -111,6 +111,8 @@ pub struct AppState {
     pub model: RwLock<Option<ModelStatus>>,
     pub counters: Counters,
     pub last_result: RwLock<Option<ResultRecord>>,
+    /// When the source last delivered a frame (for stall detection).
+    pub last_frame: std::sync::Mutex<Option<Instant>>,
 }
 
 impl AppState {
@@ -127,6 +129,7 @@ impl AppState {
             model: RwLock::new(None),
             counters: Counters::default(),
             last_result: RwLock::new(None),
+            last_frame: std::sync::Mutex::new(None),
         }
     }
 

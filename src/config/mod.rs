@@ -1,0 +1,371 @@
+//! Configuration: one TOML file plus drop-ins, validated once into typed
+//! [`Settings`].
+//!
+//! Every file is parsed strictly on its own (unknown keys and wrongly typed
+//! values are errors naming the file, line and column), then the files are
+//! layered: the main file first, then `<name>.d/*.toml` beside it in lexical
+//! order, later files winning key by key. Range and consistency checks run on
+//! the layered result and still name the file and line that set the offending
+//! value. Every setting has a default, documented in `docs/spotter.example.toml`.
+
+mod raw;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use raw::{Layers, Origin};
+
+/// Errors from reading or validating configuration. Each names the file and,
+/// where known, the line, column and key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read { path: String, #[source] source: std::io::Error },
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse { path: String, line: usize, column: usize, message: String },
+    #[error("{path}:{line}:{column}: `{key}`: {message}")]
+    Invalid { path: String, line: usize, column: usize, key: String, message: String },
+    #[error("{path}: `{key}`: {message}")]
+    Missing { path: String, key: String, message: String },
+}
+
+/// Which frame source the daemon runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    V4l2,
+    Files,
+}
+
+/// Preferred capture pixel format for V4L2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptureFormat {
+    Auto,
+    Mjpeg,
+    Yuyv,
+}
+
+/// How a frame is fitted to the model's input size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fit {
+    Stretch,
+    Crop,
+    Letterbox,
+}
+
+/// Which inference runtime to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeSetting {
+    Auto,
+    Litert,
+    Builtin,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DaemonSettings {
+    pub state_dir: PathBuf,
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SourceSettings {
+    pub kind: SourceKind,
+    pub device: PathBuf,
+    pub width: u32,
+    pub height: u32,
+    pub fps: f64,
+    pub format: CaptureFormat,
+    pub buffers: u32,
+    pub dir: Option<PathBuf>,
+    #[serde(rename = "loop")]
+    pub looping: bool,
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    pub stall_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ModelSettings {
+    pub path: PathBuf,
+    pub labels: Option<PathBuf>,
+    pub runtime: RuntimeSetting,
+    pub litert_lib: Option<PathBuf>,
+    pub threads: usize,
+    pub top_k: usize,
+    pub min_score: f32,
+    pub fit: Fit,
+    pub label_filter: Vec<String>,
+    pub max_pixels: u64,
+    pub input_mean: Option<f32>,
+    pub input_std: Option<f32>,
+    pub retry_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StoreSettings {
+    pub dir: PathBuf,
+    pub flush_every_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ApiSettings {
+    pub listen: SocketAddr,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub max_connections: usize,
+    pub header_read_timeout_ms: u64,
+    pub keep_alive_idle_ms: u64,
+    pub max_results_limit: usize,
+}
+
+/// The validated, effective settings.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Settings {
+    pub daemon: DaemonSettings,
+    pub source: SourceSettings,
+    pub model: ModelSettings,
+    pub store: StoreSettings,
+    pub api: ApiSettings,
+    /// The files that were read, in the order they were layered.
+    #[serde(skip)]
+    pub files: Vec<PathBuf>,
+}
+
+impl SourceSettings {
+    pub fn stall_timeout(&self) -> Duration {
+        Duration::from_millis(self.stall_timeout_ms)
+    }
+}
+
+/// The drop-in directory for a config file: `spotter.toml` → `spotter.d/`.
+pub fn dropin_dir(main: &Path) -> PathBuf {
+    let stem = main.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    main.with_file_name(format!("{stem}.d"))
+}
+
+/// Load the main file and its drop-ins, then validate.
+pub fn load(main: &Path) -> Result<Settings, ConfigError> {
+    let mut files = vec![main.to_path_buf()];
+    let dir = dropin_dir(main);
+    match std::fs::read_dir(&dir) {
+        Ok(entries) => {
+            let mut dropins: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+                .collect();
+            dropins.sort();
+            files.extend(dropins);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(ConfigError::Read { path: dir.display().to_string(), source: e }),
+    }
+    let mut sources = Vec::with_capacity(files.len());
+    for f in &files {
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| ConfigError::Read { path: f.display().to_string(), source: e })?;
+        sources.push((f.clone(), text));
+    }
+    from_sources(sources)
+}
+
+/// Validate already-read files (path, text), layered in the given order.
+pub fn from_sources(sources: Vec<(PathBuf, String)>) -> Result<Settings, ConfigError> {
+    let layers = Layers::parse(sources)?;
+    build(&layers)
+}
+
+fn invalid<T>(o: &Origin<T>, key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        path: o.path.display().to_string(),
+        line: o.line,
+        column: o.column,
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+/// A layered value or its default.
+fn val<T: Clone>(o: &Option<Origin<T>>, default: T) -> T {
+    o.as_ref().map(|o| o.value.clone()).unwrap_or(default)
+}
+
+fn in_range<T>(o: &Option<Origin<T>>, key: &str, ok: impl Fn(&T) -> bool, what: &str) -> Result<(), ConfigError> {
+    match o {
+        Some(o) if !ok(&o.value) => Err(invalid(o, key, what.to_string())),
+        _ => Ok(()),
+    }
+}
+
+fn build(l: &Layers) -> Result<Settings, ConfigError> {
+    // [daemon]
+    let state_dir = l.get(|r| r.daemon.as_ref()?.state_dir.as_ref());
+    let log_level = l.get(|r| r.daemon.as_ref()?.log_level.as_ref());
+    in_range(&log_level, "daemon.log_level", |s: &String| {
+        matches!(s.as_str(), "error" | "warn" | "info" | "debug" | "trace")
+    }, "must be one of error, warn, info, debug, trace")?;
+    let state_dir: PathBuf = val(&state_dir, PathBuf::from("/var/lib/spotter"));
+    let daemon = DaemonSettings { state_dir: state_dir.clone(), log_level: val(&log_level, "info".into()) };
+
+    // [source]
+    let kind = l.get(|r| r.source.as_ref()?.kind.as_ref());
+    let device = l.get(|r| r.source.as_ref()?.device.as_ref());
+    let width = l.get(|r| r.source.as_ref()?.width.as_ref());
+    let height = l.get(|r| r.source.as_ref()?.height.as_ref());
+    let fps = l.get(|r| r.source.as_ref()?.fps.as_ref());
+    let format = l.get(|r| r.source.as_ref()?.format.as_ref());
+    let buffers = l.get(|r| r.source.as_ref()?.buffers.as_ref());
+    let dir = l.get(|r| r.source.as_ref()?.dir.as_ref());
+    let looping = l.get(|r| r.source.as_ref()?.r#loop.as_ref());
+    let retry_initial = l.get(|r| r.source.as_ref()?.retry_initial_ms.as_ref());
+    let retry_max = l.get(|r| r.source.as_ref()?.retry_max_ms.as_ref());
+    let stall = l.get(|r| r.source.as_ref()?.stall_timeout_ms.as_ref());
+    in_range(&width, "source.width", |v| (16..=8192).contains(v), "must be between 16 and 8192")?;
+    in_range(&height, "source.height", |v| (16..=8192).contains(v), "must be between 16 and 8192")?;
+    in_range(&fps, "source.fps", |v: &f64| v.is_finite() && *v > 0.0 && *v <= 240.0, "must be > 0 and at most 240")?;
+    in_range(&buffers, "source.buffers", |v| (2..=32).contains(v), "must be between 2 and 32")?;
+    in_range(&retry_initial, "source.retry_initial_ms", |v| (10..=600_000).contains(v), "must be between 10 and 600000")?;
+    in_range(&retry_max, "source.retry_max_ms", |v| (10..=3_600_000).contains(v), "must be between 10 and 3600000")?;
+    in_range(&stall, "source.stall_timeout_ms", |v| (100..=600_000).contains(v), "must be between 100 and 600000")?;
+    let kind_v = val(&kind, SourceKind::V4l2);
+    if kind_v == SourceKind::Files && dir.is_none() {
+        let path = kind.as_ref().map(|o| o.path.display().to_string()).unwrap_or_default();
+        return Err(ConfigError::Missing {
+            path,
+            key: "source.dir".into(),
+            message: "required when source.kind = \"files\"".into(),
+        });
+    }
+    let retry_initial_ms = val(&retry_initial, 500);
+    let retry_max_ms = val(&retry_max, 30_000);
+    if retry_max_ms < retry_initial_ms {
+        // Both defaults satisfy the rule, so at least one of them was set.
+        let (o, key) = match (&retry_max, &retry_initial) {
+            (Some(o), _) => (o.as_pos(), "source.retry_max_ms"),
+            (None, Some(o)) => (o.as_pos(), "source.retry_initial_ms"),
+            (None, None) => unreachable!("defaults are consistent"),
+        };
+        return Err(invalid(&o, key, "source.retry_max_ms must be >= source.retry_initial_ms"));
+    }
+    let source = SourceSettings {
+        kind: kind_v,
+        device: val(&device, PathBuf::from("/dev/video0")),
+        width: val(&width, 640),
+        height: val(&height, 480),
+        fps: val(&fps, if kind_v == SourceKind::Files { 2.0 } else { 15.0 }),
+        format: val(&format, CaptureFormat::Auto),
+        buffers: val(&buffers, 4),
+        dir: dir.map(|o| o.value),
+        looping: val(&looping, true),
+        retry_initial_ms,
+        retry_max_ms,
+        stall_timeout_ms: val(&stall, 5_000),
+    };
+
+    // [model]
+    let path = l.get(|r| r.model.as_ref()?.path.as_ref());
+    let labels = l.get(|r| r.model.as_ref()?.labels.as_ref());
+    let runtime = l.get(|r| r.model.as_ref()?.runtime.as_ref());
+    let litert_lib = l.get(|r| r.model.as_ref()?.litert_lib.as_ref());
+    let threads = l.get(|r| r.model.as_ref()?.threads.as_ref());
+    let top_k = l.get(|r| r.model.as_ref()?.top_k.as_ref());
+    let min_score = l.get(|r| r.model.as_ref()?.min_score.as_ref());
+    let fit = l.get(|r| r.model.as_ref()?.fit.as_ref());
+    let label_filter = l.get(|r| r.model.as_ref()?.label_filter.as_ref());
+    let max_pixels = l.get(|r| r.model.as_ref()?.max_pixels.as_ref());
+    let mean = l.get(|r| r.model.as_ref()?.input_mean.as_ref());
+    let std = l.get(|r| r.model.as_ref()?.input_std.as_ref());
+    let retry_ms = l.get(|r| r.model.as_ref()?.retry_ms.as_ref());
+    in_range(&threads, "model.threads", |v| (1..=64).contains(v), "must be between 1 and 64")?;
+    in_range(&top_k, "model.top_k", |v| (1..=100).contains(v), "must be between 1 and 100")?;
+    in_range(&min_score, "model.min_score", |v: &f32| (0.0..=1.0).contains(v), "must be between 0.0 and 1.0")?;
+    in_range(&max_pixels, "model.max_pixels", |v| (1..=1_000_000_000).contains(v), "must be between 1 and 1000000000")?;
+    in_range(&mean, "model.input_mean", |v: &f32| v.is_finite(), "must be a finite number")?;
+    in_range(&std, "model.input_std", |v: &f32| v.is_finite() && *v > 0.0, "must be a finite number > 0")?;
+    in_range(&retry_ms, "model.retry_ms", |v| (100..=3_600_000).contains(v), "must be between 100 and 3600000")?;
+    if mean.is_some() != std.is_some() {
+        let (o, key) = match (&mean, &std) {
+            (Some(o), None) => (o.as_pos(), "model.input_mean"),
+            (None, Some(o)) => (o.as_pos(), "model.input_std"),
+            _ => unreachable!("checked above that exactly one is set"),
+        };
+        return Err(invalid(&o, key, "input_mean and input_std must be set together"));
+    }
+    let model = ModelSettings {
+        path: val(&path, PathBuf::from("/usr/share/spotter/models/efficientnet_lite0.tflite")),
+        labels: labels.map(|o| o.value),
+        runtime: val(&runtime, RuntimeSetting::Auto),
+        litert_lib: litert_lib.map(|o| o.value),
+        threads: val(&threads, 2),
+        top_k: val(&top_k, 5),
+        min_score: val(&min_score, 0.0),
+        fit: val(&fit, Fit::Stretch),
+        label_filter: val(&label_filter, Vec::new()),
+        max_pixels: val(&max_pixels, 40_000_000),
+        input_mean: mean.map(|o| o.value),
+        input_std: std.map(|o| o.value),
+        retry_ms: val(&retry_ms, 10_000),
+    };
+
+    // [store]
+    let sdir = l.get(|r| r.store.as_ref()?.dir.as_ref());
+    let flush = l.get(|r| r.store.as_ref()?.flush_every_ms.as_ref());
+    in_range(&flush, "store.flush_every_ms", |v| (1..=600_000).contains(v), "must be between 1 and 600000")?;
+    let store = StoreSettings {
+        dir: val(&sdir, state_dir.join("results")),
+        flush_every_ms: val(&flush, 1_000),
+    };
+
+    // [api]
+    let listen = l.get(|r| r.api.as_ref()?.listen.as_ref());
+    let cert = l.get(|r| r.api.as_ref()?.cert.as_ref());
+    let key = l.get(|r| r.api.as_ref()?.key.as_ref());
+    let maxc = l.get(|r| r.api.as_ref()?.max_connections.as_ref());
+    let hrt = l.get(|r| r.api.as_ref()?.header_read_timeout_ms.as_ref());
+    let kai = l.get(|r| r.api.as_ref()?.keep_alive_idle_ms.as_ref());
+    let mrl = l.get(|r| r.api.as_ref()?.max_results_limit.as_ref());
+    let listen_v: SocketAddr = match &listen {
+        Some(o) => o.value.parse().map_err(|e| invalid(o, "api.listen", format!("not an address:port ({e})")))?,
+        None => SocketAddr::from(([127, 0, 0, 1], 8443)),
+    };
+    in_range(&maxc, "api.max_connections", |v| (1..=65_536).contains(v), "must be between 1 and 65536")?;
+    in_range(&hrt, "api.header_read_timeout_ms", |v| (100..=600_000).contains(v), "must be between 100 and 600000")?;
+    in_range(&kai, "api.keep_alive_idle_ms", |v| (100..=3_600_000).contains(v), "must be between 100 and 3600000")?;
+    in_range(&mrl, "api.max_results_limit", |v| (1..=100_000).contains(v), "must be between 1 and 100000")?;
+    if cert.is_some() != key.is_some() {
+        let (o, k) = match (&cert, &key) {
+            (Some(o), None) => (o.as_pos(), "api.cert"),
+            (None, Some(o)) => (o.as_pos(), "api.key"),
+            _ => unreachable!("checked above that exactly one is set"),
+        };
+        return Err(invalid(&o, k, "api.cert and api.key must be set together"));
+    }
+    let api = ApiSettings {
+        listen: listen_v,
+        cert: cert.map(|o| o.value),
+        key: key.map(|o| o.value),
+        max_connections: val(&maxc, 64),
+        header_read_timeout_ms: val(&hrt, 5_000),
+        keep_alive_idle_ms: val(&kai, 60_000),
+        max_results_limit: val(&mrl, 1_000),
+    };
+
+    Ok(Settings { daemon, source, model, store, api, files: l.paths() })
+}
+
+impl Settings {
+    /// The effective settings as TOML, for `spotter check-config`.
+    pub fn to_toml(&self) -> String {
+        // Serialization of plain structs of strings, numbers, paths and
+        // vectors cannot fail; fall back to Debug output if it ever does.
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# could not render settings: {e}\n{self:#?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests;

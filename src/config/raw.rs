@@ -1,0 +1,165 @@
+//! The raw, per-file view of configuration: every key optional and spanned,
+//! unknown keys refused, so each error can point at a file, line and column.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{CaptureFormat, ConfigError, Fit, RuntimeSetting, SourceKind};
+
+type Field<T> = Option<Spanned<T>>;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub daemon: Option<RawDaemon>,
+    pub source: Option<RawSource>,
+    pub model: Option<RawModel>,
+    pub store: Option<RawStore>,
+    pub api: Option<RawApi>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDaemon {
+    pub state_dir: Field<PathBuf>,
+    pub log_level: Field<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSource {
+    pub kind: Field<SourceKind>,
+    pub device: Field<PathBuf>,
+    pub width: Field<u32>,
+    pub height: Field<u32>,
+    pub fps: Field<f64>,
+    pub format: Field<CaptureFormat>,
+    pub buffers: Field<u32>,
+    pub dir: Field<PathBuf>,
+    pub r#loop: Field<bool>,
+    pub retry_initial_ms: Field<u64>,
+    pub retry_max_ms: Field<u64>,
+    pub stall_timeout_ms: Field<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawModel {
+    pub path: Field<PathBuf>,
+    pub labels: Field<PathBuf>,
+    pub runtime: Field<RuntimeSetting>,
+    pub litert_lib: Field<PathBuf>,
+    pub threads: Field<usize>,
+    pub top_k: Field<usize>,
+    pub min_score: Field<f32>,
+    pub fit: Field<Fit>,
+    pub label_filter: Field<Vec<String>>,
+    pub max_pixels: Field<u64>,
+    pub input_mean: Field<f32>,
+    pub input_std: Field<f32>,
+    pub retry_ms: Field<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStore {
+    pub dir: Field<PathBuf>,
+    pub flush_every_ms: Field<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawApi {
+    pub listen: Field<String>,
+    pub cert: Field<PathBuf>,
+    pub key: Field<PathBuf>,
+    pub max_connections: Field<usize>,
+    pub header_read_timeout_ms: Field<u64>,
+    pub keep_alive_idle_ms: Field<u64>,
+    pub max_results_limit: Field<usize>,
+}
+
+/// A value together with where it was set.
+#[derive(Debug, Clone)]
+pub(super) struct Origin<T> {
+    pub value: T,
+    pub path: PathBuf,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl<T> Origin<T> {
+    /// The position alone, for errors about this key.
+    pub fn as_pos(&self) -> Origin<()> {
+        Origin { value: (), path: self.path.clone(), line: self.line, column: self.column }
+    }
+}
+
+struct Layer {
+    path: PathBuf,
+    text: String,
+    raw: RawConfig,
+}
+
+/// The parsed files, in layering order (later wins).
+pub(super) struct Layers {
+    layers: Vec<Layer>,
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map(|i| offset - i).unwrap_or(offset + 1);
+    (line, column)
+}
+
+impl Layers {
+    pub fn parse(sources: Vec<(PathBuf, String)>) -> Result<Layers, ConfigError> {
+        let mut layers = Vec::with_capacity(sources.len());
+        for (path, text) in sources {
+            let raw: RawConfig = toml::from_str(&text).map_err(|e| {
+                let (line, column) = e.span().map(|s| line_col(&text, s.start)).unwrap_or((0, 0));
+                ConfigError::Parse {
+                    path: path.display().to_string(),
+                    line,
+                    column,
+                    message: e.message().trim().to_string(),
+                }
+            })?;
+            layers.push(Layer { path, text, raw });
+        }
+        Ok(Layers { layers })
+    }
+
+    /// The value of one key from the last file that sets it.
+    pub fn get<T: Clone>(&self, pick: impl Fn(&RawConfig) -> Option<&Spanned<T>>) -> Option<Origin<T>> {
+        self.layers.iter().rev().find_map(|l| {
+            pick(&l.raw).map(|s| {
+                let (line, column) = line_col(&l.text, s.span().start);
+                Origin { value: s.get_ref().clone(), path: l.path.clone(), line, column }
+            })
+        })
+    }
+
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.layers.iter().map(|l| l.path.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::line_col;
+
+    // Would catch off-by-one line/column reporting in every config error.
+    #[test]
+    fn line_col_is_one_based() {
+        let t = "a = 1\nbb = 2\n";
+        assert_eq!(line_col(t, 0), (1, 1));
+        assert_eq!(line_col(t, 6), (2, 1));
+        assert_eq!(line_col(t, 9), (2, 4));
+    }
+}

@@ -1,0 +1,25 @@
+//! Stable journald `MESSAGE_ID`s for the events a technician looks for.
+//!
+//! These never change once released: `docs/field-guide.md` and technicians'
+//! saved `journalctl MESSAGE_ID=…` queries depend on them. Pass them as the
+//! `message_id` key of a log record; the journal logger turns it into the
+//! `MESSAGE_ID` field.
+
+/// The daemon started (configuration loaded).
+pub const STARTED: &str = "5e5100a56e644a9d9273547877394e52";
+/// Readiness reached: frames flow, the model passed its canary, the API listens.
+pub const READY: &str = "bcf4a6d37383474db329172822e1341e";
+/// The source could not be opened (camera missing, empty folder); retrying.
+pub const SOURCE_UNAVAILABLE: &str = "8b672ab23c834c8f89b8c8b7970e486c";
+/// A streaming source failed (camera unplugged, driver error).
+pub const SOURCE_LOST: &str = "33b06fa759e24f109bba540963c91b8e";
+/// The source delivers frames again after a failure.
+pub const SOURCE_RECOVERED: &str = "2bd3035a978d4730900015bc5dd75d60";
+/// A model passed its canary and became active.
+pub const MODEL_ACTIVATED: &str = "7af392a7635f4f9982ecc3f8d9104386";
+/// A model was refused (unreadable, corrupt, unsupported, canary failed).
+pub const MODEL_REJECTED: &str = "9fc02b21aee44e96999caeb9b8313602";
+/// A self-signed TLS certificate was generated.
+pub const CERT_GENERATED: &str = "7b019bd920df409aa3e08af98629d5b9";
+/// Shutdown began.
+pub const STOPPING: &str = "d7c2473de0ad413eb097c6bc2d6a1566";
