@@ -1,0 +1,344 @@
+//! The inference engine: one loaded model behind one runtime, frame in, result out.
+//!
+//! This module owns the assembly of a runnable model: it takes a [`Runtime`]
+//! chosen by the caller and the [`ModelFile`] it was loaded from, recognises the
+//! model kind, resolves labels (explicit file, else labels embedded in the
+//! model) and checks them against the outputs, sets up pre-processing, and
+//! exposes `run` (frame → [`InferenceOutput`] with per-stage latency),
+//! `run_tensor` (raw input → raw output, for golden tests) and `canary` (a
+//! self-test run at load time). An `Engine` is used by one thread at a time
+//! and may be moved between threads.
+
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+use serde::Serialize;
+
+use super::builtin::BuiltinRuntime;
+use super::labels::{ClassifierLabelMap, DetectorLabelMap, Labels};
+use super::modelfile::ModelFile;
+use super::postprocess::{self, DetectionParams, ModelKind};
+use super::preprocess::{FitMode, Normalization, Preprocessor, DEFAULT_MAX_PIXELS};
+use super::{DType, InferenceError, Runtime, RuntimeKind, TensorSpec};
+use crate::capture::{Frame, PixelFormat};
+use crate::result::{InferenceOutput, StageLatency};
+
+/// How to load and run one model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelOptions {
+    pub path: PathBuf,
+    /// Labels file; when `None`, labels embedded in the model are used if any.
+    pub labels: Option<PathBuf>,
+    /// CPU threads for the runtime (0: let the runtime decide).
+    pub threads: usize,
+    /// Classifier: number of classes reported.
+    pub top_k: usize,
+    /// Minimum dequantized score for a class or a detection to be reported.
+    pub min_score: f32,
+    pub fit: FitMode,
+    /// Overrides the default normalization (see [`Normalization::default_for`]).
+    pub normalization: Option<Normalization>,
+    /// Detector: keep only these labels (case-insensitive); empty keeps all.
+    pub label_filter: Vec<String>,
+    /// Largest decoded frame accepted, in pixels.
+    pub max_pixels: u64,
+}
+
+impl ModelOptions {
+    /// Options with defaults: 1 thread, top-5, no score floor, stretch, 40 Mpx budget.
+    pub fn new(path: impl Into<PathBuf>) -> ModelOptions {
+        ModelOptions {
+            path: path.into(),
+            labels: None,
+            threads: 1,
+            top_k: 5,
+            min_score: 0.0,
+            fit: FitMode::Stretch,
+            normalization: None,
+            label_filter: Vec::new(),
+            max_pixels: DEFAULT_MAX_PIXELS,
+        }
+    }
+}
+
+/// A description of the loaded model, for status and logs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EngineInfo {
+    pub path: String,
+    pub sha256: String,
+    /// `"classification"` or `"detection"`.
+    pub kind: &'static str,
+    pub runtime: RuntimeKind,
+    pub input: TensorSpec,
+    pub outputs: Vec<TensorSpec>,
+    pub labels: usize,
+    /// Where the labels came from (a path or `embedded:NAME`), if any.
+    pub labels_source: Option<String>,
+    pub normalization: Normalization,
+    pub fit: FitMode,
+}
+
+#[derive(Debug)]
+enum LabelMap {
+    None,
+    Classifier(Labels, ClassifierLabelMap),
+    Detector(Labels, DetectorLabelMap),
+}
+
+/// One loaded, runnable model.
+pub struct Engine {
+    runtime: Box<dyn Runtime>,
+    kind: ModelKind,
+    labels: LabelMap,
+    path: String,
+    sha256: String,
+    prep: Preprocessor,
+    top_k: usize,
+    min_score: f32,
+    label_filter: Vec<String>,
+    max_pixels: u64,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("path", &self.path)
+            .field("kind", &self.kind)
+            .field("runtime", &self.runtime.kind())
+            .field("labels", &self.labels)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Assemble an engine from a runtime the caller loaded from `file`.
+    pub fn load(opts: &ModelOptions, runtime: Box<dyn Runtime>, file: &ModelFile) -> Result<Engine, InferenceError> {
+        let path = file.path().display().to_string();
+        let input = runtime.input_spec().clone();
+        let kind = ModelKind::from_outputs(runtime.output_specs(), &path)?;
+        let normalization = opts
+            .normalization
+            .unwrap_or_else(|| Normalization::default_for(&input, file.metadata().input_normalization));
+        let prep = Preprocessor::new(&input, opts.fit, normalization).map_err(|e| with_path(e, &path))?;
+
+        let labels = match &opts.labels {
+            Some(p) => Some(Labels::load(p)?),
+            None => file.embedded_labels().map(|names| {
+                let source = format!("embedded:{}", file.metadata().labels_file.as_deref().unwrap_or("archive"));
+                Labels::from_names(names, source)
+            }),
+        };
+        let labels = match (labels, kind) {
+            (None, _) => {
+                log::warn!(model = path.as_str(); "no labels: results are reported by index");
+                LabelMap::None
+            }
+            (Some(l), ModelKind::Classifier { classes }) => {
+                let map = ClassifierLabelMap::new(&l, classes, &path)?;
+                LabelMap::Classifier(l, map)
+            }
+            (Some(l), ModelKind::Detector { .. }) => {
+                let map = DetectorLabelMap::new(&l);
+                LabelMap::Detector(l, map)
+            }
+        };
+        let (sha256, runtime_kind) = (file.sha256().to_string(), runtime.kind());
+        let engine = Engine {
+            runtime,
+            kind,
+            labels,
+            path,
+            sha256,
+            prep,
+            top_k: opts.top_k,
+            min_score: opts.min_score,
+            label_filter: opts.label_filter.clone(),
+            max_pixels: opts.max_pixels,
+        };
+        let runtime_name = runtime_kind.to_string();
+        log::info!(
+            model = engine.path.as_str(), runtime = runtime_name.as_str(), kind = kind.name();
+            "model loaded: input {:?} {:?}, normalization {:?}", input.dtype, input.shape, normalization
+        );
+        Ok(engine)
+    }
+
+    /// Read `opts.path` and load it with the built-in TF Lite runtime.
+    pub fn load_builtin(opts: &ModelOptions) -> Result<Engine, InferenceError> {
+        let file = ModelFile::read(&opts.path)?;
+        let runtime = BuiltinRuntime::from_model_file(&file, opts.threads)?;
+        Engine::load(opts, Box::new(runtime), &file)
+    }
+
+    /// Run one frame end to end.
+    pub fn run(&mut self, frame: &Frame) -> Result<InferenceOutput, InferenceError> {
+        let prepared = self.prep.prepare(frame, self.max_pixels, self.runtime.input_mut())?;
+        let t = Instant::now();
+        self.runtime.invoke()?;
+        let invoke_us = t.elapsed().as_micros() as u64;
+        let t = Instant::now();
+        let specs = self.runtime.output_specs();
+        let (classes, detections) = match self.kind {
+            ModelKind::Classifier { .. } => {
+                let labels = match &self.labels {
+                    LabelMap::Classifier(l, m) => Some((l, *m)),
+                    _ => None,
+                };
+                let top = postprocess::top_k(self.runtime.output(0), &specs[0], self.top_k, self.min_score, labels)
+                    .map_err(|e| with_path(e, &self.path))?;
+                (top, Vec::new())
+            }
+            ModelKind::Detector { .. } => {
+                let labels = match &self.labels {
+                    LabelMap::Detector(l, m) => Some((l, *m)),
+                    _ => None,
+                };
+                let params = DetectionParams { min_score: self.min_score, label_filter: &self.label_filter, labels };
+                let outputs = [0, 1, 2, 3].map(|i| (self.runtime.output(i), &specs[i]));
+                let d = postprocess::detections(outputs, &prepared.mapping, &params).map_err(|e| with_path(e, &self.path))?;
+                (Vec::new(), d)
+            }
+        };
+        let post_us = t.elapsed().as_micros() as u64;
+        Ok(InferenceOutput {
+            classes,
+            detections,
+            image_width: prepared.mapping.src_width,
+            image_height: prepared.mapping.src_height,
+            latency: StageLatency {
+                decode_us: prepared.decode_us,
+                resize_us: prepared.resize_us,
+                quantize_us: prepared.quantize_us,
+                invoke_us,
+                post_us,
+                store_us: 0,
+            },
+        })
+    }
+
+    /// Run the model on raw input tensor bytes and return output 0's raw bytes.
+    pub fn run_tensor(&mut self, input: &[u8]) -> Result<Vec<u8>, InferenceError> {
+        let dst = self.runtime.input_mut();
+        if dst.len() != input.len() {
+            return Err(InferenceError::Invoke {
+                path: self.path.clone(),
+                reason: format!("input has {} bytes, the input tensor needs {}", input.len(), dst.len()),
+            });
+        }
+        dst.copy_from_slice(input);
+        self.runtime.invoke()?;
+        Ok(self.runtime.output(0).to_vec())
+    }
+
+    /// Self-test: run a synthetic image (mid-grey left half, colour gradients
+    /// right half) twice and check the outputs are well-formed: right sizes,
+    /// finite, identical on both runs (no uninitialised or racing memory), a
+    /// classifier's scores not all equal (a dead graph gives a flat vector),
+    /// a detector's count within bounds, scores in [0, 1] and boxes finite.
+    pub fn canary(&mut self) -> Result<(), InferenceError> {
+        let path = self.path.clone();
+        let fail = |reason: String| InferenceError::Canary { path: path.clone(), reason };
+        let (w, h) = self.prep.input_size();
+        let mut data = Vec::with_capacity(w as usize * h as usize * 3);
+        for y in 0..h {
+            for x in 0..w {
+                if x < w / 2 {
+                    data.extend_from_slice(&[128, 128, 128]);
+                } else {
+                    let gx = (255 * (x - w / 2) / (w - w / 2).max(1)) as u8;
+                    let gy = (255 * y / h.max(1)) as u8;
+                    data.extend_from_slice(&[gx, gy, 255 - gx]);
+                }
+            }
+        }
+        let frame = Frame {
+            data,
+            format: PixelFormat::Rgb8,
+            width: w,
+            height: h,
+            stride: w * 3,
+            seq: 0,
+            captured_at: SystemTime::now(),
+            origin: "canary".into(),
+        };
+        let mut runs = Vec::with_capacity(2);
+        for _ in 0..2 {
+            self.run(&frame).map_err(|e| fail(e.to_string()))?;
+            let specs = self.runtime.output_specs();
+            let mut outs = Vec::with_capacity(specs.len());
+            for (i, s) in specs.iter().enumerate() {
+                let raw = self.runtime.output(i);
+                let values = postprocess::dequantize(raw, s).map_err(|e| fail(e.to_string()))?;
+                if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
+                    return Err(fail(format!("output {:?} element {bad} is {}", s.name, values[bad])));
+                }
+                outs.push(raw.to_vec());
+            }
+            runs.push(outs);
+        }
+        if runs[0] != runs[1] {
+            return Err(fail("two runs on the same input gave different outputs".into()));
+        }
+        let specs = self.runtime.output_specs();
+        match self.kind {
+            ModelKind::Classifier { .. } => {
+                let values = postprocess::dequantize(self.runtime.output(0), &specs[0]).map_err(|e| fail(e.to_string()))?;
+                let first = values[0];
+                if values.iter().all(|v| *v == first) {
+                    return Err(fail(format!("all {} class scores are {first}", values.len())));
+                }
+                if specs[0].dtype != DType::F32 && values.iter().any(|v| *v < -1e-3) {
+                    log::warn!(model = self.path.as_str(); "quantized classifier produced negative scores; it may output logits");
+                }
+            }
+            ModelKind::Detector { max_detections } => {
+                let count = postprocess::dequantize(self.runtime.output(3), &specs[3]).map_err(|e| fail(e.to_string()))?;
+                let scores = postprocess::dequantize(self.runtime.output(2), &specs[2]).map_err(|e| fail(e.to_string()))?;
+                let n = count[0];
+                if !(0.0..=max_detections as f32).contains(&n) {
+                    return Err(fail(format!("detection count {n} outside 0..={max_detections}")));
+                }
+                if let Some(s) = scores[..n as usize].iter().find(|s| !(0.0..=1.0).contains(*s)) {
+                    return Err(fail(format!("detection score {s} outside [0, 1]")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn info(&self) -> EngineInfo {
+        let (count, source) = match &self.labels {
+            LabelMap::None => (0, None),
+            LabelMap::Classifier(l, _) | LabelMap::Detector(l, _) => (l.len(), Some(l.source().to_string())),
+        };
+        EngineInfo {
+            path: self.path.clone(),
+            sha256: self.sha256.clone(),
+            kind: self.kind.name(),
+            runtime: self.runtime.kind(),
+            input: self.runtime.input_spec().clone(),
+            outputs: self.runtime.output_specs().to_vec(),
+            labels: count,
+            labels_source: source,
+            normalization: self.prep.normalization(),
+            fit: self.prep.fit(),
+        }
+    }
+
+    pub fn kind(&self) -> ModelKind {
+        self.kind
+    }
+
+    pub fn path(&self) -> &Path {
+        Path::new(&self.path)
+    }
+}
+
+/// Fill in the model path of errors raised by path-agnostic helpers.
+fn with_path(e: InferenceError, path: &str) -> InferenceError {
+    match e {
+        InferenceError::Unsupported { path: p, reason } if p.is_empty() => InferenceError::Unsupported { path: path.into(), reason },
+        InferenceError::Invoke { path: p, reason } if p.is_empty() => InferenceError::Invoke { path: path.into(), reason },
+        other => other,
+    }
+}
