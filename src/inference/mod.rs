@@ -6,6 +6,13 @@
 //! and zero point, running a [`Runtime`], and turning raw output tensors into
 //! labelled results. Pre- and post-processing are pure functions.
 
+pub mod builtin;
+pub mod engine;
+pub mod labels;
+pub mod modelfile;
+pub mod postprocess;
+pub mod preprocess;
+
 use serde::Serialize;
 
 /// Element type of a tensor.
