@@ -353,7 +353,11 @@ mod tests {
         }
         assert_eq!(
             seen,
-            vec![("1.png".into(), 2), ("2.bmp".into(), 3), ("3.png".into(), 4)]
+            vec![
+                ("1.png".into(), 2),
+                ("2.bmp".into(), 3),
+                ("3.png".into(), 4)
+            ]
         );
     }
 
@@ -437,7 +441,10 @@ mod tests {
         let mut src = FilesSource::open(opts(tmp.path(), true)).unwrap();
         src.next_frame().unwrap();
         fs::remove_file(p).unwrap();
-        assert!(matches!(src.next_frame(), Err(CaptureError::EmptyFolder { .. })));
+        assert!(matches!(
+            src.next_frame(),
+            Err(CaptureError::EmptyFolder { .. })
+        ));
         write(tmp.path(), "y.png", &png_bytes(1, 1));
         assert!(src.next_frame().unwrap().origin.ends_with("y.png"));
     }
@@ -476,7 +483,9 @@ mod tests {
     fn replays_shared_test_images() {
         let dir = std::env::var_os("SPOTTER_TESTDATA")
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata")))
+            .unwrap_or_else(|| {
+                PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata"))
+            })
             .join("images");
         let mut src = FilesSource::open(FilesOptions {
             dir: dir.clone(),

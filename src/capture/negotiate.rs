@@ -188,7 +188,10 @@ pub enum FrameSize {
     },
     /// A range of sizes. `intervals` are those the device reports at the
     /// size `range.nearest(wanted)` (intervals depend on the size in V4L2).
-    Stepwise { range: SizeRange, intervals: Intervals },
+    Stepwise {
+        range: SizeRange,
+        intervals: Intervals,
+    },
 }
 
 /// One pixel format a device offers, with its sizes.
@@ -575,7 +578,8 @@ mod tests {
         assert!(msg.contains("GREY 640x480@30"), "{msg}");
         assert!(msg.contains("NV12"), "{msg}");
         // Forcing MJPEG on a YUYV-only device is an error too, not a fallback.
-        let err = negotiate(&vivid_like(), &want(640, 360, 25, FormatPreference::Mjpeg)).unwrap_err();
+        let err =
+            negotiate(&vivid_like(), &want(640, 360, 25, FormatPreference::Mjpeg)).unwrap_err();
         assert!(matches!(
             err,
             NegotiationError::NoSupportedFormat {
@@ -620,7 +624,10 @@ mod tests {
             20,
         );
         assert_eq!(iv, Some(Interval::from_fps(25)));
-        assert_eq!("MJPEG".parse::<FormatPreference>(), Ok(FormatPreference::Mjpeg));
+        assert_eq!(
+            "MJPEG".parse::<FormatPreference>(),
+            Ok(FormatPreference::Mjpeg)
+        );
         assert!("h264".parse::<FormatPreference>().is_err());
     }
 }

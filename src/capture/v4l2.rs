@@ -35,8 +35,8 @@ use v4l::video::Capture;
 use v4l::{Device, Format, FourCC, Fraction};
 
 use super::negotiate::{
-    describe_offered, fourcc_str, negotiate, CaptureFormat, DeviceFormat, FormatPreference, FrameSize,
-    Interval, Intervals, NegotiationError, SizeRange, Wanted,
+    describe_offered, fourcc_str, negotiate, CaptureFormat, DeviceFormat, FormatPreference,
+    FrameSize, Interval, Intervals, NegotiationError, SizeRange, Wanted,
 };
 use super::{CaptureError, Frame, FrameSource, PixelFormat};
 
@@ -96,7 +96,9 @@ impl V4l2Source {
 
         let device = Device::with_path(&opts.device).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
-                CaptureError::DeviceMissing { device: path.clone() }
+                CaptureError::DeviceMissing {
+                    device: path.clone(),
+                }
             } else {
                 dev_err(&path, "open", e)
             }
@@ -123,7 +125,10 @@ impl V4l2Source {
                 "check capabilities",
                 io::Error::new(
                     io::ErrorKind::Unsupported,
-                    format!("{} ({}) {why}; capabilities: {flags}", caps.card, caps.driver),
+                    format!(
+                        "{} ({}) {why}; capabilities: {flags}",
+                        caps.card, caps.driver
+                    ),
                 ),
             ));
         }
@@ -134,12 +139,15 @@ impl V4l2Source {
             fps: opts.fps,
             preference: opts.format,
         };
-        let offered = describe_device(&device, &want).map_err(|e| dev_err(&path, "VIDIOC_ENUM_FMT", e))?;
+        let offered =
+            describe_device(&device, &want).map_err(|e| dev_err(&path, "VIDIOC_ENUM_FMT", e))?;
         let chosen = negotiate(&offered, &want).map_err(|e| match e {
-            NegotiationError::NoSupportedFormat { offered, .. } => CaptureError::NoSupportedFormat {
-                device: path.clone(),
-                offered,
-            },
+            NegotiationError::NoSupportedFormat { offered, .. } => {
+                CaptureError::NoSupportedFormat {
+                    device: path.clone(),
+                    offered,
+                }
+            }
             e @ NegotiationError::InvalidRequest { .. } => dev_err(
                 &path,
                 "configure",
@@ -148,8 +156,8 @@ impl V4l2Source {
         })?;
 
         let request = Format::new(chosen.width, chosen.height, FourCC::new(&chosen.fourcc));
-        let actual =
-            guarded(|| device.set_format(&request)).map_err(|e| dev_err(&path, "VIDIOC_S_FMT", e))?;
+        let actual = guarded(|| device.set_format(&request))
+            .map_err(|e| dev_err(&path, "VIDIOC_S_FMT", e))?;
         let fourcc = actual.fourcc.repr;
         let Some(format) = CaptureFormat::from_fourcc(fourcc) else {
             return Err(CaptureError::NoSupportedFormat {
@@ -172,7 +180,10 @@ impl V4l2Source {
                 "VIDIOC_S_FMT",
                 io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("driver set an empty size {}x{}", actual.width, actual.height),
+                    format!(
+                        "driver set an empty size {}x{}",
+                        actual.width, actual.height
+                    ),
                 ),
             ));
         }
@@ -245,6 +256,7 @@ impl V4l2Source {
             "camera configured");
         // Warm-up frame: proves the stream works; its content is not used.
         source.capture()?;
+        source.seq = 0;
         Ok(source)
     }
 
@@ -281,9 +293,10 @@ impl V4l2Source {
     }
 
     fn start_stream(&mut self) -> Result<(), CaptureError> {
-        let mut stream =
-            guarded(|| MmapStream::with_buffers(&self.device, BufferType::VideoCapture, self.buffers))
-                .map_err(|e| dev_err(&self.path, "VIDIOC_REQBUFS", e))?;
+        let mut stream = guarded(|| {
+            MmapStream::with_buffers(&self.device, BufferType::VideoCapture, self.buffers)
+        })
+        .map_err(|e| dev_err(&self.path, "VIDIOC_REQBUFS", e))?;
         stream.set_timeout(self.timeout);
         self.stream = Some(stream);
         Ok(())
@@ -310,7 +323,10 @@ impl V4l2Source {
                     Err(e) => Err(e),
                 },
                 // start_stream() set it above; kept as an error rather than a panic.
-                None => Err(io::Error::new(io::ErrorKind::NotConnected, "stream not started")),
+                None => Err(io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "stream not started",
+                )),
             };
             match result {
                 Ok(Ok(data)) => {
@@ -387,11 +403,12 @@ fn copy_buffer(
             if !data.starts_with(&[0xFF, 0xD8]) {
                 return Err("MJPEG buffer does not start with a JPEG SOI marker".into());
             }
-            Ok(data.to_vec())
+            Ok(with_huffman_tables(data))
         }
         CaptureFormat::Yuyv => {
             // u64: no overflow on 32-bit boards whatever the driver reports.
-            let need = u64::from(stride) * u64::from(height.saturating_sub(1)) + u64::from(width) * 2;
+            let need =
+                u64::from(stride) * u64::from(height.saturating_sub(1)) + u64::from(width) * 2;
             let full = u64::from(stride) * u64::from(height);
             if (used as u64) < need {
                 return Err(format!("YUYV buffer holds {used} bytes, {need} needed"));
@@ -430,6 +447,144 @@ impl Drop for V4l2Source {
     }
 }
 
+/// Copy an MJPEG frame, inserting the standard Huffman tables if it has none.
+///
+/// Many UVC cameras omit the DHT segment from MJPEG frames and rely on the
+/// default tables of ITU-T T.81 Annex K.3 (as Motion-JPEG in AVI does); plain
+/// JPEG decoders reject such frames. The tables are inserted before the first
+/// start-of-scan marker. Frames that already define tables, or whose marker
+/// structure cannot be followed, are copied unchanged (the decoder reports the
+/// latter).
+fn with_huffman_tables(jpeg: &[u8]) -> Vec<u8> {
+    match scan_for_dht(jpeg) {
+        Some(sos) => {
+            let mut out = Vec::with_capacity(jpeg.len() + DHT_SEGMENT.len());
+            out.extend_from_slice(&jpeg[..sos]);
+            out.extend_from_slice(&DHT_SEGMENT);
+            out.extend_from_slice(&jpeg[sos..]);
+            out
+        }
+        None => jpeg.to_vec(),
+    }
+}
+
+/// Offset of the first SOS marker if no DHT segment precedes it; `None` if a
+/// DHT is present or the header is malformed.
+fn scan_for_dht(jpeg: &[u8]) -> Option<usize> {
+    let mut pos = 2; // after SOI
+    loop {
+        if *jpeg.get(pos)? != 0xFF {
+            return None;
+        }
+        let marker_at = pos;
+        pos += 1;
+        // Markers may be preceded by any number of 0xFF fill bytes.
+        while *jpeg.get(pos)? == 0xFF {
+            pos += 1;
+        }
+        let marker = *jpeg.get(pos)?;
+        pos += 1;
+        match marker {
+            0xC4 => return None,
+            0xDA => return Some(marker_at),
+            // Stand-alone markers without a length field.
+            0x01 | 0xD0..=0xD7 => {}
+            _ => {
+                let len = u16::from_be_bytes([*jpeg.get(pos)?, *jpeg.get(pos + 1)?]) as usize;
+                if len < 2 {
+                    return None;
+                }
+                pos += len;
+            }
+        }
+    }
+}
+
+/// Huffman table definitions of ITU-T T.81 Annex K.3: for each table the
+/// number of codes of each length 1..=16, then the symbols.
+const DC_LUMA_BITS: [u8; 16] = [0, 1, 5, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0];
+const DC_CHROMA_BITS: [u8; 16] = [0, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0];
+const DC_SYMBOLS: [u8; 12] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
+const AC_LUMA_BITS: [u8; 16] = [0, 2, 1, 3, 3, 2, 4, 3, 5, 5, 4, 4, 0, 0, 1, 0x7d];
+const AC_LUMA_SYMBOLS: [u8; 162] = [
+    0x01, 0x02, 0x03, 0x00, 0x04, 0x11, 0x05, 0x12, 0x21, 0x31, 0x41, 0x06, 0x13, 0x51, 0x61, 0x07,
+    0x22, 0x71, 0x14, 0x32, 0x81, 0x91, 0xa1, 0x08, 0x23, 0x42, 0xb1, 0xc1, 0x15, 0x52, 0xd1, 0xf0,
+    0x24, 0x33, 0x62, 0x72, 0x82, 0x09, 0x0a, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x25, 0x26, 0x27, 0x28,
+    0x29, 0x2a, 0x34, 0x35, 0x36, 0x37, 0x38, 0x39, 0x3a, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49,
+    0x4a, 0x53, 0x54, 0x55, 0x56, 0x57, 0x58, 0x59, 0x5a, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0x69,
+    0x6a, 0x73, 0x74, 0x75, 0x76, 0x77, 0x78, 0x79, 0x7a, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89,
+    0x8a, 0x92, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0x9a, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7,
+    0xa8, 0xa9, 0xaa, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0xb7, 0xb8, 0xb9, 0xba, 0xc2, 0xc3, 0xc4, 0xc5,
+    0xc6, 0xc7, 0xc8, 0xc9, 0xca, 0xd2, 0xd3, 0xd4, 0xd5, 0xd6, 0xd7, 0xd8, 0xd9, 0xda, 0xe1, 0xe2,
+    0xe3, 0xe4, 0xe5, 0xe6, 0xe7, 0xe8, 0xe9, 0xea, 0xf1, 0xf2, 0xf3, 0xf4, 0xf5, 0xf6, 0xf7, 0xf8,
+    0xf9, 0xfa,
+];
+const AC_CHROMA_BITS: [u8; 16] = [0, 2, 1, 2, 4, 4, 3, 4, 7, 5, 4, 4, 0, 1, 2, 0x77];
+const AC_CHROMA_SYMBOLS: [u8; 162] = [
+    0x00, 0x01, 0x02, 0x03, 0x11, 0x04, 0x05, 0x21, 0x31, 0x06, 0x12, 0x41, 0x51, 0x07, 0x61, 0x71,
+    0x13, 0x22, 0x32, 0x81, 0x08, 0x14, 0x42, 0x91, 0xa1, 0xb1, 0xc1, 0x09, 0x23, 0x33, 0x52, 0xf0,
+    0x15, 0x62, 0x72, 0xd1, 0x0a, 0x16, 0x24, 0x34, 0xe1, 0x25, 0xf1, 0x17, 0x18, 0x19, 0x1a, 0x26,
+    0x27, 0x28, 0x29, 0x2a, 0x35, 0x36, 0x37, 0x38, 0x39, 0x3a, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48,
+    0x49, 0x4a, 0x53, 0x54, 0x55, 0x56, 0x57, 0x58, 0x59, 0x5a, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68,
+    0x69, 0x6a, 0x73, 0x74, 0x75, 0x76, 0x77, 0x78, 0x79, 0x7a, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87,
+    0x88, 0x89, 0x8a, 0x92, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0x9a, 0xa2, 0xa3, 0xa4, 0xa5,
+    0xa6, 0xa7, 0xa8, 0xa9, 0xaa, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0xb7, 0xb8, 0xb9, 0xba, 0xc2, 0xc3,
+    0xc4, 0xc5, 0xc6, 0xc7, 0xc8, 0xc9, 0xca, 0xd2, 0xd3, 0xd4, 0xd5, 0xd6, 0xd7, 0xd8, 0xd9, 0xda,
+    0xe2, 0xe3, 0xe4, 0xe5, 0xe6, 0xe7, 0xe8, 0xe9, 0xea, 0xf2, 0xf3, 0xf4, 0xf5, 0xf6, 0xf7, 0xf8,
+    0xf9, 0xfa,
+];
+
+/// Marker, length, and four tables of (class/id byte, 16 counts, symbols).
+const DHT_LEN: usize = 4 + 4 * 17 + 12 + 12 + 162 + 162;
+/// One DHT segment holding all four standard tables.
+static DHT_SEGMENT: [u8; DHT_LEN] = build_dht();
+
+const fn build_dht() -> [u8; DHT_LEN] {
+    let mut out = [0u8; DHT_LEN];
+    out[0] = 0xFF;
+    out[1] = 0xC4;
+    let len = (DHT_LEN - 2) as u16;
+    out[2] = (len >> 8) as u8;
+    out[3] = (len & 0xFF) as u8;
+    let mut at = 4;
+    at = put_table(&mut out, at, 0x00, &DC_LUMA_BITS, &DC_SYMBOLS);
+    at = put_table(&mut out, at, 0x10, &AC_LUMA_BITS, &AC_LUMA_SYMBOLS);
+    at = put_table(&mut out, at, 0x01, &DC_CHROMA_BITS, &DC_SYMBOLS);
+    at = put_table(&mut out, at, 0x11, &AC_CHROMA_BITS, &AC_CHROMA_SYMBOLS);
+    assert!(at == DHT_LEN, "DHT segment length mismatch");
+    out
+}
+
+const fn put_table(
+    out: &mut [u8; DHT_LEN],
+    mut at: usize,
+    class_id: u8,
+    bits: &[u8; 16],
+    symbols: &[u8],
+) -> usize {
+    out[at] = class_id;
+    at += 1;
+    let mut count = 0usize;
+    let mut i = 0;
+    while i < 16 {
+        out[at] = bits[i];
+        count += bits[i] as usize;
+        at += 1;
+        i += 1;
+    }
+    assert!(
+        count == symbols.len(),
+        "Huffman code counts do not match the symbol list"
+    );
+    let mut j = 0;
+    while j < symbols.len() {
+        out[at] = symbols[j];
+        at += 1;
+        j += 1;
+    }
+    at
+}
+
 fn validate(opts: &V4l2Options, path: &str) -> Result<(), CaptureError> {
     let problem = if opts.width == 0 || opts.height == 0 || opts.fps == 0 {
         Some(format!(
@@ -437,7 +592,10 @@ fn validate(opts: &V4l2Options, path: &str) -> Result<(), CaptureError> {
             opts.width, opts.height, opts.fps
         ))
     } else if opts.buffers == 0 || opts.buffers > MAX_BUFFERS {
-        Some(format!("buffers must be 1..={MAX_BUFFERS}, got {}", opts.buffers))
+        Some(format!(
+            "buffers must be 1..={MAX_BUFFERS}, got {}",
+            opts.buffers
+        ))
     } else if opts.timeout_ms == 0 || opts.timeout_ms > i32::MAX as u64 {
         Some(format!(
             "timeout_ms must be 1..={}, got {}",
@@ -505,7 +663,9 @@ fn intervals(device: &Device, fourcc: FourCC, width: u32, height: u32) -> Interv
     let mut discrete = Vec::new();
     for iv in list {
         match iv.interval {
-            FrameIntervalEnum::Discrete(fr) => discrete.push(Interval::new(fr.numerator, fr.denominator)),
+            FrameIntervalEnum::Discrete(fr) => {
+                discrete.push(Interval::new(fr.numerator, fr.denominator))
+            }
             FrameIntervalEnum::Stepwise(s) => {
                 return Intervals::Stepwise {
                     min: Interval::new(s.min.numerator, s.min.denominator),
@@ -579,7 +739,9 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("video42");
         match V4l2Source::open(opts(&path)) {
-            Err(CaptureError::DeviceMissing { device }) => assert_eq!(device, path.display().to_string()),
+            Err(CaptureError::DeviceMissing { device }) => {
+                assert_eq!(device, path.display().to_string())
+            }
             Err(e) => panic!("expected DeviceMissing, got {e:?}"),
             Ok(_) => panic!("opened a missing device"),
         }
@@ -646,21 +808,184 @@ mod tests {
         }
     }
 
+    /// Remove every DHT segment from a JPEG (as many UVC cameras send it).
+    fn strip_dht(jpeg: &[u8]) -> Vec<u8> {
+        let mut out = jpeg[..2].to_vec();
+        let mut pos = 2;
+        loop {
+            assert_eq!(jpeg[pos], 0xFF);
+            let marker = jpeg[pos + 1];
+            if marker == 0xDA {
+                out.extend_from_slice(&jpeg[pos..]);
+                return out;
+            }
+            let len = u16::from_be_bytes([jpeg[pos + 2], jpeg[pos + 3]]) as usize;
+            if marker != 0xC4 {
+                out.extend_from_slice(&jpeg[pos..pos + 2 + len]);
+            }
+            pos += 2 + len;
+        }
+    }
+
+    fn test_jpeg() -> (Vec<u8>, image::RgbImage) {
+        let img = image::RgbImage::from_fn(64, 48, |x, y| {
+            image::Rgb([(x * 4) as u8, (y * 5) as u8, ((x * y) % 256) as u8])
+        });
+        let mut out = io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
+        (out.into_inner(), img)
+    }
+
+    // Catches MJPEG frames without Huffman tables (common on UVC webcams) being passed
+    // on undecodable, and wrong table data (the decode would differ or fail).
+    #[test]
+    fn mjpeg_without_dht_gets_standard_tables() {
+        let (jpeg, _) = test_jpeg();
+        let reference = image::load_from_memory(&jpeg).unwrap().to_rgb8();
+        let stripped = strip_dht(&jpeg);
+        assert!(stripped.len() < jpeg.len(), "test JPEG had no DHT to strip");
+        assert!(
+            image::load_from_memory(&stripped).is_err(),
+            "decoder accepts a JPEG without tables"
+        );
+        let fixed = copy_buffer(
+            CaptureFormat::Mjpeg,
+            64,
+            48,
+            0,
+            &stripped,
+            stripped.len() as u32,
+            BufferFlags::empty(),
+        )
+        .unwrap();
+        let decoded = image::load_from_memory(&fixed).unwrap().to_rgb8();
+        assert_eq!(decoded.as_raw(), reference.as_raw());
+        // A frame that has its tables is passed through byte for byte.
+        let copied = copy_buffer(
+            CaptureFormat::Mjpeg,
+            64,
+            48,
+            0,
+            &jpeg,
+            jpeg.len() as u32,
+            BufferFlags::empty(),
+        )
+        .unwrap();
+        assert_eq!(copied, jpeg);
+    }
+
+    // Catches corrupt buffers (error flag, bad bytesused, truncated YUYV, non-JPEG MJPEG)
+    // reaching inference, and padding beyond the image being kept.
+    #[test]
+    fn copy_buffer_rejects_corrupt_buffers() {
+        let (jpeg, _) = test_jpeg();
+        let mut buf = jpeg.clone();
+        buf.resize(jpeg.len() + 1000, 0); // mmap buffers are larger than the frame
+        let ok = copy_buffer(
+            CaptureFormat::Mjpeg,
+            0,
+            0,
+            0,
+            &buf,
+            jpeg.len() as u32,
+            BufferFlags::empty(),
+        );
+        assert_eq!(ok.unwrap(), jpeg, "only bytesused bytes are copied");
+        assert!(copy_buffer(
+            CaptureFormat::Mjpeg,
+            0,
+            0,
+            0,
+            &buf,
+            jpeg.len() as u32,
+            BufferFlags::ERROR
+        )
+        .is_err());
+        assert!(copy_buffer(CaptureFormat::Mjpeg, 0, 0, 0, &buf, 0, BufferFlags::empty()).is_err());
+        assert!(copy_buffer(
+            CaptureFormat::Mjpeg,
+            0,
+            0,
+            0,
+            &buf,
+            buf.len() as u32 + 1,
+            BufferFlags::empty()
+        )
+        .is_err());
+        assert!(copy_buffer(
+            CaptureFormat::Mjpeg,
+            0,
+            0,
+            0,
+            &[0u8; 100],
+            100,
+            BufferFlags::empty()
+        )
+        .is_err());
+
+        // YUYV 4x2, stride 12: needs 12 + 8 = 20 bytes, full frame is 24.
+        let yuyv = vec![7u8; 64];
+        assert!(copy_buffer(
+            CaptureFormat::Yuyv,
+            4,
+            2,
+            12,
+            &yuyv,
+            19,
+            BufferFlags::empty()
+        )
+        .is_err());
+        assert_eq!(
+            copy_buffer(
+                CaptureFormat::Yuyv,
+                4,
+                2,
+                12,
+                &yuyv,
+                20,
+                BufferFlags::empty()
+            )
+            .unwrap()
+            .len(),
+            20
+        );
+        assert_eq!(
+            copy_buffer(
+                CaptureFormat::Yuyv,
+                4,
+                2,
+                12,
+                &yuyv,
+                64,
+                BufferFlags::empty()
+            )
+            .unwrap()
+            .len(),
+            24
+        );
+    }
+
     // Real-device check (run in the VM with vivid or a webcam):
     // SPOTTER_V4L2_DEVICE=/dev/video0 cargo test --lib capture::v4l2 -- --ignored
     // Catches frames whose size/stride/format disagree with what was negotiated.
     #[test]
     #[ignore = "needs a V4L2 camera: set SPOTTER_V4L2_DEVICE"]
     fn streams_from_real_device() {
-        let dev = std::env::var("SPOTTER_V4L2_DEVICE").expect("set SPOTTER_V4L2_DEVICE=/dev/videoN");
+        let dev =
+            std::env::var("SPOTTER_V4L2_DEVICE").expect("set SPOTTER_V4L2_DEVICE=/dev/videoN");
         for format in [
             FormatPreference::Auto,
             FormatPreference::Yuyv,
             FormatPreference::Mjpeg,
         ] {
-            let mut src = match V4l2Source::open(V4l2Options { format, ..opts(&dev) }) {
+            let mut src = match V4l2Source::open(V4l2Options {
+                format,
+                ..opts(&dev)
+            }) {
                 Ok(s) => s,
-                Err(CaptureError::NoSupportedFormat { offered, .. }) if format != FormatPreference::Auto => {
+                Err(CaptureError::NoSupportedFormat { offered, .. })
+                    if format != FormatPreference::Auto =>
+                {
                     eprintln!("{format}: not offered ({offered})");
                     continue;
                 }
@@ -672,7 +997,7 @@ mod tests {
             for _ in 0..10 {
                 let f = src.next_frame().unwrap();
                 assert_eq!(f.origin, dev);
-                assert!(last_seq.map_or(true, |s| f.seq == s + 1));
+                assert!(last_seq.is_none_or(|s| f.seq == s + 1));
                 last_seq = Some(f.seq);
                 match f.format {
                     PixelFormat::Encoded => {
@@ -681,8 +1006,10 @@ mod tests {
                     }
                     PixelFormat::Yuyv => {
                         let mut rgb = vec![0; (f.width * f.height * 3) as usize];
-                        super::super::yuyv::yuyv_to_rgb(&f.data, f.width, f.height, f.stride, &mut rgb)
-                            .unwrap();
+                        super::super::yuyv::yuyv_to_rgb(
+                            &f.data, f.width, f.height, f.stride, &mut rgb,
+                        )
+                        .unwrap();
                     }
                     PixelFormat::Rgb8 => panic!("V4L2 source never produces RGB8"),
                 }

@@ -186,7 +186,8 @@ mod tests {
     #[test]
     fn bars_decode_to_known_colours() {
         // (Y, U, V) from the BT.601 studio-range table, and the expected RGB.
-        let bars: [((u8, u8, u8), [u8; 3], &str); 7] = [
+        type Bar = ((u8, u8, u8), [u8; 3], &'static str);
+        let bars: [Bar; 7] = [
             ((16, 128, 128), [0, 0, 0], "black"),
             ((235, 128, 128), [255, 255, 255], "white"),
             ((81, 90, 240), [255, 0, 0], "red"),
