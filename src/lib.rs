@@ -4,11 +4,14 @@
 //! → HTTPS API, supervised by systemd. `main.rs` is a thin CLI over this crate.
 
 pub mod api;
+pub mod app;
 pub mod capture;
+pub mod cli;
 pub mod config;
 pub mod ids;
 pub mod inference;
 pub mod logging;
+pub mod pipeline;
 pub mod result;
 pub mod state;
 pub mod store;

@@ -1,0 +1,279 @@
+//! The supervisor: starts one thread or task per concern (capture, inference,
+//! API, monitor), watches readiness and signals, and shuts everything down in
+//! order on SIGTERM/SIGINT: stop capture, finish the inference in flight, flush
+//! the store, close the listener, exit.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::api::{ApiOptions, Server};
+use crate::capture::files::{FilesOptions, FilesSource};
+use crate::capture::negotiate::FormatPreference;
+use crate::capture::v4l2::{V4l2Options, V4l2Source};
+use crate::capture::FrameSource;
+use crate::config::{self, CaptureFormat, Settings, SourceKind, SourceSettings};
+use crate::ids;
+use crate::logging;
+use crate::pipeline::{capture_loop, inference_loop, Backoff, FrameSlot, SourceOpener};
+use crate::state::{AppState, Check};
+use crate::store::Store;
+use crate::systemd::Notifier;
+
+/// How long shutdown waits for the inference in flight.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long shutdown waits for open HTTP requests.
+const API_GRACE: Duration = Duration::from_secs(1);
+
+/// Build the source opener for the configured source.
+pub fn source_opener(s: &SourceSettings) -> SourceOpener {
+    match s.kind {
+        SourceKind::Files => {
+            let opts = FilesOptions {
+                // `config` guarantees dir is set for a files source.
+                dir: s.dir.clone().unwrap_or_default(),
+                fps: s.fps,
+                looping: s.looping,
+            };
+            Box::new(move || FilesSource::open(opts.clone()).map(|s| Box::new(s) as Box<dyn FrameSource>))
+        }
+        SourceKind::V4l2 => {
+            let opts = V4l2Options {
+                device: s.device.clone(),
+                width: s.width,
+                height: s.height,
+                fps: s.fps.round().max(1.0) as u32,
+                format: match s.format {
+                    CaptureFormat::Auto => FormatPreference::Auto,
+                    CaptureFormat::Mjpeg => FormatPreference::Mjpeg,
+                    CaptureFormat::Yuyv => FormatPreference::Yuyv,
+                },
+                buffers: s.buffers,
+                timeout_ms: s.stall_timeout_ms,
+            };
+            Box::new(move || V4l2Source::open(opts.clone()).map(|s| Box::new(s) as Box<dyn FrameSource>))
+        }
+    }
+}
+
+/// Run the daemon until SIGTERM or SIGINT.
+pub fn run(settings: Settings, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("spotter-rt")
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(run_async(settings, config_path))
+}
+
+fn one_line_status(state: &AppState, fps: f64) -> String {
+    let r = state.readiness();
+    let c = state.counters.snapshot();
+    let model = state
+        .model()
+        .map(|m| format!("{} on {}", short_name(&m.path), m.runtime))
+        .unwrap_or_else(|| "no model".into());
+    let last = state
+        .last_result()
+        .map(|l| match (l.classes.first(), l.detections.first()) {
+            (Some(c), _) => format!("{} {:.2}", c.label, c.score),
+            (None, Some(d)) => format!("{} {:.2} ({} boxes)", d.label, d.score, l.detections.len()),
+            _ => "nothing above threshold".into(),
+        })
+        .unwrap_or_else(|| "none yet".into());
+    let head = if r.ready() {
+        "ready".to_string()
+    } else {
+        let mut failing = Vec::new();
+        for (name, check) in [("source", &r.source), ("model", &r.model), ("store", &r.store)] {
+            if !check.ok {
+                failing.push(format!("{name}: {}", check.detail));
+            }
+        }
+        format!("NOT READY ({})", failing.join("; "))
+    };
+    format!(
+        "{head}; {fps:.1} fps; {model}; last: {last}; dropped {}; errors {}",
+        c.frames_dropped,
+        c.inference_errors + c.store_errors + c.capture_errors
+    )
+}
+
+fn short_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let notifier = Notifier::from_env().unwrap_or_else(|e| {
+        log::warn!("systemd notify disabled: {e}");
+        Notifier::disabled()
+    });
+    let state = Arc::new(AppState::new());
+    let files: Vec<String> = settings.files.iter().map(|p| p.display().to_string()).collect();
+    log::info!(message_id = ids::STARTED; "spotter {} starting (config: {})", state.version, files.join(", "));
+
+    std::fs::create_dir_all(&settings.daemon.state_dir)
+        .with_context(|| format!("creating state directory {}", settings.daemon.state_dir.display()))?;
+    let store = Arc::new(
+        Store::open_with(&settings.store.dir, settings.store.flush_every_ms)
+            .with_context(|| format!("opening the result store in {}", settings.store.dir.display()))?,
+    );
+    match store.check_writable() {
+        Ok(()) => state.update_readiness(|r| r.store = Check::passing(format!("{} writable", settings.store.dir.display()))),
+        Err(e) => state.update_readiness(|r| r.store = Check::failing(e.to_string())),
+    }
+
+    let server = Server::bind(
+        ApiOptions {
+            listen: settings.api.listen,
+            cert: settings.api.cert.clone(),
+            key: settings.api.key.clone(),
+            state_dir: settings.daemon.state_dir.clone(),
+            max_connections: settings.api.max_connections,
+            header_read_timeout: Duration::from_millis(settings.api.header_read_timeout_ms),
+            keep_alive_idle: Duration::from_millis(settings.api.keep_alive_idle_ms),
+            max_results_limit: settings.api.max_results_limit,
+        },
+        state.clone(),
+        store.clone(),
+    )
+    .await
+    .with_context(|| format!("starting the HTTPS API on {}", settings.api.listen))?;
+    log::info!("HTTPS API listening on https://{} (certificate SHA-256 {})", server.local_addr(), server.cert_fingerprint());
+
+    let slot = Arc::new(FrameSlot::new());
+    let stop = Arc::new(AtomicBool::new(false));
+    let control = Arc::new(crate::pipeline::InferenceControl::default());
+
+    let capture = {
+        let (slot, state, stop) = (slot.clone(), state.clone(), stop.clone());
+        let opener = source_opener(&settings.source);
+        let backoff = Backoff::new(
+            Duration::from_millis(settings.source.retry_initial_ms),
+            Duration::from_millis(settings.source.retry_max_ms),
+        );
+        std::thread::Builder::new()
+            .name("capture".into())
+            .spawn(move || capture_loop(opener, slot, state, stop, backoff))
+            .context("spawning the capture thread")?
+    };
+    let inference = {
+        let (slot, store, state, control) = (slot.clone(), store.clone(), state.clone(), control.clone());
+        let model = settings.model.clone();
+        std::thread::Builder::new()
+            .name("inference".into())
+            .spawn(move || inference_loop(model, slot, store, state, control))
+            .context("spawning the inference thread")?
+    };
+
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let mut api_task = tokio::spawn(server.run(shutdown_rx));
+
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let stall = settings.source.stall_timeout();
+    let mut was_ready = false;
+    let mut last_status = Instant::now() - Duration::from_secs(60);
+    let mut fps_window = (Instant::now(), 0u64);
+    let mut fps = 0.0;
+
+    let api_result = loop {
+        tokio::select! {
+            _ = sigterm.recv() => break None,
+            _ = sigint.recv() => break None,
+            _ = sighup.recv() => {
+                match config_path.as_deref().map(config::load) {
+                    Some(Ok(new)) => {
+                        logging::set_level(logging::parse_level(&new.daemon.log_level));
+                        *control.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(new.model.clone());
+                        control.reload.store(true, Ordering::Relaxed);
+                        if new.source != settings.source || new.api != settings.api || new.store != settings.store {
+                            log::warn!("SIGHUP: model and log level reloaded; source, store and API changes need a restart");
+                        } else {
+                            log::info!("SIGHUP: reloading model and log level");
+                        }
+                    }
+                    Some(Err(e)) => log::error!("SIGHUP: configuration not reloaded: {e}"),
+                    None => {
+                        control.reload.store(true, Ordering::Relaxed);
+                        log::info!("SIGHUP: reloading model");
+                    }
+                }
+            }
+            res = &mut api_task => break Some(res),
+            _ = tick.tick() => {
+                // Stall detection: frames stopped without the source reporting an error.
+                let last = *state.last_frame.lock().unwrap_or_else(|e| e.into_inner());
+                let r = state.readiness();
+                if let Some(t) = last {
+                    let age = t.elapsed();
+                    if r.source.ok && age > stall {
+                        state.update_readiness(|r| r.source = Check::failing(format!("stalled: no frame for {:.1} s", age.as_secs_f64())));
+                    } else if !r.source.ok && age <= stall && r.source.detail.starts_with("stalled") {
+                        state.update_readiness(|r| r.source = Check::passing("frames flowing again"));
+                    }
+                }
+                let now_ready = state.readiness().ready();
+                let elapsed = fps_window.0.elapsed();
+                if elapsed >= Duration::from_secs(2) {
+                    let n = state.counters.snapshot().frames_captured;
+                    fps = (n - fps_window.1) as f64 / elapsed.as_secs_f64();
+                    fps_window = (Instant::now(), n);
+                }
+                if now_ready != was_ready || last_status.elapsed() >= Duration::from_secs(5) {
+                    let line = one_line_status(&state, fps);
+                    if now_ready && !was_ready {
+                        log::info!(message_id = ids::READY; "ready after {} ms: {line}", state.started.elapsed().as_millis());
+                        notifier.ready(&line);
+                    } else {
+                        if !now_ready && was_ready {
+                            log::warn!("not ready: {line}");
+                        }
+                        notifier.status(&line);
+                    }
+                    was_ready = now_ready;
+                    last_status = Instant::now();
+                }
+            }
+        }
+    };
+
+    // Shutdown protocol: stop, drain, flush, close, exit.
+    log::info!(message_id = ids::STOPPING; "stopping: capture, then inference in flight, then store flush, then API");
+    notifier.stopping();
+    stop.store(true, Ordering::Relaxed);
+    slot.close();
+    let drained = tokio::task::spawn_blocking(move || inference.join());
+    if tokio::time::timeout(DRAIN_TIMEOUT, drained).await.is_err() {
+        log::warn!("inference did not finish within {} s; flushing anyway", DRAIN_TIMEOUT.as_secs());
+    }
+    let flushed = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.flush()).await
+    };
+    match flushed {
+        Ok(Ok(())) => log::info!("store flushed"),
+        Ok(Err(e)) => log::error!("store flush failed: {e}"),
+        Err(e) => log::error!("store flush task failed: {e}"),
+    }
+    let _ = shutdown_tx.send(true);
+    if api_result.is_none() && tokio::time::timeout(API_GRACE + Duration::from_millis(500), &mut api_task).await.is_err() {
+        log::warn!("API did not stop within its grace period");
+    }
+    // The capture thread may be blocked in a pacing sleep or an ioctl with a
+    // timeout; it checks the stop flag between frames. Don't wait for it.
+    drop(capture);
+    match api_result {
+        Some(Ok(Ok(()))) => anyhow::bail!("the HTTPS API stopped unexpectedly"),
+        Some(Ok(Err(e))) => Err(anyhow::Error::new(e).context("the HTTPS API failed")),
+        Some(Err(e)) => Err(anyhow::Error::new(e).context("the HTTPS API task panicked")),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,220 @@
+//! Command-line interface: the clap definitions and the small commands
+//! (`check-config`, `classify`). The daemon itself lives in [`crate::app`].
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::capture::{Frame, PixelFormat};
+use crate::config::{self, Fit, ModelSettings, RuntimeSetting};
+use crate::logging;
+use crate::pipeline::load_model;
+
+#[derive(Debug, Parser)]
+#[command(name = "spotter", version, about = "Camera inference appliance: V4L2 → TFLite → sled → HTTPS")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RuntimeArg {
+    Auto,
+    Litert,
+    Builtin,
+}
+
+impl From<RuntimeArg> for RuntimeSetting {
+    fn from(r: RuntimeArg) -> Self {
+        match r {
+            RuntimeArg::Auto => RuntimeSetting::Auto,
+            RuntimeArg::Litert => RuntimeSetting::Litert,
+            RuntimeArg::Builtin => RuntimeSetting::Builtin,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon.
+    Run {
+        /// The main config file; drop-ins are read from <name>.d/*.toml beside it.
+        #[arg(long, short, default_value = "/etc/spotter/spotter.toml")]
+        config: PathBuf,
+        /// Path of libLiteRt.so (overrides model.litert_lib).
+        #[arg(long, env = "SPOTTER_LITERT_LIB")]
+        litert_lib: Option<PathBuf>,
+    },
+    /// Validate a config (with its drop-ins) and print the effective settings.
+    CheckConfig {
+        file: PathBuf,
+    },
+    /// Classify image files with a model and print the top-k for each.
+    Classify {
+        #[arg(long)]
+        model: PathBuf,
+        /// Labels file; optional when the model embeds its labels.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// One JSON object per image, one per line.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_enum, default_value = "auto")]
+        runtime: RuntimeArg,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long, default_value_t = 5)]
+        top_k: usize,
+        /// Path of libLiteRt.so.
+        #[arg(long, env = "SPOTTER_LITERT_LIB")]
+        litert_lib: Option<PathBuf>,
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+}
+
+/// An error for `main` to report, with the process exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub error: anyhow::Error,
+    pub code: u8,
+}
+
+/// Exit code for invalid configuration or usage.
+pub const EXIT_CONFIG: u8 = 2;
+/// Exit code for any other failure.
+pub const EXIT_FAILURE: u8 = 1;
+
+fn fail(code: u8) -> impl FnOnce(anyhow::Error) -> Failure {
+    move |error| Failure { error, code }
+}
+
+/// Whether log records reach stderr (so `main` need not print errors twice).
+pub fn logs_to_stderr() -> bool {
+    !systemd_journal_logger::connected_to_journal()
+}
+
+pub fn execute(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Run { config: path, litert_lib } => {
+            // Log to stderr until the config says otherwise; errors in the
+            // config itself must be visible.
+            let mut settings = config::load(&path)
+                .map_err(|e| {
+                    let _ = logging::init(log::LevelFilter::Info);
+                    anyhow::Error::new(e).context("invalid configuration")
+                })
+                .map_err(fail(EXIT_CONFIG))?;
+            logging::init(logging::parse_level(&settings.daemon.log_level))
+                .map_err(|e| Failure { error: e.into(), code: EXIT_FAILURE })?;
+            if litert_lib.is_some() {
+                settings.model.litert_lib = litert_lib;
+            }
+            crate::app::run(settings, Some(path)).map_err(fail(EXIT_FAILURE))
+        }
+        Command::CheckConfig { file } => {
+            let _ = logging::init(log::LevelFilter::Warn);
+            let s = config::load(&file).map_err(|e| anyhow::Error::new(e).context("invalid configuration")).map_err(fail(EXIT_CONFIG))?;
+            let mut out = std::io::stdout().lock();
+            let files: Vec<String> = s.files.iter().map(|p| p.display().to_string()).collect();
+            let _ = writeln!(out, "# valid; read: {}", files.join(", "));
+            let _ = write!(out, "{}", s.to_toml());
+            Ok(())
+        }
+        Command::Classify { model, labels, json, runtime, threads, top_k, litert_lib, images } => {
+            let _ = logging::init(log::LevelFilter::Warn);
+            classify(model, labels, json, runtime.into(), threads, top_k, litert_lib, images)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn classify(
+    model: PathBuf,
+    labels: Option<PathBuf>,
+    json: bool,
+    runtime: RuntimeSetting,
+    threads: usize,
+    top_k: usize,
+    litert_lib: Option<PathBuf>,
+    images: Vec<PathBuf>,
+) -> Result<(), Failure> {
+    if threads == 0 || top_k == 0 {
+        return Err(Failure { error: anyhow::anyhow!("--threads and --top-k must be at least 1"), code: EXIT_CONFIG });
+    }
+    let settings = ModelSettings {
+        path: model,
+        labels,
+        runtime,
+        litert_lib,
+        threads,
+        top_k,
+        min_score: 0.0,
+        fit: Fit::Stretch,
+        label_filter: vec![],
+        max_pixels: 100_000_000,
+        input_mean: None,
+        input_std: None,
+        retry_ms: 1000,
+    };
+    let mut loaded = load_model(&settings)
+        .with_context(|| format!("loading model {}", settings.path.display()))
+        .map_err(fail(EXIT_FAILURE))?;
+    let mut failed = 0usize;
+    let mut out = std::io::stdout().lock();
+    for (seq, path) in images.iter().enumerate() {
+        let result = std::fs::read(path)
+            .with_context(|| format!("reading {}", path.display()))
+            .and_then(|data| {
+                let frame = Frame {
+                    data,
+                    format: PixelFormat::Encoded,
+                    width: 0,
+                    height: 0,
+                    stride: 0,
+                    seq: seq as u64,
+                    captured_at: SystemTime::now(),
+                    origin: path.display().to_string(),
+                };
+                loaded.engine.run(&frame).with_context(|| format!("classifying {}", path.display()))
+            });
+        match result {
+            Ok(o) => {
+                if json {
+                    let v = serde_json::json!({
+                        "path": path.display().to_string(),
+                        "model_sha256": loaded.status.sha256,
+                        "runtime": loaded.status.runtime,
+                        "results": o.classes,
+                        "detections": o.detections,
+                        "latency": o.latency,
+                    });
+                    let _ = writeln!(out, "{v}");
+                } else {
+                    let _ = writeln!(out, "{}", path.display());
+                    for (rank, c) in o.classes.iter().enumerate() {
+                        let _ = writeln!(out, "  {}. {:<32} {:.4}  (index {}, raw {})", rank + 1, c.label, c.score, c.index, c.raw);
+                    }
+                    for d in &o.detections {
+                        let _ = writeln!(
+                            out,
+                            "  {:<16} {:.3}  box x={:.0} y={:.0} w={:.0} h={:.0}",
+                            d.label, d.score, d.x, d.y, d.width, d.height
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("spotter: {e:#}");
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(Failure { error: anyhow::anyhow!("{failed} of {} images failed", images.len()), code: EXIT_FAILURE });
+    }
+    Ok(())
+}

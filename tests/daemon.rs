@@ -1,0 +1,269 @@
+//! The daemon end to end: a real process on the `files` source, a real model,
+//! and a real TLS client; plus the failure modes a technician meets first
+//! (bad config, missing or corrupt model).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{bin, reference_clear_top1, testdata, Daemon};
+
+const MODEL: &str = "mobilenet_v2_1.0_224_quant";
+
+fn model_path() -> PathBuf {
+    testdata().join(format!("models/classification/{MODEL}.tflite"))
+}
+
+fn labels_path() -> PathBuf {
+    testdata().join("labels/labels_mobilenet_quant_v1_224.txt")
+}
+
+/// Copy the test photos (not MNIST) into a fresh folder.
+fn photo_dir(dir: &Path) -> (PathBuf, Vec<String>) {
+    let out = dir.join("photos");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(testdata().join("images")).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        let ext = p.extension().map(|x| x.to_string_lossy().to_lowercase()).unwrap_or_default();
+        if ["jpg", "png", "bmp"].contains(&ext.as_str()) && !name.starts_with("mnist") {
+            std::fs::copy(&p, out.join(&name)).unwrap();
+            names.push(name);
+        }
+    }
+    names.sort();
+    (out, names)
+}
+
+fn config(photos: &Path, model: &Path, labels: Option<&Path>, runtime: &str) -> String {
+    let labels = labels.map(|l| format!("labels = \"{}\"\n", l.display())).unwrap_or_default();
+    format!(
+        "[daemon]\nstate_dir = \"@STATE@\"\nlog_level = \"info\"\n\n\
+         [source]\nkind = \"files\"\ndir = \"{}\"\nfps = 20.0\nloop = true\n\n\
+         [model]\npath = \"{}\"\n{labels}runtime = \"{runtime}\"\nthreads = 1\nretry_ms = 500\n\n\
+         [api]\nlisten = \"127.0.0.1:@PORT@\"\n",
+        photos.display(),
+        model.display()
+    )
+}
+
+fn sha256_hex(path: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+/// `spotter classify --json` on each file: path → (top-1 index, label, score).
+fn classify_cli(model: &Path, labels: &Path, files: &[PathBuf]) -> BTreeMap<String, (u64, String, f64)> {
+    let out = Command::new(bin())
+        .args(["classify", "--json", "--threads", "1", "--model"])
+        .arg(model)
+        .arg("--labels")
+        .arg(labels)
+        .args(files)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "classify failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut map = BTreeMap::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let top = &v["results"][0];
+        map.insert(
+            v["path"].as_str().unwrap().to_string(),
+            (top["index"].as_u64().unwrap(), top["label"].as_str().unwrap().to_string(), top["score"].as_f64().unwrap()),
+        );
+    }
+    assert_eq!(map.len(), files.len(), "one JSON object per image:\n{text}");
+    map
+}
+
+// Would catch: results not served over TLS, readiness never flipping, the
+// daemon's pipeline disagreeing with `spotter classify` or the reference on
+// clear cases, results lost across a restart, or a slow/unclean shutdown.
+#[test]
+fn serves_correct_results_over_https_and_keeps_them_across_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (photos, names) = photo_dir(tmp.path());
+    let mut d = Daemon::start(tmp.path(), &config(&photos, &model_path(), Some(&labels_path()), "auto"));
+    let c = d.client();
+
+    assert_eq!(c.wait_for("/healthz", 60, |r| r.status == 200).status, 200);
+    let ready = c.wait_for("/readyz", 120, |r| r.status == 200);
+    assert_eq!(ready.json()["ready"], true, "{}", ready.body);
+
+    // Wait until every photo has at least one stored result.
+    let want: BTreeSet<String> = names.iter().map(|n| photos.join(n).display().to_string()).collect();
+    let results = c.wait_for("/api/v1/results?limit=1000", 120, |r| {
+        r.status == 200
+            && r.json()["results"]
+                .as_array()
+                .map(|a| want.iter().all(|w| a.iter().any(|x| x["origin"] == w.as_str())))
+                .unwrap_or(false)
+    });
+    let list = results.json()["results"].as_array().unwrap().clone();
+
+    // Newest first.
+    let ts: Vec<u64> = list.iter().map(|r| r["ts_ns"].as_u64().unwrap()).collect();
+    assert!(ts.windows(2).all(|w| w[0] >= w[1]), "not newest first: {ts:?}");
+
+    // Every result names the model by its sha256 and the source.
+    let sha = sha256_hex(&model_path());
+    for r in &list {
+        assert_eq!(r["model_sha256"], sha.as_str());
+        assert!(r["source"].as_str().unwrap().starts_with("files:"), "{r}");
+        assert!(!r["classes"].as_array().unwrap().is_empty(), "{r}");
+    }
+
+    // The daemon's top-1 equals the CLI's for the same photo and model, and
+    // the reference's on clear cases.
+    let files: Vec<PathBuf> = names.iter().map(|n| photos.join(n)).collect();
+    let cli = classify_cli(&model_path(), &labels_path(), &files);
+    let mut clear_checked = 0;
+    for (path, (index, label, score)) in &cli {
+        let r = list.iter().find(|r| r["origin"] == path.as_str()).unwrap();
+        let top = &r["classes"][0];
+        assert_eq!(top["index"].as_u64().unwrap(), *index, "daemon vs classify on {path}: {r}");
+        assert!((top["score"].as_f64().unwrap() - score).abs() < 0.02, "daemon vs classify score on {path}");
+        let name = Path::new(path).file_name().unwrap().to_string_lossy().into_owned();
+        if let Some(reference) = reference_clear_top1(MODEL, &name) {
+            assert_eq!(label, &reference, "top-1 on clear case {name}");
+            clear_checked += 1;
+        }
+    }
+    assert!(clear_checked > 0, "the reference has no clear case among the photos; the check proves nothing");
+
+    // Single result and latest.
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    let one = c.get(&format!("/api/v1/results/{id}")).unwrap();
+    assert_eq!(one.status, 200);
+    assert_eq!(one.json()["id"], id.as_str());
+    assert_eq!(c.get("/api/v1/results/latest").unwrap().status, 200);
+
+    // Status reports the model, the runtime choice and its reason.
+    let st = c.get("/api/v1/status").unwrap().json();
+    assert_eq!(st["model"]["sha256"], sha.as_str());
+    assert!(!st["model"]["runtime_reason"].as_str().unwrap_or("").is_empty(), "{st}");
+    assert!(st["counters"]["results_stored"].as_u64().unwrap() >= names.len() as u64);
+
+    // Clean shutdown within 5 s, exit 0.
+    let (status, took) = d.terminate();
+    assert!(status.success(), "exit status {status:?}; log:\n{}", d.log());
+    assert!(took.as_secs_f64() < 5.0, "shutdown took {took:?}");
+
+    // Restart: earlier results are still there, with the same content.
+    let fingerprint_before = std::fs::read(d.cert()).unwrap();
+    d.spawn();
+    let c = d.client();
+    let again = c.wait_for(&format!("/api/v1/results/{id}"), 60, |r| r.status == 200);
+    assert_eq!(again.json(), one.json());
+    assert_eq!(std::fs::read(d.cert()).unwrap(), fingerprint_before, "certificate regenerated on restart");
+    let (status, _) = d.terminate();
+    assert!(status.success());
+}
+
+fn assert_not_ready_because(d: &Daemon, needle: &str) {
+    let c = d.client();
+    assert_eq!(c.wait_for("/healthz", 60, |r| r.status == 200).status, 200);
+    let r = c.wait_for("/readyz", 60, |r| {
+        r.status == 503 && r.json()["checks"]["model"]["detail"].as_str().unwrap_or("").contains(needle)
+    });
+    assert_eq!(r.json()["checks"]["model"]["ok"], false, "{}", r.body);
+    // Still alive and still not making anything up.
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    d.assert_running();
+    let res = c.get("/api/v1/results").unwrap();
+    assert_eq!(res.json()["results"].as_array().map(|a| a.len()), Some(0), "results without a model: {}", res.body);
+}
+
+// Would catch a missing model crashing the daemon, or readiness hiding why.
+#[test]
+fn missing_model_is_not_ready_with_the_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (photos, _) = photo_dir(tmp.path());
+    let missing = tmp.path().join("no-such-model.tflite");
+    let mut d = Daemon::start(tmp.path(), &config(&photos, &missing, None, "builtin"));
+    assert_not_ready_because(&d, "no-such-model.tflite");
+    assert!(d.terminate().0.success());
+}
+
+// Would catch a truncated model being loaded (crash, or garbage results).
+#[test]
+fn truncated_model_is_not_ready_with_the_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (photos, _) = photo_dir(tmp.path());
+    let bytes = std::fs::read(model_path()).unwrap();
+    let bad = tmp.path().join("truncated.tflite");
+    std::fs::write(&bad, &bytes[..bytes.len() / 3]).unwrap();
+    let mut d = Daemon::start(tmp.path(), &config(&photos, &bad, Some(&labels_path()), "builtin"));
+    assert_not_ready_because(&d, "truncated.tflite");
+    assert!(d.terminate().0.success());
+}
+
+// Would catch the TFLM-only model (refused by full TF Lite) crashing the daemon.
+#[test]
+fn tflm_only_model_is_not_ready_with_the_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (photos, _) = photo_dir(tmp.path());
+    let bad = testdata().join("models/invalid/person_detect_tflm_only.tflite");
+    let mut d = Daemon::start(tmp.path(), &config(&photos, &bad, None, "builtin"));
+    assert_not_ready_because(&d, "person_detect_tflm_only.tflite");
+    assert!(d.terminate().0.success());
+}
+
+// Would catch a bad config starting the daemon anyway, or an error that does
+// not say where the problem is.
+#[test]
+fn bad_config_exits_2_naming_file_line_and_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("bad.toml");
+    std::fs::write(&path, "[source]\nkind = \"files\"\ndir = \"/tmp\"\nfps = -1\n").unwrap();
+    let out = Command::new(bin()).args(["run", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:4:") && err.contains("source.fps"), "{err}");
+
+    std::fs::write(&path, "[source]\nkind = \"files\"\ndir = \"/tmp\"\nframerate = 3\n").unwrap();
+    let out = Command::new(bin()).arg("check-config").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:4:") && err.contains("framerate"), "{err}");
+}
+
+// Would catch check-config accepting a valid file without printing the
+// effective (defaulted) settings.
+#[test]
+fn check_config_prints_effective_settings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("ok.toml");
+    std::fs::write(&path, "[source]\nkind = \"files\"\ndir = \"/srv/photos\"\n").unwrap();
+    let out = Command::new(bin()).arg("check-config").arg(&path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("dir = \"/srv/photos\""), "{text}");
+    assert!(text.contains("flush_every_ms = 1000"), "defaults not shown: {text}");
+}
+
+// Would catch `classify` silently skipping an unreadable image or exiting 0.
+#[test]
+fn classify_reports_unreadable_images_and_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    let txt = tmp.path().join("notes.jpg");
+    std::fs::write(&txt, "this is text, not a JPEG").unwrap();
+    let good = testdata().join("images/grace_hopper.bmp");
+    let out = Command::new(bin())
+        .args(["classify", "--json", "--runtime", "builtin", "--model"])
+        .arg(model_path())
+        .arg("--labels")
+        .arg(labels_path())
+        .arg(&good)
+        .arg(&txt)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "the good image is still reported: {stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("notes.jpg"));
+}
