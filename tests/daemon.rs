@@ -267,3 +267,41 @@ fn classify_reports_unreadable_images_and_fails() {
     assert_eq!(stdout.lines().count(), 1, "the good image is still reported: {stdout}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("notes.jpg"));
 }
+
+// Would catch READY=1 being sent before the daemon is actually ready (systemd
+// would start dependants too early), no STATUS line, or no STOPPING=1.
+#[test]
+fn notifies_systemd_ready_only_when_ready_and_stopping_on_sigterm() {
+    use std::os::unix::net::UnixDatagram;
+    let tmp = tempfile::tempdir().unwrap();
+    let (photos, _) = photo_dir(tmp.path());
+    let sock_path = tmp.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(120))).unwrap();
+    let mut d = Daemon::start_with_env(
+        tmp.path(),
+        &config(&photos, &model_path(), Some(&labels_path()), "auto"),
+        vec![("NOTIFY_SOCKET".into(), sock_path.display().to_string())],
+    );
+    let mut buf = vec![0u8; 4096];
+    let ready_msg = loop {
+        let n = sock.recv(&mut buf).expect("no READY=1 within 120 s");
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if msg.contains("READY=1") {
+            break msg;
+        }
+        assert!(!msg.contains("STOPPING=1"), "stopping before ready: {msg}");
+    };
+    assert!(ready_msg.contains("STATUS=ready"), "{ready_msg}");
+    // At the moment READY=1 was sent, /readyz must already answer 200.
+    let c = d.client();
+    assert_eq!(c.get("/readyz").unwrap().status, 200);
+    let (status, _) = d.terminate();
+    assert!(status.success());
+    let mut saw_stopping = false;
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(500))).unwrap();
+    while let Ok(n) = sock.recv(&mut buf) {
+        saw_stopping |= String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1");
+    }
+    assert!(saw_stopping, "no STOPPING=1 on SIGTERM");
+}

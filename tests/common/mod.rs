@@ -42,17 +42,23 @@ pub struct Daemon {
     pub port: u16,
     pub dir: PathBuf,
     pub config: PathBuf,
+    /// Extra environment for the daemon process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Daemon {
     /// Write `config` (TOML, with `@STATE@` and `@PORT@` substituted) and start.
     pub fn start(dir: &Path, config: &str) -> Daemon {
+        Self::start_with_env(dir, config, vec![])
+    }
+
+    pub fn start_with_env(dir: &Path, config: &str, env: Vec<(String, String)>) -> Daemon {
         let port = free_port();
         let state = dir.join("state");
         let text = config.replace("@STATE@", &state.display().to_string()).replace("@PORT@", &port.to_string());
         let path = dir.join("spotter.toml");
         std::fs::write(&path, text).unwrap();
-        let mut d = Daemon { child: None, port, dir: dir.to_path_buf(), config: path };
+        let mut d = Daemon { child: None, port, dir: dir.to_path_buf(), config: path, env };
         d.spawn();
         d
     }
@@ -64,6 +70,7 @@ impl Daemon {
             .arg(&self.config)
             .env_remove("NOTIFY_SOCKET")
             .env_remove("JOURNAL_STREAM")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -186,7 +193,7 @@ impl Client {
     /// Poll until `pred` accepts a reply, or panic after `secs` with the last one.
     pub fn wait_for(&self, path: &str, secs: u64, pred: impl Fn(&Reply) -> bool) -> Reply {
         let deadline = Instant::now() + Duration::from_secs(secs);
-        let mut last = String::new();
+        let mut last;
         loop {
             match self.get(path) {
                 Ok(r) if pred(&r) => return r,
