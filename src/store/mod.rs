@@ -38,6 +38,8 @@ const META_TREE: &str = "meta";
 const PROBE_KEY: &[u8] = b"write_probe";
 /// First byte of every stored value: the value is serde_json of `ResultRecord`.
 const VALUE_FORMAT_JSON: u8 = 1;
+/// Records deleted per batch by [`Store::retain_newest`].
+pub const PRUNE_BATCH: usize = 1000;
 /// Length of a record id: 16 key bytes as lowercase hex.
 pub const ID_LEN: usize = 32;
 
@@ -270,6 +272,34 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Delete the oldest records so that at most `max_records` remain; returns
+    /// how many were deleted. Deletes in batches of [`PRUNE_BATCH`] so a large
+    /// backlog never builds one huge batch in memory.
+    pub fn retain_newest(&self, max_records: usize) -> Result<usize, StoreError> {
+        let mut deleted = 0;
+        loop {
+            let excess = self.len().saturating_sub(max_records);
+            if excess == 0 {
+                return Ok(deleted);
+            }
+            let mut batch = sled::Batch::default();
+            let mut n = 0;
+            for item in self.results.iter().take(excess.min(PRUNE_BATCH)) {
+                let (k, _) = item.map_err(|e| self.db_err(e))?;
+                batch.remove(k);
+                n += 1;
+            }
+            if n == 0 {
+                // The count says there is more than the tree holds; resync it.
+                self.count.store(0, Ordering::Relaxed);
+                return Ok(deleted);
+            }
+            self.results.apply_batch(batch).map_err(|e| self.db_err(e))?;
+            self.count.fetch_sub(n, Ordering::Relaxed);
+            deleted += n;
+        }
     }
 
     /// Number of stored records.

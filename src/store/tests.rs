@@ -192,3 +192,20 @@ fn corrupt_record_is_an_error_for_get_but_skipped_by_range() {
     assert!(matches!(store.get(&hex::encode(bad_key)), Err(StoreError::Corrupt { .. })));
     assert_eq!(store.range(None, None, 10).unwrap(), vec![good]);
 }
+
+// Catches: pruning the newest instead of the oldest, or a record count that drifts.
+#[test]
+fn retain_newest_deletes_the_oldest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for ts in 1..=(PRUNE_BATCH as u64 + 5) {
+        store.insert(&mut rec(ts, ts)).unwrap();
+    }
+    assert_eq!(store.retain_newest(3).unwrap(), PRUNE_BATCH + 2);
+    assert_eq!(store.len(), 3);
+    let left = PRUNE_BATCH as u64 + 5;
+    assert_eq!(ts_of(&store.range(None, None, 10).unwrap()), vec![left, left - 1, left - 2]);
+    assert_eq!(store.retain_newest(3).unwrap(), 0);
+    drop(store);
+    assert_eq!(Store::open(dir.path()).unwrap().len(), 3, "count after reopen");
+}
