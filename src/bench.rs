@@ -1,0 +1,682 @@
+//! `spotter bench`: per-stage latency of the daemon's per-frame path.
+//!
+//! This module owns the benchmark command: it loads a model with each
+//! requested runtime exactly as the daemon does (runtime selection, engine
+//! assembly, canary), feeds it one encoded image (a file, or a synthetic
+//! 640×480 JPEG made in memory) as the camera would, and times every stage of
+//! the path — decode, resize, quantize, invoke, post-process, and the insert of
+//! the result into a throw-away sled store. It reports the median and p99
+//! (nearest-rank) of each stage, of the whole iteration, and the ratio of
+//! pre- and post-processing to the model's own invoke time. The statistics are
+//! small pure functions, tested on known vectors.
+
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{json, Map, Value};
+
+use crate::capture::{Frame, PixelFormat};
+use crate::inference::engine::{Engine, ModelOptions};
+use crate::inference::modelfile::ModelFile;
+use crate::inference::select::{open_runtime, RuntimeChoice};
+use crate::inference::InferenceError;
+use crate::pipeline::unix_ns;
+use crate::result::{ResultRecord, StageLatency};
+use crate::store::{Store, StoreError};
+
+/// Width of the synthetic frame used when no image is given (a VGA camera frame).
+pub const SYNTHETIC_WIDTH: u32 = 640;
+/// Height of the synthetic frame used when no image is given.
+pub const SYNTHETIC_HEIGHT: u32 = 480;
+/// JPEG quality of the synthetic frame, typical of a webcam's MJPEG stream.
+const SYNTHETIC_QUALITY: u8 = 85;
+/// Largest number of measured runs (each keeps seven `u64` samples).
+pub const MAX_RUNS: usize = 1_000_000;
+/// Largest image file read with `--image`.
+const MAX_IMAGE_BYTES: u64 = 64 * 1024 * 1024;
+/// sled's background flush interval for the temporary store, as the daemon uses.
+const STORE_FLUSH_MS: u64 = 1000;
+
+/// Which runtimes to benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum BenchRuntime {
+    /// What the daemon would pick: LiteRT if it loads the model, else built-in.
+    #[default]
+    Auto,
+    /// LiteRT only; an error if it cannot be loaded.
+    Litert,
+    /// The built-in TF Lite only.
+    Builtin,
+    /// Built-in, and LiteRT too unless its library is missing (then reported as skipped).
+    All,
+}
+
+/// Arguments of `spotter bench`.
+#[derive(Debug, Clone, PartialEq, clap::Args)]
+pub struct BenchArgs {
+    /// The .tflite model to benchmark.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// A JPEG, PNG or BMP image fed as an encoded camera frame; default: a synthetic 640x480 JPEG.
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// Measured runs per runtime.
+    #[arg(long, default_value_t = 50)]
+    pub runs: usize,
+    /// Unmeasured warm-up runs per runtime, before the measured ones.
+    #[arg(long, default_value_t = 5)]
+    pub warmup: usize,
+    /// CPU threads for the runtime.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub runtime: BenchRuntime,
+    /// Labels file; optional when the model embeds its labels.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// Print one JSON object instead of a table (and no progress bar).
+    #[arg(long)]
+    pub json: bool,
+    /// Path of libLiteRt.so.
+    #[arg(long, env = "SPOTTER_LITERT_LIB")]
+    pub litert_lib: Option<PathBuf>,
+}
+
+impl BenchArgs {
+    /// Arguments with the command-line defaults for `model`.
+    pub fn new(model: impl Into<PathBuf>) -> BenchArgs {
+        BenchArgs {
+            model: model.into(),
+            image: None,
+            runs: 50,
+            warmup: 5,
+            threads: 2,
+            runtime: BenchRuntime::Auto,
+            labels: None,
+            json: false,
+            litert_lib: None,
+        }
+    }
+}
+
+/// Errors from `spotter bench`, with the file or runtime they concern.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("invalid arguments: {0}")]
+    Args(String),
+    #[error("image {path}: {source}")]
+    ImageRead { path: String, #[source] source: std::io::Error },
+    #[error("image {path}: {reason}")]
+    ImageInvalid { path: String, reason: String },
+    #[error("synthetic image: {0}")]
+    Synthetic(String),
+    #[error("temporary result store: {0}")]
+    TempDir(#[source] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{runtime}: {source}")]
+    Load { runtime: String, #[source] source: InferenceError },
+    #[error("{runtime}: run {run}: {source}")]
+    Run { runtime: String, run: usize, #[source] source: InferenceError },
+}
+
+/// Median and 99th percentile of one stage, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StageStats {
+    pub median_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// Statistics of every stage for one runtime.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageSummary {
+    pub decode: StageStats,
+    pub resize: StageStats,
+    pub quantize: StageStats,
+    pub invoke: StageStats,
+    pub post: StageStats,
+    pub store: StageStats,
+    /// Wall-clock time of the whole per-frame iteration (run, record, insert).
+    pub total: StageStats,
+}
+
+impl StageSummary {
+    /// `(name, stats)` in pipeline order, the total last.
+    pub fn stages(&self) -> [(&'static str, StageStats); 7] {
+        [
+            ("decode", self.decode),
+            ("resize", self.resize),
+            ("quantize", self.quantize),
+            ("invoke", self.invoke),
+            ("post", self.post),
+            ("store", self.store),
+            ("total", self.total),
+        ]
+    }
+}
+
+/// The measurements of one runtime.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuntimeResult {
+    pub stages: StageSummary,
+    /// `(decode + resize + quantize + post) / invoke`, on medians; `None` if invoke's median is 0.
+    pub overhead_ratio: Option<f64>,
+    /// Why this runtime runs the model (from runtime selection).
+    pub reason: String,
+    /// Input tensor shape of the model as loaded.
+    pub input_shape: Vec<usize>,
+    /// Source image size, as decoded by the engine.
+    pub image_width: u32,
+    pub image_height: u32,
+}
+
+/// What happened for one runtime.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuntimeOutcome {
+    Measured(RuntimeResult),
+    /// Not measured (only in `all`, when the LiteRT library is missing).
+    Skipped { reason: String },
+}
+
+/// The result of `spotter bench`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchReport {
+    pub model: String,
+    /// The image path, or a description of the synthetic frame.
+    pub image: String,
+    pub image_bytes: usize,
+    pub runs: usize,
+    pub warmup: usize,
+    pub threads: usize,
+    /// Runtime name (`litert`, `builtin`) → outcome, in the order run.
+    pub runtimes: Vec<(String, RuntimeOutcome)>,
+}
+
+impl BenchReport {
+    /// A human-readable table.
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        s.push_str(&format!("model    {}\n", self.model));
+        s.push_str(&format!("image    {} ({} bytes)\n", self.image, self.image_bytes));
+        s.push_str(&format!("runs     {} measured after {} warm-up, threads {}\n", self.runs, self.warmup, self.threads));
+        for (name, outcome) in &self.runtimes {
+            s.push('\n');
+            match outcome {
+                RuntimeOutcome::Skipped { reason } => {
+                    s.push_str(&format!("{name}: skipped: {reason}\n"));
+                }
+                RuntimeOutcome::Measured(r) => {
+                    s.push_str(&format!("{name} ({})\n", r.reason));
+                    s.push_str(&format!(
+                        "  input {:?}, frame {}x{}\n",
+                        r.input_shape, r.image_width, r.image_height
+                    ));
+                    s.push_str(&format!("  {:<10} {:>10} {:>10}\n", "stage", "median ms", "p99 ms"));
+                    for (stage, st) in r.stages.stages() {
+                        s.push_str(&format!("  {:<10} {:>10.3} {:>10.3}\n", stage, st.median_ms, st.p99_ms));
+                    }
+                    let ratio = match r.overhead_ratio {
+                        Some(x) => format!("{x:.3}"),
+                        None => "n/a (invoke median is 0)".to_string(),
+                    };
+                    s.push_str(&format!("  overhead/invoke {ratio}  (decode+resize+quantize+post over invoke, medians)\n"));
+                }
+            }
+        }
+        s
+    }
+
+    /// One JSON object: model, image, runs, threads, and per runtime the stage
+    /// statistics (`median_ms`, `p99_ms`), `overhead_ratio` and `reason`, or
+    /// `skipped: true` with the reason.
+    pub fn to_json(&self) -> Value {
+        let mut runtimes = Map::new();
+        for (name, outcome) in &self.runtimes {
+            let v = match outcome {
+                RuntimeOutcome::Skipped { reason } => json!({ "skipped": true, "reason": reason }),
+                RuntimeOutcome::Measured(r) => {
+                    let mut stages = Map::new();
+                    for (stage, st) in r.stages.stages() {
+                        stages.insert(stage.to_string(), json!({ "median_ms": st.median_ms, "p99_ms": st.p99_ms }));
+                    }
+                    json!({
+                        "skipped": false,
+                        "stages": stages,
+                        "overhead_ratio": r.overhead_ratio,
+                        "reason": r.reason,
+                        "input_shape": r.input_shape,
+                        "image_width": r.image_width,
+                        "image_height": r.image_height,
+                    })
+                }
+            };
+            runtimes.insert(name.clone(), v);
+        }
+        json!({
+            "model": self.model,
+            "image": self.image,
+            "image_bytes": self.image_bytes,
+            "runs": self.runs,
+            "warmup": self.warmup,
+            "threads": self.threads,
+            "runtimes": runtimes,
+        })
+    }
+}
+
+/// The nearest-rank `p`-th percentile (0 < p ≤ 100) of `sorted` (ascending):
+/// the smallest value such that at least `p`% of the samples are ≤ it.
+/// `None` for an empty slice.
+pub fn percentile_nearest_rank(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let n = sorted.len();
+    let rank = ((p / 100.0) * n as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, n) - 1])
+}
+
+/// Median and p99 (nearest rank) of samples in microseconds, in milliseconds.
+/// All zeros for no samples.
+pub fn stage_stats(samples_us: &[u64]) -> StageStats {
+    let mut ms: Vec<f64> = samples_us.iter().map(|&us| us as f64 / 1000.0).collect();
+    ms.sort_by(f64::total_cmp);
+    StageStats {
+        median_ms: percentile_nearest_rank(&ms, 50.0).unwrap_or(0.0),
+        p99_ms: percentile_nearest_rank(&ms, 99.0).unwrap_or(0.0),
+    }
+}
+
+/// Pre- and post-processing time over invoke time:
+/// `(decode + resize + quantize + post) / invoke`. `None` when invoke is not
+/// positive (the ratio would be meaningless).
+pub fn overhead_ratio(decode: f64, resize: f64, quantize: f64, post: f64, invoke: f64) -> Option<f64> {
+    (invoke > 0.0).then(|| (decode + resize + quantize + post) / invoke)
+}
+
+/// Per-run samples of every stage, in microseconds.
+#[derive(Debug, Default)]
+struct Samples {
+    decode: Vec<u64>,
+    resize: Vec<u64>,
+    quantize: Vec<u64>,
+    invoke: Vec<u64>,
+    post: Vec<u64>,
+    store: Vec<u64>,
+    total: Vec<u64>,
+}
+
+impl Samples {
+    fn with_capacity(n: usize) -> Samples {
+        let v = || Vec::with_capacity(n);
+        Samples { decode: v(), resize: v(), quantize: v(), invoke: v(), post: v(), store: v(), total: v() }
+    }
+
+    fn push(&mut self, l: &StageLatency, total_us: u64) {
+        self.decode.push(l.decode_us);
+        self.resize.push(l.resize_us);
+        self.quantize.push(l.quantize_us);
+        self.invoke.push(l.invoke_us);
+        self.post.push(l.post_us);
+        self.store.push(l.store_us);
+        self.total.push(total_us);
+    }
+
+    fn summarize(&self) -> StageSummary {
+        StageSummary {
+            decode: stage_stats(&self.decode),
+            resize: stage_stats(&self.resize),
+            quantize: stage_stats(&self.quantize),
+            invoke: stage_stats(&self.invoke),
+            post: stage_stats(&self.post),
+            store: stage_stats(&self.store),
+            total: stage_stats(&self.total),
+        }
+    }
+}
+
+/// A deterministic 640×480 JPEG with colour gradients and fine texture (so
+/// the decoder does real work, unlike a flat image), encoded in memory.
+pub fn synthetic_jpeg() -> Result<Vec<u8>, BenchError> {
+    let (w, h) = (SYNTHETIC_WIDTH, SYNTHETIC_HEIGHT);
+    let mut rgb = Vec::with_capacity(w as usize * h as usize * 3);
+    for y in 0..h {
+        for x in 0..w {
+            // A cheap integer hash gives per-pixel noise without a RNG.
+            let n = (x.wrapping_mul(73_856_093) ^ y.wrapping_mul(19_349_663)) % 48;
+            let r = (255 * x / w) as u8;
+            let g = (255 * y / h) as u8;
+            let b = ((x / 40 + y / 40) % 2 * 160) as u8;
+            rgb.extend_from_slice(&[r.saturating_add(n as u8), g.saturating_add(n as u8 / 2), b.saturating_add(n as u8)]);
+        }
+    }
+    let mut out = Vec::with_capacity(64 * 1024);
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, SYNTHETIC_QUALITY)
+        .encode(&rgb, w, h, image::ExtendedColorType::Rgb8)
+        .map_err(|e| BenchError::Synthetic(e.to_string()))?;
+    Ok(out)
+}
+
+/// Read `--image`, bounded, and check that it is a JPEG, PNG or BMP.
+fn read_image(path: &Path) -> Result<Vec<u8>, BenchError> {
+    use std::io::Read;
+    let p = path.display().to_string();
+    let io = |source| BenchError::ImageRead { path: p.clone(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut data = Vec::new();
+    file.take(MAX_IMAGE_BYTES + 1).read_to_end(&mut data).map_err(io)?;
+    if data.len() as u64 > MAX_IMAGE_BYTES {
+        return Err(BenchError::ImageInvalid { path: p, reason: format!("larger than {MAX_IMAGE_BYTES} bytes") });
+    }
+    match image::guess_format(&data) {
+        Ok(image::ImageFormat::Jpeg | image::ImageFormat::Png | image::ImageFormat::Bmp) => Ok(data),
+        Ok(other) => Err(BenchError::ImageInvalid { path: p, reason: format!("{other:?} is not supported (JPEG, PNG or BMP)") }),
+        Err(_) => Err(BenchError::ImageInvalid { path: p, reason: "not a JPEG, PNG or BMP image".into() }),
+    }
+}
+
+/// One runtime to load: what to ask `open_runtime` for, and whether a missing
+/// LiteRT library means "skip" rather than "fail".
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    choice: RuntimeChoice,
+    skip_if_missing: bool,
+}
+
+fn plans(runtime: BenchRuntime) -> Vec<Plan> {
+    let p = |choice, skip_if_missing| Plan { choice, skip_if_missing };
+    match runtime {
+        BenchRuntime::Auto => vec![p(RuntimeChoice::Auto, false)],
+        BenchRuntime::Litert => vec![p(RuntimeChoice::Litert, false)],
+        BenchRuntime::Builtin => vec![p(RuntimeChoice::Builtin, false)],
+        BenchRuntime::All => vec![p(RuntimeChoice::Litert, true), p(RuntimeChoice::Builtin, false)],
+    }
+}
+
+/// Run the benchmark described by `args` and return the measurements.
+/// Shows a progress bar on stderr when it is a terminal and `args.json` is off.
+pub fn run_bench(args: &BenchArgs) -> Result<BenchReport, BenchError> {
+    if args.runs == 0 || args.runs > MAX_RUNS {
+        return Err(BenchError::Args(format!("--runs must be between 1 and {MAX_RUNS}")));
+    }
+    if args.warmup > MAX_RUNS {
+        return Err(BenchError::Args(format!("--warmup must be at most {MAX_RUNS}")));
+    }
+    if !(1..=64).contains(&args.threads) {
+        return Err(BenchError::Args("--threads must be between 1 and 64".into()));
+    }
+    let (data, image) = match &args.image {
+        Some(p) => (read_image(p)?, p.display().to_string()),
+        None => (synthetic_jpeg()?, format!("synthetic {SYNTHETIC_WIDTH}x{SYNTHETIC_HEIGHT} JPEG")),
+    };
+    let image_bytes = data.len();
+    let frame = Frame {
+        data,
+        format: PixelFormat::Encoded,
+        width: 0,
+        height: 0,
+        stride: 0,
+        seq: 0,
+        captured_at: SystemTime::now(),
+        origin: image.clone(),
+    };
+
+    let mut runtimes = Vec::new();
+    for plan in plans(args.runtime) {
+        let label = plan.choice.as_str().to_string();
+        let opened = open_runtime(plan.choice, args.litert_lib.as_deref(), &args.model, args.threads);
+        let (runtime, reason) = match opened {
+            Ok(r) => r,
+            Err(e @ InferenceError::LiteRtUnavailable { .. }) if plan.skip_if_missing => {
+                log::warn!(model:display = args.model.display(); "LiteRT skipped: {e}");
+                runtimes.push(("litert".to_string(), RuntimeOutcome::Skipped { reason: e.to_string() }));
+                continue;
+            }
+            Err(source) => return Err(BenchError::Load { runtime: label, source }),
+        };
+        let name = runtime.kind().to_string();
+        let load_err = |source| BenchError::Load { runtime: name.clone(), source };
+        let file = ModelFile::read(&args.model).map_err(load_err)?;
+        let mut opts = ModelOptions::new(&args.model);
+        opts.labels = args.labels.clone();
+        opts.threads = args.threads;
+        let mut engine = Engine::load(&opts, runtime, &file).map_err(load_err)?;
+        engine.canary().map_err(load_err)?;
+        let result = measure(&mut engine, &name, reason, &frame, file.sha256(), args)?;
+        runtimes.push((name, RuntimeOutcome::Measured(result)));
+    }
+
+    Ok(BenchReport {
+        model: args.model.display().to_string(),
+        image,
+        image_bytes,
+        runs: args.runs,
+        warmup: args.warmup,
+        threads: args.threads,
+        runtimes,
+    })
+}
+
+fn progress_bar(len: u64, name: &str, json: bool) -> ProgressBar {
+    // `stderr()` hides itself when stderr is not a terminal.
+    let target = if json { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() };
+    let bar = ProgressBar::with_draw_target(Some(len), target);
+    if let Ok(style) = ProgressStyle::with_template("{msg:>8} [{bar:40}] {pos}/{len} {elapsed}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(name.to_string());
+    bar
+}
+
+/// Warm up, then time `args.runs` iterations of run → record → store insert.
+fn measure(
+    engine: &mut Engine,
+    name: &str,
+    reason: String,
+    frame: &Frame,
+    sha256: &str,
+    args: &BenchArgs,
+) -> Result<RuntimeResult, BenchError> {
+    let dir = tempfile::Builder::new().prefix("spotter-bench-").tempdir().map_err(BenchError::TempDir)?;
+    let store = Store::open_with(dir.path(), STORE_FLUSH_MS)?;
+    let bar = progress_bar((args.warmup + args.runs) as u64, name, args.json);
+    let mut samples = Samples::with_capacity(args.runs);
+    let mut last_size = (0, 0);
+    for i in 0..args.warmup + args.runs {
+        let start = Instant::now();
+        let run_err = |source| BenchError::Run { runtime: name.to_string(), run: i + 1, source };
+        let out = engine.run(frame).map_err(run_err)?;
+        let mut rec = ResultRecord {
+            id: String::new(),
+            ts_ns: unix_ns(SystemTime::now()),
+            source: "bench".to_string(),
+            origin: frame.origin.clone(),
+            frame_seq: i as u64,
+            model_sha256: sha256.to_string(),
+            runtime: name.to_string(),
+            classes: out.classes,
+            detections: out.detections,
+            image_width: out.image_width,
+            image_height: out.image_height,
+            latency: out.latency,
+        };
+        let t = Instant::now();
+        store.insert(&mut rec)?;
+        rec.latency.store_us = t.elapsed().as_micros() as u64;
+        let total_us = start.elapsed().as_micros() as u64;
+        if i >= args.warmup {
+            samples.push(&rec.latency, total_us);
+        }
+        last_size = (rec.image_width, rec.image_height);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    drop(store);
+    if let Err(e) = dir.close() {
+        log::warn!("could not remove the temporary result store: {e}");
+    }
+
+    let stages = samples.summarize();
+    let ratio = overhead_ratio(
+        stages.decode.median_ms,
+        stages.resize.median_ms,
+        stages.quantize.median_ms,
+        stages.post.median_ms,
+        stages.invoke.median_ms,
+    );
+    Ok(RuntimeResult {
+        stages,
+        overhead_ratio: ratio,
+        reason,
+        input_shape: engine.info().input.shape,
+        image_width: last_size.0,
+        image_height: last_size.1,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn testdata() -> PathBuf {
+        std::env::var_os("SPOTTER_TESTDATA")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata")))
+    }
+
+    // Catches an off-by-one in the nearest-rank formula (interpolating, or
+    // indexing from 0 with the rank, which would return the max for p50).
+    #[test]
+    fn nearest_rank_percentiles_of_known_vectors() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile_nearest_rank(&v, 50.0), Some(50.0));
+        assert_eq!(percentile_nearest_rank(&v, 99.0), Some(99.0));
+        assert_eq!(percentile_nearest_rank(&v, 100.0), Some(100.0));
+        let small = [15.0, 20.0, 35.0, 40.0, 50.0];
+        // Wikipedia's nearest-rank example: p30 = 20, p40 = 20, p50 = 35, p100 = 50.
+        assert_eq!(percentile_nearest_rank(&small, 30.0), Some(20.0));
+        assert_eq!(percentile_nearest_rank(&small, 40.0), Some(20.0));
+        assert_eq!(percentile_nearest_rank(&small, 50.0), Some(35.0));
+        assert_eq!(percentile_nearest_rank(&small, 99.0), Some(50.0));
+        assert_eq!(percentile_nearest_rank(&[7.0], 99.0), Some(7.0));
+        assert_eq!(percentile_nearest_rank(&[7.0], 50.0), Some(7.0));
+        assert_eq!(percentile_nearest_rank(&[], 50.0), None);
+        // Even count: nearest rank takes the lower middle, never an average.
+        assert_eq!(percentile_nearest_rank(&[1.0, 2.0, 3.0, 4.0], 50.0), Some(2.0));
+    }
+
+    // Catches unsorted input being used as-is, or µs not converted to ms.
+    #[test]
+    fn stage_stats_sorts_and_converts_to_ms() {
+        let us = [9000, 1000, 3000, 2000, 250_000];
+        let s = stage_stats(&us);
+        assert_eq!(s.median_ms, 3.0);
+        assert_eq!(s.p99_ms, 250.0);
+        assert_eq!(stage_stats(&[]), StageStats { median_ms: 0.0, p99_ms: 0.0 });
+    }
+
+    // Catches invoke counted in the overhead, or a division by zero giving inf/NaN.
+    #[test]
+    fn overhead_ratio_is_pre_and_post_over_invoke() {
+        assert_eq!(overhead_ratio(1.0, 0.5, 0.25, 0.25, 4.0), Some(0.5));
+        assert_eq!(overhead_ratio(0.1, 0.0, 0.0, 0.0, 1.0), Some(0.1));
+        assert_eq!(overhead_ratio(1.0, 1.0, 1.0, 1.0, 0.0), None);
+    }
+
+    // Catches the synthetic frame not being a decodable 640x480 JPEG (the
+    // default input would then fail or measure a different frame size).
+    #[test]
+    fn synthetic_frame_is_a_vga_jpeg() {
+        let data = synthetic_jpeg().unwrap();
+        assert_eq!(image::guess_format(&data).unwrap(), image::ImageFormat::Jpeg);
+        let img = image::load_from_memory(&data).unwrap();
+        assert_eq!((img.width(), img.height()), (SYNTHETIC_WIDTH, SYNTHETIC_HEIGHT));
+    }
+
+    // Catches bad arguments being accepted (0 runs would report zeros as if measured).
+    #[test]
+    fn rejects_zero_runs_and_threads() {
+        let mut a = BenchArgs::new("/nonexistent.tflite");
+        a.runs = 0;
+        assert!(matches!(run_bench(&a), Err(BenchError::Args(_))));
+        let mut a = BenchArgs::new("/nonexistent.tflite");
+        a.threads = 0;
+        assert!(matches!(run_bench(&a), Err(BenchError::Args(_))));
+    }
+
+    // Catches a non-image --image being silently benchmarked as a decode failure later.
+    #[test]
+    fn rejects_non_image_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.jpg");
+        std::fs::write(&p, b"definitely not an image").unwrap();
+        let mut a = BenchArgs::new(testdata().join("models/classification/mobilenet_v1_0.25_128_quant.tflite"));
+        a.image = Some(p);
+        assert!(matches!(run_bench(&a), Err(BenchError::ImageInvalid { .. })), "{:?}", run_bench(&a));
+    }
+
+    // Catches stages not being measured or the store insert not being timed:
+    // the real model must give a non-zero invoke and a frame of the synthetic size.
+    #[test]
+    fn builtin_run_measures_every_stage() {
+        let mut a = BenchArgs::new(testdata().join("models/classification/mobilenet_v1_0.25_128_quant.tflite"));
+        a.runs = 3;
+        a.warmup = 1;
+        a.threads = 1;
+        a.runtime = BenchRuntime::Builtin;
+        a.json = true;
+        let report = run_bench(&a).unwrap();
+        assert_eq!(report.runs, 3);
+        assert_eq!(report.runtimes.len(), 1);
+        let (name, outcome) = &report.runtimes[0];
+        assert_eq!(name, "builtin");
+        let RuntimeOutcome::Measured(r) = outcome else { panic!("builtin skipped: {outcome:?}") };
+        assert_eq!((r.image_width, r.image_height), (SYNTHETIC_WIDTH, SYNTHETIC_HEIGHT));
+        assert_eq!(r.input_shape, vec![1, 128, 128, 3]);
+        for (stage, st) in r.stages.stages() {
+            assert!(st.median_ms.is_finite() && st.median_ms >= 0.0, "{stage}: {st:?}");
+            assert!(st.p99_ms >= st.median_ms, "{stage}: {st:?}");
+        }
+        assert!(r.stages.invoke.median_ms > 0.0);
+        assert!(r.stages.total.median_ms >= r.stages.invoke.median_ms);
+        assert!(r.overhead_ratio.is_some_and(|x| x.is_finite() && x >= 0.0));
+
+        let v = report.to_json();
+        assert_eq!(v["runs"], 3);
+        assert_eq!(v["threads"], 1);
+        let b = &v["runtimes"]["builtin"];
+        assert_eq!(b["skipped"], false);
+        for stage in ["decode", "resize", "quantize", "invoke", "post", "store", "total"] {
+            assert!(b["stages"][stage]["median_ms"].as_f64().is_some(), "{stage} missing: {b}");
+            assert!(b["stages"][stage]["p99_ms"].as_f64().is_some(), "{stage} missing: {b}");
+        }
+        assert!(b["overhead_ratio"].as_f64().is_some());
+        assert!(b["reason"].as_str().is_some_and(|s| s.starts_with("builtin")));
+        let text = report.to_text();
+        assert!(text.contains("builtin") && text.contains("invoke") && text.contains("overhead/invoke"), "{text}");
+    }
+
+    // Catches `all` failing when LiteRT is missing instead of reporting it as
+    // skipped, and an explicit `litert` request being silently skipped.
+    #[test]
+    fn all_skips_missing_litert_but_litert_alone_fails() {
+        let model = testdata().join("models/classification/mobilenet_v1_0.25_128_quant.tflite");
+        let mut a = BenchArgs::new(&model);
+        a.runs = 1;
+        a.warmup = 0;
+        a.threads = 1;
+        a.json = true;
+        a.runtime = BenchRuntime::All;
+        a.litert_lib = Some(PathBuf::from("/nonexistent/libLiteRt.so"));
+        let report = run_bench(&a).unwrap();
+        let names: Vec<&str> = report.runtimes.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["litert", "builtin"]);
+        assert!(matches!(&report.runtimes[0].1, RuntimeOutcome::Skipped { reason } if reason.contains("/nonexistent/libLiteRt.so")));
+        assert!(matches!(report.runtimes[1].1, RuntimeOutcome::Measured(_)));
+        assert_eq!(report.to_json()["runtimes"]["litert"]["skipped"], true);
+
+        a.runtime = BenchRuntime::Litert;
+        assert!(matches!(run_bench(&a), Err(BenchError::Load { .. })));
+    }
+}
