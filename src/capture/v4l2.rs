@@ -99,6 +99,8 @@ impl V4l2Source {
                 CaptureError::DeviceMissing {
                     device: path.clone(),
                 }
+            } else if e.kind() == io::ErrorKind::PermissionDenied {
+                dev_err(&path, "open (is the service user in the 'video' group?)", e)
             } else {
                 dev_err(&path, "open", e)
             }
@@ -157,7 +159,7 @@ impl V4l2Source {
 
         let request = Format::new(chosen.width, chosen.height, FourCC::new(&chosen.fourcc));
         let actual = guarded(|| device.set_format(&request))
-            .map_err(|e| dev_err(&path, "VIDIOC_S_FMT", e))?;
+            .map_err(|e| dev_err(&path, busy_hint(&e, "VIDIOC_S_FMT"), e))?;
         let fourcc = actual.fourcc.repr;
         let Some(format) = CaptureFormat::from_fourcc(fourcc) else {
             return Err(CaptureError::NoSupportedFormat {
@@ -170,6 +172,10 @@ impl V4l2Source {
                 ),
             });
         };
+        if fourcc != chosen.fourcc {
+            log::info!(device = path, asked = fourcc_str(chosen.fourcc), got = fourcc_str(fourcc);
+                "driver changed the pixel format");
+        }
         if (actual.width, actual.height) != (chosen.width, chosen.height) {
             log::info!(device = path, asked = format!("{}x{}", chosen.width, chosen.height),
                 got = format!("{}x{}", actual.width, actual.height); "driver adjusted frame size");
@@ -296,7 +302,7 @@ impl V4l2Source {
         let mut stream = guarded(|| {
             MmapStream::with_buffers(&self.device, BufferType::VideoCapture, self.buffers)
         })
-        .map_err(|e| dev_err(&self.path, "VIDIOC_REQBUFS", e))?;
+        .map_err(|e| dev_err(&self.path, busy_hint(&e, "VIDIOC_REQBUFS"), e))?;
         stream.set_timeout(self.timeout);
         self.stream = Some(stream);
         Ok(())
@@ -706,6 +712,18 @@ fn guarded<T>(f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
                 format!("unexpected data from the driver: {msg}"),
             ))
         }
+    }
+}
+
+/// `op`, or a variant naming the likely cause when the device is busy.
+fn busy_hint(e: &io::Error, op: &'static str) -> &'static str {
+    if e.raw_os_error() != Some(Errno::EBUSY as i32) {
+        return op;
+    }
+    match op {
+        "VIDIOC_S_FMT" => "VIDIOC_S_FMT (camera in use by another process?)",
+        "VIDIOC_REQBUFS" => "VIDIOC_REQBUFS (camera in use by another process?)",
+        other => other,
     }
 }
 
