@@ -231,6 +231,11 @@ fn embedded_labels_are_used_when_no_file_is_given() {
     let reference = reference();
     let model = td().join("models/classification/efficientnet_lite0_int8_2.tflite");
     let file = ModelFile::read(&model).unwrap();
+    // The TFLite metadata flatbuffer names the labels file and carries the float
+    // model's NormalizationOptions (mean 127, std 128).
+    assert_eq!(file.associated_files(), ["labels_without_background.txt"]);
+    assert_eq!(file.metadata().labels_file.as_deref(), Some("labels_without_background.txt"));
+    assert!(file.metadata().input_normalization.is_some(), "{:?}", file.metadata());
     let embedded = file.embedded_labels().expect("EfficientNet-Lite0 embeds its labels");
     let text = std::fs::read_to_string(td().join("labels/efficientnet_lite0_labels_without_background.txt")).unwrap();
     assert_eq!(embedded, text.lines().map(str::trim).collect::<Vec<_>>());
@@ -238,6 +243,12 @@ fn embedded_labels_are_used_when_no_file_is_given() {
         let mut e = engine(kind, &ModelOptions::new(&model)).unwrap();
         assert_eq!(e.info().labels, 1000);
         assert!(e.info().labels_source.unwrap().starts_with("embedded:"));
+        // The uint8 input takes raw pixels (mean = zero point, std = 1/scale); the
+        // metadata's float normalization must not be applied to a quantized input.
+        let info = e.info();
+        let q = info.input.quant.unwrap();
+        assert_eq!(info.normalization.mean, [q.zero_point as f32; 3]);
+        assert_eq!(info.normalization.std, [1.0 / q.scale; 3]);
         let (index, label) = clear_top1(&reference, "efficientnet_lite0_int8_2", "bird.bmp").expect("bird is a clear case");
         let out = e.run(&encoded_frame(&td().join("images/bird.bmp"))).unwrap();
         assert_eq!((out.classes[0].index, out.classes[0].label.as_str()), (index, label.as_str()));

@@ -334,6 +334,12 @@ impl Engine {
     }
 }
 
+// An engine is moved to the inference thread and swapped on model reload.
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    assert_send::<Engine>();
+};
+
 /// Fill in the model path of errors raised by path-agnostic helpers.
 fn with_path(e: InferenceError, path: &str) -> InferenceError {
     match e {

@@ -756,6 +756,23 @@ mod tests {
     }
 
     #[test]
+    fn yuyv_frames_with_row_padding() {
+        // Catches YUYV frames decoded with the wrong stride or width, and odd widths panicking.
+        let s = spec(DType::U8, q(1.0 / 128.0, 128), 2, 2, 3);
+        let mut p = Preprocessor::new(&s, FitMode::Stretch, Normalization::default_for(&s, None)).unwrap();
+        // 2x2 white (Y=235, U=V=128 in studio range) with 2 padding bytes per row of garbage.
+        let row = [235u8, 128, 235, 128, 0, 0];
+        let mut f = rgb_frame(2, 2, [row, row].concat());
+        f.format = PixelFormat::Yuyv;
+        f.stride = 6;
+        let mut dst = vec![0u8; 12];
+        p.prepare(&f, 1000, &mut dst).unwrap();
+        assert!(dst.iter().all(|&v| v >= 250), "{dst:?}");
+        f.width = 3;
+        assert!(matches!(p.prepare(&f, 1000, &mut dst), Err(InferenceError::Image(_))));
+    }
+
+    #[test]
     fn decoder_rejects_unknown_and_oversized_images() {
         // Catches decompression bombs being decoded and garbage reaching the decoder.
         let mut out = Vec::new();
