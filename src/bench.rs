@@ -545,6 +545,47 @@ mod tests {
             .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata")))
     }
 
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Cmd,
+    }
+
+    #[derive(Debug, clap::Subcommand)]
+    enum Cmd {
+        Bench(BenchArgs),
+    }
+
+    fn parse(argv: &[&str]) -> Result<BenchArgs, clap::Error> {
+        use clap::Parser;
+        let Cmd::Bench(a) = Cli::try_parse_from(argv)?.command;
+        Ok(a)
+    }
+
+    // Catches flag names or defaults drifting from the documented command line
+    // (--runs 50, --warmup 5, --runtime auto|litert|builtin|all, --litert-lib).
+    #[test]
+    fn command_line_flags_and_defaults() {
+        let a = parse(&["spotter", "bench", "--model", "m.tflite"]).unwrap();
+        assert_eq!(a, BenchArgs { litert_lib: a.litert_lib.clone(), ..BenchArgs::new("m.tflite") });
+        let a = parse(&[
+            "spotter", "bench", "--model", "m.tflite", "--image", "i.jpg", "--runs", "7", "--warmup", "0", "--threads", "1",
+            "--runtime", "all", "--labels", "l.txt", "--json", "--litert-lib", "/x/libLiteRt.so",
+        ])
+        .unwrap();
+        assert_eq!(a.image, Some(PathBuf::from("i.jpg")));
+        assert_eq!((a.runs, a.warmup, a.threads), (7, 0, 1));
+        assert_eq!(a.runtime, BenchRuntime::All);
+        assert_eq!(a.labels, Some(PathBuf::from("l.txt")));
+        assert!(a.json);
+        assert_eq!(a.litert_lib, Some(PathBuf::from("/x/libLiteRt.so")));
+        for (s, r) in [("auto", BenchRuntime::Auto), ("litert", BenchRuntime::Litert), ("builtin", BenchRuntime::Builtin)] {
+            assert_eq!(parse(&["spotter", "bench", "--model", "m", "--runtime", s]).unwrap().runtime, r);
+        }
+        assert!(parse(&["spotter", "bench", "--model", "m", "--runtime", "tflite"]).is_err());
+        assert!(parse(&["spotter", "bench"]).is_err(), "--model is required");
+    }
+
     // Catches an off-by-one in the nearest-rank formula (interpolating, or
     // indexing from 0 with the rank, which would return the max for p50).
     #[test]

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Compare Spotter's LiteRT invoke time with LiteRT's own Python Interpreter, and measure
+# Spotter's pre/post-processing overhead on a 640x480 camera-like JPEG frame.
+#
+# Usage: benches/runtime_vs_python.sh [--model PATH]... [--threads "1 2"] [--runs N]
+#                                     [--warmup W] [--image SRC]
+#
+#   --model PATH   model to measure (repeatable); default: EfficientNet-Lite0 int8 and
+#                  MobileNet v2 1.0 224 uint8 from $SPOTTER_TESTDATA/models/classification
+#   --threads LIST thread counts, space-separated (default "1 2")
+#   --runs N       measured invokes per case (default 50); --warmup W unmeasured (default 5)
+#   --image SRC    photo the 640x480 JPEG frame is made from (default: testdata grace_hopper.bmp)
+#
+# Steps: cargo build --release --bin spotter; scripts/setup-litert.sh (libLiteRt.so);
+# a venv in .cache/bench-venv with benches/py/requirements.txt (ai-edge-litert==2.3.0, numpy,
+# Pillow, pinned, from PyPI); then per model and thread count (a) `spotter bench --json
+# --runtime litert` on the frame and (b) benches/py/invoke_bench.py (Interpreter with
+# num_threads, default XNNPACK delegate) on the same image at the model's input size, and
+# prints a table plus the machine and commit. Raw JSON goes to .cache/bench/<timestamp>/.
+# Goals (invoke ratio <= 1.0, overhead <= 0.10) are reported, never asserted.
+set -euo pipefail
+
+die() { echo "runtime_vs_python: error: $*" >&2; exit 1; }
+note() { echo "runtime_vs_python: $*" >&2; }
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+testdata="${SPOTTER_TESTDATA:-$repo/../shared/testdata}"
+py_dir="$repo/benches/py"
+venv="$repo/.cache/bench-venv"
+
+models=()
+threads_list="1 2"
+runs=50
+warmup=5
+src_image=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --model) [ $# -ge 2 ] || die "--model needs a path"; models+=("$2"); shift 2 ;;
+    --threads) [ $# -ge 2 ] || die "--threads needs a list"; threads_list="$2"; shift 2 ;;
+    --runs) [ $# -ge 2 ] || die "--runs needs a number"; runs="$2"; shift 2 ;;
+    --warmup) [ $# -ge 2 ] || die "--warmup needs a number"; warmup="$2"; shift 2 ;;
+    --image) [ $# -ge 2 ] || die "--image needs a path"; src_image="$2"; shift 2 ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument '$1' (see --help)" ;;
+  esac
+done
+[[ "$runs" =~ ^[1-9][0-9]*$ ]] || die "--runs must be a positive integer, got '$runs'"
+[[ "$warmup" =~ ^[0-9]+$ ]] || die "--warmup must be a non-negative integer, got '$warmup'"
+for t in $threads_list; do
+  [[ "$t" =~ ^[1-9][0-9]*$ ]] || die "--threads must list positive integers, got '$t'"
+done
+if [ ${#models[@]} -eq 0 ]; then
+  models=(
+    "$testdata/models/classification/efficientnet_lite0_int8_2.tflite"
+    "$testdata/models/classification/mobilenet_v2_1.0_224_quant.tflite"
+  )
+fi
+for m in "${models[@]}"; do
+  [ -f "$m" ] || die "model not found: $m (set SPOTTER_TESTDATA or pass --model PATH)"
+done
+src_image="${src_image:-$testdata/images/grace_hopper.bmp}"
+[ -f "$src_image" ] || die "image not found: $src_image (pass --image PATH)"
+
+command -v cargo >/dev/null || die "cargo is required"
+command -v python3 >/dev/null || die "python3 is required (for the venv)"
+python3 -c 'import venv' 2>/dev/null || die "python3's venv module is missing (install python3-venv)"
+
+# 1. Spotter, optimized.
+note "building spotter (release)"
+(cd "$repo" && cargo build --release --bin spotter >&2) || die "cargo build --release --bin spotter failed"
+target_dir="${CARGO_TARGET_DIR:-$repo/target}"
+spotter="$target_dir/release/spotter"
+[ -x "$spotter" ] || die "built binary not found at $spotter"
+"$spotter" bench --help >/dev/null 2>&1 || die "$spotter has no 'bench' subcommand"
+
+# 2. LiteRT for Spotter.
+litert_lib="$(bash "$repo/scripts/setup-litert.sh")" || die "scripts/setup-litert.sh failed"
+[ -f "$litert_lib" ] || die "scripts/setup-litert.sh printed '$litert_lib', which is not a file"
+
+# 3. Python venv with the pinned packages; reinstalled only when the requirements change.
+reqs="$py_dir/requirements.txt"
+stamp="$venv/.requirements.sha256"
+want="$(sha256sum "$reqs" | cut -d' ' -f1)"
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
+  note "creating $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv" || die "python3 -m venv $venv failed"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$reqs" >&2 \
+    || die "pip install -r $reqs failed (PyPI reachable? Python $(python3 -c 'import sys; print(sys.version.split()[0])'))"
+  echo "$want" >"$stamp"
+fi
+py="$venv/bin/python"
+
+# 4. The camera frame, and a directory for raw results.
+out="$repo/.cache/bench/$(date -u +%Y%m%dT%H%M%SZ)"
+mkdir -p "$out"
+frame="$out/frame_640x480.jpg"
+"$py" "$py_dir/make_frame.py" "$src_image" "$frame" || die "could not make the 640x480 frame from $src_image"
+
+# 5. Measure. Spotter and Python alternate per case so drift affects both alike.
+rows=()
+for m in "${models[@]}"; do
+  name="$(basename "$m" .tflite)"
+  for t in $threads_list; do
+    note "$name, $t thread(s): spotter bench"
+    sp_json="$out/$name.t$t.spotter.json"
+    "$spotter" bench --json --runtime litert --litert-lib "$litert_lib" --model "$m" --image "$frame" \
+      --threads "$t" --runs "$runs" --warmup "$warmup" >"$sp_json" \
+      || die "spotter bench failed for $m with $t thread(s)"
+    note "$name, $t thread(s): python interpreter"
+    py_json="$out/$name.t$t.python.json"
+    "$py" "$py_dir/invoke_bench.py" --model "$m" --image "$frame" --threads "$t" \
+      --runs "$runs" --warmup "$warmup" >"$py_json" \
+      || die "invoke_bench.py failed for $m with $t thread(s)"
+    rows+=(--row "$m" "$t" "$sp_json" "$py_json")
+  done
+done
+
+# 6. Report.
+commit="$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if [ -n "$(git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null || true)" ]; then
+  commit="$commit (working tree modified)"
+fi
+cpu="$(grep -m1 -E '^(model name|Model name)' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//' || true)"
+[ -n "$cpu" ] || cpu="$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n1 || true)"
+echo "machine: $(nproc) CPU(s), ${cpu:-unknown CPU}, $(uname -srm)"
+echo "load:    $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown) (1/5/15 min; other work on the machine skews timings)"
+echo "commit:  $commit"
+echo "python:  $("$py" -c 'import sys; from importlib.metadata import version as v; print(sys.version.split()[0], "ai-edge-litert", v("ai-edge-litert"), "numpy", v("numpy"), "Pillow", v("Pillow"))')"
+echo "LiteRT:  $litert_lib"
+echo "frame:   $frame ($(stat -c %s "$frame") bytes, from $(basename "$src_image")); $runs runs after $warmup warm-up"
+echo
+"$py" "$py_dir/report.py" --json-out "$out/summary.json" "${rows[@]}"
+echo
+echo "raw results: $out"
