@@ -19,6 +19,7 @@ use crate::capture::FrameSource;
 use crate::config::{self, CaptureFormat, Settings, SourceKind, SourceSettings};
 use crate::ids;
 use crate::logging;
+use crate::modelstore::ModelStore;
 use crate::pipeline::{capture_loop, inference_loop, Backoff, FrameSlot, SourceOpener};
 use crate::state::{AppState, Check};
 use crate::store::Store;
@@ -165,9 +166,10 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     let inference = {
         let (slot, store, state, control) = (slot.clone(), store.clone(), state.clone(), control.clone());
         let model = settings.model.clone();
+        let models = Some(ModelStore::new(&settings.daemon.state_dir));
         std::thread::Builder::new()
             .name("inference".into())
-            .spawn(move || inference_loop(model, slot, store, state, control))
+            .spawn(move || inference_loop(model, models, slot, store, state, control))
             .context("spawning the inference thread")?
     };
 

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::capture::{Frame, PixelFormat};
 use crate::config::{self, Fit, ModelSettings, RuntimeSetting};
 use crate::logging;
+use crate::modelstore::ModelStore;
 use crate::pipeline::load_model;
 
 #[derive(Debug, Parser)]
@@ -52,6 +53,14 @@ pub enum Command {
     CheckConfig {
         file: PathBuf,
     },
+    /// Manage model versions in the state directory.
+    Model {
+        /// The daemon's config (for the state directory and runtime settings).
+        #[arg(long, short, default_value = "/etc/spotter/spotter.toml")]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: ModelAction,
+    },
     /// Classify image files with a model and print the top-k for each.
     Classify {
         #[arg(long)]
@@ -74,6 +83,25 @@ pub enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelAction {
+    /// Validate (load + canary) and install a model version.
+    Install {
+        file: PathBuf,
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// Make it the active version right away.
+        #[arg(long)]
+        activate: bool,
+    },
+    /// List installed versions; `*` marks the active one.
+    List,
+    /// Make a version (sha256 or unique prefix) the active one.
+    Activate { version: String },
+    /// Return to the previously active version.
+    Rollback,
 }
 
 /// An error for `main` to report, with the process exit code.
@@ -123,6 +151,13 @@ pub fn execute(cli: Cli) -> Result<(), Failure> {
             let _ = writeln!(out, "# valid; read: {}", files.join(", "));
             let _ = write!(out, "{}", s.to_toml());
             Ok(())
+        }
+        Command::Model { config: path, action } => {
+            let _ = logging::init(log::LevelFilter::Warn);
+            let settings = config::load(&path)
+                .map_err(|e| anyhow::Error::new(e).context("invalid configuration"))
+                .map_err(fail(EXIT_CONFIG))?;
+            model_command(&settings, action).map_err(fail(EXIT_FAILURE))
         }
         Command::Classify { model, labels, json, runtime, threads, top_k, litert_lib, images } => {
             let _ = logging::init(log::LevelFilter::Warn);
@@ -215,6 +250,50 @@ fn classify(
     }
     if failed > 0 {
         return Err(Failure { error: anyhow::anyhow!("{failed} of {} images failed", images.len()), code: EXIT_FAILURE });
+    }
+    Ok(())
+}
+
+const RELOAD_HINT: &str = "the running daemon switches on SIGHUP: systemctl reload spotter";
+
+fn model_command(settings: &config::Settings, action: ModelAction) -> anyhow::Result<()> {
+    let ms = ModelStore::new(&settings.daemon.state_dir);
+    let mut out = std::io::stdout().lock();
+    match action {
+        ModelAction::Install { file, labels, activate } => {
+            let meta = ms.install(&file, labels.as_deref(), |model, labels| {
+                let mut m = settings.model.clone();
+                m.path = model.to_path_buf();
+                m.labels = labels.map(|l| l.to_path_buf());
+                load_model(&m).map(|l| l.status.kind).map_err(|e| e.to_string())
+            })?;
+            let _ = writeln!(out, "installed {} ({}, {})", meta.sha256, meta.original_name, meta.kind);
+            if activate {
+                ms.activate(&meta.sha256)?;
+                let _ = writeln!(out, "active: {}; {RELOAD_HINT}", meta.sha256);
+            }
+        }
+        ModelAction::List => {
+            for (m, active) in ms.list()? {
+                let _ = writeln!(
+                    out,
+                    "{} {}  {:<14} {}{}",
+                    if active { "*" } else { " " },
+                    m.sha256,
+                    m.kind,
+                    m.original_name,
+                    if m.has_labels { " (+labels)" } else { "" }
+                );
+            }
+        }
+        ModelAction::Activate { version } => {
+            let m = ms.activate(&version)?;
+            let _ = writeln!(out, "active: {} ({}); {RELOAD_HINT}", m.sha256, m.original_name);
+        }
+        ModelAction::Rollback => {
+            let m = ms.rollback()?;
+            let _ = writeln!(out, "active: {} ({}); {RELOAD_HINT}", m.sha256, m.original_name);
+        }
     }
     Ok(())
 }

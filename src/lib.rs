@@ -5,12 +5,14 @@
 
 pub mod api;
 pub mod app;
+pub mod bench;
 pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod ids;
 pub mod inference;
 pub mod logging;
+pub mod modelstore;
 pub mod pipeline;
 pub mod result;
 pub mod state;

@@ -19,6 +19,7 @@ use crate::inference::modelfile::ModelFile;
 use crate::inference::preprocess::{FitMode, Normalization};
 use crate::inference::select::{open_runtime, RuntimeChoice};
 use crate::inference::InferenceError;
+use crate::modelstore::ModelStore;
 use crate::result::ResultRecord;
 use crate::state::{AppState, Check, Counters, ModelStatus};
 use crate::store::Store;
@@ -279,9 +280,31 @@ pub struct InferenceControl {
     pub pending: Mutex<Option<ModelSettings>>,
 }
 
+/// The model settings to load: the active managed version (see
+/// [`crate::modelstore`]) overrides the configured path and labels.
+pub fn effective_model(settings: &ModelSettings, models: Option<&ModelStore>) -> ModelSettings {
+    let mut m = settings.clone();
+    match models.map(|ms| ms.active()) {
+        Some(Ok(Some(active))) => {
+            m.path = active.model;
+            m.labels = active.labels;
+        }
+        Some(Err(e)) => log::error!(spotter_error_kind = "model_store"; "ignoring managed model versions: {e}"),
+        _ => {}
+    }
+    m
+}
+
 /// The inference thread's body: (re)load the model, take frames, run them,
 /// store results. Returns when the slot is closed and drained.
-pub fn inference_loop(mut settings: ModelSettings, slot: Arc<FrameSlot>, store: Arc<Store>, state: Arc<AppState>, control: Arc<InferenceControl>) {
+pub fn inference_loop(
+    mut settings: ModelSettings,
+    models: Option<ModelStore>,
+    slot: Arc<FrameSlot>,
+    store: Arc<Store>,
+    state: Arc<AppState>,
+    control: Arc<InferenceControl>,
+) {
     let mut active: Option<LoadedModel> = None;
     let mut next_attempt = Instant::now();
     let mut last_store_us = 0u64;
@@ -294,7 +317,7 @@ pub fn inference_loop(mut settings: ModelSettings, slot: Arc<FrameSlot>, store: 
             }
         }
         if reload || (active.is_none() && Instant::now() >= next_attempt) {
-            match load_model(&settings) {
+            match load_model(&effective_model(&settings, models.as_ref())) {
                 Ok(m) => {
                     log::info!(
                         message_id = ids::MODEL_ACTIVATED,
