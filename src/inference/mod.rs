@@ -13,6 +13,9 @@ pub mod modelfile;
 pub mod postprocess;
 pub mod preprocess;
 
+pub mod litert;
+pub mod select;
+
 use serde::Serialize;
 
 /// Element type of a tensor.
