@@ -410,3 +410,36 @@ fn undecodable_frames_are_errors_not_panics() {
         assert!(err.contains("307200 pixels"), "{err}");
     }
 }
+
+#[test]
+fn decoder_and_resizer_match_pillow_inputs() {
+    // Catches resize/decoder drift from the reference pre-processing (Pillow bilinear stretch).
+    use spotter::inference::preprocess::{FitMode, Normalization, Preprocessor};
+    use spotter::inference::{DType, Quant, TensorSpec};
+    let photos = files_with_ext(&td().join("images"), &["jpg", "jpeg", "png", "bmp"]);
+    let mut compared = 0;
+    for input in files_with_ext(&td().join("golden/inputs"), &["rgb"]) {
+        let name = input.file_name().unwrap().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_suffix(".pil_bilinear.rgb") else { continue };
+        let Some((image, size)) = rest.rsplit_once('.') else { continue };
+        let Some((w, h)) = size.split_once('x').and_then(|(w, h)| Some((w.parse::<usize>().ok()?, h.parse::<usize>().ok()?))) else {
+            continue;
+        };
+        let Some(photo) = photos.iter().find(|p| stem(p) == image) else { continue };
+        let spec = TensorSpec { name: "in".into(), shape: vec![1, h, w, 3], dtype: DType::U8, quant: Some(Quant { scale: 1.0 / 128.0, zero_point: 128 }) };
+        let mut prep = Preprocessor::new(&spec, FitMode::Stretch, Normalization::default_for(&spec, None)).unwrap();
+        let mut ours = vec![0u8; w * h * 3];
+        prep.prepare(&encoded_frame(photo), 50_000_000, &mut ours).unwrap();
+        let pillow = std::fs::read(&input).unwrap();
+        let max = ours.iter().zip(&pillow).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+        let mean = ours.iter().zip(&pillow).map(|(a, b)| f64::from(a.abs_diff(*b))).sum::<f64>() / ours.len() as f64;
+        eprintln!("{name}: max {max}, mean {mean:.3}");
+        // Measured: lossless BMP/PNG max 1 (fixed-point rounding), mean <= 0.19;
+        // JPEG max 3 (zune-jpeg vs libjpeg-turbo IDCT), mean <= 0.21.
+        let lossless = matches!(photo.extension().and_then(|e| e.to_str()), Some("png" | "bmp"));
+        let max_allowed = if lossless { 1 } else { 4 };
+        assert!(max <= max_allowed && mean <= 0.3, "{name}: max diff {max} (allowed {max_allowed}), mean {mean:.3} (allowed 0.3)");
+        compared += 1;
+    }
+    assert!(compared >= 10, "only {compared} reference inputs compared");
+}
