@@ -305,3 +305,59 @@ fn notifies_systemd_ready_only_when_ready_and_stopping_on_sigterm() {
     }
     assert!(saw_stopping, "no STOPPING=1 on SIGTERM");
 }
+
+// Would catch a bad model replacing a good one on reload (outage), or being
+// rejected silently: for a truncated file, a non-TFLite file, the TFLM-only
+// model and a labels file that doesn't match the outputs, the daemon logs a
+// clear rejection and keeps serving results from the previous model.
+#[test]
+fn sighup_with_bad_models_keeps_the_previous_model_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (photos, _) = photo_dir(tmp.path());
+    let good = config(&photos, &model_path(), Some(&labels_path()), "auto");
+    let mut d = Daemon::start(tmp.path(), &good);
+    let c = d.client();
+    c.wait_for("/readyz", 120, |r| r.status == 200);
+    let sha = sha256_hex(&model_path());
+
+    let bytes = std::fs::read(model_path()).unwrap();
+    let truncated = tmp.path().join("truncated.tflite");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let text = tmp.path().join("text.tflite");
+    std::fs::write(&text, "not a model at all\n").unwrap();
+    let tflm = testdata().join("models/invalid/person_detect_tflm_only.tflite");
+    let coco_labels = testdata().join("models/detection/coco_ssd_mobilenet_v1_1.0_quant_2018_06_29/labelmap.txt");
+    let cases: Vec<(PathBuf, Option<PathBuf>, &str)> = vec![
+        (truncated.clone(), Some(labels_path()), "truncated.tflite"),
+        (text.clone(), None, "text.tflite"),
+        (tflm.clone(), None, "person_detect_tflm_only.tflite"),
+        (model_path(), Some(coco_labels.clone()), "labelmap.txt"),
+    ];
+    let pid = nix::unistd::Pid::from_raw(d.child.as_ref().unwrap().id() as i32);
+    for (i, (model, labels, needle)) in cases.iter().enumerate() {
+        std::fs::write(&d.config, config(&photos, model, labels.as_deref(), "auto")
+            .replace("@STATE@", &tmp.path().join("state").display().to_string())
+            .replace("@PORT@", &d.port.to_string())).unwrap();
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let log = d.log();
+            let rejections: Vec<&str> = log.lines().filter(|l| l.contains("model rejected")).collect();
+            if rejections.len() > i {
+                assert!(rejections[i].contains(needle), "rejection does not name {needle}: {}", rejections[i]);
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no rejection logged for {needle}; log:\n{log}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        // Still ready, still the previous model, and new results keep coming from it.
+        assert_eq!(c.get("/readyz").unwrap().status, 200, "{needle}");
+        let st = c.get("/api/v1/status").unwrap().json();
+        assert_eq!(st["model"]["sha256"], sha.as_str(), "{needle}");
+        let before = st["counters"]["results_stored"].as_u64().unwrap();
+        c.wait_for("/api/v1/status", 30, |r| r.json()["counters"]["results_stored"].as_u64().unwrap() > before + 2);
+        let latest = c.get("/api/v1/results/latest").unwrap().json();
+        assert_eq!(latest["model_sha256"], sha.as_str());
+    }
+    assert!(d.terminate().0.success());
+}
