@@ -109,11 +109,39 @@ fn short_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
+/// `runtime = "litert"` demands LiteRT: without a loadable library the daemon
+/// refuses to start (it would never become ready), naming what it looked for.
+/// `auto` falls back instead, and says so when the model loads.
+pub fn check_required_runtime(m: &crate::config::ModelSettings) -> anyhow::Result<()> {
+    if m.runtime != crate::config::RuntimeSetting::Litert {
+        return Ok(());
+    }
+    let Some(path) = crate::inference::select::resolve_litert_lib(m.litert_lib.as_deref()) else {
+        let searched: Vec<String> =
+            crate::inference::select::default_litert_paths().iter().map(|p| p.display().to_string()).collect();
+        anyhow::bail!(
+            "model.runtime = \"litert\" but no libLiteRt.so was found (looked in {}; set model.litert_lib, --litert-lib or SPOTTER_LITERT_LIB, or run scripts/setup-litert.sh)",
+            searched.join(", ")
+        );
+    };
+    let lib = edgefirst_tflite::Library::from_path(&path)
+        .map_err(|e| anyhow::anyhow!("model.runtime = \"litert\" but {} cannot be loaded: {e}", path.display()))?;
+    if !lib.has_litert() {
+        anyhow::bail!(
+            "model.runtime = \"litert\" but {} is not a LiteRT library (missing {})",
+            path.display(),
+            lib.litert_missing_symbol().unwrap_or("LiteRt symbols")
+        );
+    }
+    Ok(())
+}
+
 async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let notifier = Notifier::from_env().unwrap_or_else(|e| {
         log::warn!("systemd notify disabled: {e}");
         Notifier::disabled()
     });
+    check_required_runtime(&settings.model)?;
     let state = Arc::new(AppState::new());
     let files: Vec<String> = settings.files.iter().map(|p| p.display().to_string()).collect();
     log::info!(message_id = ids::STARTED; "spotter {} starting (config: {})", state.version, files.join(", "));

@@ -361,3 +361,42 @@ fn sighup_with_bad_models_keeps_the_previous_model_serving() {
     }
     assert!(d.terminate().0.success());
 }
+
+// Would catch `runtime = "litert"` starting a daemon that can never become
+// ready, or an error that doesn't say which library was looked for.
+#[test]
+fn litert_runtime_without_library_is_a_startup_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (photos, _) = photo_dir(tmp.path());
+    let missing = tmp.path().join("nowhere/libLiteRt.so");
+    let cfg = config(&photos, &model_path(), Some(&labels_path()), "litert")
+        .replace("threads = 1\n", &format!("threads = 1\nlitert_lib = \"{}\"\n", missing.display()))
+        .replace("@STATE@", &tmp.path().join("state").display().to_string())
+        .replace("@PORT@", &common::free_port().to_string());
+    let path = tmp.path().join("spotter.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let out = Command::new(bin()).args(["run", "--config"]).arg(&path).env_remove("SPOTTER_LITERT_LIB").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nowhere/libLiteRt.so"), "{err}");
+}
+
+// Would catch `auto` failing instead of falling back, or falling back silently
+// (the status must say why the built-in runtime runs).
+#[test]
+fn auto_runtime_falls_back_to_builtin_and_says_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (photos, _) = photo_dir(tmp.path());
+    let missing = tmp.path().join("nowhere/libLiteRt.so");
+    let cfg = config(&photos, &model_path(), Some(&labels_path()), "auto")
+        .replace("threads = 1\n", &format!("threads = 1\nlitert_lib = \"{}\"\n", missing.display()));
+    let mut d = Daemon::start(tmp.path(), &cfg);
+    let c = d.client();
+    c.wait_for("/readyz", 120, |r| r.status == 200);
+    let st = c.get("/api/v1/status").unwrap().json();
+    assert_eq!(st["model"]["runtime"], "builtin", "{st}");
+    let reason = st["model"]["runtime_reason"].as_str().unwrap();
+    assert!(reason.contains("fell back") && reason.contains("nowhere/libLiteRt.so"), "{reason}");
+    assert!(d.log().contains("nowhere/libLiteRt.so"), "fallback not logged");
+    assert!(d.terminate().0.success());
+}
