@@ -12,6 +12,7 @@ pub mod config;
 pub mod ids;
 pub mod inference;
 pub mod logging;
+pub mod metrics;
 pub mod modelstore;
 pub mod pipeline;
 pub mod result;

@@ -381,6 +381,8 @@ pub fn inference_loop(
             Ok(()) => {
                 last_store_us = t.elapsed().as_micros() as u64;
                 Counters::inc(&state.counters.results_stored);
+                state.metrics.observe_latency(&rec.latency);
+                state.metrics.count_inference(&rec.model_sha256);
                 if !state.readiness().store.ok {
                     state.update_readiness(|r| r.store = Check::passing("last write succeeded"));
                 }

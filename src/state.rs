@@ -113,6 +113,7 @@ pub struct AppState {
     pub last_result: RwLock<Option<ResultRecord>>,
     /// When the source last delivered a frame (for stall detection).
     pub last_frame: std::sync::Mutex<Option<Instant>>,
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl AppState {
@@ -130,6 +131,7 @@ impl AppState {
             counters: Counters::default(),
             last_result: RwLock::new(None),
             last_frame: std::sync::Mutex::new(None),
+            metrics: crate::metrics::Metrics::new(),
         }
     }
 

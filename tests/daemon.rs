@@ -148,6 +148,13 @@ fn serves_correct_results_over_https_and_keeps_them_across_restart() {
     assert!(!st["model"]["runtime_reason"].as_str().unwrap_or("").is_empty(), "{st}");
     assert!(st["counters"]["results_stored"].as_u64().unwrap() >= names.len() as u64);
 
+    // Metrics: counters, per-stage histograms and the runtime choice.
+    let m = c.get("/metrics").unwrap();
+    assert_eq!(m.status, 200);
+    for needle in ["spotter_frames_captured_total", "spotter_stage_latency_seconds_bucket{stage=\"invoke\"", "spotter_runtime_info{runtime=", "spotter_ready 1"] {
+        assert!(m.body.contains(needle), "metrics lack {needle}:\n{}", m.body);
+    }
+
     // Clean shutdown within 5 s, exit 0.
     let (status, took) = d.terminate();
     assert!(status.success(), "exit status {status:?}; log:\n{}", d.log());

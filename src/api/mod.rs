@@ -216,6 +216,22 @@ enum Route<'a> {
     Results,
     Latest,
     ById(&'a str),
+    Metrics,
+}
+
+impl Route<'_> {
+    /// A bounded name for metrics labels (never the raw path).
+    fn name(&self) -> &'static str {
+        match self {
+            Route::Healthz => "healthz",
+            Route::Readyz => "readyz",
+            Route::Status => "status",
+            Route::Results => "results",
+            Route::Latest => "results_latest",
+            Route::ById(_) => "result_by_id",
+            Route::Metrics => "metrics",
+        }
+    }
 }
 
 const ALLOW_GET: &str = "GET, HEAD";
@@ -227,6 +243,7 @@ fn match_route(path: &str) -> Option<Route<'_>> {
         "/api/v1/status" => Route::Status,
         "/api/v1/results" => Route::Results,
         "/api/v1/results/latest" => Route::Latest,
+        "/metrics" => Route::Metrics,
         p => {
             let id = p.strip_prefix("/api/v1/results/")?;
             if id.is_empty() || id.contains('/') {
@@ -243,6 +260,8 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Resp {
         Ok(r) => r,
         Err(e) => error_response(&e),
     };
+    let route_name = match_route(req.uri().path()).map(|r| r.name()).unwrap_or("unknown");
+    ctx.state.metrics.count_http(route_name, resp.status().as_u16());
     let h = resp.headers_mut();
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
@@ -280,6 +299,17 @@ async fn route(ctx: &Arc<Ctx>, req: &Request<Incoming>) -> Result<Resp, ApiError
             Ok(json_response(status, &serde_json::json!({"ready": r.ready(), "checks": r})))
         }
         Route::Status => status(ctx).await,
+        Route::Metrics => {
+            let store = ctx.store.clone();
+            let (records, size) = blocking(move || Ok((store.len(), store.size_on_disk()))).await?;
+            let body = ctx.state.metrics.render(&ctx.state, records, size);
+            let mut resp = Response::new(Full::new(Bytes::from(body)));
+            resp.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            );
+            Ok(resp)
+        }
         Route::Results => {
             let q = parse_results_query(req.uri().query(), ctx.max_results_limit)?;
             let store = ctx.store.clone();
@@ -592,10 +622,12 @@ async fn serve_connection(
     let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
+            ctx.state.metrics.count_tls_failure();
             log::debug!(peer:display = peer; "TLS handshake failed: {e}");
             return;
         }
         Err(_) => {
+            ctx.state.metrics.count_tls_failure();
             log::debug!(peer:display = peer; "TLS handshake timed out");
             return;
         }
