@@ -151,7 +151,7 @@ fn serves_correct_results_over_https_and_keeps_them_across_restart() {
     // Metrics: counters, per-stage histograms and the runtime choice.
     let m = c.get("/metrics").unwrap();
     assert_eq!(m.status, 200);
-    for needle in ["spotter_frames_captured_total", "spotter_stage_latency_seconds_bucket{stage=\"invoke\"", "spotter_runtime_info{runtime=", "spotter_ready 1"] {
+    for needle in ["spotter_frames_captured_total", "spotter_stage_latency_seconds_count{stage=\"invoke\"}", "spotter_runtime_info{runtime=", "spotter_ready 1"] {
         assert!(m.body.contains(needle), "metrics lack {needle}:\n{}", m.body);
     }
 
