@@ -407,3 +407,25 @@ fn auto_runtime_falls_back_to_builtin_and_says_why() {
     assert!(d.log().contains("nowhere/libLiteRt.so"), "fallback not logged");
     assert!(d.terminate().0.success());
 }
+
+// Would catch an empty replay folder crashing the daemon or leaving it stuck:
+// it must stay up, report why it is not ready, and recover by itself once an
+// image appears (retry with backoff).
+#[test]
+fn empty_folder_is_not_ready_then_recovers_when_images_appear() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    let cfg = config(&photos, &model_path(), Some(&labels_path()), "auto")
+        .replace("[source]\n", "[source]\nretry_initial_ms = 50\nretry_max_ms = 200\n");
+    let mut d = Daemon::start(tmp.path(), &cfg);
+    let c = d.client();
+    let r = c.wait_for("/readyz", 60, |r| {
+        r.status == 503 && r.json()["checks"]["source"]["detail"].as_str().unwrap_or("").contains("no JPEG, PNG or BMP")
+    });
+    assert_eq!(r.json()["checks"]["source"]["ok"], false);
+    std::fs::copy(testdata().join("images/grace_hopper.bmp"), photos.join("grace_hopper.bmp")).unwrap();
+    c.wait_for("/readyz", 60, |r| r.status == 200);
+    c.wait_for("/api/v1/results/latest", 30, |r| r.status == 200);
+    assert!(d.terminate().0.success());
+}
