@@ -96,7 +96,13 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(50));
         }
         std::thread::sleep(Duration::from_millis(50));
-        Client::new(&self.cert(), self.port)
+        let key = std::fs::read_to_string(self.dir.join("state/initial-admin-key")).ok().map(|k| k.trim().to_string());
+        Client::new(&self.cert(), self.port).with_key(key)
+    }
+
+    /// A client that sends no API key.
+    pub fn anonymous_client(&self) -> Client {
+        self.client().with_key(None)
     }
 
     pub fn assert_running(&self) {
@@ -141,6 +147,8 @@ impl Drop for Daemon {
 pub struct Client {
     agent: ureq::Agent,
     base: String,
+    /// Sent as `Authorization: Bearer` when set.
+    key: Option<String>,
 }
 
 pub struct Reply {
@@ -174,12 +182,21 @@ impl Client {
             .tls_config(Arc::new(cfg))
             .timeout(Duration::from_secs(10))
             .build();
-        Client { agent, base: format!("https://127.0.0.1:{port}") }
+        Client { agent, base: format!("https://127.0.0.1:{port}"), key: None }
+    }
+
+    pub fn with_key(mut self, key: Option<String>) -> Client {
+        self.key = key;
+        self
     }
 
     /// GET a path; `Err` only for transport errors (refused, TLS failure).
     pub fn get(&self, path: &str) -> Result<Reply, String> {
-        let r = match self.agent.get(&format!("{}{}", self.base, path)).call() {
+        let mut req = self.agent.get(&format!("{}{}", self.base, path));
+        if let Some(k) = &self.key {
+            req = req.set("Authorization", &format!("Bearer {k}"));
+        }
+        let r = match req.call() {
             Ok(r) => r,
             Err(ureq::Error::Status(_, r)) => r,
             Err(e) => return Err(e.to_string()),
