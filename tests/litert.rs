@@ -7,12 +7,15 @@
 //!
 //! Timing (not a test; no assertions): `cargo test --test litert -- --ignored --nocapture`.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde_json::Value;
 use spotter::inference::litert::LiteRtRuntime;
-use spotter::inference::select::{default_litert_paths, open_runtime, resolve_litert_lib, RuntimeChoice};
+use spotter::inference::select::{
+    default_litert_paths, open_runtime, resolve_litert_lib, RuntimeChoice,
+};
 use spotter::inference::{DType, InferenceError, Runtime, RuntimeKind};
 
 /// Largest difference, in quantized steps, allowed between one LiteRT/XNNPACK
@@ -28,7 +31,9 @@ const MAX_STEP_DIFF: u32 = 26;
 fn testdata() -> PathBuf {
     std::env::var_os("SPOTTER_TESTDATA")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata")))
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata"))
+        })
 }
 
 /// The LiteRT library, or `None` after printing why the calling test is
@@ -40,12 +45,20 @@ fn litert_lib(test: &str) -> Option<PathBuf> {
     }
     let looked = match found {
         Some(p) => format!("{} (does not exist)", p.display()),
-        None => format!("$SPOTTER_LITERT_LIB (unset) and {:?}", default_litert_paths()),
+        None => format!(
+            "$SPOTTER_LITERT_LIB (unset) and {:?}",
+            default_litert_paths()
+        ),
     };
     if std::env::var("SPOTTER_REQUIRE_LITERT").as_deref() == Ok("1") {
         panic!("SPOTTER_REQUIRE_LITERT=1 but no LiteRT library: looked at {looked}; run scripts/setup-litert.sh");
     }
-    eprintln!("SKIP {test}: no LiteRT library (looked at {looked}); run scripts/setup-litert.sh to enable");
+    // Written to the stderr handle, not with eprintln!, so that the line shows
+    // up even though the test harness captures the output of passing tests.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIP {test}: no LiteRT library (looked at {looked}); run scripts/setup-litert.sh to enable"
+    );
     None
 }
 
@@ -58,13 +71,16 @@ fn ssd_model() -> PathBuf {
 }
 
 fn reference() -> Value {
-    let bytes = std::fs::read(testdata().join("golden/reference_outputs.json")).expect("reference_outputs.json");
+    let bytes = std::fs::read(testdata().join("golden/reference_outputs.json"))
+        .expect("reference_outputs.json");
     serde_json::from_slice(&bytes).expect("reference_outputs.json is JSON")
 }
 
 /// Golden input tensor for `image` (file name without extension) at `size`.
 fn golden_input(image: &str, size: usize) -> Vec<u8> {
-    let p = testdata().join(format!("golden/inputs/{image}.{size}x{size}.pil_bilinear.rgb"));
+    let p = testdata().join(format!(
+        "golden/inputs/{image}.{size}x{size}.pil_bilinear.rgb"
+    ));
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -85,7 +101,10 @@ fn argmax(v: &[u8]) -> usize {
 }
 
 fn f32s(bytes: &[u8]) -> Vec<f32> {
-    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 // Catches wrong input/output wiring (buffers not written or read back, wrong
@@ -93,36 +112,61 @@ fn f32s(bytes: &[u8]) -> Vec<f32> {
 // tolerance from the reference kernels; and a changed top-1 on clear cases.
 #[test]
 fn classifiers_match_reference_outputs() {
-    let Some(lib) = litert_lib("classifiers_match_reference_outputs") else { return };
+    let Some(lib) = litert_lib("classifiers_match_reference_outputs") else {
+        return;
+    };
     let reference = reference();
-    let classification = reference["classification"].as_object().expect("classification");
+    let classification = reference["classification"]
+        .as_object()
+        .expect("classification");
     assert_eq!(classification.len(), 4, "4 reference classifiers");
     let mut clear_cases = 0;
     for (name, entry) in classification {
         let size = entry["input_size"].as_u64().expect("input_size") as usize;
-        let mut rt = LiteRtRuntime::load(&lib, &classifier(name), 1).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut rt = LiteRtRuntime::load(&lib, &classifier(name), 1)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(rt.kind(), RuntimeKind::Litert);
         let spec = rt.input_spec().clone();
         assert_eq!(spec.shape, vec![1, size, size, 3], "{name} input shape");
         assert_eq!(spec.dtype, DType::U8, "{name} input dtype");
-        assert!(spec.quant.is_some(), "{name}: quantized input must carry scale/zero point");
+        assert!(
+            spec.quant.is_some(),
+            "{name}: quantized input must carry scale/zero point"
+        );
         assert_eq!(rt.output_specs().len(), 1, "{name} outputs");
         let out_quant = rt.output_specs()[0].quant.expect("quantized output");
 
         let results = entry["results"].as_object().expect("results");
         let (mut worst, mut sum, mut n) = (0u32, 0u64, 0u64);
         for (image_file, r) in results {
-            let image = image_file.rsplit_once('.').map_or(image_file.as_str(), |(stem, _)| stem);
-            let expected_path = testdata().join(format!("golden/outputs/{name}/{image}.pil_bilinear.builtin.bin"));
-            let expected = std::fs::read(&expected_path).unwrap_or_else(|e| panic!("{}: {e}", expected_path.display()));
+            let image = image_file
+                .rsplit_once('.')
+                .map_or(image_file.as_str(), |(stem, _)| stem);
+            let expected_path = testdata().join(format!(
+                "golden/outputs/{name}/{image}.pil_bilinear.builtin.bin"
+            ));
+            let expected = std::fs::read(&expected_path)
+                .unwrap_or_else(|e| panic!("{}: {e}", expected_path.display()));
             run(&mut rt, &golden_input(image, size));
             let got = rt.output(0);
             assert_eq!(got.len(), expected.len(), "{name}/{image} output length");
-            let max = got.iter().zip(&expected).map(|(&a, &b)| u32::from(a.abs_diff(b))).max().unwrap_or(0);
-            sum += got.iter().zip(&expected).map(|(&a, &b)| u64::from(a.abs_diff(b))).sum::<u64>();
+            let max = got
+                .iter()
+                .zip(&expected)
+                .map(|(&a, &b)| u32::from(a.abs_diff(b)))
+                .max()
+                .unwrap_or(0);
+            sum += got
+                .iter()
+                .zip(&expected)
+                .map(|(&a, &b)| u64::from(a.abs_diff(b)))
+                .sum::<u64>();
             n += got.len() as u64;
             worst = worst.max(max);
-            assert!(max <= MAX_STEP_DIFF, "{name}/{image}: max difference {max} steps > {MAX_STEP_DIFF}");
+            assert!(
+                max <= MAX_STEP_DIFF,
+                "{name}/{image}: max difference {max} steps > {MAX_STEP_DIFF}"
+            );
 
             let top5 = r["pil_bilinear"]["top5"].as_array().expect("top5");
             let s1 = top5[0]["score"].as_f64().unwrap();
@@ -132,7 +176,10 @@ fn classifiers_match_reference_outputs() {
                 let want = top5[0]["index"].as_u64().unwrap() as usize;
                 let top = argmax(got);
                 let score = out_quant.scale * (f32::from(got[top]) - out_quant.zero_point as f32);
-                assert_eq!(top, want, "{name}/{image}: top-1 {top} ({score:.3}), reference {want} ({s1:.3})");
+                assert_eq!(
+                    top, want,
+                    "{name}/{image}: top-1 {top} ({score:.3}), reference {want} ({s1:.3})"
+                );
             }
         }
         eprintln!(
@@ -151,39 +198,67 @@ fn classifiers_match_reference_outputs() {
 // built-in runtime, which then finds the reference objects.
 #[test]
 fn ssd_detector_refused_by_litert_runs_through_auto_fallback() {
-    let Some(lib) = litert_lib("ssd_detector_refused_by_litert_runs_through_auto_fallback") else { return };
+    let Some(lib) = litert_lib("ssd_detector_refused_by_litert_runs_through_auto_fallback") else {
+        return;
+    };
     let model = ssd_model();
     let err = LiteRtRuntime::load(&lib, &model, 1).unwrap_err();
-    assert!(matches!(&err, InferenceError::Unsupported { reason, .. } if reason.contains("no static shape")), "{err:?}");
-    assert!(err.to_string().contains(&model.display().to_string()), "{err}");
+    assert!(
+        matches!(&err, InferenceError::Unsupported { reason, .. } if reason.contains("no static shape")),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains(&model.display().to_string()),
+        "{err}"
+    );
 
-    let (mut rt, reason) = open_runtime(RuntimeChoice::Auto, Some(&lib), &model, 1).expect("auto falls back");
+    let (mut rt, reason) =
+        open_runtime(RuntimeChoice::Auto, Some(&lib), &model, 1).expect("auto falls back");
     assert_eq!(rt.kind(), RuntimeKind::Builtin);
-    assert!(reason.starts_with("auto: fell back to builtin") && reason.contains("no static shape"), "{reason}");
+    assert!(
+        reason.starts_with("auto: fell back to builtin") && reason.contains("no static shape"),
+        "{reason}"
+    );
     assert_eq!(rt.input_spec().shape, vec![1, 300, 300, 3]);
 
     let reference = reference();
     let detection = reference["detection"].as_object().expect("detection");
     let mut checked = 0;
     for (image_file, r) in detection {
-        let image = image_file.rsplit_once('.').map_or(image_file.as_str(), |(stem, _)| stem);
+        let image = image_file
+            .rsplit_once('.')
+            .map_or(image_file.as_str(), |(stem, _)| stem);
         run(rt.as_mut(), &golden_input(image, 300));
         let boxes = f32s(rt.output(0));
         let classes = f32s(rt.output(1));
         let scores = f32s(rt.output(2));
         let count = f32s(rt.output(3))[0];
-        assert!((0.0..=10.0).contains(&count) && count.fract() == 0.0, "{image}: count {count}");
+        assert!(
+            (0.0..=10.0).contains(&count) && count.fract() == 0.0,
+            "{image}: count {count}"
+        );
         let count = count as usize;
-        assert!(scores[..count].windows(2).all(|w| w[0] >= w[1]), "{image}: scores not sorted {scores:?}");
+        assert!(
+            scores[..count].windows(2).all(|w| w[0] >= w[1]),
+            "{image}: scores not sorted {scores:?}"
+        );
 
-        for want in r["pil_bilinear"]["detections"].as_array().expect("detections") {
+        for want in r["pil_bilinear"]["detections"]
+            .as_array()
+            .expect("detections")
+        {
             let score = want["score"].as_f64().unwrap() as f32;
             if score < 0.5 {
                 continue;
             }
             checked += 1;
             let class = want["class_id"].as_f64().unwrap() as f32;
-            let wb: Vec<f32> = want["box_yxyx_norm"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+            let wb: Vec<f32> = want["box_yxyx_norm"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect();
             let found = (0..count).any(|i| {
                 let b = &boxes[i * 4..i * 4 + 4];
                 classes[i] == class && (scores[i] - score).abs() <= 0.1 && iou(b, &wb) >= 0.8
@@ -191,7 +266,10 @@ fn ssd_detector_refused_by_litert_runs_through_auto_fallback() {
             assert!(found, "{image}: reference detection {want} not found in {count} detections {classes:?} {scores:?}");
         }
     }
-    assert!(checked >= 2, "only {checked} confident reference detections checked");
+    assert!(
+        checked >= 2,
+        "only {checked} confident reference detections checked"
+    );
 }
 
 fn iou(a: &[f32], b: &[f32]) -> f32 {
@@ -206,34 +284,49 @@ fn iou(a: &[f32], b: &[f32]) -> f32 {
 // thread at model swap) and outputs that depend on the previous input.
 #[test]
 fn runtime_moved_to_another_thread_gives_identical_outputs() {
-    let Some(lib) = litert_lib("runtime_moved_to_another_thread_gives_identical_outputs") else { return };
-    let mut rt = LiteRtRuntime::load(&lib, &classifier("mobilenet_v1_0.25_128_quant"), 1).expect("load");
+    let Some(lib) = litert_lib("runtime_moved_to_another_thread_gives_identical_outputs") else {
+        return;
+    };
+    let mut rt =
+        LiteRtRuntime::load(&lib, &classifier("mobilenet_v1_0.25_128_quant"), 1).expect("load");
     let cat = golden_input("cat", 128);
     let hopper = golden_input("grace_hopper", 128);
     run(&mut rt, &cat);
     let first = rt.output(0).to_vec();
     run(&mut rt, &hopper);
-    assert_ne!(rt.output(0), &first[..], "different images must give different outputs");
+    assert_ne!(
+        rt.output(0),
+        &first[..],
+        "different images must give different outputs"
+    );
     let mut rt = std::thread::spawn(move || {
         run(&mut rt, &cat);
         rt
     })
     .join()
     .expect("thread");
-    assert_eq!(rt.output(0), &first[..], "same input, same output after the move");
+    assert_eq!(
+        rt.output(0),
+        &first[..],
+        "same input, same output after the move"
+    );
     run(&mut rt, &golden_input("cat", 128));
     assert_eq!(rt.output(0), &first[..]);
 }
 
 fn thread_count() -> usize {
-    std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 // Catches a resource leak per model load (models are swapped at run time):
 // the library and environment are shared, every model's handles are freed.
 #[test]
 fn repeated_model_swaps_do_not_accumulate_threads() {
-    let Some(lib) = litert_lib("repeated_model_swaps_do_not_accumulate_threads") else { return };
+    let Some(lib) = litert_lib("repeated_model_swaps_do_not_accumulate_threads") else {
+        return;
+    };
     let model = classifier("mobilenet_v1_0.25_128_quant");
     let input = golden_input("cat", 128);
     let mut baseline = None;
@@ -253,7 +346,10 @@ fn repeated_model_swaps_do_not_accumulate_threads() {
     // Other tests in this binary run concurrently and may own threads; allow
     // for them but not for one or more threads per load.
     let (b, now) = (baseline.unwrap_or(0), thread_count());
-    assert!(now <= b + 4, "threads grew from {b} to {now} over 10 model loads");
+    assert!(
+        now <= b + 4,
+        "threads grew from {b} to {now} over 10 model loads"
+    );
 }
 
 /// The path of the C library this process is running with, from its maps.
@@ -262,7 +358,10 @@ fn loaded_libc() -> PathBuf {
     maps.lines()
         .filter_map(|l| l.split_whitespace().nth(5))
         .find(|p| {
-            let name = Path::new(p).file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let name = Path::new(p)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("");
             name.starts_with("libc.so") || name.starts_with("libc-")
         })
         .map(PathBuf::from)
@@ -274,7 +373,8 @@ fn loaded_libc() -> PathBuf {
 #[test]
 fn library_without_litert_symbols_is_refused_by_name() {
     let libc = loaded_libc();
-    let err = LiteRtRuntime::load(&libc, &classifier("mobilenet_v1_0.25_128_quant"), 1).unwrap_err();
+    let err =
+        LiteRtRuntime::load(&libc, &classifier("mobilenet_v1_0.25_128_quant"), 1).unwrap_err();
     match &err {
         InferenceError::LiteRtUnavailable { path, reason } => {
             assert_eq!(Path::new(path), libc.as_path());
@@ -282,7 +382,10 @@ fn library_without_litert_symbols_is_refused_by_name() {
         }
         other => panic!("expected LiteRtUnavailable, got {other:?}"),
     }
-    assert!(err.to_string().contains(&libc.display().to_string()), "{err}");
+    assert!(
+        err.to_string().contains(&libc.display().to_string()),
+        "{err}"
+    );
 }
 
 // Catches dlopen of a file that is not a shared object crashing or being
@@ -292,24 +395,39 @@ fn text_file_as_library_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let fake = dir.path().join("libLiteRt.so");
     std::fs::write(&fake, "this is not a shared object\n").unwrap();
-    let err = LiteRtRuntime::load(&fake, &classifier("mobilenet_v1_0.25_128_quant"), 1).unwrap_err();
+    let err =
+        LiteRtRuntime::load(&fake, &classifier("mobilenet_v1_0.25_128_quant"), 1).unwrap_err();
     assert!(
         matches!(&err, InferenceError::LiteRtUnavailable { path, .. } if Path::new(path) == fake),
         "{err:?}"
     );
-    assert!(err.to_string().contains(&fake.display().to_string()), "{err}");
+    assert!(
+        err.to_string().contains(&fake.display().to_string()),
+        "{err}"
+    );
 }
 
 // Catches `litert` quietly running something else when LiteRT is missing.
 #[test]
 fn litert_choice_with_missing_library_is_an_error_naming_it() {
     let missing = Path::new("/nonexistent/spotter-test/libLiteRt.so");
-    let err = open_runtime(RuntimeChoice::Litert, Some(missing), &classifier("mobilenet_v1_0.25_128_quant"), 1)
-        .err()
-        .expect("must fail");
-    assert!(matches!(err, InferenceError::LiteRtUnavailable { .. }), "{err:?}");
+    let err = open_runtime(
+        RuntimeChoice::Litert,
+        Some(missing),
+        &classifier("mobilenet_v1_0.25_128_quant"),
+        1,
+    )
+    .err()
+    .expect("must fail");
+    assert!(
+        matches!(err, InferenceError::LiteRtUnavailable { .. }),
+        "{err:?}"
+    );
     let msg = err.to_string();
-    assert!(msg.contains(&missing.display().to_string()) && msg.contains("not found"), "{msg}");
+    assert!(
+        msg.contains(&missing.display().to_string()) && msg.contains("not found"),
+        "{msg}"
+    );
 }
 
 // Catches `auto` failing outright (or falling back silently) when LiteRT is
@@ -317,23 +435,36 @@ fn litert_choice_with_missing_library_is_an_error_naming_it() {
 #[test]
 fn auto_with_missing_library_falls_back_to_builtin_with_reason() {
     let missing = Path::new("/nonexistent/spotter-test/libLiteRt.so");
-    let (mut rt, reason) =
-        open_runtime(RuntimeChoice::Auto, Some(missing), &classifier("mobilenet_v1_0.25_128_quant"), 1)
-            .expect("auto falls back");
+    let (mut rt, reason) = open_runtime(
+        RuntimeChoice::Auto,
+        Some(missing),
+        &classifier("mobilenet_v1_0.25_128_quant"),
+        1,
+    )
+    .expect("auto falls back");
     assert_eq!(rt.kind(), RuntimeKind::Builtin);
     assert!(reason.starts_with("auto: fell back to builtin"), "{reason}");
     assert!(reason.contains(&missing.display().to_string()), "{reason}");
     // The fallback is a working runtime, not a placeholder.
     run(rt.as_mut(), &golden_input("coffee", 128));
-    assert_eq!(argmax(rt.output(0)), 968, "espresso (reference 0.81, runner-up 0.03)");
+    assert_eq!(
+        argmax(rt.output(0)),
+        968,
+        "espresso (reference 0.81, runner-up 0.03)"
+    );
 }
 
 // Catches `builtin` touching LiteRT (it must work with a bogus library path).
 #[test]
 fn builtin_choice_ignores_litert() {
     let bogus = Path::new("/nonexistent/spotter-test/libLiteRt.so");
-    let (rt, reason) = open_runtime(RuntimeChoice::Builtin, Some(bogus), &classifier("mobilenet_v1_0.25_128_quant"), 1)
-        .expect("builtin");
+    let (rt, reason) = open_runtime(
+        RuntimeChoice::Builtin,
+        Some(bogus),
+        &classifier("mobilenet_v1_0.25_128_quant"),
+        1,
+    )
+    .expect("builtin");
     assert_eq!(rt.kind(), RuntimeKind::Builtin);
     assert!(reason.starts_with("builtin"), "{reason}");
 }
@@ -341,25 +472,45 @@ fn builtin_choice_ignores_litert() {
 // Catches `auto` picking builtin although LiteRT is available.
 #[test]
 fn auto_uses_litert_when_available() {
-    let Some(lib) = litert_lib("auto_uses_litert_when_available") else { return };
-    let (rt, reason) = open_runtime(RuntimeChoice::Auto, Some(&lib), &classifier("mobilenet_v1_0.25_128_quant"), 1)
-        .expect("auto");
+    let Some(lib) = litert_lib("auto_uses_litert_when_available") else {
+        return;
+    };
+    let (rt, reason) = open_runtime(
+        RuntimeChoice::Auto,
+        Some(&lib),
+        &classifier("mobilenet_v1_0.25_128_quant"),
+        1,
+    )
+    .expect("auto");
     assert_eq!(rt.kind(), RuntimeKind::Litert);
-    assert_eq!(reason, format!("auto: LiteRT loaded from {}", lib.display()));
+    assert_eq!(
+        reason,
+        format!("auto: LiteRT loaded from {}", lib.display())
+    );
 }
 
 // Catches a bad model file being blamed on the library, or `auto` hiding it
 // behind a fallback that cannot work either.
 #[test]
 fn non_model_file_is_reported_against_the_model() {
-    let Some(lib) = litert_lib("non_model_file_is_reported_against_the_model") else { return };
+    let Some(lib) = litert_lib("non_model_file_is_reported_against_the_model") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let bogus = dir.path().join("model.tflite");
     std::fs::write(&bogus, vec![7u8; 4096]).unwrap();
     for choice in [RuntimeChoice::Litert, RuntimeChoice::Auto] {
-        let err = open_runtime(choice, Some(&lib), &bogus, 1).err().expect("must fail");
-        assert!(matches!(err, InferenceError::NotTflite { .. }), "{choice}: {err:?}");
-        assert!(err.to_string().contains(&bogus.display().to_string()), "{err}");
+        let err = open_runtime(choice, Some(&lib), &bogus, 1)
+            .err()
+            .expect("must fail");
+        assert!(
+            matches!(err, InferenceError::NotTflite { .. }),
+            "{choice}: {err:?}"
+        );
+        assert!(
+            err.to_string().contains(&bogus.display().to_string()),
+            "{err}"
+        );
     }
     let missing = dir.path().join("missing.tflite");
     let err = LiteRtRuntime::load(&lib, &missing, 1).unwrap_err();
@@ -370,11 +521,16 @@ fn non_model_file_is_reported_against_the_model() {
 // daemon or being blamed on the library instead of the model.
 #[test]
 fn model_refused_by_litert_is_a_load_error_naming_it() {
-    let Some(lib) = litert_lib("model_refused_by_litert_is_a_load_error_naming_it") else { return };
+    let Some(lib) = litert_lib("model_refused_by_litert_is_a_load_error_naming_it") else {
+        return;
+    };
     let model = testdata().join("models/invalid/person_detect_tflm_only.tflite");
     let err = LiteRtRuntime::load(&lib, &model, 1).unwrap_err();
     assert!(matches!(err, InferenceError::Load { .. }), "{err:?}");
-    assert!(err.to_string().contains(&model.display().to_string()), "{err}");
+    assert!(
+        err.to_string().contains(&model.display().to_string()),
+        "{err}"
+    );
 }
 
 /// Median wall time of `invoke` over `n` runs after a warm-up.
@@ -399,12 +555,21 @@ fn median_invoke_ms(rt: &mut dyn Runtime, input: &[u8], n: usize) -> f64 {
 #[test]
 #[ignore]
 fn invoke_timing_litert_vs_builtin() {
-    let Some(lib) = litert_lib("invoke_timing_litert_vs_builtin") else { return };
-    let threads: usize = std::env::var("SPOTTER_BENCH_THREADS").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
-    for (name, size) in [("mobilenet_v2_1.0_224_quant", 224), ("efficientnet_lite0_int8_2", 224)] {
+    let Some(lib) = litert_lib("invoke_timing_litert_vs_builtin") else {
+        return;
+    };
+    let threads: usize = std::env::var("SPOTTER_BENCH_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    for (name, size) in [
+        ("mobilenet_v2_1.0_224_quant", 224),
+        ("efficientnet_lite0_int8_2", 224),
+    ] {
         let input = golden_input("grace_hopper", size);
         let mut lrt = LiteRtRuntime::load(&lib, &classifier(name), threads).expect("litert");
-        let (mut brt, _) = open_runtime(RuntimeChoice::Builtin, None, &classifier(name), threads).expect("builtin");
+        let (mut brt, _) = open_runtime(RuntimeChoice::Builtin, None, &classifier(name), threads)
+            .expect("builtin");
         let l = median_invoke_ms(&mut lrt, &input, 30);
         let b = median_invoke_ms(brt.as_mut(), &input, 30);
         eprintln!("{name}: litert {l:.2} ms, builtin {b:.2} ms (median of 30, threads={threads})");

@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use edgefirst_tflite::{litert, Library};
 use self_cell::self_cell;
 
+use super::modelfile::MAX_MODEL_BYTES;
 use super::{DType, InferenceError, Quant, Runtime, RuntimeKind, TensorSpec};
 
 type Env<'a> = litert::Environment<'a>;
@@ -167,10 +168,18 @@ impl LiteRtRuntime {
         let model_path = model.display().to_string();
         let env = shared_env(lib)?;
 
-        let bytes = std::fs::read(model).map_err(|source| InferenceError::Io {
+        let io_err = |source| InferenceError::Io {
             path: model_path.clone(),
             source,
-        })?;
+        };
+        let size = std::fs::metadata(model).map_err(io_err)?.len();
+        if size > MAX_MODEL_BYTES {
+            return Err(InferenceError::Unsupported {
+                path: model_path,
+                reason: format!("{size} bytes, larger than the {MAX_MODEL_BYTES}-byte limit"),
+            });
+        }
+        let bytes = std::fs::read(model).map_err(io_err)?;
         let meta = fb::read_io(&bytes).map_err(|reason| InferenceError::NotTflite {
             path: model_path.clone(),
             reason,
@@ -343,10 +352,16 @@ fn tensor_specs(
         reason,
     };
 
-    let n_in = model.num_inputs(0).map_err(|e| load_err("signature inputs", e))?;
-    let n_out = model.num_outputs(0).map_err(|e| load_err("signature outputs", e))?;
+    let n_in = model
+        .num_inputs(0)
+        .map_err(|e| load_err("signature inputs", e))?;
+    let n_out = model
+        .num_outputs(0)
+        .map_err(|e| load_err("signature outputs", e))?;
     if n_in != 1 {
-        return Err(unsupported(format!("expected exactly one input tensor, model has {n_in}")));
+        return Err(unsupported(format!(
+            "expected exactly one input tensor, model has {n_in}"
+        )));
     }
     if n_out == 0 {
         return Err(unsupported("model has no output tensors".into()));
@@ -379,14 +394,20 @@ fn tensor_specs(
                 t.name
             )));
         }
-        let dims = ty.layout.dimensions.get(..rank).ok_or_else(|| {
-            unsupported(format!("{role} tensor {:?} has rank {rank}", t.name))
-        })?;
+        let dims =
+            ty.layout.dimensions.get(..rank).ok_or_else(|| {
+                unsupported(format!("{role} tensor {:?} has rank {rank}", t.name))
+            })?;
         let shape = dims
             .iter()
             .map(|&d| usize::try_from(d))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| unsupported(format!("{role} tensor {:?} has a dynamic shape {dims:?}", t.name)))?;
+            .map_err(|_| {
+                unsupported(format!(
+                    "{role} tensor {:?} has a dynamic shape {dims:?}",
+                    t.name
+                ))
+            })?;
         if shape != t.shape || Some(dtype) != t.dtype {
             return Err(unsupported(format!(
                 "{role} tensor {:?}: LiteRT reports {dtype:?} {shape:?}, the flatbuffer {:?} {:?}; \
@@ -418,7 +439,9 @@ fn tensor_specs(
     };
 
     let input = spec(
-        model.input_tensor_type(0, 0).map_err(|e| load_err("input tensor type", e))?,
+        model
+            .input_tensor_type(0, 0)
+            .map_err(|e| load_err("input tensor type", e))?,
         &meta.inputs[0],
         "input",
     )?;
@@ -544,7 +567,11 @@ mod fb {
     impl Verifiable for Model<'_> {
         fn run_verifier(v: &mut Verifier, pos: usize) -> Result<(), InvalidFlatbuffer> {
             v.visit_table(pos)?
-                .visit_field::<ForwardsUOffset<Tables<SubGraph>>>("subgraphs", MODEL_SUBGRAPHS, false)?
+                .visit_field::<ForwardsUOffset<Tables<SubGraph>>>(
+                    "subgraphs",
+                    MODEL_SUBGRAPHS,
+                    false,
+                )?
                 .visit_field::<ForwardsUOffset<Tables<SignatureDef>>>(
                     "signature_defs",
                     MODEL_SIGNATURE_DEFS,
@@ -570,7 +597,11 @@ mod fb {
                 .visit_field::<ForwardsUOffset<Vector<i32>>>("shape", TENSOR_SHAPE, false)?
                 .visit_field::<i8>("type", TENSOR_TYPE, false)?
                 .visit_field::<ForwardsUOffset<&str>>("name", TENSOR_NAME, false)?
-                .visit_field::<ForwardsUOffset<QuantParams>>("quantization", TENSOR_QUANTIZATION, false)?
+                .visit_field::<ForwardsUOffset<QuantParams>>(
+                    "quantization",
+                    TENSOR_QUANTIZATION,
+                    false,
+                )?
                 .finish();
             Ok(())
         }
@@ -579,7 +610,11 @@ mod fb {
         fn run_verifier(v: &mut Verifier, pos: usize) -> Result<(), InvalidFlatbuffer> {
             v.visit_table(pos)?
                 .visit_field::<ForwardsUOffset<Vector<f32>>>("scale", QUANT_SCALE, false)?
-                .visit_field::<ForwardsUOffset<Vector<UnalignedI64>>>("zero_point", QUANT_ZERO_POINT, false)?
+                .visit_field::<ForwardsUOffset<Vector<UnalignedI64>>>(
+                    "zero_point",
+                    QUANT_ZERO_POINT,
+                    false,
+                )?
                 .finish();
             Ok(())
         }
@@ -588,7 +623,11 @@ mod fb {
         fn run_verifier(v: &mut Verifier, pos: usize) -> Result<(), InvalidFlatbuffer> {
             v.visit_table(pos)?
                 .visit_field::<ForwardsUOffset<Tables<TensorMap>>>("inputs", SIGDEF_INPUTS, false)?
-                .visit_field::<ForwardsUOffset<Tables<TensorMap>>>("outputs", SIGDEF_OUTPUTS, false)?
+                .visit_field::<ForwardsUOffset<Tables<TensorMap>>>(
+                    "outputs",
+                    SIGDEF_OUTPUTS,
+                    false,
+                )?
                 .visit_field::<u32>("subgraph_index", SIGDEF_SUBGRAPH_INDEX, false)?
                 .finish();
             Ok(())
@@ -608,26 +647,44 @@ mod fb {
     // exactly these fields with exactly these types.
     impl<'a> Model<'a> {
         fn subgraphs(&self) -> Option<Tables<'a, SubGraph<'a>>> {
-            unsafe { self.0.get::<ForwardsUOffset<Tables<SubGraph>>>(MODEL_SUBGRAPHS, None) }
+            unsafe {
+                self.0
+                    .get::<ForwardsUOffset<Tables<SubGraph>>>(MODEL_SUBGRAPHS, None)
+            }
         }
         fn signature_defs(&self) -> Option<Tables<'a, SignatureDef<'a>>> {
-            unsafe { self.0.get::<ForwardsUOffset<Tables<SignatureDef>>>(MODEL_SIGNATURE_DEFS, None) }
+            unsafe {
+                self.0
+                    .get::<ForwardsUOffset<Tables<SignatureDef>>>(MODEL_SIGNATURE_DEFS, None)
+            }
         }
     }
     impl<'a> SubGraph<'a> {
         fn tensors(&self) -> Option<Tables<'a, Tensor<'a>>> {
-            unsafe { self.0.get::<ForwardsUOffset<Tables<Tensor>>>(SUBGRAPH_TENSORS, None) }
+            unsafe {
+                self.0
+                    .get::<ForwardsUOffset<Tables<Tensor>>>(SUBGRAPH_TENSORS, None)
+            }
         }
         fn inputs(&self) -> Option<Vector<'a, i32>> {
-            unsafe { self.0.get::<ForwardsUOffset<Vector<i32>>>(SUBGRAPH_INPUTS, None) }
+            unsafe {
+                self.0
+                    .get::<ForwardsUOffset<Vector<i32>>>(SUBGRAPH_INPUTS, None)
+            }
         }
         fn outputs(&self) -> Option<Vector<'a, i32>> {
-            unsafe { self.0.get::<ForwardsUOffset<Vector<i32>>>(SUBGRAPH_OUTPUTS, None) }
+            unsafe {
+                self.0
+                    .get::<ForwardsUOffset<Vector<i32>>>(SUBGRAPH_OUTPUTS, None)
+            }
         }
     }
     impl<'a> Tensor<'a> {
         fn shape(&self) -> Option<Vector<'a, i32>> {
-            unsafe { self.0.get::<ForwardsUOffset<Vector<i32>>>(TENSOR_SHAPE, None) }
+            unsafe {
+                self.0
+                    .get::<ForwardsUOffset<Vector<i32>>>(TENSOR_SHAPE, None)
+            }
         }
         fn type_(&self) -> i8 {
             unsafe { self.0.get::<i8>(TENSOR_TYPE, Some(0)) }.unwrap_or(0)
@@ -636,23 +693,38 @@ mod fb {
             unsafe { self.0.get::<ForwardsUOffset<&str>>(TENSOR_NAME, None) }
         }
         fn quantization(&self) -> Option<QuantParams<'a>> {
-            unsafe { self.0.get::<ForwardsUOffset<QuantParams>>(TENSOR_QUANTIZATION, None) }
+            unsafe {
+                self.0
+                    .get::<ForwardsUOffset<QuantParams>>(TENSOR_QUANTIZATION, None)
+            }
         }
     }
     impl<'a> QuantParams<'a> {
         fn scale(&self) -> Option<Vector<'a, f32>> {
-            unsafe { self.0.get::<ForwardsUOffset<Vector<f32>>>(QUANT_SCALE, None) }
+            unsafe {
+                self.0
+                    .get::<ForwardsUOffset<Vector<f32>>>(QUANT_SCALE, None)
+            }
         }
         fn zero_point(&self) -> Option<Vector<'a, UnalignedI64>> {
-            unsafe { self.0.get::<ForwardsUOffset<Vector<UnalignedI64>>>(QUANT_ZERO_POINT, None) }
+            unsafe {
+                self.0
+                    .get::<ForwardsUOffset<Vector<UnalignedI64>>>(QUANT_ZERO_POINT, None)
+            }
         }
     }
     impl<'a> SignatureDef<'a> {
         fn inputs(&self) -> Option<Tables<'a, TensorMap<'a>>> {
-            unsafe { self.0.get::<ForwardsUOffset<Tables<TensorMap>>>(SIGDEF_INPUTS, None) }
+            unsafe {
+                self.0
+                    .get::<ForwardsUOffset<Tables<TensorMap>>>(SIGDEF_INPUTS, None)
+            }
         }
         fn outputs(&self) -> Option<Tables<'a, TensorMap<'a>>> {
-            unsafe { self.0.get::<ForwardsUOffset<Tables<TensorMap>>>(SIGDEF_OUTPUTS, None) }
+            unsafe {
+                self.0
+                    .get::<ForwardsUOffset<Tables<TensorMap>>>(SIGDEF_OUTPUTS, None)
+            }
         }
         fn subgraph_index(&self) -> u32 {
             unsafe { self.0.get::<u32>(SIGDEF_SUBGRAPH_INDEX, Some(0)) }.unwrap_or(0)
@@ -678,16 +750,28 @@ mod fb {
         let i = usize::try_from(index)
             .ok()
             .filter(|&i| i < tensors.len())
-            .ok_or_else(|| format!("tensor index {index} out of range ({} tensors)", tensors.len()))?;
+            .ok_or_else(|| {
+                format!(
+                    "tensor index {index} out of range ({} tensors)",
+                    tensors.len()
+                )
+            })?;
         let t = tensors.get(i);
         let shape = t
             .shape()
-            .map(|s| s.iter().map(|d| usize::try_from(d).map_err(|_| d)).collect::<Result<Vec<_>, _>>())
+            .map(|s| {
+                s.iter()
+                    .map(|d| usize::try_from(d).map_err(|_| d))
+                    .collect::<Result<Vec<_>, _>>()
+            })
             .transpose()
             .map_err(|d| format!("tensor {i} has a negative dimension {d}"))?
             .unwrap_or_default();
         let q = t.quantization();
-        let scales: Vec<f32> = q.and_then(|q| q.scale()).map(|s| s.iter().collect()).unwrap_or_default();
+        let scales: Vec<f32> = q
+            .and_then(|q| q.scale())
+            .map(|s| s.iter().collect())
+            .unwrap_or_default();
         let zero_point = q
             .and_then(|q| q.zero_point())
             .filter(|z| !z.is_empty())
@@ -711,18 +795,36 @@ mod fb {
         if buf.get(4..8) != Some(b"TFL3".as_slice()) {
             return Err("missing the TFL3 file identifier".into());
         }
-        let model = flatbuffers::root::<Model>(buf).map_err(|e| format!("invalid flatbuffer: {e}"))?;
-        let subgraphs = model.subgraphs().filter(|s| !s.is_empty()).ok_or("model has no subgraphs")?;
+        let model =
+            flatbuffers::root::<Model>(buf).map_err(|e| format!("invalid flatbuffer: {e}"))?;
+        let subgraphs = model
+            .subgraphs()
+            .filter(|s| !s.is_empty())
+            .ok_or("model has no subgraphs")?;
 
-        if let Some(sig) = model.signature_defs().filter(|s| !s.is_empty()).map(|s| s.get(0)) {
+        if let Some(sig) = model
+            .signature_defs()
+            .filter(|s| !s.is_empty())
+            .map(|s| s.get(0))
+        {
             let sg_index = sig.subgraph_index() as usize;
             if sg_index >= subgraphs.len() {
-                return Err(format!("signature refers to subgraph {sg_index} of {}", subgraphs.len()));
+                return Err(format!(
+                    "signature refers to subgraph {sg_index} of {}",
+                    subgraphs.len()
+                ));
             }
-            let tensors = subgraphs.get(sg_index).tensors().ok_or("subgraph has no tensors")?;
+            let tensors = subgraphs
+                .get(sg_index)
+                .tensors()
+                .ok_or("subgraph has no tensors")?;
             let map = |maps: Option<Tables<'_, TensorMap<'_>>>| -> Result<Vec<TensorInfo>, String> {
-                maps.map(|m| m.iter().map(|tm| tensor_info(&tensors, i64::from(tm.tensor_index()))).collect())
-                    .unwrap_or_else(|| Ok(Vec::new()))
+                maps.map(|m| {
+                    m.iter()
+                        .map(|tm| tensor_info(&tensors, i64::from(tm.tensor_index())))
+                        .collect()
+                })
+                .unwrap_or_else(|| Ok(Vec::new()))
             };
             return Ok(IoTensors {
                 inputs: map(sig.inputs())?,
@@ -733,8 +835,12 @@ mod fb {
         let sg = subgraphs.get(0);
         let tensors = sg.tensors().ok_or("subgraph 0 has no tensors")?;
         let list = |idx: Option<Vector<'_, i32>>| -> Result<Vec<TensorInfo>, String> {
-            idx.map(|v| v.iter().map(|i| tensor_info(&tensors, i64::from(i))).collect())
-                .unwrap_or_else(|| Ok(Vec::new()))
+            idx.map(|v| {
+                v.iter()
+                    .map(|i| tensor_info(&tensors, i64::from(i)))
+                    .collect()
+            })
+            .unwrap_or_else(|| Ok(Vec::new()))
         };
         Ok(IoTensors {
             inputs: list(sg.inputs())?,
@@ -750,7 +856,9 @@ mod tests {
     fn testdata() -> PathBuf {
         std::env::var_os("SPOTTER_TESTDATA")
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata")))
+            .unwrap_or_else(|| {
+                PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata"))
+            })
     }
 
     // Catches wrong field slots or type codes in the hand-written flatbuffer
@@ -758,9 +866,10 @@ mod tests {
     #[test]
     fn flatbuffer_reader_matches_model_details() {
         let td = testdata();
-        let details: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(td.join("golden/model_details.json")).expect("model_details.json"))
-                .expect("valid json");
+        let details: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(td.join("golden/model_details.json")).expect("model_details.json"),
+        )
+        .expect("valid json");
         let models = details.as_object().expect("object of models");
         assert!(models.len() >= 4, "expected the classifiers at least");
         for (rel, d) in models {
@@ -769,13 +878,20 @@ mod tests {
             }
             let bytes = std::fs::read(td.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
             let io = fb::read_io(&bytes).unwrap_or_else(|e| panic!("{rel}: {e}"));
-            for (role, got, want) in [("inputs", &io.inputs, &d["inputs"]), ("outputs", &io.outputs, &d["outputs"])] {
+            for (role, got, want) in [
+                ("inputs", &io.inputs, &d["inputs"]),
+                ("outputs", &io.outputs, &d["outputs"]),
+            ] {
                 let want = want.as_array().expect("tensor list");
                 assert_eq!(got.len(), want.len(), "{rel} {role}");
                 for (g, w) in got.iter().zip(want) {
                     assert_eq!(g.name, w["name"].as_str().unwrap(), "{rel} {role} name");
-                    let shape: Vec<usize> =
-                        w["shape"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
+                    let shape: Vec<usize> = w["shape"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x.as_u64().unwrap() as usize)
+                        .collect();
                     if g.shape.is_empty() && role == "outputs" {
                         // Shape computed by the op at prepare time (SSD
                         // post-processing); the flatbuffer has none.
@@ -793,7 +909,12 @@ mod tests {
                     let scale = w["scale"].as_f64().unwrap_or(0.0) as f32;
                     let got_scale = g.scales.first().copied().unwrap_or(0.0);
                     assert_eq!(got_scale, scale, "{rel} {role} {} scale", g.name);
-                    assert_eq!(i64::from(g.zero_point), w["zero_point"].as_i64().unwrap_or(0), "{rel} {role} {} zp", g.name);
+                    assert_eq!(
+                        i64::from(g.zero_point),
+                        w["zero_point"].as_i64().unwrap_or(0),
+                        "{rel} {role} {} zp",
+                        g.name
+                    );
                 }
             }
         }
@@ -810,9 +931,10 @@ mod tests {
         fake[0] = 60; // root offset pointing near the end: no valid table there
         assert!(fb::read_io(&fake).is_err());
         // A real model truncated in the middle must fail verification, not panic.
-        let bytes = std::fs::read(testdata().join("models/classification/mobilenet_v1_0.25_128_quant.tflite"))
-            .expect("mobilenet v1 0.25");
+        let bytes = std::fs::read(
+            testdata().join("models/classification/mobilenet_v1_0.25_128_quant.tflite"),
+        )
+        .expect("mobilenet v1 0.25");
         assert!(fb::read_io(&bytes[..bytes.len() / 3]).is_err());
     }
 }
-

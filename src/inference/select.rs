@@ -71,9 +71,15 @@ impl FromStr for RuntimeChoice {
 /// checkout's `.cache` for the architecture this binary was built for.
 pub fn default_litert_paths() -> Vec<PathBuf> {
     #[cfg(target_arch = "aarch64")]
-    const DEV_COPY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/.cache/litert/aarch64/libLiteRt.so");
+    const DEV_COPY: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/.cache/litert/aarch64/libLiteRt.so"
+    );
     #[cfg(target_arch = "x86_64")]
-    const DEV_COPY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/.cache/litert/x86_64/libLiteRt.so");
+    const DEV_COPY: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/.cache/litert/x86_64/libLiteRt.so"
+    );
     let mut paths = vec![PathBuf::from("/usr/lib/spotter/libLiteRt.so")];
     #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
     paths.push(PathBuf::from(DEV_COPY));
@@ -85,10 +91,18 @@ pub fn default_litert_paths() -> Vec<PathBuf> {
 /// if the file is missing, so the error names what was asked for), else the
 /// first of [`default_litert_paths`] that exists.
 pub fn resolve_litert_lib(explicit: Option<&Path>) -> Option<PathBuf> {
-    resolve_from(explicit, std::env::var_os(LITERT_LIB_ENV), &default_litert_paths())
+    resolve_from(
+        explicit,
+        std::env::var_os(LITERT_LIB_ENV),
+        &default_litert_paths(),
+    )
 }
 
-fn resolve_from(explicit: Option<&Path>, env: Option<OsString>, defaults: &[PathBuf]) -> Option<PathBuf> {
+fn resolve_from(
+    explicit: Option<&Path>,
+    env: Option<OsString>,
+    defaults: &[PathBuf],
+) -> Option<PathBuf> {
     if let Some(p) = explicit {
         return Some(p.to_path_buf());
     }
@@ -99,7 +113,10 @@ fn resolve_from(explicit: Option<&Path>, env: Option<OsString>, defaults: &[Path
 }
 
 fn not_found_error() -> InferenceError {
-    let searched: Vec<String> = default_litert_paths().iter().map(|p| p.display().to_string()).collect();
+    let searched: Vec<String> = default_litert_paths()
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
     InferenceError::LiteRtUnavailable {
         path: searched.join(", "),
         reason: format!(
@@ -127,7 +144,10 @@ pub fn open_runtime(
     match choice {
         RuntimeChoice::Builtin => {
             let rt = BuiltinRuntime::load(model, threads)?;
-            Ok((Box::new(rt), "builtin: selected by configuration".to_string()))
+            Ok((
+                Box::new(rt),
+                "builtin: selected by configuration".to_string(),
+            ))
         }
         RuntimeChoice::Litert => {
             let path = resolve_litert_lib(lib).ok_or_else(not_found_error)?;
@@ -143,7 +163,9 @@ pub fn open_runtime(
                         let reason = format!("auto: LiteRT loaded from {}", path.display());
                         return Ok((Box::new(rt), reason));
                     }
-                    Err(e @ (InferenceError::Io { .. } | InferenceError::NotTflite { .. })) => return Err(e),
+                    Err(e @ (InferenceError::Io { .. } | InferenceError::NotTflite { .. })) => {
+                        return Err(e)
+                    }
                     Err(e) => e,
                 },
             };
@@ -163,12 +185,19 @@ mod tests {
     // or serde and FromStr disagreeing on names.
     #[test]
     fn runtime_choice_parses_and_serializes_lowercase() {
-        for (s, c) in [("auto", RuntimeChoice::Auto), ("litert", RuntimeChoice::Litert), ("builtin", RuntimeChoice::Builtin)] {
+        for (s, c) in [
+            ("auto", RuntimeChoice::Auto),
+            ("litert", RuntimeChoice::Litert),
+            ("builtin", RuntimeChoice::Builtin),
+        ] {
             assert_eq!(s.parse::<RuntimeChoice>().unwrap(), c);
             assert_eq!(s.to_uppercase().parse::<RuntimeChoice>().unwrap(), c);
             assert_eq!(c.to_string(), s);
             assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"{s}\""));
-            assert_eq!(serde_json::from_str::<RuntimeChoice>(&format!("\"{s}\"")).unwrap(), c);
+            assert_eq!(
+                serde_json::from_str::<RuntimeChoice>(&format!("\"{s}\"")).unwrap(),
+                c
+            );
         }
         let err = "tflite".parse::<RuntimeChoice>().unwrap_err();
         assert!(err.to_string().contains("tflite"), "{err}");
@@ -191,8 +220,14 @@ mod tests {
             resolve_from(Some(explicit), Some("/env.so".into()), &defaults),
             Some(explicit.to_path_buf())
         );
-        assert_eq!(resolve_from(None, Some("/env.so".into()), &defaults), Some(PathBuf::from("/env.so")));
-        assert_eq!(resolve_from(None, Some(OsString::new()), &defaults), Some(present.clone()));
+        assert_eq!(
+            resolve_from(None, Some("/env.so".into()), &defaults),
+            Some(PathBuf::from("/env.so"))
+        );
+        assert_eq!(
+            resolve_from(None, Some(OsString::new()), &defaults),
+            Some(present.clone())
+        );
         assert_eq!(resolve_from(None, None, &defaults), Some(present));
         assert_eq!(resolve_from(None, None, &[absent]), None);
     }
@@ -205,7 +240,13 @@ mod tests {
         if cfg!(any(target_arch = "aarch64", target_arch = "x86_64")) {
             let dev = paths[1].to_str().unwrap();
             assert!(dev.starts_with(env!("CARGO_MANIFEST_DIR")), "{dev}");
-            assert!(dev.ends_with(&format!("/.cache/litert/{}/libLiteRt.so", std::env::consts::ARCH)), "{dev}");
+            assert!(
+                dev.ends_with(&format!(
+                    "/.cache/litert/{}/libLiteRt.so",
+                    std::env::consts::ARCH
+                )),
+                "{dev}"
+            );
         }
     }
 }
