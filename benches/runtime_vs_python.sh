@@ -18,6 +18,8 @@
 # num_threads, default XNNPACK delegate) on the same image at the model's input size, and
 # prints a table plus the machine and commit. Raw JSON goes to .cache/bench/<timestamp>/.
 # Goals (invoke ratio <= 1.0, overhead <= 0.10) are reported, never asserted.
+# Environment: SPOTTER_TESTDATA (test data folder), SPOTTER_BIN (a release spotter to use
+# instead of building one).
 set -euo pipefail
 
 die() { echo "runtime_vs_python: error: $*" >&2; exit 1; }
@@ -40,7 +42,7 @@ while [ $# -gt 0 ]; do
     --runs) [ $# -ge 2 ] || die "--runs needs a number"; runs="$2"; shift 2 ;;
     --warmup) [ $# -ge 2 ] || die "--warmup needs a number"; warmup="$2"; shift 2 ;;
     --image) [ $# -ge 2 ] || die "--image needs a path"; src_image="$2"; shift 2 ;;
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
 done
@@ -61,16 +63,22 @@ done
 src_image="${src_image:-$testdata/images/grace_hopper.bmp}"
 [ -f "$src_image" ] || die "image not found: $src_image (pass --image PATH)"
 
-command -v cargo >/dev/null || die "cargo is required"
 command -v python3 >/dev/null || die "python3 is required (for the venv)"
 python3 -c 'import venv' 2>/dev/null || die "python3's venv module is missing (install python3-venv)"
 
-# 1. Spotter, optimized.
-note "building spotter (release)"
-(cd "$repo" && cargo build --release --bin spotter >&2) || die "cargo build --release --bin spotter failed"
-target_dir="${CARGO_TARGET_DIR:-$repo/target}"
-spotter="$target_dir/release/spotter"
-[ -x "$spotter" ] || die "built binary not found at $spotter"
+# 1. Spotter, optimized (or a release binary given in $SPOTTER_BIN, used as is).
+if [ -n "${SPOTTER_BIN:-}" ]; then
+  spotter="$SPOTTER_BIN"
+  [ -x "$spotter" ] || die "SPOTTER_BIN=$spotter is not an executable file"
+  note "using $spotter (SPOTTER_BIN; not rebuilt)"
+else
+  command -v cargo >/dev/null || die "cargo is required"
+  note "building spotter (release)"
+  (cd "$repo" && cargo build --release --bin spotter >&2) || die "cargo build --release --bin spotter failed"
+  target_dir="${CARGO_TARGET_DIR:-$repo/target}"
+  spotter="$target_dir/release/spotter"
+  [ -x "$spotter" ] || die "built binary not found at $spotter"
+fi
 "$spotter" bench --help >/dev/null 2>&1 || die "$spotter has no 'bench' subcommand"
 
 # 2. LiteRT for Spotter.
