@@ -109,6 +109,19 @@ fn short_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
+/// Which pipeline thread, if any, has made no progress for more than half the
+/// watchdog interval (so a ping is still due before systemd's deadline).
+pub fn stuck_thread(capture_age: Duration, infer_age: Duration, interval: Duration) -> Option<&'static str> {
+    let limit = interval / 2;
+    if capture_age > limit {
+        Some("capture")
+    } else if infer_age > limit {
+        Some("inference")
+    } else {
+        None
+    }
+}
+
 /// `runtime = "litert"` demands LiteRT: without a loadable library the daemon
 /// refuses to start (it would never become ready), naming what it looked for.
 /// `auto` falls back instead, and says so when the model loads.
@@ -209,6 +222,11 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let stall = settings.source.stall_timeout();
+    let watchdog = Notifier::watchdog_interval();
+    if let Some(wd) = watchdog {
+        log::info!("systemd watchdog active: pings while capture and inference make progress (interval {} ms)", wd.as_millis());
+    }
+    let mut stalled: Option<&'static str> = None;
     let mut was_ready = false;
     let mut last_status = Instant::now() - Duration::from_secs(60);
     let mut fps_window = (Instant::now(), 0u64);
@@ -248,6 +266,28 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
                         state.update_readiness(|r| r.source = Check::failing(format!("stalled: no frame for {:.1} s", age.as_secs_f64())));
                     } else if !r.source.ok && age <= stall && r.source.detail.starts_with("stalled") {
                         state.update_readiness(|r| r.source = Check::passing("frames flowing again"));
+                    }
+                }
+                if let Some(wd) = watchdog {
+                    // Ping only while both pipeline threads make progress; a
+                    // missing camera keeps the capture thread retrying, which
+                    // counts as progress, so only a real hang stops the pings.
+                    let capture_age = state.since_beat(&state.capture_beat_ms);
+                    let infer_age = state.since_beat(&state.inference_beat_ms);
+                    match (stuck_thread(capture_age, infer_age, wd), stalled) {
+                        (None, _) => {
+                            notifier.watchdog();
+                            stalled = None;
+                        }
+                        (Some(which), None) => {
+                            log::error!(
+                                message_id = ids::WATCHDOG_STALL, spotter_error_kind = "watchdog_stall", spotter_thread = which;
+                                "watchdog stall: the {which} thread made no progress for {} ms; withholding WATCHDOG=1 so systemd restarts the service",
+                                capture_age.max(infer_age).as_millis()
+                            );
+                            stalled = Some(which);
+                        }
+                        (Some(_), Some(_)) => {}
                     }
                 }
                 let now_ready = state.readiness().ready();
@@ -305,5 +345,22 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
         Some(Ok(Err(e))) => Err(anyhow::Error::new(e).context("the HTTPS API failed")),
         Some(Err(e)) => Err(anyhow::Error::new(e).context("the HTTPS API task panicked")),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Would catch pings continuing while a pipeline thread hangs (systemd
+    // would never restart a wedged daemon), or pings stopping while both work.
+    #[test]
+    fn watchdog_withholds_pings_only_for_a_stuck_thread() {
+        let ms = Duration::from_millis;
+        let wd = Duration::from_secs(10);
+        assert_eq!(stuck_thread(ms(100), ms(100), wd), None);
+        assert_eq!(stuck_thread(ms(4_999), ms(4_999), wd), None);
+        assert_eq!(stuck_thread(ms(5_001), ms(100), wd), Some("capture"));
+        assert_eq!(stuck_thread(ms(100), ms(5_001), wd), Some("inference"));
     }
 }

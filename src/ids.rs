@@ -23,3 +23,12 @@ pub const MODEL_REJECTED: &str = "9fc02b21aee44e96999caeb9b8313602";
 pub const CERT_GENERATED: &str = "7b019bd920df409aa3e08af98629d5b9";
 /// Shutdown began.
 pub const STOPPING: &str = "d7c2473de0ad413eb097c6bc2d6a1566";
+/// A pipeline thread stopped making progress; systemd's watchdog will restart
+/// the service.
+pub const WATCHDOG_STALL: &str = "22a9e86d6f004d7c8459820cbebd7fd3";
+/// Repeated failed API authentication from one client (IP and count logged,
+/// never key material); logged once per burst window.
+pub const AUTH_FAILURE_BURST: &str = "eb41b17635aecbbdac4421a6fffd24c7";
+/// No API key existed, so an admin key was created and its secret written to
+/// `<state_dir>/initial-admin-key`.
+pub const INITIAL_ADMIN_KEY_CREATED: &str = "c7d07a21c256414e75032ee95059cde2";

@@ -132,6 +132,22 @@ pub fn sleep_unless_stopped(stop: &AtomicBool, d: Duration) -> bool {
     true
 }
 
+/// Like [`sleep_unless_stopped`], recording capture-thread progress while it
+/// waits: waiting on purpose (backoff, a finished replay) is not a hang.
+fn sleep_with_beats(stop: &AtomicBool, state: &AppState, d: Duration) -> bool {
+    let deadline = Instant::now() + d;
+    loop {
+        state.beat(&state.capture_beat_ms);
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return stop.load(Ordering::Relaxed);
+        }
+        if sleep_unless_stopped(stop, left.min(Duration::from_millis(250))) {
+            return true;
+        }
+    }
+}
+
 /// Opens a source; called again after every failure.
 pub type SourceOpener = Box<dyn FnMut() -> Result<Box<dyn FrameSource>, CaptureError> + Send>;
 
@@ -141,6 +157,7 @@ pub type SourceOpener = Box<dyn FnMut() -> Result<Box<dyn FrameSource>, CaptureE
 pub fn capture_loop(mut open: SourceOpener, slot: Arc<FrameSlot>, state: Arc<AppState>, stop: Arc<AtomicBool>, mut backoff: Backoff) {
     let mut last_error: Option<String> = None;
     while !stop.load(Ordering::Relaxed) {
+        state.beat(&state.capture_beat_ms);
         let mut source = match open() {
             Ok(s) => s,
             Err(e) => {
@@ -151,7 +168,7 @@ pub fn capture_loop(mut open: SourceOpener, slot: Arc<FrameSlot>, state: Arc<App
                 }
                 Counters::inc(&state.counters.capture_errors);
                 state.update_readiness(|r| r.source = Check::failing(msg));
-                if sleep_unless_stopped(&stop, backoff.next_delay()) {
+                if sleep_with_beats(&stop, &state, backoff.next_delay()) {
                     break;
                 }
                 continue;
@@ -164,7 +181,9 @@ pub fn capture_loop(mut open: SourceOpener, slot: Arc<FrameSlot>, state: Arc<App
             if stop.load(Ordering::Relaxed) {
                 return;
             }
-            match source.next_frame() {
+            let next = source.next_frame();
+            state.beat(&state.capture_beat_ms);
+            match next {
                 Ok(frame) => {
                     if first {
                         if last_error.take().is_some() {
@@ -185,7 +204,7 @@ pub fn capture_loop(mut open: SourceOpener, slot: Arc<FrameSlot>, state: Arc<App
                 Err(CaptureError::Finished) => {
                     log::info!(spotter_source = desc.as_str(); "source finished its single pass");
                     state.update_readiness(|r| r.source = Check::failing(format!("{desc}: finished (loop = false)")));
-                    while !sleep_unless_stopped(&stop, Duration::from_secs(3600)) {}
+                    while !sleep_with_beats(&stop, &state, Duration::from_secs(3600)) {}
                     return;
                 }
                 Err(e @ CaptureError::File { .. }) => {
@@ -200,7 +219,7 @@ pub fn capture_loop(mut open: SourceOpener, slot: Arc<FrameSlot>, state: Arc<App
                     state.update_readiness(|r| r.source = Check::failing(msg.clone()));
                     last_error = Some(msg);
                     drop(source);
-                    if sleep_unless_stopped(&stop, backoff.next_delay()) {
+                    if sleep_with_beats(&stop, &state, backoff.next_delay()) {
                         return;
                     }
                     break;
@@ -339,6 +358,7 @@ pub fn inference_loop(
                 }
             }
         }
+        state.beat(&state.inference_beat_ms);
         let frame = match slot.take(Duration::from_millis(200)) {
             Taken::Frame(f) => f,
             Taken::Timeout => continue,

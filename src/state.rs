@@ -114,6 +114,12 @@ pub struct AppState {
     /// When the source last delivered a frame (for stall detection).
     pub last_frame: std::sync::Mutex<Option<Instant>>,
     pub metrics: crate::metrics::Metrics,
+    /// Milliseconds since `started` at which the capture thread last made
+    /// progress (a frame, a handled error, a retry wait).
+    pub capture_beat_ms: AtomicU64,
+    /// Milliseconds since `started` at which the inference thread last made
+    /// progress (a frame processed, or an idle wait that returned).
+    pub inference_beat_ms: AtomicU64,
 }
 
 impl AppState {
@@ -132,6 +138,8 @@ impl AppState {
             last_result: RwLock::new(None),
             last_frame: std::sync::Mutex::new(None),
             metrics: crate::metrics::Metrics::new(),
+            capture_beat_ms: AtomicU64::new(0),
+            inference_beat_ms: AtomicU64::new(0),
         }
     }
 
@@ -160,6 +168,17 @@ impl AppState {
 
     pub fn set_source(&self, s: String) {
         *self.source.write().unwrap_or_else(|e| e.into_inner()) = s;
+    }
+
+    /// Record progress of a pipeline thread (see `capture_beat_ms`).
+    pub fn beat(&self, which: &AtomicU64) {
+        which.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// How long ago a pipeline thread last made progress.
+    pub fn since_beat(&self, which: &AtomicU64) -> std::time::Duration {
+        let now = self.started.elapsed().as_millis() as u64;
+        std::time::Duration::from_millis(now.saturating_sub(which.load(Ordering::Relaxed)))
     }
 
     pub fn last_result(&self) -> Option<ResultRecord> {

@@ -72,6 +72,23 @@ impl Notifier {
         self.send(&format!("STATUS={}", one_line(status)));
     }
 
+    pub fn watchdog(&self) {
+        self.send("WATCHDOG=1");
+    }
+
+    /// The watchdog interval systemd expects pings within, when it is
+    /// watching this process (`WATCHDOG_USEC`, and `WATCHDOG_PID` if set
+    /// names this process).
+    pub fn watchdog_interval() -> Option<std::time::Duration> {
+        if let Some(pid) = std::env::var_os("WATCHDOG_PID") {
+            if pid.to_string_lossy().parse::<u32>().ok() != Some(std::process::id()) {
+                return None;
+            }
+        }
+        let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+        (usec > 0).then(|| std::time::Duration::from_micros(usec))
+    }
+
     pub fn stopping(&self) {
         self.send("STOPPING=1\nSTATUS=stopping");
     }

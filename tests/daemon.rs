@@ -288,7 +288,7 @@ fn notifies_systemd_ready_only_when_ready_and_stopping_on_sigterm() {
     let mut d = Daemon::start_with_env(
         tmp.path(),
         &config(&photos, &model_path(), Some(&labels_path()), "auto"),
-        vec![("NOTIFY_SOCKET".into(), sock_path.display().to_string())],
+        vec![("NOTIFY_SOCKET".into(), sock_path.display().to_string()), ("WATCHDOG_USEC".into(), "2000000".into())],
     );
     let mut buf = vec![0u8; 4096];
     let ready_msg = loop {
@@ -303,6 +303,15 @@ fn notifies_systemd_ready_only_when_ready_and_stopping_on_sigterm() {
     // At the moment READY=1 was sent, /readyz must already answer 200.
     let c = d.client();
     assert_eq!(c.get("/readyz").unwrap().status, 200);
+    // While frames flow, the watchdog is fed.
+    let mut pings = 0;
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while std::time::Instant::now() < until {
+        if let Ok(n) = sock.recv(&mut buf) {
+            pings += String::from_utf8_lossy(&buf[..n]).contains("WATCHDOG=1") as u32;
+        }
+    }
+    assert!(pings >= 2, "only {pings} WATCHDOG=1 in 3 s with a 2 s watchdog");
     let (status, _) = d.terminate();
     assert!(status.success());
     let mut saw_stopping = false;
@@ -427,5 +436,38 @@ fn empty_folder_is_not_ready_then_recovers_when_images_appear() {
     std::fs::copy(testdata().join("images/grace_hopper.bmp"), photos.join("grace_hopper.bmp")).unwrap();
     c.wait_for("/readyz", 60, |r| r.status == 200);
     c.wait_for("/api/v1/results/latest", 30, |r| r.status == 200);
+    assert!(d.terminate().0.success());
+}
+
+// Would catch a missing camera starving the watchdog (systemd would restart a
+// daemon that is correctly waiting for its camera, in a loop).
+#[test]
+fn watchdog_is_fed_while_the_source_is_missing() {
+    use std::os::unix::net::UnixDatagram;
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("empty");
+    std::fs::create_dir_all(&photos).unwrap();
+    let sock_path = tmp.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(200))).unwrap();
+    let mut d = Daemon::start_with_env(
+        tmp.path(),
+        &config(&photos, &model_path(), Some(&labels_path()), "auto"),
+        vec![("NOTIFY_SOCKET".into(), sock_path.display().to_string()), ("WATCHDOG_USEC".into(), "2000000".into())],
+    );
+    let c = d.client();
+    c.wait_for("/readyz", 60, |r| r.status == 503);
+    let (mut pings, mut ready) = (0, false);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    let mut buf = vec![0u8; 4096];
+    while std::time::Instant::now() < until {
+        if let Ok(n) = sock.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]);
+            pings += msg.contains("WATCHDOG=1") as u32;
+            ready |= msg.contains("READY=1");
+        }
+    }
+    assert!(!ready, "READY=1 without a source");
+    assert!(pings >= 3, "only {pings} WATCHDOG=1 in 4 s while waiting for the source");
     assert!(d.terminate().0.success());
 }

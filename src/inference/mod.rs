@@ -9,11 +9,10 @@
 pub mod builtin;
 pub mod engine;
 pub mod labels;
+pub mod litert;
 pub mod modelfile;
 pub mod postprocess;
 pub mod preprocess;
-
-pub mod litert;
 pub mod select;
 
 use serde::Serialize;
