@@ -16,14 +16,25 @@
 //!
 //! All methods block (disk I/O). The pipeline calls [`Store::insert`] from its
 //! own thread; the API calls the read methods through `spawn_blocking`.
+//!
+//! Retention (age, count and byte limits, enforced oldest-first by a
+//! background [`Pruner`]) lives in `retention`; clock-synchronization checks
+//! for time integrity live in `clock`.
 
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::result::ResultRecord;
+
+mod clock;
+mod retention;
+
+pub use clock::{clock_synchronized, clock_synchronized_from, ClockSource};
+pub use retention::{PruneReport, Pruner, Retention, DEFAULT_PRUNE_EVERY};
 
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -38,8 +49,10 @@ const META_TREE: &str = "meta";
 const PROBE_KEY: &[u8] = b"write_probe";
 /// First byte of every stored value: the value is serde_json of `ResultRecord`.
 const VALUE_FORMAT_JSON: u8 = 1;
-/// Records deleted per batch by [`Store::retain_newest`].
-pub const PRUNE_BATCH: usize = 1000;
+/// Records deleted per batch by [`Store::retain_newest`] and
+/// [`Store::prune_once`]. A batch holds sled's writer lock while it is
+/// applied, so it is kept small enough to take a few milliseconds at most.
+pub const PRUNE_BATCH: usize = 256;
 /// Length of a record id: 16 key bytes as lowercase hex.
 pub const ID_LEN: usize = 32;
 
@@ -63,6 +76,8 @@ pub enum StoreError {
     Encode { path: PathBuf, source: serde_json::Error },
     #[error("result store {path}: corrupt record {key}: {reason}")]
     Corrupt { path: PathBuf, key: String, reason: String },
+    #[error("result store {path}: record {id} is invalid: {reason}")]
+    InvalidRecord { path: PathBuf, id: String, reason: String },
 }
 
 /// The result database. Cheap to share behind an `Arc`; all methods take `&self`.
@@ -72,8 +87,14 @@ pub struct Store {
     results: sled::Tree,
     meta: sled::Tree,
     /// Number of records, counted once at open and maintained by `insert`
-    /// (sled's `Tree::len` is a full scan).
+    /// and the deleters (sled's `Tree::len` is a full scan).
     count: AtomicUsize,
+    /// Sum of key and value lengths of all records (the logical size that
+    /// [`Retention::max_bytes`] limits), maintained like `count`.
+    bytes: AtomicU64,
+    /// Serializes deleters (pruner, `retain_newest`) so two of them never
+    /// remove, and subtract, the same record twice. Writers never take it.
+    delete_lock: Mutex<()>,
 }
 
 impl std::fmt::Debug for Store {
@@ -172,8 +193,16 @@ impl Store {
         let db = sled::Config::new().path(&db_path).flush_every_ms(flush).open().map_err(db_err)?;
         let results = db.open_tree(RESULTS_TREE).map_err(db_err)?;
         let meta = db.open_tree(META_TREE).map_err(db_err)?;
-        let count = results.len();
-        Ok(Store { dir: dir.to_path_buf(), db, results, meta, count: AtomicUsize::new(count) })
+        let (count, bytes) = tally(&results).map_err(db_err)?;
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            db,
+            results,
+            meta,
+            count: AtomicUsize::new(count),
+            bytes: AtomicU64::new(bytes),
+            delete_lock: Mutex::new(()),
+        })
     }
 
     /// The store directory.
@@ -189,25 +218,56 @@ impl Store {
     /// Not flushed to disk: sled flushes in the background, and [`Store::flush`]
     /// forces it.
     pub fn insert(&self, rec: &mut ResultRecord) -> Result<(), StoreError> {
-        let seq = self.db.generate_id().map_err(|e| self.db_err(e))?;
-        let key = make_key(rec.ts_ns, seq);
-        rec.id = hex::encode(key);
+        // `generate_id` never repeats, so the key is fresh unless an imported
+        // record (from another device) already holds the same (ts_ns, seq);
+        // then a later sequence number is tried. Compare-and-swap against
+        // "absent" makes an overwrite impossible rather than unlikely.
+        for _ in 0..3 {
+            let seq = self.db.generate_id().map_err(|e| self.db_err(e))?;
+            let key = make_key(rec.ts_ns, seq);
+            rec.id = hex::encode(key);
+            if self.insert_new(&key, rec)? {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Corrupt {
+            path: self.dir.clone(),
+            key: rec.id.clone(),
+            reason: "key already present three times in a row (sequence generator repeated)".into(),
+        })
+    }
+
+    /// Store a record that already has an id (a restored backup): the id must
+    /// be a valid record id whose timestamp half equals `rec.ts_ns`. Returns
+    /// `false`, writing nothing, when a record with this id already exists, so
+    /// importing the same backup twice adds nothing.
+    pub fn insert_with_id(&self, rec: &ResultRecord) -> Result<bool, StoreError> {
+        let key = parse_id(&rec.id)?;
+        let key_ts = u64::from_be_bytes([key[0], key[1], key[2], key[3], key[4], key[5], key[6], key[7]]);
+        if key_ts != rec.ts_ns {
+            return Err(StoreError::InvalidRecord {
+                path: self.dir.clone(),
+                id: rec.id.clone(),
+                reason: format!("id encodes timestamp {key_ts} but ts_ns is {}", rec.ts_ns),
+            });
+        }
+        self.insert_new(&key, rec)
+    }
+
+    /// Write `rec` under `key` if the key is absent; `Ok(false)` if present.
+    fn insert_new(&self, key: &[u8; 16], rec: &ResultRecord) -> Result<bool, StoreError> {
         let mut value = Vec::with_capacity(512);
         value.push(VALUE_FORMAT_JSON);
-        serde_json::to_writer(&mut value, &*rec)
+        serde_json::to_writer(&mut value, rec)
             .map_err(|source| StoreError::Encode { path: self.dir.clone(), source })?;
-        // `generate_id` never repeats, so the key is fresh; compare-and-swap
-        // against "absent" makes an overwrite impossible rather than unlikely.
+        let size = (key.len() + value.len()) as u64;
         match self.results.compare_and_swap(key, None::<&[u8]>, Some(value)) {
             Ok(Ok(())) => {
                 self.count.fetch_add(1, Ordering::Relaxed);
-                Ok(())
+                self.bytes.fetch_add(size, Ordering::Relaxed);
+                Ok(true)
             }
-            Ok(Err(_)) => Err(StoreError::Corrupt {
-                path: self.dir.clone(),
-                key: rec.id.clone(),
-                reason: "key already present (sequence generator repeated)".into(),
-            }),
+            Ok(Err(_)) => Ok(false),
             Err(e) => Err(self.db_err(e)),
         }
     }
@@ -274,37 +334,39 @@ impl Store {
         Ok(out)
     }
 
+    /// Every record with `ts_ns >= since_ns` (all if `None`), oldest first,
+    /// read lazily so the store keeps accepting writes while it is walked
+    /// (records inserted meanwhile may or may not be seen). A record that
+    /// cannot be decoded is an `Err` item; iteration continues after it.
+    pub fn iter_since(
+        &self,
+        since_ns: Option<u64>,
+    ) -> impl Iterator<Item = Result<ResultRecord, StoreError>> + '_ {
+        self.results.range(make_key(since_ns.unwrap_or(0), 0)..).map(move |item| {
+            let (k, v) = item.map_err(|e| self.db_err(e))?;
+            self.decode(&k, &v)
+        })
+    }
+
     /// Delete the oldest records so that at most `max_records` remain; returns
     /// how many were deleted. Deletes in batches of [`PRUNE_BATCH`] so a large
     /// backlog never builds one huge batch in memory.
     pub fn retain_newest(&self, max_records: usize) -> Result<usize, StoreError> {
-        let mut deleted = 0;
-        loop {
-            let excess = self.len().saturating_sub(max_records);
-            if excess == 0 {
-                return Ok(deleted);
-            }
-            let mut batch = sled::Batch::default();
-            let mut n = 0;
-            for item in self.results.iter().take(excess.min(PRUNE_BATCH)) {
-                let (k, _) = item.map_err(|e| self.db_err(e))?;
-                batch.remove(k);
-                n += 1;
-            }
-            if n == 0 {
-                // The count says there is more than the tree holds; resync it.
-                self.count.store(0, Ordering::Relaxed);
-                return Ok(deleted);
-            }
-            self.results.apply_batch(batch).map_err(|e| self.db_err(e))?;
-            self.count.fetch_sub(n, Ordering::Relaxed);
-            deleted += n;
-        }
+        let policy = Retention { max_records: Some(max_records), ..Retention::unlimited() };
+        Ok(self.prune_once(&policy, 0)?.by_records as usize)
     }
 
     /// Number of stored records.
     pub fn len(&self) -> usize {
         self.count.load(Ordering::Relaxed)
+    }
+
+    /// Logical size of the stored records: the sum of their key and value
+    /// lengths. This is what [`Retention::max_bytes`] limits; sled's files
+    /// ([`Store::size_on_disk`]) are larger (log segments, page headers,
+    /// space not yet reclaimed).
+    pub fn data_bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -336,6 +398,17 @@ impl Store {
         self.meta.insert(PROBE_KEY, &stamp).map_err(|e| self.db_err(e))?;
         self.flush()
     }
+}
+
+/// Count the records of `tree` and the sum of their key and value lengths.
+fn tally(tree: &sled::Tree) -> Result<(usize, u64), sled::Error> {
+    let (mut n, mut bytes) = (0usize, 0u64);
+    for item in tree.iter() {
+        let (k, v) = item?;
+        n += 1;
+        bytes += (k.len() + v.len()) as u64;
+    }
+    Ok((n, bytes))
 }
 
 /// Write `bytes` to `path` via a temporary file in the same directory and a

@@ -1,0 +1,285 @@
+//! Retention: age, count and size limits, enforced oldest-first.
+//!
+//! [`Store::prune_once`] deletes in batches of [`PRUNE_BATCH`] records; each
+//! batch holds sled's writer lock only while it is applied, and the pruner
+//! yields between batches, so capture and the API wait at most one small batch.
+//! [`Pruner`] runs it on a background thread every [`DEFAULT_PRUNE_EVERY`].
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::{make_key, tally, Store, StoreError, PRUNE_BATCH};
+use crate::config::StoreSettings;
+
+/// How often [`Pruner`] enforces the policy.
+pub const DEFAULT_PRUNE_EVERY: Duration = Duration::from_secs(10);
+
+/// Retention limits; `None` means no limit of that kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Records whose `ts_ns` is older than `now - max_age` are deleted.
+    pub max_age: Option<Duration>,
+    /// At most this many records are kept.
+    pub max_records: Option<usize>,
+    /// The logical size of the records ([`Store::data_bytes`]) is kept at or
+    /// below this.
+    pub max_bytes: Option<u64>,
+}
+
+impl Retention {
+    /// No limits at all.
+    pub fn unlimited() -> Retention {
+        Retention { max_age: None, max_records: None, max_bytes: None }
+    }
+
+    /// The policy configured in `[store]`; a limit of 0 means "no limit".
+    pub fn from_settings(s: &StoreSettings) -> Retention {
+        Retention {
+            max_age: (s.max_age_s > 0).then(|| Duration::from_secs(s.max_age_s)),
+            max_records: (s.max_records > 0).then_some(s.max_records),
+            max_bytes: (s.max_bytes > 0).then_some(s.max_bytes),
+        }
+    }
+}
+
+/// What one [`Store::prune_once`] pass deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Records deleted because they were older than `max_age`.
+    pub by_age: u64,
+    /// Records deleted to get down to `max_records`.
+    pub by_records: u64,
+    /// Records deleted to get down to `max_bytes`.
+    pub by_bytes: u64,
+    /// Logical bytes freed (key plus value lengths).
+    pub bytes_freed: u64,
+    /// Batches applied.
+    pub batches: u64,
+    /// The longest time one batch took to apply, in microseconds (how long
+    /// writers could have waited).
+    pub max_batch_us: u64,
+}
+
+impl PruneReport {
+    /// Records deleted for any reason.
+    pub fn deleted(&self) -> u64 {
+        self.by_age + self.by_records + self.by_bytes
+    }
+}
+
+/// Which records one batch may take, oldest first.
+struct BatchLimit {
+    /// At most this many records.
+    max_n: usize,
+    /// Only keys strictly below this one.
+    below: Option<[u8; 16]>,
+    /// Stop once this many logical bytes are selected.
+    bytes: Option<u64>,
+}
+
+impl Store {
+    /// Enforce `policy` once, with `now_ns` as the current wall-clock time in
+    /// nanoseconds since the Unix epoch (a parameter so tests can use a fake
+    /// clock). Deletes the oldest records first, age limit first, then count,
+    /// then size, in batches of [`PRUNE_BATCH`].
+    pub fn prune_once(&self, policy: &Retention, now_ns: u64) -> Result<PruneReport, StoreError> {
+        // Poisoning only means another deleter panicked; the counters are
+        // resynchronized below when they disagree with the tree.
+        let _deleter = self.delete_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut report = PruneReport::default();
+
+        if let Some(age) = policy.max_age {
+            let age_ns = u64::try_from(age.as_nanos()).unwrap_or(u64::MAX);
+            let cutoff = now_ns.saturating_sub(age_ns);
+            if cutoff > 0 {
+                let below = make_key(cutoff, 0);
+                loop {
+                    let limit = BatchLimit { max_n: PRUNE_BATCH, below: Some(below), bytes: None };
+                    let n = self.delete_oldest(&limit, &mut report)?;
+                    report.by_age += n;
+                    if n < PRUNE_BATCH as u64 {
+                        break;
+                    }
+                }
+            }
+        }
+
+        if let Some(max) = policy.max_records {
+            loop {
+                let excess = self.len().saturating_sub(max);
+                if excess == 0 {
+                    break;
+                }
+                let limit = BatchLimit { max_n: excess.min(PRUNE_BATCH), below: None, bytes: None };
+                let n = self.delete_oldest(&limit, &mut report)?;
+                if n == 0 {
+                    self.resync_counters()?;
+                    break;
+                }
+                report.by_records += n;
+            }
+        }
+
+        if let Some(max) = policy.max_bytes {
+            loop {
+                let excess = self.data_bytes().saturating_sub(max);
+                if excess == 0 {
+                    break;
+                }
+                let limit = BatchLimit { max_n: PRUNE_BATCH, below: None, bytes: Some(excess) };
+                let n = self.delete_oldest(&limit, &mut report)?;
+                if n == 0 {
+                    self.resync_counters()?;
+                    break;
+                }
+                report.by_bytes += n;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Delete one batch of the oldest records within `limit`; returns how many
+    /// were deleted. The caller holds `delete_lock`.
+    fn delete_oldest(&self, limit: &BatchLimit, report: &mut PruneReport) -> Result<u64, StoreError> {
+        let mut batch = sled::Batch::default();
+        let (mut n, mut bytes) = (0u64, 0u64);
+        let iter = match limit.below {
+            Some(below) => self.results.range(..below),
+            None => self.results.iter(),
+        };
+        for item in iter {
+            if n as usize >= limit.max_n || limit.bytes.is_some_and(|b| bytes >= b) {
+                break;
+            }
+            let (k, v) = item.map_err(|e| self.db_err(e))?;
+            bytes += (k.len() + v.len()) as u64;
+            batch.remove(k);
+            n += 1;
+        }
+        if n == 0 {
+            return Ok(0);
+        }
+        let started = Instant::now();
+        self.results.apply_batch(batch).map_err(|e| self.db_err(e))?;
+        let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        // Only deleters remove records and they are serialized, so every key
+        // in the batch was present and is now gone: the counters stay exact.
+        self.count.fetch_sub(n as usize, Ordering::Relaxed);
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        report.batches += 1;
+        report.bytes_freed += bytes;
+        report.max_batch_us = report.max_batch_us.max(took);
+        // Let writers waiting on sled's lock in before the next batch.
+        std::thread::yield_now();
+        Ok(n)
+    }
+
+    /// Recount records and bytes from the tree (the counters claimed more
+    /// than the tree holds). The caller holds `delete_lock`.
+    fn resync_counters(&self) -> Result<(), StoreError> {
+        let (n, bytes) = tally(&self.results).map_err(|e| self.db_err(e))?;
+        log::warn!(records = n, bytes = bytes; "result store counters drifted; recounted");
+        self.count.store(n, Ordering::Relaxed);
+        self.bytes.store(bytes, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Handle of the background pruner thread. Stop it with [`Pruner::stop`]
+/// (or by dropping it) before the final flush on shutdown.
+pub struct Pruner {
+    shared: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Pruner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pruner").field("running", &self.thread.is_some()).finish()
+    }
+}
+
+impl Pruner {
+    /// Start a thread that enforces `policy` on `store` now and then every
+    /// `every`, using the system clock. While the clock is not synchronized
+    /// ([`super::clock_synchronized`]), the age limit is skipped: a board that
+    /// booted with a wrong clock must not judge its records' age by it.
+    pub fn spawn(store: Arc<Store>, policy: Retention, every: Duration) -> Result<Pruner, StoreError> {
+        let shared = Arc::new((Mutex::new(false), Condvar::new()));
+        let theirs = shared.clone();
+        let dir = store.dir().to_path_buf();
+        let thread = std::thread::Builder::new()
+            .name("spotter-pruner".into())
+            .spawn(move || run(&store, policy, every, &theirs))
+            .map_err(|source| StoreError::Io { path: dir, action: "start the pruner thread", source })?;
+        Ok(Pruner { shared, thread: Some(thread) })
+    }
+
+    /// Ask the thread to stop and wait for it (it finishes the batch it is
+    /// applying, then exits).
+    pub fn stop(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        let (flag, cv) = &*self.shared;
+        *flag.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        cv.notify_all();
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                log::error!("the result store pruner thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Pruner {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+fn run(store: &Store, policy: Retention, every: Duration, shared: &(Mutex<bool>, Condvar)) {
+    let (flag, cv) = shared;
+    let mut warned_clock = false;
+    let mut failing = false;
+    loop {
+        let synced = super::clock_synchronized();
+        let effective = if synced { policy } else { Retention { max_age: None, ..policy } };
+        if !synced && policy.max_age.is_some() && !warned_clock {
+            log::warn!("system clock not synchronized: age-based retention suspended until it is");
+        }
+        warned_clock = !synced;
+        let now_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        match store.prune_once(&effective, now_ns) {
+            Ok(r) => {
+                failing = false;
+                if r.deleted() > 0 {
+                    log::debug!(
+                        by_age = r.by_age, by_records = r.by_records, by_bytes = r.by_bytes,
+                        batches = r.batches, max_batch_us = r.max_batch_us;
+                        "pruned {} results", r.deleted()
+                    );
+                }
+            }
+            Err(e) => {
+                // Logged once per failure streak, not every interval.
+                if !failing {
+                    log::warn!("result store pruning failed (will retry): {e}");
+                }
+                failing = true;
+            }
+        }
+        let stopped = flag.lock().unwrap_or_else(PoisonError::into_inner);
+        let (stopped, _) = cv
+            .wait_timeout_while(stopped, every, |stop| !*stop)
+            .unwrap_or_else(PoisonError::into_inner);
+        if *stopped {
+            return;
+        }
+    }
+}
