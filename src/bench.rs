@@ -105,20 +105,22 @@ impl BenchArgs {
 pub enum BenchError {
     #[error("invalid arguments: {0}")]
     Args(String),
-    #[error("image {path}: {source}")]
-    ImageRead { path: String, #[source] source: std::io::Error },
+    // The cause is part of the message and deliberately not a `source`, so
+    // error reports that print the chain do not repeat it.
+    #[error("image {path}: {error}")]
+    ImageRead { path: String, error: std::io::Error },
     #[error("image {path}: {reason}")]
     ImageInvalid { path: String, reason: String },
     #[error("synthetic image: {0}")]
     Synthetic(String),
     #[error("temporary result store: {0}")]
-    TempDir(#[source] std::io::Error),
+    TempDir(std::io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{runtime}: {source}")]
-    Load { runtime: String, #[source] source: InferenceError },
-    #[error("{runtime}: run {run}: {source}")]
-    Run { runtime: String, run: usize, #[source] source: InferenceError },
+    #[error("{runtime}: {error}")]
+    Load { runtime: String, error: InferenceError },
+    #[error("{runtime}: run {run}: {error}")]
+    Run { runtime: String, run: usize, error: InferenceError },
 }
 
 /// Median and 99th percentile of one stage, in milliseconds.
@@ -362,7 +364,7 @@ pub fn synthetic_jpeg() -> Result<Vec<u8>, BenchError> {
 fn read_image(path: &Path) -> Result<Vec<u8>, BenchError> {
     use std::io::Read;
     let p = path.display().to_string();
-    let io = |source| BenchError::ImageRead { path: p.clone(), source };
+    let io = |error| BenchError::ImageRead { path: p.clone(), error };
     let file = std::fs::File::open(path).map_err(io)?;
     let mut data = Vec::new();
     file.take(MAX_IMAGE_BYTES + 1).read_to_end(&mut data).map_err(io)?;
@@ -433,10 +435,10 @@ pub fn run_bench(args: &BenchArgs) -> Result<BenchReport, BenchError> {
                 runtimes.push(("litert".to_string(), RuntimeOutcome::Skipped { reason: e.to_string() }));
                 continue;
             }
-            Err(source) => return Err(BenchError::Load { runtime: label, source }),
+            Err(error) => return Err(BenchError::Load { runtime: label, error }),
         };
         let name = runtime.kind().to_string();
-        let load_err = |source| BenchError::Load { runtime: name.clone(), source };
+        let load_err = |error| BenchError::Load { runtime: name.clone(), error };
         let file = ModelFile::read(&args.model).map_err(load_err)?;
         let mut opts = ModelOptions::new(&args.model);
         opts.labels = args.labels.clone();
@@ -485,7 +487,7 @@ fn measure(
     let mut last_size = (0, 0);
     for i in 0..args.warmup + args.runs {
         let start = Instant::now();
-        let run_err = |source| BenchError::Run { runtime: name.to_string(), run: i + 1, source };
+        let run_err = |error| BenchError::Run { runtime: name.to_string(), run: i + 1, error };
         let out = engine.run(frame).map_err(run_err)?;
         let mut rec = ResultRecord {
             id: String::new(),
