@@ -111,6 +111,13 @@ pub struct ModelSettings {
 pub struct StoreSettings {
     pub dir: PathBuf,
     pub flush_every_ms: u64,
+    /// Results older than this are pruned (0: no age limit).
+    pub max_age_s: u64,
+    /// At most this many results are kept (0: no limit).
+    pub max_records: usize,
+    /// The results' logical size (keys plus encoded values) is kept at or
+    /// below this (0: no limit). sled's files take more than this on disk.
+    pub max_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -316,9 +323,15 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
     let sdir = l.get(|r| r.store.as_ref()?.dir.as_ref());
     let flush = l.get(|r| r.store.as_ref()?.flush_every_ms.as_ref());
     in_range(&flush, "store.flush_every_ms", |v| (1..=600_000).contains(v), "must be between 1 and 600000")?;
+    let max_age = l.get(|r| r.store.as_ref()?.max_age_s.as_ref());
+    let max_records = l.get(|r| r.store.as_ref()?.max_records.as_ref());
+    let max_bytes = l.get(|r| r.store.as_ref()?.max_bytes.as_ref());
     let store = StoreSettings {
         dir: val(&sdir, state_dir.join("results")),
         flush_every_ms: val(&flush, 1_000),
+        max_age_s: val(&max_age, 30 * 24 * 3600),
+        max_records: val(&max_records, 1_000_000),
+        max_bytes: val(&max_bytes, 1 << 30),
     };
 
     // [api]

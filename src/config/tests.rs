@@ -17,6 +17,7 @@ fn empty_file_gives_documented_defaults() {
     assert_eq!(s.model.top_k, 5);
     assert_eq!(s.store.dir, PathBuf::from("/var/lib/spotter/results"));
     assert_eq!(s.store.flush_every_ms, 1000);
+    assert_eq!((s.store.max_age_s, s.store.max_records, s.store.max_bytes), (2_592_000, 1_000_000, 1 << 30));
     assert_eq!(s.api.listen.to_string(), "127.0.0.1:8443");
 }
 
