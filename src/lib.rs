@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod app;
+pub mod backup;
 pub mod bench;
 pub mod capture;
 pub mod cli;
