@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod ids;
 pub mod inference;
+pub mod keys;
 pub mod logging;
 pub mod metrics;
 pub mod modelstore;

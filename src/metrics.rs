@@ -37,6 +37,11 @@ struct HttpLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RuntimeLabels {
     runtime: String,
     reason: String,
@@ -51,6 +56,8 @@ pub struct Metrics {
     inferences: Family<ModelLabels, Counter>,
     http_requests: Family<HttpLabels, Counter>,
     tls_handshake_failures: Counter,
+    auth_failures: Counter,
+    rate_limited: Family<LimitLabels, Counter>,
     /// Distinct model labels seen, to bound the per-model family.
     models_seen: AtomicU64,
 }
@@ -81,7 +88,20 @@ impl Metrics {
         registry.register("inferences", "Inferences run, by model", inferences.clone());
         registry.register("http_requests", "HTTP requests answered, by route and status", http_requests.clone());
         registry.register("tls_handshake_failures", "TLS handshakes that failed or timed out", tls_handshake_failures.clone());
-        Metrics { registry, stage_seconds, inferences, http_requests, tls_handshake_failures, models_seen: AtomicU64::new(0) }
+        let auth_failures = Counter::default();
+        let rate_limited = Family::<LimitLabels, Counter>::default();
+        registry.register("auth_failures", "API requests with a missing-when-required, malformed, unknown or revoked key", auth_failures.clone());
+        registry.register("rate_limited", "API requests refused with 429, by limit (client_ip or key)", rate_limited.clone());
+        Metrics {
+            registry,
+            stage_seconds,
+            inferences,
+            http_requests,
+            tls_handshake_failures,
+            auth_failures,
+            rate_limited,
+            models_seen: AtomicU64::new(0),
+        }
     }
 
     /// Record the stage latencies of one processed frame.
@@ -119,6 +139,15 @@ impl Metrics {
 
     pub fn count_tls_failure(&self) {
         self.tls_handshake_failures.inc();
+    }
+
+    pub fn count_auth_failure(&self) {
+        self.auth_failures.inc();
+    }
+
+    /// Count one 429; `limit` is a fixed name (`client_ip`, `key`).
+    pub fn count_rate_limited(&self, limit: &'static str) {
+        self.rate_limited.get_or_create(&LimitLabels { limit: limit.into() }).inc();
     }
 
     /// The full exposition: accumulated metrics plus current state.

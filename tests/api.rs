@@ -2,28 +2,14 @@
 //! temporary state dir and store, queried over TLS by `ureq` trusting only the
 //! certificate the server generated.
 
-use std::io::Read;
-use std::sync::Arc;
+mod api_harness;
+
 use std::time::Duration;
 
+use api_harness::{assert_problem, relaxed_access, start, Auth, Reply};
 use serde_json::Value;
-use spotter::api::{ApiError, ApiOptions, Server};
 use spotter::result::{ResultRecord, StageLatency};
-use spotter::state::{AppState, Check};
-use spotter::store::Store;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-
-struct Harness {
-    base: String,
-    agent: ureq::Agent,
-    state: Arc<AppState>,
-    store: Arc<Store>,
-    fingerprint: String,
-    shutdown: watch::Sender<bool>,
-    server: JoinHandle<Result<(), ApiError>>,
-    _dir: tempfile::TempDir,
-}
+use spotter::state::Check;
 
 fn record(ts_ns: u64) -> ResultRecord {
     ResultRecord {
@@ -42,118 +28,8 @@ fn record(ts_ns: u64) -> ResultRecord {
     }
 }
 
-fn agent_trusting(cert_pem: &std::path::Path) -> ureq::Agent {
-    let mut roots = rustls::RootCertStore::empty();
-    let mut reader = std::io::BufReader::new(std::fs::File::open(cert_pem).unwrap());
-    for cert in rustls_pemfile::certs(&mut reader) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    ureq::AgentBuilder::new()
-        .tls_config(Arc::new(config))
-        .timeout(Duration::from_secs(30))
-        .build()
-}
-
-async fn start_with(tune: impl FnOnce(&mut ApiOptions)) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let state_dir = dir.path().join("state");
-    let store = Arc::new(Store::open(&dir.path().join("store")).unwrap());
-    let state = Arc::new(AppState::new());
-    let mut opts = ApiOptions::new("127.0.0.1:0".parse().unwrap(), state_dir.clone());
-    tune(&mut opts);
-    let server = Server::bind(opts, state.clone(), store.clone()).await.unwrap();
-    let addr = server.local_addr();
-    assert_ne!(addr.port(), 0);
-    let fingerprint = server.cert_fingerprint().to_string();
-    let (shutdown, rx) = watch::channel(false);
-    let server = tokio::spawn(server.run(rx));
-    Harness {
-        base: format!("https://{addr}"),
-        agent: agent_trusting(&state_dir.join("tls/cert.pem")),
-        state,
-        store,
-        fingerprint,
-        shutdown,
-        server,
-        _dir: dir,
-    }
-}
-
-async fn start() -> Harness {
-    start_with(|_| {}).await
-}
-
-struct Reply {
-    status: u16,
-    content_type: Option<String>,
-    cache_control: Option<String>,
-    nosniff: Option<String>,
-    allow: Option<String>,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-}
-
-impl Harness {
-    /// One request; any HTTP status is a `Reply`, transport failures are `Err`.
-    async fn try_call(&self, method: &str, path: &str) -> Result<Reply, String> {
-        let req = self.agent.request(method, &format!("{}{path}", self.base));
-        tokio::task::spawn_blocking(move || {
-            let resp = match req.call() {
-                Ok(r) => r,
-                Err(ureq::Error::Status(_, r)) => r,
-                Err(e) => return Err(e.to_string()),
-            };
-            let h = |n: &str| resp.header(n).map(str::to_string);
-            let mut reply = Reply {
-                status: resp.status(),
-                content_type: h("content-type"),
-                cache_control: h("cache-control"),
-                nosniff: h("x-content-type-options"),
-                allow: h("allow"),
-                body: String::new(),
-            };
-            resp.into_reader().read_to_string(&mut reply.body).map_err(|e| e.to_string())?;
-            Ok(reply)
-        })
-        .await
-        .unwrap()
-    }
-
-    async fn call(&self, method: &str, path: &str) -> Reply {
-        self.try_call(method, path).await.unwrap_or_else(|e| panic!("{method} {path}: {e}"))
-    }
-
-    async fn get(&self, path: &str) -> Reply {
-        self.call("GET", path).await
-    }
-
-    async fn stop(self) {
-        self.shutdown.send(true).unwrap();
-        // Generous bound so a hang fails the test instead of blocking CI forever.
-        let res = tokio::time::timeout(Duration::from_secs(60), self.server).await;
-        res.expect("run did not return after shutdown").unwrap().unwrap();
-    }
-}
-
 fn assert_error(r: &Reply, status: u16, code: &str) {
-    assert_eq!(r.status, status, "{}", r.body);
-    let v = r.json();
-    assert_eq!(v["error"]["code"], code, "{}", r.body);
-    assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", r.body);
-    assert_eq!(v.as_object().unwrap().len(), 1, "only the error object: {}", r.body);
-    assert_eq!(r.content_type.as_deref(), Some("application/json"));
+    assert_problem(r, status, code);
 }
 
 // Catches: liveness depending on readiness, missing JSON type or security headers.
@@ -163,13 +39,10 @@ async fn healthz_is_ok_with_headers() {
     let r = h.get("/healthz").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json(), serde_json::json!({"status": "ok"}));
-    assert_eq!(r.content_type.as_deref(), Some("application/json"));
-    assert_eq!(r.cache_control.as_deref(), Some("no-store"));
-    assert_eq!(r.nosniff.as_deref(), Some("nosniff"));
-    // The security headers are on errors too.
-    let r = h.get("/nope").await;
-    assert_eq!(r.cache_control.as_deref(), Some("no-store"));
-    assert_eq!(r.nosniff.as_deref(), Some("nosniff"));
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    api_harness::assert_security_headers(&r, "healthz");
+    // Liveness needs no key.
+    assert_eq!(h.call_as("GET", "/healthz", Auth::None).await.status, 200);
     h.stop().await;
 }
 
@@ -177,7 +50,7 @@ async fn healthz_is_ok_with_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fingerprint_is_of_the_served_certificate() {
     let h = start().await;
-    let pem_path = h._dir.path().join("state/tls/cert.pem");
+    let pem_path = h.dir.path().join("state/tls/cert.pem");
     let mut reader = std::io::BufReader::new(std::fs::File::open(pem_path).unwrap());
     let der = rustls_pemfile::certs(&mut reader).next().unwrap().unwrap();
     use sha2::Digest;
@@ -191,6 +64,10 @@ async fn fingerprint_is_of_the_served_certificate() {
 async fn readyz_reports_each_check() {
     let h = start().await;
     h.state.update_readiness(|r| r.store = Check::passing("write probe ok"));
+    // Without a key: the verdict only, no details of the device's state.
+    let anon = h.call_as("GET", "/readyz", Auth::None).await;
+    assert_eq!(anon.status, 503);
+    assert_eq!(anon.json(), serde_json::json!({"ready": false}));
     let r = h.get("/readyz").await;
     assert_eq!(r.status, 503);
     let v = r.json();
@@ -208,6 +85,8 @@ async fn readyz_reports_each_check() {
     let r = h.get("/readyz").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["ready"], true);
+    let anon = h.call_as("GET", "/readyz", Auth::None).await;
+    assert_eq!((anon.status, anon.json()), (200, serde_json::json!({"ready": true})));
     h.stop().await;
 }
 
@@ -257,7 +136,7 @@ async fn results_listing_latest_and_by_id() {
 // Catches: `max_results_limit` from the options not applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_limit_is_capped_by_options() {
-    let h = start_with(|o| o.max_results_limit = 2).await;
+    let h = api_harness::start_with(|o| o.max_results_limit = 2, relaxed_access()).await;
     for ts in 1..=3 {
         h.store.insert(&mut record(ts)).unwrap();
     }
@@ -275,7 +154,7 @@ async fn unknown_routes_and_wrong_methods() {
     for path in ["/healthz", "/api/v1/results", "/api/v1/results/latest"] {
         let r = h.call("POST", path).await;
         assert_error(&r, 405, "method_not_allowed");
-        assert_eq!(r.allow.as_deref(), Some("GET, HEAD"), "{path}");
+        assert_eq!(r.header("allow"), Some("GET, HEAD"), "{path}");
     }
     assert_error(&h.call("DELETE", &format!("/api/v1/results/{}", "0".repeat(32))).await, 405, "method_not_allowed");
     let head = h.call("HEAD", "/healthz").await;
@@ -311,22 +190,22 @@ async fn status_reports_everything() {
 // or a slot never released after its connection ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_limit_are_closed() {
-    let h = start_with(|o| {
+    let h = api_harness::start_with(|o| {
         o.max_connections = 1;
         o.header_read_timeout = Duration::from_secs(120);
         o.keep_alive_idle = Duration::from_secs(120);
-    })
+    }, relaxed_access())
     .await;
     let addr = h.base.trim_start_matches("https://").to_string();
     // A bare TCP connection holds the only slot while its handshake is pending.
     let hog = std::net::TcpStream::connect(&addr).unwrap();
-    let refused = h.try_call("GET", "/healthz").await;
+    let refused = h.try_call("GET", "/healthz", Auth::None).await;
     assert!(refused.is_err(), "second connection was served: {:?}", refused.map(|r| r.status));
     drop(hog);
     // The slot frees once the server notices the hog's EOF; retry, bounded.
     let mut served = None;
     for _ in 0..100 {
-        if let Ok(r) = h.try_call("GET", "/healthz").await {
+        if let Ok(r) = h.try_call("GET", "/healthz", Auth::None).await {
             served = Some(r.status);
             break;
         }
@@ -356,10 +235,10 @@ async fn shutdown_stops_serving() {
 // (the grace period must bound `run`, not the slowest client).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_is_not_held_up_by_a_stalled_client() {
-    let h = start_with(|o| {
+    let h = api_harness::start_with(|o| {
         o.header_read_timeout = Duration::from_secs(600);
         o.keep_alive_idle = Duration::from_secs(600);
-    })
+    }, relaxed_access())
     .await;
     let addr = h.base.trim_start_matches("https://").to_string();
     let _stalled = std::net::TcpStream::connect(&addr).unwrap();

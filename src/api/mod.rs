@@ -1,34 +1,60 @@
 //! HTTPS API: owns the listener, TLS termination, connection limits and
-//! timeouts, graceful shutdown, routing, and the JSON shapes of every response
-//! (including the error table). Reads [`AppState`] and the [`Store`]; never
-//! writes either.
+//! timeouts, graceful shutdown, routing, authentication and authorisation of
+//! every request (API keys from [`crate::keys`]), rate limiting, the request
+//! body limit, CORS, the security headers, and the JSON shapes of every
+//! response (including the one error table, served as RFC 9457 problem
+//! details). Reads [`AppState`], the [`Store`] and the key file; never writes
+//! any of them.
 //!
-//! Routes (GET or HEAD; other methods → 405 with `Allow`):
-//! - `/healthz`: liveness, always `{"status":"ok"}`.
-//! - `/readyz`: 200 or 503 with `{"ready":..,"checks":{"source":..,"model":..,"store":..}}`.
-//! - `/api/v1/status`: uptime, version, source, readiness, model, counters,
-//!   last result, store size.
-//! - `/api/v1/results?since=&until=&limit=`: newest first; `since`/`until` are
-//!   inclusive nanoseconds since the Unix epoch or RFC 3339 times.
-//! - `/api/v1/results/latest`, `/api/v1/results/{id}`.
+//! Routes (GET or HEAD; other methods → 405 with `Allow`), see [`ROUTES`]:
+//! - `/healthz` (no key): liveness, always `{"status":"ok"}`.
+//! - `/readyz` (no key): 200 or 503; `{"ready":..}` without a key, plus
+//!   `"checks":{"source":..,"model":..,"store":..}` with a valid key.
+//! - `/api/v1/status` (read): uptime, version, source, readiness, model,
+//!   counters, last result, store size.
+//! - `/api/v1/results?since=&until=&limit=` (read): newest first; `since`/
+//!   `until` are inclusive nanoseconds since the Unix epoch or RFC 3339 times.
+//! - `/api/v1/results/latest`, `/api/v1/results/{id}` (read).
+//! - `/metrics` (read): OpenMetrics text.
+//! - `/api/v1/keys` (admin): the keys' metadata (never secrets or hashes).
 //!
-//! Store reads run on tokio's blocking pool (`spawn_blocking`), never on the
-//! async workers.
+//! Order of checks for each request: declared body size (413) → CORS
+//! preflight from an allowed origin (204) → client-address rate limit for
+//! requests without a verified key (429) → key verification (401) → per-key
+//! rate limit (429) → route (404) → scope (401 without a key, 403 with too
+//! small a scope) → body read with the limit (413) → method (405) → handler.
+//! A request that presents a key has it checked on every route, public ones
+//! included, so `/healthz` cannot be used to test keys without being counted.
+//!
+//! The key file is re-read when its inode, size or modification time changes
+//! (one `stat` per request), so `spotter keys create|revoke` apply to the
+//! next request without a signal.
+//!
+//! Store and key-file reads run on tokio's blocking pool (`spawn_blocking`),
+//! never on the async workers.
 
+pub mod limit;
 pub mod tls;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::{Body as _, Incoming};
+use hyper::header::{
+    HeaderMap, HeaderName, HeaderValue, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
+    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE,
+    ACCESS_CONTROL_REQUEST_METHOD, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH,
+    CONTENT_SECURITY_POLICY, CONTENT_TYPE, ORIGIN, REFERRER_POLICY, RETRY_AFTER,
+    STRICT_TRANSPORT_SECURITY, VARY, WWW_AUTHENTICATE, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
@@ -37,8 +63,10 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use crate::keys::{KeyInfo, KeySet, KeyStore, Scope};
 use crate::state::AppState;
 use crate::store::{Store, StoreError};
+use limit::{FailureBursts, RateLimiter};
 pub use tls::TlsError;
 
 /// How long a new connection waits for a free slot when `max_connections`
@@ -50,6 +78,20 @@ pub const CONNECTION_SLOT_WAIT: Duration = Duration::from_millis(250);
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// `limit` when the query does not give one (capped by `max_results_limit`).
 pub const DEFAULT_RESULTS_LIMIT: usize = 50;
+/// Default request body limit.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
+/// Client addresses (and keys) with their own token bucket; beyond this the
+/// least useful bucket is dropped.
+pub const MAX_RATE_LIMIT_ENTRIES: usize = 4096;
+/// Failed authentications are counted per client in windows of this length.
+pub const AUTH_FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// A window with this many failures from one client is logged (once, with
+/// `MESSAGE_ID` [`crate::ids::AUTH_FAILURE_BURST`]).
+pub const AUTH_FAILURE_LOG_THRESHOLD: u64 = 10;
+
+const PERMISSIONS_POLICY: HeaderName = HeaderName::from_static("permissions-policy");
+const PERMISSIONS_POLICY_VALUE: &str =
+    "camera=(), microphone=(), geolocation=(), usb=(), serial=(), bluetooth=(), payment=(), fullscreen=()";
 
 /// API configuration.
 #[derive(Debug, Clone)]
@@ -59,6 +101,7 @@ pub struct ApiOptions {
     /// `<state_dir>/tls/`, generated on first start and reused.
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// Holds `tls/`, and `keys.json` (see [`crate::keys`]).
     pub state_dir: PathBuf,
     /// Connections served at once (≥ 1).
     pub max_connections: usize,
@@ -91,6 +134,71 @@ impl ApiOptions {
     }
 }
 
+/// Access control and request limits (`[api]` keys of the same names).
+/// Applied with [`Server::with_access`]; without it the defaults apply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessOptions {
+    /// Refill rate of each client address's bucket, which every request
+    /// without a verified key (anonymous or failed authentication) drains.
+    pub auth_fail_rate_per_s: f64,
+    /// Size of that bucket.
+    pub auth_fail_burst: u32,
+    /// Refill rate of each key's bucket (every request with that key).
+    pub key_rate_per_s: f64,
+    pub key_burst: u32,
+    /// Largest request body, checked from `Content-Length` and while reading.
+    pub max_body_bytes: u64,
+    /// Origins (`scheme://host[:port]`) allowed to call the API from a
+    /// browser; empty = CORS off.
+    pub cors_allowed_origins: Vec<String>,
+}
+
+impl Default for AccessOptions {
+    fn default() -> Self {
+        AccessOptions {
+            auth_fail_rate_per_s: 10.0,
+            auth_fail_burst: 50,
+            key_rate_per_s: 100.0,
+            key_burst: 200,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            cors_allowed_origins: Vec::new(),
+        }
+    }
+}
+
+/// True for `http(s)://host[:port]` with no path, query or trailing slash,
+/// which is the form browsers send in `Origin`.
+pub fn is_valid_origin(o: &str) -> bool {
+    let rest = match o.strip_prefix("https://").or_else(|| o.strip_prefix("http://")) {
+        Some(r) => r,
+        None => return false,
+    };
+    !rest.is_empty()
+        && rest.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+        && !rest.bytes().any(|b| b.is_ascii_uppercase())
+}
+
+impl AccessOptions {
+    pub fn validate(&self) -> Result<(), ApiError> {
+        let bad = |m: String| Err(ApiError::Config(m));
+        for (name, v) in [("auth_fail_rate_per_s", self.auth_fail_rate_per_s), ("key_rate_per_s", self.key_rate_per_s)] {
+            if !(v.is_finite() && v > 0.0) {
+                return bad(format!("{name} must be a positive number, not {v}"));
+            }
+        }
+        if self.auth_fail_burst == 0 || self.key_burst == 0 {
+            return bad("auth_fail_burst and key_burst must be at least 1".into());
+        }
+        if self.max_body_bytes == 0 {
+            return bad("max_body_bytes must be at least 1".into());
+        }
+        if let Some(o) = self.cors_allowed_origins.iter().find(|o| !is_valid_origin(o)) {
+            return bad(format!("CORS origin {o:?} is not of the form https://host[:port] (lower case, no path)"));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("API configuration: {0}")]
@@ -103,6 +211,18 @@ pub enum ApiError {
     RouteNotFound,
     #[error("method not allowed; allowed: {allow}")]
     MethodNotAllowed { allow: &'static str },
+    #[error("this endpoint needs an API key: send `Authorization: Bearer <key>`")]
+    MissingKey,
+    #[error("the API key is malformed, unknown or revoked")]
+    InvalidKey,
+    #[error("this endpoint needs a key with the {needed} scope")]
+    InsufficientScope { needed: Scope },
+    #[error("too many requests; retry in {retry_after_s} s")]
+    RateLimited { retry_after_s: u64 },
+    #[error("request body larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: u64 },
+    #[error("the request body could not be read")]
+    BadBody,
     #[error("no result with this id")]
     ResultNotFound,
     #[error("no results stored yet")]
@@ -126,20 +246,47 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// The one table from error kind to HTTP status and stable machine code.
-pub fn status_and_code(e: &ApiError) -> (StatusCode, &'static str) {
+/// The one table from error kind to HTTP status, stable machine code and
+/// problem title.
+fn problem_kind(e: &ApiError) -> (StatusCode, &'static str, &'static str) {
     match e {
-        ApiError::RouteNotFound => (StatusCode::NOT_FOUND, "not_found"),
-        ApiError::ResultNotFound => (StatusCode::NOT_FOUND, "result_not_found"),
-        ApiError::NoResults => (StatusCode::NOT_FOUND, "no_results"),
-        ApiError::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-        ApiError::InvalidParameter { .. } => (StatusCode::BAD_REQUEST, "invalid_parameter"),
-        ApiError::InvalidId => (StatusCode::BAD_REQUEST, "invalid_id"),
-        ApiError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store_error"),
+        ApiError::RouteNotFound => (StatusCode::NOT_FOUND, "not_found", "No such route"),
+        ApiError::ResultNotFound => (StatusCode::NOT_FOUND, "result_not_found", "No such result"),
+        ApiError::NoResults => (StatusCode::NOT_FOUND, "no_results", "No results yet"),
+        ApiError::MethodNotAllowed { .. } => {
+            (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed")
+        }
+        ApiError::MissingKey => (StatusCode::UNAUTHORIZED, "missing_key", "API key required"),
+        ApiError::InvalidKey => (StatusCode::UNAUTHORIZED, "invalid_key", "Invalid API key"),
+        ApiError::InsufficientScope { .. } => {
+            (StatusCode::FORBIDDEN, "insufficient_scope", "Insufficient key scope")
+        }
+        ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many requests"),
+        ApiError::PayloadTooLarge { .. } => {
+            (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "Request body too large")
+        }
+        ApiError::BadBody => (StatusCode::BAD_REQUEST, "bad_body", "Unreadable request body"),
+        ApiError::InvalidParameter { .. } => {
+            (StatusCode::BAD_REQUEST, "invalid_parameter", "Invalid query parameter")
+        }
+        ApiError::InvalidId => (StatusCode::BAD_REQUEST, "invalid_id", "Malformed result id"),
+        ApiError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store_error", "Result store failure"),
         ApiError::Config(_) | ApiError::Bind { .. } | ApiError::Tls(_) | ApiError::Internal(_) => {
-            (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error")
         }
     }
+}
+
+/// HTTP status and stable machine code of an error (from the one table).
+pub fn status_and_code(e: &ApiError) -> (StatusCode, &'static str) {
+    let (s, c, _) = problem_kind(e);
+    (s, c)
+}
+
+/// The problem `type` URI of a code. Not dereferenceable by design: the
+/// appliance serves no documentation pages.
+pub fn problem_type(code: &str) -> String {
+    format!("urn:spotter:problem:{code}")
 }
 
 /// The message a client sees: the error's text for client errors, a fixed
@@ -154,15 +301,14 @@ fn public_message(e: &ApiError) -> String {
     }
 }
 
+/// RFC 9457 problem details, plus our stable `code`.
 #[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorDetail<'a>,
-}
-
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
+struct Problem<'a> {
+    r#type: String,
+    title: &'a str,
+    status: u16,
+    detail: String,
     code: &'a str,
-    message: String,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -182,31 +328,77 @@ fn json_response<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Resp {
     }
 }
 
+const BEARER_CHALLENGE: &str = "Bearer realm=\"spotter\"";
+
 fn error_response(e: &ApiError) -> Resp {
-    let (status, code) = status_and_code(e);
+    let (status, code, title) = problem_kind(e);
     if status.is_server_error() {
         log::error!(code = code; "API request failed: {e}");
     }
-    let body = ErrorBody { error: ErrorDetail { code, message: public_message(e) } };
-    // Serialising two strings cannot fail; the fallback keeps this total anyway.
+    let body = Problem { r#type: problem_type(code), title, status: status.as_u16(), detail: public_message(e), code };
+    // Serialising strings and a number cannot fail; the fallback keeps this total anyway.
     let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| {
-        br#"{"error":{"code":"internal","message":"internal error"}}"#.to_vec()
+        br#"{"type":"urn:spotter:problem:internal","title":"Internal error","status":500,"code":"internal"}"#.to_vec()
     });
     let mut r = Response::new(Full::new(Bytes::from(bytes)));
     *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    if let ApiError::MethodNotAllowed { allow } = e {
-        r.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    match e {
+        ApiError::MethodNotAllowed { allow } => {
+            h.insert(ALLOW, HeaderValue::from_static(allow));
+        }
+        ApiError::MissingKey => {
+            h.insert(WWW_AUTHENTICATE, HeaderValue::from_static(BEARER_CHALLENGE));
+        }
+        ApiError::InvalidKey => {
+            h.insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"spotter\", error=\"invalid_token\""),
+            );
+        }
+        ApiError::InsufficientScope { needed } => {
+            let v = format!("Bearer realm=\"spotter\", error=\"insufficient_scope\", scope=\"{needed}\"");
+            // Built from fixed ASCII text, so always a valid header value.
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                h.insert(WWW_AUTHENTICATE, v);
+            }
+        }
+        ApiError::RateLimited { retry_after_s } => {
+            h.insert(RETRY_AFTER, HeaderValue::from(*retry_after_s));
+        }
+        ApiError::PayloadTooLarge { .. } => {
+            // The unread body is still on the wire; do not reuse the connection.
+            h.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        _ => {}
     }
     r
 }
 
-/// What the handlers need.
-struct Ctx {
-    state: Arc<AppState>,
-    store: Arc<Store>,
-    max_results_limit: usize,
+/// One route of the API: its path (with `{id}` for the parameter), metrics
+/// name, the scope it needs (`None` = answers without a key) and methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteSpec {
+    pub path: &'static str,
+    pub name: &'static str,
+    pub scope: Option<Scope>,
+    pub allow: &'static str,
 }
+
+const ALLOW_GET: &str = "GET, HEAD";
+
+/// Every route the router serves.
+pub const ROUTES: &[RouteSpec] = &[
+    RouteSpec { path: "/healthz", name: "healthz", scope: None, allow: ALLOW_GET },
+    RouteSpec { path: "/readyz", name: "readyz", scope: None, allow: ALLOW_GET },
+    RouteSpec { path: "/api/v1/status", name: "status", scope: Some(Scope::Read), allow: ALLOW_GET },
+    RouteSpec { path: "/api/v1/results", name: "results", scope: Some(Scope::Read), allow: ALLOW_GET },
+    RouteSpec { path: "/api/v1/results/latest", name: "results_latest", scope: Some(Scope::Read), allow: ALLOW_GET },
+    RouteSpec { path: "/api/v1/results/{id}", name: "result_by_id", scope: Some(Scope::Read), allow: ALLOW_GET },
+    RouteSpec { path: "/metrics", name: "metrics", scope: Some(Scope::Read), allow: ALLOW_GET },
+    RouteSpec { path: "/api/v1/keys", name: "keys", scope: Some(Scope::Admin), allow: ALLOW_GET },
+];
 
 #[derive(Debug, PartialEq)]
 enum Route<'a> {
@@ -217,24 +409,29 @@ enum Route<'a> {
     Latest,
     ById(&'a str),
     Metrics,
+    Keys,
 }
 
 impl Route<'_> {
+    fn spec(&self) -> &'static RouteSpec {
+        let i = match self {
+            Route::Healthz => 0,
+            Route::Readyz => 1,
+            Route::Status => 2,
+            Route::Results => 3,
+            Route::Latest => 4,
+            Route::ById(_) => 5,
+            Route::Metrics => 6,
+            Route::Keys => 7,
+        };
+        &ROUTES[i]
+    }
+
     /// A bounded name for metrics labels (never the raw path).
     fn name(&self) -> &'static str {
-        match self {
-            Route::Healthz => "healthz",
-            Route::Readyz => "readyz",
-            Route::Status => "status",
-            Route::Results => "results",
-            Route::Latest => "results_latest",
-            Route::ById(_) => "result_by_id",
-            Route::Metrics => "metrics",
-        }
+        self.spec().name
     }
 }
-
-const ALLOW_GET: &str = "GET, HEAD";
 
 fn match_route(path: &str) -> Option<Route<'_>> {
     Some(match path {
@@ -244,6 +441,7 @@ fn match_route(path: &str) -> Option<Route<'_>> {
         "/api/v1/results" => Route::Results,
         "/api/v1/results/latest" => Route::Latest,
         "/metrics" => Route::Metrics,
+        "/api/v1/keys" => Route::Keys,
         p => {
             let id = p.strip_prefix("/api/v1/results/")?;
             if id.is_empty() || id.contains('/') {
@@ -254,25 +452,274 @@ fn match_route(path: &str) -> Option<Route<'_>> {
     })
 }
 
-async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Resp {
-    let started = Instant::now();
-    let mut resp = match route(&ctx, &req).await {
-        Ok(r) => r,
-        Err(e) => error_response(&e),
+/// The key file as last loaded, reloaded when the file changes.
+struct KeyCache {
+    store: KeyStore,
+    current: Mutex<(Option<FileStamp>, Arc<KeySet>)>,
+}
+
+/// Identity of one version of the key file (`None` inside: no file).
+type FileStamp = Option<(u64, u64, u64, i64, i64)>;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded data stays consistent even if a holder panicked (every
+    // critical section is a single update), so a poisoned lock is usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl KeyCache {
+    fn stamp(&self) -> Result<FileStamp, std::io::Error> {
+        match std::fs::metadata(self.store.path()) {
+            Ok(m) => Ok(Some((m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The current keys. A file that cannot be read or parsed yields no keys
+    /// (fail closed) and an error in the log.
+    async fn get(&self) -> Arc<KeySet> {
+        let stamp = match self.stamp() {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!(path:display = self.store.path().display(); "cannot inspect the API key file: {e}; no key is accepted");
+                return Arc::new(KeySet::default());
+            }
+        };
+        {
+            let cur = lock(&self.current);
+            if cur.0 == Some(stamp) {
+                return cur.1.clone();
+            }
+        }
+        let store = self.store.clone();
+        let set = match tokio::task::spawn_blocking(move || store.load()).await {
+            Ok(Ok(set)) => {
+                log::info!(path:display = self.store.path().display(); "loaded {} API key(s)", set.len());
+                set
+            }
+            Ok(Err(e)) => {
+                log::error!("{e}; no API key is accepted until it is fixed");
+                KeySet::default()
+            }
+            Err(e) => {
+                log::error!("API key load task failed: {e}");
+                return Arc::new(KeySet::default());
+            }
+        };
+        let set = Arc::new(set);
+        *lock(&self.current) = (Some(stamp), set.clone());
+        set
+    }
+}
+
+/// What the handlers need.
+struct Ctx {
+    state: Arc<AppState>,
+    store: Arc<Store>,
+    max_results_limit: usize,
+    access: AccessOptions,
+    keys: KeyCache,
+    client_limits: Mutex<RateLimiter<IpAddr>>,
+    key_limits: Mutex<RateLimiter<String>>,
+    failure_bursts: Mutex<FailureBursts>,
+}
+
+impl Ctx {
+    fn new(
+        state: Arc<AppState>,
+        store: Arc<Store>,
+        max_results_limit: usize,
+        access: AccessOptions,
+        state_dir: &std::path::Path,
+    ) -> Ctx {
+        Ctx {
+            state,
+            store,
+            max_results_limit,
+            keys: KeyCache {
+                store: KeyStore::new(state_dir),
+                current: Mutex::new((None, Arc::new(KeySet::default()))),
+            },
+            client_limits: Mutex::new(RateLimiter::new(
+                access.auth_fail_rate_per_s,
+                access.auth_fail_burst,
+                MAX_RATE_LIMIT_ENTRIES,
+            )),
+            key_limits: Mutex::new(RateLimiter::new(access.key_rate_per_s, access.key_burst, MAX_RATE_LIMIT_ENTRIES)),
+            failure_bursts: Mutex::new(FailureBursts::new(
+                AUTH_FAILURE_WINDOW,
+                AUTH_FAILURE_LOG_THRESHOLD,
+                MAX_RATE_LIMIT_ENTRIES,
+            )),
+            access,
+        }
+    }
+
+    fn origin_allowed(&self, origin: &HeaderValue) -> bool {
+        self.access.cors_allowed_origins.iter().any(|o| o.as_bytes() == origin.as_bytes())
+    }
+}
+
+/// Who is calling.
+enum Caller {
+    Anonymous,
+    Key(KeyInfo),
+}
+
+/// The token of an `Authorization: Bearer <token>` header; `None` when the
+/// header is not of that form.
+fn bearer_token(v: &HeaderValue) -> Option<&str> {
+    let (scheme, token) = v.to_str().ok()?.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+fn rate_limited(wait: Duration) -> ApiError {
+    ApiError::RateLimited { retry_after_s: limit::retry_after_secs(wait) }
+}
+
+/// Identify the caller and apply the rate limits. Every request without a
+/// verified key takes a token from its client address's bucket; one that
+/// presents a key takes it before verification (so guessing is bounded even
+/// when many guesses run at once) and gets it back when the key is valid.
+async fn authenticate(ctx: &Ctx, peer: IpAddr, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let client = limit::client_key(peer);
+    if let Err(wait) = lock(&ctx.client_limits).try_take(&client, Instant::now()) {
+        ctx.state.metrics.count_rate_limited("client_ip");
+        return Err(rate_limited(wait));
+    }
+    let Some(value) = headers.get(AUTHORIZATION) else {
+        return Ok(Caller::Anonymous);
     };
-    let route_name = match_route(req.uri().path()).map(|r| r.name()).unwrap_or("unknown");
+    let info = match bearer_token(value) {
+        Some(token) => ctx.keys.get().await.verify(token).cloned(),
+        None => None,
+    };
+    let Some(info) = info else {
+        ctx.state.metrics.count_auth_failure();
+        if let Some(count) = lock(&ctx.failure_bursts).record(client, Instant::now()) {
+            log::warn!(
+                message_id = crate::ids::AUTH_FAILURE_BURST, client:display = client, count = count;
+                "API: {count} failed authentications from {client} within {} s; not logged again for this client in this window",
+                AUTH_FAILURE_WINDOW.as_secs()
+            );
+        }
+        return Err(ApiError::InvalidKey);
+    };
+    let now = Instant::now();
+    lock(&ctx.client_limits).refund(&client, now);
+    if let Err(wait) = lock(&ctx.key_limits).try_take(&info.id, now) {
+        ctx.state.metrics.count_rate_limited("key");
+        return Err(rate_limited(wait));
+    }
+    Ok(Caller::Key(info))
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// Read the whole body, refusing more than `max` bytes as they arrive.
+async fn read_body(body: Incoming, max: u64) -> Result<Bytes, ApiError> {
+    if body.is_end_stream() {
+        return Ok(Bytes::new());
+    }
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError::PayloadTooLarge { limit: max }),
+        Err(e) => {
+            log::debug!("request body read failed: {e}");
+            Err(ApiError::BadBody)
+        }
+    }
+}
+
+fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
+    method == Method::OPTIONS && headers.contains_key(ORIGIN) && headers.contains_key(ACCESS_CONTROL_REQUEST_METHOD)
+}
+
+fn preflight_response(route: &RouteSpec) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    let h = r.headers_mut();
+    h.insert(ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(route.allow));
+    h.insert(ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("authorization"));
+    h.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    r
+}
+
+/// Headers on every response this handler produces, errors included.
+fn security_headers(h: &mut HeaderMap) {
+    h.insert(STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
+    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"));
+    h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(PERMISSIONS_POLICY, HeaderValue::from_static(PERMISSIONS_POLICY_VALUE));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+async fn handle(ctx: Arc<Ctx>, peer: SocketAddr, req: Request<Incoming>) -> Resp {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let origin = req.headers().get(ORIGIN).cloned();
+    let (mut resp, route_name) = respond(&ctx, peer, req).await;
     ctx.state.metrics.count_http(route_name, resp.status().as_u16());
     let h = resp.headers_mut();
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    security_headers(h);
+    if !ctx.access.cors_allowed_origins.is_empty() {
+        h.append(VARY, HeaderValue::from_static("origin"));
+        if let Some(o) = origin.filter(|o| ctx.origin_allowed(o)) {
+            h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, o);
+            h.insert(ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("retry-after, www-authenticate"));
+        }
+    }
     log::debug!(
-        "{} {} -> {} in {} µs",
-        req.method(),
-        req.uri().path(),
+        "{method} {route_name} from {} -> {} in {} µs",
+        peer.ip(),
         resp.status().as_u16(),
         started.elapsed().as_micros()
     );
     resp
+}
+
+/// Apply the checks in the order the module doc gives, then the handler.
+async fn respond(ctx: &Arc<Ctx>, peer: SocketAddr, req: Request<Incoming>) -> (Resp, &'static str) {
+    let (parts, body) = req.into_parts();
+    let route = match_route(parts.uri.path());
+    let route_name = route.as_ref().map(|r| r.name()).unwrap_or("unknown");
+    let result = async {
+        let max = ctx.access.max_body_bytes;
+        if declared_length(&parts.headers).is_some_and(|n| n > max) {
+            return Err(ApiError::PayloadTooLarge { limit: max });
+        }
+        if let Some(r) = &route {
+            let allowed_origin = parts.headers.get(ORIGIN).is_some_and(|o| ctx.origin_allowed(o));
+            if allowed_origin && is_preflight(&parts.method, &parts.headers) {
+                return Ok(preflight_response(r.spec()));
+            }
+        }
+        let caller = authenticate(ctx, peer.ip(), &parts.headers).await?;
+        let route = route.ok_or(ApiError::RouteNotFound)?;
+        if let Some(needed) = route.spec().scope {
+            match &caller {
+                Caller::Anonymous => return Err(ApiError::MissingKey),
+                Caller::Key(k) if !k.scope.allows(needed) => return Err(ApiError::InsufficientScope { needed }),
+                Caller::Key(_) => {}
+            }
+        }
+        // No route takes a body yet; reading it here applies the limit while
+        // streaming for any request that sends one.
+        let _body = read_body(body, max).await?;
+        if parts.method != Method::GET && parts.method != Method::HEAD {
+            return Err(ApiError::MethodNotAllowed { allow: route.spec().allow });
+        }
+        dispatch(ctx, route, parts.uri.query(), &caller).await
+    }
+    .await;
+    (result.unwrap_or_else(|e| error_response(&e)), route_name)
 }
 
 /// Run blocking store work off the async workers.
@@ -285,18 +732,18 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-async fn route(ctx: &Arc<Ctx>, req: &Request<Incoming>) -> Result<Resp, ApiError> {
-    let route = match_route(req.uri().path()).ok_or(ApiError::RouteNotFound)?;
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return Err(ApiError::MethodNotAllowed { allow: ALLOW_GET });
-    }
+async fn dispatch(ctx: &Arc<Ctx>, route: Route<'_>, query: Option<&str>, caller: &Caller) -> Result<Resp, ApiError> {
     match route {
         Route::Healthz => Ok(json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
         Route::Readyz => {
             let r = ctx.state.readiness();
             let status =
                 if r.ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-            Ok(json_response(status, &serde_json::json!({"ready": r.ready(), "checks": r})))
+            let body = match caller {
+                Caller::Key(_) => serde_json::json!({"ready": r.ready(), "checks": r}),
+                Caller::Anonymous => serde_json::json!({"ready": r.ready()}),
+            };
+            Ok(json_response(status, &body))
         }
         Route::Status => status(ctx).await,
         Route::Metrics => {
@@ -311,7 +758,7 @@ async fn route(ctx: &Arc<Ctx>, req: &Request<Incoming>) -> Result<Resp, ApiError
             Ok(resp)
         }
         Route::Results => {
-            let q = parse_results_query(req.uri().query(), ctx.max_results_limit)?;
+            let q = parse_results_query(query, ctx.max_results_limit)?;
             let store = ctx.store.clone();
             let results = blocking(move || store.range(q.since, q.until, q.limit)).await?;
             Ok(json_response(StatusCode::OK, &serde_json::json!({ "results": results })))
@@ -330,6 +777,11 @@ async fn route(ctx: &Arc<Ctx>, req: &Request<Incoming>) -> Result<Resp, ApiError
                 Some(r) => Ok(json_response(StatusCode::OK, &r)),
                 None => Err(ApiError::ResultNotFound),
             }
+        }
+        Route::Keys => {
+            let set = ctx.keys.get().await;
+            let keys: Vec<&KeyInfo> = set.infos().collect();
+            Ok(json_response(StatusCode::OK, &serde_json::json!({ "keys": keys })))
         }
     }
 }
@@ -450,7 +902,7 @@ pub struct Server {
     local_addr: SocketAddr,
     fingerprint: String,
     opts: ApiOptions,
-    ctx: Arc<Ctx>,
+    ctx: Ctx,
     shutdown_grace: Duration,
 }
 
@@ -492,10 +944,19 @@ impl Server {
             acceptor: TlsAcceptor::from(material.config),
             local_addr,
             fingerprint: material.fingerprint,
-            ctx: Arc::new(Ctx { state, store, max_results_limit: opts.max_results_limit }),
+            ctx: Ctx::new(state, store, opts.max_results_limit, AccessOptions::default(), &opts.state_dir),
             opts,
             shutdown_grace: SHUTDOWN_GRACE,
         })
+    }
+
+    /// Apply access control and request limits (default:
+    /// [`AccessOptions::default`]). Replaces any earlier call's options.
+    pub fn with_access(mut self, access: AccessOptions) -> Result<Self, ApiError> {
+        access.validate()?;
+        let Ctx { state, store, max_results_limit, .. } = self.ctx;
+        self.ctx = Ctx::new(state, store, max_results_limit, access, &self.opts.state_dir);
+        Ok(self)
     }
 
     /// Replace the shutdown grace period (default [`SHUTDOWN_GRACE`]).
@@ -519,6 +980,7 @@ impl Server {
     /// grace period, drop what remains, and return.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), ApiError> {
         let Server { listener, acceptor, opts, ctx, shutdown_grace, .. } = self;
+        let ctx = Arc::new(ctx);
         let slots = Arc::new(Semaphore::new(opts.max_connections));
         let (conn_stop_tx, conn_stop_rx) = watch::channel(false);
         let mut http = hyper::server::conn::http1::Builder::new();
@@ -638,7 +1100,7 @@ async fn serve_connection(
         let ctx = ctx.clone();
         let guard = act.begin();
         async move {
-            let resp = handle(ctx, req).await;
+            let resp = handle(ctx, peer, req).await;
             drop(guard);
             Ok::<_, Infallible>(resp)
         }
@@ -688,6 +1150,55 @@ mod tests {
         assert_eq!(match_route("/api/v1/results/a/b"), None);
         assert_eq!(match_route("/healthz/"), None);
         assert_eq!(match_route("/"), None);
+        assert_eq!(match_route("/api/v1/keys"), Some(Route::Keys));
+    }
+
+    // Catches: a route served but missing from ROUTES (and so from the auth
+    // matrix), or a Route mapped to another route's spec (wrong scope).
+    #[test]
+    fn route_table_matches_the_router() {
+        for spec in ROUTES {
+            let path = spec.path.replace("{id}", "0123");
+            let r = match_route(&path).unwrap_or_else(|| panic!("{} not routed", spec.path));
+            assert_eq!(r.spec(), spec);
+        }
+        let names: std::collections::HashSet<_> = ROUTES.iter().map(|r| r.name).collect();
+        assert_eq!(names.len(), ROUTES.len());
+        // Only the probes answer without a key.
+        let public: Vec<_> = ROUTES.iter().filter(|r| r.scope.is_none()).map(|r| r.path).collect();
+        assert_eq!(public, ["/healthz", "/readyz"]);
+    }
+
+    // Catches: Basic or other schemes taken as bearer tokens, empty tokens accepted.
+    #[test]
+    fn bearer_parsing() {
+        let t = |s: &str| bearer_token(&HeaderValue::from_str(s).unwrap()).map(str::to_string);
+        assert_eq!(t("Bearer spk_x").as_deref(), Some("spk_x"));
+        assert_eq!(t("bearer  spk_x ").as_deref(), Some("spk_x"));
+        assert_eq!(t("Basic dXNlcjpwYXNz"), None);
+        assert_eq!(t("Bearer "), None);
+        assert_eq!(t("Bearer"), None);
+        assert_eq!(t("spk_x"), None);
+    }
+
+    // Catches: invalid limits or CORS origins accepted (e.g. a trailing slash
+    // that never matches a browser's Origin, or "*").
+    #[test]
+    fn access_options_validation() {
+        assert!(AccessOptions::default().validate().is_ok());
+        let with = |f: &dyn Fn(&mut AccessOptions)| {
+            let mut a = AccessOptions::default();
+            f(&mut a);
+            a.validate()
+        };
+        assert!(with(&|a| a.auth_fail_rate_per_s = 0.0).is_err());
+        assert!(with(&|a| a.key_rate_per_s = f64::NAN).is_err());
+        assert!(with(&|a| a.key_burst = 0).is_err());
+        assert!(with(&|a| a.max_body_bytes = 0).is_err());
+        for bad in ["*", "https://a.example/", "a.example", "https://A.example", "https://a.example/x"] {
+            assert!(with(&|a| a.cors_allowed_origins = vec![bad.into()]).is_err(), "{bad}");
+        }
+        assert!(with(&|a| a.cors_allowed_origins = vec!["https://ui.example:8080".into(), "http://[::1]:3000".into()]).is_ok());
     }
 
     // Catches: wrong defaults, limit above the max accepted, swapped or exclusive bounds,

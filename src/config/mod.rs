@@ -129,6 +129,12 @@ pub struct ApiSettings {
     pub header_read_timeout_ms: u64,
     pub keep_alive_idle_ms: u64,
     pub max_results_limit: usize,
+    pub auth_fail_rate_per_s: f64,
+    pub auth_fail_burst: u32,
+    pub key_rate_per_s: f64,
+    pub key_burst: u32,
+    pub max_body_bytes: u64,
+    pub cors_allowed_origins: Vec<String>,
 }
 
 /// The validated, effective settings.
@@ -350,6 +356,25 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
     in_range(&hrt, "api.header_read_timeout_ms", |v| (100..=600_000).contains(v), "must be between 100 and 600000")?;
     in_range(&kai, "api.keep_alive_idle_ms", |v| (100..=3_600_000).contains(v), "must be between 100 and 3600000")?;
     in_range(&mrl, "api.max_results_limit", |v| (1..=100_000).contains(v), "must be between 1 and 100000")?;
+    let afr = l.get(|r| r.api.as_ref()?.auth_fail_rate_per_s.as_ref());
+    let afb = l.get(|r| r.api.as_ref()?.auth_fail_burst.as_ref());
+    let krs = l.get(|r| r.api.as_ref()?.key_rate_per_s.as_ref());
+    let kb = l.get(|r| r.api.as_ref()?.key_burst.as_ref());
+    let mbb = l.get(|r| r.api.as_ref()?.max_body_bytes.as_ref());
+    let cors = l.get(|r| r.api.as_ref()?.cors_allowed_origins.as_ref());
+    let rate_ok = |v: &f64| v.is_finite() && (0.01..=1_000_000.0).contains(v);
+    in_range(&afr, "api.auth_fail_rate_per_s", rate_ok, "must be between 0.01 and 1000000")?;
+    in_range(&krs, "api.key_rate_per_s", rate_ok, "must be between 0.01 and 1000000")?;
+    in_range(&afb, "api.auth_fail_burst", |v| (1..=1_000_000).contains(v), "must be between 1 and 1000000")?;
+    in_range(&kb, "api.key_burst", |v| (1..=1_000_000).contains(v), "must be between 1 and 1000000")?;
+    in_range(&mbb, "api.max_body_bytes", |v| (1..=1 << 30).contains(v), "must be between 1 and 1073741824")?;
+    in_range(
+        &cors,
+        "api.cors_allowed_origins",
+        |v| v.iter().all(|o| crate::api::is_valid_origin(o)),
+        "each origin must be of the form \"https://host[:port]\" (lower case, no path or trailing slash)",
+    )?;
+    let access_default = crate::api::AccessOptions::default();
     if cert.is_some() != key.is_some() {
         let (o, k) = match (&cert, &key) {
             (Some(o), None) => (o.as_pos(), "api.cert"),
@@ -366,6 +391,12 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
         header_read_timeout_ms: val(&hrt, 5_000),
         keep_alive_idle_ms: val(&kai, 60_000),
         max_results_limit: val(&mrl, 1_000),
+        auth_fail_rate_per_s: val(&afr, access_default.auth_fail_rate_per_s),
+        auth_fail_burst: val(&afb, access_default.auth_fail_burst),
+        key_rate_per_s: val(&krs, access_default.key_rate_per_s),
+        key_burst: val(&kb, access_default.key_burst),
+        max_body_bytes: val(&mbb, access_default.max_body_bytes),
+        cors_allowed_origins: val(&cors, access_default.cors_allowed_origins.clone()),
     };
 
     Ok(Settings { daemon, source, model, store, api, files: l.paths() })

@@ -82,6 +82,12 @@ pub(super) struct RawApi {
     pub header_read_timeout_ms: Field<u64>,
     pub keep_alive_idle_ms: Field<u64>,
     pub max_results_limit: Field<usize>,
+    pub auth_fail_rate_per_s: Field<f64>,
+    pub auth_fail_burst: Field<u32>,
+    pub key_rate_per_s: Field<f64>,
+    pub key_burst: Field<u32>,
+    pub max_body_bytes: Field<u64>,
+    pub cors_allowed_origins: Field<Vec<String>>,
 }
 
 /// A value together with where it was set.

@@ -125,3 +125,23 @@ fn effective_settings_round_trip_through_toml() {
     assert_eq!(again.source, s.source);
     assert_eq!(again.model, s.model);
 }
+
+// Would catch [api] access limits accepted out of range (a zero rate would lock
+// every anonymous client out forever) or CORS origins that never match a browser.
+#[test]
+fn api_access_limits_are_validated() {
+    let s = one("[api]\nkey_rate_per_s = 5\nauth_fail_burst = 3\ncors_allowed_origins = [\"https://ui.example\"]\n").unwrap();
+    assert_eq!((s.api.key_rate_per_s, s.api.auth_fail_burst), (5.0, 3));
+    assert_eq!(s.api.cors_allowed_origins, vec!["https://ui.example".to_string()]);
+    assert_eq!(one("").unwrap().api.max_body_bytes, 10 * 1024 * 1024);
+    for (text, key) in [
+        ("auth_fail_rate_per_s = 0", "api.auth_fail_rate_per_s"),
+        ("key_burst = 0", "api.key_burst"),
+        ("max_body_bytes = 0", "api.max_body_bytes"),
+        ("cors_allowed_origins = [\"https://ui.example/\"]", "api.cors_allowed_origins"),
+        ("cors_allowed_origins = [\"*\"]", "api.cors_allowed_origins"),
+    ] {
+        let err = one(&format!("[api]\n{text}\n")).unwrap_err().to_string();
+        assert!(err.contains(&format!("`{key}`")) && err.contains(":2:"), "{text}: {err}");
+    }
+}

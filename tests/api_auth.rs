@@ -1,0 +1,299 @@
+//! Authentication, authorisation, body limits, security headers and CORS of
+//! the HTTPS API, against a real `Server` over TLS.
+
+mod api_harness;
+
+use api_harness::{
+    assert_problem, assert_security_headers, raw_exchange, relaxed_access, start, start_with, Auth, Reply,
+};
+use spotter::api::{AccessOptions, ROUTES};
+use spotter::keys::{KeyStore, Scope};
+use spotter::result::{ResultRecord, StageLatency};
+
+fn record(ts_ns: u64) -> ResultRecord {
+    ResultRecord {
+        id: String::new(),
+        ts_ns,
+        source: "files:/srv/demo".into(),
+        origin: format!("/srv/demo/{ts_ns}.jpg"),
+        frame_seq: ts_ns,
+        model_sha256: "cd".repeat(32),
+        runtime: "tflite".into(),
+        classes: vec![],
+        detections: vec![],
+        image_width: 224,
+        image_height: 224,
+        latency: StageLatency::default(),
+    }
+}
+
+/// The status a route gives a caller allowed to call it.
+fn ok_status(path: &str) -> u16 {
+    // Nothing is ready in the harness, so /readyz is 503 even when allowed.
+    if path == "/readyz" {
+        503
+    } else {
+        200
+    }
+}
+
+// Catches: any route answering without a key (other than the probes), a read
+// key reaching admin routes, revoked or malformed keys accepted, missing
+// WWW-Authenticate on 401, and keys created or revoked after start not applied
+// until a restart. Counts unauthorized successes, which must be zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_matrix() {
+    let h = start().await;
+    let mut rec = record(7);
+    h.store.insert(&mut rec).unwrap();
+    let keys = KeyStore::new(&h.state_dir);
+    // Created after the server started: must be picked up without a restart.
+    let (ri, revoked_read) = keys.create("soon-revoked-read", Scope::Read).unwrap();
+    let (ai, revoked_admin) = keys.create("soon-revoked-admin", Scope::Admin).unwrap();
+    assert_eq!(h.call_as("GET", "/api/v1/keys", Auth::Bearer(revoked_admin.expose())).await.status, 200);
+    assert_eq!(h.call_as("GET", "/api/v1/status", Auth::Bearer(revoked_read.expose())).await.status, 200);
+    keys.revoke(&ri.id).unwrap();
+    keys.revoke(&ai.id).unwrap();
+
+    let wrong = format!("spk_{}", "0".repeat(64));
+    let read_upper = h.read_key.to_uppercase();
+    let read_unprefixed = h.read_key["spk_".len()..].to_string();
+    let read_bearer = format!("Bearer {}", h.read_key);
+    let basic = format!("Basic {}", h.read_key);
+    let read_extra = format!("{}0", h.read_key);
+    #[derive(Clone, Copy, PartialEq, Debug)]
+    enum Who {
+        Nobody,
+        Read,
+        Admin,
+        Bad,
+    }
+    let callers: Vec<(&str, Auth, Who)> = vec![
+        ("no key", Auth::None, Who::Nobody),
+        ("read", Auth::Bearer(&h.read_key), Who::Read),
+        ("admin", Auth::Bearer(&h.admin_key), Who::Admin),
+        ("revoked read", Auth::Bearer(revoked_read.expose()), Who::Bad),
+        ("revoked admin", Auth::Bearer(revoked_admin.expose()), Who::Bad),
+        ("unknown well-formed", Auth::Bearer(&wrong), Who::Bad),
+        ("upper-cased read key", Auth::Bearer(&read_upper), Who::Bad),
+        ("read key without prefix", Auth::Bearer(&read_unprefixed), Who::Bad),
+        ("read key with a digit appended", Auth::Bearer(&read_extra), Who::Bad),
+        ("garbage", Auth::Bearer("hunter2"), Who::Bad),
+        ("Basic scheme", Auth::Raw(&basic), Who::Bad),
+        ("no scheme", Auth::Raw(&h.read_key), Who::Bad),
+        ("empty bearer", Auth::Raw("Bearer"), Who::Bad),
+    ];
+    // Sanity: the header form the client sends for Bearer is the raw one.
+    assert_eq!(h.call_as("GET", "/api/v1/status", Auth::Raw(&read_bearer)).await.status, 200);
+
+    let mut unauthorized_successes = Vec::new();
+    let mut cells = 0;
+    for route in ROUTES {
+        let path = route.path.replace("{id}", &rec.id);
+        for (what, auth, who) in &callers {
+            for method in ["GET", "HEAD"] {
+                let r = h.call_as(method, &path, *auth).await;
+                cells += 1;
+                let allowed = match (route.scope, who) {
+                    (_, Who::Bad) => false,
+                    (None, _) => true,
+                    (Some(_), Who::Nobody) => false,
+                    (Some(need), Who::Read) => Scope::Read.allows(need),
+                    (Some(_), Who::Admin) => true,
+                };
+                let expected = match (allowed, who) {
+                    (true, _) => ok_status(route.path),
+                    (false, Who::Bad) | (false, Who::Nobody) => 401,
+                    (false, _) => 403,
+                };
+                if !allowed && (200..300).contains(&r.status) {
+                    unauthorized_successes.push(format!("{method} {path} as {what}: {}", r.status));
+                }
+                assert_eq!(r.status, expected, "{method} {path} as {what}: {}", r.body);
+                if method == "GET" && !allowed {
+                    let code = match (expected, who) {
+                        (403, _) => "insufficient_scope",
+                        (_, Who::Nobody) => "missing_key",
+                        _ => "invalid_key",
+                    };
+                    assert_problem(&r, expected, code);
+                    let challenge = r.header("www-authenticate").unwrap_or_else(|| panic!("{path} {what}: no challenge"));
+                    assert!(challenge.starts_with("Bearer"), "{challenge}");
+                    if expected == 403 {
+                        assert!(challenge.contains("insufficient_scope") && challenge.contains("admin"), "{challenge}");
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(cells, ROUTES.len() * callers.len() * 2);
+    assert!(unauthorized_successes.is_empty(), "{unauthorized_successes:#?}");
+    // A wrong method on a protected route without a key is 401, not 405 (no route
+    // detail for anonymous callers); on a public route it is 405.
+    assert_eq!(h.call_as("POST", "/api/v1/status", Auth::None).await.status, 401);
+    assert_eq!(h.call_as("POST", "/healthz", Auth::None).await.status, 405);
+    h.stop().await;
+}
+
+// Catches: the admin key listing leaking secrets or stored hashes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_listing_has_no_secrets_or_hashes() {
+    let h = start().await;
+    let r = h.call_as("GET", "/api/v1/keys", Auth::Bearer(&h.admin_key)).await;
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    let names: Vec<&str> = v["keys"].as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["reader", "admin"]);
+    assert_eq!(v["keys"][0]["scope"], "read");
+    assert_eq!(v["keys"][0]["id"], h.read_info.id.as_str());
+    use sha2::Digest;
+    for secret in [&h.read_key, &h.admin_key] {
+        assert!(!r.body.contains(&secret[4..]), "secret leaked");
+        assert!(!r.body.contains(&hex::encode(sha2::Sha256::digest(secret.as_bytes()))), "hash leaked");
+    }
+    h.stop().await;
+}
+
+// Catches: a declared oversize body being read (or waited for) before refusal,
+// the connection kept open with the unread body on the wire, oversize chunked
+// bodies accepted while streaming, or bodies under the limit refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_limit_before_and_while_reading() {
+    let h = start().await;
+    // 11 MiB declared, not one body byte sent: the reply must still arrive.
+    let mut tls = h.raw_tls().await;
+    let head = format!(
+        "POST /api/v1/status HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\n\r\n",
+        h.read_key,
+        11 * 1024 * 1024
+    );
+    let (status, text) = raw_exchange(&mut tls, &head).await;
+    assert_eq!(status, 413, "{text}");
+    assert!(text.to_ascii_lowercase().contains("connection: close"), "{text}");
+    assert!(text.contains("payload_too_large"), "{text}");
+    // Also without a key (nothing is read for anyone).
+    let mut tls = h.raw_tls().await;
+    let head = "PUT /healthz HTTP/1.1\r\nHost: localhost\r\nContent-Length: 11534336\r\n\r\n";
+    assert_eq!(raw_exchange(&mut tls, head).await.0, 413);
+    h.stop().await;
+
+    let h = start_with(|_| {}, AccessOptions { max_body_bytes: 1024, ..relaxed_access() }).await;
+    // Chunked, no Content-Length: refused once more than 1024 bytes arrived.
+    let mut tls = h.raw_tls().await;
+    let mut req = format!(
+        "POST /api/v1/status HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nTransfer-Encoding: chunked\r\n\r\n",
+        h.read_key
+    );
+    for _ in 0..4 {
+        req.push_str(&format!("400\r\n{}\r\n", "x".repeat(1024)));
+    }
+    req.push_str("0\r\n\r\n");
+    let (status, text) = raw_exchange(&mut tls, &req).await;
+    assert_eq!(status, 413, "{text}");
+    // Exactly at the limit: read, then the method is refused (no route takes a body).
+    let mut tls = h.raw_tls().await;
+    let req = format!(
+        "POST /api/v1/status HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nContent-Length: 1024\r\n\r\n{}",
+        h.read_key,
+        "y".repeat(1024)
+    );
+    let (status, text) = raw_exchange(&mut tls, &req).await;
+    assert_eq!(status, 405, "{text}");
+    assert!(text.contains("allow: GET, HEAD") || text.contains("Allow: GET, HEAD"), "{text}");
+    h.stop().await;
+}
+
+// Catches: security headers only on successful responses (or only on errors).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_headers_on_every_status() {
+    let h = start_with(|_| {}, AccessOptions { key_rate_per_s: 0.01, key_burst: 5, ..relaxed_access() }).await;
+    let admin = h.admin_key.clone();
+    let cases: Vec<(u16, Reply)> = vec![
+        (200, h.get("/healthz").await),
+        (401, h.call_as("GET", "/api/v1/status", Auth::None).await),
+        (401, h.call_as("GET", "/api/v1/status", Auth::Bearer("spk_nope")).await),
+        (403, h.get("/api/v1/keys").await),
+        (404, h.get("/nope").await),
+        (405, h.call("DELETE", "/api/v1/results").await),
+        // Not ready: a 5xx from the server.
+        (503, h.call_as("GET", "/readyz", Auth::None).await),
+    ];
+    for (status, r) in &cases {
+        assert_eq!(r.status, *status, "{}", r.body);
+        assert_security_headers(r, &status.to_string());
+        assert_eq!(r.header("access-control-allow-origin"), None, "CORS must be off by default");
+    }
+    // The admin key's bucket (5, refilled every 100 s) runs out: 429 with Retry-After.
+    let mut limited = None;
+    for _ in 0..10 {
+        let r = h.call_as("GET", "/api/v1/status", Auth::Bearer(&admin)).await;
+        if r.status == 429 {
+            limited = Some(r);
+            break;
+        }
+    }
+    let r = limited.expect("key bucket never refused");
+    assert_problem(&r, 429, "rate_limited");
+    assert_security_headers(&r, "429");
+    let retry: u64 = r.header("retry-after").expect("Retry-After").parse().unwrap();
+    assert!((1..=100).contains(&retry), "{retry}");
+    // Another key is not affected by this key's bucket.
+    assert_eq!(h.get("/api/v1/status").await.status, 200);
+    // 413 too (raw, since it closes the connection).
+    let mut tls = h.raw_tls().await;
+    let (status, text) =
+        raw_exchange(&mut tls, "POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n").await;
+    assert_eq!(status, 413);
+    let lower = text.to_ascii_lowercase();
+    for (name, value) in api_harness::SECURITY_HEADERS {
+        assert!(lower.contains(&format!("{name}: {}", value.to_ascii_lowercase())), "413 lacks {name}: {text}");
+    }
+    h.stop().await;
+}
+
+// Catches: CORS echoing any Origin, preflight requiring a key (browsers never
+// send one), or allowed origins not getting Access-Control-Allow-Origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_only_for_listed_origins() {
+    let h = start_with(
+        |_| {},
+        AccessOptions { cors_allowed_origins: vec!["https://ui.example".into()], ..relaxed_access() },
+    )
+    .await;
+    let pre = |origin: &'static str| {
+        let h = &h;
+        async move {
+            h.try_call_with(
+                "OPTIONS",
+                "/api/v1/status",
+                Auth::None,
+                &[("Origin", origin), ("Access-Control-Request-Method", "GET"), ("Access-Control-Request-Headers", "authorization")],
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let ok = pre("https://ui.example").await;
+    assert_eq!(ok.status, 204, "{}", ok.body);
+    assert_eq!(ok.header("access-control-allow-origin"), Some("https://ui.example"));
+    assert_eq!(ok.header("access-control-allow-methods"), Some("GET, HEAD"));
+    assert!(ok.header("access-control-allow-headers").unwrap().contains("authorization"));
+    assert_security_headers(&ok, "preflight");
+    let evil = pre("https://evil.example").await;
+    assert_ne!(evil.status, 204);
+    assert_eq!(evil.header("access-control-allow-origin"), None);
+
+    let key = h.read_key.clone();
+    let get = |origin: &'static str| {
+        let (h, key) = (&h, key.clone());
+        async move { h.try_call_with("GET", "/api/v1/status", Auth::Bearer(&key), &[("Origin", origin)]).await.unwrap() }
+    };
+    let r = get("https://ui.example").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("access-control-allow-origin"), Some("https://ui.example"));
+    assert!(r.headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("vary") && v.contains("origin")));
+    let r = get("https://ui.example.evil").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    h.stop().await;
+}
