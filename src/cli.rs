@@ -53,6 +53,8 @@ pub enum Command {
     CheckConfig {
         file: PathBuf,
     },
+    /// Measure per-stage latency (decode, resize, quantize, invoke, post, store) of a model per runtime.
+    Bench(crate::bench::BenchArgs),
     /// Manage model versions in the state directory.
     Model {
         /// The daemon's config (for the state directory and runtime settings).
@@ -150,6 +152,16 @@ pub fn execute(cli: Cli) -> Result<(), Failure> {
             let files: Vec<String> = s.files.iter().map(|p| p.display().to_string()).collect();
             let _ = writeln!(out, "# valid; read: {}", files.join(", "));
             let _ = write!(out, "{}", s.to_toml());
+            Ok(())
+        }
+        Command::Bench(args) => {
+            let _ = logging::init(log::LevelFilter::Warn);
+            let report = crate::bench::run_bench(&args).map_err(|e| {
+                let code = if matches!(e, crate::bench::BenchError::Args(_)) { EXIT_CONFIG } else { EXIT_FAILURE };
+                Failure { error: anyhow::Error::new(e).context("spotter bench"), code }
+            })?;
+            let mut out = std::io::stdout().lock();
+            let _ = if args.json { writeln!(out, "{}", report.to_json()) } else { write!(out, "{}", report.to_text()) };
             Ok(())
         }
         Command::Model { config: path, action } => {
