@@ -34,15 +34,18 @@ TOML
 "$BIN" check-config "$DEMO/spotter.toml" >/dev/null
 
 CERT="$DEMO/state/tls/cert.pem"
+KEYFILE="$DEMO/state/initial-admin-key"
 cat >&2 <<TXT
 
 Spotter demo: replaying $(ls "$DEMO/photos" | tr '\n' ' ')through EfficientNet-Lite0.
-Try, in another terminal (the certificate is generated on first start):
+Try, in another terminal (the certificate and the first admin key are
+generated on first start, in $DEMO/state):
 
   curl --cacert $CERT https://127.0.0.1:$PORT/readyz
-  curl --cacert $CERT https://127.0.0.1:$PORT/api/v1/status
-  curl --cacert $CERT https://127.0.0.1:$PORT/api/v1/results/latest
-  curl --cacert $CERT 'https://127.0.0.1:$PORT/api/v1/results?limit=4'
+  KEY=\$(cat $KEYFILE)
+  curl --cacert $CERT -H "Authorization: Bearer \$KEY" https://127.0.0.1:$PORT/api/v1/status
+  curl --cacert $CERT -H "Authorization: Bearer \$KEY" https://127.0.0.1:$PORT/api/v1/results/latest
+  curl --cacert $CERT -H "Authorization: Bearer \$KEY" 'https://127.0.0.1:$PORT/api/v1/results?limit=4'
 
 Press Ctrl-C to stop.
 

@@ -170,6 +170,7 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
         Err(e) => state.update_readiness(|r| r.store = Check::failing(e.to_string())),
     }
 
+    crate::keys::ensure_initial_admin_key(&settings.daemon.state_dir).context("preparing API keys")?;
     let server = Server::bind(
         ApiOptions {
             listen: settings.api.listen,
@@ -185,7 +186,17 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
         store.clone(),
     )
     .await
-    .with_context(|| format!("starting the HTTPS API on {}", settings.api.listen))?;
+    .with_context(|| format!("starting the HTTPS API on {}", settings.api.listen))?
+    .with_access(crate::api::AccessOptions {
+        auth_fail_rate_per_s: settings.api.auth_fail_rate_per_s,
+        auth_fail_burst: settings.api.auth_fail_burst,
+        key_rate_per_s: settings.api.key_rate_per_s,
+        key_burst: settings.api.key_burst,
+        max_body_bytes: settings.api.max_body_bytes,
+        cors_allowed_origins: settings.api.cors_allowed_origins.clone(),
+    })
+    .context("API access options")?
+    .with_shutdown_grace(API_GRACE);
     log::info!("HTTPS API listening on https://{} (certificate SHA-256 {})", server.local_addr(), server.cert_fingerprint());
 
     let slot = Arc::new(FrameSlot::new());

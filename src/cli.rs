@@ -55,6 +55,13 @@ pub enum Command {
     },
     /// Measure per-stage latency (decode, resize, quantize, invoke, post, store) of a model per runtime.
     Bench(crate::bench::BenchArgs),
+    /// Manage API keys in the state directory (run as the service user).
+    Keys {
+        #[arg(long, short, default_value = "/etc/spotter/spotter.toml")]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Manage model versions in the state directory.
     Model {
         /// The daemon's config (for the state directory and runtime settings).
@@ -85,6 +92,21 @@ pub enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// Create a key; the secret is printed once and never stored.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "read", value_parser = ["read", "admin"])]
+        scope: String,
+    },
+    /// List keys (metadata only).
+    List,
+    /// Revoke by id or name; the daemon applies it on the next request.
+    Revoke { id_or_name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -163,6 +185,13 @@ pub fn execute(cli: Cli) -> Result<(), Failure> {
             let mut out = std::io::stdout().lock();
             let _ = if args.json { writeln!(out, "{}", report.to_json()) } else { write!(out, "{}", report.to_text()) };
             Ok(())
+        }
+        Command::Keys { config: path, action } => {
+            let _ = logging::init(log::LevelFilter::Warn);
+            let settings = config::load(&path)
+                .map_err(|e| anyhow::Error::new(e).context("invalid configuration"))
+                .map_err(fail(EXIT_CONFIG))?;
+            keys_command(&settings, action).map_err(fail(EXIT_FAILURE))
         }
         Command::Model { config: path, action } => {
             let _ = logging::init(log::LevelFilter::Warn);
@@ -305,6 +334,37 @@ fn model_command(settings: &config::Settings, action: ModelAction) -> anyhow::Re
         ModelAction::Rollback => {
             let m = ms.rollback()?;
             let _ = writeln!(out, "active: {} ({}); {RELOAD_HINT}", m.sha256, m.original_name);
+        }
+    }
+    Ok(())
+}
+
+fn keys_command(settings: &config::Settings, action: KeysAction) -> anyhow::Result<()> {
+    use crate::keys::{KeyStore, Scope};
+    let ks = KeyStore::new(&settings.daemon.state_dir);
+    let mut out = std::io::stdout().lock();
+    match action {
+        KeysAction::Create { name, scope } => {
+            let (info, secret) = ks.create(&name, scope.parse::<Scope>()?)?;
+            let _ = writeln!(out, "{}", secret.expose());
+            eprintln!("created key {} ({}, {}); the secret above is shown only once", info.id, info.name, info.scope);
+        }
+        KeysAction::List => {
+            for k in ks.list()? {
+                let _ = writeln!(
+                    out,
+                    "{}  {:<5}  {:<24} created {}{}",
+                    k.id,
+                    k.scope,
+                    k.name,
+                    k.created_unix_s,
+                    if k.revoked { "  REVOKED" } else { "" }
+                );
+            }
+        }
+        KeysAction::Revoke { id_or_name } => {
+            let k = ks.revoke(&id_or_name)?;
+            let _ = writeln!(out, "revoked {} ({})", k.id, k.name);
         }
     }
     Ok(())

@@ -148,6 +148,13 @@ fn serves_correct_results_over_https_and_keeps_them_across_restart() {
     assert!(!st["model"]["runtime_reason"].as_str().unwrap_or("").is_empty(), "{st}");
     assert!(st["counters"]["results_stored"].as_u64().unwrap() >= names.len() as u64);
 
+    // Without a key: probes answer (readiness with no detail), data does not.
+    let anon = d.anonymous_client();
+    assert_eq!(anon.get("/readyz").unwrap().json(), serde_json::json!({"ready": true}));
+    for path in ["/api/v1/status", "/api/v1/results", "/api/v1/results/latest", "/metrics"] {
+        assert_eq!(anon.get(path).unwrap().status, 401, "{path} answered without a key");
+    }
+
     // Metrics: counters, per-stage histograms and the runtime choice.
     let m = c.get("/metrics").unwrap();
     assert_eq!(m.status, 200);
