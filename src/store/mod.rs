@@ -52,7 +52,7 @@ const VALUE_FORMAT_JSON: u8 = 1;
 /// Records deleted per batch by [`Store::retain_newest`] and
 /// [`Store::prune_once`]. A batch holds sled's writer lock while it is
 /// applied, so it is kept small enough to take a few milliseconds at most.
-pub const PRUNE_BATCH: usize = 256;
+pub const PRUNE_BATCH: usize = 64;
 /// Length of a record id: 16 key bytes as lowercase hex.
 pub const ID_LEN: usize = 32;
 
