@@ -61,6 +61,16 @@ pub fn clock_synchronized() -> bool {
     clock_synchronized_from(kernel_state(), Path::new(TIMESYNC_FLAG)).0
 }
 
+/// Nanoseconds since boot, counting suspend (`CLOCK_BOOTTIME`): stored
+/// beside the wall-clock time so results stamped before the clock was set
+/// can still be ordered and spaced within one boot. 0 if unavailable.
+pub fn boottime_ns() -> u64 {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME) {
+        Ok(t) => u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000_000 + u64::try_from(t.tv_nsec()).unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,5 +106,17 @@ mod tests {
         // return one of the kernel's clock states (TIME_OK..=TIME_ERROR).
         let (state, _) = kernel_state().unwrap();
         assert!((TIME_OK..=TIME_ERROR).contains(&state), "state {state}");
+    }
+
+    // Catches: a wrong clock id (e.g. realtime, which jumps) or unit (ms instead of ns).
+    #[test]
+    fn boottime_is_nanoseconds_since_boot_and_never_goes_back() {
+        let a = boottime_ns();
+        let b = boottime_ns();
+        assert!(a > 0 && b >= a, "{a} then {b}");
+        let uptime_s: f64 = std::fs::read_to_string("/proc/uptime").unwrap().split(' ').next().unwrap().parse().unwrap();
+        // /proc/uptime is CLOCK_BOOTTIME in seconds: same order of magnitude.
+        let ours_s = a as f64 / 1e9;
+        assert!((ours_s - uptime_s).abs() < 60.0, "boottime {ours_s} s, uptime {uptime_s} s");
     }
 }

@@ -33,7 +33,7 @@ use crate::result::ResultRecord;
 mod clock;
 mod retention;
 
-pub use clock::{clock_synchronized, clock_synchronized_from, ClockSource};
+pub use clock::{boottime_ns, clock_synchronized, clock_synchronized_from, ClockSource};
 pub use retention::{PruneReport, Pruner, Retention, DEFAULT_PRUNE_EVERY};
 
 /// The schema version this build writes and understands.
