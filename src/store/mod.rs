@@ -76,6 +76,11 @@ pub enum StoreError {
     Encode { path: PathBuf, source: serde_json::Error },
     #[error("result store {path}: corrupt record {key}: {reason}")]
     Corrupt { path: PathBuf, key: String, reason: String },
+    #[error(
+        "result store {path} is in use by another process (the spotter service?); stop it \
+         (systemctl stop spotter) or use the running daemon's API (GET /api/v1/backup)"
+    )]
+    Locked { path: PathBuf },
     #[error("result store {path}: record {id} is invalid: {reason}")]
     InvalidRecord { path: PathBuf, id: String, reason: String },
 }
@@ -190,7 +195,14 @@ impl Store {
 
         let db_err = |source| StoreError::Db { path: db_path.clone(), source };
         let flush = if flush_every_ms == 0 { None } else { Some(flush_every_ms) };
-        let db = sled::Config::new().path(&db_path).flush_every_ms(flush).open().map_err(db_err)?;
+        let db = sled::Config::new().path(&db_path).flush_every_ms(flush).open().map_err(|e| match e {
+            // sled 0.34 reports its exclusive directory lock (flock) being
+            // held only through this message.
+            sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
+                StoreError::Locked { path: dir.to_path_buf() }
+            }
+            e => db_err(e),
+        })?;
         let results = db.open_tree(RESULTS_TREE).map_err(db_err)?;
         let meta = db.open_tree(META_TREE).map_err(db_err)?;
         let (count, bytes) = tally(&results).map_err(db_err)?;

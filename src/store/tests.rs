@@ -209,3 +209,17 @@ fn retain_newest_deletes_the_oldest() {
     drop(store);
     assert_eq!(Store::open(dir.path()).unwrap().len(), 3, "count after reopen");
 }
+
+// Catches: a second opener (CLI export while the daemon runs) getting an opaque sled I/O error.
+#[test]
+fn a_store_in_use_is_reported_as_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Store::open(dir.path()).unwrap();
+    // sled's lock is a flock on its own file description, so a second open
+    // in the same process conflicts just like a second process would.
+    let err = Store::open(dir.path()).unwrap_err();
+    assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+    assert!(err.to_string().contains("/api/v1/backup"), "{err}");
+    drop(first);
+    assert!(Store::open(dir.path()).is_ok(), "lock released on drop");
+}
