@@ -169,6 +169,12 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
         Ok(()) => state.update_readiness(|r| r.store = Check::passing(format!("{} writable", settings.store.dir.display()))),
         Err(e) => state.update_readiness(|r| r.store = Check::failing(e.to_string())),
     }
+    let pruner = crate::store::Pruner::spawn(
+        store.clone(),
+        crate::store::Retention::from_settings(&settings.store),
+        crate::store::DEFAULT_PRUNE_EVERY,
+    )
+    .context("starting the result store pruner")?;
 
     crate::keys::ensure_initial_admin_key(&settings.daemon.state_dir).context("preparing API keys")?;
     let server = Server::bind(
@@ -335,6 +341,7 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     if tokio::time::timeout(DRAIN_TIMEOUT, drained).await.is_err() {
         log::warn!("inference did not finish within {} s; flushing anyway", DRAIN_TIMEOUT.as_secs());
     }
+    let _ = tokio::task::spawn_blocking(move || pruner.stop()).await;
     let flushed = {
         let store = store.clone();
         tokio::task::spawn_blocking(move || store.flush()).await

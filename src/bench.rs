@@ -502,6 +502,8 @@ fn measure(
             image_width: out.image_width,
             image_height: out.image_height,
             latency: out.latency,
+            clock_synchronized: crate::store::clock_synchronized(),
+            boottime_ns: crate::store::boottime_ns(),
         };
         let t = Instant::now();
         store.insert(&mut rec)?;

@@ -55,6 +55,22 @@ pub enum Command {
     },
     /// Measure per-stage latency (decode, resize, quantize, invoke, post, store) of a model per runtime.
     Bench(crate::bench::BenchArgs),
+    /// Write the result store as NDJSON to stdout (service stopped; while it
+    /// runs, sled's lock refuses a second process).
+    Export {
+        #[arg(long, short, default_value = "/etc/spotter/spotter.toml")]
+        config: PathBuf,
+        /// Only results at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// Import an NDJSON export into the result store (service stopped);
+    /// idempotent by result id.
+    Import {
+        #[arg(long, short, default_value = "/etc/spotter/spotter.toml")]
+        config: PathBuf,
+        file: PathBuf,
+    },
     /// Manage API keys in the state directory (run as the service user).
     Keys {
         #[arg(long, short, default_value = "/etc/spotter/spotter.toml")]
@@ -184,6 +200,47 @@ pub fn execute(cli: Cli) -> Result<(), Failure> {
             })?;
             let mut out = std::io::stdout().lock();
             let _ = if args.json { writeln!(out, "{}", report.to_json()) } else { write!(out, "{}", report.to_text()) };
+            Ok(())
+        }
+        Command::Export { config: path, since } => {
+            let _ = logging::init(log::LevelFilter::Warn);
+            let settings = load_settings(&path)?;
+            let since_ns = since
+                .as_deref()
+                .map(|s| -> anyhow::Result<u64> {
+                    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                        .with_context(|| format!("--since {s:?} is not an RFC 3339 time"))?;
+                    u64::try_from(t.unix_timestamp_nanos()).context("--since is before 1970")
+                })
+                .transpose()
+                .map_err(fail(EXIT_CONFIG))?;
+            let store = open_store(&settings)?;
+            let bar = indicatif::ProgressBar::new(store.len() as u64);
+            let n = crate::backup::export(&store, since_ns, std::io::BufWriter::new(std::io::stdout().lock()), |k| bar.set_position(k))
+                .map_err(|e| anyhow::Error::new(e).context("export"))
+                .map_err(fail(EXIT_FAILURE))?;
+            bar.finish_and_clear();
+            eprintln!("exported {n} results");
+            Ok(())
+        }
+        Command::Import { config: path, file } => {
+            let _ = logging::init(log::LevelFilter::Warn);
+            let settings = load_settings(&path)?;
+            let store = open_store(&settings)?;
+            let f = std::fs::File::open(&file)
+                .with_context(|| format!("opening {}", file.display()))
+                .map_err(fail(EXIT_FAILURE))?;
+            let r = crate::backup::import(&store, std::io::BufReader::new(f))
+                .map_err(|e| anyhow::Error::new(e).context("import"))
+                .map_err(fail(EXIT_FAILURE))?;
+            store.flush().map_err(|e| anyhow::Error::new(e).context("flushing the store")).map_err(fail(EXIT_FAILURE))?;
+            for (line, reason) in &r.invalid {
+                eprintln!("{}:{line}: {reason}", file.display());
+            }
+            println!("added {}, skipped {} (already present), invalid {}", r.added, r.skipped, r.invalid_count);
+            if r.invalid_count > 0 {
+                return Err(Failure { error: anyhow::anyhow!("{} invalid lines", r.invalid_count), code: EXIT_FAILURE });
+            }
             Ok(())
         }
         Command::Keys { config: path, action } => {
@@ -368,4 +425,16 @@ fn keys_command(settings: &config::Settings, action: KeysAction) -> anyhow::Resu
         }
     }
     Ok(())
+}
+
+fn load_settings(path: &std::path::Path) -> Result<config::Settings, Failure> {
+    config::load(path).map_err(|e| anyhow::Error::new(e).context("invalid configuration")).map_err(fail(EXIT_CONFIG))
+}
+
+/// Open the store for an offline command; a running daemon holds sled's lock,
+/// and the error says so.
+fn open_store(settings: &config::Settings) -> Result<crate::store::Store, Failure> {
+    crate::store::Store::open_with(&settings.store.dir, settings.store.flush_every_ms)
+        .map_err(|e| anyhow::Error::new(e).context("opening the result store"))
+        .map_err(fail(EXIT_FAILURE))
 }

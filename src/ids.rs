@@ -32,3 +32,6 @@ pub const AUTH_FAILURE_BURST: &str = "eb41b17635aecbbdac4421a6fffd24c7";
 /// No API key existed, so an admin key was created and its secret written to
 /// `<state_dir>/initial-admin-key`.
 pub const INITIAL_ADMIN_KEY_CREATED: &str = "c7d07a21c256414e75032ee95059cde2";
+/// The system clock is not synchronized (no RTC, no NTP yet): result
+/// timestamps may be wrong and are marked so.
+pub const CLOCK_UNSYNCHRONIZED: &str = "c6d8221c3bb44eb09618d0dc6ba54be5";

@@ -166,6 +166,7 @@ impl Metrics {
         gauge(&mut snap, "ready", "1 when /readyz answers 200", r.ready() as i64);
         gauge(&mut snap, "camera_up", "1 while the source delivers frames", r.source.ok as i64);
         gauge(&mut snap, "model_ready", "1 while a model that passed its canary is active", r.model.ok as i64);
+        gauge(&mut snap, "clock_synchronized", "1 while the system clock is synchronized", state.clock_synchronized.load(Ordering::Relaxed) as i64);
         gauge(&mut snap, "uptime_seconds", "Seconds since the daemon started", state.started.elapsed().as_secs() as i64);
         gauge(&mut snap, "store_records", "Results in the store", store_records as i64);
         gauge(&mut snap, "store_bytes", "Size of the store on disk", store_bytes as i64);

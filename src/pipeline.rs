@@ -328,7 +328,21 @@ pub fn inference_loop(
     let mut next_attempt = Instant::now();
     let mut last_store_us = 0u64;
     let mut last_infer_error: Option<String> = None;
+    let mut clock_checked: Option<Instant> = None;
     loop {
+        // The clock's sync state is a system call: refresh it at most once a second.
+        if clock_checked.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            let ok = crate::store::clock_synchronized();
+            let was = state.clock_synchronized.swap(ok, Ordering::Relaxed);
+            if ok != was || clock_checked.is_none() {
+                if ok {
+                    log::info!("system clock synchronized; result timestamps are trustworthy");
+                } else {
+                    log::warn!(message_id = ids::CLOCK_UNSYNCHRONIZED; "system clock not synchronized: results are marked clock_synchronized = false");
+                }
+            }
+            clock_checked = Some(Instant::now());
+        }
         let reload = control.reload.swap(false, Ordering::Relaxed);
         if reload {
             if let Some(new) = control.pending.lock().unwrap_or_else(|e| e.into_inner()).take() {
@@ -382,6 +396,10 @@ pub fn inference_loop(
         };
         Counters::inc(&state.counters.inferences);
         out.latency.store_us = last_store_us;
+        let clock_ok = state.clock_synchronized.load(Ordering::Relaxed);
+        // CLOCK_BOOTTIME at capture, from the wall-clock age of the frame.
+        let age = SystemTime::now().duration_since(frame.captured_at).unwrap_or_default();
+        let frame_boottime_ns = crate::store::boottime_ns().saturating_sub(age.as_nanos() as u64);
         let mut rec = ResultRecord {
             id: String::new(),
             ts_ns: unix_ns(frame.captured_at),
@@ -395,6 +413,8 @@ pub fn inference_loop(
             image_width: out.image_width,
             image_height: out.image_height,
             latency: out.latency,
+            clock_synchronized: clock_ok,
+            boottime_ns: frame_boottime_ns,
         };
         let t = Instant::now();
         match store.insert(&mut rec) {

@@ -67,4 +67,17 @@ pub struct ResultRecord {
     pub image_width: u32,
     pub image_height: u32,
     pub latency: StageLatency,
+    /// Whether the system clock was synchronized when the frame was
+    /// captured; `false` means `ts_ns` may be far off (board without RTC
+    /// before NTP). Records written before this field existed read as `true`.
+    #[serde(default = "default_true")]
+    pub clock_synchronized: bool,
+    /// `CLOCK_BOOTTIME` at capture in nanoseconds (orders results within one
+    /// boot even when the wall clock was wrong); 0 when unknown.
+    #[serde(default)]
+    pub boottime_ns: u64,
+}
+
+fn default_true() -> bool {
+    true
 }

@@ -120,6 +120,8 @@ pub struct AppState {
     /// Milliseconds since `started` at which the inference thread last made
     /// progress (a frame processed, or an idle wait that returned).
     pub inference_beat_ms: AtomicU64,
+    /// Whether the system clock was synchronized at the last check.
+    pub clock_synchronized: std::sync::atomic::AtomicBool,
 }
 
 impl AppState {
@@ -140,6 +142,7 @@ impl AppState {
             metrics: crate::metrics::Metrics::new(),
             capture_beat_ms: AtomicU64::new(0),
             inference_beat_ms: AtomicU64::new(0),
+            clock_synchronized: std::sync::atomic::AtomicBool::new(true),
         }
     }
 

@@ -24,6 +24,8 @@ fn record(ts_ns: u64) -> ResultRecord {
         image_width: 224,
         image_height: 224,
         latency: StageLatency::default(),
+        clock_synchronized: true,
+        boottime_ns: 0,
     }
 }
 

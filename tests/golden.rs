@@ -27,8 +27,23 @@ fn td() -> PathBuf {
 }
 
 /// Runtimes the suite runs against. LiteRT is added here when its library is available.
+/// The runtimes every golden test runs on: the built-in TF Lite always, and
+/// LiteRT when its library is found. CI sets SPOTTER_REQUIRE_LITERT=1 after
+/// fetching it, so a missing library fails there instead of skipping.
 fn runtimes() -> Vec<RuntimeKind> {
-    vec![RuntimeKind::Builtin]
+    let mut v = vec![RuntimeKind::Builtin];
+    match litert_lib() {
+        Some(_) => v.push(RuntimeKind::Litert),
+        None if std::env::var_os("SPOTTER_REQUIRE_LITERT").is_some_and(|v| v == "1") => {
+            panic!("SPOTTER_REQUIRE_LITERT=1 but no libLiteRt.so found (run scripts/setup-litert.sh)")
+        }
+        None => eprintln!("SKIP LiteRT golden cases: no libLiteRt.so found (run scripts/setup-litert.sh)"),
+    }
+    v
+}
+
+fn litert_lib() -> Option<PathBuf> {
+    spotter::inference::select::resolve_litert_lib(None).filter(|p| p.is_file())
 }
 
 /// Largest per-element difference (quantized steps) accepted against the
@@ -49,7 +64,10 @@ fn raw_tolerance(kind: RuntimeKind) -> u8 {
 fn runtime_for(kind: RuntimeKind, file: &ModelFile, threads: usize) -> Result<Box<dyn Runtime>, InferenceError> {
     match kind {
         RuntimeKind::Builtin => Ok(Box::new(BuiltinRuntime::from_model_file(file, threads)?)),
-        RuntimeKind::Litert => unreachable!("runtimes() does not list LiteRT yet"),
+        RuntimeKind::Litert => {
+            let lib = litert_lib().expect("runtimes() lists LiteRT only when its library exists");
+            Ok(Box::new(spotter::inference::litert::LiteRtRuntime::load(&lib, file.path(), threads)?))
+        }
     }
 }
 

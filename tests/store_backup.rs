@@ -28,6 +28,8 @@ fn rec(ts_ns: u64, label: &str) -> ResultRecord {
         image_width: 320,
         image_height: 240,
         latency: StageLatency { decode_us: 1, resize_us: 2, quantize_us: 3, invoke_us: 4, post_us: 5, store_us: 6 },
+        clock_synchronized: true,
+        boottime_ns: 0,
     }
 }
 

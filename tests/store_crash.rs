@@ -56,6 +56,8 @@ fn crash_child_writer() {
             image_width: 224,
             image_height: 224,
             latency: StageLatency::default(),
+            clock_synchronized: true,
+            boottime_ns: spotter::store::boottime_ns(),
         };
         store.insert(&mut rec).unwrap();
         writeln!(out, "W {frame_seq} {} {}", rec.id, mono_ns()).unwrap();

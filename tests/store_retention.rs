@@ -25,6 +25,8 @@ fn rec(ts_ns: u64) -> ResultRecord {
         image_width: 640,
         image_height: 480,
         latency: StageLatency { invoke_us: 1234, ..Default::default() },
+        clock_synchronized: true,
+        boottime_ns: 0,
     }
 }
 

@@ -38,6 +38,8 @@ fn rec(i: u64) -> ResultRecord {
         image_width: 640,
         image_height: 480,
         latency: StageLatency { decode_us: 900, resize_us: 400, quantize_us: 50, invoke_us: 21000, post_us: 20, store_us: 30 },
+        clock_synchronized: true,
+        boottime_ns: 0,
     }
 }
 

@@ -793,6 +793,7 @@ async fn status(ctx: &Arc<Ctx>) -> Result<Resp, ApiError> {
     let readiness = s.readiness();
     let body = serde_json::json!({
         "uptime_s": s.started.elapsed().as_secs(),
+        "clock_synchronized": s.clock_synchronized.load(Ordering::Relaxed),
         "version": s.version,
         "source": s.source(),
         "readiness": { "ready": readiness.ready(), "checks": readiness },
