@@ -16,7 +16,7 @@ use std::time::{Instant, SystemTime};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Map, Value};
 
-use crate::capture::{Frame, PixelFormat};
+use crate::capture::Frame;
 use crate::inference::engine::{Engine, ModelOptions};
 use crate::inference::modelfile::ModelFile;
 use crate::inference::select::{open_runtime, RuntimeChoice};
@@ -413,16 +413,7 @@ pub fn run_bench(args: &BenchArgs) -> Result<BenchReport, BenchError> {
         None => (synthetic_jpeg()?, format!("synthetic {SYNTHETIC_WIDTH}x{SYNTHETIC_HEIGHT} JPEG")),
     };
     let image_bytes = data.len();
-    let frame = Frame {
-        data,
-        format: PixelFormat::Encoded,
-        width: 0,
-        height: 0,
-        stride: 0,
-        seq: 0,
-        captured_at: SystemTime::now(),
-        origin: image.clone(),
-    };
+    let frame = Frame::encoded(data, 0, image.clone());
 
     let mut runtimes = Vec::new();
     for plan in plans(args.runtime) {

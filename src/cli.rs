@@ -3,12 +3,11 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::SystemTime;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::capture::{Frame, PixelFormat};
+use crate::capture::Frame;
 use crate::config::{self, Fit, ModelSettings, RuntimeSetting};
 use crate::logging;
 use crate::modelstore::ModelStore;
@@ -302,16 +301,7 @@ fn classify(
         let result = std::fs::read(path)
             .with_context(|| format!("reading {}", path.display()))
             .and_then(|data| {
-                let frame = Frame {
-                    data,
-                    format: PixelFormat::Encoded,
-                    width: 0,
-                    height: 0,
-                    stride: 0,
-                    seq: seq as u64,
-                    captured_at: SystemTime::now(),
-                    origin: path.display().to_string(),
-                };
+                let frame = Frame::encoded(data, seq as u64, path.display().to_string());
                 loaded.engine.run(&frame).with_context(|| format!("classifying {}", path.display()))
             });
         match result {

@@ -15,8 +15,8 @@
 //! `spotter keys` commands cannot lose each other's change.
 
 use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -213,17 +213,8 @@ fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) ->
 }
 
 /// Write `bytes` to `path` atomically with mode 0600.
-fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
-    // NamedTempFile creates its file with mode 0600 on Unix.
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(dir, "create a temporary file in"))?;
-    tmp.as_file()
-        .set_permissions(fs::Permissions::from_mode(0o600))
-        .map_err(io_err(tmp.path(), "set permissions of"))?;
-    tmp.write_all(bytes).map_err(io_err(path, "write"))?;
-    tmp.as_file().sync_all().map_err(io_err(path, "sync"))?;
-    tmp.persist(path).map_err(|e| KeyError::Io { path: path.to_path_buf(), action: "replace", source: e.error })?;
-    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir, "sync directory"))?;
-    Ok(())
+fn write_atomic(_dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
+    crate::fsutil::write_atomic(path, bytes, 0o600).map_err(io_err(path, "replace"))
 }
 
 /// The secret for a new key.
@@ -414,6 +405,7 @@ pub fn ensure_initial_admin_key(state_dir: &Path) -> Result<Option<PathBuf>, Key
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
     use super::*;
 
     fn mode(p: &Path) -> u32 {

@@ -10,7 +10,6 @@
 //! Swapping is atomic for frames: the inference thread loads and canary-checks
 //! the new model completely before it replaces the old one between two frames.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -73,21 +72,9 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ModelStoreError + '_ {
     move |source| ModelStoreError::Io { path: path.display().to_string(), source }
 }
 
-/// Write `bytes` to `path` atomically: temporary file, fsync, rename, fsync dir.
+/// Write `bytes` to `path` atomically (see [`crate::fsutil::write_atomic`]).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelStoreError> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
-    f.write_all(bytes).map_err(io_err(&tmp))?;
-    f.sync_all().map_err(io_err(&tmp))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io_err(path))?;
-    if let Some(parent) = path.parent() {
-        if let Ok(d) = std::fs::File::open(parent) {
-            // Persisting the rename; failure here only weakens durability.
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
+    crate::fsutil::write_atomic(path, bytes, 0o644).map_err(io_err(path))
 }
 
 impl ModelStore {

@@ -4,8 +4,8 @@
 //! (ring provider, TLS 1.2 and 1.3, ALPN `http/1.1`).
 
 use std::fs;
-use std::io::{self, BufReader, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io::{self, BufReader};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -188,30 +188,9 @@ fn generate(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(), TlsErro
     Ok(())
 }
 
-/// Write via a fresh temp file (created with `mode`) in the same directory,
-/// fsync, rename over `path`, fsync the directory.
+/// Write atomically with `mode` (see [`crate::fsutil::write_atomic`]).
 fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
-    let err = |source| TlsError::Write { path: path.to_path_buf(), source };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    // A leftover temp file from a crash may have other permissions: start fresh.
-    match fs::remove_file(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(err(e)),
-    }
-    let result = (|| {
-        let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(err)
+    crate::fsutil::write_atomic(path, bytes, mode).map_err(|source| TlsError::Write { path: path.to_path_buf(), source })
 }
 
 #[cfg(test)]

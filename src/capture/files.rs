@@ -13,9 +13,9 @@
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use super::{CaptureError, Frame, FrameSource, PixelFormat};
+use super::{CaptureError, Frame, FrameSource};
 
 /// Largest image file the source reads; larger files are reported as errors.
 pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
@@ -135,16 +135,7 @@ impl FrameSource for FilesSource {
         // Move on even if this file fails, so one bad file cannot stall replay.
         self.next += 1;
         let data = self.read_frame(&path)?;
-        let frame = Frame {
-            data,
-            format: PixelFormat::Encoded,
-            width: 0,
-            height: 0,
-            stride: 0,
-            seq: self.seq,
-            captured_at: SystemTime::now(),
-            origin: path.display().to_string(),
-        };
+        let frame = Frame::encoded(data, self.seq, path.display().to_string());
         self.seq += 1;
         Ok(frame)
     }
@@ -259,6 +250,7 @@ impl Pacer {
 
 #[cfg(test)]
 mod tests {
+    use crate::capture::PixelFormat;
     use super::*;
     use std::io::Write;
 

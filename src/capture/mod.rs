@@ -38,6 +38,23 @@ pub struct Frame {
     pub origin: String,
 }
 
+impl Frame {
+    /// A compressed image (JPEG/PNG/BMP bytes) captured now, e.g. a replayed
+    /// file or an image given on the command line.
+    pub fn encoded(data: Vec<u8>, seq: u64, origin: String) -> Frame {
+        Frame {
+            data,
+            format: PixelFormat::Encoded,
+            width: 0,
+            height: 0,
+            stride: 0,
+            seq,
+            captured_at: SystemTime::now(),
+            origin,
+        }
+    }
+}
+
 /// Errors from a frame source, with the device or path they concern.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {

@@ -22,7 +22,7 @@
 //! for time integrity live in `clock`.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -423,23 +423,9 @@ fn tally(tree: &sled::Tree) -> Result<(usize, u64), sled::Error> {
     Ok((n, bytes))
 }
 
-/// Write `bytes` to `path` via a temporary file in the same directory and a
-/// rename, so readers see either the old or the new content, never a torn file.
+/// Write `bytes` to `path` atomically (see [`crate::fsutil::write_atomic`]).
 fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let result = (|| {
-        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    crate::fsutil::write_atomic(path, bytes, 0o644)
 }
 
 #[cfg(test)]
