@@ -15,7 +15,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use spotter::capture::{Frame, PixelFormat};
+use spotter::capture::Frame;
 use spotter::inference::builtin::BuiltinRuntime;
 use spotter::inference::engine::{Engine, ModelOptions};
 use spotter::inference::modelfile::ModelFile;
@@ -125,16 +125,7 @@ fn argmax(v: &[u8]) -> usize {
 }
 
 fn encoded_frame(path: &Path) -> Frame {
-    Frame {
-        data: std::fs::read(path).unwrap(),
-        format: PixelFormat::Encoded,
-        width: 0,
-        height: 0,
-        stride: 0,
-        seq: 0,
-        captured_at: std::time::SystemTime::now(),
-        origin: path.display().to_string(),
-    }
+    Frame::encoded(std::fs::read(path).unwrap(), 0, path.display().to_string())
 }
 
 #[test]

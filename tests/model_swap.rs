@@ -8,10 +8,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use common::testdata;
-use spotter::capture::{Frame, PixelFormat};
+use spotter::capture::Frame;
 use spotter::config::{Fit, ModelSettings, RuntimeSetting};
 use spotter::modelstore::ModelStore;
 use spotter::pipeline::{inference_loop, load_model, FrameSlot, InferenceControl};
@@ -37,16 +37,7 @@ fn settings(path: &Path) -> ModelSettings {
 }
 
 fn frame(data: &[u8], origin: &str, seq: u64) -> Frame {
-    Frame {
-        data: data.to_vec(),
-        format: PixelFormat::Encoded,
-        width: 0,
-        height: 0,
-        stride: 0,
-        seq,
-        captured_at: SystemTime::now(),
-        origin: origin.to_string(),
-    }
+    Frame::encoded(data.to_vec(), seq, origin.to_string())
 }
 
 // Would catch a frame seeing a half-swapped model (result tagged with one
