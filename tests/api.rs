@@ -6,29 +6,11 @@ mod api_harness;
 
 use std::time::Duration;
 
-use api_harness::{assert_problem, relaxed_access, start, Auth, Reply};
+use api_harness::{assert_problem, record, relaxed_access, start, Auth, Reply};
 use serde_json::Value;
-use spotter::result::{ResultRecord, StageLatency};
+use spotter::result::ResultRecord;
 use spotter::state::Check;
 
-fn record(ts_ns: u64) -> ResultRecord {
-    ResultRecord {
-        id: String::new(),
-        ts_ns,
-        source: "files:/srv/demo".into(),
-        origin: format!("/srv/demo/{ts_ns}.jpg"),
-        frame_seq: ts_ns,
-        model_sha256: "cd".repeat(32),
-        runtime: "tflite".into(),
-        classes: vec![],
-        detections: vec![],
-        image_width: 224,
-        image_height: 224,
-        latency: StageLatency::default(),
-        clock_synchronized: true,
-        boottime_ns: 0,
-    }
-}
 
 fn assert_error(r: &Reply, status: u16, code: &str) {
     assert_problem(r, status, code);

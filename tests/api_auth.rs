@@ -4,30 +4,11 @@
 mod api_harness;
 
 use api_harness::{
-    assert_problem, assert_security_headers, raw_exchange, relaxed_access, start, start_with, Auth, Reply,
+    assert_problem, assert_security_headers, raw_exchange, record, relaxed_access, start, start_with, Auth, Reply,
 };
 use spotter::api::{AccessOptions, ROUTES};
 use spotter::keys::{KeyStore, Scope};
-use spotter::result::{ResultRecord, StageLatency};
 
-fn record(ts_ns: u64) -> ResultRecord {
-    ResultRecord {
-        id: String::new(),
-        ts_ns,
-        source: "files:/srv/demo".into(),
-        origin: format!("/srv/demo/{ts_ns}.jpg"),
-        frame_seq: ts_ns,
-        model_sha256: "cd".repeat(32),
-        runtime: "tflite".into(),
-        classes: vec![],
-        detections: vec![],
-        image_width: 224,
-        image_height: 224,
-        latency: StageLatency::default(),
-        clock_synchronized: true,
-        boottime_ns: 0,
-    }
-}
 
 /// The status a route gives a caller allowed to call it.
 fn ok_status(path: &str) -> u16 {

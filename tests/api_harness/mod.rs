@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 use spotter::api::{AccessOptions, ApiError, ApiOptions, Server};
 use spotter::keys::{KeyInfo, KeyStore, Scope};
+use spotter::result::{ResultRecord, StageLatency};
 use spotter::state::AppState;
 use spotter::store::Store;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -271,4 +272,24 @@ pub fn assert_security_headers(r: &Reply, what: &str) {
     }
     let pp = r.header("permissions-policy").unwrap_or_else(|| panic!("{what}: no permissions-policy"));
     assert!(pp.contains("camera=()") && pp.contains("microphone=()"), "{what}: {pp}");
+}
+
+/// A plain stored result at `ts_ns`, for listing and lookup tests.
+pub fn record(ts_ns: u64) -> ResultRecord {
+    ResultRecord {
+        id: String::new(),
+        ts_ns,
+        source: "files:/srv/demo".into(),
+        origin: format!("/srv/demo/{ts_ns}.jpg"),
+        frame_seq: ts_ns,
+        model_sha256: "cd".repeat(32),
+        runtime: "tflite".into(),
+        classes: vec![],
+        detections: vec![],
+        image_width: 224,
+        image_height: 224,
+        latency: StageLatency::default(),
+        clock_synchronized: true,
+        boottime_ns: 0,
+    }
 }
