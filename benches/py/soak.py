@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""Soak test: Spotter at its maximum frame rate plus concurrent API load, watched for leaks.
+
+Runs `spotter run` on the files source at the highest replay rate the config allows (240 fps; the
+pipeline drops what inference cannot keep up with), with a small retention bound (300 results) so
+the pruner works all the time after the first seconds, while wrk keeps 4 connections busy cycling through the read endpoints
+(status, latest result, a page of results, metrics). Every 10 s it samples the daemon's RSS,
+open file descriptors and thread count.
+
+It fails (exit 1) when, after the warm-up:
+  * RSS grows more than 5 %: the median of the last 3 samples against the median of the first 3;
+  * open file descriptors grow: the smallest of the last 3 samples is above the largest of the
+    first 3 (a leak grows steadily; one descriptor open at the instant of a sample does not fail);
+  * the thread count grows the same way;
+  * any request failed (wrk's connect/read/write/timeout errors or any status >= 400);
+  * the daemon died, stopped being ready, or stopped storing results.
+Exit 2 means the test could not be set up. Usage: see benches/soak.sh.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+import harness as h  # noqa: E402
+
+SAMPLE_EVERY_S = 10.0
+READ_PATHS = ["/api/v1/status", "/api/v1/results/latest", "/api/v1/results?limit=20", "/metrics"]
+
+
+def main():
+    ap = argparse.ArgumentParser(description="Spotter soak test")
+    ap.add_argument("--spotter", required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--photos", required=True)
+    ap.add_argument("--litert-lib", required=True)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--duration", type=float, required=True, help="seconds")
+    ap.add_argument("--warmup", type=float, default=None, help="seconds (default: 25%% of the run, at least 30 s)")
+    ap.add_argument("--fps", type=float, default=240.0, help="replay rate (default 240, the maximum)")
+    ap.add_argument("--connections", type=int, default=4, help="wrk connections (0: no API load, to tell"
+                    " a pipeline leak from an API one)")
+    a = ap.parse_args()
+    warmup = a.warmup if a.warmup is not None else max(30.0, a.duration * 0.25)
+    if a.duration < warmup + 6 * SAMPLE_EVERY_S:
+        print(f"soak: --duration {a.duration:.0f} s leaves fewer than 6 samples after the {warmup:.0f} s warm-up",
+              file=sys.stderr)
+        return 2
+
+    os.makedirs(a.work, exist_ok=True)
+    state = os.path.join(a.work, "state")
+    cfg = os.path.join(a.work, "spotter.toml")
+    port = h.free_port()
+    h.spotter_config(cfg, state, a.photos, a.model, port, a.litert_lib, fps=a.fps,
+                     extra_store="max_records = 300\nflush_every_ms = 500")
+    sp = h.Proc("spotter", [a.spotter, "run", "--config", cfg], os.path.join(a.work, "spotter.log"))
+    failures = []
+    try:
+        cert = os.path.join(state, "tls", "cert.pem")
+        ready_s = h.wait_ok(sp, port, "/readyz", cert, timeout=120)
+        with open(os.path.join(state, "initial-admin-key"), encoding="ascii") as f:
+            key = f.read().strip()
+        ctx = h.tls_context(cert)
+        auth = {"Authorization": f"Bearer {key}"}
+        print(f"soak: ready after {ready_s * 1000:.0f} ms; {a.duration:.0f} s of load, warm-up {warmup:.0f} s,"
+              f" a sample every {SAMPLE_EVERY_S:.0f} s", file=sys.stderr)
+
+        wrk_out = {}
+
+        def load():
+            if a.connections == 0:
+                time.sleep(a.duration)
+                return
+            try:
+                wrk_out["summary"] = h.run_wrk(f"https://127.0.0.1:{port}/api/v1/status", int(a.duration), a.connections,
+                                               headers=[f"Authorization: Bearer {key}"], paths=READ_PATHS)
+            except Exception as e:  # reported as a failure below
+                wrk_out["error"] = str(e)
+
+        t = threading.Thread(target=load)
+        t0 = time.monotonic()
+        t.start()
+        samples = []
+        while t.is_alive():
+            t.join(SAMPLE_EVERY_S)
+            if not t.is_alive():
+                break  # the load has ended: a sample now would not be under load
+            if not sp.alive():
+                failures.append(f"the daemon exited with {sp.p.returncode} during the soak")
+                break
+            elapsed = time.monotonic() - t0
+            st = h.proc_status(sp.pid)
+            status, body = h.https_get("127.0.0.1", port, "/api/v1/status", ctx, headers=auth)
+            stored = None
+            if status == 200:
+                doc = json.loads(body)
+                stored = (doc.get("counters") or {}).get("results_stored")
+            s = {"t_s": round(elapsed, 1), "rss": st["VmRSS"], "fds": h.fd_count(sp.pid),
+                 "threads": st["Threads"], "results_stored": stored}
+            samples.append(s)
+            print(f"soak: t={s['t_s']:>6.1f}s rss={s['rss'] / 2**20:.1f} MiB fds={s['fds']} "
+                  f"threads={s['threads']} stored={stored}", file=sys.stderr)
+
+        if "error" in wrk_out:
+            failures.append(f"load generator failed: {wrk_out['error']}")
+        summary = wrk_out.get("summary")
+        if summary:
+            print(f"soak: {summary['requests']} requests, {summary['rps']:.0f} req/s, "
+                  f"p99 {summary['latency_us']['p99'] / 1000:.1f} ms, errors {summary['errors']}",
+                  file=sys.stderr)
+            if summary["error_total"]:
+                failures.append(f"{summary['error_total']} request(s) failed: {summary['errors']}")
+
+        post = [s for s in samples if s["t_s"] >= warmup]
+        if len(post) < 6:
+            failures.append(f"only {len(post)} samples after warm-up (need 6)")
+        else:
+            first, last = post[:3], post[-3:]
+            rss0 = statistics.median(x["rss"] for x in first)
+            rss1 = statistics.median(x["rss"] for x in last)
+            growth = (rss1 - rss0) / rss0
+            print(f"soak: RSS after warm-up {rss0 / 2**20:.1f} -> {rss1 / 2**20:.1f} MiB ({growth * 100:+.1f} %)",
+                  file=sys.stderr)
+            if growth > 0.05:
+                failures.append(f"RSS grew {growth * 100:.1f} % after warm-up (limit 5 %)")
+            for k in ("fds", "threads"):
+                if min(x[k] for x in last) > max(x[k] for x in first):
+                    failures.append(f"{k} grew: {[x[k] for x in post]}")
+            stored = [x["results_stored"] for x in post if x["results_stored"] is not None]
+            if len(stored) >= 2 and stored[-1] <= stored[0]:
+                failures.append(f"no results stored after warm-up (results_stored {stored[0]} -> {stored[-1]})")
+        status, _ = h.https_get("127.0.0.1", port, "/readyz", ctx)
+        if status != 200:
+            failures.append(f"/readyz is {status} at the end of the soak")
+        with open(os.path.join(a.work, "samples.json"), "w", encoding="utf-8") as f:
+            json.dump({"samples": samples, "wrk": summary, "failures": failures}, f, indent=2)
+    except h.BenchError as e:
+        print(f"soak: setup failed: {e}", file=sys.stderr)
+        return 2
+    finally:
+        code = sp.stop()
+        if code not in (0, None) and not failures:
+            failures.append(f"the daemon exited with {code} on SIGTERM (log {sp.log})")
+
+    if failures:
+        for f in failures:
+            print(f"soak: FAIL: {f}", file=sys.stderr)
+        print(f"soak: daemon log: {sp.log}", file=sys.stderr)
+        return 1
+    print("soak: PASS (no RSS, fd or thread growth; no failed request)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
