@@ -47,18 +47,23 @@ fi
 [ -x "$bin" ] || die "spotter binary not found at $bin"
 
 # The Python peer's pinned environment; rebuilt only when its requirements change.
+# (Scenarios 1 and 4 don't use it: --quick skips it.)
 peer_dir="$REPO/benches/peers/python_server"
 venv="$CACHE/peer-venv"
 want="$(sha256sum "$peer_dir/requirements.txt" | cut -d' ' -f1)"
-if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.requirements.sha256" 2>/dev/null || true)" != "$want" ]; then
+if [ "$quick" = 1 ]; then
+  venv_python=python3
+elif [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.requirements.sha256" 2>/dev/null || true)" != "$want" ]; then
   say "creating $venv (FastAPI, uvicorn, ai-edge-litert; pinned)"
   rm -rf "$venv"
   python3 -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$peer_dir/requirements.txt" >&2
   echo "$want" >"$venv/.requirements.sha256"
 fi
+venv_python="${venv_python:-$venv/bin/python}"
 
-testdata="${SPOTTER_TESTDATA:-$REPO/../shared/testdata}"
+export SPOTTER_TESTDATA="${SPOTTER_TESTDATA:-$REPO/../shared/testdata}"
+testdata="$SPOTTER_TESTDATA"
 image="$testdata/images/grace_hopper.bmp"
 [ -f "$image" ] || image="$(ls "$CACHE/demo/photos/"* | head -n1)"
 work="$CACHE/bench/run-$(date -u +%Y%m%dT%H%M%SZ)"
@@ -66,7 +71,7 @@ say "benchmarks: scenarios $scenarios, $reps repetition(s), ${duration}s load ru
 python3 "$REPO/benches/py/run_peers.py" \
   --spotter "$bin" --model "$CACHE/models/efficientnet_lite0.tflite" --photos "$CACHE/demo/photos" \
   --image "$image" --litert-lib "$(bash "$REPO/scripts/setup-litert.sh")" \
-  --peer-python "$venv/bin/python" --peer-dir "$peer_dir" --work "$work" --out "$out" \
+  --peer-python "$venv_python" --peer-dir "$peer_dir" --work "$work" --out "$out" \
   --runtime-vs-python "$REPO/benches/runtime_vs_python.sh" \
   --reps "$reps" --runs "$runs" --duration "$duration" --scenarios "$scenarios" \
   $([ "$quick" = 1 ] && echo --quick)

@@ -10,3 +10,12 @@ export SPOTTER_TESTDATA="${SPOTTER_TESTDATA:-$REPO/../shared/testdata}"
 cd "$REPO"
 say "cargo test (dev profile; dependencies optimised)"
 cargo test --no-fail-fast -- --test-threads=2
+
+# The benchmark scripts must not rot: a 2-minute soak (fails on RSS/fd/thread growth or
+# any failed request) and the quick benchmark run (scenarios 1 and 4), both on the binary
+# the tests just built. Timings are printed, never asserted.
+BIN="${CARGO_TARGET_DIR:-$REPO/target}/debug/spotter"
+say "soak test, 2 minutes (benches/soak.sh)"
+bash "$REPO/benches/soak.sh" --duration 120 --bin "$BIN"
+say "benchmark smoke run (benches/run.sh --quick)"
+bash "$REPO/benches/run.sh" --quick --bin "$BIN" --out "$CACHE/bench/RESULTS-quick.md"
