@@ -137,15 +137,10 @@ pub fn check_required_runtime(m: &crate::config::ModelSettings) -> anyhow::Resul
             searched.join(", ")
         );
     };
-    let lib = edgefirst_tflite::Library::from_path(&path)
-        .map_err(|e| anyhow::anyhow!("model.runtime = \"litert\" but {} cannot be loaded: {e}", path.display()))?;
-    if !lib.has_litert() {
-        anyhow::bail!(
-            "model.runtime = \"litert\" but {} is not a LiteRT library (missing {})",
-            path.display(),
-            lib.litert_missing_symbol().unwrap_or("LiteRt symbols")
-        );
-    }
+    // Loaded once for the life of the process, never probed and dropped (see
+    // `litert::preload`: unloading it crashes the process at exit).
+    crate::inference::litert::preload(&path)
+        .map_err(|e| anyhow::anyhow!("model.runtime = \"litert\" but {e}"))?;
     Ok(())
 }
 
