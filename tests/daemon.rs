@@ -404,6 +404,29 @@ fn litert_runtime_without_library_is_a_startup_error() {
     assert!(err.contains("nowhere/libLiteRt.so"), "{err}");
 }
 
+// Would catch the daemon crashing at exit after a clean shutdown when
+// `runtime = "litert"`: the start-up check used to load and unload
+// libLiteRt.so, leaving its exit handler pointing at unmapped code (SIGSEGV,
+// exit 139, so systemd logged every stop as a failure).
+#[test]
+fn litert_runtime_daemon_exits_zero_on_sigterm() {
+    let Some(lib) = spotter::inference::select::resolve_litert_lib(None).filter(|p| p.is_file()) else {
+        assert_ne!(std::env::var("SPOTTER_REQUIRE_LITERT").as_deref(), Ok("1"), "SPOTTER_REQUIRE_LITERT=1 but no libLiteRt.so");
+        eprintln!("SKIP: no libLiteRt.so (run scripts/setup-litert.sh)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (photos, _) = photo_dir(tmp.path());
+    let cfg = config(&photos, &model_path(), Some(&labels_path()), "litert")
+        .replace("threads = 1\n", &format!("threads = 1\nlitert_lib = \"{}\"\n", lib.display()));
+    let mut d = Daemon::start(tmp.path(), &cfg);
+    let c = d.client();
+    c.wait_for("/readyz", 120, |r| r.status == 200);
+    assert_eq!(c.get("/api/v1/status").unwrap().json()["model"]["runtime"], "litert");
+    let (status, _) = d.terminate();
+    assert_eq!(status.code(), Some(0), "exit status {status:?}; log:\n{}", d.log());
+}
+
 // Would catch `auto` failing instead of falling back, or falling back silently
 // (the status must say why the built-in runtime runs).
 #[test]

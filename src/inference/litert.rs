@@ -138,6 +138,17 @@ fn check(status: sys::Status, call: &str) -> Result<(), String> {
     }
 }
 
+/// Load `lib` (and create its LiteRT environment) for the rest of the
+/// process, as model loads will; used to check `runtime = "litert"` at start.
+///
+/// The library is never unloaded: `libLiteRt.so` registers exit handlers
+/// when it is first loaded, and a `dlclose` before exit leaves those handlers
+/// pointing at unmapped code (the process then crashes in `exit`, after a
+/// clean shutdown). Probing with a temporary handle did exactly that.
+pub fn preload(lib: &Path) -> Result<(), InferenceError> {
+    shared_lib(lib).map(|_| ())
+}
+
 /// One library and environment per canonical library path, for the life of
 /// the process. Models are swapped at run time many times; reopening the
 /// library and re-running LiteRT's accelerator discovery for each would be
