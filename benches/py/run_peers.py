@@ -408,6 +408,8 @@ def main():
     ap.add_argument("--scenarios", default="1,2,3,4,5,6,7")
     ap.add_argument("--quick", action="store_true")
     a = ap.parse_args()
+    for k in ("spotter", "model", "photos", "image", "litert_lib", "peer_dir", "work", "out", "runtime_vs_python"):
+        setattr(a, k, os.path.abspath(getattr(a, k)))
     want = {int(x) for x in a.scenarios.split(",") if x}
     run = Run(a)
     started = time.monotonic()
