@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
 # Compare Spotter's LiteRT invoke time with LiteRT's own Python Interpreter, and measure
-# Spotter's pre/post-processing overhead on a 640x480 camera-like JPEG frame.
+# Spotter's pre/post-processing overhead on camera-like JPEG frames (640x480 and 1280x720).
 #
 # Usage: benches/runtime_vs_python.sh [--model PATH]... [--threads "1 2"] [--runs N]
-#                                     [--warmup W] [--image SRC]
+#                                     [--warmup W] [--image SRC] [--sizes "640x480 1280x720"]
 #
 #   --model PATH   model to measure (repeatable); default: EfficientNet-Lite0 int8 and
 #                  MobileNet v2 1.0 224 uint8 from $SPOTTER_TESTDATA/models/classification
 #   --threads LIST thread counts, space-separated (default "1 2")
 #   --runs N       measured invokes per case (default 50); --warmup W unmeasured (default 5)
-#   --image SRC    photo the 640x480 JPEG frame is made from (default: testdata grace_hopper.bmp)
+#   --image SRC    photo the JPEG frames are made from (default: testdata grace_hopper.bmp)
+#   --sizes LIST   camera frame sizes WxH, space-separated (default "640x480 1280x720"); Python's
+#                  invoke is measured once per model and thread count (it does not depend on them)
 #
 # Steps: cargo build --release --bin spotter; scripts/setup-litert.sh (libLiteRt.so);
 # a venv in .cache/bench-venv with benches/py/requirements.txt (ai-edge-litert==2.3.0, numpy,
 # Pillow, pinned, from PyPI); then per model and thread count (a) `spotter bench --json
 # --runtime litert` on the frame and (b) benches/py/invoke_bench.py (Interpreter with
-# num_threads, default XNNPACK delegate) on the same image at the model's input size, and
+# num_threads, default XNNPACK delegate) on the same image at the model's input size, then
+# (c) `spotter bench` on each further frame size, and
 # prints a table plus the machine and commit. Raw JSON goes to .cache/bench/<timestamp>/.
 # Goals (invoke ratio <= 1.0, overhead <= 0.10) are reported, never asserted.
 # Environment: SPOTTER_TESTDATA (test data folder), SPOTTER_BIN (a release spotter to use
@@ -35,6 +38,7 @@ threads_list="1 2"
 runs=50
 warmup=5
 src_image=""
+sizes="640x480 1280x720"
 while [ $# -gt 0 ]; do
   case "$1" in
     --model) [ $# -ge 2 ] || die "--model needs a path"; models+=("$2"); shift 2 ;;
@@ -42,7 +46,8 @@ while [ $# -gt 0 ]; do
     --runs) [ $# -ge 2 ] || die "--runs needs a number"; runs="$2"; shift 2 ;;
     --warmup) [ $# -ge 2 ] || die "--warmup needs a number"; warmup="$2"; shift 2 ;;
     --image) [ $# -ge 2 ] || die "--image needs a path"; src_image="$2"; shift 2 ;;
-    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --sizes) [ $# -ge 2 ] || die "--sizes needs a list"; sizes="$2"; shift 2 ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
 done
@@ -50,6 +55,10 @@ done
 [[ "$warmup" =~ ^[0-9]+$ ]] || die "--warmup must be a non-negative integer, got '$warmup'"
 for t in $threads_list; do
   [[ "$t" =~ ^[1-9][0-9]*$ ]] || die "--threads must list positive integers, got '$t'"
+done
+[ -n "$sizes" ] || die "--sizes must list at least one size"
+for z in $sizes; do
+  [[ "$z" =~ ^[1-9][0-9]{0,3}x[1-9][0-9]{0,3}$ ]] || die "--sizes must list WxH sizes, got '$z'"
 done
 if [ ${#models[@]} -eq 0 ]; then
   models=(
@@ -99,28 +108,33 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null || true)" != "$w
 fi
 py="$venv/bin/python"
 
-# 4. The camera frame, and a directory for raw results.
+# 4. The camera frames, and a directory for raw results.
 out="$repo/.cache/bench/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out"
-frame="$out/frame_640x480.jpg"
-"$py" "$py_dir/make_frame.py" "$src_image" "$frame" || die "could not make the 640x480 frame from $src_image"
+for z in $sizes; do
+  "$py" "$py_dir/make_frame.py" "$src_image" "$out/frame_$z.jpg" "$z" || die "could not make the $z frame from $src_image"
+done
+first_size="${sizes%% *}"
+frame="$out/frame_$first_size.jpg"
 
 # 5. Measure. Spotter and Python alternate per case so drift affects both alike.
 rows=()
 for m in "${models[@]}"; do
   name="$(basename "$m" .tflite)"
   for t in $threads_list; do
-    note "$name, $t thread(s): spotter bench"
-    sp_json="$out/$name.t$t.spotter.json"
-    "$spotter" bench --json --runtime litert --litert-lib "$litert_lib" --model "$m" --image "$frame" \
-      --threads "$t" --runs "$runs" --warmup "$warmup" >"$sp_json" \
-      || die "spotter bench failed for $m with $t thread(s)"
     note "$name, $t thread(s): python interpreter"
     py_json="$out/$name.t$t.python.json"
     "$py" "$py_dir/invoke_bench.py" --model "$m" --image "$frame" --threads "$t" \
       --runs "$runs" --warmup "$warmup" >"$py_json" \
       || die "invoke_bench.py failed for $m with $t thread(s)"
-    rows+=(--row "$m" "$t" "$sp_json" "$py_json")
+    for z in $sizes; do
+      note "$name, $t thread(s), $z frame: spotter bench"
+      sp_json="$out/$name.t$t.$z.spotter.json"
+      "$spotter" bench --json --runtime litert --litert-lib "$litert_lib" --model "$m" --image "$out/frame_$z.jpg" \
+        --threads "$t" --runs "$runs" --warmup "$warmup" >"$sp_json" \
+        || die "spotter bench failed for $m with $t thread(s) on the $z frame"
+      rows+=(--row "$m" "$t" "$sp_json" "$py_json")
+    done
   done
 done
 
@@ -136,7 +150,10 @@ echo "load:    $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown) (1/5
 echo "commit:  $commit"
 echo "python:  $("$py" -c 'import sys; from importlib.metadata import version as v; print(sys.version.split()[0], "ai-edge-litert", v("ai-edge-litert"), "numpy", v("numpy"), "Pillow", v("Pillow"))')"
 echo "LiteRT:  $litert_lib"
-echo "frame:   $frame ($(stat -c %s "$frame") bytes, from $(basename "$src_image")); $runs runs after $warmup warm-up"
+for z in $sizes; do
+  echo "frame:   $out/frame_$z.jpg ($(stat -c %s "$out/frame_$z.jpg") bytes, from $(basename "$src_image"))"
+done
+echo "runs:    $runs after $warmup warm-up"
 echo
 "$py" "$py_dir/report.py" --json-out "$out/summary.json" "${rows[@]}"
 echo

@@ -19,6 +19,7 @@ use serde_json::{json, Map, Value};
 use crate::capture::Frame;
 use crate::inference::engine::{Engine, ModelOptions};
 use crate::inference::modelfile::ModelFile;
+use crate::inference::preprocess::JpegScaling;
 use crate::inference::select::{open_runtime, RuntimeChoice};
 use crate::inference::InferenceError;
 use crate::pipeline::unix_ns;
@@ -81,6 +82,10 @@ pub struct BenchArgs {
     /// Path of libLiteRt.so.
     #[arg(long, env = "SPOTTER_LITERT_LIB")]
     pub litert_lib: Option<PathBuf>,
+    /// JPEG decoding: auto (libjpeg-turbo with DCT-domain downscaling, the
+    /// daemon's default) or off (full-size reference decode).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub jpeg_scaling: JpegScaling,
 }
 
 impl BenchArgs {
@@ -96,6 +101,7 @@ impl BenchArgs {
             labels: None,
             json: false,
             litert_lib: None,
+            jpeg_scaling: JpegScaling::Auto,
         }
     }
 }
@@ -191,6 +197,7 @@ pub struct BenchReport {
     pub runs: usize,
     pub warmup: usize,
     pub threads: usize,
+    pub jpeg_scaling: JpegScaling,
     /// Runtime name (`litert`, `builtin`) → outcome, in the order run.
     pub runtimes: Vec<(String, RuntimeOutcome)>,
 }
@@ -201,7 +208,10 @@ impl BenchReport {
         let mut s = String::new();
         s.push_str(&format!("model    {}\n", self.model));
         s.push_str(&format!("image    {} ({} bytes)\n", self.image, self.image_bytes));
-        s.push_str(&format!("runs     {} measured after {} warm-up, threads {}\n", self.runs, self.warmup, self.threads));
+        s.push_str(&format!(
+            "runs     {} measured after {} warm-up, threads {}, jpeg_scaling {:?}\n",
+            self.runs, self.warmup, self.threads, self.jpeg_scaling
+        ));
         for (name, outcome) in &self.runtimes {
             s.push('\n');
             match outcome {
@@ -262,6 +272,7 @@ impl BenchReport {
             "runs": self.runs,
             "warmup": self.warmup,
             "threads": self.threads,
+            "jpeg_scaling": self.jpeg_scaling,
             "runtimes": runtimes,
         })
     }
@@ -434,6 +445,7 @@ pub fn run_bench(args: &BenchArgs) -> Result<BenchReport, BenchError> {
         let mut opts = ModelOptions::new(&args.model);
         opts.labels = args.labels.clone();
         opts.threads = args.threads;
+        opts.jpeg_scaling = args.jpeg_scaling;
         let mut engine = Engine::load(&opts, runtime, &file).map_err(load_err)?;
         engine.canary().map_err(load_err)?;
         let result = measure(&mut engine, &name, reason, &frame, file.sha256(), args)?;
@@ -447,6 +459,7 @@ pub fn run_bench(args: &BenchArgs) -> Result<BenchReport, BenchError> {
         runs: args.runs,
         warmup: args.warmup,
         threads: args.threads,
+        jpeg_scaling: args.jpeg_scaling,
         runtimes,
     })
 }
@@ -565,7 +578,7 @@ mod tests {
         assert_eq!(a, BenchArgs { litert_lib: a.litert_lib.clone(), ..BenchArgs::new("m.tflite") });
         let a = parse(&[
             "spotter", "bench", "--model", "m.tflite", "--image", "i.jpg", "--runs", "7", "--warmup", "0", "--threads", "1",
-            "--runtime", "all", "--labels", "l.txt", "--json", "--litert-lib", "/x/libLiteRt.so",
+            "--runtime", "all", "--labels", "l.txt", "--json", "--litert-lib", "/x/libLiteRt.so", "--jpeg-scaling", "off",
         ])
         .unwrap();
         assert_eq!(a.image, Some(PathBuf::from("i.jpg")));
@@ -574,6 +587,8 @@ mod tests {
         assert_eq!(a.labels, Some(PathBuf::from("l.txt")));
         assert!(a.json);
         assert_eq!(a.litert_lib, Some(PathBuf::from("/x/libLiteRt.so")));
+        assert_eq!(a.jpeg_scaling, JpegScaling::Off);
+        assert!(parse(&["spotter", "bench", "--model", "m", "--jpeg-scaling", "half"]).is_err());
         for (s, r) in [("auto", BenchRuntime::Auto), ("litert", BenchRuntime::Litert), ("builtin", BenchRuntime::Builtin)] {
             assert_eq!(parse(&["spotter", "bench", "--model", "m", "--runtime", s]).unwrap().runtime, r);
         }

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::capture::Frame;
-use crate::config::{self, Fit, ModelSettings, RuntimeSetting};
+use crate::config::{self, Fit, JpegScaling, ModelSettings, RuntimeSetting};
 use crate::logging;
 use crate::modelstore::ModelStore;
 use crate::pipeline::load_model;
@@ -288,6 +288,7 @@ fn classify(
         fit: Fit::Stretch,
         label_filter: vec![],
         max_pixels: 100_000_000,
+        jpeg_scaling: JpegScaling::Auto,
         input_mean: None,
         input_std: None,
         retry_ms: 1000,

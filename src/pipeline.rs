@@ -268,6 +268,7 @@ pub fn load_model(m: &ModelSettings) -> Result<LoadedModel, InferenceError> {
         },
         label_filter: m.label_filter.clone(),
         max_pixels: m.max_pixels,
+        jpeg_scaling: m.jpeg_scaling,
     };
     let mut engine = Engine::load(&opts, runtime, &file)?;
     engine.canary()?;

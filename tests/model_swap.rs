@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::testdata;
 use spotter::capture::Frame;
-use spotter::config::{Fit, ModelSettings, RuntimeSetting};
+use spotter::config::{Fit, JpegScaling, ModelSettings, RuntimeSetting};
 use spotter::modelstore::ModelStore;
 use spotter::pipeline::{inference_loop, load_model, FrameSlot, InferenceControl};
 use spotter::state::AppState;
@@ -30,6 +30,7 @@ fn settings(path: &Path) -> ModelSettings {
         fit: Fit::Stretch,
         label_filter: vec![],
         max_pixels: 40_000_000,
+        jpeg_scaling: JpegScaling::Auto,
         input_mean: None,
         input_std: None,
         retry_ms: 100,

@@ -41,6 +41,7 @@ def main():
             {
                 "model": os.path.basename(model),
                 "threads": int(threads),
+                "frame": f"{lit.get('image_width', '?')}x{lit.get('image_height', '?')}",
                 "spotter_invoke_median_ms": s_inv,
                 "spotter_invoke_p99_ms": st["invoke"]["p99_ms"],
                 "python_invoke_median_ms": p_inv,
@@ -60,19 +61,19 @@ def main():
     def goal(x, limit):
         return "" if x is None else ("ok" if x <= limit else "MISSED")
 
-    head = f"{'model':<36} {'thr':>3} {'spotter ms':>10} {'python ms':>10} {'invoke ratio':>14} {'pre+post ms':>11} {'overhead':>13} {'total ms':>9}"
+    head = f"{'model':<36} {'thr':>3} {'frame':>9} {'spotter ms':>10} {'python ms':>10} {'invoke ratio':>14} {'pre+post ms':>11} {'overhead':>13} {'total ms':>9}"
     print(head)
     print("-" * len(head))
     for r in rows:
         print(
-            f"{r['model']:<36} {r['threads']:>3} {f(r['spotter_invoke_median_ms'], '.3f'):>10} "
+            f"{r['model']:<36} {r['threads']:>3} {r['frame']:>9} {f(r['spotter_invoke_median_ms'], '.3f'):>10} "
             f"{f(r['python_invoke_median_ms'], '.3f'):>10} {f(r['invoke_ratio'], '.2f'):>7} {goal(r['invoke_ratio'], INVOKE_GOAL):>6} "
             f"{f(r['pre_post_median_ms'], '.3f'):>11} {f(r['overhead_ratio'], '.3f'):>6} {goal(r['overhead_ratio'], OVERHEAD_GOAL):>6} "
             f"{f(r['total_median_ms'], '.3f'):>9}"
         )
     print()
     print(f"invoke ratio = Spotter LiteRT invoke median / Python Interpreter invoke median (goal <= {INVOKE_GOAL})")
-    print(f"overhead = (decode+resize+quantize+post) / invoke, Spotter medians, 640x480 JPEG frame (goal <= {OVERHEAD_GOAL})")
+    print(f"overhead = (decode+resize+quantize+post) / invoke, Spotter medians, on the JPEG frame of each row (goal <= {OVERHEAD_GOAL})")
     if a.json_out:
         with open(a.json_out, "w", encoding="utf-8") as out:
             json.dump(rows, out, indent=2)

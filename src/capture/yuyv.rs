@@ -51,6 +51,34 @@ pub fn yuyv_to_rgb(
     stride: u32,
     dst: &mut [u8],
 ) -> Result<(), YuyvError> {
+    check_geometry(src.len(), width, height, stride)?;
+    let need_dst = rgb_len(width, height);
+    if dst.len() as u64 != need_dst {
+        return Err(YuyvError::DestinationSize {
+            len: dst.len(),
+            need: need_dst,
+            width,
+            height,
+        });
+    }
+
+    // All lengths were checked above against u64 products, so these usize
+    // values fit (they are bounded by the slice lengths).
+    let row_bytes = width as usize * 2;
+    let stride = stride as usize;
+    let dst_row_bytes = width as usize * 3;
+    for (y, dst_row) in dst.chunks_exact_mut(dst_row_bytes).enumerate() {
+        let start = y * stride;
+        convert_row(&src[start..start + row_bytes], dst_row);
+    }
+    Ok(())
+}
+
+/// Check that a YUYV image of `width` x `height` with `stride` bytes per row
+/// fits in `src_len` bytes: width even and non-zero, stride at least
+/// `width * 2`, and every row present (the last may stop right after its
+/// pixel bytes). Products are computed in `u64`, so huge sizes cannot wrap.
+pub fn check_geometry(src_len: usize, width: u32, height: u32, stride: u32) -> Result<(), YuyvError> {
     if width == 0 || height == 0 {
         return Err(YuyvError::Empty { width, height });
     }
@@ -66,33 +94,14 @@ pub fn yuyv_to_rgb(
         });
     }
     let need_src = u64::from(stride) * u64::from(height - 1) + row_bytes;
-    if (src.len() as u64) < need_src {
+    if (src_len as u64) < need_src {
         return Err(YuyvError::SourceTooShort {
-            len: src.len(),
+            len: src_len,
             need: need_src,
             width,
             height,
             stride,
         });
-    }
-    let need_dst = rgb_len(width, height);
-    if dst.len() as u64 != need_dst {
-        return Err(YuyvError::DestinationSize {
-            len: dst.len(),
-            need: need_dst,
-            width,
-            height,
-        });
-    }
-
-    // All lengths were checked above against u64 products, so these usize
-    // values fit (they are bounded by the slice lengths).
-    let row_bytes = row_bytes as usize;
-    let stride = stride as usize;
-    let dst_row_bytes = width as usize * 3;
-    for (y, dst_row) in dst.chunks_exact_mut(dst_row_bytes).enumerate() {
-        let start = y * stride;
-        convert_row(&src[start..start + row_bytes], dst_row);
     }
     Ok(())
 }

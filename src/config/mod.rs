@@ -58,6 +58,11 @@ pub enum Fit {
     Letterbox,
 }
 
+/// How JPEG frames are decoded: `auto` (libjpeg-turbo, scaled down in the
+/// DCT domain when the frame is much larger than the model input) or `off`
+/// (full-size decode, the reference path).
+pub use crate::inference::preprocess::JpegScaling;
+
 /// Which inference runtime to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -102,6 +107,7 @@ pub struct ModelSettings {
     pub fit: Fit,
     pub label_filter: Vec<String>,
     pub max_pixels: u64,
+    pub jpeg_scaling: JpegScaling,
     pub input_mean: Option<f32>,
     pub input_std: Option<f32>,
     pub retry_ms: u64,
@@ -291,6 +297,7 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
     let fit = l.get(|r| r.model.as_ref()?.fit.as_ref());
     let label_filter = l.get(|r| r.model.as_ref()?.label_filter.as_ref());
     let max_pixels = l.get(|r| r.model.as_ref()?.max_pixels.as_ref());
+    let jpeg_scaling = l.get(|r| r.model.as_ref()?.jpeg_scaling.as_ref());
     let mean = l.get(|r| r.model.as_ref()?.input_mean.as_ref());
     let std = l.get(|r| r.model.as_ref()?.input_std.as_ref());
     let retry_ms = l.get(|r| r.model.as_ref()?.retry_ms.as_ref());
@@ -320,6 +327,7 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
         fit: val(&fit, Fit::Stretch),
         label_filter: val(&label_filter, Vec::new()),
         max_pixels: val(&max_pixels, 40_000_000),
+        jpeg_scaling: val(&jpeg_scaling, JpegScaling::Auto),
         input_mean: mean.map(|o| o.value),
         input_std: std.map(|o| o.value),
         retry_ms: val(&retry_ms, 10_000),

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{CaptureFormat, ConfigError, Fit, RuntimeSetting, SourceKind};
+use super::{CaptureFormat, ConfigError, Fit, JpegScaling, RuntimeSetting, SourceKind};
 
 type Field<T> = Option<Spanned<T>>;
 
@@ -57,6 +57,7 @@ pub(super) struct RawModel {
     pub fit: Field<Fit>,
     pub label_filter: Field<Vec<String>>,
     pub max_pixels: Field<u64>,
+    pub jpeg_scaling: Field<JpegScaling>,
     pub input_mean: Field<f32>,
     pub input_std: Field<f32>,
     pub retry_ms: Field<u64>,

@@ -18,7 +18,7 @@ use super::builtin::BuiltinRuntime;
 use super::labels::{ClassifierLabelMap, DetectorLabelMap, Labels};
 use super::modelfile::ModelFile;
 use super::postprocess::{self, DetectionParams, ModelKind};
-use super::preprocess::{FitMode, Normalization, Preprocessor, DEFAULT_MAX_PIXELS};
+use super::preprocess::{FitMode, JpegScaling, Normalization, Preprocessor, DEFAULT_MAX_PIXELS};
 use super::{DType, InferenceError, Runtime, RuntimeKind, TensorSpec};
 use crate::capture::{Frame, PixelFormat};
 use crate::result::{InferenceOutput, StageLatency};
@@ -42,10 +42,13 @@ pub struct ModelOptions {
     pub label_filter: Vec<String>,
     /// Largest decoded frame accepted, in pixels.
     pub max_pixels: u64,
+    /// How JPEG frames are decoded (DCT-domain downscaling or the reference path).
+    pub jpeg_scaling: JpegScaling,
 }
 
 impl ModelOptions {
-    /// Options with defaults: 1 thread, top-5, no score floor, stretch, 40 Mpx budget.
+    /// Options with defaults: 1 thread, top-5, no score floor, stretch, 40 Mpx
+    /// budget, JPEG scaling `auto` (as the daemon's config defaults).
     pub fn new(path: impl Into<PathBuf>) -> ModelOptions {
         ModelOptions {
             path: path.into(),
@@ -57,6 +60,7 @@ impl ModelOptions {
             normalization: None,
             label_filter: Vec::new(),
             max_pixels: DEFAULT_MAX_PIXELS,
+            jpeg_scaling: JpegScaling::Auto,
         }
     }
 }
@@ -76,6 +80,7 @@ pub struct EngineInfo {
     pub labels_source: Option<String>,
     pub normalization: Normalization,
     pub fit: FitMode,
+    pub jpeg_scaling: JpegScaling,
 }
 
 #[derive(Debug)]
@@ -119,7 +124,9 @@ impl Engine {
         let normalization = opts
             .normalization
             .unwrap_or_else(|| Normalization::default_for(&input, file.metadata().input_normalization));
-        let prep = Preprocessor::new(&input, opts.fit, normalization).map_err(|e| with_path(e, &path))?;
+        let prep = Preprocessor::new(&input, opts.fit, normalization)
+            .map_err(|e| with_path(e, &path))?
+            .with_jpeg_scaling(opts.jpeg_scaling);
 
         let labels = match &opts.labels {
             Some(p) => Some(Labels::load(p)?),
@@ -322,6 +329,7 @@ impl Engine {
             labels_source: source,
             normalization: self.prep.normalization(),
             fit: self.prep.fit(),
+            jpeg_scaling: self.prep.jpeg_scaling(),
         }
     }
 
