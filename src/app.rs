@@ -183,7 +183,12 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
         .with_context(|| format!("creating state directory {}", settings.daemon.state_dir.display()))?;
     let store = Arc::new(
         Store::open_with(&settings.store.dir, settings.store.flush_every_ms)
-            .with_context(|| format!("opening the result store in {}", settings.store.dir.display()))?,
+            .with_context(|| format!("opening the result store in {}", settings.store.dir.display()))?
+            .with_guard(crate::store::DiskGuard::new(
+                Box::new(crate::store::Statvfs),
+                settings.store.min_free_bytes,
+                Duration::from_secs(1),
+            )),
     );
     match store.check_writable() {
         Ok(()) => state.update_readiness(|r| r.store = Check::passing(format!("{} writable", settings.store.dir.display()))),
@@ -227,7 +232,10 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
 
     let slot = Arc::new(FrameSlot::new());
     let stop = Arc::new(AtomicBool::new(false));
-    let control = Arc::new(crate::pipeline::InferenceControl::default());
+    let control = Arc::new(crate::pipeline::InferenceControl {
+        snapshot_rule: std::sync::Mutex::new(crate::store::SnapshotRule::from_settings(&settings.store)),
+        ..Default::default()
+    });
 
     let capture = {
         let (slot, state, stop) = (slot.clone(), state.clone(), stop.clone());

@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::result::ResultRecord;
-use crate::store::{Store, StoreError, SCHEMA_VERSION};
+use crate::store::{Store, StoreError, RECORD_VERSION};
 
 /// The export format version this build writes and reads.
 pub const EXPORT_VERSION: u32 = 1;
@@ -42,7 +42,7 @@ pub enum BackupError {
     BadHeader { reason: String },
     #[error(
         "backup: the file is export format {found} (store schema {schema}), but this build reads \
-         format {EXPORT_VERSION} (schema {SCHEMA_VERSION}) at most; upgrade Spotter to import it"
+         format {EXPORT_VERSION} (record schema {RECORD_VERSION}) at most; upgrade Spotter to import it"
     )]
     FutureVersion { found: u32, schema: u32 },
 }
@@ -88,7 +88,7 @@ pub fn export<W: Write>(
     let io_err = |source| BackupError::Io { action: "write the export", source };
     let header = ExportHeader {
         spotter_export: EXPORT_VERSION,
-        schema: SCHEMA_VERSION,
+        schema: RECORD_VERSION,
         created_ns: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
@@ -187,7 +187,7 @@ fn parse_header(line: &[u8]) -> Result<ExportHeader, BackupError> {
         BackupError::BadHeader { reason: "no numeric \"spotter_export\" field".into() }
     })?;
     let schema = value.get("schema").and_then(|v| v.as_u64()).unwrap_or(0);
-    if version > u64::from(EXPORT_VERSION) || schema > u64::from(SCHEMA_VERSION) {
+    if version > u64::from(EXPORT_VERSION) || schema > u64::from(RECORD_VERSION) {
         let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
         return Err(BackupError::FutureVersion { found: clamp(version), schema: clamp(schema) });
     }

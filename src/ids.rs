@@ -35,3 +35,11 @@ pub const INITIAL_ADMIN_KEY_CREATED: &str = "c7d07a21c256414e75032ee95059cde2";
 /// The system clock is not synchronized (no RTC, no NTP yet): result
 /// timestamps may be wrong and are marked so.
 pub const CLOCK_UNSYNCHRONIZED: &str = "c6d8221c3bb44eb09618d0dc6ba54be5";
+/// Free space on the state filesystem fell below the snapshot floor
+/// (`2 × store.min_free_bytes`): snapshots are paused, results still stored.
+pub const DISK_LOW: &str = "a5a2d849abf444508ee185719bc8c28c";
+/// Free space fell below `store.min_free_bytes`, or the disk returned ENOSPC:
+/// results are not stored (counted) until space returns; reads still work.
+pub const DISK_FULL: &str = "dac920dcdab54aa09351ed2ec7961f14";
+/// Free space is back above the floors: results and snapshots are stored again.
+pub const DISK_SPACE_RECOVERED: &str = "27c3d88e9cbc4d27b2634b1e7d67cff5";

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::capture::{CaptureError, Frame, FrameSource};
+use crate::capture::{CaptureError, Frame, FrameSource, PixelFormat};
 use crate::config::{Fit, ModelSettings, RuntimeSetting};
 use crate::ids;
 use crate::inference::engine::{Engine, ModelOptions};
@@ -22,7 +22,7 @@ use crate::inference::InferenceError;
 use crate::modelstore::ModelStore;
 use crate::result::ResultRecord;
 use crate::state::{AppState, Check, Counters, ModelStatus};
-use crate::store::Store;
+use crate::store::{Snapshot, SnapshotGate, SnapshotRule, Store, StoreError};
 
 /// What [`FrameSlot::take`] found.
 #[derive(Debug)]
@@ -298,6 +298,8 @@ pub struct InferenceControl {
     pub reload: AtomicBool,
     /// New model settings to use from the next reload on, if they changed.
     pub pending: Mutex<Option<ModelSettings>>,
+    /// Which results keep their frame (read when the thread starts; default off).
+    pub snapshot_rule: Mutex<SnapshotRule>,
 }
 
 /// The model settings to load: the active managed version (see
@@ -330,6 +332,7 @@ pub fn inference_loop(
     let mut last_store_us = 0u64;
     let mut last_infer_error: Option<String> = None;
     let mut clock_checked: Option<Instant> = None;
+    let mut snapshots = SnapshotGate::new(control.snapshot_rule.lock().unwrap_or_else(|e| e.into_inner()).clone());
     loop {
         // The clock's sync state is a system call: refresh it at most once a second.
         if clock_checked.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
@@ -417,9 +420,13 @@ pub fn inference_loop(
             clock_synchronized: clock_ok,
             boottime_ns: frame_boottime_ns,
         };
+        // Only frames the source delivered encoded are kept: re-encoding raw
+        // frames would cost the inference thread a JPEG encode per snapshot.
+        let snapshot = (frame.format == PixelFormat::Encoded && snapshots.admit(&rec, Instant::now()))
+            .then(|| Snapshot { bytes: frame.data });
         let t = Instant::now();
-        match store.insert(&mut rec) {
-            Ok(()) => {
+        match store.insert_with_snapshot(&mut rec, snapshot.as_ref()) {
+            Ok(_) => {
                 last_store_us = t.elapsed().as_micros() as u64;
                 Counters::inc(&state.counters.results_stored);
                 state.metrics.observe_latency(&rec.latency);
@@ -432,7 +439,8 @@ pub fn inference_loop(
             Err(e) => {
                 Counters::inc(&state.counters.store_errors);
                 let msg = e.to_string();
-                if state.readiness().store.ok {
+                // A full disk is logged once by the store's guard, with its MESSAGE_ID.
+                if state.readiness().store.ok && !matches!(e, StoreError::DiskFull { .. }) {
                     log::error!(spotter_error_kind = "store_write"; "store write failed: {msg}");
                 }
                 state.update_readiness(|r| r.store = Check::failing(msg));

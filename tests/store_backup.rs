@@ -4,7 +4,7 @@ use std::io::Cursor;
 
 use spotter::backup::{self, BackupError, ExportHeader, EXPORT_VERSION};
 use spotter::result::{ClassScore, Detection, ResultRecord, StageLatency};
-use spotter::store::{Store, SCHEMA_VERSION};
+use spotter::store::{Store, RECORD_VERSION};
 
 fn rec(ts_ns: u64, label: &str) -> ResultRecord {
     ResultRecord {
@@ -72,7 +72,7 @@ fn round_trip_into_an_empty_store_gives_the_same_results() {
     let text = lines(&out);
     assert_eq!(text.len(), 2501);
     let header: ExportHeader = serde_json::from_str(&text[0]).unwrap();
-    assert_eq!((header.spotter_export, header.schema, header.count_hint), (EXPORT_VERSION, SCHEMA_VERSION, 2500));
+    assert_eq!((header.spotter_export, header.schema, header.count_hint), (EXPORT_VERSION, RECORD_VERSION, 2500));
     assert!(header.created_ns > 1_600_000_000_000_000_000);
     // Oldest first.
     let first: ResultRecord = serde_json::from_str(&text[1]).unwrap();
@@ -153,7 +153,7 @@ fn a_future_header_is_refused_before_anything_is_written() {
     let text = lines(&export_all(&src));
     for header in [
         format!(r#"{{"spotter_export":{},"schema":1,"created_ns":1,"count_hint":3}}"#, EXPORT_VERSION + 1),
-        format!(r#"{{"spotter_export":1,"schema":{},"created_ns":1,"count_hint":3}}"#, SCHEMA_VERSION + 1),
+        format!(r#"{{"spotter_export":1,"schema":{},"created_ns":1,"count_hint":3}}"#, RECORD_VERSION + 1),
         // A future version may add header fields: still "future", not "garbage".
         format!(r#"{{"spotter_export":{},"schema":1,"created_ns":1,"count_hint":3,"codec":"zstd"}}"#, EXPORT_VERSION + 1),
     ] {

@@ -120,6 +120,7 @@ fn all_limits_together_each_delete_their_share() {
         max_age: Some(Duration::from_secs(80)),
         max_records: Some(50),
         max_bytes: Some(40 * size),
+        ..Retention::unlimited()
     };
     let report = store.prune_once(&policy, T0 + 100 * SEC).unwrap();
     assert_eq!((report.by_age, report.by_records, report.by_bytes), (19, 31, 10), "{report:?}");

@@ -15,6 +15,9 @@
 //! - `/api/v1/results?since=&until=&limit=` (read): newest first; `since`/
 //!   `until` are inclusive nanoseconds since the Unix epoch or RFC 3339 times.
 //! - `/api/v1/results/latest`, `/api/v1/results/{id}` (read).
+//! - `/api/v1/results?label=&min_score=&model=&cursor=` and
+//!   `/api/v1/results/{id}/image` (read), `/api/v1/backup` (admin): see
+//!   [`results`].
 //! - `/metrics` (read): OpenMetrics text.
 //! - `/api/v1/keys` (admin): the keys' metadata (never secrets or hashes).
 //!
@@ -34,6 +37,7 @@
 //! never on the async workers.
 
 pub mod limit;
+mod results;
 pub mod tls;
 
 use std::convert::Infallible;
@@ -46,7 +50,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{
     HeaderMap, HeaderName, HeaderValue, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
@@ -227,6 +231,8 @@ pub enum ApiError {
     ResultNotFound,
     #[error("no results stored yet")]
     NoResults,
+    #[error("no image was kept for this result")]
+    NoSnapshot,
     #[error("invalid query parameter {name:?}: {reason}")]
     InvalidParameter { name: String, reason: String },
     #[error("malformed result id: expected {} hexadecimal digits", crate::store::ID_LEN)]
@@ -253,6 +259,7 @@ fn problem_kind(e: &ApiError) -> (StatusCode, &'static str, &'static str) {
         ApiError::RouteNotFound => (StatusCode::NOT_FOUND, "not_found", "No such route"),
         ApiError::ResultNotFound => (StatusCode::NOT_FOUND, "result_not_found", "No such result"),
         ApiError::NoResults => (StatusCode::NOT_FOUND, "no_results", "No results yet"),
+        ApiError::NoSnapshot => (StatusCode::NOT_FOUND, "no_snapshot", "No image for this result"),
         ApiError::MethodNotAllowed { .. } => {
             (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed")
         }
@@ -398,6 +405,8 @@ pub const ROUTES: &[RouteSpec] = &[
     RouteSpec { path: "/api/v1/results/{id}", name: "result_by_id", scope: Some(Scope::Read), allow: ALLOW_GET },
     RouteSpec { path: "/metrics", name: "metrics", scope: Some(Scope::Read), allow: ALLOW_GET },
     RouteSpec { path: "/api/v1/keys", name: "keys", scope: Some(Scope::Admin), allow: ALLOW_GET },
+    RouteSpec { path: "/api/v1/results/{id}/image", name: "result_image", scope: Some(Scope::Read), allow: ALLOW_GET },
+    RouteSpec { path: "/api/v1/backup", name: "backup", scope: Some(Scope::Admin), allow: ALLOW_GET },
 ];
 
 #[derive(Debug, PartialEq)]
@@ -410,6 +419,8 @@ enum Route<'a> {
     ById(&'a str),
     Metrics,
     Keys,
+    Image(&'a str),
+    Backup,
 }
 
 impl Route<'_> {
@@ -423,6 +434,8 @@ impl Route<'_> {
             Route::ById(_) => 5,
             Route::Metrics => 6,
             Route::Keys => 7,
+            Route::Image(_) => 8,
+            Route::Backup => 9,
         };
         &ROUTES[i]
     }
@@ -442,8 +455,15 @@ fn match_route(path: &str) -> Option<Route<'_>> {
         "/api/v1/results/latest" => Route::Latest,
         "/metrics" => Route::Metrics,
         "/api/v1/keys" => Route::Keys,
+        "/api/v1/backup" => Route::Backup,
         p => {
             let id = p.strip_prefix("/api/v1/results/")?;
+            if let Some(id) = id.strip_suffix("/image") {
+                if id.is_empty() || id.contains('/') {
+                    return None;
+                }
+                return Some(Route::Image(id));
+            }
             if id.is_empty() || id.contains('/') {
                 return None;
             }
@@ -757,12 +777,9 @@ async fn dispatch(ctx: &Arc<Ctx>, route: Route<'_>, query: Option<&str>, caller:
             );
             Ok(resp)
         }
-        Route::Results => {
-            let q = parse_results_query(query, ctx.max_results_limit)?;
-            let store = ctx.store.clone();
-            let results = blocking(move || store.range(q.since, q.until, q.limit)).await?;
-            Ok(json_response(StatusCode::OK, &serde_json::json!({ "results": results })))
-        }
+        Route::Results => results::list(ctx, query).await,
+        Route::Image(id) => results::image(ctx, id).await,
+        Route::Backup => results::backup(ctx, query).await,
         Route::Latest => {
             let store = ctx.store.clone();
             match blocking(move || store.latest()).await? {
@@ -805,13 +822,6 @@ async fn status(ctx: &Arc<Ctx>) -> Result<Resp, ApiError> {
     Ok(json_response(StatusCode::OK, &body))
 }
 
-#[derive(Debug, PartialEq)]
-struct ResultsQuery {
-    since: Option<u64>,
-    until: Option<u64>,
-    limit: usize,
-}
-
 fn invalid(name: &str, reason: impl Into<String>) -> ApiError {
     // Client-supplied names are echoed back; keep them short.
     ApiError::InvalidParameter { name: name.chars().take(32).collect(), reason: reason.into() }
@@ -828,36 +838,6 @@ fn parse_time(name: &str, v: &str) -> Result<u64, ApiError> {
         })?;
     u64::try_from(t.unix_timestamp_nanos())
         .map_err(|_| invalid(name, "time outside 1970..2554 (u64 nanoseconds)"))
-}
-
-fn parse_results_query(query: Option<&str>, max_limit: usize) -> Result<ResultsQuery, ApiError> {
-    let mut q = ResultsQuery { since: None, until: None, limit: DEFAULT_RESULTS_LIMIT.min(max_limit) };
-    let mut seen_limit = false;
-    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        let dup = || invalid(&k, "given more than once");
-        match &*k {
-            "since" if q.since.is_some() => return Err(dup()),
-            "until" if q.until.is_some() => return Err(dup()),
-            "limit" if seen_limit => return Err(dup()),
-            "since" => q.since = Some(parse_time("since", &v)?),
-            "until" => q.until = Some(parse_time("until", &v)?),
-            "limit" => {
-                seen_limit = true;
-                q.limit = v
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=max_limit).contains(n))
-                    .ok_or_else(|| invalid("limit", format!("expected an integer 1..={max_limit}")))?;
-            }
-            other => return Err(invalid(other, "unknown parameter (expected since, until, limit)")),
-        }
-    }
-    if let (Some(s), Some(u)) = (q.since, q.until) {
-        if s > u {
-            return Err(invalid("since", "is after until"));
-        }
-    }
-    Ok(q)
 }
 
 /// Per-connection activity, for closing idle kept-alive connections.
@@ -1101,8 +1081,13 @@ async fn serve_connection(
         let ctx = ctx.clone();
         let guard = act.begin();
         async move {
-            let resp = handle(ctx, peer, req).await;
+            let mut resp = handle(ctx, peer, req).await;
             drop(guard);
+            // A streamed body (the backup) replaces the empty placeholder.
+            let resp = match results::Streamed::take(&mut resp) {
+                Some(body) => resp.map(|_| Either::Right(body)),
+                None => resp.map(Either::Left),
+            };
             Ok::<_, Infallible>(resp)
         }
     });
@@ -1200,41 +1185,6 @@ mod tests {
             assert!(with(&|a| a.cors_allowed_origins = vec![bad.into()]).is_err(), "{bad}");
         }
         assert!(with(&|a| a.cors_allowed_origins = vec!["https://ui.example:8080".into(), "http://[::1]:3000".into()]).is_ok());
-    }
-
-    // Catches: wrong defaults, limit above the max accepted, swapped or exclusive bounds,
-    // RFC 3339 offsets ignored, unknown or repeated parameters silently accepted.
-    #[test]
-    fn results_query_parsing() {
-        let q = |s: &str| parse_results_query(Some(s), 100);
-        assert_eq!(q("").unwrap(), ResultsQuery { since: None, until: None, limit: 50 });
-        assert_eq!(parse_results_query(None, 10).unwrap().limit, 10);
-        assert_eq!(
-            q("since=5&until=9&limit=100").unwrap(),
-            ResultsQuery { since: Some(5), until: Some(9), limit: 100 }
-        );
-        assert_eq!(q("since=1970-01-01T00:00:01Z").unwrap().since, Some(1_000_000_000));
-        assert_eq!(
-            q("until=1970-01-01T01:00:00.5%2B01:00").unwrap().until,
-            Some(500_000_000),
-            "+01:00 offset must be applied"
-        );
-        for bad in [
-            "limit=0",
-            "limit=101",
-            "limit=-1",
-            "limit=x",
-            "since=yesterday",
-            "since=-5",
-            "since=99999999999999999999",
-            "since=1960-01-01T00:00:00Z",
-            "since=9&until=5",
-            "sinse=5",
-            "limit=1&limit=2",
-        ] {
-            let e = q(bad).unwrap_err();
-            assert_eq!(status_and_code(&e).0, StatusCode::BAD_REQUEST, "{bad}");
-        }
     }
 
     // Catches: server errors leaking paths or internals into the response body.

@@ -124,6 +124,21 @@ pub struct StoreSettings {
     /// The results' logical size (keys plus encoded values) is kept at or
     /// below this (0: no limit). sled's files take more than this on disk.
     pub max_bytes: u64,
+    /// Below this much free space on the store's filesystem no result is
+    /// written; below twice this no snapshot (0: no floor).
+    pub min_free_bytes: u64,
+    /// Keep the frame of results matching the snapshot rule.
+    pub snapshots: bool,
+    /// Snapshot only results with one of these labels (empty: any label).
+    pub snapshot_labels: Vec<String>,
+    /// ... scoring at least this.
+    pub snapshot_min_score: f32,
+    /// At most this many snapshots per minute (0: no limit).
+    pub snapshot_max_per_minute: u32,
+    /// Snapshots kept at most (oldest deleted first; 0: no limit).
+    pub snapshot_max_count: usize,
+    /// Bytes of snapshots kept at most (0: no limit).
+    pub snapshot_max_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -340,12 +355,27 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
     let max_age = l.get(|r| r.store.as_ref()?.max_age_s.as_ref());
     let max_records = l.get(|r| r.store.as_ref()?.max_records.as_ref());
     let max_bytes = l.get(|r| r.store.as_ref()?.max_bytes.as_ref());
+    let min_free = l.get(|r| r.store.as_ref()?.min_free_bytes.as_ref());
+    let snapshots = l.get(|r| r.store.as_ref()?.snapshots.as_ref());
+    let snap_labels = l.get(|r| r.store.as_ref()?.snapshot_labels.as_ref());
+    let snap_min = l.get(|r| r.store.as_ref()?.snapshot_min_score.as_ref());
+    in_range(&snap_min, "store.snapshot_min_score", |v: &f32| v.is_finite(), "must be a finite number")?;
+    let snap_rate = l.get(|r| r.store.as_ref()?.snapshot_max_per_minute.as_ref());
+    let snap_count = l.get(|r| r.store.as_ref()?.snapshot_max_count.as_ref());
+    let snap_bytes = l.get(|r| r.store.as_ref()?.snapshot_max_bytes.as_ref());
     let store = StoreSettings {
         dir: val(&sdir, state_dir.join("results")),
         flush_every_ms: val(&flush, 1_000),
         max_age_s: val(&max_age, 30 * 24 * 3600),
         max_records: val(&max_records, 1_000_000),
         max_bytes: val(&max_bytes, 1 << 30),
+        min_free_bytes: val(&min_free, 64 << 20),
+        snapshots: val(&snapshots, false),
+        snapshot_labels: val(&snap_labels, Vec::new()),
+        snapshot_min_score: val(&snap_min, 0.5),
+        snapshot_max_per_minute: val(&snap_rate, 6),
+        snapshot_max_count: val(&snap_count, 10_000),
+        snapshot_max_bytes: val(&snap_bytes, 256 << 20),
     };
 
     // [api]

@@ -71,6 +71,13 @@ pub(super) struct RawStore {
     pub max_age_s: Field<u64>,
     pub max_records: Field<usize>,
     pub max_bytes: Field<u64>,
+    pub min_free_bytes: Field<u64>,
+    pub snapshots: Field<bool>,
+    pub snapshot_labels: Field<Vec<String>>,
+    pub snapshot_min_score: Field<f32>,
+    pub snapshot_max_per_minute: Field<u32>,
+    pub snapshot_max_count: Field<usize>,
+    pub snapshot_max_bytes: Field<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

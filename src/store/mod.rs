@@ -8,7 +8,16 @@
 //!   e.g. a fresh snapshot, so the check cannot live inside sled).
 //! - `db/`: the sled database. Tree `results` maps a 16-byte big-endian key
 //!   `(ts_ns: u64, seq: u64)` to a value `[VALUE_FORMAT_JSON, json...]`; key
-//!   order is time order. Tree `meta` holds the write probe.
+//!   order is time order. Trees `by_label` and `by_model` index it (see
+//!   `index`), tree `snapshots` holds the frames kept for some results (see
+//!   `snapshot`), all under the same record key. Tree `meta` holds the
+//!   write probe.
+//!
+//! Everything one result writes goes into one sled transaction over
+//! [`Store::tx_trees`] (see `Store::insert_new`), and retention removes it
+//! the same way, so a crash never leaves an index entry or a snapshot
+//! without its record. To write another tree with each result (an outbox,
+//! say), add it to `tx_trees` and to the entries built in `insert_new`.
 //!
 //! A record's id is the 32-hex-digit encoding of its key. `seq` comes from
 //! sled's `generate_id`, which is monotonic across restarts, so ids are unique
@@ -19,7 +28,8 @@
 //!
 //! Retention (age, count and byte limits, enforced oldest-first by a
 //! background [`Pruner`]) lives in `retention`; clock-synchronization checks
-//! for time integrity live in `clock`.
+//! for time integrity live in `clock`; the free-space floor below which
+//! nothing is written lives in `pressure`.
 
 use std::fs;
 use std::io;
@@ -28,16 +38,31 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use sled::Transactional;
+
 use crate::result::ResultRecord;
 
 mod clock;
+mod index;
+mod pressure;
 mod retention;
+mod snapshot;
 
 pub use clock::{boottime_ns, clock_synchronized, clock_synchronized_from, ClockSource};
+pub use index::{best_score, decode_cursor, encode_cursor, Page, Query, MAX_SCAN_PER_PAGE, MAX_TERM_LEN};
+pub use pressure::{DiskGuard, FreeSpace, PressureLevel, Statvfs};
 pub use retention::{PruneReport, Pruner, Retention, DEFAULT_PRUNE_EVERY};
+pub use snapshot::{snapshot_content_type, Snapshot, SnapshotGate, SnapshotRule};
 
-/// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: u32 = 1;
+use index::IndexKind;
+
+/// The schema version this build writes and understands. Version 2 added
+/// the label and model indexes and the snapshots tree; a version 1 store is
+/// migrated (indexes built) when it is opened.
+pub const SCHEMA_VERSION: u32 = 2;
+/// The version of one exported record (the `schema` of a backup header):
+/// records themselves have not changed since version 1.
+pub const RECORD_VERSION: u32 = 1;
 /// Name of the schema-version file inside the store directory.
 pub const SCHEMA_FILE: &str = "SCHEMA_VERSION";
 /// sled's default background flush interval, used by [`Store::open`].
@@ -45,7 +70,15 @@ pub const DEFAULT_FLUSH_EVERY_MS: u64 = 500;
 /// Name of the sled directory inside the store directory.
 const DB_DIR: &str = "db";
 const RESULTS_TREE: &str = "results";
+const BY_LABEL_TREE: &str = "by_label";
+const BY_MODEL_TREE: &str = "by_model";
+const SNAPSHOTS_TREE: &str = "snapshots";
 const META_TREE: &str = "meta";
+/// Positions of the trees in [`Store::tx_trees`].
+const T_RESULTS: usize = 0;
+const T_BY_LABEL: usize = 1;
+const T_BY_MODEL: usize = 2;
+const T_SNAPSHOTS: usize = 3;
 const PROBE_KEY: &[u8] = b"write_probe";
 /// First byte of every stored value: the value is serde_json of `ResultRecord`.
 const VALUE_FORMAT_JSON: u8 = 1;
@@ -83,6 +116,13 @@ pub enum StoreError {
     Locked { path: PathBuf },
     #[error("result store {path}: record {id} is invalid: {reason}")]
     InvalidRecord { path: PathBuf, id: String, reason: String },
+    #[error("malformed cursor {cursor:?}: pass the next_cursor of the previous page unchanged")]
+    BadCursor { cursor: String },
+    #[error(
+        "result store {path}: the disk is (nearly) full: {free} bytes free, below the floor of \
+         {floor} bytes (store.min_free_bytes); results are not stored until space returns"
+    )]
+    DiskFull { path: PathBuf, free: u64, floor: u64 },
 }
 
 /// The result database. Cheap to share behind an `Arc`; all methods take `&self`.
@@ -90,12 +130,21 @@ pub struct Store {
     dir: PathBuf,
     db: sled::Db,
     results: sled::Tree,
+    by_label: sled::Tree,
+    by_model: sled::Tree,
+    snapshots: sled::Tree,
     meta: sled::Tree,
+    /// Refuses writes below the free-space floor.
+    guard: DiskGuard,
+    /// Snapshots stored, and the sum of their key and value lengths.
+    snap_count: AtomicUsize,
+    snap_bytes: AtomicU64,
     /// Number of records, counted once at open and maintained by `insert`
     /// and the deleters (sled's `Tree::len` is a full scan).
     count: AtomicUsize,
-    /// Sum of key and value lengths of all records (the logical size that
-    /// [`Retention::max_bytes`] limits), maintained like `count`.
+    /// Sum of key and value lengths of all records, their index entries and
+    /// their snapshots (the logical size that [`Retention::max_bytes`]
+    /// limits), maintained like `count`.
     bytes: AtomicU64,
     /// Serializes deleters (pruner, `retain_newest`) so two of them never
     /// remove, and subtract, the same record twice. Writers never take it.
@@ -147,6 +196,7 @@ impl Store {
         let schema_path = dir.join(SCHEMA_FILE);
         let db_path = dir.join(DB_DIR);
 
+        let mut migrate_from = None;
         match fs::read_to_string(&schema_path) {
             Ok(text) => {
                 let found: u32 = text.trim().parse().map_err(|_| StoreError::BadSchema {
@@ -166,8 +216,9 @@ impl Store {
                         reason: "version 0 is not a valid schema version".into(),
                     });
                 }
-                // found == SCHEMA_VERSION: the only version so far; later
-                // versions migrate older stores here.
+                if found < SCHEMA_VERSION {
+                    migrate_from = Some(found);
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if db_path.exists() {
@@ -204,17 +255,98 @@ impl Store {
             e => db_err(e),
         })?;
         let results = db.open_tree(RESULTS_TREE).map_err(db_err)?;
+        let by_label = db.open_tree(BY_LABEL_TREE).map_err(db_err)?;
+        let by_model = db.open_tree(BY_MODEL_TREE).map_err(db_err)?;
+        let snapshots = db.open_tree(SNAPSHOTS_TREE).map_err(db_err)?;
         let meta = db.open_tree(META_TREE).map_err(db_err)?;
-        let (count, bytes) = tally(&results).map_err(db_err)?;
-        Ok(Store {
+        let store = Store {
             dir: dir.to_path_buf(),
             db,
             results,
+            by_label,
+            by_model,
+            snapshots,
             meta,
-            count: AtomicUsize::new(count),
-            bytes: AtomicU64::new(bytes),
+            guard: DiskGuard::disabled(),
+            snap_count: AtomicUsize::new(0),
+            snap_bytes: AtomicU64::new(0),
+            count: AtomicUsize::new(0),
+            bytes: AtomicU64::new(0),
             delete_lock: Mutex::new(()),
-        })
+        };
+        if let Some(from) = migrate_from {
+            store.migrate(from)?;
+            write_atomic(&schema_path, format!("{SCHEMA_VERSION}\n").as_bytes())
+                .map_err(io_err("write schema file", &schema_path))?;
+            log::info!(path:display = dir.display(); "result store migrated from schema {from} to {SCHEMA_VERSION}");
+        }
+        store.recount().map_err(db_err)?;
+        Ok(store)
+    }
+
+    /// Use `guard` to refuse writes below a free-space floor (default: no floor).
+    pub fn with_guard(mut self, guard: DiskGuard) -> Store {
+        self.guard = guard;
+        self
+    }
+
+    /// The free-space guard.
+    pub fn guard(&self) -> &DiskGuard {
+        &self.guard
+    }
+
+    /// Bring an older schema up to this one. Version 1 had no indexes:
+    /// build them (idempotent, so a crash mid-way just builds them again on
+    /// the next open, as the schema file still says 1), then flush.
+    fn migrate(&self, from: u32) -> Result<(), StoreError> {
+        debug_assert!(from == 1, "only schema 1 predates {SCHEMA_VERSION}");
+        let mut n = 0u64;
+        let mut batch_label = sled::Batch::default();
+        let mut batch_model = sled::Batch::default();
+        for item in self.results.iter() {
+            let (k, v) = item.map_err(|e| self.db_err(e))?;
+            let Ok(key) = <[u8; 16]>::try_from(&k[..]) else { continue };
+            let rec = match self.decode(&key, &v) {
+                Ok(r) => r,
+                Err(e) => {
+                    log::warn!("migration: not indexing unreadable record: {e}");
+                    continue;
+                }
+            };
+            for (kind, ik, iv) in index::index_entries(&key, &rec) {
+                match kind {
+                    IndexKind::Label => batch_label.insert(ik, iv),
+                    IndexKind::Model => batch_model.insert(ik, iv),
+                }
+            }
+            n += 1;
+            if n % PRUNE_BATCH as u64 == 0 {
+                self.by_label.apply_batch(std::mem::take(&mut batch_label)).map_err(|e| self.db_err(e))?;
+                self.by_model.apply_batch(std::mem::take(&mut batch_model)).map_err(|e| self.db_err(e))?;
+            }
+        }
+        self.by_label.apply_batch(batch_label).map_err(|e| self.db_err(e))?;
+        self.by_model.apply_batch(batch_model).map_err(|e| self.db_err(e))?;
+        self.flush()
+    }
+
+    /// Recount the counters from the trees.
+    fn recount(&self) -> Result<(), sled::Error> {
+        let (count, rbytes) = tally(&self.results)?;
+        let (_, lbytes) = tally(&self.by_label)?;
+        let (_, mbytes) = tally(&self.by_model)?;
+        let (scount, sbytes) = tally(&self.snapshots)?;
+        self.count.store(count, Ordering::Relaxed);
+        self.bytes.store(rbytes + lbytes + mbytes + sbytes, Ordering::Relaxed);
+        self.snap_count.store(scount, Ordering::Relaxed);
+        self.snap_bytes.store(sbytes, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The trees every result writes in one transaction, in the order of the
+    /// `T_*` constants.
+    fn tx_trees(&self) -> [&sled::Tree; 4] {
+        [&self.results, &self.by_label, &self.by_model, &self.snapshots]
     }
 
     /// The store directory.
@@ -230,6 +362,30 @@ impl Store {
     /// Not flushed to disk: sled flushes in the background, and [`Store::flush`]
     /// forces it.
     pub fn insert(&self, rec: &mut ResultRecord) -> Result<(), StoreError> {
+        self.insert_with_snapshot(rec, None).map(|_| ())
+    }
+
+    /// [`Store::insert`], keeping `snapshot` (the frame's encoded image)
+    /// with the record when given. Returns whether the snapshot was kept: it
+    /// is dropped (and counted) while free space is below the snapshot floor
+    /// (see [`DiskGuard`]). Below the record floor nothing is written and
+    /// the error is [`StoreError::DiskFull`].
+    pub fn insert_with_snapshot(
+        &self,
+        rec: &mut ResultRecord,
+        snapshot: Option<&Snapshot>,
+    ) -> Result<bool, StoreError> {
+        let snapshot = match (snapshot, self.guard.level(&self.dir)) {
+            (_, PressureLevel::Full { free, floor }) => {
+                self.guard.count_refused_result();
+                return Err(StoreError::DiskFull { path: self.dir.clone(), free, floor });
+            }
+            (Some(_), PressureLevel::Low { .. }) => {
+                self.guard.count_refused_snapshot();
+                None
+            }
+            (s, _) => s,
+        };
         // `generate_id` never repeats, so the key is fresh unless an imported
         // record (from another device) already holds the same (ts_ns, seq);
         // then a later sequence number is tried. Compare-and-swap against
@@ -238,8 +394,8 @@ impl Store {
             let seq = self.db.generate_id().map_err(|e| self.db_err(e))?;
             let key = make_key(rec.ts_ns, seq);
             rec.id = hex::encode(key);
-            if self.insert_new(&key, rec)? {
-                return Ok(());
+            if self.insert_new(&key, rec, snapshot)? {
+                return Ok(snapshot.is_some());
             }
         }
         Err(StoreError::Corrupt {
@@ -263,25 +419,71 @@ impl Store {
                 reason: format!("id encodes timestamp {key_ts} but ts_ns is {}", rec.ts_ns),
             });
         }
-        self.insert_new(&key, rec)
+        if let PressureLevel::Full { free, floor } = self.guard.level(&self.dir) {
+            self.guard.count_refused_result();
+            return Err(StoreError::DiskFull { path: self.dir.clone(), free, floor });
+        }
+        self.insert_new(&key, rec, None)
     }
 
-    /// Write `rec` under `key` if the key is absent; `Ok(false)` if present.
-    fn insert_new(&self, key: &[u8; 16], rec: &ResultRecord) -> Result<bool, StoreError> {
+    /// Write `rec` under `key`, with its index entries and `snapshot`, in one
+    /// transaction, if the key is absent; `Ok(false)` (nothing written) if
+    /// present.
+    fn insert_new(&self, key: &[u8; 16], rec: &ResultRecord, snapshot: Option<&Snapshot>) -> Result<bool, StoreError> {
         let mut value = Vec::with_capacity(512);
         value.push(VALUE_FORMAT_JSON);
         serde_json::to_writer(&mut value, rec)
             .map_err(|source| StoreError::Encode { path: self.dir.clone(), source })?;
-        let size = (key.len() + value.len()) as u64;
-        match self.results.compare_and_swap(key, None::<&[u8]>, Some(value)) {
-            Ok(Ok(())) => {
+        // (tree, key, value) of everything written besides the record.
+        let mut entries: Vec<(usize, Vec<u8>, Vec<u8>)> = index::index_entries(key, rec)
+            .into_iter()
+            .map(|(kind, k, v)| (if kind == IndexKind::Label { T_BY_LABEL } else { T_BY_MODEL }, k, v))
+            .collect();
+        let snap_size = snapshot.map(|s| {
+            let v = s.encode();
+            let n = (key.len() + v.len()) as u64;
+            entries.push((T_SNAPSHOTS, key.to_vec(), v));
+            n
+        });
+        let size = (key.len() + value.len()) as u64
+            + entries.iter().map(|(_, k, v)| (k.len() + v.len()) as u64).sum::<u64>();
+        let trees = self.tx_trees();
+        let written = trees[..].transaction(|tx| {
+            if tx[T_RESULTS].get(key)?.is_some() {
+                return Ok(false);
+            }
+            tx[T_RESULTS].insert(&key[..], value.as_slice())?;
+            for (t, k, v) in &entries {
+                tx[*t].insert(k.as_slice(), v.as_slice())?;
+            }
+            Ok(true)
+        });
+        match written {
+            Ok(true) => {
                 self.count.fetch_add(1, Ordering::Relaxed);
                 self.bytes.fetch_add(size, Ordering::Relaxed);
+                if let Some(n) = snap_size {
+                    self.snap_count.fetch_add(1, Ordering::Relaxed);
+                    self.snap_bytes.fetch_add(n, Ordering::Relaxed);
+                }
                 Ok(true)
             }
-            Ok(Err(_)) => Ok(false),
-            Err(e) => Err(self.db_err(e)),
+            Ok(false) => Ok(false),
+            Err(sled::transaction::TransactionError::Abort(())) => Ok(false),
+            Err(sled::transaction::TransactionError::Storage(e)) => Err(self.write_err(e)),
         }
+    }
+
+    /// A sled error from a write: ENOSPC becomes [`StoreError::DiskFull`]
+    /// (and puts the guard in the full state until space returns).
+    fn write_err(&self, e: sled::Error) -> StoreError {
+        if let sled::Error::Io(io) = &e {
+            if io.raw_os_error() == Some(nix::libc::ENOSPC) {
+                let (free, floor) = self.guard.note_enospc(&self.dir);
+                return StoreError::DiskFull { path: self.dir.clone(), free, floor };
+            }
+        }
+        self.db_err(e)
     }
 
     fn decode(&self, key: &[u8], value: &[u8]) -> Result<ResultRecord, StoreError> {
@@ -407,8 +609,11 @@ impl Store {
     pub fn check_writable(&self) -> Result<(), StoreError> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64);
         let stamp = now.unwrap_or(0).to_be_bytes();
-        self.meta.insert(PROBE_KEY, &stamp).map_err(|e| self.db_err(e))?;
-        self.flush()
+        if let PressureLevel::Full { free, floor } = self.guard.level(&self.dir) {
+            return Err(StoreError::DiskFull { path: self.dir.clone(), free, floor });
+        }
+        self.meta.insert(PROBE_KEY, &stamp).map_err(|e| self.write_err(e))?;
+        self.db.flush().map(|_| ()).map_err(|e| self.write_err(e))
     }
 }
 

@@ -10,7 +10,10 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::{make_key, tally, Store, StoreError, PRUNE_BATCH};
+use sled::Transactional;
+
+use super::index::{index_entries, IndexKind};
+use super::{make_key, Store, StoreError, PRUNE_BATCH, T_BY_LABEL, T_BY_MODEL, T_RESULTS, T_SNAPSHOTS};
 use crate::config::StoreSettings;
 
 /// How often [`Pruner`] enforces the policy.
@@ -23,15 +26,21 @@ pub struct Retention {
     pub max_age: Option<Duration>,
     /// At most this many records are kept.
     pub max_records: Option<usize>,
-    /// The logical size of the records ([`Store::data_bytes`]) is kept at or
-    /// below this.
+    /// The logical size of the records with their indexes and snapshots
+    /// ([`Store::data_bytes`]) is kept at or below this.
     pub max_bytes: Option<u64>,
+    /// At most this many snapshots are kept (the oldest snapshots are
+    /// deleted, their results stay).
+    pub snapshot_max_count: Option<usize>,
+    /// The snapshots' logical size ([`Store::snapshot_bytes`]) is kept at or
+    /// below this.
+    pub snapshot_max_bytes: Option<u64>,
 }
 
 impl Retention {
     /// No limits at all.
     pub fn unlimited() -> Retention {
-        Retention { max_age: None, max_records: None, max_bytes: None }
+        Retention { max_age: None, max_records: None, max_bytes: None, snapshot_max_count: None, snapshot_max_bytes: None }
     }
 
     /// The policy configured in `[store]`; a limit of 0 means "no limit".
@@ -40,6 +49,8 @@ impl Retention {
             max_age: (s.max_age_s > 0).then(|| Duration::from_secs(s.max_age_s)),
             max_records: (s.max_records > 0).then_some(s.max_records),
             max_bytes: (s.max_bytes > 0).then_some(s.max_bytes),
+            snapshot_max_count: (s.snapshot_max_count > 0).then_some(s.snapshot_max_count),
+            snapshot_max_bytes: (s.snapshot_max_bytes > 0).then_some(s.snapshot_max_bytes),
         }
     }
 }
@@ -53,6 +64,8 @@ pub struct PruneReport {
     pub by_records: u64,
     /// Records deleted to get down to `max_bytes`.
     pub by_bytes: u64,
+    /// Snapshots deleted (records kept) to get down to the snapshot limits.
+    pub snapshots: u64,
     /// Logical bytes freed (key plus value lengths).
     pub bytes_freed: u64,
     /// Batches applied.
@@ -122,6 +135,8 @@ impl Store {
             }
         }
 
+        self.prune_snapshots(policy, &mut report)?;
+
         if let Some(max) = policy.max_bytes {
             loop {
                 let excess = self.data_bytes().saturating_sub(max);
@@ -140,49 +155,129 @@ impl Store {
         Ok(report)
     }
 
-    /// Delete one batch of the oldest records within `limit`; returns how many
-    /// were deleted. The caller holds `delete_lock`.
+    /// Delete one batch of the oldest records within `limit`, each with its
+    /// index entries and snapshot, in one transaction; returns how many
+    /// records were deleted. The caller holds `delete_lock`.
     fn delete_oldest(&self, limit: &BatchLimit, report: &mut PruneReport) -> Result<u64, StoreError> {
-        let mut batch = sled::Batch::default();
-        let (mut n, mut bytes) = (0u64, 0u64);
+        // (record key, index keys) of the batch, and its record bytes.
+        let mut doomed: Vec<([u8; 16], Vec<(usize, Vec<u8>)>)> = Vec::with_capacity(limit.max_n.min(PRUNE_BATCH));
+        let mut bytes = 0u64;
         let iter = match limit.below {
             Some(below) => self.results.range(..below),
             None => self.results.iter(),
         };
         for item in iter {
-            if n as usize >= limit.max_n || limit.bytes.is_some_and(|b| bytes >= b) {
+            if doomed.len() >= limit.max_n || limit.bytes.is_some_and(|b| bytes >= b) {
                 break;
             }
             let (k, v) = item.map_err(|e| self.db_err(e))?;
+            let Ok(key) = <[u8; 16]>::try_from(&k[..]) else { continue };
             bytes += (k.len() + v.len()) as u64;
-            batch.remove(k);
-            n += 1;
+            // An unreadable record cannot name its index entries; they are
+            // left behind and skipped by queries (their record is gone).
+            let idx = match self.decode(&key, &v) {
+                Ok(rec) => index_entries(&key, &rec)
+                    .into_iter()
+                    .map(|(kind, ik, _)| (if kind == IndexKind::Label { T_BY_LABEL } else { T_BY_MODEL }, ik))
+                    .collect(),
+                Err(_) => Vec::new(),
+            };
+            doomed.push((key, idx));
         }
-        if n == 0 {
+        if doomed.is_empty() {
             return Ok(0);
         }
         let started = Instant::now();
-        self.results.apply_batch(batch).map_err(|e| self.db_err(e))?;
+        let trees = self.tx_trees();
+        let removed = trees[..]
+            .transaction(|tx| {
+                // (records, bytes freed, snapshots, snapshot bytes)
+                let mut freed = (0u64, 0u64, 0u64, 0u64);
+                for (key, idx) in &doomed {
+                    if let Some(v) = tx[T_RESULTS].remove(&key[..])? {
+                        freed.0 += 1;
+                        freed.1 += (key.len() + v.len()) as u64;
+                    }
+                    for (t, ik) in idx {
+                        if let Some(v) = tx[*t].remove(ik.as_slice())? {
+                            freed.1 += (ik.len() + v.len()) as u64;
+                        }
+                    }
+                    if let Some(v) = tx[T_SNAPSHOTS].remove(&key[..])? {
+                        let n = (key.len() + v.len()) as u64;
+                        freed.1 += n;
+                        freed.2 += 1;
+                        freed.3 += n;
+                    }
+                }
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(freed)
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Storage(e) => self.write_err(e),
+                sled::transaction::TransactionError::Abort(()) => StoreError::Corrupt {
+                    path: self.dir.clone(),
+                    key: String::new(),
+                    reason: "prune transaction aborted".into(),
+                },
+            })?;
         let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        // Only deleters remove records and they are serialized, so every key
-        // in the batch was present and is now gone: the counters stay exact.
+        let (n, freed, snaps, snap_bytes) = removed;
+        // Only deleters remove entries and they are serialized, and the
+        // transaction reports what it really removed: the counters stay exact.
         self.count.fetch_sub(n as usize, Ordering::Relaxed);
-        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.bytes.fetch_sub(freed, Ordering::Relaxed);
+        self.snap_count.fetch_sub(snaps as usize, Ordering::Relaxed);
+        self.snap_bytes.fetch_sub(snap_bytes, Ordering::Relaxed);
         report.batches += 1;
-        report.bytes_freed += bytes;
+        report.bytes_freed += freed;
         report.max_batch_us = report.max_batch_us.max(took);
         // Let writers waiting on sled's lock in before the next batch.
         std::thread::yield_now();
         Ok(n)
     }
 
-    /// Recount records and bytes from the tree (the counters claimed more
-    /// than the tree holds). The caller holds `delete_lock`.
+    /// Delete the oldest snapshots (not their records) beyond the snapshot
+    /// limits, in batches. The caller holds `delete_lock`.
+    fn prune_snapshots(&self, policy: &Retention, report: &mut PruneReport) -> Result<(), StoreError> {
+        loop {
+            let excess_n = policy.snapshot_max_count.map_or(0, |m| self.snapshot_count().saturating_sub(m));
+            let excess_b = policy.snapshot_max_bytes.map_or(0, |m| self.snapshot_bytes().saturating_sub(m));
+            if excess_n == 0 && excess_b == 0 {
+                return Ok(());
+            }
+            let mut batch = sled::Batch::default();
+            let (mut n, mut bytes) = (0usize, 0u64);
+            for item in self.snapshots.iter() {
+                if n >= PRUNE_BATCH || (n >= excess_n && bytes >= excess_b) {
+                    break;
+                }
+                let (k, v) = item.map_err(|e| self.db_err(e))?;
+                bytes += (k.len() + v.len()) as u64;
+                batch.remove(k);
+                n += 1;
+            }
+            if n == 0 {
+                return self.resync_counters();
+            }
+            let started = Instant::now();
+            self.snapshots.apply_batch(batch).map_err(|e| self.write_err(e))?;
+            let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.snap_count.fetch_sub(n, Ordering::Relaxed);
+            self.snap_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+            report.snapshots += n as u64;
+            report.batches += 1;
+            report.bytes_freed += bytes;
+            report.max_batch_us = report.max_batch_us.max(took);
+            std::thread::yield_now();
+        }
+    }
+
+    /// Recount records and bytes from the trees (the counters claimed more
+    /// than the trees hold). The caller holds `delete_lock`.
     fn resync_counters(&self) -> Result<(), StoreError> {
-        let (n, bytes) = tally(&self.results).map_err(|e| self.db_err(e))?;
-        log::warn!(records = n, bytes = bytes; "result store counters drifted; recounted");
-        self.count.store(n, Ordering::Relaxed);
-        self.bytes.store(bytes, Ordering::Relaxed);
+        self.recount().map_err(|e| self.db_err(e))?;
+        log::warn!(records = self.len(), bytes = self.data_bytes(); "result store counters drifted; recounted");
         Ok(())
     }
 }

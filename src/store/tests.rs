@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use std::sync::atomic::AtomicU64;
 use crate::result::{ClassScore, StageLatency};
 
 fn rec(ts_ns: u64, frame_seq: u64) -> ResultRecord {
@@ -224,4 +225,245 @@ fn a_store_in_use_is_reported_as_locked() {
     assert!(err.to_string().contains("/api/v1/backup"), "{err}");
     drop(first);
     assert!(Store::open(dir.path()).is_ok(), "lock released on drop");
+}
+
+fn labelled(ts_ns: u64, labels: &[(&str, f32)], model: &str) -> ResultRecord {
+    let mut r = rec(ts_ns, ts_ns);
+    r.classes = labels
+        .iter()
+        .enumerate()
+        .map(|(i, (l, s))| ClassScore { index: i, label: (*l).into(), raw: 0.0, score: *s })
+        .collect();
+    r.model_sha256 = model.into();
+    r
+}
+
+/// Every entry of `tree` as (key, value).
+fn entries(tree: &sled::Tree) -> Vec<(Vec<u8>, Vec<u8>)> {
+    tree.iter().map(|i| i.unwrap()).map(|(k, v)| (k.to_vec(), v.to_vec())).collect()
+}
+
+// Catches: label/model filters ignored, min_score compared against the wrong label's score,
+// detections not indexed, or filters combined with OR.
+#[test]
+fn queries_filter_by_label_score_model_and_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (m1, m2) = ("11".repeat(32), "22".repeat(32));
+    store.insert(&mut labelled(10, &[("cat", 0.9), ("dog", 0.1)], &m1)).unwrap();
+    store.insert(&mut labelled(20, &[("dog", 0.7), ("cat", 0.2)], &m1)).unwrap();
+    store.insert(&mut labelled(30, &[("cat", 0.5)], &m2)).unwrap();
+    let mut det = labelled(40, &[], &m2);
+    det.detections = vec![crate::result::Detection {
+        class_index: 0,
+        label: "cat".into(),
+        score: 0.95,
+        x: 0.0,
+        y: 0.0,
+        width: 1.0,
+        height: 1.0,
+    }];
+    store.insert(&mut det).unwrap();
+    let q = |f: &dyn Fn(&mut Query)| {
+        let mut q = Query::newest(100);
+        f(&mut q);
+        ts_of(&store.query(&q).unwrap().results)
+    };
+    assert_eq!(q(&|_| {}), vec![40, 30, 20, 10]);
+    assert_eq!(q(&|q| q.label = Some("cat".into())), vec![40, 30, 20, 10]);
+    assert_eq!(q(&|q| q.label = Some("dog".into())), vec![20, 10]);
+    assert_eq!(q(&|q| q.label = Some("ca".into())), Vec::<u64>::new(), "prefix of a label is not the label");
+    assert_eq!(q(&|q| { q.label = Some("cat".into()); q.min_score = Some(0.6) }), vec![40, 10]);
+    // The dog score of record 10 is 0.1: its cat score must not qualify it.
+    assert_eq!(q(&|q| { q.label = Some("dog".into()); q.min_score = Some(0.5) }), vec![20]);
+    assert_eq!(q(&|q| q.min_score = Some(0.8)), vec![40, 10], "best score without a label");
+    assert_eq!(q(&|q| q.model = Some(m2.clone())), vec![40, 30]);
+    assert_eq!(q(&|q| { q.model = Some(m1.clone()); q.label = Some("cat".into()); q.min_score = Some(0.3) }), vec![10]);
+    assert_eq!(q(&|q| { q.label = Some("cat".into()); q.since = Some(20); q.until = Some(30) }), vec![30, 20]);
+    assert_eq!(q(&|q| { q.model = Some(m1.clone()); q.until = Some(15) }), vec![10]);
+}
+
+// Catches: cursors that repeat the boundary record, skip records sharing a timestamp,
+// or never end.
+#[test]
+fn cursor_pages_cover_everything_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for i in 0..50u64 {
+        // Pairs of records share a timestamp.
+        store.insert(&mut labelled(i / 2, &[("cat", 0.9)], "m")).unwrap();
+    }
+    for label in [None, Some("cat".to_string())] {
+        let mut q = Query::newest(7);
+        q.label = label;
+        let mut seen = Vec::new();
+        let mut pages = 0;
+        loop {
+            let page = store.query(&q).unwrap();
+            pages += 1;
+            seen.extend(page.results.iter().map(|r| r.id.clone()));
+            match page.next_cursor {
+                Some(c) => q.cursor = Some(c),
+                None => break,
+            }
+            assert!(pages < 100, "paging does not end");
+        }
+        let all: Vec<String> = store.range(None, None, 100).unwrap().into_iter().map(|r| r.id).collect();
+        assert_eq!(seen, all, "label filter {:?}", q.label);
+    }
+}
+
+// Catches: retention leaving index entries or snapshots behind, or byte counters that drift.
+#[test]
+fn retention_removes_index_entries_and_snapshots_with_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let jpeg = Snapshot { bytes: vec![0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 3] };
+    for ts in 1..=10 {
+        let snap = (ts % 2 == 0).then_some(&jpeg);
+        store.insert_with_snapshot(&mut labelled(ts, &[("cat", 0.9), ("dog", 0.4)], "m"), snap).unwrap();
+    }
+    assert_eq!(entries(&store.by_label).len(), 20);
+    assert_eq!(entries(&store.by_model).len(), 10);
+    assert_eq!(store.snapshot_count(), 5);
+    store.retain_newest(3).unwrap();
+    // Only the newest 3 records' entries remain: 8, 9 and 10.
+    let keys: Vec<[u8; 16]> = store.results.iter().keys().map(|k| k.unwrap().as_ref().try_into().unwrap()).collect();
+    assert_eq!(keys.len(), 3);
+    for (k, _) in entries(&store.by_label).iter().chain(entries(&store.by_model).iter()) {
+        assert!(keys.iter().any(|rk| k.ends_with(rk)), "dangling index entry {}", hex::encode(k));
+    }
+    assert_eq!(entries(&store.by_label).len(), 6);
+    assert_eq!(store.snapshot_count(), 2, "snapshots of 8 and 10");
+    assert_eq!(entries(&store.snapshots).len(), 2);
+    let before = store.data_bytes();
+    store.retain_newest(0).unwrap();
+    assert_eq!((store.data_bytes(), store.snapshot_bytes()), (0, 0), "from {before}");
+    assert!(entries(&store.by_label).is_empty() && entries(&store.by_model).is_empty());
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!((store.len(), store.data_bytes(), store.snapshot_count()), (0, 0, 0));
+}
+
+// Catches: snapshots served with the wrong content type, a missing one reported as present,
+// or snapshot limits deleting records instead of just snapshots.
+#[test]
+fn snapshots_are_kept_served_and_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let png = Snapshot { bytes: b"\x89PNG\r\n\x1a\nrest".to_vec() };
+    let jpeg = Snapshot { bytes: vec![0xFF, 0xD8, 0xFF, 0xDB, 9, 9] };
+    let mut a = rec(1, 1);
+    let mut b = rec(2, 2);
+    let mut c = rec(3, 3);
+    assert!(store.insert_with_snapshot(&mut a, Some(&png)).unwrap());
+    assert!(!store.insert_with_snapshot(&mut b, None).unwrap());
+    assert!(store.insert_with_snapshot(&mut c, Some(&jpeg)).unwrap());
+    assert_eq!(store.snapshot(&a.id).unwrap(), Some(("image/png", png.bytes.clone())));
+    assert_eq!(store.snapshot(&b.id).unwrap(), None);
+    assert_eq!(store.snapshot(&c.id).unwrap(), Some(("image/jpeg", jpeg.bytes.clone())));
+    assert!(matches!(store.snapshot("nope"), Err(StoreError::MalformedId { .. })));
+    let policy = Retention { snapshot_max_count: Some(1), ..Retention::unlimited() };
+    let report = store.prune_once(&policy, 0).unwrap();
+    assert_eq!((report.snapshots, report.deleted()), (1, 0));
+    assert_eq!(store.snapshot(&a.id).unwrap(), None, "the oldest snapshot goes first");
+    assert!(store.snapshot(&c.id).unwrap().is_some());
+    assert_eq!(store.len(), 3, "records stay");
+    let one = store.snapshot_bytes();
+    assert_eq!(one, (16 + 1 + jpeg.bytes.len()) as u64);
+    let policy = Retention { snapshot_max_bytes: Some(one - 1), ..Retention::unlimited() };
+    assert_eq!(store.prune_once(&policy, 0).unwrap().snapshots, 1);
+    assert_eq!((store.snapshot_count(), store.len()), (0, 3));
+}
+
+// Catches: a rule that ignores labels or scores, a rate limit that never refills,
+// or snapshots taken while disabled.
+#[test]
+fn snapshot_gate_applies_labels_scores_and_rate() {
+    let now = std::time::Instant::now();
+    let cat = labelled(1, &[("cat", 0.8), ("dog", 0.3)], "m");
+    let mut off = SnapshotGate::new(SnapshotRule::off());
+    assert!(!off.admit(&cat, now));
+    let rule = |labels: &[&str], min: f32, rate: u32| SnapshotRule {
+        enabled: true,
+        labels: labels.iter().map(|s| s.to_string()).collect(),
+        min_score: min,
+        max_per_minute: rate,
+    };
+    assert!(rule(&["cat"], 0.5, 0).matches(&cat));
+    assert!(!rule(&["dog"], 0.5, 0).matches(&cat), "dog scores 0.3 only");
+    assert!(rule(&[], 0.7, 0).matches(&cat));
+    assert!(!rule(&[], 0.9, 0).matches(&cat));
+    let mut gate = SnapshotGate::new(rule(&["cat"], 0.5, 2));
+    assert!(gate.admit(&cat, now));
+    assert!(gate.admit(&cat, now + std::time::Duration::from_secs(1)));
+    assert!(!gate.admit(&cat, now + std::time::Duration::from_secs(2)), "third in a minute");
+    assert!(gate.admit(&cat, now + std::time::Duration::from_secs(61)), "the window moved on");
+}
+
+// Catches: a version 1 store opened without building its indexes (label queries empty),
+// or the schema file not advanced after migration.
+#[test]
+fn schema_1_store_is_migrated_with_indexes_built() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        for ts in 1..=100 {
+            store.insert(&mut labelled(ts, &[(if ts % 3 == 0 { "cat" } else { "dog" }, 0.9)], "m")).unwrap();
+        }
+        // What a version 1 build left: records without indexes.
+        store.by_label.clear().unwrap();
+        store.by_model.clear().unwrap();
+        store.flush().unwrap();
+    }
+    fs::write(dir.path().join(SCHEMA_FILE), "1\n").unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(fs::read_to_string(dir.path().join(SCHEMA_FILE)).unwrap().trim(), SCHEMA_VERSION.to_string());
+    let mut q = Query::newest(1000);
+    q.label = Some("cat".into());
+    assert_eq!(store.query(&q).unwrap().results.len(), 33);
+    q.label = None;
+    q.model = Some("m".into());
+    assert_eq!(store.query(&q).unwrap().results.len(), 100);
+    assert_eq!(store.len(), 100);
+}
+
+/// A free-space probe the test sets by hand.
+#[derive(Debug, Clone)]
+struct FakeDisk(std::sync::Arc<AtomicU64>);
+
+impl FreeSpace for FakeDisk {
+    fn free_bytes(&self, _: &Path) -> io::Result<u64> {
+        Ok(self.0.load(Ordering::Relaxed))
+    }
+}
+
+// Catches: writes continuing below the floor, snapshots kept when space is low, reads
+// failing while full, or writes not resuming when space returns.
+#[test]
+fn disk_guard_pauses_snapshots_then_results_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let free = std::sync::Arc::new(AtomicU64::new(10_000));
+    let guard = DiskGuard::new(Box::new(FakeDisk(free.clone())), 1_000, std::time::Duration::ZERO);
+    let store = Store::open(dir.path()).unwrap().with_guard(guard);
+    let jpeg = Snapshot { bytes: vec![0xFF, 0xD8, 0xFF, 0xE0] };
+    assert!(store.insert_with_snapshot(&mut rec(1, 1), Some(&jpeg)).unwrap());
+    free.store(1_500, Ordering::Relaxed); // below the snapshot floor (2 000)
+    let mut low = rec(2, 2);
+    assert!(!store.insert_with_snapshot(&mut low, Some(&jpeg)).unwrap(), "snapshot dropped");
+    assert_eq!(store.snapshot(&low.id).unwrap(), None);
+    assert!(matches!(store.guard().current(), PressureLevel::Low { free: 1_500, floor: 2_000 }));
+    free.store(999, Ordering::Relaxed);
+    let err = store.insert(&mut rec(3, 3)).unwrap_err();
+    assert!(matches!(err, StoreError::DiskFull { free: 999, floor: 1_000, .. }), "{err}");
+    assert!(err.to_string().contains("min_free_bytes"), "{err}");
+    assert!(matches!(store.check_writable(), Err(StoreError::DiskFull { .. })));
+    assert_eq!(store.len(), 2);
+    assert_eq!(store.range(None, None, 10).unwrap().len(), 2, "reads still work");
+    assert_eq!((store.guard().refused_results(), store.guard().refused_snapshots()), (1, 1));
+    free.store(5_000, Ordering::Relaxed);
+    store.insert(&mut rec(4, 4)).unwrap();
+    store.check_writable().unwrap();
+    assert_eq!(store.guard().current(), PressureLevel::Ok);
+    assert_eq!(store.len(), 3);
 }
