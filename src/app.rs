@@ -212,6 +212,11 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
             header_read_timeout: Duration::from_millis(settings.api.header_read_timeout_ms),
             keep_alive_idle: Duration::from_millis(settings.api.keep_alive_idle_ms),
             max_results_limit: settings.api.max_results_limit,
+            max_concurrent_uploads: settings.api.max_concurrent_uploads,
+            max_upload_pixels: settings.api.max_upload_pixels,
+            max_model_bytes: settings.api.max_model_bytes,
+            max_event_subscribers: settings.api.max_event_subscribers,
+            event_heartbeat: Duration::from_millis(settings.api.event_heartbeat_ms),
         },
         state.clone(),
         store.clone(),
@@ -228,14 +233,20 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     })
     .context("API access options")?
     .with_shutdown_grace(API_GRACE);
-    log::info!("HTTPS API listening on https://{} (certificate SHA-256 {})", server.local_addr(), server.cert_fingerprint());
-
     let slot = Arc::new(FrameSlot::new());
-    let stop = Arc::new(AtomicBool::new(false));
     let control = Arc::new(crate::pipeline::InferenceControl {
         snapshot_rule: std::sync::Mutex::new(crate::store::SnapshotRule::from_settings(&settings.store)),
         ..Default::default()
     });
+    let server = server.with_pipeline(crate::api::PipelineHandle {
+        slot: slot.clone(),
+        control: control.clone(),
+        models: ModelStore::new(&settings.daemon.state_dir),
+        model: settings.model.clone(),
+    });
+    log::info!("HTTPS API listening on https://{} (certificate SHA-256 {})", server.local_addr(), server.cert_fingerprint());
+
+    let stop = Arc::new(AtomicBool::new(false));
 
     let capture = {
         let (slot, state, stop) = (slot.clone(), state.clone(), stop.clone());

@@ -58,6 +58,7 @@ pub struct Metrics {
     tls_handshake_failures: Counter,
     auth_failures: Counter,
     rate_limited: Family<LimitLabels, Counter>,
+    event_subscribers_dropped: Counter,
     /// Distinct model labels seen, to bound the per-model family.
     models_seen: AtomicU64,
 }
@@ -92,7 +93,14 @@ impl Metrics {
         let rate_limited = Family::<LimitLabels, Counter>::default();
         registry.register("auth_failures", "API requests with a missing-when-required, malformed, unknown or revoked key", auth_failures.clone());
         registry.register("rate_limited", "API requests refused with 429, by limit (client_ip or key)", rate_limited.clone());
+        let event_subscribers_dropped = Counter::default();
+        registry.register(
+            "event_subscribers_dropped",
+            "Event stream subscribers closed because they fell too far behind",
+            event_subscribers_dropped.clone(),
+        );
         Metrics {
+            event_subscribers_dropped,
             registry,
             stage_seconds,
             inferences,
@@ -139,6 +147,10 @@ impl Metrics {
 
     pub fn count_tls_failure(&self) {
         self.tls_handshake_failures.inc();
+    }
+
+    pub fn count_event_subscriber_dropped(&self) {
+        self.event_subscribers_dropped.inc();
     }
 
     pub fn count_auth_failure(&self) {

@@ -6,6 +6,12 @@
 //! one and the replaced frame is counted as dropped, so a slow model never
 //! builds a queue. The inference thread stores each result in sled and
 //! publishes it to the shared [`AppState`].
+//!
+//! The same slot carries [`ClassifyJob`]s (images uploaded to the API): the
+//! inference thread runs them on its active model between two frames, before
+//! the next frame, and replies on the job's channel. So an upload never runs
+//! on the async runtime, never needs a second copy of the model, and never
+//! sees a half-swapped model: swaps happen on the same thread, between items.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -28,13 +34,39 @@ use crate::store::{Snapshot, SnapshotGate, SnapshotRule, Store, StoreError};
 #[derive(Debug)]
 pub enum Taken {
     Frame(Frame),
+    Job(ClassifyJob),
     Timeout,
     Closed,
+}
+
+/// Why an uploaded image got no result.
+#[derive(Debug, thiserror::Error)]
+pub enum ClassifyError {
+    #[error("no model is loaded")]
+    NoModel,
+    #[error(transparent)]
+    Inference(#[from] InferenceError),
+}
+
+/// What the active model made of an uploaded image, and which model that was.
+#[derive(Debug)]
+pub struct Classified {
+    pub output: crate::result::InferenceOutput,
+    pub model_sha256: String,
+    pub runtime: String,
+}
+
+/// An encoded image to run on the active model; the answer goes to `reply`.
+#[derive(Debug)]
+pub struct ClassifyJob {
+    pub frame: Frame,
+    pub reply: tokio::sync::oneshot::Sender<Result<Classified, ClassifyError>>,
 }
 
 #[derive(Debug, Default)]
 struct SlotState {
     frame: Option<Frame>,
+    jobs: std::collections::VecDeque<ClassifyJob>,
     closed: bool,
 }
 
@@ -69,12 +101,28 @@ impl FrameSlot {
         replaced
     }
 
-    /// Wait up to `timeout` for a frame. A closed slot still hands out the
-    /// frame it holds before reporting `Closed`.
+    /// Queue an upload for the inference thread, unless `max_queued` jobs
+    /// already wait or the slot is closed (then the job comes back).
+    pub fn submit(&self, job: ClassifyJob, max_queued: usize) -> Result<(), ClassifyJob> {
+        let mut s = self.lock();
+        if s.closed || s.jobs.len() >= max_queued {
+            return Err(job);
+        }
+        s.jobs.push_back(job);
+        drop(s);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Wait up to `timeout` for a job or a frame (jobs first). A closed slot
+    /// still hands out what it holds before reporting `Closed`.
     pub fn take(&self, timeout: Duration) -> Taken {
         let deadline = Instant::now() + timeout;
         let mut s = self.lock();
         loop {
+            if let Some(j) = s.jobs.pop_front() {
+                return Taken::Job(j);
+            }
             if let Some(f) = s.frame.take() {
                 return Taken::Frame(f);
             }
@@ -379,6 +427,19 @@ pub fn inference_loop(
         state.beat(&state.inference_beat_ms);
         let frame = match slot.take(Duration::from_millis(200)) {
             Taken::Frame(f) => f,
+            Taken::Job(job) => {
+                let res = match active.as_mut() {
+                    Some(m) => m.engine.run(&job.frame).map_err(ClassifyError::from).map(|output| {
+                        Counters::inc(&state.counters.inferences);
+                        state.metrics.count_inference(&m.status.sha256);
+                        Classified { output, model_sha256: m.status.sha256.clone(), runtime: m.status.runtime.clone() }
+                    }),
+                    None => Err(ClassifyError::NoModel),
+                };
+                // The requester may have given up (timeout, closed connection).
+                let _ = job.reply.send(res);
+                continue;
+            }
             Taken::Timeout => continue,
             Taken::Closed => break,
         };

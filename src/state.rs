@@ -1,6 +1,9 @@
 //! Shared daemon state: readiness checks, counters, the active model's
 //! description and the last result. The pipeline writes it; the API and the
 //! systemd notifier read it. Everything here is cheap to read and lock-light.
+//! It also owns the event bus: every stored result and every change of
+//! readiness or model is published (pre-serialised JSON) to the bounded
+//! broadcast channel the API's `/api/v1/events` subscribers read.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
@@ -9,6 +12,17 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::result::ResultRecord;
+
+/// Events a slow subscriber may fall behind by before it is dropped.
+pub const EVENT_BUS_CAPACITY: usize = 256;
+
+/// One published event: its SSE event name and its JSON data.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// `result`, `readiness` or `model`.
+    pub name: &'static str,
+    pub data: std::sync::Arc<str>,
+}
 
 /// One readiness check: ok, or failing with a human-readable reason.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -122,6 +136,8 @@ pub struct AppState {
     pub inference_beat_ms: AtomicU64,
     /// Whether the system clock was synchronized at the last check.
     pub clock_synchronized: std::sync::atomic::AtomicBool,
+    /// New results and state changes, for event subscribers (bounded).
+    pub events: tokio::sync::broadcast::Sender<Event>,
 }
 
 impl AppState {
@@ -143,6 +159,7 @@ impl AppState {
             capture_beat_ms: AtomicU64::new(0),
             inference_beat_ms: AtomicU64::new(0),
             clock_synchronized: std::sync::atomic::AtomicBool::new(true),
+            events: tokio::sync::broadcast::channel(EVENT_BUS_CAPACITY).0,
         }
     }
 
@@ -154,7 +171,26 @@ impl AppState {
 
     pub fn update_readiness(&self, f: impl FnOnce(&mut Readiness)) {
         let mut guard = self.readiness.write().unwrap_or_else(|e| e.into_inner());
+        let before = guard.clone();
         f(&mut guard);
+        if *guard != before {
+            let now = guard.clone();
+            drop(guard);
+            self.publish("readiness", || serde_json::json!({"ready": now.ready(), "checks": now}));
+        }
+    }
+
+    /// Publish an event to the subscribers, if there are any (the data is
+    /// only serialised then).
+    pub fn publish<T: Serialize>(&self, name: &'static str, data: impl FnOnce() -> T) {
+        if self.events.receiver_count() == 0 {
+            return;
+        }
+        match serde_json::to_string(&data()) {
+            // No subscriber left between the check and the send is fine.
+            Ok(json) => drop(self.events.send(Event { name, data: json.into() })),
+            Err(e) => log::error!("cannot encode a {name} event: {e}"),
+        }
     }
 
     pub fn model(&self) -> Option<ModelStatus> {
@@ -162,6 +198,7 @@ impl AppState {
     }
 
     pub fn set_model(&self, m: Option<ModelStatus>) {
+        self.publish("model", || m.clone());
         *self.model.write().unwrap_or_else(|e| e.into_inner()) = m;
     }
 
@@ -188,7 +225,9 @@ impl AppState {
         self.last_result.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Record the newest stored result and publish it as a `result` event.
     pub fn set_last_result(&self, r: ResultRecord) {
+        self.publish("result", || &r);
         *self.last_result.write().unwrap_or_else(|e| e.into_inner()) = Some(r);
     }
 }

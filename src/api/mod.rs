@@ -36,8 +36,12 @@
 //! Store and key-file reads run on tokio's blocking pool (`spawn_blocking`),
 //! never on the async workers.
 
+pub mod classify;
+pub mod events;
 pub mod limit;
 mod results;
+mod model;
+pub mod openapi;
 pub mod tls;
 
 use std::convert::Infallible;
@@ -71,6 +75,7 @@ use crate::keys::{KeyInfo, KeySet, KeyStore, Scope};
 use crate::state::AppState;
 use crate::store::{Store, StoreError};
 use limit::{FailureBursts, RateLimiter};
+pub use classify::PipelineHandle;
 pub use tls::TlsError;
 
 /// How long a new connection waits for a free slot when `max_connections`
@@ -119,6 +124,16 @@ pub struct ApiOptions {
     pub keep_alive_idle: Duration,
     /// Largest `limit` accepted by `/api/v1/results` (≥ 1).
     pub max_results_limit: usize,
+    /// Uploads (`POST /api/v1/classify`) in flight at once (≥ 1); more get 503.
+    pub max_concurrent_uploads: usize,
+    /// Largest uploaded image (width × height), checked from its header.
+    pub max_upload_pixels: u64,
+    /// Largest model upload (`PUT /api/v1/model`), instead of the body limit.
+    pub max_model_bytes: u64,
+    /// Concurrent `/api/v1/events` subscribers (≥ 1); more get 503.
+    pub max_event_subscribers: usize,
+    /// Interval of heartbeat comments on event streams.
+    pub event_heartbeat: Duration,
 }
 
 impl ApiOptions {
@@ -134,6 +149,11 @@ impl ApiOptions {
             header_read_timeout: Duration::from_secs(10),
             keep_alive_idle: Duration::from_secs(5),
             max_results_limit: 1000,
+            max_concurrent_uploads: 2,
+            max_upload_pixels: 40_000_000,
+            max_model_bytes: 64 * 1024 * 1024,
+            max_event_subscribers: events::DEFAULT_MAX_SUBSCRIBERS,
+            event_heartbeat: events::DEFAULT_HEARTBEAT,
         }
     }
 }
@@ -239,6 +259,28 @@ pub enum ApiError {
     InvalidId,
     #[error("result store: {0}")]
     Store(StoreError),
+    #[error("the upload is empty")]
+    EmptyUpload,
+    #[error("the upload is not a JPEG, PNG or BMP image (judged by its content, not its Content-Type)")]
+    UnsupportedMediaType,
+    #[error("image {width}x{height} is over the budget of {max_pixels} pixels")]
+    ImageTooLarge { width: u32, height: u32, max_pixels: u64 },
+    #[error("the image cannot be decoded: {0}")]
+    UndecodableImage(String),
+    #[error("busy: too many uploads in flight; retry in {retry_after_s} s")]
+    Busy { retry_after_s: u64 },
+    #[error("no model is loaded yet; see /readyz")]
+    ModelUnavailable,
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("too many event subscribers; retry in {retry_after_s} s")]
+    TooManySubscribers { retry_after_s: u64 },
+    #[error("model refused, the previous model keeps running: {reason}")]
+    ModelRefused { reason: String },
+    #[error("no earlier model version to roll back to")]
+    NoPreviousModel,
+    #[error("another model change is in progress")]
+    ModelChangeInProgress,
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -278,6 +320,25 @@ fn problem_kind(e: &ApiError) -> (StatusCode, &'static str, &'static str) {
         }
         ApiError::InvalidId => (StatusCode::BAD_REQUEST, "invalid_id", "Malformed result id"),
         ApiError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store_error", "Result store failure"),
+        ApiError::EmptyUpload => (StatusCode::BAD_REQUEST, "empty_upload", "Empty upload"),
+        ApiError::UnsupportedMediaType => {
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Not a JPEG, PNG or BMP image")
+        }
+        ApiError::ImageTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "image_too_large", "Image over the pixel budget"),
+        ApiError::UndecodableImage(_) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "undecodable_image", "Image cannot be decoded")
+        }
+        ApiError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy", "Too many uploads in flight"),
+        ApiError::ModelUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "model_unavailable", "No model loaded"),
+        ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "Shutting down"),
+        ApiError::TooManySubscribers { .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, "too_many_subscribers", "Too many event subscribers")
+        }
+        ApiError::ModelRefused { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "model_refused", "Model refused"),
+        ApiError::NoPreviousModel => (StatusCode::CONFLICT, "no_previous_model", "No earlier model version"),
+        ApiError::ModelChangeInProgress => {
+            (StatusCode::CONFLICT, "model_change_in_progress", "Another model change is in progress")
+        }
         ApiError::Config(_) | ApiError::Bind { .. } | ApiError::Tls(_) | ApiError::Internal(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error")
         }
@@ -319,6 +380,8 @@ struct Problem<'a> {
 }
 
 type Resp = Response<Full<Bytes>>;
+/// What goes on the wire: a whole body, or an event stream.
+type OutBody = http_body_util::Either<Full<Bytes>, events::EventBody>;
 
 fn json_response<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Resp {
     match serde_json::to_vec(body) {
@@ -371,8 +434,13 @@ fn error_response(e: &ApiError) -> Resp {
                 h.insert(WWW_AUTHENTICATE, v);
             }
         }
-        ApiError::RateLimited { retry_after_s } => {
+        ApiError::RateLimited { retry_after_s }
+        | ApiError::Busy { retry_after_s }
+        | ApiError::TooManySubscribers { retry_after_s } => {
             h.insert(RETRY_AFTER, HeaderValue::from(*retry_after_s));
+        }
+        ApiError::ModelUnavailable | ApiError::ShuttingDown => {
+            h.insert(RETRY_AFTER, HeaderValue::from(5u64));
         }
         ApiError::PayloadTooLarge { .. } => {
             // The unread body is still on the wire; do not reuse the connection.
@@ -407,6 +475,11 @@ pub const ROUTES: &[RouteSpec] = &[
     RouteSpec { path: "/api/v1/keys", name: "keys", scope: Some(Scope::Admin), allow: ALLOW_GET },
     RouteSpec { path: "/api/v1/results/{id}/image", name: "result_image", scope: Some(Scope::Read), allow: ALLOW_GET },
     RouteSpec { path: "/api/v1/backup", name: "backup", scope: Some(Scope::Admin), allow: ALLOW_GET },
+    RouteSpec { path: "/api/v1/classify", name: "classify", scope: Some(Scope::Read), allow: "POST" },
+    RouteSpec { path: "/api/v1/events", name: "events", scope: Some(Scope::Read), allow: ALLOW_GET },
+    RouteSpec { path: "/api/v1/model", name: "model", scope: Some(Scope::Admin), allow: "GET, HEAD, PUT" },
+    RouteSpec { path: "/api/v1/model/rollback", name: "model_rollback", scope: Some(Scope::Admin), allow: "POST" },
+    RouteSpec { path: "/api/v1/openapi.json", name: "openapi", scope: Some(Scope::Read), allow: ALLOW_GET },
 ];
 
 #[derive(Debug, PartialEq)]
@@ -421,6 +494,11 @@ enum Route<'a> {
     Keys,
     Image(&'a str),
     Backup,
+    Classify,
+    Events,
+    Model,
+    ModelRollback,
+    OpenApi,
 }
 
 impl Route<'_> {
@@ -436,6 +514,11 @@ impl Route<'_> {
             Route::Keys => 7,
             Route::Image(_) => 8,
             Route::Backup => 9,
+            Route::Classify => 10,
+            Route::Events => 11,
+            Route::Model => 12,
+            Route::ModelRollback => 13,
+            Route::OpenApi => 14,
         };
         &ROUTES[i]
     }
@@ -456,6 +539,11 @@ fn match_route(path: &str) -> Option<Route<'_>> {
         "/metrics" => Route::Metrics,
         "/api/v1/keys" => Route::Keys,
         "/api/v1/backup" => Route::Backup,
+        "/api/v1/classify" => Route::Classify,
+        "/api/v1/events" => Route::Events,
+        "/api/v1/model" => Route::Model,
+        "/api/v1/model/rollback" => Route::ModelRollback,
+        "/api/v1/openapi.json" => Route::OpenApi,
         p => {
             let id = p.strip_prefix("/api/v1/results/")?;
             if let Some(id) = id.strip_suffix("/image") {
@@ -543,17 +631,37 @@ struct Ctx {
     client_limits: Mutex<RateLimiter<IpAddr>>,
     key_limits: Mutex<RateLimiter<String>>,
     failure_bursts: Mutex<FailureBursts>,
+    state_dir: PathBuf,
+    pipeline: Option<PipelineHandle>,
+    uploads: classify::Uploads,
+    subscribers: events::Subscribers,
+    max_model_bytes: u64,
+    /// Held while a model change runs (one at a time).
+    model_change: tokio::sync::Mutex<()>,
+    /// Becomes true when the server shuts down (set up by [`Server::run`]).
+    stop: watch::Receiver<bool>,
 }
 
 impl Ctx {
     fn new(
         state: Arc<AppState>,
         store: Arc<Store>,
-        max_results_limit: usize,
+        opts: &ApiOptions,
         access: AccessOptions,
         state_dir: &std::path::Path,
     ) -> Ctx {
+        let max_results_limit = opts.max_results_limit;
         Ctx {
+            state_dir: state_dir.to_path_buf(),
+            pipeline: None,
+            uploads: classify::Uploads::new(opts.max_concurrent_uploads, opts.max_upload_pixels),
+            subscribers: events::Subscribers {
+                permits: Arc::new(Semaphore::new(opts.max_event_subscribers)),
+                heartbeat: opts.event_heartbeat,
+            },
+            max_model_bytes: opts.max_model_bytes,
+            model_change: tokio::sync::Mutex::new(()),
+            stop: watch::channel(false).1,
             state,
             store,
             max_results_limit,
@@ -681,11 +789,11 @@ fn security_headers(h: &mut HeaderMap) {
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
 
-async fn handle(ctx: Arc<Ctx>, peer: SocketAddr, req: Request<Incoming>) -> Resp {
+async fn handle(ctx: Arc<Ctx>, peer: SocketAddr, req: Request<Incoming>, kill: Arc<tokio::sync::Notify>) -> Response<OutBody> {
     let started = Instant::now();
     let method = req.method().clone();
     let origin = req.headers().get(ORIGIN).cloned();
-    let (mut resp, route_name) = respond(&ctx, peer, req).await;
+    let (mut resp, route_name) = respond(&ctx, peer, req, kill).await;
     ctx.state.metrics.count_http(route_name, resp.status().as_u16());
     let h = resp.headers_mut();
     security_headers(h);
@@ -706,19 +814,30 @@ async fn handle(ctx: Arc<Ctx>, peer: SocketAddr, req: Request<Incoming>) -> Resp
 }
 
 /// Apply the checks in the order the module doc gives, then the handler.
-async fn respond(ctx: &Arc<Ctx>, peer: SocketAddr, req: Request<Incoming>) -> (Resp, &'static str) {
+async fn respond(
+    ctx: &Arc<Ctx>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+    kill: Arc<tokio::sync::Notify>,
+) -> (Response<OutBody>, &'static str) {
+    use http_body_util::Either;
     let (parts, body) = req.into_parts();
     let route = match_route(parts.uri.path());
     let route_name = route.as_ref().map(|r| r.name()).unwrap_or("unknown");
-    let result = async {
-        let max = ctx.access.max_body_bytes;
+    let result: Result<Response<OutBody>, ApiError> = async {
+        // Model uploads have their own (larger) limit; everything else the body limit.
+        let max = if route == Some(Route::Model) && parts.method == Method::PUT {
+            ctx.max_model_bytes
+        } else {
+            ctx.access.max_body_bytes
+        };
         if declared_length(&parts.headers).is_some_and(|n| n > max) {
             return Err(ApiError::PayloadTooLarge { limit: max });
         }
         if let Some(r) = &route {
             let allowed_origin = parts.headers.get(ORIGIN).is_some_and(|o| ctx.origin_allowed(o));
             if allowed_origin && is_preflight(&parts.method, &parts.headers) {
-                return Ok(preflight_response(r.spec()));
+                return Ok(preflight_response(r.spec()).map(Either::Left));
             }
         }
         let caller = authenticate(ctx, peer.ip(), &parts.headers).await?;
@@ -730,16 +849,30 @@ async fn respond(ctx: &Arc<Ctx>, peer: SocketAddr, req: Request<Incoming>) -> (R
                 Caller::Key(_) => {}
             }
         }
-        // No route takes a body yet; reading it here applies the limit while
-        // streaming for any request that sends one.
-        let _body = read_body(body, max).await?;
-        if parts.method != Method::GET && parts.method != Method::HEAD {
-            return Err(ApiError::MethodNotAllowed { allow: route.spec().allow });
+        // Reading every body here applies the limit while streaming, also
+        // for requests whose method is then refused.
+        let body = read_body(body, max).await?;
+        let allow = route.spec().allow;
+        if !allow.split(", ").any(|m| m == parts.method.as_str()) {
+            return Err(ApiError::MethodNotAllowed { allow });
         }
-        dispatch(ctx, route, parts.uri.query(), &caller).await
+        if route == Route::Events {
+            return events::subscribe(ctx, kill, parts.method == Method::HEAD).map(|r| r.map(Either::Right));
+        }
+        let req = Req { method: &parts.method, query: parts.uri.query(), caller: &caller, body, peer };
+        dispatch(ctx, route, req).await.map(|r| r.map(Either::Left))
     }
     .await;
-    (result.unwrap_or_else(|e| error_response(&e)), route_name)
+    (result.unwrap_or_else(|e| error_response(&e).map(Either::Left)), route_name)
+}
+
+/// The parts of a request a handler may need.
+struct Req<'a> {
+    method: &'a Method,
+    query: Option<&'a str>,
+    caller: &'a Caller,
+    body: Bytes,
+    peer: SocketAddr,
 }
 
 /// Run blocking store work off the async workers.
@@ -752,7 +885,8 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-async fn dispatch(ctx: &Arc<Ctx>, route: Route<'_>, query: Option<&str>, caller: &Caller) -> Result<Resp, ApiError> {
+async fn dispatch(ctx: &Arc<Ctx>, route: Route<'_>, req: Req<'_>) -> Result<Resp, ApiError> {
+    let (query, caller) = (req.query, req.caller);
     match route {
         Route::Healthz => Ok(json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
         Route::Readyz => {
@@ -800,6 +934,19 @@ async fn dispatch(ctx: &Arc<Ctx>, route: Route<'_>, query: Option<&str>, caller:
             let keys: Vec<&KeyInfo> = set.infos().collect();
             Ok(json_response(StatusCode::OK, &serde_json::json!({ "keys": keys })))
         }
+        Route::Classify => {
+            let name = match caller {
+                Caller::Key(k) => k.name.as_str(),
+                Caller::Anonymous => "anonymous",
+            };
+            classify::classify(ctx, query, req.body, req.peer, name).await
+        }
+        // Answered in `respond` (a stream, not a whole body).
+        Route::Events => Err(ApiError::Internal("events route dispatched as a whole body".into())),
+        Route::Model if req.method == Method::PUT => model::put(ctx, req.body, query).await,
+        Route::Model => model::get(ctx).await,
+        Route::ModelRollback => model::rollback(ctx).await,
+        Route::OpenApi => Ok(openapi::response()),
     }
 }
 
@@ -842,6 +989,7 @@ fn parse_time(name: &str, v: &str) -> Result<u64, ApiError> {
 
 /// Per-connection activity, for closing idle kept-alive connections.
 struct Activity {
+    kill: Arc<tokio::sync::Notify>,
     base: Instant,
     in_flight: AtomicUsize,
     /// Nanoseconds since `base` of the last request start or end.
@@ -850,7 +998,7 @@ struct Activity {
 
 impl Activity {
     fn new() -> Self {
-        Activity { base: Instant::now(), in_flight: AtomicUsize::new(0), last: AtomicU64::new(0) }
+        Activity { kill: Arc::new(tokio::sync::Notify::new()), base: Instant::now(), in_flight: AtomicUsize::new(0), last: AtomicU64::new(0) }
     }
     fn touch(&self) {
         let ns = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -910,6 +1058,9 @@ impl Server {
         if opts.max_results_limit == 0 {
             return Err(ApiError::Config("max_results_limit must be at least 1".into()));
         }
+        if opts.max_concurrent_uploads == 0 || opts.max_event_subscribers == 0 {
+            return Err(ApiError::Config("max_concurrent_uploads and max_event_subscribers must be at least 1".into()));
+        }
         let (cert, key, dir) = (opts.cert.clone(), opts.key.clone(), opts.state_dir.clone());
         let material = tokio::task::spawn_blocking(move || {
             tls::load_or_generate(cert.as_deref(), key.as_deref(), &dir)
@@ -925,7 +1076,7 @@ impl Server {
             acceptor: TlsAcceptor::from(material.config),
             local_addr,
             fingerprint: material.fingerprint,
-            ctx: Ctx::new(state, store, opts.max_results_limit, AccessOptions::default(), &opts.state_dir),
+            ctx: Ctx::new(state, store, &opts, AccessOptions::default(), &opts.state_dir),
             opts,
             shutdown_grace: SHUTDOWN_GRACE,
         })
@@ -935,9 +1086,17 @@ impl Server {
     /// [`AccessOptions::default`]). Replaces any earlier call's options.
     pub fn with_access(mut self, access: AccessOptions) -> Result<Self, ApiError> {
         access.validate()?;
-        let Ctx { state, store, max_results_limit, .. } = self.ctx;
-        self.ctx = Ctx::new(state, store, max_results_limit, access, &self.opts.state_dir);
+        let Ctx { state, store, pipeline, .. } = self.ctx;
+        self.ctx = Ctx::new(state, store, &self.opts, access, &self.opts.state_dir);
+        self.ctx.pipeline = pipeline;
         Ok(self)
+    }
+
+    /// Connect the running pipeline: uploads are classified by its model and
+    /// models are managed through it. Without it those routes answer 503.
+    pub fn with_pipeline(mut self, pipeline: PipelineHandle) -> Self {
+        self.ctx.pipeline = Some(pipeline);
+        self
     }
 
     /// Replace the shutdown grace period (default [`SHUTDOWN_GRACE`]).
@@ -960,10 +1119,11 @@ impl Server {
     /// stop accepting, let in-flight requests finish for up to the shutdown
     /// grace period, drop what remains, and return.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), ApiError> {
-        let Server { listener, acceptor, opts, ctx, shutdown_grace, .. } = self;
+        let Server { listener, acceptor, opts, mut ctx, shutdown_grace, .. } = self;
+        let (conn_stop_tx, conn_stop_rx) = watch::channel(false);
+        ctx.stop = conn_stop_rx.clone();
         let ctx = Arc::new(ctx);
         let slots = Arc::new(Semaphore::new(opts.max_connections));
-        let (conn_stop_tx, conn_stop_rx) = watch::channel(false);
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(opts.header_read_timeout)
@@ -1080,8 +1240,9 @@ async fn serve_connection(
     let service = hyper::service::service_fn(move |req| {
         let ctx = ctx.clone();
         let guard = act.begin();
+        let kill = act.kill.clone();
         async move {
-            let mut resp = handle(ctx, peer, req).await;
+            let mut resp = handle(ctx, peer, req, kill).await;
             drop(guard);
             // A streamed body (the backup) replaces the empty placeholder.
             let resp = match results::Streamed::take(&mut resp) {
@@ -1110,6 +1271,9 @@ async fn serve_connection(
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
+            // A handler asked for the connection to be dropped (a too-slow
+            // event subscriber): close it without finishing the response.
+            _ = activity.kill.notified() => break,
             _ = tokio::time::sleep_until(idle_at), if !closing => {
                 let idle = activity.in_flight.load(Ordering::Relaxed) == 0
                     && activity.last().elapsed() >= keep_alive_idle;

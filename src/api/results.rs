@@ -146,7 +146,7 @@ pub(super) struct Streamed(pub Arc<Mutex<Option<ChannelBody>>>);
 
 impl Streamed {
     /// The streamed body of `resp`, if it has one.
-    pub(super) fn take(resp: &mut Resp) -> Option<ChannelBody> {
+    pub(super) fn take<B>(resp: &mut hyper::Response<B>) -> Option<ChannelBody> {
         let s = resp.extensions_mut().remove::<Streamed>()?;
         let mut guard = s.0.lock().unwrap_or_else(|e| e.into_inner());
         guard.take()

@@ -156,6 +156,11 @@ pub struct ApiSettings {
     pub key_burst: u32,
     pub max_body_bytes: u64,
     pub cors_allowed_origins: Vec<String>,
+    pub max_concurrent_uploads: usize,
+    pub max_upload_pixels: u64,
+    pub max_model_bytes: u64,
+    pub max_event_subscribers: usize,
+    pub event_heartbeat_ms: u64,
 }
 
 /// The validated, effective settings.
@@ -412,6 +417,17 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
         |v| v.iter().all(|o| crate::api::is_valid_origin(o)),
         "each origin must be of the form \"https://host[:port]\" (lower case, no path or trailing slash)",
     )?;
+    let mcu = l.get(|r| r.api.as_ref()?.max_concurrent_uploads.as_ref());
+    let mup = l.get(|r| r.api.as_ref()?.max_upload_pixels.as_ref());
+    let mmb = l.get(|r| r.api.as_ref()?.max_model_bytes.as_ref());
+    let mes = l.get(|r| r.api.as_ref()?.max_event_subscribers.as_ref());
+    let ehb = l.get(|r| r.api.as_ref()?.event_heartbeat_ms.as_ref());
+    in_range(&mcu, "api.max_concurrent_uploads", |v| (1..=64).contains(v), "must be between 1 and 64")?;
+    in_range(&mup, "api.max_upload_pixels", |v| (1..=1_000_000_000).contains(v), "must be between 1 and 1000000000")?;
+    in_range(&mmb, "api.max_model_bytes", |v| (1..=1 << 32).contains(v), "must be between 1 and 4294967296")?;
+    in_range(&mes, "api.max_event_subscribers", |v| (1..=1024).contains(v), "must be between 1 and 1024")?;
+    in_range(&ehb, "api.event_heartbeat_ms", |v| (100..=3_600_000).contains(v), "must be between 100 and 3600000")?;
+    let api_default = crate::api::ApiOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)), PathBuf::new());
     let access_default = crate::api::AccessOptions::default();
     if cert.is_some() != key.is_some() {
         let (o, k) = match (&cert, &key) {
@@ -435,6 +451,11 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
         key_burst: val(&kb, access_default.key_burst),
         max_body_bytes: val(&mbb, access_default.max_body_bytes),
         cors_allowed_origins: val(&cors, access_default.cors_allowed_origins.clone()),
+        max_concurrent_uploads: val(&mcu, api_default.max_concurrent_uploads),
+        max_upload_pixels: val(&mup, api_default.max_upload_pixels),
+        max_model_bytes: val(&mmb, api_default.max_model_bytes),
+        max_event_subscribers: val(&mes, api_default.max_event_subscribers),
+        event_heartbeat_ms: val(&ehb, api_default.event_heartbeat.as_millis() as u64),
     };
 
     Ok(Settings { daemon, source, model, store, api, files: l.paths() })

@@ -96,6 +96,11 @@ pub(super) struct RawApi {
     pub key_burst: Field<u32>,
     pub max_body_bytes: Field<u64>,
     pub cors_allowed_origins: Field<Vec<String>>,
+    pub max_concurrent_uploads: Field<usize>,
+    pub max_upload_pixels: Field<u64>,
+    pub max_model_bytes: Field<u64>,
+    pub max_event_subscribers: Field<usize>,
+    pub event_heartbeat_ms: Field<u64>,
 }
 
 /// A value together with where it was set.

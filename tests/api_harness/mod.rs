@@ -62,7 +62,30 @@ pub fn relaxed_access() -> AccessOptions {
     }
 }
 
+pub fn testdata() -> PathBuf {
+    std::env::var_os("SPOTTER_TESTDATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata")))
+}
+
 pub async fn start_with(tune: impl FnOnce(&mut ApiOptions), access: AccessOptions) -> Harness {
+    start_inner(tune, access, None).await
+}
+
+/// Like `start_with`, connected to a pipeline handle (uploads, models).
+pub async fn start_piped(
+    tune: impl FnOnce(&mut ApiOptions),
+    access: AccessOptions,
+    pipeline: spotter::api::PipelineHandle,
+) -> Harness {
+    start_inner(tune, access, Some(pipeline)).await
+}
+
+async fn start_inner(
+    tune: impl FnOnce(&mut ApiOptions),
+    access: AccessOptions,
+    pipeline: Option<spotter::api::PipelineHandle>,
+) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let state_dir = dir.path().join("state");
     let keys = KeyStore::new(&state_dir);
@@ -72,7 +95,10 @@ pub async fn start_with(tune: impl FnOnce(&mut ApiOptions), access: AccessOption
     let state = Arc::new(AppState::new());
     let mut opts = ApiOptions::new("127.0.0.1:0".parse().unwrap(), state_dir.clone());
     tune(&mut opts);
-    let server = Server::bind(opts, state.clone(), store.clone()).await.unwrap().with_access(access).unwrap();
+    let mut server = Server::bind(opts, state.clone(), store.clone()).await.unwrap().with_access(access).unwrap();
+    if let Some(p) = pipeline {
+        server = server.with_pipeline(p);
+    }
     let addr = server.local_addr();
     assert_ne!(addr.port(), 0);
     let fingerprint = server.cert_fingerprint().to_string();
@@ -174,6 +200,33 @@ impl Harness {
 
     pub async fn call_as(&self, method: &str, path: &str, auth: Auth<'_>) -> Reply {
         self.try_call(method, path, auth).await.unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// `method` with `body` and the read key.
+    pub async fn call_with_body(&self, method: &str, path: &str, body: &[u8]) -> Reply {
+        let req = self
+            .agent
+            .request(method, &format!("{}{path}", self.base))
+            .set("Authorization", &format!("Bearer {}", self.read_key));
+        let body = body.to_vec();
+        tokio::task::spawn_blocking(move || {
+            let resp = match req.send_bytes(&body) {
+                Ok(r) => r,
+                Err(ureq::Error::Status(_, r)) => r,
+                Err(e) => panic!("transport error: {e}"),
+            };
+            let headers = resp
+                .headers_names()
+                .into_iter()
+                .flat_map(|n| resp.all(&n).into_iter().map(|v| (n.clone(), v.to_string())).collect::<Vec<_>>())
+                .collect();
+            let status = resp.status();
+            let mut body = String::new();
+            resp.into_reader().read_to_string(&mut body).unwrap();
+            Reply { status, headers, body }
+        })
+        .await
+        .unwrap()
     }
 
     /// With the read key.

@@ -207,6 +207,23 @@ impl Client {
         Ok(Reply { status, headers, body })
     }
 
+    /// Send `body` with `method`; `Err` only for transport errors.
+    pub fn send(&self, method: &str, path: &str, body: &[u8]) -> Result<Reply, String> {
+        let mut req = self.agent.request(method, &format!("{}{}", self.base, path)).timeout(Duration::from_secs(180));
+        if let Some(k) = &self.key {
+            req = req.set("Authorization", &format!("Bearer {k}"));
+        }
+        let r = match req.send_bytes(body) {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => return Err(e.to_string()),
+        };
+        let status = r.status();
+        let headers = r.headers_names().into_iter().filter_map(|n| r.header(&n).map(|v| (n.clone(), v.to_string()))).collect();
+        let body = r.into_string().map_err(|e| e.to_string())?;
+        Ok(Reply { status, headers, body })
+    }
+
     /// Poll until `pred` accepts a reply, or panic after `secs` with the last one.
     pub fn wait_for(&self, path: &str, secs: u64, pred: impl Fn(&Reply) -> bool) -> Reply {
         let deadline = Instant::now() + Duration::from_secs(secs);

@@ -1,0 +1,226 @@
+//! `POST /api/v1/classify`: owns the checks on an uploaded image (type from
+//! the magic bytes, never the Content-Type; the pixel budget from the header
+//! before any pixel is decoded), the bound on uploads in flight (503 with
+//! `Retry-After` when busy), handing the image to the inference thread as a
+//! [`ClassifyJob`] (the already-loaded model runs it between two camera
+//! frames, off the async runtime), and storing the result with `?store=true`.
+
+use std::io::Cursor;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use hyper::StatusCode;
+use tokio::sync::{oneshot, Semaphore};
+
+use super::{blocking, json_response, ApiError, Ctx, Resp};
+use crate::capture::Frame;
+use crate::config::ModelSettings;
+use crate::inference::preprocess::{sniff, ImageKind};
+use crate::modelstore::ModelStore;
+use crate::pipeline::{unix_ns, ClassifyError, ClassifyJob, FrameSlot, InferenceControl};
+use crate::result::ResultRecord;
+
+/// How long an upload waits for the inference thread's answer.
+pub const CLASSIFY_TIMEOUT: Duration = Duration::from_secs(60);
+/// `Retry-After` for a busy upload slot or a missing model.
+pub const BUSY_RETRY_AFTER_S: u64 = 1;
+/// `source` of stored upload results.
+pub const UPLOAD_SOURCE: &str = "upload";
+
+/// What the API needs of the running pipeline: the inference thread's slot
+/// (uploads are queued there), its control (model reloads), the model
+/// versions and the configured model settings (to validate new models).
+#[derive(Debug, Clone)]
+pub struct PipelineHandle {
+    pub slot: Arc<FrameSlot>,
+    pub control: Arc<InferenceControl>,
+    pub models: ModelStore,
+    pub model: ModelSettings,
+}
+
+/// The bound on uploads in flight and the decode budget.
+#[derive(Debug)]
+pub(super) struct Uploads {
+    pub permits: Arc<Semaphore>,
+    pub max_in_flight: usize,
+    pub max_pixels: u64,
+    seq: AtomicU64,
+}
+
+impl Uploads {
+    pub fn new(max_in_flight: usize, max_pixels: u64) -> Uploads {
+        Uploads { permits: Arc::new(Semaphore::new(max_in_flight)), max_in_flight, max_pixels, seq: AtomicU64::new(0) }
+    }
+}
+
+/// `?store=true|false` (default false); anything else is refused.
+fn parse_store(query: Option<&str>) -> Result<bool, ApiError> {
+    let mut store = None;
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match &*k {
+            "store" if store.is_some() => return Err(super::invalid("store", "given more than once")),
+            "store" => {
+                store = Some(match &*v {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => return Err(super::invalid("store", "expected true or false")),
+                })
+            }
+            other => return Err(super::invalid(other, "unknown parameter (expected store)")),
+        }
+    }
+    Ok(store.unwrap_or(false))
+}
+
+/// Check an upload before it is decoded: not empty, a JPEG, PNG or BMP by
+/// its magic bytes, and a header whose size fits the pixel budget.
+pub fn check_upload(bytes: &[u8], max_pixels: u64) -> Result<ImageKind, ApiError> {
+    if bytes.is_empty() {
+        return Err(ApiError::EmptyUpload);
+    }
+    let kind = sniff(bytes).ok_or(ApiError::UnsupportedMediaType)?;
+    let format = match kind {
+        ImageKind::Jpeg => image::ImageFormat::Jpeg,
+        ImageKind::Png => image::ImageFormat::Png,
+        ImageKind::Bmp => image::ImageFormat::Bmp,
+    };
+    let (width, height) = image::ImageReader::with_format(Cursor::new(bytes), format)
+        .into_dimensions()
+        .map_err(|e| ApiError::UndecodableImage(format!("{kind:?} header: {e}")))?;
+    if width == 0 || height == 0 {
+        return Err(ApiError::UndecodableImage(format!("{kind:?} header gives an empty {width}x{height} image")));
+    }
+    if u64::from(width) * u64::from(height) > max_pixels {
+        return Err(ApiError::ImageTooLarge { width, height, max_pixels });
+    }
+    // A JPEG must end with its end-of-image marker (trailing padding aside):
+    // lenient decoders fill a truncated scan with grey and would classify it.
+    if kind == ImageKind::Jpeg {
+        let end = bytes.iter().rposition(|&b| b != 0 && b != b'\n' && b != b'\r').unwrap_or(0);
+        if end < 1 || bytes[end - 1..=end] != [0xFF, 0xD9] {
+            return Err(ApiError::UndecodableImage("JPEG is truncated (no end-of-image marker)".into()));
+        }
+    }
+    Ok(kind)
+}
+
+pub(super) async fn classify(
+    ctx: &Arc<Ctx>,
+    query: Option<&str>,
+    body: Bytes,
+    peer: SocketAddr,
+    key_name: &str,
+) -> Result<Resp, ApiError> {
+    let store = parse_store(query)?;
+    let _permit = ctx
+        .uploads
+        .permits
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Busy { retry_after_s: BUSY_RETRY_AFTER_S })?;
+    let max_pixels = ctx.uploads.max_pixels;
+    let checked = body.clone();
+    // Header parsing is cheap but still CPU work on untrusted bytes: off the workers.
+    tokio::task::spawn_blocking(move || check_upload(&checked, max_pixels))
+        .await
+        .map_err(|e| ApiError::Internal(format!("upload check task failed: {e}")))??;
+    let pipeline = ctx.pipeline.as_ref().ok_or(ApiError::ModelUnavailable)?;
+    let seq = ctx.uploads.seq.fetch_add(1, Ordering::Relaxed);
+    let origin = format!("api:{}:{key_name}", peer.ip());
+    let frame = Frame::encoded(body.to_vec(), seq, origin);
+    let captured_at = frame.captured_at;
+    let (tx, rx) = oneshot::channel();
+    pipeline
+        .slot
+        .submit(ClassifyJob { frame, reply: tx }, ctx.uploads.max_in_flight)
+        .map_err(|_| ApiError::ShuttingDown)?;
+    let done = match tokio::time::timeout(CLASSIFY_TIMEOUT, rx).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => return Err(ApiError::ShuttingDown),
+        Err(_) => return Err(ApiError::Busy { retry_after_s: BUSY_RETRY_AFTER_S }),
+    };
+    let c = match done {
+        Ok(c) => c,
+        Err(ClassifyError::NoModel) => return Err(ApiError::ModelUnavailable),
+        Err(ClassifyError::Inference(crate::inference::InferenceError::Image(m))) => {
+            return Err(ApiError::UndecodableImage(m))
+        }
+        Err(ClassifyError::Inference(e)) => return Err(ApiError::Internal(format!("classify: {e}"))),
+    };
+    let mut rec = ResultRecord {
+        id: String::new(),
+        ts_ns: unix_ns(captured_at),
+        source: UPLOAD_SOURCE.into(),
+        origin: format!("api:{}:{key_name}", peer.ip()),
+        frame_seq: seq,
+        model_sha256: c.model_sha256,
+        runtime: c.runtime,
+        classes: c.output.classes,
+        detections: c.output.detections,
+        image_width: c.output.image_width,
+        image_height: c.output.image_height,
+        latency: c.output.latency,
+        clock_synchronized: ctx.state.clock_synchronized.load(Ordering::Relaxed),
+        boottime_ns: crate::store::boottime_ns()
+            .saturating_sub(SystemTime::now().duration_since(captured_at).unwrap_or_default().as_nanos() as u64),
+    };
+    if store {
+        let st = ctx.store.clone();
+        rec = blocking(move || st.insert(&mut rec).map(|()| rec)).await?;
+        crate::state::Counters::inc(&ctx.state.counters.results_stored);
+        ctx.state.publish("result", || &rec);
+    }
+    let mut v = serde_json::to_value(&rec).map_err(|e| ApiError::Internal(format!("encoding a result: {e}")))?;
+    if !store {
+        if let Some(o) = v.as_object_mut() {
+            o.remove("id");
+        }
+    }
+    Ok(json_response(StatusCode::OK, &serde_json::json!({ "stored": store, "result": v })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(w: u32, h: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        let img = image::RgbImage::new(w, h);
+        img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png).unwrap();
+        out
+    }
+
+    // Catches: the type taken from anything but the content, the pixel budget
+    // checked after decoding (or not at all), empty or truncated uploads passed on.
+    #[test]
+    fn upload_checks() {
+        assert!(matches!(check_upload(b"", 100), Err(ApiError::EmptyUpload)));
+        assert!(matches!(check_upload(b"hello, I am a text file.jpg", 100), Err(ApiError::UnsupportedMediaType)));
+        assert!(matches!(check_upload(b"GIF89a....", 100), Err(ApiError::UnsupportedMediaType)));
+        assert_eq!(check_upload(&png(10, 10), 100).unwrap(), ImageKind::Png);
+        assert!(matches!(
+            check_upload(&png(10, 11), 100),
+            Err(ApiError::ImageTooLarge { width: 10, height: 11, max_pixels: 100 })
+        ));
+        // A PNG signature with a cut-off header.
+        assert!(matches!(check_upload(&png(4, 4)[..12], 100), Err(ApiError::UndecodableImage(_))));
+        let mut jpeg = Vec::new();
+        image::RgbImage::new(8, 8).write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg).unwrap();
+        assert_eq!(check_upload(&jpeg, 100).unwrap(), ImageKind::Jpeg);
+        assert!(matches!(check_upload(&jpeg[..jpeg.len() - 20], 100), Err(ApiError::UndecodableImage(_))));
+    }
+
+    // Catches: unknown or repeated parameters ignored, store on by default.
+    #[test]
+    fn store_parameter() {
+        assert!(!parse_store(None).unwrap());
+        assert!(parse_store(Some("store=true")).unwrap());
+        assert!(!parse_store(Some("store=false")).unwrap());
+        for bad in ["store=yes", "stor=true", "store=true&store=false"] {
+            assert!(parse_store(Some(bad)).is_err(), "{bad}");
+        }
+    }
+}

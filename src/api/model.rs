@@ -1,0 +1,127 @@
+//! Model management over HTTPS (admin): `GET /api/v1/model` (the active
+//! model and the installed versions), `PUT /api/v1/model` (upload a .tflite,
+//! validate it with the canary, install and activate it) and
+//! `POST /api/v1/model/rollback`. Owns only the HTTP side: versions are kept
+//! by [`crate::modelstore`], and the switch is the SIGHUP path (the inference
+//! thread reloads between two frames). A model that fails validation is
+//! refused with the reason and never activated, so the previous model keeps
+//! serving. One change runs at a time.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::StatusCode;
+
+use super::{json_response, ApiError, Ctx, Resp};
+use crate::modelstore::{ModelStore, ModelStoreError, VersionMeta};
+use crate::pipeline::load_model;
+
+/// How long a change waits for the inference thread to run the new model.
+pub const ACTIVATION_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn store_err(e: ModelStoreError) -> ApiError {
+    match e {
+        ModelStoreError::NoHistory => ApiError::NoPreviousModel,
+        ModelStoreError::Refused { reason, .. } => ApiError::ModelRefused { reason },
+        other => ApiError::Internal(format!("model store: {other}")),
+    }
+}
+
+async fn blocking_models<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::Internal(format!("model task failed: {e}")))?
+}
+
+/// `GET /api/v1/model`.
+pub(super) async fn get(ctx: &Arc<Ctx>) -> Result<Resp, ApiError> {
+    let models = ModelStore::new(&ctx.state_dir);
+    let versions = blocking_models(move || models.list().map_err(store_err)).await?;
+    let versions: Vec<serde_json::Value> = versions
+        .into_iter()
+        .map(|(m, active)| serde_json::json!({ "version": m, "active": active }))
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "running": ctx.state.model(), "versions": versions }),
+    ))
+}
+
+/// Wait until the inference thread runs `sha256` (polling the shared state).
+async fn await_running(ctx: &Arc<Ctx>, sha256: &str) -> Result<(), ApiError> {
+    let deadline = Instant::now() + ACTIVATION_TIMEOUT;
+    loop {
+        if ctx.state.model().is_some_and(|m| m.sha256 == sha256) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(ApiError::Internal(format!("model {sha256} installed but not running after {ACTIVATION_TIMEOUT:?}")));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn reload(ctx: &Arc<Ctx>) -> Result<(), ApiError> {
+    let p = ctx.pipeline.as_ref().ok_or(ApiError::ModelUnavailable)?;
+    p.control.reload.store(true, std::sync::atomic::Ordering::Relaxed);
+    Ok(())
+}
+
+fn changed(ctx: &Arc<Ctx>, meta: &VersionMeta) -> Resp {
+    json_response(StatusCode::OK, &serde_json::json!({ "running": ctx.state.model(), "version": meta }))
+}
+
+/// `PUT /api/v1/model`: the body is the .tflite file; labels must be embedded
+/// in it (TFLite metadata), else results are reported by class index.
+pub(super) async fn put(ctx: &Arc<Ctx>, body: Bytes, query: Option<&str>) -> Result<Resp, ApiError> {
+    let name = match form_urlencoded::parse(query.unwrap_or("").as_bytes()).next() {
+        Some((k, v)) if k == "name" && !v.is_empty() && v.len() <= 128 && !v.contains('/') => v.into_owned(),
+        Some((k, _)) if k == "name" => return Err(super::invalid("name", "1-128 characters, no '/'")),
+        Some((k, _)) => return Err(super::invalid(&k, "unknown parameter (expected name)")),
+        None => "uploaded.tflite".into(),
+    };
+    if body.is_empty() {
+        return Err(ApiError::EmptyUpload);
+    }
+    let p = ctx.pipeline.clone().ok_or(ApiError::ModelUnavailable)?;
+    let _change = ctx.model_change.try_lock().map_err(|_| ApiError::ModelChangeInProgress)?;
+    let meta = blocking_models(move || {
+        let models = p.models.clone();
+        std::fs::create_dir_all(models.dir())
+            .map_err(|e| ApiError::Internal(format!("creating {}: {e}", models.dir().display())))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".upload-")
+            .tempdir_in(models.dir())
+            .map_err(|e| ApiError::Internal(format!("temporary upload dir in {}: {e}", models.dir().display())))?;
+        let file = tmp.path().join(&name);
+        std::fs::write(&file, &body).map_err(|e| ApiError::Internal(format!("writing {}: {e}", file.display())))?;
+        let hide = tmp.path().display().to_string();
+        let meta = models
+            .install(&file, None, |model, _| {
+                let mut m = p.model.clone();
+                m.path = model.to_path_buf();
+                m.labels = None;
+                // The reason names the temporary path; clients see the file name only.
+                load_model(&m).map(|l| l.status.kind).map_err(|e| e.to_string().replace(&format!("{hide}/"), ""))
+            })
+            .map_err(store_err)?;
+        models.activate(&meta.sha256).map_err(store_err)
+    })
+    .await?;
+    log::info!(spotter_model_sha256 = meta.sha256.as_str(); "API: model {} installed and activated", meta.sha256);
+    reload(ctx)?;
+    await_running(ctx, &meta.sha256).await?;
+    Ok(changed(ctx, &meta))
+}
+
+/// `POST /api/v1/model/rollback`.
+pub(super) async fn rollback(ctx: &Arc<Ctx>) -> Result<Resp, ApiError> {
+    let p = ctx.pipeline.clone().ok_or(ApiError::ModelUnavailable)?;
+    let _change = ctx.model_change.try_lock().map_err(|_| ApiError::ModelChangeInProgress)?;
+    let meta = blocking_models(move || p.models.rollback().map_err(store_err)).await?;
+    log::info!(spotter_model_sha256 = meta.sha256.as_str(); "API: rolled back to model {}", meta.sha256);
+    reload(ctx)?;
+    await_running(ctx, &meta.sha256).await?;
+    Ok(changed(ctx, &meta))
+}
