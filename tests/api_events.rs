@@ -46,7 +46,8 @@ async fn read_until(tls: &mut TlsStream<TcpStream>, mut text: String, done: impl
 fn results(text: &str) -> Vec<serde_json::Value> {
     text.split("event: result\ndata: ")
         .skip(1)
-        .map(|rest| serde_json::from_str(rest.split('\n').next().unwrap()).unwrap())
+        // The last message may still be arriving: only complete lines count.
+        .filter_map(|rest| rest.split_once('\n').map(|(line, _)| serde_json::from_str(line).unwrap()))
         .collect()
 }
 

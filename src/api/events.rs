@@ -1,7 +1,7 @@
 //! `GET /api/v1/events`: owns the Server-Sent Events stream of new results
 //! and state changes (readiness, model) from [`AppState::events`]. Each
 //! subscriber gets a small bounded buffer; one that falls behind (its buffer
-//! full, or the shared bus overtook it) is dropped and counted, and its
+//! full for [`SLOW_SUBSCRIBER_GRACE`], or the shared bus overtook it) is dropped and counted, and its
 //! connection closed, rather than buffered for. Subscribers are capped,
 //! comments keep idle streams alive through proxies, and the stream ends
 //! cleanly when the server shuts down.
@@ -28,6 +28,9 @@ pub const DEFAULT_MAX_SUBSCRIBERS: usize = 8;
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
 /// Messages buffered per subscriber before it counts as too slow.
 pub const SUBSCRIBER_BUFFER: usize = 64;
+/// How long a subscriber's full buffer may stay full before it counts as
+/// too slow (a burst larger than the buffer is fine for a client that reads).
+pub const SLOW_SUBSCRIBER_GRACE: Duration = Duration::from_secs(2);
 /// `Retry-After` when all subscriber slots are taken.
 pub const FULL_RETRY_AFTER_S: u64 = 5;
 
@@ -119,10 +122,10 @@ async fn feed(
                 Err(broadcast::error::RecvError::Closed) => break,
             },
         };
-        slow = match tx.try_send(msg) {
-            Ok(()) => false,
-            Err(mpsc::error::TrySendError::Full(_)) => true,
-            Err(mpsc::error::TrySendError::Closed(_)) => break,
+        slow = match tokio::time::timeout(SLOW_SUBSCRIBER_GRACE, tx.send(msg)).await {
+            Ok(Ok(())) => false,
+            Ok(Err(_)) => break,
+            Err(_) => true,
         };
     }
     if slow {
