@@ -80,7 +80,7 @@ async fn readyz_reports_each_check() {
 async fn results_listing_latest_and_by_id() {
     let h = start().await;
     assert_error(&h.get("/api/v1/results/latest").await, 404, "no_results");
-    assert_eq!(h.get("/api/v1/results").await.json(), serde_json::json!({"results": []}));
+    assert_eq!(h.get("/api/v1/results").await.json(), serde_json::json!({"results": [], "next_cursor": null}));
 
     let mut ids = Vec::new();
     for ts in [100u64, 300, 200] {
@@ -228,5 +228,99 @@ async fn shutdown_is_not_held_up_by_a_stalled_client() {
     let _stalled = std::net::TcpStream::connect(&addr).unwrap();
     // A served request proves the stalled connection was accepted before it.
     assert_eq!(h.get("/healthz").await.status, 200);
+    h.stop().await;
+}
+
+// Catches: filters or cursors ignored over HTTP, a missing snapshot served as 200, a
+// snapshot with the wrong content type, or the backup route not streaming what export writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_filters_cursor_image_and_backup() {
+    let h = start().await;
+    let mut ids = Vec::new();
+    for ts in 1..=5u64 {
+        let mut r = record(ts * 1_000);
+        r.classes = vec![spotter::result::ClassScore {
+            index: 0,
+            label: if ts % 2 == 0 { "person".into() } else { "car".into() },
+            raw: 0.0,
+            score: ts as f32 / 10.0,
+        }];
+        let jpeg = spotter::store::Snapshot { bytes: vec![0xFF, 0xD8, 0xFF, 0xE0, ts as u8] };
+        h.store.insert_with_snapshot(&mut r, (ts == 4).then_some(&jpeg)).unwrap();
+        ids.push(r.id);
+    }
+    let r = h.get("/api/v1/results?label=person").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let ts: Vec<u64> = r.json()["results"].as_array().unwrap().iter().map(|v| v["ts_ns"].as_u64().unwrap()).collect();
+    assert_eq!(ts, vec![4_000, 2_000]);
+    let r = h.get("/api/v1/results?label=person&min_score=0.3").await.json();
+    assert_eq!(r["results"].as_array().unwrap().len(), 1);
+    assert!(r["next_cursor"].is_null());
+    // Two pages of two, then one.
+    let mut seen = Vec::new();
+    let mut path = "/api/v1/results?limit=2".to_string();
+    loop {
+        let page = h.get(&path).await.json();
+        seen.extend(page["results"].as_array().unwrap().iter().map(|v| v["id"].as_str().unwrap().to_string()));
+        match page["next_cursor"].as_str() {
+            Some(c) => path = format!("/api/v1/results?limit=2&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids.iter().rev().cloned().collect::<Vec<_>>());
+    assert_problem(&h.get("/api/v1/results?cursor=zz").await, 400, "invalid_parameter");
+
+    // Binary body: read it with the agent directly (the harness reads text).
+    let (agent, key) = (h.agent.clone(), h.read_key.clone());
+    let url = format!("{}/api/v1/results/{}/image", h.base, ids[3]);
+    let (status, ct, bytes) = tokio::task::spawn_blocking(move || {
+        let r = agent.get(&url).set("Authorization", &format!("Bearer {key}")).call().unwrap();
+        let (status, ct) = (r.status(), r.header("content-type").map(str::to_string));
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut r.into_reader(), &mut b).unwrap();
+        (status, ct, b)
+    })
+    .await
+    .unwrap();
+    assert_eq!((status, ct.as_deref()), (200, Some("image/jpeg")));
+    assert_eq!(bytes, vec![0xFF, 0xD8, 0xFF, 0xE0, 4]);
+    assert_problem(&h.get(&format!("/api/v1/results/{}/image", ids[0])).await, 404, "no_snapshot");
+    assert_problem(&h.get("/api/v1/results/xyz/image").await, 400, "invalid_id");
+
+    // Backup: admin only, same bytes as the export (apart from created_ns in the header).
+    assert_eq!(h.get("/api/v1/backup").await.status, 403);
+    let admin = h.admin_key.clone();
+    let b = h.call_as("GET", "/api/v1/backup?since=2000", Auth::Bearer(&admin)).await;
+    assert_eq!(b.status, 200);
+    assert_eq!(b.header("content-type"), Some("application/x-ndjson"));
+    let mut local = Vec::new();
+    spotter::backup::export(&h.store, Some(2_000), &mut local, |_| {}).unwrap();
+    let local = String::from_utf8(local).unwrap();
+    assert_eq!(b.body.lines().count(), 5, "header and 4 records: {}", b.body);
+    assert_eq!(b.body.lines().skip(1).collect::<Vec<_>>(), local.lines().skip(1).collect::<Vec<_>>());
+    // And it restores into an empty store with the same query results.
+    let dir = tempfile::tempdir().unwrap();
+    let restored = spotter::store::Store::open(dir.path()).unwrap();
+    let report = spotter::backup::import(&restored, std::io::Cursor::new(b.body.as_bytes())).unwrap();
+    assert_eq!((report.added, report.invalid_count), (4, 0));
+    let mut q = spotter::store::Query::newest(10);
+    q.label = Some("person".into());
+    assert_eq!(restored.query(&q).unwrap().results, h.store.query(&q).unwrap().results);
+    h.stop().await;
+}
+
+// Catches: a backup larger than the channel's chunks being truncated or reordered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_backup_streams_completely() {
+    let h = start().await;
+    for ts in 1..=3_000u64 {
+        h.store.insert(&mut record(ts)).unwrap();
+    }
+    let admin = h.admin_key.clone();
+    let b = h.call_as("GET", "/api/v1/backup", Auth::Bearer(&admin)).await;
+    assert_eq!(b.status, 200);
+    assert!(b.body.len() > 1 << 20, "more than the 4 × 64 KiB chunks in flight: {} bytes", b.body.len());
+    let ts: Vec<u64> = b.body.lines().skip(1).map(|l| serde_json::from_str::<Value>(l).unwrap()["ts_ns"].as_u64().unwrap()).collect();
+    assert_eq!(ts, (1..=3_000).collect::<Vec<_>>());
     h.stop().await;
 }

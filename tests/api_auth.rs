@@ -30,7 +30,9 @@ fn ok_status(route: &spotter::api::RouteSpec) -> u16 {
 async fn auth_matrix() {
     let h = start().await;
     let mut rec = record(7);
-    h.store.insert(&mut rec).unwrap();
+    // With a snapshot, so /api/v1/results/{id}/image answers 200 to allowed callers
+    // (a BMP header: ASCII, so the harness can read the body as text).
+    h.store.insert_with_snapshot(&mut rec, Some(&spotter::store::Snapshot { bytes: b"BM-test".to_vec() })).unwrap();
     let keys = KeyStore::new(&h.state_dir);
     // Created after the server started: must be picked up without a restart.
     let (ri, revoked_read) = keys.create("soon-revoked-read", Scope::Read).unwrap();

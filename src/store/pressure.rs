@@ -8,7 +8,10 @@
 //!   inserts fail with [`StoreError::DiskFull`](super::StoreError::DiskFull),
 //!   which the pipeline counts and shows in readiness, and the API keeps
 //!   serving reads. An ENOSPC from sled puts the guard in the same state
-//!   until the next probe shows space above the floor.
+//!   until the next probe shows space above the floor. (sled 0.34 keeps an
+//!   I/O error from its log writer and fails every later write until the
+//!   database is reopened, so the floor is what keeps the store usable; an
+//!   ENOSPC only turns a crash into a logged, counted refusal.)
 //!
 //! Every change of level is logged once, with a stable `MESSAGE_ID`
 //! ([`crate::ids::DISK_LOW`], [`crate::ids::DISK_FULL`],

@@ -172,13 +172,21 @@ impl Store {
             }
             let (k, v) = item.map_err(|e| self.db_err(e))?;
             let Ok(key) = <[u8; 16]>::try_from(&k[..]) else { continue };
+            // Count what deleting the record frees, as data_bytes counts it:
+            // the record, its index entries and its snapshot.
             bytes += (k.len() + v.len()) as u64;
+            if let Some(snap) = self.snapshots.get(key).map_err(|e| self.db_err(e))? {
+                bytes += (key.len() + snap.len()) as u64;
+            }
             // An unreadable record cannot name its index entries; they are
             // left behind and skipped by queries (their record is gone).
             let idx = match self.decode(&key, &v) {
                 Ok(rec) => index_entries(&key, &rec)
                     .into_iter()
-                    .map(|(kind, ik, _)| (if kind == IndexKind::Label { T_BY_LABEL } else { T_BY_MODEL }, ik))
+                    .map(|(kind, ik, iv)| {
+                        bytes += (ik.len() + iv.len()) as u64;
+                        (if kind == IndexKind::Label { T_BY_LABEL } else { T_BY_MODEL }, ik)
+                    })
                     .collect(),
                 Err(_) => Vec::new(),
             };
