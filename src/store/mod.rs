@@ -17,6 +17,9 @@
 //! All methods block (disk I/O). The pipeline calls [`Store::insert`] from its
 //! own thread; the API calls the read methods through `spawn_blocking`.
 //!
+//! With MQTT enabled, tree `outbox` holds each result to publish, written in
+//! the same transaction as the result (see `outbox`).
+//!
 //! Retention (age, count and byte limits, enforced oldest-first by a
 //! background [`Pruner`]) lives in `retention`; clock-synchronization checks
 //! for time integrity live in `clock`.
@@ -31,9 +34,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::result::ResultRecord;
 
 mod clock;
+mod outbox;
 mod retention;
 
 pub use clock::{boottime_ns, clock_synchronized, clock_synchronized_from, ClockSource};
+pub use outbox::{Outbox, OutboxEntry, OutboxError, OutboxLimits};
 pub use retention::{PruneReport, Pruner, Retention, DEFAULT_PRUNE_EVERY};
 
 /// The schema version this build writes and understands.
@@ -83,6 +88,8 @@ pub enum StoreError {
     Locked { path: PathBuf },
     #[error("result store {path}: record {id} is invalid: {reason}")]
     InvalidRecord { path: PathBuf, id: String, reason: String },
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
 }
 
 /// The result database. Cheap to share behind an `Arc`; all methods take `&self`.
@@ -100,6 +107,8 @@ pub struct Store {
     /// Serializes deleters (pruner, `retain_newest`) so two of them never
     /// remove, and subtract, the same record twice. Writers never take it.
     delete_lock: Mutex<()>,
+    /// The MQTT outbox, when publishing is enabled ([`Store::with_outbox`]).
+    outbox: Option<std::sync::Arc<Outbox>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -214,7 +223,20 @@ impl Store {
             count: AtomicUsize::new(count),
             bytes: AtomicU64::new(bytes),
             delete_lock: Mutex::new(()),
+            outbox: None,
         })
+    }
+
+    /// Enable the MQTT outbox: from now on [`Store::insert`] also queues each
+    /// result for publishing, in the same transaction.
+    pub fn with_outbox(mut self, limits: OutboxLimits) -> Result<Store, StoreError> {
+        self.outbox = Some(std::sync::Arc::new(Outbox::open(&self.db, &self.dir, limits)?));
+        Ok(self)
+    }
+
+    /// The MQTT outbox, if enabled.
+    pub fn outbox(&self) -> Option<&std::sync::Arc<Outbox>> {
+        self.outbox.as_ref()
     }
 
     /// The store directory.
@@ -238,7 +260,7 @@ impl Store {
             let seq = self.db.generate_id().map_err(|e| self.db_err(e))?;
             let key = make_key(rec.ts_ns, seq);
             rec.id = hex::encode(key);
-            if self.insert_new(&key, rec)? {
+            if self.insert_new(&key, rec, Some(seq))? {
                 return Ok(());
             }
         }
@@ -263,25 +285,53 @@ impl Store {
                 reason: format!("id encodes timestamp {key_ts} but ts_ns is {}", rec.ts_ns),
             });
         }
-        self.insert_new(&key, rec)
+        self.insert_new(&key, rec, None)
     }
 
     /// Write `rec` under `key` if the key is absent; `Ok(false)` if present.
-    fn insert_new(&self, key: &[u8; 16], rec: &ResultRecord) -> Result<bool, StoreError> {
+    /// With `outbox_seq` and the outbox enabled, the outbox entry is written
+    /// in the same transaction, so a result is never stored unqueued.
+    fn insert_new(&self, key: &[u8; 16], rec: &ResultRecord, outbox_seq: Option<u64>) -> Result<bool, StoreError> {
         let mut value = Vec::with_capacity(512);
         value.push(VALUE_FORMAT_JSON);
         serde_json::to_writer(&mut value, rec)
             .map_err(|source| StoreError::Encode { path: self.dir.clone(), source })?;
         let size = (key.len() + value.len()) as u64;
-        match self.results.compare_and_swap(key, None::<&[u8]>, Some(value)) {
-            Ok(Ok(())) => {
-                self.count.fetch_add(1, Ordering::Relaxed);
-                self.bytes.fetch_add(size, Ordering::Relaxed);
-                Ok(true)
+        let queued = match (&self.outbox, outbox_seq) {
+            (Some(outbox), Some(seq)) => Some((outbox, outbox::outbox_key(seq), Outbox::encode(&value[1..]))),
+            _ => None,
+        };
+        let inserted = match &queued {
+            None => match self.results.compare_and_swap(key, None::<&[u8]>, Some(value)) {
+                Ok(Ok(())) => true,
+                Ok(Err(_)) => false,
+                Err(e) => return Err(self.db_err(e)),
+            },
+            Some((outbox, okey, entry)) => {
+                use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+                let res = (&self.results, outbox.tree()).transaction(|(results, out)| {
+                    if results.get(key)?.is_some() {
+                        return Ok(false);
+                    }
+                    results.insert(&key[..], value.as_slice())?;
+                    out.insert(&okey[..], entry.as_slice())?;
+                    Ok::<_, ConflictableTransactionError<std::convert::Infallible>>(true)
+                });
+                match res {
+                    Ok(inserted) => inserted,
+                    Err(TransactionError::Storage(e)) => return Err(self.db_err(e)),
+                    Err(TransactionError::Abort(never)) => match never {},
+                }
             }
-            Ok(Err(_)) => Ok(false),
-            Err(e) => Err(self.db_err(e)),
+        };
+        if inserted {
+            self.count.fetch_add(1, Ordering::Relaxed);
+            self.bytes.fetch_add(size, Ordering::Relaxed);
+            if let Some((outbox, okey, entry)) = queued {
+                outbox.committed((okey.len() + entry.len()) as u64);
+            }
         }
+        Ok(inserted)
     }
 
     fn decode(&self, key: &[u8], value: &[u8]) -> Result<ResultRecord, StoreError> {
