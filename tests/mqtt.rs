@@ -574,3 +574,12 @@ fn measure_outbox_insert_overhead() {
         println!("outbox={outbox}: {:.1} µs per insert", t.elapsed().as_secs_f64() * 1e6 / n as f64);
     }
 }
+
+// Measures the fastest backlog drain (rate limit out of the way) after a
+// 10 s outage. Run: cargo test --test mqtt -- --ignored --nocapture
+#[test]
+#[ignore]
+fn measure_drain_rate_unlimited() {
+    let (backlog, took) = outage(Duration::from_secs(10), false, "drain_rate_per_s = 1000000.0\nmax_inflight = 100");
+    println!("unlimited drain: {backlog} results in {took:?} = {:.0} results/s", backlog as f64 / took.as_secs_f64());
+}
