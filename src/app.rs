@@ -1,7 +1,7 @@
 //! The supervisor: starts one thread or task per concern (capture, inference,
 //! API, monitor), watches readiness and signals, and shuts everything down in
-//! order on SIGTERM/SIGINT: stop capture, finish the inference in flight, flush
-//! the store, close the listener, exit.
+//! order on SIGTERM/SIGINT: stop capture, finish the inference in flight, stop
+//! the MQTT publisher (bounded), flush the store, close the listener, exit.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -181,15 +181,33 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
 
     std::fs::create_dir_all(&settings.daemon.state_dir)
         .with_context(|| format!("creating state directory {}", settings.daemon.state_dir.display()))?;
-    let store = Arc::new(
-        Store::open_with(&settings.store.dir, settings.store.flush_every_ms)
-            .with_context(|| format!("opening the result store in {}", settings.store.dir.display()))?
-            .with_guard(crate::store::DiskGuard::new(
-                Box::new(crate::store::Statvfs),
-                settings.store.min_free_bytes,
-                Duration::from_secs(1),
-            )),
-    );
+    let mut store = Store::open_with(&settings.store.dir, settings.store.flush_every_ms)
+        .with_context(|| format!("opening the result store in {}", settings.store.dir.display()))?
+        .with_guard(crate::store::DiskGuard::new(
+            Box::new(crate::store::Statvfs),
+            settings.store.min_free_bytes,
+            Duration::from_secs(1),
+        ));
+    if settings.mqtt.enabled {
+        let limits = crate::store::OutboxLimits {
+            max_records: settings.mqtt.outbox_max_records,
+            max_bytes: settings.mqtt.outbox_max_bytes,
+        };
+        store = store.with_outbox(limits).context("opening the MQTT outbox")?;
+    }
+    let store = Arc::new(store);
+    // MQTT problems never stop the daemon: results queue in the outbox.
+    let mqtt = store.outbox().and_then(|outbox| {
+        let resolved = crate::mqtt::Resolved::new(settings.mqtt.clone(), None);
+        match crate::mqtt::spawn(resolved, outbox.clone(), state.clone()) {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                log::error!(message_id = ids::MQTT_CONFIG_FAILED, spotter_error_kind = "mqtt_config"; "{e}; results queue in the outbox until this is fixed and Spotter restarts");
+                state.mqtt.set_error(Some(e.to_string()));
+                None
+            }
+        }
+    });
     match store.check_writable() {
         Ok(()) => state.update_readiness(|r| r.store = Check::passing(format!("{} writable", settings.store.dir.display()))),
         Err(e) => state.update_readiness(|r| r.store = Check::failing(e.to_string())),
@@ -379,6 +397,10 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     let drained = tokio::task::spawn_blocking(move || inference.join());
     if tokio::time::timeout(DRAIN_TIMEOUT, drained).await.is_err() {
         log::warn!("inference did not finish within {} s; flushing anyway", DRAIN_TIMEOUT.as_secs());
+    }
+    if let Some(mqtt) = mqtt {
+        // After the last result is stored: it goes out if the broker is up.
+        let _ = tokio::task::spawn_blocking(move || mqtt.stop()).await;
     }
     let _ = tokio::task::spawn_blocking(move || pruner.stop()).await;
     let flushed = {

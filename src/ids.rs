@@ -43,3 +43,23 @@ pub const DISK_LOW: &str = "a5a2d849abf444508ee185719bc8c28c";
 pub const DISK_FULL: &str = "dac920dcdab54aa09351ed2ec7961f14";
 /// Free space is back above the floors: results and snapshots are stored again.
 pub const DISK_SPACE_RECOVERED: &str = "27c3d88e9cbc4d27b2634b1e7d67cff5";
+/// Connected to the MQTT broker (also after a reconnect); the outbox drains.
+pub const MQTT_CONNECTED: &str = "10c8b985d7184e188f421551cd476b25";
+/// The MQTT broker is unreachable or the connection was lost (network,
+/// broker down); results queue in the outbox and the publisher retries.
+pub const MQTT_DISCONNECTED: &str = "2a5f1fd19ddb47b2a1d9e5acd4dada12";
+/// The MQTT broker refused the credentials (bad user name or password, not
+/// authorized, client id refused). Retried with backoff; fix the config.
+pub const MQTT_AUTH_FAILED: &str = "3601c07609bf46cf9341c25b13ddcfce";
+/// The TLS connection to the MQTT broker failed: its certificate is not
+/// trusted by the configured CA, names another host, or the handshake failed.
+pub const MQTT_TLS_FAILED: &str = "958d182b0ce249a681cba4ce68b0c3eb";
+/// The MQTT publisher could not start: unreadable CA, client certificate, key
+/// or password file. Results still queue in the outbox.
+pub const MQTT_CONFIG_FAILED: &str = "9abe7232c55641268aafc9c5b74f3c15";
+/// The MQTT outbox was full and its oldest results were dropped (logged once
+/// until the outbox drains; a counter tracks them all).
+pub const MQTT_OUTBOX_OVERFLOW: &str = "659a9257f9b947059bec4052f50bc881";
+/// The broker refused a published result (MQTT 5 PUBACK with an error reason
+/// code, e.g. not authorized for the topic); it is removed from the outbox.
+pub const MQTT_PUBLISH_REJECTED: &str = "fc272f0a21ed41dd89492da72f505def";

@@ -17,6 +17,7 @@ pub mod keys;
 pub mod logging;
 pub mod metrics;
 pub mod modelstore;
+pub mod mqtt;
 pub mod pipeline;
 pub mod result;
 pub mod state;

@@ -173,6 +173,12 @@ impl Metrics {
         counter(&mut snap, "inference_errors", "Frames whose inference failed", c.inference_errors);
         counter(&mut snap, "capture_errors", "Source open or read failures", c.capture_errors);
         counter(&mut snap, "store_errors", "Failed store writes", c.store_errors);
+        let m = state.mqtt.snapshot();
+        counter(&mut snap, "mqtt_published", "Results published to the MQTT broker (resends included)", m.published);
+        counter(&mut snap, "mqtt_acked", "Results the MQTT broker acknowledged (PUBACK) and that left the outbox", m.acked);
+        counter(&mut snap, "mqtt_rejected", "Results the MQTT broker refused (MQTT 5 error reason); removed from the outbox", m.rejected);
+        counter(&mut snap, "mqtt_outbox_dropped", "Unpublished results dropped, oldest first, because the outbox was full", m.dropped);
+        counter(&mut snap, "mqtt_reconnects", "Connections to the MQTT broker after the first", m.reconnects);
         let r = state.readiness();
         let gauge = |r: &mut Registry, name: &str, help: &str, v: i64| r.register(name, help, ConstGauge::new(v));
         gauge(&mut snap, "ready", "1 when /readyz answers 200", r.ready() as i64);
@@ -182,6 +188,11 @@ impl Metrics {
         gauge(&mut snap, "uptime_seconds", "Seconds since the daemon started", state.started.elapsed().as_secs() as i64);
         gauge(&mut snap, "store_records", "Results in the store", store_records as i64);
         gauge(&mut snap, "store_bytes", "Size of the store on disk", store_bytes as i64);
+        if m.enabled {
+            gauge(&mut snap, "mqtt_connected", "1 while connected to the MQTT broker", m.connected as i64);
+            gauge(&mut snap, "mqtt_outbox_records", "Results waiting in the MQTT outbox", m.outbox_records as i64);
+            gauge(&mut snap, "mqtt_outbox_bytes", "Bytes waiting in the MQTT outbox", m.outbox_bytes as i64);
+        }
         if let Some(rss) = process_rss_bytes() {
             gauge(&mut snap, "process_resident_memory_bytes", "Resident set size", rss as i64);
         }
@@ -242,12 +253,14 @@ mod tests {
         m.observe_latency(&StageLatency { invoke_us: 4000, ..Default::default() });
         m.count_inference("abc");
         m.count_http("status", 200);
+        state.mqtt.acked.fetch_add(2, Ordering::Relaxed);
         let text = m.render(&state, 3, 4096);
         for needle in [
             "spotter_frames_captured_total 7",
             "spotter_camera_up 1",
             "spotter_ready 0",
             "spotter_store_records 3",
+            "spotter_mqtt_acked_total 2",
             "spotter_inferences_total{model_sha256=\"abc\"} 1",
             "spotter_http_requests_total{route=\"status\",status=\"200\"} 1",
             "spotter_stage_latency_seconds_count{stage=\"invoke\"} 1",

@@ -58,6 +58,66 @@ impl Readiness {
     }
 }
 
+/// The MQTT publisher's state, for `/api/v1/status` and `/metrics`. The
+/// publisher writes it; the outbox's own counters are read live.
+#[derive(Debug, Default)]
+pub struct MqttStatus {
+    pub enabled: std::sync::atomic::AtomicBool,
+    pub connected: std::sync::atomic::AtomicBool,
+    /// Results handed to the broker (resends after a reconnect included).
+    pub published: AtomicU64,
+    /// Results the broker acknowledged (and that left the outbox).
+    pub acked: AtomicU64,
+    /// Results the broker refused with an MQTT 5 error reason (removed).
+    pub rejected: AtomicU64,
+    /// Successful connections after the first.
+    pub reconnects: AtomicU64,
+    /// The last connection failure, cleared on connect.
+    pub last_error: RwLock<Option<String>>,
+    /// `host:port` of the broker.
+    pub broker: RwLock<String>,
+    pub outbox: std::sync::OnceLock<std::sync::Arc<crate::store::Outbox>>,
+}
+
+/// A point-in-time view of [`MqttStatus`].
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MqttSnapshot {
+    pub enabled: bool,
+    pub connected: bool,
+    pub broker: String,
+    pub outbox_records: usize,
+    pub outbox_bytes: u64,
+    pub published: u64,
+    pub acked: u64,
+    pub rejected: u64,
+    pub dropped: u64,
+    pub reconnects: u64,
+    pub last_error: Option<String>,
+}
+
+impl MqttStatus {
+    pub fn set_error(&self, e: Option<String>) {
+        *self.last_error.write().unwrap_or_else(|e| e.into_inner()) = e;
+    }
+
+    pub fn snapshot(&self) -> MqttSnapshot {
+        let outbox = self.outbox.get();
+        MqttSnapshot {
+            enabled: self.enabled.load(Ordering::Relaxed),
+            connected: self.connected.load(Ordering::Relaxed),
+            broker: self.broker.read().unwrap_or_else(|e| e.into_inner()).clone(),
+            outbox_records: outbox.map(|o| o.len()).unwrap_or(0),
+            outbox_bytes: outbox.map(|o| o.bytes()).unwrap_or(0),
+            published: self.published.load(Ordering::Relaxed),
+            acked: self.acked.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            dropped: outbox.map(|o| o.dropped()).unwrap_or(0),
+            reconnects: self.reconnects.load(Ordering::Relaxed),
+            last_error: self.last_error.read().unwrap_or_else(|e| e.into_inner()).clone(),
+        }
+    }
+}
+
 /// Description of the active model, for status and results.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ModelStatus {
@@ -138,6 +198,8 @@ pub struct AppState {
     pub clock_synchronized: std::sync::atomic::AtomicBool,
     /// New results and state changes, for event subscribers (bounded).
     pub events: tokio::sync::broadcast::Sender<Event>,
+    /// The MQTT publisher (all zero and `enabled: false` without one).
+    pub mqtt: MqttStatus,
 }
 
 impl AppState {
@@ -160,6 +222,7 @@ impl AppState {
             inference_beat_ms: AtomicU64::new(0),
             clock_synchronized: std::sync::atomic::AtomicBool::new(true),
             events: tokio::sync::broadcast::channel(EVENT_BUS_CAPACITY).0,
+            mqtt: MqttStatus::default(),
         }
     }
 

@@ -965,6 +965,7 @@ async fn status(ctx: &Arc<Ctx>) -> Result<Resp, ApiError> {
         "counters": s.counters.snapshot(),
         "last_result": s.last_result(),
         "store": { "records": records, "size_bytes": size_bytes },
+        "mqtt": s.mqtt.snapshot(),
     });
     Ok(json_response(StatusCode::OK, &body))
 }

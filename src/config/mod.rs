@@ -163,6 +163,54 @@ pub struct ApiSettings {
     pub event_heartbeat_ms: u64,
 }
 
+/// The MQTT protocol version spoken to the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub enum MqttProtocol {
+    #[serde(rename = "3.1.1")]
+    V311,
+    #[serde(rename = "5")]
+    V5,
+}
+
+/// `[mqtt]`: publishing results to a broker, with store-and-forward.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MqttSettings {
+    pub enabled: bool,
+    pub host: String,
+    pub port: u16,
+    pub protocol: MqttProtocol,
+    pub tls: bool,
+    /// PEM CA certificates the broker's certificate must chain to (unset:
+    /// the system's roots).
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub username: Option<String>,
+    /// A file holding the password (first line), so the config holds no secret.
+    pub password_file: Option<PathBuf>,
+    /// Empty: the host name.
+    pub device_id: String,
+    /// Empty: `spotter-<device_id>`.
+    pub client_id: String,
+    /// Topics; `{device_id}` is replaced.
+    pub result_topic: String,
+    pub status_topic: String,
+    pub event_topic: String,
+    pub keep_alive_s: u64,
+    pub reconnect_initial_ms: u64,
+    pub reconnect_max_ms: u64,
+    /// Results published and not yet acknowledged, at most.
+    pub max_inflight: u16,
+    /// The backlog (results queued before the current connection) is sent
+    /// at most this fast; live results are not limited.
+    pub drain_rate_per_s: f64,
+    pub outbox_max_records: usize,
+    pub outbox_max_bytes: u64,
+    pub homeassistant: bool,
+    pub homeassistant_prefix: String,
+    pub homeassistant_labels: Vec<String>,
+}
+
 /// The validated, effective settings.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Settings {
@@ -171,6 +219,7 @@ pub struct Settings {
     pub model: ModelSettings,
     pub store: StoreSettings,
     pub api: ApiSettings,
+    pub mqtt: MqttSettings,
     /// The files that were read, in the order they were layered.
     #[serde(skip)]
     pub files: Vec<PathBuf>,
@@ -458,7 +507,97 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
         event_heartbeat_ms: val(&ehb, api_default.event_heartbeat.as_millis() as u64),
     };
 
-    Ok(Settings { daemon, source, model, store, api, files: l.paths() })
+    let mqtt = build_mqtt(l)?;
+
+    Ok(Settings { daemon, source, model, store, api, mqtt, files: l.paths() })
+}
+
+/// A topic (before `{device_id}` is replaced) that a broker accepts for publishing.
+fn valid_topic(t: &String) -> bool {
+    !t.is_empty() && t.len() <= 1024 && !t.contains(['+', '#', '\0'])
+}
+
+fn build_mqtt(l: &Layers) -> Result<MqttSettings, ConfigError> {
+    macro_rules! get {
+        ($f:ident) => {
+            l.get(|r| r.mqtt.as_ref()?.$f.as_ref())
+        };
+    }
+    let (enabled, host, port, protocol, tls) = (get!(enabled), get!(host), get!(port), get!(protocol), get!(tls));
+    let (ca_file, client_cert, client_key) = (get!(ca_file), get!(client_cert), get!(client_key));
+    let (username, password_file, device_id, client_id) = (get!(username), get!(password_file), get!(device_id), get!(client_id));
+    let (result_topic, status_topic, event_topic) = (get!(result_topic), get!(status_topic), get!(event_topic));
+    let (keep_alive, r_init, r_max, inflight) = (get!(keep_alive_s), get!(reconnect_initial_ms), get!(reconnect_max_ms), get!(max_inflight));
+    let (drain, ob_records, ob_bytes) = (get!(drain_rate_per_s), get!(outbox_max_records), get!(outbox_max_bytes));
+    let (ha, ha_prefix, ha_labels) = (get!(homeassistant), get!(homeassistant_prefix), get!(homeassistant_labels));
+    in_range(&host, "mqtt.host", |h: &String| !h.is_empty() && !h.contains(char::is_whitespace), "must be a host name or address")?;
+    in_range(&port, "mqtt.port", |p| *p > 0, "must be between 1 and 65535")?;
+    let id_ok = |s: &String| s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    in_range(&device_id, "mqtt.device_id", id_ok, "at most 64 characters from A-Z a-z 0-9 - _ .")?;
+    in_range(&client_id, "mqtt.client_id", |s: &String| s.len() <= 128 && !s.contains(char::is_whitespace), "at most 128 characters, no spaces")?;
+    for (o, key) in [(&result_topic, "mqtt.result_topic"), (&status_topic, "mqtt.status_topic"), (&event_topic, "mqtt.event_topic")] {
+        in_range(o, key, valid_topic, "must be a non-empty topic without the wildcards + and #")?;
+    }
+    in_range(&ha_prefix, "mqtt.homeassistant_prefix", valid_topic, "must be a non-empty topic without the wildcards + and #")?;
+    in_range(&keep_alive, "mqtt.keep_alive_s", |v| (5..=3600).contains(v), "must be between 5 and 3600")?;
+    in_range(&r_init, "mqtt.reconnect_initial_ms", |v| (10..=600_000).contains(v), "must be between 10 and 600000")?;
+    in_range(&r_max, "mqtt.reconnect_max_ms", |v| (10..=3_600_000).contains(v), "must be between 10 and 3600000")?;
+    in_range(&inflight, "mqtt.max_inflight", |v| (1..=1000).contains(v), "must be between 1 and 1000")?;
+    in_range(&drain, "mqtt.drain_rate_per_s", |v: &f64| v.is_finite() && (0.1..=1_000_000.0).contains(v), "must be between 0.1 and 1000000")?;
+    in_range(&ob_records, "mqtt.outbox_max_records", |v| (1..=100_000_000).contains(v), "must be between 1 and 100000000")?;
+    in_range(&ob_bytes, "mqtt.outbox_max_bytes", |v| (4096..=1 << 40).contains(v), "must be between 4096 and 1099511627776")?;
+    in_range(
+        &ha_labels,
+        "mqtt.homeassistant_labels",
+        |v: &Vec<String>| v.len() <= 100 && v.iter().all(|s| !s.is_empty() && s.len() <= 200 && !s.contains(['{', '}', '%'])),
+        "at most 100 non-empty labels without { } %",
+    )?;
+    if client_cert.is_some() != client_key.is_some() {
+        let (o, k) = match (&client_cert, &client_key) {
+            (Some(o), None) => (o.as_pos(), "mqtt.client_cert"),
+            (None, Some(o)) => (o.as_pos(), "mqtt.client_key"),
+            _ => unreachable!("checked above that exactly one is set"),
+        };
+        return Err(invalid(&o, k, "mqtt.client_cert and mqtt.client_key must be set together"));
+    }
+    if let (Some(o), None) = (&password_file, &username) {
+        return Err(invalid(o, "mqtt.password_file", "needs mqtt.username (MQTT sends no password without a user name)"));
+    }
+    let reconnect_initial_ms = val(&r_init, 1_000);
+    let reconnect_max_ms = val(&r_max, 30_000);
+    if reconnect_max_ms < reconnect_initial_ms {
+        let o = r_max.as_ref().map(|o| o.as_pos()).or_else(|| r_init.as_ref().map(|o| o.as_pos()));
+        if let Some(o) = o {
+            return Err(invalid(&o, "mqtt.reconnect_max_ms", "must be >= mqtt.reconnect_initial_ms"));
+        }
+    }
+    Ok(MqttSettings {
+        enabled: val(&enabled, false),
+        host: val(&host, "localhost".into()),
+        port: val(&port, 8883),
+        protocol: val(&protocol, MqttProtocol::V311),
+        tls: val(&tls, true),
+        ca_file: ca_file.map(|o| o.value),
+        client_cert: client_cert.map(|o| o.value),
+        client_key: client_key.map(|o| o.value),
+        username: username.map(|o| o.value),
+        password_file: password_file.map(|o| o.value),
+        device_id: val(&device_id, String::new()),
+        client_id: val(&client_id, String::new()),
+        result_topic: val(&result_topic, "spotter/{device_id}/result".into()),
+        status_topic: val(&status_topic, "spotter/{device_id}/status".into()),
+        event_topic: val(&event_topic, "spotter/{device_id}/event".into()),
+        keep_alive_s: val(&keep_alive, 30),
+        reconnect_initial_ms,
+        reconnect_max_ms,
+        max_inflight: val(&inflight, 32),
+        drain_rate_per_s: val(&drain, 200.0),
+        outbox_max_records: val(&ob_records, 100_000),
+        outbox_max_bytes: val(&ob_bytes, 64 << 20),
+        homeassistant: val(&ha, false),
+        homeassistant_prefix: val(&ha_prefix, "homeassistant".into()),
+        homeassistant_labels: val(&ha_labels, Vec::new()),
+    })
 }
 
 impl Settings {

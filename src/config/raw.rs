@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{CaptureFormat, ConfigError, Fit, JpegScaling, RuntimeSetting, SourceKind};
+use super::{CaptureFormat, ConfigError, Fit, JpegScaling, MqttProtocol, RuntimeSetting, SourceKind};
 
 type Field<T> = Option<Spanned<T>>;
 
@@ -18,6 +18,7 @@ pub(super) struct RawConfig {
     pub model: Option<RawModel>,
     pub store: Option<RawStore>,
     pub api: Option<RawApi>,
+    pub mqtt: Option<RawMqtt>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -101,6 +102,36 @@ pub(super) struct RawApi {
     pub max_model_bytes: Field<u64>,
     pub max_event_subscribers: Field<usize>,
     pub event_heartbeat_ms: Field<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMqtt {
+    pub enabled: Field<bool>,
+    pub host: Field<String>,
+    pub port: Field<u16>,
+    pub protocol: Field<MqttProtocol>,
+    pub tls: Field<bool>,
+    pub ca_file: Field<PathBuf>,
+    pub client_cert: Field<PathBuf>,
+    pub client_key: Field<PathBuf>,
+    pub username: Field<String>,
+    pub password_file: Field<PathBuf>,
+    pub device_id: Field<String>,
+    pub client_id: Field<String>,
+    pub result_topic: Field<String>,
+    pub status_topic: Field<String>,
+    pub event_topic: Field<String>,
+    pub keep_alive_s: Field<u64>,
+    pub reconnect_initial_ms: Field<u64>,
+    pub reconnect_max_ms: Field<u64>,
+    pub max_inflight: Field<u16>,
+    pub drain_rate_per_s: Field<f64>,
+    pub outbox_max_records: Field<usize>,
+    pub outbox_max_bytes: Field<u64>,
+    pub homeassistant: Field<bool>,
+    pub homeassistant_prefix: Field<String>,
+    pub homeassistant_labels: Field<Vec<String>>,
 }
 
 /// A value together with where it was set.

@@ -114,6 +114,7 @@ fn shipped_example_config_is_valid() {
     assert_eq!(s.model, d.model);
     assert_eq!(s.api, d.api);
     assert_eq!(s.store, d.store);
+    assert_eq!(s.mqtt, d.mqtt);
 }
 
 // Would catch check-config printing something the loader cannot read back.
@@ -143,5 +144,33 @@ fn api_access_limits_are_validated() {
     ] {
         let err = one(&format!("[api]\n{text}\n")).unwrap_err().to_string();
         assert!(err.contains(&format!("`{key}`")) && err.contains(":2:"), "{text}: {err}");
+    }
+}
+
+// Would catch an [mqtt] section accepted with settings that cannot work (a
+// wildcard in a topic, a password sent without a user name, half a client
+// certificate) or its defaults drifting from the documented topic layout.
+#[test]
+fn mqtt_section_defaults_and_validation() {
+    let d = one("").unwrap().mqtt;
+    assert!(!d.enabled && !d.homeassistant && d.tls);
+    assert_eq!((d.port, d.protocol), (8883, MqttProtocol::V311));
+    assert_eq!(d.result_topic, "spotter/{device_id}/result");
+    assert_eq!(d.status_topic, "spotter/{device_id}/status");
+    assert_eq!(d.event_topic, "spotter/{device_id}/event");
+    let s = one("[mqtt]\nenabled = true\nprotocol = \"5\"\nusername = \"u\"\npassword_file = \"/p\"\n").unwrap().mqtt;
+    assert_eq!((s.enabled, s.protocol, s.username.as_deref()), (true, MqttProtocol::V5, Some("u")));
+    for (text, key) in [
+        ("result_topic = \"a/+/b\"", "mqtt.result_topic"),
+        ("event_topic = \"a/#\"", "mqtt.event_topic"),
+        ("password_file = \"/p\"", "mqtt.password_file"),
+        ("client_cert = \"/c.pem\"", "mqtt.client_cert"),
+        ("device_id = \"a b\"", "mqtt.device_id"),
+        ("protocol = \"4\"", "`4`"),
+        ("outbox_max_records = 0", "mqtt.outbox_max_records"),
+        ("drain_rate_per_s = 0", "mqtt.drain_rate_per_s"),
+    ] {
+        let err = one(&format!("[mqtt]\n{text}\n")).unwrap_err().to_string();
+        assert!(err.contains(key) && err.contains(":2:"), "{text}: {err}");
     }
 }

@@ -26,6 +26,9 @@
 //! All methods block (disk I/O). The pipeline calls [`Store::insert`] from its
 //! own thread; the API calls the read methods through `spawn_blocking`.
 //!
+//! With MQTT enabled, tree `outbox` holds each result to publish, written in
+//! the same transaction as the result (see `outbox`).
+//!
 //! Retention (age, count and byte limits, enforced oldest-first by a
 //! background [`Pruner`]) lives in `retention`; clock-synchronization checks
 //! for time integrity live in `clock`; the free-space floor below which
@@ -45,12 +48,14 @@ use crate::result::ResultRecord;
 mod clock;
 mod index;
 mod pressure;
+mod outbox;
 mod retention;
 mod snapshot;
 
 pub use clock::{boottime_ns, clock_synchronized, clock_synchronized_from, ClockSource};
 pub use index::{best_score, decode_cursor, encode_cursor, Page, Query, MAX_SCAN_PER_PAGE, MAX_TERM_LEN};
 pub use pressure::{DiskGuard, FreeSpace, PressureLevel, Statvfs};
+pub use outbox::{Outbox, OutboxEntry, OutboxError, OutboxLimits};
 pub use retention::{PruneReport, Pruner, Retention, DEFAULT_PRUNE_EVERY};
 pub use snapshot::{snapshot_content_type, Snapshot, SnapshotGate, SnapshotRule};
 
@@ -123,6 +128,8 @@ pub enum StoreError {
          {floor} bytes (store.min_free_bytes); results are not stored until space returns"
     )]
     DiskFull { path: PathBuf, free: u64, floor: u64 },
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
 }
 
 /// The result database. Cheap to share behind an `Arc`; all methods take `&self`.
@@ -149,6 +156,8 @@ pub struct Store {
     /// Serializes deleters (pruner, `retain_newest`) so two of them never
     /// remove, and subtract, the same record twice. Writers never take it.
     delete_lock: Mutex<()>,
+    /// The MQTT outbox, when publishing is enabled ([`Store::with_outbox`]).
+    outbox: Option<std::sync::Arc<Outbox>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -273,6 +282,7 @@ impl Store {
             count: AtomicUsize::new(0),
             bytes: AtomicU64::new(0),
             delete_lock: Mutex::new(()),
+            outbox: None,
         };
         if let Some(from) = migrate_from {
             store.migrate(from)?;
@@ -349,6 +359,18 @@ impl Store {
         [&self.results, &self.by_label, &self.by_model, &self.snapshots]
     }
 
+    /// Enable the MQTT outbox: from now on [`Store::insert`] also queues each
+    /// result for publishing, in the same transaction.
+    pub fn with_outbox(mut self, limits: OutboxLimits) -> Result<Store, StoreError> {
+        self.outbox = Some(std::sync::Arc::new(Outbox::open(&self.db, &self.dir, limits)?));
+        Ok(self)
+    }
+
+    /// The MQTT outbox, if enabled.
+    pub fn outbox(&self) -> Option<&std::sync::Arc<Outbox>> {
+        self.outbox.as_ref()
+    }
+
     /// The store directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -394,7 +416,7 @@ impl Store {
             let seq = self.db.generate_id().map_err(|e| self.db_err(e))?;
             let key = make_key(rec.ts_ns, seq);
             rec.id = hex::encode(key);
-            if self.insert_new(&key, rec, snapshot)? {
+            if self.insert_new(&key, rec, snapshot, Some(seq))? {
                 return Ok(snapshot.is_some());
             }
         }
@@ -423,13 +445,20 @@ impl Store {
             self.guard.count_refused_result();
             return Err(StoreError::DiskFull { path: self.dir.clone(), free, floor });
         }
-        self.insert_new(&key, rec, None)
+        self.insert_new(&key, rec, None, None)
     }
 
     /// Write `rec` under `key`, with its index entries and `snapshot`, in one
     /// transaction, if the key is absent; `Ok(false)` (nothing written) if
-    /// present.
-    fn insert_new(&self, key: &[u8; 16], rec: &ResultRecord, snapshot: Option<&Snapshot>) -> Result<bool, StoreError> {
+    /// present. With `outbox_seq` and the MQTT outbox enabled, the outbox
+    /// entry joins the same transaction, so a result is never stored unqueued.
+    fn insert_new(
+        &self,
+        key: &[u8; 16],
+        rec: &ResultRecord,
+        snapshot: Option<&Snapshot>,
+        outbox_seq: Option<u64>,
+    ) -> Result<bool, StoreError> {
         let mut value = Vec::with_capacity(512);
         value.push(VALUE_FORMAT_JSON);
         serde_json::to_writer(&mut value, rec)
@@ -447,7 +476,17 @@ impl Store {
         });
         let size = (key.len() + value.len()) as u64
             + entries.iter().map(|(_, k, v)| (k.len() + v.len()) as u64).sum::<u64>();
-        let trees = self.tx_trees();
+        let mut trees: Vec<&sled::Tree> = self.tx_trees().to_vec();
+        // The outbox entry (counted in the outbox's own bounds, not in `size`).
+        let queued = match (&self.outbox, outbox_seq) {
+            (Some(outbox), Some(seq)) => {
+                let (okey, entry) = (outbox::outbox_key(seq), Outbox::encode(&value[1..]));
+                trees.push(outbox.tree());
+                entries.push((trees.len() - 1, okey.to_vec(), entry));
+                Some(outbox)
+            }
+            _ => None,
+        };
         let written = trees[..].transaction(|tx| {
             if tx[T_RESULTS].get(key)?.is_some() {
                 return Ok(false);
@@ -465,6 +504,9 @@ impl Store {
                 if let Some(n) = snap_size {
                     self.snap_count.fetch_add(1, Ordering::Relaxed);
                     self.snap_bytes.fetch_add(n, Ordering::Relaxed);
+                }
+                if let (Some(outbox), Some((_, k, v))) = (queued, entries.last()) {
+                    outbox.committed((k.len() + v.len()) as u64);
                 }
                 Ok(true)
             }
