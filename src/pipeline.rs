@@ -402,7 +402,8 @@ pub fn inference_loop(
             }
         }
         if reload || (active.is_none() && Instant::now() >= next_attempt) {
-            match load_model(&effective_model(&settings, models.as_ref())) {
+            let wanted = effective_model(&settings, models.as_ref());
+            match load_model(&wanted) {
                 Ok(m) => {
                     log::info!(
                         message_id = ids::MODEL_ACTIVATED,
@@ -416,7 +417,11 @@ pub fn inference_loop(
                 }
                 Err(e) => {
                     let msg = e.to_string();
-                    log::error!(message_id = ids::MODEL_REJECTED, spotter_error_kind = "model_load"; "model rejected: {msg}");
+                    log::error!(
+                        message_id = ids::MODEL_REJECTED, spotter_error_kind = "model_load",
+                        spotter_model_path:display = wanted.path.display();
+                        "model rejected: {msg}"
+                    );
                     if active.is_none() {
                         state.update_readiness(|r| r.model = Check::failing(msg));
                     }
