@@ -36,9 +36,9 @@ vm_boot() {
     local -a q
     case "$VM_ARCH" in
         amd64) q=(qemu-system-x86_64 -machine q35 -accel tcg,thread=multi -cpu max
-                  -append "root=/dev/vda rw console=ttyS0 net.ifnames=0 mitigations=off loglevel=3 panic=-1") ;;
+                  -append "root=/dev/vda rw console=ttyS0 net.ifnames=0 mitigations=off loglevel=3 systemd.show_status=error panic=-1") ;;
         arm64) q=(qemu-system-aarch64 -machine virt -accel tcg,thread=multi -cpu cortex-a72
-                  -append "root=/dev/vda rw console=ttyAMA0 net.ifnames=0 mitigations=off loglevel=3 panic=-1") ;;
+                  -append "root=/dev/vda rw console=ttyAMA0 net.ifnames=0 mitigations=off loglevel=3 systemd.show_status=error panic=-1") ;;
         *) die "VM_ARCH must be amd64 or arm64, not $VM_ARCH" ;;
     esac
     rm -f "$VM_DIR/qemu.pid" "$VM_DIR/ssh.sock"
