@@ -85,6 +85,13 @@ pub enum Command {
         #[command(subcommand)]
         action: ModelAction,
     },
+    /// Check camera, model, TLS certificate, state directory, clock and
+    /// recent results; one line per check with a fix hint; exit 1 if any
+    /// check fails. Run it as the service user: sudo -u spotter spotter doctor
+    Doctor {
+        #[arg(long, short, default_value = "/etc/spotter/spotter.toml")]
+        config: PathBuf,
+    },
     /// Classify image files with a model and print the top-k for each.
     Classify {
         #[arg(long)]
@@ -255,6 +262,17 @@ pub fn execute(cli: Cli) -> Result<(), Failure> {
                 .map_err(|e| anyhow::Error::new(e).context("invalid configuration"))
                 .map_err(fail(EXIT_CONFIG))?;
             model_command(&settings, action).map_err(fail(EXIT_FAILURE))
+        }
+        Command::Doctor { config: path } => {
+            let _ = logging::init(log::LevelFilter::Error);
+            let settings = load_settings(&path)?;
+            let report = crate::doctor::run(&settings);
+            crate::doctor::print(&report, &mut std::io::stdout().lock())
+                .map_err(|e| Failure { error: e.into(), code: EXIT_FAILURE })?;
+            if report.failed() {
+                return Err(Failure { error: anyhow::anyhow!("some checks failed (see the fix hints above)"), code: EXIT_FAILURE });
+            }
+            Ok(())
         }
         Command::Classify { model, labels, json, runtime, threads, top_k, litert_lib, images } => {
             let _ = logging::init(log::LevelFilter::Warn);

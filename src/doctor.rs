@@ -1,0 +1,663 @@
+//! `spotter doctor`: the checks a technician runs first. Each check looks at
+//! one thing the daemon needs (camera, model, TLS certificate, state
+//! directory, clock, recent results) and yields one [`Finding`]: a verdict,
+//! what was seen, and a fix hint. The report exits non-zero when any check
+//! fails; warnings (an unsynchronized clock, a certificate close to expiry)
+//! do not fail it.
+//!
+//! Every check takes its inputs explicitly (paths, thresholds, the current
+//! time) so tests can drive it with temporary directories and fake files.
+//! Nothing here changes the system: the camera is queried, not streamed;
+//! the store is opened only when the daemon is not holding it.
+
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use crate::config::{ApiSettings, CaptureFormat, ModelSettings, Settings, SourceKind, SourceSettings, StoreSettings};
+
+/// Less free space than this on the state filesystem fails the state check:
+/// sled needs room to write new segments before it can reclaim old ones.
+pub const MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
+/// A certificate expiring within this is a warning.
+pub const CERT_WARN_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The newest result older than this fails the last-result check (the
+/// daemon stores a result for every frame it infers).
+pub const MAX_RESULT_AGE: Duration = Duration::from_secs(5 * 60);
+
+/// Errors setting up the doctor itself (not findings: those are the report).
+#[derive(Debug, thiserror::Error)]
+pub enum DoctorError {
+    #[error("writing the report: {0}")]
+    Output(#[source] std::io::Error),
+}
+
+/// A check's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Ok,
+    /// Works, but needs attention.
+    Warn,
+    /// The daemon cannot do its job until this is fixed.
+    Fail,
+    /// Not applicable or not checkable here (said why).
+    Skip,
+}
+
+impl Verdict {
+    fn label(self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok",
+            Verdict::Warn => "WARN",
+            Verdict::Fail => "FAIL",
+            Verdict::Skip => "skip",
+        }
+    }
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    pub check: &'static str,
+    pub verdict: Verdict,
+    /// What was seen.
+    pub detail: String,
+    /// What to do about it (empty when nothing is needed).
+    pub hint: String,
+}
+
+impl Finding {
+    fn new(check: &'static str, verdict: Verdict, detail: impl Into<String>, hint: impl Into<String>) -> Finding {
+        Finding { check, verdict, detail: detail.into(), hint: hint.into() }
+    }
+    fn ok(check: &'static str, detail: impl Into<String>) -> Finding {
+        Finding::new(check, Verdict::Ok, detail, "")
+    }
+}
+
+/// All findings, in the order the checks ran.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    /// Whether any check failed (the command's exit status).
+    pub fn failed(&self) -> bool {
+        self.findings.iter().any(|f| f.verdict == Verdict::Fail)
+    }
+
+    /// One line per check: `verdict check: detail (fix: hint)`.
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        for f in &self.findings {
+            s.push_str(&format!("{:<4} {:<11} {}", f.verdict.label(), f.check, one_line(&f.detail)));
+            if !f.hint.is_empty() {
+                s.push_str(&format!(" (fix: {})", one_line(&f.hint)));
+            }
+            s.push('\n');
+        }
+        let failed = self.findings.iter().filter(|f| f.verdict == Verdict::Fail).count();
+        let warned = self.findings.iter().filter(|f| f.verdict == Verdict::Warn).count();
+        s.push_str(&format!("{} checks: {failed} failed, {warned} warnings\n", self.findings.len()));
+        s
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.replace(['\n', '\r'], " ")
+}
+
+/// Run every check against `settings` at the current time.
+pub fn run(settings: &Settings) -> Report {
+    let now = SystemTime::now();
+    let synced = crate::store::clock_synchronized();
+    Report {
+        findings: vec![
+            check_source(&settings.source),
+            check_model(&settings.model, &settings.daemon.state_dir),
+            check_tls(&settings.api, &settings.daemon.state_dir, now),
+            check_state_dir(&settings.daemon.state_dir, &settings.store, MIN_FREE_BYTES),
+            check_clock(synced),
+            check_last_result(&settings.store, now, MAX_RESULT_AGE),
+        ],
+    }
+}
+
+/// The frame source: a camera that exists, may be opened, is a V4L2 capture
+/// device and offers a format Spotter decodes; or a folder with images.
+pub fn check_source(s: &SourceSettings) -> Finding {
+    match s.kind {
+        SourceKind::Files => check_folder(s),
+        SourceKind::V4l2 => check_camera(&s.device, s.format),
+    }
+}
+
+fn check_folder(s: &SourceSettings) -> Finding {
+    let dir = s.dir.clone().unwrap_or_default();
+    let opts = crate::capture::files::FilesOptions { dir: dir.clone(), fps: s.fps, looping: s.looping };
+    match crate::capture::files::FilesSource::open(opts) {
+        Ok(src) => Finding::ok("source", format!("folder {}: {} images", dir.display(), src.image_count())),
+        Err(e) => Finding::new(
+            "source",
+            Verdict::Fail,
+            e.to_string(),
+            format!("put JPEG, PNG or BMP photos in {} readable by the service user, or set source.dir", dir.display()),
+        ),
+    }
+}
+
+fn check_camera(device: &Path, format: CaptureFormat) -> Finding {
+    use v4l::video::Capture;
+    let name = device.display();
+    let meta = match std::fs::metadata(device) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Finding::new(
+                "source",
+                Verdict::Fail,
+                format!("camera {name}: not found"),
+                "check the cable; `ls -l /dev/video*` and `v4l2-ctl --list-devices` list cameras; set source.device",
+            )
+        }
+        Err(e) => return Finding::new("source", Verdict::Fail, format!("camera {name}: {e}"), "check the device path"),
+    };
+    if !meta.file_type().is_char_device() {
+        return Finding::new(
+            "source",
+            Verdict::Fail,
+            format!("camera {name}: not a character device"),
+            "source.device must be a /dev/video* node",
+        );
+    }
+    let dev = match v4l::Device::with_path(device) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Finding::new(
+                "source",
+                Verdict::Fail,
+                format!("camera {name}: permission denied"),
+                "the service user must be in group `video` (`id spotter`); run doctor as that user: sudo -u spotter spotter doctor",
+            )
+        }
+        Err(e) => return Finding::new("source", Verdict::Fail, format!("camera {name}: open: {e}"), "check `dmesg` for driver errors"),
+    };
+    let caps = match dev.query_caps() {
+        Ok(c) => c,
+        Err(e) => {
+            return Finding::new(
+                "source",
+                Verdict::Fail,
+                format!("camera {name}: not a V4L2 device ({e})"),
+                "source.device must be a camera's capture node; `v4l2-ctl --list-devices`",
+            )
+        }
+    };
+    let formats = match dev.enum_formats() {
+        Ok(f) => f,
+        Err(e) => return Finding::new("source", Verdict::Fail, format!("camera {name}: VIDIOC_ENUM_FMT: {e}"), "check `dmesg`"),
+    };
+    let offered: Vec<String> = formats.iter().map(|f| f.fourcc.str().unwrap_or("????").to_string()).collect();
+    let has = |code: &str| offered.iter().any(|o| o == code);
+    let usable = match format {
+        CaptureFormat::Auto => has("MJPG") || has("YUYV"),
+        CaptureFormat::Mjpeg => has("MJPG"),
+        CaptureFormat::Yuyv => has("YUYV"),
+    };
+    let detail = format!("camera {name}: {} ({}), formats {}", caps.card, caps.driver, offered.join(" "));
+    if usable {
+        Finding::ok("source", detail)
+    } else {
+        Finding::new("source", Verdict::Fail, detail, "Spotter needs MJPG or YUYV; set source.format = \"auto\" or use another camera")
+    }
+}
+
+/// The model the daemon would load (a managed active version, else
+/// `model.path`): it loads and passes its canary inference.
+pub fn check_model(model: &ModelSettings, state_dir: &Path) -> Finding {
+    let store = crate::modelstore::ModelStore::new(state_dir);
+    let m = crate::pipeline::effective_model(model, Some(&store));
+    match crate::pipeline::load_model(&m) {
+        Ok(l) => Finding::ok(
+            "model",
+            format!(
+                "{} loads and passes its canary on {} ({}; sha256 {})",
+                m.path.display(),
+                l.status.runtime,
+                l.status.kind,
+                l.status.sha256.get(..16).unwrap_or(&l.status.sha256)
+            ),
+        ),
+        Err(e) => Finding::new(
+            "model",
+            Verdict::Fail,
+            format!("{}: {e}", m.path.display()),
+            "`spotter model list` / `spotter model rollback`, or set model.path; test a model with `spotter classify --model M photo.jpg`",
+        ),
+    }
+}
+
+/// The certificate the API serves: configured (`api.cert`/`api.key`) or
+/// generated in `<state_dir>/tls/`. Valid now, not expiring within
+/// [`CERT_WARN_BEFORE`], with a readable private key.
+pub fn check_tls(api: &ApiSettings, state_dir: &Path, now: SystemTime) -> Finding {
+    let generated = api.cert.is_none();
+    let cert = api.cert.clone().unwrap_or_else(|| state_dir.join("tls/cert.pem"));
+    let key = api.key.clone().unwrap_or_else(|| state_dir.join("tls/key.pem"));
+    let fail = |detail: String, hint: &str| Finding::new("tls", Verdict::Fail, detail, hint);
+    let pem = match std::fs::read(&cert) {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && generated => {
+            return Finding::new(
+                "tls",
+                Verdict::Warn,
+                format!("no certificate yet at {}", cert.display()),
+                "the daemon generates one on first start: systemctl start spotter",
+            )
+        }
+        Err(e) => return fail(format!("certificate {}: {e}", cert.display()), "set api.cert to a readable PEM file"),
+    };
+    let der = match rustls_pemfile::certs(&mut &pem[..]).next() {
+        Some(Ok(d)) => d,
+        Some(Err(e)) => return fail(format!("certificate {}: {e}", cert.display()), "api.cert must be a PEM certificate chain"),
+        None => return fail(format!("certificate {}: no CERTIFICATE block", cert.display()), "api.cert must be a PEM certificate chain"),
+    };
+    let parsed = match x509_parser::parse_x509_certificate(der.as_ref()) {
+        Ok((_, c)) => c,
+        Err(e) => return fail(format!("certificate {}: {e}", cert.display()), "replace the certificate"),
+    };
+    match std::fs::read(&key).map(|k| rustls_pemfile::private_key(&mut &k[..])) {
+        Ok(Ok(Some(_))) => {}
+        Ok(_) => return fail(format!("private key {}: no PEM private key in it", key.display()), "set api.key to the certificate's PEM key"),
+        Err(e) => return fail(format!("private key {}: {e}", key.display()), "set api.key to a file readable by the service user"),
+    }
+    let unix = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let now_s = unix(now);
+    let not_before = parsed.validity().not_before.timestamp();
+    let not_after = parsed.validity().not_after.timestamp();
+    let fp = crate::api::tls::fingerprint(der.as_ref());
+    let until = parsed.validity().not_after.to_rfc2822().unwrap_or_else(|_| not_after.to_string());
+    let renew = if generated {
+        format!(
+            "delete {} and restart: a new self-signed certificate is generated (clients must trust the new fingerprint)",
+            state_dir.join("tls").display()
+        )
+    } else {
+        "install a renewed certificate at api.cert/api.key and reload".to_string()
+    };
+    if now_s < not_before {
+        return fail(
+            format!("certificate {} not valid before {}", cert.display(), parsed.validity().not_before),
+            "the clock may be wrong (see the clock check); else replace the certificate",
+        );
+    }
+    if now_s > not_after {
+        return fail(format!("certificate {} expired {until}", cert.display()), &renew);
+    }
+    let left = Duration::from_secs((not_after - now_s) as u64);
+    if left < CERT_WARN_BEFORE {
+        return Finding::new(
+            "tls",
+            Verdict::Warn,
+            format!("certificate {} expires in {} days ({until})", cert.display(), left.as_secs() / 86_400),
+            renew,
+        );
+    }
+    Finding::ok("tls", format!("certificate {} valid until {until}, SHA-256 {fp}", cert.display()))
+}
+
+/// The state directory exists, is writable by this user, and its filesystem
+/// has at least `min_free` bytes free; a warning when the store's retention
+/// (`max_bytes`, about twice that on disk) no longer fits.
+pub fn check_state_dir(state_dir: &Path, store: &StoreSettings, min_free: u64) -> Finding {
+    let dir = state_dir.display();
+    match std::fs::metadata(state_dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Finding::new("state", Verdict::Fail, format!("{dir} is not a directory"), "set daemon.state_dir to a directory"),
+        Err(e) => {
+            return Finding::new(
+                "state",
+                Verdict::Fail,
+                format!("{dir}: {e}"),
+                "systemd creates it (StateDirectory=): systemctl start spotter; or set daemon.state_dir",
+            )
+        }
+    }
+    if let Err(e) = tempfile::Builder::new().prefix(".doctor-").tempfile_in(state_dir) {
+        return Finding::new(
+            "state",
+            Verdict::Fail,
+            format!("{dir} is not writable: {e}"),
+            "it must belong to the service user: chown -R spotter:spotter /var/lib/spotter; run doctor as that user",
+        );
+    }
+    let st = match nix::sys::statvfs::statvfs(state_dir) {
+        Ok(s) => s,
+        Err(e) => return Finding::new("state", Verdict::Fail, format!("{dir}: statvfs: {e}"), "check the filesystem (`df -h`)"),
+    };
+    let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+    let store_bytes = dir_size(&store.dir);
+    let detail = format!("{dir} writable, {} free, store {} on disk", mib(free), mib(store_bytes));
+    if free < min_free {
+        return Finding::new(
+            "state",
+            Verdict::Fail,
+            detail,
+            format!("free space below {}: lower store.max_bytes or max_age_s, or export and delete old results", mib(min_free)),
+        );
+    }
+    let wanted = store.max_bytes.saturating_mul(2);
+    if store.max_bytes > 0 && free.saturating_add(store_bytes) < wanted {
+        return Finding::new(
+            "state",
+            Verdict::Warn,
+            detail,
+            format!("store.max_bytes = {} needs about {} on disk; lower it or free space", mib(store.max_bytes), mib(wanted)),
+        );
+    }
+    Finding::ok("state", detail)
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.0} MiB", b as f64 / (1024.0 * 1024.0))
+}
+
+/// Bytes in the files under `dir` (0 when it does not exist).
+fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+/// Clock synchronization (NTP): unsynchronized is a warning; results are
+/// still stored, marked as such.
+pub fn check_clock(synchronized: bool) -> Finding {
+    if synchronized {
+        Finding::ok("clock", "system clock synchronized")
+    } else {
+        Finding::new(
+            "clock",
+            Verdict::Warn,
+            "system clock not synchronized: result times may be wrong (they are marked)",
+            "`timedatectl`; enable NTP (`systemctl status systemd-timesyncd` or chrony) and check the network",
+        )
+    }
+}
+
+/// The newest stored result is younger than `max_age`. While the daemon
+/// runs it holds the store's lock, and the check says so instead.
+pub fn check_last_result(store: &StoreSettings, now: SystemTime, max_age: Duration) -> Finding {
+    if !store.dir.exists() {
+        return Finding::new(
+            "results",
+            Verdict::Skip,
+            format!("no store at {} yet", store.dir.display()),
+            "start the daemon: systemctl start spotter",
+        );
+    }
+    let s = match crate::store::Store::open_with(&store.dir, store.flush_every_ms) {
+        Ok(s) => s,
+        Err(crate::store::StoreError::Locked { .. }) => {
+            return Finding::new(
+                "results",
+                Verdict::Skip,
+                "the running daemon holds the store",
+                "ask it: curl --cacert /var/lib/spotter/tls/cert.pem -H \"Authorization: Bearer $KEY\" https://localhost:8443/api/v1/results/latest",
+            )
+        }
+        Err(e) => return Finding::new("results", Verdict::Fail, format!("{}: {e}", store.dir.display()), "see `journalctl -u spotter -p warning`"),
+    };
+    let latest = match s.latest() {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return Finding::new(
+                "results",
+                Verdict::Fail,
+                "no result stored yet",
+                "the daemon stores one per inferred frame: check the source and model lines above and `systemctl status spotter`",
+            )
+        }
+        Err(e) => return Finding::new("results", Verdict::Fail, format!("reading the newest result: {e}"), "see `journalctl -u spotter`"),
+    };
+    let ts = SystemTime::UNIX_EPOCH + Duration::from_nanos(latest.ts_ns);
+    let age = now.duration_since(ts).unwrap_or_default();
+    let detail = format!("newest result {} s old ({}, {})", age.as_secs(), latest.source, latest.model_sha256.get(..16).unwrap_or(""));
+    if age > max_age {
+        Finding::new(
+            "results",
+            Verdict::Fail,
+            detail,
+            "no new results: is the daemon running (`systemctl status spotter`)? look for camera lost / model rejected in `journalctl -u spotter`",
+        )
+    } else {
+        Finding::ok("results", detail)
+    }
+}
+
+/// Print the report to `out`; the caller turns [`Report::failed`] into the
+/// exit status.
+pub fn print(report: &Report, out: &mut impl std::io::Write) -> Result<(), DoctorError> {
+    out.write_all(report.to_text().as_bytes()).map_err(DoctorError::Output)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::result::{ClassScore, ResultRecord, StageLatency};
+    use std::path::PathBuf;
+
+    /// The documented defaults (an empty config file).
+    fn defaults() -> Settings {
+        crate::config::from_sources(vec![(PathBuf::from("spotter.toml"), String::new())]).unwrap()
+    }
+
+    fn api(cert: Option<PathBuf>, key: Option<PathBuf>) -> ApiSettings {
+        let mut s = defaults();
+        s.api.cert = cert;
+        s.api.key = key;
+        s.api
+    }
+
+    fn store_settings(dir: &Path, max_bytes: u64) -> StoreSettings {
+        let mut s = defaults().store;
+        s.dir = dir.to_path_buf();
+        s.max_bytes = max_bytes;
+        s
+    }
+
+    /// A self-signed certificate valid from `from` to `to` (seconds from now),
+    /// written as cert.pem/key.pem under `dir`.
+    fn cert(dir: &Path, from: i64, to: i64) -> (PathBuf, PathBuf) {
+        let now = time::OffsetDateTime::now_utc();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.not_before = now + time::Duration::seconds(from);
+        params.not_after = now + time::Duration::seconds(to);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let c = params.self_signed(&key).unwrap();
+        let (cp, kp) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cp, c.pem()).unwrap();
+        std::fs::write(&kp, key.serialize_pem()).unwrap();
+        (cp, kp)
+    }
+
+    const DAY: i64 = 86_400;
+
+    // Would catch an expired, not-yet-valid or soon-expiring certificate
+    // being reported as fine (clients would fail TLS with no hint why).
+    #[test]
+    fn tls_verdicts_follow_the_validity_window() {
+        let d = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let verdict = |from, to| {
+            let (c, k) = cert(d.path(), from, to);
+            check_tls(&api(Some(c), Some(k)), d.path(), now)
+        };
+        let ok = verdict(-DAY, 365 * DAY);
+        assert_eq!(ok.verdict, Verdict::Ok, "{ok:?}");
+        assert!(ok.detail.contains("SHA-256"), "fingerprint shown: {ok:?}");
+        let expired = verdict(-10 * DAY, -DAY);
+        assert_eq!(expired.verdict, Verdict::Fail, "{expired:?}");
+        assert!(expired.detail.contains("expired"));
+        assert_eq!(verdict(DAY, 365 * DAY).verdict, Verdict::Fail, "not yet valid");
+        let soon = verdict(-DAY, 10 * DAY);
+        assert_eq!(soon.verdict, Verdict::Warn, "{soon:?}");
+        assert!(soon.detail.contains("expires in 9 days") || soon.detail.contains("expires in 10 days"), "{soon:?}");
+    }
+
+    // Would catch a missing or unusable certificate/key passing, or the
+    // not-yet-generated self-signed case being reported as a failure.
+    #[test]
+    fn tls_missing_or_broken_material() {
+        let d = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let first_start = check_tls(&api(None, None), d.path(), now);
+        assert_eq!(first_start.verdict, Verdict::Warn, "{first_start:?}");
+        let missing = check_tls(&api(Some(d.path().join("nope.pem")), None), d.path(), now);
+        assert_eq!(missing.verdict, Verdict::Fail, "{missing:?}");
+        let garbage = d.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate").unwrap();
+        assert_eq!(check_tls(&api(Some(garbage), None), d.path(), now).verdict, Verdict::Fail);
+        let (c, _) = cert(d.path(), -DAY, 365 * DAY);
+        let no_key = check_tls(&api(Some(c), Some(d.path().join("missing-key.pem"))), d.path(), now);
+        assert_eq!(no_key.verdict, Verdict::Fail, "{no_key:?}");
+        assert!(no_key.detail.contains("private key"));
+    }
+
+    // Would catch a camera path that is missing, not a device, or not a V4L2
+    // device passing the check, or the hint not saying where to look.
+    #[test]
+    fn camera_missing_not_a_device_or_not_v4l2_fails() {
+        let d = tempfile::tempdir().unwrap();
+        let missing = check_camera(&d.path().join("video9"), CaptureFormat::Auto);
+        assert_eq!(missing.verdict, Verdict::Fail);
+        assert!(missing.detail.contains("not found") && missing.hint.contains("/dev/video"), "{missing:?}");
+        let file = d.path().join("video0");
+        std::fs::write(&file, b"").unwrap();
+        let plain = check_camera(&file, CaptureFormat::Auto);
+        assert!(plain.verdict == Verdict::Fail && plain.detail.contains("not a character device"), "{plain:?}");
+        // /dev/null is a character device that answers VIDIOC_QUERYCAP with ENOTTY.
+        let null = check_camera(Path::new("/dev/null"), CaptureFormat::Auto);
+        assert!(null.verdict == Verdict::Fail && null.detail.contains("not a V4L2 device"), "{null:?}");
+    }
+
+    // Would catch an empty replay folder passing, or a usable one failing.
+    #[test]
+    fn folder_source_needs_images() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = defaults().source;
+        s.kind = SourceKind::Files;
+        s.dir = Some(d.path().to_path_buf());
+        assert_eq!(check_source(&s).verdict, Verdict::Fail);
+        image::RgbImage::new(4, 4).save(d.path().join("a.png")).unwrap();
+        let ok = check_source(&s);
+        assert!(ok.verdict == Verdict::Ok && ok.detail.contains("1 images"), "{ok:?}");
+    }
+
+    // Would catch a missing or corrupt model passing the model check.
+    #[test]
+    fn model_that_does_not_load_fails() {
+        let d = tempfile::tempdir().unwrap();
+        let mut m = defaults().model;
+        m.runtime = crate::config::RuntimeSetting::Builtin;
+        m.path = d.path().join("missing.tflite");
+        let missing = check_model(&m, d.path());
+        assert_eq!(missing.verdict, Verdict::Fail, "{missing:?}");
+        m.path = d.path().join("bad.tflite");
+        std::fs::write(&m.path, vec![7u8; 4096]).unwrap();
+        let bad = check_model(&m, d.path());
+        assert!(bad.verdict == Verdict::Fail && bad.hint.contains("spotter model"), "{bad:?}");
+    }
+
+    // Would catch an unusable state directory (missing, a file, too full)
+    // passing, or a usable one failing.
+    #[test]
+    fn state_dir_must_exist_be_writable_and_have_room() {
+        let d = tempfile::tempdir().unwrap();
+        let store = store_settings(&d.path().join("results"), 0);
+        let ok = check_state_dir(d.path(), &store, 0);
+        assert_eq!(ok.verdict, Verdict::Ok, "{ok:?}");
+        assert!(std::fs::read_dir(d.path()).unwrap().next().is_none(), "the write probe must clean up");
+        let missing = check_state_dir(&d.path().join("absent"), &store, 0);
+        assert_eq!(missing.verdict, Verdict::Fail);
+        let file = d.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        assert_eq!(check_state_dir(&file, &store, 0).verdict, Verdict::Fail);
+        let full = check_state_dir(d.path(), &store, u64::MAX);
+        assert!(full.verdict == Verdict::Fail && full.hint.contains("free space"), "{full:?}");
+        let too_big = store_settings(&d.path().join("results"), u64::MAX / 4);
+        assert_eq!(check_state_dir(d.path(), &too_big, 0).verdict, Verdict::Warn);
+    }
+
+    fn record(ts_ns: u64) -> ResultRecord {
+        ResultRecord {
+            id: String::new(),
+            ts_ns,
+            source: "files:/srv/demo".into(),
+            origin: "/srv/demo/a.jpg".into(),
+            frame_seq: 1,
+            model_sha256: "ab".repeat(32),
+            runtime: "builtin".into(),
+            classes: vec![ClassScore { index: 3, label: "cat".into(), raw: 200.0, score: 0.78 }],
+            detections: vec![],
+            image_width: 640,
+            image_height: 480,
+            latency: StageLatency::default(),
+            clock_synchronized: true,
+            boottime_ns: 0,
+        }
+    }
+
+    // Would catch a stale pipeline (newest result old), an empty store or a
+    // store held by the running daemon being reported as healthy.
+    #[test]
+    fn last_result_age_decides() {
+        let d = tempfile::tempdir().unwrap();
+        let settings = store_settings(&d.path().join("results"), 0);
+        let now = SystemTime::now();
+        assert_eq!(check_last_result(&settings, now, MAX_RESULT_AGE).verdict, Verdict::Skip, "no store yet");
+        {
+            let s = crate::store::Store::open(&settings.dir).unwrap();
+            // Held open, as by the daemon: the check must not fight over the lock.
+            let held = check_last_result(&settings, now, MAX_RESULT_AGE);
+            assert!(held.verdict == Verdict::Skip && held.detail.contains("daemon"), "{held:?}");
+            drop(s);
+        }
+        assert_eq!(check_last_result(&settings, now, MAX_RESULT_AGE).verdict, Verdict::Fail, "empty store");
+        {
+            let s = crate::store::Store::open(&settings.dir).unwrap();
+            let ts = crate::pipeline::unix_ns(now - Duration::from_secs(30));
+            s.insert(&mut record(ts)).unwrap();
+            s.flush().unwrap();
+        }
+        let fresh = check_last_result(&settings, now, MAX_RESULT_AGE);
+        assert!(fresh.verdict == Verdict::Ok && fresh.detail.contains("30 s old"), "{fresh:?}");
+        let later = now + Duration::from_secs(3600);
+        assert_eq!(check_last_result(&settings, later, MAX_RESULT_AGE).verdict, Verdict::Fail, "stale");
+    }
+
+    // Would catch a failed check not failing the report (exit status 0), or
+    // a warning failing it.
+    #[test]
+    fn report_fails_only_on_fail_and_prints_one_line_per_check() {
+        let mut r = Report::default();
+        r.findings.push(Finding::ok("clock", "synchronized"));
+        r.findings.push(check_clock(false));
+        assert!(!r.failed());
+        r.findings.push(Finding::new("model", Verdict::Fail, "x.tflite: not found\nsecond line", "set model.path"));
+        assert!(r.failed());
+        let text = r.to_text();
+        assert_eq!(text.lines().count(), 4, "{text}");
+        assert!(text.lines().nth(2).unwrap().starts_with("FAIL model") && text.contains("(fix: set model.path)"), "{text}");
+        assert!(text.ends_with("3 checks: 1 failed, 1 warnings\n"), "{text}");
+    }
+}
