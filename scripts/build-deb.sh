@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Build Spotter's Debian package with cargo-deb.
 #
-# Usage: scripts/build-deb.sh [--target aarch64-unknown-linux-gnu]
+# Usage: scripts/build-deb.sh [--target aarch64-unknown-linux-gnu] [--profile dev]
+#
+# --profile dev packages the dev-profile binary instead of a release build;
+# the test suite (scripts/test.sh) uses it to check the package's contents
+# without a second full build. Packages to install come from the default.
 #
 # Builds the release binary (for --target: with Debian's cross gcc, see
 # cross/README.md), fetches libLiteRt.so for the target's architecture and
@@ -15,10 +19,12 @@ source "$(dirname "$0")/lib.sh"
 CARGO_DEB_VERSION=3.8.0
 
 target=""
+profile=release
 while [ $# -gt 0 ]; do
     case "$1" in
         --target) [ $# -ge 2 ] || die "--target needs a triple"; target="$2"; shift 2 ;;
         --target=*) target="${1#--target=}"; shift ;;
+        --profile) [ $# -ge 2 ] || die "--profile needs a name"; profile="$2"; shift 2 ;;
         -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 0 ;;
         *) die "unknown argument '$1' (usage: scripts/build-deb.sh [--target TRIPLE])" ;;
     esac
@@ -56,19 +62,21 @@ model="$(bash models/fetch-demo-model.sh)"
 [ "$model" -ef "$REPO/.cache/models/efficientnet_lite0.tflite" ] \
     || die "the demo model is at $model, not where Cargo.toml's assets expect it"
 
-say "cargo build --release ${build_args[*]}"
-cargo build --release --locked --bin spotter "${build_args[@]}" >&2
+say "cargo build --profile $profile ${build_args[*]}"
+cargo build --profile "$profile" --locked --bin spotter "${build_args[@]}" >&2
 
 # cargo-deb maps the `target/release/` prefix of assets to the real output
 # directory (CARGO_TARGET_DIR, --target); put libLiteRt.so there beside the
 # binary.
 target_dir="$(cargo metadata --format-version 1 --no-deps --locked \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-out_dir="$target_dir/release"
-[ "$target" = "$host" ] || out_dir="$target_dir/$target/release"
+profile_dir="$profile"
+[ "$profile" = dev ] && profile_dir=debug
+out_dir="$target_dir/$profile_dir"
+[ "$target" = "$host" ] || out_dir="$target_dir/$target/$profile_dir"
 install -m 0644 "$litert" "$out_dir/libLiteRt.so"
 
 say "cargo deb ${target_args[*]}"
-deb="$(env "${deb_env[@]}" cargo deb --no-build --locked "${target_args[@]}" | tail -n 1)"
+deb="$(env "${deb_env[@]}" cargo deb --no-build --locked --profile "$profile" "${target_args[@]}" | tail -n 1)"
 [ -f "$deb" ] || die "cargo deb did not report a package file (got '$deb')"
 realpath "$deb"

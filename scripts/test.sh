@@ -8,6 +8,11 @@ export SPOTTER_REQUIRE_LITERT=1
 export SPOTTER_TESTDATA="${SPOTTER_TESTDATA:-$REPO/../shared/testdata}"
 [ -d "$SPOTTER_TESTDATA" ] || die "test data not found at $SPOTTER_TESTDATA"
 cd "$REPO"
+# tests/package.rs checks the .deb's contents; package the dev-profile binary
+# the tests use anyway instead of a second, release build.
+say "Debian package of the dev build (scripts/build-deb.sh --profile dev)"
+SPOTTER_DEB="$(bash "$REPO/scripts/build-deb.sh" --profile dev | tail -n 1)"
+export SPOTTER_DEB
 say "cargo test (dev profile; dependencies optimised)"
 cargo test --no-fail-fast -- --test-threads=2
 
