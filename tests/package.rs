@@ -140,6 +140,7 @@ fn contents_list_every_installed_file_with_owner_and_mode() {
         ("/usr/lib/spotter/libLiteRt.so", "-rw-r--r--"),
         ("/usr/lib/systemd/system/spotter.service", "-rw-r--r--"),
         ("/usr/lib/sysusers.d/spotter.conf", "-rw-r--r--"),
+        ("/usr/lib/modules-load.d/spotter.conf", "-rw-r--r--"),
         ("/etc/spotter/spotter.toml", "-rw-r--r--"),
         ("/usr/share/spotter/models/efficientnet_lite0.tflite", "-rw-r--r--"),
         ("/usr/share/doc/spotter/copyright", "-rw-r--r--"),

@@ -87,9 +87,19 @@ pub fn check_upload(bytes: &[u8], max_pixels: u64) -> Result<ImageKind, ApiError
         ImageKind::Png => image::ImageFormat::Png,
         ImageKind::Bmp => image::ImageFormat::Bmp,
     };
-    let (width, height) = image::ImageReader::with_format(Cursor::new(bytes), format)
-        .into_dimensions()
-        .map_err(|e| ApiError::UndecodableImage(format!("{kind:?} header: {e}")))?;
+    // PNG: the size is in the fixed-position IHDR chunk, read directly so
+    // that a huge image is refused as too large even when the rest is cut
+    // off (the PNG decoder wants every chunk up to the first IDAT).
+    let png_ihdr = (kind == ImageKind::Png && bytes.len() >= 24 && &bytes[12..16] == b"IHDR").then(|| {
+        let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        (be(&bytes[16..20]), be(&bytes[20..24]))
+    });
+    let (width, height) = match png_ihdr {
+        Some(dims) => dims,
+        None => image::ImageReader::with_format(Cursor::new(bytes), format)
+            .into_dimensions()
+            .map_err(|e| ApiError::UndecodableImage(format!("{kind:?} header: {e}")))?,
+    };
     if width == 0 || height == 0 {
         return Err(ApiError::UndecodableImage(format!("{kind:?} header gives an empty {width}x{height} image")));
     }

@@ -341,7 +341,7 @@ fn retention_removes_index_entries_and_snapshots_with_records() {
     assert_eq!((store.data_bytes(), store.snapshot_bytes()), (0, 0), "from {before}");
     assert!(entries(&store.by_label).is_empty() && entries(&store.by_model).is_empty());
     drop(store);
-    let store = Store::open(dir.path()).unwrap();
+    let store = reopen(dir.path());
     assert_eq!((store.len(), store.data_bytes(), store.snapshot_count()), (0, 0, 0));
 }
 
@@ -466,4 +466,19 @@ fn disk_guard_pauses_snapshots_then_results_and_recovers() {
     store.check_writable().unwrap();
     assert_eq!(store.guard().current(), PressureLevel::Ok);
     assert_eq!(store.len(), 3);
+}
+
+/// Open the store again in the same process. sled releases its file lock
+/// from its background flusher shortly after the last handle drops, so an
+/// immediate reopen can briefly see `Locked`; a new process never does.
+fn reopen(dir: &std::path::Path) -> Store {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Store::open(dir) {
+            Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50))
+            }
+            other => return other.unwrap(),
+        }
+    }
 }
