@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{bin, reference_clear_top1, testdata, Daemon};
+use common::{bin, photo_dir, reference_clear_top1, testdata, Daemon};
 
 const MODEL: &str = "mobilenet_v2_1.0_224_quant";
 
@@ -20,23 +20,6 @@ fn labels_path() -> PathBuf {
     testdata().join("labels/labels_mobilenet_quant_v1_224.txt")
 }
 
-/// Copy the test photos (not MNIST) into a fresh folder.
-fn photo_dir(dir: &Path) -> (PathBuf, Vec<String>) {
-    let out = dir.join("photos");
-    std::fs::create_dir_all(&out).unwrap();
-    let mut names = Vec::new();
-    for e in std::fs::read_dir(testdata().join("images")).unwrap() {
-        let p = e.unwrap().path();
-        let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        let ext = p.extension().map(|x| x.to_string_lossy().to_lowercase()).unwrap_or_default();
-        if ["jpg", "png", "bmp"].contains(&ext.as_str()) && !name.starts_with("mnist") {
-            std::fs::copy(&p, out.join(&name)).unwrap();
-            names.push(name);
-        }
-    }
-    names.sort();
-    (out, names)
-}
 
 fn config(photos: &Path, model: &Path, labels: Option<&Path>, runtime: &str) -> String {
     let labels = labels.map(|l| format!("labels = \"{}\"\n", l.display())).unwrap_or_default();

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{free_port, testdata, Daemon};
+use common::{free_port, photo_dir, testdata, Daemon};
 use spotter::result::ResultRecord;
 
 const USER: &str = "spotter";
@@ -230,20 +230,6 @@ impl Drop for Subscriber {
     }
 }
 
-/// The test photos (not MNIST) in a fresh folder.
-fn photos(dir: &Path) -> PathBuf {
-    let out = dir.join("photos");
-    std::fs::create_dir_all(&out).unwrap();
-    for e in std::fs::read_dir(testdata().join("images")).unwrap() {
-        let p = e.unwrap().path();
-        let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        let ext = p.extension().map(|x| x.to_string_lossy().to_lowercase()).unwrap_or_default();
-        if ["jpg", "png", "bmp"].contains(&ext.as_str()) && !name.starts_with("mnist") {
-            std::fs::copy(&p, out.join(&name)).unwrap();
-        }
-    }
-    out
-}
 
 /// A daemon config publishing to `port`; `extra` lines go into `[mqtt]`.
 fn config(dir: &Path, pki: &Pki, port: u16, device: &str, looping: bool, extra: &str) -> String {
@@ -259,7 +245,7 @@ fn config(dir: &Path, pki: &Pki, port: u16, device: &str, looping: bool, extra: 
          [mqtt]\nenabled = true\nhost = \"127.0.0.1\"\nport = {port}\ndevice_id = \"{device}\"\n\
          ca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\nusername = \"{USER}\"\npassword_file = \"{}\"\n\
          reconnect_initial_ms = 200\nreconnect_max_ms = 1000\n{extra}\n",
-        photos(dir).display(),
+        photo_dir(dir).0.display(),
         model.display(),
         labels.display(),
         pki.ca.display(),

@@ -162,6 +162,9 @@ http {{
                 raise h.BenchError(f"runtime_vs_python.sh printed no 'raw results:' line:\n{r.stdout[-2000:]}")
             with open(os.path.join(m.group(1).strip(), "summary.json"), encoding="utf-8") as f:
                 for row in json.load(f):
+                    # Invoke does not depend on the frame: keep the 640x480 rows only.
+                    if row.get("frame", "640x480") != "640x480":
+                        continue
                     k = (row["model"], row["threads"])
                     rows.setdefault(k, []).append(row)
         lines = ["| model | threads | Spotter invoke ms | Python invoke ms | invoke ratio (goal " + GOALS["invoke"] + ") |",

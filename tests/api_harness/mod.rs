@@ -184,15 +184,7 @@ impl Harness {
                 Err(ureq::Error::Status(_, r)) => r,
                 Err(e) => return Err(e.to_string()),
             };
-            let headers = resp
-                .headers_names()
-                .into_iter()
-                .flat_map(|n| resp.all(&n).into_iter().map(|v| (n.clone(), v.to_string())).collect::<Vec<_>>())
-                .collect();
-            let status = resp.status();
-            let mut body = String::new();
-            resp.into_reader().read_to_string(&mut body).map_err(|e| e.to_string())?;
-            Ok(Reply { status, headers, body })
+            reply_from(resp)
         })
         .await
         .unwrap()
@@ -215,15 +207,7 @@ impl Harness {
                 Err(ureq::Error::Status(_, r)) => r,
                 Err(e) => panic!("transport error: {e}"),
             };
-            let headers = resp
-                .headers_names()
-                .into_iter()
-                .flat_map(|n| resp.all(&n).into_iter().map(|v| (n.clone(), v.to_string())).collect::<Vec<_>>())
-                .collect();
-            let status = resp.status();
-            let mut body = String::new();
-            resp.into_reader().read_to_string(&mut body).unwrap();
-            Reply { status, headers, body }
+            reply_from(resp).unwrap()
         })
         .await
         .unwrap()
@@ -345,4 +329,17 @@ pub fn record(ts_ns: u64) -> ResultRecord {
         clock_synchronized: true,
         boottime_ns: 0,
     }
+}
+
+/// Status, every header and the body of a response, whatever its status.
+fn reply_from(resp: ureq::Response) -> Result<Reply, String> {
+    let headers = resp
+        .headers_names()
+        .into_iter()
+        .flat_map(|n| resp.all(&n).into_iter().map(|v| (n.clone(), v.to_string())).collect::<Vec<_>>())
+        .collect();
+    let status = resp.status();
+    let mut body = String::new();
+    resp.into_reader().read_to_string(&mut body).map_err(|e| e.to_string())?;
+    Ok(Reply { status, headers, body })
 }

@@ -10,6 +10,25 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Copy the test photos (not MNIST) into `dir/photos`: the folder and the
+/// sorted file names.
+pub fn photo_dir(dir: &Path) -> (PathBuf, Vec<String>) {
+    let out = dir.join("photos");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(testdata().join("images")).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        let ext = p.extension().map(|x| x.to_string_lossy().to_lowercase()).unwrap_or_default();
+        if ["jpg", "png", "bmp"].contains(&ext.as_str()) && !name.starts_with("mnist") {
+            std::fs::copy(&p, out.join(&name)).unwrap();
+            names.push(name);
+        }
+    }
+    names.sort();
+    (out, names)
+}
+
 pub fn testdata() -> PathBuf {
     std::env::var_os("SPOTTER_TESTDATA")
         .map(PathBuf::from)
