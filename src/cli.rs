@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::capture::Frame;
+use crate::capture::{Frame, PixelFormat};
 use crate::config::{self, Fit, JpegScaling, ModelSettings, RuntimeSetting};
 use crate::logging;
 use crate::modelstore::ModelStore;
@@ -111,9 +111,68 @@ pub enum Command {
         /// Path of libLiteRt.so.
         #[arg(long, env = "SPOTTER_LITERT_LIB")]
         litert_lib: Option<PathBuf>,
+        /// The files are raw frames as a camera delivers them, e.g.
+        /// `yuyv:640x480` (packed, no row padding), as written by
+        /// `v4l2-ctl --stream-to`; without it they are JPEG, PNG or BMP.
+        #[arg(long, value_parser = parse_raw_spec, value_name = "FORMAT:WxH")]
+        raw: Option<RawSpec>,
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
+}
+
+/// `--raw`: the pixel format and size of raw frame files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawSpec {
+    pub format: PixelFormat,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl RawSpec {
+    /// Bytes per row: packed formats without padding.
+    fn stride(&self) -> u32 {
+        match self.format {
+            PixelFormat::Yuyv => self.width * 2,
+            _ => self.width * 3,
+        }
+    }
+
+    /// The frame in `data`, or why the file cannot be one.
+    fn frame(&self, data: Vec<u8>, seq: u64, origin: String) -> anyhow::Result<Frame> {
+        let want = self.stride() as usize * self.height as usize;
+        if data.len() != want {
+            anyhow::bail!(
+                "{} bytes, but a {}x{} {:?} frame has {want}",
+                data.len(),
+                self.width,
+                self.height,
+                self.format
+            );
+        }
+        let mut frame = Frame::encoded(data, seq, origin);
+        frame.format = self.format;
+        (frame.width, frame.height, frame.stride) = (self.width, self.height, self.stride());
+        Ok(frame)
+    }
+}
+
+fn parse_raw_spec(s: &str) -> Result<RawSpec, String> {
+    let (fmt, size) = s.split_once(':').ok_or("expected FORMAT:WxH, e.g. yuyv:640x480")?;
+    let format = match fmt.to_ascii_lowercase().as_str() {
+        "yuyv" | "yuy2" => PixelFormat::Yuyv,
+        "rgb" | "rgb24" | "rgb8" => PixelFormat::Rgb8,
+        other => return Err(format!("unknown raw format '{other}' (yuyv or rgb24)")),
+    };
+    let (w, h) = size.split_once(['x', 'X']).ok_or("size must be WxH, e.g. 640x480")?;
+    let dim = |v: &str| v.parse::<u32>().ok().filter(|n| (1..=16_384).contains(n));
+    let (Some(width), Some(height)) = (dim(w), dim(h)) else {
+        return Err(format!("size '{size}': width and height must be 1 to 16384"));
+    };
+    if format == PixelFormat::Yuyv && width % 2 == 1 {
+        return Err(format!("yuyv width {width} must be even (two pixels share U and V)"));
+    }
+    Ok(RawSpec { format, width, height })
 }
 
 #[derive(Debug, Subcommand)]
@@ -274,9 +333,9 @@ pub fn execute(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Classify { model, labels, json, runtime, threads, top_k, litert_lib, images } => {
+        Command::Classify { model, labels, json, runtime, threads, top_k, litert_lib, raw, images } => {
             let _ = logging::init(log::LevelFilter::Warn);
-            classify(model, labels, json, runtime.into(), threads, top_k, litert_lib, images)
+            classify(model, labels, json, runtime.into(), threads, top_k, litert_lib, raw, images)
         }
     }
 }
@@ -290,6 +349,7 @@ fn classify(
     threads: usize,
     top_k: usize,
     litert_lib: Option<PathBuf>,
+    raw: Option<RawSpec>,
     images: Vec<PathBuf>,
 ) -> Result<(), Failure> {
     if threads == 0 || top_k == 0 {
@@ -320,7 +380,11 @@ fn classify(
         let result = std::fs::read(path)
             .with_context(|| format!("reading {}", path.display()))
             .and_then(|data| {
-                let frame = Frame::encoded(data, seq as u64, path.display().to_string());
+                let origin = path.display().to_string();
+                let frame = match raw {
+                    Some(spec) => spec.frame(data, seq as u64, origin).with_context(|| format!("raw frame {}", path.display()))?,
+                    None => Frame::encoded(data, seq as u64, origin),
+                };
                 loaded.engine.run(&frame).with_context(|| format!("classifying {}", path.display()))
             });
         match result {
@@ -446,4 +510,27 @@ fn open_store(settings: &config::Settings) -> Result<crate::store::Store, Failur
     crate::store::Store::open_with(&settings.store.dir, settings.store.flush_every_ms)
         .map_err(|e| anyhow::Error::new(e).context("opening the result store"))
         .map_err(fail(EXIT_FAILURE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Would catch `--raw` accepting sizes or formats the frame code cannot
+    // handle (odd YUYV widths, zero sizes) or mixing up width and height.
+    #[test]
+    fn raw_spec_parses_and_rejects() {
+        assert_eq!(
+            parse_raw_spec("yuyv:640x480"),
+            Ok(RawSpec { format: PixelFormat::Yuyv, width: 640, height: 480 })
+        );
+        assert_eq!(parse_raw_spec("RGB24:3X2").map(|s| (s.format, s.stride(), s.height)), Ok((PixelFormat::Rgb8, 9, 2)));
+        for bad in ["yuyv", "yuyv:640", "yuyv:0x480", "yuyv:641x480", "nv12:640x480", "yuyv:99999x2"] {
+            assert!(parse_raw_spec(bad).is_err(), "{bad} accepted");
+        }
+        let spec = parse_raw_spec("yuyv:4x2").unwrap();
+        assert!(spec.frame(vec![0; 15], 0, "f".into()).is_err());
+        let f = spec.frame(vec![0; 16], 0, "f".into()).unwrap();
+        assert_eq!((f.format, f.width, f.height, f.stride), (PixelFormat::Yuyv, 4, 2, 8));
+    }
 }

@@ -265,6 +265,67 @@ fn classify_reports_unreadable_images_and_fails() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("notes.jpg"));
 }
 
+/// `spotter classify --json [--raw SPEC] FILE` → the first result's (index, score).
+fn classify_one(file: &Path, raw: Option<&str>) -> Result<(u64, f64), String> {
+    let mut cmd = Command::new(bin());
+    cmd.args(["classify", "--json", "--runtime", "builtin", "--threads", "1", "--model"])
+        .arg(model_path())
+        .arg("--labels")
+        .arg(labels_path());
+    if let Some(spec) = raw {
+        cmd.args(["--raw", spec]);
+    }
+    let out = cmd.arg(file).output().unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    Ok((v["results"][0]["index"].as_u64().unwrap(), v["results"][0]["score"].as_f64().unwrap()))
+}
+
+// Would catch `classify --raw` (used by the VM system test to compare the
+// daemon with a frame captured from /dev/video0) reading raw frames with the
+// wrong stride, channel order or chroma layout, or accepting a file whose
+// size does not match the stated frame.
+#[test]
+fn classify_raw_frames_match_the_encoded_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photo = testdata().join("images/grace_hopper.bmp");
+    let rgb = image::open(&photo).unwrap().to_rgb8();
+    let (w, h) = (rgb.width() & !1, rgb.height());
+    let rgb = image::imageops::crop_imm(&rgb, 0, 0, w, h).to_image();
+    let png = tmp.path().join("photo.png");
+    rgb.save(&png).unwrap();
+    let raw_rgb = tmp.path().join("frame.rgb");
+    std::fs::write(&raw_rgb, rgb.as_raw()).unwrap();
+    // Full-range BT.601 YUYV, one U/V pair per two pixels (averaged).
+    let mut yuyv = Vec::with_capacity((w * h * 2) as usize);
+    let yuv = |p: &image::Rgb<u8>| {
+        let [r, g, b] = p.0.map(f32::from);
+        (0.299 * r + 0.587 * g + 0.114 * b, -0.169 * r - 0.331 * g + 0.5 * b + 128.0, 0.5 * r - 0.419 * g - 0.081 * b + 128.0)
+    };
+    for y in 0..h {
+        for x in (0..w).step_by(2) {
+            let (y0, u0, v0) = yuv(rgb.get_pixel(x, y));
+            let (y1, u1, v1) = yuv(rgb.get_pixel(x + 1, y));
+            let q = |v: f32| v.round().clamp(0.0, 255.0) as u8;
+            yuyv.extend([q(y0), q((u0 + u1) / 2.0), q(y1), q((v0 + v1) / 2.0)]);
+        }
+    }
+    let raw_yuyv = tmp.path().join("frame.yuv");
+    std::fs::write(&raw_yuyv, &yuyv).unwrap();
+
+    let encoded = classify_one(&png, None).unwrap();
+    let from_rgb = classify_one(&raw_rgb, Some(&format!("rgb24:{w}x{h}"))).unwrap();
+    assert_eq!(from_rgb, encoded, "the same pixels as raw RGB must classify identically");
+    let from_yuyv = classify_one(&raw_yuyv, Some(&format!("yuyv:{w}x{h}"))).unwrap();
+    assert_eq!(from_yuyv.0, encoded.0, "top-1 of the YUYV frame differs from the image's");
+    assert!((from_yuyv.1 - encoded.1).abs() < 0.15, "YUYV {from_yuyv:?} vs image {encoded:?}");
+
+    let err = classify_one(&raw_yuyv, Some(&format!("yuyv:{w}x{}", h - 1))).unwrap_err();
+    assert!(err.contains("frame.yuv") && err.contains("bytes"), "size mismatch not reported: {err}");
+}
+
 // Would catch READY=1 being sent before the daemon is actually ready (systemd
 // would start dependants too early), no STATUS line, or no STOPPING=1.
 #[test]

@@ -10,6 +10,8 @@
 #      StatusText), /readyz is 200 from the host, results are served with
 #      the guest's admin key (YUYV frames from /dev/video0) and refused
 #      without it;
+#   1b. frame: with vivid's clock overlay off, the daemon's result equals
+#      `spotter classify --raw yuyv:WxH` on a frame captured from the device;
 #   2. journal: the READY event with its MESSAGE_ID and fields; no secret
 #      (API key, TLS private key) anywhere in the journal;
 #   3. camera loss x5: vivid unplugged under the streaming daemon -> 503
@@ -176,6 +178,42 @@ check='(lambda r: r["source"].startswith("v4l2:/dev/video0 ") and " YUYV@" in r[
 pass "results from /dev/video0: $(json '[(r["classes"][0]["label"], r["image_width"], r["image_height"]) for r in ('"$RESULTS_EXPR"')][:1]')"
 https /api/v1/status "$KEY" >/dev/null
 pass "status: source $(json 'j.get("source")')"
+phase_end
+
+phase_start "1b. a captured frame: daemon = spotter classify"
+# vivid's test pattern is static once its on-screen text (a clock) is off, so
+# every frame from /dev/video0 is the same: the daemon's result for the
+# latest frame must equal `spotter classify --raw` on a frame captured from
+# the same device at the same size (the daemon stopped meanwhile: one
+# streamer at a time). Catches a YUYV path that differs between the camera
+# pipeline and the classifier (stride, chroma, resize), end to end.
+vm_ssh 'v4l2-ctl -d /dev/video0 -c osd_text_mode=2' || vm_fail "cannot turn vivid's OSD text off"
+sleep 3   # frames with the clock still drawn are in flight
+https '/api/v1/results?limit=1' "$KEY" >/dev/null
+t_osd="$(json '('"$RESULTS_EXPR"')[0]["ts_ns"]')"
+start=$SECONDS
+until https '/api/v1/results/latest' "$KEY" >/dev/null && [ "$(json 'j["ts_ns"]')" -gt "$t_osd" ]; do
+    [ $((SECONDS - start)) -lt 60 ] || vm_fail "no result after turning the OSD off"
+    sleep 2
+done
+daemon_top="$(json '"%s %.4f %dx%d" % (j["classes"][0]["label"], j["classes"][0]["score"], j["image_width"], j["image_height"])')"
+read -r _ _ size <<<"$daemon_top"
+vm_ssh "set -e
+  systemctl stop spotter
+  v4l2-ctl -d /dev/video0 -c osd_text_mode=2
+  v4l2-ctl -d /dev/video0 --set-fmt-video=width=${size%x*},height=${size#*x},pixelformat=YUYV
+  v4l2-ctl -d /dev/video0 --stream-mmap --stream-skip=3 --stream-count=1 --stream-to=/tmp/frame.yuv
+  model=\$(sed -n 's/^path *= *\"\\(.*\\)\"/\\1/p' /etc/spotter/spotter.toml | head -n1)
+  spotter classify --json --raw yuyv:$size --model \"\$model\" /tmp/frame.yuv >/tmp/classify.json
+  systemctl start spotter" || vm_fail "capturing and classifying a raw frame in the guest failed"
+vm_ssh 'cat /tmp/classify.json' >"$VM_DIR/body"
+cli_top="$(json '"%s %.4f" % (j["results"][0]["label"], j["results"][0]["score"])')"
+read -r dl ds _ <<<"$daemon_top"; read -r cl cs <<<"$cli_top"
+[ "$dl" = "$cl" ] && python3 -c "import sys; sys.exit(abs($ds - $cs) > 0.01)" \
+    || vm_fail "daemon's result ($daemon_top) differs from spotter classify on a captured frame ($cli_top)"
+pass "frame $size: daemon $dl $ds = spotter classify --raw yuyv:$size $cl $cs"
+wait_active "$READY_TIMEOUT"
+wait_status /readyz 200 "$READY_TIMEOUT" "$KEY"
 phase_end
 
 phase_start "2. journal: MESSAGE_IDs, no secrets"
