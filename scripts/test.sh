@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # README command (2): set up and run the whole test suite: unit tests, golden
-# inference on both runtimes, and the daemon over real HTTPS.
+# inference on both runtimes, the daemon over real HTTPS, the benchmark
+# scripts' smoke runs, and the system test (the .deb in a Debian VM with a
+# real V4L2 camera, under systemd).
 source "$(dirname "$0")/lib.sh"
 bash "$REPO/scripts/setup.sh"
 # The LiteRT runtime must be tested, not skipped, once setup has fetched it.
@@ -24,3 +26,15 @@ say "soak test, 2 minutes (benches/soak.sh)"
 bash "$REPO/benches/soak.sh" --duration 120 --bin "$BIN"
 say "benchmark smoke run (benches/run.sh --quick)"
 bash "$REPO/benches/run.sh" --quick --bin "$BIN" --out "$CACHE/bench/RESULTS-quick.md"
+
+# The system test boots the same .deb in a Debian VM (QEMU, TCG) with vivid's
+# /dev/video0 and checks it from the host (tests/system/run.sh; needs root
+# for the image build).
+say "system test: the .deb in a VM with a V4L2 camera (tests/system/run.sh)"
+if [ "$(id -u)" -eq 0 ]; then
+    bash "$REPO/tests/system/run.sh"
+elif [ -n "${CI:-}" ]; then
+    die "the system test needs root (CI runs as root)"
+else
+    say "skipped: not root (run: sudo SPOTTER_DEB=$SPOTTER_DEB bash tests/system/run.sh)"
+fi

@@ -231,6 +231,7 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
             keep_alive_idle: Duration::from_millis(settings.api.keep_alive_idle_ms),
             max_results_limit: settings.api.max_results_limit,
             max_concurrent_uploads: settings.api.max_concurrent_uploads,
+            upload_queue: settings.api.upload_queue,
             max_upload_pixels: settings.api.max_upload_pixels,
             max_model_bytes: settings.api.max_model_bytes,
             max_event_subscribers: settings.api.max_event_subscribers,

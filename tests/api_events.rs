@@ -181,8 +181,10 @@ async fn heartbeats_then_clean_end_on_shutdown() {
     assert!(text.ends_with("0\r\n\r\n"), "{:?}", &text[text.len().saturating_sub(100)..]);
 }
 
-// Catches: uploads beyond the concurrency bound queued (or run) instead of
-// refused with 503 and Retry-After, and uploads accepted without a pipeline.
+// Catches: uploads beyond the concurrency bound (and an empty wait queue,
+// `upload_queue = 0`) queued or run instead of refused with 503 and
+// Retry-After, and uploads accepted without a pipeline. The bounded queue
+// itself is tested in `api::classify`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_beyond_the_bound_get_503() {
     let dir = tempfile::tempdir().unwrap();
@@ -193,7 +195,14 @@ async fn uploads_beyond_the_bound_get_503() {
         models: spotter::modelstore::ModelStore::new(dir.path()),
         model: spotter::config::from_sources(vec![]).unwrap().model,
     };
-    let h = api_harness::start_piped(|o| o.max_concurrent_uploads = 1, relaxed_access(), handle).await;
+    let h = api_harness::start_piped(
+        |o| {
+            o.max_concurrent_uploads = 1;
+            o.upload_queue = 0;
+        },
+        relaxed_access(),
+        handle,
+    ).await;
     let photo = std::fs::read(api_harness::testdata().join("images/grace_hopper.bmp")).unwrap();
     // First upload: reaches the (unserved) slot and waits there.
     let mut first = h.raw_tls().await;

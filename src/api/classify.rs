@@ -1,19 +1,19 @@
 //! `POST /api/v1/classify`: owns the checks on an uploaded image (type from
 //! the magic bytes, never the Content-Type; the pixel budget from the header
-//! before any pixel is decoded), the bound on uploads in flight (503 with
-//! `Retry-After` when busy), handing the image to the inference thread as a
+//! before any pixel is decoded), the bound on uploads in flight and on
+//! uploads waiting for a slot (503 with `Retry-After` beyond both), handing the image to the inference thread as a
 //! [`ClassifyJob`] (the already-loaded model runs it between two camera
 //! frames, off the async runtime), and storing the result with `?store=true`.
 
 use std::io::Cursor;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use hyper::StatusCode;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::{blocking, json_response, ApiError, Ctx, Resp};
 use crate::capture::Frame;
@@ -27,6 +27,8 @@ use crate::result::ResultRecord;
 pub const CLASSIFY_TIMEOUT: Duration = Duration::from_secs(60);
 /// `Retry-After` for a busy upload slot or a missing model.
 pub const BUSY_RETRY_AFTER_S: u64 = 1;
+/// How long a queued upload waits for a slot before it gets 503.
+pub const UPLOAD_QUEUE_WAIT: Duration = Duration::from_secs(10);
 /// `source` of stored upload results.
 pub const UPLOAD_SOURCE: &str = "upload";
 
@@ -41,18 +43,64 @@ pub struct PipelineHandle {
     pub model: ModelSettings,
 }
 
-/// The bound on uploads in flight and the decode budget.
+/// The bound on uploads in flight, on uploads waiting for a slot, and the
+/// decode budget.
 #[derive(Debug)]
 pub(super) struct Uploads {
     pub permits: Arc<Semaphore>,
     pub max_in_flight: usize,
+    /// Uploads allowed to wait for a permit.
+    pub max_waiting: usize,
+    waiting: AtomicUsize,
     pub max_pixels: u64,
     seq: AtomicU64,
 }
 
+/// Decrements the waiting count however the wait ends (permit, timeout, or
+/// the request dropped by a closed connection).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Uploads {
-    pub fn new(max_in_flight: usize, max_pixels: u64) -> Uploads {
-        Uploads { permits: Arc::new(Semaphore::new(max_in_flight)), max_in_flight, max_pixels, seq: AtomicU64::new(0) }
+    pub fn new(max_in_flight: usize, max_waiting: usize, max_pixels: u64) -> Uploads {
+        Uploads {
+            permits: Arc::new(Semaphore::new(max_in_flight)),
+            max_in_flight,
+            max_waiting,
+            waiting: AtomicUsize::new(0),
+            max_pixels,
+            seq: AtomicU64::new(0),
+        }
+    }
+
+    /// A slot for one upload: at once if one is free; otherwise wait up to
+    /// `wait` if fewer than `max_waiting` uploads already wait; otherwise,
+    /// or when the wait runs out, `Busy` (503 with Retry-After). Waiting in
+    /// turn is what a few concurrent clients need (refusing them makes them
+    /// retry in a tight loop that burns the CPU the inference needs); the
+    /// bound keeps a flood from piling up.
+    pub async fn admit(&self, wait: Duration) -> Result<OwnedSemaphorePermit, ApiError> {
+        let busy = ApiError::Busy { retry_after_s: BUSY_RETRY_AFTER_S };
+        if let Ok(p) = self.permits.clone().try_acquire_owned() {
+            return Ok(p);
+        }
+        let queued = self
+            .waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max_waiting).then_some(n + 1));
+        if queued.is_err() {
+            return Err(busy);
+        }
+        let _waiting = Waiting(&self.waiting);
+        match tokio::time::timeout(wait, self.permits.clone().acquire_owned()).await {
+            Ok(Ok(p)) => Ok(p),
+            // Closed semaphore (never closed today) or the wait ran out.
+            _ => Err(busy),
+        }
     }
 }
 
@@ -125,12 +173,7 @@ pub(super) async fn classify(
     key_name: &str,
 ) -> Result<Resp, ApiError> {
     let store = parse_store(query)?;
-    let _permit = ctx
-        .uploads
-        .permits
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ApiError::Busy { retry_after_s: BUSY_RETRY_AFTER_S })?;
+    let _permit = ctx.uploads.admit(UPLOAD_QUEUE_WAIT).await?;
     let max_pixels = ctx.uploads.max_pixels;
     let checked = body.clone();
     // Header parsing is cheap but still CPU work on untrusted bytes: off the workers.
@@ -221,6 +264,35 @@ mod tests {
         image::RgbImage::new(8, 8).write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg).unwrap();
         assert_eq!(check_upload(&jpeg, 100).unwrap(), ImageKind::Jpeg);
         assert!(matches!(check_upload(&jpeg[..jpeg.len() - 20], 100), Err(ApiError::UndecodableImage(_))));
+    }
+
+    // Catches: a busy upload slot refusing at once when the queue has room
+    // (a few concurrent clients would get 503s instead of their turn), the
+    // queue growing past its bound, a waiting upload never giving its queue
+    // place back after a timeout, and a queued upload not getting the slot
+    // when it is released.
+    #[tokio::test]
+    async fn uploads_wait_in_a_bounded_queue() {
+        let u = Arc::new(Uploads::new(1, 1, 100));
+        let held = u.admit(Duration::from_secs(1)).await.unwrap();
+        // One waiter fits; it times out with Busy and frees its place.
+        assert!(matches!(u.admit(Duration::from_millis(50)).await, Err(ApiError::Busy { .. })));
+        assert_eq!(u.waiting.load(Ordering::Acquire), 0);
+        // One waits; a second one is refused at once (queue full).
+        let waiter = tokio::spawn({
+            let u = u.clone();
+            async move { u.admit(Duration::from_secs(5)).await.is_ok() }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(u.waiting.load(Ordering::Acquire), 1);
+        assert!(matches!(u.admit(Duration::from_secs(5)).await, Err(ApiError::Busy { .. })));
+        drop(held);
+        assert!(waiter.await.unwrap(), "the queued upload did not get the released slot");
+        assert_eq!(u.waiting.load(Ordering::Acquire), 0);
+        // No queue: refused at once while busy.
+        let none = Uploads::new(1, 0, 100);
+        let _p = none.admit(Duration::from_secs(1)).await.unwrap();
+        assert!(matches!(none.admit(Duration::from_secs(1)).await, Err(ApiError::Busy { .. })));
     }
 
     // Catches: unknown or repeated parameters ignored, store on by default.

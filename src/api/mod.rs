@@ -126,6 +126,9 @@ pub struct ApiOptions {
     pub max_results_limit: usize,
     /// Uploads (`POST /api/v1/classify`) in flight at once (≥ 1); more get 503.
     pub max_concurrent_uploads: usize,
+    /// Uploads that may wait (up to [`classify::UPLOAD_QUEUE_WAIT`]) for a
+    /// slot when all are busy; beyond that they get 503 at once.
+    pub upload_queue: usize,
     /// Largest uploaded image (width × height), checked from its header.
     pub max_upload_pixels: u64,
     /// Largest model upload (`PUT /api/v1/model`), instead of the body limit.
@@ -150,6 +153,7 @@ impl ApiOptions {
             keep_alive_idle: Duration::from_secs(5),
             max_results_limit: 1000,
             max_concurrent_uploads: 2,
+            upload_queue: 4,
             max_upload_pixels: 40_000_000,
             max_model_bytes: 64 * 1024 * 1024,
             max_event_subscribers: events::DEFAULT_MAX_SUBSCRIBERS,
@@ -654,7 +658,7 @@ impl Ctx {
         Ctx {
             state_dir: state_dir.to_path_buf(),
             pipeline: None,
-            uploads: classify::Uploads::new(opts.max_concurrent_uploads, opts.max_upload_pixels),
+            uploads: classify::Uploads::new(opts.max_concurrent_uploads, opts.upload_queue, opts.max_upload_pixels),
             subscribers: events::Subscribers {
                 permits: Arc::new(Semaphore::new(opts.max_event_subscribers)),
                 heartbeat: opts.event_heartbeat,

@@ -157,6 +157,7 @@ pub struct ApiSettings {
     pub max_body_bytes: u64,
     pub cors_allowed_origins: Vec<String>,
     pub max_concurrent_uploads: usize,
+    pub upload_queue: usize,
     pub max_upload_pixels: u64,
     pub max_model_bytes: u64,
     pub max_event_subscribers: usize,
@@ -467,11 +468,13 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
         "each origin must be of the form \"https://host[:port]\" (lower case, no path or trailing slash)",
     )?;
     let mcu = l.get(|r| r.api.as_ref()?.max_concurrent_uploads.as_ref());
+    let uq = l.get(|r| r.api.as_ref()?.upload_queue.as_ref());
     let mup = l.get(|r| r.api.as_ref()?.max_upload_pixels.as_ref());
     let mmb = l.get(|r| r.api.as_ref()?.max_model_bytes.as_ref());
     let mes = l.get(|r| r.api.as_ref()?.max_event_subscribers.as_ref());
     let ehb = l.get(|r| r.api.as_ref()?.event_heartbeat_ms.as_ref());
     in_range(&mcu, "api.max_concurrent_uploads", |v| (1..=64).contains(v), "must be between 1 and 64")?;
+    in_range(&uq, "api.upload_queue", |v| (0..=256).contains(v), "must be between 0 and 256")?;
     in_range(&mup, "api.max_upload_pixels", |v| (1..=1_000_000_000).contains(v), "must be between 1 and 1000000000")?;
     in_range(&mmb, "api.max_model_bytes", |v| (1..=1 << 32).contains(v), "must be between 1 and 4294967296")?;
     in_range(&mes, "api.max_event_subscribers", |v| (1..=1024).contains(v), "must be between 1 and 1024")?;
@@ -501,6 +504,7 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
         max_body_bytes: val(&mbb, access_default.max_body_bytes),
         cors_allowed_origins: val(&cors, access_default.cors_allowed_origins.clone()),
         max_concurrent_uploads: val(&mcu, api_default.max_concurrent_uploads),
+        upload_queue: val(&uq, api_default.upload_queue),
         max_upload_pixels: val(&mup, api_default.max_upload_pixels),
         max_model_bytes: val(&mmb, api_default.max_model_bytes),
         max_event_subscribers: val(&mes, api_default.max_event_subscribers),

@@ -98,6 +98,7 @@ pub(super) struct RawApi {
     pub max_body_bytes: Field<u64>,
     pub cors_allowed_origins: Field<Vec<String>>,
     pub max_concurrent_uploads: Field<usize>,
+    pub upload_queue: Field<usize>,
     pub max_upload_pixels: Field<u64>,
     pub max_model_bytes: Field<u64>,
     pub max_event_subscribers: Field<usize>,
