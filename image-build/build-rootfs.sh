@@ -17,9 +17,18 @@ arch="${1:-}"
 case "$arch" in amd64|arm64) ;; *) die "usage: $0 amd64|arm64" ;; esac
 suite="${SPOTTER_IMAGE_SUITE:-bookworm}"
 mirror="${SPOTTER_IMAGE_MIRROR:-http://deb.debian.org/debian}"
+# SPOTTER_IMAGE_BACKPORTS_KERNEL=1: the kernel from SUITE-backports (trixie's
+# has the gpio-sim module the GPIO system test needs; the suite's own
+# kernel does not).
+bpo_kernel="${SPOTTER_IMAGE_BACKPORTS_KERNEL:-0}"
 
 pkgs="$(grep -v '^\s*#' "$HERE/packages.txt" | sed "s/ARCH/$arch/g" | xargs | tr ' ' ',')"
-key="$( (echo "$suite $mirror $arch"; cat "$HERE/packages.txt" "$HERE/build-rootfs.sh" "$HERE/customize.sh") \
+mirrors=("$mirror")
+if [ "$bpo_kernel" = 1 ]; then
+    pkgs="${pkgs/linux-image-$arch/linux-image-$arch/$suite-backports}"
+    mirrors=("deb $mirror $suite main" "deb $mirror $suite-backports main")
+fi
+key="$( (echo "$suite $mirror $arch $bpo_kernel"; cat "$HERE/packages.txt" "$HERE/build-rootfs.sh" "$HERE/customize.sh") \
         | sha256sum | cut -c1-16)"
 out="$CACHE/image/rootfs-$arch-$key.tar"
 if [ -s "$out" ]; then
@@ -31,9 +40,11 @@ mkdir -p "$CACHE/image"
 if [ "$arch" != "$(dpkg --print-architecture)" ]; then
     # Foreign maintainer scripts run through qemu-user via binfmt_misc.
     [ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
-    [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || \
-        [ "$arch" != arm64 ] || systemd-binfmt /usr/lib/binfmt.d/qemu-aarch64.conf \
-        || grep -v '^#' /usr/lib/binfmt.d/qemu-aarch64.conf >/proc/sys/fs/binfmt_misc/register
+    # (systemd-binfmt where systemd runs; else the rule straight to the kernel.)
+    if [ "$arch" = arm64 ] && [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+        { command -v systemd-binfmt >/dev/null && systemd-binfmt /usr/lib/binfmt.d/qemu-aarch64.conf; } \
+            || grep -v '^#' /usr/lib/binfmt.d/qemu-aarch64.conf >/proc/sys/fs/binfmt_misc/register
+    fi
 fi
 
 say "rootfs $arch: mmdebstrap $suite ($pkgs)"
@@ -47,7 +58,7 @@ mmdebstrap --quiet --mode=root --variant=essential --arch="$arch" \
     --essential-hook='chroot "$1" dpkg-divert --quiet --local --rename --add /usr/sbin/update-initramfs' \
     --essential-hook='printf "#!/bin/sh\n# diverted while the rootfs is built; see build-rootfs.sh\nexit 0\n" >"$1/usr/sbin/update-initramfs"; chmod 755 "$1/usr/sbin/update-initramfs"' \
     --customize-hook="\"$HERE/customize.sh\" \"\$1\" $arch" \
-    "$suite" "$tmp" "$mirror" >&2
+    "$suite" "$tmp" "${mirrors[@]}" >&2
 mv "$tmp" "$out"
 trap - EXIT
 # Older tarballs of this arch are stale once the key changed.

@@ -13,7 +13,8 @@ need_arm64=0
 apt_install mmdebstrap e2fsprogs openssh-client curl openssl ca-certificates python3 zstd
 
 qemu_pkgs=(qemu-system-x86)
-[ "$need_arm64" = 1 ] && qemu_pkgs+=(qemu-system-arm qemu-user-static)
+# arch-test: mmdebstrap uses it to check that foreign binaries run.
+[ "$need_arm64" = 1 ] && { qemu_pkgs+=(qemu-system-arm qemu-user-static); apt_install arch-test; }
 missing=()
 for p in "${qemu_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
