@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the VM's Debian rootfs tarball with mmdebstrap, once per package list:
 #   image-build/build-rootfs.sh amd64|arm64
-# prints the tarball's path (.cache/image/rootfs-ARCH-KEY.tar) as its last
+# prints the tarball's path (.cache/image/rootfs-ARCH-FLAVOUR-KEY.tar, FLAVOUR = the suite, plus -bpo-kernel) as its last
 # stdout line. KEY hashes packages.txt, this script and customize.sh, so
 # editing any of them builds a new tarball; an existing one is reused.
 # Spotter is not in it: build-image.sh installs the .deb on top.
@@ -30,7 +30,8 @@ if [ "$bpo_kernel" = 1 ]; then
 fi
 key="$( (echo "$suite $mirror $arch $bpo_kernel"; cat "$HERE/packages.txt" "$HERE/build-rootfs.sh" "$HERE/customize.sh") \
         | sha256sum | cut -c1-16)"
-out="$CACHE/image/rootfs-$arch-$key.tar"
+flavour="$suite$([ "$bpo_kernel" = 1 ] && echo -bpo-kernel)"
+out="$CACHE/image/rootfs-$arch-$flavour-$key.tar"
 if [ -s "$out" ]; then
     say "rootfs $arch: cached $out"
     echo "$out"
@@ -62,6 +63,6 @@ mmdebstrap --quiet --mode=root --variant=essential --arch="$arch" \
 mv "$tmp" "$out"
 trap - EXIT
 # Older tarballs of this arch are stale once the key changed.
-find "$CACHE/image" -maxdepth 1 -name "rootfs-$arch-*.tar" ! -name "$(basename "$out")" -delete
+find "$CACHE/image" -maxdepth 1 -name "rootfs-$arch-$flavour-*.tar" ! -name "$(basename "$out")" -delete
 say "rootfs $arch: $(du -h "$out" | cut -f1) $out"
 echo "$out"
