@@ -161,6 +161,9 @@ pub struct ApiSettings {
     pub max_model_bytes: u64,
     pub max_event_subscribers: usize,
     pub event_heartbeat_ms: u64,
+    /// PEM CA certificate(s) API clients' certificates must chain to (mTLS).
+    pub client_ca: Option<PathBuf>,
+    pub client_auth: crate::api::ClientAuth,
 }
 
 /// The MQTT protocol version spoken to the broker.
@@ -486,6 +489,11 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
         };
         return Err(invalid(&o, k, "api.cert and api.key must be set together"));
     }
+    let client_ca = l.get(|r| r.api.as_ref()?.client_ca.as_ref());
+    let client_auth = l.get(|r| r.api.as_ref()?.client_auth.as_ref());
+    if let (Some(o), None) = (&client_auth, &client_ca) {
+        return Err(invalid(o, "api.client_auth", "needs api.client_ca (the CA client certificates must chain to)"));
+    }
     let api = ApiSettings {
         listen: listen_v,
         cert: cert.map(|o| o.value),
@@ -505,6 +513,8 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
         max_model_bytes: val(&mmb, api_default.max_model_bytes),
         max_event_subscribers: val(&mes, api_default.max_event_subscribers),
         event_heartbeat_ms: val(&ehb, api_default.event_heartbeat.as_millis() as u64),
+        client_ca: client_ca.map(|o| o.value),
+        client_auth: val(&client_auth, api_default.client_auth),
     };
 
     let mqtt = build_mqtt(l)?;
