@@ -176,6 +176,10 @@ fn build(
     };
     let mut config = builder.with_single_cert(certs, key).map_err(rustls_err)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Pick the cipher suite by our (the provider's, strongest-first) order,
+    // not the client's: a client preferring a weaker suite does not get it
+    // (testssl.sh reports "no cipher order" as HIGH otherwise).
+    config.ignore_client_order = true;
     if generated {
         log::info!(
             message_id = crate::ids::CERT_GENERATED, cert:display = cert_path.display(),
