@@ -491,9 +491,8 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
     }
     let client_ca = l.get(|r| r.api.as_ref()?.client_ca.as_ref());
     let client_auth = l.get(|r| r.api.as_ref()?.client_auth.as_ref());
-    if let (Some(o), None) = (&client_auth, &client_ca) {
-        return Err(invalid(o, "api.client_auth", "needs api.client_ca (the CA client certificates must chain to)"));
-    }
+    // client_auth alone is accepted (and has no effect): `check-config`
+    // prints it with its default, and its output must load back.
     let api = ApiSettings {
         listen: listen_v,
         cert: cert.map(|o| o.value),
