@@ -22,6 +22,10 @@ cargo test --no-fail-fast -- --test-threads=2
 # any failed request) and the quick benchmark run (scenarios 1 and 4), both on the binary
 # the tests just built. Timings are printed, never asserted.
 BIN="${CARGO_TARGET_DIR:-$REPO/target}/debug/spotter"
+# The API contract: schemathesis against docs/openapi.json with a read key,
+# failing on any 5xx or schema violation (few examples per operation: cheap).
+say "API contract test (scripts/schemathesis.sh --max-examples 10)"
+SPOTTER_BIN="$BIN" bash "$REPO/scripts/schemathesis.sh" --max-examples 10
 say "soak test, 2 minutes (benches/soak.sh)"
 bash "$REPO/benches/soak.sh" --duration 120 --bin "$BIN"
 say "benchmark smoke run (benches/run.sh --quick)"

@@ -18,7 +18,6 @@ use crate::capture::v4l2::{V4l2Options, V4l2Source};
 use crate::capture::FrameSource;
 use crate::config::{self, CaptureFormat, Settings, SourceKind, SourceSettings};
 use crate::ids;
-use crate::logging;
 use crate::modelstore::ModelStore;
 use crate::pipeline::{capture_loop, inference_loop, Backoff, FrameSlot, SourceOpener};
 use crate::state::{AppState, Check};
@@ -225,6 +224,8 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
             listen: settings.api.listen,
             cert: settings.api.cert.clone(),
             key: settings.api.key.clone(),
+            client_ca: settings.api.client_ca.clone(),
+            client_auth: settings.api.client_auth,
             state_dir: settings.daemon.state_dir.clone(),
             max_connections: settings.api.max_connections,
             header_read_timeout: Duration::from_millis(settings.api.header_read_timeout_ms),
@@ -289,6 +290,8 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
             .context("spawning the inference thread")?
     };
 
+    let tls = server.tls_reloader();
+    let mut running = settings.clone();
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut api_task = tokio::spawn(server.run(shutdown_rx));
 
@@ -314,14 +317,8 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
             _ = sighup.recv() => {
                 match config_path.as_deref().map(config::load) {
                     Some(Ok(new)) => {
-                        logging::set_level(logging::parse_level(&new.daemon.log_level));
-                        *control.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(new.model.clone());
-                        control.reload.store(true, Ordering::Relaxed);
-                        if new.source != settings.source || new.api != settings.api || new.store != settings.store {
-                            log::warn!("SIGHUP: model and log level reloaded; source, store and API changes need a restart");
-                        } else {
-                            log::info!("SIGHUP: reloading model and log level");
-                        }
+                        let handles = crate::reload::Handles { tls: &tls, pruner: &pruner, control: &control };
+                        crate::reload::apply(&mut running, &new, &handles).await;
                     }
                     Some(Err(e)) => log::error!("SIGHUP: configuration not reloaded: {e}"),
                     None => {

@@ -21,6 +21,9 @@ pub const MODEL_ACTIVATED: &str = "7af392a7635f4f9982ecc3f8d9104386";
 pub const MODEL_REJECTED: &str = "9fc02b21aee44e96999caeb9b8313602";
 /// A self-signed TLS certificate was generated.
 pub const CERT_GENERATED: &str = "7b019bd920df409aa3e08af98629d5b9";
+/// SIGHUP could not load the new TLS certificate, key or client CA; the
+/// previous certificate is still served.
+pub const TLS_RELOAD_FAILED: &str = "19a1e89f7d4b420aa637290732ce27e6";
 /// Shutdown began.
 pub const STOPPING: &str = "d7c2473de0ad413eb097c6bc2d6a1566";
 /// A pipeline thread stopped making progress; systemd's watchdog will restart

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod modelstore;
 pub mod mqtt;
 pub mod pipeline;
+pub mod reload;
 pub mod result;
 pub mod state;
 pub mod store;

@@ -29,6 +29,12 @@
 //! A request that presents a key has it checked on every route, public ones
 //! included, so `/healthz` cannot be used to test keys without being counted.
 //!
+//! TLS: new connections take the server configuration current at accept from
+//! a [`TlsReloader`] ([`Server::tls_reloader`]); SIGHUP swaps it, so a renewed
+//! certificate (or client CA) applies to new handshakes without dropping the
+//! established connections. With `client_ca` set, clients also need a
+//! certificate signed by that CA (mTLS) — in addition to the API key.
+//!
 //! The key file is re-read when its inode, size or modification time changes
 //! (one `stat` per request), so `spotter keys create|revoke` apply to the
 //! next request without a signal.
@@ -76,7 +82,7 @@ use crate::state::AppState;
 use crate::store::{Store, StoreError};
 use limit::{FailureBursts, RateLimiter};
 pub use classify::PipelineHandle;
-pub use tls::TlsError;
+pub use tls::{ClientAuth, TlsError, TlsReloader, TlsSettings};
 
 /// How long a new connection waits for a free slot when `max_connections`
 /// are busy before it is closed.
@@ -110,6 +116,9 @@ pub struct ApiOptions {
     /// `<state_dir>/tls/`, generated on first start and reused.
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// PEM CA certificate(s) client certificates must chain to (mTLS).
+    pub client_ca: Option<PathBuf>,
+    pub client_auth: ClientAuth,
     /// Holds `tls/`, and `keys.json` (see [`crate::keys`]).
     pub state_dir: PathBuf,
     /// Connections served at once (≥ 1).
@@ -140,6 +149,16 @@ pub struct ApiOptions {
 }
 
 impl ApiOptions {
+    /// The TLS part of these options.
+    pub fn tls_settings(&self) -> TlsSettings {
+        TlsSettings {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            client_ca: self.client_ca.clone(),
+            client_auth: self.client_auth,
+        }
+    }
+
     /// Options with the daemon's defaults for everything but the address and
     /// state directory.
     pub fn new(listen: SocketAddr, state_dir: PathBuf) -> Self {
@@ -147,6 +166,8 @@ impl ApiOptions {
             listen,
             cert: None,
             key: None,
+            client_ca: None,
+            client_auth: ClientAuth::Required,
             state_dir,
             max_connections: 64,
             header_read_timeout: Duration::from_secs(10),
@@ -905,8 +926,7 @@ async fn dispatch(ctx: &Arc<Ctx>, route: Route<'_>, req: Req<'_>) -> Result<Resp
         }
         Route::Status => status(ctx).await,
         Route::Metrics => {
-            let store = ctx.store.clone();
-            let (records, size) = blocking(move || Ok((store.len(), store.size_on_disk()))).await?;
+            let (records, size) = (ctx.store.len(), ctx.store.size_on_disk_cached());
             let body = ctx.state.metrics.render(&ctx.state, records, size);
             let mut resp = Response::new(Full::new(Bytes::from(body)));
             resp.headers_mut().insert(
@@ -955,8 +975,8 @@ async fn dispatch(ctx: &Arc<Ctx>, route: Route<'_>, req: Req<'_>) -> Result<Resp
 }
 
 async fn status(ctx: &Arc<Ctx>) -> Result<Resp, ApiError> {
-    let store = ctx.store.clone();
-    let (records, size_bytes) = blocking(move || Ok((store.len(), store.size_on_disk()))).await?;
+    // Both O(1): a counter and the size the pruner last measured.
+    let (records, size_bytes) = (ctx.store.len(), ctx.store.size_on_disk_cached());
     let s = &ctx.state;
     let readiness = s.readiness();
     let body = serde_json::json!({
@@ -1032,7 +1052,7 @@ impl Drop for InFlight {
 /// A bound HTTPS listener, ready to [`Server::run`].
 pub struct Server {
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    tls: TlsReloader,
     local_addr: SocketAddr,
     fingerprint: String,
     opts: ApiOptions,
@@ -1066,10 +1086,8 @@ impl Server {
         if opts.max_concurrent_uploads == 0 || opts.max_event_subscribers == 0 {
             return Err(ApiError::Config("max_concurrent_uploads and max_event_subscribers must be at least 1".into()));
         }
-        let (cert, key, dir) = (opts.cert.clone(), opts.key.clone(), opts.state_dir.clone());
-        let material = tokio::task::spawn_blocking(move || {
-            tls::load_or_generate(cert.as_deref(), key.as_deref(), &dir)
-        })
+        let (settings, dir) = (opts.tls_settings(), opts.state_dir.clone());
+        let material = tokio::task::spawn_blocking(move || tls::load(&settings, &dir, true))
         .await
         .map_err(|e| ApiError::Internal(format!("TLS setup task failed: {e}")))??;
         let bind_err = |source| ApiError::Bind { addr: opts.listen, source };
@@ -1078,7 +1096,7 @@ impl Server {
         log::info!(addr:display = local_addr; "API listening on https://{local_addr}");
         Ok(Server {
             listener,
-            acceptor: TlsAcceptor::from(material.config),
+            tls: TlsReloader::new(&material, &opts.state_dir),
             local_addr,
             fingerprint: material.fingerprint,
             ctx: Ctx::new(state, store, &opts, AccessOptions::default(), &opts.state_dir),
@@ -1115,16 +1133,22 @@ impl Server {
         self.local_addr
     }
 
-    /// SHA-256 of the served leaf certificate's DER, lowercase hex.
+    /// SHA-256 of the served leaf certificate's DER, lowercase hex (as
+    /// bound; see [`TlsReloader::fingerprint`] after reloads).
     pub fn cert_fingerprint(&self) -> &str {
         &self.fingerprint
+    }
+
+    /// The handle that swaps the TLS configuration of the running server.
+    pub fn tls_reloader(&self) -> TlsReloader {
+        self.tls.clone()
     }
 
     /// Serve until `shutdown` becomes true (or its sender is dropped). Then
     /// stop accepting, let in-flight requests finish for up to the shutdown
     /// grace period, drop what remains, and return.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), ApiError> {
-        let Server { listener, acceptor, opts, mut ctx, shutdown_grace, .. } = self;
+        let Server { listener, tls, opts, mut ctx, shutdown_grace, .. } = self;
         let (conn_stop_tx, conn_stop_rx) = watch::channel(false);
         ctx.stop = conn_stop_rx.clone();
         let ctx = Arc::new(ctx);
@@ -1182,7 +1206,7 @@ impl Server {
                 tasks.spawn(serve_connection(
                     stream,
                     peer,
-                    acceptor.clone(),
+                    TlsAcceptor::from(tls.config()),
                     http.clone(),
                     ctx.clone(),
                     opts.header_read_timeout,

@@ -1,15 +1,20 @@
 //! TLS for the API: owns loading the configured certificate and key, or
 //! generating, persisting and reusing a self-signed pair under
-//! `<state_dir>/tls/`, and building the rustls server configuration
-//! (ring provider, TLS 1.2 and 1.3, ALPN `http/1.1`).
+//! `<state_dir>/tls/`, building the rustls server configuration (ring
+//! provider, TLS 1.2 and 1.3, ALPN `http/1.1`, optional client certificates
+//! checked against a configured CA), and swapping that configuration at run
+//! time ([`TlsReloader`]): new handshakes use the new certificate while
+//! established connections keep the one they were made with.
 
 use std::fs;
 use std::io::{self, BufReader};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
 use rustls::ServerConfig;
 use sha2::{Digest, Sha256};
 
@@ -41,6 +46,33 @@ pub enum TlsError {
     Generate(#[from] rcgen::Error),
     #[error("TLS: cannot write {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
+    #[error("TLS: client CA {path} cannot be used: {reason}")]
+    ClientCa { path: PathBuf, reason: String },
+}
+
+/// Whether clients must present a certificate when a client CA is set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// Handshakes without a certificate signed by the CA fail.
+    #[default]
+    Required,
+    /// A client may present no certificate; one it presents must verify.
+    Optional,
+}
+
+/// Where the TLS material comes from (`[api]` `cert`, `key`, `client_ca`,
+/// `client_auth`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TlsSettings {
+    /// PEM certificate chain; with `key`. Neither set → the self-signed pair
+    /// in `<state_dir>/tls/`.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// PEM CA certificate(s) client certificates must chain to (mTLS); unset:
+    /// no client certificates are asked for.
+    pub client_ca: Option<PathBuf>,
+    pub client_auth: ClientAuth,
 }
 
 /// A ready server configuration and what it was made from.
@@ -67,16 +99,26 @@ pub fn load_or_generate(
     key: Option<&Path>,
     state_dir: &Path,
 ) -> Result<TlsMaterial, TlsError> {
-    match (cert, key) {
-        (Some(c), Some(k)) => build(c, k, false),
+    let s = TlsSettings { cert: cert.map(Path::to_path_buf), key: key.map(Path::to_path_buf), ..TlsSettings::default() };
+    load(&s, state_dir, true)
+}
+
+/// Load the material `s` names. Without a configured pair: the pair in
+/// `<state_dir>/tls/`, generated first when missing if `may_generate` (at
+/// start), an error otherwise (a reload must not change the certificate
+/// behind the operator's back).
+pub fn load(s: &TlsSettings, state_dir: &Path, may_generate: bool) -> Result<TlsMaterial, TlsError> {
+    let client = s.client_ca.as_deref().map(|ca| (ca, s.client_auth));
+    match (s.cert.as_deref(), s.key.as_deref()) {
+        (Some(c), Some(k)) => build(c, k, false, client),
         (Some(_), None) => Err(TlsError::HalfConfigured { given: "certificate" }),
         (None, Some(_)) => Err(TlsError::HalfConfigured { given: "key" }),
         (None, None) => {
             let dir = state_dir.join(TLS_DIR);
             let cert = dir.join(CERT_FILE);
             let key = dir.join(KEY_FILE);
-            let generated = if cert.exists() {
-                if !key.exists() {
+            let generated = if cert.exists() || !may_generate {
+                if cert.exists() && !key.exists() {
                     return Err(TlsError::GeneratedKeyMissing { cert, key });
                 }
                 false
@@ -87,12 +129,35 @@ pub fn load_or_generate(
                 generate(&dir, &cert, &key)?;
                 true
             };
-            build(&cert, &key, generated)
+            build(&cert, &key, generated, client)
         }
     }
 }
 
-fn build(cert_path: &Path, key_path: &Path, generated: bool) -> Result<TlsMaterial, TlsError> {
+/// A verifier of client certificates against the CA certificate(s) in `ca`.
+fn client_verifier(
+    ca: &Path,
+    auth: ClientAuth,
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    let bad = |reason: String| TlsError::ClientCa { path: ca.to_path_buf(), reason };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in read_certs(ca)? {
+        roots.add(cert).map_err(|e| bad(e.to_string()))?;
+    }
+    let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+    if auth == ClientAuth::Optional {
+        builder = builder.allow_unauthenticated();
+    }
+    builder.build().map_err(|e| bad(e.to_string()))
+}
+
+fn build(
+    cert_path: &Path,
+    key_path: &Path,
+    generated: bool,
+    client: Option<(&Path, ClientAuth)>,
+) -> Result<TlsMaterial, TlsError> {
     let certs = read_certs(cert_path)?;
     let key = read_key(key_path)?;
     let fp = fingerprint(certs[0].as_ref());
@@ -101,14 +166,20 @@ fn build(cert_path: &Path, key_path: &Path, generated: bool) -> Result<TlsMateri
         key: key_path.to_path_buf(),
         source,
     };
-    let mut config =
-        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(rustls_err)?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .map_err(rustls_err)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(rustls_err)?;
+    let builder = match client {
+        None => builder.with_no_client_auth(),
+        Some((ca, auth)) => builder.with_client_cert_verifier(client_verifier(ca, auth, provider)?),
+    };
+    let mut config = builder.with_single_cert(certs, key).map_err(rustls_err)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Pick the cipher suite by our (the provider's, strongest-first) order,
+    // not the client's: a client preferring a weaker suite does not get it
+    // (testssl.sh reports "no cipher order" as HIGH otherwise).
+    config.ignore_client_order = true;
     if generated {
         log::info!(
             message_id = crate::ids::CERT_GENERATED, cert:display = cert_path.display(),
@@ -150,6 +221,48 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     rustls_pemfile::private_key(&mut open(path)?)
         .map_err(|source| TlsError::Pem { path: path.to_path_buf(), source })?
         .ok_or_else(|| TlsError::NoKey { path: path.to_path_buf() })
+}
+
+/// The served TLS configuration, swappable while the server runs. Each new
+/// connection takes the current configuration once, at accept; a reload
+/// affects only later handshakes.
+#[derive(Debug, Clone)]
+pub struct TlsReloader {
+    current: Arc<RwLock<(Arc<ServerConfig>, String)>>,
+    state_dir: PathBuf,
+}
+
+impl TlsReloader {
+    /// Serve `material` until the next successful [`TlsReloader::reload`].
+    pub fn new(material: &TlsMaterial, state_dir: &Path) -> Self {
+        TlsReloader {
+            current: Arc::new(RwLock::new((material.config.clone(), material.fingerprint.clone()))),
+            state_dir: state_dir.to_path_buf(),
+        }
+    }
+
+    /// The configuration for the next handshake.
+    pub fn config(&self) -> Arc<ServerConfig> {
+        // A poisoned lock still holds a complete pair (it is only ever
+        // replaced whole).
+        self.current.read().unwrap_or_else(PoisonError::into_inner).0.clone()
+    }
+
+    /// SHA-256 of the leaf certificate new handshakes get, lowercase hex.
+    pub fn fingerprint(&self) -> String {
+        self.current.read().unwrap_or_else(PoisonError::into_inner).1.clone()
+    }
+
+    /// Read the material `s` names (never generating a pair) and serve it to
+    /// new handshakes; returns its fingerprint. On any error (unreadable
+    /// file, certificate and key that do not match, bad client CA) nothing
+    /// changes and the old material stays in use. Reads files: call from a
+    /// blocking context.
+    pub fn reload(&self, s: &TlsSettings) -> Result<String, TlsError> {
+        let m = load(s, &self.state_dir, false)?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = (m.config, m.fingerprint.clone());
+        Ok(m.fingerprint)
+    }
 }
 
 /// Subject alternative names for the generated certificate.

@@ -162,6 +162,9 @@ pub struct ApiSettings {
     pub max_model_bytes: u64,
     pub max_event_subscribers: usize,
     pub event_heartbeat_ms: u64,
+    /// PEM CA certificate(s) API clients' certificates must chain to (mTLS).
+    pub client_ca: Option<PathBuf>,
+    pub client_auth: crate::api::ClientAuth,
 }
 
 /// The MQTT protocol version spoken to the broker.
@@ -489,6 +492,10 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
         };
         return Err(invalid(&o, k, "api.cert and api.key must be set together"));
     }
+    let client_ca = l.get(|r| r.api.as_ref()?.client_ca.as_ref());
+    let client_auth = l.get(|r| r.api.as_ref()?.client_auth.as_ref());
+    // client_auth alone is accepted (and has no effect): `check-config`
+    // prints it with its default, and its output must load back.
     let api = ApiSettings {
         listen: listen_v,
         cert: cert.map(|o| o.value),
@@ -509,6 +516,8 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
         max_model_bytes: val(&mmb, api_default.max_model_bytes),
         max_event_subscribers: val(&mes, api_default.max_event_subscribers),
         event_heartbeat_ms: val(&ehb, api_default.event_heartbeat.as_millis() as u64),
+        client_ca: client_ca.map(|o| o.value),
+        client_auth: val(&client_auth, api_default.client_auth),
     };
 
     let mqtt = build_mqtt(l)?;

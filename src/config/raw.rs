@@ -103,6 +103,8 @@ pub(super) struct RawApi {
     pub max_model_bytes: Field<u64>,
     pub max_event_subscribers: Field<usize>,
     pub event_heartbeat_ms: Field<u64>,
+    pub client_ca: Field<PathBuf>,
+    pub client_auth: Field<crate::api::ClientAuth>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -174,3 +174,17 @@ fn mqtt_section_defaults_and_validation() {
         assert!(err.contains(key) && err.contains(":2:"), "{text}: {err}");
     }
 }
+
+// Would catch `[api] client_ca`/`client_auth` not reaching the settings, or an
+// unknown client_auth value accepted (or refused without naming file and line).
+#[test]
+fn client_certificate_settings() {
+    let s = one("[api]\nclient_ca = \"/etc/spotter/ca.pem\"\nclient_auth = \"optional\"\n").unwrap();
+    assert_eq!(s.api.client_ca, Some(PathBuf::from("/etc/spotter/ca.pem")));
+    assert_eq!(s.api.client_auth, crate::api::ClientAuth::Optional);
+    let s = one("[api]\nclient_ca = \"/etc/spotter/ca.pem\"\n").unwrap();
+    assert_eq!(s.api.client_auth, crate::api::ClientAuth::Required);
+    assert!(one("[api]\nclient_ca = \"/x\"\nclient_auth = \"sometimes\"\n").is_err());
+    let err = one("[api]\nclient_ca = \"/x\"\nclient_auth = \"sometimes\"\n").unwrap_err().to_string();
+    assert!(err.starts_with("/etc/spotter/spotter.toml:3:") && err.contains("sometimes"), "{err}");
+}

@@ -156,6 +156,10 @@ pub struct Store {
     /// Serializes deleters (pruner, `retain_newest`) so two of them never
     /// remove, and subtract, the same record twice. Writers never take it.
     delete_lock: Mutex<()>,
+    /// sled's size on disk as of the last [`Store::size_on_disk`] (at open,
+    /// then after every pruner pass), so per-request readers need no
+    /// directory walk.
+    disk_bytes: AtomicU64,
     /// The MQTT outbox, when publishing is enabled ([`Store::with_outbox`]).
     outbox: Option<std::sync::Arc<Outbox>>,
 }
@@ -282,6 +286,7 @@ impl Store {
             count: AtomicUsize::new(0),
             bytes: AtomicU64::new(0),
             delete_lock: Mutex::new(()),
+            disk_bytes: AtomicU64::new(0),
             outbox: None,
         };
         if let Some(from) = migrate_from {
@@ -291,6 +296,7 @@ impl Store {
             log::info!(path:display = dir.display(); "result store migrated from schema {from} to {SCHEMA_VERSION}");
         }
         store.recount().map_err(db_err)?;
+        store.size_on_disk();
         Ok(store)
     }
 
@@ -635,15 +641,24 @@ impl Store {
     }
 
     /// Bytes the database occupies on disk (0 if it cannot be determined,
-    /// which is logged).
+    /// which is logged). Walks sled's files; also refreshes
+    /// [`Store::size_on_disk_cached`].
     pub fn size_on_disk(&self) -> u64 {
-        match self.db.size_on_disk() {
+        let n = match self.db.size_on_disk() {
             Ok(n) => n,
             Err(e) => {
                 log::warn!("cannot determine result store size: {}", self.db_err(e));
                 0
             }
-        }
+        };
+        self.disk_bytes.store(n, Ordering::Relaxed);
+        n
+    }
+
+    /// [`Store::size_on_disk`] as last measured (at open and after each
+    /// [`Pruner`] pass): O(1), for per-request use.
+    pub fn size_on_disk_cached(&self) -> u64 {
+        self.disk_bytes.load(Ordering::Relaxed)
     }
 
     /// Probe that the store accepts writes: write a small key and flush it.

@@ -290,10 +290,18 @@ impl Store {
     }
 }
 
+/// What the pruner thread is told: stop, or a new policy.
+struct PrunerCtl {
+    stop: bool,
+    policy: Retention,
+    /// A new policy arrived since the thread last looked.
+    changed: bool,
+}
+
 /// Handle of the background pruner thread. Stop it with [`Pruner::stop`]
 /// (or by dropping it) before the final flush on shutdown.
 pub struct Pruner {
-    shared: Arc<(Mutex<bool>, Condvar)>,
+    shared: Arc<(Mutex<PrunerCtl>, Condvar)>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -308,13 +316,14 @@ impl Pruner {
     /// `every`, using the system clock. While the clock is not synchronized
     /// ([`super::clock_synchronized`]), the age limit is skipped: a board that
     /// booted with a wrong clock must not judge its records' age by it.
+    /// After each pass it refreshes [`Store::size_on_disk_cached`].
     pub fn spawn(store: Arc<Store>, policy: Retention, every: Duration) -> Result<Pruner, StoreError> {
-        let shared = Arc::new((Mutex::new(false), Condvar::new()));
+        let shared = Arc::new((Mutex::new(PrunerCtl { stop: false, policy, changed: false }), Condvar::new()));
         let theirs = shared.clone();
         let dir = store.dir().to_path_buf();
         let thread = std::thread::Builder::new()
             .name("spotter-pruner".into())
-            .spawn(move || run(&store, policy, every, &theirs))
+            .spawn(move || run(&store, every, &theirs))
             .map_err(|source| StoreError::Io { path: dir, action: "start the pruner thread", source })?;
         Ok(Pruner { shared, thread: Some(thread) })
     }
@@ -325,9 +334,23 @@ impl Pruner {
         self.stop_and_join();
     }
 
+    /// Enforce `policy` from now on; a pass with it starts right away.
+    pub fn set_policy(&self, policy: Retention) {
+        let (ctl, cv) = &*self.shared;
+        let mut ctl = ctl.lock().unwrap_or_else(PoisonError::into_inner);
+        ctl.policy = policy;
+        ctl.changed = true;
+        cv.notify_all();
+    }
+
+    /// The policy being enforced.
+    pub fn policy(&self) -> Retention {
+        self.shared.0.lock().unwrap_or_else(PoisonError::into_inner).policy
+    }
+
     fn stop_and_join(&mut self) {
-        let (flag, cv) = &*self.shared;
-        *flag.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        let (ctl, cv) = &*self.shared;
+        ctl.lock().unwrap_or_else(PoisonError::into_inner).stop = true;
         cv.notify_all();
         if let Some(t) = self.thread.take() {
             if t.join().is_err() {
@@ -343,11 +366,12 @@ impl Drop for Pruner {
     }
 }
 
-fn run(store: &Store, policy: Retention, every: Duration, shared: &(Mutex<bool>, Condvar)) {
-    let (flag, cv) = shared;
+fn run(store: &Store, every: Duration, shared: &(Mutex<PrunerCtl>, Condvar)) {
+    let (ctl, cv) = shared;
     let mut warned_clock = false;
     let mut failing = false;
     loop {
+        let policy = ctl.lock().unwrap_or_else(PoisonError::into_inner).policy;
         let synced = super::clock_synchronized();
         let effective = if synced { policy } else { Retention { max_age: None, ..policy } };
         if !synced && policy.max_age.is_some() && !warned_clock {
@@ -377,12 +401,14 @@ fn run(store: &Store, policy: Retention, every: Duration, shared: &(Mutex<bool>,
                 failing = true;
             }
         }
-        let stopped = flag.lock().unwrap_or_else(PoisonError::into_inner);
-        let (stopped, _) = cv
-            .wait_timeout_while(stopped, every, |stop| !*stop)
+        store.size_on_disk();
+        let guard = ctl.lock().unwrap_or_else(PoisonError::into_inner);
+        let (mut guard, _) = cv
+            .wait_timeout_while(guard, every, |c| !c.stop && !c.changed)
             .unwrap_or_else(PoisonError::into_inner);
-        if *stopped {
+        if guard.stop {
             return;
         }
+        guard.changed = false;
     }
 }

@@ -31,6 +31,8 @@ pub struct Harness {
     pub read_info: KeyInfo,
     pub admin_key: String,
     pub fingerprint: String,
+    /// Swaps the running server's TLS configuration.
+    pub tls: spotter::api::TlsReloader,
     pub shutdown: watch::Sender<bool>,
     pub server: JoinHandle<Result<(), ApiError>>,
     pub dir: tempfile::TempDir,
@@ -102,6 +104,7 @@ async fn start_inner(
     let addr = server.local_addr();
     assert_ne!(addr.port(), 0);
     let fingerprint = server.cert_fingerprint().to_string();
+    let tls = server.tls_reloader();
     let (shutdown, rx) = watch::channel(false);
     let server = tokio::spawn(server.run(rx));
     let client_config = client_config(&state_dir.join("tls/cert.pem"));
@@ -121,6 +124,7 @@ async fn start_inner(
         read_info,
         admin_key: admin.expose().to_string(),
         fingerprint,
+        tls,
         shutdown,
         server,
         dir,
@@ -226,10 +230,19 @@ impl Harness {
 
     /// A TLS connection for hand-written requests.
     pub async fn raw_tls(&self) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        let connector = tokio_rustls::TlsConnector::from(self.client_config.clone());
+        self.tls_with(self.client_config.clone()).await.unwrap()
+    }
+
+    /// A TLS connection made with `config` (for other roots or a client
+    /// certificate); `Err` when the handshake fails.
+    pub async fn tls_with(
+        &self,
+        config: Arc<rustls::ClientConfig>,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        let tcp = tokio::net::TcpStream::connect(self.addr).await?;
+        let connector = tokio_rustls::TlsConnector::from(config);
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        connector.connect(name, tcp).await.unwrap()
+        connector.connect(name, tcp).await
     }
 
     pub async fn stop(self) {
