@@ -902,8 +902,8 @@ async fn dispatch(ctx: &Arc<Ctx>, route: Route<'_>, req: Req<'_>) -> Result<Resp
         Route::Status => status(ctx).await,
         Route::Metrics => {
             let store = ctx.store.clone();
-            let (records, size) = blocking(move || Ok((store.len(), store.size_on_disk()))).await?;
-            let body = ctx.state.metrics.render(&ctx.state, records, size);
+            let stats = blocking(move || Ok(store.stats())).await?;
+            let body = ctx.state.metrics.render(&ctx.state, &stats);
             let mut resp = Response::new(Full::new(Bytes::from(body)));
             resp.headers_mut().insert(
                 CONTENT_TYPE,
@@ -952,7 +952,7 @@ async fn dispatch(ctx: &Arc<Ctx>, route: Route<'_>, req: Req<'_>) -> Result<Resp
 
 async fn status(ctx: &Arc<Ctx>) -> Result<Resp, ApiError> {
     let store = ctx.store.clone();
-    let (records, size_bytes) = blocking(move || Ok((store.len(), store.size_on_disk()))).await?;
+    let stats = blocking(move || Ok(store.stats())).await?;
     let s = &ctx.state;
     let readiness = s.readiness();
     let body = serde_json::json!({
@@ -964,7 +964,7 @@ async fn status(ctx: &Arc<Ctx>) -> Result<Resp, ApiError> {
         "model": s.model(),
         "counters": s.counters.snapshot(),
         "last_result": s.last_result(),
-        "store": { "records": records, "size_bytes": size_bytes },
+        "store": stats,
         "mqtt": s.mqtt.snapshot(),
     });
     Ok(json_response(StatusCode::OK, &body))
