@@ -596,7 +596,9 @@ impl Store {
                     self.dir.display()
                 );
             }
-            if io.raw_os_error() == Some(nix::libc::ENOSPC) {
+            // sled hands out its kept error as a copy that has the kind but
+            // not the OS code (seen on a full tmpfs in tests/store_enospc.rs).
+            if io.raw_os_error() == Some(nix::libc::ENOSPC) || io.kind() == io::ErrorKind::StorageFull {
                 let (free, floor) = self.guard.note_enospc(&self.dir);
                 return StoreError::DiskFull { path: self.dir.clone(), free, floor };
             }
