@@ -4,7 +4,7 @@
 # repetitions, each with its ratio to a baseline measured in the same run).
 #
 # Usage: benches/run.sh [--quick] [--reps N] [--duration S] [--bin PATH] [--out FILE]
-#   --quick     1 repetition, scenarios 1 and 4 only, short runs (CI: proves the script runs)
+#   --quick     1 repetition, scenarios 1, 4 and 7 only, short runs (CI: proves the script runs)
 #   --reps N    repetitions per figure (default 3)
 #   --duration  seconds per load run (default 10)
 #   --bin PATH  the spotter binary (default: SPOTTER_BIN, else `cargo build --release`)
@@ -33,7 +33,7 @@ while [ $# -gt 0 ]; do
     *) die "unknown argument '$1' (see --help)" ;;
   esac
 done
-if [ "$quick" = 1 ]; then reps=1; duration=3; runs=10; scenarios="1,4"; fi
+if [ "$quick" = 1 ]; then reps=1; duration=3; runs=10; scenarios="1,4,7"; fi
 [[ "$reps" =~ ^[1-9][0-9]*$ ]] || die "--reps must be a positive integer"
 [[ "$duration" =~ ^[1-9][0-9]*$ ]] || die "--duration must be a positive integer (seconds)"
 
@@ -47,7 +47,7 @@ fi
 [ -x "$bin" ] || die "spotter binary not found at $bin"
 
 # The Python peer's pinned environment; rebuilt only when its requirements change.
-# (Scenarios 1 and 4 don't use it: --quick skips it.)
+# (Scenarios 1, 4 and 7 don't use it: --quick skips it.)
 peer_dir="$REPO/benches/peers/python_server"
 venv="$CACHE/peer-venv"
 want="$(sha256sum "$peer_dir/requirements.txt" | cut -d' ' -f1)"

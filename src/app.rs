@@ -305,6 +305,8 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
         log::info!("systemd watchdog active: pings while capture and inference make progress (interval {} ms)", wd.as_millis());
     }
     let mut stalled: Option<&'static str> = None;
+    // Set when the store must be reopened (see `Store::restart_due`).
+    let mut restart_store = false;
     let mut was_ready = false;
     let mut last_status = Instant::now() - Duration::from_secs(60);
     let mut fps_window = (Instant::now(), 0u64);
@@ -329,6 +331,14 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
             }
             res = &mut api_task => break Some(res),
             _ = tick.tick() => {
+                if store.restart_due() {
+                    log::warn!(
+                        message_id = ids::DISK_SPACE_RECOVERED;
+                        "disk space is back but the result store refuses writes since an I/O error; exiting so systemd restarts Spotter with the store reopened"
+                    );
+                    restart_store = true;
+                    break None;
+                }
                 // Stall detection: frames stopped without the source reporting an error.
                 let last = *state.last_frame.lock().unwrap_or_else(|e| e.into_inner());
                 let r = state.readiness();
@@ -421,6 +431,7 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
         Some(Ok(Ok(()))) => anyhow::bail!("the HTTPS API stopped unexpectedly"),
         Some(Ok(Err(e))) => Err(anyhow::Error::new(e).context("the HTTPS API failed")),
         Some(Err(e)) => Err(anyhow::Error::new(e).context("the HTTPS API task panicked")),
+        None if restart_store => anyhow::bail!("the result store needs reopening after a write error (see the DISK_FULL log entry); exiting for systemd to restart Spotter"),
         None => Ok(()),
     }
 }

@@ -54,6 +54,9 @@ pub enum Command {
     },
     /// Measure per-stage latency (decode, resize, quantize, invoke, post, store) of a model per runtime.
     Bench(crate::bench::BenchArgs),
+    /// Measure the result store's flash wear: results/s, bytes written to
+    /// disk per result and database bytes per million results (one JSON line).
+    BenchStore(crate::store::wear::WearArgs),
     /// Write the result store as NDJSON to stdout (service stopped; while it
     /// runs, sled's lock refuses a second process).
     Export {
@@ -265,6 +268,14 @@ pub fn execute(cli: Cli) -> Result<(), Failure> {
             })?;
             let mut out = std::io::stdout().lock();
             let _ = if args.json { writeln!(out, "{}", report.to_json()) } else { write!(out, "{}", report.to_text()) };
+            Ok(())
+        }
+        Command::BenchStore(args) => {
+            let _ = logging::init(log::LevelFilter::Warn);
+            let report = crate::store::wear::run(&args)
+                .map_err(|e| Failure { error: anyhow::Error::new(e).context("spotter bench-store"), code: EXIT_FAILURE })?;
+            // A plain struct of numbers always serializes.
+            let _ = writeln!(std::io::stdout().lock(), "{}", serde_json::to_string(&report).unwrap_or_default());
             Ok(())
         }
         Command::Export { config: path, since } => {

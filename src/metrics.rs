@@ -19,6 +19,7 @@ use prometheus_client::registry::Registry;
 
 use crate::result::StageLatency;
 use crate::state::AppState;
+use crate::store::StoreStats;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StageLabels {
@@ -163,7 +164,7 @@ impl Metrics {
     }
 
     /// The full exposition: accumulated metrics plus current state.
-    pub fn render(&self, state: &AppState, store_records: usize, store_bytes: u64) -> String {
+    pub fn render(&self, state: &AppState, store: &StoreStats) -> String {
         let mut snap = Registry::with_prefix("spotter");
         let c = state.counters.snapshot();
         let counter = |r: &mut Registry, name: &str, help: &str, v: u64| r.register(name, help, ConstCounter::new(v));
@@ -186,8 +187,19 @@ impl Metrics {
         gauge(&mut snap, "model_ready", "1 while a model that passed its canary is active", r.model.ok as i64);
         gauge(&mut snap, "clock_synchronized", "1 while the system clock is synchronized", state.clock_synchronized.load(Ordering::Relaxed) as i64);
         gauge(&mut snap, "uptime_seconds", "Seconds since the daemon started", state.started.elapsed().as_secs() as i64);
-        gauge(&mut snap, "store_records", "Results in the store", store_records as i64);
-        gauge(&mut snap, "store_bytes", "Size of the store on disk", store_bytes as i64);
+        gauge(&mut snap, "store_records", "Results in the store", store.records as i64);
+        gauge(&mut snap, "store_bytes", "Size of the store on disk", store.size_bytes as i64);
+        // Flash wear and disk pressure (README, "Data and backups").
+        gauge(&mut snap, "store_growth_bytes", "Growth of the store's files since the daemon opened it (sled size on disk)", store.size_growth_bytes);
+        counter(&mut snap, "store_written_bytes", "Record, index and snapshot bytes written to the store since start (keys plus values)", store.written_bytes);
+        counter(&mut snap, "snapshot_written_bytes", "Snapshot bytes written to the store since start", store.snapshot_written_bytes);
+        counter(&mut snap, "store_refused_results", "Results not stored because the disk was full (floor, ENOSPC, or database needing a restart)", store.refused_results);
+        counter(&mut snap, "store_refused_snapshots", "Snapshots not kept because free space was below the snapshot floor", store.refused_snapshots);
+        counter(&mut snap, "store_enospc_errors", "Store writes that failed with ENOSPC", store.enospc_errors);
+        gauge(&mut snap, "store_poisoned", "1 when the database refuses writes after an I/O error; Spotter restarts once space returns", store.poisoned as i64);
+        if let Some(w) = process_write_bytes() {
+            counter(&mut snap, "process_write_bytes", "Bytes this process caused to be written to storage (/proc/self/io write_bytes): flash wear", w);
+        }
         if m.enabled {
             gauge(&mut snap, "mqtt_connected", "1 while connected to the MQTT broker", m.connected as i64);
             gauge(&mut snap, "mqtt_outbox_records", "Results waiting in the MQTT outbox", m.outbox_records as i64);
@@ -222,6 +234,14 @@ pub fn process_rss_bytes() -> Option<u64> {
     Some(pages * page as u64)
 }
 
+/// Bytes this process caused to be sent to the storage layer
+/// (`write_bytes` of /proc/self/io; 0 on tmpfs, absent without task I/O
+/// accounting).
+pub fn process_write_bytes() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    io.lines().find_map(|l| l.strip_prefix("write_bytes:")).and_then(|v| v.trim().parse().ok())
+}
+
 /// Number of open file descriptors (entries of /proc/self/fd).
 pub fn process_open_fds() -> Option<usize> {
     Some(std::fs::read_dir("/proc/self/fd").ok()?.count())
@@ -254,12 +274,16 @@ mod tests {
         m.count_inference("abc");
         m.count_http("status", 200);
         state.mqtt.acked.fetch_add(2, Ordering::Relaxed);
-        let text = m.render(&state, 3, 4096);
+        let store = StoreStats { records: 3, size_bytes: 4096, refused_results: 5, enospc_errors: 1, ..Default::default() };
+        let text = m.render(&state, &store);
         for needle in [
             "spotter_frames_captured_total 7",
             "spotter_camera_up 1",
             "spotter_ready 0",
             "spotter_store_records 3",
+            "spotter_store_refused_results_total 5",
+            "spotter_store_enospc_errors_total 1",
+            "spotter_store_poisoned 0",
             "spotter_mqtt_acked_total 2",
             "spotter_inferences_total{model_sha256=\"abc\"} 1",
             "spotter_http_requests_total{route=\"status\",status=\"200\"} 1",
@@ -279,7 +303,7 @@ mod tests {
         for i in 0..100 {
             m.count_inference(&format!("model{i}"));
         }
-        let text = m.render(&AppState::new(), 0, 0);
+        let text = m.render(&AppState::new(), &StoreStats::default());
         let series = text.lines().filter(|l| l.starts_with("spotter_inferences_total{")).count();
         assert!(series as u64 <= MAX_MODEL_SERIES + 1, "{series} series");
         assert!(text.contains("model_sha256=\"other\""));

@@ -505,8 +505,9 @@ pub fn inference_loop(
             Err(e) => {
                 Counters::inc(&state.counters.store_errors);
                 let msg = e.to_string();
-                // A full disk is logged once by the store's guard, with its MESSAGE_ID.
-                if state.readiness().store.ok && !matches!(e, StoreError::DiskFull { .. }) {
+                // A full disk (or a database poisoned by a write error) is
+                // logged once by the store, with its MESSAGE_ID.
+                if state.readiness().store.ok && !matches!(e, StoreError::DiskFull { .. } | StoreError::Poisoned { .. }) {
                     log::error!(spotter_error_kind = "store_write"; "store write failed: {msg}");
                 }
                 state.update_readiness(|r| r.store = Check::failing(msg));

@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use spotter::result::{ClassScore, ResultRecord, StageLatency};
+use spotter::result::ResultRecord;
 use spotter::store::Store;
 
 fn write_bytes() -> u64 {
@@ -21,26 +21,10 @@ fn write_bytes() -> u64 {
         .unwrap()
 }
 
-/// A typical classification result: top-5 classes, no detections.
+/// A typical classification result: top-5 classes, no detections (the
+/// record `spotter bench-store` writes).
 fn rec(i: u64) -> ResultRecord {
-    ResultRecord {
-        id: String::new(),
-        ts_ns: 1_700_000_000_000_000_000 + i * 33_333_333,
-        source: "v4l2:/dev/video0".into(),
-        origin: "/dev/video0".into(),
-        frame_seq: i,
-        model_sha256: "0123456789abcdef".repeat(4),
-        runtime: "tflite".into(),
-        classes: (0..5)
-            .map(|k| ClassScore { index: 100 + k, label: format!("label {k}"), raw: 200.0 - k as f32, score: 0.7 })
-            .collect(),
-        detections: vec![],
-        image_width: 640,
-        image_height: 480,
-        latency: StageLatency { decode_us: 900, resize_us: 400, quantize_us: 50, invoke_us: 21000, post_us: 20, store_us: 30 },
-        clock_synchronized: true,
-        boottime_ns: 0,
-    }
+    spotter::store::wear::typical_record(i)
 }
 
 // Catches: a store whose writes never reach the disk (write_bytes unchanged) or whose size is not reported.

@@ -926,8 +926,7 @@ async fn dispatch(ctx: &Arc<Ctx>, route: Route<'_>, req: Req<'_>) -> Result<Resp
         }
         Route::Status => status(ctx).await,
         Route::Metrics => {
-            let (records, size) = (ctx.store.len(), ctx.store.size_on_disk_cached());
-            let body = ctx.state.metrics.render(&ctx.state, records, size);
+            let body = ctx.state.metrics.render(&ctx.state, &ctx.store.stats());
             let mut resp = Response::new(Full::new(Bytes::from(body)));
             resp.headers_mut().insert(
                 CONTENT_TYPE,
@@ -975,8 +974,8 @@ async fn dispatch(ctx: &Arc<Ctx>, route: Route<'_>, req: Req<'_>) -> Result<Resp
 }
 
 async fn status(ctx: &Arc<Ctx>) -> Result<Resp, ApiError> {
-    // Both O(1): a counter and the size the pruner last measured.
-    let (records, size_bytes) = (ctx.store.len(), ctx.store.size_on_disk_cached());
+    // O(1): counters and the size the pruner last measured.
+    let stats = ctx.store.stats();
     let s = &ctx.state;
     let readiness = s.readiness();
     let body = serde_json::json!({
@@ -988,7 +987,7 @@ async fn status(ctx: &Arc<Ctx>) -> Result<Resp, ApiError> {
         "model": s.model(),
         "counters": s.counters.snapshot(),
         "last_result": s.last_result(),
-        "store": { "records": records, "size_bytes": size_bytes },
+        "store": stats,
         "mqtt": s.mqtt.snapshot(),
     });
     Ok(json_response(StatusCode::OK, &body))

@@ -51,10 +51,11 @@ mod pressure;
 mod outbox;
 mod retention;
 mod snapshot;
+pub mod wear;
 
 pub use clock::{boottime_ns, clock_synchronized, clock_synchronized_from, ClockSource};
 pub use index::{best_score, decode_cursor, encode_cursor, Page, Query, MAX_SCAN_PER_PAGE, MAX_TERM_LEN};
-pub use pressure::{DiskGuard, FreeSpace, PressureLevel, Statvfs};
+pub use pressure::{DiskGuard, FreeSpace, PressureLevel, Statvfs, RESTART_MIN_FREE};
 pub use outbox::{Outbox, OutboxEntry, OutboxError, OutboxLimits};
 pub use retention::{PruneReport, Pruner, Retention, DEFAULT_PRUNE_EVERY};
 pub use snapshot::{snapshot_content_type, Snapshot, SnapshotGate, SnapshotRule};
@@ -72,6 +73,11 @@ pub const RECORD_VERSION: u32 = 1;
 pub const SCHEMA_FILE: &str = "SCHEMA_VERSION";
 /// sled's default background flush interval, used by [`Store::open`].
 pub const DEFAULT_FLUSH_EVERY_MS: u64 = 500;
+/// sled's page cache bound. sled 0.34's default is 1 GiB, more than a
+/// Pi Zero 2 has (512 MiB). 16 MiB holds the recent pages the pipeline
+/// writes and the API reads; `spotter bench-store --cache-bytes` compares
+/// other values (README, "Data and backups").
+pub const CACHE_CAPACITY: u64 = 16 << 20;
 /// Name of the sled directory inside the store directory.
 const DB_DIR: &str = "db";
 const RESULTS_TREE: &str = "results";
@@ -128,8 +134,40 @@ pub enum StoreError {
          {floor} bytes (store.min_free_bytes); results are not stored until space returns"
     )]
     DiskFull { path: PathBuf, free: u64, floor: u64 },
+    #[error(
+        "result store {path}: the database failed to write ({cause}) and refuses writes until \
+         it is reopened; Spotter restarts itself once the disk has space again"
+    )]
+    Poisoned { path: PathBuf, cause: String },
     #[error(transparent)]
     Outbox(#[from] OutboxError),
+}
+
+/// Figures about the store for `/api/v1/status` and `/metrics`: size, flash
+/// wear since the daemon opened it, and writes refused for lack of space.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StoreStats {
+    /// Results in the store.
+    pub records: usize,
+    /// sled's files on disk, in bytes ([`Store::size_on_disk`]).
+    pub size_bytes: u64,
+    /// `size_bytes` minus the size when the store was opened (negative
+    /// after pruning let sled reclaim segments).
+    pub size_growth_bytes: i64,
+    /// Record, index and snapshot bytes written since open (logical: keys
+    /// plus values, before sled's log and page overhead).
+    pub written_bytes: u64,
+    /// Of `written_bytes`, the snapshots' share.
+    pub snapshot_written_bytes: u64,
+    /// Results not stored because the disk was full (floor, ENOSPC, or a
+    /// database poisoned by a write error).
+    pub refused_results: u64,
+    /// Snapshots dropped because free space was below the snapshot floor.
+    pub refused_snapshots: u64,
+    /// Writes the database itself failed with ENOSPC.
+    pub enospc_errors: u64,
+    /// The database refuses writes after an I/O error until reopened.
+    pub poisoned: bool,
 }
 
 /// The result database. Cheap to share behind an `Arc`; all methods take `&self`.
@@ -162,6 +200,14 @@ pub struct Store {
     disk_bytes: AtomicU64,
     /// The MQTT outbox, when publishing is enabled ([`Store::with_outbox`]).
     outbox: Option<std::sync::Arc<Outbox>>,
+    /// [`Store::size_on_disk`] when opened.
+    size_at_open: u64,
+    /// Logical bytes written since open: all, and snapshots only.
+    written: AtomicU64,
+    snap_written: AtomicU64,
+    /// sled returned an I/O error from a write: sled 0.34 then fails every
+    /// later write until the database is reopened. Holds that error.
+    poisoned: std::sync::OnceLock<String>,
 }
 
 impl std::fmt::Debug for Store {
@@ -202,6 +248,12 @@ impl Store {
     /// reach disk at most `flush_every_ms` after they are made (0: only on
     /// [`Store::flush`] and when the store is dropped).
     pub fn open_with(dir: &Path, flush_every_ms: u64) -> Result<Store, StoreError> {
+        Self::open_with_cache(dir, flush_every_ms, CACHE_CAPACITY)
+    }
+
+    /// [`Store::open_with`] with sled's page cache bounded to `cache_bytes`
+    /// (the store uses [`CACHE_CAPACITY`]; `spotter bench-store` varies it).
+    pub fn open_with_cache(dir: &Path, flush_every_ms: u64, cache_bytes: u64) -> Result<Store, StoreError> {
         let io_err = |action: &'static str, path: &Path| {
             let path = path.to_path_buf();
             move |source| StoreError::Io { path, action, source }
@@ -259,7 +311,12 @@ impl Store {
 
         let db_err = |source| StoreError::Db { path: db_path.clone(), source };
         let flush = if flush_every_ms == 0 { None } else { Some(flush_every_ms) };
-        let db = sled::Config::new().path(&db_path).flush_every_ms(flush).open().map_err(|e| match e {
+        let db = sled::Config::new()
+            .path(&db_path)
+            .flush_every_ms(flush)
+            .cache_capacity(cache_bytes)
+            .open()
+            .map_err(|e| match e {
             // sled 0.34 reports its exclusive directory lock (flock) being
             // held only through this message.
             sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
@@ -288,6 +345,10 @@ impl Store {
             delete_lock: Mutex::new(()),
             disk_bytes: AtomicU64::new(0),
             outbox: None,
+            size_at_open: 0,
+            written: AtomicU64::new(0),
+            snap_written: AtomicU64::new(0),
+            poisoned: std::sync::OnceLock::new(),
         };
         if let Some(from) = migrate_from {
             store.migrate(from)?;
@@ -296,8 +357,8 @@ impl Store {
             log::info!(path:display = dir.display(); "result store migrated from schema {from} to {SCHEMA_VERSION}");
         }
         store.recount().map_err(db_err)?;
-        store.size_on_disk();
-        Ok(store)
+        let size_at_open = store.size_on_disk();
+        Ok(Store { size_at_open, ..store })
     }
 
     /// Use `guard` to refuse writes below a free-space floor (default: no floor).
@@ -403,6 +464,7 @@ impl Store {
         rec: &mut ResultRecord,
         snapshot: Option<&Snapshot>,
     ) -> Result<bool, StoreError> {
+        self.refuse_if_poisoned()?;
         let snapshot = match (snapshot, self.guard.level(&self.dir)) {
             (_, PressureLevel::Full { free, floor }) => {
                 self.guard.count_refused_result();
@@ -447,6 +509,7 @@ impl Store {
                 reason: format!("id encodes timestamp {key_ts} but ts_ns is {}", rec.ts_ns),
             });
         }
+        self.refuse_if_poisoned()?;
         if let PressureLevel::Full { free, floor } = self.guard.level(&self.dir) {
             self.guard.count_refused_result();
             return Err(StoreError::DiskFull { path: self.dir.clone(), free, floor });
@@ -507,9 +570,11 @@ impl Store {
             Ok(true) => {
                 self.count.fetch_add(1, Ordering::Relaxed);
                 self.bytes.fetch_add(size, Ordering::Relaxed);
+                self.written.fetch_add(size, Ordering::Relaxed);
                 if let Some(n) = snap_size {
                     self.snap_count.fetch_add(1, Ordering::Relaxed);
                     self.snap_bytes.fetch_add(n, Ordering::Relaxed);
+                    self.snap_written.fetch_add(n, Ordering::Relaxed);
                 }
                 if let (Some(outbox), Some((_, k, v))) = (queued, entries.last()) {
                     outbox.committed((k.len() + v.len()) as u64);
@@ -523,15 +588,61 @@ impl Store {
     }
 
     /// A sled error from a write: ENOSPC becomes [`StoreError::DiskFull`]
-    /// (and puts the guard in the full state until space returns).
+    /// (and puts the guard in the full state until space returns). Any I/O
+    /// error poisons the store (see [`Store::restart_due`]).
     fn write_err(&self, e: sled::Error) -> StoreError {
         if let sled::Error::Io(io) = &e {
-            if io.raw_os_error() == Some(nix::libc::ENOSPC) {
+            if self.poisoned.set(io.to_string()).is_ok() {
+                log::error!(
+                    message_id = crate::ids::DISK_FULL, spotter_error_kind = "store_poisoned";
+                    "result store {}: write failed ({io}); the database refuses writes until it is \
+                     reopened: results are refused (counted) and Spotter exits to be restarted by \
+                     systemd once the disk has space again; reads keep working",
+                    self.dir.display()
+                );
+            }
+            // sled hands out its kept error as a copy that has the kind but
+            // not the OS code (seen on a full tmpfs in tests/store_enospc.rs).
+            if io.raw_os_error() == Some(nix::libc::ENOSPC) || io.kind() == io::ErrorKind::StorageFull {
                 let (free, floor) = self.guard.note_enospc(&self.dir);
                 return StoreError::DiskFull { path: self.dir.clone(), free, floor };
             }
         }
         self.db_err(e)
+    }
+
+    /// Refuse (and count) a write while the store is poisoned, without
+    /// touching sled: each attempt would only fail again.
+    fn refuse_if_poisoned(&self) -> Result<(), StoreError> {
+        let Some(cause) = self.poisoned.get() else { return Ok(()) };
+        self.guard.count_refused_result();
+        Err(StoreError::Poisoned { path: self.dir.clone(), cause: cause.clone() })
+    }
+
+    /// True once a poisoned store (a write failed with an I/O error, which
+    /// sled 0.34 keeps returning until reopened) has space to write again:
+    /// the daemon then exits non-zero so systemd restarts it with a fresh
+    /// database handle. Probes free space; call it every few hundred ms at
+    /// most, and only poisoned stores probe.
+    pub fn restart_due(&self) -> bool {
+        self.poisoned.get().is_some() && self.guard.space_back(&self.dir)
+    }
+
+    /// Size, wear and refusal figures (blocking: reads the file sizes).
+    /// O(1): counters, and the size on disk as the pruner last measured it.
+    pub fn stats(&self) -> StoreStats {
+        let size_bytes = self.size_on_disk_cached();
+        StoreStats {
+            records: self.len(),
+            size_bytes,
+            size_growth_bytes: size_bytes as i64 - self.size_at_open as i64,
+            written_bytes: self.written.load(Ordering::Relaxed),
+            snapshot_written_bytes: self.snap_written.load(Ordering::Relaxed),
+            refused_results: self.guard.refused_results(),
+            refused_snapshots: self.guard.refused_snapshots(),
+            enospc_errors: self.guard.enospc_errors(),
+            poisoned: self.poisoned.get().is_some(),
+        }
     }
 
     fn decode(&self, key: &[u8], value: &[u8]) -> Result<ResultRecord, StoreError> {
@@ -666,6 +777,9 @@ impl Store {
     pub fn check_writable(&self) -> Result<(), StoreError> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64);
         let stamp = now.unwrap_or(0).to_be_bytes();
+        if let Some(cause) = self.poisoned.get() {
+            return Err(StoreError::Poisoned { path: self.dir.clone(), cause: cause.clone() });
+        }
         if let PressureLevel::Full { free, floor } = self.guard.level(&self.dir) {
             return Err(StoreError::DiskFull { path: self.dir.clone(), free, floor });
         }

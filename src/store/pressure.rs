@@ -10,8 +10,10 @@
 //!   serving reads. An ENOSPC from sled puts the guard in the same state
 //!   until the next probe shows space above the floor. (sled 0.34 keeps an
 //!   I/O error from its log writer and fails every later write until the
-//!   database is reopened, so the floor is what keeps the store usable; an
-//!   ENOSPC only turns a crash into a logged, counted refusal.)
+//!   database is reopened, so the floor is what keeps the store usable. The
+//!   store marks itself poisoned on such an error, refuses and counts writes
+//!   without touching sled, and asks for a restart once
+//!   [`DiskGuard::space_back`]; see `Store::restart_due`.)
 //!
 //! Every change of level is logged once, with a stable `MESSAGE_ID`
 //! ([`crate::ids::DISK_LOW`], [`crate::ids::DISK_FULL`],
@@ -76,7 +78,12 @@ pub struct DiskGuard {
     state: Mutex<GuardState>,
     refused_results: AtomicU64,
     refused_snapshots: AtomicU64,
+    enospc_errors: AtomicU64,
 }
+
+/// Free space below which a store poisoned by an I/O error is not yet
+/// restarted (see [`DiskGuard::space_back`]), when no larger floor is set.
+pub const RESTART_MIN_FREE: u64 = 1 << 20;
 
 impl DiskGuard {
     /// No floor: everything is written until sled itself fails.
@@ -104,6 +111,7 @@ impl DiskGuard {
             }),
             refused_results: AtomicU64::new(0),
             refused_snapshots: AtomicU64::new(0),
+            enospc_errors: AtomicU64::new(0),
         }
     }
 
@@ -167,6 +175,7 @@ impl DiskGuard {
     pub(super) fn note_enospc(&self, dir: &Path) -> (u64, u64) {
         let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let free = self.probe.as_ref().and_then(|p| p.free_bytes(dir).ok()).unwrap_or(0);
+        self.enospc_errors.fetch_add(1, Ordering::Relaxed);
         st.enospc = true;
         st.checked = Some(Instant::now());
         self.transition(&mut st, PressureLevel::Full { free, floor: self.min_free });
@@ -213,5 +222,19 @@ impl DiskGuard {
     /// Snapshots dropped because free space was low (since start).
     pub fn refused_snapshots(&self) -> u64 {
         self.refused_snapshots.load(Ordering::Relaxed)
+    }
+
+    /// Writes that failed with ENOSPC from the database itself (since start).
+    pub fn enospc_errors(&self) -> u64 {
+        self.enospc_errors.load(Ordering::Relaxed)
+    }
+
+    /// Whether the filesystem of `dir` has room again: at least the record
+    /// floor and at least [`RESTART_MIN_FREE`], by the configured probe (or
+    /// `statvfs` when the floor is disabled). Probes on every call; for the
+    /// rare case of a store that must be reopened (see `Store::restart_due`).
+    pub fn space_back(&self, dir: &Path) -> bool {
+        let probe: &dyn FreeSpace = self.probe.as_deref().unwrap_or(&Statvfs);
+        probe.free_bytes(dir).is_ok_and(|free| free >= self.min_free.max(RESTART_MIN_FREE))
     }
 }

@@ -468,6 +468,69 @@ fn disk_guard_pauses_snapshots_then_results_and_recovers() {
     assert_eq!(store.len(), 3);
 }
 
+// Catches: a store that keeps calling sled after an ENOSPC (sled 0.34 then
+// fails every write until reopened, so the guard would flap between full and
+// recovered, logging each time), refused writes not counted in the stats,
+// reads failing meanwhile, or a restart requested while the disk is still
+// full (a systemd restart loop) or never requested once space is back.
+#[test]
+fn enospc_poisons_the_store_counts_refusals_and_asks_for_a_restart_when_space_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let free = std::sync::Arc::new(AtomicU64::new(100 << 20));
+    let guard = DiskGuard::new(Box::new(FakeDisk(free.clone())), 1_000, std::time::Duration::ZERO);
+    let store = Store::open(dir.path()).unwrap().with_guard(guard);
+    let mut kept = rec(1, 1);
+    store.insert(&mut kept).unwrap();
+    let before = store.stats();
+    assert_eq!((before.records, before.written_bytes > 0, before.poisoned), (1, true, false));
+
+    // sled's log writer hits ENOSPC (injected: the error sled returns).
+    free.store(0, Ordering::Relaxed);
+    let enospc = sled::Error::Io(io::Error::from_raw_os_error(nix::libc::ENOSPC));
+    assert!(matches!(store.write_err(enospc), StoreError::DiskFull { .. }));
+    assert!(!store.restart_due(), "restart requested while the disk is full");
+    // Space returns: the guard would allow writes, but sled would refuse.
+    free.store(100 << 20, Ordering::Relaxed);
+    for i in 2..5 {
+        let err = store.insert(&mut rec(i, i)).unwrap_err();
+        assert!(matches!(err, StoreError::Poisoned { .. }), "{err}");
+        assert!(err.to_string().contains("restarts itself"), "{err}");
+    }
+    assert!(matches!(store.check_writable(), Err(StoreError::Poisoned { .. })));
+    assert_eq!(store.get(&kept.id).unwrap().map(|r| r.frame_seq), Some(1), "reads still work");
+    let s = store.stats();
+    assert_eq!((s.records, s.refused_results, s.enospc_errors, s.poisoned), (1, 3, 1, true));
+    assert_eq!(s.written_bytes, before.written_bytes, "nothing written while poisoned");
+    assert!(store.restart_due(), "no restart requested once space is back");
+    // A free-space figure between the configured floor and the restart
+    // minimum is not "space back".
+    free.store(RESTART_MIN_FREE - 1, Ordering::Relaxed);
+    assert!(!store.restart_due());
+}
+
+// Catches: wear figures that do not move with writes (metrics stuck at 0)
+// or snapshots not counted separately.
+#[test]
+fn stats_count_written_and_snapshot_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let s0 = store.stats();
+    assert_eq!((s0.written_bytes, s0.snapshot_written_bytes, s0.size_growth_bytes), (0, 0, 0));
+    store.insert(&mut rec(1, 1)).unwrap();
+    let s1 = store.stats();
+    assert!(s1.written_bytes > 0 && s1.snapshot_written_bytes == 0, "{s1:?}");
+    let jpeg = Snapshot { bytes: vec![0xAB; 10_000] };
+    assert!(store.insert_with_snapshot(&mut rec(2, 2), Some(&jpeg)).unwrap());
+    let s2 = store.stats();
+    assert!(s2.snapshot_written_bytes >= 10_000, "{s2:?}");
+    assert!(s2.written_bytes >= s1.written_bytes + s2.snapshot_written_bytes, "{s2:?}");
+    for i in 3..2_000 {
+        store.insert(&mut rec(i, i)).unwrap();
+    }
+    store.flush().unwrap();
+    assert!(store.stats().size_growth_bytes > 0, "{:?}", store.stats());
+}
+
 /// Open the store again in the same process. sled releases its file lock
 /// from its background flusher shortly after the last handle drops, so an
 /// immediate reopen can briefly see `Locked`; a new process never does.
