@@ -966,6 +966,7 @@ async fn status(ctx: &Arc<Ctx>) -> Result<Resp, ApiError> {
         "last_result": s.last_result(),
         "store": { "records": records, "size_bytes": size_bytes },
         "mqtt": s.mqtt.snapshot(),
+        "gpio": s.gpio.snapshot(),
     });
     Ok(json_response(StatusCode::OK, &body))
 }
