@@ -1,7 +1,8 @@
 //! The supervisor: starts one thread or task per concern (capture, inference,
 //! API, monitor), watches readiness and signals, and shuts everything down in
-//! order on SIGTERM/SIGINT: stop capture, finish the inference in flight, stop
-//! the MQTT publisher (bounded), flush the store, close the listener, exit.
+//! order on SIGTERM/SIGINT: stop capture, finish the inference in flight,
+//! return GPIO outputs to their safe state, stop the MQTT publisher
+//! (bounded), flush the store, close the listener, exit.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -266,6 +267,26 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     });
     log::info!("HTTPS API listening on https://{} (certificate SHA-256 {})", server.local_addr(), server.cert_fingerprint());
 
+    // GPIO before the pipeline threads: outputs go to their safe state
+    // first (after a crash too), and a trigger gates frames from the start.
+    let gpio = if settings.gpio.enabled() {
+        let started = crate::gpio::open_backend(settings.gpio.backend)
+            .and_then(|backend| crate::gpio::runner::GpioRuntime::start(&settings.gpio, backend, state.clone()));
+        match started {
+            Ok(rt) => {
+                // Set once, before the inference thread starts; cannot already be set.
+                let _ = control.gpio.set(rt.hooks.clone());
+                Some(rt)
+            }
+            Err(e) => {
+                log::error!(message_id = ids::GPIO_FAILED, spotter_error_kind = "gpio"; "{e}");
+                return Err(anyhow::Error::new(e).context("starting GPIO ([gpio] in the configuration)"));
+            }
+        }
+    } else {
+        None
+    };
+
     let stop = Arc::new(AtomicBool::new(false));
 
     let capture = {
@@ -405,6 +426,10 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     let drained = tokio::task::spawn_blocking(move || inference.join());
     if tokio::time::timeout(DRAIN_TIMEOUT, drained).await.is_err() {
         log::warn!("inference did not finish within {} s; flushing anyway", DRAIN_TIMEOUT.as_secs());
+    }
+    if let Some(gpio) = gpio {
+        // After the last result: nothing switches an output on again.
+        let _ = tokio::task::spawn_blocking(move || gpio.shutdown()).await;
     }
     if let Some(mqtt) = mqtt {
         // After the last result is stored: it goes out if the broker is up.

@@ -66,3 +66,6 @@ pub const MQTT_OUTBOX_OVERFLOW: &str = "659a9257f9b947059bec4052f50bc881";
 /// The broker refused a published result (MQTT 5 PUBACK with an error reason
 /// code, e.g. not authorized for the topic); it is removed from the outbox.
 pub const MQTT_PUBLISH_REJECTED: &str = "fc272f0a21ed41dd89492da72f505def";
+/// A GPIO line could not be requested or driven (permissions, missing
+/// chip, line busy); the message names the line and the likely fix.
+pub const GPIO_FAILED: &str = "3b6131e5ec1d43698bbe8b428992fae1";

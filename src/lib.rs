@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod doctor;
 pub mod fsutil;
+pub mod gpio;
 pub mod ids;
 pub mod inference;
 pub mod keys;

@@ -27,6 +27,11 @@ struct StageLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TriggerLabels {
+    to: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModelLabels {
     model_sha256: String,
 }
@@ -60,6 +65,7 @@ pub struct Metrics {
     auth_failures: Counter,
     rate_limited: Family<LimitLabels, Counter>,
     event_subscribers_dropped: Counter,
+    trigger_latency: Family<TriggerLabels, Histogram, fn() -> Histogram>,
     /// Distinct model labels seen, to bound the per-model family.
     models_seen: AtomicU64,
 }
@@ -100,8 +106,15 @@ impl Metrics {
             "Event stream subscribers closed because they fell too far behind",
             event_subscribers_dropped.clone(),
         );
+        let trigger_latency = Family::<TriggerLabels, Histogram, fn() -> Histogram>::new_with_constructor(stage_histogram);
+        registry.register(
+            "gpio_trigger_latency_seconds",
+            "Time from a GPIO trigger edge to its first result stored (to=stored) or to a rule output set (to=output)",
+            trigger_latency.clone(),
+        );
         Metrics {
             event_subscribers_dropped,
+            trigger_latency,
             registry,
             stage_seconds,
             inferences,
@@ -163,6 +176,11 @@ impl Metrics {
         self.rate_limited.get_or_create(&LimitLabels { limit: limit.into() }).inc();
     }
 
+    /// Record a trigger latency; `to` is `stored` or `output`.
+    pub fn observe_trigger_latency(&self, to: &'static str, d: std::time::Duration) {
+        self.trigger_latency.get_or_create(&TriggerLabels { to }).observe(d.as_secs_f64());
+    }
+
     /// The full exposition: accumulated metrics plus current state.
     pub fn render(&self, state: &AppState, store: &StoreStats) -> String {
         let mut snap = Registry::with_prefix("spotter");
@@ -180,6 +198,14 @@ impl Metrics {
         counter(&mut snap, "mqtt_rejected", "Results the MQTT broker refused (MQTT 5 error reason); removed from the outbox", m.rejected);
         counter(&mut snap, "mqtt_outbox_dropped", "Unpublished results dropped, oldest first, because the outbox was full", m.dropped);
         counter(&mut snap, "mqtt_reconnects", "Connections to the MQTT broker after the first", m.reconnects);
+        let g = state.gpio.snapshot();
+        if g.enabled {
+            counter(&mut snap, "gpio_triggers", "GPIO trigger edges that started inference", g.triggers);
+            counter(&mut snap, "gpio_triggers_busy", "GPIO triggers that arrived while a burst ran (counted, not queued)", g.triggers_busy);
+            counter(&mut snap, "gpio_frames_gated", "Frames the GPIO trigger gate dropped without inference", g.frames_gated);
+            counter(&mut snap, "gpio_outputs_switched", "Times a rule switched a GPIO output on", g.outputs_switched);
+            counter(&mut snap, "gpio_errors", "GPIO request or drive failures", g.errors);
+        }
         let r = state.readiness();
         let gauge = |r: &mut Registry, name: &str, help: &str, v: i64| r.register(name, help, ConstGauge::new(v));
         gauge(&mut snap, "ready", "1 when /readyz answers 200", r.ready() as i64);

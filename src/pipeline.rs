@@ -19,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::capture::{CaptureError, Frame, FrameSource, PixelFormat};
 use crate::config::{Fit, ModelSettings, RuntimeSetting};
+use crate::gpio::trigger::Admission;
 use crate::ids;
 use crate::inference::engine::{Engine, ModelOptions};
 use crate::inference::modelfile::ModelFile;
@@ -348,6 +349,8 @@ pub struct InferenceControl {
     pub pending: Mutex<Option<ModelSettings>>,
     /// Which results keep their frame (read when the thread starts; default off).
     pub snapshot_rule: Mutex<SnapshotRule>,
+    /// The GPIO trigger gate and rule outputs, when `[gpio]` configures any.
+    pub gpio: std::sync::OnceLock<Arc<crate::gpio::runner::GpioHooks>>,
 }
 
 /// The model settings to load: the active managed version (see
@@ -449,6 +452,12 @@ pub fn inference_loop(
             Taken::Closed => break,
         };
         let Some(model) = active.as_mut() else { continue };
+        // The trigger gate: frames it does not admit are counted and dropped.
+        let trigger = match control.gpio.get().map(|g| g.admit(frame.captured_at, Instant::now())) {
+            Some(Admission::Drop) => continue,
+            Some(Admission::Infer { trigger }) => trigger,
+            None => None,
+        };
         let mut out = match model.engine.run(&frame) {
             Ok(o) => {
                 last_infer_error = None;
@@ -499,6 +508,9 @@ pub fn inference_loop(
                 state.metrics.count_inference(&rec.model_sha256);
                 if !state.readiness().store.ok {
                     state.update_readiness(|r| r.store = Check::passing("last write succeeded"));
+                }
+                if let Some(g) = control.gpio.get() {
+                    g.stored(&rec, trigger, Instant::now());
                 }
                 state.set_last_result(rec);
             }

@@ -200,6 +200,8 @@ pub struct AppState {
     pub events: tokio::sync::broadcast::Sender<Event>,
     /// The MQTT publisher (all zero and `enabled: false` without one).
     pub mqtt: MqttStatus,
+    /// GPIO trigger and outputs (all zero and `enabled: false` without).
+    pub gpio: crate::gpio::runner::GpioStatus,
 }
 
 impl AppState {
@@ -223,6 +225,7 @@ impl AppState {
             clock_synchronized: std::sync::atomic::AtomicBool::new(true),
             events: tokio::sync::broadcast::channel(EVENT_BUS_CAPACITY).0,
             mqtt: MqttStatus::default(),
+            gpio: Default::default(),
         }
     }
 

@@ -989,6 +989,7 @@ async fn status(ctx: &Arc<Ctx>) -> Result<Resp, ApiError> {
         "last_result": s.last_result(),
         "store": stats,
         "mqtt": s.mqtt.snapshot(),
+        "gpio": s.gpio.snapshot(),
     });
     Ok(json_response(StatusCode::OK, &body))
 }

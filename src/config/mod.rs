@@ -8,6 +8,7 @@
 //! the layered result and still name the file and line that set the offending
 //! value. Every setting has a default, documented in `docs/spotter.example.toml`.
 
+mod gpio;
 mod raw;
 
 use std::net::SocketAddr;
@@ -224,6 +225,7 @@ pub struct Settings {
     pub store: StoreSettings,
     pub api: ApiSettings,
     pub mqtt: MqttSettings,
+    pub gpio: crate::gpio::runner::GpioSettings,
     /// The files that were read, in the order they were layered.
     #[serde(skip)]
     pub files: Vec<PathBuf>,
@@ -521,8 +523,9 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
     };
 
     let mqtt = build_mqtt(l)?;
+    let gpio = gpio::build_gpio(l)?;
 
-    Ok(Settings { daemon, source, model, store, api, mqtt, files: l.paths() })
+    Ok(Settings { daemon, source, model, store, api, mqtt, gpio, files: l.paths() })
 }
 
 /// A topic (before `{device_id}` is replaced) that a broker accepts for publishing.

@@ -19,6 +19,7 @@ pub(super) struct RawConfig {
     pub store: Option<RawStore>,
     pub api: Option<RawApi>,
     pub mqtt: Option<RawMqtt>,
+    pub gpio: Option<super::gpio::RawGpio>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -153,6 +154,25 @@ impl<T> Origin<T> {
     }
 }
 
+/// Places keys of one file's tables (see [`Layers::get_tables`]).
+pub(super) struct Placer<'a> {
+    path: &'a std::path::Path,
+    text: &'a str,
+}
+
+impl Placer<'_> {
+    pub fn at<T: Clone>(&self, f: &Option<Spanned<T>>) -> Option<Origin<T>> {
+        f.as_ref().map(|s| {
+            let (line, column) = line_col(self.text, s.span().start);
+            Origin { value: s.get_ref().clone(), path: self.path.to_path_buf(), line, column }
+        })
+    }
+
+    pub fn path(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
 struct Layer {
     path: PathBuf,
     text: String,
@@ -199,6 +219,12 @@ impl Layers {
                 Origin { value: s.get_ref().clone(), path: l.path.clone(), line, column }
             })
         })
+    }
+
+    /// An array of tables (`[[gpio.rule]]`) from the last file that has it
+    /// (arrays replace, they do not merge), with a way to place its keys.
+    pub fn get_tables<T>(&self, pick: impl Fn(&RawConfig) -> Option<&Vec<T>>) -> Option<(&[T], Placer<'_>)> {
+        self.layers.iter().rev().find_map(|l| pick(&l.raw).map(|v| (v.as_slice(), Placer { path: &l.path, text: &l.text })))
     }
 
     pub fn paths(&self) -> Vec<PathBuf> {

@@ -115,6 +115,7 @@ fn shipped_example_config_is_valid() {
     assert_eq!(s.api, d.api);
     assert_eq!(s.store, d.store);
     assert_eq!(s.mqtt, d.mqtt);
+    assert_eq!(s.gpio, d.gpio);
 }
 
 // Would catch check-config printing something the loader cannot read back.
@@ -125,6 +126,8 @@ fn effective_settings_round_trip_through_toml() {
     let again = one(&text).unwrap();
     assert_eq!(again.source, s.source);
     assert_eq!(again.model, s.model);
+    let g = one("[gpio.trigger]\nmode = \"on_trigger\"\nline = \"17\"\n[[gpio.rule]]\nlabel = \"person\"\nline = \"27\"\n").unwrap();
+    assert_eq!(one(&g.to_toml()).unwrap().gpio, g.gpio);
 }
 
 // Would catch [api] access limits accepted out of range (a zero rate would lock
