@@ -49,7 +49,7 @@ target_args=()
 build_args=()
 deb_env=()
 if [ "$target" != "$host" ]; then
-    # Cross: Debian's gcc for the target and its sysroot for bindgen, from
+    # Cross: Debian's gcc and binutils for the target, from
     # cross/config.toml; cargo-deb strips with the target's binutils.
     source "$REPO/cross/env.sh" "$target"
     target_args=(--target "$target")
