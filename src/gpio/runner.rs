@@ -418,7 +418,7 @@ mod tests {
         assert_eq!(rt.hooks.admit(SystemTime::now(), Instant::now()), Admission::Drop, "frames = 1");
         let s = state.gpio.snapshot();
         assert_eq!((s.trigger_to_stored.samples, s.trigger_to_output.samples, s.frames_gated), (1, 1, 2), "{s:?}");
-        assert!(state.metrics.render(&state, 0, 0).contains("spotter_gpio_trigger_latency_seconds_count{to=\"output\"} 1"));
+        assert!(state.metrics.render(&state, &crate::store::StoreStats::default()).contains("spotter_gpio_trigger_latency_seconds_count{to=\"output\"} 1"));
         rt.shutdown();
         assert_eq!(board.level(&line(27)), Some(false), "safe state after shutdown");
     }
