@@ -26,6 +26,11 @@ else
     unset SPOTTER_LITERT_LIB SPOTTER_REQUIRE_LITERT
 fi
 
+# The runner passes -L to qemu; a test that re-executes its own binary goes
+# through binfmt_misc's qemu handler instead, which reads the sysroot from
+# the environment.
+export QEMU_LD_PREFIX="/usr/$CROSS_GNU"
+
 # Tests qemu-user cannot run, each with the reason. They run in the host
 # suite (scripts/test.sh) and on the device.
 skip=()
