@@ -619,6 +619,11 @@ impl Store {
         Err(StoreError::Poisoned { path: self.dir.clone(), cause: cause.clone() })
     }
 
+    /// True while the database refuses writes after an I/O error.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.get().is_some()
+    }
+
     /// True once a poisoned store (a write failed with an I/O error, which
     /// sled 0.34 keeps returning until reopened) has space to write again:
     /// the daemon then exits non-zero so systemd restarts it with a fresh
@@ -748,6 +753,11 @@ impl Store {
 
     /// Write everything buffered to disk (fsync).
     pub fn flush(&self) -> Result<(), StoreError> {
+        // A poisoned sled fails (or, seen in CI, blocks) on flush: what it
+        // could flush is already durable or lost; the restart reopens it.
+        if let Some(cause) = self.poisoned.get() {
+            return Err(StoreError::Poisoned { path: self.dir.clone(), cause: cause.clone() });
+        }
         self.db.flush().map(|_| ()).map_err(|e| self.db_err(e))
     }
 

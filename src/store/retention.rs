@@ -102,6 +102,11 @@ impl Store {
         // resynchronized below when they disagree with the tree.
         let _deleter = self.delete_lock.lock().unwrap_or_else(PoisonError::into_inner);
         let mut report = PruneReport::default();
+        // A database that refuses writes after an I/O error cannot delete
+        // either; the daemon restarts to reopen it once space returns.
+        if self.is_poisoned() {
+            return Ok(report);
+        }
 
         if let Some(age) = policy.max_age {
             let age_ns = u64::try_from(age.as_nanos()).unwrap_or(u64::MAX);

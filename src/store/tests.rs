@@ -472,7 +472,8 @@ fn disk_guard_pauses_snapshots_then_results_and_recovers() {
 // fails every write until reopened, so the guard would flap between full and
 // recovered, logging each time), refused writes not counted in the stats,
 // reads failing meanwhile, or a restart requested while the disk is still
-// full (a systemd restart loop) or never requested once space is back.
+// full (a systemd restart loop) or never requested once space is back, and
+// a shutdown flush or pruner pass that calls the poisoned sled.
 #[test]
 fn enospc_poisons_the_store_counts_refusals_and_asks_for_a_restart_when_space_returns() {
     let dir = tempfile::tempdir().unwrap();
@@ -502,6 +503,12 @@ fn enospc_poisons_the_store_counts_refusals_and_asks_for_a_restart_when_space_re
     assert_eq!((s.records, s.refused_results, s.enospc_errors, s.poisoned), (1, 3, 1, true));
     assert_eq!(s.written_bytes, before.written_bytes, "nothing written while poisoned");
     assert!(store.restart_due(), "no restart requested once space is back");
+    // Shutdown must not hand the poisoned database to sled again (its flush
+    // blocked a daemon's exit in CI), and the pruner leaves it alone.
+    assert!(matches!(store.flush(), Err(StoreError::Poisoned { .. })));
+    let policy = crate::store::retention::Retention { max_records: Some(0), ..crate::store::retention::Retention::unlimited() };
+    assert_eq!(store.prune_once(&policy, 0).unwrap().deleted(), 0);
+    assert_eq!(store.len(), 1);
     // A free-space figure between the configured floor and the restart
     // minimum is not "space back".
     free.store(RESTART_MIN_FREE - 1, Ordering::Relaxed);
