@@ -30,7 +30,8 @@ if [ "$bpo_kernel" = 1 ]; then
 fi
 key="$( (echo "$suite $mirror $arch $bpo_kernel"; cat "$HERE/packages.txt" "$HERE/build-rootfs.sh" "$HERE/customize.sh") \
         | sha256sum | cut -c1-16)"
-flavour="$suite$([ "$bpo_kernel" = 1 ] && echo -bpo-kernel)"
+flavour="$suite"
+if [ "$bpo_kernel" = 1 ]; then flavour="$suite-bpo-kernel"; fi
 out="$CACHE/image/rootfs-$arch-$flavour-$key.tar"
 if [ -s "$out" ]; then
     say "rootfs $arch: cached $out"
