@@ -452,6 +452,9 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     // The capture thread may be blocked in a pacing sleep or an ioctl with a
     // timeout; it checks the stop flag between frames. Don't wait for it.
     drop(capture);
+    // The API task and the pipeline threads have let go of their handles;
+    // this is the store's last owner (a poisoned sled must not be dropped).
+    store.close();
     match api_result {
         Some(Ok(Ok(()))) => anyhow::bail!("the HTTPS API stopped unexpectedly"),
         Some(Ok(Err(e))) => Err(anyhow::Error::new(e).context("the HTTPS API failed")),

@@ -40,6 +40,19 @@ impl Drop for Mount {
     }
 }
 
+/// Where each thread of a hung process waits, from /proc (name, state,
+/// wait channel): enough to tell a sled flush from a stuck join.
+fn thread_states(pid: u32) -> String {
+    let mut out = String::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return out };
+    for task in tasks.flatten() {
+        let read = |f: &str| std::fs::read_to_string(task.path().join(f)).unwrap_or_default();
+        let state = read("status").lines().find(|l| l.starts_with("State:")).unwrap_or("").to_string();
+        out.push_str(&format!("{} {} {}\n", read("comm").trim(), state, read("wchan")));
+    }
+    out
+}
+
 fn free_bytes(dir: &Path) -> u64 {
     let st = nix::sys::statvfs::statvfs(dir).unwrap();
     st.blocks_available() as u64 * st.fragment_size() as u64
@@ -111,7 +124,11 @@ fn daemon_on_a_full_tmpfs_serves_reads_counts_refusals_and_restarts_when_space_r
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(t.elapsed() < Duration::from_secs(30), "daemon did not exit after space returned; log:\n{}", d.log());
+        if t.elapsed() > Duration::from_secs(30) {
+            let threads = thread_states(child.id());
+            let _ = child.kill();
+            panic!("daemon did not exit after space returned; threads (name, state, kernel wait):\n{threads}\nlog:\n{}", d.log());
+        }
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(!status.success(), "exit status {status:?} must be a failure so Restart=on-failure applies");

@@ -751,6 +751,20 @@ impl Store {
         self.len() == 0
     }
 
+    /// Release the store at shutdown. A healthy store is dropped, which
+    /// lets sled flush and stop its flusher thread. A poisoned one is leaked
+    /// instead: sled's `Drop` flushes in a loop and then waits for its
+    /// flusher thread, and on a database whose log write failed that wait
+    /// never ends (seen in CI: the daemon hung after "API shutting down"
+    /// instead of exiting for systemd to restart it). What sled made durable
+    /// before the error is on disk; the rest is lost either way, and the
+    /// process is about to exit, which reclaims the memory and the lock.
+    pub fn close(self: std::sync::Arc<Self>) {
+        if self.is_poisoned() {
+            std::mem::forget(self);
+        }
+    }
+
     /// Write everything buffered to disk (fsync).
     pub fn flush(&self) -> Result<(), StoreError> {
         // A poisoned sled fails (or, seen in CI, blocks) on flush: what it
