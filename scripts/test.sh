@@ -18,6 +18,18 @@ export SPOTTER_DEB
 say "cargo test (dev profile; dependencies optimised)"
 cargo test --no-fail-fast -- --test-threads=2
 
+# aarch64, the device's architecture: the library tests and golden inference
+# on both runtimes under qemu-user, then the arm64 package of that build,
+# checked by the same package test. armv7 (best effort) builds the GPIO
+# backends (rppal, gpiocdev); its full build is documented in cross/README.md.
+say "aarch64: cross build, library and golden tests under qemu-user (cross/test.sh)"
+bash "$REPO/cross/test.sh" aarch64-unknown-linux-gnu
+say "arm64 package of the aarch64 dev build (scripts/build-deb.sh --target aarch64-unknown-linux-gnu --profile dev)"
+ARM64_DEB="$(bash "$REPO/scripts/build-deb.sh" --target aarch64-unknown-linux-gnu --profile dev | tail -n 1)"
+SPOTTER_DEB="$ARM64_DEB" cargo test --test package -- --test-threads=2
+say "armv7: the GPIO backends build (cargo build -p rppal -p gpiocdev --target armv7-unknown-linux-gnueabihf)"
+(source "$REPO/cross/env.sh" armv7-unknown-linux-gnueabihf && cargo build --locked "${CROSS_CARGO[@]}" -p rppal -p gpiocdev)
+
 # The benchmark scripts must not rot: a 2-minute soak (fails on RSS/fd/thread growth or
 # any failed request) and the quick benchmark run (scenarios 1 and 4), both on the binary
 # the tests just built. Timings are printed, never asserted.

@@ -130,6 +130,32 @@ fn one_line_status(state: &AppState, fps: f64) -> String {
     )
 }
 
+/// The READY event, with what a technician checks first as fields: the
+/// source, the model and runtime, and the latest label and score (when a
+/// result exists yet: readiness does not wait for one).
+fn log_ready(state: &AppState, line: &str) {
+    let ms = state.started.elapsed().as_millis();
+    let source = state.source();
+    let (sha, runtime) = state.model().map(|m| (m.sha256, m.runtime)).unwrap_or_default();
+    let top = state.last_result().and_then(|l| match (l.classes.first(), l.detections.first()) {
+        (Some(c), _) => Some((c.label.clone(), c.score)),
+        (None, Some(d)) => Some((d.label.clone(), d.score)),
+        _ => None,
+    });
+    match top {
+        Some((label, score)) => log::info!(
+            message_id = ids::READY, spotter_source = source.as_str(), spotter_model_sha256 = sha.as_str(),
+            spotter_runtime = runtime.as_str(), spotter_label = label.as_str(), spotter_score = format!("{score:.3}").as_str();
+            "ready after {ms} ms: {line}"
+        ),
+        None => log::info!(
+            message_id = ids::READY, spotter_source = source.as_str(), spotter_model_sha256 = sha.as_str(),
+            spotter_runtime = runtime.as_str();
+            "ready after {ms} ms: {line}"
+        ),
+    }
+}
+
 fn short_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
@@ -403,7 +429,7 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
                 if now_ready != was_ready || last_status.elapsed() >= Duration::from_secs(5) {
                     let line = one_line_status(&state, fps);
                     if now_ready && !was_ready {
-                        log::info!(message_id = ids::READY; "ready after {} ms: {line}", state.started.elapsed().as_millis());
+                        log_ready(&state, &line);
                         notifier.ready(&line);
                     } else {
                         if !now_ready && was_ready {

@@ -88,6 +88,18 @@ pub enum Command {
         #[command(subcommand)]
         action: ModelAction,
     },
+    /// systemd generator (installed as
+    /// /usr/lib/systemd/system-generators/spotter-generator): writes a
+    /// drop-in granting CAP_NET_BIND_SERVICE when api.listen's port is below
+    /// 1024. systemd passes the normal, early and late output directories.
+    #[command(hide = true)]
+    SystemdGenerator {
+        #[arg(long, short, default_value = "/etc/spotter/spotter.toml")]
+        config: PathBuf,
+        normal_dir: PathBuf,
+        early_dir: Option<PathBuf>,
+        late_dir: Option<PathBuf>,
+    },
     /// Check camera, model, TLS certificate, state directory, clock and
     /// recent results; one line per check with a fix hint; exit 1 if any
     /// check fails. Run it as the service user: sudo -u spotter spotter doctor
@@ -332,6 +344,20 @@ pub fn execute(cli: Cli) -> Result<(), Failure> {
                 .map_err(|e| anyhow::Error::new(e).context("invalid configuration"))
                 .map_err(fail(EXIT_CONFIG))?;
             model_command(&settings, action).map_err(fail(EXIT_FAILURE))
+        }
+        Command::SystemdGenerator { config: path, normal_dir, .. } => {
+            // Generators run early at boot, logging to the kernel log: say
+            // what is wrong but never fail the boot transaction.
+            let _ = logging::init(log::LevelFilter::Warn);
+            match config::load(&path) {
+                Ok(s) => match crate::systemd::generate(s.api.listen, &normal_dir) {
+                    Ok(Some(p)) => eprintln!("spotter-generator: api.listen {} is a privileged port; wrote {}", s.api.listen, p.display()),
+                    Ok(None) => {}
+                    Err(e) => eprintln!("spotter-generator: {e}"),
+                },
+                Err(e) => eprintln!("spotter-generator: {}: {e}; no drop-in written", path.display()),
+            }
+            Ok(())
         }
         Command::Doctor { config: path } => {
             let _ = logging::init(log::LevelFilter::Error);

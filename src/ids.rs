@@ -19,6 +19,9 @@ pub const SOURCE_RECOVERED: &str = "2bd3035a978d4730900015bc5dd75d60";
 pub const MODEL_ACTIVATED: &str = "7af392a7635f4f9982ecc3f8d9104386";
 /// A model was refused (unreadable, corrupt, unsupported, canary failed).
 pub const MODEL_REJECTED: &str = "9fc02b21aee44e96999caeb9b8313602";
+/// The active model was rolled back to the previous version (API or CLI);
+/// it serves once it passes its canary (then MODEL_ACTIVATED follows).
+pub const MODEL_ROLLED_BACK: &str = "f341ab31aeb040429923a7f14fce25c3";
 /// A self-signed TLS certificate was generated.
 pub const CERT_GENERATED: &str = "7b019bd920df409aa3e08af98629d5b9";
 /// SIGHUP could not load the new TLS certificate, key or client CA; the

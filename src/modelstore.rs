@@ -202,8 +202,13 @@ impl ModelStore {
         let mut a = self.read_active()?;
         let prev = a.history.pop().ok_or(ModelStoreError::NoHistory)?;
         let meta = self.resolve(&prev)?;
-        a.active = Some(prev);
+        let from = a.active.replace(prev).unwrap_or_default();
         self.write_active(&a)?;
+        log::info!(
+            message_id = crate::ids::MODEL_ROLLED_BACK, spotter_model_sha256 = meta.sha256.as_str(), spotter_previous_model_sha256 = from.as_str();
+            "model rolled back from {} to {} ({}); it serves once it passes its canary",
+            if from.is_empty() { "none" } else { &from }, meta.sha256, meta.original_name
+        );
         Ok(meta)
     }
 

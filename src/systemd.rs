@@ -1,6 +1,10 @@
-//! The systemd notify protocol (`sd_notify`): `READY=1`, `STATUS=…`,
-//! `STOPPING=1`, `WATCHDOG=1`, sent as datagrams to `$NOTIFY_SOCKET`.
-//! Without that variable (not under systemd) every call is a no-op.
+//! systemd integration. The notify protocol (`sd_notify`): `READY=1`,
+//! `STATUS=…`, `STOPPING=1`, `WATCHDOG=1`, sent as datagrams to
+//! `$NOTIFY_SOCKET`; without that variable (not under systemd) every call is
+//! a no-op. And the unit generator (`spotter systemd-generator`, run by
+//! systemd at boot and on `daemon-reload`): it grants `CAP_NET_BIND_SERVICE`
+//! through a drop-in only when the configured API port is below 1024, so the
+//! shipped unit keeps an empty capability bounding set otherwise.
 
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 
@@ -99,6 +103,48 @@ fn one_line(s: &str) -> String {
     s.replace(['\n', '\r'], " ")
 }
 
+/// The drop-in the generator writes beside the unit.
+pub const LOW_PORT_DROPIN: &str = "spotter.service.d/50-low-port.conf";
+
+/// The drop-in that lets the service bind `listen`, or `None` when the port
+/// needs no privilege (1024 and above).
+pub fn low_port_dropin(listen: std::net::SocketAddr) -> Option<String> {
+    (listen.port() < 1024).then(|| {
+        format!(
+            "# Written by spotter-generator: api.listen = {listen} is a privileged port.\n\
+             # Change the port in /etc/spotter/spotter.toml and run `systemctl daemon-reload`\n\
+             # to drop this again.\n\
+             [Service]\n\
+             # Binding a port below 1024 needs this one capability, nothing else.\n\
+             CapabilityBoundingSet=CAP_NET_BIND_SERVICE\n\
+             AmbientCapabilities=CAP_NET_BIND_SERVICE\n"
+        )
+    })
+}
+
+/// Errors of the unit generator.
+#[derive(Debug, thiserror::Error)]
+pub enum GeneratorError {
+    #[error("writing {path}: {source}")]
+    Write { path: String, #[source] source: std::io::Error },
+}
+
+/// The generator's work: write [`LOW_PORT_DROPIN`] under `out_dir` (the
+/// generator's "normal" directory) when `listen` is a privileged port.
+/// Returns the path written, if any. A configuration that cannot be read is
+/// the caller's to report: the generator then writes nothing, and the daemon
+/// itself names the problem when it starts.
+pub fn generate(listen: std::net::SocketAddr, out_dir: &std::path::Path) -> Result<Option<std::path::PathBuf>, GeneratorError> {
+    let Some(text) = low_port_dropin(listen) else { return Ok(None) };
+    let path = out_dir.join(LOW_PORT_DROPIN);
+    let err = |source| GeneratorError::Write { path: path.display().to_string(), source };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    std::fs::write(&path, text).map_err(err)?;
+    Ok(Some(path))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,5 +173,24 @@ mod tests {
         let mut buf = [0u8; 64];
         let len = server.recv(&mut buf).unwrap();
         assert!(std::str::from_utf8(&buf[..len]).unwrap().starts_with("STOPPING=1"));
+    }
+
+    // Would catch the capability granted for an unprivileged port (the unit's
+    // empty bounding set would be widened for nothing) or missing for a
+    // privileged one (the daemon could not bind and would crash-loop).
+    #[test]
+    fn generator_grants_net_bind_service_only_below_port_1024() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(generate("0.0.0.0:8443".parse().unwrap(), dir.path()).unwrap(), None);
+        assert_eq!(generate("[::]:1024".parse().unwrap(), dir.path()).unwrap(), None);
+        assert!(!dir.path().join("spotter.service.d").exists());
+        let written = generate("0.0.0.0:443".parse().unwrap(), dir.path()).unwrap().unwrap();
+        assert_eq!(written, dir.path().join(LOW_PORT_DROPIN));
+        let text = std::fs::read_to_string(written).unwrap();
+        let directives: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            directives,
+            ["[Service]", "CapabilityBoundingSet=CAP_NET_BIND_SERVICE", "AmbientCapabilities=CAP_NET_BIND_SERVICE"]
+        );
     }
 }

@@ -545,3 +545,83 @@ fn watchdog_is_fed_while_the_source_is_missing() {
     assert!(pings >= 3, "only {pings} WATCHDOG=1 in 4 s while waiting for the source");
     assert!(d.terminate().0.success());
 }
+
+/// The thread of process `pid` named `name` (its `comm`), as a kernel tid.
+fn thread_named(pid: u32, name: &str) -> Option<i32> {
+    std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten().find_map(|t| {
+        let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+        (comm.trim() == name).then(|| t.file_name().to_str()?.parse().ok()).flatten()
+    })
+}
+
+// Would catch WATCHDOG=1 pings continuing while the capture thread hangs (a
+// V4L2 ioctl that never returns: systemd would never restart the wedged
+// daemon), no WATCHDOG_STALL entry naming the thread, or pings not resuming
+// once the thread runs again. The hang is real: the test stops the daemon's
+// `capture` thread alone with ptrace (PTRACE_SEIZE + PTRACE_INTERRUPT stop one
+// thread, not the process), the way a blocked ioctl would leave it.
+#[test]
+fn watchdog_pings_stop_while_the_capture_thread_hangs_and_resume_after() {
+    use nix::libc;
+    use std::os::unix::net::UnixDatagram;
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    let (photos, _) = photo_dir(tmp.path());
+    let sock_path = tmp.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let mut d = Daemon::start_with_env(
+        tmp.path(),
+        &config(&photos, &model_path(), Some(&labels_path()), "auto"),
+        vec![("NOTIFY_SOCKET".into(), sock_path.display().to_string()), ("WATCHDOG_USEC".into(), "2000000".into())],
+    );
+    let mut buf = vec![0u8; 4096];
+    // Count WATCHDOG=1 datagrams for `secs` seconds.
+    let mut pings_for = |secs: u64, ready: &mut bool| {
+        let until = Instant::now() + Duration::from_secs(secs);
+        let mut pings = 0;
+        while Instant::now() < until {
+            if let Ok(n) = sock.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]);
+                pings += msg.contains("WATCHDOG=1") as u32;
+                *ready |= msg.contains("READY=1");
+            }
+        }
+        pings
+    };
+    let mut ready = false;
+    let t = Instant::now();
+    while !ready {
+        assert!(t.elapsed() < Duration::from_secs(120), "no READY=1 within 120 s:\n{}", d.log());
+        pings_for(1, &mut ready);
+    }
+    assert!(pings_for(3, &mut ready) >= 2, "not fed while frames flow");
+
+    let pid = d.child.as_ref().unwrap().id();
+    let tid = thread_named(pid, "capture").expect("no thread named capture");
+    // SAFETY: plain ptrace calls on a thread of our own child process; the
+    // tracee is detached below (and on exit of this process at the latest).
+    let seized = unsafe {
+        libc::ptrace(libc::PTRACE_SEIZE, tid, 0, 0) == 0 && libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0) == 0
+    };
+    assert!(seized, "ptrace of the capture thread failed: {}", std::io::Error::last_os_error());
+    // The supervisor notices after half the 2 s interval; give it that and a
+    // margin, then no ping may come while the thread stays stopped.
+    pings_for(2, &mut ready);
+    let during = pings_for(3, &mut ready);
+    let log = d.log();
+    // Resume the thread (the tracee is in a group-stop; waitpid then detach).
+    unsafe {
+        let mut status = 0;
+        libc::waitpid(tid, &mut status, libc::__WALL);
+        libc::ptrace(libc::PTRACE_DETACH, tid, 0, 0);
+    }
+    assert_eq!(during, 0, "{during} WATCHDOG=1 while the capture thread was stopped");
+    let stall = log.lines().find(|l| l.contains("22a9e86d6f004d7c8459820cbebd7fd3")).unwrap_or_else(|| panic!("no WATCHDOG_STALL entry:\n{log}"));
+    assert!(stall.contains("capture"), "the stall entry names the thread: {stall}");
+    d.assert_running();
+    // Once the thread runs again the pings come back.
+    pings_for(2, &mut ready);
+    assert!(pings_for(3, &mut ready) >= 2, "pings did not resume after the thread ran again:\n{}", d.log());
+    assert!(d.terminate().0.success());
+}

@@ -60,13 +60,16 @@ fn unshare_works() -> bool {
     Command::new("unshare").args(["-m", "true"]).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
 }
 
-// Would catch camera-lost and model-rejected events reaching journald
-// without their MESSAGE_ID or structured fields (technicians' saved
-// `journalctl MESSAGE_ID=…` queries would find nothing), events going to
-// stderr instead of the journal under systemd, or key material (the initial
-// admin key, the TLS private key) appearing in any journal field.
+// Would catch the ready, camera-lost and model-rejected events reaching
+// journald without their MESSAGE_ID or structured fields (technicians' saved
+// `journalctl MESSAGE_ID=…` queries would find nothing, `SPOTTER_*` filters
+// would miss them), events going to stderr instead of the journal under
+// systemd, or key material (the initial admin key, the TLS private key)
+// appearing in any journal field. The daemon becomes ready on a real model,
+// loses its source (the photo folder is emptied, as when a camera is
+// unplugged), then is sent SIGHUP after its model file was replaced by junk.
 #[test]
-fn camera_lost_and_model_rejected_reach_the_journal_with_ids_and_fields_and_no_secrets() {
+fn ready_camera_lost_and_model_rejected_reach_the_journal_with_ids_and_fields_and_no_secrets() {
     if !unshare_works() {
         assert!(!in_ci(), "`unshare -m` failed: the journald test needs root and mount namespaces");
         eprintln!("SKIP journald test: `unshare -m` not permitted here");
@@ -84,7 +87,12 @@ fn camera_lost_and_model_rejected_reach_the_journal_with_ids_and_fields_and_no_s
     image::RgbImage::from_pixel(32, 32, image::Rgb([200, 30, 30])).save(&photo).unwrap();
     let port = common::free_port();
     let state = tmp.path().join("state");
-    let model = tmp.path().join("no-such-model.tflite");
+    let model = tmp.path().join("model.tflite");
+    std::fs::copy(common::testdata().join("models/classification/mobilenet_v1_0.25_128_quant.tflite"), &model).unwrap();
+    let model_sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(std::fs::read(&model).unwrap()))
+    };
     let config = tmp.path().join("spotter.toml");
     std::fs::write(
         &config,
@@ -129,13 +137,14 @@ fn camera_lost_and_model_rejected_reach_the_journal_with_ids_and_fields_and_no_s
         }
     }
     let mut child_guard = Kill(child);
+    let pid = nix::unistd::Pid::from_raw(child_guard.0.id() as i32);
 
     let mut entries: Vec<Entry> = Vec::new();
     let mut buf = vec![0u8; 256 * 1024];
-    let mut removed_photo = false;
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut removed_photo, mut sent_hup) = (false, false);
+    let deadline = Instant::now() + Duration::from_secs(90);
     let has = |entries: &[Entry], id: &str| entries.iter().any(|e| field(e, "MESSAGE_ID") == Some(id));
-    while !(has(&entries, ids::SOURCE_LOST) && has(&entries, ids::MODEL_REJECTED)) {
+    while !(has(&entries, ids::READY) && has(&entries, ids::SOURCE_LOST) && has(&entries, ids::MODEL_REJECTED)) {
         if let Ok(Some(st)) = child_guard.0.try_wait() {
             panic!("daemon exited ({st}); stderr:\n{}", std::fs::read_to_string(&log_path).unwrap_or_default());
         }
@@ -150,16 +159,35 @@ fn camera_lost_and_model_rejected_reach_the_journal_with_ids_and_fields_and_no_s
                 entries.push(parse(&buf[..n]));
             }
         }
-        // Once the folder streams, empty it: the next rescan finds no image
-        // and the source is lost, as when a camera is unplugged.
-        if !removed_photo && entries.iter().any(|e| field(e, "MESSAGE").is_some_and(|m| m.starts_with("source streaming"))) {
+        // Once ready, empty the folder: the next rescan finds no image and
+        // the source is lost, as when a camera is unplugged.
+        if !removed_photo && has(&entries, ids::READY) {
             std::fs::remove_file(&photo).unwrap();
             removed_photo = true;
+        }
+        // Once lost, replace the model file by junk and reload.
+        if !sent_hup && has(&entries, ids::SOURCE_LOST) {
+            std::fs::write(&model, b"this is not a TFLite model").unwrap();
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+            sent_hup = true;
         }
     }
 
     let stderr_text = std::fs::read_to_string(&log_path).unwrap_or_default();
     assert!(!stderr_text.contains("model rejected"), "under systemd, events go to the journal, not stderr:\n{stderr_text}");
+
+    let ready = entries.iter().find(|e| field(e, "MESSAGE_ID") == Some(ids::READY)).unwrap();
+    assert_eq!(field(ready, "PRIORITY"), Some("5"), "ready is a notice (log info): {ready:?}");
+    assert!(field(ready, "SPOTTER_SOURCE").is_some_and(|s| s.contains(photos.to_str().unwrap())), "{ready:?}");
+    assert_eq!(field(ready, "SPOTTER_MODEL_SHA256"), Some(model_sha.as_str()), "{ready:?}");
+    assert_eq!(field(ready, "SPOTTER_RUNTIME"), Some("builtin"), "{ready:?}");
+    // Readiness does not wait for a first result; when one exists the event
+    // carries its top label and score.
+    if let Some(label) = field(ready, "SPOTTER_LABEL") {
+        assert!(!label.is_empty(), "{ready:?}");
+        let score: f64 = field(ready, "SPOTTER_SCORE").expect("label without score").parse().unwrap();
+        assert!((0.0..=1.0).contains(&score), "{ready:?}");
+    }
 
     let lost = entries.iter().find(|e| field(e, "MESSAGE_ID") == Some(ids::SOURCE_LOST)).unwrap();
     assert_eq!(field(lost, "PRIORITY"), Some("4"), "camera lost is a warning: {lost:?}");
@@ -173,10 +201,10 @@ fn camera_lost_and_model_rejected_reach_the_journal_with_ids_and_fields_and_no_s
     assert_eq!(field(rejected, "PRIORITY"), Some("3"), "model rejected is an error: {rejected:?}");
     assert_eq!(field(rejected, "SPOTTER_ERROR_KIND"), Some("model_load"), "{rejected:?}");
     assert_eq!(field(rejected, "SPOTTER_MODEL_PATH"), Some(model.to_str().unwrap()), "{rejected:?}");
-    assert!(field(rejected, "MESSAGE").unwrap().contains("no-such-model.tflite"), "{rejected:?}");
+    assert!(field(rejected, "MESSAGE").unwrap().contains("model.tflite"), "{rejected:?}");
 
     // Start-up events a technician needs are there too.
-    for id in [ids::STARTED, ids::CERT_GENERATED, ids::INITIAL_ADMIN_KEY_CREATED] {
+    for id in [ids::STARTED, ids::MODEL_ACTIVATED, ids::CERT_GENERATED, ids::INITIAL_ADMIN_KEY_CREATED] {
         assert!(has(&entries, id), "no entry with MESSAGE_ID={id}");
     }
 
@@ -241,8 +269,15 @@ fn every_message_id_is_unique_128_bit_and_in_the_field_guide() {
         "AUTH_FAILURE_BURST",
         "CERT_GENERATED",
         "WATCHDOG_STALL",
+        "MODEL_ROLLED_BACK",
+        "DISK_LOW",
+        "DISK_FULL",
     ] {
         assert!(ids.iter().any(|(n, _)| n == name), "src/ids.rs lacks {name}");
     }
-    assert!(guide.contains("journalctl -u spotter MESSAGE_ID="), "the guide gives journalctl one-liners");
+    // A copy-paste journalctl one-liner for every id.
+    for (name, id) in &ids {
+        let line = format!("journalctl -u spotter MESSAGE_ID={id}");
+        assert!(guide.lines().any(|l| l.trim_start().starts_with(&line)), "docs/field-guide.md has no `{line}` one-liner for {name}");
+    }
 }

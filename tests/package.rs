@@ -141,6 +141,7 @@ fn contents_list_every_installed_file_with_owner_and_mode() {
         ("/usr/lib/systemd/system/spotter.service", "-rw-r--r--"),
         ("/usr/lib/sysusers.d/spotter.conf", "-rw-r--r--"),
         ("/usr/lib/modules-load.d/spotter.conf", "-rw-r--r--"),
+        ("/usr/lib/systemd/system-generators/spotter-generator", "-rwxr-xr-x"),
         ("/etc/spotter/spotter.toml", "-rw-r--r--"),
         ("/usr/share/spotter/models/efficientnet_lite0.tflite", "-rw-r--r--"),
         ("/usr/share/doc/spotter/copyright", "-rw-r--r--"),
@@ -173,6 +174,7 @@ fn payload_matches_the_repository_and_the_config_points_at_the_shipped_model() {
     };
     same("usr/lib/systemd/system/spotter.service", "systemd/spotter.service");
     same("usr/lib/sysusers.d/spotter.conf", "systemd/spotter.sysusers");
+    same("usr/lib/systemd/system-generators/spotter-generator", "systemd/spotter-generator");
     same("etc/spotter/spotter.toml", "packaging/spotter.toml");
 
     let info = run("dpkg-deb", &["-I", deb.to_str().unwrap()]);

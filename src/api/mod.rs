@@ -248,11 +248,21 @@ impl AccessOptions {
     }
 }
 
+/// The likely fix for a refused bind on a privileged port.
+fn bind_hint(addr: &SocketAddr, e: &std::io::Error) -> &'static str {
+    if addr.port() < 1024 && e.kind() == std::io::ErrorKind::PermissionDenied {
+        " (ports below 1024 need CAP_NET_BIND_SERVICE: under systemd, run `systemctl daemon-reload` so \
+         spotter-generator grants it for this port, then restart; or use a port from 1024 up)"
+    } else {
+        ""
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("API configuration: {0}")]
     Config(String),
-    #[error("API: cannot listen on {addr}: {source}")]
+    #[error("API: cannot listen on {addr}: {source}{}", bind_hint(.addr, .source))]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Tls(#[from] TlsError),

@@ -120,7 +120,6 @@ pub(super) async fn rollback(ctx: &Arc<Ctx>) -> Result<Resp, ApiError> {
     let p = ctx.pipeline.clone().ok_or(ApiError::ModelUnavailable)?;
     let _change = ctx.model_change.try_lock().map_err(|_| ApiError::ModelChangeInProgress)?;
     let meta = blocking_models(move || p.models.rollback().map_err(store_err)).await?;
-    log::info!(spotter_model_sha256 = meta.sha256.as_str(); "API: rolled back to model {}", meta.sha256);
     reload(ctx)?;
     await_running(ctx, &meta.sha256).await?;
     Ok(changed(ctx, &meta))
