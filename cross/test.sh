@@ -48,6 +48,6 @@ say "cross build for $CROSS_TRIPLE: ${tests[*]} (dev profile)"
 cargo test --locked "${CROSS_CARGO[@]}" "${tests[@]}" --no-run >&2
 built=$(date +%s)
 say "tests for $CROSS_TRIPLE under qemu-user${skip[*]:+ (${skip[*]})}"
-cargo test --locked "${CROSS_CARGO[@]}" "${tests[@]}" -- --test-threads=2 "${skip[@]}"
+cargo test --locked --no-fail-fast "${CROSS_CARGO[@]}" "${tests[@]}" -- --test-threads=2 "${skip[@]}"
 done_at=$(date +%s)
 say "cross $CROSS_TRIPLE: build $((built - start)) s, tests under qemu $((done_at - built)) s"

@@ -52,10 +52,6 @@ fn field<'a>(e: &'a Entry, k: &str) -> Option<&'a str> {
     e.get(k).and_then(|v| v.first()).map(String::as_str)
 }
 
-fn in_ci() -> bool {
-    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
-
 fn unshare_works() -> bool {
     Command::new("unshare").args(["-m", "true"]).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
 }
@@ -71,7 +67,7 @@ fn unshare_works() -> bool {
 #[test]
 fn ready_camera_lost_and_model_rejected_reach_the_journal_with_ids_and_fields_and_no_secrets() {
     if !unshare_works() {
-        assert!(!in_ci(), "`unshare -m` failed: the journald test needs root and mount namespaces");
+        assert!(!common::in_ci(), "`unshare -m` failed: the journald test needs root and mount namespaces");
         eprintln!("SKIP journald test: `unshare -m` not permitted here");
         return;
     }

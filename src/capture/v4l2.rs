@@ -107,7 +107,11 @@ impl V4l2Source {
         })?;
 
         let caps = guarded(|| device.query_caps()).map_err(|e| {
-            if e.raw_os_error() == Some(Errno::ENOTTY as i32) {
+            // ENOTTY: the node's driver has no V4L2 ioctls. ENOSYS: the
+            // ioctl is not implemented at all, as under qemu-user, which
+            // does not translate V4L2 requests; either way it cannot stream.
+            let errno = e.raw_os_error();
+            if errno == Some(Errno::ENOTTY as i32) || errno == Some(Errno::ENOSYS as i32) {
                 dev_err(&path, "VIDIOC_QUERYCAP (not a V4L2 device)", e)
             } else {
                 dev_err(&path, "VIDIOC_QUERYCAP", e)

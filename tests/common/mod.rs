@@ -258,3 +258,9 @@ impl Client {
         }
     }
 }
+
+/// Whether this is a CI run (`CI` set, as .ci/run does): tests that cannot
+/// run here must then fail, not skip.
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
+}

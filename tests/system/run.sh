@@ -229,8 +229,11 @@ r = ready[0]
 assert r.get("PRIORITY") in ("5", "6"), r  # notice or info
 assert r.get("CODE_FILE") and r.get("CODE_MODULE"), r
 assert "ready after" in r.get("MESSAGE", ""), r
-extra = sorted(k for k in r if not k.startswith("_") and k not in ("MESSAGE", "MESSAGE_ID", "PRIORITY", "SYSLOG_IDENTIFIER"))
-assert extra, "READY has no structured fields beyond MESSAGE: %r" % r
+extra = sorted(k for k in r if k.startswith("SPOTTER_"))
+for k in ("SPOTTER_SOURCE", "SPOTTER_MODEL_SHA256", "SPOTTER_RUNTIME"):
+    assert r.get(k), "READY lacks %s: %r" % (k, r)
+assert r["SPOTTER_SOURCE"].startswith("v4l2:/dev/video0"), r
+assert len(r["SPOTTER_MODEL_SHA256"]) == 64, r
 ids = {e["MESSAGE_ID"] for e in mine if "MESSAGE_ID" in e}
 whole = open(path).read()
 assert key not in whole, "the admin API key appears in the journal"
