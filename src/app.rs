@@ -160,6 +160,30 @@ fn short_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
+/// Re-read the configuration files (if the daemon was started with some)
+/// and apply them; without files only the model is reloaded. `cause` names
+/// the trigger in the log. Err: why the files were refused (nothing changed).
+async fn reload_config(
+    config_path: Option<&std::path::Path>,
+    running: &mut config::Settings,
+    handles: &crate::reload::Handles<'_>,
+    cause: &str,
+) -> Result<crate::reload::Outcome, String> {
+    log::info!("{cause}: reloading the configuration");
+    match config_path.map(config::load) {
+        Some(Ok(new)) => Ok(crate::reload::apply(running, &new, handles).await),
+        Some(Err(e)) => {
+            log::error!("{cause}: configuration not reloaded, the running settings stay in force: {e}");
+            Err(e.to_string())
+        }
+        None => {
+            handles.control.reload.store(true, Ordering::Relaxed);
+            log::info!("{cause}: no configuration file; reloading the model");
+            Ok(crate::reload::Outcome::default())
+        }
+    }
+}
+
 /// Which pipeline thread, if any, has made no progress for more than half the
 /// watchdog interval (so a ping is still due before systemd's deadline).
 pub fn stuck_thread(capture_age: Duration, infer_age: Duration, interval: Duration) -> Option<&'static str> {
@@ -285,12 +309,16 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
         snapshot_rule: std::sync::Mutex::new(crate::store::SnapshotRule::from_settings(&settings.store)),
         ..Default::default()
     });
-    let server = server.with_pipeline(crate::api::PipelineHandle {
-        slot: slot.clone(),
-        control: control.clone(),
-        models: ModelStore::new(&settings.daemon.state_dir),
-        model: settings.model.clone(),
-    });
+    // One API reload at a time; a second is refused while one waits.
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<crate::reload::Request>(1);
+    let server = server
+        .with_pipeline(crate::api::PipelineHandle {
+            slot: slot.clone(),
+            control: control.clone(),
+            models: ModelStore::new(&settings.daemon.state_dir),
+            model: settings.model.clone(),
+        })
+        .with_reloads(reload_tx);
     log::info!("HTTPS API listening on https://{} (certificate SHA-256 {})", server.local_addr(), server.cert_fingerprint());
 
     // GPIO before the pipeline threads: outputs go to their safe state
@@ -364,17 +392,14 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
             _ = sigterm.recv() => break None,
             _ = sigint.recv() => break None,
             _ = sighup.recv() => {
-                match config_path.as_deref().map(config::load) {
-                    Some(Ok(new)) => {
-                        let handles = crate::reload::Handles { tls: &tls, pruner: &pruner, control: &control };
-                        crate::reload::apply(&mut running, &new, &handles).await;
-                    }
-                    Some(Err(e)) => log::error!("SIGHUP: configuration not reloaded: {e}"),
-                    None => {
-                        control.reload.store(true, Ordering::Relaxed);
-                        log::info!("SIGHUP: reloading model");
-                    }
-                }
+                let handles = crate::reload::Handles { tls: &tls, pruner: &pruner, control: &control };
+                let _ = reload_config(config_path.as_deref(), &mut running, &handles, "SIGHUP").await;
+            }
+            Some(req) = reload_rx.recv() => {
+                let handles = crate::reload::Handles { tls: &tls, pruner: &pruner, control: &control };
+                let outcome = reload_config(config_path.as_deref(), &mut running, &handles, "API").await;
+                // The requester may have gone (closed connection): nothing to tell.
+                let _ = req.reply.send(outcome);
             }
             res = &mut api_task => break Some(res),
             _ = tick.tick() => {

@@ -351,6 +351,11 @@ pub struct InferenceControl {
     pub snapshot_rule: Mutex<SnapshotRule>,
     /// The GPIO trigger gate and rule outputs, when `[gpio]` configures any.
     pub gpio: std::sync::OnceLock<Arc<crate::gpio::runner::GpioHooks>>,
+    /// Requested reloads carried out (counted after the load attempt), so a
+    /// requester can wait for its own.
+    pub reloads_done: std::sync::atomic::AtomicU64,
+    /// Why the last requested reload kept the previous model (None: it loaded).
+    pub last_reload_error: Mutex<Option<String>>,
 }
 
 /// The model settings to load: the active managed version (see
@@ -417,6 +422,9 @@ pub fn inference_loop(
                     state.set_model(Some(m.status.clone()));
                     state.update_readiness(|r| r.model = Check::passing(format!("{} passed its canary on {}", m.status.path, m.status.runtime)));
                     active = Some(m);
+                    if reload {
+                        *control.last_reload_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    }
                 }
                 Err(e) => {
                     let msg = e.to_string();
@@ -425,11 +433,17 @@ pub fn inference_loop(
                         spotter_model_path:display = wanted.path.display();
                         "model rejected: {msg}"
                     );
+                    if reload {
+                        *control.last_reload_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg.clone());
+                    }
                     if active.is_none() {
                         state.update_readiness(|r| r.model = Check::failing(msg));
                     }
                     next_attempt = Instant::now() + Duration::from_millis(settings.retry_ms);
                 }
+            }
+            if reload {
+                control.reloads_done.fetch_add(1, Ordering::Release);
             }
         }
         state.beat(&state.inference_beat_ms);

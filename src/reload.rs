@@ -1,4 +1,5 @@
-//! SIGHUP: applies a re-read configuration to the running daemon. Reloaded in
+//! SIGHUP and `POST /api/v1/reload`: apply a re-read configuration to the
+//! running daemon. Reloaded in
 //! place: the model (through the inference thread's control), the log level,
 //! the API's TLS certificate, key and client CA (new handshakes only;
 //! established connections keep theirs), and the retention limits (the
@@ -34,6 +35,14 @@ pub struct Handles<'a> {
     pub tls: &'a TlsReloader,
     pub pruner: &'a Pruner,
     pub control: &'a InferenceControl,
+}
+
+/// A reload asked for over the API (`POST /api/v1/reload`), carried out by
+/// the supervisor as on SIGHUP. The reply is the outcome, or why the
+/// configuration files were refused (nothing changed then).
+#[derive(Debug)]
+pub struct Request {
+    pub reply: tokio::sync::oneshot::Sender<Result<Outcome, String>>,
 }
 
 /// What one reload did.
@@ -103,7 +112,7 @@ pub async fn apply(running: &mut Settings, new: &Settings, h: &Handles<'_>) -> O
 
     let policy = Retention::from_settings(&new.store);
     if policy != h.pruner.policy() {
-        log::info!("SIGHUP: retention now {policy:?}");
+        log::info!("reload: retention now {policy:?}");
         h.pruner.set_policy(policy);
     }
     let s = &mut running.store;
@@ -117,23 +126,23 @@ pub async fn apply(running: &mut Settings, new: &Settings, h: &Handles<'_>) -> O
     };
     match &reloaded {
         Ok(fp) => {
-            log::info!(sha256 = fp.as_str(); "SIGHUP: new TLS handshakes use the certificate with SHA-256 {fp}");
+            log::info!(sha256 = fp.as_str(); "reload: new TLS handshakes use the certificate with SHA-256 {fp}");
             let a = &mut running.api;
             (a.cert, a.key, a.client_ca, a.client_auth) =
                 (new.api.cert.clone(), new.api.key.clone(), new.api.client_ca.clone(), new.api.client_auth);
         }
         Err(e) => log::error!(
             message_id = crate::ids::TLS_RELOAD_FAILED, spotter_error_kind = "tls_reload";
-            "SIGHUP: {e}; still serving the previous certificate (SHA-256 {})", h.tls.fingerprint()
+            "reload: {e}; still serving the previous certificate (SHA-256 {})", h.tls.fingerprint()
         ),
     }
 
     let restart_needed = restart_needed(running, new);
     if restart_needed.is_empty() {
-        log::info!("SIGHUP: reloaded model, log level, retention and TLS material");
+        log::info!("reload: reloaded model, log level, retention and TLS material");
     } else {
         log::warn!(
-            "SIGHUP: reloaded model, log level, retention and TLS material; these changed settings need a restart: {}",
+            "reload: reloaded model, log level, retention and TLS material; these changed settings need a restart: {}",
             restart_needed.join(", ")
         );
     }

@@ -48,6 +48,7 @@ pub mod limit;
 mod results;
 mod model;
 pub mod openapi;
+mod reload;
 pub mod tls;
 
 use std::convert::Infallible;
@@ -316,6 +317,10 @@ pub enum ApiError {
     NoPreviousModel,
     #[error("another model change is in progress")]
     ModelChangeInProgress,
+    #[error("configuration refused, the running settings stay in force: {reason}")]
+    ConfigRefused { reason: String },
+    #[error("this server has no supervisor to reload its configuration")]
+    ReloadUnavailable,
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -371,6 +376,8 @@ fn problem_kind(e: &ApiError) -> (StatusCode, &'static str, &'static str) {
         }
         ApiError::ModelRefused { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "model_refused", "Model refused"),
         ApiError::NoPreviousModel => (StatusCode::CONFLICT, "no_previous_model", "No earlier model version"),
+        ApiError::ConfigRefused { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "config_invalid", "Configuration refused"),
+        ApiError::ReloadUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "reload_unavailable", "Reload unavailable"),
         ApiError::ModelChangeInProgress => {
             (StatusCode::CONFLICT, "model_change_in_progress", "Another model change is in progress")
         }
@@ -515,6 +522,7 @@ pub const ROUTES: &[RouteSpec] = &[
     RouteSpec { path: "/api/v1/model", name: "model", scope: Some(Scope::Admin), allow: "GET, HEAD, PUT" },
     RouteSpec { path: "/api/v1/model/rollback", name: "model_rollback", scope: Some(Scope::Admin), allow: "POST" },
     RouteSpec { path: "/api/v1/openapi.json", name: "openapi", scope: Some(Scope::Read), allow: ALLOW_GET },
+    RouteSpec { path: "/api/v1/reload", name: "reload", scope: Some(Scope::Admin), allow: "POST" },
 ];
 
 #[derive(Debug, PartialEq)]
@@ -534,6 +542,7 @@ enum Route<'a> {
     Model,
     ModelRollback,
     OpenApi,
+    Reload,
 }
 
 impl Route<'_> {
@@ -554,6 +563,7 @@ impl Route<'_> {
             Route::Model => 12,
             Route::ModelRollback => 13,
             Route::OpenApi => 14,
+            Route::Reload => 15,
         };
         &ROUTES[i]
     }
@@ -579,6 +589,7 @@ fn match_route(path: &str) -> Option<Route<'_>> {
         "/api/v1/model" => Route::Model,
         "/api/v1/model/rollback" => Route::ModelRollback,
         "/api/v1/openapi.json" => Route::OpenApi,
+        "/api/v1/reload" => Route::Reload,
         p => {
             let id = p.strip_prefix("/api/v1/results/")?;
             if let Some(id) = id.strip_suffix("/image") {
@@ -668,6 +679,8 @@ struct Ctx {
     failure_bursts: Mutex<FailureBursts>,
     state_dir: PathBuf,
     pipeline: Option<PipelineHandle>,
+    /// Where `POST /api/v1/reload` sends its request (the supervisor).
+    reloads: Option<tokio::sync::mpsc::Sender<crate::reload::Request>>,
     uploads: classify::Uploads,
     subscribers: events::Subscribers,
     max_model_bytes: u64,
@@ -689,6 +702,7 @@ impl Ctx {
         Ctx {
             state_dir: state_dir.to_path_buf(),
             pipeline: None,
+            reloads: None,
             uploads: classify::Uploads::new(opts.max_concurrent_uploads, opts.upload_queue, opts.max_upload_pixels),
             subscribers: events::Subscribers {
                 permits: Arc::new(Semaphore::new(opts.max_event_subscribers)),
@@ -980,6 +994,7 @@ async fn dispatch(ctx: &Arc<Ctx>, route: Route<'_>, req: Req<'_>) -> Result<Resp
         Route::Model => model::get(ctx).await,
         Route::ModelRollback => model::rollback(ctx).await,
         Route::OpenApi => Ok(openapi::response()),
+        Route::Reload => reload::post(ctx).await,
     }
 }
 
@@ -1119,10 +1134,18 @@ impl Server {
     /// [`AccessOptions::default`]). Replaces any earlier call's options.
     pub fn with_access(mut self, access: AccessOptions) -> Result<Self, ApiError> {
         access.validate()?;
-        let Ctx { state, store, pipeline, .. } = self.ctx;
+        let Ctx { state, store, pipeline, reloads, .. } = self.ctx;
         self.ctx = Ctx::new(state, store, &self.opts, access, &self.opts.state_dir);
-        self.ctx.pipeline = pipeline;
+        (self.ctx.pipeline, self.ctx.reloads) = (pipeline, reloads);
         Ok(self)
+    }
+
+    /// Let admins reload the configuration (`POST /api/v1/reload`): each
+    /// request is sent to the supervisor, which applies it as on SIGHUP and
+    /// replies. Needs the pipeline too; without either the route answers 503.
+    pub fn with_reloads(mut self, tx: tokio::sync::mpsc::Sender<crate::reload::Request>) -> Self {
+        self.ctx.reloads = Some(tx);
+        self
     }
 
     /// Connect the running pipeline: uploads are classified by its model and

@@ -1,0 +1,61 @@
+//! `POST /api/v1/reload` (admin): the configuration reload SIGHUP does,
+//! asked for over HTTPS. Owns only the HTTP side: the request goes to the
+//! supervisor (`app`), which re-reads the configuration files and applies
+//! them with [`crate::reload::apply`]; this waits for its reply and for the
+//! inference thread to have acted on the model settings, then reports what
+//! changed. A configuration that does not load is refused with its file,
+//! line and reason, and nothing changes. One model change or reload runs at
+//! a time.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::StatusCode;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::oneshot;
+
+use super::model::ACTIVATION_TIMEOUT;
+use super::{json_response, ApiError, Ctx, Resp};
+
+pub(super) async fn post(ctx: &Arc<Ctx>) -> Result<Resp, ApiError> {
+    let (Some(tx), Some(p)) = (&ctx.reloads, &ctx.pipeline) else {
+        return Err(ApiError::ReloadUnavailable);
+    };
+    let _change = ctx.model_change.try_lock().map_err(|_| ApiError::ModelChangeInProgress)?;
+    let before = p.control.reloads_done.load(Ordering::Acquire);
+    let (reply, answer) = oneshot::channel();
+    tx.try_send(crate::reload::Request { reply }).map_err(|e| match e {
+        TrySendError::Full(_) => ApiError::ModelChangeInProgress,
+        TrySendError::Closed(_) => ApiError::ShuttingDown,
+    })?;
+    let outcome = match answer.await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(reason)) => return Err(ApiError::ConfigRefused { reason }),
+        // The supervisor dropped the request: it is stopping.
+        Err(_) => return Err(ApiError::ShuttingDown),
+    };
+    // The inference thread reloads between two frames (at least every 200 ms).
+    let deadline = Instant::now() + ACTIVATION_TIMEOUT;
+    while p.control.reloads_done.load(Ordering::Acquire) == before {
+        if Instant::now() >= deadline {
+            return Err(ApiError::Internal(format!("the inference thread did not reload within {ACTIVATION_TIMEOUT:?}")));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let model_error = p.control.last_reload_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let tls = match outcome.tls {
+        Some(Ok(sha256)) => serde_json::json!({ "sha256": sha256 }),
+        Some(Err(error)) => serde_json::json!({ "error": error }),
+        None => serde_json::Value::Null,
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({
+            "restart_needed": outcome.restart_needed,
+            "tls": tls,
+            "model_error": model_error,
+            "running": ctx.state.model(),
+        }),
+    ))
+}
