@@ -8,7 +8,8 @@
 //! bad lines by number and still imports the rest.
 //!
 //! Both work on an open [`Store`]. sled locks its directory, so while the
-//! daemon runs only the daemon itself can export (`GET /api/v1/backup`).
+//! daemon runs only the daemon itself can export: `GET /api/v1/backup`, which
+//! `spotter export` then calls ([`crate::localapi`]).
 
 use std::io::{self, BufRead, Write};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -57,14 +57,19 @@ pub enum Command {
     /// Measure the result store's flash wear: results/s, bytes written to
     /// disk per result and database bytes per million results (one JSON line).
     BenchStore(crate::store::wear::WearArgs),
-    /// Write the result store as NDJSON to stdout (service stopped; while it
-    /// runs, sled's lock refuses a second process).
+    /// Write the result store as NDJSON to stdout. While the daemon runs (it
+    /// holds the store's lock) the export comes from its API
+    /// (GET /api/v1/backup), with an admin key.
     Export {
         #[arg(long, short, default_value = "/etc/spotter/spotter.toml")]
         config: PathBuf,
         /// Only results at or after this RFC 3339 time.
         #[arg(long)]
         since: Option<String>,
+        /// An admin API key for the running daemon (else $SPOTTER_API_KEY,
+        /// else <state_dir>/initial-admin-key).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
     },
     /// Import an NDJSON export into the result store (service stopped);
     /// idempotent by result id.
@@ -290,7 +295,7 @@ pub fn execute(cli: Cli) -> Result<(), Failure> {
             let _ = writeln!(std::io::stdout().lock(), "{}", serde_json::to_string(&report).unwrap_or_default());
             Ok(())
         }
-        Command::Export { config: path, since } => {
+        Command::Export { config: path, since, key_file } => {
             let _ = logging::init(log::LevelFilter::Warn);
             let settings = load_settings(&path)?;
             let since_ns = since
@@ -302,9 +307,19 @@ pub fn execute(cli: Cli) -> Result<(), Failure> {
                 })
                 .transpose()
                 .map_err(fail(EXIT_CONFIG))?;
-            let store = open_store(&settings)?;
+            let out = std::io::BufWriter::new(std::io::stdout().lock());
+            let store = match crate::store::Store::open_with(&settings.store.dir, settings.store.flush_every_ms) {
+                Ok(store) => store,
+                Err(crate::store::StoreError::Locked { path }) => {
+                    eprintln!("{} is held by the running daemon; exporting through its API", path.display());
+                    let n = export_from_daemon(&settings, key_file.as_deref(), since_ns, out).map_err(fail(EXIT_FAILURE))?;
+                    eprintln!("exported {n} results");
+                    return Ok(());
+                }
+                Err(e) => return Err(anyhow::Error::new(e).context("opening the result store")).map_err(fail(EXIT_FAILURE)),
+            };
             let bar = indicatif::ProgressBar::new(store.len() as u64);
-            let n = crate::backup::export(&store, since_ns, std::io::BufWriter::new(std::io::stdout().lock()), |k| bar.set_position(k))
+            let n = crate::backup::export(&store, since_ns, out, |k| bar.set_position(k))
                 .map_err(|e| anyhow::Error::new(e).context("export"))
                 .map_err(fail(EXIT_FAILURE))?;
             bar.finish_and_clear();
@@ -543,6 +558,46 @@ fn load_settings(path: &std::path::Path) -> Result<config::Settings, Failure> {
 
 /// Open the store for an offline command; a running daemon holds sled's lock,
 /// and the error says so.
+/// Stream the running daemon's `GET /api/v1/backup` to `out`, line by line,
+/// with progress; returns the number of records.
+fn export_from_daemon(
+    settings: &config::Settings,
+    key_file: Option<&std::path::Path>,
+    since_ns: Option<u64>,
+    mut out: impl Write,
+) -> anyhow::Result<u64> {
+    use std::io::BufRead;
+    let api = crate::localapi::LocalApi::new(settings, key_file).context("export through the daemon's API")?;
+    let path = match since_ns {
+        Some(ns) => format!("/api/v1/backup?since={ns}"),
+        None => "/api/v1/backup".to_string(),
+    };
+    let mut body = std::io::BufReader::new(api.get(&path).context("export through the daemon's API")?);
+    let bar = indicatif::ProgressBar::new_spinner();
+    let (mut line, mut records) = (Vec::new(), 0u64);
+    let incomplete = "the daemon's export stopped; the output is incomplete";
+    loop {
+        line.clear();
+        if body.read_until(b'\n', &mut line).context(incomplete)? == 0 {
+            break;
+        }
+        if records == 0 && line.starts_with(b"{\"spotter_export\"") {
+            // The header: its count_hint sizes the bar.
+            if let Some(n) = serde_json::from_slice::<serde_json::Value>(&line).ok().and_then(|h| h["count_hint"].as_u64()) {
+                bar.set_length(n);
+                bar.set_style(indicatif::ProgressStyle::default_bar());
+            }
+        } else {
+            records += 1;
+            bar.set_position(records);
+        }
+        out.write_all(&line).context("writing the export")?;
+    }
+    out.flush().context("writing the export")?;
+    bar.finish_and_clear();
+    Ok(records)
+}
+
 fn open_store(settings: &config::Settings) -> Result<crate::store::Store, Failure> {
     crate::store::Store::open_with(&settings.store.dir, settings.store.flush_every_ms)
         .map_err(|e| anyhow::Error::new(e).context("opening the result store"))

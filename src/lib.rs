@@ -16,6 +16,7 @@ pub mod gpio;
 pub mod ids;
 pub mod inference;
 pub mod keys;
+pub mod localapi;
 pub mod logging;
 pub mod metrics;
 pub mod modelstore;
