@@ -47,6 +47,9 @@ pub const DISK_LOW: &str = "a5a2d849abf444508ee185719bc8c28c";
 /// Free space fell below `store.min_free_bytes`, or the disk returned ENOSPC:
 /// results are not stored (counted) until space returns; reads still work.
 pub const DISK_FULL: &str = "dac920dcdab54aa09351ed2ec7961f14";
+/// Under disk pressure the pruner deletes the oldest results beyond the
+/// retention limits (at most a quarter of them per episode) to make room.
+pub const DISK_PRESSURE_PRUNE: &str = "42bca113adb94207a9fa7bf8314d78b2";
 /// Free space is back above the floors: results and snapshots are stored again.
 pub const DISK_SPACE_RECOVERED: &str = "27c3d88e9cbc4d27b2634b1e7d67cff5";
 /// Connected to the MQTT broker (also after a reconnect); the outbox drains.

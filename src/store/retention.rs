@@ -4,6 +4,14 @@
 //! batch holds sled's writer lock only while it is applied, and the pruner
 //! yields between batches, so capture and the API wait at most one small batch.
 //! [`Pruner`] runs it on a background thread every [`DEFAULT_PRUNE_EVERY`].
+//!
+//! Under disk pressure (the guard below its snapshot floor, or full) the
+//! pruner also deletes the oldest results beyond the retention limits
+//! ([`PressurePrune`]): [`PRESSURE_PRUNE_STEP_PERCENT`] of the records per
+//! pass, every [`PRESSURE_PRUNE_EVERY`], at most
+//! [`PRESSURE_PRUNE_MAX_PERCENT`] per episode, so a disk filled by something
+//! else does not cost the whole history. An episode is logged once when it
+//! starts deleting ([`crate::ids::DISK_PRESSURE_PRUNE`]) and once when it ends.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -18,6 +26,69 @@ use crate::config::StoreSettings;
 
 /// How often [`Pruner`] enforces the policy.
 pub const DEFAULT_PRUNE_EVERY: Duration = Duration::from_secs(10);
+/// Under disk pressure: share of the records (at the episode's start)
+/// deleted per pass.
+pub const PRESSURE_PRUNE_STEP_PERCENT: u64 = 5;
+/// Under disk pressure: share of the records deleted at most per episode.
+pub const PRESSURE_PRUNE_MAX_PERCENT: u64 = 25;
+/// Under disk pressure the pruner runs at least this often.
+pub const PRESSURE_PRUNE_EVERY: Duration = Duration::from_secs(2);
+
+/// One disk-pressure episode of the pruner: from the guard leaving
+/// [`PressureLevel::Ok`](super::PressureLevel::Ok) until it returns.
+#[derive(Debug, Default)]
+pub struct PressurePrune {
+    episode: Option<Episode>,
+}
+
+#[derive(Debug)]
+struct Episode {
+    step: u64,
+    left: u64,
+    deleted: u64,
+}
+
+impl PressurePrune {
+    /// One pass: if the guard (probed now) reports pressure, delete the next
+    /// step of oldest results within the episode's budget. Returns how many
+    /// were deleted. A poisoned store is left alone (it cannot delete).
+    pub fn pass(&mut self, store: &Store) -> Result<u64, StoreError> {
+        let level = store.guard().level(store.dir());
+        if level == super::PressureLevel::Ok || store.is_poisoned() {
+            if let Some(e) = self.episode.take().filter(|e| e.deleted > 0) {
+                log::info!(deleted = e.deleted; "disk pressure over: {} of the oldest results were deleted to make room", e.deleted);
+            }
+            return Ok(0);
+        }
+        let e = self.episode.get_or_insert_with(|| {
+            let n = store.len() as u64;
+            Episode { step: (n * PRESSURE_PRUNE_STEP_PERCENT / 100).max(1), left: n * PRESSURE_PRUNE_MAX_PERCENT / 100, deleted: 0 }
+        });
+        let want = e.step.min(e.left);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = store.delete_oldest_n(want)?;
+        if e.deleted == 0 && n > 0 {
+            let (free, floor) = match level {
+                super::PressureLevel::Low { free, floor } | super::PressureLevel::Full { free, floor } => (free, floor),
+                super::PressureLevel::Ok => (0, 0),
+            };
+            log::warn!(
+                message_id = crate::ids::DISK_PRESSURE_PRUNE, free_bytes = free, floor_bytes = floor, budget = e.left;
+                "disk pressure ({free} bytes free, floor {floor}): deleting the oldest results beyond the retention limits, at most {} this episode", e.left
+            );
+        }
+        e.left -= n.min(e.left);
+        e.deleted += n;
+        Ok(n)
+    }
+
+    /// Whether an episode is under way (the pruner then runs more often).
+    pub fn active(&self) -> bool {
+        self.episode.is_some()
+    }
+}
 
 /// Retention limits; `None` means no limit of that kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +229,27 @@ impl Store {
             }
         }
         Ok(report)
+    }
+
+    /// Delete the `n` oldest records (with their index entries and
+    /// snapshots) whatever the retention policy, in batches; returns how many
+    /// were deleted (fewer when the store holds fewer).
+    pub fn delete_oldest_n(&self, n: u64) -> Result<u64, StoreError> {
+        let _deleter = self.delete_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut report = PruneReport::default();
+        if self.is_poisoned() {
+            return Ok(0);
+        }
+        let mut done = 0u64;
+        while done < n {
+            let max_n = usize::try_from(n - done).unwrap_or(usize::MAX).min(PRUNE_BATCH);
+            let k = self.delete_oldest(&BatchLimit { max_n, below: None, bytes: None }, &mut report)?;
+            if k == 0 {
+                break;
+            }
+            done += k;
+        }
+        Ok(done)
     }
 
     /// Delete one batch of the oldest records within `limit`, each with its
@@ -375,6 +467,7 @@ fn run(store: &Store, every: Duration, shared: &(Mutex<PrunerCtl>, Condvar)) {
     let (ctl, cv) = shared;
     let mut warned_clock = false;
     let mut failing = false;
+    let mut pressure = PressurePrune::default();
     loop {
         let policy = ctl.lock().unwrap_or_else(PoisonError::into_inner).policy;
         let synced = super::clock_synchronized();
@@ -406,10 +499,14 @@ fn run(store: &Store, every: Duration, shared: &(Mutex<PrunerCtl>, Condvar)) {
                 failing = true;
             }
         }
+        if let Err(e) = pressure.pass(store) {
+            log::warn!("deleting old results under disk pressure failed (will retry): {e}");
+        }
         store.size_on_disk();
+        let wait = if pressure.active() { every.min(PRESSURE_PRUNE_EVERY) } else { every };
         let guard = ctl.lock().unwrap_or_else(PoisonError::into_inner);
         let (mut guard, _) = cv
-            .wait_timeout_while(guard, every, |c| !c.stop && !c.changed)
+            .wait_timeout_while(guard, wait, |c| !c.stop && !c.changed)
             .unwrap_or_else(PoisonError::into_inner);
         if guard.stop {
             return;

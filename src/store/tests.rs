@@ -554,3 +554,43 @@ fn reopen(dir: &std::path::Path) -> Store {
         }
     }
 }
+
+// Catches: disk pressure that never frees space (the issue's "prune
+// harder"), a pass that deletes the newest results instead of the oldest,
+// an episode that wipes the whole history (the budget), pruning while the
+// disk has room, and an episode whose budget is not renewed after space
+// returned.
+#[test]
+fn disk_pressure_deletes_the_oldest_within_a_budget_per_episode() {
+    use crate::store::retention::{PressurePrune, PRESSURE_PRUNE_MAX_PERCENT, PRESSURE_PRUNE_STEP_PERCENT};
+    let dir = tempfile::tempdir().unwrap();
+    let free = std::sync::Arc::new(AtomicU64::new(1 << 30));
+    let guard = DiskGuard::new(Box::new(FakeDisk(free.clone())), 1_000, std::time::Duration::ZERO);
+    let store = Store::open(dir.path()).unwrap().with_guard(guard);
+    for i in 1..=200 {
+        store.insert(&mut rec(i * 1_000, i)).unwrap();
+    }
+    let mut p = PressurePrune::default();
+    assert_eq!(p.pass(&store).unwrap(), 0, "pruned with room on the disk");
+    assert!(!p.active());
+
+    free.store(1_500, Ordering::Relaxed); // below the snapshot floor only
+    let step = 200 * PRESSURE_PRUNE_STEP_PERCENT / 100;
+    assert_eq!(p.pass(&store).unwrap(), step);
+    assert!(p.active());
+    let seqs: Vec<u64> = store.range(None, None, 1000).unwrap().iter().map(|r| r.frame_seq).collect();
+    assert_eq!((seqs.iter().min(), seqs.iter().max()), (Some(&(step + 1)), Some(&200)), "not the oldest results deleted");
+    let mut total = step;
+    for _ in 0..20 {
+        total += p.pass(&store).unwrap();
+    }
+    assert_eq!(total, 200 * PRESSURE_PRUNE_MAX_PERCENT / 100, "the episode's budget was not respected");
+    assert_eq!(store.len() as u64, 200 - total);
+
+    // Space returns: the episode ends; a new one gets a new budget.
+    free.store(1 << 30, Ordering::Relaxed);
+    assert_eq!(p.pass(&store).unwrap(), 0);
+    assert!(!p.active());
+    free.store(10, Ordering::Relaxed);
+    assert!(p.pass(&store).unwrap() > 0, "a second episode deleted nothing");
+}
