@@ -8,13 +8,15 @@
 //! Every check takes its inputs explicitly (paths, thresholds, the current
 //! time) so tests can drive it with temporary directories and fake files.
 //! Nothing here changes the system: the camera is queried, not streamed;
-//! the store is opened only when the daemon is not holding it.
+//! the store is opened only when the daemon is not holding it (otherwise
+//! the newest result is asked of the daemon's API, read-only).
 
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use crate::config::{ApiSettings, CaptureFormat, ModelSettings, Settings, SourceKind, SourceSettings, StoreSettings};
+use crate::result::ResultRecord;
 
 /// Less free space than this on the state filesystem fails the state check:
 /// sled needs room to write new segments before it can reclaim old ones.
@@ -119,7 +121,7 @@ pub fn run(settings: &Settings) -> Report {
             check_tls(&settings.api, &settings.daemon.state_dir, now),
             check_state_dir(&settings.daemon.state_dir, &settings.store, MIN_FREE_BYTES),
             check_clock(synced),
-            check_last_result(&settings.store, now, MAX_RESULT_AGE),
+            check_last_result(&settings.store, now, MAX_RESULT_AGE, || latest_from_daemon(settings)),
         ],
     }
 }
@@ -394,9 +396,27 @@ pub fn check_clock(synchronized: bool) -> Finding {
     }
 }
 
+/// The newest result, asked of the running daemon's API (it holds the
+/// store's lock): `GET /api/v1/results/latest` with an admin key found as
+/// `spotter export` finds one ([`crate::localapi`]). Ok(None): none stored.
+fn latest_from_daemon(settings: &Settings) -> Result<Option<ResultRecord>, String> {
+    let api = crate::localapi::LocalApi::new(settings, None).map_err(|e| e.to_string())?;
+    match api.get("/api/v1/results/latest") {
+        Ok(body) => serde_json::from_reader(body).map(Some).map_err(|e| format!("unexpected answer: {e}")),
+        Err(crate::localapi::LocalApiError::Refused { status: 404, .. }) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// The newest stored result is younger than `max_age`. While the daemon
-/// runs it holds the store's lock, and the check says so instead.
-pub fn check_last_result(store: &StoreSettings, now: SystemTime, max_age: Duration) -> Finding {
+/// runs it holds the store's lock; the newest result then comes from
+/// `ask_daemon` (its API), and if that fails the check is skipped with why.
+pub fn check_last_result(
+    store: &StoreSettings,
+    now: SystemTime,
+    max_age: Duration,
+    ask_daemon: impl FnOnce() -> Result<Option<ResultRecord>, String>,
+) -> Finding {
     if !store.dir.exists() {
         return Finding::new(
             "results",
@@ -405,19 +425,22 @@ pub fn check_last_result(store: &StoreSettings, now: SystemTime, max_age: Durati
             "start the daemon: systemctl start spotter",
         );
     }
-    let s = match crate::store::Store::open_with(&store.dir, store.flush_every_ms) {
-        Ok(s) => s,
-        Err(crate::store::StoreError::Locked { .. }) => {
-            return Finding::new(
-                "results",
-                Verdict::Skip,
-                "the running daemon holds the store",
-                "ask it: curl --cacert /var/lib/spotter/tls/cert.pem -H \"Authorization: Bearer $KEY\" https://localhost:8443/api/v1/results/latest",
-            )
-        }
+    let (newest, via) = match crate::store::Store::open_with(&store.dir, store.flush_every_ms) {
+        Ok(s) => (s.latest().map_err(|e| format!("reading the newest result: {e}")), ""),
+        Err(crate::store::StoreError::Locked { .. }) => match ask_daemon() {
+            Ok(r) => (Ok(r), " (asked the running daemon)"),
+            Err(e) => {
+                return Finding::new(
+                    "results",
+                    Verdict::Skip,
+                    format!("the running daemon holds the store, and its API did not answer: {e}"),
+                    "pass a key: SPOTTER_API_KEY=<admin key> spotter doctor, or run as the spotter user",
+                )
+            }
+        },
         Err(e) => return Finding::new("results", Verdict::Fail, format!("{}: {e}", store.dir.display()), "see `journalctl -u spotter -p warning`"),
     };
-    let latest = match s.latest() {
+    let latest = match newest {
         Ok(Some(r)) => r,
         Ok(None) => {
             return Finding::new(
@@ -427,11 +450,11 @@ pub fn check_last_result(store: &StoreSettings, now: SystemTime, max_age: Durati
                 "the daemon stores one per inferred frame: check the source and model lines above and `systemctl status spotter`",
             )
         }
-        Err(e) => return Finding::new("results", Verdict::Fail, format!("reading the newest result: {e}"), "see `journalctl -u spotter`"),
+        Err(e) => return Finding::new("results", Verdict::Fail, e, "see `journalctl -u spotter`"),
     };
     let ts = SystemTime::UNIX_EPOCH + Duration::from_nanos(latest.ts_ns);
     let age = now.duration_since(ts).unwrap_or_default();
-    let detail = format!("newest result {} s old ({}, {})", age.as_secs(), latest.source, latest.model_sha256.get(..16).unwrap_or(""));
+    let detail = format!("newest result {} s old ({}, {}){via}", age.as_secs(), latest.source, latest.model_sha256.get(..16).unwrap_or(""));
     if age > max_age {
         Finding::new(
             "results",
@@ -624,25 +647,32 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let settings = store_settings(&d.path().join("results"), 0);
         let now = SystemTime::now();
-        assert_eq!(check_last_result(&settings, now, MAX_RESULT_AGE).verdict, Verdict::Skip, "no store yet");
+        let unasked = || -> Result<Option<ResultRecord>, String> { panic!("asked the daemon with the store free") };
+        assert_eq!(check_last_result(&settings, now, MAX_RESULT_AGE, unasked).verdict, Verdict::Skip, "no store yet");
         {
             let s = crate::store::Store::open(&settings.dir).unwrap();
-            // Held open, as by the daemon: the check must not fight over the lock.
-            let held = check_last_result(&settings, now, MAX_RESULT_AGE);
-            assert!(held.verdict == Verdict::Skip && held.detail.contains("daemon"), "{held:?}");
+            // Held open, as by the daemon: the check must not fight over the
+            // lock; it asks the daemon, and says why when that fails.
+            let held = check_last_result(&settings, now, MAX_RESULT_AGE, || Err("HTTP 401".into()));
+            assert!(held.verdict == Verdict::Skip && held.detail.contains("daemon") && held.detail.contains("401"), "{held:?}");
+            let ts = crate::pipeline::unix_ns(now - Duration::from_secs(20));
+            let asked = check_last_result(&settings, now, MAX_RESULT_AGE, || Ok(Some(record(ts))));
+            assert!(asked.verdict == Verdict::Ok && asked.detail.contains("20 s old") && asked.detail.contains("asked"), "{asked:?}");
+            let none = check_last_result(&settings, now, MAX_RESULT_AGE, || Ok(None));
+            assert_eq!(none.verdict, Verdict::Fail, "a running daemon without results is healthy: {none:?}");
             drop(s);
         }
-        assert_eq!(check_last_result(&settings, now, MAX_RESULT_AGE).verdict, Verdict::Fail, "empty store");
+        assert_eq!(check_last_result(&settings, now, MAX_RESULT_AGE, unasked).verdict, Verdict::Fail, "empty store");
         {
             let s = crate::store::Store::open(&settings.dir).unwrap();
             let ts = crate::pipeline::unix_ns(now - Duration::from_secs(30));
             s.insert(&mut record(ts)).unwrap();
             s.flush().unwrap();
         }
-        let fresh = check_last_result(&settings, now, MAX_RESULT_AGE);
+        let fresh = check_last_result(&settings, now, MAX_RESULT_AGE, unasked);
         assert!(fresh.verdict == Verdict::Ok && fresh.detail.contains("30 s old"), "{fresh:?}");
         let later = now + Duration::from_secs(3600);
-        assert_eq!(check_last_result(&settings, later, MAX_RESULT_AGE).verdict, Verdict::Fail, "stale");
+        assert_eq!(check_last_result(&settings, later, MAX_RESULT_AGE, unasked).verdict, Verdict::Fail, "stale");
     }
 
     // Would catch a failed check not failing the report (exit status 0), or

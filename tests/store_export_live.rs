@@ -1,12 +1,25 @@
-//! `spotter export` while the daemon runs: sled's lock keeps a second
-//! process out of the store, so the CLI exports through the daemon's own API
-//! (`GET /api/v1/backup`, pinned certificate, admin key).
+//! `spotter export` and `spotter doctor` while the daemon runs: sled's lock
+//! keeps a second process out of the store, so the CLI asks the daemon's own
+//! API instead (`GET /api/v1/backup`, `/api/v1/results/latest`; pinned
+//! certificate, admin key).
 
 mod common;
 
 use std::process::Command;
 
 use common::{photo_dir, testdata, Daemon};
+
+fn config(photos: &std::path::Path) -> String {
+    let model = testdata().join("models/classification/mobilenet_v1_0.25_128_quant.tflite");
+    format!(
+        "[daemon]\nstate_dir = \"@STATE@\"\n\n\
+         [source]\nkind = \"files\"\ndir = \"{}\"\nfps = 20.0\nloop = true\n\n\
+         [model]\npath = \"{}\"\nruntime = \"builtin\"\nthreads = 1\n\n\
+         [api]\nlisten = \"0.0.0.0:@PORT@\"\n",
+        photos.display(),
+        model.display()
+    )
+}
 
 fn export(d: &Daemon, extra: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     Command::new(common::bin())
@@ -29,16 +42,7 @@ fn export(d: &Daemon, extra: &[&str], env: &[(&str, &str)]) -> std::process::Out
 fn export_while_the_daemon_runs_streams_its_backup_and_refuses_a_bad_key() {
     let tmp = tempfile::tempdir().unwrap();
     let (photos, _) = photo_dir(tmp.path());
-    let model = testdata().join("models/classification/mobilenet_v1_0.25_128_quant.tflite");
-    let config = format!(
-        "[daemon]\nstate_dir = \"@STATE@\"\n\n\
-         [source]\nkind = \"files\"\ndir = \"{}\"\nfps = 20.0\nloop = true\n\n\
-         [model]\npath = \"{}\"\nruntime = \"builtin\"\nthreads = 1\n\n\
-         [api]\nlisten = \"0.0.0.0:@PORT@\"\n",
-        photos.display(),
-        model.display()
-    );
-    let mut d = Daemon::start(tmp.path(), &config);
+    let mut d = Daemon::start(tmp.path(), &config(&photos));
     let client = d.client();
     let first = client.wait_for("/api/v1/results/latest", 60, |r| r.status == 200).json();
     let first_id = first["id"].as_str().unwrap().to_string();
@@ -84,6 +88,29 @@ fn export_while_the_daemon_runs_streams_its_backup_and_refuses_a_bad_key() {
     assert!(!out.status.success(), "a wrong key exported");
     assert!(stderr.contains("HTTP 401") && !stderr.contains(&bad), "{stderr}");
     assert!(out.stdout.is_empty(), "output written for a refused export");
+    d.assert_running();
+    assert!(d.terminate().0.success());
+}
+
+// Would catch `spotter doctor` skipping its newest-result check whenever the
+// daemon runs (the usual case on a device), or reporting the age of a result
+// it did not read.
+#[test]
+fn doctor_asks_the_running_daemon_for_the_newest_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (photos, _) = photo_dir(tmp.path());
+    let mut d = Daemon::start(tmp.path(), &config(&photos));
+    d.client().wait_for("/api/v1/results/latest", 60, |r| r.status == 200);
+    let out = Command::new(common::bin())
+        .arg("doctor")
+        .arg("--config")
+        .arg(&d.config)
+        .env_remove(spotter::localapi::KEY_ENV)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.contains("results")).unwrap_or_else(|| panic!("no results line:\n{text}"));
+    assert!(line.contains("asked the running daemon") && line.contains(" s old"), "{line}\n{text}");
     d.assert_running();
     assert!(d.terminate().0.success());
 }
