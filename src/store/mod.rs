@@ -39,13 +39,14 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sled::Transactional;
 
 use crate::result::ResultRecord;
 
 mod clock;
+mod flush;
 mod index;
 mod pressure;
 mod outbox;
@@ -168,10 +169,17 @@ pub struct StoreStats {
     pub enospc_errors: u64,
     /// The database refuses writes after an I/O error until reopened.
     pub poisoned: bool,
+    /// [`Store::durable_through`]: the recovery point as a result id.
+    pub durable_through: Option<String>,
 }
 
 /// The result database. Cheap to share behind an `Arc`; all methods take `&self`.
 pub struct Store {
+    /// Held for its `Drop` (stop and join). Declared first so it is dropped
+    /// before `db`.
+    _flusher: flush::Flusher,
+    /// How far writes are known to be on disk ([`Store::durable_through`]).
+    durability: std::sync::Arc<flush::Durability>,
     dir: PathBuf,
     db: sled::Db,
     results: sled::Tree,
@@ -207,7 +215,7 @@ pub struct Store {
     snap_written: AtomicU64,
     /// sled returned an I/O error from a write: sled 0.34 then fails every
     /// later write until the database is reopened. Holds that error.
-    poisoned: std::sync::OnceLock<String>,
+    poisoned: std::sync::Arc<std::sync::OnceLock<String>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -244,9 +252,10 @@ impl Store {
         Self::open_with(dir, DEFAULT_FLUSH_EVERY_MS)
     }
 
-    /// [`Store::open`] with sled's background flush interval: buffered writes
-    /// reach disk at most `flush_every_ms` after they are made (0: only on
-    /// [`Store::flush`] and when the store is dropped).
+    /// [`Store::open`] with the flush interval: the store's flusher makes
+    /// writes durable at most `flush_every_ms` after they are made (0: only
+    /// on [`Store::flush`] and when the store is dropped); how far it got is
+    /// [`Store::durable_through`].
     pub fn open_with(dir: &Path, flush_every_ms: u64) -> Result<Store, StoreError> {
         Self::open_with_cache(dir, flush_every_ms, CACHE_CAPACITY)
     }
@@ -310,10 +319,11 @@ impl Store {
         }
 
         let db_err = |source| StoreError::Db { path: db_path.clone(), source };
-        let flush = if flush_every_ms == 0 { None } else { Some(flush_every_ms) };
+        // The store's own flusher (`flush`) replaces sled's, so that each
+        // flush's reach is known.
         let db = sled::Config::new()
             .path(&db_path)
-            .flush_every_ms(flush)
+            .flush_every_ms(None)
             .cache_capacity(cache_bytes)
             .open()
             .map_err(|e| match e {
@@ -348,7 +358,9 @@ impl Store {
             size_at_open: 0,
             written: AtomicU64::new(0),
             snap_written: AtomicU64::new(0),
-            poisoned: std::sync::OnceLock::new(),
+            poisoned: Default::default(),
+            _flusher: flush::Flusher::default(),
+            durability: Default::default(),
         };
         if let Some(from) = migrate_from {
             store.migrate(from)?;
@@ -358,7 +370,14 @@ impl Store {
         }
         store.recount().map_err(db_err)?;
         let size_at_open = store.size_on_disk();
-        Ok(Store { size_at_open, ..store })
+        let flusher = if flush_every_ms == 0 {
+            flush::Flusher::default()
+        } else {
+            let every = Duration::from_millis(flush_every_ms);
+            flush::Flusher::spawn(store.db.clone(), every, store.durability.clone(), store.poisoned.clone())
+                .map_err(io_err("start the flusher thread", dir))?
+        };
+        Ok(Store { size_at_open, _flusher: flusher, ..store })
     }
 
     /// Use `guard` to refuse writes below a free-space floor (default: no floor).
@@ -568,6 +587,7 @@ impl Store {
         });
         match written {
             Ok(true) => {
+                self.durability.inserted(*key);
                 self.count.fetch_add(1, Ordering::Relaxed);
                 self.bytes.fetch_add(size, Ordering::Relaxed);
                 self.written.fetch_add(size, Ordering::Relaxed);
@@ -647,6 +667,7 @@ impl Store {
             refused_snapshots: self.guard.refused_snapshots(),
             enospc_errors: self.guard.enospc_errors(),
             poisoned: self.poisoned.get().is_some(),
+            durable_through: self.durable_through(),
         }
     }
 
@@ -752,7 +773,7 @@ impl Store {
     }
 
     /// Release the store at shutdown. A healthy store is dropped, which
-    /// lets sled flush and stop its flusher thread. A poisoned one is leaked
+    /// stops the flusher and lets sled flush. A poisoned one is leaked
     /// instead: sled's `Drop` flushes in a loop and then waits for its
     /// flusher thread, and on a database whose log write failed that wait
     /// never ends (seen in CI: the daemon hung after "API shutting down"
@@ -772,7 +793,22 @@ impl Store {
         if let Some(cause) = self.poisoned.get() {
             return Err(StoreError::Poisoned { path: self.dir.clone(), cause: cause.clone() });
         }
-        self.db.flush().map(|_| ()).map_err(|e| self.db_err(e))
+        let mark = self.durability.mark();
+        self.db.flush().map_err(|e| self.db_err(e))?;
+        self.durability.flushed(mark);
+        Ok(())
+    }
+
+    /// The id of the newest result stored before the last completed flush
+    /// began (by the flusher or [`Store::flush`]): it and every result
+    /// stored before it survive a crash. None until a flush completes.
+    pub fn durable_through(&self) -> Option<String> {
+        self.durability.durable().map(hex::encode)
+    }
+
+    /// Flushes completed since open.
+    pub fn flushes(&self) -> u64 {
+        self.durability.flushes()
     }
 
     /// Bytes the database occupies on disk (0 if it cannot be determined,

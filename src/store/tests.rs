@@ -594,3 +594,38 @@ fn disk_pressure_deletes_the_oldest_within_a_budget_per_episode() {
     free.store(10, Ordering::Relaxed);
     assert!(p.pass(&store).unwrap() > 0, "a second episode deleted nothing");
 }
+
+// Catches: a recovery point reported before the flush that makes it true
+// (durable_through ahead of the disk), one that counts a record stored after
+// the flush began, one that moves backwards, or a flusher that never runs
+// (the point would stay where the last explicit flush left it).
+#[test]
+fn durable_through_follows_completed_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), 0).unwrap(); // no flusher: explicit flushes only
+    assert_eq!(store.durable_through(), None);
+    let mut a = rec(1_000, 1);
+    store.insert(&mut a).unwrap();
+    assert_eq!(store.durable_through(), None, "durable before any flush");
+    store.flush().unwrap();
+    assert_eq!(store.durable_through().as_deref(), Some(a.id.as_str()));
+    let mut b = rec(2_000, 2);
+    store.insert(&mut b).unwrap();
+    assert_eq!(store.durable_through().as_deref(), Some(a.id.as_str()), "ahead of the disk");
+    // An older key stored later (an import) does not move the point back.
+    store.insert(&mut rec(500, 3)).unwrap();
+    store.flush().unwrap();
+    assert_eq!(store.durable_through().as_deref(), Some(b.id.as_str()));
+    assert_eq!(store.stats().durable_through.as_deref(), Some(b.id.as_str()));
+    drop(store);
+
+    let store = Store::open_with(dir.path(), 10).unwrap();
+    let mut c = rec(3_000, 4);
+    store.insert(&mut c).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while store.durable_through().as_deref() != Some(c.id.as_str()) {
+        assert!(std::time::Instant::now() < deadline, "the flusher never made {} durable", c.id);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(store.flushes() > 0);
+}
