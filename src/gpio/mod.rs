@@ -175,7 +175,7 @@ pub trait Gpio: Send {
     fn output(&mut self, line: &LineId, initial_high: bool) -> Result<Box<dyn OutputLine>, GpioError>;
 }
 
-const PERMISSION_HINT: &str = "add the service user to group `gpio` (SupplementaryGroups=gpio) and allow the device (DeviceAllow=char-gpiochip rw); outside systemd check the owner and mode of the chip device";
+const PERMISSION_HINT: &str = "the chip device must belong to group `gpio` with mode 0660: where no udev rule does that, add /etc/udev/rules.d/60-gpio.rules with SUBSYSTEM==\"gpio\", KERNEL==\"gpiochip*\", GROUP=\"gpio\", MODE=\"0660\" and run `udevadm trigger`; the unit already adds group gpio (SupplementaryGroups) and allows the device (DeviceAllow); outside systemd, add the user to group gpio";
 const MISSING_HINT: &str = "check the chip name with `gpiodetect`/`gpioinfo`; a simulated chip needs the gpio-sim module";
 
 /// Errors from requesting or using a GPIO line. Each names the line.
@@ -260,7 +260,7 @@ mod tests {
     fn permission_error_names_line_and_fix() {
         let l = LineId::parse("gpiochip0:17", "gpiochip0").unwrap();
         let e = GpioError::from_os(&l, "/dev/gpiochip0", nix::libc::EACCES, "denied".into()).to_string();
-        assert!(e.contains("gpiochip0:17") && e.contains("group `gpio`") && e.contains("DeviceAllow=char-gpiochip rw"), "{e}");
+        assert!(e.contains("gpiochip0:17") && e.contains("group `gpio`") && e.contains("KERNEL==\"gpiochip*\"") && e.contains("DeviceAllow"), "{e}");
         let e = GpioError::from_os(&l, "/dev/gpiochip0", nix::libc::ENOENT, "gone".into()).to_string();
         assert!(e.contains("does not exist"), "{e}");
     }

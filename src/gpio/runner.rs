@@ -295,7 +295,7 @@ impl GpioRuntime {
         };
         state.gpio.enabled.store(true, Ordering::Relaxed);
         *state.gpio.backend.write().unwrap_or_else(|e| e.into_inner()) = gpio.name().to_string();
-        *state.gpio.mode.write().unwrap_or_else(|e| e.into_inner()) = format!("{:?}", t.mode).to_lowercase();
+        *state.gpio.mode.write().unwrap_or_else(|e| e.into_inner()) = t.mode.as_str().to_string();
         let hooks = Arc::new(GpioHooks::new(settings.gate(), Some(outputs), state.clone()));
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();

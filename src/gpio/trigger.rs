@@ -22,6 +22,18 @@ pub enum TriggerMode {
     Gated,
 }
 
+impl TriggerMode {
+    /// The name the configuration uses (`mode = "on_trigger"`), also shown
+    /// in `/api/v1/status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggerMode::Continuous => "continuous",
+            TriggerMode::OnTrigger => "on_trigger",
+            TriggerMode::Gated => "gated",
+        }
+    }
+}
+
 /// The gate's settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GateConfig {
@@ -173,6 +185,15 @@ impl TriggerGate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Would catch the status showing a mode name the configuration does not
+    // accept (it said "ontrigger" for on_trigger, seen in the VM test).
+    #[test]
+    fn mode_names_are_the_configuration_names() {
+        for m in [TriggerMode::Continuous, TriggerMode::OnTrigger, TriggerMode::Gated] {
+            assert_eq!(serde_json::to_string(&m).unwrap(), format!("\"{}\"", m.as_str()));
+        }
+    }
 
     fn gate(mode: TriggerMode, edge: Edge) -> TriggerGate {
         TriggerGate::new(GateConfig {
