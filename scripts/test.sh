@@ -47,8 +47,12 @@ bash "$REPO/benches/run.sh" --quick --bin "$BIN" --out "$CACHE/bench/RESULTS-qui
 # /dev/video0 and checks it from the host (tests/system/run.sh; needs root
 # for the image build).
 say "system test: the .deb in a VM with a V4L2 camera (tests/system/run.sh)"
+# Then the GPIO system test: the same .deb in a trixie VM with the
+# backports kernel's gpio-sim chip (tests/system/gpio.sh).
 if [ "$(id -u)" -eq 0 ]; then
     bash "$REPO/tests/system/run.sh"
+    say "GPIO system test: trigger and outputs on a gpio-sim chip in a VM (tests/system/gpio.sh)"
+    bash "$REPO/tests/system/gpio.sh"
 elif [ -n "${CI:-}" ]; then
     die "the system test needs root (CI runs as root)"
 else

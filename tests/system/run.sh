@@ -27,109 +27,21 @@
 #      certificate (same fingerprint) survive a power-off and boot.
 # Each phase's time is printed at the end. Failures print the serial
 # console's tail. Tools come from Debian's packages (image-build/tools.sh).
-source "$(dirname "$0")/../../scripts/lib.sh"
-source "$REPO/image-build/vm.sh"
-[ "$(id -u)" -eq 0 ] || die "the system test needs root (image build keeps file owners)"
+source "$(dirname "$0")/lib.sh"
 
 VM_ARCH=amd64
 VM_DIR="$CACHE/vm-test/$VM_ARCH"
-BOOT_TIMEOUT="${SPOTTER_VM_BOOT_TIMEOUT:-600}"   # TCG on 2 busy cores: generous
-READY_TIMEOUT="${SPOTTER_VM_READY_TIMEOUT:-300}"
-mkdir -p "$VM_DIR"
-trap 'vm_kill' EXIT
-# Any failing command not already reported: say where, with the console.
-set -E
-trap 'echo "error: tests/system/run.sh line $LINENO: $BASH_COMMAND" >&2; vm_console_tail 30' ERR
-
-# ---- phase timing ----------------------------------------------------------
-declare -a PHASES=()
-phase_start() { PHASE_NAME="$1"; PHASE_T0=$SECONDS; say "phase: $1"; }
-phase_end() { PHASES+=("$(printf '%-34s %4d s' "$PHASE_NAME" $((SECONDS - PHASE_T0)))"); }
-T_ALL=$SECONDS
-pass() { printf 'ok: %s\n' "$*"; }
-
-# ---- host-side helpers -----------------------------------------------------
-# https PATH [KEY] -> writes the body to $VM_DIR/body, prints the status.
-https() {
-    local path="$1" key="${2:-}"
-    local -a auth=()
-    [ -n "$key" ] && auth=(-H "Authorization: Bearer $key")
-    curl -sS --max-time 30 --cacert "$VM_DIR/cert.pem" "${auth[@]}" \
-        -o "$VM_DIR/body" -w '%{http_code}' "https://127.0.0.1:$VM_HTTPS_PORT$path" || echo 000
-}
-# json EXPR: evaluate a Python expression on the last body (as `j`).
-json() { python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$VM_DIR/body" "$1"; }
-# wait_status PATH CODE TIMEOUT [KEY]
-wait_status() {
-    local path="$1" want="$2" timeout="$3" key="${4:-}" start=$SECONDS code
-    while :; do
-        code="$(https "$path" "$key")"
-        [ "$code" = "$want" ] && return 0
-        [ $((SECONDS - start)) -lt "$timeout" ] || \
-            vm_fail "GET $path: wanted $want within ${timeout}s, last $code: $(head -c 400 "$VM_DIR/body" 2>/dev/null)"
-        sleep 2
-    done
-}
-# Guest state in one ssh round trip: "PID NRESTARTS ACTIVE".
-unit_state() {
-    vm_ssh 'systemctl show spotter -p MainPID --value; systemctl show spotter -p NRestarts --value; systemctl is-active spotter || true' | xargs
-}
-wait_active() { # TIMEOUT
-    local start=$SECONDS
-    until [ "$(vm_ssh 'systemctl is-active spotter' 2>/dev/null)" = active ]; do
-        [ $((SECONDS - start)) -lt "$1" ] || {
-            vm_ssh 'systemctl status spotter --no-pager -n 30' >&2 || true
-            vm_fail "spotter.service not active within $1s"
-        }
-        sleep 3
-    done
-}
-# Count the guest journal's entries with a MESSAGE_ID in this boot.
-count_id() { vm_ssh "journalctl -b -q -o cat MESSAGE_ID=$1 | wc -l"; }
-id_of() { sed -n "s/^pub const $1: &str = \"\\([0-9a-f]*\\)\";/\\1/p" "$REPO/src/ids.rs"; }
 ID_READY="$(id_of READY)"; ID_LOST="$(id_of SOURCE_LOST)"; ID_RECOVERED="$(id_of SOURCE_RECOVERED)"
 ID_CERT="$(id_of CERT_GENERATED)"; ID_INITKEY="$(id_of INITIAL_ADMIN_KEY_CREATED)"
 for v in ID_READY ID_LOST ID_RECOVERED ID_CERT ID_INITKEY; do [ -n "${!v}" ] || die "$v not found in src/ids.rs"; done
 
-# Camera up and the daemon ready; fetch the API key and the certificate.
-camera_up_and_ready() {
-    vm_ssh 'modprobe vivid && udevadm settle && test -c /dev/video0' || vm_fail "modprobe vivid failed"
-    wait_active "$READY_TIMEOUT"
-    vm_ssh 'cat /var/lib/spotter/tls/cert.pem' >"$VM_DIR/cert.pem" || vm_fail "no TLS certificate in the guest"
-    KEY="$(vm_ssh 'cat /var/lib/spotter/initial-admin-key' | tr -d '[:space:]' || true)"
-    [ -n "$KEY" ] || vm_fail "no initial admin key in the guest"
-    wait_status /readyz 200 "$READY_TIMEOUT"
-}
 fingerprint() {
     openssl s_client -connect "127.0.0.1:$VM_HTTPS_PORT" -servername localhost </dev/null 2>/dev/null \
         | openssl x509 -noout -fingerprint -sha256 | cut -d= -f2 || true
 }
 
 # ---- build -----------------------------------------------------------------
-phase_start "host tools (apt)"
-bash "$REPO/image-build/tools.sh"
-phase_end
-
-phase_start ".deb (scripts/build-deb.sh)"
-if [ -n "${SPOTTER_DEB:-}" ]; then
-    DEB="$SPOTTER_DEB"
-else
-    [ -f "$REPO/scripts/build-deb.sh" ] || die "scripts/build-deb.sh not found (the packaging step); or set SPOTTER_DEB"
-    DEB="$(bash "$REPO/scripts/build-deb.sh" | tail -n1)"
-fi
-[ -f "$DEB" ] || die "no .deb at '$DEB'"
-phase_end
-
-phase_start "rootfs (mmdebstrap; cached by package list)"
-bash "$REPO/image-build/build-rootfs.sh" "$VM_ARCH" >/dev/null
-phase_end
-
-phase_start "image (dpkg -i + mkfs.ext4 -d)"
-# SPOTTER_VM_REUSE_IMAGE=1 (local runs only) keeps an image already built.
-if [ "${SPOTTER_VM_REUSE_IMAGE:-0}" != 1 ] || [ ! -f "$VM_DIR/disk.img" ]; then
-    bash "$REPO/image-build/build-image.sh" "$VM_ARCH" "$DEB" "$VM_DIR" "$(vm_client_key)" >/dev/null
-fi
-phase_end
+build_vm_image
 
 # The offline exposure score of the unit the .deb ships, for check 6.
 unitdir="$(mktemp -d)"
@@ -170,7 +82,6 @@ until [ "$(json 'len(j["results"]) if isinstance(j, dict) else len(j)')" -ge 2 ]
     [ $((SECONDS - start)) -lt 120 ] || vm_fail "fewer than 2 results after 120 s: $(head -c 400 "$VM_DIR/body")"
     sleep 3; https '/api/v1/results?limit=5' "$KEY" >/dev/null
 done
-RESULTS_EXPR='j["results"] if isinstance(j, dict) else j'
 # A classification of a real V4L2 frame: source, origin, size, top-k.
 # vivid offers raw formats only, so this is Spotter's YUYV path.
 check='(lambda r: r["source"].startswith("v4l2:/dev/video0 ") and " YUYV@" in r["source"] and r["origin"]=="/dev/video0" and r["image_width"]>0 and len(r["classes"])==5 and all(0<=c["score"]<=1 for c in r["classes"]))(('"$RESULTS_EXPR"')[0])'
@@ -381,5 +292,5 @@ phase_end
 
 echo
 echo "system test ($VM_ARCH) passed in $((SECONDS - T_ALL)) s; exposure $EXPOSURE"
-printf '  %s\n' "${PHASES[@]}"
+phases_report
 echo "7 passed, 0 failed"
