@@ -27,10 +27,5 @@ if ! rustup target list --installed | grep -qx "$CROSS_TRIPLE"; then
     rustup target add "$CROSS_TRIPLE" >&2
 fi
 CROSS_CARGO=(--config "$REPO/cross/config.toml" --target "$CROSS_TRIPLE")
-# aarch64 tests run through cross/qemu-run.sh (an ARM /proc/cpuinfo for
-# LiteRT's CPU detection; see there) instead of config.toml's plain runner.
-if [ "$CROSS_TRIPLE" = aarch64-unknown-linux-gnu ]; then
-    export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="$REPO/cross/qemu-run.sh"
-fi
 CROSS_ENV=("STRIP_$CROSS_GNU=$CROSS_GNU-strip" "OBJCOPY_$CROSS_GNU=$CROSS_GNU-objcopy")
 export CROSS_TRIPLE CROSS_GNU CROSS_DEB_ARCH CROSS_LITERT_ARCH

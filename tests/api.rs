@@ -157,7 +157,9 @@ async fn status_reports_everything() {
     h.state.set_last_result(rec.clone());
     spotter::state::Counters::inc(&h.state.counters.inferences);
     // The size on disk is what the pruner last measured (status never walks
-    // the store's files); measure as its pass does.
+    // the store's files); flush so the record is on disk, then measure as
+    // its pass does.
+    h.store.flush().unwrap();
     let measured = h.store.size_on_disk();
     let v = h.get("/api/v1/status").await.json();
     assert!(v["uptime_s"].is_u64());
@@ -171,6 +173,7 @@ async fn status_reports_everything() {
     assert_eq!(v["store"]["records"], 1);
     assert!(measured > 0);
     assert_eq!(v["store"]["size_bytes"], measured);
+    assert_eq!(v["store"]["durable_through"], rec.id.as_str(), "the flushed record is the recovery point");
     h.stop().await;
 }
 
