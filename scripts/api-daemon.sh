@@ -1,7 +1,8 @@
 # Start a throw-away Spotter daemon for API tools (wrk, testssl.sh,
 # schemathesis). Source it after scripts/lib.sh; then call
 #   start_api_daemon WORKDIR PORT "EXTRA [api] TOML LINES"
-# It sets SPOTTER_PID, CERT (the generated certificate), ADMIN_KEY and
+# It sets SPOTTER_PID, CERT (the certificate to trust: the generated one, or
+# API_CA when the extra lines configure [api] cert and key), ADMIN_KEY and
 # READ_KEY, and stops the daemon when the calling script exits.
 # SPOTTER_BIN: a built spotter (default: cargo build, debug profile).
 # SPOTTER_TESTDATA: the test data folder (default ../shared/testdata).
@@ -38,7 +39,7 @@ TOML
     "$bin" run --config "$dir/spotter.toml" > "$dir/daemon.log" 2>&1 &
     SPOTTER_PID=$!
     trap 'kill $SPOTTER_PID 2>/dev/null || true; wait $SPOTTER_PID 2>/dev/null || true' EXIT
-    CERT="$dir/state/tls/cert.pem"
+    CERT="${API_CA:-$dir/state/tls/cert.pem}"
     local i
     for i in $(seq 1 600); do
         [ -s "$dir/state/initial-admin-key" ] && [ -s "$CERT" ] && \

@@ -265,7 +265,10 @@ http {{
         self.sections.append(("3. Classify over HTTPS (Spotter POST /api/v1/classify / Python peer POST /classify)", lines,
                               f"Same {os.path.basename(frame)} body, wrk {self.a.duration} s per run; req/s counts "
                               f"successful responses only. Top-1 on that frame: Spotter '{sp_top}', peer '{peer_top}'. "
-                              "Spotter's camera pipeline keeps running (2 fps) during the test; the peer has none."))
+                              "Spotter's camera pipeline keeps running (2 fps) during the test; the peer has none. "
+                              "wrk's percentiles cover every response, so where a server refused requests (the "
+                              "failed column; Spotter answers uploads beyond its in-flight and queue bounds with an "
+                              "immediate 503 busy) its p50/p99 mix those fast refusals in."))
         return mem
 
     def scenario_4(self, sp, nginx):
