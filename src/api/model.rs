@@ -48,18 +48,22 @@ pub(super) async fn get(ctx: &Arc<Ctx>) -> Result<Resp, ApiError> {
     ))
 }
 
-/// Wait until the inference thread runs `sha256` (polling the shared state).
-async fn await_running(ctx: &Arc<Ctx>, sha256: &str) -> Result<(), ApiError> {
+/// Poll `done` every 50 ms until it holds, or fail after
+/// [`ACTIVATION_TIMEOUT`] with `what` (what did not happen).
+pub(super) async fn await_inference(mut done: impl FnMut() -> bool, what: impl FnOnce() -> String) -> Result<(), ApiError> {
     let deadline = Instant::now() + ACTIVATION_TIMEOUT;
-    loop {
-        if ctx.state.model().is_some_and(|m| m.sha256 == sha256) {
-            return Ok(());
-        }
+    while !done() {
         if Instant::now() >= deadline {
-            return Err(ApiError::Internal(format!("model {sha256} installed but not running after {ACTIVATION_TIMEOUT:?}")));
+            return Err(ApiError::Internal(format!("{} within {ACTIVATION_TIMEOUT:?}", what())));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    Ok(())
+}
+
+/// Wait until the inference thread runs `sha256` (polling the shared state).
+async fn await_running(ctx: &Arc<Ctx>, sha256: &str) -> Result<(), ApiError> {
+    await_inference(|| ctx.state.model().is_some_and(|m| m.sha256 == sha256), || format!("model {sha256} installed but not running")).await
 }
 
 fn reload(ctx: &Arc<Ctx>) -> Result<(), ApiError> {

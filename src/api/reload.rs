@@ -9,13 +9,12 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use hyper::StatusCode;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::oneshot;
 
-use super::model::ACTIVATION_TIMEOUT;
+use super::model::await_inference;
 use super::{json_response, ApiError, Ctx, Resp};
 
 pub(super) async fn post(ctx: &Arc<Ctx>) -> Result<Resp, ApiError> {
@@ -36,13 +35,8 @@ pub(super) async fn post(ctx: &Arc<Ctx>) -> Result<Resp, ApiError> {
         Err(_) => return Err(ApiError::ShuttingDown),
     };
     // The inference thread reloads between two frames (at least every 200 ms).
-    let deadline = Instant::now() + ACTIVATION_TIMEOUT;
-    while p.control.reloads_done.load(Ordering::Acquire) == before {
-        if Instant::now() >= deadline {
-            return Err(ApiError::Internal(format!("the inference thread did not reload within {ACTIVATION_TIMEOUT:?}")));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let reloaded = || p.control.reloads_done.load(Ordering::Acquire) != before;
+    await_inference(reloaded, || "the inference thread did not reload".into()).await?;
     let model_error = p.control.last_reload_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let tls = match outcome.tls {
         Some(Ok(sha256)) => serde_json::json!({ "sha256": sha256 }),
