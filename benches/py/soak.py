@@ -51,8 +51,8 @@ def main():
     a = ap.parse_args()
     # At least 90 s: until then RSS climbs while sled's page cache (16 MiB)
     # and the allocator's arenas fill (measured at this load on the dev build:
-    # 58 MiB at 10 s, about 86-89 MiB from 90 s on); both are bounded, so
-    # growth before that says nothing about leaks.
+    # 49 MiB at 10 s, 52-54 MiB from 40 s on); both are bounded, so growth
+    # before that says nothing about leaks.
     warmup = a.warmup if a.warmup is not None else max(90.0, a.duration * 0.25)
     if a.duration < warmup + 6 * SAMPLE_EVERY_S:
         print(f"soak: --duration {a.duration:.0f} s leaves fewer than 6 samples after the {warmup:.0f} s warm-up",
