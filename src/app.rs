@@ -68,13 +68,9 @@ pub const MAX_BLOCKING_THREADS: usize = 8;
 /// The daemon's malloc settings (glibc), each unless the environment sets
 /// its own (`MALLOC_ARENA_MAX`, `MALLOC_MMAP_THRESHOLD_`, or any
 /// `GLIBC_TUNABLES`), which then wins:
-/// - 1 arena: glibc gives each thread that allocates concurrently its own
+/// - 2 arenas: glibc gives each thread that allocates concurrently its own
 ///   arena, up to 8 per core, and with the API, capture, inference, sled and
-///   LiteRT threads the heap fragments over many of them. Per-thread caches
-///   (tcache) still serve most small blocks without the arena lock. In the
-///   soak test, 2 arenas still drifted up (+2.5 % and +2.6 % in two 5-minute
-///   runs, the main arena's free space growing from 8 to 12 MB over 30
-///   minutes with its bytes in use flat); 1 arena held 51.6 -> 51.2 MiB.
+///   LiteRT threads the heap fragments over many of them.
 /// - a fixed 256 KiB mmap threshold: blocks at least that large (decoded
 ///   frames, upload bodies, sled's 512 KiB write buffers) are mapped and
 ///   returned to the kernel when freed. glibc's default raises the threshold
@@ -92,7 +88,7 @@ fn tune_malloc() {
         // the daemon starts its threads.
         unsafe {
             if unset("MALLOC_ARENA_MAX") {
-                nix::libc::mallopt(nix::libc::M_ARENA_MAX, 1);
+                nix::libc::mallopt(nix::libc::M_ARENA_MAX, 2);
             }
             if unset("MALLOC_MMAP_THRESHOLD_") {
                 nix::libc::mallopt(nix::libc::M_MMAP_THRESHOLD, 256 << 10);
