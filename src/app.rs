@@ -40,7 +40,9 @@ pub fn source_opener(s: &SourceSettings) -> SourceOpener {
                 fps: s.fps,
                 looping: s.looping,
             };
-            Box::new(move || FilesSource::open(opts.clone()).map(|s| Box::new(s) as Box<dyn FrameSource>))
+            Box::new(move || {
+                FilesSource::open(opts.clone()).map(|s| Box::new(s) as Box<dyn FrameSource>)
+            })
         }
         SourceKind::V4l2 => {
             let opts = V4l2Options {
@@ -56,7 +58,9 @@ pub fn source_opener(s: &SourceSettings) -> SourceOpener {
                 buffers: s.buffers,
                 timeout_ms: s.stall_timeout_ms,
             };
-            Box::new(move || V4l2Source::open(opts.clone()).map(|s| Box::new(s) as Box<dyn FrameSource>))
+            Box::new(move || {
+                V4l2Source::open(opts.clone()).map(|s| Box::new(s) as Box<dyn FrameSource>)
+            })
         }
     }
 }
@@ -83,7 +87,9 @@ pub const MAX_BLOCKING_THREADS: usize = 8;
 fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        let unset = |name: &str| std::env::var_os(name).is_none() && std::env::var_os("GLIBC_TUNABLES").is_none();
+        let unset = |name: &str| {
+            std::env::var_os(name).is_none() && std::env::var_os("GLIBC_TUNABLES").is_none()
+        };
         // SAFETY: mallopt only sets allocator tunables; it is called before
         // the daemon starts its threads.
         unsafe {
@@ -131,7 +137,11 @@ fn one_line_status(state: &AppState, fps: f64) -> String {
         "ready".to_string()
     } else {
         let mut failing = Vec::new();
-        for (name, check) in [("source", &r.source), ("model", &r.model), ("store", &r.store)] {
+        for (name, check) in [
+            ("source", &r.source),
+            ("model", &r.model),
+            ("store", &r.store),
+        ] {
             if !check.ok {
                 failing.push(format!("{name}: {}", check.detail));
             }
@@ -151,12 +161,17 @@ fn one_line_status(state: &AppState, fps: f64) -> String {
 fn log_ready(state: &AppState, line: &str) {
     let ms = state.started.elapsed().as_millis();
     let source = state.source();
-    let (sha, runtime) = state.model().map(|m| (m.sha256, m.runtime)).unwrap_or_default();
-    let top = state.last_result().and_then(|l| match (l.classes.first(), l.detections.first()) {
-        (Some(c), _) => Some((c.label.clone(), c.score)),
-        (None, Some(d)) => Some((d.label.clone(), d.score)),
-        _ => None,
-    });
+    let (sha, runtime) = state
+        .model()
+        .map(|m| (m.sha256, m.runtime))
+        .unwrap_or_default();
+    let top = state
+        .last_result()
+        .and_then(|l| match (l.classes.first(), l.detections.first()) {
+            (Some(c), _) => Some((c.label.clone(), c.score)),
+            (None, Some(d)) => Some((d.label.clone(), d.score)),
+            _ => None,
+        });
     match top {
         Some((label, score)) => log::info!(
             message_id = ids::READY, spotter_source = source.as_str(), spotter_model_sha256 = sha.as_str(),
@@ -188,7 +203,9 @@ async fn reload_config(
     match config_path.map(config::load) {
         Some(Ok(new)) => Ok(crate::reload::apply(running, &new, handles).await),
         Some(Err(e)) => {
-            log::error!("{cause}: configuration not reloaded, the running settings stay in force: {e}");
+            log::error!(
+                "{cause}: configuration not reloaded, the running settings stay in force: {e}"
+            );
             Err(e.to_string())
         }
         None => {
@@ -201,7 +218,11 @@ async fn reload_config(
 
 /// Which pipeline thread, if any, has made no progress for more than half the
 /// watchdog interval (so a ping is still due before systemd's deadline).
-pub fn stuck_thread(capture_age: Duration, infer_age: Duration, interval: Duration) -> Option<&'static str> {
+pub fn stuck_thread(
+    capture_age: Duration,
+    infer_age: Duration,
+    interval: Duration,
+) -> Option<&'static str> {
     let limit = interval / 2;
     if capture_age > limit {
         Some("capture")
@@ -220,8 +241,10 @@ pub fn check_required_runtime(m: &crate::config::ModelSettings) -> anyhow::Resul
         return Ok(());
     }
     let Some(path) = crate::inference::select::resolve_litert_lib(m.litert_lib.as_deref()) else {
-        let searched: Vec<String> =
-            crate::inference::select::default_litert_paths().iter().map(|p| p.display().to_string()).collect();
+        let searched: Vec<String> = crate::inference::select::default_litert_paths()
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
         anyhow::bail!(
             "model.runtime = \"litert\" but no libLiteRt.so was found (looked in {}; set model.litert_lib, --litert-lib or SPOTTER_LITERT_LIB, or run scripts/setup-litert.sh)",
             searched.join(", ")
@@ -241,13 +264,26 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     });
     check_required_runtime(&settings.model)?;
     let state = Arc::new(AppState::new());
-    let files: Vec<String> = settings.files.iter().map(|p| p.display().to_string()).collect();
+    let files: Vec<String> = settings
+        .files
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
     log::info!(message_id = ids::STARTED; "spotter {} starting (config: {})", state.version, files.join(", "));
 
-    std::fs::create_dir_all(&settings.daemon.state_dir)
-        .with_context(|| format!("creating state directory {}", settings.daemon.state_dir.display()))?;
+    std::fs::create_dir_all(&settings.daemon.state_dir).with_context(|| {
+        format!(
+            "creating state directory {}",
+            settings.daemon.state_dir.display()
+        )
+    })?;
     let mut store = Store::open_with(&settings.store.dir, settings.store.flush_every_ms)
-        .with_context(|| format!("opening the result store in {}", settings.store.dir.display()))?
+        .with_context(|| {
+            format!(
+                "opening the result store in {}",
+                settings.store.dir.display()
+            )
+        })?
         .with_guard(crate::store::DiskGuard::new(
             Box::new(crate::store::Statvfs),
             settings.store.min_free_bytes,
@@ -258,7 +294,9 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
             max_records: settings.mqtt.outbox_max_records,
             max_bytes: settings.mqtt.outbox_max_bytes,
         };
-        store = store.with_outbox(limits).context("opening the MQTT outbox")?;
+        store = store
+            .with_outbox(limits)
+            .context("opening the MQTT outbox")?;
     }
     let store = Arc::new(store);
     // MQTT problems never stop the daemon: results queue in the outbox.
@@ -274,7 +312,9 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
         }
     });
     match store.check_writable() {
-        Ok(()) => state.update_readiness(|r| r.store = Check::passing(format!("{} writable", settings.store.dir.display()))),
+        Ok(()) => state.update_readiness(|r| {
+            r.store = Check::passing(format!("{} writable", settings.store.dir.display()))
+        }),
         Err(e) => state.update_readiness(|r| r.store = Check::failing(e.to_string())),
     }
     let pruner = crate::store::Pruner::spawn(
@@ -284,7 +324,8 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     )
     .context("starting the result store pruner")?;
 
-    crate::keys::ensure_initial_admin_key(&settings.daemon.state_dir).context("preparing API keys")?;
+    crate::keys::ensure_initial_admin_key(&settings.daemon.state_dir)
+        .context("preparing API keys")?;
     let server = Server::bind(
         ApiOptions {
             listen: settings.api.listen,
@@ -321,7 +362,9 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     .with_shutdown_grace(API_GRACE);
     let slot = Arc::new(FrameSlot::new());
     let control = Arc::new(crate::pipeline::InferenceControl {
-        snapshot_rule: std::sync::Mutex::new(crate::store::SnapshotRule::from_settings(&settings.store)),
+        snapshot_rule: std::sync::Mutex::new(crate::store::SnapshotRule::from_settings(
+            &settings.store,
+        )),
         ..Default::default()
     });
     // One API reload at a time; a second is refused while one waits.
@@ -334,13 +377,18 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
             model: settings.model.clone(),
         })
         .with_reloads(reload_tx);
-    log::info!("HTTPS API listening on https://{} (certificate SHA-256 {})", server.local_addr(), server.cert_fingerprint());
+    log::info!(
+        "HTTPS API listening on https://{} (certificate SHA-256 {})",
+        server.local_addr(),
+        server.cert_fingerprint()
+    );
 
     // GPIO before the pipeline threads: outputs go to their safe state
     // first (after a crash too), and a trigger gates frames from the start.
     let gpio = if settings.gpio.enabled() {
-        let started = crate::gpio::open_backend(settings.gpio.backend)
-            .and_then(|backend| crate::gpio::runner::GpioRuntime::start(&settings.gpio, backend, state.clone()));
+        let started = crate::gpio::open_backend(settings.gpio.backend).and_then(|backend| {
+            crate::gpio::runner::GpioRuntime::start(&settings.gpio, backend, state.clone())
+        });
         match started {
             Ok(rt) => {
                 // Set once, before the inference thread starts; cannot already be set.
@@ -349,7 +397,9 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
             }
             Err(e) => {
                 log::error!(message_id = ids::GPIO_FAILED, spotter_error_kind = "gpio"; "{e}");
-                return Err(anyhow::Error::new(e).context("starting GPIO ([gpio] in the configuration)"));
+                return Err(
+                    anyhow::Error::new(e).context("starting GPIO ([gpio] in the configuration)")
+                );
             }
         }
     } else {
@@ -371,7 +421,8 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
             .context("spawning the capture thread")?
     };
     let inference = {
-        let (slot, store, state, control) = (slot.clone(), store.clone(), state.clone(), control.clone());
+        let (slot, store, state, control) =
+            (slot.clone(), store.clone(), state.clone(), control.clone());
         let model = settings.model.clone();
         let models = Some(ModelStore::new(&settings.daemon.state_dir));
         std::thread::Builder::new()
@@ -491,7 +542,10 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     slot.close();
     let drained = tokio::task::spawn_blocking(move || inference.join());
     if tokio::time::timeout(DRAIN_TIMEOUT, drained).await.is_err() {
-        log::warn!("inference did not finish within {} s; flushing anyway", DRAIN_TIMEOUT.as_secs());
+        log::warn!(
+            "inference did not finish within {} s; flushing anyway",
+            DRAIN_TIMEOUT.as_secs()
+        );
     }
     if let Some(gpio) = gpio {
         // After the last result: nothing switches an output on again.
@@ -512,7 +566,11 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
         Err(e) => log::error!("store flush task failed: {e}"),
     }
     let _ = shutdown_tx.send(true);
-    if api_result.is_none() && tokio::time::timeout(API_GRACE + Duration::from_millis(500), &mut api_task).await.is_err() {
+    if api_result.is_none()
+        && tokio::time::timeout(API_GRACE + Duration::from_millis(500), &mut api_task)
+            .await
+            .is_err()
+    {
         log::warn!("API did not stop within its grace period");
     }
     // The capture thread may be blocked in a pacing sleep or an ioctl with a

@@ -32,11 +32,17 @@ pub const PROGRESS_EVERY: u64 = 1000;
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
     #[error("backup: {action}: {source}")]
-    Io { action: &'static str, source: io::Error },
+    Io {
+        action: &'static str,
+        source: io::Error,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("backup: cannot encode record {id}: {source}")]
-    Encode { id: String, source: serde_json::Error },
+    Encode {
+        id: String,
+        source: serde_json::Error,
+    },
     #[error("backup: the input is empty; expected a spotter export header on line 1")]
     Empty,
     #[error("backup: line 1 is not a spotter export header: {reason}")]
@@ -86,7 +92,10 @@ pub fn export<W: Write>(
     mut writer: W,
     mut progress: impl FnMut(u64),
 ) -> Result<u64, BackupError> {
-    let io_err = |source| BackupError::Io { action: "write the export", source };
+    let io_err = |source| BackupError::Io {
+        action: "write the export",
+        source,
+    };
     let header = ExportHeader {
         spotter_export: EXPORT_VERSION,
         schema: RECORD_VERSION,
@@ -111,8 +120,10 @@ pub fn export<W: Write>(
             }
             Err(e) => return Err(e.into()),
         };
-        serde_json::to_writer(&mut writer, &rec)
-            .map_err(|source| BackupError::Encode { id: rec.id.clone(), source })?;
+        serde_json::to_writer(&mut writer, &rec).map_err(|source| BackupError::Encode {
+            id: rec.id.clone(),
+            source,
+        })?;
         writer.write_all(b"\n").map_err(io_err)?;
         written += 1;
         if written % PROGRESS_EVERY == 0 {
@@ -142,7 +153,11 @@ pub fn import<R: BufRead>(store: &Store, mut reader: R) -> Result<ImportReport, 
     line_no += 1;
     match read_line(&mut reader, &mut buf)? {
         Line::Eof => return Err(BackupError::Empty),
-        Line::TooLong => return Err(BackupError::BadHeader { reason: "line too long".into() }),
+        Line::TooLong => {
+            return Err(BackupError::BadHeader {
+                reason: "line too long".into(),
+            })
+        }
         Line::Ok => parse_header(&buf)?,
     };
 
@@ -163,9 +178,9 @@ pub fn import<R: BufRead>(store: &Store, mut reader: R) -> Result<ImportReport, 
                         report.skipped += 1;
                         continue;
                     }
-                    Err(e @ (StoreError::MalformedId { .. } | StoreError::InvalidRecord { .. })) => {
-                        e.to_string()
-                    }
+                    Err(
+                        e @ (StoreError::MalformedId { .. } | StoreError::InvalidRecord { .. }),
+                    ) => e.to_string(),
                     Err(e) => return Err(e.into()),
                 },
             },
@@ -182,17 +197,27 @@ pub fn import<R: BufRead>(store: &Store, mut reader: R) -> Result<ImportReport, 
 fn parse_header(line: &[u8]) -> Result<ExportHeader, BackupError> {
     // Check the version before the exact shape, so a future header with new
     // fields is reported as a future version, not as garbage.
-    let value: serde_json::Value = serde_json::from_slice(line)
-        .map_err(|e| BackupError::BadHeader { reason: e.to_string() })?;
-    let version = value.get("spotter_export").and_then(|v| v.as_u64()).ok_or_else(|| {
-        BackupError::BadHeader { reason: "no numeric \"spotter_export\" field".into() }
-    })?;
+    let value: serde_json::Value =
+        serde_json::from_slice(line).map_err(|e| BackupError::BadHeader {
+            reason: e.to_string(),
+        })?;
+    let version = value
+        .get("spotter_export")
+        .and_then(|v| v.as_u64())
+        .ok_or_else(|| BackupError::BadHeader {
+            reason: "no numeric \"spotter_export\" field".into(),
+        })?;
     let schema = value.get("schema").and_then(|v| v.as_u64()).unwrap_or(0);
     if version > u64::from(EXPORT_VERSION) || schema > u64::from(RECORD_VERSION) {
         let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
-        return Err(BackupError::FutureVersion { found: clamp(version), schema: clamp(schema) });
+        return Err(BackupError::FutureVersion {
+            found: clamp(version),
+            schema: clamp(schema),
+        });
     }
-    serde_json::from_value(value).map_err(|e| BackupError::BadHeader { reason: e.to_string() })
+    serde_json::from_value(value).map_err(|e| BackupError::BadHeader {
+        reason: e.to_string(),
+    })
 }
 
 enum Line {
@@ -204,10 +229,15 @@ enum Line {
 /// Read one line (without its newline) into `buf`, reading at most
 /// [`MAX_LINE_BYTES`] into memory; a longer line is consumed and discarded.
 fn read_line<R: BufRead>(reader: &mut R, buf: &mut Vec<u8>) -> Result<Line, BackupError> {
-    let io_err = |source| BackupError::Io { action: "read the import", source };
+    let io_err = |source| BackupError::Io {
+        action: "read the import",
+        source,
+    };
     buf.clear();
     let limit = MAX_LINE_BYTES as u64 + 1;
-    let n = io::Read::take(&mut *reader, limit).read_until(b'\n', buf).map_err(io_err)?;
+    let n = io::Read::take(&mut *reader, limit)
+        .read_until(b'\n', buf)
+        .map_err(io_err)?;
     if n == 0 {
         return Ok(Line::Eof);
     }
@@ -241,4 +271,3 @@ fn read_line<R: BufRead>(reader: &mut R, buf: &mut Vec<u8>) -> Result<Line, Back
     // The last line, without a trailing newline.
     Ok(Line::Ok)
 }
-

@@ -124,9 +124,16 @@ pub enum BenchError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{runtime}: {error}")]
-    Load { runtime: String, error: InferenceError },
+    Load {
+        runtime: String,
+        error: InferenceError,
+    },
     #[error("{runtime}: run {run}: {error}")]
-    Run { runtime: String, run: usize, error: InferenceError },
+    Run {
+        runtime: String,
+        run: usize,
+        error: InferenceError,
+    },
 }
 
 /// Median and 99th percentile of one stage, in milliseconds.
@@ -184,7 +191,9 @@ pub struct RuntimeResult {
 pub enum RuntimeOutcome {
     Measured(RuntimeResult),
     /// Not measured (only in `all`, when the LiteRT library is missing).
-    Skipped { reason: String },
+    Skipped {
+        reason: String,
+    },
 }
 
 /// The result of `spotter bench`.
@@ -207,7 +216,10 @@ impl BenchReport {
     pub fn to_text(&self) -> String {
         let mut s = String::new();
         s.push_str(&format!("model    {}\n", self.model));
-        s.push_str(&format!("image    {} ({} bytes)\n", self.image, self.image_bytes));
+        s.push_str(&format!(
+            "image    {} ({} bytes)\n",
+            self.image, self.image_bytes
+        ));
         s.push_str(&format!(
             "runs     {} measured after {} warm-up, threads {}, jpeg_scaling {:?}\n",
             self.runs, self.warmup, self.threads, self.jpeg_scaling
@@ -224,9 +236,15 @@ impl BenchReport {
                         "  input {:?}, frame {}x{}\n",
                         r.input_shape, r.image_width, r.image_height
                     ));
-                    s.push_str(&format!("  {:<10} {:>10} {:>10}\n", "stage", "median ms", "p99 ms"));
+                    s.push_str(&format!(
+                        "  {:<10} {:>10} {:>10}\n",
+                        "stage", "median ms", "p99 ms"
+                    ));
                     for (stage, st) in r.stages.stages() {
-                        s.push_str(&format!("  {:<10} {:>10.3} {:>10.3}\n", stage, st.median_ms, st.p99_ms));
+                        s.push_str(&format!(
+                            "  {:<10} {:>10.3} {:>10.3}\n",
+                            stage, st.median_ms, st.p99_ms
+                        ));
                     }
                     let ratio = match r.overhead_ratio {
                         Some(x) => format!("{x:.3}"),
@@ -250,7 +268,10 @@ impl BenchReport {
                 RuntimeOutcome::Measured(r) => {
                     let mut stages = Map::new();
                     for (stage, st) in r.stages.stages() {
-                        stages.insert(stage.to_string(), json!({ "median_ms": st.median_ms, "p99_ms": st.p99_ms }));
+                        stages.insert(
+                            stage.to_string(),
+                            json!({ "median_ms": st.median_ms, "p99_ms": st.p99_ms }),
+                        );
                     }
                     json!({
                         "skipped": false,
@@ -304,7 +325,13 @@ pub fn stage_stats(samples_us: &[u64]) -> StageStats {
 /// Pre- and post-processing time over invoke time:
 /// `(decode + resize + quantize + post) / invoke`. `None` when invoke is not
 /// positive (the ratio would be meaningless).
-pub fn overhead_ratio(decode: f64, resize: f64, quantize: f64, post: f64, invoke: f64) -> Option<f64> {
+pub fn overhead_ratio(
+    decode: f64,
+    resize: f64,
+    quantize: f64,
+    post: f64,
+    invoke: f64,
+) -> Option<f64> {
     (invoke > 0.0).then(|| (decode + resize + quantize + post) / invoke)
 }
 
@@ -323,7 +350,15 @@ struct Samples {
 impl Samples {
     fn with_capacity(n: usize) -> Samples {
         let v = || Vec::with_capacity(n);
-        Samples { decode: v(), resize: v(), quantize: v(), invoke: v(), post: v(), store: v(), total: v() }
+        Samples {
+            decode: v(),
+            resize: v(),
+            quantize: v(),
+            invoke: v(),
+            post: v(),
+            store: v(),
+            total: v(),
+        }
     }
 
     fn push(&mut self, l: &StageLatency, total_us: u64) {
@@ -361,7 +396,11 @@ pub fn synthetic_jpeg() -> Result<Vec<u8>, BenchError> {
             let r = (255 * x / w) as u8;
             let g = (255 * y / h) as u8;
             let b = ((x / 40 + y / 40) % 2 * 160) as u8;
-            rgb.extend_from_slice(&[r.saturating_add(n as u8), g.saturating_add(n as u8 / 2), b.saturating_add(n as u8)]);
+            rgb.extend_from_slice(&[
+                r.saturating_add(n as u8),
+                g.saturating_add(n as u8 / 2),
+                b.saturating_add(n as u8),
+            ]);
         }
     }
     let mut out = Vec::with_capacity(64 * 1024);
@@ -375,17 +414,33 @@ pub fn synthetic_jpeg() -> Result<Vec<u8>, BenchError> {
 fn read_image(path: &Path) -> Result<Vec<u8>, BenchError> {
     use std::io::Read;
     let p = path.display().to_string();
-    let io = |error| BenchError::ImageRead { path: p.clone(), error };
+    let io = |error| BenchError::ImageRead {
+        path: p.clone(),
+        error,
+    };
     let file = std::fs::File::open(path).map_err(io)?;
     let mut data = Vec::new();
-    file.take(MAX_IMAGE_BYTES + 1).read_to_end(&mut data).map_err(io)?;
+    file.take(MAX_IMAGE_BYTES + 1)
+        .read_to_end(&mut data)
+        .map_err(io)?;
     if data.len() as u64 > MAX_IMAGE_BYTES {
-        return Err(BenchError::ImageInvalid { path: p, reason: format!("larger than {MAX_IMAGE_BYTES} bytes") });
+        return Err(BenchError::ImageInvalid {
+            path: p,
+            reason: format!("larger than {MAX_IMAGE_BYTES} bytes"),
+        });
     }
     match image::guess_format(&data) {
-        Ok(image::ImageFormat::Jpeg | image::ImageFormat::Png | image::ImageFormat::Bmp) => Ok(data),
-        Ok(other) => Err(BenchError::ImageInvalid { path: p, reason: format!("{other:?} is not supported (JPEG, PNG or BMP)") }),
-        Err(_) => Err(BenchError::ImageInvalid { path: p, reason: "not a JPEG, PNG or BMP image".into() }),
+        Ok(image::ImageFormat::Jpeg | image::ImageFormat::Png | image::ImageFormat::Bmp) => {
+            Ok(data)
+        }
+        Ok(other) => Err(BenchError::ImageInvalid {
+            path: p,
+            reason: format!("{other:?} is not supported (JPEG, PNG or BMP)"),
+        }),
+        Err(_) => Err(BenchError::ImageInvalid {
+            path: p,
+            reason: "not a JPEG, PNG or BMP image".into(),
+        }),
     }
 }
 
@@ -398,12 +453,18 @@ struct Plan {
 }
 
 fn plans(runtime: BenchRuntime) -> Vec<Plan> {
-    let p = |choice, skip_if_missing| Plan { choice, skip_if_missing };
+    let p = |choice, skip_if_missing| Plan {
+        choice,
+        skip_if_missing,
+    };
     match runtime {
         BenchRuntime::Auto => vec![p(RuntimeChoice::Auto, false)],
         BenchRuntime::Litert => vec![p(RuntimeChoice::Litert, false)],
         BenchRuntime::Builtin => vec![p(RuntimeChoice::Builtin, false)],
-        BenchRuntime::All => vec![p(RuntimeChoice::Litert, true), p(RuntimeChoice::Builtin, false)],
+        BenchRuntime::All => vec![
+            p(RuntimeChoice::Litert, true),
+            p(RuntimeChoice::Builtin, false),
+        ],
     }
 }
 
@@ -411,17 +472,26 @@ fn plans(runtime: BenchRuntime) -> Vec<Plan> {
 /// Shows a progress bar on stderr when it is a terminal and `args.json` is off.
 pub fn run_bench(args: &BenchArgs) -> Result<BenchReport, BenchError> {
     if args.runs == 0 || args.runs > MAX_RUNS {
-        return Err(BenchError::Args(format!("--runs must be between 1 and {MAX_RUNS}")));
+        return Err(BenchError::Args(format!(
+            "--runs must be between 1 and {MAX_RUNS}"
+        )));
     }
     if args.warmup > MAX_RUNS {
-        return Err(BenchError::Args(format!("--warmup must be at most {MAX_RUNS}")));
+        return Err(BenchError::Args(format!(
+            "--warmup must be at most {MAX_RUNS}"
+        )));
     }
     if !(1..=64).contains(&args.threads) {
-        return Err(BenchError::Args("--threads must be between 1 and 64".into()));
+        return Err(BenchError::Args(
+            "--threads must be between 1 and 64".into(),
+        ));
     }
     let (data, image) = match &args.image {
         Some(p) => (read_image(p)?, p.display().to_string()),
-        None => (synthetic_jpeg()?, format!("synthetic {SYNTHETIC_WIDTH}x{SYNTHETIC_HEIGHT} JPEG")),
+        None => (
+            synthetic_jpeg()?,
+            format!("synthetic {SYNTHETIC_WIDTH}x{SYNTHETIC_HEIGHT} JPEG"),
+        ),
     };
     let image_bytes = data.len();
     let frame = Frame::encoded(data, 0, image.clone());
@@ -429,18 +499,36 @@ pub fn run_bench(args: &BenchArgs) -> Result<BenchReport, BenchError> {
     let mut runtimes = Vec::new();
     for plan in plans(args.runtime) {
         let label = plan.choice.as_str().to_string();
-        let opened = open_runtime(plan.choice, args.litert_lib.as_deref(), &args.model, args.threads);
+        let opened = open_runtime(
+            plan.choice,
+            args.litert_lib.as_deref(),
+            &args.model,
+            args.threads,
+        );
         let (runtime, reason) = match opened {
             Ok(r) => r,
             Err(e @ InferenceError::LiteRtUnavailable { .. }) if plan.skip_if_missing => {
                 log::warn!(model:display = args.model.display(); "LiteRT skipped: {e}");
-                runtimes.push(("litert".to_string(), RuntimeOutcome::Skipped { reason: e.to_string() }));
+                runtimes.push((
+                    "litert".to_string(),
+                    RuntimeOutcome::Skipped {
+                        reason: e.to_string(),
+                    },
+                ));
                 continue;
             }
-            Err(error) => return Err(BenchError::Load { runtime: label, error }),
+            Err(error) => {
+                return Err(BenchError::Load {
+                    runtime: label,
+                    error,
+                })
+            }
         };
         let name = runtime.kind().to_string();
-        let load_err = |error| BenchError::Load { runtime: name.clone(), error };
+        let load_err = |error| BenchError::Load {
+            runtime: name.clone(),
+            error,
+        };
         let file = ModelFile::read(&args.model).map_err(load_err)?;
         let mut opts = ModelOptions::new(&args.model);
         opts.labels = args.labels.clone();
@@ -466,7 +554,11 @@ pub fn run_bench(args: &BenchArgs) -> Result<BenchReport, BenchError> {
 
 fn progress_bar(len: u64, name: &str, json: bool) -> ProgressBar {
     // `stderr()` hides itself when stderr is not a terminal.
-    let target = if json { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() };
+    let target = if json {
+        ProgressDrawTarget::hidden()
+    } else {
+        ProgressDrawTarget::stderr()
+    };
     let bar = ProgressBar::with_draw_target(Some(len), target);
     if let Ok(style) = ProgressStyle::with_template("{msg:>8} [{bar:40}] {pos}/{len} {elapsed}") {
         bar.set_style(style.progress_chars("=> "));
@@ -484,14 +576,21 @@ fn measure(
     sha256: &str,
     args: &BenchArgs,
 ) -> Result<RuntimeResult, BenchError> {
-    let dir = tempfile::Builder::new().prefix("spotter-bench-").tempdir().map_err(BenchError::TempDir)?;
+    let dir = tempfile::Builder::new()
+        .prefix("spotter-bench-")
+        .tempdir()
+        .map_err(BenchError::TempDir)?;
     let store = Store::open_with(dir.path(), STORE_FLUSH_MS)?;
     let bar = progress_bar((args.warmup + args.runs) as u64, name, args.json);
     let mut samples = Samples::with_capacity(args.runs);
     let mut last_size = (0, 0);
     for i in 0..args.warmup + args.runs {
         let start = Instant::now();
-        let run_err = |error| BenchError::Run { runtime: name.to_string(), run: i + 1, error };
+        let run_err = |error| BenchError::Run {
+            runtime: name.to_string(),
+            run: i + 1,
+            error,
+        };
         let out = engine.run(frame).map_err(run_err)?;
         let mut rec = ResultRecord {
             id: String::new(),
@@ -550,7 +649,9 @@ mod tests {
     fn testdata() -> PathBuf {
         std::env::var_os("SPOTTER_TESTDATA")
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata")))
+            .unwrap_or_else(|| {
+                PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata"))
+            })
     }
 
     #[derive(Debug, clap::Parser)]
@@ -575,10 +676,35 @@ mod tests {
     #[test]
     fn command_line_flags_and_defaults() {
         let a = parse(&["spotter", "bench", "--model", "m.tflite"]).unwrap();
-        assert_eq!(a, BenchArgs { litert_lib: a.litert_lib.clone(), ..BenchArgs::new("m.tflite") });
+        assert_eq!(
+            a,
+            BenchArgs {
+                litert_lib: a.litert_lib.clone(),
+                ..BenchArgs::new("m.tflite")
+            }
+        );
         let a = parse(&[
-            "spotter", "bench", "--model", "m.tflite", "--image", "i.jpg", "--runs", "7", "--warmup", "0", "--threads", "1",
-            "--runtime", "all", "--labels", "l.txt", "--json", "--litert-lib", "/x/libLiteRt.so", "--jpeg-scaling", "off",
+            "spotter",
+            "bench",
+            "--model",
+            "m.tflite",
+            "--image",
+            "i.jpg",
+            "--runs",
+            "7",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+            "--runtime",
+            "all",
+            "--labels",
+            "l.txt",
+            "--json",
+            "--litert-lib",
+            "/x/libLiteRt.so",
+            "--jpeg-scaling",
+            "off",
         ])
         .unwrap();
         assert_eq!(a.image, Some(PathBuf::from("i.jpg")));
@@ -589,8 +715,17 @@ mod tests {
         assert_eq!(a.litert_lib, Some(PathBuf::from("/x/libLiteRt.so")));
         assert_eq!(a.jpeg_scaling, JpegScaling::Off);
         assert!(parse(&["spotter", "bench", "--model", "m", "--jpeg-scaling", "half"]).is_err());
-        for (s, r) in [("auto", BenchRuntime::Auto), ("litert", BenchRuntime::Litert), ("builtin", BenchRuntime::Builtin)] {
-            assert_eq!(parse(&["spotter", "bench", "--model", "m", "--runtime", s]).unwrap().runtime, r);
+        for (s, r) in [
+            ("auto", BenchRuntime::Auto),
+            ("litert", BenchRuntime::Litert),
+            ("builtin", BenchRuntime::Builtin),
+        ] {
+            assert_eq!(
+                parse(&["spotter", "bench", "--model", "m", "--runtime", s])
+                    .unwrap()
+                    .runtime,
+                r
+            );
         }
         assert!(parse(&["spotter", "bench", "--model", "m", "--runtime", "tflite"]).is_err());
         assert!(parse(&["spotter", "bench"]).is_err(), "--model is required");
@@ -614,7 +749,10 @@ mod tests {
         assert_eq!(percentile_nearest_rank(&[7.0], 50.0), Some(7.0));
         assert_eq!(percentile_nearest_rank(&[], 50.0), None);
         // Even count: nearest rank takes the lower middle, never an average.
-        assert_eq!(percentile_nearest_rank(&[1.0, 2.0, 3.0, 4.0], 50.0), Some(2.0));
+        assert_eq!(
+            percentile_nearest_rank(&[1.0, 2.0, 3.0, 4.0], 50.0),
+            Some(2.0)
+        );
     }
 
     // Catches unsorted input being used as-is, or µs not converted to ms.
@@ -624,7 +762,13 @@ mod tests {
         let s = stage_stats(&us);
         assert_eq!(s.median_ms, 3.0);
         assert_eq!(s.p99_ms, 250.0);
-        assert_eq!(stage_stats(&[]), StageStats { median_ms: 0.0, p99_ms: 0.0 });
+        assert_eq!(
+            stage_stats(&[]),
+            StageStats {
+                median_ms: 0.0,
+                p99_ms: 0.0
+            }
+        );
     }
 
     // Catches invoke counted in the overhead, or a division by zero giving inf/NaN.
@@ -640,9 +784,15 @@ mod tests {
     #[test]
     fn synthetic_frame_is_a_vga_jpeg() {
         let data = synthetic_jpeg().unwrap();
-        assert_eq!(image::guess_format(&data).unwrap(), image::ImageFormat::Jpeg);
+        assert_eq!(
+            image::guess_format(&data).unwrap(),
+            image::ImageFormat::Jpeg
+        );
         let img = image::load_from_memory(&data).unwrap();
-        assert_eq!((img.width(), img.height()), (SYNTHETIC_WIDTH, SYNTHETIC_HEIGHT));
+        assert_eq!(
+            (img.width(), img.height()),
+            (SYNTHETIC_WIDTH, SYNTHETIC_HEIGHT)
+        );
     }
 
     // Catches bad arguments being accepted (0 runs would report zeros as if measured).
@@ -662,16 +812,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.jpg");
         std::fs::write(&p, b"definitely not an image").unwrap();
-        let mut a = BenchArgs::new(testdata().join("models/classification/mobilenet_v1_0.25_128_quant.tflite"));
+        let mut a = BenchArgs::new(
+            testdata().join("models/classification/mobilenet_v1_0.25_128_quant.tflite"),
+        );
         a.image = Some(p);
-        assert!(matches!(run_bench(&a), Err(BenchError::ImageInvalid { .. })), "{:?}", run_bench(&a));
+        assert!(
+            matches!(run_bench(&a), Err(BenchError::ImageInvalid { .. })),
+            "{:?}",
+            run_bench(&a)
+        );
     }
 
     // Catches stages not being measured or the store insert not being timed:
     // the real model must give a non-zero invoke and a frame of the synthetic size.
     #[test]
     fn builtin_run_measures_every_stage() {
-        let mut a = BenchArgs::new(testdata().join("models/classification/mobilenet_v1_0.25_128_quant.tflite"));
+        let mut a = BenchArgs::new(
+            testdata().join("models/classification/mobilenet_v1_0.25_128_quant.tflite"),
+        );
         a.runs = 3;
         a.warmup = 1;
         a.threads = 1;
@@ -682,11 +840,19 @@ mod tests {
         assert_eq!(report.runtimes.len(), 1);
         let (name, outcome) = &report.runtimes[0];
         assert_eq!(name, "builtin");
-        let RuntimeOutcome::Measured(r) = outcome else { panic!("builtin skipped: {outcome:?}") };
-        assert_eq!((r.image_width, r.image_height), (SYNTHETIC_WIDTH, SYNTHETIC_HEIGHT));
+        let RuntimeOutcome::Measured(r) = outcome else {
+            panic!("builtin skipped: {outcome:?}")
+        };
+        assert_eq!(
+            (r.image_width, r.image_height),
+            (SYNTHETIC_WIDTH, SYNTHETIC_HEIGHT)
+        );
         assert_eq!(r.input_shape, vec![1, 128, 128, 3]);
         for (stage, st) in r.stages.stages() {
-            assert!(st.median_ms.is_finite() && st.median_ms >= 0.0, "{stage}: {st:?}");
+            assert!(
+                st.median_ms.is_finite() && st.median_ms >= 0.0,
+                "{stage}: {st:?}"
+            );
             assert!(st.p99_ms >= st.median_ms, "{stage}: {st:?}");
         }
         assert!(r.stages.invoke.median_ms > 0.0);
@@ -698,14 +864,27 @@ mod tests {
         assert_eq!(v["threads"], 1);
         let b = &v["runtimes"]["builtin"];
         assert_eq!(b["skipped"], false);
-        for stage in ["decode", "resize", "quantize", "invoke", "post", "store", "total"] {
-            assert!(b["stages"][stage]["median_ms"].as_f64().is_some(), "{stage} missing: {b}");
-            assert!(b["stages"][stage]["p99_ms"].as_f64().is_some(), "{stage} missing: {b}");
+        for stage in [
+            "decode", "resize", "quantize", "invoke", "post", "store", "total",
+        ] {
+            assert!(
+                b["stages"][stage]["median_ms"].as_f64().is_some(),
+                "{stage} missing: {b}"
+            );
+            assert!(
+                b["stages"][stage]["p99_ms"].as_f64().is_some(),
+                "{stage} missing: {b}"
+            );
         }
         assert!(b["overhead_ratio"].as_f64().is_some());
-        assert!(b["reason"].as_str().is_some_and(|s| s.starts_with("builtin")));
+        assert!(b["reason"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("builtin")));
         let text = report.to_text();
-        assert!(text.contains("builtin") && text.contains("invoke") && text.contains("overhead/invoke"), "{text}");
+        assert!(
+            text.contains("builtin") && text.contains("invoke") && text.contains("overhead/invoke"),
+            "{text}"
+        );
     }
 
     // Catches `all` failing when LiteRT is missing instead of reporting it as
@@ -723,7 +902,9 @@ mod tests {
         let report = run_bench(&a).unwrap();
         let names: Vec<&str> = report.runtimes.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["litert", "builtin"]);
-        assert!(matches!(&report.runtimes[0].1, RuntimeOutcome::Skipped { reason } if reason.contains("/nonexistent/libLiteRt.so")));
+        assert!(
+            matches!(&report.runtimes[0].1, RuntimeOutcome::Skipped { reason } if reason.contains("/nonexistent/libLiteRt.so"))
+        );
         assert!(matches!(report.runtimes[1].1, RuntimeOutcome::Measured(_)));
         assert_eq!(report.to_json()["runtimes"]["litert"]["skipped"], true);
 

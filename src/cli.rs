@@ -14,7 +14,11 @@ use crate::modelstore::ModelStore;
 use crate::pipeline::load_model;
 
 #[derive(Debug, Parser)]
-#[command(name = "spotter", version, about = "Camera inference appliance: V4L2 → TFLite → sled → HTTPS")]
+#[command(
+    name = "spotter",
+    version,
+    about = "Camera inference appliance: V4L2 → TFLite → sled → HTTPS"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -49,9 +53,7 @@ pub enum Command {
         litert_lib: Option<PathBuf>,
     },
     /// Validate a config (with its drop-ins) and print the effective settings.
-    CheckConfig {
-        file: PathBuf,
-    },
+    CheckConfig { file: PathBuf },
     /// Measure per-stage latency (decode, resize, quantize, invoke, post, store) of a model per runtime.
     Bench(crate::bench::BenchArgs),
     /// Measure the result store's flash wear: results/s, bytes written to
@@ -178,21 +180,33 @@ impl RawSpec {
 }
 
 fn parse_raw_spec(s: &str) -> Result<RawSpec, String> {
-    let (fmt, size) = s.split_once(':').ok_or("expected FORMAT:WxH, e.g. yuyv:640x480")?;
+    let (fmt, size) = s
+        .split_once(':')
+        .ok_or("expected FORMAT:WxH, e.g. yuyv:640x480")?;
     let format = match fmt.to_ascii_lowercase().as_str() {
         "yuyv" | "yuy2" => PixelFormat::Yuyv,
         "rgb" | "rgb24" | "rgb8" => PixelFormat::Rgb8,
         other => return Err(format!("unknown raw format '{other}' (yuyv or rgb24)")),
     };
-    let (w, h) = size.split_once(['x', 'X']).ok_or("size must be WxH, e.g. 640x480")?;
+    let (w, h) = size
+        .split_once(['x', 'X'])
+        .ok_or("size must be WxH, e.g. 640x480")?;
     let dim = |v: &str| v.parse::<u32>().ok().filter(|n| (1..=16_384).contains(n));
     let (Some(width), Some(height)) = (dim(w), dim(h)) else {
-        return Err(format!("size '{size}': width and height must be 1 to 16384"));
+        return Err(format!(
+            "size '{size}': width and height must be 1 to 16384"
+        ));
     };
     if format == PixelFormat::Yuyv && width % 2 == 1 {
-        return Err(format!("yuyv width {width} must be even (two pixels share U and V)"));
+        return Err(format!(
+            "yuyv width {width} must be even (two pixels share U and V)"
+        ));
     }
-    Ok(RawSpec { format, width, height })
+    Ok(RawSpec {
+        format,
+        width,
+        height,
+    })
 }
 
 #[derive(Debug, Subcommand)]
@@ -252,7 +266,10 @@ pub fn logs_to_stderr() -> bool {
 
 pub fn execute(cli: Cli) -> Result<(), Failure> {
     match cli.command {
-        Command::Run { config: path, litert_lib } => {
+        Command::Run {
+            config: path,
+            litert_lib,
+        } => {
             // Log to stderr until the config says otherwise; errors in the
             // config itself must be visible.
             let mut settings = config::load(&path)
@@ -261,8 +278,12 @@ pub fn execute(cli: Cli) -> Result<(), Failure> {
                     anyhow::Error::new(e).context("invalid configuration")
                 })
                 .map_err(fail(EXIT_CONFIG))?;
-            logging::init(logging::parse_level(&settings.daemon.log_level))
-                .map_err(|e| Failure { error: e.into(), code: EXIT_FAILURE })?;
+            logging::init(logging::parse_level(&settings.daemon.log_level)).map_err(|e| {
+                Failure {
+                    error: e.into(),
+                    code: EXIT_FAILURE,
+                }
+            })?;
             if litert_lib.is_some() {
                 settings.model.litert_lib = litert_lib;
             }
@@ -270,7 +291,9 @@ pub fn execute(cli: Cli) -> Result<(), Failure> {
         }
         Command::CheckConfig { file } => {
             let _ = logging::init(log::LevelFilter::Warn);
-            let s = config::load(&file).map_err(|e| anyhow::Error::new(e).context("invalid configuration")).map_err(fail(EXIT_CONFIG))?;
+            let s = config::load(&file)
+                .map_err(|e| anyhow::Error::new(e).context("invalid configuration"))
+                .map_err(fail(EXIT_CONFIG))?;
             let mut out = std::io::stdout().lock();
             let files: Vec<String> = s.files.iter().map(|p| p.display().to_string()).collect();
             let _ = writeln!(out, "# valid; read: {}", files.join(", "));
@@ -280,43 +303,77 @@ pub fn execute(cli: Cli) -> Result<(), Failure> {
         Command::Bench(args) => {
             let _ = logging::init(log::LevelFilter::Warn);
             let report = crate::bench::run_bench(&args).map_err(|e| {
-                let code = if matches!(e, crate::bench::BenchError::Args(_)) { EXIT_CONFIG } else { EXIT_FAILURE };
-                Failure { error: anyhow::Error::new(e).context("spotter bench"), code }
+                let code = if matches!(e, crate::bench::BenchError::Args(_)) {
+                    EXIT_CONFIG
+                } else {
+                    EXIT_FAILURE
+                };
+                Failure {
+                    error: anyhow::Error::new(e).context("spotter bench"),
+                    code,
+                }
             })?;
             let mut out = std::io::stdout().lock();
-            let _ = if args.json { writeln!(out, "{}", report.to_json()) } else { write!(out, "{}", report.to_text()) };
+            let _ = if args.json {
+                writeln!(out, "{}", report.to_json())
+            } else {
+                write!(out, "{}", report.to_text())
+            };
             Ok(())
         }
         Command::BenchStore(args) => {
             let _ = logging::init(log::LevelFilter::Warn);
-            let report = crate::store::wear::run(&args)
-                .map_err(|e| Failure { error: anyhow::Error::new(e).context("spotter bench-store"), code: EXIT_FAILURE })?;
+            let report = crate::store::wear::run(&args).map_err(|e| Failure {
+                error: anyhow::Error::new(e).context("spotter bench-store"),
+                code: EXIT_FAILURE,
+            })?;
             // A plain struct of numbers always serializes.
-            let _ = writeln!(std::io::stdout().lock(), "{}", serde_json::to_string(&report).unwrap_or_default());
+            let _ = writeln!(
+                std::io::stdout().lock(),
+                "{}",
+                serde_json::to_string(&report).unwrap_or_default()
+            );
             Ok(())
         }
-        Command::Export { config: path, since, key_file } => {
+        Command::Export {
+            config: path,
+            since,
+            key_file,
+        } => {
             let _ = logging::init(log::LevelFilter::Warn);
             let settings = load_settings(&path)?;
             let since_ns = since
                 .as_deref()
                 .map(|s| -> anyhow::Result<u64> {
-                    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-                        .with_context(|| format!("--since {s:?} is not an RFC 3339 time"))?;
+                    let t = time::OffsetDateTime::parse(
+                        s,
+                        &time::format_description::well_known::Rfc3339,
+                    )
+                    .with_context(|| format!("--since {s:?} is not an RFC 3339 time"))?;
                     u64::try_from(t.unix_timestamp_nanos()).context("--since is before 1970")
                 })
                 .transpose()
                 .map_err(fail(EXIT_CONFIG))?;
             let out = std::io::BufWriter::new(std::io::stdout().lock());
-            let store = match crate::store::Store::open_with(&settings.store.dir, settings.store.flush_every_ms) {
+            let store = match crate::store::Store::open_with(
+                &settings.store.dir,
+                settings.store.flush_every_ms,
+            ) {
                 Ok(store) => store,
                 Err(crate::store::StoreError::Locked { path }) => {
-                    eprintln!("{} is held by the running daemon; exporting through its API", path.display());
-                    let n = export_from_daemon(&settings, key_file.as_deref(), since_ns, out).map_err(fail(EXIT_FAILURE))?;
+                    eprintln!(
+                        "{} is held by the running daemon; exporting through its API",
+                        path.display()
+                    );
+                    let n = export_from_daemon(&settings, key_file.as_deref(), since_ns, out)
+                        .map_err(fail(EXIT_FAILURE))?;
                     eprintln!("exported {n} results");
                     return Ok(());
                 }
-                Err(e) => return Err(anyhow::Error::new(e).context("opening the result store")).map_err(fail(EXIT_FAILURE)),
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context("opening the result store"))
+                        .map_err(fail(EXIT_FAILURE))
+                }
             };
             let bar = indicatif::ProgressBar::new(store.len() as u64);
             let n = crate::backup::export(&store, since_ns, out, |k| bar.set_position(k))
@@ -336,41 +393,67 @@ pub fn execute(cli: Cli) -> Result<(), Failure> {
             let r = crate::backup::import(&store, std::io::BufReader::new(f))
                 .map_err(|e| anyhow::Error::new(e).context("import"))
                 .map_err(fail(EXIT_FAILURE))?;
-            store.flush().map_err(|e| anyhow::Error::new(e).context("flushing the store")).map_err(fail(EXIT_FAILURE))?;
+            store
+                .flush()
+                .map_err(|e| anyhow::Error::new(e).context("flushing the store"))
+                .map_err(fail(EXIT_FAILURE))?;
             for (line, reason) in &r.invalid {
                 eprintln!("{}:{line}: {reason}", file.display());
             }
-            println!("added {}, skipped {} (already present), invalid {}", r.added, r.skipped, r.invalid_count);
+            println!(
+                "added {}, skipped {} (already present), invalid {}",
+                r.added, r.skipped, r.invalid_count
+            );
             if r.invalid_count > 0 {
-                return Err(Failure { error: anyhow::anyhow!("{} invalid lines", r.invalid_count), code: EXIT_FAILURE });
+                return Err(Failure {
+                    error: anyhow::anyhow!("{} invalid lines", r.invalid_count),
+                    code: EXIT_FAILURE,
+                });
             }
             Ok(())
         }
-        Command::Keys { config: path, action } => {
+        Command::Keys {
+            config: path,
+            action,
+        } => {
             let _ = logging::init(log::LevelFilter::Warn);
             let settings = config::load(&path)
                 .map_err(|e| anyhow::Error::new(e).context("invalid configuration"))
                 .map_err(fail(EXIT_CONFIG))?;
             keys_command(&settings, action).map_err(fail(EXIT_FAILURE))
         }
-        Command::Model { config: path, action } => {
+        Command::Model {
+            config: path,
+            action,
+        } => {
             let _ = logging::init(log::LevelFilter::Warn);
             let settings = config::load(&path)
                 .map_err(|e| anyhow::Error::new(e).context("invalid configuration"))
                 .map_err(fail(EXIT_CONFIG))?;
             model_command(&settings, action).map_err(fail(EXIT_FAILURE))
         }
-        Command::SystemdGenerator { config: path, normal_dir, .. } => {
+        Command::SystemdGenerator {
+            config: path,
+            normal_dir,
+            ..
+        } => {
             // Generators run early at boot, logging to the kernel log: say
             // what is wrong but never fail the boot transaction.
             let _ = logging::init(log::LevelFilter::Warn);
             match config::load(&path) {
                 Ok(s) => match crate::systemd::generate(s.api.listen, &normal_dir) {
-                    Ok(Some(p)) => eprintln!("spotter-generator: api.listen {} is a privileged port; wrote {}", s.api.listen, p.display()),
+                    Ok(Some(p)) => eprintln!(
+                        "spotter-generator: api.listen {} is a privileged port; wrote {}",
+                        s.api.listen,
+                        p.display()
+                    ),
                     Ok(None) => {}
                     Err(e) => eprintln!("spotter-generator: {e}"),
                 },
-                Err(e) => eprintln!("spotter-generator: {}: {e}; no drop-in written", path.display()),
+                Err(e) => eprintln!(
+                    "spotter-generator: {}: {e}; no drop-in written",
+                    path.display()
+                ),
             }
             Ok(())
         }
@@ -378,16 +461,41 @@ pub fn execute(cli: Cli) -> Result<(), Failure> {
             let _ = logging::init(log::LevelFilter::Error);
             let settings = load_settings(&path)?;
             let report = crate::doctor::run(&settings);
-            crate::doctor::print(&report, &mut std::io::stdout().lock())
-                .map_err(|e| Failure { error: e.into(), code: EXIT_FAILURE })?;
+            crate::doctor::print(&report, &mut std::io::stdout().lock()).map_err(|e| Failure {
+                error: e.into(),
+                code: EXIT_FAILURE,
+            })?;
             if report.failed() {
-                return Err(Failure { error: anyhow::anyhow!("some checks failed (see the fix hints above)"), code: EXIT_FAILURE });
+                return Err(Failure {
+                    error: anyhow::anyhow!("some checks failed (see the fix hints above)"),
+                    code: EXIT_FAILURE,
+                });
             }
             Ok(())
         }
-        Command::Classify { model, labels, json, runtime, threads, top_k, litert_lib, raw, images } => {
+        Command::Classify {
+            model,
+            labels,
+            json,
+            runtime,
+            threads,
+            top_k,
+            litert_lib,
+            raw,
+            images,
+        } => {
             let _ = logging::init(log::LevelFilter::Warn);
-            classify(model, labels, json, runtime.into(), threads, top_k, litert_lib, raw, images)
+            classify(
+                model,
+                labels,
+                json,
+                runtime.into(),
+                threads,
+                top_k,
+                litert_lib,
+                raw,
+                images,
+            )
         }
     }
 }
@@ -405,7 +513,10 @@ fn classify(
     images: Vec<PathBuf>,
 ) -> Result<(), Failure> {
     if threads == 0 || top_k == 0 {
-        return Err(Failure { error: anyhow::anyhow!("--threads and --top-k must be at least 1"), code: EXIT_CONFIG });
+        return Err(Failure {
+            error: anyhow::anyhow!("--threads and --top-k must be at least 1"),
+            code: EXIT_CONFIG,
+        });
     }
     let settings = ModelSettings {
         path: model,
@@ -434,10 +545,15 @@ fn classify(
             .and_then(|data| {
                 let origin = path.display().to_string();
                 let frame = match raw {
-                    Some(spec) => spec.frame(data, seq as u64, origin).with_context(|| format!("raw frame {}", path.display()))?,
+                    Some(spec) => spec
+                        .frame(data, seq as u64, origin)
+                        .with_context(|| format!("raw frame {}", path.display()))?,
                     None => Frame::encoded(data, seq as u64, origin),
                 };
-                loaded.engine.run(&frame).with_context(|| format!("classifying {}", path.display()))
+                loaded
+                    .engine
+                    .run(&frame)
+                    .with_context(|| format!("classifying {}", path.display()))
             });
         match result {
             Ok(o) => {
@@ -454,7 +570,15 @@ fn classify(
                 } else {
                     let _ = writeln!(out, "{}", path.display());
                     for (rank, c) in o.classes.iter().enumerate() {
-                        let _ = writeln!(out, "  {}. {:<32} {:.4}  (index {}, raw {})", rank + 1, c.label, c.score, c.index, c.raw);
+                        let _ = writeln!(
+                            out,
+                            "  {}. {:<32} {:.4}  (index {}, raw {})",
+                            rank + 1,
+                            c.label,
+                            c.score,
+                            c.index,
+                            c.raw
+                        );
                     }
                     for d in &o.detections {
                         let _ = writeln!(
@@ -472,7 +596,10 @@ fn classify(
         }
     }
     if failed > 0 {
-        return Err(Failure { error: anyhow::anyhow!("{failed} of {} images failed", images.len()), code: EXIT_FAILURE });
+        return Err(Failure {
+            error: anyhow::anyhow!("{failed} of {} images failed", images.len()),
+            code: EXIT_FAILURE,
+        });
     }
     Ok(())
 }
@@ -483,14 +610,24 @@ fn model_command(settings: &config::Settings, action: ModelAction) -> anyhow::Re
     let ms = ModelStore::new(&settings.daemon.state_dir);
     let mut out = std::io::stdout().lock();
     match action {
-        ModelAction::Install { file, labels, activate } => {
+        ModelAction::Install {
+            file,
+            labels,
+            activate,
+        } => {
             let meta = ms.install(&file, labels.as_deref(), |model, labels| {
                 let mut m = settings.model.clone();
                 m.path = model.to_path_buf();
                 m.labels = labels.map(|l| l.to_path_buf());
-                load_model(&m).map(|l| l.status.kind).map_err(|e| e.to_string())
+                load_model(&m)
+                    .map(|l| l.status.kind)
+                    .map_err(|e| e.to_string())
             })?;
-            let _ = writeln!(out, "installed {} ({}, {})", meta.sha256, meta.original_name, meta.kind);
+            let _ = writeln!(
+                out,
+                "installed {} ({}, {})",
+                meta.sha256, meta.original_name, meta.kind
+            );
             if activate {
                 ms.activate(&meta.sha256)?;
                 let _ = writeln!(out, "active: {}; {RELOAD_HINT}", meta.sha256);
@@ -511,11 +648,19 @@ fn model_command(settings: &config::Settings, action: ModelAction) -> anyhow::Re
         }
         ModelAction::Activate { version } => {
             let m = ms.activate(&version)?;
-            let _ = writeln!(out, "active: {} ({}); {RELOAD_HINT}", m.sha256, m.original_name);
+            let _ = writeln!(
+                out,
+                "active: {} ({}); {RELOAD_HINT}",
+                m.sha256, m.original_name
+            );
         }
         ModelAction::Rollback => {
             let m = ms.rollback()?;
-            let _ = writeln!(out, "active: {} ({}); {RELOAD_HINT}", m.sha256, m.original_name);
+            let _ = writeln!(
+                out,
+                "active: {} ({}); {RELOAD_HINT}",
+                m.sha256, m.original_name
+            );
         }
     }
     Ok(())
@@ -529,7 +674,10 @@ fn keys_command(settings: &config::Settings, action: KeysAction) -> anyhow::Resu
         KeysAction::Create { name, scope } => {
             let (info, secret) = ks.create(&name, scope.parse::<Scope>()?)?;
             let _ = writeln!(out, "{}", secret.expose());
-            eprintln!("created key {} ({}, {}); the secret above is shown only once", info.id, info.name, info.scope);
+            eprintln!(
+                "created key {} ({}, {}); the secret above is shown only once",
+                info.id, info.name, info.scope
+            );
         }
         KeysAction::List => {
             for k in ks.list()? {
@@ -553,7 +701,9 @@ fn keys_command(settings: &config::Settings, action: KeysAction) -> anyhow::Resu
 }
 
 fn load_settings(path: &std::path::Path) -> Result<config::Settings, Failure> {
-    config::load(path).map_err(|e| anyhow::Error::new(e).context("invalid configuration")).map_err(fail(EXIT_CONFIG))
+    config::load(path)
+        .map_err(|e| anyhow::Error::new(e).context("invalid configuration"))
+        .map_err(fail(EXIT_CONFIG))
 }
 
 /// Open the store for an offline command; a running daemon holds sled's lock,
@@ -567,12 +717,14 @@ fn export_from_daemon(
     mut out: impl Write,
 ) -> anyhow::Result<u64> {
     use std::io::BufRead;
-    let api = crate::localapi::LocalApi::new(settings, key_file).context("export through the daemon's API")?;
+    let api = crate::localapi::LocalApi::new(settings, key_file)
+        .context("export through the daemon's API")?;
     let path = match since_ns {
         Some(ns) => format!("/api/v1/backup?since={ns}"),
         None => "/api/v1/backup".to_string(),
     };
-    let mut body = std::io::BufReader::new(api.get(&path).context("export through the daemon's API")?);
+    let mut body =
+        std::io::BufReader::new(api.get(&path).context("export through the daemon's API")?);
     let bar = indicatif::ProgressBar::new_spinner();
     let (mut line, mut records) = (Vec::new(), 0u64);
     let incomplete = "the daemon's export stopped; the output is incomplete";
@@ -583,7 +735,10 @@ fn export_from_daemon(
         }
         if records == 0 && line.starts_with(b"{\"spotter_export\"") {
             // The header: its count_hint sizes the bar.
-            if let Some(n) = serde_json::from_slice::<serde_json::Value>(&line).ok().and_then(|h| h["count_hint"].as_u64()) {
+            if let Some(n) = serde_json::from_slice::<serde_json::Value>(&line)
+                .ok()
+                .and_then(|h| h["count_hint"].as_u64())
+            {
                 bar.set_length(n);
                 bar.set_style(indicatif::ProgressStyle::default_bar());
             }
@@ -614,15 +769,32 @@ mod tests {
     fn raw_spec_parses_and_rejects() {
         assert_eq!(
             parse_raw_spec("yuyv:640x480"),
-            Ok(RawSpec { format: PixelFormat::Yuyv, width: 640, height: 480 })
+            Ok(RawSpec {
+                format: PixelFormat::Yuyv,
+                width: 640,
+                height: 480
+            })
         );
-        assert_eq!(parse_raw_spec("RGB24:3X2").map(|s| (s.format, s.stride(), s.height)), Ok((PixelFormat::Rgb8, 9, 2)));
-        for bad in ["yuyv", "yuyv:640", "yuyv:0x480", "yuyv:641x480", "nv12:640x480", "yuyv:99999x2"] {
+        assert_eq!(
+            parse_raw_spec("RGB24:3X2").map(|s| (s.format, s.stride(), s.height)),
+            Ok((PixelFormat::Rgb8, 9, 2))
+        );
+        for bad in [
+            "yuyv",
+            "yuyv:640",
+            "yuyv:0x480",
+            "yuyv:641x480",
+            "nv12:640x480",
+            "yuyv:99999x2",
+        ] {
             assert!(parse_raw_spec(bad).is_err(), "{bad} accepted");
         }
         let spec = parse_raw_spec("yuyv:4x2").unwrap();
         assert!(spec.frame(vec![0; 15], 0, "f".into()).is_err());
         let f = spec.frame(vec![0; 16], 0, "f".into()).unwrap();
-        assert_eq!((f.format, f.width, f.height, f.stride), (PixelFormat::Yuyv, 4, 2, 8));
+        assert_eq!(
+            (f.format, f.width, f.height, f.stride),
+            (PixelFormat::Yuyv, 4, 2, 8)
+        );
     }
 }

@@ -15,7 +15,9 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use crate::config::{ApiSettings, CaptureFormat, ModelSettings, Settings, SourceKind, SourceSettings, StoreSettings};
+use crate::config::{
+    ApiSettings, CaptureFormat, ModelSettings, Settings, SourceKind, SourceSettings, StoreSettings,
+};
 use crate::result::ResultRecord;
 
 /// Less free space than this on the state filesystem fails the state check:
@@ -69,8 +71,18 @@ pub struct Finding {
 }
 
 impl Finding {
-    fn new(check: &'static str, verdict: Verdict, detail: impl Into<String>, hint: impl Into<String>) -> Finding {
-        Finding { check, verdict, detail: detail.into(), hint: hint.into() }
+    fn new(
+        check: &'static str,
+        verdict: Verdict,
+        detail: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Finding {
+        Finding {
+            check,
+            verdict,
+            detail: detail.into(),
+            hint: hint.into(),
+        }
     }
     fn ok(check: &'static str, detail: impl Into<String>) -> Finding {
         Finding::new(check, Verdict::Ok, detail, "")
@@ -93,15 +105,31 @@ impl Report {
     pub fn to_text(&self) -> String {
         let mut s = String::new();
         for f in &self.findings {
-            s.push_str(&format!("{:<4} {:<11} {}", f.verdict.label(), f.check, one_line(&f.detail)));
+            s.push_str(&format!(
+                "{:<4} {:<11} {}",
+                f.verdict.label(),
+                f.check,
+                one_line(&f.detail)
+            ));
             if !f.hint.is_empty() {
                 s.push_str(&format!(" (fix: {})", one_line(&f.hint)));
             }
             s.push('\n');
         }
-        let failed = self.findings.iter().filter(|f| f.verdict == Verdict::Fail).count();
-        let warned = self.findings.iter().filter(|f| f.verdict == Verdict::Warn).count();
-        s.push_str(&format!("{} checks: {failed} failed, {warned} warnings\n", self.findings.len()));
+        let failed = self
+            .findings
+            .iter()
+            .filter(|f| f.verdict == Verdict::Fail)
+            .count();
+        let warned = self
+            .findings
+            .iter()
+            .filter(|f| f.verdict == Verdict::Warn)
+            .count();
+        s.push_str(&format!(
+            "{} checks: {failed} failed, {warned} warnings\n",
+            self.findings.len()
+        ));
         s
     }
 }
@@ -121,7 +149,9 @@ pub fn run(settings: &Settings) -> Report {
             check_tls(&settings.api, &settings.daemon.state_dir, now),
             check_state_dir(&settings.daemon.state_dir, &settings.store, MIN_FREE_BYTES),
             check_clock(synced),
-            check_last_result(&settings.store, now, MAX_RESULT_AGE, || latest_from_daemon(settings)),
+            check_last_result(&settings.store, now, MAX_RESULT_AGE, || {
+                latest_from_daemon(settings)
+            }),
         ],
     }
 }
@@ -137,14 +167,24 @@ pub fn check_source(s: &SourceSettings) -> Finding {
 
 fn check_folder(s: &SourceSettings) -> Finding {
     let dir = s.dir.clone().unwrap_or_default();
-    let opts = crate::capture::files::FilesOptions { dir: dir.clone(), fps: s.fps, looping: s.looping };
+    let opts = crate::capture::files::FilesOptions {
+        dir: dir.clone(),
+        fps: s.fps,
+        looping: s.looping,
+    };
     match crate::capture::files::FilesSource::open(opts) {
-        Ok(src) => Finding::ok("source", format!("folder {}: {} images", dir.display(), src.image_count())),
+        Ok(src) => Finding::ok(
+            "source",
+            format!("folder {}: {} images", dir.display(), src.image_count()),
+        ),
         Err(e) => Finding::new(
             "source",
             Verdict::Fail,
             e.to_string(),
-            format!("put JPEG, PNG or BMP photos in {} readable by the service user, or set source.dir", dir.display()),
+            format!(
+                "put JPEG, PNG or BMP photos in {} readable by the service user, or set source.dir",
+                dir.display()
+            ),
         ),
     }
 }
@@ -197,20 +237,40 @@ fn check_camera(device: &Path, format: CaptureFormat) -> Finding {
     };
     let formats = match dev.enum_formats() {
         Ok(f) => f,
-        Err(e) => return Finding::new("source", Verdict::Fail, format!("camera {name}: VIDIOC_ENUM_FMT: {e}"), "check `dmesg`"),
+        Err(e) => {
+            return Finding::new(
+                "source",
+                Verdict::Fail,
+                format!("camera {name}: VIDIOC_ENUM_FMT: {e}"),
+                "check `dmesg`",
+            )
+        }
     };
-    let offered: Vec<String> = formats.iter().map(|f| f.fourcc.str().unwrap_or("????").to_string()).collect();
+    let offered: Vec<String> = formats
+        .iter()
+        .map(|f| f.fourcc.str().unwrap_or("????").to_string())
+        .collect();
     let has = |code: &str| offered.iter().any(|o| o == code);
     let usable = match format {
         CaptureFormat::Auto => has("MJPG") || has("YUYV"),
         CaptureFormat::Mjpeg => has("MJPG"),
         CaptureFormat::Yuyv => has("YUYV"),
     };
-    let detail = format!("camera {name}: {} ({}), formats {}", caps.card, caps.driver, offered.join(" "));
+    let detail = format!(
+        "camera {name}: {} ({}), formats {}",
+        caps.card,
+        caps.driver,
+        offered.join(" ")
+    );
     if usable {
         Finding::ok("source", detail)
     } else {
-        Finding::new("source", Verdict::Fail, detail, "Spotter needs MJPG or YUYV; set source.format = \"auto\" or use another camera")
+        Finding::new(
+            "source",
+            Verdict::Fail,
+            detail,
+            "Spotter needs MJPG or YUYV; set source.format = \"auto\" or use another camera",
+        )
     }
 }
 
@@ -244,8 +304,14 @@ pub fn check_model(model: &ModelSettings, state_dir: &Path) -> Finding {
 /// [`CERT_WARN_BEFORE`], with a readable private key.
 pub fn check_tls(api: &ApiSettings, state_dir: &Path, now: SystemTime) -> Finding {
     let generated = api.cert.is_none();
-    let cert = api.cert.clone().unwrap_or_else(|| state_dir.join("tls/cert.pem"));
-    let key = api.key.clone().unwrap_or_else(|| state_dir.join("tls/key.pem"));
+    let cert = api
+        .cert
+        .clone()
+        .unwrap_or_else(|| state_dir.join("tls/cert.pem"));
+    let key = api
+        .key
+        .clone()
+        .unwrap_or_else(|| state_dir.join("tls/key.pem"));
     let fail = |detail: String, hint: &str| Finding::new("tls", Verdict::Fail, detail, hint);
     let pem = match std::fs::read(&cert) {
         Ok(p) => p,
@@ -257,28 +323,66 @@ pub fn check_tls(api: &ApiSettings, state_dir: &Path, now: SystemTime) -> Findin
                 "the daemon generates one on first start: systemctl start spotter",
             )
         }
-        Err(e) => return fail(format!("certificate {}: {e}", cert.display()), "set api.cert to a readable PEM file"),
+        Err(e) => {
+            return fail(
+                format!("certificate {}: {e}", cert.display()),
+                "set api.cert to a readable PEM file",
+            )
+        }
     };
     let der = match rustls_pemfile::certs(&mut &pem[..]).next() {
         Some(Ok(d)) => d,
-        Some(Err(e)) => return fail(format!("certificate {}: {e}", cert.display()), "api.cert must be a PEM certificate chain"),
-        None => return fail(format!("certificate {}: no CERTIFICATE block", cert.display()), "api.cert must be a PEM certificate chain"),
+        Some(Err(e)) => {
+            return fail(
+                format!("certificate {}: {e}", cert.display()),
+                "api.cert must be a PEM certificate chain",
+            )
+        }
+        None => {
+            return fail(
+                format!("certificate {}: no CERTIFICATE block", cert.display()),
+                "api.cert must be a PEM certificate chain",
+            )
+        }
     };
     let parsed = match x509_parser::parse_x509_certificate(der.as_ref()) {
         Ok((_, c)) => c,
-        Err(e) => return fail(format!("certificate {}: {e}", cert.display()), "replace the certificate"),
+        Err(e) => {
+            return fail(
+                format!("certificate {}: {e}", cert.display()),
+                "replace the certificate",
+            )
+        }
     };
     match std::fs::read(&key).map(|k| rustls_pemfile::private_key(&mut &k[..])) {
         Ok(Ok(Some(_))) => {}
-        Ok(_) => return fail(format!("private key {}: no PEM private key in it", key.display()), "set api.key to the certificate's PEM key"),
-        Err(e) => return fail(format!("private key {}: {e}", key.display()), "set api.key to a file readable by the service user"),
+        Ok(_) => {
+            return fail(
+                format!("private key {}: no PEM private key in it", key.display()),
+                "set api.key to the certificate's PEM key",
+            )
+        }
+        Err(e) => {
+            return fail(
+                format!("private key {}: {e}", key.display()),
+                "set api.key to a file readable by the service user",
+            )
+        }
     }
-    let unix = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let unix = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    };
     let now_s = unix(now);
     let not_before = parsed.validity().not_before.timestamp();
     let not_after = parsed.validity().not_after.timestamp();
     let fp = crate::api::tls::fingerprint(der.as_ref());
-    let until = parsed.validity().not_after.to_rfc2822().unwrap_or_else(|_| not_after.to_string());
+    let until = parsed
+        .validity()
+        .not_after
+        .to_rfc2822()
+        .unwrap_or_else(|_| not_after.to_string());
     let renew = if generated {
         format!(
             "delete {} and restart: a new self-signed certificate is generated (clients must trust the new fingerprint)",
@@ -289,23 +393,40 @@ pub fn check_tls(api: &ApiSettings, state_dir: &Path, now: SystemTime) -> Findin
     };
     if now_s < not_before {
         return fail(
-            format!("certificate {} not valid before {}", cert.display(), parsed.validity().not_before),
+            format!(
+                "certificate {} not valid before {}",
+                cert.display(),
+                parsed.validity().not_before
+            ),
             "the clock may be wrong (see the clock check); else replace the certificate",
         );
     }
     if now_s > not_after {
-        return fail(format!("certificate {} expired {until}", cert.display()), &renew);
+        return fail(
+            format!("certificate {} expired {until}", cert.display()),
+            &renew,
+        );
     }
     let left = Duration::from_secs((not_after - now_s) as u64);
     if left < CERT_WARN_BEFORE {
         return Finding::new(
             "tls",
             Verdict::Warn,
-            format!("certificate {} expires in {} days ({until})", cert.display(), left.as_secs() / 86_400),
+            format!(
+                "certificate {} expires in {} days ({until})",
+                cert.display(),
+                left.as_secs() / 86_400
+            ),
             renew,
         );
     }
-    Finding::ok("tls", format!("certificate {} valid until {until}, SHA-256 {fp}", cert.display()))
+    Finding::ok(
+        "tls",
+        format!(
+            "certificate {} valid until {until}, SHA-256 {fp}",
+            cert.display()
+        ),
+    )
 }
 
 /// The state directory exists, is writable by this user, and its filesystem
@@ -325,7 +446,10 @@ pub fn check_state_dir(state_dir: &Path, store: &StoreSettings, min_free: u64) -
             )
         }
     }
-    if let Err(e) = tempfile::Builder::new().prefix(".doctor-").tempfile_in(state_dir) {
+    if let Err(e) = tempfile::Builder::new()
+        .prefix(".doctor-")
+        .tempfile_in(state_dir)
+    {
         return Finding::new(
             "state",
             Verdict::Fail,
@@ -335,11 +459,22 @@ pub fn check_state_dir(state_dir: &Path, store: &StoreSettings, min_free: u64) -
     }
     let st = match nix::sys::statvfs::statvfs(state_dir) {
         Ok(s) => s,
-        Err(e) => return Finding::new("state", Verdict::Fail, format!("{dir}: statvfs: {e}"), "check the filesystem (`df -h`)"),
+        Err(e) => {
+            return Finding::new(
+                "state",
+                Verdict::Fail,
+                format!("{dir}: statvfs: {e}"),
+                "check the filesystem (`df -h`)",
+            )
+        }
     };
     let free = st.blocks_available() as u64 * st.fragment_size() as u64;
     let store_bytes = dir_size(&store.dir);
-    let detail = format!("{dir} writable, {} free, store {} on disk", mib(free), mib(store_bytes));
+    let detail = format!(
+        "{dir} writable, {} free, store {} on disk",
+        mib(free),
+        mib(store_bytes)
+    );
     if free < min_free {
         return Finding::new(
             "state",
@@ -354,7 +489,11 @@ pub fn check_state_dir(state_dir: &Path, store: &StoreSettings, min_free: u64) -
             "state",
             Verdict::Warn,
             detail,
-            format!("store.max_bytes = {} needs about {} on disk; lower it or free space", mib(store.max_bytes), mib(wanted)),
+            format!(
+                "store.max_bytes = {} needs about {} on disk; lower it or free space",
+                mib(store.max_bytes),
+                mib(wanted)
+            ),
         );
     }
     Finding::ok("state", detail)
@@ -369,7 +508,9 @@ fn dir_size(dir: &Path) -> u64 {
     let mut total = 0;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             match e.metadata() {
                 Ok(m) if m.is_dir() => stack.push(e.path()),
@@ -402,7 +543,9 @@ pub fn check_clock(synchronized: bool) -> Finding {
 fn latest_from_daemon(settings: &Settings) -> Result<Option<ResultRecord>, String> {
     let api = crate::localapi::LocalApi::new(settings, None).map_err(|e| e.to_string())?;
     match api.get("/api/v1/results/latest") {
-        Ok(body) => serde_json::from_reader(body).map(Some).map_err(|e| format!("unexpected answer: {e}")),
+        Ok(body) => serde_json::from_reader(body)
+            .map(Some)
+            .map_err(|e| format!("unexpected answer: {e}")),
         Err(crate::localapi::LocalApiError::Refused { status: 404, .. }) => Ok(None),
         Err(e) => Err(e.to_string()),
     }
@@ -454,7 +597,12 @@ pub fn check_last_result(
     };
     let ts = SystemTime::UNIX_EPOCH + Duration::from_nanos(latest.ts_ns);
     let age = now.duration_since(ts).unwrap_or_default();
-    let detail = format!("newest result {} s old ({}, {}){via}", age.as_secs(), latest.source, latest.model_sha256.get(..16).unwrap_or(""));
+    let detail = format!(
+        "newest result {} s old ({}, {}){via}",
+        age.as_secs(),
+        latest.source,
+        latest.model_sha256.get(..16).unwrap_or("")
+    );
     if age > max_age {
         Finding::new(
             "results",
@@ -470,7 +618,8 @@ pub fn check_last_result(
 /// Print the report to `out`; the caller turns [`Report::failed`] into the
 /// exit status.
 pub fn print(report: &Report, out: &mut impl std::io::Write) -> Result<(), DoctorError> {
-    out.write_all(report.to_text().as_bytes()).map_err(DoctorError::Output)
+    out.write_all(report.to_text().as_bytes())
+        .map_err(DoctorError::Output)
 }
 
 #[cfg(test)]
@@ -531,10 +680,17 @@ mod tests {
         let expired = verdict(-10 * DAY, -DAY);
         assert_eq!(expired.verdict, Verdict::Fail, "{expired:?}");
         assert!(expired.detail.contains("expired"));
-        assert_eq!(verdict(DAY, 365 * DAY).verdict, Verdict::Fail, "not yet valid");
+        assert_eq!(
+            verdict(DAY, 365 * DAY).verdict,
+            Verdict::Fail,
+            "not yet valid"
+        );
         let soon = verdict(-DAY, 10 * DAY);
         assert_eq!(soon.verdict, Verdict::Warn, "{soon:?}");
-        assert!(soon.detail.contains("expires in 9 days") || soon.detail.contains("expires in 10 days"), "{soon:?}");
+        assert!(
+            soon.detail.contains("expires in 9 days") || soon.detail.contains("expires in 10 days"),
+            "{soon:?}"
+        );
     }
 
     // Would catch a missing or unusable certificate/key passing, or the
@@ -549,9 +705,16 @@ mod tests {
         assert_eq!(missing.verdict, Verdict::Fail, "{missing:?}");
         let garbage = d.path().join("garbage.pem");
         std::fs::write(&garbage, "not a certificate").unwrap();
-        assert_eq!(check_tls(&api(Some(garbage), None), d.path(), now).verdict, Verdict::Fail);
+        assert_eq!(
+            check_tls(&api(Some(garbage), None), d.path(), now).verdict,
+            Verdict::Fail
+        );
         let (c, _) = cert(d.path(), -DAY, 365 * DAY);
-        let no_key = check_tls(&api(Some(c), Some(d.path().join("missing-key.pem"))), d.path(), now);
+        let no_key = check_tls(
+            &api(Some(c), Some(d.path().join("missing-key.pem"))),
+            d.path(),
+            now,
+        );
         assert_eq!(no_key.verdict, Verdict::Fail, "{no_key:?}");
         assert!(no_key.detail.contains("private key"));
     }
@@ -563,14 +726,23 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let missing = check_camera(&d.path().join("video9"), CaptureFormat::Auto);
         assert_eq!(missing.verdict, Verdict::Fail);
-        assert!(missing.detail.contains("not found") && missing.hint.contains("/dev/video"), "{missing:?}");
+        assert!(
+            missing.detail.contains("not found") && missing.hint.contains("/dev/video"),
+            "{missing:?}"
+        );
         let file = d.path().join("video0");
         std::fs::write(&file, b"").unwrap();
         let plain = check_camera(&file, CaptureFormat::Auto);
-        assert!(plain.verdict == Verdict::Fail && plain.detail.contains("not a character device"), "{plain:?}");
+        assert!(
+            plain.verdict == Verdict::Fail && plain.detail.contains("not a character device"),
+            "{plain:?}"
+        );
         // /dev/null is a character device that answers VIDIOC_QUERYCAP with ENOTTY.
         let null = check_camera(Path::new("/dev/null"), CaptureFormat::Auto);
-        assert!(null.verdict == Verdict::Fail && null.detail.contains("not a V4L2 device"), "{null:?}");
+        assert!(
+            null.verdict == Verdict::Fail && null.detail.contains("not a V4L2 device"),
+            "{null:?}"
+        );
     }
 
     // Would catch an empty replay folder passing, or a usable one failing.
@@ -581,9 +753,14 @@ mod tests {
         s.kind = SourceKind::Files;
         s.dir = Some(d.path().to_path_buf());
         assert_eq!(check_source(&s).verdict, Verdict::Fail);
-        image::RgbImage::new(4, 4).save(d.path().join("a.png")).unwrap();
+        image::RgbImage::new(4, 4)
+            .save(d.path().join("a.png"))
+            .unwrap();
         let ok = check_source(&s);
-        assert!(ok.verdict == Verdict::Ok && ok.detail.contains("1 images"), "{ok:?}");
+        assert!(
+            ok.verdict == Verdict::Ok && ok.detail.contains("1 images"),
+            "{ok:?}"
+        );
     }
 
     // Would catch a missing or corrupt model passing the model check.
@@ -598,7 +775,10 @@ mod tests {
         m.path = d.path().join("bad.tflite");
         std::fs::write(&m.path, vec![7u8; 4096]).unwrap();
         let bad = check_model(&m, d.path());
-        assert!(bad.verdict == Verdict::Fail && bad.hint.contains("spotter model"), "{bad:?}");
+        assert!(
+            bad.verdict == Verdict::Fail && bad.hint.contains("spotter model"),
+            "{bad:?}"
+        );
     }
 
     // Would catch an unusable state directory (missing, a file, too full)
@@ -609,16 +789,25 @@ mod tests {
         let store = store_settings(&d.path().join("results"), 0);
         let ok = check_state_dir(d.path(), &store, 0);
         assert_eq!(ok.verdict, Verdict::Ok, "{ok:?}");
-        assert!(std::fs::read_dir(d.path()).unwrap().next().is_none(), "the write probe must clean up");
+        assert!(
+            std::fs::read_dir(d.path()).unwrap().next().is_none(),
+            "the write probe must clean up"
+        );
         let missing = check_state_dir(&d.path().join("absent"), &store, 0);
         assert_eq!(missing.verdict, Verdict::Fail);
         let file = d.path().join("file");
         std::fs::write(&file, b"x").unwrap();
         assert_eq!(check_state_dir(&file, &store, 0).verdict, Verdict::Fail);
         let full = check_state_dir(d.path(), &store, u64::MAX);
-        assert!(full.verdict == Verdict::Fail && full.hint.contains("free space"), "{full:?}");
+        assert!(
+            full.verdict == Verdict::Fail && full.hint.contains("free space"),
+            "{full:?}"
+        );
         let too_big = store_settings(&d.path().join("results"), u64::MAX / 4);
-        assert_eq!(check_state_dir(d.path(), &too_big, 0).verdict, Verdict::Warn);
+        assert_eq!(
+            check_state_dir(d.path(), &too_big, 0).verdict,
+            Verdict::Warn
+        );
     }
 
     fn record(ts_ns: u64) -> ResultRecord {
@@ -630,7 +819,12 @@ mod tests {
             frame_seq: 1,
             model_sha256: "ab".repeat(32),
             runtime: "builtin".into(),
-            classes: vec![ClassScore { index: 3, label: "cat".into(), raw: 200.0, score: 0.78 }],
+            classes: vec![ClassScore {
+                index: 3,
+                label: "cat".into(),
+                raw: 200.0,
+                score: 0.78,
+            }],
             detections: vec![],
             image_width: 640,
             image_height: 480,
@@ -647,22 +841,46 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let settings = store_settings(&d.path().join("results"), 0);
         let now = SystemTime::now();
-        let unasked = || -> Result<Option<ResultRecord>, String> { panic!("asked the daemon with the store free") };
-        assert_eq!(check_last_result(&settings, now, MAX_RESULT_AGE, unasked).verdict, Verdict::Skip, "no store yet");
+        let unasked = || -> Result<Option<ResultRecord>, String> {
+            panic!("asked the daemon with the store free")
+        };
+        assert_eq!(
+            check_last_result(&settings, now, MAX_RESULT_AGE, unasked).verdict,
+            Verdict::Skip,
+            "no store yet"
+        );
         {
             let s = crate::store::Store::open(&settings.dir).unwrap();
             // Held open, as by the daemon: the check must not fight over the
             // lock; it asks the daemon, and says why when that fails.
             let held = check_last_result(&settings, now, MAX_RESULT_AGE, || Err("HTTP 401".into()));
-            assert!(held.verdict == Verdict::Skip && held.detail.contains("daemon") && held.detail.contains("401"), "{held:?}");
+            assert!(
+                held.verdict == Verdict::Skip
+                    && held.detail.contains("daemon")
+                    && held.detail.contains("401"),
+                "{held:?}"
+            );
             let ts = crate::pipeline::unix_ns(now - Duration::from_secs(20));
             let asked = check_last_result(&settings, now, MAX_RESULT_AGE, || Ok(Some(record(ts))));
-            assert!(asked.verdict == Verdict::Ok && asked.detail.contains("20 s old") && asked.detail.contains("asked"), "{asked:?}");
+            assert!(
+                asked.verdict == Verdict::Ok
+                    && asked.detail.contains("20 s old")
+                    && asked.detail.contains("asked"),
+                "{asked:?}"
+            );
             let none = check_last_result(&settings, now, MAX_RESULT_AGE, || Ok(None));
-            assert_eq!(none.verdict, Verdict::Fail, "a running daemon without results is healthy: {none:?}");
+            assert_eq!(
+                none.verdict,
+                Verdict::Fail,
+                "a running daemon without results is healthy: {none:?}"
+            );
             drop(s);
         }
-        assert_eq!(check_last_result(&settings, now, MAX_RESULT_AGE, unasked).verdict, Verdict::Fail, "empty store");
+        assert_eq!(
+            check_last_result(&settings, now, MAX_RESULT_AGE, unasked).verdict,
+            Verdict::Fail,
+            "empty store"
+        );
         {
             let s = crate::store::Store::open(&settings.dir).unwrap();
             let ts = crate::pipeline::unix_ns(now - Duration::from_secs(30));
@@ -670,9 +888,16 @@ mod tests {
             s.flush().unwrap();
         }
         let fresh = check_last_result(&settings, now, MAX_RESULT_AGE, unasked);
-        assert!(fresh.verdict == Verdict::Ok && fresh.detail.contains("30 s old"), "{fresh:?}");
+        assert!(
+            fresh.verdict == Verdict::Ok && fresh.detail.contains("30 s old"),
+            "{fresh:?}"
+        );
         let later = now + Duration::from_secs(3600);
-        assert_eq!(check_last_result(&settings, later, MAX_RESULT_AGE, unasked).verdict, Verdict::Fail, "stale");
+        assert_eq!(
+            check_last_result(&settings, later, MAX_RESULT_AGE, unasked).verdict,
+            Verdict::Fail,
+            "stale"
+        );
     }
 
     // Would catch a failed check not failing the report (exit status 0), or
@@ -683,11 +908,20 @@ mod tests {
         r.findings.push(Finding::ok("clock", "synchronized"));
         r.findings.push(check_clock(false));
         assert!(!r.failed());
-        r.findings.push(Finding::new("model", Verdict::Fail, "x.tflite: not found\nsecond line", "set model.path"));
+        r.findings.push(Finding::new(
+            "model",
+            Verdict::Fail,
+            "x.tflite: not found\nsecond line",
+            "set model.path",
+        ));
         assert!(r.failed());
         let text = r.to_text();
         assert_eq!(text.lines().count(), 4, "{text}");
-        assert!(text.lines().nth(2).unwrap().starts_with("FAIL model") && text.contains("(fix: set model.path)"), "{text}");
+        assert!(
+            text.lines().nth(2).unwrap().starts_with("FAIL model")
+                && text.contains("(fix: set model.path)"),
+            "{text}"
+        );
         assert!(text.ends_with("3 checks: 1 failed, 1 warnings\n"), "{text}");
     }
 }

@@ -43,7 +43,11 @@ const LOCK_FILE: &str = "keys.json.lock";
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("keys: cannot {action} {path}: {source}")]
-    Io { path: PathBuf, action: &'static str, source: io::Error },
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        source: io::Error,
+    },
     #[error("keys: {path} is not a valid key file: {reason}")]
     Corrupt { path: PathBuf, reason: String },
     #[error("keys: {path} has mode {mode:o}; it must not be writable by group or others")]
@@ -152,7 +156,9 @@ pub struct KeySet {
 /// True when `s` has the shape of a secret (prefix + 64 lowercase hex digits).
 pub fn is_well_formed(s: &str) -> bool {
     s.strip_prefix(SECRET_PREFIX).is_some_and(|h| {
-        h.len() == SECRET_BYTES * 2 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        h.len() == SECRET_BYTES * 2
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }
 
@@ -200,16 +206,25 @@ pub struct KeyStore {
 }
 
 fn now_unix_s() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) -> KeyError + 'a {
-    move |source| KeyError::Io { path: path.to_path_buf(), action, source }
+    move |source| KeyError::Io {
+        path: path.to_path_buf(),
+        action,
+        source,
+    }
 }
 
 /// Write `bytes` to `path` atomically with mode 0600.
@@ -233,7 +248,10 @@ fn new_id() -> String {
 impl KeyStore {
     /// The key store of `state_dir` (nothing is read or created yet).
     pub fn new(state_dir: &Path) -> KeyStore {
-        KeyStore { dir: state_dir.to_path_buf(), path: state_dir.join(KEYS_FILE) }
+        KeyStore {
+            dir: state_dir.to_path_buf(),
+            path: state_dir.join(KEYS_FILE),
+        }
     }
 
     /// `<state_dir>/keys.json`.
@@ -259,8 +277,13 @@ impl KeyStore {
             .write(true)
             .open(&path)
             .map_err(io_err(&path, "open"))?;
-        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| KeyError::Io { path, action: "lock", source: e.into() })
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| {
+            KeyError::Io {
+                path,
+                action: "lock",
+                source: e.into(),
+            }
+        })
     }
 
     /// The stored keys; a missing file is an empty list.
@@ -272,10 +295,16 @@ impl KeyStore {
         };
         let mode = meta.mode() & 0o777;
         if mode & 0o022 != 0 {
-            return Err(KeyError::InsecurePermissions { path: self.path.clone(), mode });
+            return Err(KeyError::InsecurePermissions {
+                path: self.path.clone(),
+                mode,
+            });
         }
         let text = fs::read_to_string(&self.path).map_err(io_err(&self.path, "read"))?;
-        let corrupt = |reason: String| KeyError::Corrupt { path: self.path.clone(), reason };
+        let corrupt = |reason: String| KeyError::Corrupt {
+            path: self.path.clone(),
+            reason,
+        };
         let file: KeyFile = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
         if file.version != FILE_VERSION {
             return Err(corrupt(format!("unsupported version {}", file.version)));
@@ -287,9 +316,14 @@ impl KeyStore {
     }
 
     fn write(&self, keys: Vec<StoredKey>) -> Result<(), KeyError> {
-        let file = KeyFile { version: FILE_VERSION, keys };
-        let mut bytes = serde_json::to_vec_pretty(&file)
-            .map_err(|e| KeyError::Corrupt { path: self.path.clone(), reason: e.to_string() })?;
+        let file = KeyFile {
+            version: FILE_VERSION,
+            keys,
+        };
+        let mut bytes = serde_json::to_vec_pretty(&file).map_err(|e| KeyError::Corrupt {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
         bytes.push(b'\n');
         write_atomic(&self.dir, &self.path, &bytes)
     }
@@ -311,15 +345,22 @@ impl KeyStore {
     /// Create a key. The secret is returned once and never stored.
     pub fn create(&self, name: &str, scope: Scope) -> Result<(KeyInfo, Secret), KeyError> {
         if !valid_name(name) {
-            return Err(KeyError::InvalidName { name: name.chars().take(80).collect() });
+            return Err(KeyError::InvalidName {
+                name: name.chars().take(80).collect(),
+            });
         }
         let _lock = self.lock()?;
         let mut keys = self.read()?;
         if let Some(k) = keys.iter().find(|k| !k.info.revoked && k.info.name == name) {
-            return Err(KeyError::NameTaken { name: name.into(), id: k.info.id.clone() });
+            return Err(KeyError::NameTaken {
+                name: name.into(),
+                id: k.info.id.clone(),
+            });
         }
         if keys.len() >= MAX_KEYS {
-            return Err(KeyError::TooMany { path: self.path.clone() });
+            return Err(KeyError::TooMany {
+                path: self.path.clone(),
+            });
         }
         let secret = new_secret();
         let info = KeyInfo {
@@ -330,7 +371,10 @@ impl KeyStore {
             revoked: false,
             revoked_unix_s: None,
         };
-        keys.push(StoredKey { info: info.clone(), sha256: hex::encode(digest(secret.expose())) });
+        keys.push(StoredKey {
+            info: info.clone(),
+            sha256: hex::encode(digest(secret.expose())),
+        });
         self.write(keys)?;
         Ok((info, secret))
     }
@@ -347,12 +391,18 @@ impl KeyStore {
         let idx = keys
             .iter()
             .position(|k| k.info.id == id_or_name)
-            .or_else(|| keys.iter().position(|k| !k.info.revoked && k.info.name == id_or_name))
+            .or_else(|| {
+                keys.iter()
+                    .position(|k| !k.info.revoked && k.info.name == id_or_name)
+            })
             .or_else(|| keys.iter().position(|k| k.info.name == id_or_name))
             .ok_or_else(|| KeyError::NotFound(id_or_name.chars().take(80).collect()))?;
         let k = &mut keys[idx].info;
         if k.revoked {
-            return Err(KeyError::AlreadyRevoked { id: k.id.clone(), name: k.name.clone() });
+            return Err(KeyError::AlreadyRevoked {
+                id: k.id.clone(),
+                name: k.name.clone(),
+            });
         }
         k.revoked = true;
         k.revoked_unix_s = Some(now_unix_s());
@@ -390,8 +440,15 @@ pub fn ensure_initial_admin_key(state_dir: &Path) -> Result<Option<PathBuf>, Key
         revoked_unix_s: None,
     };
     let file = state_dir.join(INITIAL_ADMIN_KEY_FILE);
-    write_atomic(state_dir, &file, format!("{}\n", secret.expose()).as_bytes())?;
-    keys.push(StoredKey { info: info.clone(), sha256: hex::encode(digest(secret.expose())) });
+    write_atomic(
+        state_dir,
+        &file,
+        format!("{}\n", secret.expose()).as_bytes(),
+    )?;
+    keys.push(StoredKey {
+        info: info.clone(),
+        sha256: hex::encode(digest(secret.expose())),
+    });
     store.write(keys)?;
     log::warn!(
         message_id = crate::ids::INITIAL_ADMIN_KEY_CREATED, path:display = file.display(), key_id = info.id.as_str();
@@ -405,8 +462,8 @@ pub fn ensure_initial_admin_key(state_dir: &Path) -> Result<Option<PathBuf>, Key
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn mode(p: &Path) -> u32 {
         fs::metadata(p).unwrap().mode() & 0o777
@@ -427,9 +484,18 @@ mod tests {
         assert!(text.contains(&hex::encode(Sha256::digest(s.as_bytes()))));
         assert_eq!(mode(ks.path()), 0o600);
         assert_eq!(ks.list().unwrap(), vec![info.clone()]);
-        assert!(matches!(ks.create("cam-reader", Scope::Admin), Err(KeyError::NameTaken { .. })));
-        assert!(matches!(ks.create("bad name", Scope::Read), Err(KeyError::InvalidName { .. })));
-        assert!(matches!(ks.create("", Scope::Read), Err(KeyError::InvalidName { .. })));
+        assert!(matches!(
+            ks.create("cam-reader", Scope::Admin),
+            Err(KeyError::NameTaken { .. })
+        ));
+        assert!(matches!(
+            ks.create("bad name", Scope::Read),
+            Err(KeyError::InvalidName { .. })
+        ));
+        assert!(matches!(
+            ks.create("", Scope::Read),
+            Err(KeyError::InvalidName { .. })
+        ));
         assert!(!format!("{secret:?}").contains(&s[4..]));
         // Two secrets are never equal.
         let (_, s2) = ks.create("other", Scope::Read).unwrap();
@@ -445,18 +511,30 @@ mod tests {
         let (r, rs) = ks.create("r", Scope::Read).unwrap();
         let (a, as_) = ks.create("a", Scope::Admin).unwrap();
         assert_eq!(ks.verify(rs.expose()).unwrap(), Some(r.clone()));
-        assert_eq!(ks.verify(as_.expose()).unwrap().unwrap().scope, Scope::Admin);
+        assert_eq!(
+            ks.verify(as_.expose()).unwrap().unwrap().scope,
+            Scope::Admin
+        );
         // Last hex digit changed, missing prefix, upper case, truncated, empty.
         let s = rs.expose();
         let last = if s.ends_with('0') { '1' } else { '0' };
         let flipped = format!("{}{last}", &s[..s.len() - 1]);
-        for bad in [flipped.as_str(), &s[4..], &s.to_uppercase(), &s[..s.len() - 1], ""] {
+        for bad in [
+            flipped.as_str(),
+            &s[4..],
+            &s.to_uppercase(),
+            &s[..s.len() - 1],
+            "",
+        ] {
             assert_eq!(ks.verify(bad).unwrap(), None, "{bad}");
         }
         let revoked = ks.revoke("r").unwrap();
         assert!(revoked.revoked && revoked.revoked_unix_s.is_some());
         assert_eq!(ks.verify(rs.expose()).unwrap(), None);
-        assert!(matches!(ks.revoke(&r.id), Err(KeyError::AlreadyRevoked { .. })));
+        assert!(matches!(
+            ks.revoke(&r.id),
+            Err(KeyError::AlreadyRevoked { .. })
+        ));
         assert!(matches!(ks.revoke("nobody"), Err(KeyError::NotFound(_))));
         ks.revoke(&a.id).unwrap();
         assert_eq!(ks.verify(as_.expose()).unwrap(), None);
@@ -471,12 +549,17 @@ mod tests {
     fn initial_admin_key_only_once() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
-        let file = ensure_initial_admin_key(&state).unwrap().expect("created on first start");
+        let file = ensure_initial_admin_key(&state)
+            .unwrap()
+            .expect("created on first start");
         assert_eq!(file, state.join(INITIAL_ADMIN_KEY_FILE));
         assert_eq!(mode(&file), 0o600);
         assert_eq!(mode(&state.join(KEYS_FILE)), 0o600);
         let secret = fs::read_to_string(&file).unwrap();
-        let info = KeyStore::new(&state).verify(secret.trim()).unwrap().unwrap();
+        let info = KeyStore::new(&state)
+            .verify(secret.trim())
+            .unwrap()
+            .unwrap();
         assert_eq!(info.scope, Scope::Admin);
         assert_eq!(ensure_initial_admin_key(&state).unwrap(), None);
         // Revoking every key does not resurrect a fresh admin key on restart.
@@ -492,7 +575,10 @@ mod tests {
         let ks = KeyStore::new(dir.path());
         ks.create("x", Scope::Read).unwrap();
         fs::set_permissions(ks.path(), fs::Permissions::from_mode(0o666)).unwrap();
-        assert!(matches!(ks.load(), Err(KeyError::InsecurePermissions { .. })));
+        assert!(matches!(
+            ks.load(),
+            Err(KeyError::InsecurePermissions { .. })
+        ));
         fs::write(ks.path(), "{not json").unwrap();
         fs::set_permissions(ks.path(), fs::Permissions::from_mode(0o600)).unwrap();
         assert!(matches!(ks.load(), Err(KeyError::Corrupt { .. })));

@@ -36,7 +36,10 @@ pub enum LocalApiError {
     )]
     NoKey { initial: PathBuf },
     #[error("reading the API key from {path}: {source}")]
-    KeyFile { path: PathBuf, source: std::io::Error },
+    KeyFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the daemon's certificate {path}: {reason}")]
     Cert { path: PathBuf, reason: String },
     #[error("TLS client setup: {0}")]
@@ -44,7 +47,11 @@ pub enum LocalApiError {
     #[error("cannot reach the daemon's API at {url}: {reason}")]
     Connect { url: String, reason: String },
     #[error("the daemon's API refused {url}: HTTP {status}: {detail}")]
-    Refused { url: String, status: u16, detail: String },
+    Refused {
+        url: String,
+        status: u16,
+        detail: String,
+    },
 }
 
 /// A client for the local daemon's API.
@@ -58,24 +65,38 @@ impl LocalApi {
     /// Set up from the daemon's settings and an optional key file.
     pub fn new(settings: &Settings, key_file: Option<&Path>) -> Result<LocalApi, LocalApiError> {
         let key = find_key(settings, key_file, std::env::var(KEY_ENV).ok())?;
-        let cert_path = settings
-            .api
-            .cert
-            .clone()
-            .unwrap_or_else(|| settings.daemon.state_dir.join(crate::api::tls::TLS_DIR).join(crate::api::tls::CERT_FILE));
+        let cert_path = settings.api.cert.clone().unwrap_or_else(|| {
+            settings
+                .daemon
+                .state_dir
+                .join(crate::api::tls::TLS_DIR)
+                .join(crate::api::tls::CERT_FILE)
+        });
         let config = client_config(&cert_path)?;
         let agent = ureq::AgentBuilder::new()
             .tls_config(Arc::new(config))
             .timeout_connect(TIMEOUT)
             .timeout_read(TIMEOUT)
             .build();
-        Ok(LocalApi { agent, base: format!("https://{}", connect_addr(settings.api.listen)), key })
+        Ok(LocalApi {
+            agent,
+            base: format!("https://{}", connect_addr(settings.api.listen)),
+            key,
+        })
     }
 
     /// `GET path` with the key; the body as a reader (streamed).
-    pub fn get(&self, path_and_query: &str) -> Result<Box<dyn Read + Send + Sync + 'static>, LocalApiError> {
+    pub fn get(
+        &self,
+        path_and_query: &str,
+    ) -> Result<Box<dyn Read + Send + Sync + 'static>, LocalApiError> {
         let url = format!("{}{}", self.base, path_and_query);
-        match self.agent.get(&url).set("Authorization", &format!("Bearer {}", self.key)).call() {
+        match self
+            .agent
+            .get(&url)
+            .set("Authorization", &format!("Bearer {}", self.key))
+            .call()
+        {
             Ok(r) => Ok(r.into_reader()),
             Err(ureq::Error::Status(status, r)) => {
                 let body = r.into_string().unwrap_or_default();
@@ -83,9 +104,16 @@ impl LocalApi {
                     .ok()
                     .and_then(|p| p["detail"].as_str().map(str::to_string))
                     .unwrap_or(body);
-                Err(LocalApiError::Refused { url, status, detail })
+                Err(LocalApiError::Refused {
+                    url,
+                    status,
+                    detail,
+                })
             }
-            Err(e) => Err(LocalApiError::Connect { url, reason: e.to_string() }),
+            Err(e) => Err(LocalApiError::Connect {
+                url,
+                reason: e.to_string(),
+            }),
         }
     }
 }
@@ -100,11 +128,18 @@ fn connect_addr(listen: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, listen.port())
 }
 
-fn find_key(settings: &Settings, key_file: Option<&Path>, env: Option<String>) -> Result<String, LocalApiError> {
+fn find_key(
+    settings: &Settings,
+    key_file: Option<&Path>,
+    env: Option<String>,
+) -> Result<String, LocalApiError> {
     let read = |path: &Path| {
         std::fs::read_to_string(path)
             .map(|s| s.trim().to_string())
-            .map_err(|source| LocalApiError::KeyFile { path: path.to_path_buf(), source })
+            .map_err(|source| LocalApiError::KeyFile {
+                path: path.to_path_buf(),
+                source,
+            })
     };
     if let Some(path) = key_file {
         return read(path);
@@ -112,7 +147,10 @@ fn find_key(settings: &Settings, key_file: Option<&Path>, env: Option<String>) -
     if let Some(k) = env.map(|k| k.trim().to_string()).filter(|k| !k.is_empty()) {
         return Ok(k);
     }
-    let initial = settings.daemon.state_dir.join(crate::keys::INITIAL_ADMIN_KEY_FILE);
+    let initial = settings
+        .daemon
+        .state_dir
+        .join(crate::keys::INITIAL_ADMIN_KEY_FILE);
     match read(&initial) {
         Ok(k) if !k.is_empty() => Ok(k),
         _ => Err(LocalApiError::NoKey { initial }),
@@ -122,14 +160,21 @@ fn find_key(settings: &Settings, key_file: Option<&Path>, env: Option<String>) -
 /// A rustls client configuration that accepts exactly the leaf certificate
 /// in `cert_path` (its signatures still verified).
 fn client_config(cert_path: &Path) -> Result<rustls::ClientConfig, LocalApiError> {
-    let cert_err = |reason: String| LocalApiError::Cert { path: cert_path.to_path_buf(), reason };
+    let cert_err = |reason: String| LocalApiError::Cert {
+        path: cert_path.to_path_buf(),
+        reason,
+    };
     let pem = std::fs::read(cert_path).map_err(|e| cert_err(e.to_string()))?;
     let leaf = rustls_pemfile::certs(&mut &pem[..])
         .next()
         .ok_or_else(|| cert_err("no certificate in the file".into()))?
         .map_err(|e| cert_err(e.to_string()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = Pinned { leaf, path: cert_path.to_path_buf(), algorithms: provider.signature_verification_algorithms };
+    let verifier = Pinned {
+        leaf,
+        path: cert_path.to_path_buf(),
+        algorithms: provider.signature_verification_algorithms,
+    };
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .dangerous()
@@ -194,7 +239,10 @@ mod tests {
     fn settings(state_dir: &Path) -> Settings {
         crate::config::from_sources(vec![(
             PathBuf::from("/etc/spotter/spotter.toml"),
-            format!("[daemon]\nstate_dir = \"{}\"\n[api]\nlisten = \"0.0.0.0:9443\"\n", state_dir.display()),
+            format!(
+                "[daemon]\nstate_dir = \"{}\"\n[api]\nlisten = \"0.0.0.0:9443\"\n",
+                state_dir.display()
+            ),
         )])
         .unwrap()
     }
@@ -208,15 +256,28 @@ mod tests {
         let s = settings(dir.path());
         let initial = dir.path().join(crate::keys::INITIAL_ADMIN_KEY_FILE);
         let err = find_key(&s, None, Some("  ".into())).unwrap_err();
-        assert!(err.to_string().contains(&initial.display().to_string()) && err.to_string().contains("--key-file"), "{err}");
+        assert!(
+            err.to_string().contains(&initial.display().to_string())
+                && err.to_string().contains("--key-file"),
+            "{err}"
+        );
         std::fs::write(&initial, "spk_initial\n").unwrap();
         assert_eq!(find_key(&s, None, None).unwrap(), "spk_initial");
-        assert_eq!(find_key(&s, None, Some("spk_env".into())).unwrap(), "spk_env");
+        assert_eq!(
+            find_key(&s, None, Some("spk_env".into())).unwrap(),
+            "spk_env"
+        );
         let chosen = dir.path().join("k");
         std::fs::write(&chosen, "spk_file\n").unwrap();
-        assert_eq!(find_key(&s, Some(&chosen), Some("spk_env".into())).unwrap(), "spk_file");
+        assert_eq!(
+            find_key(&s, Some(&chosen), Some("spk_env".into())).unwrap(),
+            "spk_file"
+        );
         let missing = dir.path().join("missing");
-        assert!(matches!(find_key(&s, Some(&missing), None), Err(LocalApiError::KeyFile { .. })));
+        assert!(matches!(
+            find_key(&s, Some(&missing), None),
+            Err(LocalApiError::KeyFile { .. })
+        ));
     }
 
     // Would catch a wildcard listen address used as the destination (0.0.0.0
@@ -237,15 +298,35 @@ mod tests {
         let ours = crate::api::tls::load_or_generate(None, None, dir.path()).unwrap();
         let other_dir = tempfile::tempdir().unwrap();
         let other = crate::api::tls::load_or_generate(None, None, other_dir.path()).unwrap();
-        let der = |p: &Path| rustls_pemfile::certs(&mut &std::fs::read(p).unwrap()[..]).next().unwrap().unwrap();
+        let der = |p: &Path| {
+            rustls_pemfile::certs(&mut &std::fs::read(p).unwrap()[..])
+                .next()
+                .unwrap()
+                .unwrap()
+        };
         let provider = rustls::crypto::ring::default_provider();
-        let pinned = Pinned { leaf: der(&ours.cert_path), path: ours.cert_path.clone(), algorithms: provider.signature_verification_algorithms };
+        let pinned = Pinned {
+            leaf: der(&ours.cert_path),
+            path: ours.cert_path.clone(),
+            algorithms: provider.signature_verification_algorithms,
+        };
         let name = ServerName::try_from("localhost").unwrap();
         let now = UnixTime::now();
-        assert!(pinned.verify_server_cert(&der(&ours.cert_path), &[], &name, &[], now).is_ok());
-        let e = pinned.verify_server_cert(&der(&other.cert_path), &[], &name, &[], now).unwrap_err();
-        assert!(e.to_string().contains(&ours.cert_path.display().to_string()), "{e}");
+        assert!(pinned
+            .verify_server_cert(&der(&ours.cert_path), &[], &name, &[], now)
+            .is_ok());
+        let e = pinned
+            .verify_server_cert(&der(&other.cert_path), &[], &name, &[], now)
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&ours.cert_path.display().to_string()),
+            "{e}"
+        );
         assert!(client_config(&ours.cert_path).is_ok());
-        assert!(matches!(client_config(&dir.path().join("nope.pem")), Err(LocalApiError::Cert { .. })));
+        assert!(matches!(
+            client_config(&dir.path().join("nope.pem")),
+            Err(LocalApiError::Cert { .. })
+        ));
     }
 }

@@ -62,7 +62,11 @@ struct StderrLog;
 struct KvLine<'a>(&'a mut String);
 
 impl<'kvs> log::kv::VisitSource<'kvs> for KvLine<'_> {
-    fn visit_pair(&mut self, key: log::kv::Key<'kvs>, value: log::kv::Value<'kvs>) -> Result<(), log::kv::Error> {
+    fn visit_pair(
+        &mut self,
+        key: log::kv::Key<'kvs>,
+        value: log::kv::Value<'kvs>,
+    ) -> Result<(), log::kv::Error> {
         use std::fmt::Write as _;
         let _ = write!(self.0, " {}={}", key, value);
         Ok(())
@@ -110,7 +114,13 @@ mod tests {
     // must be limited only by the global (configured) level.
     #[test]
     fn other_targets_are_left_to_the_global_level() {
-        for level in [Level::Error, Level::Warn, Level::Info, Level::Debug, Level::Trace] {
+        for level in [
+            Level::Error,
+            Level::Warn,
+            Level::Info,
+            Level::Debug,
+            Level::Trace,
+        ] {
             assert!(passes("spotter::api", level), "{level}");
             assert!(passes("sled::pagecache", level), "{level}");
         }

@@ -88,25 +88,51 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("spotter");
-        let stage_seconds = Family::<StageLabels, Histogram, fn() -> Histogram>::new_with_constructor(stage_histogram);
+        let stage_seconds =
+            Family::<StageLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                stage_histogram,
+            );
         let inferences = Family::<ModelLabels, Counter>::default();
         let http_requests = Family::<HttpLabels, Counter>::default();
         let tls_handshake_failures = Counter::default();
-        registry.register("stage_latency_seconds", "Per-stage latency of each processed frame", stage_seconds.clone());
+        registry.register(
+            "stage_latency_seconds",
+            "Per-stage latency of each processed frame",
+            stage_seconds.clone(),
+        );
         registry.register("inferences", "Inferences run, by model", inferences.clone());
-        registry.register("http_requests", "HTTP requests answered, by route and status", http_requests.clone());
-        registry.register("tls_handshake_failures", "TLS handshakes that failed or timed out", tls_handshake_failures.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route and status",
+            http_requests.clone(),
+        );
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed or timed out",
+            tls_handshake_failures.clone(),
+        );
         let auth_failures = Counter::default();
         let rate_limited = Family::<LimitLabels, Counter>::default();
-        registry.register("auth_failures", "API requests with a missing-when-required, malformed, unknown or revoked key", auth_failures.clone());
-        registry.register("rate_limited", "API requests refused with 429, by limit (client_ip or key)", rate_limited.clone());
+        registry.register(
+            "auth_failures",
+            "API requests with a missing-when-required, malformed, unknown or revoked key",
+            auth_failures.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "API requests refused with 429, by limit (client_ip or key)",
+            rate_limited.clone(),
+        );
         let event_subscribers_dropped = Counter::default();
         registry.register(
             "event_subscribers_dropped",
             "Event stream subscribers closed because they fell too far behind",
             event_subscribers_dropped.clone(),
         );
-        let trigger_latency = Family::<TriggerLabels, Histogram, fn() -> Histogram>::new_with_constructor(stage_histogram);
+        let trigger_latency =
+            Family::<TriggerLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                stage_histogram,
+            );
         registry.register(
             "gpio_trigger_latency_seconds",
             "Time from a GPIO trigger edge to its first result stored (to=stored) or to a rule output set (to=output)",
@@ -136,17 +162,27 @@ impl Metrics {
             ("post", l.post_us),
             ("store", l.store_us),
         ] {
-            self.stage_seconds.get_or_create(&StageLabels { stage: stage.into() }).observe(us as f64 / 1e6);
+            self.stage_seconds
+                .get_or_create(&StageLabels {
+                    stage: stage.into(),
+                })
+                .observe(us as f64 / 1e6);
         }
     }
 
     /// Count one inference by the model that ran it.
     pub fn count_inference(&self, model_sha256: &str) {
-        let key = ModelLabels { model_sha256: model_sha256.to_string() };
+        let key = ModelLabels {
+            model_sha256: model_sha256.to_string(),
+        };
         if self.inferences.get(&key).is_none() {
             if self.models_seen.fetch_add(1, Ordering::Relaxed) >= MAX_MODEL_SERIES {
                 // Beyond the bound, fold into one series rather than grow forever.
-                self.inferences.get_or_create(&ModelLabels { model_sha256: "other".into() }).inc();
+                self.inferences
+                    .get_or_create(&ModelLabels {
+                        model_sha256: "other".into(),
+                    })
+                    .inc();
                 return;
             }
         }
@@ -156,7 +192,12 @@ impl Metrics {
     /// Count one HTTP response. `route` must be a route name, never a raw
     /// path, so the label set stays bounded.
     pub fn count_http(&self, route: &'static str, status: u16) {
-        self.http_requests.get_or_create(&HttpLabels { route: route.into(), status: status.to_string() }).inc();
+        self.http_requests
+            .get_or_create(&HttpLabels {
+                route: route.into(),
+                status: status.to_string(),
+            })
+            .inc();
     }
 
     pub fn count_tls_failure(&self) {
@@ -173,75 +214,258 @@ impl Metrics {
 
     /// Count one 429; `limit` is a fixed name (`client_ip`, `key`).
     pub fn count_rate_limited(&self, limit: &'static str) {
-        self.rate_limited.get_or_create(&LimitLabels { limit: limit.into() }).inc();
+        self.rate_limited
+            .get_or_create(&LimitLabels {
+                limit: limit.into(),
+            })
+            .inc();
     }
 
     /// Record a trigger latency; `to` is `stored` or `output`.
     pub fn observe_trigger_latency(&self, to: &'static str, d: std::time::Duration) {
-        self.trigger_latency.get_or_create(&TriggerLabels { to }).observe(d.as_secs_f64());
+        self.trigger_latency
+            .get_or_create(&TriggerLabels { to })
+            .observe(d.as_secs_f64());
     }
 
     /// The full exposition: accumulated metrics plus current state.
     pub fn render(&self, state: &AppState, store: &StoreStats) -> String {
         let mut snap = Registry::with_prefix("spotter");
         let c = state.counters.snapshot();
-        let counter = |r: &mut Registry, name: &str, help: &str, v: u64| r.register(name, help, ConstCounter::new(v));
-        counter(&mut snap, "frames_captured", "Frames delivered by the source", c.frames_captured);
-        counter(&mut snap, "frames_dropped", "Frames replaced before inference took them (latest frame wins)", c.frames_dropped);
-        counter(&mut snap, "results_stored", "Results written to the store", c.results_stored);
-        counter(&mut snap, "inference_errors", "Frames whose inference failed", c.inference_errors);
-        counter(&mut snap, "capture_errors", "Source open or read failures", c.capture_errors);
-        counter(&mut snap, "store_errors", "Failed store writes", c.store_errors);
+        let counter = |r: &mut Registry, name: &str, help: &str, v: u64| {
+            r.register(name, help, ConstCounter::new(v))
+        };
+        counter(
+            &mut snap,
+            "frames_captured",
+            "Frames delivered by the source",
+            c.frames_captured,
+        );
+        counter(
+            &mut snap,
+            "frames_dropped",
+            "Frames replaced before inference took them (latest frame wins)",
+            c.frames_dropped,
+        );
+        counter(
+            &mut snap,
+            "results_stored",
+            "Results written to the store",
+            c.results_stored,
+        );
+        counter(
+            &mut snap,
+            "inference_errors",
+            "Frames whose inference failed",
+            c.inference_errors,
+        );
+        counter(
+            &mut snap,
+            "capture_errors",
+            "Source open or read failures",
+            c.capture_errors,
+        );
+        counter(
+            &mut snap,
+            "store_errors",
+            "Failed store writes",
+            c.store_errors,
+        );
         let m = state.mqtt.snapshot();
-        counter(&mut snap, "mqtt_published", "Results published to the MQTT broker (resends included)", m.published);
-        counter(&mut snap, "mqtt_acked", "Results the MQTT broker acknowledged (PUBACK) and that left the outbox", m.acked);
-        counter(&mut snap, "mqtt_rejected", "Results the MQTT broker refused (MQTT 5 error reason); removed from the outbox", m.rejected);
-        counter(&mut snap, "mqtt_outbox_dropped", "Unpublished results dropped, oldest first, because the outbox was full", m.dropped);
-        counter(&mut snap, "mqtt_reconnects", "Connections to the MQTT broker after the first", m.reconnects);
+        counter(
+            &mut snap,
+            "mqtt_published",
+            "Results published to the MQTT broker (resends included)",
+            m.published,
+        );
+        counter(
+            &mut snap,
+            "mqtt_acked",
+            "Results the MQTT broker acknowledged (PUBACK) and that left the outbox",
+            m.acked,
+        );
+        counter(
+            &mut snap,
+            "mqtt_rejected",
+            "Results the MQTT broker refused (MQTT 5 error reason); removed from the outbox",
+            m.rejected,
+        );
+        counter(
+            &mut snap,
+            "mqtt_outbox_dropped",
+            "Unpublished results dropped, oldest first, because the outbox was full",
+            m.dropped,
+        );
+        counter(
+            &mut snap,
+            "mqtt_reconnects",
+            "Connections to the MQTT broker after the first",
+            m.reconnects,
+        );
         let g = state.gpio.snapshot();
         if g.enabled {
-            counter(&mut snap, "gpio_triggers", "GPIO trigger edges that started inference", g.triggers);
-            counter(&mut snap, "gpio_triggers_busy", "GPIO triggers that arrived while a burst ran (counted, not queued)", g.triggers_busy);
-            counter(&mut snap, "gpio_frames_gated", "Frames the GPIO trigger gate dropped without inference", g.frames_gated);
-            counter(&mut snap, "gpio_outputs_switched", "Times a rule switched a GPIO output on", g.outputs_switched);
-            counter(&mut snap, "gpio_errors", "GPIO request or drive failures", g.errors);
+            counter(
+                &mut snap,
+                "gpio_triggers",
+                "GPIO trigger edges that started inference",
+                g.triggers,
+            );
+            counter(
+                &mut snap,
+                "gpio_triggers_busy",
+                "GPIO triggers that arrived while a burst ran (counted, not queued)",
+                g.triggers_busy,
+            );
+            counter(
+                &mut snap,
+                "gpio_frames_gated",
+                "Frames the GPIO trigger gate dropped without inference",
+                g.frames_gated,
+            );
+            counter(
+                &mut snap,
+                "gpio_outputs_switched",
+                "Times a rule switched a GPIO output on",
+                g.outputs_switched,
+            );
+            counter(
+                &mut snap,
+                "gpio_errors",
+                "GPIO request or drive failures",
+                g.errors,
+            );
         }
         let r = state.readiness();
-        let gauge = |r: &mut Registry, name: &str, help: &str, v: i64| r.register(name, help, ConstGauge::new(v));
-        gauge(&mut snap, "ready", "1 when /readyz answers 200", r.ready() as i64);
-        gauge(&mut snap, "camera_up", "1 while the source delivers frames", r.source.ok as i64);
-        gauge(&mut snap, "model_ready", "1 while a model that passed its canary is active", r.model.ok as i64);
-        gauge(&mut snap, "clock_synchronized", "1 while the system clock is synchronized", state.clock_synchronized.load(Ordering::Relaxed) as i64);
-        gauge(&mut snap, "uptime_seconds", "Seconds since the daemon started", state.started.elapsed().as_secs() as i64);
-        gauge(&mut snap, "store_records", "Results in the store", store.records as i64);
-        gauge(&mut snap, "store_bytes", "Size of the store on disk", store.size_bytes as i64);
+        let gauge = |r: &mut Registry, name: &str, help: &str, v: i64| {
+            r.register(name, help, ConstGauge::new(v))
+        };
+        gauge(
+            &mut snap,
+            "ready",
+            "1 when /readyz answers 200",
+            r.ready() as i64,
+        );
+        gauge(
+            &mut snap,
+            "camera_up",
+            "1 while the source delivers frames",
+            r.source.ok as i64,
+        );
+        gauge(
+            &mut snap,
+            "model_ready",
+            "1 while a model that passed its canary is active",
+            r.model.ok as i64,
+        );
+        gauge(
+            &mut snap,
+            "clock_synchronized",
+            "1 while the system clock is synchronized",
+            state.clock_synchronized.load(Ordering::Relaxed) as i64,
+        );
+        gauge(
+            &mut snap,
+            "uptime_seconds",
+            "Seconds since the daemon started",
+            state.started.elapsed().as_secs() as i64,
+        );
+        gauge(
+            &mut snap,
+            "store_records",
+            "Results in the store",
+            store.records as i64,
+        );
+        gauge(
+            &mut snap,
+            "store_bytes",
+            "Size of the store on disk",
+            store.size_bytes as i64,
+        );
         // Flash wear and disk pressure (README, "Data and backups").
-        gauge(&mut snap, "store_growth_bytes", "Growth of the store's files since the daemon opened it (sled size on disk)", store.size_growth_bytes);
-        counter(&mut snap, "store_written_bytes", "Record, index and snapshot bytes written to the store since start (keys plus values)", store.written_bytes);
-        counter(&mut snap, "snapshot_written_bytes", "Snapshot bytes written to the store since start", store.snapshot_written_bytes);
+        gauge(
+            &mut snap,
+            "store_growth_bytes",
+            "Growth of the store's files since the daemon opened it (sled size on disk)",
+            store.size_growth_bytes,
+        );
+        counter(
+            &mut snap,
+            "store_written_bytes",
+            "Record, index and snapshot bytes written to the store since start (keys plus values)",
+            store.written_bytes,
+        );
+        counter(
+            &mut snap,
+            "snapshot_written_bytes",
+            "Snapshot bytes written to the store since start",
+            store.snapshot_written_bytes,
+        );
         counter(&mut snap, "store_refused_results", "Results not stored because the disk was full (floor, ENOSPC, or database needing a restart)", store.refused_results);
-        counter(&mut snap, "store_refused_snapshots", "Snapshots not kept because free space was below the snapshot floor", store.refused_snapshots);
-        counter(&mut snap, "store_enospc_errors", "Store writes that failed with ENOSPC", store.enospc_errors);
+        counter(
+            &mut snap,
+            "store_refused_snapshots",
+            "Snapshots not kept because free space was below the snapshot floor",
+            store.refused_snapshots,
+        );
+        counter(
+            &mut snap,
+            "store_enospc_errors",
+            "Store writes that failed with ENOSPC",
+            store.enospc_errors,
+        );
         gauge(&mut snap, "store_poisoned", "1 when the database refuses writes after an I/O error; Spotter restarts once space returns", store.poisoned as i64);
         if let Some(w) = process_write_bytes() {
             counter(&mut snap, "process_write_bytes", "Bytes this process caused to be written to storage (/proc/self/io write_bytes): flash wear", w);
         }
         if m.enabled {
-            gauge(&mut snap, "mqtt_connected", "1 while connected to the MQTT broker", m.connected as i64);
-            gauge(&mut snap, "mqtt_outbox_records", "Results waiting in the MQTT outbox", m.outbox_records as i64);
-            gauge(&mut snap, "mqtt_outbox_bytes", "Bytes waiting in the MQTT outbox", m.outbox_bytes as i64);
+            gauge(
+                &mut snap,
+                "mqtt_connected",
+                "1 while connected to the MQTT broker",
+                m.connected as i64,
+            );
+            gauge(
+                &mut snap,
+                "mqtt_outbox_records",
+                "Results waiting in the MQTT outbox",
+                m.outbox_records as i64,
+            );
+            gauge(
+                &mut snap,
+                "mqtt_outbox_bytes",
+                "Bytes waiting in the MQTT outbox",
+                m.outbox_bytes as i64,
+            );
         }
         if let Some(rss) = process_rss_bytes() {
-            gauge(&mut snap, "process_resident_memory_bytes", "Resident set size", rss as i64);
+            gauge(
+                &mut snap,
+                "process_resident_memory_bytes",
+                "Resident set size",
+                rss as i64,
+            );
         }
         if let Some(fds) = process_open_fds() {
-            gauge(&mut snap, "process_open_fds", "Open file descriptors", fds as i64);
+            gauge(
+                &mut snap,
+                "process_open_fds",
+                "Open file descriptors",
+                fds as i64,
+            );
         }
         if let Some(m) = state.model() {
             let fam = Family::<RuntimeLabels, Gauge>::default();
-            fam.get_or_create(&RuntimeLabels { runtime: m.runtime.clone(), reason: m.runtime_reason.clone(), model_sha256: m.sha256.clone() })
-                .set(1);
-            snap.register("runtime_info", "The active runtime and why it was chosen", fam);
+            fam.get_or_create(&RuntimeLabels {
+                runtime: m.runtime.clone(),
+                reason: m.runtime_reason.clone(),
+                model_sha256: m.sha256.clone(),
+            })
+            .set(1);
+            snap.register(
+                "runtime_info",
+                "The active runtime and why it was chosen",
+                fam,
+            );
         }
         let mut out = String::new();
         // Writing into a String cannot fail.
@@ -265,7 +489,9 @@ pub fn process_rss_bytes() -> Option<u64> {
 /// accounting).
 pub fn process_write_bytes() -> Option<u64> {
     let io = std::fs::read_to_string("/proc/self/io").ok()?;
-    io.lines().find_map(|l| l.strip_prefix("write_bytes:")).and_then(|v| v.trim().parse().ok())
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Number of open file descriptors (entries of /proc/self/fd).
@@ -284,7 +510,10 @@ mod tests {
     fn renders_state_histograms_and_runtime_choice() {
         let m = Metrics::new();
         let state = AppState::new();
-        state.counters.frames_captured.fetch_add(7, Ordering::Relaxed);
+        state
+            .counters
+            .frames_captured
+            .fetch_add(7, Ordering::Relaxed);
         state.update_readiness(|r| r.source = Check::passing("ok"));
         state.set_model(Some(ModelStatus {
             path: "/m.tflite".into(),
@@ -296,11 +525,20 @@ mod tests {
             input_dtype: "u8".into(),
             labels: 1000,
         }));
-        m.observe_latency(&StageLatency { invoke_us: 4000, ..Default::default() });
+        m.observe_latency(&StageLatency {
+            invoke_us: 4000,
+            ..Default::default()
+        });
         m.count_inference("abc");
         m.count_http("status", 200);
         state.mqtt.acked.fetch_add(2, Ordering::Relaxed);
-        let store = StoreStats { records: 3, size_bytes: 4096, refused_results: 5, enospc_errors: 1, ..Default::default() };
+        let store = StoreStats {
+            records: 3,
+            size_bytes: 4096,
+            refused_results: 5,
+            enospc_errors: 1,
+            ..Default::default()
+        };
         let text = m.render(&state, &store);
         for needle in [
             "spotter_frames_captured_total 7",
@@ -330,7 +568,10 @@ mod tests {
             m.count_inference(&format!("model{i}"));
         }
         let text = m.render(&AppState::new(), &StoreStats::default());
-        let series = text.lines().filter(|l| l.starts_with("spotter_inferences_total{")).count();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("spotter_inferences_total{"))
+            .count();
         assert!(series as u64 <= MAX_MODEL_SERIES + 1, "{series} series");
         assert!(text.contains("model_sha256=\"other\""));
     }

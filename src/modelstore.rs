@@ -19,7 +19,11 @@ use sha2::{Digest, Sha256};
 #[derive(Debug, thiserror::Error)]
 pub enum ModelStoreError {
     #[error("{path}: {source}")]
-    Io { path: String, #[source] source: std::io::Error },
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{path}: unreadable model index: {reason}")]
     Corrupt { path: String, reason: String },
     #[error("no installed model version matches `{0}`")]
@@ -69,7 +73,10 @@ pub struct ModelStore {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ModelStoreError + '_ {
-    move |source| ModelStoreError::Io { path: path.display().to_string(), source }
+    move |source| ModelStoreError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 /// Write `bytes` to `path` atomically (see [`crate::fsutil::write_atomic`]).
@@ -79,7 +86,9 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelStoreError> {
 
 impl ModelStore {
     pub fn new(state_dir: &Path) -> ModelStore {
-        ModelStore { dir: state_dir.join("models") }
+        ModelStore {
+            dir: state_dir.join("models"),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -97,10 +106,18 @@ impl ModelStore {
     fn read_active(&self) -> Result<ActiveFile, ModelStoreError> {
         let p = self.active_path();
         match std::fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map_err(|e| ModelStoreError::Corrupt { path: p.display().to_string(), reason: e.to_string() }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ActiveFile { version: 1, ..Default::default() }),
-            Err(e) => Err(ModelStoreError::Io { path: p.display().to_string(), source: e }),
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| ModelStoreError::Corrupt {
+                path: p.display().to_string(),
+                reason: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ActiveFile {
+                version: 1,
+                ..Default::default()
+            }),
+            Err(e) => Err(ModelStoreError::Io {
+                path: p.display().to_string(),
+                source: e,
+            }),
         }
     }
 
@@ -121,7 +138,10 @@ impl ModelStore {
         validate: impl FnOnce(&Path, Option<&Path>) -> Result<String, String>,
     ) -> Result<VersionMeta, ModelStoreError> {
         let bytes = std::fs::read(model).map_err(io_err(model))?;
-        let kind = validate(model, labels).map_err(|reason| ModelStoreError::Refused { path: model.display().to_string(), reason })?;
+        let kind = validate(model, labels).map_err(|reason| ModelStoreError::Refused {
+            path: model.display().to_string(),
+            reason,
+        })?;
         let sha = hex::encode(Sha256::digest(&bytes));
         let vdir = self.versions().join(&sha);
         std::fs::create_dir_all(&vdir).map_err(io_err(&vdir))?;
@@ -132,7 +152,10 @@ impl ModelStore {
         }
         let meta = VersionMeta {
             sha256: sha,
-            original_name: model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            original_name: model
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             installed_unix_s: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
@@ -140,7 +163,10 @@ impl ModelStore {
             has_labels: labels.is_some(),
             kind,
         };
-        write_atomic(&vdir.join("meta.json"), &serde_json::to_vec_pretty(&meta).unwrap_or_default())?;
+        write_atomic(
+            &vdir.join("meta.json"),
+            &serde_json::to_vec_pretty(&meta).unwrap_or_default(),
+        )?;
         Ok(meta)
     }
 
@@ -151,26 +177,44 @@ impl ModelStore {
         let entries = match std::fs::read_dir(&vdir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-            Err(e) => return Err(ModelStoreError::Io { path: vdir.display().to_string(), source: e }),
+            Err(e) => {
+                return Err(ModelStoreError::Io {
+                    path: vdir.display().to_string(),
+                    source: e,
+                })
+            }
         };
         let mut out = Vec::new();
         for e in entries.flatten() {
             let meta_path = e.path().join("meta.json");
             // A version without metadata was interrupted mid-install: skip it.
-            let Ok(b) = std::fs::read(&meta_path) else { continue };
-            let meta: VersionMeta = serde_json::from_slice(&b)
-                .map_err(|err| ModelStoreError::Corrupt { path: meta_path.display().to_string(), reason: err.to_string() })?;
+            let Ok(b) = std::fs::read(&meta_path) else {
+                continue;
+            };
+            let meta: VersionMeta =
+                serde_json::from_slice(&b).map_err(|err| ModelStoreError::Corrupt {
+                    path: meta_path.display().to_string(),
+                    reason: err.to_string(),
+                })?;
             let is_active = active.as_deref() == Some(meta.sha256.as_str());
             out.push((meta, is_active));
         }
-        out.sort_by(|a, b| a.0.installed_unix_s.cmp(&b.0.installed_unix_s).then(a.0.sha256.cmp(&b.0.sha256)));
+        out.sort_by(|a, b| {
+            a.0.installed_unix_s
+                .cmp(&b.0.installed_unix_s)
+                .then(a.0.sha256.cmp(&b.0.sha256))
+        });
         Ok(out)
     }
 
     fn resolve(&self, prefix: &str) -> Result<VersionMeta, ModelStoreError> {
         let p = prefix.to_ascii_lowercase();
-        let matches: Vec<VersionMeta> =
-            self.list()?.into_iter().map(|(m, _)| m).filter(|m| !p.is_empty() && m.sha256.starts_with(&p)).collect();
+        let matches: Vec<VersionMeta> = self
+            .list()?
+            .into_iter()
+            .map(|(m, _)| m)
+            .filter(|m| !p.is_empty() && m.sha256.starts_with(&p))
+            .collect();
         match matches.len() {
             0 => Err(ModelStoreError::UnknownVersion(prefix.to_string())),
             1 => Ok(matches.into_iter().next().expect("one match")),
@@ -214,7 +258,9 @@ impl ModelStore {
 
     /// The active version's files, if a version is active.
     pub fn active(&self) -> Result<Option<ActiveModel>, ModelStoreError> {
-        let Some(sha) = self.read_active()?.active else { return Ok(None) };
+        let Some(sha) = self.read_active()?.active else {
+            return Ok(None);
+        };
         let vdir = self.versions().join(&sha);
         let model = vdir.join("model.tflite");
         if !model.exists() {
@@ -224,7 +270,11 @@ impl ModelStore {
             });
         }
         let labels = Some(vdir.join("labels.txt")).filter(|p| p.exists());
-        Ok(Some(ActiveModel { sha256: sha, model, labels }))
+        Ok(Some(ActiveModel {
+            sha256: sha,
+            model,
+            labels,
+        }))
     }
 }
 
@@ -248,8 +298,16 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let ms = ModelStore::new(tmp.path());
         assert_eq!(ms.active().unwrap(), None);
-        let a = ms.install(&file(tmp.path(), "a.tflite", b"model-a"), None, ok).unwrap();
-        let b = ms.install(&file(tmp.path(), "b.tflite", b"model-b"), Some(&file(tmp.path(), "l.txt", b"x\ny\n")), ok).unwrap();
+        let a = ms
+            .install(&file(tmp.path(), "a.tflite", b"model-a"), None, ok)
+            .unwrap();
+        let b = ms
+            .install(
+                &file(tmp.path(), "b.tflite", b"model-b"),
+                Some(&file(tmp.path(), "l.txt", b"x\ny\n")),
+                ok,
+            )
+            .unwrap();
         assert_eq!(ms.list().unwrap().len(), 2);
         ms.activate(&a.sha256[..8]).unwrap();
         ms.activate(&b.sha256).unwrap();
@@ -268,9 +326,14 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let ms = ModelStore::new(tmp.path());
         let err = ms
-            .install(&file(tmp.path(), "bad.tflite", b"junk"), None, |_, _| Err("not a TFLite model".into()))
+            .install(&file(tmp.path(), "bad.tflite", b"junk"), None, |_, _| {
+                Err("not a TFLite model".into())
+            })
             .unwrap_err();
-        assert!(err.to_string().contains("bad.tflite") && err.to_string().contains("not a TFLite"), "{err}");
+        assert!(
+            err.to_string().contains("bad.tflite") && err.to_string().contains("not a TFLite"),
+            "{err}"
+        );
         assert!(ms.list().unwrap().is_empty());
     }
 
@@ -281,8 +344,14 @@ mod tests {
         let ms = ModelStore::new(tmp.path());
         ms.install(&file(tmp.path(), "a", b"1"), None, ok).unwrap();
         ms.install(&file(tmp.path(), "b", b"2"), None, ok).unwrap();
-        assert!(matches!(ms.activate(""), Err(ModelStoreError::UnknownVersion(_))));
-        assert!(matches!(ms.activate("zz"), Err(ModelStoreError::UnknownVersion(_))));
+        assert!(matches!(
+            ms.activate(""),
+            Err(ModelStoreError::UnknownVersion(_))
+        ));
+        assert!(matches!(
+            ms.activate("zz"),
+            Err(ModelStoreError::UnknownVersion(_))
+        ));
         // sha256("1") and sha256("2") start 6b86… and d4735e…: one digit each is unique.
         assert!(ms.activate("6").is_ok());
     }

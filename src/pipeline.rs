@@ -134,7 +134,11 @@ impl FrameSlot {
             if now >= deadline {
                 return Taken::Timeout;
             }
-            s = self.ready.wait_timeout(s, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+            s = self
+                .ready
+                .wait_timeout(s, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 
@@ -155,7 +159,11 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(initial: Duration, max: Duration) -> Self {
-        Backoff { initial, max, next: initial }
+        Backoff {
+            initial,
+            max,
+            next: initial,
+        }
     }
     /// The delay to wait now; doubles the next one up to the maximum.
     pub fn next_delay(&mut self) -> Duration {
@@ -203,7 +211,13 @@ pub type SourceOpener = Box<dyn FnMut() -> Result<Box<dyn FrameSource>, CaptureE
 /// The capture thread's body: open the source (retrying with backoff while it
 /// is missing), stream frames into the slot, and reopen after errors. The
 /// daemon stays up meanwhile; readiness carries the reason.
-pub fn capture_loop(mut open: SourceOpener, slot: Arc<FrameSlot>, state: Arc<AppState>, stop: Arc<AtomicBool>, mut backoff: Backoff) {
+pub fn capture_loop(
+    mut open: SourceOpener,
+    slot: Arc<FrameSlot>,
+    state: Arc<AppState>,
+    stop: Arc<AtomicBool>,
+    mut backoff: Backoff,
+) {
     let mut last_error: Option<String> = None;
     while !stop.load(Ordering::Relaxed) {
         state.beat(&state.capture_beat_ms);
@@ -240,11 +254,14 @@ pub fn capture_loop(mut open: SourceOpener, slot: Arc<FrameSlot>, state: Arc<App
                         } else {
                             log::info!(spotter_source = desc.as_str(); "source streaming: {desc}");
                         }
-                        state.update_readiness(|r| r.source = Check::passing(format!("streaming from {desc}")));
+                        state.update_readiness(|r| {
+                            r.source = Check::passing(format!("streaming from {desc}"))
+                        });
                         backoff.reset();
                         first = false;
                     }
-                    *state.last_frame.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+                    *state.last_frame.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(Instant::now());
                     Counters::inc(&state.counters.frames_captured);
                     if slot.put(frame) {
                         Counters::inc(&state.counters.frames_dropped);
@@ -252,7 +269,9 @@ pub fn capture_loop(mut open: SourceOpener, slot: Arc<FrameSlot>, state: Arc<App
                 }
                 Err(CaptureError::Finished) => {
                     log::info!(spotter_source = desc.as_str(); "source finished its single pass");
-                    state.update_readiness(|r| r.source = Check::failing(format!("{desc}: finished (loop = false)")));
+                    state.update_readiness(|r| {
+                        r.source = Check::failing(format!("{desc}: finished (loop = false)"))
+                    });
                     while !sleep_with_beats(&stop, &state, Duration::from_secs(3600)) {}
                     return;
                 }
@@ -303,7 +322,12 @@ pub fn runtime_choice(r: RuntimeSetting) -> RuntimeChoice {
 /// Read, load and canary-check the configured model.
 pub fn load_model(m: &ModelSettings) -> Result<LoadedModel, InferenceError> {
     let file = ModelFile::read(&m.path)?;
-    let (runtime, reason) = open_runtime(runtime_choice(m.runtime), m.litert_lib.as_deref(), &m.path, m.threads)?;
+    let (runtime, reason) = open_runtime(
+        runtime_choice(m.runtime),
+        m.litert_lib.as_deref(),
+        &m.path,
+        m.threads,
+    )?;
     let opts = ModelOptions {
         path: m.path.clone(),
         labels: m.labels.clone(),
@@ -337,7 +361,9 @@ pub fn load_model(m: &ModelSettings) -> Result<LoadedModel, InferenceError> {
 
 /// Nanoseconds since the Unix epoch (0 for times before it).
 pub fn unix_ns(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 /// Requests from the supervisor to the inference thread.
@@ -367,7 +393,9 @@ pub fn effective_model(settings: &ModelSettings, models: Option<&ModelStore>) ->
             m.path = active.model;
             m.labels = active.labels;
         }
-        Some(Err(e)) => log::error!(spotter_error_kind = "model_store"; "ignoring managed model versions: {e}"),
+        Some(Err(e)) => {
+            log::error!(spotter_error_kind = "model_store"; "ignoring managed model versions: {e}")
+        }
         _ => {}
     }
     m
@@ -388,7 +416,13 @@ pub fn inference_loop(
     let mut last_store_us = 0u64;
     let mut last_infer_error: Option<String> = None;
     let mut clock_checked: Option<Instant> = None;
-    let mut snapshots = SnapshotGate::new(control.snapshot_rule.lock().unwrap_or_else(|e| e.into_inner()).clone());
+    let mut snapshots = SnapshotGate::new(
+        control
+            .snapshot_rule
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone(),
+    );
     loop {
         // The clock's sync state is a system call: refresh it at most once a second.
         if clock_checked.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
@@ -405,7 +439,12 @@ pub fn inference_loop(
         }
         let reload = control.reload.swap(false, Ordering::Relaxed);
         if reload {
-            if let Some(new) = control.pending.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            if let Some(new) = control
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+            {
                 settings = new;
             }
         }
@@ -420,10 +459,18 @@ pub fn inference_loop(
                         "model active: {} ({}, {}; {})", m.status.path, m.status.kind, m.status.runtime, m.status.runtime_reason
                     );
                     state.set_model(Some(m.status.clone()));
-                    state.update_readiness(|r| r.model = Check::passing(format!("{} passed its canary on {}", m.status.path, m.status.runtime)));
+                    state.update_readiness(|r| {
+                        r.model = Check::passing(format!(
+                            "{} passed its canary on {}",
+                            m.status.path, m.status.runtime
+                        ))
+                    });
                     active = Some(m);
                     if reload {
-                        *control.last_reload_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                        *control
+                            .last_reload_error
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner()) = None;
                     }
                 }
                 Err(e) => {
@@ -434,7 +481,10 @@ pub fn inference_loop(
                         "model rejected: {msg}"
                     );
                     if reload {
-                        *control.last_reload_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg.clone());
+                        *control
+                            .last_reload_error
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner()) = Some(msg.clone());
                     }
                     if active.is_none() {
                         state.update_readiness(|r| r.model = Check::failing(msg));
@@ -447,27 +497,41 @@ pub fn inference_loop(
             }
         }
         state.beat(&state.inference_beat_ms);
-        let frame = match slot.take(Duration::from_millis(200)) {
-            Taken::Frame(f) => f,
-            Taken::Job(job) => {
-                let res = match active.as_mut() {
-                    Some(m) => m.engine.run(&job.frame).map_err(ClassifyError::from).map(|output| {
-                        Counters::inc(&state.counters.inferences);
-                        state.metrics.count_inference(&m.status.sha256);
-                        Classified { output, model_sha256: m.status.sha256.clone(), runtime: m.status.runtime.clone() }
-                    }),
-                    None => Err(ClassifyError::NoModel),
-                };
-                // The requester may have given up (timeout, closed connection).
-                let _ = job.reply.send(res);
-                continue;
-            }
-            Taken::Timeout => continue,
-            Taken::Closed => break,
+        let frame =
+            match slot.take(Duration::from_millis(200)) {
+                Taken::Frame(f) => f,
+                Taken::Job(job) => {
+                    let res =
+                        match active.as_mut() {
+                            Some(m) => m.engine.run(&job.frame).map_err(ClassifyError::from).map(
+                                |output| {
+                                    Counters::inc(&state.counters.inferences);
+                                    state.metrics.count_inference(&m.status.sha256);
+                                    Classified {
+                                        output,
+                                        model_sha256: m.status.sha256.clone(),
+                                        runtime: m.status.runtime.clone(),
+                                    }
+                                },
+                            ),
+                            None => Err(ClassifyError::NoModel),
+                        };
+                    // The requester may have given up (timeout, closed connection).
+                    let _ = job.reply.send(res);
+                    continue;
+                }
+                Taken::Timeout => continue,
+                Taken::Closed => break,
+            };
+        let Some(model) = active.as_mut() else {
+            continue;
         };
-        let Some(model) = active.as_mut() else { continue };
         // The trigger gate: frames it does not admit are counted and dropped.
-        let trigger = match control.gpio.get().map(|g| g.admit(frame.captured_at, Instant::now())) {
+        let trigger = match control
+            .gpio
+            .get()
+            .map(|g| g.admit(frame.captured_at, Instant::now()))
+        {
             Some(Admission::Drop) => continue,
             Some(Admission::Infer { trigger }) => trigger,
             None => None,
@@ -491,7 +555,9 @@ pub fn inference_loop(
         out.latency.store_us = last_store_us;
         let clock_ok = state.clock_synchronized.load(Ordering::Relaxed);
         // CLOCK_BOOTTIME at capture, from the wall-clock age of the frame.
-        let age = SystemTime::now().duration_since(frame.captured_at).unwrap_or_default();
+        let age = SystemTime::now()
+            .duration_since(frame.captured_at)
+            .unwrap_or_default();
         let frame_boottime_ns = crate::store::boottime_ns().saturating_sub(age.as_nanos() as u64);
         let mut rec = ResultRecord {
             id: String::new(),
@@ -511,8 +577,9 @@ pub fn inference_loop(
         };
         // Only frames the source delivered encoded are kept: re-encoding raw
         // frames would cost the inference thread a JPEG encode per snapshot.
-        let snapshot = (frame.format == PixelFormat::Encoded && snapshots.admit(&rec, Instant::now()))
-            .then(|| Snapshot { bytes: frame.data });
+        let snapshot = (frame.format == PixelFormat::Encoded
+            && snapshots.admit(&rec, Instant::now()))
+        .then(|| Snapshot { bytes: frame.data });
         let t = Instant::now();
         match store.insert_with_snapshot(&mut rec, snapshot.as_ref()) {
             Ok(_) => {
@@ -533,7 +600,9 @@ pub fn inference_loop(
                 let msg = e.to_string();
                 // A full disk (or a database poisoned by a write error) is
                 // logged once by the store, with its MESSAGE_ID.
-                if state.readiness().store.ok && !matches!(e, StoreError::DiskFull { .. } | StoreError::Poisoned { .. }) {
+                if state.readiness().store.ok
+                    && !matches!(e, StoreError::DiskFull { .. } | StoreError::Poisoned { .. })
+                {
                     log::error!(spotter_error_kind = "store_write"; "store write failed: {msg}");
                 }
                 state.update_readiness(|r| r.store = Check::failing(msg));
@@ -573,7 +642,10 @@ mod tests {
             Taken::Frame(f) => assert_eq!(f.seq, 3),
             other => panic!("expected a frame, got {other:?}"),
         }
-        assert!(matches!(slot.take(Duration::from_millis(10)), Taken::Timeout));
+        assert!(matches!(
+            slot.take(Duration::from_millis(10)),
+            Taken::Timeout
+        ));
     }
 
     // Would catch shutdown losing the frame in hand or hanging the consumer.
@@ -633,13 +705,23 @@ mod tests {
         let a2 = attempts.clone();
         let opener: SourceOpener = Box::new(move || {
             if a2.fetch_add(1, Ordering::SeqCst) < 2 {
-                Err(CaptureError::DeviceMissing { device: "/dev/video9".into() })
+                Err(CaptureError::DeviceMissing {
+                    device: "/dev/video9".into(),
+                })
             } else {
                 Ok(Box::new(Scripted(vec![Ok(frame(0)), Ok(frame(1))])) as Box<dyn FrameSource>)
             }
         });
         let (st, sl, sp) = (state.clone(), slot.clone(), stop.clone());
-        let h = std::thread::spawn(move || capture_loop(opener, sl, st, sp, Backoff::new(Duration::from_millis(10), Duration::from_millis(20))));
+        let h = std::thread::spawn(move || {
+            capture_loop(
+                opener,
+                sl,
+                st,
+                sp,
+                Backoff::new(Duration::from_millis(10), Duration::from_millis(20)),
+            )
+        });
         let got = slot.take(Duration::from_secs(10));
         assert!(matches!(got, Taken::Frame(_)), "{got:?}");
         assert!(attempts.load(Ordering::SeqCst) >= 3);
@@ -648,7 +730,11 @@ mod tests {
         while state.readiness().source.ok && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert!(state.readiness().source.detail.contains("finished"), "{:?}", state.readiness().source);
+        assert!(
+            state.readiness().source.detail.contains("finished"),
+            "{:?}",
+            state.readiness().source
+        );
         assert!(state.counters.capture_errors.load(Ordering::Relaxed) >= 2);
         stop.store(true, Ordering::Relaxed);
         h.join().unwrap();
@@ -660,11 +746,24 @@ mod tests {
         let state = Arc::new(AppState::new());
         let slot = Arc::new(FrameSlot::new());
         let stop = Arc::new(AtomicBool::new(false));
-        let opener: SourceOpener = Box::new(|| Err(CaptureError::DeviceMissing { device: "/dev/video9".into() }));
+        let opener: SourceOpener = Box::new(|| {
+            Err(CaptureError::DeviceMissing {
+                device: "/dev/video9".into(),
+            })
+        });
         let (st, sl, sp) = (state.clone(), slot.clone(), stop.clone());
-        let h = std::thread::spawn(move || capture_loop(opener, sl, st, sp, Backoff::new(Duration::from_millis(10), Duration::from_millis(10))));
+        let h = std::thread::spawn(move || {
+            capture_loop(
+                opener,
+                sl,
+                st,
+                sp,
+                Backoff::new(Duration::from_millis(10), Duration::from_millis(10)),
+            )
+        });
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !state.readiness().source.detail.contains("/dev/video9") && Instant::now() < deadline {
+        while !state.readiness().source.detail.contains("/dev/video9") && Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_millis(10));
         }
         let r = state.readiness();

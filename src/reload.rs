@@ -116,8 +116,13 @@ pub async fn apply(running: &mut Settings, new: &Settings, h: &Handles<'_>) -> O
         h.pruner.set_policy(policy);
     }
     let s = &mut running.store;
-    (s.max_age_s, s.max_records, s.max_bytes) = (new.store.max_age_s, new.store.max_records, new.store.max_bytes);
-    (s.snapshot_max_count, s.snapshot_max_bytes) = (new.store.snapshot_max_count, new.store.snapshot_max_bytes);
+    (s.max_age_s, s.max_records, s.max_bytes) = (
+        new.store.max_age_s,
+        new.store.max_records,
+        new.store.max_bytes,
+    );
+    (s.snapshot_max_count, s.snapshot_max_bytes) =
+        (new.store.snapshot_max_count, new.store.snapshot_max_bytes);
 
     let (tls, wanted) = (h.tls.clone(), tls_settings(new));
     let reloaded = match tokio::task::spawn_blocking(move || tls.reload(&wanted)).await {
@@ -128,8 +133,12 @@ pub async fn apply(running: &mut Settings, new: &Settings, h: &Handles<'_>) -> O
         Ok(fp) => {
             log::info!(sha256 = fp.as_str(); "reload: new TLS handshakes use the certificate with SHA-256 {fp}");
             let a = &mut running.api;
-            (a.cert, a.key, a.client_ca, a.client_auth) =
-                (new.api.cert.clone(), new.api.key.clone(), new.api.client_ca.clone(), new.api.client_auth);
+            (a.cert, a.key, a.client_ca, a.client_auth) = (
+                new.api.cert.clone(),
+                new.api.key.clone(),
+                new.api.client_ca.clone(),
+                new.api.client_auth,
+            );
         }
         Err(e) => log::error!(
             message_id = crate::ids::TLS_RELOAD_FAILED, spotter_error_kind = "tls_reload";
@@ -146,5 +155,8 @@ pub async fn apply(running: &mut Settings, new: &Settings, h: &Handles<'_>) -> O
             restart_needed.join(", ")
         );
     }
-    Outcome { restart_needed, tls: Some(reloaded) }
+    Outcome {
+        restart_needed,
+        tls: Some(reloaded),
+    }
 }

@@ -34,10 +34,16 @@ pub struct Check {
 
 impl Check {
     pub fn failing(detail: impl Into<String>) -> Self {
-        Check { ok: false, detail: detail.into() }
+        Check {
+            ok: false,
+            detail: detail.into(),
+        }
     }
     pub fn passing(detail: impl Into<String>) -> Self {
-        Check { ok: true, detail: detail.into() }
+        Check {
+            ok: true,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -105,7 +111,11 @@ impl MqttStatus {
         MqttSnapshot {
             enabled: self.enabled.load(Ordering::Relaxed),
             connected: self.connected.load(Ordering::Relaxed),
-            broker: self.broker.read().unwrap_or_else(|e| e.into_inner()).clone(),
+            broker: self
+                .broker
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
             outbox_records: outbox.map(|o| o.len()).unwrap_or(0),
             outbox_bytes: outbox.map(|o| o.bytes()).unwrap_or(0),
             published: self.published.load(Ordering::Relaxed),
@@ -113,7 +123,11 @@ impl MqttStatus {
             rejected: self.rejected.load(Ordering::Relaxed),
             dropped: outbox.map(|o| o.dropped()).unwrap_or(0),
             reconnects: self.reconnects.load(Ordering::Relaxed),
-            last_error: self.last_error.read().unwrap_or_else(|e| e.into_inner()).clone(),
+            last_error: self
+                .last_error
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         }
     }
 }
@@ -232,7 +246,10 @@ impl AppState {
     /// Current readiness. A poisoned lock only means a writer panicked while
     /// holding it; the value is still a complete `Readiness`, so use it.
     pub fn readiness(&self) -> Readiness {
-        self.readiness.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.readiness
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn update_readiness(&self, f: impl FnOnce(&mut Readiness)) {
@@ -242,7 +259,10 @@ impl AppState {
         if *guard != before {
             let now = guard.clone();
             drop(guard);
-            self.publish("readiness", || serde_json::json!({"ready": now.ready(), "checks": now}));
+            self.publish(
+                "readiness",
+                || serde_json::json!({"ready": now.ready(), "checks": now}),
+            );
         }
     }
 
@@ -254,7 +274,10 @@ impl AppState {
         }
         match serde_json::to_string(&data()) {
             // No subscriber left between the check and the send is fine.
-            Ok(json) => drop(self.events.send(Event { name, data: json.into() })),
+            Ok(json) => drop(self.events.send(Event {
+                name,
+                data: json.into(),
+            })),
             Err(e) => log::error!("cannot encode a {name} event: {e}"),
         }
     }
@@ -269,7 +292,10 @@ impl AppState {
     }
 
     pub fn source(&self) -> String {
-        self.source.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.source
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn set_source(&self, s: String) {
@@ -288,7 +314,10 @@ impl AppState {
     }
 
     pub fn last_result(&self) -> Option<ResultRecord> {
-        self.last_result.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.last_result
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Record the newest stored result and publish it as a `result` event.

@@ -12,7 +12,11 @@ use std::os::unix::net::{SocketAddr, UnixDatagram};
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
     #[error("notify socket {path}: {source}")]
-    Socket { path: String, #[source] source: std::io::Error },
+    Socket {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A connection to systemd's notify socket, if there is one.
@@ -36,7 +40,10 @@ impl Notifier {
     }
 
     pub fn connect(path: &str) -> Result<Notifier, NotifyError> {
-        let err = |source| NotifyError::Socket { path: path.to_string(), source };
+        let err = |source| NotifyError::Socket {
+            path: path.to_string(),
+            source,
+        };
         let addr = if let Some(name) = path.strip_prefix('@') {
             use std::os::linux::net::SocketAddrExt;
             SocketAddr::from_abstract_name(name.as_bytes()).map_err(err)?
@@ -44,7 +51,9 @@ impl Notifier {
             SocketAddr::from_pathname(path).map_err(err)?
         };
         let sock = UnixDatagram::unbound().map_err(err)?;
-        Ok(Notifier { target: Some((sock, addr, path.to_string())) })
+        Ok(Notifier {
+            target: Some((sock, addr, path.to_string())),
+        })
     }
 
     pub fn enabled(&self) -> bool {
@@ -55,7 +64,10 @@ impl Notifier {
     pub fn notify(&self, msg: &str) -> Result<(), NotifyError> {
         if let Some((sock, addr, path)) = &self.target {
             sock.send_to_addr(msg.as_bytes(), addr)
-                .map_err(|source| NotifyError::Socket { path: path.clone(), source })?;
+                .map_err(|source| NotifyError::Socket {
+                    path: path.clone(),
+                    source,
+                })?;
         }
         Ok(())
     }
@@ -126,7 +138,11 @@ pub fn low_port_dropin(listen: std::net::SocketAddr) -> Option<String> {
 #[derive(Debug, thiserror::Error)]
 pub enum GeneratorError {
     #[error("writing {path}: {source}")]
-    Write { path: String, #[source] source: std::io::Error },
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The generator's work: write [`LOW_PORT_DROPIN`] under `out_dir` (the
@@ -134,10 +150,18 @@ pub enum GeneratorError {
 /// Returns the path written, if any. A configuration that cannot be read is
 /// the caller's to report: the generator then writes nothing, and the daemon
 /// itself names the problem when it starts.
-pub fn generate(listen: std::net::SocketAddr, out_dir: &std::path::Path) -> Result<Option<std::path::PathBuf>, GeneratorError> {
-    let Some(text) = low_port_dropin(listen) else { return Ok(None) };
+pub fn generate(
+    listen: std::net::SocketAddr,
+    out_dir: &std::path::Path,
+) -> Result<Option<std::path::PathBuf>, GeneratorError> {
+    let Some(text) = low_port_dropin(listen) else {
+        return Ok(None);
+    };
     let path = out_dir.join(LOW_PORT_DROPIN);
-    let err = |source| GeneratorError::Write { path: path.display().to_string(), source };
+    let err = |source| GeneratorError::Write {
+        path: path.display().to_string(),
+        source,
+    };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
@@ -159,7 +183,10 @@ mod tests {
         n.ready("ok\nsecond line");
         let mut buf = [0u8; 256];
         let len = server.recv(&mut buf).unwrap();
-        assert_eq!(std::str::from_utf8(&buf[..len]).unwrap(), "READY=1\nSTATUS=ok second line");
+        assert_eq!(
+            std::str::from_utf8(&buf[..len]).unwrap(),
+            "READY=1\nSTATUS=ok second line"
+        );
     }
 
     // Would catch the abstract-namespace form (@name) being treated as a path.
@@ -167,12 +194,16 @@ mod tests {
     fn sends_to_abstract_socket() {
         use std::os::linux::net::SocketAddrExt;
         let name = format!("spotter-test-{}", std::process::id());
-        let server = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
+        let server =
+            UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap())
+                .unwrap();
         let n = Notifier::connect(&format!("@{name}")).unwrap();
         n.stopping();
         let mut buf = [0u8; 64];
         let len = server.recv(&mut buf).unwrap();
-        assert!(std::str::from_utf8(&buf[..len]).unwrap().starts_with("STOPPING=1"));
+        assert!(std::str::from_utf8(&buf[..len])
+            .unwrap()
+            .starts_with("STOPPING=1"));
     }
 
     // Would catch the capability granted for an unprivileged port (the unit's
@@ -181,16 +212,28 @@ mod tests {
     #[test]
     fn generator_grants_net_bind_service_only_below_port_1024() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(generate("0.0.0.0:8443".parse().unwrap(), dir.path()).unwrap(), None);
-        assert_eq!(generate("[::]:1024".parse().unwrap(), dir.path()).unwrap(), None);
+        assert_eq!(
+            generate("0.0.0.0:8443".parse().unwrap(), dir.path()).unwrap(),
+            None
+        );
+        assert_eq!(
+            generate("[::]:1024".parse().unwrap(), dir.path()).unwrap(),
+            None
+        );
         assert!(!dir.path().join("spotter.service.d").exists());
-        let written = generate("0.0.0.0:443".parse().unwrap(), dir.path()).unwrap().unwrap();
+        let written = generate("0.0.0.0:443".parse().unwrap(), dir.path())
+            .unwrap()
+            .unwrap();
         assert_eq!(written, dir.path().join(LOW_PORT_DROPIN));
         let text = std::fs::read_to_string(written).unwrap();
         let directives: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
         assert_eq!(
             directives,
-            ["[Service]", "CapabilityBoundingSet=CAP_NET_BIND_SERVICE", "AmbientCapabilities=CAP_NET_BIND_SERVICE"]
+            [
+                "[Service]",
+                "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
+                "AmbientCapabilities=CAP_NET_BIND_SERVICE"
+            ]
         );
     }
 }

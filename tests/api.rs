@@ -11,7 +11,6 @@ use serde_json::Value;
 use spotter::result::ResultRecord;
 use spotter::state::Check;
 
-
 fn assert_error(r: &Reply, status: u16, code: &str) {
     assert_problem(r, status, code);
 }
@@ -38,7 +37,10 @@ async fn fingerprint_is_of_the_served_certificate() {
     let mut reader = std::io::BufReader::new(std::fs::File::open(pem_path).unwrap());
     let der = rustls_pemfile::certs(&mut reader).next().unwrap().unwrap();
     use sha2::Digest;
-    assert_eq!(h.fingerprint, hex::encode(sha2::Sha256::digest(der.as_ref())));
+    assert_eq!(
+        h.fingerprint,
+        hex::encode(sha2::Sha256::digest(der.as_ref()))
+    );
     assert_eq!(h.get("/healthz").await.status, 200);
     h.stop().await;
 }
@@ -47,7 +49,8 @@ async fn fingerprint_is_of_the_served_certificate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_reports_each_check() {
     let h = start().await;
-    h.state.update_readiness(|r| r.store = Check::passing("write probe ok"));
+    h.state
+        .update_readiness(|r| r.store = Check::passing("write probe ok"));
     // Without a key: the verdict only, no details of the device's state.
     let anon = h.call_as("GET", "/readyz", Auth::None).await;
     assert_eq!(anon.status, 503);
@@ -70,7 +73,10 @@ async fn readyz_reports_each_check() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["ready"], true);
     let anon = h.call_as("GET", "/readyz", Auth::None).await;
-    assert_eq!((anon.status, anon.json()), (200, serde_json::json!({"ready": true})));
+    assert_eq!(
+        (anon.status, anon.json()),
+        (200, serde_json::json!({"ready": true}))
+    );
     h.stop().await;
 }
 
@@ -80,7 +86,10 @@ async fn readyz_reports_each_check() {
 async fn results_listing_latest_and_by_id() {
     let h = start().await;
     assert_error(&h.get("/api/v1/results/latest").await, 404, "no_results");
-    assert_eq!(h.get("/api/v1/results").await.json(), serde_json::json!({"results": [], "next_cursor": null}));
+    assert_eq!(
+        h.get("/api/v1/results").await.json(),
+        serde_json::json!({"results": [], "next_cursor": null})
+    );
 
     let mut ids = Vec::new();
     for ts in [100u64, 300, 200] {
@@ -89,12 +98,29 @@ async fn results_listing_latest_and_by_id() {
         ids.push((ts, rec.id));
     }
     let ts_list = |v: Value| -> Vec<u64> {
-        v["results"].as_array().unwrap().iter().map(|r| r["ts_ns"].as_u64().unwrap()).collect()
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["ts_ns"].as_u64().unwrap())
+            .collect()
     };
-    assert_eq!(ts_list(h.get("/api/v1/results").await.json()), vec![300, 200, 100]);
-    assert_eq!(ts_list(h.get("/api/v1/results?limit=2").await.json()), vec![300, 200]);
-    assert_eq!(ts_list(h.get("/api/v1/results?since=150&until=250").await.json()), vec![200]);
-    assert_eq!(ts_list(h.get("/api/v1/results?since=200").await.json()), vec![300, 200]);
+    assert_eq!(
+        ts_list(h.get("/api/v1/results").await.json()),
+        vec![300, 200, 100]
+    );
+    assert_eq!(
+        ts_list(h.get("/api/v1/results?limit=2").await.json()),
+        vec![300, 200]
+    );
+    assert_eq!(
+        ts_list(h.get("/api/v1/results?since=150&until=250").await.json()),
+        vec![200]
+    );
+    assert_eq!(
+        ts_list(h.get("/api/v1/results?since=200").await.json()),
+        vec![300, 200]
+    );
 
     let latest = h.get("/api/v1/results/latest").await;
     assert_eq!(latest.status, 200);
@@ -108,12 +134,32 @@ async fn results_listing_latest_and_by_id() {
         assert_eq!(got.ts_ns, *ts);
         assert_eq!(got.origin, format!("/srv/demo/{ts}.jpg"));
     }
-    assert_error(&h.get(&format!("/api/v1/results/{}", "0".repeat(32))).await, 404, "result_not_found");
+    assert_error(
+        &h.get(&format!("/api/v1/results/{}", "0".repeat(32))).await,
+        404,
+        "result_not_found",
+    );
     assert_error(&h.get("/api/v1/results/not-an-id").await, 400, "invalid_id");
-    assert_error(&h.get("/api/v1/results?limit=0").await, 400, "invalid_parameter");
-    assert_error(&h.get("/api/v1/results?limit=1001").await, 400, "invalid_parameter");
-    assert_error(&h.get("/api/v1/results?since=soon").await, 400, "invalid_parameter");
-    assert_error(&h.get("/api/v1/results?colour=red").await, 400, "invalid_parameter");
+    assert_error(
+        &h.get("/api/v1/results?limit=0").await,
+        400,
+        "invalid_parameter",
+    );
+    assert_error(
+        &h.get("/api/v1/results?limit=1001").await,
+        400,
+        "invalid_parameter",
+    );
+    assert_error(
+        &h.get("/api/v1/results?since=soon").await,
+        400,
+        "invalid_parameter",
+    );
+    assert_error(
+        &h.get("/api/v1/results?colour=red").await,
+        400,
+        "invalid_parameter",
+    );
     h.stop().await;
 }
 
@@ -124,8 +170,18 @@ async fn results_limit_is_capped_by_options() {
     for ts in 1..=3 {
         h.store.insert(&mut record(ts)).unwrap();
     }
-    assert_eq!(h.get("/api/v1/results").await.json()["results"].as_array().unwrap().len(), 2);
-    assert_error(&h.get("/api/v1/results?limit=3").await, 400, "invalid_parameter");
+    assert_eq!(
+        h.get("/api/v1/results").await.json()["results"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_error(
+        &h.get("/api/v1/results?limit=3").await,
+        400,
+        "invalid_parameter",
+    );
     h.stop().await;
 }
 
@@ -140,7 +196,12 @@ async fn unknown_routes_and_wrong_methods() {
         assert_error(&r, 405, "method_not_allowed");
         assert_eq!(r.header("allow"), Some("GET, HEAD"), "{path}");
     }
-    assert_error(&h.call("DELETE", &format!("/api/v1/results/{}", "0".repeat(32))).await, 405, "method_not_allowed");
+    assert_error(
+        &h.call("DELETE", &format!("/api/v1/results/{}", "0".repeat(32)))
+            .await,
+        405,
+        "method_not_allowed",
+    );
     let head = h.call("HEAD", "/healthz").await;
     assert_eq!(head.status, 200);
     assert!(head.body.is_empty());
@@ -173,7 +234,11 @@ async fn status_reports_everything() {
     assert_eq!(v["store"]["records"], 1);
     assert!(measured > 0);
     assert_eq!(v["store"]["size_bytes"], measured);
-    assert_eq!(v["store"]["durable_through"], rec.id.as_str(), "the flushed record is the recovery point");
+    assert_eq!(
+        v["store"]["durable_through"],
+        rec.id.as_str(),
+        "the flushed record is the recovery point"
+    );
     h.stop().await;
 }
 
@@ -181,17 +246,24 @@ async fn status_reports_everything() {
 // or a slot never released after its connection ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_limit_are_closed() {
-    let h = api_harness::start_with(|o| {
-        o.max_connections = 1;
-        o.header_read_timeout = Duration::from_secs(120);
-        o.keep_alive_idle = Duration::from_secs(120);
-    }, relaxed_access())
+    let h = api_harness::start_with(
+        |o| {
+            o.max_connections = 1;
+            o.header_read_timeout = Duration::from_secs(120);
+            o.keep_alive_idle = Duration::from_secs(120);
+        },
+        relaxed_access(),
+    )
     .await;
     let addr = h.base.trim_start_matches("https://").to_string();
     // A bare TCP connection holds the only slot while its handshake is pending.
     let hog = std::net::TcpStream::connect(&addr).unwrap();
     let refused = h.try_call("GET", "/healthz", Auth::None).await;
-    assert!(refused.is_err(), "second connection was served: {:?}", refused.map(|r| r.status));
+    assert!(
+        refused.is_err(),
+        "second connection was served: {:?}",
+        refused.map(|r| r.status)
+    );
     drop(hog);
     // The slot frees once the server notices the hog's EOF; retry, bounded.
     let mut served = None;
@@ -215,7 +287,11 @@ async fn shutdown_stops_serving() {
     let agent = h.agent.clone();
     h.stop().await;
     let served = tokio::task::spawn_blocking(move || {
-        agent.get(&format!("{base}/healthz")).call().map(|r| r.status()).ok()
+        agent
+            .get(&format!("{base}/healthz"))
+            .call()
+            .map(|r| r.status())
+            .ok()
     })
     .await
     .unwrap();
@@ -226,10 +302,13 @@ async fn shutdown_stops_serving() {
 // (the grace period must bound `run`, not the slowest client).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_is_not_held_up_by_a_stalled_client() {
-    let h = api_harness::start_with(|o| {
-        o.header_read_timeout = Duration::from_secs(600);
-        o.keep_alive_idle = Duration::from_secs(600);
-    }, relaxed_access())
+    let h = api_harness::start_with(
+        |o| {
+            o.header_read_timeout = Duration::from_secs(600);
+            o.keep_alive_idle = Duration::from_secs(600);
+        },
+        relaxed_access(),
+    )
     .await;
     let addr = h.base.trim_start_matches("https://").to_string();
     let _stalled = std::net::TcpStream::connect(&addr).unwrap();
@@ -248,19 +327,35 @@ async fn results_filters_cursor_image_and_backup() {
         let mut r = record(ts * 1_000);
         r.classes = vec![spotter::result::ClassScore {
             index: 0,
-            label: if ts % 2 == 0 { "person".into() } else { "car".into() },
+            label: if ts % 2 == 0 {
+                "person".into()
+            } else {
+                "car".into()
+            },
             raw: 0.0,
             score: ts as f32 / 10.0,
         }];
-        let jpeg = spotter::store::Snapshot { bytes: vec![0xFF, 0xD8, 0xFF, 0xE0, ts as u8] };
-        h.store.insert_with_snapshot(&mut r, (ts == 4).then_some(&jpeg)).unwrap();
+        let jpeg = spotter::store::Snapshot {
+            bytes: vec![0xFF, 0xD8, 0xFF, 0xE0, ts as u8],
+        };
+        h.store
+            .insert_with_snapshot(&mut r, (ts == 4).then_some(&jpeg))
+            .unwrap();
         ids.push(r.id);
     }
     let r = h.get("/api/v1/results?label=person").await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let ts: Vec<u64> = r.json()["results"].as_array().unwrap().iter().map(|v| v["ts_ns"].as_u64().unwrap()).collect();
+    let ts: Vec<u64> = r.json()["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["ts_ns"].as_u64().unwrap())
+        .collect();
     assert_eq!(ts, vec![4_000, 2_000]);
-    let r = h.get("/api/v1/results?label=person&min_score=0.3").await.json();
+    let r = h
+        .get("/api/v1/results?label=person&min_score=0.3")
+        .await
+        .json();
     assert_eq!(r["results"].as_array().unwrap().len(), 1);
     assert!(r["next_cursor"].is_null());
     // Two pages of two, then one.
@@ -268,20 +363,34 @@ async fn results_filters_cursor_image_and_backup() {
     let mut path = "/api/v1/results?limit=2".to_string();
     loop {
         let page = h.get(&path).await.json();
-        seen.extend(page["results"].as_array().unwrap().iter().map(|v| v["id"].as_str().unwrap().to_string()));
+        seen.extend(
+            page["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v["id"].as_str().unwrap().to_string()),
+        );
         match page["next_cursor"].as_str() {
             Some(c) => path = format!("/api/v1/results?limit=2&cursor={c}"),
             None => break,
         }
     }
     assert_eq!(seen, ids.iter().rev().cloned().collect::<Vec<_>>());
-    assert_problem(&h.get("/api/v1/results?cursor=zz").await, 400, "invalid_parameter");
+    assert_problem(
+        &h.get("/api/v1/results?cursor=zz").await,
+        400,
+        "invalid_parameter",
+    );
 
     // Binary body: read it with the agent directly (the harness reads text).
     let (agent, key) = (h.agent.clone(), h.read_key.clone());
     let url = format!("{}/api/v1/results/{}/image", h.base, ids[3]);
     let (status, ct, bytes) = tokio::task::spawn_blocking(move || {
-        let r = agent.get(&url).set("Authorization", &format!("Bearer {key}")).call().unwrap();
+        let r = agent
+            .get(&url)
+            .set("Authorization", &format!("Bearer {key}"))
+            .call()
+            .unwrap();
         let (status, ct) = (r.status(), r.header("content-type").map(str::to_string));
         let mut b = Vec::new();
         std::io::Read::read_to_end(&mut r.into_reader(), &mut b).unwrap();
@@ -291,28 +400,46 @@ async fn results_filters_cursor_image_and_backup() {
     .unwrap();
     assert_eq!((status, ct.as_deref()), (200, Some("image/jpeg")));
     assert_eq!(bytes, vec![0xFF, 0xD8, 0xFF, 0xE0, 4]);
-    assert_problem(&h.get(&format!("/api/v1/results/{}/image", ids[0])).await, 404, "no_snapshot");
+    assert_problem(
+        &h.get(&format!("/api/v1/results/{}/image", ids[0])).await,
+        404,
+        "no_snapshot",
+    );
     assert_problem(&h.get("/api/v1/results/xyz/image").await, 400, "invalid_id");
 
     // Backup: admin only, same bytes as the export (apart from created_ns in the header).
     assert_eq!(h.get("/api/v1/backup").await.status, 403);
     let admin = h.admin_key.clone();
-    let b = h.call_as("GET", "/api/v1/backup?since=2000", Auth::Bearer(&admin)).await;
+    let b = h
+        .call_as("GET", "/api/v1/backup?since=2000", Auth::Bearer(&admin))
+        .await;
     assert_eq!(b.status, 200);
     assert_eq!(b.header("content-type"), Some("application/x-ndjson"));
     let mut local = Vec::new();
     spotter::backup::export(&h.store, Some(2_000), &mut local, |_| {}).unwrap();
     let local = String::from_utf8(local).unwrap();
-    assert_eq!(b.body.lines().count(), 5, "header and 4 records: {}", b.body);
-    assert_eq!(b.body.lines().skip(1).collect::<Vec<_>>(), local.lines().skip(1).collect::<Vec<_>>());
+    assert_eq!(
+        b.body.lines().count(),
+        5,
+        "header and 4 records: {}",
+        b.body
+    );
+    assert_eq!(
+        b.body.lines().skip(1).collect::<Vec<_>>(),
+        local.lines().skip(1).collect::<Vec<_>>()
+    );
     // And it restores into an empty store with the same query results.
     let dir = tempfile::tempdir().unwrap();
     let restored = spotter::store::Store::open(dir.path()).unwrap();
-    let report = spotter::backup::import(&restored, std::io::Cursor::new(b.body.as_bytes())).unwrap();
+    let report =
+        spotter::backup::import(&restored, std::io::Cursor::new(b.body.as_bytes())).unwrap();
     assert_eq!((report.added, report.invalid_count), (4, 0));
     let mut q = spotter::store::Query::newest(10);
     q.label = Some("person".into());
-    assert_eq!(restored.query(&q).unwrap().results, h.store.query(&q).unwrap().results);
+    assert_eq!(
+        restored.query(&q).unwrap().results,
+        h.store.query(&q).unwrap().results
+    );
     h.stop().await;
 }
 
@@ -324,10 +451,25 @@ async fn large_backup_streams_completely() {
         h.store.insert(&mut record(ts)).unwrap();
     }
     let admin = h.admin_key.clone();
-    let b = h.call_as("GET", "/api/v1/backup", Auth::Bearer(&admin)).await;
+    let b = h
+        .call_as("GET", "/api/v1/backup", Auth::Bearer(&admin))
+        .await;
     assert_eq!(b.status, 200);
-    assert!(b.body.len() > 1 << 20, "more than the 4 × 64 KiB chunks in flight: {} bytes", b.body.len());
-    let ts: Vec<u64> = b.body.lines().skip(1).map(|l| serde_json::from_str::<Value>(l).unwrap()["ts_ns"].as_u64().unwrap()).collect();
+    assert!(
+        b.body.len() > 1 << 20,
+        "more than the 4 × 64 KiB chunks in flight: {} bytes",
+        b.body.len()
+    );
+    let ts: Vec<u64> = b
+        .body
+        .lines()
+        .skip(1)
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["ts_ns"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
     assert_eq!(ts, (1..=3_000).collect::<Vec<_>>());
     h.stop().await;
 }

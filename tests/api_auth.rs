@@ -4,11 +4,11 @@
 mod api_harness;
 
 use api_harness::{
-    assert_problem, assert_security_headers, raw_exchange, record, relaxed_access, start, start_with, Auth, Reply,
+    assert_problem, assert_security_headers, raw_exchange, record, relaxed_access, start,
+    start_with, Auth, Reply,
 };
 use spotter::api::{AccessOptions, ROUTES};
 use spotter::keys::{KeyStore, Scope};
-
 
 /// The status a route gives a caller allowed to call it with GET or HEAD.
 fn ok_status(route: &spotter::api::RouteSpec) -> u16 {
@@ -32,13 +32,30 @@ async fn auth_matrix() {
     let mut rec = record(7);
     // With a snapshot, so /api/v1/results/{id}/image answers 200 to allowed callers
     // (a BMP header: ASCII, so the harness can read the body as text).
-    h.store.insert_with_snapshot(&mut rec, Some(&spotter::store::Snapshot { bytes: b"BM-test".to_vec() })).unwrap();
+    h.store
+        .insert_with_snapshot(
+            &mut rec,
+            Some(&spotter::store::Snapshot {
+                bytes: b"BM-test".to_vec(),
+            }),
+        )
+        .unwrap();
     let keys = KeyStore::new(&h.state_dir);
     // Created after the server started: must be picked up without a restart.
     let (ri, revoked_read) = keys.create("soon-revoked-read", Scope::Read).unwrap();
     let (ai, revoked_admin) = keys.create("soon-revoked-admin", Scope::Admin).unwrap();
-    assert_eq!(h.call_as("GET", "/api/v1/keys", Auth::Bearer(revoked_admin.expose())).await.status, 200);
-    assert_eq!(h.call_as("GET", "/api/v1/status", Auth::Bearer(revoked_read.expose())).await.status, 200);
+    assert_eq!(
+        h.call_as("GET", "/api/v1/keys", Auth::Bearer(revoked_admin.expose()))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        h.call_as("GET", "/api/v1/status", Auth::Bearer(revoked_read.expose()))
+            .await
+            .status,
+        200
+    );
     keys.revoke(&ri.id).unwrap();
     keys.revoke(&ai.id).unwrap();
 
@@ -59,19 +76,40 @@ async fn auth_matrix() {
         ("no key", Auth::None, Who::Nobody),
         ("read", Auth::Bearer(&h.read_key), Who::Read),
         ("admin", Auth::Bearer(&h.admin_key), Who::Admin),
-        ("revoked read", Auth::Bearer(revoked_read.expose()), Who::Bad),
-        ("revoked admin", Auth::Bearer(revoked_admin.expose()), Who::Bad),
+        (
+            "revoked read",
+            Auth::Bearer(revoked_read.expose()),
+            Who::Bad,
+        ),
+        (
+            "revoked admin",
+            Auth::Bearer(revoked_admin.expose()),
+            Who::Bad,
+        ),
         ("unknown well-formed", Auth::Bearer(&wrong), Who::Bad),
         ("upper-cased read key", Auth::Bearer(&read_upper), Who::Bad),
-        ("read key without prefix", Auth::Bearer(&read_unprefixed), Who::Bad),
-        ("read key with a digit appended", Auth::Bearer(&read_extra), Who::Bad),
+        (
+            "read key without prefix",
+            Auth::Bearer(&read_unprefixed),
+            Who::Bad,
+        ),
+        (
+            "read key with a digit appended",
+            Auth::Bearer(&read_extra),
+            Who::Bad,
+        ),
         ("garbage", Auth::Bearer("hunter2"), Who::Bad),
         ("Basic scheme", Auth::Raw(&basic), Who::Bad),
         ("no scheme", Auth::Raw(&h.read_key), Who::Bad),
         ("empty bearer", Auth::Raw("Bearer"), Who::Bad),
     ];
     // Sanity: the header form the client sends for Bearer is the raw one.
-    assert_eq!(h.call_as("GET", "/api/v1/status", Auth::Raw(&read_bearer)).await.status, 200);
+    assert_eq!(
+        h.call_as("GET", "/api/v1/status", Auth::Raw(&read_bearer))
+            .await
+            .status,
+        200
+    );
 
     let mut unauthorized_successes = Vec::new();
     let mut cells = 0;
@@ -80,7 +118,8 @@ async fn auth_matrix() {
         for (what, auth, who) in &callers {
             for method in ["GET", "HEAD"] {
                 // A granted GET of the event stream never ends; HEAD covers that cell.
-                let granted = *who == Who::Admin || (*who == Who::Read && route.scope != Some(Scope::Admin));
+                let granted =
+                    *who == Who::Admin || (*who == Who::Read && route.scope != Some(Scope::Admin));
                 if route.name == "events" && method == "GET" && granted {
                     cells += 1;
                     continue;
@@ -110,20 +149,31 @@ async fn auth_matrix() {
                         _ => "invalid_key",
                     };
                     assert_problem(&r, expected, code);
-                    let challenge = r.header("www-authenticate").unwrap_or_else(|| panic!("{path} {what}: no challenge"));
+                    let challenge = r
+                        .header("www-authenticate")
+                        .unwrap_or_else(|| panic!("{path} {what}: no challenge"));
                     assert!(challenge.starts_with("Bearer"), "{challenge}");
                     if expected == 403 {
-                        assert!(challenge.contains("insufficient_scope") && challenge.contains("admin"), "{challenge}");
+                        assert!(
+                            challenge.contains("insufficient_scope") && challenge.contains("admin"),
+                            "{challenge}"
+                        );
                     }
                 }
             }
         }
     }
     assert_eq!(cells, ROUTES.len() * callers.len() * 2);
-    assert!(unauthorized_successes.is_empty(), "{unauthorized_successes:#?}");
+    assert!(
+        unauthorized_successes.is_empty(),
+        "{unauthorized_successes:#?}"
+    );
     // A wrong method on a protected route without a key is 401, not 405 (no route
     // detail for anonymous callers); on a public route it is 405.
-    assert_eq!(h.call_as("POST", "/api/v1/status", Auth::None).await.status, 401);
+    assert_eq!(
+        h.call_as("POST", "/api/v1/status", Auth::None).await.status,
+        401
+    );
     assert_eq!(h.call_as("POST", "/healthz", Auth::None).await.status, 405);
     h.stop().await;
 }
@@ -132,17 +182,28 @@ async fn auth_matrix() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_listing_has_no_secrets_or_hashes() {
     let h = start().await;
-    let r = h.call_as("GET", "/api/v1/keys", Auth::Bearer(&h.admin_key)).await;
+    let r = h
+        .call_as("GET", "/api/v1/keys", Auth::Bearer(&h.admin_key))
+        .await;
     assert_eq!(r.status, 200);
     let v = r.json();
-    let names: Vec<&str> = v["keys"].as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["reader", "admin"]);
     assert_eq!(v["keys"][0]["scope"], "read");
     assert_eq!(v["keys"][0]["id"], h.read_info.id.as_str());
     use sha2::Digest;
     for secret in [&h.read_key, &h.admin_key] {
         assert!(!r.body.contains(&secret[4..]), "secret leaked");
-        assert!(!r.body.contains(&hex::encode(sha2::Sha256::digest(secret.as_bytes()))), "hash leaked");
+        assert!(
+            !r.body
+                .contains(&hex::encode(sha2::Sha256::digest(secret.as_bytes()))),
+            "hash leaked"
+        );
     }
     h.stop().await;
 }
@@ -162,7 +223,10 @@ async fn body_limit_before_and_while_reading() {
     );
     let (status, text) = raw_exchange(&mut tls, &head).await;
     assert_eq!(status, 413, "{text}");
-    assert!(text.to_ascii_lowercase().contains("connection: close"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
     assert!(text.contains("payload_too_large"), "{text}");
     // Also without a key (nothing is read for anyone).
     let mut tls = h.raw_tls().await;
@@ -170,7 +234,14 @@ async fn body_limit_before_and_while_reading() {
     assert_eq!(raw_exchange(&mut tls, head).await.0, 413);
     h.stop().await;
 
-    let h = start_with(|_| {}, AccessOptions { max_body_bytes: 1024, ..relaxed_access() }).await;
+    let h = start_with(
+        |_| {},
+        AccessOptions {
+            max_body_bytes: 1024,
+            ..relaxed_access()
+        },
+    )
+    .await;
     // Chunked, no Content-Length: refused once more than 1024 bytes arrived.
     let mut tls = h.raw_tls().await;
     let mut req = format!(
@@ -192,19 +263,34 @@ async fn body_limit_before_and_while_reading() {
     );
     let (status, text) = raw_exchange(&mut tls, &req).await;
     assert_eq!(status, 405, "{text}");
-    assert!(text.contains("allow: GET, HEAD") || text.contains("Allow: GET, HEAD"), "{text}");
+    assert!(
+        text.contains("allow: GET, HEAD") || text.contains("Allow: GET, HEAD"),
+        "{text}"
+    );
     h.stop().await;
 }
 
 // Catches: security headers only on successful responses (or only on errors).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn security_headers_on_every_status() {
-    let h = start_with(|_| {}, AccessOptions { key_rate_per_s: 0.01, key_burst: 5, ..relaxed_access() }).await;
+    let h = start_with(
+        |_| {},
+        AccessOptions {
+            key_rate_per_s: 0.01,
+            key_burst: 5,
+            ..relaxed_access()
+        },
+    )
+    .await;
     let admin = h.admin_key.clone();
     let cases: Vec<(u16, Reply)> = vec![
         (200, h.get("/healthz").await),
         (401, h.call_as("GET", "/api/v1/status", Auth::None).await),
-        (401, h.call_as("GET", "/api/v1/status", Auth::Bearer("spk_nope")).await),
+        (
+            401,
+            h.call_as("GET", "/api/v1/status", Auth::Bearer("spk_nope"))
+                .await,
+        ),
         (403, h.get("/api/v1/keys").await),
         (404, h.get("/nope").await),
         (405, h.call("DELETE", "/api/v1/results").await),
@@ -214,12 +300,18 @@ async fn security_headers_on_every_status() {
     for (status, r) in &cases {
         assert_eq!(r.status, *status, "{}", r.body);
         assert_security_headers(r, &status.to_string());
-        assert_eq!(r.header("access-control-allow-origin"), None, "CORS must be off by default");
+        assert_eq!(
+            r.header("access-control-allow-origin"),
+            None,
+            "CORS must be off by default"
+        );
     }
     // The admin key's bucket (5, refilled every 100 s) runs out: 429 with Retry-After.
     let mut limited = None;
     for _ in 0..10 {
-        let r = h.call_as("GET", "/api/v1/status", Auth::Bearer(&admin)).await;
+        let r = h
+            .call_as("GET", "/api/v1/status", Auth::Bearer(&admin))
+            .await;
         if r.status == 429 {
             limited = Some(r);
             break;
@@ -228,18 +320,28 @@ async fn security_headers_on_every_status() {
     let r = limited.expect("key bucket never refused");
     assert_problem(&r, 429, "rate_limited");
     assert_security_headers(&r, "429");
-    let retry: u64 = r.header("retry-after").expect("Retry-After").parse().unwrap();
+    let retry: u64 = r
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .unwrap();
     assert!((1..=100).contains(&retry), "{retry}");
     // Another key is not affected by this key's bucket.
     assert_eq!(h.get("/api/v1/status").await.status, 200);
     // 413 too (raw, since it closes the connection).
     let mut tls = h.raw_tls().await;
-    let (status, text) =
-        raw_exchange(&mut tls, "POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n").await;
+    let (status, text) = raw_exchange(
+        &mut tls,
+        "POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n",
+    )
+    .await;
     assert_eq!(status, 413);
     let lower = text.to_ascii_lowercase();
     for (name, value) in api_harness::SECURITY_HEADERS {
-        assert!(lower.contains(&format!("{name}: {}", value.to_ascii_lowercase())), "413 lacks {name}: {text}");
+        assert!(
+            lower.contains(&format!("{name}: {}", value.to_ascii_lowercase())),
+            "413 lacks {name}: {text}"
+        );
     }
     h.stop().await;
 }
@@ -250,7 +352,10 @@ async fn security_headers_on_every_status() {
 async fn cors_only_for_listed_origins() {
     let h = start_with(
         |_| {},
-        AccessOptions { cors_allowed_origins: vec!["https://ui.example".into()], ..relaxed_access() },
+        AccessOptions {
+            cors_allowed_origins: vec!["https://ui.example".into()],
+            ..relaxed_access()
+        },
     )
     .await;
     let pre = |origin: &'static str| {
@@ -260,7 +365,11 @@ async fn cors_only_for_listed_origins() {
                 "OPTIONS",
                 "/api/v1/status",
                 Auth::None,
-                &[("Origin", origin), ("Access-Control-Request-Method", "GET"), ("Access-Control-Request-Headers", "authorization")],
+                &[
+                    ("Origin", origin),
+                    ("Access-Control-Request-Method", "GET"),
+                    ("Access-Control-Request-Headers", "authorization"),
+                ],
             )
             .await
             .unwrap()
@@ -268,9 +377,15 @@ async fn cors_only_for_listed_origins() {
     };
     let ok = pre("https://ui.example").await;
     assert_eq!(ok.status, 204, "{}", ok.body);
-    assert_eq!(ok.header("access-control-allow-origin"), Some("https://ui.example"));
+    assert_eq!(
+        ok.header("access-control-allow-origin"),
+        Some("https://ui.example")
+    );
     assert_eq!(ok.header("access-control-allow-methods"), Some("GET, HEAD"));
-    assert!(ok.header("access-control-allow-headers").unwrap().contains("authorization"));
+    assert!(ok
+        .header("access-control-allow-headers")
+        .unwrap()
+        .contains("authorization"));
     assert_security_headers(&ok, "preflight");
     let evil = pre("https://evil.example").await;
     assert_ne!(evil.status, 204);
@@ -279,12 +394,27 @@ async fn cors_only_for_listed_origins() {
     let key = h.read_key.clone();
     let get = |origin: &'static str| {
         let (h, key) = (&h, key.clone());
-        async move { h.try_call_with("GET", "/api/v1/status", Auth::Bearer(&key), &[("Origin", origin)]).await.unwrap() }
+        async move {
+            h.try_call_with(
+                "GET",
+                "/api/v1/status",
+                Auth::Bearer(&key),
+                &[("Origin", origin)],
+            )
+            .await
+            .unwrap()
+        }
     };
     let r = get("https://ui.example").await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.header("access-control-allow-origin"), Some("https://ui.example"));
-    assert!(r.headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("vary") && v.contains("origin")));
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://ui.example")
+    );
+    assert!(r
+        .headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("vary") && v.contains("origin")));
     let r = get("https://ui.example.evil").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("access-control-allow-origin"), None);

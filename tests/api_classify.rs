@@ -31,7 +31,9 @@ fn start(dir: &Path) -> (Daemon, Client) {
          [api]\nlisten = \"127.0.0.1:@PORT@\"\nmax_upload_pixels = 4000000\n",
         photos.display(),
         model(MODEL).display(),
-        testdata().join("labels/labels_mobilenet_quant_v1_224.txt").display()
+        testdata()
+            .join("labels/labels_mobilenet_quant_v1_224.txt")
+            .display()
     );
     let d = Daemon::start(dir, &cfg);
     let c = d.client();
@@ -45,7 +47,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         c ^= u32::from(b);
         for _ in 0..8 {
-            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
         }
     }
     !c
@@ -109,10 +115,18 @@ fn classify_uploads_and_refuse_bad_ones() {
         assert_eq!(r.status, 200, "{name}: {}", r.body);
         let v = r.json();
         assert_eq!(v["stored"], false);
-        assert!(v["result"].get("id").is_none(), "{name}: unstored results have no id");
+        assert!(
+            v["result"].get("id").is_none(),
+            "{name}: unstored results have no id"
+        );
         assert_eq!(v["result"]["model_sha256"], model_sha.as_str());
         assert_eq!(v["result"]["source"], "upload");
-        assert!(v["result"]["classes"].as_array().is_some_and(|c| !c.is_empty()), "{name}");
+        assert!(
+            v["result"]["classes"]
+                .as_array()
+                .is_some_and(|c| !c.is_empty()),
+            "{name}"
+        );
         if let Some(label) = reference_clear_top1(MODEL, name) {
             assert_eq!(v["result"]["classes"][0]["label"], label.as_str(), "{name}");
             checked += 1;
@@ -122,7 +136,9 @@ fn classify_uploads_and_refuse_bad_ones() {
 
     // store=true: stored, retrievable by id, marked as an upload.
     let bytes = std::fs::read(testdata().join("images/grace_hopper.bmp")).unwrap();
-    let r = c.send("POST", "/api/v1/classify?store=true", &bytes).unwrap();
+    let r = c
+        .send("POST", "/api/v1/classify?store=true", &bytes)
+        .unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     let v = r.json();
     assert_eq!(v["stored"], true);
@@ -135,23 +151,64 @@ fn classify_uploads_and_refuse_bad_ones() {
     let jpeg = std::fs::read(testdata().join("images/hot_dog.jpg")).unwrap();
     let bad: Vec<(&str, Vec<u8>, u16, &str)> = vec![
         ("zero bytes", vec![], 400, "empty_upload"),
-        ("truncated JPEG", jpeg[..jpeg.len() / 2].to_vec(), 422, "undecodable_image"),
+        (
+            "truncated JPEG",
+            jpeg[..jpeg.len() / 2].to_vec(),
+            422,
+            "undecodable_image",
+        ),
         ("PNG decompression bomb", png_bomb(), 413, "image_too_large"),
-        ("GIF magic", b"GIF89a\x01\x00\x01\x00\x00\x00\x00;".to_vec(), 415, "unsupported_media_type"),
-        ("text renamed .jpg", b"just some text, named photo.jpg\n".to_vec(), 415, "unsupported_media_type"),
-        ("20000x20000 PNG header", png_header(20000, 20000), 413, "image_too_large"),
-        ("20000x20000 BMP header", bmp_header(20000, 20000), 413, "image_too_large"),
+        (
+            "GIF magic",
+            b"GIF89a\x01\x00\x01\x00\x00\x00\x00;".to_vec(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "text renamed .jpg",
+            b"just some text, named photo.jpg\n".to_vec(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "20000x20000 PNG header",
+            png_header(20000, 20000),
+            413,
+            "image_too_large",
+        ),
+        (
+            "20000x20000 BMP header",
+            bmp_header(20000, 20000),
+            413,
+            "image_too_large",
+        ),
     ];
     for (what, body, status, code) in bad {
         // Content-Type claims JPEG; it must not matter.
-        let r = c.send("POST", "/api/v1/classify?store=true", &body).unwrap();
-        assert_eq!((r.status, problem_code(&r).as_str()), (status, code), "{what}: {}", r.body);
+        let r = c
+            .send("POST", "/api/v1/classify?store=true", &body)
+            .unwrap();
+        assert_eq!(
+            (r.status, problem_code(&r).as_str()),
+            (status, code),
+            "{what}: {}",
+            r.body
+        );
         assert_eq!(c.get("/healthz").unwrap().status, 200, "after {what}");
     }
     let all = c.get("/api/v1/results?limit=1000").unwrap().json();
-    let uploads: Vec<_> =
-        all["results"].as_array().unwrap().iter().filter(|r| r["source"] == "upload").map(|r| r["id"].clone()).collect();
-    assert_eq!(uploads, vec![serde_json::Value::from(id)], "only the store=true upload is stored");
+    let uploads: Vec<_> = all["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["source"] == "upload")
+        .map(|r| r["id"].clone())
+        .collect();
+    assert_eq!(
+        uploads,
+        vec![serde_json::Value::from(id)],
+        "only the store=true upload is stored"
+    );
     d.assert_running();
 }
 
@@ -170,40 +227,79 @@ fn model_upload_refusal_and_rollback() {
 
     // Nothing installed yet through the API: nothing to roll back to.
     let r = admin.send("POST", "/api/v1/model/rollback", b"").unwrap();
-    assert_eq!((r.status, problem_code(&r).as_str()), (409, "no_previous_model"), "{}", r.body);
+    assert_eq!(
+        (r.status, problem_code(&r).as_str()),
+        (409, "no_previous_model"),
+        "{}",
+        r.body
+    );
 
     // A read key may not manage models.
-    let (_, key) = spotter::keys::KeyStore::new(&d.dir.join("state")).create("viewer", spotter::keys::Scope::Read).unwrap();
+    let (_, key) = spotter::keys::KeyStore::new(&d.dir.join("state"))
+        .create("viewer", spotter::keys::Scope::Read)
+        .unwrap();
     let key = key.expose().to_string();
     let reader = Client::new(&d.cert(), d.port).with_key(Some(key));
     let eff = std::fs::read(model("efficientnet_lite0_int8_2")).unwrap();
     // (A small body: the server refuses before reading it, and a client still
     // writing megabytes would see the connection close under it.)
-    assert_eq!(reader.send("PUT", "/api/v1/model", b"not read").unwrap().status, 403);
+    assert_eq!(
+        reader
+            .send("PUT", "/api/v1/model", b"not read")
+            .unwrap()
+            .status,
+        403
+    );
     assert_eq!(reader.get("/api/v1/model").unwrap().status, 403);
 
     // Good upload: validated, installed, running.
     let eff_sha = sha256_hex(&eff);
-    let r = admin.send("PUT", "/api/v1/model?name=efficientnet.tflite", &eff).unwrap();
+    let r = admin
+        .send("PUT", "/api/v1/model?name=efficientnet.tflite", &eff)
+        .unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["running"]["sha256"], eff_sha.as_str());
     assert_eq!(r.json()["version"]["original_name"], "efficientnet.tflite");
     let photo = std::fs::read(testdata().join("images/grace_hopper.bmp")).unwrap();
     let r = admin.send("POST", "/api/v1/classify", &photo).unwrap();
-    assert_eq!(r.json()["result"]["model_sha256"], eff_sha.as_str(), "{}", r.body);
+    assert_eq!(
+        r.json()["result"]["model_sha256"],
+        eff_sha.as_str(),
+        "{}",
+        r.body
+    );
 
     // Bad uploads: refused with the reason, the running model unchanged.
-    let tflm = std::fs::read(testdata().join("models/invalid/person_detect_tflm_only.tflite")).unwrap();
+    let tflm =
+        std::fs::read(testdata().join("models/invalid/person_detect_tflm_only.tflite")).unwrap();
     let truncated = eff[..eff.len() / 3].to_vec();
-    for (what, body) in [("TFLM-only model", tflm), ("truncated model", truncated), ("not a model", b"hello".to_vec())] {
+    for (what, body) in [
+        ("TFLM-only model", tflm),
+        ("truncated model", truncated),
+        ("not a model", b"hello".to_vec()),
+    ] {
         let r = admin.send("PUT", "/api/v1/model", &body).unwrap();
-        assert_eq!((r.status, problem_code(&r).as_str()), (422, "model_refused"), "{what}: {}", r.body);
-        assert!(!r.body.contains(&tmp.path().display().to_string()), "{what}: paths leak: {}", r.body);
+        assert_eq!(
+            (r.status, problem_code(&r).as_str()),
+            (422, "model_refused"),
+            "{what}: {}",
+            r.body
+        );
+        assert!(
+            !r.body.contains(&tmp.path().display().to_string()),
+            "{what}: paths leak: {}",
+            r.body
+        );
         let running = admin.get("/api/v1/model").unwrap().json();
         assert_eq!(running["running"]["sha256"], eff_sha.as_str(), "{what}");
     }
     let r = admin.send("POST", "/api/v1/classify", &photo).unwrap();
-    assert_eq!(r.json()["result"]["model_sha256"], eff_sha.as_str(), "{}", r.body);
+    assert_eq!(
+        r.json()["result"]["model_sha256"],
+        eff_sha.as_str(),
+        "{}",
+        r.body
+    );
 
     // A second version, then roll back to the first.
     let small = std::fs::read(model("mobilenet_v1_0.25_128_quant")).unwrap();
@@ -213,9 +309,16 @@ fn model_upload_refusal_and_rollback() {
     let r = admin.send("POST", "/api/v1/model/rollback", b"").unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["running"]["sha256"], eff_sha.as_str());
-    let versions = admin.get("/api/v1/model").unwrap().json()["versions"].as_array().unwrap().clone();
+    let versions = admin.get("/api/v1/model").unwrap().json()["versions"]
+        .as_array()
+        .unwrap()
+        .clone();
     assert_eq!(versions.len(), 2);
-    let active: Vec<_> = versions.iter().filter(|v| v["active"] == true).map(|v| v["version"]["sha256"].clone()).collect();
+    let active: Vec<_> = versions
+        .iter()
+        .filter(|v| v["active"] == true)
+        .map(|v| v["version"]["sha256"].clone())
+        .collect();
     assert_eq!(active, vec![serde_json::Value::from(eff_sha)]);
     d.assert_running();
 }

@@ -9,19 +9,29 @@ use std::time::Duration;
 use api_harness::{assert_problem, read_response, record, relaxed_access, start_with, Harness};
 use spotter::state::Check;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_rustls::client::TlsStream;
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 /// Open an event stream and return the connection and the response head.
 async fn subscribe(h: &Harness) -> (TlsStream<TcpStream>, String) {
     let mut tls = h.raw_tls().await;
-    let req = format!("GET /api/v1/events HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\r\n", h.read_key);
+    let req = format!(
+        "GET /api/v1/events HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\r\n",
+        h.read_key
+    );
     tls.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     while !String::from_utf8_lossy(&buf).contains("\r\n\r\n") {
-        let n = tokio::time::timeout(Duration::from_secs(30), tls.read(&mut chunk)).await.expect("no head").unwrap();
-        assert!(n > 0, "closed before the head: {}", String::from_utf8_lossy(&buf));
+        let n = tokio::time::timeout(Duration::from_secs(30), tls.read(&mut chunk))
+            .await
+            .expect("no head")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before the head: {}",
+            String::from_utf8_lossy(&buf)
+        );
         buf.extend_from_slice(&chunk[..n]);
     }
     (tls, String::from_utf8_lossy(&buf).into_owned())
@@ -29,14 +39,21 @@ async fn subscribe(h: &Harness) -> (TlsStream<TcpStream>, String) {
 
 /// Read from `tls` until `done` accepts everything read so far, or EOF.
 /// Returns the text and whether EOF was reached.
-async fn read_until(tls: &mut TlsStream<TcpStream>, mut text: String, done: impl Fn(&str) -> bool) -> (String, bool) {
+async fn read_until(
+    tls: &mut TlsStream<TcpStream>,
+    mut text: String,
+    done: impl Fn(&str) -> bool,
+) -> (String, bool) {
     let mut chunk = [0u8; 16384];
     while !done(&text) {
         // Bound so a stream that never delivers fails the test instead of hanging it.
         match tokio::time::timeout(Duration::from_secs(30), tls.read(&mut chunk)).await {
             Ok(Ok(0)) | Ok(Err(_)) => return (text, true),
             Ok(Ok(n)) => text.push_str(&String::from_utf8_lossy(&chunk[..n])),
-            Err(_) => panic!("nothing more within 30 s; so far: {}", &text[text.len().saturating_sub(500)..]),
+            Err(_) => panic!(
+                "nothing more within 30 s; so far: {}",
+                &text[text.len().saturating_sub(500)..]
+            ),
         }
     }
     (text, false)
@@ -47,12 +64,18 @@ fn results(text: &str) -> Vec<serde_json::Value> {
     text.split("event: result\ndata: ")
         .skip(1)
         // The last message may still be arriving: only complete lines count.
-        .filter_map(|rest| rest.split_once('\n').map(|(line, _)| serde_json::from_str(line).unwrap()))
+        .filter_map(|rest| {
+            rest.split_once('\n')
+                .map(|(line, _)| serde_json::from_str(line).unwrap())
+        })
         .collect()
 }
 
 fn dropped_count(h: &Harness) -> u64 {
-    let m = h.state.metrics.render(&h.state, &spotter::store::StoreStats::default());
+    let m = h
+        .state
+        .metrics
+        .render(&h.state, &spotter::store::StoreStats::default());
     m.lines()
         .find_map(|l| l.strip_prefix("spotter_event_subscribers_dropped_total "))
         .map(|v| v.trim().parse().unwrap())
@@ -68,22 +91,37 @@ async fn results_and_state_changes_are_streamed_in_order() {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let lower = head.to_ascii_lowercase();
     assert!(lower.contains("content-type: text/event-stream"), "{head}");
-    assert!(lower.contains("x-content-type-options: nosniff") && lower.contains("cache-control: no-store"), "{head}");
+    assert!(
+        lower.contains("x-content-type-options: nosniff")
+            && lower.contains("cache-control: no-store"),
+        "{head}"
+    );
     // Wait for the opening comment, so the subscription exists before publishing.
     let (text, _) = read_until(&mut tls, head, |t| t.contains(": spotter events")).await;
     for i in 1..=100u64 {
         h.state.set_last_result(record(i));
     }
-    h.state.update_readiness(|r| r.source = Check::passing("frames flowing"));
+    h.state
+        .update_readiness(|r| r.source = Check::passing("frames flowing"));
     let (text, eof) = read_until(&mut tls, text, |t| t.contains("event: readiness")).await;
     assert!(!eof);
-    let ts: Vec<u64> = results(&text).iter().map(|r| r["ts_ns"].as_u64().unwrap()).collect();
+    let ts: Vec<u64> = results(&text)
+        .iter()
+        .map(|r| r["ts_ns"].as_u64().unwrap())
+        .collect();
     assert_eq!(ts, (1..=100).collect::<Vec<_>>());
-    let ready = text.split("event: readiness\ndata: ").nth(1).unwrap().split('\n').next().unwrap();
+    let ready = text
+        .split("event: readiness\ndata: ")
+        .nth(1)
+        .unwrap()
+        .split('\n')
+        .next()
+        .unwrap();
     let ready: serde_json::Value = serde_json::from_str(ready).unwrap();
     assert_eq!(ready["checks"]["source"]["detail"], "frames flowing");
     // An unchanged readiness is not an event.
-    h.state.update_readiness(|r| r.source = Check::passing("frames flowing"));
+    h.state
+        .update_readiness(|r| r.source = Check::passing("frames flowing"));
     h.state.set_last_result(record(101));
     let (text, _) = read_until(&mut tls, text, |t| results(t).len() == 101).await;
     assert_eq!(text.matches("event: readiness").count(), 1);
@@ -119,8 +157,15 @@ async fn slow_subscriber_is_dropped_and_others_keep_up() {
         assert!(!eof, "the reading subscriber was dropped");
         seen = text;
     }
-    let ts: Vec<u64> = results(&seen).iter().map(|r| r["ts_ns"].as_u64().unwrap()).collect();
-    assert_eq!(ts, (1..=published).collect::<Vec<_>>(), "the reader got every event in order");
+    let ts: Vec<u64> = results(&seen)
+        .iter()
+        .map(|r| r["ts_ns"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        ts,
+        (1..=published).collect::<Vec<_>>(),
+        "the reader got every event in order"
+    );
     assert_eq!(dropped_count(&h), 1);
     // The stalled connection is closed: draining it ends in EOF.
     let mut buf = vec![0u8; 1 << 16];
@@ -152,7 +197,10 @@ async fn subscribers_are_capped() {
     let mut tries = 0;
     loop {
         let mut tls = h.raw_tls().await;
-        let req = format!("GET /api/v1/events HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\r\n", h.read_key);
+        let req = format!(
+            "GET /api/v1/events HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\r\n",
+            h.read_key
+        );
         tls.write_all(req.as_bytes()).await.unwrap();
         let (head, _) = read_until(&mut tls, String::new(), |t| t.contains("\r\n\r\n")).await;
         if head.starts_with("HTTP/1.1 200") {
@@ -169,16 +217,31 @@ async fn subscribers_are_capped() {
 // and streams that keep shutdown waiting instead of ending cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_then_clean_end_on_shutdown() {
-    let h = start_with(|o| o.event_heartbeat = Duration::from_millis(200), relaxed_access()).await;
+    let h = start_with(
+        |o| o.event_heartbeat = Duration::from_millis(200),
+        relaxed_access(),
+    )
+    .await;
     let (mut tls, head) = subscribe(&h).await;
     let (text, _) = read_until(&mut tls, head, |t| t.matches(": heartbeat").count() >= 2).await;
     let reading = tokio::spawn(async move { read_until(&mut tls, text, |_| false).await });
     h.stop().await;
-    let (text, eof) = tokio::time::timeout(Duration::from_secs(30), reading).await.unwrap().unwrap();
+    let (text, eof) = tokio::time::timeout(Duration::from_secs(30), reading)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(eof);
-    assert!(text.contains(": server shutting down"), "{}", &text[text.len().saturating_sub(300)..]);
+    assert!(
+        text.contains(": server shutting down"),
+        "{}",
+        &text[text.len().saturating_sub(300)..]
+    );
     // The chunked body was terminated properly, not cut off.
-    assert!(text.ends_with("0\r\n\r\n"), "{:?}", &text[text.len().saturating_sub(100)..]);
+    assert!(
+        text.ends_with("0\r\n\r\n"),
+        "{:?}",
+        &text[text.len().saturating_sub(100)..]
+    );
 }
 
 // Catches: uploads beyond the concurrency bound (and an empty wait queue,
@@ -202,7 +265,8 @@ async fn uploads_beyond_the_bound_get_503() {
         },
         relaxed_access(),
         handle,
-    ).await;
+    )
+    .await;
     let photo = std::fs::read(api_harness::testdata().join("images/grace_hopper.bmp")).unwrap();
     // First upload: reaches the (unserved) slot and waits there.
     let mut first = h.raw_tls().await;
@@ -213,11 +277,9 @@ async fn uploads_beyond_the_bound_get_503() {
     );
     first.write_all(head.as_bytes()).await.unwrap();
     first.write_all(&photo).await.unwrap();
-    let job = tokio::task::spawn_blocking(move || {
-        match slot.take(Duration::from_secs(30)) {
-            spotter::pipeline::Taken::Job(j) => j,
-            other => panic!("expected the upload in the slot, got {other:?}"),
-        }
+    let job = tokio::task::spawn_blocking(move || match slot.take(Duration::from_secs(30)) {
+        spotter::pipeline::Taken::Job(j) => j,
+        other => panic!("expected the upload in the slot, got {other:?}"),
     })
     .await
     .unwrap();
@@ -226,7 +288,9 @@ async fn uploads_beyond_the_bound_get_503() {
     assert_problem(&r, 503, "busy");
     assert_eq!(r.header("retry-after"), Some("1"));
     // The pipeline answers the first: no model.
-    job.reply.send(Err(spotter::pipeline::ClassifyError::NoModel)).unwrap();
+    job.reply
+        .send(Err(spotter::pipeline::ClassifyError::NoModel))
+        .unwrap();
     let (status, text) = read_response(&mut first).await;
     assert_eq!(status, 503, "{text}");
     assert!(text.contains("model_unavailable"), "{text}");

@@ -39,7 +39,10 @@ async fn slowloris_client_is_closed_while_others_are_served() {
     .await;
     // About 100 bytes at one per second: the request would complete only
     // after ~100 s, beyond the bound below, if nothing cut it off.
-    let request = format!("GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Pad: {}\r\n\r\n", "a".repeat(60));
+    let request = format!(
+        "GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(60)
+    );
     let tls = h.raw_tls().await;
     let slow = tokio::spawn(async move {
         let (mut rd, mut wr) = tokio::io::split(tls);
@@ -72,8 +75,14 @@ async fn slowloris_client_is_closed_while_others_are_served() {
         .expect("the slowloris connection was not closed within the bound")
         .unwrap();
     let answer = String::from_utf8_lossy(&answer);
-    assert!(!answer.contains(" 200 "), "the slow request was served: {answer}");
-    assert!(sent < 100, "closed only after the whole request was sent ({sent} bytes)");
+    assert!(
+        !answer.contains(" 200 "),
+        "the slow request was served: {answer}"
+    );
+    assert!(
+        sent < 100,
+        "closed only after the whole request was sent ({sent} bytes)"
+    );
     assert_eq!(h.get("/healthz").await.status, 200);
     h.stop().await;
 }
@@ -98,7 +107,11 @@ async fn flood_of_twice_the_connection_limit_leaves_the_server_responsive() {
     }
     // A normal client gets served within the bound (retrying as a client
     // would while the server sheds the flood).
-    assert_eq!(served_within(&h, GENEROUS).await, Some(200), "not served during the flood");
+    assert_eq!(
+        served_within(&h, GENEROUS).await,
+        Some(200),
+        "not served during the flood"
+    );
     // The server closes every flood connection: none is held forever.
     for (i, conn) in flood.iter_mut().enumerate() {
         let mut buf = [0u8; 64];
@@ -111,7 +124,11 @@ async fn flood_of_twice_the_connection_limit_leaves_the_server_responsive() {
     drop(flood);
     // Recovered: several sequential clients are served.
     for _ in 0..2 * max {
-        assert_eq!(served_within(&h, GENEROUS).await, Some(200), "not served after the flood");
+        assert_eq!(
+            served_within(&h, GENEROUS).await,
+            Some(200),
+            "not served after the flood"
+        );
     }
     let v = h.get("/api/v1/status").await;
     assert_eq!(v.status, 200);
@@ -126,9 +143,18 @@ async fn flood_of_twice_the_connection_limit_leaves_the_server_responsive() {
 async fn hyper_generated_errors_have_no_body() {
     let h = start_with(|_| {}, relaxed_access()).await;
     for (head, status) in [
-        ("GET /healthz HTTP/1.1\r\nHost: localhost\r\nBad Header\r\n\r\n".to_string(), 400),
+        (
+            "GET /healthz HTTP/1.1\r\nHost: localhost\r\nBad Header\r\n\r\n".to_string(),
+            400,
+        ),
         // More headers than hyper's limit of 100.
-        (format!("GET /healthz HTTP/1.1\r\nHost: localhost\r\n{}\r\n", "X-N: 1\r\n".repeat(150)), 431),
+        (
+            format!(
+                "GET /healthz HTTP/1.1\r\nHost: localhost\r\n{}\r\n",
+                "X-N: 1\r\n".repeat(150)
+            ),
+            431,
+        ),
     ] {
         let mut tls = h.raw_tls().await;
         let (got, text) = api_harness::raw_exchange(&mut tls, &head).await;

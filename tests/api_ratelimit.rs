@@ -19,14 +19,21 @@ impl log::Log for Capture {
     fn log(&self, record: &log::Record) {
         struct Kv(String);
         impl<'kvs> log::kv::VisitSource<'kvs> for Kv {
-            fn visit_pair(&mut self, k: log::kv::Key<'kvs>, v: log::kv::Value<'kvs>) -> Result<(), log::kv::Error> {
+            fn visit_pair(
+                &mut self,
+                k: log::kv::Key<'kvs>,
+                v: log::kv::Value<'kvs>,
+            ) -> Result<(), log::kv::Error> {
                 self.0.push_str(&format!(" {k}={v}"));
                 Ok(())
             }
         }
         let mut kv = Kv(String::new());
         let _ = record.key_values().visit(&mut kv);
-        self.0.lock().unwrap().push(format!("{}{}", record.args(), kv.0));
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{}{}", record.args(), kv.0));
     }
     fn flush(&self) {}
 }
@@ -59,7 +66,11 @@ async fn brute_force_is_slowed_and_logged_once() {
     const ATTEMPTS: usize = 1000;
     let h = start_with(
         |_| {},
-        AccessOptions { auth_fail_rate_per_s: RATE, auth_fail_burst: BURST, ..AccessOptions::default() },
+        AccessOptions {
+            auth_fail_rate_per_s: RATE,
+            auth_fail_burst: BURST,
+            ..AccessOptions::default()
+        },
     )
     .await;
     // A valid key works before the attack (and is then in the log if it leaks).
@@ -70,12 +81,18 @@ async fn brute_force_is_slowed_and_logged_once() {
     let mut refused = 0;
     for guess in &guesses {
         loop {
-            let r = h.call_as("GET", "/api/v1/status", Auth::Bearer(guess)).await;
+            let r = h
+                .call_as("GET", "/api/v1/status", Auth::Bearer(guess))
+                .await;
             match r.status {
                 401 => break,
                 429 => {
                     refused += 1;
-                    let retry: u64 = r.header("retry-after").expect("429 without Retry-After").parse().unwrap();
+                    let retry: u64 = r
+                        .header("retry-after")
+                        .expect("429 without Retry-After")
+                        .parse()
+                        .unwrap();
                     assert!(retry >= 1);
                     // Retry sooner than Retry-After says, as an attacker would.
                     tokio::time::sleep(Duration::from_millis(2)).await;
@@ -91,15 +108,24 @@ async fn brute_force_is_slowed_and_logged_once() {
     // Lower bound from the bucket: BURST at once, then RATE per second. (Not a
     // speed threshold: any correct limiter is at least this slow.)
     let min = Duration::from_secs_f64((ATTEMPTS as f64 - f64::from(BURST)) / RATE);
-    assert!(took >= min, "{ATTEMPTS} guesses in {took:?}, limiter allows no fewer than {min:?}");
+    assert!(
+        took >= min,
+        "{ATTEMPTS} guesses in {took:?}, limiter allows no fewer than {min:?}"
+    );
 
     let lines = log.0.lock().unwrap().clone();
-    let bursts: Vec<&String> =
-        lines.iter().filter(|l| l.contains(spotter::ids::AUTH_FAILURE_BURST)).collect();
+    let bursts: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains(spotter::ids::AUTH_FAILURE_BURST))
+        .collect();
     // One burst window (60 s) covers the whole attack: logged exactly once.
     assert_eq!(bursts.len(), 1, "{bursts:#?}");
     assert!(bursts[0].contains("127.0.0.1"), "{}", bursts[0]);
-    assert!(bursts[0].contains(&format!("count={AUTH_FAILURE_LOG_THRESHOLD}")), "{}", bursts[0]);
+    assert!(
+        bursts[0].contains(&format!("count={AUTH_FAILURE_LOG_THRESHOLD}")),
+        "{}",
+        bursts[0]
+    );
     for line in &lines {
         assert!(!line.contains("spk_"), "key material in the log: {line}");
         for secret in [&h.read_key, &h.admin_key] {
@@ -116,7 +142,11 @@ async fn anonymous_requests_share_the_address_bucket() {
     capture();
     let h = start_with(
         |_| {},
-        AccessOptions { auth_fail_rate_per_s: 0.01, auth_fail_burst: 3, ..AccessOptions::default() },
+        AccessOptions {
+            auth_fail_rate_per_s: 0.01,
+            auth_fail_burst: 3,
+            ..AccessOptions::default()
+        },
     )
     .await;
     for _ in 0..3 {
@@ -127,7 +157,9 @@ async fn anonymous_requests_share_the_address_bucket() {
     assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
     // Unknown routes are limited too (no free probing).
     assert_eq!(h.call_as("GET", "/nope", Auth::None).await.status, 429);
-    let m = h.call_as("GET", "/metrics", Auth::Bearer(&h.admin_key.clone())).await;
+    let m = h
+        .call_as("GET", "/metrics", Auth::Bearer(&h.admin_key.clone()))
+        .await;
     // A valid key needs a free token to be verified (the bucket is empty), so
     // even it is refused until the bucket refills: brute force cannot ride on it.
     assert_eq!(m.status, 429);
@@ -142,12 +174,25 @@ async fn initial_admin_key_file_is_private_and_not_logged() {
     let log = capture();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let file = spotter::keys::ensure_initial_admin_key(&state).unwrap().unwrap();
+    let file = spotter::keys::ensure_initial_admin_key(&state)
+        .unwrap()
+        .unwrap();
     let secret = std::fs::read_to_string(&file).unwrap().trim().to_string();
     assert!(secret.starts_with("spk_"));
     assert_eq!(std::fs::metadata(&file).unwrap().mode() & 0o777, 0o600);
-    assert_eq!(std::fs::metadata(state.join("keys.json")).unwrap().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(state.join("keys.json")).unwrap().mode() & 0o777,
+        0o600
+    );
     let lines = log.0.lock().unwrap().clone();
-    assert!(lines.iter().any(|l| l.contains(&file.display().to_string())), "path not logged");
-    assert!(lines.iter().all(|l| !l.contains(&secret[4..])), "secret logged");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(&file.display().to_string())),
+        "path not logged"
+    );
+    assert!(
+        lines.iter().all(|l| !l.contains(&secret[4..])),
+        "secret logged"
+    );
 }

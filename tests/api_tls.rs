@@ -20,12 +20,21 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 /// A self-signed server certificate for localhost: (cert path, key path).
 fn server_pair(dir: &Path, stem: &str) -> (PathBuf, PathBuf) {
     let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".into()]).unwrap().self_signed(&key).unwrap();
-    (write(dir, &format!("{stem}.crt"), &cert.pem()), write(dir, &format!("{stem}.key"), &key.serialize_pem()))
+    let cert = CertificateParams::new(vec!["localhost".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    (
+        write(dir, &format!("{stem}.crt"), &cert.pem()),
+        write(dir, &format!("{stem}.key"), &key.serialize_pem()),
+    )
 }
 
 /// A client configuration trusting exactly the certificates in `roots`.
-fn trusting(roots: &[&Path], client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>) -> Arc<rustls::ClientConfig> {
+fn trusting(
+    roots: &[&Path],
+    client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+) -> Arc<rustls::ClientConfig> {
     let mut store = rustls::RootCertStore::empty();
     for path in roots {
         let mut r = std::io::BufReader::new(std::fs::File::open(path).unwrap());
@@ -33,10 +42,12 @@ fn trusting(roots: &[&Path], client: Option<(Vec<CertificateDer<'static>>, Priva
             store.add(c.unwrap()).unwrap();
         }
     }
-    let b = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(store);
+    let b = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(store);
     Arc::new(match client {
         Some((chain, key)) => b.with_client_auth_cert(chain, key).unwrap(),
         None => b.with_no_client_auth(),
@@ -44,12 +55,18 @@ fn trusting(roots: &[&Path], client: Option<(Vec<CertificateDer<'static>>, Priva
 }
 
 fn fingerprint_of(tls: &tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> String {
-    let der = &tls.get_ref().1.peer_certificates().expect("server sent no certificate")[0];
+    let der = &tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .expect("server sent no certificate")[0];
     spotter::api::tls::fingerprint(der.as_ref())
 }
 
 fn get(path: &str, key: Option<&str>) -> String {
-    let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
+    let auth = key
+        .map(|k| format!("Authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
     format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}\r\n")
 }
 
@@ -66,35 +83,73 @@ async fn reload_serves_new_cert_to_new_connections_and_keeps_old_ones() {
 
     let mut old_conn = h.tls_with(both.clone()).await.unwrap();
     assert_eq!(fingerprint_of(&old_conn), h.fingerprint);
-    assert_eq!(raw_exchange(&mut old_conn, &get("/healthz", None)).await.0, 200);
+    assert_eq!(
+        raw_exchange(&mut old_conn, &get("/healthz", None)).await.0,
+        200
+    );
 
-    let settings = TlsSettings { cert: Some(new_cert.clone()), key: Some(new_key.clone()), ..TlsSettings::default() };
+    let settings = TlsSettings {
+        cert: Some(new_cert.clone()),
+        key: Some(new_key.clone()),
+        ..TlsSettings::default()
+    };
     let tls = h.tls.clone();
-    let new_fp = tokio::task::spawn_blocking(move || tls.reload(&settings)).await.unwrap().unwrap();
+    let new_fp = tokio::task::spawn_blocking(move || tls.reload(&settings))
+        .await
+        .unwrap()
+        .unwrap();
     assert_ne!(new_fp, h.fingerprint);
     assert_eq!(h.tls.fingerprint(), new_fp);
 
     let mut new_conn = h.tls_with(both.clone()).await.unwrap();
     assert_eq!(fingerprint_of(&new_conn), new_fp);
-    assert_eq!(raw_exchange(&mut new_conn, &get("/healthz", None)).await.0, 200);
+    assert_eq!(
+        raw_exchange(&mut new_conn, &get("/healthz", None)).await.0,
+        200
+    );
     // The connection made before the reload still serves requests.
-    assert_eq!(raw_exchange(&mut old_conn, &get("/api/v1/status", Some(&h.read_key))).await.0, 200);
+    assert_eq!(
+        raw_exchange(&mut old_conn, &get("/api/v1/status", Some(&h.read_key)))
+            .await
+            .0,
+        200
+    );
 
     // A certificate with another pair's key is refused; the new cert stays.
     let (other_cert, _) = server_pair(files.path(), "other");
-    let bad = TlsSettings { cert: Some(other_cert), key: Some(new_key.clone()), ..TlsSettings::default() };
+    let bad = TlsSettings {
+        cert: Some(other_cert),
+        key: Some(new_key.clone()),
+        ..TlsSettings::default()
+    };
     let tls = h.tls.clone();
-    let err = tokio::task::spawn_blocking(move || tls.reload(&bad)).await.unwrap().unwrap_err();
-    assert!(err.to_string().contains("other.crt"), "the error names the file: {err}");
+    let err = tokio::task::spawn_blocking(move || tls.reload(&bad))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("other.crt"),
+        "the error names the file: {err}"
+    );
     // So is a missing file, named in the error.
-    let gone = TlsSettings { cert: Some(files.path().join("gone.crt")), key: Some(new_key), ..TlsSettings::default() };
+    let gone = TlsSettings {
+        cert: Some(files.path().join("gone.crt")),
+        key: Some(new_key),
+        ..TlsSettings::default()
+    };
     let tls = h.tls.clone();
-    let err = tokio::task::spawn_blocking(move || tls.reload(&gone)).await.unwrap().unwrap_err();
+    let err = tokio::task::spawn_blocking(move || tls.reload(&gone))
+        .await
+        .unwrap()
+        .unwrap_err();
     assert!(err.to_string().contains("gone.crt"), "{err}");
     assert_eq!(h.tls.fingerprint(), new_fp);
     let mut after = h.tls_with(both).await.unwrap();
     assert_eq!(fingerprint_of(&after), new_fp);
-    assert_eq!(raw_exchange(&mut after, &get("/healthz", None)).await.0, 200);
+    assert_eq!(
+        raw_exchange(&mut after, &get("/healthz", None)).await.0,
+        200
+    );
     h.stop().await;
 }
 
@@ -104,12 +159,23 @@ async fn reload_serves_new_cert_to_new_connections_and_keeps_old_ones() {
 async fn reload_without_configured_pair_reuses_the_generated_one() {
     let h = start().await;
     let tls = h.tls.clone();
-    let fp = tokio::task::spawn_blocking(move || tls.reload(&TlsSettings::default())).await.unwrap().unwrap();
+    let fp = tokio::task::spawn_blocking(move || tls.reload(&TlsSettings::default()))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(fp, h.fingerprint);
     std::fs::remove_file(h.state_dir.join("tls/cert.pem")).unwrap();
     let tls = h.tls.clone();
-    assert!(tokio::task::spawn_blocking(move || tls.reload(&TlsSettings::default())).await.unwrap().is_err());
-    assert!(!h.state_dir.join("tls/cert.pem").exists(), "a reload must not generate a certificate");
+    assert!(
+        tokio::task::spawn_blocking(move || tls.reload(&TlsSettings::default()))
+            .await
+            .unwrap()
+            .is_err()
+    );
+    assert!(
+        !h.state_dir.join("tls/cert.pem").exists(),
+        "a reload must not generate a certificate"
+    );
     assert_eq!(h.tls.fingerprint(), h.fingerprint);
     h.stop().await;
 }
@@ -127,22 +193,35 @@ fn ca(dir: &Path, name: &str) -> Ca {
     p.distinguished_name.push(rcgen::DnType::CommonName, name);
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let cert = p.self_signed(&key).unwrap();
-    Ca { path: write(dir, &format!("{name}.pem"), &cert.pem()), cert, key }
+    Ca {
+        path: write(dir, &format!("{name}.pem"), &cert.pem()),
+        cert,
+        key,
+    }
 }
 
 fn client_identity(ca: &Ca) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
     let key = KeyPair::generate().unwrap();
     let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.distinguished_name.push(rcgen::DnType::CommonName, "client");
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "client");
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let cert = p.signed_by(&key, &ca.cert, &ca.key).unwrap();
-    (vec![cert.der().clone()], PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())))
+    (
+        vec![cert.der().clone()],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+    )
 }
 
 /// The status of `GET path`, or `None` when the handshake or the exchange
 /// fails (with TLS 1.3 a refused client certificate shows as a closed
 /// connection after the client's side of the handshake completed).
-async fn status_with(h: &Harness, config: Arc<rustls::ClientConfig>, path: &str, key: Option<&str>) -> Option<u16> {
+async fn status_with(
+    h: &Harness,
+    config: Arc<rustls::ClientConfig>,
+    path: &str,
+    key: Option<&str>,
+) -> Option<u16> {
     let mut tls = h.tls_with(config).await.ok()?;
     use tokio::io::AsyncWriteExt;
     tls.write_all(get(path, key).as_bytes()).await.ok()?;
@@ -164,14 +243,28 @@ async fn required_client_certificate_is_enforced_in_addition_to_the_key() {
     let server_cert = h.state_dir.join("tls/cert.pem");
 
     let none = trusting(&[&server_cert], None);
-    assert_eq!(status_with(&h, none, "/healthz", None).await, None, "no client certificate must fail");
+    assert_eq!(
+        status_with(&h, none, "/healthz", None).await,
+        None,
+        "no client certificate must fail"
+    );
     let foreign = trusting(&[&server_cert], Some(client_identity(&ca_other)));
-    assert_eq!(status_with(&h, foreign, "/healthz", None).await, None, "a certificate from another CA must fail");
+    assert_eq!(
+        status_with(&h, foreign, "/healthz", None).await,
+        None,
+        "a certificate from another CA must fail"
+    );
 
     let mine = trusting(&[&server_cert], Some(client_identity(&ca_ok)));
-    assert_eq!(status_with(&h, mine.clone(), "/api/v1/status", Some(&h.read_key)).await, Some(200));
+    assert_eq!(
+        status_with(&h, mine.clone(), "/api/v1/status", Some(&h.read_key)).await,
+        Some(200)
+    );
     // The bearer key is still required.
-    assert_eq!(status_with(&h, mine, "/api/v1/status", None).await, Some(401));
+    assert_eq!(
+        status_with(&h, mine, "/api/v1/status", None).await,
+        Some(401)
+    );
     h.stop().await;
 }
 
@@ -193,9 +286,15 @@ async fn optional_client_certificate_must_still_verify_when_sent() {
     .await;
     let server_cert = h.state_dir.join("tls/cert.pem");
     let none = trusting(&[&server_cert], None);
-    assert_eq!(status_with(&h, none, "/api/v1/status", Some(&h.read_key)).await, Some(200));
+    assert_eq!(
+        status_with(&h, none, "/api/v1/status", Some(&h.read_key)).await,
+        Some(200)
+    );
     let mine = trusting(&[&server_cert], Some(client_identity(&ca_ok)));
-    assert_eq!(status_with(&h, mine, "/api/v1/status", Some(&h.read_key)).await, Some(200));
+    assert_eq!(
+        status_with(&h, mine, "/api/v1/status", Some(&h.read_key)).await,
+        Some(200)
+    );
     let foreign = trusting(&[&server_cert], Some(client_identity(&ca_other)));
     assert_eq!(status_with(&h, foreign, "/healthz", None).await, None);
     h.stop().await;
@@ -210,9 +309,15 @@ async fn bad_client_ca_is_refused_naming_the_file() {
     let state = Arc::new(spotter::state::AppState::new());
     let store = Arc::new(spotter::store::Store::open(&files.path().join("store")).unwrap());
     for ca in [not_pem, files.path().join("missing-ca.pem")] {
-        let mut o = spotter::api::ApiOptions::new("127.0.0.1:0".parse().unwrap(), files.path().join("state"));
+        let mut o = spotter::api::ApiOptions::new(
+            "127.0.0.1:0".parse().unwrap(),
+            files.path().join("state"),
+        );
         o.client_ca = Some(ca.clone());
-        let err = spotter::api::Server::bind(o, state.clone(), store.clone()).await.unwrap_err().to_string();
+        let err = spotter::api::Server::bind(o, state.clone(), store.clone())
+            .await
+            .unwrap_err()
+            .to_string();
         let name = ca.file_name().unwrap().to_str().unwrap();
         assert!(err.contains(name), "{err}");
     }

@@ -34,7 +34,10 @@ const POLL_MS: u64 = 100;
 const SEED: u64 = 0xda3_0c4a_5117_0005;
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// The smallest classification model and two small photos: the daemon is
@@ -60,8 +63,12 @@ fn open_store(dir: &Path) -> Store {
         // flush_every_ms 0: no background flusher thread, so the lock is
         // released as soon as the store is dropped and the daemon can start.
         match Store::open_with(dir, 0) {
-            Err(StoreError::Locked { .. }) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-            other => return other.unwrap_or_else(|e| panic!("store does not open after SIGKILL: {e}")),
+            Err(StoreError::Locked { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            other => {
+                return other.unwrap_or_else(|e| panic!("store does not open after SIGKILL: {e}"))
+            }
         }
     }
 }
@@ -103,12 +110,20 @@ fn daemon_killed_at_random_moments_keeps_results_older_than_the_flush_window() {
                 let at = Instant::now();
                 if r.status == 200 {
                     for x in r.json()["results"].as_array().into_iter().flatten() {
-                        seen.entry(x["id"].as_str().unwrap().to_string()).or_insert(at);
+                        seen.entry(x["id"].as_str().unwrap().to_string())
+                            .or_insert(at);
                     }
                 }
             }
             if let Ok(r) = c.get("/api/v1/status") {
-                if let Some(id) = (r.status == 200).then(|| r.json()["store"]["durable_through"].as_str().map(str::to_string)).flatten() {
+                if let Some(id) = (r.status == 200)
+                    .then(|| {
+                        r.json()["store"]["durable_through"]
+                            .as_str()
+                            .map(str::to_string)
+                    })
+                    .flatten()
+                {
                     durable = id;
                 }
             }
@@ -120,7 +135,11 @@ fn daemon_killed_at_random_moments_keeps_results_older_than_the_flush_window() {
             if kill_at.is_some_and(|k| Instant::now() >= k) {
                 break;
             }
-            assert!(first.elapsed() < Duration::from_secs(60), "iteration {it}: no new result within 60 s; log:\n{}", d.log());
+            assert!(
+                first.elapsed() < Duration::from_secs(60),
+                "iteration {it}: no new result within 60 s; log:\n{}",
+                d.log()
+            );
             d.assert_running();
             std::thread::sleep(Duration::from_millis(POLL_MS));
         }
@@ -131,15 +150,28 @@ fn daemon_killed_at_random_moments_keeps_results_older_than_the_flush_window() {
 
         let store = open_store(&store_dir);
         let present: HashSet<String> = store.iter_since(None).map(|r| r.unwrap().id).collect();
-        assert_eq!(store.len(), present.len(), "iteration {it}: record count at open");
+        assert_eq!(
+            store.len(),
+            present.len(),
+            "iteration {it}: record count at open"
+        );
         drop(store);
 
-        let lost_old: Vec<&String> = must_survive.iter().filter(|id| !present.contains(*id)).collect();
-        assert!(lost_old.is_empty(), "iteration {it}: {} results of earlier runs lost", lost_old.len());
+        let lost_old: Vec<&String> = must_survive
+            .iter()
+            .filter(|id| !present.contains(*id))
+            .collect();
+        assert!(
+            lost_old.is_empty(),
+            "iteration {it}: {} results of earlier runs lost",
+            lost_old.len()
+        );
         // Ids are fixed-length lowercase hex of big-endian (time, seq) keys:
         // string order is key order, and the pipeline stores in time order.
-        let due: Vec<(&String, &Instant)> =
-            seen.iter().filter(|(id, _)| !durable.is_empty() && id.as_str() <= durable.as_str()).collect();
+        let due: Vec<(&String, &Instant)> = seen
+            .iter()
+            .filter(|(id, _)| !durable.is_empty() && id.as_str() <= durable.as_str())
+            .collect();
         for (id, at) in &due {
             assert!(
                 present.contains(*id),
@@ -160,11 +192,26 @@ fn daemon_killed_at_random_moments_keeps_results_older_than_the_flush_window() {
     // The last reopen by the daemon itself: it starts and serves what survived.
     d.spawn();
     let c = d.client();
-    let any = must_survive.iter().next().expect("no result survived any kill").clone();
-    assert_eq!(c.wait_for(&format!("/api/v1/results/{any}"), 60, |r| r.status != 503).status, 200);
+    let any = must_survive
+        .iter()
+        .next()
+        .expect("no result survived any kill")
+        .clone();
+    assert_eq!(
+        c.wait_for(&format!("/api/v1/results/{any}"), 60, |r| r.status != 503)
+            .status,
+        200
+    );
     let (status, _) = d.terminate();
-    assert!(status.success(), "exit status {status:?}; log:\n{}", d.log());
-    assert!(checked > iterations as usize, "only {checked} results were old enough to check; the test proves little");
+    assert!(
+        status.success(),
+        "exit status {status:?}; log:\n{}",
+        d.log()
+    );
+    assert!(
+        checked > iterations as usize,
+        "only {checked} results were old enough to check; the test proves little"
+    );
     eprintln!(
         "{iterations} kills: {total_seen} results listed, {checked} checked, total runtime {:.1} s",
         started.elapsed().as_secs_f64()

@@ -35,9 +35,13 @@ fn runtimes() -> Vec<RuntimeKind> {
     match litert_lib() {
         Some(_) => v.push(RuntimeKind::Litert),
         None if std::env::var_os("SPOTTER_REQUIRE_LITERT").is_some_and(|v| v == "1") => {
-            panic!("SPOTTER_REQUIRE_LITERT=1 but no libLiteRt.so found (run scripts/setup-litert.sh)")
+            panic!(
+                "SPOTTER_REQUIRE_LITERT=1 but no libLiteRt.so found (run scripts/setup-litert.sh)"
+            )
         }
-        None => eprintln!("SKIP LiteRT golden cases: no libLiteRt.so found (run scripts/setup-litert.sh)"),
+        None => eprintln!(
+            "SKIP LiteRT golden cases: no libLiteRt.so found (run scripts/setup-litert.sh)"
+        ),
     }
     v
 }
@@ -61,12 +65,20 @@ fn raw_tolerance(kind: RuntimeKind) -> u8 {
     }
 }
 
-fn runtime_for(kind: RuntimeKind, file: &ModelFile, threads: usize) -> Result<Box<dyn Runtime>, InferenceError> {
+fn runtime_for(
+    kind: RuntimeKind,
+    file: &ModelFile,
+    threads: usize,
+) -> Result<Box<dyn Runtime>, InferenceError> {
     match kind {
         RuntimeKind::Builtin => Ok(Box::new(BuiltinRuntime::from_model_file(file, threads)?)),
         RuntimeKind::Litert => {
             let lib = litert_lib().expect("runtimes() lists LiteRT only when its library exists");
-            Ok(Box::new(spotter::inference::litert::LiteRtRuntime::load(&lib, file.path(), threads)?))
+            Ok(Box::new(spotter::inference::litert::LiteRtRuntime::load(
+                &lib,
+                file.path(),
+                threads,
+            )?))
         }
     }
 }
@@ -81,7 +93,11 @@ fn files_with_ext(dir: &Path, exts: &[&str]) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| exts.contains(&e.to_ascii_lowercase().as_str())))
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| exts.contains(&e.to_ascii_lowercase().as_str()))
+        })
         .collect();
     v.sort();
     v
@@ -98,10 +114,16 @@ fn reference() -> Value {
 
 /// Reference top-1 index and label if it is a clear case (score >= 0.5 and >= 0.2 above the second).
 fn clear_top1(reference: &Value, model: &str, image: &str) -> Option<(usize, String)> {
-    let top5 = reference["classification"][model]["results"][image]["pil_bilinear"]["top5"].as_array()?;
+    let top5 =
+        reference["classification"][model]["results"][image]["pil_bilinear"]["top5"].as_array()?;
     let s0 = top5.first()?["score"].as_f64()?;
     let s1 = top5.get(1).and_then(|t| t["score"].as_f64()).unwrap_or(0.0);
-    (s0 >= 0.5 && s0 - s1 >= 0.2).then(|| (top5[0]["index"].as_u64().unwrap() as usize, top5[0]["label"].as_str().unwrap().to_string()))
+    (s0 >= 0.5 && s0 - s1 >= 0.2).then(|| {
+        (
+            top5[0]["index"].as_u64().unwrap() as usize,
+            top5[0]["label"].as_str().unwrap().to_string(),
+        )
+    })
 }
 
 /// Classifier options with the labels file the reference used for `model`.
@@ -142,11 +164,20 @@ fn mnist_known_answers() {
             let expected = &reference["small"][stem(model)]["outputs_uint8"];
             for (digit, record) in images.chunks_exact(784).enumerate() {
                 let out = e.run_tensor(record).unwrap();
-                assert_eq!(argmax(&out), digit, "{kind} {}: record {digit} -> {out:?}", model.display());
+                assert_eq!(
+                    argmax(&out),
+                    digit,
+                    "{kind} {}: record {digit} -> {out:?}",
+                    model.display()
+                );
                 if let Some(exp) = expected[digit].as_array() {
                     for (i, (o, x)) in out.iter().zip(exp).enumerate() {
                         let d = (i64::from(*o) - x.as_i64().unwrap()).unsigned_abs();
-                        assert!(d <= u64::from(raw_tolerance(kind)), "{kind} {} record {digit} element {i}: {o} vs {x}", model.display());
+                        assert!(
+                            d <= u64::from(raw_tolerance(kind)),
+                            "{kind} {} record {digit} element {i}: {o} vs {x}",
+                            model.display()
+                        );
                     }
                 }
             }
@@ -172,14 +203,27 @@ fn classifier_tensors_match_reference() {
             let out_dir = td().join("golden/outputs").join(&name);
             let mut max_diff = 0u8;
             for expected_path in files_with_ext(&out_dir, &["bin"]) {
-                let file_name = expected_path.file_name().unwrap().to_string_lossy().into_owned();
-                let Some(image) = file_name.strip_suffix(".pil_bilinear.builtin.bin") else { continue };
-                let input_path = td().join(format!("golden/inputs/{image}.{size}x{size}.pil_bilinear.rgb"));
+                let file_name = expected_path
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                let Some(image) = file_name.strip_suffix(".pil_bilinear.builtin.bin") else {
+                    continue;
+                };
+                let input_path = td().join(format!(
+                    "golden/inputs/{image}.{size}x{size}.pil_bilinear.rgb"
+                ));
                 let tensor = std::fs::read(&input_path).unwrap();
                 let out = e.run_tensor(&tensor).unwrap();
                 let expected = std::fs::read(&expected_path).unwrap();
                 assert_eq!(out.len(), expected.len(), "{name}/{image}");
-                let diff = out.iter().zip(&expected).map(|(a, b)| a.abs_diff(*b)).max().unwrap_or(0);
+                let diff = out
+                    .iter()
+                    .zip(&expected)
+                    .map(|(a, b)| a.abs_diff(*b))
+                    .max()
+                    .unwrap_or(0);
                 max_diff = max_diff.max(diff);
                 if diff > raw_tolerance(kind) {
                     failures.push(format!("{kind} {name}/{image}: max diff {diff} steps"));
@@ -189,16 +233,26 @@ fn classifier_tensors_match_reference() {
                 let ref_image = reference["classification"][&name]["results"]
                     .as_object()
                     .and_then(|m| m.keys().find(|k| stem(Path::new(k)) == image).cloned());
-                if let Some((index, label)) = ref_image.and_then(|img| clear_top1(&reference, &name, &img)) {
+                if let Some((index, label)) =
+                    ref_image.and_then(|img| clear_top1(&reference, &name, &img))
+                {
                     let spec = &e.info().outputs[0];
                     let top = postprocess::top_k(&out, spec, 1, 0.0, None).unwrap();
-                    assert_eq!(top[0].index, index, "{kind} {name}/{image}: top-1 {} vs reference {index} ({label})", top[0].index);
+                    assert_eq!(
+                        top[0].index, index,
+                        "{kind} {name}/{image}: top-1 {} vs reference {index} ({label})",
+                        top[0].index
+                    );
                     clear += 1;
                 }
             }
             eprintln!("{kind} {name}: max raw diff vs reference {max_diff} steps");
         }
-        assert!(failures.is_empty(), "outside tolerance {}: {failures:#?}", raw_tolerance(kind));
+        assert!(
+            failures.is_empty(),
+            "outside tolerance {}: {failures:#?}",
+            raw_tolerance(kind)
+        );
         assert!(compared >= models.len(), "no reference tensors compared");
         assert!(clear > 0, "no clear reference cases found");
     }
@@ -217,10 +271,17 @@ fn photos_end_to_end_top1_on_clear_cases() {
             let mut e = engine(kind, &classifier_opts(&reference, model)).unwrap();
             for photo in &photos {
                 let image = photo.file_name().unwrap().to_string_lossy().into_owned();
-                let Some((index, label)) = clear_top1(&reference, &name, &image) else { continue };
+                let Some((index, label)) = clear_top1(&reference, &name, &image) else {
+                    continue;
+                };
                 let out = e.run(&encoded_frame(photo)).unwrap();
                 let top = &out.classes[0];
-                assert_eq!((top.index, top.label.as_str()), (index, label.as_str()), "{kind} {name}/{image}: {:?}", out.classes);
+                assert_eq!(
+                    (top.index, top.label.as_str()),
+                    (index, label.as_str()),
+                    "{kind} {name}/{image}: {:?}",
+                    out.classes
+                );
                 assert!(out.image_width > 0 && out.image_height > 0);
                 let l = &out.latency;
                 eprintln!(
@@ -243,10 +304,22 @@ fn embedded_labels_are_used_when_no_file_is_given() {
     // The TFLite metadata flatbuffer names the labels file and carries the float
     // model's NormalizationOptions (mean 127, std 128).
     assert_eq!(file.associated_files(), ["labels_without_background.txt"]);
-    assert_eq!(file.metadata().labels_file.as_deref(), Some("labels_without_background.txt"));
-    assert!(file.metadata().input_normalization.is_some(), "{:?}", file.metadata());
-    let embedded = file.embedded_labels().expect("EfficientNet-Lite0 embeds its labels");
-    let text = std::fs::read_to_string(td().join("labels/efficientnet_lite0_labels_without_background.txt")).unwrap();
+    assert_eq!(
+        file.metadata().labels_file.as_deref(),
+        Some("labels_without_background.txt")
+    );
+    assert!(
+        file.metadata().input_normalization.is_some(),
+        "{:?}",
+        file.metadata()
+    );
+    let embedded = file
+        .embedded_labels()
+        .expect("EfficientNet-Lite0 embeds its labels");
+    let text = std::fs::read_to_string(
+        td().join("labels/efficientnet_lite0_labels_without_background.txt"),
+    )
+    .unwrap();
     assert_eq!(embedded, text.lines().map(str::trim).collect::<Vec<_>>());
     for kind in runtimes() {
         let mut e = engine(kind, &ModelOptions::new(&model)).unwrap();
@@ -258,9 +331,15 @@ fn embedded_labels_are_used_when_no_file_is_given() {
         let q = info.input.quant.unwrap();
         assert_eq!(info.normalization.mean, [q.zero_point as f32; 3]);
         assert_eq!(info.normalization.std, [1.0 / q.scale; 3]);
-        let (index, label) = clear_top1(&reference, "efficientnet_lite0_int8_2", "bird.bmp").expect("bird is a clear case");
-        let out = e.run(&encoded_frame(&td().join("images/bird.bmp"))).unwrap();
-        assert_eq!((out.classes[0].index, out.classes[0].label.as_str()), (index, label.as_str()));
+        let (index, label) = clear_top1(&reference, "efficientnet_lite0_int8_2", "bird.bmp")
+            .expect("bird is a clear case");
+        let out = e
+            .run(&encoded_frame(&td().join("images/bird.bmp")))
+            .unwrap();
+        assert_eq!(
+            (out.classes[0].index, out.classes[0].label.as_str()),
+            (index, label.as_str())
+        );
     }
 }
 
@@ -280,19 +359,40 @@ fn detector_table_matches_references() {
     let mut opts = ModelOptions::new(dir.join("detect.tflite"));
     opts.labels = Some(dir.join("labelmap.txt"));
     opts.min_score = 0.0;
-    let expected = reference["detection"]["table.jpg"]["pil_bilinear"]["detections"].as_array().unwrap();
+    let expected = reference["detection"]["table.jpg"]["pil_bilinear"]["detections"]
+        .as_array()
+        .unwrap();
     for kind in runtimes() {
         let mut e = engine(kind, &opts).unwrap();
-        assert!(matches!(e.kind(), ModelKind::Detector { max_detections: 10 }));
-        let out = e.run(&encoded_frame(&td().join("images/table.jpg"))).unwrap();
+        assert!(matches!(
+            e.kind(),
+            ModelKind::Detector { max_detections: 10 }
+        ));
+        let out = e
+            .run(&encoded_frame(&td().join("images/table.jpg")))
+            .unwrap();
         assert_eq!((out.image_width, out.image_height), (640, 480));
         for d in &out.detections {
-            eprintln!("{kind} {} {:.3} [{:.1} {:.1} {:.1} {:.1}]", d.label, d.score, d.x, d.y, d.x + d.width, d.y + d.height);
+            eprintln!(
+                "{kind} {} {:.3} [{:.1} {:.1} {:.1} {:.1}]",
+                d.label,
+                d.score,
+                d.x,
+                d.y,
+                d.x + d.width,
+                d.y + d.height
+            );
         }
         let ours: Vec<(String, f32, [f64; 4])> = out
             .detections
             .iter()
-            .map(|d| (d.label.clone(), d.score, [d.x, d.y, d.x + d.width, d.y + d.height].map(f64::from)))
+            .map(|d| {
+                (
+                    d.label.clone(),
+                    d.score,
+                    [d.x, d.y, d.x + d.width, d.y + d.height].map(f64::from),
+                )
+            })
             .collect();
         // LiteRT reference (same Pillow-bilinear input): every detection with score >= 0.4
         // is found with the same label, a score within 0.05 and IoU >= 0.8.
@@ -303,10 +403,25 @@ fn detector_table_matches_references() {
                 continue;
             }
             let label = r["label"].as_str().unwrap();
-            let b: Vec<f64> = r["box_px_ltrb"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-            let rb = [b[0].max(0.0), b[1].max(0.0), b[2].min(640.0), b[3].min(480.0)];
-            let found = ours.iter().any(|(l, s, ob)| l == label && (f64::from(*s) - score).abs() <= 0.05 && iou(*ob, rb) >= 0.8);
-            assert!(found, "{kind}: reference {label} {score} {rb:?} not found in {ours:?}");
+            let b: Vec<f64> = r["box_px_ltrb"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            let rb = [
+                b[0].max(0.0),
+                b[1].max(0.0),
+                b[2].min(640.0),
+                b[3].min(480.0),
+            ];
+            let found = ours.iter().any(|(l, s, ob)| {
+                l == label && (f64::from(*s) - score).abs() <= 0.05 && iou(*ob, rb) >= 0.8
+            });
+            assert!(
+                found,
+                "{kind}: reference {label} {score} {rb:?} not found in {ours:?}"
+            );
             checked += 1;
         }
         assert!(checked >= 3);
@@ -314,16 +429,32 @@ fn detector_table_matches_references() {
         // each object is found with IoU >= 0.7; the label must match except for the
         // knife, which this model on a Pillow-bilinear input calls scissors (as the
         // LiteRT reference does).
-        let tf = std::fs::read_to_string(td().join("golden/detection/table_results_tf_examples.txt")).unwrap();
+        let tf =
+            std::fs::read_to_string(td().join("golden/detection/table_results_tf_examples.txt"))
+                .unwrap();
         for line in tf.lines().filter(|l| !l.trim().is_empty()) {
             let f: Vec<&str> = line.split_whitespace().collect();
             let label = f[0].replace('_', " ");
             let b: Vec<f64> = f[1..5].iter().map(|v| v.parse().unwrap()).collect();
             let tb = [b[0], b[1], b[2], b[3]];
-            let best = ours.iter().filter(|(_, _, ob)| iou(*ob, tb) >= 0.7).map(|(l, _, _)| l.as_str()).collect::<Vec<_>>();
-            assert!(!best.is_empty(), "{kind}: TF example {label} {tb:?} has no overlapping detection in {ours:?}");
-            let accepted: &[&str] = if label == "knife" { &["knife", "scissors"] } else { &[label.as_str()] };
-            assert!(best.iter().any(|l| accepted.contains(l)), "{kind}: TF example {label}: overlapping detections are {best:?}");
+            let best = ours
+                .iter()
+                .filter(|(_, _, ob)| iou(*ob, tb) >= 0.7)
+                .map(|(l, _, _)| l.as_str())
+                .collect::<Vec<_>>();
+            assert!(
+                !best.is_empty(),
+                "{kind}: TF example {label} {tb:?} has no overlapping detection in {ours:?}"
+            );
+            let accepted: &[&str] = if label == "knife" {
+                &["knife", "scissors"]
+            } else {
+                &[label.as_str()]
+            };
+            assert!(
+                best.iter().any(|l| accepted.contains(l)),
+                "{kind}: TF example {label}: overlapping detections are {best:?}"
+            );
         }
     }
 }
@@ -334,12 +465,14 @@ fn canary_passes_on_every_model() {
     let reference = reference();
     let mut models = files_with_ext(&td().join("models/classification"), &["tflite"]);
     models.extend(files_with_ext(&td().join("models/golden"), &["tflite"]));
-    let det = td().join("models/detection/coco_ssd_mobilenet_v1_1.0_quant_2018_06_29/detect.tflite");
+    let det =
+        td().join("models/detection/coco_ssd_mobilenet_v1_1.0_quant_2018_06_29/detect.tflite");
     models.push(det);
     for kind in runtimes() {
         for model in &models {
             let mut e = engine(kind, &classifier_opts(&reference, model)).unwrap();
-            e.canary().unwrap_or_else(|err| panic!("{kind} {}: {err}", model.display()));
+            e.canary()
+                .unwrap_or_else(|err| panic!("{kind} {}: {err}", model.display()));
         }
     }
 }
@@ -348,13 +481,20 @@ fn canary_passes_on_every_model() {
 fn invalid_models_give_clear_errors() {
     // Catches crashes or vague errors on broken, foreign or TFLM-only model files.
     let dir = tempfile::tempdir().unwrap();
-    let good = std::fs::read(td().join("models/classification/mobilenet_v1_0.25_128_quant.tflite")).unwrap();
+    let good = std::fs::read(td().join("models/classification/mobilenet_v1_0.25_128_quant.tflite"))
+        .unwrap();
     for keep in [good.len() / 2, 1000, 7] {
         let truncated = dir.path().join(format!("truncated_{keep}.tflite"));
         std::fs::write(&truncated, &good[..keep]).unwrap();
         let err = ModelFile::read(&truncated).unwrap_err();
-        assert!(matches!(err, InferenceError::NotTflite { .. }), "{keep}: {err}");
-        assert!(err.to_string().contains(&truncated.display().to_string()), "{err}");
+        assert!(
+            matches!(err, InferenceError::NotTflite { .. }),
+            "{keep}: {err}"
+        );
+        assert!(
+            err.to_string().contains(&truncated.display().to_string()),
+            "{err}"
+        );
         assert!(BuiltinRuntime::load(&truncated, 1).is_err());
     }
     let err = ModelFile::read(&td().join("images/table.jpg")).unwrap_err();
@@ -371,7 +511,10 @@ fn invalid_models_give_clear_errors() {
                     assert!(path.ends_with(tflm.file_name().unwrap().to_str().unwrap()));
                     assert!(!reason.is_empty());
                 }
-                Err(other) => panic!("{kind} {}: expected a load error, got {other}", tflm.display()),
+                Err(other) => panic!(
+                    "{kind} {}: expected a load error, got {other}",
+                    tflm.display()
+                ),
                 Ok(_) => panic!("{kind} {}: TFLM-only model loaded", tflm.display()),
             }
         }
@@ -381,20 +524,34 @@ fn invalid_models_give_clear_errors() {
 #[test]
 fn label_count_mismatch_is_an_error() {
     // Catches labels silently shifted or truncated against the model's outputs.
-    let coco = td().join("models/detection/coco_ssd_mobilenet_v1_1.0_quant_2018_06_29/labelmap.txt");
+    let coco =
+        td().join("models/detection/coco_ssd_mobilenet_v1_1.0_quant_2018_06_29/labelmap.txt");
     for kind in runtimes() {
-        let mut opts = ModelOptions::new(td().join("models/classification/mobilenet_v1_0.25_128_quant.tflite"));
+        let mut opts = ModelOptions::new(
+            td().join("models/classification/mobilenet_v1_0.25_128_quant.tflite"),
+        );
         opts.labels = Some(coco.clone());
         let err = engine(kind, &opts).unwrap_err();
         let msg = err.to_string();
-        assert!(matches!(err, InferenceError::Labels { .. }) && msg.contains("91 labels") && msg.contains("1001 outputs"), "{msg}");
+        assert!(
+            matches!(err, InferenceError::Labels { .. })
+                && msg.contains("91 labels")
+                && msg.contains("1001 outputs"),
+            "{msg}"
+        );
         // 1001 labels for 1000 outputs is also a mismatch (no "background last" guessing).
-        let mut opts = ModelOptions::new(td().join("models/classification/efficientnet_lite0_int8_2.tflite"));
+        let mut opts =
+            ModelOptions::new(td().join("models/classification/efficientnet_lite0_int8_2.tflite"));
         opts.labels = Some(td().join("labels/labels_mobilenet_quant_v1_224.txt"));
         let msg = engine(kind, &opts).unwrap_err().to_string();
-        assert!(msg.contains("1001 labels") && msg.contains("1000 outputs"), "{msg}");
+        assert!(
+            msg.contains("1001 labels") && msg.contains("1000 outputs"),
+            "{msg}"
+        );
         // 1000 labels for 1001 outputs: index 0 is background, explicitly.
-        let mut opts = ModelOptions::new(td().join("models/classification/mobilenet_v1_0.25_128_quant.tflite"));
+        let mut opts = ModelOptions::new(
+            td().join("models/classification/mobilenet_v1_0.25_128_quant.tflite"),
+        );
         opts.labels = Some(td().join("labels/efficientnet_lite0_labels_without_background.txt"));
         let e = engine(kind, &opts).unwrap();
         assert_eq!(e.info().labels, 1000);
@@ -405,17 +562,28 @@ fn label_count_mismatch_is_an_error() {
 fn undecodable_frames_are_errors_not_panics() {
     // Catches a corrupt or foreign camera frame taking the pipeline down.
     for kind in runtimes() {
-        let mut e = engine(kind, &ModelOptions::new(td().join("models/classification/mobilenet_v1_0.25_128_quant.tflite"))).unwrap();
+        let mut e = engine(
+            kind,
+            &ModelOptions::new(
+                td().join("models/classification/mobilenet_v1_0.25_128_quant.tflite"),
+            ),
+        )
+        .unwrap();
         let mut f = encoded_frame(&td().join("images/table.jpg"));
         f.data.truncate(40);
         assert!(matches!(e.run(&f), Err(InferenceError::Image(_))));
         f.data = b"GIF89a\x01\x00\x01\x00".to_vec();
         let err = e.run(&f).unwrap_err().to_string();
         assert!(err.contains("JPEG, PNG or BMP"), "{err}");
-        let mut opts = ModelOptions::new(td().join("models/classification/mobilenet_v1_0.25_128_quant.tflite"));
+        let mut opts = ModelOptions::new(
+            td().join("models/classification/mobilenet_v1_0.25_128_quant.tflite"),
+        );
         opts.max_pixels = 100_000; // table.jpg is 640x480 = 307200 pixels
         let mut small = engine(kind, &opts).unwrap();
-        let err = small.run(&encoded_frame(&td().join("images/table.jpg"))).unwrap_err().to_string();
+        let err = small
+            .run(&encoded_frame(&td().join("images/table.jpg")))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("307200 pixels"), "{err}");
     }
 }
@@ -429,25 +597,64 @@ fn decoder_and_resizer_match_pillow_inputs() {
     let mut compared = 0;
     for input in files_with_ext(&td().join("golden/inputs"), &["rgb"]) {
         let name = input.file_name().unwrap().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_suffix(".pil_bilinear.rgb") else { continue };
-        let Some((image, size)) = rest.rsplit_once('.') else { continue };
-        let Some((w, h)) = size.split_once('x').and_then(|(w, h)| Some((w.parse::<usize>().ok()?, h.parse::<usize>().ok()?))) else {
+        let Some(rest) = name.strip_suffix(".pil_bilinear.rgb") else {
             continue;
         };
-        let Some(photo) = photos.iter().find(|p| stem(p) == image) else { continue };
-        let spec = TensorSpec { name: "in".into(), shape: vec![1, h, w, 3], dtype: DType::U8, quant: Some(Quant { scale: 1.0 / 128.0, zero_point: 128 }) };
-        let mut prep = Preprocessor::new(&spec, FitMode::Stretch, Normalization::default_for(&spec, None)).unwrap();
+        let Some((image, size)) = rest.rsplit_once('.') else {
+            continue;
+        };
+        let Some((w, h)) = size
+            .split_once('x')
+            .and_then(|(w, h)| Some((w.parse::<usize>().ok()?, h.parse::<usize>().ok()?)))
+        else {
+            continue;
+        };
+        let Some(photo) = photos.iter().find(|p| stem(p) == image) else {
+            continue;
+        };
+        let spec = TensorSpec {
+            name: "in".into(),
+            shape: vec![1, h, w, 3],
+            dtype: DType::U8,
+            quant: Some(Quant {
+                scale: 1.0 / 128.0,
+                zero_point: 128,
+            }),
+        };
+        let mut prep = Preprocessor::new(
+            &spec,
+            FitMode::Stretch,
+            Normalization::default_for(&spec, None),
+        )
+        .unwrap();
         let mut ours = vec![0u8; w * h * 3];
-        prep.prepare(&encoded_frame(photo), 50_000_000, &mut ours).unwrap();
+        prep.prepare(&encoded_frame(photo), 50_000_000, &mut ours)
+            .unwrap();
         let pillow = std::fs::read(&input).unwrap();
-        let max = ours.iter().zip(&pillow).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
-        let mean = ours.iter().zip(&pillow).map(|(a, b)| f64::from(a.abs_diff(*b))).sum::<f64>() / ours.len() as f64;
+        let max = ours
+            .iter()
+            .zip(&pillow)
+            .map(|(a, b)| a.abs_diff(*b))
+            .max()
+            .unwrap();
+        let mean = ours
+            .iter()
+            .zip(&pillow)
+            .map(|(a, b)| f64::from(a.abs_diff(*b)))
+            .sum::<f64>()
+            / ours.len() as f64;
         eprintln!("{name}: max {max}, mean {mean:.3}");
         // Measured: lossless BMP/PNG max 1 (fixed-point rounding), mean <= 0.19;
         // JPEG max 3 (zune-jpeg vs libjpeg-turbo IDCT), mean <= 0.21.
-        let lossless = matches!(photo.extension().and_then(|e| e.to_str()), Some("png" | "bmp"));
+        let lossless = matches!(
+            photo.extension().and_then(|e| e.to_str()),
+            Some("png" | "bmp")
+        );
         let max_allowed = if lossless { 1 } else { 4 };
-        assert!(max <= max_allowed && mean <= 0.3, "{name}: max diff {max} (allowed {max_allowed}), mean {mean:.3} (allowed 0.3)");
+        assert!(
+            max <= max_allowed && mean <= 0.3,
+            "{name}: max diff {max} (allowed {max_allowed}), mean {mean:.3} (allowed 0.3)"
+        );
         compared += 1;
     }
     assert!(compared >= 10, "only {compared} reference inputs compared");
@@ -456,7 +663,9 @@ fn decoder_and_resizer_match_pillow_inputs() {
 /// A camera-like MJPEG frame made from `photo`: stretched to `w`×`h`
 /// (bilinear) and encoded as a baseline JPEG at quality 85.
 fn camera_jpeg(photo: &Path, w: u32, h: u32) -> Vec<u8> {
-    let img = image::open(photo).unwrap_or_else(|e| panic!("{}: {e}", photo.display())).into_rgb8();
+    let img = image::open(photo)
+        .unwrap_or_else(|e| panic!("{}: {e}", photo.display()))
+        .into_rgb8();
     let big = image::imageops::resize(&img, w, h, image::imageops::FilterType::Triangle);
     let mut out = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85)
@@ -477,10 +686,22 @@ fn scaled_jpeg_decode_stays_close_to_full_decode() {
         for (fw, fh) in [(640, 480), (1280, 720)] {
             let frame = Frame::encoded(camera_jpeg(photo, fw, fh), 0, photo.display().to_string());
             for side in [128usize, 224, 300] {
-                let spec = TensorSpec { name: "in".into(), shape: vec![1, side, side, 3], dtype: DType::U8, quant: Some(Quant { scale: 1.0 / 128.0, zero_point: 128 }) };
+                let spec = TensorSpec {
+                    name: "in".into(),
+                    shape: vec![1, side, side, 3],
+                    dtype: DType::U8,
+                    quant: Some(Quant {
+                        scale: 1.0 / 128.0,
+                        zero_point: 128,
+                    }),
+                };
                 let norm = Normalization::default_for(&spec, None);
-                let mut off = Preprocessor::new(&spec, FitMode::Stretch, norm).unwrap().with_jpeg_scaling(JpegScaling::Off);
-                let mut auto = Preprocessor::new(&spec, FitMode::Stretch, norm).unwrap().with_jpeg_scaling(JpegScaling::Auto);
+                let mut off = Preprocessor::new(&spec, FitMode::Stretch, norm)
+                    .unwrap()
+                    .with_jpeg_scaling(JpegScaling::Off);
+                let mut auto = Preprocessor::new(&spec, FitMode::Stretch, norm)
+                    .unwrap()
+                    .with_jpeg_scaling(JpegScaling::Auto);
                 let (mut a, mut b) = (vec![0u8; side * side * 3], vec![0u8; side * side * 3]);
                 let po = off.prepare(&frame, 50_000_000, &mut a).unwrap();
                 let pa = auto.prepare(&frame, 50_000_000, &mut b).unwrap();
@@ -489,7 +710,12 @@ fn scaled_jpeg_decode_stays_close_to_full_decode() {
                 diffs.sort_unstable();
                 let mean = diffs.iter().map(|&d| f64::from(d)).sum::<f64>() / diffs.len() as f64;
                 let p99 = diffs[diffs.len() * 99 / 100];
-                eprintln!("{} {fw}x{fh} -> {side}: 1/{} mean {mean:.2} p99 {p99} max {}", stem(photo), pa.jpeg_scale, diffs[diffs.len() - 1]);
+                eprintln!(
+                    "{} {fw}x{fh} -> {side}: 1/{} mean {mean:.2} p99 {p99} max {}",
+                    stem(photo),
+                    pa.jpeg_scale,
+                    diffs[diffs.len() - 1]
+                );
                 // Tolerance: both paths are antialiased downscales of the same
                 // JPEG, but libjpeg-turbo's reduced IDCT keeps only the low
                 // DCT frequencies where the reference averages full-size pixels
@@ -498,14 +724,21 @@ fn scaled_jpeg_decode_stays_close_to_full_decode() {
                 // levels in a few pixels; the bulk stays within a few levels.
                 // Measured on these photos: mean <= 1.52, p99 <= 9 levels. A
                 // misplaced, mirrored or recoloured image gives means of 20+.
-                assert!(mean <= 2.5 && p99 <= 16, "{} {fw}x{fh} -> {side}: mean {mean:.2}, p99 {p99}", stem(photo));
+                assert!(
+                    mean <= 2.5 && p99 <= 16,
+                    "{} {fw}x{fh} -> {side}: mean {mean:.2}, p99 {p99}",
+                    stem(photo)
+                );
                 if pa.jpeg_scale > 1 {
                     scaled += 1;
                 }
             }
         }
     }
-    assert!(scaled >= 10, "only {scaled} cases were actually decoded scaled");
+    assert!(
+        scaled >= 10,
+        "only {scaled} cases were actually decoded scaled"
+    );
 }
 
 #[test]
@@ -527,14 +760,21 @@ fn top1_unchanged_with_jpeg_scaling_on_camera_frames() {
             });
             for photo in &photos {
                 let image = photo.file_name().unwrap().to_string_lossy().into_owned();
-                let Some((index, label)) = clear_top1(&reference, &name, &image) else { continue };
+                let Some((index, label)) = clear_top1(&reference, &name, &image) else {
+                    continue;
+                };
                 let frame = Frame::encoded(camera_jpeg(photo, 1280, 720), 0, image.clone());
                 let [off, auto] = engines.each_mut().map(|e| e.run(&frame).unwrap());
                 assert_eq!((off.image_width, off.image_height), (1280, 720));
                 assert_eq!((auto.image_width, auto.image_height), (1280, 720));
                 for (mode, out) in [("off", &off), ("auto", &auto)] {
                     let top = &out.classes[0];
-                    assert_eq!((top.index, top.label.as_str()), (index, label.as_str()), "{kind} {name}/{image} jpeg_scaling {mode}: {:?}", out.classes);
+                    assert_eq!(
+                        (top.index, top.label.as_str()),
+                        (index, label.as_str()),
+                        "{kind} {name}/{image} jpeg_scaling {mode}: {:?}",
+                        out.classes
+                    );
                 }
                 checked += 1;
             }

@@ -56,24 +56,44 @@ fn hundred_swaps_under_load_every_result_from_exactly_one_model() {
     // Install both versions; remember each model's answer for each photo.
     let ms = ModelStore::new(tmp.path());
     let mut shas = Vec::new();
-    let photos: Vec<(String, Vec<u8>)> = ["grace_hopper.bmp", "cat.bmp", "hot_dog.jpg", "sunflower.bmp"]
-        .iter()
-        .map(|n| (n.to_string(), std::fs::read(testdata().join("images").join(n)).unwrap()))
-        .collect();
+    let photos: Vec<(String, Vec<u8>)> = [
+        "grace_hopper.bmp",
+        "cat.bmp",
+        "hot_dog.jpg",
+        "sunflower.bmp",
+    ]
+    .iter()
+    .map(|n| {
+        (
+            n.to_string(),
+            std::fs::read(testdata().join("images").join(n)).unwrap(),
+        )
+    })
+    .collect();
     let mut expected: HashMap<(String, String), (usize, f32)> = HashMap::new();
     for m in &models {
         let meta = ms
-            .install(m, Some(&labels), |p, _| load_model(&settings(p)).map(|l| l.status.kind).map_err(|e| e.to_string()))
+            .install(m, Some(&labels), |p, _| {
+                load_model(&settings(p))
+                    .map(|l| l.status.kind)
+                    .map_err(|e| e.to_string())
+            })
             .unwrap();
         let mut loaded = load_model(&settings(m)).unwrap();
         for (name, bytes) in &photos {
             let out = loaded.engine.run(&frame(bytes, name, 0)).unwrap();
-            expected.insert((meta.sha256.clone(), name.clone()), (out.classes[0].index, out.classes[0].score));
+            expected.insert(
+                (meta.sha256.clone(), name.clone()),
+                (out.classes[0].index, out.classes[0].score),
+            );
         }
         shas.push(meta.sha256);
     }
     // The two models must disagree somewhere, or the check below proves nothing.
-    assert!(photos.iter().any(|(n, _)| expected[&(shas[0].clone(), n.clone())] != expected[&(shas[1].clone(), n.clone())]));
+    assert!(photos
+        .iter()
+        .any(|(n, _)| expected[&(shas[0].clone(), n.clone())]
+            != expected[&(shas[1].clone(), n.clone())]));
     ms.activate(&shas[0]).unwrap();
 
     let store = Arc::new(Store::open_with(&tmp.path().join("results"), 1000).unwrap());
@@ -83,7 +103,8 @@ fn hundred_swaps_under_load_every_result_from_exactly_one_model() {
     let stop = Arc::new(AtomicBool::new(false));
 
     let inference = {
-        let (slot, store, state, control) = (slot.clone(), store.clone(), state.clone(), control.clone());
+        let (slot, store, state, control) =
+            (slot.clone(), store.clone(), state.clone(), control.clone());
         let (s, ms) = (settings(&models[0]), Some(ModelStore::new(tmp.path())));
         std::thread::spawn(move || inference_loop(s, ms, slot, store, state, control))
     };
@@ -126,14 +147,32 @@ fn hundred_swaps_under_load_every_result_from_exactly_one_model() {
     inference.join().unwrap();
 
     let all = store.range(None, None, 1_000_000).unwrap();
-    assert!(all.len() >= 200, "too few results under load: {}", all.len());
+    assert!(
+        all.len() >= 200,
+        "too few results under load: {}",
+        all.len()
+    );
     let mut per_model = [0usize; 2];
     for r in &all {
-        let which = shas.iter().position(|s| s == &r.model_sha256).unwrap_or_else(|| panic!("unknown model {}", r.model_sha256));
+        let which = shas
+            .iter()
+            .position(|s| s == &r.model_sha256)
+            .unwrap_or_else(|| panic!("unknown model {}", r.model_sha256));
         per_model[which] += 1;
         let (index, score) = expected[&(r.model_sha256.clone(), r.origin.clone())];
-        assert_eq!(r.classes[0].index, index, "result {} tagged {} but computed otherwise", r.id, r.model_sha256);
-        assert!((r.classes[0].score - score).abs() < 1e-6, "result {} score differs from its model's", r.id);
+        assert_eq!(
+            r.classes[0].index, index,
+            "result {} tagged {} but computed otherwise",
+            r.id, r.model_sha256
+        );
+        assert!(
+            (r.classes[0].score - score).abs() < 1e-6,
+            "result {} score differs from its model's",
+            r.id
+        );
     }
-    assert!(per_model[0] > 50 && per_model[1] > 50, "both models produced results: {per_model:?}");
+    assert!(
+        per_model[0] > 50 && per_model[1] > 50,
+        "both models produced results: {per_model:?}"
+    );
 }

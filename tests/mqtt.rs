@@ -81,8 +81,15 @@ impl Broker {
     fn start(dir: &Path, pki: &Pki) -> Broker {
         let port = free_port();
         let passwd = dir.join("passwd");
-        let st = Command::new("mosquitto_passwd").args(["-b", "-c"]).arg(&passwd).args([USER, PASSWORD]).status();
-        assert!(st.map(|s| s.success()).unwrap_or(false), "mosquitto_passwd failed (run scripts/setup.sh)");
+        let st = Command::new("mosquitto_passwd")
+            .args(["-b", "-c"])
+            .arg(&passwd)
+            .args([USER, PASSWORD])
+            .status();
+        assert!(
+            st.map(|s| s.success()).unwrap_or(false),
+            "mosquitto_passwd failed (run scripts/setup.sh)"
+        );
         let data = dir.join("mosquitto-data");
         std::fs::create_dir_all(&data).unwrap();
         let conf = dir.join("mosquitto.conf");
@@ -102,7 +109,12 @@ impl Broker {
             ),
         )
         .unwrap();
-        let mut b = Broker { child: None, port, conf, dir: dir.to_path_buf() };
+        let mut b = Broker {
+            child: None,
+            port,
+            conf,
+            dir: dir.to_path_buf(),
+        };
         b.spawn();
         b
     }
@@ -119,7 +131,11 @@ impl Broker {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto did not listen; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not listen; log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -154,9 +170,13 @@ fn tls_client_config(pki: &Pki) -> rustls::ClientConfig {
         roots.add(c.unwrap()).unwrap();
     }
     let pem = std::fs::read(&pki.client_cert).unwrap();
-    let certs = rustls_pemfile::certs(&mut BufReader::new(&pem[..])).collect::<Result<Vec<_>, _>>().unwrap();
+    let certs = rustls_pemfile::certs(&mut BufReader::new(&pem[..]))
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
     let pem = std::fs::read(&pki.client_key).unwrap();
-    let key = rustls_pemfile::private_key(&mut BufReader::new(&pem[..])).unwrap().unwrap();
+    let key = rustls_pemfile::private_key(&mut BufReader::new(&pem[..]))
+        .unwrap()
+        .unwrap();
     rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -176,11 +196,19 @@ struct Subscriber {
 impl Subscriber {
     fn start(port: u16, pki: &Pki) -> Subscriber {
         let mut o = rumqttc::MqttOptions::new("test-subscriber", "127.0.0.1", port);
-        o.set_clean_session(false).set_credentials(USER, PASSWORD).set_keep_alive(Duration::from_secs(5));
-        o.set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(Arc::new(tls_client_config(pki)))));
+        o.set_clean_session(false)
+            .set_credentials(USER, PASSWORD)
+            .set_keep_alive(Duration::from_secs(5));
+        o.set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(
+            Arc::new(tls_client_config(pki)),
+        )));
         let (client, mut conn) = rumqttc::Client::new(o, 100);
-        client.subscribe("spotter/#", rumqttc::QoS::AtLeastOnce).unwrap();
-        client.subscribe("homeassistant/#", rumqttc::QoS::AtLeastOnce).unwrap();
+        client
+            .subscribe("spotter/#", rumqttc::QoS::AtLeastOnce)
+            .unwrap();
+        client
+            .subscribe("homeassistant/#", rumqttc::QoS::AtLeastOnce)
+            .unwrap();
         let s = Subscriber {
             got: Arc::default(),
             subscribed: Arc::default(),
@@ -194,10 +222,13 @@ impl Subscriber {
                     break;
                 }
                 match ev {
-                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
-                        got.lock().unwrap().push((p.topic.clone(), p.payload.to_vec()))
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => got
+                        .lock()
+                        .unwrap()
+                        .push((p.topic.clone(), p.payload.to_vec())),
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                        subscribed.store(true, Ordering::Relaxed)
                     }
-                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => subscribed.store(true, Ordering::Relaxed),
                     Ok(_) => {}
                     Err(_) => std::thread::sleep(Duration::from_millis(100)),
                 }
@@ -212,14 +243,24 @@ impl Subscriber {
     }
 
     fn messages(&self, topic: &str) -> Vec<Vec<u8>> {
-        self.got.lock().unwrap().iter().filter(|(t, _)| t == topic).map(|(_, p)| p.clone()).collect()
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| t == topic)
+            .map(|(_, p)| p.clone())
+            .collect()
     }
 
     /// Results received on `device`'s result topic, in arrival order.
     fn results(&self, device: &str) -> Vec<ResultRecord> {
         self.messages(&format!("spotter/{device}/result"))
             .iter()
-            .map(|p| serde_json::from_slice(p).unwrap_or_else(|e| panic!("result not JSON ({e}): {}", String::from_utf8_lossy(p))))
+            .map(|p| {
+                serde_json::from_slice(p).unwrap_or_else(|e| {
+                    panic!("result not JSON ({e}): {}", String::from_utf8_lossy(p))
+                })
+            })
             .collect()
     }
 }
@@ -229,7 +270,6 @@ impl Drop for Subscriber {
         self.stop.store(true, Ordering::Relaxed);
     }
 }
-
 
 /// A daemon config publishing to `port`; `extra` lines go into `[mqtt]`.
 fn config(dir: &Path, pki: &Pki, port: u16, device: &str, looping: bool, extra: &str) -> String {
@@ -265,7 +305,12 @@ fn try_status(d: &Daemon) -> Option<serde_json::Value> {
 }
 
 /// Poll the daemon's status until `pred` holds (panics after `secs`).
-fn wait_status(d: &Daemon, secs: u64, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+fn wait_status(
+    d: &Daemon,
+    secs: u64,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         d.assert_running();
@@ -273,7 +318,11 @@ fn wait_status(d: &Daemon, secs: u64, what: &str, pred: impl Fn(&serde_json::Val
         if !s.is_null() && pred(&s) {
             return s;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}; status: {s}\nlog:\n{}", d.log());
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; status: {s}\nlog:\n{}",
+            d.log()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -282,7 +331,10 @@ fn wait_status(d: &Daemon, secs: u64, what: &str, pred: impl Fn(&serde_json::Val
 fn stored(d: &Daemon) -> (Vec<ResultRecord>, BTreeSet<String>) {
     let store = spotter::store::Store::open(&d.dir.join("state/results"))
         .unwrap()
-        .with_outbox(spotter::store::OutboxLimits { max_records: usize::MAX, max_bytes: u64::MAX })
+        .with_outbox(spotter::store::OutboxLimits {
+            max_records: usize::MAX,
+            max_bytes: u64::MAX,
+        })
         .unwrap();
     let all: Vec<ResultRecord> = store.iter_since(None).map(|r| r.unwrap()).collect();
     let outbox = store
@@ -291,7 +343,11 @@ fn stored(d: &Daemon) -> (Vec<ResultRecord>, BTreeSet<String>) {
         .read(None, None, usize::MAX)
         .unwrap()
         .iter()
-        .map(|e| serde_json::from_slice::<ResultRecord>(&e.payload).unwrap().id)
+        .map(|e| {
+            serde_json::from_slice::<ResultRecord>(&e.payload)
+                .unwrap()
+                .id
+        })
         .collect();
     (all, outbox)
 }
@@ -303,7 +359,10 @@ fn dedup(received: &[ResultRecord]) -> (BTreeMap<String, ResultRecord>, usize) {
     let mut dups = 0;
     for r in received {
         if let Some(prev) = map.insert(r.id.clone(), r.clone()) {
-            assert_eq!(&prev, r, "a redelivered result differs from the first delivery");
+            assert_eq!(
+                &prev, r,
+                "a redelivered result differs from the first delivery"
+            );
             dups += 1;
         }
     }
@@ -318,12 +377,20 @@ fn check_exact(d: &mut Daemon, sub: &Subscriber, device: &str) -> (usize, usize)
     std::thread::sleep(Duration::from_millis(300));
     let (all, left) = stored(d);
     let (got, dups) = dedup(&sub.results(device));
-    let want: BTreeSet<String> = all.iter().map(|r| r.id.clone()).filter(|id| !left.contains(id)).collect();
+    let want: BTreeSet<String> = all
+        .iter()
+        .map(|r| r.id.clone())
+        .filter(|id| !left.contains(id))
+        .collect();
     let have: BTreeSet<String> = got.keys().cloned().collect();
     let missing: Vec<_> = want.difference(&have).collect();
     let every: BTreeSet<String> = all.iter().map(|r| r.id.clone()).collect();
     let extra: Vec<_> = have.difference(&every).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}, unknown {extra:?}; log:\n{}", d.log());
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}, unknown {extra:?}; log:\n{}",
+        d.log()
+    );
     for r in &all {
         if let Some(g) = got.get(&r.id) {
             assert_eq!(g, r, "published content differs from the stored result");
@@ -348,13 +415,32 @@ fn results_arrive_in_order_with_content_over_3_1_1_and_5() {
     let (da, db) = (dir.path().join("a"), dir.path().join("b"));
     std::fs::create_dir_all(&da).unwrap();
     std::fs::create_dir_all(&db).unwrap();
-    let mut a = Daemon::start(&da, &config(&da, &pki, _broker.port, "dev-a", true, "protocol = \"3.1.1\""));
+    let mut a = Daemon::start(
+        &da,
+        &config(
+            &da,
+            &pki,
+            _broker.port,
+            "dev-a",
+            true,
+            "protocol = \"3.1.1\"",
+        ),
+    );
     let mut b = Daemon::start(
         &db,
-        &config(&db, &pki, _broker.port, "dev-b", true, "protocol = \"5\"\nhomeassistant = true\nhomeassistant_labels = [\"military uniform\"]"),
+        &config(
+            &db,
+            &pki,
+            _broker.port,
+            "dev-b",
+            true,
+            "protocol = \"5\"\nhomeassistant = true\nhomeassistant_labels = [\"military uniform\"]",
+        ),
     );
     for d in [&a, &b] {
-        let s = wait_status(d, 120, "10 acknowledged results", |s| s["mqtt"]["acked"].as_u64().unwrap_or(0) >= 10);
+        let s = wait_status(d, 120, "10 acknowledged results", |s| {
+            s["mqtt"]["acked"].as_u64().unwrap_or(0) >= 10
+        });
         assert_eq!(s["mqtt"]["connected"], true, "{s}");
         let m = d.client().get("/metrics").unwrap().body;
         assert!(m.contains("spotter_mqtt_connected 1"), "{m}");
@@ -374,19 +460,30 @@ fn results_arrive_in_order_with_content_over_3_1_1_and_5() {
                 assert!(st.iter().any(|s| s == b"online"));
                 break;
             }
-            assert!(Instant::now() < deadline, "no offline status for {dev}: {st:?}");
+            assert!(
+                Instant::now() < deadline,
+                "no offline status for {dev}: {st:?}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         let events = sub.messages(&format!("spotter/{dev}/event"));
         assert!(
-            events.iter().any(|e| serde_json::from_slice::<serde_json::Value>(e).unwrap()["event"] == "model_activated"),
+            events.iter().any(
+                |e| serde_json::from_slice::<serde_json::Value>(e).unwrap()["event"]
+                    == "model_activated"
+            ),
             "no model_activated event"
         );
     }
     let ha = sub.messages("homeassistant/binary_sensor/dev-b/label_military_uniform/config");
-    let v: serde_json::Value = serde_json::from_slice(ha.first().expect("no HA discovery for dev-b")).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(ha.first().expect("no HA discovery for dev-b")).unwrap();
     assert_eq!(v["state_topic"], "spotter/dev-b/result");
-    assert!(sub.messages("homeassistant/sensor/dev-a/last_label/config").is_empty(), "discovery is off by default");
+    assert!(
+        sub.messages("homeassistant/sensor/dev-a/last_label/config")
+            .is_empty(),
+        "discovery is off by default"
+    );
 }
 
 /// Broker down for `outage`, optionally killing (SIGKILL) and restarting the
@@ -397,14 +494,23 @@ fn outage(outage: Duration, crash: bool, drain_rate: &str) -> (u64, Duration) {
     let pki = pki(dir.path());
     let mut broker = Broker::start(dir.path(), &pki);
     let sub = Subscriber::start(broker.port, &pki);
-    let mut d = Daemon::start(dir.path(), &config(dir.path(), &pki, broker.port, "dev", true, drain_rate));
-    wait_status(&d, 120, "5 acknowledged results", |s| s["mqtt"]["acked"].as_u64().unwrap_or(0) >= 5);
+    let mut d = Daemon::start(
+        dir.path(),
+        &config(dir.path(), &pki, broker.port, "dev", true, drain_rate),
+    );
+    wait_status(&d, 120, "5 acknowledged results", |s| {
+        s["mqtt"]["acked"].as_u64().unwrap_or(0) >= 5
+    });
     broker.stop();
     let down = Instant::now();
-    let stored_at_stop = mqtt_status(&d)["counters"]["results_stored"].as_u64().unwrap();
+    let stored_at_stop = mqtt_status(&d)["counters"]["results_stored"]
+        .as_u64()
+        .unwrap();
     if crash {
         std::thread::sleep(outage / 2);
-        let queued = wait_status(&d, 60, "results queued", |s| s["mqtt"]["outbox_records"].as_u64().unwrap_or(0) >= 5);
+        let queued = wait_status(&d, 60, "results queued", |s| {
+            s["mqtt"]["outbox_records"].as_u64().unwrap_or(0) >= 5
+        });
         let mut child = d.child.take().unwrap();
         child.kill().unwrap();
         child.wait().unwrap();
@@ -413,7 +519,10 @@ fn outage(outage: Duration, crash: bool, drain_rate: &str) -> (u64, Duration) {
         // are still there.
         let q = queued["mqtt"]["outbox_records"].as_u64().unwrap();
         let after = wait_status(&d, 60, "restart", |s| s["mqtt"]["enabled"] == true);
-        assert!(after["mqtt"]["outbox_records"].as_u64().unwrap() + 20 >= q, "outbox lost by the crash: {after} vs {q}");
+        assert!(
+            after["mqtt"]["outbox_records"].as_u64().unwrap() + 20 >= q,
+            "outbox lost by the crash: {after} vs {q}"
+        );
         assert_eq!(after["mqtt"]["connected"], false);
     }
     while down.elapsed() < outage {
@@ -430,7 +539,9 @@ fn outage(outage: Duration, crash: bool, drain_rate: &str) -> (u64, Duration) {
     let up = Instant::now();
     wait_status(&d, 120, "reconnect", |s| s["mqtt"]["connected"] == true);
     // Drained: the outbox is back to the live level.
-    wait_status(&d, 300, "backlog drained", |s| s["mqtt"]["outbox_records"].as_u64().unwrap_or(u64::MAX) <= 2);
+    wait_status(&d, 300, "backlog drained", |s| {
+        s["mqtt"]["outbox_records"].as_u64().unwrap_or(u64::MAX) <= 2
+    });
     let took = up.elapsed();
     let (n, dups) = check_exact(&mut d, &sub, "dev");
     println!("outage {:?} crash={crash}: {n} results stored, backlog {backlog}, drained in {took:?}, {dups} duplicates", outage);
@@ -444,7 +555,10 @@ fn outage(outage: Duration, crash: bool, drain_rate: &str) -> (u64, Duration) {
 fn broker_outage_of_30s_loses_nothing() {
     let (backlog, took) = outage(Duration::from_secs(30), false, "drain_rate_per_s = 200.0");
     assert!(backlog > 0);
-    println!("drain rate at drain_rate_per_s = 200: {:.0} results/s", backlog as f64 / took.as_secs_f64());
+    println!(
+        "drain rate at drain_rate_per_s = 200: {:.0} results/s",
+        backlog as f64 / took.as_secs_f64()
+    );
 }
 
 // Would catch the outbox not surviving a crash (SIGKILL) of the daemon
@@ -464,11 +578,24 @@ fn small_outbox_bound_drops_oldest_counts_and_logs_once() {
     let mut broker = Broker::start(dir.path(), &pki);
     let sub = Subscriber::start(broker.port, &pki);
     broker.stop();
-    let mut d = Daemon::start(dir.path(), &config(dir.path(), &pki, broker.port, "dev", false, "outbox_max_records = 3"));
+    let mut d = Daemon::start(
+        dir.path(),
+        &config(
+            dir.path(),
+            &pki,
+            broker.port,
+            "dev",
+            false,
+            "outbox_max_records = 3",
+        ),
+    );
     // One pass over the photos (some frames may be replaced before
     // inference takes them; what counts is what was stored).
     wait_status(&d, 120, "the single pass to finish", |s| {
-        s["readiness"]["checks"]["source"]["detail"].as_str().unwrap_or("").contains("finished")
+        s["readiness"]["checks"]["source"]["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("finished")
     });
     std::thread::sleep(Duration::from_millis(500));
     let s = mqtt_status(&d);
@@ -477,16 +604,25 @@ fn small_outbox_bound_drops_oldest_counts_and_logs_once() {
     assert_eq!(s["mqtt"]["outbox_records"], 3, "{s}");
     assert_eq!(s["mqtt"]["dropped"].as_u64(), Some(n - 3), "{s}");
     let m = d.client().get("/metrics").unwrap().body;
-    assert!(m.contains(&format!("spotter_mqtt_outbox_dropped_total {}", n - 3)), "{m}");
+    assert!(
+        m.contains(&format!("spotter_mqtt_outbox_dropped_total {}", n - 3)),
+        "{m}"
+    );
     assert_eq!(log_count(&d, MQTT_OUTBOX_OVERFLOW), 1, "log:\n{}", d.log());
     broker.spawn();
-    wait_status(&d, 60, "the 3 kept results acknowledged", |s| s["mqtt"]["acked"].as_u64() == Some(3));
+    wait_status(&d, 60, "the 3 kept results acknowledged", |s| {
+        s["mqtt"]["acked"].as_u64() == Some(3)
+    });
     let (st, _) = d.terminate();
     assert!(st.success());
     let (all, _) = stored(&d);
     let newest: Vec<String> = all[all.len() - 3..].iter().map(|r| r.id.clone()).collect();
     let (got, _) = dedup(&sub.results("dev"));
-    assert_eq!(got.keys().cloned().collect::<Vec<_>>(), newest, "the newest three, not the oldest");
+    assert_eq!(
+        got.keys().cloned().collect::<Vec<_>>(),
+        newest,
+        "the newest three, not the oldest"
+    );
 }
 
 // Would catch a login or certificate failure that is silent, unclear, logged
@@ -502,23 +638,45 @@ fn bad_credentials_and_wrong_ca_are_clear_errors_and_the_api_keeps_working() {
     let cx = config(&dx, &pki, broker.port, "dev-x", true, "");
     std::fs::write(dx.join("mqtt-password"), "not-the-password\n").unwrap();
     let x = Daemon::start(&dx, &cx);
-    let cy = config(&dy, &pki, broker.port, "dev-y", true, "protocol = \"5\"")
-        .replace(&format!("ca_file = \"{}\"", pki.ca.display()), &format!("ca_file = \"{}\"", pki.other_ca.display()));
+    let cy = config(&dy, &pki, broker.port, "dev-y", true, "protocol = \"5\"").replace(
+        &format!("ca_file = \"{}\"", pki.ca.display()),
+        &format!("ca_file = \"{}\"", pki.other_ca.display()),
+    );
     let y = Daemon::start(&dy, &cy);
-    for (d, id, words) in [(&x, MQTT_AUTH_FAILED, "refused the login"), (&y, MQTT_TLS_FAILED, "TLS failed")] {
+    for (d, id, words) in [
+        (&x, MQTT_AUTH_FAILED, "refused the login"),
+        (&y, MQTT_TLS_FAILED, "TLS failed"),
+    ] {
         // Several retries (every 200 ms to 1 s) happen while the pipeline runs.
         let s = wait_status(d, 120, "results stored and an MQTT error", |s| {
-            s["counters"]["results_stored"].as_u64().unwrap_or(0) >= 10 && s["mqtt"]["last_error"].is_string()
+            s["counters"]["results_stored"].as_u64().unwrap_or(0) >= 10
+                && s["mqtt"]["last_error"].is_string()
         });
         assert_eq!(s["mqtt"]["connected"], false);
         let err = s["mqtt"]["last_error"].as_str().unwrap();
         assert!(err.contains(words), "{err}");
         assert_eq!(d.anonymous_client().get("/readyz").unwrap().status, 200);
-        assert_eq!(d.client().get("/api/v1/results/latest").unwrap().status, 200);
-        assert_eq!(log_count(d, id), 1, "logged once, not on every retry; log:\n{}", d.log());
+        assert_eq!(
+            d.client().get("/api/v1/results/latest").unwrap().status,
+            200
+        );
+        assert_eq!(
+            log_count(d, id),
+            1,
+            "logged once, not on every retry; log:\n{}",
+            d.log()
+        );
     }
-    assert!(x.log().contains("bad user name or password") || x.log().contains("not authorized"), "{}", x.log());
-    assert!(y.log().contains("UnknownIssuer") || y.log().contains("certificate"), "{}", y.log());
+    assert!(
+        x.log().contains("bad user name or password") || x.log().contains("not authorized"),
+        "{}",
+        x.log()
+    );
+    assert!(
+        y.log().contains("UnknownIssuer") || y.log().contains("certificate"),
+        "{}",
+        y.log()
+    );
 }
 
 // Measures what the outbox costs per stored result (the second sled tree in
@@ -535,7 +693,12 @@ fn measure_outbox_insert_overhead() {
         model_sha256: "ab".repeat(32),
         runtime: "litert".into(),
         classes: (0..5)
-            .map(|k| spotter::result::ClassScore { index: k, label: format!("label {k}"), raw: 10.0, score: 0.1 })
+            .map(|k| spotter::result::ClassScore {
+                index: k,
+                label: format!("label {k}"),
+                raw: 10.0,
+                score: 0.1,
+            })
             .collect(),
         detections: vec![],
         image_width: 640,
@@ -550,14 +713,20 @@ fn measure_outbox_insert_overhead() {
         let mut store = spotter::store::Store::open_with(dir.path(), 1000).unwrap();
         if outbox {
             store = store
-                .with_outbox(spotter::store::OutboxLimits { max_records: 100_000, max_bytes: 1 << 30 })
+                .with_outbox(spotter::store::OutboxLimits {
+                    max_records: 100_000,
+                    max_bytes: 1 << 30,
+                })
                 .unwrap();
         }
         let t = Instant::now();
         for i in 0..n {
             store.insert(&mut rec(i)).unwrap();
         }
-        println!("outbox={outbox}: {:.1} µs per insert", t.elapsed().as_secs_f64() * 1e6 / n as f64);
+        println!(
+            "outbox={outbox}: {:.1} µs per insert",
+            t.elapsed().as_secs_f64() * 1e6 / n as f64
+        );
     }
 }
 
@@ -566,6 +735,13 @@ fn measure_outbox_insert_overhead() {
 #[test]
 #[ignore]
 fn measure_drain_rate_unlimited() {
-    let (backlog, took) = outage(Duration::from_secs(10), false, "drain_rate_per_s = 1000000.0\nmax_inflight = 100");
-    println!("unlimited drain: {backlog} results in {took:?} = {:.0} results/s", backlog as f64 / took.as_secs_f64());
+    let (backlog, took) = outage(
+        Duration::from_secs(10),
+        false,
+        "drain_rate_per_s = 1000000.0\nmax_inflight = 100",
+    );
+    println!(
+        "unlimited drain: {backlog} results in {took:?} = {:.0} results/s",
+        backlog as f64 / took.as_secs_f64()
+    );
 }

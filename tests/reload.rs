@@ -16,7 +16,11 @@ use spotter::reload::{apply, Handles};
 use spotter::store::{Pruner, Retention, Store};
 
 fn settings(text: &str) -> Settings {
-    from_sources(vec![(PathBuf::from("/etc/spotter/spotter.toml"), text.to_string())]).unwrap()
+    from_sources(vec![(
+        PathBuf::from("/etc/spotter/spotter.toml"),
+        text.to_string(),
+    )])
+    .unwrap()
 }
 
 // Catches: retention limits or the certificate ignored by SIGHUP, the pruner
@@ -31,16 +35,30 @@ async fn sighup_applies_retention_and_tls_and_names_what_needs_a_restart() {
     let tls = TlsReloader::new(&generated, &state_dir);
     let store = Arc::new(Store::open(&dir.path().join("store")).unwrap());
     // Recent records, so the default age limit keeps them: only the count limit prunes.
-    let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
     for i in 0..20u64 {
-        store.insert(&mut api_harness::record(now_ns - i * 1_000_000)).unwrap();
+        store
+            .insert(&mut api_harness::record(now_ns - i * 1_000_000))
+            .unwrap();
     }
     let base = format!("[daemon]\nstate_dir = \"{}\"\n", state_dir.display());
     let mut running = settings(&base);
     // An interval far beyond the test: only set_policy can trigger the pass.
-    let pruner = Pruner::spawn(store.clone(), Retention::unlimited(), Duration::from_secs(3600)).unwrap();
+    let pruner = Pruner::spawn(
+        store.clone(),
+        Retention::unlimited(),
+        Duration::from_secs(3600),
+    )
+    .unwrap();
     let control = InferenceControl::default();
-    let handles = Handles { tls: &tls, pruner: &pruner, control: &control };
+    let handles = Handles {
+        tls: &tls,
+        pruner: &pruner,
+        control: &control,
+    };
 
     // A new pair, tighter retention, and two settings that need a restart.
     let other = tempfile::tempdir().unwrap();
@@ -55,13 +73,23 @@ async fn sighup_applies_retention_and_tls_and_names_what_needs_a_restart() {
     assert_eq!(tls.fingerprint(), fresh.fingerprint);
     assert_eq!(out.restart_needed, ["api.listen", "source.fps"]);
     assert_eq!(pruner.policy().max_records, Some(5));
-    assert!(control.reload.load(Ordering::Relaxed), "the model reload is requested");
+    assert!(
+        control.reload.load(Ordering::Relaxed),
+        "the model reload is requested"
+    );
     // The running settings keep what was not applied.
-    assert_eq!((running.store.max_records, running.api.listen.port()), (5, 8443));
+    assert_eq!(
+        (running.store.max_records, running.api.listen.port()),
+        (5, 8443)
+    );
     assert_eq!(running.api.cert.as_ref(), Some(&fresh.cert_path));
     let deadline = Instant::now() + Duration::from_secs(60);
     while store.len() != 5 {
-        assert!(Instant::now() < deadline, "the pruner did not apply the new policy: {} records", store.len());
+        assert!(
+            Instant::now() < deadline,
+            "the pruner did not apply the new policy: {} records",
+            store.len()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -80,6 +108,9 @@ async fn sighup_applies_retention_and_tls_and_names_what_needs_a_restart() {
 
     // Back to the running values: nothing needs a restart.
     let same = running.clone();
-    assert!(apply(&mut running, &same, &handles).await.restart_needed.is_empty());
+    assert!(apply(&mut running, &same, &handles)
+        .await
+        .restart_needed
+        .is_empty());
     pruner.stop();
 }

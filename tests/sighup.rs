@@ -14,8 +14,14 @@ use common::{photo_dir, testdata, Client, Daemon};
 /// A self-signed certificate for 127.0.0.1 and localhost: (cert, key) paths.
 fn pair(dir: &Path, stem: &str) -> (PathBuf, PathBuf) {
     let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap().self_signed(&key).unwrap();
-    let (c, k) = (dir.join(format!("{stem}.crt")), dir.join(format!("{stem}.key")));
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (c, k) = (
+        dir.join(format!("{stem}.crt")),
+        dir.join(format!("{stem}.key")),
+    );
     std::fs::write(&c, cert.pem()).unwrap();
     std::fs::write(&k, key.serialize_pem()).unwrap();
     (c, k)
@@ -31,16 +37,24 @@ fn admin_key(d: &Daemon) -> String {
     let key_file = d.dir.join("state/initial-admin-key");
     let t = Instant::now();
     while !key_file.exists() {
-        assert!(t.elapsed() < Duration::from_secs(60), "no admin key; log:\n{}", d.log());
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no admin key; log:\n{}",
+            d.log()
+        );
         d.assert_running();
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::fs::read_to_string(&key_file).unwrap().trim().to_string()
+    std::fs::read_to_string(&key_file)
+        .unwrap()
+        .trim()
+        .to_string()
 }
 
 /// The daemon's configuration text with its placeholders filled in.
 fn filled(d: &Daemon, text: &str) -> String {
-    text.replace("@STATE@", &d.dir.join("state").display().to_string()).replace("@PORT@", &d.port.to_string())
+    text.replace("@STATE@", &d.dir.join("state").display().to_string())
+        .replace("@PORT@", &d.port.to_string())
 }
 
 fn config(photos: &Path, model: &Path, cert: &Path, key: &Path) -> String {
@@ -66,7 +80,10 @@ fn sighup_swaps_the_model_and_the_certificate_of_the_running_daemon() {
     let tmp = tempfile::tempdir().unwrap();
     let (photos, _) = photo_dir(tmp.path());
     let models = testdata().join("models/classification");
-    let (model_a, model_b) = (models.join("mobilenet_v1_0.25_128_quant.tflite"), models.join("mobilenet_v1_0.5_160_quant.tflite"));
+    let (model_a, model_b) = (
+        models.join("mobilenet_v1_0.25_128_quant.tflite"),
+        models.join("mobilenet_v1_0.5_160_quant.tflite"),
+    );
     let (sha_a, sha_b) = (sha256_hex(&model_a), sha256_hex(&model_b));
     let (cert_a, key_a) = pair(tmp.path(), "a");
     let (cert_b, key_b) = pair(tmp.path(), "b");
@@ -74,28 +91,52 @@ fn sighup_swaps_the_model_and_the_certificate_of_the_running_daemon() {
     let pid = nix::unistd::Pid::from_raw(d.child.as_ref().unwrap().id() as i32);
 
     let key = Some(admin_key(&d));
-    let (trust_a, trust_b) = (Client::new(&cert_a, d.port).with_key(key.clone()), Client::new(&cert_b, d.port).with_key(key));
-    let latest = trust_a.wait_for("/api/v1/results/latest", 60, |r| r.status == 200 && r.json()["model_sha256"] == sha_a.as_str());
+    let (trust_a, trust_b) = (
+        Client::new(&cert_a, d.port).with_key(key.clone()),
+        Client::new(&cert_b, d.port).with_key(key),
+    );
+    let latest = trust_a.wait_for("/api/v1/results/latest", 60, |r| {
+        r.status == 200 && r.json()["model_sha256"] == sha_a.as_str()
+    });
     assert_eq!(latest.json()["model_sha256"], sha_a.as_str());
-    assert!(trust_b.get("/healthz").is_err(), "certificate B served before the reload");
+    assert!(
+        trust_b.get("/healthz").is_err(),
+        "certificate B served before the reload"
+    );
 
     // The new configuration, then the signal systemctl reload sends.
-    std::fs::write(&d.config, filled(&d, &config(&photos, &model_b, &cert_b, &key_b))).unwrap();
+    std::fs::write(
+        &d.config,
+        filled(&d, &config(&photos, &model_b, &cert_b, &key_b)),
+    )
+    .unwrap();
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
 
-    let r = trust_b.wait_for("/api/v1/results/latest", 60, |r| r.status == 200 && r.json()["model_sha256"] == sha_b.as_str());
+    let r = trust_b.wait_for("/api/v1/results/latest", 60, |r| {
+        r.status == 200 && r.json()["model_sha256"] == sha_b.as_str()
+    });
     assert_eq!(r.json()["model_sha256"], sha_b.as_str());
     // A fresh client: the old one's pooled keep-alive connection rightly
     // keeps certificate A.
-    assert!(trust_a.get("/healthz").is_ok(), "an established connection was dropped by the reload");
+    assert!(
+        trust_a.get("/healthz").is_ok(),
+        "an established connection was dropped by the reload"
+    );
     let fresh_a = Client::new(&cert_a, d.port);
-    assert!(fresh_a.get("/healthz").is_err(), "certificate A still handed to new connections after the reload");
+    assert!(
+        fresh_a.get("/healthz").is_err(),
+        "certificate A still handed to new connections after the reload"
+    );
     assert_eq!(trust_b.get("/readyz").unwrap().status, 200);
     let status = trust_b.get("/api/v1/status").unwrap().json();
     assert_eq!(status["model"]["sha256"], sha_b.as_str(), "{status}");
     d.assert_running();
     let log = d.log();
-    assert_eq!(log.matches("5e5100a56e644a9d9273547877394e52").count(), 1, "the daemon restarted instead of reloading:\n{log}");
+    assert_eq!(
+        log.matches("5e5100a56e644a9d9273547877394e52").count(),
+        1,
+        "the daemon restarted instead of reloading:\n{log}"
+    );
     assert!(d.terminate().0.success());
 }
 
@@ -110,13 +151,22 @@ fn post_reload_applies_the_files_refuses_broken_ones_and_reports_a_failed_model(
     let tmp = tempfile::tempdir().unwrap();
     let (photos, _) = photo_dir(tmp.path());
     let models = testdata().join("models/classification");
-    let (model_a, model_b) = (models.join("mobilenet_v1_0.25_128_quant.tflite"), models.join("mobilenet_v1_0.5_160_quant.tflite"));
+    let (model_a, model_b) = (
+        models.join("mobilenet_v1_0.25_128_quant.tflite"),
+        models.join("mobilenet_v1_0.5_160_quant.tflite"),
+    );
     let (sha_a, sha_b) = (sha256_hex(&model_a), sha256_hex(&model_b));
     let (cert, key) = pair(tmp.path(), "a");
     let mut d = Daemon::start(tmp.path(), &config(&photos, &model_a, &cert, &key));
     let admin = Client::new(&cert, d.port).with_key(Some(admin_key(&d)));
-    admin.wait_for("/api/v1/results/latest", 60, |r| r.status == 200 && r.json()["model_sha256"] == sha_a.as_str());
-    let running_sha = || admin.get("/api/v1/status").unwrap().json()["model"]["sha256"].as_str().map(str::to_string);
+    admin.wait_for("/api/v1/results/latest", 60, |r| {
+        r.status == 200 && r.json()["model_sha256"] == sha_a.as_str()
+    });
+    let running_sha = || {
+        admin.get("/api/v1/status").unwrap().json()["model"]["sha256"]
+            .as_str()
+            .map(str::to_string)
+    };
 
     // A read key may not reload.
     let created = std::process::Command::new(common::bin())
@@ -126,10 +176,17 @@ fn post_reload_applies_the_files_refuses_broken_ones_and_reports_a_failed_model(
         .args(["create", "--name", "reader", "--scope", "read"])
         .output()
         .unwrap();
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
     let read_key = String::from_utf8_lossy(&created.stdout).trim().to_string();
     let reader = Client::new(&cert, d.port).with_key(Some(read_key));
-    assert_eq!(reader.send("POST", "/api/v1/reload", b"").unwrap().status, 403);
+    assert_eq!(
+        reader.send("POST", "/api/v1/reload", b"").unwrap().status,
+        403
+    );
 
     // A broken file: refused with its line, nothing changes.
     let good = filled(&d, &config(&photos, &model_b, &cert, &key));
@@ -139,8 +196,15 @@ fn post_reload_applies_the_files_refuses_broken_ones_and_reports_a_failed_model(
     let p = r.json();
     assert_eq!(p["code"], "config_invalid", "{p}");
     let detail = p["detail"].as_str().unwrap_or_default();
-    assert!(detail.contains("max_recrods") && detail.contains(&d.config.display().to_string()), "{detail}");
-    assert_eq!(running_sha().as_deref(), Some(sha_a.as_str()), "a refused configuration changed the model");
+    assert!(
+        detail.contains("max_recrods") && detail.contains(&d.config.display().to_string()),
+        "{detail}"
+    );
+    assert_eq!(
+        running_sha().as_deref(),
+        Some(sha_a.as_str()),
+        "a refused configuration changed the model"
+    );
 
     // A good file with another model and a setting that needs a restart.
     std::fs::write(&d.config, good.replace("fps = 20.0", "fps = 10.0")).unwrap();
@@ -148,9 +212,18 @@ fn post_reload_applies_the_files_refuses_broken_ones_and_reports_a_failed_model(
     assert_eq!(r.status, 200, "{}", r.body);
     let body = r.json();
     assert_eq!(body["running"]["sha256"], sha_b.as_str(), "{body}");
-    assert_eq!(body["restart_needed"], serde_json::json!(["source.fps"]), "{body}");
-    assert!(body["model_error"].is_null() && body["tls"]["sha256"].is_string(), "{body}");
-    admin.wait_for("/api/v1/results/latest", 60, |r| r.status == 200 && r.json()["model_sha256"] == sha_b.as_str());
+    assert_eq!(
+        body["restart_needed"],
+        serde_json::json!(["source.fps"]),
+        "{body}"
+    );
+    assert!(
+        body["model_error"].is_null() && body["tls"]["sha256"].is_string(),
+        "{body}"
+    );
+    admin.wait_for("/api/v1/results/latest", 60, |r| {
+        r.status == 200 && r.json()["model_sha256"] == sha_b.as_str()
+    });
 
     // A model that does not load: reported, and the previous one keeps serving.
     let junk = tmp.path().join("junk.tflite");
@@ -159,7 +232,10 @@ fn post_reload_applies_the_files_refuses_broken_ones_and_reports_a_failed_model(
     let r = admin.send("POST", "/api/v1/reload", b"").unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     let body = r.json();
-    assert!(body["model_error"].as_str().is_some_and(|e| !e.is_empty()), "{body}");
+    assert!(
+        body["model_error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{body}"
+    );
     assert_eq!(body["running"]["sha256"], sha_b.as_str(), "{body}");
     assert_eq!(admin.get("/readyz").unwrap().status, 200);
     d.assert_running();

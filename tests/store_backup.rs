@@ -15,7 +15,12 @@ fn rec(ts_ns: u64, label: &str) -> ResultRecord {
         frame_seq: ts_ns % 1000,
         model_sha256: "cd".repeat(32),
         runtime: "tflite".into(),
-        classes: vec![ClassScore { index: 1, label: label.into(), raw: 17.0, score: 0.125 }],
+        classes: vec![ClassScore {
+            index: 1,
+            label: label.into(),
+            raw: 17.0,
+            score: 0.125,
+        }],
         detections: vec![Detection {
             class_index: 1,
             label: label.into(),
@@ -27,7 +32,14 @@ fn rec(ts_ns: u64, label: &str) -> ResultRecord {
         }],
         image_width: 320,
         image_height: 240,
-        latency: StageLatency { decode_us: 1, resize_us: 2, quantize_us: 3, invoke_us: 4, post_us: 5, store_us: 6 },
+        latency: StageLatency {
+            decode_us: 1,
+            resize_us: 2,
+            quantize_us: 3,
+            invoke_us: 4,
+            post_us: 5,
+            store_us: 6,
+        },
         clock_synchronized: true,
         boottime_ns: 0,
     }
@@ -38,7 +50,12 @@ fn filled(n: u64) -> (tempfile::TempDir, Store) {
     let store = Store::open(dir.path()).unwrap();
     for i in 0..n {
         // Two records share each timestamp so ids differ only by sequence.
-        store.insert(&mut rec(1_700_000_000_000_000_000 + (i / 2) * 1_000, ["person", "cat"][i as usize % 2])).unwrap();
+        store
+            .insert(&mut rec(
+                1_700_000_000_000_000_000 + (i / 2) * 1_000,
+                ["person", "cat"][i as usize % 2],
+            ))
+            .unwrap();
     }
     (dir, store)
 }
@@ -56,7 +73,11 @@ fn export_all(store: &Store) -> Vec<u8> {
 }
 
 fn lines(bytes: &[u8]) -> Vec<String> {
-    String::from_utf8(bytes.to_vec()).unwrap().lines().map(String::from).collect()
+    String::from_utf8(bytes.to_vec())
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
 }
 
 // Catches: fields lost or altered in the round trip, ids re-assigned on import, order changed.
@@ -72,7 +93,10 @@ fn round_trip_into_an_empty_store_gives_the_same_results() {
     let text = lines(&out);
     assert_eq!(text.len(), 2501);
     let header: ExportHeader = serde_json::from_str(&text[0]).unwrap();
-    assert_eq!((header.spotter_export, header.schema, header.count_hint), (EXPORT_VERSION, RECORD_VERSION, 2500));
+    assert_eq!(
+        (header.spotter_export, header.schema, header.count_hint),
+        (EXPORT_VERSION, RECORD_VERSION, 2500)
+    );
     assert!(header.created_ns > 1_600_000_000_000_000_000);
     // Oldest first.
     let first: ResultRecord = serde_json::from_str(&text[1]).unwrap();
@@ -81,11 +105,20 @@ fn round_trip_into_an_empty_store_gives_the_same_results() {
 
     let (_b, dst) = empty();
     let report = backup::import(&dst, Cursor::new(&out)).unwrap();
-    assert_eq!((report.added, report.skipped, report.invalid_count), (2500, 0, 0));
+    assert_eq!(
+        (report.added, report.skipped, report.invalid_count),
+        (2500, 0, 0)
+    );
     assert!(report.invalid.is_empty());
-    assert_eq!(dst.range(None, None, 10_000).unwrap(), src.range(None, None, 10_000).unwrap());
+    assert_eq!(
+        dst.range(None, None, 10_000).unwrap(),
+        src.range(None, None, 10_000).unwrap()
+    );
     let t = 1_700_000_000_000_000_000 + 300_000;
-    assert_eq!(dst.range(Some(t), Some(t + 99_000), 50).unwrap(), src.range(Some(t), Some(t + 99_000), 50).unwrap());
+    assert_eq!(
+        dst.range(Some(t), Some(t + 99_000), 50).unwrap(),
+        src.range(Some(t), Some(t + 99_000), 50).unwrap()
+    );
     assert_eq!((dst.len(), dst.data_bytes()), (src.len(), src.data_bytes()));
     // Exporting the restored store gives the same records, byte for byte.
     assert_eq!(lines(&export_all(&dst))[1..], text[1..]);
@@ -97,8 +130,14 @@ fn export_since_starts_at_the_bound_inclusive() {
     let (_a, src) = filled(10);
     let since = 1_700_000_000_000_000_000 + 3_000;
     let mut out = Vec::new();
-    assert_eq!(backup::export(&src, Some(since), &mut out, |_| {}).unwrap(), 4);
-    let ts: Vec<u64> = lines(&out)[1..].iter().map(|l| serde_json::from_str::<ResultRecord>(l).unwrap().ts_ns).collect();
+    assert_eq!(
+        backup::export(&src, Some(since), &mut out, |_| {}).unwrap(),
+        4
+    );
+    let ts: Vec<u64> = lines(&out)[1..]
+        .iter()
+        .map(|l| serde_json::from_str::<ResultRecord>(l).unwrap().ts_ns)
+        .collect();
     assert_eq!(ts, vec![since, since, since + 1_000, since + 1_000]);
 }
 
@@ -127,8 +166,15 @@ fn corrupted_lines_are_reported_by_number_and_the_rest_imports() {
     let report = backup::import(&dst, Cursor::new(input)).unwrap();
     let bad: Vec<u64> = report.invalid.iter().map(|(n, _)| *n).collect();
     assert_eq!(bad, vec![3, 5, 7, 11], "{:?}", report.invalid);
-    assert!(report.invalid[1].1.contains("timestamp"), "{}", report.invalid[1].1);
-    assert_eq!((report.added, report.skipped, report.invalid_count), (5, 0, 4));
+    assert!(
+        report.invalid[1].1.contains("timestamp"),
+        "{}",
+        report.invalid[1].1
+    );
+    assert_eq!(
+        (report.added, report.skipped, report.invalid_count),
+        (5, 0, 4)
+    );
     assert_eq!(dst.len(), 5);
 }
 
@@ -137,7 +183,10 @@ fn corrupted_lines_are_reported_by_number_and_the_rest_imports() {
 fn an_overlong_line_is_rejected_and_the_next_line_imports() {
     let (_a, src) = filled(2);
     let text = lines(&export_all(&src));
-    let long = format!("{{\"pad\":\"{}\"}}", "x".repeat(backup::MAX_LINE_BYTES + 10));
+    let long = format!(
+        "{{\"pad\":\"{}\"}}",
+        "x".repeat(backup::MAX_LINE_BYTES + 10)
+    );
     let input = [text[0].clone(), long, text[1].clone(), text[2].clone()].join("\n") + "\n";
     let (_b, dst) = empty();
     let report = backup::import(&dst, Cursor::new(input)).unwrap();
@@ -152,15 +201,27 @@ fn a_future_header_is_refused_before_anything_is_written() {
     let (_a, src) = filled(3);
     let text = lines(&export_all(&src));
     for header in [
-        format!(r#"{{"spotter_export":{},"schema":1,"created_ns":1,"count_hint":3}}"#, EXPORT_VERSION + 1),
-        format!(r#"{{"spotter_export":1,"schema":{},"created_ns":1,"count_hint":3}}"#, RECORD_VERSION + 1),
+        format!(
+            r#"{{"spotter_export":{},"schema":1,"created_ns":1,"count_hint":3}}"#,
+            EXPORT_VERSION + 1
+        ),
+        format!(
+            r#"{{"spotter_export":1,"schema":{},"created_ns":1,"count_hint":3}}"#,
+            RECORD_VERSION + 1
+        ),
         // A future version may add header fields: still "future", not "garbage".
-        format!(r#"{{"spotter_export":{},"schema":1,"created_ns":1,"count_hint":3,"codec":"zstd"}}"#, EXPORT_VERSION + 1),
+        format!(
+            r#"{{"spotter_export":{},"schema":1,"created_ns":1,"count_hint":3,"codec":"zstd"}}"#,
+            EXPORT_VERSION + 1
+        ),
     ] {
         let input = [header.clone(), text[1].clone(), text[2].clone()].join("\n");
         let (_b, dst) = empty();
         let err = backup::import(&dst, Cursor::new(input)).unwrap_err();
-        assert!(matches!(err, BackupError::FutureVersion { .. }), "{header}: {err}");
+        assert!(
+            matches!(err, BackupError::FutureVersion { .. }),
+            "{header}: {err}"
+        );
         assert!(err.to_string().contains("upgrade Spotter"), "{err}");
         assert_eq!(dst.len(), 0);
     }
@@ -174,8 +235,14 @@ fn missing_or_empty_header_is_refused() {
     let (_b, dst) = empty();
     let err = backup::import(&dst, Cursor::new(text[1..].join("\n"))).unwrap_err();
     assert!(matches!(err, BackupError::BadHeader { .. }), "{err}");
-    assert!(matches!(backup::import(&dst, Cursor::new("")).unwrap_err(), BackupError::Empty));
-    assert!(matches!(backup::import(&dst, Cursor::new("\n")).unwrap_err(), BackupError::BadHeader { .. }));
+    assert!(matches!(
+        backup::import(&dst, Cursor::new("")).unwrap_err(),
+        BackupError::Empty
+    ));
+    assert!(matches!(
+        backup::import(&dst, Cursor::new("\n")).unwrap_err(),
+        BackupError::BadHeader { .. }
+    ));
     assert_eq!(dst.len(), 0);
 }
 
@@ -188,7 +255,10 @@ fn re_import_adds_nothing_and_keeps_existing_records() {
     assert_eq!(backup::import(&dst, Cursor::new(&out)).unwrap().added, 50);
     let before = dst.range(None, None, 100).unwrap();
     let again = backup::import(&dst, Cursor::new(&out)).unwrap();
-    assert_eq!((again.added, again.skipped, again.invalid_count), (0, 50, 0));
+    assert_eq!(
+        (again.added, again.skipped, again.invalid_count),
+        (0, 50, 0)
+    );
     assert_eq!(dst.range(None, None, 100).unwrap(), before);
     assert_eq!(dst.len(), 50);
     // New inserts after a restore still get fresh ids.

@@ -33,7 +33,10 @@ fn mono_ns() -> u64 {
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// The writer: inserts records forever, reporting each on stdout as
@@ -42,7 +45,9 @@ fn env_u64(name: &str, default: u64) -> u64 {
 #[test]
 #[ignore = "child process of store_survives_sigkill_at_random_moments, not a test by itself"]
 fn crash_child_writer() {
-    let Some(dir) = std::env::var_os(CHILD_ENV) else { return };
+    let Some(dir) = std::env::var_os(CHILD_ENV) else {
+        return;
+    };
     let store = Store::open_with(Path::new(&dir), FLUSH_MS).unwrap();
     let start = store.len() as u64;
     let mut out = std::io::stdout().lock();
@@ -50,13 +55,21 @@ fn crash_child_writer() {
     for frame_seq in start.. {
         let mut rec = ResultRecord {
             id: String::new(),
-            ts_ns: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64,
+            ts_ns: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64,
             source: "files:/srv/crash".into(),
             origin: format!("/srv/crash/{frame_seq}.jpg"),
             frame_seq,
             model_sha256: "ef".repeat(32),
             runtime: "tflite".into(),
-            classes: vec![ClassScore { index: 0, label: "person".into(), raw: 250.0, score: 0.98 }],
+            classes: vec![ClassScore {
+                index: 0,
+                label: "person".into(),
+                raw: 250.0,
+                score: 0.98,
+            }],
             detections: vec![],
             image_width: 224,
             image_height: 224,
@@ -94,7 +107,13 @@ fn store_survives_sigkill_at_random_moments() {
 
     for it in 0..iterations {
         let mut child = Command::new(&exe)
-            .args(["--ignored", "--exact", "crash_child_writer", "--nocapture", "--test-threads=1"])
+            .args([
+                "--ignored",
+                "--exact",
+                "crash_child_writer",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -123,16 +142,24 @@ fn store_survives_sigkill_at_random_moments() {
                 let (Some(seq), Some(id), Some(mono)) = (f.next(), f.next(), f.next()) else {
                     continue; // a line torn by the kill
                 };
-                let (Ok(frame_seq), Ok(mono_ns)) = (seq.parse(), mono.parse()) else { continue };
+                let (Ok(frame_seq), Ok(mono_ns)) = (seq.parse(), mono.parse()) else {
+                    continue;
+                };
                 if written.is_empty() {
                     let _ = first_tx.send(());
                 }
-                written.push(Written { frame_seq, id: id.to_string(), mono_ns });
+                written.push(Written {
+                    frame_seq,
+                    id: id.to_string(),
+                    mono_ns,
+                });
             }
             (written, durable)
         });
         // Wait until the child is writing, then let it run a random while.
-        first_rx.recv_timeout(Duration::from_secs(60)).expect("child never wrote");
+        first_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("child never wrote");
         let delay = rng.gen_range(1_200..3_000);
         std::thread::sleep(Duration::from_millis(delay));
         let kill_mono = mono_ns();
@@ -147,7 +174,10 @@ fn store_survives_sigkill_at_random_moments() {
 
         // Ids are fixed-length lowercase hex of big-endian keys: string
         // order is key order, and this writer stores in key order.
-        let due: Vec<&Written> = written.iter().filter(|w| !durable.is_empty() && w.id.as_str() <= durable.as_str()).collect();
+        let due: Vec<&Written> = written
+            .iter()
+            .filter(|w| !durable.is_empty() && w.id.as_str() <= durable.as_str())
+            .collect();
         checked_total += due.len();
         for w in &due {
             assert!(
@@ -158,7 +188,10 @@ fn store_survives_sigkill_at_random_moments() {
             );
         }
         // What survived is a prefix of what was written: no holes.
-        let survived = written.iter().take_while(|w| present.contains(&w.id)).count();
+        let survived = written
+            .iter()
+            .take_while(|w| present.contains(&w.id))
+            .count();
         assert!(
             written[survived..].iter().all(|w| !present.contains(&w.id)),
             "iteration {it}: recovered records have a hole after frame {}",
@@ -166,17 +199,32 @@ fn store_survives_sigkill_at_random_moments() {
         );
         // Records of earlier iterations are still there, and frame numbers
         // continue from the count (no record counted twice).
-        assert!(survived_before.is_subset(&present), "iteration {it}: older records lost");
+        assert!(
+            survived_before.is_subset(&present),
+            "iteration {it}: older records lost"
+        );
         if let Some(w) = written.first() {
-            assert_eq!(w.frame_seq as usize, survived_before.len(), "iteration {it}: count at child open");
+            assert_eq!(
+                w.frame_seq as usize,
+                survived_before.len(),
+                "iteration {it}: count at child open"
+            );
         }
         // At most one record can be present without being reported: the
         // child may die between insert and report.
         let reported: HashSet<&str> = written.iter().map(|w| w.id.as_str()).collect();
-        let unreported = present.iter().filter(|id| !survived_before.contains(*id) && !reported.contains(id.as_str())).count();
-        assert!(unreported <= 1, "iteration {it}: {unreported} records nobody wrote");
+        let unreported = present
+            .iter()
+            .filter(|id| !survived_before.contains(*id) && !reported.contains(id.as_str()))
+            .count();
+        assert!(
+            unreported <= 1,
+            "iteration {it}: {unreported} records nobody wrote"
+        );
         // How old the oldest lost record was at the kill: the real recovery point.
-        let lost_ms = written.get(survived).map_or(0, |w| kill_mono.saturating_sub(w.mono_ns) / 1_000_000);
+        let lost_ms = written
+            .get(survived)
+            .map_or(0, |w| kill_mono.saturating_sub(w.mono_ns) / 1_000_000);
         eprintln!(
             "iteration {it}: killed after {delay} ms; {} written, {} checked, {} survived, oldest lost {lost_ms} ms",
             written.len(),
@@ -185,5 +233,8 @@ fn store_survives_sigkill_at_random_moments() {
         );
         survived_before = present;
     }
-    assert!(checked_total > 0, "the store never reported a recovery point: is its flusher running?");
+    assert!(
+        checked_total > 0,
+        "the store never reported a recovery point: is its flusher running?"
+    );
 }

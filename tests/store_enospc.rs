@@ -44,11 +44,22 @@ impl Drop for Mount {
 /// wait channel): enough to tell a sled flush from a stuck join.
 fn thread_states(pid: u32) -> String {
     let mut out = String::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return out };
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
     for task in tasks.flatten() {
         let read = |f: &str| std::fs::read_to_string(task.path().join(f)).unwrap_or_default();
-        let state = read("status").lines().find(|l| l.starts_with("State:")).unwrap_or("").to_string();
-        out.push_str(&format!("{} {} {}\n", read("comm").trim(), state, read("wchan")));
+        let state = read("status")
+            .lines()
+            .find(|l| l.starts_with("State:"))
+            .unwrap_or("")
+            .to_string();
+        out.push_str(&format!(
+            "{} {} {}\n",
+            read("comm").trim(),
+            state,
+            read("wchan")
+        ));
     }
     out
 }
@@ -65,8 +76,13 @@ fn free_bytes(dir: &Path) -> u64 {
 #[test]
 fn daemon_on_a_full_tmpfs_serves_reads_counts_refusals_and_restarts_when_space_returns() {
     if !nix::unistd::geteuid().is_root() {
-        assert!(!common::in_ci(), "the disk-full test needs root (a tmpfs mount) in CI");
-        eprintln!("SKIPPED: mounting a tmpfs needs root; the injected-ENOSPC unit test covers the logic");
+        assert!(
+            !common::in_ci(),
+            "the disk-full test needs root (a tmpfs mount) in CI"
+        );
+        eprintln!(
+            "SKIPPED: mounting a tmpfs needs root; the injected-ENOSPC unit test covers the logic"
+        );
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -77,7 +93,11 @@ fn daemon_on_a_full_tmpfs_serves_reads_counts_refusals_and_restarts_when_space_r
     };
     let photos = tmp.path().join("photos");
     std::fs::create_dir_all(&photos).unwrap();
-    std::fs::copy(testdata().join("images/table.jpg"), photos.join("table.jpg")).unwrap();
+    std::fs::copy(
+        testdata().join("images/table.jpg"),
+        photos.join("table.jpg"),
+    )
+    .unwrap();
     let model = testdata().join("models/classification/mobilenet_v1_0.25_128_quant.tflite");
     let config = format!(
         "[daemon]\nstate_dir = \"@STATE@\"\nlog_level = \"info\"\n\n\
@@ -98,17 +118,24 @@ fn daemon_on_a_full_tmpfs_serves_reads_counts_refusals_and_restarts_when_space_r
     std::fs::write(&filler, vec![0u8; room as usize]).unwrap();
 
     // sled runs out of space; the store is poisoned and refuses writes.
-    let st = c.wait_for("/api/v1/status", 120, |r| r.status == 200 && r.json()["store"]["poisoned"] == true);
+    let st = c.wait_for("/api/v1/status", 120, |r| {
+        r.status == 200 && r.json()["store"]["poisoned"] == true
+    });
     let st = st.json();
     assert!(st["store"]["enospc_errors"].as_u64().unwrap() >= 1, "{st}");
     let refused = c
-        .wait_for("/api/v1/status", 30, |r| r.json()["store"]["refused_results"].as_u64().unwrap_or(0) >= 5)
+        .wait_for("/api/v1/status", 30, |r| {
+            r.json()["store"]["refused_results"].as_u64().unwrap_or(0) >= 5
+        })
         .json()["store"]["refused_results"]
         .as_u64()
         .unwrap();
     assert!(refused >= 5);
     let m = c.get("/metrics").unwrap().body;
-    assert!(m.contains("spotter_store_poisoned 1") && m.contains("spotter_store_refused_results_total"), "{m}");
+    assert!(
+        m.contains("spotter_store_poisoned 1") && m.contains("spotter_store_refused_results_total"),
+        "{m}"
+    );
     // Reads keep working and the daemon is alive, not ready.
     assert_eq!(c.get("/api/v1/results?limit=5").unwrap().status, 200);
     assert_eq!(c.get("/readyz").unwrap().status, 503);
@@ -133,14 +160,23 @@ fn daemon_on_a_full_tmpfs_serves_reads_counts_refusals_and_restarts_when_space_r
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert!(!status.success(), "exit status {status:?} must be a failure so Restart=on-failure applies");
+    assert!(
+        !status.success(),
+        "exit status {status:?} must be a failure so Restart=on-failure applies"
+    );
 
     // What systemd does next: start again, and results are stored again.
     d.spawn();
     let c = d.client();
     c.wait_for("/api/v1/status", 60, |r| {
-        r.status == 200 && r.json()["counters"]["results_stored"].as_u64().unwrap_or(0) > 0 && r.json()["store"]["poisoned"] == false
+        r.status == 200
+            && r.json()["counters"]["results_stored"].as_u64().unwrap_or(0) > 0
+            && r.json()["store"]["poisoned"] == false
     });
     let (status, _) = d.terminate();
-    assert!(status.success(), "exit status {status:?}; log:\n{}", d.log());
+    assert!(
+        status.success(),
+        "exit status {status:?}; log:\n{}",
+        d.log()
+    );
 }

@@ -44,25 +44,43 @@ fn export_while_the_daemon_runs_streams_its_backup_and_refuses_a_bad_key() {
     let (photos, _) = photo_dir(tmp.path());
     let mut d = Daemon::start(tmp.path(), &config(&photos));
     let client = d.client();
-    let first = client.wait_for("/api/v1/results/latest", 60, |r| r.status == 200).json();
+    let first = client
+        .wait_for("/api/v1/results/latest", 60, |r| r.status == 200)
+        .json();
     let first_id = first["id"].as_str().unwrap().to_string();
 
     let out = export(&d, &[], &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "export failed: {stderr}\nlog:\n{}", d.log());
+    assert!(
+        out.status.success(),
+        "export failed: {stderr}\nlog:\n{}",
+        d.log()
+    );
     assert!(stderr.contains("through its API"), "{stderr}");
     let text = String::from_utf8(out.stdout).unwrap();
     let mut lines = text.lines();
-    let header: serde_json::Value = serde_json::from_str(lines.next().expect("a header line")).unwrap();
+    let header: serde_json::Value =
+        serde_json::from_str(lines.next().expect("a header line")).unwrap();
     assert_eq!(header["spotter_export"], 1, "{header}");
     let records: Vec<serde_json::Value> = lines.map(|l| serde_json::from_str(l).unwrap()).collect();
-    let ids: std::collections::BTreeSet<&str> = records.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    let ids: std::collections::BTreeSet<&str> =
+        records.iter().map(|r| r["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), records.len(), "an id exported twice");
-    assert!(ids.contains(first_id.as_str()), "a stored result is missing from the export");
-    assert!(stderr.contains(&format!("exported {} results", records.len())), "{stderr}");
+    assert!(
+        ids.contains(first_id.as_str()),
+        "a stored result is missing from the export"
+    );
+    assert!(
+        stderr.contains(&format!("exported {} results", records.len())),
+        "{stderr}"
+    );
 
     // --since on this path: only results at or after the bound.
-    let newest = records.iter().map(|r| r["ts_ns"].as_u64().unwrap()).max().unwrap();
+    let newest = records
+        .iter()
+        .map(|r| r["ts_ns"].as_u64().unwrap())
+        .max()
+        .unwrap();
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(newest as i128).unwrap();
     let since = format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
@@ -75,18 +93,39 @@ fn export_while_the_daemon_runs_streams_its_backup_and_refuses_a_bad_key() {
         t.nanosecond()
     );
     let out = export(&d, &["--since", &since], &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let recent: Vec<serde_json::Value> =
-        String::from_utf8(out.stdout).unwrap().lines().skip(1).map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert!(!recent.is_empty() && recent.len() < records.len() + 40, "{} of {}", recent.len(), records.len());
-    assert!(recent.iter().all(|r| r["ts_ns"].as_u64().unwrap() >= newest), "--since ignored");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recent: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        !recent.is_empty() && recent.len() < records.len() + 40,
+        "{} of {}",
+        recent.len(),
+        records.len()
+    );
+    assert!(
+        recent
+            .iter()
+            .all(|r| r["ts_ns"].as_u64().unwrap() >= newest),
+        "--since ignored"
+    );
 
     // A wrong key: refused with the HTTP status, and not echoed.
     let bad = "spk_".to_string() + &"0".repeat(64);
     let out = export(&d, &[], &[(spotter::localapi::KEY_ENV, &bad)]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a wrong key exported");
-    assert!(stderr.contains("HTTP 401") && !stderr.contains(&bad), "{stderr}");
+    assert!(
+        stderr.contains("HTTP 401") && !stderr.contains(&bad),
+        "{stderr}"
+    );
     assert!(out.stdout.is_empty(), "output written for a refused export");
     d.assert_running();
     assert!(d.terminate().0.success());
@@ -100,7 +139,8 @@ fn doctor_asks_the_running_daemon_for_the_newest_result() {
     let tmp = tempfile::tempdir().unwrap();
     let (photos, _) = photo_dir(tmp.path());
     let mut d = Daemon::start(tmp.path(), &config(&photos));
-    d.client().wait_for("/api/v1/results/latest", 60, |r| r.status == 200);
+    d.client()
+        .wait_for("/api/v1/results/latest", 60, |r| r.status == 200);
     let out = Command::new(common::bin())
         .arg("doctor")
         .arg("--config")
@@ -109,8 +149,14 @@ fn doctor_asks_the_running_daemon_for_the_newest_result() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().find(|l| l.contains("results")).unwrap_or_else(|| panic!("no results line:\n{text}"));
-    assert!(line.contains("asked the running daemon") && line.contains(" s old"), "{line}\n{text}");
+    let line = text
+        .lines()
+        .find(|l| l.contains("results"))
+        .unwrap_or_else(|| panic!("no results line:\n{text}"));
+    assert!(
+        line.contains("asked the running daemon") && line.contains(" s old"),
+        "{line}\n{text}"
+    );
     d.assert_running();
     assert!(d.terminate().0.success());
 }

@@ -19,7 +19,12 @@ fn rec(ts_ns: u64, label: &str) -> ResultRecord {
         frame_seq: ts_ns,
         model_sha256: "ab".repeat(32),
         runtime: "tflite".into(),
-        classes: vec![ClassScore { index: 0, label: label.into(), raw: 200.0, score: 0.8 }],
+        classes: vec![ClassScore {
+            index: 0,
+            label: label.into(),
+            raw: 200.0,
+            score: 0.8,
+        }],
         detections: vec![],
         image_width: 224,
         image_height: 224,
@@ -51,7 +56,9 @@ fn paging_during_inserts_and_pruning_neither_skips_nor_repeats() {
     let mut rng = StdRng::seed_from_u64(SEED);
     // 3 000 records at even timestamps 2..=6000 (ns), every third labelled "cat".
     for i in 1..=3000u64 {
-        store.insert(&mut rec(2 * i, if i % 3 == 0 { "cat" } else { "dog" })).unwrap();
+        store
+            .insert(&mut rec(2 * i, if i % 3 == 0 { "cat" } else { "dog" }))
+            .unwrap();
     }
     let initial: Vec<ResultRecord> = store.iter_since(None).map(|r| r.unwrap()).collect();
     for label in [None, Some("cat")] {
@@ -67,7 +74,9 @@ fn paging_during_inserts_and_pruning_neither_skips_nor_repeats() {
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) || n < 500 {
                     let ts = 2 * rng.gen_range(0..4000u64) + 1;
-                    store.insert(&mut rec(ts, if n % 2 == 0 { "cat" } else { "dog" })).unwrap();
+                    store
+                        .insert(&mut rec(ts, if n % 2 == 0 { "cat" } else { "dog" }))
+                        .unwrap();
                     n += 1;
                     if n % 50 == 0 {
                         store.retain_newest(store.len().saturating_sub(20)).unwrap();
@@ -82,20 +91,40 @@ fn paging_during_inserts_and_pruning_neither_skips_nor_repeats() {
         writer.join().unwrap();
 
         let unique: HashSet<&String> = seen.iter().collect();
-        assert_eq!(unique.len(), seen.len(), "label {label:?}: a record was returned twice");
+        assert_eq!(
+            unique.len(),
+            seen.len(),
+            "label {label:?}: a record was returned twice"
+        );
         // Newest first, strictly.
-        assert!(seen.windows(2).all(|w| w[0] > w[1]), "label {label:?}: pages out of order");
+        assert!(
+            seen.windows(2).all(|w| w[0] > w[1]),
+            "label {label:?}: pages out of order"
+        );
         // Every initial record matching the filter was seen, unless it had
         // been pruned (pruning only removes; a pruned record is gone now).
         let mut missed = 0;
-        for r in initial.iter().filter(|r| label.is_none_or(|l| r.classes[0].label == l)) {
+        for r in initial
+            .iter()
+            .filter(|r| label.is_none_or(|l| r.classes[0].label == l))
+        {
             if !unique.contains(&r.id) {
-                assert!(store.get(&r.id).unwrap().is_none(), "label {label:?}: {} skipped but still stored", r.id);
+                assert!(
+                    store.get(&r.id).unwrap().is_none(),
+                    "label {label:?}: {} skipped but still stored",
+                    r.id
+                );
                 missed += 1;
             }
         }
         // The test would prove little if pruning had removed everything.
-        let matching = initial.iter().filter(|r| label.is_none_or(|l| r.classes[0].label == l)).count();
-        assert!(missed < matching / 2, "label {label:?}: {missed} of {matching} pruned before being read");
+        let matching = initial
+            .iter()
+            .filter(|r| label.is_none_or(|l| r.classes[0].label == l))
+            .count();
+        assert!(
+            missed < matching / 2,
+            "label {label:?}: {missed} of {matching} pruned before being read"
+        );
     }
 }

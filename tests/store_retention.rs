@@ -20,11 +20,19 @@ fn rec(ts_ns: u64) -> ResultRecord {
         frame_seq: 7,
         model_sha256: "ab".repeat(32),
         runtime: "tflite".into(),
-        classes: vec![ClassScore { index: 3, label: "cat".into(), raw: 200.0, score: 0.78 }],
+        classes: vec![ClassScore {
+            index: 3,
+            label: "cat".into(),
+            raw: 200.0,
+            score: 0.78,
+        }],
         detections: vec![],
         image_width: 640,
         image_height: 480,
-        latency: StageLatency { invoke_us: 1234, ..Default::default() },
+        latency: StageLatency {
+            invoke_us: 1234,
+            ..Default::default()
+        },
         clock_synchronized: true,
         boottime_ns: 0,
     }
@@ -42,7 +50,10 @@ fn store_with(n: u64) -> (tempfile::TempDir, Store) {
 
 /// Timestamps left, oldest first, as seconds after T0.
 fn left(store: &Store) -> Vec<u64> {
-    store.iter_since(None).map(|r| (r.unwrap().ts_ns - T0) / SEC).collect()
+    store
+        .iter_since(None)
+        .map(|r| (r.unwrap().ts_ns - T0) / SEC)
+        .collect()
 }
 
 fn only(f: impl FnOnce(&mut Retention)) -> Retention {
@@ -59,10 +70,16 @@ fn max_age_alone_deletes_exactly_the_records_older_than_the_cutoff() {
     let report = store.prune_once(&policy, T0 + 10 * SEC).unwrap();
     // Cutoff is T0+7s; the record exactly at the cutoff is kept.
     assert_eq!(left(&store), vec![7, 8, 9, 10]);
-    assert_eq!((report.by_age, report.by_records, report.by_bytes), (6, 0, 0));
+    assert_eq!(
+        (report.by_age, report.by_records, report.by_bytes),
+        (6, 0, 0)
+    );
     assert_eq!(store.len(), 4);
     // Idempotent at the same time; the clock moving on prunes more.
-    assert_eq!(store.prune_once(&policy, T0 + 10 * SEC).unwrap().deleted(), 0);
+    assert_eq!(
+        store.prune_once(&policy, T0 + 10 * SEC).unwrap().deleted(),
+        0
+    );
     assert_eq!(store.prune_once(&policy, T0 + 12 * SEC).unwrap().by_age, 2);
     assert_eq!(left(&store), vec![9, 10]);
 }
@@ -84,14 +101,21 @@ fn max_records_alone_keeps_the_newest_across_several_batches() {
     let (dir, store) = store_with(n);
     let policy = only(|r| r.max_records = Some(5));
     let report = store.prune_once(&policy, T0).unwrap();
-    assert_eq!((report.by_age, report.by_records, report.by_bytes), (0, n - 5, 0));
+    assert_eq!(
+        (report.by_age, report.by_records, report.by_bytes),
+        (0, n - 5, 0)
+    );
     assert!(report.batches >= 3, "{report:?}");
     assert_eq!(left(&store), (n - 4..=n).collect::<Vec<_>>());
     assert_eq!(store.len(), 5);
     let bytes = store.data_bytes();
     drop(store);
     let store = Store::open(dir.path()).unwrap();
-    assert_eq!((store.len(), store.data_bytes()), (5, bytes), "counters after reopen");
+    assert_eq!(
+        (store.len(), store.data_bytes()),
+        (5, bytes),
+        "counters after reopen"
+    );
 }
 
 // Catches: size limit ignored, overshooting (deleting more than needed), or bytes not tracked.
@@ -104,7 +128,10 @@ fn max_bytes_alone_deletes_just_enough_of_the_oldest() {
     // Room for 6.5 records: 14 must go, and 6 stay.
     let policy = only(|r| r.max_bytes = Some(size * 6 + size / 2));
     let report = store.prune_once(&policy, T0).unwrap();
-    assert_eq!((report.by_age, report.by_records, report.by_bytes), (0, 0, 14));
+    assert_eq!(
+        (report.by_age, report.by_records, report.by_bytes),
+        (0, 0, 14)
+    );
     assert_eq!(report.bytes_freed, 14 * size);
     assert_eq!(left(&store), (15..=20).collect::<Vec<_>>());
     assert_eq!(store.data_bytes(), 6 * size);
@@ -123,9 +150,16 @@ fn all_limits_together_each_delete_their_share() {
         ..Retention::unlimited()
     };
     let report = store.prune_once(&policy, T0 + 100 * SEC).unwrap();
-    assert_eq!((report.by_age, report.by_records, report.by_bytes), (19, 31, 10), "{report:?}");
+    assert_eq!(
+        (report.by_age, report.by_records, report.by_bytes),
+        (19, 31, 10),
+        "{report:?}"
+    );
     assert_eq!(left(&store), (61..=100).collect::<Vec<_>>());
-    assert_eq!(store.prune_once(&policy, T0 + 100 * SEC).unwrap().deleted(), 0);
+    assert_eq!(
+        store.prune_once(&policy, T0 + 100 * SEC).unwrap().deleted(),
+        0
+    );
 }
 
 // Catches: count/bytes drift when inserts race with pruning (lost updates).
@@ -166,5 +200,9 @@ fn pruner_thread_prunes_at_start_and_stops_on_request() {
     let pruner = Pruner::spawn(store.clone(), policy, Duration::from_secs(3600)).unwrap();
     pruner.stop();
     assert_eq!(left(&store), (41..=50).collect::<Vec<_>>());
-    assert_eq!(Arc::strong_count(&store), 1, "the thread released the store");
+    assert_eq!(
+        Arc::strong_count(&store),
+        1,
+        "the thread released the store"
+    );
 }

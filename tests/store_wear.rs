@@ -31,14 +31,21 @@ fn rec(i: u64) -> ResultRecord {
 #[test]
 #[ignore = "measurement: writes ~100 MB; run explicitly"]
 fn store_wear_figures() {
-    let n: u64 = std::env::var("SPOTTER_WEAR_RESULTS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let n: u64 = std::env::var("SPOTTER_WEAR_RESULTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
     // On tmpfs write_bytes stays 0; measure on a real filesystem.
-    let base = std::env::var_os("SPOTTER_WEAR_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| std::env::current_dir().unwrap().join("target"));
+    let base = std::env::var_os("SPOTTER_WEAR_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::env::current_dir().unwrap().join("target"));
     let dir = tempfile::tempdir_in(base).unwrap();
     let store = Store::open_with(dir.path(), 1000).unwrap();
     let before = write_bytes();
     let started = Instant::now();
-    let rate: Option<f64> = std::env::var("SPOTTER_WEAR_RATE").ok().and_then(|v| v.parse().ok());
+    let rate: Option<f64> = std::env::var("SPOTTER_WEAR_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok());
     for i in 0..n {
         store.insert(&mut rec(i)).unwrap();
         if let Some(rate) = rate {
@@ -54,19 +61,40 @@ fn store_wear_figures() {
     let logical = store.data_bytes();
     let on_disk = store.size_on_disk();
     // How long one pruning batch holds sled's writer lock.
-    let policy = spotter::store::Retention { max_records: Some(n as usize / 2), ..spotter::store::Retention::unlimited() };
+    let policy = spotter::store::Retention {
+        max_records: Some(n as usize / 2),
+        ..spotter::store::Retention::unlimited()
+    };
     let pruned = store.prune_once(&policy, 0).unwrap();
     assert_eq!(pruned.by_records, n - n / 2);
     drop(store);
     let files: u64 = walk(dir.path());
     eprintln!("results: {n}");
     eprintln!("results/s inserted: {:.0}", n as f64 / secs);
-    eprintln!("bytes written to disk per result: {:.0}", written as f64 / n as f64);
-    eprintln!("logical bytes per result (max_bytes unit): {:.0}", logical as f64 / n as f64);
-    eprintln!("sled size_on_disk per 100k results: {}", on_disk * 100_000 / n);
-    eprintln!("directory bytes per 100k results after close: {}", files * 100_000 / n);
-    eprintln!("pruning {} results: {} batches, longest {} us", pruned.by_records, pruned.batches, pruned.max_batch_us);
-    assert!(written > logical / 2, "write_bytes {written} for {logical} logical bytes");
+    eprintln!(
+        "bytes written to disk per result: {:.0}",
+        written as f64 / n as f64
+    );
+    eprintln!(
+        "logical bytes per result (max_bytes unit): {:.0}",
+        logical as f64 / n as f64
+    );
+    eprintln!(
+        "sled size_on_disk per 100k results: {}",
+        on_disk * 100_000 / n
+    );
+    eprintln!(
+        "directory bytes per 100k results after close: {}",
+        files * 100_000 / n
+    );
+    eprintln!(
+        "pruning {} results: {} batches, longest {} us",
+        pruned.by_records, pruned.batches, pruned.max_batch_us
+    );
+    assert!(
+        written > logical / 2,
+        "write_bytes {written} for {logical} logical bytes"
+    );
     assert!(on_disk >= logical / 2, "size_on_disk {on_disk}");
 }
 
@@ -75,7 +103,11 @@ fn walk(dir: &std::path::Path) -> u64 {
     for e in std::fs::read_dir(dir).unwrap() {
         let e = e.unwrap();
         let md = e.metadata().unwrap();
-        total += if md.is_dir() { walk(&e.path()) } else { md.len() };
+        total += if md.is_dir() {
+            walk(&e.path())
+        } else {
+            md.len()
+        };
     }
     total
 }

@@ -85,13 +85,17 @@ impl Uploads {
     /// retry in a tight loop that burns the CPU the inference needs); the
     /// bound keeps a flood from piling up.
     pub async fn admit(&self, wait: Duration) -> Result<OwnedSemaphorePermit, ApiError> {
-        let busy = ApiError::Busy { retry_after_s: BUSY_RETRY_AFTER_S };
+        let busy = ApiError::Busy {
+            retry_after_s: BUSY_RETRY_AFTER_S,
+        };
         if let Ok(p) = self.permits.clone().try_acquire_owned() {
             return Ok(p);
         }
         let queued = self
             .waiting
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max_waiting).then_some(n + 1));
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_waiting).then_some(n + 1)
+            });
         if queued.is_err() {
             return Err(busy);
         }
@@ -109,7 +113,9 @@ fn parse_store(query: Option<&str>) -> Result<bool, ApiError> {
     let mut store = None;
     for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         match &*k {
-            "store" if store.is_some() => return Err(super::invalid("store", "given more than once")),
+            "store" if store.is_some() => {
+                return Err(super::invalid("store", "given more than once"))
+            }
             "store" => {
                 store = Some(match &*v {
                     "true" | "1" => true,
@@ -138,10 +144,11 @@ pub fn check_upload(bytes: &[u8], max_pixels: u64) -> Result<ImageKind, ApiError
     // PNG: the size is in the fixed-position IHDR chunk, read directly so
     // that a huge image is refused as too large even when the rest is cut
     // off (the PNG decoder wants every chunk up to the first IDAT).
-    let png_ihdr = (kind == ImageKind::Png && bytes.len() >= 24 && &bytes[12..16] == b"IHDR").then(|| {
-        let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-        (be(&bytes[16..20]), be(&bytes[20..24]))
-    });
+    let png_ihdr =
+        (kind == ImageKind::Png && bytes.len() >= 24 && &bytes[12..16] == b"IHDR").then(|| {
+            let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+            (be(&bytes[16..20]), be(&bytes[20..24]))
+        });
     let (width, height) = match png_ihdr {
         Some(dims) => dims,
         None => image::ImageReader::with_format(Cursor::new(bytes), format)
@@ -149,17 +156,28 @@ pub fn check_upload(bytes: &[u8], max_pixels: u64) -> Result<ImageKind, ApiError
             .map_err(|e| ApiError::UndecodableImage(format!("{kind:?} header: {e}")))?,
     };
     if width == 0 || height == 0 {
-        return Err(ApiError::UndecodableImage(format!("{kind:?} header gives an empty {width}x{height} image")));
+        return Err(ApiError::UndecodableImage(format!(
+            "{kind:?} header gives an empty {width}x{height} image"
+        )));
     }
     if u64::from(width) * u64::from(height) > max_pixels {
-        return Err(ApiError::ImageTooLarge { width, height, max_pixels });
+        return Err(ApiError::ImageTooLarge {
+            width,
+            height,
+            max_pixels,
+        });
     }
     // A JPEG must end with its end-of-image marker (trailing padding aside):
     // lenient decoders fill a truncated scan with grey and would classify it.
     if kind == ImageKind::Jpeg {
-        let end = bytes.iter().rposition(|&b| b != 0 && b != b'\n' && b != b'\r').unwrap_or(0);
+        let end = bytes
+            .iter()
+            .rposition(|&b| b != 0 && b != b'\n' && b != b'\r')
+            .unwrap_or(0);
         if end < 1 || bytes[end - 1..=end] != [0xFF, 0xD9] {
-            return Err(ApiError::UndecodableImage("JPEG is truncated (no end-of-image marker)".into()));
+            return Err(ApiError::UndecodableImage(
+                "JPEG is truncated (no end-of-image marker)".into(),
+            ));
         }
     }
     Ok(kind)
@@ -193,7 +211,11 @@ pub(super) async fn classify(
     let done = match tokio::time::timeout(CLASSIFY_TIMEOUT, rx).await {
         Ok(Ok(r)) => r,
         Ok(Err(_)) => return Err(ApiError::ShuttingDown),
-        Err(_) => return Err(ApiError::Busy { retry_after_s: BUSY_RETRY_AFTER_S }),
+        Err(_) => {
+            return Err(ApiError::Busy {
+                retry_after_s: BUSY_RETRY_AFTER_S,
+            })
+        }
     };
     let c = match done {
         Ok(c) => c,
@@ -201,7 +223,9 @@ pub(super) async fn classify(
         Err(ClassifyError::Inference(crate::inference::InferenceError::Image(m))) => {
             return Err(ApiError::UndecodableImage(m))
         }
-        Err(ClassifyError::Inference(e)) => return Err(ApiError::Internal(format!("classify: {e}"))),
+        Err(ClassifyError::Inference(e)) => {
+            return Err(ApiError::Internal(format!("classify: {e}")))
+        }
     };
     let mut rec = ResultRecord {
         id: String::new(),
@@ -217,8 +241,12 @@ pub(super) async fn classify(
         image_height: c.output.image_height,
         latency: c.output.latency,
         clock_synchronized: ctx.state.clock_synchronized.load(Ordering::Relaxed),
-        boottime_ns: crate::store::boottime_ns()
-            .saturating_sub(SystemTime::now().duration_since(captured_at).unwrap_or_default().as_nanos() as u64),
+        boottime_ns: crate::store::boottime_ns().saturating_sub(
+            SystemTime::now()
+                .duration_since(captured_at)
+                .unwrap_or_default()
+                .as_nanos() as u64,
+        ),
     };
     if store {
         let st = ctx.store.clone();
@@ -226,13 +254,17 @@ pub(super) async fn classify(
         crate::state::Counters::inc(&ctx.state.counters.results_stored);
         ctx.state.publish("result", || &rec);
     }
-    let mut v = serde_json::to_value(&rec).map_err(|e| ApiError::Internal(format!("encoding a result: {e}")))?;
+    let mut v = serde_json::to_value(&rec)
+        .map_err(|e| ApiError::Internal(format!("encoding a result: {e}")))?;
     if !store {
         if let Some(o) = v.as_object_mut() {
             o.remove("id");
         }
     }
-    Ok(json_response(StatusCode::OK, &serde_json::json!({ "stored": store, "result": v })))
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "stored": store, "result": v }),
+    ))
 }
 
 #[cfg(test)]
@@ -242,7 +274,8 @@ mod tests {
     fn png(w: u32, h: u32) -> Vec<u8> {
         let mut out = Vec::new();
         let img = image::RgbImage::new(w, h);
-        img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png).unwrap();
+        img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
+            .unwrap();
         out
     }
 
@@ -251,19 +284,37 @@ mod tests {
     #[test]
     fn upload_checks() {
         assert!(matches!(check_upload(b"", 100), Err(ApiError::EmptyUpload)));
-        assert!(matches!(check_upload(b"hello, I am a text file.jpg", 100), Err(ApiError::UnsupportedMediaType)));
-        assert!(matches!(check_upload(b"GIF89a....", 100), Err(ApiError::UnsupportedMediaType)));
+        assert!(matches!(
+            check_upload(b"hello, I am a text file.jpg", 100),
+            Err(ApiError::UnsupportedMediaType)
+        ));
+        assert!(matches!(
+            check_upload(b"GIF89a....", 100),
+            Err(ApiError::UnsupportedMediaType)
+        ));
         assert_eq!(check_upload(&png(10, 10), 100).unwrap(), ImageKind::Png);
         assert!(matches!(
             check_upload(&png(10, 11), 100),
-            Err(ApiError::ImageTooLarge { width: 10, height: 11, max_pixels: 100 })
+            Err(ApiError::ImageTooLarge {
+                width: 10,
+                height: 11,
+                max_pixels: 100
+            })
         ));
         // A PNG signature with a cut-off header.
-        assert!(matches!(check_upload(&png(4, 4)[..12], 100), Err(ApiError::UndecodableImage(_))));
+        assert!(matches!(
+            check_upload(&png(4, 4)[..12], 100),
+            Err(ApiError::UndecodableImage(_))
+        ));
         let mut jpeg = Vec::new();
-        image::RgbImage::new(8, 8).write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg).unwrap();
+        image::RgbImage::new(8, 8)
+            .write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+            .unwrap();
         assert_eq!(check_upload(&jpeg, 100).unwrap(), ImageKind::Jpeg);
-        assert!(matches!(check_upload(&jpeg[..jpeg.len() - 20], 100), Err(ApiError::UndecodableImage(_))));
+        assert!(matches!(
+            check_upload(&jpeg[..jpeg.len() - 20], 100),
+            Err(ApiError::UndecodableImage(_))
+        ));
     }
 
     // Catches: a busy upload slot refusing at once when the queue has room
@@ -276,7 +327,10 @@ mod tests {
         let u = Arc::new(Uploads::new(1, 1, 100));
         let held = u.admit(Duration::from_secs(1)).await.unwrap();
         // One waiter fits; it times out with Busy and frees its place.
-        assert!(matches!(u.admit(Duration::from_millis(50)).await, Err(ApiError::Busy { .. })));
+        assert!(matches!(
+            u.admit(Duration::from_millis(50)).await,
+            Err(ApiError::Busy { .. })
+        ));
         assert_eq!(u.waiting.load(Ordering::Acquire), 0);
         // One waits; a second one is refused at once (queue full).
         let waiter = tokio::spawn({
@@ -285,14 +339,23 @@ mod tests {
         });
         tokio::task::yield_now().await;
         assert_eq!(u.waiting.load(Ordering::Acquire), 1);
-        assert!(matches!(u.admit(Duration::from_secs(5)).await, Err(ApiError::Busy { .. })));
+        assert!(matches!(
+            u.admit(Duration::from_secs(5)).await,
+            Err(ApiError::Busy { .. })
+        ));
         drop(held);
-        assert!(waiter.await.unwrap(), "the queued upload did not get the released slot");
+        assert!(
+            waiter.await.unwrap(),
+            "the queued upload did not get the released slot"
+        );
         assert_eq!(u.waiting.load(Ordering::Acquire), 0);
         // No queue: refused at once while busy.
         let none = Uploads::new(1, 0, 100);
         let _p = none.admit(Duration::from_secs(1)).await.unwrap();
-        assert!(matches!(none.admit(Duration::from_secs(1)).await, Err(ApiError::Busy { .. })));
+        assert!(matches!(
+            none.admit(Duration::from_secs(1)).await,
+            Err(ApiError::Busy { .. })
+        ));
     }
 
     // Catches: unknown or repeated parameters ignored, store on by default.

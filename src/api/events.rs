@@ -51,7 +51,10 @@ impl Body for EventBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         self.rx.poll_recv(cx).map(|m| m.map(|b| Ok(Frame::data(b))))
     }
 }
@@ -74,7 +77,9 @@ pub(super) fn subscribe(
         .permits
         .clone()
         .try_acquire_owned()
-        .map_err(|_| ApiError::TooManySubscribers { retry_after_s: FULL_RETRY_AFTER_S })?;
+        .map_err(|_| ApiError::TooManySubscribers {
+            retry_after_s: FULL_RETRY_AFTER_S,
+        })?;
     let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
     if !head_only {
         let events = ctx.state.events.subscribe();
@@ -82,7 +87,8 @@ pub(super) fn subscribe(
     }
     let mut r = Response::new(EventBody { rx });
     *r.status_mut() = StatusCode::OK;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     Ok(r)
 }
 
@@ -97,7 +103,9 @@ async fn feed(
     let mut heartbeat = tokio::time::interval(ctx.subscribers.heartbeat);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The stream opens with a comment so clients see the response at once.
-    let mut slow = tx.try_send(Bytes::from_static(b": spotter events\n\n")).is_err();
+    let mut slow = tx
+        .try_send(Bytes::from_static(b": spotter events\n\n"))
+        .is_err();
     while !slow {
         if *stop.borrow_and_update() {
             // Best effort: a full buffer just means the client misses the note.

@@ -55,7 +55,12 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
             b.tokens + dt * rate < burst
         });
         if self.buckets.len() >= self.max_entries {
-            if let Some(oldest) = self.buckets.iter().min_by_key(|(_, b)| b.last).map(|(k, _)| k.clone()) {
+            if let Some(oldest) = self
+                .buckets
+                .iter()
+                .min_by_key(|(_, b)| b.last)
+                .map(|(k, _)| k.clone())
+            {
                 self.buckets.remove(&oldest);
             }
         }
@@ -65,7 +70,13 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     pub fn try_take(&mut self, key: &K, now: Instant) -> Result<(), Duration> {
         if !self.buckets.contains_key(key) {
             self.make_room(now);
-            self.buckets.insert(key.clone(), Bucket { tokens: self.burst, last: now });
+            self.buckets.insert(
+                key.clone(),
+                Bucket {
+                    tokens: self.burst,
+                    last: now,
+                },
+            );
         }
         let mut b = self.buckets[key];
         self.refill(&mut b, now);
@@ -133,7 +144,12 @@ pub struct FailureBursts {
 
 impl FailureBursts {
     pub fn new(window: Duration, threshold: u64, max_entries: usize) -> Self {
-        FailureBursts { window, threshold: threshold.max(1), max_entries: max_entries.max(1), clients: HashMap::new() }
+        FailureBursts {
+            window,
+            threshold: threshold.max(1),
+            max_entries: max_entries.max(1),
+            clients: HashMap::new(),
+        }
     }
 
     /// Record one failure; `Some(count)` when this failure makes the window
@@ -141,9 +157,15 @@ impl FailureBursts {
     pub fn record(&mut self, client: IpAddr, now: Instant) -> Option<u64> {
         if !self.clients.contains_key(&client) && self.clients.len() >= self.max_entries {
             let window = self.window;
-            self.clients.retain(|_, (start, _, _)| now.saturating_duration_since(*start) < window);
+            self.clients
+                .retain(|_, (start, _, _)| now.saturating_duration_since(*start) < window);
             if self.clients.len() >= self.max_entries {
-                if let Some(oldest) = self.clients.iter().min_by_key(|(_, (s, _, _))| *s).map(|(k, _)| *k) {
+                if let Some(oldest) = self
+                    .clients
+                    .iter()
+                    .min_by_key(|(_, (s, _, _))| *s)
+                    .map(|(k, _)| *k)
+                {
                     self.clients.remove(&oldest);
                 }
             }
@@ -225,7 +247,10 @@ mod tests {
         assert_eq!(rl.len(), 4);
         rl.try_take(&100u32, t1).unwrap();
         assert_eq!(rl.len(), 2, "full buckets evicted first");
-        assert!(rl.try_take(&0u32, t1).is_err(), "the drained bucket was reset");
+        assert!(
+            rl.try_take(&0u32, t1).is_err(),
+            "the drained bucket was reset"
+        );
         for k in 200..1200u32 {
             let _ = rl.try_take(&k, t1 + Duration::from_micros(u64::from(k)));
             assert!(rl.len() <= 4);
@@ -239,7 +264,9 @@ mod tests {
         let t0 = Instant::now();
         let ip: IpAddr = "192.0.2.7".parse().unwrap();
         let mut fb = FailureBursts::new(Duration::from_secs(60), 10, 8);
-        let logged: Vec<u64> = (0..100).filter_map(|i| fb.record(ip, t0 + Duration::from_millis(i))).collect();
+        let logged: Vec<u64> = (0..100)
+            .filter_map(|i| fb.record(ip, t0 + Duration::from_millis(i)))
+            .collect();
         assert_eq!(logged, vec![10]);
         let t1 = t0 + Duration::from_secs(61);
         let logged: Vec<u64> = (0..20).filter_map(|_| fb.record(ip, t1)).collect();

@@ -45,10 +45,10 @@
 pub mod classify;
 pub mod events;
 pub mod limit;
-mod results;
 mod model;
 pub mod openapi;
 mod reload;
+mod results;
 pub mod tls;
 
 use std::convert::Infallible;
@@ -81,8 +81,8 @@ use tokio_rustls::TlsAcceptor;
 use crate::keys::{KeyInfo, KeySet, KeyStore, Scope};
 use crate::state::AppState;
 use crate::store::{Store, StoreError};
-use limit::{FailureBursts, RateLimiter};
 pub use classify::PipelineHandle;
+use limit::{FailureBursts, RateLimiter};
 pub use tls::{ClientAuth, TlsError, TlsReloader, TlsSettings};
 
 /// How long a new connection waits for a free slot when `max_connections`
@@ -219,19 +219,27 @@ impl Default for AccessOptions {
 /// True for `http(s)://host[:port]` with no path, query or trailing slash,
 /// which is the form browsers send in `Origin`.
 pub fn is_valid_origin(o: &str) -> bool {
-    let rest = match o.strip_prefix("https://").or_else(|| o.strip_prefix("http://")) {
+    let rest = match o
+        .strip_prefix("https://")
+        .or_else(|| o.strip_prefix("http://"))
+    {
         Some(r) => r,
         None => return false,
     };
     !rest.is_empty()
-        && rest.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
         && !rest.bytes().any(|b| b.is_ascii_uppercase())
 }
 
 impl AccessOptions {
     pub fn validate(&self) -> Result<(), ApiError> {
         let bad = |m: String| Err(ApiError::Config(m));
-        for (name, v) in [("auth_fail_rate_per_s", self.auth_fail_rate_per_s), ("key_rate_per_s", self.key_rate_per_s)] {
+        for (name, v) in [
+            ("auth_fail_rate_per_s", self.auth_fail_rate_per_s),
+            ("key_rate_per_s", self.key_rate_per_s),
+        ] {
             if !(v.is_finite() && v > 0.0) {
                 return bad(format!("{name} must be a positive number, not {v}"));
             }
@@ -242,8 +250,14 @@ impl AccessOptions {
         if self.max_body_bytes == 0 {
             return bad("max_body_bytes must be at least 1".into());
         }
-        if let Some(o) = self.cors_allowed_origins.iter().find(|o| !is_valid_origin(o)) {
-            return bad(format!("CORS origin {o:?} is not of the form https://host[:port] (lower case, no path)"));
+        if let Some(o) = self
+            .cors_allowed_origins
+            .iter()
+            .find(|o| !is_valid_origin(o))
+        {
+            return bad(format!(
+                "CORS origin {o:?} is not of the form https://host[:port] (lower case, no path)"
+            ));
         }
         Ok(())
     }
@@ -264,7 +278,10 @@ pub enum ApiError {
     #[error("API configuration: {0}")]
     Config(String),
     #[error("API: cannot listen on {addr}: {source}{}", bind_hint(.addr, .source))]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error("no such route")]
@@ -291,16 +308,25 @@ pub enum ApiError {
     NoSnapshot,
     #[error("invalid query parameter {name:?}: {reason}")]
     InvalidParameter { name: String, reason: String },
-    #[error("malformed result id: expected {} hexadecimal digits", crate::store::ID_LEN)]
+    #[error(
+        "malformed result id: expected {} hexadecimal digits",
+        crate::store::ID_LEN
+    )]
     InvalidId,
     #[error("result store: {0}")]
     Store(StoreError),
     #[error("the upload is empty")]
     EmptyUpload,
-    #[error("the upload is not a JPEG, PNG or BMP image (judged by its content, not its Content-Type)")]
+    #[error(
+        "the upload is not a JPEG, PNG or BMP image (judged by its content, not its Content-Type)"
+    )]
     UnsupportedMediaType,
     #[error("image {width}x{height} is over the budget of {max_pixels} pixels")]
-    ImageTooLarge { width: u32, height: u32, max_pixels: u64 },
+    ImageTooLarge {
+        width: u32,
+        height: u32,
+        max_pixels: u64,
+    },
     #[error("the image cannot be decoded: {0}")]
     UndecodableImage(String),
     #[error("busy: too many uploads in flight; retry in {retry_after_s} s")]
@@ -341,49 +367,115 @@ fn problem_kind(e: &ApiError) -> (StatusCode, &'static str, &'static str) {
         ApiError::RouteNotFound => (StatusCode::NOT_FOUND, "not_found", "No such route"),
         ApiError::ResultNotFound => (StatusCode::NOT_FOUND, "result_not_found", "No such result"),
         ApiError::NoResults => (StatusCode::NOT_FOUND, "no_results", "No results yet"),
-        ApiError::NoSnapshot => (StatusCode::NOT_FOUND, "no_snapshot", "No image for this result"),
-        ApiError::MethodNotAllowed { .. } => {
-            (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed")
-        }
+        ApiError::NoSnapshot => (
+            StatusCode::NOT_FOUND,
+            "no_snapshot",
+            "No image for this result",
+        ),
+        ApiError::MethodNotAllowed { .. } => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "Method not allowed",
+        ),
         ApiError::MissingKey => (StatusCode::UNAUTHORIZED, "missing_key", "API key required"),
         ApiError::InvalidKey => (StatusCode::UNAUTHORIZED, "invalid_key", "Invalid API key"),
-        ApiError::InsufficientScope { .. } => {
-            (StatusCode::FORBIDDEN, "insufficient_scope", "Insufficient key scope")
-        }
-        ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many requests"),
-        ApiError::PayloadTooLarge { .. } => {
-            (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "Request body too large")
-        }
-        ApiError::BadBody => (StatusCode::BAD_REQUEST, "bad_body", "Unreadable request body"),
-        ApiError::InvalidParameter { .. } => {
-            (StatusCode::BAD_REQUEST, "invalid_parameter", "Invalid query parameter")
-        }
+        ApiError::InsufficientScope { .. } => (
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            "Insufficient key scope",
+        ),
+        ApiError::RateLimited { .. } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "Too many requests",
+        ),
+        ApiError::PayloadTooLarge { .. } => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "Request body too large",
+        ),
+        ApiError::BadBody => (
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            "Unreadable request body",
+        ),
+        ApiError::InvalidParameter { .. } => (
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            "Invalid query parameter",
+        ),
         ApiError::InvalidId => (StatusCode::BAD_REQUEST, "invalid_id", "Malformed result id"),
-        ApiError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store_error", "Result store failure"),
+        ApiError::Store(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store_error",
+            "Result store failure",
+        ),
         ApiError::EmptyUpload => (StatusCode::BAD_REQUEST, "empty_upload", "Empty upload"),
-        ApiError::UnsupportedMediaType => {
-            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Not a JPEG, PNG or BMP image")
-        }
-        ApiError::ImageTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "image_too_large", "Image over the pixel budget"),
-        ApiError::UndecodableImage(_) => {
-            (StatusCode::UNPROCESSABLE_ENTITY, "undecodable_image", "Image cannot be decoded")
-        }
-        ApiError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy", "Too many uploads in flight"),
-        ApiError::ModelUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "model_unavailable", "No model loaded"),
-        ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "Shutting down"),
-        ApiError::TooManySubscribers { .. } => {
-            (StatusCode::SERVICE_UNAVAILABLE, "too_many_subscribers", "Too many event subscribers")
-        }
-        ApiError::ModelRefused { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "model_refused", "Model refused"),
-        ApiError::NoPreviousModel => (StatusCode::CONFLICT, "no_previous_model", "No earlier model version"),
-        ApiError::ConfigRefused { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "config_invalid", "Configuration refused"),
-        ApiError::ReloadUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "reload_unavailable", "Reload unavailable"),
-        ApiError::ModelChangeInProgress => {
-            (StatusCode::CONFLICT, "model_change_in_progress", "Another model change is in progress")
-        }
-        ApiError::Config(_) | ApiError::Bind { .. } | ApiError::Tls(_) | ApiError::Internal(_) => {
-            (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error")
-        }
+        ApiError::UnsupportedMediaType => (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Not a JPEG, PNG or BMP image",
+        ),
+        ApiError::ImageTooLarge { .. } => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "image_too_large",
+            "Image over the pixel budget",
+        ),
+        ApiError::UndecodableImage(_) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "undecodable_image",
+            "Image cannot be decoded",
+        ),
+        ApiError::Busy { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "Too many uploads in flight",
+        ),
+        ApiError::ModelUnavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "model_unavailable",
+            "No model loaded",
+        ),
+        ApiError::ShuttingDown => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "Shutting down",
+        ),
+        ApiError::TooManySubscribers { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_subscribers",
+            "Too many event subscribers",
+        ),
+        ApiError::ModelRefused { .. } => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "model_refused",
+            "Model refused",
+        ),
+        ApiError::NoPreviousModel => (
+            StatusCode::CONFLICT,
+            "no_previous_model",
+            "No earlier model version",
+        ),
+        ApiError::ConfigRefused { .. } => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "config_invalid",
+            "Configuration refused",
+        ),
+        ApiError::ReloadUnavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "reload_unavailable",
+            "Reload unavailable",
+        ),
+        ApiError::ModelChangeInProgress => (
+            StatusCode::CONFLICT,
+            "model_change_in_progress",
+            "Another model change is in progress",
+        ),
+        ApiError::Config(_) | ApiError::Bind { .. } | ApiError::Tls(_) | ApiError::Internal(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+        ),
     }
 }
 
@@ -430,7 +522,8 @@ fn json_response<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Resp {
         Ok(bytes) => {
             let mut r = Response::new(Full::new(Bytes::from(bytes)));
             *r.status_mut() = status;
-            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             r
         }
         Err(e) => {
@@ -447,7 +540,13 @@ fn error_response(e: &ApiError) -> Resp {
     if status.is_server_error() {
         log::error!(code = code; "API request failed: {e}");
     }
-    let body = Problem { r#type: problem_type(code), title, status: status.as_u16(), detail: public_message(e), code };
+    let body = Problem {
+        r#type: problem_type(code),
+        title,
+        status: status.as_u16(),
+        detail: public_message(e),
+        code,
+    };
     // Serialising strings and a number cannot fail; the fallback keeps this total anyway.
     let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| {
         br#"{"type":"urn:spotter:problem:internal","title":"Internal error","status":500,"code":"internal"}"#.to_vec()
@@ -455,7 +554,10 @@ fn error_response(e: &ApiError) -> Resp {
     let mut r = Response::new(Full::new(Bytes::from(bytes)));
     *r.status_mut() = status;
     let h = r.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
     match e {
         ApiError::MethodNotAllowed { allow } => {
             h.insert(ALLOW, HeaderValue::from_static(allow));
@@ -470,7 +572,9 @@ fn error_response(e: &ApiError) -> Resp {
             );
         }
         ApiError::InsufficientScope { needed } => {
-            let v = format!("Bearer realm=\"spotter\", error=\"insufficient_scope\", scope=\"{needed}\"");
+            let v = format!(
+                "Bearer realm=\"spotter\", error=\"insufficient_scope\", scope=\"{needed}\""
+            );
             // Built from fixed ASCII text, so always a valid header value.
             if let Ok(v) = HeaderValue::from_str(&v) {
                 h.insert(WWW_AUTHENTICATE, v);
@@ -507,22 +611,102 @@ const ALLOW_GET: &str = "GET, HEAD";
 
 /// Every route the router serves.
 pub const ROUTES: &[RouteSpec] = &[
-    RouteSpec { path: "/healthz", name: "healthz", scope: None, allow: ALLOW_GET },
-    RouteSpec { path: "/readyz", name: "readyz", scope: None, allow: ALLOW_GET },
-    RouteSpec { path: "/api/v1/status", name: "status", scope: Some(Scope::Read), allow: ALLOW_GET },
-    RouteSpec { path: "/api/v1/results", name: "results", scope: Some(Scope::Read), allow: ALLOW_GET },
-    RouteSpec { path: "/api/v1/results/latest", name: "results_latest", scope: Some(Scope::Read), allow: ALLOW_GET },
-    RouteSpec { path: "/api/v1/results/{id}", name: "result_by_id", scope: Some(Scope::Read), allow: ALLOW_GET },
-    RouteSpec { path: "/metrics", name: "metrics", scope: Some(Scope::Read), allow: ALLOW_GET },
-    RouteSpec { path: "/api/v1/keys", name: "keys", scope: Some(Scope::Admin), allow: ALLOW_GET },
-    RouteSpec { path: "/api/v1/results/{id}/image", name: "result_image", scope: Some(Scope::Read), allow: ALLOW_GET },
-    RouteSpec { path: "/api/v1/backup", name: "backup", scope: Some(Scope::Admin), allow: ALLOW_GET },
-    RouteSpec { path: "/api/v1/classify", name: "classify", scope: Some(Scope::Read), allow: "POST" },
-    RouteSpec { path: "/api/v1/events", name: "events", scope: Some(Scope::Read), allow: ALLOW_GET },
-    RouteSpec { path: "/api/v1/model", name: "model", scope: Some(Scope::Admin), allow: "GET, HEAD, PUT" },
-    RouteSpec { path: "/api/v1/model/rollback", name: "model_rollback", scope: Some(Scope::Admin), allow: "POST" },
-    RouteSpec { path: "/api/v1/openapi.json", name: "openapi", scope: Some(Scope::Read), allow: ALLOW_GET },
-    RouteSpec { path: "/api/v1/reload", name: "reload", scope: Some(Scope::Admin), allow: "POST" },
+    RouteSpec {
+        path: "/healthz",
+        name: "healthz",
+        scope: None,
+        allow: ALLOW_GET,
+    },
+    RouteSpec {
+        path: "/readyz",
+        name: "readyz",
+        scope: None,
+        allow: ALLOW_GET,
+    },
+    RouteSpec {
+        path: "/api/v1/status",
+        name: "status",
+        scope: Some(Scope::Read),
+        allow: ALLOW_GET,
+    },
+    RouteSpec {
+        path: "/api/v1/results",
+        name: "results",
+        scope: Some(Scope::Read),
+        allow: ALLOW_GET,
+    },
+    RouteSpec {
+        path: "/api/v1/results/latest",
+        name: "results_latest",
+        scope: Some(Scope::Read),
+        allow: ALLOW_GET,
+    },
+    RouteSpec {
+        path: "/api/v1/results/{id}",
+        name: "result_by_id",
+        scope: Some(Scope::Read),
+        allow: ALLOW_GET,
+    },
+    RouteSpec {
+        path: "/metrics",
+        name: "metrics",
+        scope: Some(Scope::Read),
+        allow: ALLOW_GET,
+    },
+    RouteSpec {
+        path: "/api/v1/keys",
+        name: "keys",
+        scope: Some(Scope::Admin),
+        allow: ALLOW_GET,
+    },
+    RouteSpec {
+        path: "/api/v1/results/{id}/image",
+        name: "result_image",
+        scope: Some(Scope::Read),
+        allow: ALLOW_GET,
+    },
+    RouteSpec {
+        path: "/api/v1/backup",
+        name: "backup",
+        scope: Some(Scope::Admin),
+        allow: ALLOW_GET,
+    },
+    RouteSpec {
+        path: "/api/v1/classify",
+        name: "classify",
+        scope: Some(Scope::Read),
+        allow: "POST",
+    },
+    RouteSpec {
+        path: "/api/v1/events",
+        name: "events",
+        scope: Some(Scope::Read),
+        allow: ALLOW_GET,
+    },
+    RouteSpec {
+        path: "/api/v1/model",
+        name: "model",
+        scope: Some(Scope::Admin),
+        allow: "GET, HEAD, PUT",
+    },
+    RouteSpec {
+        path: "/api/v1/model/rollback",
+        name: "model_rollback",
+        scope: Some(Scope::Admin),
+        allow: "POST",
+    },
+    RouteSpec {
+        path: "/api/v1/openapi.json",
+        name: "openapi",
+        scope: Some(Scope::Read),
+        allow: ALLOW_GET,
+    },
+    RouteSpec {
+        path: "/api/v1/reload",
+        name: "reload",
+        scope: Some(Scope::Admin),
+        allow: "POST",
+    },
 ];
 
 #[derive(Debug, PartialEq)]
@@ -624,7 +808,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl KeyCache {
     fn stamp(&self) -> Result<FileStamp, std::io::Error> {
         match std::fs::metadata(self.store.path()) {
-            Ok(m) => Ok(Some((m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))),
+            Ok(m) => Ok(Some((
+                m.dev(),
+                m.ino(),
+                m.size(),
+                m.mtime(),
+                m.mtime_nsec(),
+            ))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
@@ -703,7 +893,11 @@ impl Ctx {
             state_dir: state_dir.to_path_buf(),
             pipeline: None,
             reloads: None,
-            uploads: classify::Uploads::new(opts.max_concurrent_uploads, opts.upload_queue, opts.max_upload_pixels),
+            uploads: classify::Uploads::new(
+                opts.max_concurrent_uploads,
+                opts.upload_queue,
+                opts.max_upload_pixels,
+            ),
             subscribers: events::Subscribers {
                 permits: Arc::new(Semaphore::new(opts.max_event_subscribers)),
                 heartbeat: opts.event_heartbeat,
@@ -723,7 +917,11 @@ impl Ctx {
                 access.auth_fail_burst,
                 MAX_RATE_LIMIT_ENTRIES,
             )),
-            key_limits: Mutex::new(RateLimiter::new(access.key_rate_per_s, access.key_burst, MAX_RATE_LIMIT_ENTRIES)),
+            key_limits: Mutex::new(RateLimiter::new(
+                access.key_rate_per_s,
+                access.key_burst,
+                MAX_RATE_LIMIT_ENTRIES,
+            )),
             failure_bursts: Mutex::new(FailureBursts::new(
                 AUTH_FAILURE_WINDOW,
                 AUTH_FAILURE_LOG_THRESHOLD,
@@ -734,7 +932,10 @@ impl Ctx {
     }
 
     fn origin_allowed(&self, origin: &HeaderValue) -> bool {
-        self.access.cors_allowed_origins.iter().any(|o| o.as_bytes() == origin.as_bytes())
+        self.access
+            .cors_allowed_origins
+            .iter()
+            .any(|o| o.as_bytes() == origin.as_bytes())
     }
 }
 
@@ -753,7 +954,9 @@ fn bearer_token(v: &HeaderValue) -> Option<&str> {
 }
 
 fn rate_limited(wait: Duration) -> ApiError {
-    ApiError::RateLimited { retry_after_s: limit::retry_after_secs(wait) }
+    ApiError::RateLimited {
+        retry_after_s: limit::retry_after_secs(wait),
+    }
 }
 
 /// Identify the caller and apply the rate limits. Every request without a
@@ -794,7 +997,13 @@ async fn authenticate(ctx: &Ctx, peer: IpAddr, headers: &HeaderMap) -> Result<Ca
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers.get(CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+    headers
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Read the whole body, refusing more than `max` bytes as they arrive.
@@ -805,7 +1014,9 @@ async fn read_body(body: Incoming, max: u64) -> Result<Bytes, ApiError> {
     let limit = usize::try_from(max).unwrap_or(usize::MAX);
     match Limited::new(body, limit).collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError::PayloadTooLarge { limit: max }),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ApiError::PayloadTooLarge { limit: max })
+        }
         Err(e) => {
             log::debug!("request body read failed: {e}");
             Err(ApiError::BadBody)
@@ -814,43 +1025,70 @@ async fn read_body(body: Incoming, max: u64) -> Result<Bytes, ApiError> {
 }
 
 fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
-    method == Method::OPTIONS && headers.contains_key(ORIGIN) && headers.contains_key(ACCESS_CONTROL_REQUEST_METHOD)
+    method == Method::OPTIONS
+        && headers.contains_key(ORIGIN)
+        && headers.contains_key(ACCESS_CONTROL_REQUEST_METHOD)
 }
 
 fn preflight_response(route: &RouteSpec) -> Resp {
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::NO_CONTENT;
     let h = r.headers_mut();
-    h.insert(ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(route.allow));
-    h.insert(ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("authorization"));
+    h.insert(
+        ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(route.allow),
+    );
+    h.insert(
+        ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("authorization"),
+    );
     h.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
     r
 }
 
 /// Headers on every response this handler produces, errors included.
 fn security_headers(h: &mut HeaderMap) {
-    h.insert(STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
+    h.insert(
+        STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=31536000"),
+    );
     h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"));
+    h.insert(
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+    );
     h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    h.insert(PERMISSIONS_POLICY, HeaderValue::from_static(PERMISSIONS_POLICY_VALUE));
+    h.insert(
+        PERMISSIONS_POLICY,
+        HeaderValue::from_static(PERMISSIONS_POLICY_VALUE),
+    );
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
 
-async fn handle(ctx: Arc<Ctx>, peer: SocketAddr, req: Request<Incoming>, kill: Arc<tokio::sync::Notify>) -> Response<OutBody> {
+async fn handle(
+    ctx: Arc<Ctx>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+    kill: Arc<tokio::sync::Notify>,
+) -> Response<OutBody> {
     let started = Instant::now();
     let method = req.method().clone();
     let origin = req.headers().get(ORIGIN).cloned();
     let (mut resp, route_name) = respond(&ctx, peer, req, kill).await;
-    ctx.state.metrics.count_http(route_name, resp.status().as_u16());
+    ctx.state
+        .metrics
+        .count_http(route_name, resp.status().as_u16());
     let h = resp.headers_mut();
     security_headers(h);
     if !ctx.access.cors_allowed_origins.is_empty() {
         h.append(VARY, HeaderValue::from_static("origin"));
         if let Some(o) = origin.filter(|o| ctx.origin_allowed(o)) {
             h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, o);
-            h.insert(ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("retry-after, www-authenticate"));
+            h.insert(
+                ACCESS_CONTROL_EXPOSE_HEADERS,
+                HeaderValue::from_static("retry-after, www-authenticate"),
+            );
         }
     }
     log::debug!(
@@ -884,7 +1122,10 @@ async fn respond(
             return Err(ApiError::PayloadTooLarge { limit: max });
         }
         if let Some(r) = &route {
-            let allowed_origin = parts.headers.get(ORIGIN).is_some_and(|o| ctx.origin_allowed(o));
+            let allowed_origin = parts
+                .headers
+                .get(ORIGIN)
+                .is_some_and(|o| ctx.origin_allowed(o));
             if allowed_origin && is_preflight(&parts.method, &parts.headers) {
                 return Ok(preflight_response(r.spec()).map(Either::Left));
             }
@@ -894,7 +1135,9 @@ async fn respond(
         if let Some(needed) = route.spec().scope {
             match &caller {
                 Caller::Anonymous => return Err(ApiError::MissingKey),
-                Caller::Key(k) if !k.scope.allows(needed) => return Err(ApiError::InsufficientScope { needed }),
+                Caller::Key(k) if !k.scope.allows(needed) => {
+                    return Err(ApiError::InsufficientScope { needed })
+                }
                 Caller::Key(_) => {}
             }
         }
@@ -906,13 +1149,23 @@ async fn respond(
             return Err(ApiError::MethodNotAllowed { allow });
         }
         if route == Route::Events {
-            return events::subscribe(ctx, kill, parts.method == Method::HEAD).map(|r| r.map(Either::Right));
+            return events::subscribe(ctx, kill, parts.method == Method::HEAD)
+                .map(|r| r.map(Either::Right));
         }
-        let req = Req { method: &parts.method, query: parts.uri.query(), caller: &caller, body, peer };
+        let req = Req {
+            method: &parts.method,
+            query: parts.uri.query(),
+            caller: &caller,
+            body,
+            peer,
+        };
         dispatch(ctx, route, req).await.map(|r| r.map(Either::Left))
     }
     .await;
-    (result.unwrap_or_else(|e| error_response(&e).map(Either::Left)), route_name)
+    (
+        result.unwrap_or_else(|e| error_response(&e).map(Either::Left)),
+        route_name,
+    )
 }
 
 /// The parts of a request a handler may need.
@@ -937,11 +1190,17 @@ async fn blocking<T: Send + 'static>(
 async fn dispatch(ctx: &Arc<Ctx>, route: Route<'_>, req: Req<'_>) -> Result<Resp, ApiError> {
     let (query, caller) = (req.query, req.caller);
     match route {
-        Route::Healthz => Ok(json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
+        Route::Healthz => Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({"status": "ok"}),
+        )),
         Route::Readyz => {
             let r = ctx.state.readiness();
-            let status =
-                if r.ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            let status = if r.ready() {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
             let body = match caller {
                 Caller::Key(_) => serde_json::json!({"ready": r.ready(), "checks": r}),
                 Caller::Anonymous => serde_json::json!({"ready": r.ready()}),
@@ -954,7 +1213,9 @@ async fn dispatch(ctx: &Arc<Ctx>, route: Route<'_>, req: Req<'_>) -> Result<Resp
             let mut resp = Response::new(Full::new(Bytes::from(body)));
             resp.headers_mut().insert(
                 CONTENT_TYPE,
-                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
             );
             Ok(resp)
         }
@@ -979,7 +1240,10 @@ async fn dispatch(ctx: &Arc<Ctx>, route: Route<'_>, req: Req<'_>) -> Result<Resp
         Route::Keys => {
             let set = ctx.keys.get().await;
             let keys: Vec<&KeyInfo> = set.infos().collect();
-            Ok(json_response(StatusCode::OK, &serde_json::json!({ "keys": keys })))
+            Ok(json_response(
+                StatusCode::OK,
+                &serde_json::json!({ "keys": keys }),
+            ))
         }
         Route::Classify => {
             let name = match caller {
@@ -989,7 +1253,9 @@ async fn dispatch(ctx: &Arc<Ctx>, route: Route<'_>, req: Req<'_>) -> Result<Resp
             classify::classify(ctx, query, req.body, req.peer, name).await
         }
         // Answered in `respond` (a stream, not a whole body).
-        Route::Events => Err(ApiError::Internal("events route dispatched as a whole body".into())),
+        Route::Events => Err(ApiError::Internal(
+            "events route dispatched as a whole body".into(),
+        )),
         Route::Model if req.method == Method::PUT => model::put(ctx, req.body, query).await,
         Route::Model => model::get(ctx).await,
         Route::ModelRollback => model::rollback(ctx).await,
@@ -1021,17 +1287,25 @@ async fn status(ctx: &Arc<Ctx>) -> Result<Resp, ApiError> {
 
 fn invalid(name: &str, reason: impl Into<String>) -> ApiError {
     // Client-supplied names are echoed back; keep them short.
-    ApiError::InvalidParameter { name: name.chars().take(32).collect(), reason: reason.into() }
+    ApiError::InvalidParameter {
+        name: name.chars().take(32).collect(),
+        reason: reason.into(),
+    }
 }
 
 /// A time bound: nanoseconds since the epoch, or an RFC 3339 timestamp.
 fn parse_time(name: &str, v: &str) -> Result<u64, ApiError> {
     if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
-        return v.parse().map_err(|_| invalid(name, "nanosecond value out of range"));
+        return v
+            .parse()
+            .map_err(|_| invalid(name, "nanosecond value out of range"));
     }
     let t = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
         .map_err(|_| {
-            invalid(name, "expected nanoseconds since the Unix epoch or an RFC 3339 time")
+            invalid(
+                name,
+                "expected nanoseconds since the Unix epoch or an RFC 3339 time",
+            )
         })?;
     u64::try_from(t.unix_timestamp_nanos())
         .map_err(|_| invalid(name, "time outside 1970..2554 (u64 nanoseconds)"))
@@ -1048,7 +1322,12 @@ struct Activity {
 
 impl Activity {
     fn new() -> Self {
-        Activity { kill: Arc::new(tokio::sync::Notify::new()), base: Instant::now(), in_flight: AtomicUsize::new(0), last: AtomicU64::new(0) }
+        Activity {
+            kill: Arc::new(tokio::sync::Notify::new()),
+            base: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last: AtomicU64::new(0),
+        }
     }
     fn touch(&self) {
         let ns = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -1103,19 +1382,28 @@ impl Server {
         store: Arc<Store>,
     ) -> Result<Server, ApiError> {
         if opts.max_connections == 0 {
-            return Err(ApiError::Config("max_connections must be at least 1".into()));
+            return Err(ApiError::Config(
+                "max_connections must be at least 1".into(),
+            ));
         }
         if opts.max_results_limit == 0 {
-            return Err(ApiError::Config("max_results_limit must be at least 1".into()));
+            return Err(ApiError::Config(
+                "max_results_limit must be at least 1".into(),
+            ));
         }
         if opts.max_concurrent_uploads == 0 || opts.max_event_subscribers == 0 {
-            return Err(ApiError::Config("max_concurrent_uploads and max_event_subscribers must be at least 1".into()));
+            return Err(ApiError::Config(
+                "max_concurrent_uploads and max_event_subscribers must be at least 1".into(),
+            ));
         }
         let (settings, dir) = (opts.tls_settings(), opts.state_dir.clone());
         let material = tokio::task::spawn_blocking(move || tls::load(&settings, &dir, true))
-        .await
-        .map_err(|e| ApiError::Internal(format!("TLS setup task failed: {e}")))??;
-        let bind_err = |source| ApiError::Bind { addr: opts.listen, source };
+            .await
+            .map_err(|e| ApiError::Internal(format!("TLS setup task failed: {e}")))??;
+        let bind_err = |source| ApiError::Bind {
+            addr: opts.listen,
+            source,
+        };
         let listener = TcpListener::bind(opts.listen).await.map_err(bind_err)?;
         let local_addr = listener.local_addr().map_err(bind_err)?;
         log::info!(addr:display = local_addr; "API listening on https://{local_addr}");
@@ -1124,7 +1412,13 @@ impl Server {
             tls: TlsReloader::new(&material, &opts.state_dir),
             local_addr,
             fingerprint: material.fingerprint,
-            ctx: Ctx::new(state, store, &opts, AccessOptions::default(), &opts.state_dir),
+            ctx: Ctx::new(
+                state,
+                store,
+                &opts,
+                AccessOptions::default(),
+                &opts.state_dir,
+            ),
             opts,
             shutdown_grace: SHUTDOWN_GRACE,
         })
@@ -1134,7 +1428,13 @@ impl Server {
     /// [`AccessOptions::default`]). Replaces any earlier call's options.
     pub fn with_access(mut self, access: AccessOptions) -> Result<Self, ApiError> {
         access.validate()?;
-        let Ctx { state, store, pipeline, reloads, .. } = self.ctx;
+        let Ctx {
+            state,
+            store,
+            pipeline,
+            reloads,
+            ..
+        } = self.ctx;
         self.ctx = Ctx::new(state, store, &self.opts, access, &self.opts.state_dir);
         (self.ctx.pipeline, self.ctx.reloads) = (pipeline, reloads);
         Ok(self)
@@ -1181,7 +1481,14 @@ impl Server {
     /// stop accepting, let in-flight requests finish for up to the shutdown
     /// grace period, drop what remains, and return.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), ApiError> {
-        let Server { listener, tls, opts, mut ctx, shutdown_grace, .. } = self;
+        let Server {
+            listener,
+            tls,
+            opts,
+            mut ctx,
+            shutdown_grace,
+            ..
+        } = self;
         let (conn_stop_tx, conn_stop_rx) = watch::channel(false);
         ctx.stop = conn_stop_rx.clone();
         let ctx = Arc::new(ctx);
@@ -1377,7 +1684,11 @@ mod tests {
         let names: std::collections::HashSet<_> = ROUTES.iter().map(|r| r.name).collect();
         assert_eq!(names.len(), ROUTES.len());
         // Only the probes answer without a key.
-        let public: Vec<_> = ROUTES.iter().filter(|r| r.scope.is_none()).map(|r| r.path).collect();
+        let public: Vec<_> = ROUTES
+            .iter()
+            .filter(|r| r.scope.is_none())
+            .map(|r| r.path)
+            .collect();
         assert_eq!(public, ["/healthz", "/readyz"]);
     }
 
@@ -1407,10 +1718,21 @@ mod tests {
         assert!(with(&|a| a.key_rate_per_s = f64::NAN).is_err());
         assert!(with(&|a| a.key_burst = 0).is_err());
         assert!(with(&|a| a.max_body_bytes = 0).is_err());
-        for bad in ["*", "https://a.example/", "a.example", "https://A.example", "https://a.example/x"] {
-            assert!(with(&|a| a.cors_allowed_origins = vec![bad.into()]).is_err(), "{bad}");
+        for bad in [
+            "*",
+            "https://a.example/",
+            "a.example",
+            "https://A.example",
+            "https://a.example/x",
+        ] {
+            assert!(
+                with(&|a| a.cors_allowed_origins = vec![bad.into()]).is_err(),
+                "{bad}"
+            );
         }
-        assert!(with(&|a| a.cors_allowed_origins = vec!["https://ui.example:8080".into(), "http://[::1]:3000".into()]).is_ok());
+        assert!(with(&|a| a.cors_allowed_origins =
+            vec!["https://ui.example:8080".into(), "http://[::1]:3000".into()])
+        .is_ok());
     }
 
     // Catches: server errors leaking paths or internals into the response body.
@@ -1421,7 +1743,10 @@ mod tests {
             action: "read",
             source: std::io::Error::other("boom"),
         });
-        assert_eq!(status_and_code(&e), (StatusCode::INTERNAL_SERVER_ERROR, "store_error"));
+        assert_eq!(
+            status_and_code(&e),
+            (StatusCode::INTERNAL_SERVER_ERROR, "store_error")
+        );
         let msg = public_message(&e);
         assert!(!msg.contains("/var/lib") && !msg.contains("boom"), "{msg}");
         // Malformed ids from the store become a client error.

@@ -31,7 +31,9 @@ fn store_err(e: ModelStoreError) -> ApiError {
 async fn blocking_models<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::Internal(format!("model task failed: {e}")))?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal(format!("model task failed: {e}")))?
 }
 
 /// `GET /api/v1/model`.
@@ -50,11 +52,17 @@ pub(super) async fn get(ctx: &Arc<Ctx>) -> Result<Resp, ApiError> {
 
 /// Poll `done` every 50 ms until it holds, or fail after
 /// [`ACTIVATION_TIMEOUT`] with `what` (what did not happen).
-pub(super) async fn await_inference(mut done: impl FnMut() -> bool, what: impl FnOnce() -> String) -> Result<(), ApiError> {
+pub(super) async fn await_inference(
+    mut done: impl FnMut() -> bool,
+    what: impl FnOnce() -> String,
+) -> Result<(), ApiError> {
     let deadline = Instant::now() + ACTIVATION_TIMEOUT;
     while !done() {
         if Instant::now() >= deadline {
-            return Err(ApiError::Internal(format!("{} within {ACTIVATION_TIMEOUT:?}", what())));
+            return Err(ApiError::Internal(format!(
+                "{} within {ACTIVATION_TIMEOUT:?}",
+                what()
+            )));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -63,25 +71,42 @@ pub(super) async fn await_inference(mut done: impl FnMut() -> bool, what: impl F
 
 /// Wait until the inference thread runs `sha256` (polling the shared state).
 async fn await_running(ctx: &Arc<Ctx>, sha256: &str) -> Result<(), ApiError> {
-    await_inference(|| ctx.state.model().is_some_and(|m| m.sha256 == sha256), || format!("model {sha256} installed but not running")).await
+    await_inference(
+        || ctx.state.model().is_some_and(|m| m.sha256 == sha256),
+        || format!("model {sha256} installed but not running"),
+    )
+    .await
 }
 
 fn reload(ctx: &Arc<Ctx>) -> Result<(), ApiError> {
     let p = ctx.pipeline.as_ref().ok_or(ApiError::ModelUnavailable)?;
-    p.control.reload.store(true, std::sync::atomic::Ordering::Relaxed);
+    p.control
+        .reload
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     Ok(())
 }
 
 fn changed(ctx: &Arc<Ctx>, meta: &VersionMeta) -> Resp {
-    json_response(StatusCode::OK, &serde_json::json!({ "running": ctx.state.model(), "version": meta }))
+    json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "running": ctx.state.model(), "version": meta }),
+    )
 }
 
 /// `PUT /api/v1/model`: the body is the .tflite file; labels must be embedded
 /// in it (TFLite metadata), else results are reported by class index.
-pub(super) async fn put(ctx: &Arc<Ctx>, body: Bytes, query: Option<&str>) -> Result<Resp, ApiError> {
+pub(super) async fn put(
+    ctx: &Arc<Ctx>,
+    body: Bytes,
+    query: Option<&str>,
+) -> Result<Resp, ApiError> {
     let name = match form_urlencoded::parse(query.unwrap_or("").as_bytes()).next() {
-        Some((k, v)) if k == "name" && !v.is_empty() && v.len() <= 128 && !v.contains('/') => v.into_owned(),
-        Some((k, _)) if k == "name" => return Err(super::invalid("name", "1-128 characters, no '/'")),
+        Some((k, v)) if k == "name" && !v.is_empty() && v.len() <= 128 && !v.contains('/') => {
+            v.into_owned()
+        }
+        Some((k, _)) if k == "name" => {
+            return Err(super::invalid("name", "1-128 characters, no '/'"))
+        }
         Some((k, _)) => return Err(super::invalid(&k, "unknown parameter (expected name)")),
         None => "uploaded.tflite".into(),
     };
@@ -89,7 +114,10 @@ pub(super) async fn put(ctx: &Arc<Ctx>, body: Bytes, query: Option<&str>) -> Res
         return Err(ApiError::EmptyUpload);
     }
     let p = ctx.pipeline.clone().ok_or(ApiError::ModelUnavailable)?;
-    let _change = ctx.model_change.try_lock().map_err(|_| ApiError::ModelChangeInProgress)?;
+    let _change = ctx
+        .model_change
+        .try_lock()
+        .map_err(|_| ApiError::ModelChangeInProgress)?;
     let meta = blocking_models(move || {
         let models = p.models.clone();
         std::fs::create_dir_all(models.dir())
@@ -97,9 +125,15 @@ pub(super) async fn put(ctx: &Arc<Ctx>, body: Bytes, query: Option<&str>) -> Res
         let tmp = tempfile::Builder::new()
             .prefix(".upload-")
             .tempdir_in(models.dir())
-            .map_err(|e| ApiError::Internal(format!("temporary upload dir in {}: {e}", models.dir().display())))?;
+            .map_err(|e| {
+                ApiError::Internal(format!(
+                    "temporary upload dir in {}: {e}",
+                    models.dir().display()
+                ))
+            })?;
         let file = tmp.path().join(&name);
-        std::fs::write(&file, &body).map_err(|e| ApiError::Internal(format!("writing {}: {e}", file.display())))?;
+        std::fs::write(&file, &body)
+            .map_err(|e| ApiError::Internal(format!("writing {}: {e}", file.display())))?;
         let hide = tmp.path().display().to_string();
         let meta = models
             .install(&file, None, |model, _| {
@@ -107,7 +141,9 @@ pub(super) async fn put(ctx: &Arc<Ctx>, body: Bytes, query: Option<&str>) -> Res
                 m.path = model.to_path_buf();
                 m.labels = None;
                 // The reason names the temporary path; clients see the file name only.
-                load_model(&m).map(|l| l.status.kind).map_err(|e| e.to_string().replace(&format!("{hide}/"), ""))
+                load_model(&m)
+                    .map(|l| l.status.kind)
+                    .map_err(|e| e.to_string().replace(&format!("{hide}/"), ""))
             })
             .map_err(store_err)?;
         models.activate(&meta.sha256).map_err(store_err)
@@ -122,7 +158,10 @@ pub(super) async fn put(ctx: &Arc<Ctx>, body: Bytes, query: Option<&str>) -> Res
 /// `POST /api/v1/model/rollback`.
 pub(super) async fn rollback(ctx: &Arc<Ctx>) -> Result<Resp, ApiError> {
     let p = ctx.pipeline.clone().ok_or(ApiError::ModelUnavailable)?;
-    let _change = ctx.model_change.try_lock().map_err(|_| ApiError::ModelChangeInProgress)?;
+    let _change = ctx
+        .model_change
+        .try_lock()
+        .map_err(|_| ApiError::ModelChangeInProgress)?;
     let meta = blocking_models(move || p.models.rollback().map_err(store_err)).await?;
     reload(ctx)?;
     await_running(ctx, &meta.sha256).await?;

@@ -21,13 +21,17 @@ pub(super) async fn post(ctx: &Arc<Ctx>) -> Result<Resp, ApiError> {
     let (Some(tx), Some(p)) = (&ctx.reloads, &ctx.pipeline) else {
         return Err(ApiError::ReloadUnavailable);
     };
-    let _change = ctx.model_change.try_lock().map_err(|_| ApiError::ModelChangeInProgress)?;
+    let _change = ctx
+        .model_change
+        .try_lock()
+        .map_err(|_| ApiError::ModelChangeInProgress)?;
     let before = p.control.reloads_done.load(Ordering::Acquire);
     let (reply, answer) = oneshot::channel();
-    tx.try_send(crate::reload::Request { reply }).map_err(|e| match e {
-        TrySendError::Full(_) => ApiError::ModelChangeInProgress,
-        TrySendError::Closed(_) => ApiError::ShuttingDown,
-    })?;
+    tx.try_send(crate::reload::Request { reply })
+        .map_err(|e| match e {
+            TrySendError::Full(_) => ApiError::ModelChangeInProgress,
+            TrySendError::Closed(_) => ApiError::ShuttingDown,
+        })?;
     let outcome = match answer.await {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(reason)) => return Err(ApiError::ConfigRefused { reason }),
@@ -37,7 +41,12 @@ pub(super) async fn post(ctx: &Arc<Ctx>) -> Result<Resp, ApiError> {
     // The inference thread reloads between two frames (at least every 200 ms).
     let reloaded = || p.control.reloads_done.load(Ordering::Acquire) != before;
     await_inference(reloaded, || "the inference thread did not reload".into()).await?;
-    let model_error = p.control.last_reload_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let model_error = p
+        .control
+        .last_reload_error
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let tls = match outcome.tls {
         Some(Ok(sha256)) => serde_json::json!({ "sha256": sha256 }),
         Some(Err(error)) => serde_json::json!({ "error": error }),

@@ -30,7 +30,9 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 use tokio::sync::mpsc;
 
-use super::{blocking, invalid, json_response, parse_time, ApiError, Ctx, Resp, DEFAULT_RESULTS_LIMIT};
+use super::{
+    blocking, invalid, json_response, parse_time, ApiError, Ctx, Resp, DEFAULT_RESULTS_LIMIT,
+};
 use crate::store::{Query, MAX_TERM_LEN};
 
 /// Bytes the backup writer collects before handing a chunk to hyper.
@@ -41,7 +43,10 @@ pub const BACKUP_CHUNKS_IN_FLIGHT: usize = 4;
 pub const NDJSON: &str = "application/x-ndjson";
 
 /// Parse the `/api/v1/results` query string.
-pub(super) fn parse_results_query(query: Option<&str>, max_limit: usize) -> Result<Query, ApiError> {
+pub(super) fn parse_results_query(
+    query: Option<&str>,
+    max_limit: usize,
+) -> Result<Query, ApiError> {
     let mut q = Query::newest(DEFAULT_RESULTS_LIMIT.min(max_limit));
     let mut seen_limit = false;
     for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
@@ -58,23 +63,34 @@ pub(super) fn parse_results_query(query: Option<&str>, max_limit: usize) -> Resu
             "until" => q.until = Some(parse_time("until", &v)?),
             "label" => {
                 if v.is_empty() || v.len() > MAX_TERM_LEN {
-                    return Err(invalid("label", format!("expected 1..={MAX_TERM_LEN} bytes")));
+                    return Err(invalid(
+                        "label",
+                        format!("expected 1..={MAX_TERM_LEN} bytes"),
+                    ));
                 }
                 q.label = Some(v.into_owned());
             }
             "model" => {
                 if v.len() != 64 || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(invalid("model", "expected the model's SHA-256 as 64 hexadecimal digits"));
+                    return Err(invalid(
+                        "model",
+                        "expected the model's SHA-256 as 64 hexadecimal digits",
+                    ));
                 }
                 q.model = Some(v.to_ascii_lowercase());
             }
             "min_score" => {
                 let s = v.parse::<f32>().ok().filter(|s| s.is_finite());
-                q.min_score = Some(s.ok_or_else(|| invalid("min_score", "expected a finite number"))?);
+                q.min_score =
+                    Some(s.ok_or_else(|| invalid("min_score", "expected a finite number"))?);
             }
             "cursor" => {
-                crate::store::decode_cursor(&v)
-                    .map_err(|_| invalid("cursor", "not a cursor from this API; pass next_cursor unchanged"))?;
+                crate::store::decode_cursor(&v).map_err(|_| {
+                    invalid(
+                        "cursor",
+                        "not a cursor from this API; pass next_cursor unchanged",
+                    )
+                })?;
                 q.cursor = Some(v.into_owned());
             }
             "limit" => {
@@ -83,14 +99,14 @@ pub(super) fn parse_results_query(query: Option<&str>, max_limit: usize) -> Resu
                     .parse::<usize>()
                     .ok()
                     .filter(|n| (1..=max_limit).contains(n))
-                    .ok_or_else(|| invalid("limit", format!("expected an integer 1..={max_limit}")))?;
+                    .ok_or_else(|| {
+                        invalid("limit", format!("expected an integer 1..={max_limit}"))
+                    })?;
             }
-            other => {
-                return Err(invalid(
-                    other,
-                    "unknown parameter (expected since, until, label, min_score, model, cursor, limit)",
-                ))
-            }
+            other => return Err(invalid(
+                other,
+                "unknown parameter (expected since, until, label, min_score, model, cursor, limit)",
+            )),
         }
     }
     if let (Some(s), Some(u)) = (q.since, q.until) {
@@ -120,7 +136,8 @@ pub(super) async fn image(ctx: &Arc<Ctx>, id: &str) -> Result<Resp, ApiError> {
         return Err(ApiError::NoSnapshot);
     };
     let mut r = Response::new(Full::new(Bytes::from(bytes)));
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     Ok(r)
 }
 
@@ -133,7 +150,10 @@ impl hyper::body::Body for ChannelBody {
     type Data = Bytes;
     type Error = io::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         self.rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data)))
     }
 }
@@ -166,7 +186,10 @@ impl ChannelWriter {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(BACKUP_CHUNK_BYTES)));
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(BACKUP_CHUNK_BYTES),
+        ));
         self.tx
             .blocking_send(Ok(chunk))
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "backup client disconnected"))
@@ -201,19 +224,25 @@ pub(super) async fn backup(ctx: &Arc<Ctx>, query: Option<&str>) -> Result<Resp, 
     // The export runs on the blocking pool; the task is not awaited: it ends
     // when the export does or the client goes away (send fails).
     tokio::task::spawn_blocking(move || {
-        let mut w = ChannelWriter { tx: tx.clone(), buf: Vec::with_capacity(BACKUP_CHUNK_BYTES) };
+        let mut w = ChannelWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(BACKUP_CHUNK_BYTES),
+        };
         match crate::backup::export(&store, since, &mut w, |_| {}) {
             Ok(n) => log::info!(records = n; "API backup: exported {n} results"),
             Err(e) => {
                 log::warn!("API backup stopped: {e}");
                 // Abort the body so the client sees a failed transfer, not a short file.
-                let _ = tx.blocking_send(Err(io::Error::other("backup failed; see the daemon log")));
+                let _ =
+                    tx.blocking_send(Err(io::Error::other("backup failed; see the daemon log")));
             }
         }
     });
     let mut r = Response::new(Full::new(Bytes::new()));
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(NDJSON));
-    r.extensions_mut().insert(Streamed(Arc::new(Mutex::new(Some(ChannelBody { rx })))));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(NDJSON));
+    r.extensions_mut()
+        .insert(Streamed(Arc::new(Mutex::new(Some(ChannelBody { rx })))));
     Ok(r)
 }
 
@@ -232,7 +261,10 @@ mod tests {
         assert_eq!(parse_results_query(None, 10).unwrap().limit, 10);
         let got = q("since=5&until=9&limit=100").unwrap();
         assert_eq!((got.since, got.until, got.limit), (Some(5), Some(9), 100));
-        assert_eq!(q("since=1970-01-01T00:00:01Z").unwrap().since, Some(1_000_000_000));
+        assert_eq!(
+            q("since=1970-01-01T00:00:01Z").unwrap().since,
+            Some(1_000_000_000)
+        );
         assert_eq!(
             q("until=1970-01-01T01:00:00.5%2B01:00").unwrap().until,
             Some(500_000_000),
@@ -240,10 +272,17 @@ mod tests {
         );
         let sha = "AB".repeat(32);
         let cursor = crate::store::encode_cursor(&[7; 16]);
-        let got = q(&format!("label=tabby+cat&min_score=0.6&model={sha}&cursor={cursor}")).unwrap();
+        let got = q(&format!(
+            "label=tabby+cat&min_score=0.6&model={sha}&cursor={cursor}"
+        ))
+        .unwrap();
         assert_eq!(got.label.as_deref(), Some("tabby cat"));
         assert_eq!(got.min_score, Some(0.6));
-        assert_eq!(got.model, Some("ab".repeat(32)), "model normalised to lower case");
+        assert_eq!(
+            got.model,
+            Some("ab".repeat(32)),
+            "model normalised to lower case"
+        );
         assert_eq!(got.cursor, Some(cursor.clone()));
         for bad in [
             "limit=0".to_string(),

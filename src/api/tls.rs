@@ -41,7 +41,11 @@ pub enum TlsError {
     )]
     GeneratedKeyMissing { cert: PathBuf, key: PathBuf },
     #[error("TLS: certificate {cert} and key {key} cannot be used together: {source}")]
-    Rustls { cert: PathBuf, key: PathBuf, source: rustls::Error },
+    Rustls {
+        cert: PathBuf,
+        key: PathBuf,
+        source: rustls::Error,
+    },
     #[error("TLS: cannot generate a self-signed certificate: {0}")]
     Generate(#[from] rcgen::Error),
     #[error("TLS: cannot write {path}: {source}")]
@@ -99,7 +103,11 @@ pub fn load_or_generate(
     key: Option<&Path>,
     state_dir: &Path,
 ) -> Result<TlsMaterial, TlsError> {
-    let s = TlsSettings { cert: cert.map(Path::to_path_buf), key: key.map(Path::to_path_buf), ..TlsSettings::default() };
+    let s = TlsSettings {
+        cert: cert.map(Path::to_path_buf),
+        key: key.map(Path::to_path_buf),
+        ..TlsSettings::default()
+    };
     load(&s, state_dir, true)
 }
 
@@ -107,11 +115,17 @@ pub fn load_or_generate(
 /// `<state_dir>/tls/`, generated first when missing if `may_generate` (at
 /// start), an error otherwise (a reload must not change the certificate
 /// behind the operator's back).
-pub fn load(s: &TlsSettings, state_dir: &Path, may_generate: bool) -> Result<TlsMaterial, TlsError> {
+pub fn load(
+    s: &TlsSettings,
+    state_dir: &Path,
+    may_generate: bool,
+) -> Result<TlsMaterial, TlsError> {
     let client = s.client_ca.as_deref().map(|ca| (ca, s.client_auth));
     match (s.cert.as_deref(), s.key.as_deref()) {
         (Some(c), Some(k)) => build(c, k, false, client),
-        (Some(_), None) => Err(TlsError::HalfConfigured { given: "certificate" }),
+        (Some(_), None) => Err(TlsError::HalfConfigured {
+            given: "certificate",
+        }),
         (None, Some(_)) => Err(TlsError::HalfConfigured { given: "key" }),
         (None, None) => {
             let dir = state_dir.join(TLS_DIR);
@@ -140,7 +154,10 @@ fn client_verifier(
     auth: ClientAuth,
     provider: Arc<CryptoProvider>,
 ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
-    let bad = |reason: String| TlsError::ClientCa { path: ca.to_path_buf(), reason };
+    let bad = |reason: String| TlsError::ClientCa {
+        path: ca.to_path_buf(),
+        reason,
+    };
     let mut roots = rustls::RootCertStore::empty();
     for cert in read_certs(ca)? {
         roots.add(cert).map_err(|e| bad(e.to_string()))?;
@@ -204,23 +221,36 @@ fn build(
 fn open(path: &Path) -> Result<BufReader<fs::File>, TlsError> {
     fs::File::open(path)
         .map(BufReader::new)
-        .map_err(|source| TlsError::Read { path: path.to_path_buf(), source })
+        .map_err(|source| TlsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = rustls_pemfile::certs(&mut open(path)?)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| TlsError::Pem { path: path.to_path_buf(), source })?;
+        .map_err(|source| TlsError::Pem {
+            path: path.to_path_buf(),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(TlsError::NoCertificate { path: path.to_path_buf() });
+        return Err(TlsError::NoCertificate {
+            path: path.to_path_buf(),
+        });
     }
     Ok(certs)
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     rustls_pemfile::private_key(&mut open(path)?)
-        .map_err(|source| TlsError::Pem { path: path.to_path_buf(), source })?
-        .ok_or_else(|| TlsError::NoKey { path: path.to_path_buf() })
+        .map_err(|source| TlsError::Pem {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .ok_or_else(|| TlsError::NoKey {
+            path: path.to_path_buf(),
+        })
 }
 
 /// The served TLS configuration, swappable while the server runs. Each new
@@ -236,7 +266,10 @@ impl TlsReloader {
     /// Serve `material` until the next successful [`TlsReloader::reload`].
     pub fn new(material: &TlsMaterial, state_dir: &Path) -> Self {
         TlsReloader {
-            current: Arc::new(RwLock::new((material.config.clone(), material.fingerprint.clone()))),
+            current: Arc::new(RwLock::new((
+                material.config.clone(),
+                material.fingerprint.clone(),
+            ))),
             state_dir: state_dir.to_path_buf(),
         }
     }
@@ -245,12 +278,20 @@ impl TlsReloader {
     pub fn config(&self) -> Arc<ServerConfig> {
         // A poisoned lock still holds a complete pair (it is only ever
         // replaced whole).
-        self.current.read().unwrap_or_else(PoisonError::into_inner).0.clone()
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+            .clone()
     }
 
     /// SHA-256 of the leaf certificate new handshakes get, lowercase hex.
     pub fn fingerprint(&self) -> String {
-        self.current.read().unwrap_or_else(PoisonError::into_inner).1.clone()
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .1
+            .clone()
     }
 
     /// Read the material `s` names (never generating a pair) and serve it to
@@ -260,24 +301,32 @@ impl TlsReloader {
     /// blocking context.
     pub fn reload(&self, s: &TlsSettings) -> Result<String, TlsError> {
         let m = load(s, &self.state_dir, false)?;
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = (m.config, m.fingerprint.clone());
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) =
+            (m.config, m.fingerprint.clone());
         Ok(m.fingerprint)
     }
 }
 
 /// Subject alternative names for the generated certificate.
 fn subject_alt_names() -> Vec<String> {
-    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
     match fs::read_to_string("/proc/sys/kernel/hostname") {
         Ok(h) => {
             let h = h.trim();
             let valid = !h.is_empty()
                 && h.len() <= 253
-                && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
             if valid && !names.iter().any(|n| n == h) {
                 names.push(h.to_string());
             } else if !valid {
-                log::warn!("hostname {h:?} is not a valid DNS name; leaving it out of the certificate");
+                log::warn!(
+                    "hostname {h:?} is not a valid DNS name; leaving it out of the certificate"
+                );
             }
         }
         Err(e) => log::warn!("cannot read the hostname for the certificate: {e}"),
@@ -290,9 +339,14 @@ fn generate(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(), TlsErro
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|source| TlsError::Write { path: dir.to_path_buf(), source })?;
+        .map_err(|source| TlsError::Write {
+            path: dir.to_path_buf(),
+            source,
+        })?;
     let mut params = rcgen::CertificateParams::new(subject_alt_names())?;
-    params.distinguished_name.push(rcgen::DnType::CommonName, "Spotter self-signed");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Spotter self-signed");
     let key_pair = rcgen::KeyPair::generate()?;
     let cert = params.self_signed(&key_pair)?;
     // Key first: a certificate on disk implies its key is on disk.
@@ -303,7 +357,10 @@ fn generate(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(), TlsErro
 
 /// Write atomically with `mode` (see [`crate::fsutil::write_atomic`]).
 fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
-    crate::fsutil::write_atomic(path, bytes, mode).map_err(|source| TlsError::Write { path: path.to_path_buf(), source })
+    crate::fsutil::write_atomic(path, bytes, mode).map_err(|source| TlsError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -319,7 +376,10 @@ mod tests {
         let first = load_or_generate(None, None, dir.path()).unwrap();
         assert!(first.generated);
         assert_eq!(first.fingerprint.len(), 64);
-        let key_mode = fs::metadata(dir.path().join("tls/key.pem")).unwrap().permissions().mode();
+        let key_mode = fs::metadata(dir.path().join("tls/key.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(key_mode & 0o777, 0o600);
         let second = load_or_generate(None, None, dir.path()).unwrap();
         assert!(!second.generated);
@@ -342,7 +402,10 @@ mod tests {
         let gen = load_or_generate(None, None, &dir.path().join("a")).unwrap();
         let m = load_or_generate(Some(&gen.cert_path), Some(&gen.key_path), dir.path()).unwrap();
         assert_eq!(m.fingerprint, gen.fingerprint);
-        assert!(!dir.path().join(TLS_DIR).exists(), "must not generate when configured");
+        assert!(
+            !dir.path().join(TLS_DIR).exists(),
+            "must not generate when configured"
+        );
 
         let missing = dir.path().join("nope.pem");
         let e = load_or_generate(Some(&missing), Some(&gen.key_path), dir.path()).unwrap_err();

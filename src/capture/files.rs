@@ -250,8 +250,8 @@ impl Pacer {
 
 #[cfg(test)]
 mod tests {
-    use crate::capture::PixelFormat;
     use super::*;
+    use crate::capture::PixelFormat;
     use std::io::Write;
 
     fn png_bytes(w: u32, h: u32) -> Vec<u8> {

@@ -61,15 +61,30 @@ pub enum CaptureError {
     #[error("device {device}: not found")]
     DeviceMissing { device: String },
     #[error("device {device}: {op}: {source}")]
-    Device { device: String, op: &'static str, #[source] source: std::io::Error },
-    #[error("device {device}: no supported format (wanted MJPEG or YUYV); device offers: {offered}")]
+    Device {
+        device: String,
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "device {device}: no supported format (wanted MJPEG or YUYV); device offers: {offered}"
+    )]
     NoSupportedFormat { device: String, offered: String },
     #[error("folder {path}: {source}")]
-    Folder { path: String, #[source] source: std::io::Error },
+    Folder {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("folder {path}: contains no JPEG, PNG or BMP images")]
     EmptyFolder { path: String },
     #[error("file {path}: {source}")]
-    File { path: String, #[source] source: std::io::Error },
+    File {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// A `files` source configured with `loop = false` has replayed every image.
     #[error("source finished: every image was replayed once")]
     Finished,

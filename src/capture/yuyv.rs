@@ -78,7 +78,12 @@ pub fn yuyv_to_rgb(
 /// fits in `src_len` bytes: width even and non-zero, stride at least
 /// `width * 2`, and every row present (the last may stop right after its
 /// pixel bytes). Products are computed in `u64`, so huge sizes cannot wrap.
-pub fn check_geometry(src_len: usize, width: u32, height: u32, stride: u32) -> Result<(), YuyvError> {
+pub fn check_geometry(
+    src_len: usize,
+    width: u32,
+    height: u32,
+    stride: u32,
+) -> Result<(), YuyvError> {
     if width == 0 || height == 0 {
         return Err(YuyvError::Empty { width, height });
     }

@@ -58,16 +58,29 @@ pub(super) struct RawLed {
 const MAX_RULES: usize = 32;
 
 fn line(o: &Origin<String>, key: &str, chip: &str) -> Result<LineId, ConfigError> {
-    LineId::parse(&o.value, chip).map_err(|m| invalid(o, key, format!("not a GPIO line ({m}); use `chip:offset`, an offset or a line name")))
+    LineId::parse(&o.value, chip).map_err(|m| {
+        invalid(
+            o,
+            key,
+            format!("not a GPIO line ({m}); use `chip:offset`, an offset or a line name"),
+        )
+    })
 }
 
 /// Two spellings of one line (`17` and `gpiochip0:17`, or chip paths) are
 /// the same line.
 fn same_line(a: &LineId, b: &LineId) -> bool {
     match (a, b) {
-        (LineId::Offset { chip: ca, offset: oa }, LineId::Offset { chip: cb, offset: ob }) => {
-            oa == ob && LineId::chip_path(ca) == LineId::chip_path(cb)
-        }
+        (
+            LineId::Offset {
+                chip: ca,
+                offset: oa,
+            },
+            LineId::Offset {
+                chip: cb,
+                offset: ob,
+            },
+        ) => oa == ob && LineId::chip_path(ca) == LineId::chip_path(cb),
         _ => a == b,
     }
 }
@@ -82,25 +95,65 @@ pub(super) fn build_gpio(l: &Layers) -> Result<GpioSettings, ConfigError> {
         };
     }
     let (backend, chip) = (get!(backend), get!(chip));
-    in_range(&chip, "gpio.chip", |c: &String| !c.is_empty() && !c.contains(char::is_whitespace), "must be a chip name such as \"gpiochip0\" or a /dev path")?;
+    in_range(
+        &chip,
+        "gpio.chip",
+        |c: &String| !c.is_empty() && !c.contains(char::is_whitespace),
+        "must be a chip name such as \"gpiochip0\" or a /dev path",
+    )?;
     let chip = val(&chip, "gpiochip0".to_string());
-    let (mode, tline, edge, bias) = (get!(trigger.mode), get!(trigger.line), get!(trigger.edge), get!(trigger.bias));
-    let (debounce, frames, window) = (get!(trigger.debounce_ms), get!(trigger.frames), get!(trigger.window_ms));
-    in_range(&debounce, "gpio.trigger.debounce_ms", |v| *v <= 1000, "must be between 0 and 1000")?;
-    in_range(&frames, "gpio.trigger.frames", |v| (1..=100).contains(v), "must be between 1 and 100")?;
-    in_range(&window, "gpio.trigger.window_ms", |v| (100..=600_000).contains(v), "must be between 100 and 600000")?;
+    let (mode, tline, edge, bias) = (
+        get!(trigger.mode),
+        get!(trigger.line),
+        get!(trigger.edge),
+        get!(trigger.bias),
+    );
+    let (debounce, frames, window) = (
+        get!(trigger.debounce_ms),
+        get!(trigger.frames),
+        get!(trigger.window_ms),
+    );
+    in_range(
+        &debounce,
+        "gpio.trigger.debounce_ms",
+        |v| *v <= 1000,
+        "must be between 0 and 1000",
+    )?;
+    in_range(
+        &frames,
+        "gpio.trigger.frames",
+        |v| (1..=100).contains(v),
+        "must be between 1 and 100",
+    )?;
+    in_range(
+        &window,
+        "gpio.trigger.window_ms",
+        |v| (100..=600_000).contains(v),
+        "must be between 100 and 600000",
+    )?;
     let mode_v = val(&mode, TriggerMode::Continuous);
     let trigger_line = match &tline {
         Some(o) => Some((line(o, "gpio.trigger.line", &chip)?, o.as_pos())),
         None => None,
     };
     if mode_v != TriggerMode::Continuous && trigger_line.is_none() {
-        let path = mode.as_ref().map(|o| o.path.display().to_string()).unwrap_or_default();
-        return Err(ConfigError::Missing { path, key: "gpio.trigger.line".into(), message: "required unless gpio.trigger.mode = \"continuous\"".into() });
+        let path = mode
+            .as_ref()
+            .map(|o| o.path.display().to_string())
+            .unwrap_or_default();
+        return Err(ConfigError::Missing {
+            path,
+            key: "gpio.trigger.line".into(),
+            message: "required unless gpio.trigger.mode = \"continuous\"".into(),
+        });
     }
     if let (TriggerMode::Gated, Some(o)) = (mode_v, &edge) {
         if o.value != Edge::Both {
-            return Err(invalid(o, "gpio.trigger.edge", "gated mode follows the line's level (both edges); remove `edge`"));
+            return Err(invalid(
+                o,
+                "gpio.trigger.edge",
+                "gated mode follows the line's level (both edges); remove `edge`",
+            ));
         }
     }
     let trigger = TriggerSettings {
@@ -117,13 +170,32 @@ pub(super) fn build_gpio(l: &Layers) -> Result<GpioSettings, ConfigError> {
     if let Some((raw, at)) = l.get_tables(|r| r.gpio.as_ref()?.rule.as_ref()) {
         for (i, r) in raw.iter().enumerate() {
             let key = |k: &str| format!("gpio.rule[{i}].{k}");
-            let missing = |k: &str| ConfigError::Missing { path: at.path(), key: key(k), message: "required in every [[gpio.rule]]".into() };
+            let missing = |k: &str| ConfigError::Missing {
+                path: at.path(),
+                key: key(k),
+                message: "required in every [[gpio.rule]]".into(),
+            };
             let label = at.at(&r.label).ok_or_else(|| missing("label"))?;
             let lo = at.at(&r.line).ok_or_else(|| missing("line"))?;
             let (min, hold, active) = (at.at(&r.min_score), at.at(&r.hold_ms), at.at(&r.active));
-            in_range(&Some(label.clone()), &key("label"), |s: &String| !s.is_empty() && s.len() <= 200, "must be a non-empty label")?;
-            in_range(&min, &key("min_score"), |v: &f32| (0.0..=1.0).contains(v), "must be between 0.0 and 1.0")?;
-            in_range(&hold, &key("hold_ms"), |v| (1..=86_400_000).contains(v), "must be between 1 and 86400000")?;
+            in_range(
+                &Some(label.clone()),
+                &key("label"),
+                |s: &String| !s.is_empty() && s.len() <= 200,
+                "must be a non-empty label",
+            )?;
+            in_range(
+                &min,
+                &key("min_score"),
+                |v: &f32| (0.0..=1.0).contains(v),
+                "must be between 0.0 and 1.0",
+            )?;
+            in_range(
+                &hold,
+                &key("hold_ms"),
+                |v| (1..=86_400_000).contains(v),
+                "must be between 1 and 86400000",
+            )?;
             let spec = RuleSpec {
                 label: label.value.clone(),
                 min_score: val(&min, 0.5),
@@ -131,32 +203,61 @@ pub(super) fn build_gpio(l: &Layers) -> Result<GpioSettings, ConfigError> {
                 line: line(&lo, &key("line"), &chip)?,
                 active: val(&active, Level::High),
             };
-            if let Some((other, _, _)) = rules.iter().find(|(o, _, _)| same_line(&o.line, &spec.line) && o.active != spec.active) {
+            if let Some((other, _, _)) = rules
+                .iter()
+                .find(|(o, _, _)| same_line(&o.line, &spec.line) && o.active != spec.active)
+            {
                 return Err(invalid(&lo, &key("active"), format!("line {} is driven active-{:?} by another rule; one line has one active level", other.line, other.active).to_lowercase()));
             }
             rules.push((spec, lo.as_pos(), key("line")));
         }
         if raw.len() > MAX_RULES {
-            return Err(ConfigError::Missing { path: at.path(), key: "gpio.rule".into(), message: format!("at most {MAX_RULES} rules") });
+            return Err(ConfigError::Missing {
+                path: at.path(),
+                key: "gpio.rule".into(),
+                message: format!("at most {MAX_RULES} rules"),
+            });
         }
     }
 
     let led = match get!(status_led.line) {
-        Some(o) => Some((LedSpec { line: line(&o, "gpio.status_led.line", &chip)?, active: val(&get!(status_led.active), Level::High) }, o.as_pos(), "gpio.status_led.line".to_string())),
+        Some(o) => Some((
+            LedSpec {
+                line: line(&o, "gpio.status_led.line", &chip)?,
+                active: val(&get!(status_led.active), Level::High),
+            },
+            o.as_pos(),
+            "gpio.status_led.line".to_string(),
+        )),
         None => None,
     };
 
     // An output that is also the trigger input (or two outputs on one line).
     if let Some((tl, _)) = &trigger_line {
-        for (out, at, key) in rules.iter().map(|(r, at, k)| (&r.line, at, k)).chain(led.as_ref().map(|(l, at, k)| (&l.line, at, k))) {
+        for (out, at, key) in rules
+            .iter()
+            .map(|(r, at, k)| (&r.line, at, k))
+            .chain(led.as_ref().map(|(l, at, k)| (&l.line, at, k)))
+        {
             if same_line(out, tl) {
-                return Err(invalid(at, key, format!("line {out} is configured as an output and as the trigger input")));
+                return Err(invalid(
+                    at,
+                    key,
+                    format!("line {out} is configured as an output and as the trigger input"),
+                ));
             }
         }
     }
     if let Some((led_spec, at, _)) = &led {
-        if rules.iter().any(|(r, _, _)| same_line(&r.line, &led_spec.line)) {
-            return Err(invalid(at, "gpio.status_led.line", format!("line {} is also a rule output", led_spec.line)));
+        if rules
+            .iter()
+            .any(|(r, _, _)| same_line(&r.line, &led_spec.line))
+        {
+            return Err(invalid(
+                at,
+                "gpio.status_led.line",
+                format!("line {} is also a rule output", led_spec.line),
+            ));
         }
     }
     Ok(GpioSettings {
@@ -176,7 +277,10 @@ mod tests {
     use super::*;
 
     fn one(text: &str) -> Result<Settings, ConfigError> {
-        from_sources(vec![(PathBuf::from("/etc/spotter/spotter.toml"), text.to_string())])
+        from_sources(vec![(
+            PathBuf::from("/etc/spotter/spotter.toml"),
+            text.to_string(),
+        )])
     }
 
     const WIRING: &str = r#"
@@ -204,7 +308,10 @@ line = "GPIO22"
         let g = one("").unwrap().gpio;
         assert_eq!(g.trigger.mode, TriggerMode::Continuous);
         assert!(!g.enabled());
-        assert_eq!((g.backend, g.chip.as_str()), (BackendKind::Auto, "gpiochip0"));
+        assert_eq!(
+            (g.backend, g.chip.as_str()),
+            (BackendKind::Auto, "gpiochip0")
+        );
     }
 
     // Would catch the README's wiring example not parsing into what it says.
@@ -212,11 +319,35 @@ line = "GPIO22"
     fn wiring_example_parses() {
         let g = one(WIRING).unwrap().gpio;
         assert!(g.enabled());
-        assert_eq!(g.trigger.line, Some(LineId::Offset { chip: "gpiochip0".into(), offset: 17 }));
-        assert_eq!((g.trigger.edge, g.trigger.bias, g.trigger.debounce_ms, g.trigger.frames), (Edge::Rising, Bias::PullDown, 20, 3));
+        assert_eq!(
+            g.trigger.line,
+            Some(LineId::Offset {
+                chip: "gpiochip0".into(),
+                offset: 17
+            })
+        );
+        assert_eq!(
+            (
+                g.trigger.edge,
+                g.trigger.bias,
+                g.trigger.debounce_ms,
+                g.trigger.frames
+            ),
+            (Edge::Rising, Bias::PullDown, 20, 3)
+        );
         assert_eq!(g.rules.len(), 1);
-        assert_eq!((g.rules[0].label.as_str(), g.rules[0].min_score, g.rules[0].hold_ms), ("person", 0.6, 2000));
-        assert_eq!(g.status_led.map(|l| l.line), Some(LineId::Name("GPIO22".into())));
+        assert_eq!(
+            (
+                g.rules[0].label.as_str(),
+                g.rules[0].min_score,
+                g.rules[0].hold_ms
+            ),
+            ("person", 0.6, 2000)
+        );
+        assert_eq!(
+            g.status_led.map(|l| l.line),
+            Some(LineId::Name("GPIO22".into()))
+        );
     }
 
     // Would catch an output wired to the trigger input being accepted (the
@@ -225,7 +356,12 @@ line = "GPIO22"
     fn output_that_is_also_the_input_is_an_error() {
         let text = WIRING.replace("line = \"gpiochip0:27\"", "line = \"/dev/gpiochip0:17\"");
         let err = one(&text).unwrap_err().to_string();
-        assert!(err.contains("/etc/spotter/spotter.toml:14:") && err.contains("`gpio.rule[0].line`") && err.contains("output and as the trigger input"), "{err}");
+        assert!(
+            err.contains("/etc/spotter/spotter.toml:14:")
+                && err.contains("`gpio.rule[0].line`")
+                && err.contains("output and as the trigger input"),
+            "{err}"
+        );
         let text = WIRING.replace("line = \"GPIO22\"", "line = \"gpiochip0:17\"");
         let err = one(&text).unwrap_err().to_string();
         assert!(err.contains("trigger input"), "{err}");
@@ -235,17 +371,36 @@ line = "GPIO22"
     // contradicting active levels and unknown keys slipping through.
     #[test]
     fn invalid_sections_name_the_key() {
-        let err = one("[gpio.trigger]\nmode = \"gated\"\n").unwrap_err().to_string();
+        let err = one("[gpio.trigger]\nmode = \"gated\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("gpio.trigger.line"), "{err}");
-        let err = one("[[gpio.rule]]\nlabel = \"person\"\n").unwrap_err().to_string();
+        let err = one("[[gpio.rule]]\nlabel = \"person\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("gpio.rule[0].line"), "{err}");
         let err = one("[[gpio.rule]]\nlabel = \"a\"\nline = \"5\"\n[[gpio.rule]]\nlabel = \"b\"\nline = \"gpiochip0:5\"\nactive = \"low\"\n").unwrap_err().to_string();
-        assert!(err.contains(":6:") && err.contains("one active level"), "{err}");
-        let err = one("[gpio.trigger]\nmode = \"gated\"\nline = \"4\"\nedge = \"rising\"\n").unwrap_err().to_string();
-        assert!(err.contains(":4:") && err.contains("gpio.trigger.edge"), "{err}");
-        let err = one("[gpio.trigger]\nmode = \"on_trigger\"\nline = \"4\"\nfrmes = 2\n").unwrap_err().to_string();
+        assert!(
+            err.contains(":6:") && err.contains("one active level"),
+            "{err}"
+        );
+        let err = one("[gpio.trigger]\nmode = \"gated\"\nline = \"4\"\nedge = \"rising\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(":4:") && err.contains("gpio.trigger.edge"),
+            "{err}"
+        );
+        let err = one("[gpio.trigger]\nmode = \"on_trigger\"\nline = \"4\"\nfrmes = 2\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(":4:") && err.contains("frmes"), "{err}");
-        let err = one("[[gpio.rule]]\nlabel = \"a\"\nline = \"5\"\nmin_score = 1.5\n").unwrap_err().to_string();
-        assert!(err.contains(":4:") && err.contains("gpio.rule[0].min_score"), "{err}");
+        let err = one("[[gpio.rule]]\nlabel = \"a\"\nline = \"5\"\nmin_score = 1.5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(":4:") && err.contains("gpio.rule[0].min_score"),
+            "{err}"
+        );
     }
 }

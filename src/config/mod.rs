@@ -24,13 +24,32 @@ use raw::{Layers, Origin};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: {source}")]
-    Read { path: String, #[source] source: std::io::Error },
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{path}:{line}:{column}: {message}")]
-    Parse { path: String, line: usize, column: usize, message: String },
+    Parse {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("{path}:{line}:{column}: `{key}`: {message}")]
-    Invalid { path: String, line: usize, column: usize, key: String, message: String },
+    Invalid {
+        path: String,
+        line: usize,
+        column: usize,
+        key: String,
+        message: String,
+    },
     #[error("{path}: `{key}`: {message}")]
-    Missing { path: String, key: String, message: String },
+    Missing {
+        path: String,
+        key: String,
+        message: String,
+    },
 }
 
 /// Which frame source the daemon runs.
@@ -239,7 +258,10 @@ impl SourceSettings {
 
 /// The drop-in directory for a config file: `spotter.toml` → `spotter.d/`.
 pub fn dropin_dir(main: &Path) -> PathBuf {
-    let stem = main.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = main
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     main.with_file_name(format!("{stem}.d"))
 }
 
@@ -257,12 +279,19 @@ pub fn load(main: &Path) -> Result<Settings, ConfigError> {
             files.extend(dropins);
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(ConfigError::Read { path: dir.display().to_string(), source: e }),
+        Err(e) => {
+            return Err(ConfigError::Read {
+                path: dir.display().to_string(),
+                source: e,
+            })
+        }
     }
     let mut sources = Vec::with_capacity(files.len());
     for f in &files {
-        let text = std::fs::read_to_string(f)
-            .map_err(|e| ConfigError::Read { path: f.display().to_string(), source: e })?;
+        let text = std::fs::read_to_string(f).map_err(|e| ConfigError::Read {
+            path: f.display().to_string(),
+            source: e,
+        })?;
         sources.push((f.clone(), text));
     }
     from_sources(sources)
@@ -289,7 +318,12 @@ fn val<T: Clone>(o: &Option<Origin<T>>, default: T) -> T {
     o.as_ref().map(|o| o.value.clone()).unwrap_or(default)
 }
 
-fn in_range<T>(o: &Option<Origin<T>>, key: &str, ok: impl Fn(&T) -> bool, what: &str) -> Result<(), ConfigError> {
+fn in_range<T>(
+    o: &Option<Origin<T>>,
+    key: &str,
+    ok: impl Fn(&T) -> bool,
+    what: &str,
+) -> Result<(), ConfigError> {
     match o {
         Some(o) if !ok(&o.value) => Err(invalid(o, key, what.to_string())),
         _ => Ok(()),
@@ -300,11 +334,17 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
     // [daemon]
     let state_dir = l.get(|r| r.daemon.as_ref()?.state_dir.as_ref());
     let log_level = l.get(|r| r.daemon.as_ref()?.log_level.as_ref());
-    in_range(&log_level, "daemon.log_level", |s: &String| {
-        matches!(s.as_str(), "error" | "warn" | "info" | "debug" | "trace")
-    }, "must be one of error, warn, info, debug, trace")?;
+    in_range(
+        &log_level,
+        "daemon.log_level",
+        |s: &String| matches!(s.as_str(), "error" | "warn" | "info" | "debug" | "trace"),
+        "must be one of error, warn, info, debug, trace",
+    )?;
     let state_dir: PathBuf = val(&state_dir, PathBuf::from("/var/lib/spotter"));
-    let daemon = DaemonSettings { state_dir: state_dir.clone(), log_level: val(&log_level, "info".into()) };
+    let daemon = DaemonSettings {
+        state_dir: state_dir.clone(),
+        log_level: val(&log_level, "info".into()),
+    };
 
     // [source]
     let kind = l.get(|r| r.source.as_ref()?.kind.as_ref());
@@ -319,16 +359,54 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
     let retry_initial = l.get(|r| r.source.as_ref()?.retry_initial_ms.as_ref());
     let retry_max = l.get(|r| r.source.as_ref()?.retry_max_ms.as_ref());
     let stall = l.get(|r| r.source.as_ref()?.stall_timeout_ms.as_ref());
-    in_range(&width, "source.width", |v| (16..=8192).contains(v), "must be between 16 and 8192")?;
-    in_range(&height, "source.height", |v| (16..=8192).contains(v), "must be between 16 and 8192")?;
-    in_range(&fps, "source.fps", |v: &f64| v.is_finite() && *v > 0.0 && *v <= 240.0, "must be > 0 and at most 240")?;
-    in_range(&buffers, "source.buffers", |v| (2..=32).contains(v), "must be between 2 and 32")?;
-    in_range(&retry_initial, "source.retry_initial_ms", |v| (10..=600_000).contains(v), "must be between 10 and 600000")?;
-    in_range(&retry_max, "source.retry_max_ms", |v| (10..=3_600_000).contains(v), "must be between 10 and 3600000")?;
-    in_range(&stall, "source.stall_timeout_ms", |v| (100..=600_000).contains(v), "must be between 100 and 600000")?;
+    in_range(
+        &width,
+        "source.width",
+        |v| (16..=8192).contains(v),
+        "must be between 16 and 8192",
+    )?;
+    in_range(
+        &height,
+        "source.height",
+        |v| (16..=8192).contains(v),
+        "must be between 16 and 8192",
+    )?;
+    in_range(
+        &fps,
+        "source.fps",
+        |v: &f64| v.is_finite() && *v > 0.0 && *v <= 240.0,
+        "must be > 0 and at most 240",
+    )?;
+    in_range(
+        &buffers,
+        "source.buffers",
+        |v| (2..=32).contains(v),
+        "must be between 2 and 32",
+    )?;
+    in_range(
+        &retry_initial,
+        "source.retry_initial_ms",
+        |v| (10..=600_000).contains(v),
+        "must be between 10 and 600000",
+    )?;
+    in_range(
+        &retry_max,
+        "source.retry_max_ms",
+        |v| (10..=3_600_000).contains(v),
+        "must be between 10 and 3600000",
+    )?;
+    in_range(
+        &stall,
+        "source.stall_timeout_ms",
+        |v| (100..=600_000).contains(v),
+        "must be between 100 and 600000",
+    )?;
     let kind_v = val(&kind, SourceKind::V4l2);
     if kind_v == SourceKind::Files && dir.is_none() {
-        let path = kind.as_ref().map(|o| o.path.display().to_string()).unwrap_or_default();
+        let path = kind
+            .as_ref()
+            .map(|o| o.path.display().to_string())
+            .unwrap_or_default();
         return Err(ConfigError::Missing {
             path,
             key: "source.dir".into(),
@@ -344,14 +422,25 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
             (None, Some(o)) => (o.as_pos(), "source.retry_initial_ms"),
             (None, None) => unreachable!("defaults are consistent"),
         };
-        return Err(invalid(&o, key, "source.retry_max_ms must be >= source.retry_initial_ms"));
+        return Err(invalid(
+            &o,
+            key,
+            "source.retry_max_ms must be >= source.retry_initial_ms",
+        ));
     }
     let source = SourceSettings {
         kind: kind_v,
         device: val(&device, PathBuf::from("/dev/video0")),
         width: val(&width, 640),
         height: val(&height, 480),
-        fps: val(&fps, if kind_v == SourceKind::Files { 2.0 } else { 15.0 }),
+        fps: val(
+            &fps,
+            if kind_v == SourceKind::Files {
+                2.0
+            } else {
+                15.0
+            },
+        ),
         format: val(&format, CaptureFormat::Auto),
         buffers: val(&buffers, 4),
         dir: dir.map(|o| o.value),
@@ -376,23 +465,65 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
     let mean = l.get(|r| r.model.as_ref()?.input_mean.as_ref());
     let std = l.get(|r| r.model.as_ref()?.input_std.as_ref());
     let retry_ms = l.get(|r| r.model.as_ref()?.retry_ms.as_ref());
-    in_range(&threads, "model.threads", |v| (1..=64).contains(v), "must be between 1 and 64")?;
-    in_range(&top_k, "model.top_k", |v| (1..=100).contains(v), "must be between 1 and 100")?;
-    in_range(&min_score, "model.min_score", |v: &f32| (0.0..=1.0).contains(v), "must be between 0.0 and 1.0")?;
-    in_range(&max_pixels, "model.max_pixels", |v| (1..=1_000_000_000).contains(v), "must be between 1 and 1000000000")?;
-    in_range(&mean, "model.input_mean", |v: &f32| v.is_finite(), "must be a finite number")?;
-    in_range(&std, "model.input_std", |v: &f32| v.is_finite() && *v > 0.0, "must be a finite number > 0")?;
-    in_range(&retry_ms, "model.retry_ms", |v| (100..=3_600_000).contains(v), "must be between 100 and 3600000")?;
+    in_range(
+        &threads,
+        "model.threads",
+        |v| (1..=64).contains(v),
+        "must be between 1 and 64",
+    )?;
+    in_range(
+        &top_k,
+        "model.top_k",
+        |v| (1..=100).contains(v),
+        "must be between 1 and 100",
+    )?;
+    in_range(
+        &min_score,
+        "model.min_score",
+        |v: &f32| (0.0..=1.0).contains(v),
+        "must be between 0.0 and 1.0",
+    )?;
+    in_range(
+        &max_pixels,
+        "model.max_pixels",
+        |v| (1..=1_000_000_000).contains(v),
+        "must be between 1 and 1000000000",
+    )?;
+    in_range(
+        &mean,
+        "model.input_mean",
+        |v: &f32| v.is_finite(),
+        "must be a finite number",
+    )?;
+    in_range(
+        &std,
+        "model.input_std",
+        |v: &f32| v.is_finite() && *v > 0.0,
+        "must be a finite number > 0",
+    )?;
+    in_range(
+        &retry_ms,
+        "model.retry_ms",
+        |v| (100..=3_600_000).contains(v),
+        "must be between 100 and 3600000",
+    )?;
     if mean.is_some() != std.is_some() {
         let (o, key) = match (&mean, &std) {
             (Some(o), None) => (o.as_pos(), "model.input_mean"),
             (None, Some(o)) => (o.as_pos(), "model.input_std"),
             _ => unreachable!("checked above that exactly one is set"),
         };
-        return Err(invalid(&o, key, "input_mean and input_std must be set together"));
+        return Err(invalid(
+            &o,
+            key,
+            "input_mean and input_std must be set together",
+        ));
     }
     let model = ModelSettings {
-        path: val(&path, PathBuf::from("/usr/share/spotter/models/efficientnet_lite0.tflite")),
+        path: val(
+            &path,
+            PathBuf::from("/usr/share/spotter/models/efficientnet_lite0.tflite"),
+        ),
         labels: labels.map(|o| o.value),
         runtime: val(&runtime, RuntimeSetting::Auto),
         litert_lib: litert_lib.map(|o| o.value),
@@ -411,7 +542,12 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
     // [store]
     let sdir = l.get(|r| r.store.as_ref()?.dir.as_ref());
     let flush = l.get(|r| r.store.as_ref()?.flush_every_ms.as_ref());
-    in_range(&flush, "store.flush_every_ms", |v| (1..=600_000).contains(v), "must be between 1 and 600000")?;
+    in_range(
+        &flush,
+        "store.flush_every_ms",
+        |v| (1..=600_000).contains(v),
+        "must be between 1 and 600000",
+    )?;
     let max_age = l.get(|r| r.store.as_ref()?.max_age_s.as_ref());
     let max_records = l.get(|r| r.store.as_ref()?.max_records.as_ref());
     let max_bytes = l.get(|r| r.store.as_ref()?.max_bytes.as_ref());
@@ -419,7 +555,12 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
     let snapshots = l.get(|r| r.store.as_ref()?.snapshots.as_ref());
     let snap_labels = l.get(|r| r.store.as_ref()?.snapshot_labels.as_ref());
     let snap_min = l.get(|r| r.store.as_ref()?.snapshot_min_score.as_ref());
-    in_range(&snap_min, "store.snapshot_min_score", |v: &f32| v.is_finite(), "must be a finite number")?;
+    in_range(
+        &snap_min,
+        "store.snapshot_min_score",
+        |v: &f32| v.is_finite(),
+        "must be a finite number",
+    )?;
     let snap_rate = l.get(|r| r.store.as_ref()?.snapshot_max_per_minute.as_ref());
     let snap_count = l.get(|r| r.store.as_ref()?.snapshot_max_count.as_ref());
     let snap_bytes = l.get(|r| r.store.as_ref()?.snapshot_max_bytes.as_ref());
@@ -447,13 +588,36 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
     let kai = l.get(|r| r.api.as_ref()?.keep_alive_idle_ms.as_ref());
     let mrl = l.get(|r| r.api.as_ref()?.max_results_limit.as_ref());
     let listen_v: SocketAddr = match &listen {
-        Some(o) => o.value.parse().map_err(|e| invalid(o, "api.listen", format!("not an address:port ({e})")))?,
+        Some(o) => o
+            .value
+            .parse()
+            .map_err(|e| invalid(o, "api.listen", format!("not an address:port ({e})")))?,
         None => SocketAddr::from(([127, 0, 0, 1], 8443)),
     };
-    in_range(&maxc, "api.max_connections", |v| (1..=65_536).contains(v), "must be between 1 and 65536")?;
-    in_range(&hrt, "api.header_read_timeout_ms", |v| (100..=600_000).contains(v), "must be between 100 and 600000")?;
-    in_range(&kai, "api.keep_alive_idle_ms", |v| (100..=3_600_000).contains(v), "must be between 100 and 3600000")?;
-    in_range(&mrl, "api.max_results_limit", |v| (1..=100_000).contains(v), "must be between 1 and 100000")?;
+    in_range(
+        &maxc,
+        "api.max_connections",
+        |v| (1..=65_536).contains(v),
+        "must be between 1 and 65536",
+    )?;
+    in_range(
+        &hrt,
+        "api.header_read_timeout_ms",
+        |v| (100..=600_000).contains(v),
+        "must be between 100 and 600000",
+    )?;
+    in_range(
+        &kai,
+        "api.keep_alive_idle_ms",
+        |v| (100..=3_600_000).contains(v),
+        "must be between 100 and 3600000",
+    )?;
+    in_range(
+        &mrl,
+        "api.max_results_limit",
+        |v| (1..=100_000).contains(v),
+        "must be between 1 and 100000",
+    )?;
     let afr = l.get(|r| r.api.as_ref()?.auth_fail_rate_per_s.as_ref());
     let afb = l.get(|r| r.api.as_ref()?.auth_fail_burst.as_ref());
     let krs = l.get(|r| r.api.as_ref()?.key_rate_per_s.as_ref());
@@ -461,11 +625,36 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
     let mbb = l.get(|r| r.api.as_ref()?.max_body_bytes.as_ref());
     let cors = l.get(|r| r.api.as_ref()?.cors_allowed_origins.as_ref());
     let rate_ok = |v: &f64| v.is_finite() && (0.01..=1_000_000.0).contains(v);
-    in_range(&afr, "api.auth_fail_rate_per_s", rate_ok, "must be between 0.01 and 1000000")?;
-    in_range(&krs, "api.key_rate_per_s", rate_ok, "must be between 0.01 and 1000000")?;
-    in_range(&afb, "api.auth_fail_burst", |v| (1..=1_000_000).contains(v), "must be between 1 and 1000000")?;
-    in_range(&kb, "api.key_burst", |v| (1..=1_000_000).contains(v), "must be between 1 and 1000000")?;
-    in_range(&mbb, "api.max_body_bytes", |v| (1..=1 << 30).contains(v), "must be between 1 and 1073741824")?;
+    in_range(
+        &afr,
+        "api.auth_fail_rate_per_s",
+        rate_ok,
+        "must be between 0.01 and 1000000",
+    )?;
+    in_range(
+        &krs,
+        "api.key_rate_per_s",
+        rate_ok,
+        "must be between 0.01 and 1000000",
+    )?;
+    in_range(
+        &afb,
+        "api.auth_fail_burst",
+        |v| (1..=1_000_000).contains(v),
+        "must be between 1 and 1000000",
+    )?;
+    in_range(
+        &kb,
+        "api.key_burst",
+        |v| (1..=1_000_000).contains(v),
+        "must be between 1 and 1000000",
+    )?;
+    in_range(
+        &mbb,
+        "api.max_body_bytes",
+        |v| (1..=1 << 30).contains(v),
+        "must be between 1 and 1073741824",
+    )?;
     in_range(
         &cors,
         "api.cors_allowed_origins",
@@ -478,13 +667,44 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
     let mmb = l.get(|r| r.api.as_ref()?.max_model_bytes.as_ref());
     let mes = l.get(|r| r.api.as_ref()?.max_event_subscribers.as_ref());
     let ehb = l.get(|r| r.api.as_ref()?.event_heartbeat_ms.as_ref());
-    in_range(&mcu, "api.max_concurrent_uploads", |v| (1..=64).contains(v), "must be between 1 and 64")?;
-    in_range(&uq, "api.upload_queue", |v| (0..=256).contains(v), "must be between 0 and 256")?;
-    in_range(&mup, "api.max_upload_pixels", |v| (1..=1_000_000_000).contains(v), "must be between 1 and 1000000000")?;
-    in_range(&mmb, "api.max_model_bytes", |v| (1..=1 << 32).contains(v), "must be between 1 and 4294967296")?;
-    in_range(&mes, "api.max_event_subscribers", |v| (1..=1024).contains(v), "must be between 1 and 1024")?;
-    in_range(&ehb, "api.event_heartbeat_ms", |v| (100..=3_600_000).contains(v), "must be between 100 and 3600000")?;
-    let api_default = crate::api::ApiOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)), PathBuf::new());
+    in_range(
+        &mcu,
+        "api.max_concurrent_uploads",
+        |v| (1..=64).contains(v),
+        "must be between 1 and 64",
+    )?;
+    in_range(
+        &uq,
+        "api.upload_queue",
+        |v| (0..=256).contains(v),
+        "must be between 0 and 256",
+    )?;
+    in_range(
+        &mup,
+        "api.max_upload_pixels",
+        |v| (1..=1_000_000_000).contains(v),
+        "must be between 1 and 1000000000",
+    )?;
+    in_range(
+        &mmb,
+        "api.max_model_bytes",
+        |v| (1..=1 << 32).contains(v),
+        "must be between 1 and 4294967296",
+    )?;
+    in_range(
+        &mes,
+        "api.max_event_subscribers",
+        |v| (1..=1024).contains(v),
+        "must be between 1 and 1024",
+    )?;
+    in_range(
+        &ehb,
+        "api.event_heartbeat_ms",
+        |v| (100..=3_600_000).contains(v),
+        "must be between 100 and 3600000",
+    )?;
+    let api_default =
+        crate::api::ApiOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)), PathBuf::new());
     let access_default = crate::api::AccessOptions::default();
     if cert.is_some() != key.is_some() {
         let (o, k) = match (&cert, &key) {
@@ -525,7 +745,16 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
     let mqtt = build_mqtt(l)?;
     let gpio = gpio::build_gpio(l)?;
 
-    Ok(Settings { daemon, source, model, store, api, mqtt, gpio, files: l.paths() })
+    Ok(Settings {
+        daemon,
+        source,
+        model,
+        store,
+        api,
+        mqtt,
+        gpio,
+        files: l.paths(),
+    })
 }
 
 /// A topic (before `{device_id}` is replaced) that a broker accepts for publishing.
@@ -539,33 +768,135 @@ fn build_mqtt(l: &Layers) -> Result<MqttSettings, ConfigError> {
             l.get(|r| r.mqtt.as_ref()?.$f.as_ref())
         };
     }
-    let (enabled, host, port, protocol, tls) = (get!(enabled), get!(host), get!(port), get!(protocol), get!(tls));
+    let (enabled, host, port, protocol, tls) = (
+        get!(enabled),
+        get!(host),
+        get!(port),
+        get!(protocol),
+        get!(tls),
+    );
     let (ca_file, client_cert, client_key) = (get!(ca_file), get!(client_cert), get!(client_key));
-    let (username, password_file, device_id, client_id) = (get!(username), get!(password_file), get!(device_id), get!(client_id));
-    let (result_topic, status_topic, event_topic) = (get!(result_topic), get!(status_topic), get!(event_topic));
-    let (keep_alive, r_init, r_max, inflight) = (get!(keep_alive_s), get!(reconnect_initial_ms), get!(reconnect_max_ms), get!(max_inflight));
-    let (drain, ob_records, ob_bytes) = (get!(drain_rate_per_s), get!(outbox_max_records), get!(outbox_max_bytes));
-    let (ha, ha_prefix, ha_labels) = (get!(homeassistant), get!(homeassistant_prefix), get!(homeassistant_labels));
-    in_range(&host, "mqtt.host", |h: &String| !h.is_empty() && !h.contains(char::is_whitespace), "must be a host name or address")?;
-    in_range(&port, "mqtt.port", |p| *p > 0, "must be between 1 and 65535")?;
-    let id_ok = |s: &String| s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    in_range(&device_id, "mqtt.device_id", id_ok, "at most 64 characters from A-Z a-z 0-9 - _ .")?;
-    in_range(&client_id, "mqtt.client_id", |s: &String| s.len() <= 128 && !s.contains(char::is_whitespace), "at most 128 characters, no spaces")?;
-    for (o, key) in [(&result_topic, "mqtt.result_topic"), (&status_topic, "mqtt.status_topic"), (&event_topic, "mqtt.event_topic")] {
-        in_range(o, key, valid_topic, "must be a non-empty topic without the wildcards + and #")?;
+    let (username, password_file, device_id, client_id) = (
+        get!(username),
+        get!(password_file),
+        get!(device_id),
+        get!(client_id),
+    );
+    let (result_topic, status_topic, event_topic) =
+        (get!(result_topic), get!(status_topic), get!(event_topic));
+    let (keep_alive, r_init, r_max, inflight) = (
+        get!(keep_alive_s),
+        get!(reconnect_initial_ms),
+        get!(reconnect_max_ms),
+        get!(max_inflight),
+    );
+    let (drain, ob_records, ob_bytes) = (
+        get!(drain_rate_per_s),
+        get!(outbox_max_records),
+        get!(outbox_max_bytes),
+    );
+    let (ha, ha_prefix, ha_labels) = (
+        get!(homeassistant),
+        get!(homeassistant_prefix),
+        get!(homeassistant_labels),
+    );
+    in_range(
+        &host,
+        "mqtt.host",
+        |h: &String| !h.is_empty() && !h.contains(char::is_whitespace),
+        "must be a host name or address",
+    )?;
+    in_range(
+        &port,
+        "mqtt.port",
+        |p| *p > 0,
+        "must be between 1 and 65535",
+    )?;
+    let id_ok = |s: &String| {
+        s.len() <= 64
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    };
+    in_range(
+        &device_id,
+        "mqtt.device_id",
+        id_ok,
+        "at most 64 characters from A-Z a-z 0-9 - _ .",
+    )?;
+    in_range(
+        &client_id,
+        "mqtt.client_id",
+        |s: &String| s.len() <= 128 && !s.contains(char::is_whitespace),
+        "at most 128 characters, no spaces",
+    )?;
+    for (o, key) in [
+        (&result_topic, "mqtt.result_topic"),
+        (&status_topic, "mqtt.status_topic"),
+        (&event_topic, "mqtt.event_topic"),
+    ] {
+        in_range(
+            o,
+            key,
+            valid_topic,
+            "must be a non-empty topic without the wildcards + and #",
+        )?;
     }
-    in_range(&ha_prefix, "mqtt.homeassistant_prefix", valid_topic, "must be a non-empty topic without the wildcards + and #")?;
-    in_range(&keep_alive, "mqtt.keep_alive_s", |v| (5..=3600).contains(v), "must be between 5 and 3600")?;
-    in_range(&r_init, "mqtt.reconnect_initial_ms", |v| (10..=600_000).contains(v), "must be between 10 and 600000")?;
-    in_range(&r_max, "mqtt.reconnect_max_ms", |v| (10..=3_600_000).contains(v), "must be between 10 and 3600000")?;
-    in_range(&inflight, "mqtt.max_inflight", |v| (1..=1000).contains(v), "must be between 1 and 1000")?;
-    in_range(&drain, "mqtt.drain_rate_per_s", |v: &f64| v.is_finite() && (0.1..=1_000_000.0).contains(v), "must be between 0.1 and 1000000")?;
-    in_range(&ob_records, "mqtt.outbox_max_records", |v| (1..=100_000_000).contains(v), "must be between 1 and 100000000")?;
-    in_range(&ob_bytes, "mqtt.outbox_max_bytes", |v| (4096..=1 << 40).contains(v), "must be between 4096 and 1099511627776")?;
+    in_range(
+        &ha_prefix,
+        "mqtt.homeassistant_prefix",
+        valid_topic,
+        "must be a non-empty topic without the wildcards + and #",
+    )?;
+    in_range(
+        &keep_alive,
+        "mqtt.keep_alive_s",
+        |v| (5..=3600).contains(v),
+        "must be between 5 and 3600",
+    )?;
+    in_range(
+        &r_init,
+        "mqtt.reconnect_initial_ms",
+        |v| (10..=600_000).contains(v),
+        "must be between 10 and 600000",
+    )?;
+    in_range(
+        &r_max,
+        "mqtt.reconnect_max_ms",
+        |v| (10..=3_600_000).contains(v),
+        "must be between 10 and 3600000",
+    )?;
+    in_range(
+        &inflight,
+        "mqtt.max_inflight",
+        |v| (1..=1000).contains(v),
+        "must be between 1 and 1000",
+    )?;
+    in_range(
+        &drain,
+        "mqtt.drain_rate_per_s",
+        |v: &f64| v.is_finite() && (0.1..=1_000_000.0).contains(v),
+        "must be between 0.1 and 1000000",
+    )?;
+    in_range(
+        &ob_records,
+        "mqtt.outbox_max_records",
+        |v| (1..=100_000_000).contains(v),
+        "must be between 1 and 100000000",
+    )?;
+    in_range(
+        &ob_bytes,
+        "mqtt.outbox_max_bytes",
+        |v| (4096..=1 << 40).contains(v),
+        "must be between 4096 and 1099511627776",
+    )?;
     in_range(
         &ha_labels,
         "mqtt.homeassistant_labels",
-        |v: &Vec<String>| v.len() <= 100 && v.iter().all(|s| !s.is_empty() && s.len() <= 200 && !s.contains(['{', '}', '%'])),
+        |v: &Vec<String>| {
+            v.len() <= 100
+                && v.iter()
+                    .all(|s| !s.is_empty() && s.len() <= 200 && !s.contains(['{', '}', '%']))
+        },
         "at most 100 non-empty labels without { } %",
     )?;
     if client_cert.is_some() != client_key.is_some() {
@@ -574,17 +905,32 @@ fn build_mqtt(l: &Layers) -> Result<MqttSettings, ConfigError> {
             (None, Some(o)) => (o.as_pos(), "mqtt.client_key"),
             _ => unreachable!("checked above that exactly one is set"),
         };
-        return Err(invalid(&o, k, "mqtt.client_cert and mqtt.client_key must be set together"));
+        return Err(invalid(
+            &o,
+            k,
+            "mqtt.client_cert and mqtt.client_key must be set together",
+        ));
     }
     if let (Some(o), None) = (&password_file, &username) {
-        return Err(invalid(o, "mqtt.password_file", "needs mqtt.username (MQTT sends no password without a user name)"));
+        return Err(invalid(
+            o,
+            "mqtt.password_file",
+            "needs mqtt.username (MQTT sends no password without a user name)",
+        ));
     }
     let reconnect_initial_ms = val(&r_init, 1_000);
     let reconnect_max_ms = val(&r_max, 30_000);
     if reconnect_max_ms < reconnect_initial_ms {
-        let o = r_max.as_ref().map(|o| o.as_pos()).or_else(|| r_init.as_ref().map(|o| o.as_pos()));
+        let o = r_max
+            .as_ref()
+            .map(|o| o.as_pos())
+            .or_else(|| r_init.as_ref().map(|o| o.as_pos()));
         if let Some(o) = o {
-            return Err(invalid(&o, "mqtt.reconnect_max_ms", "must be >= mqtt.reconnect_initial_ms"));
+            return Err(invalid(
+                &o,
+                "mqtt.reconnect_max_ms",
+                "must be >= mqtt.reconnect_initial_ms",
+            ));
         }
     }
     Ok(MqttSettings {
@@ -621,7 +967,8 @@ impl Settings {
     pub fn to_toml(&self) -> String {
         // Serialization of plain structs of strings, numbers, paths and
         // vectors cannot fail; fall back to Debug output if it ever does.
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# could not render settings: {e}\n{self:#?}"))
+        toml::to_string_pretty(self)
+            .unwrap_or_else(|e| format!("# could not render settings: {e}\n{self:#?}"))
     }
 }
 

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{CaptureFormat, ConfigError, Fit, JpegScaling, MqttProtocol, RuntimeSetting, SourceKind};
+use super::{
+    CaptureFormat, ConfigError, Fit, JpegScaling, MqttProtocol, RuntimeSetting, SourceKind,
+};
 
 type Field<T> = Option<Spanned<T>>;
 
@@ -150,7 +152,12 @@ pub(super) struct Origin<T> {
 impl<T> Origin<T> {
     /// The position alone, for errors about this key.
     pub fn as_pos(&self) -> Origin<()> {
-        Origin { value: (), path: self.path.clone(), line: self.line, column: self.column }
+        Origin {
+            value: (),
+            path: self.path.clone(),
+            line: self.line,
+            column: self.column,
+        }
     }
 }
 
@@ -164,7 +171,12 @@ impl Placer<'_> {
     pub fn at<T: Clone>(&self, f: &Option<Spanned<T>>) -> Option<Origin<T>> {
         f.as_ref().map(|s| {
             let (line, column) = line_col(self.text, s.span().start);
-            Origin { value: s.get_ref().clone(), path: self.path.to_path_buf(), line, column }
+            Origin {
+                value: s.get_ref().clone(),
+                path: self.path.to_path_buf(),
+                line,
+                column,
+            }
         })
     }
 
@@ -212,19 +224,40 @@ impl Layers {
     }
 
     /// The value of one key from the last file that sets it.
-    pub fn get<T: Clone>(&self, pick: impl Fn(&RawConfig) -> Option<&Spanned<T>>) -> Option<Origin<T>> {
+    pub fn get<T: Clone>(
+        &self,
+        pick: impl Fn(&RawConfig) -> Option<&Spanned<T>>,
+    ) -> Option<Origin<T>> {
         self.layers.iter().rev().find_map(|l| {
             pick(&l.raw).map(|s| {
                 let (line, column) = line_col(&l.text, s.span().start);
-                Origin { value: s.get_ref().clone(), path: l.path.clone(), line, column }
+                Origin {
+                    value: s.get_ref().clone(),
+                    path: l.path.clone(),
+                    line,
+                    column,
+                }
             })
         })
     }
 
     /// An array of tables (`[[gpio.rule]]`) from the last file that has it
     /// (arrays replace, they do not merge), with a way to place its keys.
-    pub fn get_tables<T>(&self, pick: impl Fn(&RawConfig) -> Option<&Vec<T>>) -> Option<(&[T], Placer<'_>)> {
-        self.layers.iter().rev().find_map(|l| pick(&l.raw).map(|v| (v.as_slice(), Placer { path: &l.path, text: &l.text })))
+    pub fn get_tables<T>(
+        &self,
+        pick: impl Fn(&RawConfig) -> Option<&Vec<T>>,
+    ) -> Option<(&[T], Placer<'_>)> {
+        self.layers.iter().rev().find_map(|l| {
+            pick(&l.raw).map(|v| {
+                (
+                    v.as_slice(),
+                    Placer {
+                        path: &l.path,
+                        text: &l.text,
+                    },
+                )
+            })
+        })
     }
 
     pub fn paths(&self) -> Vec<PathBuf> {

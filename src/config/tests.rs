@@ -3,7 +3,10 @@ use std::path::PathBuf;
 use super::*;
 
 fn one(text: &str) -> Result<Settings, ConfigError> {
-    from_sources(vec![(PathBuf::from("/etc/spotter/spotter.toml"), text.to_string())])
+    from_sources(vec![(
+        PathBuf::from("/etc/spotter/spotter.toml"),
+        text.to_string(),
+    )])
 }
 
 // Would catch a default drifting from what the example config documents.
@@ -17,14 +20,19 @@ fn empty_file_gives_documented_defaults() {
     assert_eq!(s.model.top_k, 5);
     assert_eq!(s.store.dir, PathBuf::from("/var/lib/spotter/results"));
     assert_eq!(s.store.flush_every_ms, 1000);
-    assert_eq!((s.store.max_age_s, s.store.max_records, s.store.max_bytes), (2_592_000, 1_000_000, 1 << 30));
+    assert_eq!(
+        (s.store.max_age_s, s.store.max_records, s.store.max_bytes),
+        (2_592_000, 1_000_000, 1 << 30)
+    );
     assert_eq!(s.api.listen.to_string(), "127.0.0.1:8443");
 }
 
 // Would catch unknown keys being ignored (a typo silently keeping a default).
 #[test]
 fn unknown_key_names_file_line_and_key() {
-    let err = one("[source]\nkind = \"files\"\ndir = \"/x\"\nfsp = 3\n").unwrap_err().to_string();
+    let err = one("[source]\nkind = \"files\"\ndir = \"/x\"\nfsp = 3\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("/etc/spotter/spotter.toml:4:"), "{err}");
     assert!(err.contains("fsp"), "{err}");
 }
@@ -46,9 +54,13 @@ fn wrong_type_names_line() {
 // Would catch out-of-range values being accepted, or reported without the key.
 #[test]
 fn out_of_range_value_names_key_and_line() {
-    let err = one("[source]\nkind = \"files\"\ndir = \"/x\"\nfps = 0\n").unwrap_err().to_string();
+    let err = one("[source]\nkind = \"files\"\ndir = \"/x\"\nfps = 0\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains(":4:") && err.contains("`source.fps`"), "{err}");
-    let err = one("\n[api]\nlisten = \"nonsense\"\n").unwrap_err().to_string();
+    let err = one("\n[api]\nlisten = \"nonsense\"\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains(":3:") && err.contains("`api.listen`"), "{err}");
 }
 
@@ -63,9 +75,18 @@ fn files_source_requires_dir() {
 #[test]
 fn dropins_layer_key_by_key_in_order() {
     let s = from_sources(vec![
-        (PathBuf::from("main.toml"), "[source]\nkind = \"files\"\ndir = \"/a\"\nfps = 1.0\n[model]\ntop_k = 3\n".into()),
-        (PathBuf::from("spotter.d/10-a.toml"), "[source]\nfps = 4.0\n".into()),
-        (PathBuf::from("spotter.d/20-b.toml"), "[source]\nfps = 8.0\n[model]\nthreads = 1\n".into()),
+        (
+            PathBuf::from("main.toml"),
+            "[source]\nkind = \"files\"\ndir = \"/a\"\nfps = 1.0\n[model]\ntop_k = 3\n".into(),
+        ),
+        (
+            PathBuf::from("spotter.d/10-a.toml"),
+            "[source]\nfps = 4.0\n".into(),
+        ),
+        (
+            PathBuf::from("spotter.d/20-b.toml"),
+            "[source]\nfps = 8.0\n[model]\nthreads = 1\n".into(),
+        ),
     ])
     .unwrap();
     assert_eq!(s.source.fps, 8.0);
@@ -79,7 +100,10 @@ fn dropins_layer_key_by_key_in_order() {
 fn errors_point_at_the_dropin_that_set_the_value() {
     let err = from_sources(vec![
         (PathBuf::from("main.toml"), "[model]\nthreads = 2\n".into()),
-        (PathBuf::from("spotter.d/50-x.toml"), "\n\n[model]\nthreads = 0\n".into()),
+        (
+            PathBuf::from("spotter.d/50-x.toml"),
+            "\n\n[model]\nthreads = 0\n".into(),
+        ),
     ])
     .unwrap_err()
     .to_string();
@@ -136,17 +160,26 @@ fn effective_settings_round_trip_through_toml() {
 fn api_access_limits_are_validated() {
     let s = one("[api]\nkey_rate_per_s = 5\nauth_fail_burst = 3\ncors_allowed_origins = [\"https://ui.example\"]\n").unwrap();
     assert_eq!((s.api.key_rate_per_s, s.api.auth_fail_burst), (5.0, 3));
-    assert_eq!(s.api.cors_allowed_origins, vec!["https://ui.example".to_string()]);
+    assert_eq!(
+        s.api.cors_allowed_origins,
+        vec!["https://ui.example".to_string()]
+    );
     assert_eq!(one("").unwrap().api.max_body_bytes, 10 * 1024 * 1024);
     for (text, key) in [
         ("auth_fail_rate_per_s = 0", "api.auth_fail_rate_per_s"),
         ("key_burst = 0", "api.key_burst"),
         ("max_body_bytes = 0", "api.max_body_bytes"),
-        ("cors_allowed_origins = [\"https://ui.example/\"]", "api.cors_allowed_origins"),
+        (
+            "cors_allowed_origins = [\"https://ui.example/\"]",
+            "api.cors_allowed_origins",
+        ),
         ("cors_allowed_origins = [\"*\"]", "api.cors_allowed_origins"),
     ] {
         let err = one(&format!("[api]\n{text}\n")).unwrap_err().to_string();
-        assert!(err.contains(&format!("`{key}`")) && err.contains(":2:"), "{text}: {err}");
+        assert!(
+            err.contains(&format!("`{key}`")) && err.contains(":2:"),
+            "{text}: {err}"
+        );
     }
 }
 
@@ -161,8 +194,14 @@ fn mqtt_section_defaults_and_validation() {
     assert_eq!(d.result_topic, "spotter/{device_id}/result");
     assert_eq!(d.status_topic, "spotter/{device_id}/status");
     assert_eq!(d.event_topic, "spotter/{device_id}/event");
-    let s = one("[mqtt]\nenabled = true\nprotocol = \"5\"\nusername = \"u\"\npassword_file = \"/p\"\n").unwrap().mqtt;
-    assert_eq!((s.enabled, s.protocol, s.username.as_deref()), (true, MqttProtocol::V5, Some("u")));
+    let s =
+        one("[mqtt]\nenabled = true\nprotocol = \"5\"\nusername = \"u\"\npassword_file = \"/p\"\n")
+            .unwrap()
+            .mqtt;
+    assert_eq!(
+        (s.enabled, s.protocol, s.username.as_deref()),
+        (true, MqttProtocol::V5, Some("u"))
+    );
     for (text, key) in [
         ("result_topic = \"a/+/b\"", "mqtt.result_topic"),
         ("event_topic = \"a/#\"", "mqtt.event_topic"),
@@ -182,12 +221,18 @@ fn mqtt_section_defaults_and_validation() {
 // unknown client_auth value accepted (or refused without naming file and line).
 #[test]
 fn client_certificate_settings() {
-    let s = one("[api]\nclient_ca = \"/etc/spotter/ca.pem\"\nclient_auth = \"optional\"\n").unwrap();
+    let s =
+        one("[api]\nclient_ca = \"/etc/spotter/ca.pem\"\nclient_auth = \"optional\"\n").unwrap();
     assert_eq!(s.api.client_ca, Some(PathBuf::from("/etc/spotter/ca.pem")));
     assert_eq!(s.api.client_auth, crate::api::ClientAuth::Optional);
     let s = one("[api]\nclient_ca = \"/etc/spotter/ca.pem\"\n").unwrap();
     assert_eq!(s.api.client_auth, crate::api::ClientAuth::Required);
     assert!(one("[api]\nclient_ca = \"/x\"\nclient_auth = \"sometimes\"\n").is_err());
-    let err = one("[api]\nclient_ca = \"/x\"\nclient_auth = \"sometimes\"\n").unwrap_err().to_string();
-    assert!(err.starts_with("/etc/spotter/spotter.toml:3:") && err.contains("sometimes"), "{err}");
+    let err = one("[api]\nclient_ca = \"/x\"\nclient_auth = \"sometimes\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("/etc/spotter/spotter.toml:3:") && err.contains("sometimes"),
+        "{err}"
+    );
 }

@@ -25,7 +25,10 @@ fn map_err(line: &LineId, chip: &std::path::Path, e: gpiocdev::Error) -> GpioErr
     };
     match errno {
         Some(n) => GpioError::from_os(line, &device, n, e.to_string()),
-        None => GpioError::Io { line: line.to_string(), message: format!("{device}: {e}") },
+        None => GpioError::Io {
+            line: line.to_string(),
+            message: format!("{device}: {e}"),
+        },
     }
 }
 
@@ -34,7 +37,8 @@ fn locate(line: &LineId) -> Result<(PathBuf, u32), GpioError> {
     match line {
         LineId::Offset { chip, offset } => Ok((LineId::chip_path(chip), *offset)),
         LineId::Name(name) => {
-            let found = gpiocdev::find_named_line(name).ok_or_else(|| GpioError::no_such_line(line))?;
+            let found =
+                gpiocdev::find_named_line(name).ok_or_else(|| GpioError::no_such_line(line))?;
             Ok((found.chip, found.info.offset))
         }
     }
@@ -48,7 +52,10 @@ impl Gpio for CdevGpio {
     fn input(&mut self, cfg: &InputConfig) -> Result<Box<dyn InputLine>, GpioError> {
         let (chip, offset) = locate(&cfg.line)?;
         let mut b = Request::builder();
-        b.on_chip(&chip).with_consumer(CONSUMER).with_line(offset).as_input();
+        b.on_chip(&chip)
+            .with_consumer(CONSUMER)
+            .with_line(offset)
+            .as_input();
         b.with_edge_detection(match cfg.edge {
             Edge::Rising => EdgeDetection::RisingEdge,
             Edge::Falling => EdgeDetection::FallingEdge,
@@ -63,10 +70,19 @@ impl Gpio for CdevGpio {
             b.with_debounce_period(cfg.debounce);
         }
         let req = b.request().map_err(|e| map_err(&cfg.line, &chip, e))?;
-        Ok(Box::new(CdevInput { req, line: cfg.line.clone(), chip, offset }))
+        Ok(Box::new(CdevInput {
+            req,
+            line: cfg.line.clone(),
+            chip,
+            offset,
+        }))
     }
 
-    fn output(&mut self, line: &LineId, initial_high: bool) -> Result<Box<dyn OutputLine>, GpioError> {
+    fn output(
+        &mut self,
+        line: &LineId,
+        initial_high: bool,
+    ) -> Result<Box<dyn OutputLine>, GpioError> {
         let (chip, offset) = locate(line)?;
         let req = Request::builder()
             .on_chip(&chip)
@@ -75,7 +91,12 @@ impl Gpio for CdevGpio {
             .as_output(Value::from(initial_high))
             .request()
             .map_err(|e| map_err(line, &chip, e))?;
-        Ok(Box::new(CdevOutput { req, line: line.clone(), chip, offset }))
+        Ok(Box::new(CdevOutput {
+            req,
+            line: line.clone(),
+            chip,
+            offset,
+        }))
     }
 }
 
@@ -88,15 +109,28 @@ struct CdevInput {
 
 impl InputLine for CdevInput {
     fn wait_edge(&mut self, timeout: Duration) -> Result<Option<EdgeEvent>, GpioError> {
-        if !self.req.wait_edge_event(timeout).map_err(|e| map_err(&self.line, &self.chip, e))? {
+        if !self
+            .req
+            .wait_edge_event(timeout)
+            .map_err(|e| map_err(&self.line, &self.chip, e))?
+        {
             return Ok(None);
         }
-        let ev = self.req.read_edge_event().map_err(|e| map_err(&self.line, &self.chip, e))?;
-        Ok(Some(EdgeEvent { rising: ev.kind == EdgeKind::Rising, at: Instant::now() }))
+        let ev = self
+            .req
+            .read_edge_event()
+            .map_err(|e| map_err(&self.line, &self.chip, e))?;
+        Ok(Some(EdgeEvent {
+            rising: ev.kind == EdgeKind::Rising,
+            at: Instant::now(),
+        }))
     }
 
     fn is_high(&mut self) -> Result<bool, GpioError> {
-        let v = self.req.value(self.offset).map_err(|e| map_err(&self.line, &self.chip, e))?;
+        let v = self
+            .req
+            .value(self.offset)
+            .map_err(|e| map_err(&self.line, &self.chip, e))?;
         Ok(v == Value::Active)
     }
 }
@@ -110,6 +144,8 @@ struct CdevOutput {
 
 impl OutputLine for CdevOutput {
     fn set_high(&mut self, high: bool) -> Result<(), GpioError> {
-        self.req.set_value(self.offset, Value::from(high)).map_err(|e| map_err(&self.line, &self.chip, e))
+        self.req
+            .set_value(self.offset, Value::from(high))
+            .map_err(|e| map_err(&self.line, &self.chip, e))
     }
 }

@@ -87,10 +87,17 @@ impl FakeGpio {
     fn request(&self, line: &LineId) -> Result<(), GpioError> {
         let mut b = self.board.lock();
         if let Some(errno) = b.failing.get(line) {
-            return Err(GpioError::from_os(line, "/dev/fake", *errno, "refused".into()));
+            return Err(GpioError::from_os(
+                line,
+                "/dev/fake",
+                *errno,
+                "refused".into(),
+            ));
         }
         if b.requested.contains(line) {
-            return Err(GpioError::Busy { line: line.to_string() });
+            return Err(GpioError::Busy {
+                line: line.to_string(),
+            });
         }
         b.requested.push(line.clone());
         Ok(())
@@ -104,12 +111,22 @@ impl Gpio for FakeGpio {
 
     fn input(&mut self, cfg: &InputConfig) -> Result<Box<dyn InputLine>, GpioError> {
         self.request(&cfg.line)?;
-        Ok(Box::new(FakeInput { board: self.board.clone(), line: cfg.line.clone() }))
+        Ok(Box::new(FakeInput {
+            board: self.board.clone(),
+            line: cfg.line.clone(),
+        }))
     }
 
-    fn output(&mut self, line: &LineId, initial_high: bool) -> Result<Box<dyn OutputLine>, GpioError> {
+    fn output(
+        &mut self,
+        line: &LineId,
+        initial_high: bool,
+    ) -> Result<Box<dyn OutputLine>, GpioError> {
         self.request(line)?;
-        let mut out = FakeOutput { board: self.board.clone(), line: line.clone() };
+        let mut out = FakeOutput {
+            board: self.board.clone(),
+            line: line.clone(),
+        };
         out.set_high(initial_high)?;
         Ok(Box::new(out))
     }
@@ -133,7 +150,10 @@ impl InputLine for FakeInput {
             if left.is_zero() {
                 return Ok(None);
             }
-            b = cv.wait_timeout(b, left).unwrap_or_else(|e| e.into_inner()).0;
+            b = cv
+                .wait_timeout(b, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 
@@ -151,7 +171,10 @@ impl OutputLine for FakeOutput {
     fn set_high(&mut self, high: bool) -> Result<(), GpioError> {
         let mut b = self.board.lock();
         b.levels.insert(self.line.clone(), high);
-        b.history.entry(self.line.clone()).or_default().push((Instant::now(), high));
+        b.history
+            .entry(self.line.clone())
+            .or_default()
+            .push((Instant::now(), high));
         Ok(())
     }
 }

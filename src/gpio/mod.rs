@@ -44,14 +44,20 @@ impl LineId {
             return Err("empty line name".into());
         }
         if let Ok(offset) = s.parse::<u32>() {
-            return Ok(LineId::Offset { chip: default_chip.to_string(), offset });
+            return Ok(LineId::Offset {
+                chip: default_chip.to_string(),
+                offset,
+            });
         }
         if let Some((chip, off)) = s.rsplit_once(':') {
             if let Ok(offset) = off.parse::<u32>() {
                 if chip.is_empty() {
                     return Err(format!("`{s}`: no chip before the offset"));
                 }
-                return Ok(LineId::Offset { chip: chip.to_string(), offset });
+                return Ok(LineId::Offset {
+                    chip: chip.to_string(),
+                    offset,
+                });
             }
         }
         if s.len() > 31 {
@@ -172,19 +178,32 @@ pub trait Gpio: Send {
     fn name(&self) -> &'static str;
     fn input(&mut self, cfg: &InputConfig) -> Result<Box<dyn InputLine>, GpioError>;
     /// Request an output line driven to `initial_high` from the first moment.
-    fn output(&mut self, line: &LineId, initial_high: bool) -> Result<Box<dyn OutputLine>, GpioError>;
+    fn output(
+        &mut self,
+        line: &LineId,
+        initial_high: bool,
+    ) -> Result<Box<dyn OutputLine>, GpioError>;
 }
 
 const PERMISSION_HINT: &str = "the chip device must belong to group `gpio` with mode 0660: where no udev rule does that, add /etc/udev/rules.d/60-gpio.rules with SUBSYSTEM==\"gpio\", KERNEL==\"gpiochip*\", GROUP=\"gpio\", MODE=\"0660\" and run `udevadm trigger`; the unit already adds group gpio (SupplementaryGroups) and allows the device (DeviceAllow); outside systemd, add the user to group gpio";
-const MISSING_HINT: &str = "check the chip name with `gpiodetect`/`gpioinfo`; a simulated chip needs the gpio-sim module";
+const MISSING_HINT: &str =
+    "check the chip name with `gpiodetect`/`gpioinfo`; a simulated chip needs the gpio-sim module";
 
 /// Errors from requesting or using a GPIO line. Each names the line.
 #[derive(Debug, thiserror::Error)]
 pub enum GpioError {
     #[error("GPIO line {line}: permission denied opening {device}: {hint}")]
-    PermissionDenied { line: String, device: String, hint: &'static str },
+    PermissionDenied {
+        line: String,
+        device: String,
+        hint: &'static str,
+    },
     #[error("GPIO line {line}: {device} does not exist: {hint}")]
-    MissingDevice { line: String, device: String, hint: &'static str },
+    MissingDevice {
+        line: String,
+        device: String,
+        hint: &'static str,
+    },
     #[error("GPIO line {line}: no line has this name on any chip: {hint}")]
     NoSuchLine { line: String, hint: &'static str },
     #[error("GPIO line {line}: busy (requested by another program or by this config twice)")]
@@ -201,16 +220,30 @@ impl GpioError {
         let line = line.to_string();
         let device = device.to_string();
         match errno {
-            nix::libc::EACCES | nix::libc::EPERM => GpioError::PermissionDenied { line, device, hint: PERMISSION_HINT },
-            nix::libc::ENOENT | nix::libc::ENODEV => GpioError::MissingDevice { line, device, hint: MISSING_HINT },
+            nix::libc::EACCES | nix::libc::EPERM => GpioError::PermissionDenied {
+                line,
+                device,
+                hint: PERMISSION_HINT,
+            },
+            nix::libc::ENOENT | nix::libc::ENODEV => GpioError::MissingDevice {
+                line,
+                device,
+                hint: MISSING_HINT,
+            },
             nix::libc::EBUSY => GpioError::Busy { line },
-            _ => GpioError::Io { line, message: format!("{device}: {message}") },
+            _ => GpioError::Io {
+                line,
+                message: format!("{device}: {message}"),
+            },
         }
     }
 
     /// Missing line name.
     pub fn no_such_line(line: &LineId) -> GpioError {
-        GpioError::NoSuchLine { line: line.to_string(), hint: MISSING_HINT }
+        GpioError::NoSuchLine {
+            line: line.to_string(),
+            hint: MISSING_HINT,
+        }
     }
 }
 
@@ -246,22 +279,51 @@ mod tests {
     // request would then look for a line called "17" and never find it).
     #[test]
     fn parses_offsets_chips_and_names() {
-        assert_eq!(LineId::parse("17", "gpiochip0"), Ok(LineId::Offset { chip: "gpiochip0".into(), offset: 17 }));
-        assert_eq!(LineId::parse("gpiochip2:5", "gpiochip0"), Ok(LineId::Offset { chip: "gpiochip2".into(), offset: 5 }));
-        assert_eq!(LineId::parse("GPIO17", "gpiochip0"), Ok(LineId::Name("GPIO17".into())));
+        assert_eq!(
+            LineId::parse("17", "gpiochip0"),
+            Ok(LineId::Offset {
+                chip: "gpiochip0".into(),
+                offset: 17
+            })
+        );
+        assert_eq!(
+            LineId::parse("gpiochip2:5", "gpiochip0"),
+            Ok(LineId::Offset {
+                chip: "gpiochip2".into(),
+                offset: 5
+            })
+        );
+        assert_eq!(
+            LineId::parse("GPIO17", "gpiochip0"),
+            Ok(LineId::Name("GPIO17".into()))
+        );
         assert!(LineId::parse(":3", "gpiochip0").is_err());
         assert!(LineId::parse("", "gpiochip0").is_err());
-        assert_eq!(LineId::chip_path("gpiochip1"), PathBuf::from("/dev/gpiochip1"));
-        assert_eq!(LineId::chip_path("/dev/gpiochip1"), PathBuf::from("/dev/gpiochip1"));
+        assert_eq!(
+            LineId::chip_path("gpiochip1"),
+            PathBuf::from("/dev/gpiochip1")
+        );
+        assert_eq!(
+            LineId::chip_path("/dev/gpiochip1"),
+            PathBuf::from("/dev/gpiochip1")
+        );
     }
 
     // Would catch a permission problem being reported without the fix.
     #[test]
     fn permission_error_names_line_and_fix() {
         let l = LineId::parse("gpiochip0:17", "gpiochip0").unwrap();
-        let e = GpioError::from_os(&l, "/dev/gpiochip0", nix::libc::EACCES, "denied".into()).to_string();
-        assert!(e.contains("gpiochip0:17") && e.contains("group `gpio`") && e.contains("KERNEL==\"gpiochip*\"") && e.contains("DeviceAllow"), "{e}");
-        let e = GpioError::from_os(&l, "/dev/gpiochip0", nix::libc::ENOENT, "gone".into()).to_string();
+        let e = GpioError::from_os(&l, "/dev/gpiochip0", nix::libc::EACCES, "denied".into())
+            .to_string();
+        assert!(
+            e.contains("gpiochip0:17")
+                && e.contains("group `gpio`")
+                && e.contains("KERNEL==\"gpiochip*\"")
+                && e.contains("DeviceAllow"),
+            "{e}"
+        );
+        let e =
+            GpioError::from_os(&l, "/dev/gpiochip0", nix::libc::ENOENT, "gone".into()).to_string();
         assert!(e.contains("does not exist"), "{e}");
     }
 

@@ -98,7 +98,11 @@ pub struct Outputs {
 
 impl Outputs {
     /// Request every rule line and the LED, each at its safe (off) level.
-    pub fn open(gpio: &mut dyn Gpio, rules: &[RuleSpec], led: Option<&LedSpec>) -> Result<Outputs, GpioError> {
+    pub fn open(
+        gpio: &mut dyn Gpio,
+        rules: &[RuleSpec],
+        led: Option<&LedSpec>,
+    ) -> Result<Outputs, GpioError> {
         let mut lines: Vec<Out> = Vec::new();
         let mut indexed = Vec::with_capacity(rules.len());
         for r in rules {
@@ -106,7 +110,13 @@ impl Outputs {
                 Some(i) => i,
                 None => {
                     let line = gpio.output(&r.line, r.active.physical(false))?;
-                    lines.push(Out { id: r.line.clone(), line, active: r.active, on: false, until: None });
+                    lines.push(Out {
+                        id: r.line.clone(),
+                        line,
+                        active: r.active,
+                        on: false,
+                        until: None,
+                    });
                     lines.len() - 1
                 }
             };
@@ -122,15 +132,26 @@ impl Outputs {
             }),
             None => None,
         };
-        Ok(Outputs { lines, rules: indexed, led })
+        Ok(Outputs {
+            lines,
+            rules: indexed,
+            led,
+        })
     }
 
     /// Apply the rules to a stored result at `now`. Returns the lines it
     /// switched on (lines already on only get their hold extended).
-    pub fn on_result(&mut self, rec: &ResultRecord, now: Instant) -> Result<Vec<SwitchedOn>, GpioError> {
+    pub fn on_result(
+        &mut self,
+        rec: &ResultRecord,
+        now: Instant,
+    ) -> Result<Vec<SwitchedOn>, GpioError> {
         let mut switched = Vec::new();
         for (rule, i) in &self.rules {
-            let matched = rec.classes.iter().map(|c| (&c.label, c.score))
+            let matched = rec
+                .classes
+                .iter()
+                .map(|c| (&c.label, c.score))
                 .chain(rec.detections.iter().map(|d| (&d.label, d.score)))
                 .any(|(label, score)| *label == rule.label && score >= rule.min_score);
             if !matched {
@@ -141,14 +162,21 @@ impl Outputs {
             out.until = Some(out.until.map_or(until, |u| u.max(until)));
             if !out.on {
                 out.drive(true)?;
-                switched.push(SwitchedOn { line: out.id.clone(), at: Instant::now() });
+                switched.push(SwitchedOn {
+                    line: out.id.clone(),
+                    at: Instant::now(),
+                });
             }
         }
         Ok(switched)
     }
 
     /// Switch off the lines whose hold ended by `now`; drive the LED.
-    pub fn tick(&mut self, now: Instant, led: Option<(LedState, Duration)>) -> Result<(), GpioError> {
+    pub fn tick(
+        &mut self,
+        now: Instant,
+        led: Option<(LedState, Duration)>,
+    ) -> Result<(), GpioError> {
         for out in &mut self.lines {
             if out.on && out.until.is_some_and(|u| now >= u) {
                 out.until = None;
@@ -211,7 +239,12 @@ pub(crate) fn test_record(label: &str, score: f32) -> ResultRecord {
         clock_synchronized: true,
         boottime_ns: 0,
     };
-    r.classes.push(crate::result::ClassScore { index: 0, label: label.into(), raw: score, score });
+    r.classes.push(crate::result::ClassScore {
+        index: 0,
+        label: label.into(),
+        raw: score,
+        score,
+    });
     r
 }
 
@@ -222,7 +255,10 @@ mod tests {
     use crate::state::Check;
 
     fn line(n: u32) -> LineId {
-        LineId::Offset { chip: "gpiochip0".into(), offset: n }
+        LineId::Offset {
+            chip: "gpiochip0".into(),
+            offset: n,
+        }
     }
 
     fn result(label: &str, score: f32) -> ResultRecord {
@@ -230,11 +266,21 @@ mod tests {
     }
 
     fn rule(label: &str, min: f32, hold_ms: u64, l: u32, active: Level) -> RuleSpec {
-        RuleSpec { label: label.into(), min_score: min, hold_ms, line: line(l), active }
+        RuleSpec {
+            label: label.into(),
+            min_score: min,
+            hold_ms,
+            line: line(l),
+            active,
+        }
     }
 
     fn levels(board: &FakeBoard, l: u32) -> Vec<bool> {
-        board.history(&line(l)).into_iter().map(|(_, v)| v).collect()
+        board
+            .history(&line(l))
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect()
     }
 
     // Would catch a rule firing below its score or for another label, a
@@ -243,20 +289,40 @@ mod tests {
     fn rule_holds_and_re_trigger_extends() {
         let board = FakeBoard::new();
         let mut gpio = FakeGpio::new(board.clone());
-        let mut o = Outputs::open(&mut gpio, &[rule("person", 0.6, 2000, 27, Level::High)], None).unwrap();
+        let mut o = Outputs::open(
+            &mut gpio,
+            &[rule("person", 0.6, 2000, 27, Level::High)],
+            None,
+        )
+        .unwrap();
         let t0 = Instant::now();
         let ms = |n| t0 + Duration::from_millis(n);
-        assert!(o.on_result(&result("person", 0.59), ms(0)).unwrap().is_empty());
+        assert!(o
+            .on_result(&result("person", 0.59), ms(0))
+            .unwrap()
+            .is_empty());
         assert!(o.on_result(&result("cat", 0.99), ms(0)).unwrap().is_empty());
         assert_eq!(o.on_result(&result("person", 0.6), ms(0)).unwrap().len(), 1);
         o.tick(ms(1500), None).unwrap();
         assert!(o.is_on(&line(27)));
-        assert!(o.on_result(&result("person", 0.9), ms(1500)).unwrap().is_empty(), "already on: only extended");
+        assert!(
+            o.on_result(&result("person", 0.9), ms(1500))
+                .unwrap()
+                .is_empty(),
+            "already on: only extended"
+        );
         o.tick(ms(3000), None).unwrap();
-        assert!(o.is_on(&line(27)), "the re-trigger extended the hold to 3.5 s");
+        assert!(
+            o.is_on(&line(27)),
+            "the re-trigger extended the hold to 3.5 s"
+        );
         o.tick(ms(3500), None).unwrap();
         assert!(!o.is_on(&line(27)));
-        assert_eq!(levels(&board, 27), vec![false, true, false], "requested safe, on once, off once");
+        assert_eq!(
+            levels(&board, 27),
+            vec![false, true, false],
+            "requested safe, on once, off once"
+        );
     }
 
     // Would catch active-low lines being driven the wrong way, or two rules
@@ -265,16 +331,28 @@ mod tests {
     fn several_rules_and_active_low_lines() {
         let board = FakeBoard::new();
         let mut gpio = FakeGpio::new(board.clone());
-        let rules = [rule("person", 0.5, 1000, 5, Level::Low), rule("car", 0.5, 3000, 5, Level::Low), rule("dog", 0.5, 100, 6, Level::High)];
+        let rules = [
+            rule("person", 0.5, 1000, 5, Level::Low),
+            rule("car", 0.5, 3000, 5, Level::Low),
+            rule("dog", 0.5, 100, 6, Level::High),
+        ];
         let mut o = Outputs::open(&mut gpio, &rules, None).unwrap();
-        assert_eq!(board.level(&line(5)), Some(true), "active-low safe state is high");
+        assert_eq!(
+            board.level(&line(5)),
+            Some(true),
+            "active-low safe state is high"
+        );
         let t0 = Instant::now();
         o.on_result(&result("person", 0.9), t0).unwrap();
         o.on_result(&result("car", 0.9), t0).unwrap();
         assert_eq!(board.level(&line(5)), Some(false));
         assert_eq!(board.level(&line(6)), Some(false), "dog rule untouched");
         o.tick(t0 + Duration::from_millis(1000), None).unwrap();
-        assert_eq!(board.level(&line(5)), Some(false), "car still holds the line");
+        assert_eq!(
+            board.level(&line(5)),
+            Some(false),
+            "car still holds the line"
+        );
         o.tick(t0 + Duration::from_millis(3000), None).unwrap();
         assert_eq!(board.level(&line(5)), Some(true));
     }
@@ -284,16 +362,35 @@ mod tests {
     fn safe_state_on_shutdown_and_drop() {
         let board = FakeBoard::new();
         let mut gpio = FakeGpio::new(board.clone());
-        let led = LedSpec { line: line(22), active: Level::High };
-        let mut o = Outputs::open(&mut gpio, &[rule("person", 0.5, 60_000, 27, Level::High)], Some(&led)).unwrap();
+        let led = LedSpec {
+            line: line(22),
+            active: Level::High,
+        };
+        let mut o = Outputs::open(
+            &mut gpio,
+            &[rule("person", 0.5, 60_000, 27, Level::High)],
+            Some(&led),
+        )
+        .unwrap();
         o.on_result(&result("person", 0.9), Instant::now()).unwrap();
-        o.tick(Instant::now(), Some((LedState::Ready, Duration::ZERO))).unwrap();
-        assert_eq!((board.level(&line(27)), board.level(&line(22))), (Some(true), Some(true)));
+        o.tick(Instant::now(), Some((LedState::Ready, Duration::ZERO)))
+            .unwrap();
+        assert_eq!(
+            (board.level(&line(27)), board.level(&line(22))),
+            (Some(true), Some(true))
+        );
         o.safe().unwrap();
-        assert_eq!((board.level(&line(27)), board.level(&line(22))), (Some(false), Some(false)));
+        assert_eq!(
+            (board.level(&line(27)), board.level(&line(22))),
+            (Some(false), Some(false))
+        );
         o.on_result(&result("person", 0.9), Instant::now()).unwrap();
         drop(o);
-        assert_eq!(board.level(&line(27)), Some(false), "dropping returns to safe too");
+        assert_eq!(
+            board.level(&line(27)),
+            Some(false),
+            "dropping returns to safe too"
+        );
     }
 
     // Would catch the LED showing "ready" while a check fails, or the
@@ -302,14 +399,34 @@ mod tests {
     fn led_state_and_patterns() {
         let ok = Check::passing("");
         let bad = Check::failing("");
-        let r = |s: &Check, m: &Check| Readiness { source: s.clone(), model: m.clone(), store: ok.clone() };
-        assert_eq!(LedState::from_readiness(&r(&ok, &ok), false), LedState::Ready);
-        assert_eq!(LedState::from_readiness(&r(&bad, &ok), false), LedState::NotReady);
-        assert_eq!(LedState::from_readiness(&r(&ok, &bad), false), LedState::Error);
-        assert_eq!(LedState::from_readiness(&r(&ok, &ok), true), LedState::Error);
+        let r = |s: &Check, m: &Check| Readiness {
+            source: s.clone(),
+            model: m.clone(),
+            store: ok.clone(),
+        };
+        assert_eq!(
+            LedState::from_readiness(&r(&ok, &ok), false),
+            LedState::Ready
+        );
+        assert_eq!(
+            LedState::from_readiness(&r(&bad, &ok), false),
+            LedState::NotReady
+        );
+        assert_eq!(
+            LedState::from_readiness(&r(&ok, &bad), false),
+            LedState::Error
+        );
+        assert_eq!(
+            LedState::from_readiness(&r(&ok, &ok), true),
+            LedState::Error
+        );
         let ms = Duration::from_millis;
         assert!(LedState::Ready.lit(ms(0)) && LedState::Ready.lit(ms(750)));
         assert!(LedState::NotReady.lit(ms(100)) && !LedState::NotReady.lit(ms(600)));
-        assert!(LedState::Error.lit(ms(50)) && !LedState::Error.lit(ms(150)) && LedState::Error.lit(ms(250)));
+        assert!(
+            LedState::Error.lit(ms(50))
+                && !LedState::Error.lit(ms(150))
+                && LedState::Error.lit(ms(250))
+        );
     }
 }

@@ -19,12 +19,22 @@ pub struct RppalGpio {
 
 fn map_err(line: &LineId, e: rppal::gpio::Error) -> GpioError {
     match e {
-        rppal::gpio::Error::PermissionDenied(device) => GpioError::from_os(line, &device, nix::libc::EACCES, String::new()),
-        rppal::gpio::Error::PinUsed(_) => GpioError::Busy { line: line.to_string() },
-        rppal::gpio::Error::Io(io) => {
-            GpioError::from_os(line, "the Pi's GPIO chip", io.raw_os_error().unwrap_or(0), io.to_string())
+        rppal::gpio::Error::PermissionDenied(device) => {
+            GpioError::from_os(line, &device, nix::libc::EACCES, String::new())
         }
-        other => GpioError::Io { line: line.to_string(), message: other.to_string() },
+        rppal::gpio::Error::PinUsed(_) => GpioError::Busy {
+            line: line.to_string(),
+        },
+        rppal::gpio::Error::Io(io) => GpioError::from_os(
+            line,
+            "the Pi's GPIO chip",
+            io.raw_os_error().unwrap_or(0),
+            io.to_string(),
+        ),
+        other => GpioError::Io {
+            line: line.to_string(),
+            message: other.to_string(),
+        },
     }
 }
 
@@ -43,7 +53,8 @@ fn bcm(line: &LineId) -> Result<u8, GpioError> {
 
 impl RppalGpio {
     pub fn new() -> Result<RppalGpio, GpioError> {
-        let gpio = rppal::gpio::Gpio::new().map_err(|e| map_err(&LineId::Name("(controller)".into()), e))?;
+        let gpio = rppal::gpio::Gpio::new()
+            .map_err(|e| map_err(&LineId::Name("(controller)".into()), e))?;
         Ok(RppalGpio { gpio })
     }
 }
@@ -54,7 +65,10 @@ impl Gpio for RppalGpio {
     }
 
     fn input(&mut self, cfg: &InputConfig) -> Result<Box<dyn InputLine>, GpioError> {
-        let pin = self.gpio.get(bcm(&cfg.line)?).map_err(|e| map_err(&cfg.line, e))?;
+        let pin = self
+            .gpio
+            .get(bcm(&cfg.line)?)
+            .map_err(|e| map_err(&cfg.line, e))?;
         let mut pin = match cfg.bias {
             Bias::PullUp => pin.into_input_pullup(),
             Bias::PullDown => pin.into_input_pulldown(),
@@ -66,13 +80,25 @@ impl Gpio for RppalGpio {
             Edge::Both => Trigger::Both,
         };
         let debounce = (!cfg.debounce.is_zero()).then_some(cfg.debounce);
-        pin.set_interrupt(trigger, debounce).map_err(|e| map_err(&cfg.line, e))?;
-        Ok(Box::new(PiInput { pin, line: cfg.line.clone() }))
+        pin.set_interrupt(trigger, debounce)
+            .map_err(|e| map_err(&cfg.line, e))?;
+        Ok(Box::new(PiInput {
+            pin,
+            line: cfg.line.clone(),
+        }))
     }
 
-    fn output(&mut self, line: &LineId, initial_high: bool) -> Result<Box<dyn OutputLine>, GpioError> {
+    fn output(
+        &mut self,
+        line: &LineId,
+        initial_high: bool,
+    ) -> Result<Box<dyn OutputLine>, GpioError> {
         let pin = self.gpio.get(bcm(line)?).map_err(|e| map_err(line, e))?;
-        let mut pin = if initial_high { pin.into_output_high() } else { pin.into_output_low() };
+        let mut pin = if initial_high {
+            pin.into_output_high()
+        } else {
+            pin.into_output_low()
+        };
         // Spotter drives the safe state itself on shutdown; rppal's reset
         // would instead return the pin to its previous mode (often input).
         pin.set_reset_on_drop(false);
@@ -87,8 +113,14 @@ struct PiInput {
 
 impl InputLine for PiInput {
     fn wait_edge(&mut self, timeout: Duration) -> Result<Option<EdgeEvent>, GpioError> {
-        let ev = self.pin.poll_interrupt(false, Some(timeout)).map_err(|e| map_err(&self.line, e))?;
-        Ok(ev.map(|ev| EdgeEvent { rising: ev.trigger == Trigger::RisingEdge, at: Instant::now() }))
+        let ev = self
+            .pin
+            .poll_interrupt(false, Some(timeout))
+            .map_err(|e| map_err(&self.line, e))?;
+        Ok(ev.map(|ev| EdgeEvent {
+            rising: ev.trigger == Trigger::RisingEdge,
+            at: Instant::now(),
+        }))
     }
 
     fn is_high(&mut self) -> Result<bool, GpioError> {

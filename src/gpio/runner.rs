@@ -45,7 +45,9 @@ pub struct GpioSettings {
 impl GpioSettings {
     /// Whether any GPIO is configured (otherwise nothing is opened).
     pub fn enabled(&self) -> bool {
-        self.trigger.mode != TriggerMode::Continuous || !self.rules.is_empty() || self.status_led.is_some()
+        self.trigger.mode != TriggerMode::Continuous
+            || !self.rules.is_empty()
+            || self.status_led.is_some()
     }
 
     fn gate(&self) -> GateConfig {
@@ -147,9 +149,21 @@ impl GpioStatus {
             frames_gated: g(&self.frames_gated),
             outputs_switched: g(&self.outputs_switched),
             errors: g(&self.errors),
-            last_error: self.last_error.read().unwrap_or_else(|e| e.into_inner()).clone(),
-            trigger_to_stored: self.to_stored.lock().unwrap_or_else(|e| e.into_inner()).figure(),
-            trigger_to_output: self.to_output.lock().unwrap_or_else(|e| e.into_inner()).figure(),
+            last_error: self
+                .last_error
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            trigger_to_stored: self
+                .to_stored
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .figure(),
+            trigger_to_output: self
+                .to_output
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .figure(),
         }
     }
 
@@ -174,13 +188,19 @@ pub struct GpioHooks {
 
 impl std::fmt::Debug for GpioHooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GpioHooks").field("gate", &*self.gate()).finish_non_exhaustive()
+        f.debug_struct("GpioHooks")
+            .field("gate", &*self.gate())
+            .finish_non_exhaustive()
     }
 }
 
 impl GpioHooks {
     pub fn new(gate: GateConfig, outputs: Option<Outputs>, state: Arc<AppState>) -> Self {
-        GpioHooks { gate: Mutex::new(TriggerGate::new(gate)), outputs: Mutex::new(outputs), state }
+        GpioHooks {
+            gate: Mutex::new(TriggerGate::new(gate)),
+            outputs: Mutex::new(outputs),
+            state,
+        }
     }
 
     fn gate(&self) -> std::sync::MutexGuard<'_, TriggerGate> {
@@ -209,7 +229,8 @@ impl GpioHooks {
 
     /// The level of a gated trigger line, read without an edge.
     pub fn set_level(&self, high: bool) {
-        self.gate().set_level(high, Instant::now(), SystemTime::now());
+        self.gate()
+            .set_level(high, Instant::now(), SystemTime::now());
     }
 
     /// Whether a frame captured at `captured` is inferred (dropped frames are counted).
@@ -226,7 +247,11 @@ impl GpioHooks {
         let status = &self.state.gpio;
         if let Some(t) = trigger.filter(|t| t.first) {
             let d = now.saturating_duration_since(t.at);
-            status.to_stored.lock().unwrap_or_else(|e| e.into_inner()).push(d.as_micros() as u64);
+            status
+                .to_stored
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(d.as_micros() as u64);
             self.state.metrics.observe_trigger_latency("stored", d);
         }
         let switched = match self.outputs().as_mut().map(|o| o.on_result(rec, now)) {
@@ -239,7 +264,11 @@ impl GpioHooks {
             log::info!(spotter_gpio_line = s.line.to_string().as_str(); "output {} on for a rule match", s.line);
             if let Some(t) = trigger {
                 let d = s.at.saturating_duration_since(t.at);
-                status.to_output.lock().unwrap_or_else(|e| e.into_inner()).push(d.as_micros() as u64);
+                status
+                    .to_output
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(d.as_micros() as u64);
                 self.state.metrics.observe_trigger_latency("output", d);
             }
         }
@@ -247,9 +276,16 @@ impl GpioHooks {
 
     /// End holds that ran out and drive the status LED.
     pub fn tick(&self, now: Instant) {
-        let led = LedState::from_readiness(&self.state.readiness(), self.state.gpio.last_error.read().is_ok_and(|e| e.is_some()));
+        let led = LedState::from_readiness(
+            &self.state.readiness(),
+            self.state.gpio.last_error.read().is_ok_and(|e| e.is_some()),
+        );
         let since = now.saturating_duration_since(self.state.started);
-        if let Some(Err(e)) = self.outputs().as_mut().map(|o| o.tick(now, Some((led, since)))) {
+        if let Some(Err(e)) = self
+            .outputs()
+            .as_mut()
+            .map(|o| o.tick(now, Some((led, since))))
+        {
             self.state.gpio.error(&e);
         }
     }
@@ -281,28 +317,54 @@ pub struct GpioRuntime {
 impl GpioRuntime {
     /// Request the lines (outputs at their safe state first) and start the
     /// trigger and output threads.
-    pub fn start(settings: &GpioSettings, mut gpio: Box<dyn Gpio>, state: Arc<AppState>) -> Result<GpioRuntime, GpioError> {
+    pub fn start(
+        settings: &GpioSettings,
+        mut gpio: Box<dyn Gpio>,
+        state: Arc<AppState>,
+    ) -> Result<GpioRuntime, GpioError> {
         let outputs = Outputs::open(gpio.as_mut(), &settings.rules, settings.status_led.as_ref())?;
         let t = &settings.trigger;
         let input = match (&t.line, t.mode) {
-            (Some(line), TriggerMode::OnTrigger | TriggerMode::Gated) => Some(gpio.input(&InputConfig {
-                line: line.clone(),
-                edge: if t.mode == TriggerMode::Gated { Edge::Both } else { t.edge },
-                bias: t.bias,
-                debounce: Duration::from_millis(t.debounce_ms),
-            })?),
+            (Some(line), TriggerMode::OnTrigger | TriggerMode::Gated) => {
+                Some(gpio.input(&InputConfig {
+                    line: line.clone(),
+                    edge: if t.mode == TriggerMode::Gated {
+                        Edge::Both
+                    } else {
+                        t.edge
+                    },
+                    bias: t.bias,
+                    debounce: Duration::from_millis(t.debounce_ms),
+                })?)
+            }
             _ => None,
         };
         state.gpio.enabled.store(true, Ordering::Relaxed);
-        *state.gpio.backend.write().unwrap_or_else(|e| e.into_inner()) = gpio.name().to_string();
+        *state
+            .gpio
+            .backend
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = gpio.name().to_string();
         *state.gpio.mode.write().unwrap_or_else(|e| e.into_inner()) = t.mode.as_str().to_string();
-        let hooks = Arc::new(GpioHooks::new(settings.gate(), Some(outputs), state.clone()));
+        let hooks = Arc::new(GpioHooks::new(
+            settings.gate(),
+            Some(outputs),
+            state.clone(),
+        ));
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
-        let spawn_err = |e: std::io::Error| GpioError::Io { line: "(threads)".into(), message: format!("spawning a GPIO thread: {e}") };
+        let spawn_err = |e: std::io::Error| GpioError::Io {
+            line: "(threads)".into(),
+            message: format!("spawning a GPIO thread: {e}"),
+        };
         if let Some(input) = input {
             let (h, s, gated) = (hooks.clone(), stop.clone(), t.mode == TriggerMode::Gated);
-            threads.push(std::thread::Builder::new().name("gpio-trigger".into()).spawn(move || trigger_loop(input, h, s, gated)).map_err(spawn_err)?);
+            threads.push(
+                std::thread::Builder::new()
+                    .name("gpio-trigger".into())
+                    .spawn(move || trigger_loop(input, h, s, gated))
+                    .map_err(spawn_err)?,
+            );
         }
         let (h, s) = (hooks.clone(), stop.clone());
         threads.push(
@@ -316,9 +378,21 @@ impl GpioRuntime {
                 })
                 .map_err(spawn_err)?,
         );
-        log::info!("GPIO active ({}): trigger {:?}, {} rule(s), status LED {}", gpio.name(), t.mode, settings.rules.len(),
-            settings.status_led.as_ref().map_or("off".to_string(), |l| l.line.to_string()));
-        Ok(GpioRuntime { hooks, stop, threads })
+        log::info!(
+            "GPIO active ({}): trigger {:?}, {} rule(s), status LED {}",
+            gpio.name(),
+            t.mode,
+            settings.rules.len(),
+            settings
+                .status_led
+                .as_ref()
+                .map_or("off".to_string(), |l| l.line.to_string())
+        );
+        Ok(GpioRuntime {
+            hooks,
+            stop,
+            threads,
+        })
     }
 
     /// Stop the threads, then drive every output to its safe state. Call
@@ -334,7 +408,12 @@ impl GpioRuntime {
 }
 
 /// The trigger thread: blocking waits for edges, fed to the gate.
-fn trigger_loop(mut input: Box<dyn InputLine>, hooks: Arc<GpioHooks>, stop: Arc<AtomicBool>, gated: bool) {
+fn trigger_loop(
+    mut input: Box<dyn InputLine>,
+    hooks: Arc<GpioHooks>,
+    stop: Arc<AtomicBool>,
+    gated: bool,
+) {
     let mut refresh_level = gated;
     while !stop.load(Ordering::Relaxed) {
         if refresh_level {
@@ -364,7 +443,10 @@ mod tests {
     use crate::gpio::Level;
 
     fn line(n: u32) -> LineId {
-        LineId::Offset { chip: "gpiochip0".into(), offset: n }
+        LineId::Offset {
+            chip: "gpiochip0".into(),
+            offset: n,
+        }
     }
 
     fn settings(mode: TriggerMode) -> GpioSettings {
@@ -380,7 +462,13 @@ mod tests {
                 frames: 1,
                 window_ms: 60_000,
             },
-            rules: vec![RuleSpec { label: "person".into(), min_score: 0.6, hold_ms: 2000, line: line(27), active: Level::High }],
+            rules: vec![RuleSpec {
+                label: "person".into(),
+                min_score: 0.6,
+                hold_ms: 2000,
+                line: line(27),
+                active: Level::High,
+            }],
             status_led: None,
         }
     }
@@ -402,25 +490,63 @@ mod tests {
     fn edge_to_inference_to_output_through_the_runtime() {
         let board = FakeBoard::new();
         let state = Arc::new(AppState::new());
-        let rt = GpioRuntime::start(&settings(TriggerMode::OnTrigger), Box::new(FakeGpio::new(board.clone())), state.clone()).unwrap();
-        assert_eq!(board.level(&line(27)), Some(false), "output requested at its safe state");
+        let rt = GpioRuntime::start(
+            &settings(TriggerMode::OnTrigger),
+            Box::new(FakeGpio::new(board.clone())),
+            state.clone(),
+        )
+        .unwrap();
+        assert_eq!(
+            board.level(&line(27)),
+            Some(false),
+            "output requested at its safe state"
+        );
         let before = SystemTime::now() - Duration::from_secs(1);
-        assert_eq!(rt.hooks.admit(before, Instant::now()), Admission::Drop, "no trigger yet");
+        assert_eq!(
+            rt.hooks.admit(before, Instant::now()),
+            Admission::Drop,
+            "no trigger yet"
+        );
         board.edge(&line(17), true, Instant::now());
-        wait_for("the trigger", || state.gpio.triggers.load(Ordering::Relaxed) == 1);
+        wait_for("the trigger", || {
+            state.gpio.triggers.load(Ordering::Relaxed) == 1
+        });
         board.edge(&line(17), true, Instant::now() + Duration::from_millis(50));
-        wait_for("the busy trigger", || state.gpio.triggers_busy.load(Ordering::Relaxed) == 1);
-        let Admission::Infer { trigger } = rt.hooks.admit(SystemTime::now(), Instant::now()) else { panic!("frame after the edge dropped") };
+        wait_for("the busy trigger", || {
+            state.gpio.triggers_busy.load(Ordering::Relaxed) == 1
+        });
+        let Admission::Infer { trigger } = rt.hooks.admit(SystemTime::now(), Instant::now()) else {
+            panic!("frame after the edge dropped")
+        };
         assert!(trigger.is_some_and(|t| t.first));
         let rec = crate::gpio::outputs::test_record("person", 0.8);
         rt.hooks.stored(&rec, trigger, Instant::now());
         assert_eq!(board.level(&line(27)), Some(true));
-        assert_eq!(rt.hooks.admit(SystemTime::now(), Instant::now()), Admission::Drop, "frames = 1");
+        assert_eq!(
+            rt.hooks.admit(SystemTime::now(), Instant::now()),
+            Admission::Drop,
+            "frames = 1"
+        );
         let s = state.gpio.snapshot();
-        assert_eq!((s.trigger_to_stored.samples, s.trigger_to_output.samples, s.frames_gated), (1, 1, 2), "{s:?}");
-        assert!(state.metrics.render(&state, &crate::store::StoreStats::default()).contains("spotter_gpio_trigger_latency_seconds_count{to=\"output\"} 1"));
+        assert_eq!(
+            (
+                s.trigger_to_stored.samples,
+                s.trigger_to_output.samples,
+                s.frames_gated
+            ),
+            (1, 1, 2),
+            "{s:?}"
+        );
+        assert!(state
+            .metrics
+            .render(&state, &crate::store::StoreStats::default())
+            .contains("spotter_gpio_trigger_latency_seconds_count{to=\"output\"} 1"));
         rt.shutdown();
-        assert_eq!(board.level(&line(27)), Some(false), "safe state after shutdown");
+        assert_eq!(
+            board.level(&line(27)),
+            Some(false),
+            "safe state after shutdown"
+        );
     }
 
     // Would catch gated mode ignoring the line's level at start (a line
@@ -430,10 +556,22 @@ mod tests {
         let board = FakeBoard::new();
         board.set_level(&line(17), true);
         let state = Arc::new(AppState::new());
-        let rt = GpioRuntime::start(&settings(TriggerMode::Gated), Box::new(FakeGpio::new(board.clone())), state.clone()).unwrap();
-        wait_for("the gate to open", || matches!(rt.hooks.admit(SystemTime::now(), Instant::now()), Admission::Infer { .. }));
+        let rt = GpioRuntime::start(
+            &settings(TriggerMode::Gated),
+            Box::new(FakeGpio::new(board.clone())),
+            state.clone(),
+        )
+        .unwrap();
+        wait_for("the gate to open", || {
+            matches!(
+                rt.hooks.admit(SystemTime::now(), Instant::now()),
+                Admission::Infer { .. }
+            )
+        });
         board.edge(&line(17), false, Instant::now());
-        wait_for("the gate to close", || rt.hooks.admit(SystemTime::now(), Instant::now()) == Admission::Drop);
+        wait_for("the gate to close", || {
+            rt.hooks.admit(SystemTime::now(), Instant::now()) == Admission::Drop
+        });
         rt.shutdown();
     }
 
@@ -444,8 +582,22 @@ mod tests {
         let board = FakeBoard::new();
         board.fail_requests(&line(17), nix::libc::EACCES);
         let state = Arc::new(AppState::new());
-        let err = GpioRuntime::start(&settings(TriggerMode::OnTrigger), Box::new(FakeGpio::new(board.clone())), state).err().unwrap().to_string();
-        assert!(err.contains("gpiochip0:17") && err.contains("DeviceAllow"), "{err}");
-        assert_eq!(board.level(&line(27)), Some(false), "the output opened before the failure was returned to safe");
+        let err = GpioRuntime::start(
+            &settings(TriggerMode::OnTrigger),
+            Box::new(FakeGpio::new(board.clone())),
+            state,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.contains("gpiochip0:17") && err.contains("DeviceAllow"),
+            "{err}"
+        );
+        assert_eq!(
+            board.level(&line(27)),
+            Some(false),
+            "the output opened before the failure was returned to safe"
+        );
     }
 }

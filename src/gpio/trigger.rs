@@ -96,7 +96,11 @@ pub struct TriggerGate {
 
 impl TriggerGate {
     pub fn new(cfg: GateConfig) -> Self {
-        TriggerGate { cfg, last_accepted: None, burst: None }
+        TriggerGate {
+            cfg,
+            last_accepted: None,
+            burst: None,
+        }
     }
 
     pub fn mode(&self) -> TriggerMode {
@@ -104,7 +108,8 @@ impl TriggerGate {
     }
 
     fn running(&self, now: Instant) -> bool {
-        self.burst.is_some_and(|b| b.left > 0 && now.saturating_duration_since(b.at) < self.cfg.window)
+        self.burst
+            .is_some_and(|b| b.left > 0 && now.saturating_duration_since(b.at) < self.cfg.window)
     }
 
     /// Feed one edge, read at `ev.at` (monotonic) and `wall` (the same
@@ -122,7 +127,10 @@ impl TriggerGate {
         if !wanted {
             return EdgeOutcome::Ignored;
         }
-        if self.last_accepted.is_some_and(|t| ev.at.saturating_duration_since(t) < self.cfg.debounce) {
+        if self
+            .last_accepted
+            .is_some_and(|t| ev.at.saturating_duration_since(t) < self.cfg.debounce)
+        {
             return EdgeOutcome::Bounce;
         }
         match self.cfg.mode {
@@ -130,7 +138,12 @@ impl TriggerGate {
                 if self.running(ev.at) {
                     return EdgeOutcome::Busy;
                 }
-                self.burst = Some(Burst { at: ev.at, wall, left: self.cfg.frames, admitted: 0 });
+                self.burst = Some(Burst {
+                    at: ev.at,
+                    wall,
+                    left: self.cfg.frames,
+                    admitted: 0,
+                });
             }
             _ => {
                 if ev.rising == self.burst.is_some() {
@@ -138,7 +151,12 @@ impl TriggerGate {
                     self.last_accepted = Some(ev.at);
                     return EdgeOutcome::Ignored;
                 }
-                self.burst = ev.rising.then_some(Burst { at: ev.at, wall, left: u32::MAX, admitted: 0 });
+                self.burst = ev.rising.then_some(Burst {
+                    at: ev.at,
+                    wall,
+                    left: u32::MAX,
+                    admitted: 0,
+                });
             }
         }
         self.last_accepted = Some(ev.at);
@@ -149,7 +167,12 @@ impl TriggerGate {
     /// so a release lost to debouncing does not leave the gate open).
     pub fn set_level(&mut self, high: bool, now: Instant, wall: SystemTime) {
         if self.cfg.mode == TriggerMode::Gated && high != self.burst.is_some() {
-            self.burst = high.then_some(Burst { at: now, wall, left: u32::MAX, admitted: 0 });
+            self.burst = high.then_some(Burst {
+                at: now,
+                wall,
+                left: u32::MAX,
+                admitted: 0,
+            });
         }
     }
 
@@ -172,13 +195,20 @@ impl TriggerGate {
         if !self.is_open(now) {
             return Admission::Drop;
         }
-        let Some(b) = self.burst.as_mut() else { return Admission::Drop };
+        let Some(b) = self.burst.as_mut() else {
+            return Admission::Drop;
+        };
         if captured < b.wall {
             return Admission::Drop;
         }
         b.left = b.left.saturating_sub(1);
         b.admitted += 1;
-        Admission::Infer { trigger: Some(TriggerRef { at: b.at, first: b.admitted == 1 }) }
+        Admission::Infer {
+            trigger: Some(TriggerRef {
+                at: b.at,
+                first: b.admitted == 1,
+            }),
+        }
     }
 }
 
@@ -190,8 +220,15 @@ mod tests {
     // accept (it said "ontrigger" for on_trigger, seen in the VM test).
     #[test]
     fn mode_names_are_the_configuration_names() {
-        for m in [TriggerMode::Continuous, TriggerMode::OnTrigger, TriggerMode::Gated] {
-            assert_eq!(serde_json::to_string(&m).unwrap(), format!("\"{}\"", m.as_str()));
+        for m in [
+            TriggerMode::Continuous,
+            TriggerMode::OnTrigger,
+            TriggerMode::Gated,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&m).unwrap(),
+                format!("\"{}\"", m.as_str())
+            );
         }
     }
 
@@ -206,7 +243,10 @@ mod tests {
     }
 
     fn ev(t0: Instant, ms: u64, rising: bool) -> EdgeEvent {
-        EdgeEvent { rising, at: t0 + Duration::from_millis(ms) }
+        EdgeEvent {
+            rising,
+            at: t0 + Duration::from_millis(ms),
+        }
     }
 
     fn wall(w0: SystemTime, ms: u64) -> SystemTime {
@@ -232,8 +272,14 @@ mod tests {
         let (t0, w0) = (Instant::now(), SystemTime::now());
         let mut g = gate(TriggerMode::OnTrigger, Edge::Both);
         assert_eq!(g.on_edge(ev(t0, 0, true), w0), EdgeOutcome::Accepted);
-        assert_eq!(g.on_edge(ev(t0, 5, false), wall(w0, 5)), EdgeOutcome::Bounce);
-        assert_eq!(g.on_edge(ev(t0, 19, true), wall(w0, 19)), EdgeOutcome::Bounce);
+        assert_eq!(
+            g.on_edge(ev(t0, 5, false), wall(w0, 5)),
+            EdgeOutcome::Bounce
+        );
+        assert_eq!(
+            g.on_edge(ev(t0, 19, true), wall(w0, 19)),
+            EdgeOutcome::Bounce
+        );
         // Past the debounce period, the burst is still running: busy.
         assert_eq!(g.on_edge(ev(t0, 25, true), wall(w0, 25)), EdgeOutcome::Busy);
     }
@@ -245,16 +291,44 @@ mod tests {
         let (t0, w0) = (Instant::now(), SystemTime::now());
         let mut g = gate(TriggerMode::OnTrigger, Edge::Rising);
         assert_eq!(g.admit(wall(w0, 0), t0), Admission::Drop, "no trigger yet");
-        assert_eq!(g.on_edge(ev(t0, 100, false), wall(w0, 100)), EdgeOutcome::Ignored, "falling edge with edge = rising");
-        assert_eq!(g.on_edge(ev(t0, 100, true), wall(w0, 100)), EdgeOutcome::Accepted);
+        assert_eq!(
+            g.on_edge(ev(t0, 100, false), wall(w0, 100)),
+            EdgeOutcome::Ignored,
+            "falling edge with edge = rising"
+        );
+        assert_eq!(
+            g.on_edge(ev(t0, 100, true), wall(w0, 100)),
+            EdgeOutcome::Accepted
+        );
         let now = t0 + Duration::from_millis(150);
-        assert_eq!(g.admit(wall(w0, 90), now), Admission::Drop, "captured before the edge");
+        assert_eq!(
+            g.admit(wall(w0, 90), now),
+            Admission::Drop,
+            "captured before the edge"
+        );
         let at = t0 + Duration::from_millis(100);
-        assert_eq!(g.admit(wall(w0, 120), now), Admission::Infer { trigger: Some(TriggerRef { at, first: true }) });
-        assert_eq!(g.admit(wall(w0, 140), now), Admission::Infer { trigger: Some(TriggerRef { at, first: false }) });
-        assert_eq!(g.admit(wall(w0, 160), now), Admission::Drop, "only 2 frames per trigger");
+        assert_eq!(
+            g.admit(wall(w0, 120), now),
+            Admission::Infer {
+                trigger: Some(TriggerRef { at, first: true })
+            }
+        );
+        assert_eq!(
+            g.admit(wall(w0, 140), now),
+            Admission::Infer {
+                trigger: Some(TriggerRef { at, first: false })
+            }
+        );
+        assert_eq!(
+            g.admit(wall(w0, 160), now),
+            Admission::Drop,
+            "only 2 frames per trigger"
+        );
         // The burst is over: the next edge starts a new one.
-        assert_eq!(g.on_edge(ev(t0, 200, true), wall(w0, 200)), EdgeOutcome::Accepted);
+        assert_eq!(
+            g.on_edge(ev(t0, 200, true), wall(w0, 200)),
+            EdgeOutcome::Accepted
+        );
     }
 
     // Would catch busy triggers being queued (a second burst after the
@@ -264,16 +338,35 @@ mod tests {
         let (t0, w0) = (Instant::now(), SystemTime::now());
         let mut g = gate(TriggerMode::OnTrigger, Edge::Rising);
         assert_eq!(g.on_edge(ev(t0, 0, true), w0), EdgeOutcome::Accepted);
-        assert_eq!(g.on_edge(ev(t0, 1000, true), wall(w0, 1000)), EdgeOutcome::Busy);
+        assert_eq!(
+            g.on_edge(ev(t0, 1000, true), wall(w0, 1000)),
+            EdgeOutcome::Busy
+        );
         let now = t0 + Duration::from_millis(1100);
-        assert!(matches!(g.admit(wall(w0, 1050), now), Admission::Infer { .. }));
-        assert!(matches!(g.admit(wall(w0, 1060), now), Admission::Infer { .. }));
-        assert_eq!(g.admit(wall(w0, 1070), now), Admission::Drop, "the busy edge left no second burst");
+        assert!(matches!(
+            g.admit(wall(w0, 1050), now),
+            Admission::Infer { .. }
+        ));
+        assert!(matches!(
+            g.admit(wall(w0, 1060), now),
+            Admission::Infer { .. }
+        ));
+        assert_eq!(
+            g.admit(wall(w0, 1070), now),
+            Admission::Drop,
+            "the busy edge left no second burst"
+        );
         // A burst that gets no frames ends after the window.
-        assert_eq!(g.on_edge(ev(t0, 2000, true), wall(w0, 2000)), EdgeOutcome::Accepted);
+        assert_eq!(
+            g.on_edge(ev(t0, 2000, true), wall(w0, 2000)),
+            EdgeOutcome::Accepted
+        );
         assert!(g.is_open(t0 + Duration::from_millis(6999)));
         assert!(!g.is_open(t0 + Duration::from_millis(7000)));
-        assert_eq!(g.on_edge(ev(t0, 7000, true), wall(w0, 7000)), EdgeOutcome::Accepted);
+        assert_eq!(
+            g.on_edge(ev(t0, 7000, true), wall(w0, 7000)),
+            EdgeOutcome::Accepted
+        );
     }
 
     // Would catch gated mode inferring while the line is inactive or
@@ -283,16 +376,33 @@ mod tests {
         let (t0, w0) = (Instant::now(), SystemTime::now());
         let mut g = gate(TriggerMode::Gated, Edge::Both);
         assert_eq!(g.admit(w0, t0), Admission::Drop);
-        assert_eq!(g.on_edge(ev(t0, 100, true), wall(w0, 100)), EdgeOutcome::Accepted);
+        assert_eq!(
+            g.on_edge(ev(t0, 100, true), wall(w0, 100)),
+            EdgeOutcome::Accepted
+        );
         let at = t0 + Duration::from_millis(100);
         for (i, ms) in [110u64, 120, 130].into_iter().enumerate() {
-            assert_eq!(g.admit(wall(w0, ms), at), Admission::Infer { trigger: Some(TriggerRef { at, first: i == 0 }) });
+            assert_eq!(
+                g.admit(wall(w0, ms), at),
+                Admission::Infer {
+                    trigger: Some(TriggerRef { at, first: i == 0 })
+                }
+            );
         }
-        assert_eq!(g.on_edge(ev(t0, 500, false), wall(w0, 500)), EdgeOutcome::Accepted);
-        assert_eq!(g.admit(wall(w0, 510), t0 + Duration::from_millis(510)), Admission::Drop);
+        assert_eq!(
+            g.on_edge(ev(t0, 500, false), wall(w0, 500)),
+            EdgeOutcome::Accepted
+        );
+        assert_eq!(
+            g.admit(wall(w0, 510), t0 + Duration::from_millis(510)),
+            Admission::Drop
+        );
         g.set_level(true, t0 + Duration::from_millis(600), wall(w0, 600));
         assert!(g.is_open(t0));
         g.set_level(false, t0 + Duration::from_millis(700), wall(w0, 700));
-        assert_eq!(g.admit(wall(w0, 710), t0 + Duration::from_millis(710)), Admission::Drop);
+        assert_eq!(
+            g.admit(wall(w0, 710), t0 + Duration::from_millis(710)),
+            Admission::Drop
+        );
     }
 }

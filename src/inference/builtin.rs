@@ -61,12 +61,20 @@ impl BuiltinRuntime {
     /// Load a model already read and verified by [`ModelFile::read`].
     pub fn from_model_file(file: &ModelFile, threads: usize) -> Result<Self, InferenceError> {
         let path = file.path().display().to_string();
-        let refused = |reason: String| InferenceError::Load { path: path.clone(), reason };
+        let refused = |reason: String| InferenceError::Load {
+            path: path.clone(),
+            reason,
+        };
         let model = FlatBufferModel::build_from_buffer(file.bytes().to_vec())
             .map_err(|e| refused(format!("flatbuffer model: {e}")))?;
         let resolver = BuiltinOpResolver::default();
-        let builder = InterpreterBuilder::new(model, resolver).map_err(|e| refused(format!("interpreter builder: {e}")))?;
-        let threads = if threads == 0 { -1 } else { i32::try_from(threads).unwrap_or(i32::MAX) };
+        let builder = InterpreterBuilder::new(model, resolver)
+            .map_err(|e| refused(format!("interpreter builder: {e}")))?;
+        let threads = if threads == 0 {
+            -1
+        } else {
+            i32::try_from(threads).unwrap_or(i32::MAX)
+        };
         // `build_with_threads` also allocates tensors. It fails (null interpreter)
         // for unknown ops, op versions or invalid tensors; TF Lite prints the
         // detail to stderr.
@@ -79,13 +87,22 @@ impl BuiltinRuntime {
         let [input] = inputs.as_slice() else {
             return Err(InferenceError::Unsupported {
                 path,
-                reason: format!("model has {} inputs; exactly one image input is supported", inputs.len()),
+                reason: format!(
+                    "model has {} inputs; exactly one image input is supported",
+                    inputs.len()
+                ),
             });
         };
-        let spec = |index: TensorIndex, declared: Option<&DeclaredQuant>, what: &str| -> Result<TensorSpec, InferenceError> {
+        let spec = |index: TensorIndex,
+                    declared: Option<&DeclaredQuant>,
+                    what: &str|
+         -> Result<TensorSpec, InferenceError> {
             let info = interpreter
                 .tensor_info(index)
-                .ok_or_else(|| InferenceError::Load { path: path.clone(), reason: format!("{what} tensor {index} missing") })?;
+                .ok_or_else(|| InferenceError::Load {
+                    path: path.clone(),
+                    reason: format!("{what} tensor {index} missing"),
+                })?;
             let dtype = match info.element_kind {
                 ElementKind::kTfLiteUInt8 => DType::U8,
                 ElementKind::kTfLiteInt8 => DType::I8,
@@ -97,11 +114,17 @@ impl BuiltinRuntime {
                     })
                 }
             };
-            let quant = quant_of(declared, dtype).map_err(|reason| InferenceError::Unsupported {
-                path: path.clone(),
-                reason: format!("{what} {:?}: {reason}", info.name),
-            })?;
-            Ok(TensorSpec { name: info.name, shape: info.dims, dtype, quant })
+            let quant =
+                quant_of(declared, dtype).map_err(|reason| InferenceError::Unsupported {
+                    path: path.clone(),
+                    reason: format!("{what} {:?}: {reason}", info.name),
+                })?;
+            Ok(TensorSpec {
+                name: info.name,
+                shape: info.dims,
+                dtype,
+                quant,
+            })
         };
         let input_spec = spec(*input, file.input_quant(0), "input")?;
         let output_specs = outputs
@@ -114,14 +137,26 @@ impl BuiltinRuntime {
             Some(b) if b.len() == s.byte_len() => Ok(()),
             other => Err(InferenceError::Load {
                 path: path.clone(),
-                reason: format!("tensor {:?} buffer is {:?} bytes, expected {}", s.name, other.map(<[u8]>::len), s.byte_len()),
+                reason: format!(
+                    "tensor {:?} buffer is {:?} bytes, expected {}",
+                    s.name,
+                    other.map(<[u8]>::len),
+                    s.byte_len()
+                ),
             }),
         };
         check(*input, &input_spec)?;
         for (&o, s) in outputs.iter().zip(&output_specs) {
             check(o, s)?;
         }
-        Ok(BuiltinRuntime { input: *input, outputs, input_spec, output_specs, path, interpreter })
+        Ok(BuiltinRuntime {
+            input: *input,
+            outputs,
+            input_spec,
+            output_specs,
+            path,
+            interpreter,
+        })
     }
 }
 
@@ -142,10 +177,17 @@ fn quant_of(declared: Option<&DeclaredQuant>, dtype: DType) -> Result<Option<Qua
                 return Err(format!("invalid quantization scale {s}"));
             }
             let zp = zp.first().copied().unwrap_or(0);
-            let zero_point = i32::try_from(zp).map_err(|_| format!("zero point {zp} out of range"))?;
-            Ok(Some(Quant { scale: *s, zero_point }))
+            let zero_point =
+                i32::try_from(zp).map_err(|_| format!("zero point {zp} out of range"))?;
+            Ok(Some(Quant {
+                scale: *s,
+                zero_point,
+            }))
         }
-        (s, _) => Err(format!("per-channel quantization ({} scales) on an input/output tensor", s.len())),
+        (s, _) => Err(format!(
+            "per-channel quantization ({} scales) on an input/output tensor",
+            s.len()
+        )),
     }
 }
 
@@ -165,18 +207,26 @@ impl Runtime for BuiltinRuntime {
     fn input_mut(&mut self) -> &mut [u8] {
         // Tensors were allocated and their sizes checked in `from_model_file`,
         // and nothing resizes them afterwards, so the buffer exists.
-        self.interpreter.tensor_buffer_mut(self.input).unwrap_or(&mut [])
+        self.interpreter
+            .tensor_buffer_mut(self.input)
+            .unwrap_or(&mut [])
     }
 
     fn invoke(&mut self) -> Result<(), InferenceError> {
         self.interpreter
             .invoke()
-            .map_err(|e| InferenceError::Invoke { path: self.path.clone(), reason: e.to_string() })
+            .map_err(|e| InferenceError::Invoke {
+                path: self.path.clone(),
+                reason: e.to_string(),
+            })
     }
 
     fn output(&self, i: usize) -> &[u8] {
         // Out-of-range `i` yields an empty slice, which callers reject by length.
-        self.outputs.get(i).and_then(|&o| self.interpreter.tensor_buffer(o)).unwrap_or(&[])
+        self.outputs
+            .get(i)
+            .and_then(|&o| self.interpreter.tensor_buffer(o))
+            .unwrap_or(&[])
     }
 }
 
@@ -187,8 +237,17 @@ mod tests {
     #[test]
     fn quant_rules() {
         // Catches per-channel I/O quantization being silently reduced to its first channel.
-        let d = |s: &[f32], z: &[i64]| DeclaredQuant { scale: s.to_vec(), zero_point: z.to_vec() };
-        assert_eq!(quant_of(Some(&d(&[0.5], &[3])), DType::U8), Ok(Some(Quant { scale: 0.5, zero_point: 3 })));
+        let d = |s: &[f32], z: &[i64]| DeclaredQuant {
+            scale: s.to_vec(),
+            zero_point: z.to_vec(),
+        };
+        assert_eq!(
+            quant_of(Some(&d(&[0.5], &[3])), DType::U8),
+            Ok(Some(Quant {
+                scale: 0.5,
+                zero_point: 3
+            }))
+        );
         assert_eq!(quant_of(Some(&d(&[0.0], &[0])), DType::U8), Ok(None));
         assert_eq!(quant_of(Some(&d(&[0.5], &[3])), DType::F32), Ok(None));
         assert!(quant_of(Some(&d(&[0.5, 0.25], &[0, 0])), DType::I8).is_err());

@@ -117,13 +117,17 @@ impl std::fmt::Debug for Engine {
 
 impl Engine {
     /// Assemble an engine from a runtime the caller loaded from `file`.
-    pub fn load(opts: &ModelOptions, runtime: Box<dyn Runtime>, file: &ModelFile) -> Result<Engine, InferenceError> {
+    pub fn load(
+        opts: &ModelOptions,
+        runtime: Box<dyn Runtime>,
+        file: &ModelFile,
+    ) -> Result<Engine, InferenceError> {
         let path = file.path().display().to_string();
         let input = runtime.input_spec().clone();
         let kind = ModelKind::from_outputs(runtime.output_specs(), &path)?;
-        let normalization = opts
-            .normalization
-            .unwrap_or_else(|| Normalization::default_for(&input, file.metadata().input_normalization));
+        let normalization = opts.normalization.unwrap_or_else(|| {
+            Normalization::default_for(&input, file.metadata().input_normalization)
+        });
         let prep = Preprocessor::new(&input, opts.fit, normalization)
             .map_err(|e| with_path(e, &path))?
             .with_jpeg_scaling(opts.jpeg_scaling);
@@ -131,7 +135,10 @@ impl Engine {
         let labels = match &opts.labels {
             Some(p) => Some(Labels::load(p)?),
             None => file.embedded_labels().map(|names| {
-                let source = format!("embedded:{}", file.metadata().labels_file.as_deref().unwrap_or("archive"));
+                let source = format!(
+                    "embedded:{}",
+                    file.metadata().labels_file.as_deref().unwrap_or("archive")
+                );
                 Labels::from_names(names, source)
             }),
         };
@@ -179,7 +186,9 @@ impl Engine {
 
     /// Run one frame end to end.
     pub fn run(&mut self, frame: &Frame) -> Result<InferenceOutput, InferenceError> {
-        let prepared = self.prep.prepare(frame, self.max_pixels, self.runtime.input_mut())?;
+        let prepared = self
+            .prep
+            .prepare(frame, self.max_pixels, self.runtime.input_mut())?;
         let t = Instant::now();
         self.runtime.invoke()?;
         let invoke_us = t.elapsed().as_micros() as u64;
@@ -191,8 +200,14 @@ impl Engine {
                     LabelMap::Classifier(l, m) => Some((l, *m)),
                     _ => None,
                 };
-                let top = postprocess::top_k(self.runtime.output(0), &specs[0], self.top_k, self.min_score, labels)
-                    .map_err(|e| with_path(e, &self.path))?;
+                let top = postprocess::top_k(
+                    self.runtime.output(0),
+                    &specs[0],
+                    self.top_k,
+                    self.min_score,
+                    labels,
+                )
+                .map_err(|e| with_path(e, &self.path))?;
                 (top, Vec::new())
             }
             ModelKind::Detector { .. } => {
@@ -200,9 +215,14 @@ impl Engine {
                     LabelMap::Detector(l, m) => Some((l, *m)),
                     _ => None,
                 };
-                let params = DetectionParams { min_score: self.min_score, label_filter: &self.label_filter, labels };
+                let params = DetectionParams {
+                    min_score: self.min_score,
+                    label_filter: &self.label_filter,
+                    labels,
+                };
                 let outputs = [0, 1, 2, 3].map(|i| (self.runtime.output(i), &specs[i]));
-                let d = postprocess::detections(outputs, &prepared.mapping, &params).map_err(|e| with_path(e, &self.path))?;
+                let d = postprocess::detections(outputs, &prepared.mapping, &params)
+                    .map_err(|e| with_path(e, &self.path))?;
                 (Vec::new(), d)
             }
         };
@@ -229,7 +249,11 @@ impl Engine {
         if dst.len() != input.len() {
             return Err(InferenceError::Invoke {
                 path: self.path.clone(),
-                reason: format!("input has {} bytes, the input tensor needs {}", input.len(), dst.len()),
+                reason: format!(
+                    "input has {} bytes, the input tensor needs {}",
+                    input.len(),
+                    dst.len()
+                ),
             });
         }
         dst.copy_from_slice(input);
@@ -244,7 +268,10 @@ impl Engine {
     /// a detector's count within bounds, scores in [0, 1] and boxes finite.
     pub fn canary(&mut self) -> Result<(), InferenceError> {
         let path = self.path.clone();
-        let fail = |reason: String| InferenceError::Canary { path: path.clone(), reason };
+        let fail = |reason: String| InferenceError::Canary {
+            path: path.clone(),
+            reason,
+        };
         let (w, h) = self.prep.input_size();
         let mut data = Vec::with_capacity(w as usize * h as usize * 3);
         for y in 0..h {
@@ -277,35 +304,51 @@ impl Engine {
                 let raw = self.runtime.output(i);
                 let values = postprocess::dequantize(raw, s).map_err(|e| fail(e.to_string()))?;
                 if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
-                    return Err(fail(format!("output {:?} element {bad} is {}", s.name, values[bad])));
+                    return Err(fail(format!(
+                        "output {:?} element {bad} is {}",
+                        s.name, values[bad]
+                    )));
                 }
                 outs.push(raw.to_vec());
             }
             runs.push(outs);
         }
         if runs[0] != runs[1] {
-            return Err(fail("two runs on the same input gave different outputs".into()));
+            return Err(fail(
+                "two runs on the same input gave different outputs".into(),
+            ));
         }
         let specs = self.runtime.output_specs();
         match self.kind {
             ModelKind::Classifier { .. } => {
-                let values = postprocess::dequantize(self.runtime.output(0), &specs[0]).map_err(|e| fail(e.to_string()))?;
+                let values = postprocess::dequantize(self.runtime.output(0), &specs[0])
+                    .map_err(|e| fail(e.to_string()))?;
                 let first = values[0];
                 if values.iter().all(|v| *v == first) {
-                    return Err(fail(format!("all {} class scores are {first}", values.len())));
+                    return Err(fail(format!(
+                        "all {} class scores are {first}",
+                        values.len()
+                    )));
                 }
                 if specs[0].dtype != DType::F32 && values.iter().any(|v| *v < -1e-3) {
                     log::warn!(model = self.path.as_str(); "quantized classifier produced negative scores; it may output logits");
                 }
             }
             ModelKind::Detector { max_detections } => {
-                let count = postprocess::dequantize(self.runtime.output(3), &specs[3]).map_err(|e| fail(e.to_string()))?;
-                let scores = postprocess::dequantize(self.runtime.output(2), &specs[2]).map_err(|e| fail(e.to_string()))?;
+                let count = postprocess::dequantize(self.runtime.output(3), &specs[3])
+                    .map_err(|e| fail(e.to_string()))?;
+                let scores = postprocess::dequantize(self.runtime.output(2), &specs[2])
+                    .map_err(|e| fail(e.to_string()))?;
                 let n = count[0];
                 if !(0.0..=max_detections as f32).contains(&n) {
-                    return Err(fail(format!("detection count {n} outside 0..={max_detections}")));
+                    return Err(fail(format!(
+                        "detection count {n} outside 0..={max_detections}"
+                    )));
                 }
-                if let Some(s) = scores[..n as usize].iter().find(|s| !(0.0..=1.0).contains(*s)) {
+                if let Some(s) = scores[..n as usize]
+                    .iter()
+                    .find(|s| !(0.0..=1.0).contains(*s))
+                {
                     return Err(fail(format!("detection score {s} outside [0, 1]")));
                 }
             }
@@ -316,7 +359,9 @@ impl Engine {
     pub fn info(&self) -> EngineInfo {
         let (count, source) = match &self.labels {
             LabelMap::None => (0, None),
-            LabelMap::Classifier(l, _) | LabelMap::Detector(l, _) => (l.len(), Some(l.source().to_string())),
+            LabelMap::Classifier(l, _) | LabelMap::Detector(l, _) => {
+                (l.len(), Some(l.source().to_string()))
+            }
         };
         EngineInfo {
             path: self.path.clone(),
@@ -351,8 +396,16 @@ const _: () = {
 /// Fill in the model path of errors raised by path-agnostic helpers.
 fn with_path(e: InferenceError, path: &str) -> InferenceError {
     match e {
-        InferenceError::Unsupported { path: p, reason } if p.is_empty() => InferenceError::Unsupported { path: path.into(), reason },
-        InferenceError::Invoke { path: p, reason } if p.is_empty() => InferenceError::Invoke { path: path.into(), reason },
+        InferenceError::Unsupported { path: p, reason } if p.is_empty() => {
+            InferenceError::Unsupported {
+                path: path.into(),
+                reason,
+            }
+        }
+        InferenceError::Invoke { path: p, reason } if p.is_empty() => InferenceError::Invoke {
+            path: path.into(),
+            reason,
+        },
         other => other,
     }
 }

@@ -40,23 +40,35 @@ impl Labels {
     /// Parse label text. `source` names the origin in errors and logs.
     pub fn parse(text: &str, source: &str) -> Result<Labels, InferenceError> {
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let mut lines: Vec<&str> = text.lines().map(|l| l.trim_end_matches(['\r', ' ', '\t'])).collect();
+        let mut lines: Vec<&str> = text
+            .lines()
+            .map(|l| l.trim_end_matches(['\r', ' ', '\t']))
+            .collect();
         while lines.last().is_some_and(|l| l.is_empty()) {
             lines.pop();
         }
         if lines.is_empty() {
-            return Err(InferenceError::Labels { path: source.to_string(), reason: "file has no labels".into() });
+            return Err(InferenceError::Labels {
+                path: source.to_string(),
+                reason: "file has no labels".into(),
+            });
         }
         let names = match parse_numbered(&lines) {
             Some(names) => names,
             None => lines.iter().map(|l| l.trim().to_string()).collect(),
         };
-        Ok(Labels { names, source: source.to_string() })
+        Ok(Labels {
+            names,
+            source: source.to_string(),
+        })
     }
 
     /// Wrap an already-split list (e.g. labels embedded in the model).
     pub fn from_names(names: Vec<String>, source: impl Into<String>) -> Labels {
-        Labels { names, source: source.into() }
+        Labels {
+            names,
+            source: source.into(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -78,7 +90,10 @@ impl Labels {
 
     /// The label at `i`, or `None` when out of range or a gap in a numbered file.
     pub fn get(&self, i: usize) -> Option<&str> {
-        self.names.get(i).map(String::as_str).filter(|s| !s.is_empty())
+        self.names
+            .get(i)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
     }
 }
 
@@ -240,13 +255,19 @@ mod tests {
     fn classifier_matching() {
         // Catches a silent off-by-one between outputs and labels.
         let l = parse("tench\ngoldfish\n");
-        assert_eq!(ClassifierLabelMap::new(&l, 2, "m").unwrap(), ClassifierLabelMap::Direct);
+        assert_eq!(
+            ClassifierLabelMap::new(&l, 2, "m").unwrap(),
+            ClassifierLabelMap::Direct
+        );
         let bg = ClassifierLabelMap::new(&l, 3, "m").unwrap();
         assert_eq!(bg, ClassifierLabelMap::BackgroundFirst);
         assert_eq!(bg.label(&l, 0), "background");
         assert_eq!(bg.label(&l, 1), "tench");
         let err = ClassifierLabelMap::new(&l, 5, "m").unwrap_err().to_string();
-        assert!(err.contains("2 labels") && err.contains("5 outputs"), "{err}");
+        assert!(
+            err.contains("2 labels") && err.contains("5 outputs"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -98,7 +98,11 @@ pub trait Runtime: Send {
 #[derive(Debug, thiserror::Error)]
 pub enum InferenceError {
     #[error("model {path}: {source}")]
-    Io { path: String, #[source] source: std::io::Error },
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("model {path}: not a TFLite model: {reason}")]
     NotTflite { path: String, reason: String },
     #[error("model {path}: runtime refused it: {reason}")]

@@ -58,7 +58,10 @@ impl ModelFile {
     /// Read `path`, hash it and check that it is a well-formed TFLite model.
     pub fn read(path: &Path) -> Result<ModelFile, InferenceError> {
         let p = path.display().to_string();
-        let io = |source| InferenceError::Io { path: p.clone(), source };
+        let io = |source| InferenceError::Io {
+            path: p.clone(),
+            source,
+        };
         let file = std::fs::File::open(path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
         if len > MAX_MODEL_BYTES {
@@ -68,14 +71,19 @@ impl ModelFile {
             });
         }
         let mut bytes = Vec::with_capacity(len as usize);
-        file.take(MAX_MODEL_BYTES).read_to_end(&mut bytes).map_err(io)?;
+        file.take(MAX_MODEL_BYTES)
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
         ModelFile::from_bytes(path, bytes)
     }
 
     /// Check bytes already in memory; `path` is used for messages.
     pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<ModelFile, InferenceError> {
         let p = path.display().to_string();
-        let not = |reason: String| InferenceError::NotTflite { path: p.clone(), reason };
+        let not = |reason: String| InferenceError::NotTflite {
+            path: p.clone(),
+            reason,
+        };
         if bytes.len() < 8 {
             return Err(not(format!("file is only {} bytes", bytes.len())));
         }
@@ -85,8 +93,9 @@ impl ModelFile {
                 &bytes[4..8]
             )));
         }
-        let model = tflite::model::Model::from_buffer(&bytes)
-            .ok_or_else(|| not("flatbuffer verification failed (truncated or corrupt file)".into()))?;
+        let model = tflite::model::Model::from_buffer(&bytes).ok_or_else(|| {
+            not("flatbuffer verification failed (truncated or corrupt file)".into())
+        })?;
         if model.subgraphs.is_empty() {
             return Err(not("model has no subgraph".into()));
         }
@@ -95,12 +104,17 @@ impl ModelFile {
             indices
                 .iter()
                 .map(|&i| {
-                    let t = usize::try_from(i).ok().and_then(|i| subgraph.tensors.get(i))?;
+                    let t = usize::try_from(i)
+                        .ok()
+                        .and_then(|i| subgraph.tensors.get(i))?;
                     if !t.quantization.is_valid() {
                         return None;
                     }
                     let q = &*t.quantization;
-                    Some(DeclaredQuant { scale: q.scale.to_vec(), zero_point: q.zero_point.to_vec() })
+                    Some(DeclaredQuant {
+                        scale: q.scale.to_vec(),
+                        zero_point: q.zero_point.to_vec(),
+                    })
                 })
                 .collect()
         };
@@ -109,8 +123,17 @@ impl ModelFile {
         drop(model);
 
         let sha256 = hex::encode(Sha256::digest(&bytes));
-        let metadata = metadata_buffer(&bytes).and_then(parse_metadata).unwrap_or_default();
-        Ok(ModelFile { path: path.to_path_buf(), bytes, sha256, inputs, outputs, metadata })
+        let metadata = metadata_buffer(&bytes)
+            .and_then(parse_metadata)
+            .unwrap_or_default();
+        Ok(ModelFile {
+            path: path.to_path_buf(),
+            bytes,
+            sha256,
+            inputs,
+            outputs,
+            metadata,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -156,7 +179,10 @@ impl ModelFile {
         let name = match &self.metadata.labels_file {
             Some(name) => name.clone(),
             None => {
-                let txt: Vec<&str> = archive.file_names().filter(|n| n.ends_with(".txt")).collect();
+                let txt: Vec<&str> = archive
+                    .file_names()
+                    .filter(|n| n.ends_with(".txt"))
+                    .collect();
                 match txt.as_slice() {
                     [one] => one.to_string(),
                     _ => return None,
@@ -170,7 +196,10 @@ impl ModelFile {
             return None;
         }
         let mut text = String::new();
-        entry.take(MAX_ASSOCIATED_FILE_BYTES).read_to_string(&mut text).ok()?;
+        entry
+            .take(MAX_ASSOCIATED_FILE_BYTES)
+            .read_to_string(&mut text)
+            .ok()?;
         let labels = super::labels::Labels::parse(&text, &format!("embedded:{name}")).ok()?;
         Some(labels.names().to_vec())
     }
@@ -203,7 +232,10 @@ fn parse_metadata(bytes: &[u8]) -> Option<ModelMetadata> {
     const TENSOR_AXIS_LABELS: i8 = 2;
     let fb = Fb(bytes);
     let root = fb.root()?;
-    let mut meta = ModelMetadata { name: fb.field_str(root, 0).map(str::to_string), ..Default::default() };
+    let mut meta = ModelMetadata {
+        name: fb.field_str(root, 0).map(str::to_string),
+        ..Default::default()
+    };
     let subgraphs = fb.field_vector(root, 3)?;
     if subgraphs.len == 0 {
         return Some(meta);
@@ -254,14 +286,19 @@ impl<'a> Fb<'a> {
         self.0.get(pos).copied()
     }
     fn u16_at(&self, pos: usize) -> Option<u16> {
-        Some(u16::from_le_bytes(self.0.get(pos..pos.checked_add(2)?)?.try_into().ok()?))
+        Some(u16::from_le_bytes(
+            self.0.get(pos..pos.checked_add(2)?)?.try_into().ok()?,
+        ))
     }
     fn u32_at(&self, pos: usize) -> Option<u32> {
-        Some(u32::from_le_bytes(self.0.get(pos..pos.checked_add(4)?)?.try_into().ok()?))
+        Some(u32::from_le_bytes(
+            self.0.get(pos..pos.checked_add(4)?)?.try_into().ok()?,
+        ))
     }
     /// Follow a uoffset stored at `pos`.
     fn follow(&self, pos: usize) -> Option<usize> {
-        pos.checked_add(self.u32_at(pos)? as usize).filter(|&p| p < self.0.len())
+        pos.checked_add(self.u32_at(pos)? as usize)
+            .filter(|&p| p < self.0.len())
     }
     fn root(&self) -> Option<usize> {
         self.follow(0)
@@ -306,8 +343,14 @@ impl<'a> Fb<'a> {
     }
     fn field_f32s(&self, table: usize, index: usize) -> Option<Vec<f32>> {
         let v = self.field_vector(table, index)?;
-        let raw = self.0.get(v.start..v.start.checked_add(v.len.checked_mul(4)?)?)?;
-        Some(raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        let raw = self
+            .0
+            .get(v.start..v.start.checked_add(v.len.checked_mul(4)?)?)?;
+        Some(
+            raw.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        )
     }
     /// Element `i` of a vector of tables.
     fn vector_table(&self, v: &FbVec, i: usize) -> Option<usize> {
@@ -325,7 +368,8 @@ mod tests {
     #[test]
     fn rejects_non_tflite_and_short_files() {
         // Catches non-model files reaching the runtime.
-        let e = ModelFile::from_bytes(Path::new("x.jpg"), b"\xff\xd8\xff\xe0JFIF....".to_vec()).unwrap_err();
+        let e = ModelFile::from_bytes(Path::new("x.jpg"), b"\xff\xd8\xff\xe0JFIF....".to_vec())
+            .unwrap_err();
         assert!(matches!(e, InferenceError::NotTflite { .. }), "{e}");
         let e = ModelFile::from_bytes(Path::new("x"), b"abc".to_vec()).unwrap_err();
         assert!(matches!(e, InferenceError::NotTflite { .. }), "{e}");

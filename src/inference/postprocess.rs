@@ -94,7 +94,8 @@ fn element(raw: &[u8], spec: &TensorSpec, i: usize) -> (f32, f32) {
             (v, (v - q.zero_point as f32) * q.scale)
         }
         DType::F32 => {
-            let v = f32::from_ne_bytes([raw[4 * i], raw[4 * i + 1], raw[4 * i + 2], raw[4 * i + 3]]);
+            let v =
+                f32::from_ne_bytes([raw[4 * i], raw[4 * i + 1], raw[4 * i + 2], raw[4 * i + 3]]);
             (v, v)
         }
     }
@@ -110,7 +111,13 @@ fn check_len(raw: &[u8], spec: &TensorSpec) -> Result<usize, InferenceError> {
     if raw.len() != spec.byte_len() {
         return Err(InferenceError::Invoke {
             path: String::new(),
-            reason: format!("output {:?} has {} bytes, its shape {:?} needs {}", spec.name, raw.len(), spec.shape, spec.byte_len()),
+            reason: format!(
+                "output {:?} has {} bytes, its shape {:?} needs {}",
+                spec.name,
+                raw.len(),
+                spec.shape,
+                spec.byte_len()
+            ),
         });
     }
     Ok(spec.elements())
@@ -191,7 +198,12 @@ pub fn detections(
             Some((l, map)) => map.label(l, class_index),
             None => super::labels::unlabelled(class_index),
         };
-        if !params.label_filter.is_empty() && !params.label_filter.iter().any(|f| f.eq_ignore_ascii_case(&label)) {
+        if !params.label_filter.is_empty()
+            && !params
+                .label_filter
+                .iter()
+                .any(|f| f.eq_ignore_ascii_case(&label))
+        {
             continue;
         }
         let b = &boxes[4 * i..4 * i + 4];
@@ -201,7 +213,15 @@ pub fn detections(
         let Some((x, y, width, height)) = mapping.norm_box_to_source(b[0], b[1], b[2], b[3]) else {
             continue;
         };
-        out.push(Detection { class_index, label, score, x, y, width, height });
+        out.push(Detection {
+            class_index,
+            label,
+            score,
+            x,
+            y,
+            width,
+            height,
+        });
     }
     Ok(out)
 }
@@ -213,7 +233,12 @@ mod tests {
     use crate::inference::Quant;
 
     fn spec(dtype: DType, shape: &[usize], quant: Option<Quant>) -> TensorSpec {
-        TensorSpec { name: "o".into(), shape: shape.to_vec(), dtype, quant }
+        TensorSpec {
+            name: "o".into(),
+            shape: shape.to_vec(),
+            dtype,
+            quant,
+        }
     }
 
     fn f32s(v: &[f32]) -> Vec<u8> {
@@ -224,26 +249,45 @@ mod tests {
     fn kind_from_signature() {
         // Catches detectors being treated as classifiers (or the reverse) and odd models slipping through.
         let cls = [spec(DType::U8, &[1, 1001], None)];
-        assert_eq!(ModelKind::from_outputs(&cls, "m").unwrap(), ModelKind::Classifier { classes: 1001 });
+        assert_eq!(
+            ModelKind::from_outputs(&cls, "m").unwrap(),
+            ModelKind::Classifier { classes: 1001 }
+        );
         let det = [
             spec(DType::F32, &[1, 10, 4], None),
             spec(DType::F32, &[1, 10], None),
             spec(DType::F32, &[1, 10], None),
             spec(DType::F32, &[1], None),
         ];
-        assert_eq!(ModelKind::from_outputs(&det, "m").unwrap(), ModelKind::Detector { max_detections: 10 });
+        assert_eq!(
+            ModelKind::from_outputs(&det, "m").unwrap(),
+            ModelKind::Detector { max_detections: 10 }
+        );
         let mut bad = det.clone();
         bad.swap(0, 2);
-        assert!(ModelKind::from_outputs(&bad, "m").unwrap_err().to_string().contains("TFLite_Detection_PostProcess"));
+        assert!(ModelKind::from_outputs(&bad, "m")
+            .unwrap_err()
+            .to_string()
+            .contains("TFLite_Detection_PostProcess"));
         let seg = [spec(DType::F32, &[1, 32, 32, 21], None)];
-        assert!(matches!(ModelKind::from_outputs(&seg, "m"), Err(InferenceError::Unsupported { .. })));
+        assert!(matches!(
+            ModelKind::from_outputs(&seg, "m"),
+            Err(InferenceError::Unsupported { .. })
+        ));
         assert!(ModelKind::from_outputs(&det[..2], "m").is_err());
     }
 
     #[test]
     fn top_k_dequantizes_and_breaks_ties_by_index() {
         // Catches unstable tie order and raw values reported as scores.
-        let s = spec(DType::U8, &[1, 5], Some(Quant { scale: 1.0 / 256.0, zero_point: 0 }));
+        let s = spec(
+            DType::U8,
+            &[1, 5],
+            Some(Quant {
+                scale: 1.0 / 256.0,
+                zero_point: 0,
+            }),
+        );
         let raw = [10u8, 200, 50, 200, 7];
         let top = top_k(&raw, &s, 3, 0.0, None).unwrap();
         let idx: Vec<usize> = top.iter().map(|c| c.index).collect();
@@ -256,7 +300,14 @@ mod tests {
     #[test]
     fn top_k_int8_and_float() {
         // Catches int8 outputs read as unsigned (-128 ranked above 127).
-        let s = spec(DType::I8, &[1, 3], Some(Quant { scale: 0.5, zero_point: -128 }));
+        let s = spec(
+            DType::I8,
+            &[1, 3],
+            Some(Quant {
+                scale: 0.5,
+                zero_point: -128,
+            }),
+        );
         let raw = [(-128i8) as u8, 127u8, 0u8];
         let top = top_k(&raw, &s, 1, 0.0, None).unwrap();
         assert_eq!((top[0].index, top[0].raw, top[0].score), (1, 127.0, 127.5));
@@ -264,14 +315,26 @@ mod tests {
         let top = top_k(&f32s(&[0.1, -2.0, 0.7]), &f, 2, -10.0, None).unwrap();
         assert_eq!(top.iter().map(|c| c.index).collect::<Vec<_>>(), [2, 0]);
         // min_score filters
-        assert_eq!(top_k(&f32s(&[0.1, -2.0, 0.7]), &f, 3, 0.5, None).unwrap().len(), 1);
+        assert_eq!(
+            top_k(&f32s(&[0.1, -2.0, 0.7]), &f, 3, 0.5, None)
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]
     fn top_k_labels_with_background() {
         // Catches label shift when the model has a background output.
         let labels = Labels::from_names(vec!["tench".into(), "goldfish".into()], "t");
-        let s = spec(DType::U8, &[1, 3], Some(Quant { scale: 1.0 / 256.0, zero_point: 0 }));
+        let s = spec(
+            DType::U8,
+            &[1, 3],
+            Some(Quant {
+                scale: 1.0 / 256.0,
+                zero_point: 0,
+            }),
+        );
         let map = ClassifierLabelMap::new(&labels, 3, "m").unwrap();
         let top = top_k(&[0, 1, 250], &s, 1, 0.0, Some((&labels, map))).unwrap();
         assert_eq!(top[0].label, "goldfish");
@@ -297,15 +360,44 @@ mod tests {
             label_filter: &[],
             labels: Some((&labels, DetectorLabelMap::new(&labels))),
         };
-        let d = detections([(&boxes, &sb), (&classes, &sc), (&scores, &ss), (&count, &sn)], &mapping, &params).unwrap();
+        let d = detections(
+            [
+                (&boxes, &sb),
+                (&classes, &sc),
+                (&scores, &ss),
+                (&count, &sn),
+            ],
+            &mapping,
+            &params,
+        )
+        .unwrap();
         assert_eq!(d.len(), 2);
         assert_eq!(d[0].label, "cup");
-        assert_eq!((d[0].x, d[0].y, d[0].width, d[0].height), (320.0, 120.0, 320.0, 240.0));
+        assert_eq!(
+            (d[0].x, d[0].y, d[0].width, d[0].height),
+            (320.0, 120.0, 320.0, 240.0)
+        );
         assert_eq!(d[1].label, "person");
         let filter = ["Person".to_string()];
-        let params = DetectionParams { label_filter: &filter, ..params };
-        let d = detections([(&boxes, &sb), (&classes, &sc), (&scores, &ss), (&count, &sn)], &mapping, &params).unwrap();
-        assert_eq!(d.iter().map(|d| d.label.as_str()).collect::<Vec<_>>(), ["person"]);
+        let params = DetectionParams {
+            label_filter: &filter,
+            ..params
+        };
+        let d = detections(
+            [
+                (&boxes, &sb),
+                (&classes, &sc),
+                (&scores, &ss),
+                (&count, &sn),
+            ],
+            &mapping,
+            &params,
+        )
+        .unwrap();
+        assert_eq!(
+            d.iter().map(|d| d.label.as_str()).collect::<Vec<_>>(),
+            ["person"]
+        );
     }
 
     #[test]

@@ -134,7 +134,10 @@ pub struct Normalization {
 impl Normalization {
     /// The same mean and std for every channel.
     pub fn uniform(mean: f32, std: f32) -> Normalization {
-        Normalization { mean: [mean; 3], std: [std; 3] }
+        Normalization {
+            mean: [mean; 3],
+            std: [std; 3],
+        }
     }
 
     /// From metadata lists of length 1 (all channels) or 3; `None` otherwise or
@@ -147,14 +150,19 @@ impl Normalization {
                 _ => None,
             }
         };
-        let n = Normalization { mean: pick(mean)?, std: pick(std)? };
+        let n = Normalization {
+            mean: pick(mean)?,
+            std: pick(std)?,
+        };
         n.validate().ok().map(|()| n)
     }
 
     /// Check that every std is non-zero and every value finite.
     pub fn validate(&self) -> Result<(), String> {
         if self.mean.iter().chain(&self.std).any(|v| !v.is_finite()) || self.std.contains(&0.0) {
-            return Err(format!("invalid normalization {self:?}: values must be finite and std non-zero"));
+            return Err(format!(
+                "invalid normalization {self:?}: values must be finite and std non-zero"
+            ));
         }
         Ok(())
     }
@@ -177,7 +185,10 @@ impl Normalization {
 pub fn effective_quant(spec: &TensorSpec) -> Quant {
     match spec.quant {
         Some(q) if q.scale > 0.0 && q.scale.is_finite() => q,
-        _ => Quant { scale: 1.0, zero_point: 0 },
+        _ => Quant {
+            scale: 1.0,
+            zero_point: 0,
+        },
     }
 }
 
@@ -198,8 +209,19 @@ pub struct Mapping {
 
 impl Mapping {
     /// The mapping for fitting `src` into `dst` with `fit`. All sizes must be non-zero.
-    pub fn new(fit: FitMode, src_width: u32, src_height: u32, dst_width: u32, dst_height: u32) -> Mapping {
-        let (sw, sh, dw, dh) = (f64::from(src_width), f64::from(src_height), f64::from(dst_width), f64::from(dst_height));
+    pub fn new(
+        fit: FitMode,
+        src_width: u32,
+        src_height: u32,
+        dst_width: u32,
+        dst_height: u32,
+    ) -> Mapping {
+        let (sw, sh, dw, dh) = (
+            f64::from(src_width),
+            f64::from(src_height),
+            f64::from(dst_width),
+            f64::from(dst_height),
+        );
         let (scale_x, scale_y, offset_x, offset_y) = match fit {
             FitMode::Stretch => (sw / dw, sh / dh, 0.0, 0.0),
             FitMode::Crop => {
@@ -212,7 +234,17 @@ impl Mapping {
                 (sx, sy, -f64::from(x) * sx, -f64::from(y) * sy)
             }
         };
-        Mapping { fit, src_width, src_height, dst_width, dst_height, scale_x, scale_y, offset_x, offset_y }
+        Mapping {
+            fit,
+            src_width,
+            src_height,
+            dst_width,
+            dst_height,
+            scale_x,
+            scale_y,
+            offset_x,
+            offset_y,
+        }
     }
 
     /// True when no resampling is needed (same size; every fit mode is then the identity).
@@ -239,16 +271,31 @@ impl Mapping {
 
     /// Source-image coordinates of model-input point `(x, y)` (pixels).
     pub fn to_source(&self, x: f64, y: f64) -> (f64, f64) {
-        (x * self.scale_x + self.offset_x, y * self.scale_y + self.offset_y)
+        (
+            x * self.scale_x + self.offset_x,
+            y * self.scale_y + self.offset_y,
+        )
     }
 
     /// A box in normalized model-input coordinates (`ymin, xmin, ymax, xmax`,
     /// as SSD emits them) as `(x, y, width, height)` in source pixels, clipped
     /// to the image. `None` if nothing of it lies inside the image.
-    pub fn norm_box_to_source(&self, ymin: f32, xmin: f32, ymax: f32, xmax: f32) -> Option<(f32, f32, f32, f32)> {
+    pub fn norm_box_to_source(
+        &self,
+        ymin: f32,
+        xmin: f32,
+        ymax: f32,
+        xmax: f32,
+    ) -> Option<(f32, f32, f32, f32)> {
         let (dw, dh) = (f64::from(self.dst_width), f64::from(self.dst_height));
-        let (x0, y0) = self.to_source(f64::from(xmin.min(xmax)) * dw, f64::from(ymin.min(ymax)) * dh);
-        let (x1, y1) = self.to_source(f64::from(xmin.max(xmax)) * dw, f64::from(ymin.max(ymax)) * dh);
+        let (x0, y0) = self.to_source(
+            f64::from(xmin.min(xmax)) * dw,
+            f64::from(ymin.min(ymax)) * dh,
+        );
+        let (x1, y1) = self.to_source(
+            f64::from(xmin.max(xmax)) * dw,
+            f64::from(ymin.max(ymax)) * dh,
+        );
         let (w, h) = (f64::from(self.src_width), f64::from(self.src_height));
         let (x0, x1) = (x0.clamp(0.0, w), x1.clamp(0.0, w));
         let (y0, y1) = (y0.clamp(0.0, h), y1.clamp(0.0, h));
@@ -301,7 +348,11 @@ pub fn sniff(bytes: &[u8]) -> Option<ImageKind> {
 
 /// Decode a JPEG/PNG/BMP into packed RGB8 in `out` (reused), returning its size.
 /// The pixel budget is checked against the header before any pixel is decoded.
-pub fn decode_rgb(bytes: &[u8], max_pixels: u64, out: &mut Vec<u8>) -> Result<(u32, u32), InferenceError> {
+pub fn decode_rgb(
+    bytes: &[u8],
+    max_pixels: u64,
+    out: &mut Vec<u8>,
+) -> Result<(u32, u32), InferenceError> {
     let kind = sniff(bytes).ok_or_else(|| {
         InferenceError::Image(format!(
             "unrecognised encoded image (first bytes {:02x?}); expected JPEG, PNG or BMP",
@@ -328,7 +379,9 @@ pub fn decode_rgb(bytes: &[u8], max_pixels: u64, out: &mut Vec<u8>) -> Result<(u
         image::ImageDecoder::read_image(decoder, out).map_err(err)?;
     } else {
         // Grey, alpha or 16-bit images: convert (alpha is dropped, as Pillow's convert("RGB")).
-        let rgb = image::DynamicImage::from_decoder(decoder).map_err(err)?.into_rgb8();
+        let rgb = image::DynamicImage::from_decoder(decoder)
+            .map_err(err)?
+            .into_rgb8();
         out.clear();
         out.extend_from_slice(rgb.as_raw());
     }
@@ -378,7 +431,8 @@ enum FastPath {
 impl InputLut {
     /// Build the table for a tensor of `dtype`/`quant` under `norm`.
     pub fn new(dtype: DType, quant: Quant, norm: &Normalization) -> InputLut {
-        let real = |c: usize, p: usize| (p as f64 - f64::from(norm.mean[c])) / f64::from(norm.std[c]);
+        let real =
+            |c: usize, p: usize| (p as f64 - f64::from(norm.mean[c])) / f64::from(norm.std[c]);
         match dtype {
             DType::F32 => {
                 let mut t = Box::new([[0f32; 256]; 3]);
@@ -390,11 +444,16 @@ impl InputLut {
                 InputLut::Floats(t)
             }
             DType::U8 | DType::I8 => {
-                let (lo, hi) = if dtype == DType::U8 { (0.0, 255.0) } else { (-128.0, 127.0) };
+                let (lo, hi) = if dtype == DType::U8 {
+                    (0.0, 255.0)
+                } else {
+                    (-128.0, 127.0)
+                };
                 let mut t = Box::new([[0u8; 256]; 3]);
                 for (c, row) in t.iter_mut().enumerate() {
                     for (p, v) in row.iter_mut().enumerate() {
-                        let q = (real(c, p) / f64::from(quant.scale)).round() + f64::from(quant.zero_point);
+                        let q = (real(c, p) / f64::from(quant.scale)).round()
+                            + f64::from(quant.zero_point);
                         *v = (q.clamp(lo, hi) as i32) as u8;
                     }
                 }
@@ -404,11 +463,19 @@ impl InputLut {
     }
 
     fn fast_path(&self, channels: usize) -> FastPath {
-        let InputLut::Bytes(t) = self else { return FastPath::None };
+        let InputLut::Bytes(t) = self else {
+            return FastPath::None;
+        };
         let rows = &t[..channels];
-        if rows.iter().all(|r| r.iter().enumerate().all(|(p, &q)| q as usize == p)) {
+        if rows
+            .iter()
+            .all(|r| r.iter().enumerate().all(|(p, &q)| q as usize == p))
+        {
             FastPath::Copy
-        } else if rows.iter().all(|r| r.iter().enumerate().all(|(p, &q)| q == (p as u8) ^ 0x80)) {
+        } else if rows
+            .iter()
+            .all(|r| r.iter().enumerate().all(|(p, &q)| q == (p as u8) ^ 0x80))
+        {
             FastPath::FlipSign
         } else {
             FastPath::None
@@ -426,13 +493,28 @@ impl InputLut {
 
 /// Quantize interleaved pixels `src` (`channels` per pixel) into tensor bytes `dst`.
 /// `dst` must hold exactly `src.len()` elements of the table's type.
-pub fn quantize_into(src: &[u8], channels: usize, lut: &InputLut, dst: &mut [u8]) -> Result<(), InferenceError> {
+pub fn quantize_into(
+    src: &[u8],
+    channels: usize,
+    lut: &InputLut,
+    dst: &mut [u8],
+) -> Result<(), InferenceError> {
     quantize_with(src, channels, lut, lut.fast_path(channels.min(3)), dst)
 }
 
 /// [`quantize_into`] with the table's [`FastPath`] computed once by the caller.
-fn quantize_with(src: &[u8], channels: usize, lut: &InputLut, fast: FastPath, dst: &mut [u8]) -> Result<(), InferenceError> {
-    let elem = if matches!(lut, InputLut::Floats(_)) { 4 } else { 1 };
+fn quantize_with(
+    src: &[u8],
+    channels: usize,
+    lut: &InputLut,
+    fast: FastPath,
+    dst: &mut [u8],
+) -> Result<(), InferenceError> {
+    let elem = if matches!(lut, InputLut::Floats(_)) {
+        4
+    } else {
+        1
+    };
     if dst.len() != src.len() * elem || channels == 0 || channels > 3 {
         return Err(InferenceError::Image(format!(
             "quantize: {} pixel bytes with {channels} channels do not fill a {}-byte tensor",
@@ -448,7 +530,10 @@ fn quantize_with(src: &[u8], channels: usize, lut: &InputLut, fast: FastPath, ds
             }
         }
         (InputLut::Bytes(t), FastPath::None) => {
-            for (d, s) in dst.chunks_exact_mut(channels).zip(src.chunks_exact(channels)) {
+            for (d, s) in dst
+                .chunks_exact_mut(channels)
+                .zip(src.chunks_exact(channels))
+            {
                 for c in 0..channels {
                     d[c] = t[c][s[c] as usize];
                 }
@@ -493,7 +578,14 @@ pub fn yuyv_into_tensor(
     row: &mut Vec<u8>,
     dst: &mut [u8],
 ) -> Result<(), InferenceError> {
-    yuyv_into_tensor_with(src, (width, height, stride), lut, lut.fast_path(3), row, dst)
+    yuyv_into_tensor_with(
+        src,
+        (width, height, stride),
+        lut,
+        lut.fast_path(3),
+        row,
+        dst,
+    )
 }
 
 fn yuyv_into_tensor_with(
@@ -507,7 +599,11 @@ fn yuyv_into_tensor_with(
     use crate::capture::yuyv;
     let img_err = |e: yuyv::YuyvError| InferenceError::Image(e.to_string());
     yuyv::check_geometry(src.len(), width, height, stride).map_err(img_err)?;
-    let elem = if matches!(lut, InputLut::Floats(_)) { 4 } else { 1 };
+    let elem = if matches!(lut, InputLut::Floats(_)) {
+        4
+    } else {
+        1
+    };
     let rgb_row = width as usize * 3;
     let need = rgb_row * height as usize * elem;
     if dst.len() != need {
@@ -596,15 +692,22 @@ impl Preprocessor {
     /// Prepare for an NHWC input tensor `[1, H, W, C]` with C = 1 (grey) or 3 (RGB).
     /// JPEGs take the reference path ([`JpegScaling::Off`]) unless
     /// [`with_jpeg_scaling`](Self::with_jpeg_scaling) says otherwise.
-    pub fn new(spec: &TensorSpec, fit: FitMode, normalization: Normalization) -> Result<Preprocessor, InferenceError> {
-        let unsupported = |reason: String| InferenceError::Unsupported { path: String::new(), reason };
+    pub fn new(
+        spec: &TensorSpec,
+        fit: FitMode,
+        normalization: Normalization,
+    ) -> Result<Preprocessor, InferenceError> {
+        let unsupported = |reason: String| InferenceError::Unsupported {
+            path: String::new(),
+            reason,
+        };
         let (height, width, channels) = match spec.shape.as_slice() {
             [1, h, w, c] if *h > 0 && *w > 0 && (*c == 1 || *c == 3) => (*h, *w, *c),
             other => {
                 return Err(unsupported(format!(
-                    "input {:?} has shape {other:?}; expected [1, height, width, 1 or 3] (NHWC image)",
-                    spec.name
-                )))
+                "input {:?} has shape {other:?}; expected [1, height, width, 1 or 3] (NHWC image)",
+                spec.name
+            )))
             }
         };
         let (width, height) = (
@@ -659,17 +762,28 @@ impl Preprocessor {
     }
 
     /// Decode `frame`, resize it and quantize it into `dst` (the input tensor).
-    pub fn prepare(&mut self, frame: &Frame, max_pixels: u64, dst: &mut [u8]) -> Result<Prepared, InferenceError> {
+    pub fn prepare(
+        &mut self,
+        frame: &Frame,
+        max_pixels: u64,
+        dst: &mut [u8],
+    ) -> Result<Prepared, InferenceError> {
         let t0 = Instant::now();
         let (w, h) = (frame.width, frame.height);
-        let contiguous_rgb = frame.format == PixelFormat::Rgb8 && frame.stride as u64 == u64::from(w) * 3;
+        let contiguous_rgb =
+            frame.format == PixelFormat::Rgb8 && frame.stride as u64 == u64::from(w) * 3;
         // Full-size source dimensions when the decoded image is a scaled copy.
         let mut full = None;
         let mut jpeg_scale = 1;
         let (sw, sh) = match frame.format {
             PixelFormat::Encoded => {
-                let turbo = self.jpeg_scaling == JpegScaling::Auto && sniff(&frame.data) == Some(ImageKind::Jpeg);
-                match turbo.then(|| self.decode_jpeg_scaled(&frame.data, max_pixels)).transpose()?.flatten() {
+                let turbo = self.jpeg_scaling == JpegScaling::Auto
+                    && sniff(&frame.data) == Some(ImageKind::Jpeg);
+                match turbo
+                    .then(|| self.decode_jpeg_scaled(&frame.data, max_pixels))
+                    .transpose()?
+                    .flatten()
+                {
                     Some(d) => {
                         full = Some((d.full_w, d.full_h));
                         jpeg_scale = d.denom;
@@ -680,17 +794,36 @@ impl Preprocessor {
             }
             PixelFormat::Yuyv if w == self.width && h == self.height && self.channels == 3 => {
                 check_budget(w, h, max_pixels)?;
-                yuyv_into_tensor_with(&frame.data, (w, h, frame.stride), &self.lut, self.fast, &mut self.row, dst)?;
+                yuyv_into_tensor_with(
+                    &frame.data,
+                    (w, h, frame.stride),
+                    &self.lut,
+                    self.fast,
+                    &mut self.row,
+                    dst,
+                )?;
                 let mapping = Mapping::new(self.fit, w, h, self.width, self.height);
                 let decode_us = t0.elapsed().as_micros() as u64;
-                return Ok(Prepared { mapping, decode_us, resize_us: 0, quantize_us: 0, jpeg_scale: 1 });
+                return Ok(Prepared {
+                    mapping,
+                    decode_us,
+                    resize_us: 0,
+                    quantize_us: 0,
+                    jpeg_scale: 1,
+                });
             }
             PixelFormat::Yuyv => {
                 check_budget(w, h, max_pixels)?;
                 self.decoded.clear();
                 self.decoded.resize(w as usize * h as usize * 3, 0);
-                crate::capture::yuyv::yuyv_to_rgb(&frame.data, w, h, frame.stride, &mut self.decoded)
-                    .map_err(|e| InferenceError::Image(e.to_string()))?;
+                crate::capture::yuyv::yuyv_to_rgb(
+                    &frame.data,
+                    w,
+                    h,
+                    frame.stride,
+                    &mut self.decoded,
+                )
+                .map_err(|e| InferenceError::Image(e.to_string()))?;
                 (w, h)
             }
             PixelFormat::Rgb8 => {
@@ -707,14 +840,19 @@ impl Preprocessor {
                 if !contiguous_rgb {
                     self.decoded.clear();
                     for r in 0..h as usize {
-                        self.decoded.extend_from_slice(&frame.data[r * stride..r * stride + row]);
+                        self.decoded
+                            .extend_from_slice(&frame.data[r * stride..r * stride + row]);
                     }
                 }
                 (w, h)
             }
         };
         let decode_us = t0.elapsed().as_micros() as u64;
-        let src: &[u8] = if contiguous_rgb { &frame.data[..sw as usize * sh as usize * 3] } else { &self.decoded };
+        let src: &[u8] = if contiguous_rgb {
+            &frame.data[..sw as usize * sh as usize * 3]
+        } else {
+            &self.decoded
+        };
         let (mapping, resize_us, quantize_us) = prepare_pixels(
             src,
             sw,
@@ -723,20 +861,35 @@ impl Preprocessor {
             self.fit,
             self.pad,
             (&self.lut, self.fast),
-            &mut Scratch { resizer: &mut self.resizer, resized: &mut self.resized, boxed: &mut self.boxed, gray: &mut self.gray },
+            &mut Scratch {
+                resizer: &mut self.resizer,
+                resized: &mut self.resized,
+                boxed: &mut self.boxed,
+                gray: &mut self.gray,
+            },
             dst,
         )?;
         let mapping = match full {
             Some((fw, fh)) => mapping.with_source_size(fw, fh),
             None => mapping,
         };
-        Ok(Prepared { mapping, decode_us, resize_us, quantize_us, jpeg_scale })
+        Ok(Prepared {
+            mapping,
+            decode_us,
+            resize_us,
+            quantize_us,
+            jpeg_scale,
+        })
     }
 
     /// Decode a JPEG with libjpeg-turbo into `self.decoded`, scaled by
     /// [`jpeg_scale_denom`]. `None` for colour spaces it cannot turn into RGB
     /// (CMYK, YCCK): the caller then takes the reference path.
-    fn decode_jpeg_scaled(&mut self, bytes: &[u8], max_pixels: u64) -> Result<Option<ScaledJpeg>, InferenceError> {
+    fn decode_jpeg_scaled(
+        &mut self,
+        bytes: &[u8],
+        max_pixels: u64,
+    ) -> Result<Option<ScaledJpeg>, InferenceError> {
         let err = |e: turbojpeg::Error| InferenceError::Image(format!("JPEG decode failed: {e}"));
         let turbo = match &mut self.turbo {
             Some(t) => t,
@@ -747,15 +900,32 @@ impl Preprocessor {
             }
         };
         let header = turbo.read_header(bytes).map_err(err)?;
-        if matches!(header.colorspace, turbojpeg::Colorspace::CMYK | turbojpeg::Colorspace::YCCK) {
+        if matches!(
+            header.colorspace,
+            turbojpeg::Colorspace::CMYK | turbojpeg::Colorspace::YCCK
+        ) {
             return Ok(None);
         }
-        let too_big = |_| InferenceError::Image(format!("JPEG {}x{} is too large", header.width, header.height));
-        let (full_w, full_h) = (u32::try_from(header.width).map_err(too_big)?, u32::try_from(header.height).map_err(too_big)?);
+        let too_big = |_| {
+            InferenceError::Image(format!(
+                "JPEG {}x{} is too large",
+                header.width, header.height
+            ))
+        };
+        let (full_w, full_h) = (
+            u32::try_from(header.width).map_err(too_big)?,
+            u32::try_from(header.height).map_err(too_big)?,
+        );
         check_budget(full_w, full_h, max_pixels)?;
         // Lossless JPEGs cannot be scaled in the DCT domain (they have none).
-        let denom = if header.is_lossless { 1 } else { jpeg_scale_denom(full_w, full_h, self.width, self.height, self.fit) };
-        turbo.set_scaling_factor(turbojpeg::ScalingFactor::new(1, denom as usize)).map_err(err)?;
+        let denom = if header.is_lossless {
+            1
+        } else {
+            jpeg_scale_denom(full_w, full_h, self.width, self.height, self.fit)
+        };
+        turbo
+            .set_scaling_factor(turbojpeg::ScalingFactor::new(1, denom as usize))
+            .map_err(err)?;
         let (width, height) = (full_w.div_ceil(denom), full_h.div_ceil(denom));
         self.decoded.clear();
         self.decoded.resize(width as usize * height as usize * 3, 0);
@@ -767,7 +937,13 @@ impl Preprocessor {
             format: turbojpeg::PixelFormat::RGB,
         };
         turbo.decompress(bytes, image).map_err(err)?;
-        Ok(Some(ScaledJpeg { full_w, full_h, width, height, denom }))
+        Ok(Some(ScaledJpeg {
+            full_w,
+            full_h,
+            width,
+            height,
+            denom,
+        }))
     }
 }
 
@@ -812,7 +988,8 @@ fn prepare_pixels(
         s.gray.clear();
         // ITU-R 601 luma with Pillow's fixed-point weights (convert("L")).
         s.gray.extend(resized.chunks_exact(3).map(|p| {
-            ((u32::from(p[0]) * 19595 + u32::from(p[1]) * 38470 + u32::from(p[2]) * 7471 + 0x8000) >> 16) as u8
+            ((u32::from(p[0]) * 19595 + u32::from(p[1]) * 38470 + u32::from(p[2]) * 7471 + 0x8000)
+                >> 16) as u8
         }));
         s.gray
     } else {
@@ -834,28 +1011,42 @@ pub fn resize_rgb(
     tmp: &mut Vec<u8>,
 ) -> Result<(), InferenceError> {
     let err = |e: &dyn std::fmt::Display| InferenceError::Image(format!("resize: {e}"));
-    let (sw, sh, dw, dh) = (mapping.src_width, mapping.src_height, mapping.dst_width, mapping.dst_height);
-    let src_img = fir::images::ImageRef::new(sw, sh, src, fir::PixelType::U8x3).map_err(|e| err(&e))?;
-    let alg = fir::ResizeOptions::new().resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Bilinear));
+    let (sw, sh, dw, dh) = (
+        mapping.src_width,
+        mapping.src_height,
+        mapping.dst_width,
+        mapping.dst_height,
+    );
+    let src_img =
+        fir::images::ImageRef::new(sw, sh, src, fir::PixelType::U8x3).map_err(|e| err(&e))?;
+    let alg = fir::ResizeOptions::new()
+        .resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Bilinear));
     out.clear();
     out.resize(dw as usize * dh as usize * 3, 0);
     match mapping.fit {
         FitMode::Stretch | FitMode::Crop => {
             let opts = if mapping.fit == FitMode::Crop {
-                let (l, t, w, h) = crop_box(f64::from(sw), f64::from(sh), f64::from(dw), f64::from(dh));
+                let (l, t, w, h) =
+                    crop_box(f64::from(sw), f64::from(sh), f64::from(dw), f64::from(dh));
                 alg.crop(l, t, w, h)
             } else {
                 alg
             };
-            let mut dst_img = fir::images::Image::from_slice_u8(dw, dh, out, fir::PixelType::U8x3).map_err(|e| err(&e))?;
-            resizer.resize(&src_img, &mut dst_img, &opts).map_err(|e| err(&e))?;
+            let mut dst_img = fir::images::Image::from_slice_u8(dw, dh, out, fir::PixelType::U8x3)
+                .map_err(|e| err(&e))?;
+            resizer
+                .resize(&src_img, &mut dst_img, &opts)
+                .map_err(|e| err(&e))?;
         }
         FitMode::Letterbox => {
             let (x, y, w, h) = letterbox_rect(sw, sh, dw, dh);
             tmp.clear();
             tmp.resize(w as usize * h as usize * 3, 0);
-            let mut dst_img = fir::images::Image::from_slice_u8(w, h, tmp, fir::PixelType::U8x3).map_err(|e| err(&e))?;
-            resizer.resize(&src_img, &mut dst_img, &alg).map_err(|e| err(&e))?;
+            let mut dst_img = fir::images::Image::from_slice_u8(w, h, tmp, fir::PixelType::U8x3)
+                .map_err(|e| err(&e))?;
+            resizer
+                .resize(&src_img, &mut dst_img, &alg)
+                .map_err(|e| err(&e))?;
             for px in out.chunks_exact_mut(3) {
                 px.copy_from_slice(&pad);
             }
@@ -874,7 +1065,12 @@ mod tests {
     use super::*;
 
     fn spec(dtype: DType, quant: Option<Quant>, h: usize, w: usize, c: usize) -> TensorSpec {
-        TensorSpec { name: "input".into(), shape: vec![1, h, w, c], dtype, quant }
+        TensorSpec {
+            name: "input".into(),
+            shape: vec![1, h, w, c],
+            dtype,
+            quant,
+        }
     }
 
     fn q(scale: f32, zero_point: i32) -> Option<Quant> {
@@ -902,7 +1098,11 @@ mod tests {
             let n = Normalization::default_for(&s, None);
             let lut = InputLut::new(DType::U8, effective_quant(&s), &n);
             for p in 0..=255u8 {
-                assert_eq!(lut.lookup(1, p), f32::from(p), "scale {scale} zp {zp} p {p}");
+                assert_eq!(
+                    lut.lookup(1, p),
+                    f32::from(p),
+                    "scale {scale} zp {zp} p {p}"
+                );
             }
             assert_eq!(lut.fast_path(3), FastPath::Copy);
         }
@@ -931,7 +1131,10 @@ mod tests {
         let lut = InputLut::new(DType::U8, effective_quant(&s), &n);
         assert_eq!(lut.lookup(0, 0), 0.0);
         assert_eq!(lut.lookup(0, 255), 255.0); // 1.0 * 128 + 128 = 256, clamped
-        assert_eq!(lut.lookup(0, 64), ((64.0f64 - 127.5) / 127.5 * 128.0).round() as f32 + 128.0);
+        assert_eq!(
+            lut.lookup(0, 64),
+            ((64.0f64 - 127.5) / 127.5 * 128.0).round() as f32 + 128.0
+        );
         assert_eq!(lut.fast_path(3), FastPath::None);
     }
 
@@ -943,7 +1146,10 @@ mod tests {
         let lut = InputLut::new(DType::F32, effective_quant(&s), &n);
         assert_eq!(lut.lookup(0, 0), -1.0);
         assert_eq!(lut.lookup(0, 255), 1.0);
-        let meta = Normalization { mean: [0.0; 3], std: [255.0; 3] };
+        let meta = Normalization {
+            mean: [0.0; 3],
+            std: [255.0; 3],
+        };
         assert_eq!(Normalization::default_for(&s, Some(meta)), meta);
         let mut dst = [0u8; 12];
         quantize_into(&[0, 255, 0], 3, &lut, &mut dst).unwrap();
@@ -954,7 +1160,14 @@ mod tests {
     fn per_channel_normalization() {
         // Catches channel order mix-ups (R mean applied to B).
         let n = Normalization::from_lists(&[10.0, 20.0, 30.0], &[1.0, 1.0, 1.0]).unwrap();
-        let lut = InputLut::new(DType::U8, Quant { scale: 1.0, zero_point: 0 }, &n);
+        let lut = InputLut::new(
+            DType::U8,
+            Quant {
+                scale: 1.0,
+                zero_point: 0,
+            },
+            &n,
+        );
         let mut dst = [0u8; 3];
         quantize_into(&[40, 40, 40], 3, &lut, &mut dst).unwrap();
         assert_eq!(dst, [30, 20, 10]);
@@ -977,7 +1190,10 @@ mod tests {
         let (x1, y1) = l.to_source(300.0, 262.0);
         assert!((x1 - 640.0).abs() < 1e-6 && (y1 - 480.0).abs() < 1e-6);
         // A box covering the whole letterboxed input clips to the image.
-        assert_eq!(l.norm_box_to_source(0.0, 0.0, 1.0, 1.0), Some((0.0, 0.0, 640.0, 480.0)));
+        assert_eq!(
+            l.norm_box_to_source(0.0, 0.0, 1.0, 1.0),
+            Some((0.0, 0.0, 640.0, 480.0))
+        );
         assert_eq!(l.norm_box_to_source(0.0, 0.0, 0.1, 1.0), None); // entirely in the padding
     }
 
@@ -985,7 +1201,8 @@ mod tests {
     fn letterbox_pads_with_neutral_pixel_and_keeps_content() {
         // Catches letterbox content misplaced or padding with a non-neutral value.
         let s = spec(DType::U8, q(1.0 / 128.0, 128), 4, 4, 3);
-        let mut p = Preprocessor::new(&s, FitMode::Letterbox, Normalization::default_for(&s, None)).unwrap();
+        let mut p = Preprocessor::new(&s, FitMode::Letterbox, Normalization::default_for(&s, None))
+            .unwrap();
         let frame = rgb_frame(4, 2, vec![200; 4 * 2 * 3]);
         let mut dst = vec![0u8; 4 * 4 * 3];
         let prep = p.prepare(&frame, 1000, &mut dst).unwrap();
@@ -999,10 +1216,12 @@ mod tests {
     fn identity_geometry_copies_pixels_exactly() {
         // Catches the resizer altering pixels when no resize is needed.
         let s = spec(DType::U8, q(1.0 / 128.0, 128), 2, 3, 3);
-        let mut p = Preprocessor::new(&s, FitMode::Stretch, Normalization::default_for(&s, None)).unwrap();
+        let mut p =
+            Preprocessor::new(&s, FitMode::Stretch, Normalization::default_for(&s, None)).unwrap();
         let data: Vec<u8> = (0..18).map(|i| i * 13).collect();
         let mut dst = vec![0u8; 18];
-        p.prepare(&rgb_frame(3, 2, data.clone()), 1000, &mut dst).unwrap();
+        p.prepare(&rgb_frame(3, 2, data.clone()), 1000, &mut dst)
+            .unwrap();
         assert_eq!(dst, data);
     }
 
@@ -1010,7 +1229,8 @@ mod tests {
     fn strided_rgb_and_grey_input() {
         // Catches row padding leaking into pixels and wrong luma for 1-channel models.
         let s = spec(DType::U8, None, 1, 2, 1);
-        let mut p = Preprocessor::new(&s, FitMode::Stretch, Normalization::default_for(&s, None)).unwrap();
+        let mut p =
+            Preprocessor::new(&s, FitMode::Stretch, Normalization::default_for(&s, None)).unwrap();
         let mut f = rgb_frame(2, 1, vec![255, 0, 0, 0, 0, 255, 9, 9]);
         f.stride = 8;
         let mut dst = vec![0u8; 2];
@@ -1022,7 +1242,8 @@ mod tests {
     fn yuyv_frames_with_row_padding() {
         // Catches YUYV frames decoded with the wrong stride or width, and odd widths panicking.
         let s = spec(DType::U8, q(1.0 / 128.0, 128), 2, 2, 3);
-        let mut p = Preprocessor::new(&s, FitMode::Stretch, Normalization::default_for(&s, None)).unwrap();
+        let mut p =
+            Preprocessor::new(&s, FitMode::Stretch, Normalization::default_for(&s, None)).unwrap();
         // 2x2 white (Y=235, U=V=128 in studio range) with 2 padding bytes per row of garbage.
         let row = [235u8, 128, 235, 128, 0, 0];
         let mut f = rgb_frame(2, 2, [row, row].concat());
@@ -1032,7 +1253,10 @@ mod tests {
         p.prepare(&f, 1000, &mut dst).unwrap();
         assert!(dst.iter().all(|&v| v >= 250), "{dst:?}");
         f.width = 3;
-        assert!(matches!(p.prepare(&f, 1000, &mut dst), Err(InferenceError::Image(_))));
+        assert!(matches!(
+            p.prepare(&f, 1000, &mut dst),
+            Err(InferenceError::Image(_))
+        ));
     }
 
     #[test]
@@ -1041,18 +1265,18 @@ mod tests {
         // that ignores the fit mode, or that never scales a large frame.
         use FitMode::{Crop, Letterbox, Stretch};
         let cases: &[(u32, u32, u32, u32, FitMode, u32)] = &[
-            (640, 480, 224, 224, Stretch, 2),    // 320x240 covers 224; 160x120 would not
-            (1280, 720, 224, 224, Stretch, 2),   // 1/4 gives 180 rows < 224
-            (1280, 720, 128, 128, Stretch, 4),   // 320x180; 1/8 gives 90 rows
-            (640, 480, 300, 300, Stretch, 1),    // 1/2 gives 240 rows < 300
-            (1920, 1080, 300, 300, Stretch, 2),  // 1/4 gives 270 rows
-            (4000, 3000, 224, 224, Stretch, 8),  // 500x375
-            (448, 448, 224, 224, Stretch, 2),    // exactly twice
-            (447, 447, 224, 224, Stretch, 2),    // rounded up to 224, as libjpeg does
-            (446, 448, 224, 224, Stretch, 1),    // 223 columns would need upscaling
-            (100, 100, 224, 224, Stretch, 1),    // smaller than the input
-            (640, 480, 320, 240, Stretch, 2),    // non-square input
-            (1280, 720, 224, 224, Crop, 2),      // the 720x720 centre needs 1/2 at most
+            (640, 480, 224, 224, Stretch, 2), // 320x240 covers 224; 160x120 would not
+            (1280, 720, 224, 224, Stretch, 2), // 1/4 gives 180 rows < 224
+            (1280, 720, 128, 128, Stretch, 4), // 320x180; 1/8 gives 90 rows
+            (640, 480, 300, 300, Stretch, 1), // 1/2 gives 240 rows < 300
+            (1920, 1080, 300, 300, Stretch, 2), // 1/4 gives 270 rows
+            (4000, 3000, 224, 224, Stretch, 8), // 500x375
+            (448, 448, 224, 224, Stretch, 2), // exactly twice
+            (447, 447, 224, 224, Stretch, 2), // rounded up to 224, as libjpeg does
+            (446, 448, 224, 224, Stretch, 1), // 223 columns would need upscaling
+            (100, 100, 224, 224, Stretch, 1), // smaller than the input
+            (640, 480, 320, 240, Stretch, 2), // non-square input
+            (1280, 720, 224, 224, Crop, 2),   // the 720x720 centre needs 1/2 at most
             (1280, 720, 224, 224, Letterbox, 4), // content is only 224x126
             (0, 480, 224, 224, Stretch, 1),
             (640, 480, 0, 224, Stretch, 1),
@@ -1072,7 +1296,10 @@ mod tests {
             assert_eq!((scaled.src_width, scaled.src_height), (1280, 720));
             for (x, y) in [(0.0, 0.0), (150.0, 150.0), (300.0, 300.0)] {
                 let (a, b) = (full.to_source(x, y), scaled.to_source(x, y));
-                assert!((a.0 - b.0).abs() < 1e-6 && (a.1 - b.1).abs() < 1e-6, "{fit:?} ({x}, {y}): {a:?} vs {b:?}");
+                assert!(
+                    (a.0 - b.0).abs() < 1e-6 && (a.1 - b.1).abs() < 1e-6,
+                    "{fit:?} ({x}, {y}): {a:?} vs {b:?}"
+                );
             }
         }
     }
@@ -1096,10 +1323,26 @@ mod tests {
         crate::capture::yuyv::yuyv_to_rgb(&src, w, h, stride, &mut rgb).unwrap();
         let custom = Normalization::from_lists(&[10.0, 128.0, 200.0], &[50.0, 60.0, 70.0]).unwrap();
         let specs = [
-            (spec(DType::U8, q(1.0 / 128.0, 128), 4, 6, 3), None, FastPath::Copy),
-            (spec(DType::I8, q(1.0 / 128.0, 0), 4, 6, 3), None, FastPath::FlipSign),
-            (spec(DType::U8, q(0.02, 100), 4, 6, 3), Some(custom), FastPath::None),
-            (spec(DType::F32, None, 4, 6, 3), Some(custom), FastPath::None),
+            (
+                spec(DType::U8, q(1.0 / 128.0, 128), 4, 6, 3),
+                None,
+                FastPath::Copy,
+            ),
+            (
+                spec(DType::I8, q(1.0 / 128.0, 0), 4, 6, 3),
+                None,
+                FastPath::FlipSign,
+            ),
+            (
+                spec(DType::U8, q(0.02, 100), 4, 6, 3),
+                Some(custom),
+                FastPath::None,
+            ),
+            (
+                spec(DType::F32, None, 4, 6, 3),
+                Some(custom),
+                FastPath::None,
+            ),
         ];
         for (s, norm, fast) in specs {
             let n = norm.unwrap_or_else(|| Normalization::default_for(&s, None));
@@ -1122,14 +1365,36 @@ mod tests {
             let prep = p.prepare(&f, 1000, &mut via_prepare).unwrap();
             assert_eq!(via_prepare, two_step, "{:?} via prepare", s.dtype);
             assert!(prep.mapping.is_identity());
-            assert_eq!(p.decoded.capacity(), 0, "fused path must not decode into a frame buffer");
+            assert_eq!(
+                p.decoded.capacity(),
+                0,
+                "fused path must not decode into a frame buffer"
+            );
         }
         // A tensor of the wrong size is an error, not a panic or a partial write.
         let s = spec(DType::U8, q(1.0 / 128.0, 128), 4, 6, 3);
-        let lut = InputLut::new(DType::U8, effective_quant(&s), &Normalization::default_for(&s, None));
+        let lut = InputLut::new(
+            DType::U8,
+            effective_quant(&s),
+            &Normalization::default_for(&s, None),
+        );
         let mut short = vec![0u8; rgb.len() - 1];
-        assert!(matches!(yuyv_into_tensor(&src, w, h, stride, &lut, &mut Vec::new(), &mut short), Err(InferenceError::Image(_))));
-        assert!(matches!(yuyv_into_tensor(&src[..10], w, h, stride, &lut, &mut Vec::new(), &mut vec![0u8; rgb.len()]), Err(InferenceError::Image(_))));
+        assert!(matches!(
+            yuyv_into_tensor(&src, w, h, stride, &lut, &mut Vec::new(), &mut short),
+            Err(InferenceError::Image(_))
+        ));
+        assert!(matches!(
+            yuyv_into_tensor(
+                &src[..10],
+                w,
+                h,
+                stride,
+                &lut,
+                &mut Vec::new(),
+                &mut vec![0u8; rgb.len()]
+            ),
+            Err(InferenceError::Image(_))
+        ));
     }
 
     #[test]
@@ -1137,42 +1402,66 @@ mod tests {
         // Catches auto scaling being ignored, reported against the decoded
         // (smaller) size, or applied when `off` asks for the reference path.
         let (w, h) = (640u32, 480u32);
-        let rgb: Vec<u8> = (0..w * h).flat_map(|i| [(i % w) as u8, (i / w) as u8, 128]).collect();
+        let rgb: Vec<u8> = (0..w * h)
+            .flat_map(|i| [(i % w) as u8, (i / w) as u8, 128])
+            .collect();
         let mut jpeg = Vec::new();
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
             .encode(&rgb, w, h, image::ExtendedColorType::Rgb8)
             .unwrap();
         let s = spec(DType::U8, q(1.0 / 128.0, 128), 224, 224, 3);
         let n = Normalization::default_for(&s, None);
-        let frame = Frame { format: PixelFormat::Encoded, width: 0, height: 0, stride: 0, ..rgb_frame(0, 0, jpeg) };
+        let frame = Frame {
+            format: PixelFormat::Encoded,
+            width: 0,
+            height: 0,
+            stride: 0,
+            ..rgb_frame(0, 0, jpeg)
+        };
         let mut dst = vec![0u8; 224 * 224 * 3];
-        let mut auto = Preprocessor::new(&s, FitMode::Stretch, n).unwrap().with_jpeg_scaling(JpegScaling::Auto);
+        let mut auto = Preprocessor::new(&s, FitMode::Stretch, n)
+            .unwrap()
+            .with_jpeg_scaling(JpegScaling::Auto);
         let a = auto.prepare(&frame, 1_000_000, &mut dst).unwrap();
         assert_eq!(a.jpeg_scale, 2);
         assert_eq!((a.mapping.src_width, a.mapping.src_height), (w, h));
         let (x, y) = a.mapping.to_source(224.0, 224.0);
-        assert!((x - 640.0).abs() < 1e-9 && (y - 480.0).abs() < 1e-9, "({x}, {y})");
+        assert!(
+            (x - 640.0).abs() < 1e-9 && (y - 480.0).abs() < 1e-9,
+            "({x}, {y})"
+        );
         let mut off = Preprocessor::new(&s, FitMode::Stretch, n).unwrap();
         let o = off.prepare(&frame, 1_000_000, &mut dst).unwrap();
         assert_eq!(o.jpeg_scale, 1);
         assert_eq!((o.mapping.src_width, o.mapping.src_height), (w, h));
         // The pixel budget is checked on the full size, before decoding.
-        let e = auto.prepare(&frame, 300_000, &mut dst).unwrap_err().to_string();
+        let e = auto
+            .prepare(&frame, 300_000, &mut dst)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("307200 pixels"), "{e}");
         // A truncated JPEG is an error from the scaled path too.
         let mut cut = frame.clone();
         cut.data.truncate(cut.data.len() / 3);
         let r = auto.prepare(&cut, 1_000_000, &mut dst);
-        assert!(r.is_ok() || matches!(r, Err(InferenceError::Image(_))), "{r:?}");
+        assert!(
+            r.is_ok() || matches!(r, Err(InferenceError::Image(_))),
+            "{r:?}"
+        );
         cut.data.truncate(40);
-        assert!(matches!(auto.prepare(&cut, 1_000_000, &mut dst), Err(InferenceError::Image(_))));
+        assert!(matches!(
+            auto.prepare(&cut, 1_000_000, &mut dst),
+            Err(InferenceError::Image(_))
+        ));
     }
 
     #[test]
     fn decoder_rejects_unknown_and_oversized_images() {
         // Catches decompression bombs being decoded and garbage reaching the decoder.
         let mut out = Vec::new();
-        let e = decode_rgb(b"GIF89a....", 100, &mut out).unwrap_err().to_string();
+        let e = decode_rgb(b"GIF89a....", 100, &mut out)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unrecognised"), "{e}");
         let mut png = Vec::new();
         image::RgbImage::new(64, 64)
@@ -1187,7 +1476,12 @@ mod tests {
     #[test]
     fn rejects_non_image_input_shapes() {
         // Catches a model with a non-NHWC input being fed image bytes.
-        let s = TensorSpec { name: "x".into(), shape: vec![1, 10], dtype: DType::F32, quant: None };
+        let s = TensorSpec {
+            name: "x".into(),
+            shape: vec![1, 10],
+            dtype: DType::F32,
+            quant: None,
+        };
         assert!(Preprocessor::new(&s, FitMode::Stretch, Normalization::uniform(0.0, 1.0)).is_err());
     }
 }

@@ -25,7 +25,10 @@ pub(super) enum Ev {
     /// sent (a later `Sent` with this id) once that id is acknowledged.
     AwaitAck(u16),
     /// PUBACK; `refused` holds the MQTT 5 error reason, if any.
-    Acked { pkid: u16, refused: Option<String> },
+    Acked {
+        pkid: u16,
+        refused: Option<String>,
+    },
     Other,
 }
 
@@ -57,8 +60,12 @@ impl Client {
     /// or closed.
     pub fn try_publish(&self, topic: &str, retain: bool, payload: Vec<u8>) -> Result<(), String> {
         match self {
-            Client::V4(c) => c.try_publish(topic, QoS::AtLeastOnce, retain, payload).map_err(|e| e.to_string()),
-            Client::V5(c) => c.try_publish(topic, v5::mqttbytes::QoS::AtLeastOnce, retain, payload).map_err(|e| e.to_string()),
+            Client::V4(c) => c
+                .try_publish(topic, QoS::AtLeastOnce, retain, payload)
+                .map_err(|e| e.to_string()),
+            Client::V5(c) => c
+                .try_publish(topic, v5::mqttbytes::QoS::AtLeastOnce, retain, payload)
+                .map_err(|e| e.to_string()),
         }
     }
 
@@ -75,7 +82,10 @@ impl Loop {
         match self {
             Loop::V4(l) => match l.poll().await {
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => Ok(Ev::Connected),
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(a))) => Ok(Ev::Acked { pkid: a.pkid, refused: None }),
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(a))) => Ok(Ev::Acked {
+                    pkid: a.pkid,
+                    refused: None,
+                }),
                 Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Publish(p))) => Ok(Ev::Sent(p)),
                 Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::AwaitAck(p))) => Ok(Ev::AwaitAck(p)),
                 Ok(_) => Ok(Ev::Other),
@@ -89,7 +99,10 @@ impl Loop {
                         R::Success | R::NoMatchingSubscribers => None,
                         other => Some(format!("{other:?}")),
                     };
-                    Ok(Ev::Acked { pkid: a.pkid, refused })
+                    Ok(Ev::Acked {
+                        pkid: a.pkid,
+                        refused,
+                    })
                 }
                 Ok(v5::Event::Outgoing(rumqttc::Outgoing::Publish(p))) => Ok(Ev::Sent(p)),
                 Ok(v5::Event::Outgoing(rumqttc::Outgoing::AwaitAck(p))) => Ok(Ev::AwaitAck(p)),
@@ -139,9 +152,12 @@ fn classify_v4(e: rumqttc::ConnectionError) -> Failure {
     use rumqttc::ConnectReturnCode as C;
     use rumqttc::ConnectionError as E;
     match e {
-        E::ConnectionRefused(code @ (C::BadUserNamePassword | C::NotAuthorized | C::BadClientId)) => {
-            Failure::Auth(format!("the broker refused the connection: {}", refused_text(&format!("{code:?}"))))
-        }
+        E::ConnectionRefused(
+            code @ (C::BadUserNamePassword | C::NotAuthorized | C::BadClientId),
+        ) => Failure::Auth(format!(
+            "the broker refused the connection: {}",
+            refused_text(&format!("{code:?}"))
+        )),
         E::RequestsDone => Failure::Closed,
         E::Tls(t) => Failure::Tls(tls_cause(&t).unwrap_or_else(|| t.to_string())),
         other => match tls_cause(&other) {
@@ -162,7 +178,10 @@ fn classify_v5(e: v5::ConnectionError) -> Failure {
             | C::ClientIdentifierNotValid
             | C::Banned
             | C::BadAuthenticationMethod),
-        ) => Failure::Auth(format!("the broker refused the connection: {}", refused_text(&format!("{code:?}")))),
+        ) => Failure::Auth(format!(
+            "the broker refused the connection: {}",
+            refused_text(&format!("{code:?}"))
+        )),
         E::RequestsDone => Failure::Closed,
         E::Tls(t) => Failure::Tls(tls_cause(&t).unwrap_or_else(|| t.to_string())),
         other => match tls_cause(&other) {
@@ -184,7 +203,11 @@ fn refused_text(code: &str) -> String {
 }
 
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, MqttError> {
-    std::fs::read(path).map_err(|source| MqttError::ReadFile { what, path: path.to_path_buf(), source })
+    std::fs::read(path).map_err(|source| MqttError::ReadFile {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// The rustls client configuration: roots from `ca_file` (or the system's),
@@ -196,13 +219,23 @@ pub(super) fn tls_config(r: &Resolved) -> Result<rustls::ClientConfig, MqttError
         Some(path) => {
             let pem = read("CA file", path)?;
             for cert in rustls_pemfile::certs(&mut BufReader::new(&pem[..])) {
-                let cert = cert.map_err(|source| MqttError::ReadFile { what: "CA file", path: path.clone(), source })?;
-                roots
-                    .add(cert)
-                    .map_err(|e| MqttError::BadPem { what: "CA file", path: path.clone(), reason: e.to_string() })?;
+                let cert = cert.map_err(|source| MqttError::ReadFile {
+                    what: "CA file",
+                    path: path.clone(),
+                    source,
+                })?;
+                roots.add(cert).map_err(|e| MqttError::BadPem {
+                    what: "CA file",
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
             }
             if roots.is_empty() {
-                return Err(MqttError::BadPem { what: "CA file", path: path.clone(), reason: "no certificate in it".into() });
+                return Err(MqttError::BadPem {
+                    what: "CA file",
+                    path: path.clone(),
+                    reason: "no certificate in it".into(),
+                });
             }
         }
         None => {
@@ -213,16 +246,22 @@ pub(super) fn tls_config(r: &Resolved) -> Result<rustls::ClientConfig, MqttError
             }
         }
     }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(MqttError::Tls)?
-        .with_root_certificates(roots);
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(MqttError::Tls)?
+    .with_root_certificates(roots);
     match (&s.client_cert, &s.client_key) {
         (Some(cert_path), Some(key_path)) => {
             let pem = read("client certificate", cert_path)?;
             let certs = rustls_pemfile::certs(&mut BufReader::new(&pem[..]))
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|source| MqttError::ReadFile { what: "client certificate", path: cert_path.clone(), source })?;
+                .map_err(|source| MqttError::ReadFile {
+                    what: "client certificate",
+                    path: cert_path.clone(),
+                    source,
+                })?;
             if certs.is_empty() {
                 return Err(MqttError::BadPem {
                     what: "client certificate",
@@ -232,13 +271,19 @@ pub(super) fn tls_config(r: &Resolved) -> Result<rustls::ClientConfig, MqttError
             }
             let pem = read("client key", key_path)?;
             let key = rustls_pemfile::private_key(&mut BufReader::new(&pem[..]))
-                .map_err(|source| MqttError::ReadFile { what: "client key", path: key_path.clone(), source })?
+                .map_err(|source| MqttError::ReadFile {
+                    what: "client key",
+                    path: key_path.clone(),
+                    source,
+                })?
                 .ok_or_else(|| MqttError::BadPem {
                     what: "client key",
                     path: key_path.clone(),
                     reason: "no private key in it".into(),
                 })?;
-            builder.with_client_auth_cert(certs, key).map_err(MqttError::Tls)
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(MqttError::Tls)
         }
         _ => Ok(builder.with_no_client_auth()),
     }
@@ -249,11 +294,12 @@ fn password(r: &Resolved) -> Result<String, MqttError> {
     match &r.settings.password_file {
         None => Ok(String::new()),
         Some(path) => {
-            let text = String::from_utf8(read("password file", path)?).map_err(|_| MqttError::BadPem {
-                what: "password file",
-                path: path.clone(),
-                reason: "not UTF-8 text".into(),
-            })?;
+            let text =
+                String::from_utf8(read("password file", path)?).map_err(|_| MqttError::BadPem {
+                    what: "password file",
+                    path: path.clone(),
+                    reason: "not UTF-8 text".into(),
+                })?;
             Ok(text.lines().next().unwrap_or("").to_string())
         }
     }
@@ -262,7 +308,13 @@ fn password(r: &Resolved) -> Result<String, MqttError> {
 /// Build the client and its event loop (nothing connects until polled).
 pub(super) fn connect(r: &Resolved) -> Result<(Client, Loop), MqttError> {
     let s = &r.settings;
-    let transport = if s.tls { Some(Transport::Tls(TlsConfiguration::Rustls(Arc::new(tls_config(r)?)))) } else { None };
+    let transport = if s.tls {
+        Some(Transport::Tls(TlsConfiguration::Rustls(Arc::new(
+            tls_config(r)?,
+        ))))
+    } else {
+        None
+    };
     let password = password(r)?;
     // Room for the publisher's whole window plus the keep-alive ping.
     let cap = usize::from(s.max_inflight) + 8;
@@ -275,7 +327,12 @@ pub(super) fn connect(r: &Resolved) -> Result<(Client, Loop), MqttError> {
                 .set_inflight(s.max_inflight)
                 .set_request_channel_capacity(cap)
                 .set_max_packet_size(64 * 1024, 1 << 20)
-                .set_last_will(rumqttc::LastWill::new(&r.status_topic, "offline", QoS::AtLeastOnce, true));
+                .set_last_will(rumqttc::LastWill::new(
+                    &r.status_topic,
+                    "offline",
+                    QoS::AtLeastOnce,
+                    true,
+                ));
             if let Some(user) = &s.username {
                 o.set_credentials(user, &password);
             }
@@ -319,14 +376,25 @@ mod tests {
     // problem (the technician would chase the network instead of the password).
     #[test]
     fn refusals_are_classified() {
-        let f = classify_v4(rumqttc::ConnectionError::ConnectionRefused(rumqttc::ConnectReturnCode::NotAuthorized));
-        assert_eq!(f, Failure::Auth("the broker refused the connection: not authorized".into()));
+        let f = classify_v4(rumqttc::ConnectionError::ConnectionRefused(
+            rumqttc::ConnectReturnCode::NotAuthorized,
+        ));
+        assert_eq!(
+            f,
+            Failure::Auth("the broker refused the connection: not authorized".into())
+        );
         let f = classify_v5(v5::ConnectionError::ConnectionRefused(
             v5::mqttbytes::v5::ConnectReturnCode::BadUserNamePassword,
         ));
-        assert_eq!(f, Failure::Auth("the broker refused the connection: bad user name or password".into()));
+        assert_eq!(
+            f,
+            Failure::Auth("the broker refused the connection: bad user name or password".into())
+        );
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
-        assert!(matches!(classify_v4(rumqttc::ConnectionError::Io(io)), Failure::Network(_)));
+        assert!(matches!(
+            classify_v4(rumqttc::ConnectionError::Io(io)),
+            Failure::Network(_)
+        ));
         let tls = std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),

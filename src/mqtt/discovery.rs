@@ -11,7 +11,13 @@ use super::Resolved;
 fn slug(s: &str) -> String {
     let out: String = s
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
     if out.is_empty() {
         "_".into()
@@ -56,25 +62,41 @@ pub(super) fn messages(r: &Resolved, version: &str) -> Vec<(String, Vec<u8>)> {
     label["json_attributes_topic"] = json!(r.result_topic);
     label["json_attributes_template"] =
         json!("{{ {'id': value_json.id, 'model_sha256': value_json.model_sha256, 'ts_ns': value_json.ts_ns} | tojson }}");
-    out.push((format!("{}/sensor/{node}/last_label/config", s.homeassistant_prefix), label));
+    out.push((
+        format!("{}/sensor/{node}/last_label/config", s.homeassistant_prefix),
+        label,
+    ));
     let mut score = base("last_score", "Last score");
     score["value_template"] = json!(
         "{% if value_json.detections %}{{ value_json.detections[0].score | round(3) }}\
          {% elif value_json.classes %}{{ value_json.classes[0].score | round(3) }}{% else %}0{% endif %}"
     );
     score["state_class"] = json!("measurement");
-    out.push((format!("{}/sensor/{node}/last_score/config", s.homeassistant_prefix), score));
+    out.push((
+        format!("{}/sensor/{node}/last_score/config", s.homeassistant_prefix),
+        score,
+    ));
     for l in &s.homeassistant_labels {
         let object = format!("label_{}", slug(l));
         let mut b = base(&object, l);
         // The label as a JSON string is also a valid Jinja string literal.
         let lit = serde_json::to_string(l).unwrap_or_else(|_| "\"\"".into());
-        b["value_template"] = json!(format!("{{{{ 'ON' if {lit} in {LABELS_EXPR} else 'OFF' }}}}"));
+        b["value_template"] = json!(format!(
+            "{{{{ 'ON' if {lit} in {LABELS_EXPR} else 'OFF' }}}}"
+        ));
         b["payload_on"] = json!("ON");
         b["payload_off"] = json!("OFF");
-        out.push((format!("{}/binary_sensor/{node}/{object}/config", s.homeassistant_prefix), b));
+        out.push((
+            format!(
+                "{}/binary_sensor/{node}/{object}/config",
+                s.homeassistant_prefix
+            ),
+            b,
+        ));
     }
-    out.into_iter().map(|(t, v)| (t, v.to_string().into_bytes())).collect()
+    out.into_iter()
+        .map(|(t, v)| (t, v.to_string().into_bytes()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -105,6 +127,12 @@ mod tests {
         assert_eq!(v["state_topic"], "spotter/cam.1/result");
         assert_eq!(v["availability_topic"], "spotter/cam.1/status");
         assert_eq!(v["device"]["identifiers"][0], "spotter_cam_1");
-        assert!(v["value_template"].as_str().unwrap().starts_with("{{ 'ON' if \"jack-o'-lantern\" in "), "{v}");
+        assert!(
+            v["value_template"]
+                .as_str()
+                .unwrap()
+                .starts_with("{{ 'ON' if \"jack-o'-lantern\" in "),
+            "{v}"
+        );
     }
 }

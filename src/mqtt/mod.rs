@@ -46,9 +46,17 @@ pub const STOP_GRACE: Duration = Duration::from_millis(1000);
 #[derive(Debug, thiserror::Error)]
 pub enum MqttError {
     #[error("MQTT: cannot read the {what} {path}: {source}")]
-    ReadFile { what: &'static str, path: PathBuf, source: std::io::Error },
+    ReadFile {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("MQTT: the {what} {path} is not usable: {reason}")]
-    BadPem { what: &'static str, path: PathBuf, reason: String },
+    BadPem {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
     #[error("MQTT: TLS configuration: {0}")]
     Tls(rustls::Error),
     #[error("MQTT: no trusted root certificates found on this system; set mqtt.ca_file")]
@@ -76,7 +84,13 @@ fn host_device_id() -> String {
     let id: String = name
         .trim()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(64)
         .collect();
     if id.is_empty() {
@@ -94,8 +108,11 @@ impl Resolved {
         } else {
             settings.device_id.clone()
         };
-        let client_id =
-            if settings.client_id.is_empty() { format!("spotter-{device_id}") } else { settings.client_id.clone() };
+        let client_id = if settings.client_id.is_empty() {
+            format!("spotter-{device_id}")
+        } else {
+            settings.client_id.clone()
+        };
         let topic = |t: &str| t.replace("{device_id}", &device_id);
         Resolved {
             result_topic: topic(&settings.result_topic),
@@ -136,13 +153,21 @@ impl Drop for PublisherHandle {
 /// Start publishing the outbox of `outbox` per `r`. Fails only on local
 /// problems (unreadable CA, key or password file); connection failures are
 /// retried, logged and shown in `state.mqtt`.
-pub fn spawn(r: Resolved, outbox: Arc<Outbox>, state: Arc<AppState>) -> Result<PublisherHandle, MqttError> {
+pub fn spawn(
+    r: Resolved,
+    outbox: Arc<Outbox>,
+    state: Arc<AppState>,
+) -> Result<PublisherHandle, MqttError> {
     state.mqtt.enabled.store(true, Ordering::Relaxed);
-    *state.mqtt.broker.write().unwrap_or_else(|e| e.into_inner()) = format!("{}:{}", r.settings.host, r.settings.port);
+    *state.mqtt.broker.write().unwrap_or_else(|e| e.into_inner()) =
+        format!("{}:{}", r.settings.host, r.settings.port);
     let _ = state.mqtt.outbox.set(outbox.clone());
     let (client, lp) = client::connect(&r)?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(MqttError::Start)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(MqttError::Start)?;
     let thread = std::thread::Builder::new()
         .name("mqtt".into())
         .spawn(move || {
@@ -160,7 +185,10 @@ pub fn spawn(r: Resolved, outbox: Arc<Outbox>, state: Arc<AppState>) -> Result<P
             });
         })
         .map_err(MqttError::Start)?;
-    Ok(PublisherHandle { stop: stop_tx, thread: Some(thread) })
+    Ok(PublisherHandle {
+        stop: stop_tx,
+        thread: Some(thread),
+    })
 }
 
 /// What the event-loop task tells the publisher.
@@ -211,7 +239,10 @@ enum Tag {
 }
 
 fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 struct Publisher {
@@ -289,9 +320,12 @@ impl Publisher {
         loop {
             self.fill();
             // While the backlog waits only for tokens, wake when one is due.
-            let wait_tokens = self.connected && !self.backlog_done && self.outstanding() < self.window();
-            let token_due = Duration::from_secs_f64(((1.0 - self.tokens).max(0.0)) / self.r.settings.drain_rate_per_s)
-                .max(Duration::from_millis(1));
+            let wait_tokens =
+                self.connected && !self.backlog_done && self.outstanding() < self.window();
+            let token_due = Duration::from_secs_f64(
+                ((1.0 - self.tokens).max(0.0)) / self.r.settings.drain_rate_per_s,
+            )
+            .max(Duration::from_millis(1));
             tokio::select! {
                 biased;
                 _ = stop.changed() => break,
@@ -365,7 +399,9 @@ impl Publisher {
             return;
         }
         while self.outstanding() < self.window() {
-            let Some(ev) = self.events.pop_front() else { break };
+            let Some(ev) = self.events.pop_front() else {
+                break;
+            };
             let topic = self.r.event_topic.clone();
             if !self.send(&topic, false, ev.clone(), Tag::Control) {
                 self.events.push_front(ev);
@@ -521,15 +557,22 @@ impl Publisher {
             return;
         }
         match &f {
-            Failure::Auth(_) => log::error!(message_id = ids::MQTT_AUTH_FAILED, spotter_error_kind = "mqtt_auth"; "{text}"),
-            Failure::Tls(_) => log::error!(message_id = ids::MQTT_TLS_FAILED, spotter_error_kind = "mqtt_tls"; "{text}"),
-            _ => log::warn!(message_id = ids::MQTT_DISCONNECTED, spotter_error_kind = "mqtt_disconnected"; "{text}"),
+            Failure::Auth(_) => {
+                log::error!(message_id = ids::MQTT_AUTH_FAILED, spotter_error_kind = "mqtt_auth"; "{text}")
+            }
+            Failure::Tls(_) => {
+                log::error!(message_id = ids::MQTT_TLS_FAILED, spotter_error_kind = "mqtt_tls"; "{text}")
+            }
+            _ => {
+                log::warn!(message_id = ids::MQTT_DISCONNECTED, spotter_error_kind = "mqtt_disconnected"; "{text}")
+            }
         }
         self.last_failure = Some(f);
     }
 
     fn push_event(&mut self, event: &str, fields: serde_json::Value) {
-        let mut v = serde_json::json!({ "event": event, "ts_ns": now_ns(), "device_id": self.r.device_id });
+        let mut v =
+            serde_json::json!({ "event": event, "ts_ns": now_ns(), "device_id": self.r.device_id });
         if let (Some(o), serde_json::Value::Object(extra)) = (v.as_object_mut(), fields) {
             o.extend(extra);
         }
@@ -543,8 +586,14 @@ impl Publisher {
     fn sample(&mut self) {
         let r = self.state.readiness();
         match (self.source_ok, r.source.ok) {
-            (Some(true), false) => self.push_event("source_lost", serde_json::json!({ "detail": r.source.detail })),
-            (Some(false), true) => self.push_event("source_recovered", serde_json::json!({ "source": self.state.source() })),
+            (Some(true), false) => self.push_event(
+                "source_lost",
+                serde_json::json!({ "detail": r.source.detail }),
+            ),
+            (Some(false), true) => self.push_event(
+                "source_recovered",
+                serde_json::json!({ "source": self.state.source() }),
+            ),
             _ => {}
         }
         // Only a source that worked once can be lost.

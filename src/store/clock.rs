@@ -66,7 +66,10 @@ pub fn clock_synchronized() -> bool {
 /// can still be ordered and spaced within one boot. 0 if unavailable.
 pub fn boottime_ns() -> u64 {
     match nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME) {
-        Ok(t) => u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000_000 + u64::try_from(t.tv_nsec()).unwrap_or(0),
+        Ok(t) => {
+            u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000_000
+                + u64::try_from(t.tv_nsec()).unwrap_or(0)
+        }
         Err(_) => 0,
     }
 }
@@ -80,12 +83,18 @@ mod tests {
     #[test]
     fn kernel_flags_decide_when_adjtimex_answers() {
         let absent = Path::new("/nonexistent/spotter-test-flag");
-        assert_eq!(clock_synchronized_from(Ok((TIME_OK, STA_PLL)), absent), (true, ClockSource::Kernel));
+        assert_eq!(
+            clock_synchronized_from(Ok((TIME_OK, STA_PLL)), absent),
+            (true, ClockSource::Kernel)
+        );
         assert_eq!(
             clock_synchronized_from(Ok((TIME_OK, STA_UNSYNC | STA_PLL)), absent),
             (false, ClockSource::Kernel)
         );
-        assert_eq!(clock_synchronized_from(Ok((TIME_ERROR, 0)), absent), (false, ClockSource::Kernel));
+        assert_eq!(
+            clock_synchronized_from(Ok((TIME_ERROR, 0)), absent),
+            (false, ClockSource::Kernel)
+        );
     }
 
     // Catches: EPERM under ProtectClock=yes treated as "unsynchronized" forever.
@@ -94,9 +103,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let flag = dir.path().join("synchronized");
         let eperm = Err(nix::errno::Errno::EPERM);
-        assert_eq!(clock_synchronized_from(eperm, &flag), (false, ClockSource::TimesyncFlag));
+        assert_eq!(
+            clock_synchronized_from(eperm, &flag),
+            (false, ClockSource::TimesyncFlag)
+        );
         std::fs::write(&flag, b"").unwrap();
-        assert_eq!(clock_synchronized_from(eperm, &flag), (true, ClockSource::TimesyncFlag));
+        assert_eq!(
+            clock_synchronized_from(eperm, &flag),
+            (true, ClockSource::TimesyncFlag)
+        );
     }
 
     // Catches: the real system call wired wrongly (e.g. a non-zero mode that needs CAP_SYS_TIME).
@@ -114,9 +129,18 @@ mod tests {
         let a = boottime_ns();
         let b = boottime_ns();
         assert!(a > 0 && b >= a, "{a} then {b}");
-        let uptime_s: f64 = std::fs::read_to_string("/proc/uptime").unwrap().split(' ').next().unwrap().parse().unwrap();
+        let uptime_s: f64 = std::fs::read_to_string("/proc/uptime")
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
         // /proc/uptime is CLOCK_BOOTTIME in seconds: same order of magnitude.
         let ours_s = a as f64 / 1e9;
-        assert!((ours_s - uptime_s).abs() < 60.0, "boottime {ours_s} s, uptime {uptime_s} s");
+        assert!(
+            (ours_s - uptime_s).abs() < 60.0,
+            "boottime {ours_s} s, uptime {uptime_s} s"
+        );
     }
 }

@@ -80,7 +80,10 @@ impl Flusher {
         let handle = std::thread::Builder::new()
             .name("store-flush".into())
             .spawn(move || run(&db, every, &durability, &poisoned, &s))?;
-        Ok(Flusher { stop, handle: Some(handle) })
+        Ok(Flusher {
+            stop,
+            handle: Some(handle),
+        })
     }
 }
 
@@ -96,12 +99,20 @@ impl Drop for Flusher {
     }
 }
 
-fn run(db: &sled::Db, every: Duration, durability: &Durability, poisoned: &OnceLock<String>, stop: &(Mutex<bool>, Condvar)) {
+fn run(
+    db: &sled::Db,
+    every: Duration,
+    durability: &Durability,
+    poisoned: &OnceLock<String>,
+    stop: &(Mutex<bool>, Condvar),
+) {
     let (lock, cv) = stop;
     let mut failing = false;
     loop {
         let guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
-        let (guard, _) = cv.wait_timeout_while(guard, every, |stopped| !*stopped).unwrap_or_else(PoisonError::into_inner);
+        let (guard, _) = cv
+            .wait_timeout_while(guard, every, |stopped| !*stopped)
+            .unwrap_or_else(PoisonError::into_inner);
         if *guard {
             return;
         }

@@ -61,7 +61,10 @@ fn index_key(term: &str, rec_key: &[u8; 16]) -> Vec<u8> {
 }
 
 /// The index entries of a record: `(tree, key, value)`.
-pub(super) fn index_entries(rec_key: &[u8; 16], rec: &ResultRecord) -> Vec<(IndexKind, Vec<u8>, Vec<u8>)> {
+pub(super) fn index_entries(
+    rec_key: &[u8; 16],
+    rec: &ResultRecord,
+) -> Vec<(IndexKind, Vec<u8>, Vec<u8>)> {
     let mut best: Vec<(&str, f32)> = Vec::new();
     let labels = rec
         .classes
@@ -69,16 +72,29 @@ pub(super) fn index_entries(rec_key: &[u8; 16], rec: &ResultRecord) -> Vec<(Inde
         .map(|c| (c.label.as_str(), c.score))
         .chain(rec.detections.iter().map(|d| (d.label.as_str(), d.score)));
     for (label, score) in labels {
-        match best.iter_mut().find(|(l, _)| truncate_term(l) == truncate_term(label)) {
+        match best
+            .iter_mut()
+            .find(|(l, _)| truncate_term(l) == truncate_term(label))
+        {
             Some((_, s)) => *s = s.max(score),
             None => best.push((label, score)),
         }
     }
     let mut out: Vec<_> = best
         .into_iter()
-        .map(|(l, s)| (IndexKind::Label, index_key(l, rec_key), s.to_be_bytes().to_vec()))
+        .map(|(l, s)| {
+            (
+                IndexKind::Label,
+                index_key(l, rec_key),
+                s.to_be_bytes().to_vec(),
+            )
+        })
         .collect();
-    out.push((IndexKind::Model, index_key(&rec.model_sha256, rec_key), Vec::new()));
+    out.push((
+        IndexKind::Model,
+        index_key(&rec.model_sha256, rec_key),
+        Vec::new(),
+    ));
     out
 }
 
@@ -114,7 +130,15 @@ pub struct Query {
 impl Query {
     /// A query for the newest `limit` records, no filters.
     pub fn newest(limit: usize) -> Query {
-        Query { since: None, until: None, label: None, min_score: None, model: None, cursor: None, limit }
+        Query {
+            since: None,
+            until: None,
+            label: None,
+            min_score: None,
+            model: None,
+            cursor: None,
+            limit,
+        }
     }
 }
 
@@ -138,7 +162,9 @@ pub fn encode_cursor(key: &[u8; 16]) -> String {
 
 /// Decode a cursor made by [`encode_cursor`].
 pub fn decode_cursor(cursor: &str) -> Result<[u8; 16], StoreError> {
-    let bad = || StoreError::BadCursor { cursor: cursor.chars().take(64).collect() };
+    let bad = || StoreError::BadCursor {
+        cursor: cursor.chars().take(64).collect(),
+    };
     if cursor.len() != 34 {
         return Err(bad());
     }
@@ -169,10 +195,18 @@ impl Store {
             let after = decode_cursor(c)?;
             match predecessor(after) {
                 Some(p) => hi = hi.min(p),
-                None => return Ok(Page { results: Vec::new(), next_cursor: None }),
+                None => {
+                    return Ok(Page {
+                        results: Vec::new(),
+                        next_cursor: None,
+                    })
+                }
             }
         }
-        let mut page = Page { results: Vec::with_capacity(q.limit.min(1024)), next_cursor: None };
+        let mut page = Page {
+            results: Vec::with_capacity(q.limit.min(1024)),
+            next_cursor: None,
+        };
         if q.limit == 0 || lo > hi {
             return Ok(page);
         }
@@ -181,19 +215,23 @@ impl Store {
             (None, Some(m)) => (Some(&self.by_model), term_prefix(m)),
             (None, None) => (None, Vec::new()),
         };
-        let iter: Box<dyn DoubleEndedIterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = match tree {
-            Some(t) => {
-                let (mut a, mut b) = (prefix.clone(), prefix.clone());
-                a.extend_from_slice(&lo);
-                b.extend_from_slice(&hi);
-                Box::new(t.range(a..=b))
-            }
-            None => Box::new(self.results.range(lo..=hi)),
-        };
+        let iter: Box<dyn DoubleEndedIterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> =
+            match tree {
+                Some(t) => {
+                    let (mut a, mut b) = (prefix.clone(), prefix.clone());
+                    a.extend_from_slice(&lo);
+                    b.extend_from_slice(&hi);
+                    Box::new(t.range(a..=b))
+                }
+                None => Box::new(self.results.range(lo..=hi)),
+            };
         let mut scanned = 0usize;
         for item in iter.rev() {
             let (k, v) = item.map_err(|e| self.db_err(e))?;
-            let Some(rec_key) = k.get(prefix.len()..).and_then(|s| <[u8; 16]>::try_from(s).ok()) else {
+            let Some(rec_key) = k
+                .get(prefix.len()..)
+                .and_then(|s| <[u8; 16]>::try_from(s).ok())
+            else {
                 continue;
             };
             scanned += 1;
@@ -223,7 +261,9 @@ impl Store {
     ) -> Result<Option<ResultRecord>, StoreError> {
         // The label index carries the label's score: filter before fetching.
         if let (true, Some(_), Some(min)) = (from_index, &q.label, q.min_score) {
-            let score = <[u8; 4]>::try_from(v).map(f32::from_be_bytes).unwrap_or(f32::NEG_INFINITY);
+            let score = <[u8; 4]>::try_from(v)
+                .map(f32::from_be_bytes)
+                .unwrap_or(f32::NEG_INFINITY);
             if score < min {
                 return Ok(None);
             }
@@ -243,7 +283,10 @@ impl Store {
                 return Ok(None);
             }
         };
-        if q.model.as_deref().is_some_and(|m| truncate_term(m) != truncate_term(&rec.model_sha256)) {
+        if q.model
+            .as_deref()
+            .is_some_and(|m| truncate_term(m) != truncate_term(&rec.model_sha256))
+        {
             return Ok(None);
         }
         if q.label.is_none() && q.min_score.is_some_and(|min| best_score(&rec) < min) {

@@ -48,16 +48,18 @@ use crate::result::ResultRecord;
 mod clock;
 mod flush;
 mod index;
-mod pressure;
 mod outbox;
+mod pressure;
 mod retention;
 mod snapshot;
 pub mod wear;
 
 pub use clock::{boottime_ns, clock_synchronized, clock_synchronized_from, ClockSource};
-pub use index::{best_score, decode_cursor, encode_cursor, Page, Query, MAX_SCAN_PER_PAGE, MAX_TERM_LEN};
-pub use pressure::{DiskGuard, FreeSpace, PressureLevel, Statvfs, RESTART_MIN_FREE};
+pub use index::{
+    best_score, decode_cursor, encode_cursor, Page, Query, MAX_SCAN_PER_PAGE, MAX_TERM_LEN,
+};
 pub use outbox::{Outbox, OutboxEntry, OutboxError, OutboxLimits};
+pub use pressure::{DiskGuard, FreeSpace, PressureLevel, Statvfs, RESTART_MIN_FREE};
 pub use retention::{PruneReport, Pruner, Retention, DEFAULT_PRUNE_EVERY};
 pub use snapshot::{snapshot_content_type, Snapshot, SnapshotGate, SnapshotRule};
 
@@ -104,7 +106,11 @@ pub const ID_LEN: usize = 32;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("result store {path}: {action}: {source}")]
-    Io { path: PathBuf, action: &'static str, source: io::Error },
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        source: io::Error,
+    },
     #[error("result store {path}: database error: {source}")]
     Db { path: PathBuf, source: sled::Error },
     #[error(
@@ -112,29 +118,48 @@ pub enum StoreError {
          versions up to {supported}; refusing to open it (nothing was written). \
          Upgrade Spotter or point it at another state directory"
     )]
-    FutureSchema { path: PathBuf, found: u32, supported: u32 },
+    FutureSchema {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
     #[error("result store {path}: invalid schema file: {reason}")]
     BadSchema { path: PathBuf, reason: String },
     #[error("malformed result id {id:?}: expected {ID_LEN} hexadecimal digits")]
     MalformedId { id: String },
     #[error("result store {path}: cannot encode record: {source}")]
-    Encode { path: PathBuf, source: serde_json::Error },
+    Encode {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("result store {path}: corrupt record {key}: {reason}")]
-    Corrupt { path: PathBuf, key: String, reason: String },
+    Corrupt {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
     #[error(
         "result store {path} is in use by another process (the spotter service?); stop it \
          (systemctl stop spotter) or use the running daemon's API (GET /api/v1/backup)"
     )]
     Locked { path: PathBuf },
     #[error("result store {path}: record {id} is invalid: {reason}")]
-    InvalidRecord { path: PathBuf, id: String, reason: String },
+    InvalidRecord {
+        path: PathBuf,
+        id: String,
+        reason: String,
+    },
     #[error("malformed cursor {cursor:?}: pass the next_cursor of the previous page unchanged")]
     BadCursor { cursor: String },
     #[error(
         "result store {path}: the disk is (nearly) full: {free} bytes free, below the floor of \
          {floor} bytes (store.min_free_bytes); results are not stored until space returns"
     )]
-    DiskFull { path: PathBuf, free: u64, floor: u64 },
+    DiskFull {
+        path: PathBuf,
+        free: u64,
+        floor: u64,
+    },
     #[error(
         "result store {path}: the database failed to write ({cause}) and refuses writes until \
          it is reopened; Spotter restarts itself once the disk has space again"
@@ -220,7 +245,10 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("dir", &self.dir).field("records", &self.len()).finish()
+        f.debug_struct("Store")
+            .field("dir", &self.dir)
+            .field("records", &self.len())
+            .finish()
     }
 }
 
@@ -234,7 +262,9 @@ fn make_key(ts_ns: u64, seq: u64) -> [u8; 16] {
 
 /// Parse a record id (32 hex digits, either case) into its key.
 pub fn parse_id(id: &str) -> Result<[u8; 16], StoreError> {
-    let malformed = || StoreError::MalformedId { id: id.chars().take(64).collect() };
+    let malformed = || StoreError::MalformedId {
+        id: id.chars().take(64).collect(),
+    };
     if id.len() != ID_LEN {
         return Err(malformed());
     }
@@ -262,10 +292,18 @@ impl Store {
 
     /// [`Store::open_with`] with sled's page cache bounded to `cache_bytes`
     /// (the store uses [`CACHE_CAPACITY`]; `spotter bench-store` varies it).
-    pub fn open_with_cache(dir: &Path, flush_every_ms: u64, cache_bytes: u64) -> Result<Store, StoreError> {
+    pub fn open_with_cache(
+        dir: &Path,
+        flush_every_ms: u64,
+        cache_bytes: u64,
+    ) -> Result<Store, StoreError> {
         let io_err = |action: &'static str, path: &Path| {
             let path = path.to_path_buf();
-            move |source| StoreError::Io { path, action, source }
+            move |source| StoreError::Io {
+                path,
+                action,
+                source,
+            }
         };
         let schema_path = dir.join(SCHEMA_FILE);
         let db_path = dir.join(DB_DIR);
@@ -318,7 +356,10 @@ impl Store {
             }
         }
 
-        let db_err = |source| StoreError::Db { path: db_path.clone(), source };
+        let db_err = |source| StoreError::Db {
+            path: db_path.clone(),
+            source,
+        };
         // The store's own flusher (`flush`) replaces sled's, so that each
         // flush's reach is known.
         let db = sled::Config::new()
@@ -327,13 +368,15 @@ impl Store {
             .cache_capacity(cache_bytes)
             .open()
             .map_err(|e| match e {
-            // sled 0.34 reports its exclusive directory lock (flock) being
-            // held only through this message.
-            sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
-                StoreError::Locked { path: dir.to_path_buf() }
-            }
-            e => db_err(e),
-        })?;
+                // sled 0.34 reports its exclusive directory lock (flock) being
+                // held only through this message.
+                sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
+                    StoreError::Locked {
+                        path: dir.to_path_buf(),
+                    }
+                }
+                e => db_err(e),
+            })?;
         let results = db.open_tree(RESULTS_TREE).map_err(db_err)?;
         let by_label = db.open_tree(BY_LABEL_TREE).map_err(db_err)?;
         let by_model = db.open_tree(BY_MODEL_TREE).map_err(db_err)?;
@@ -374,10 +417,19 @@ impl Store {
             flush::Flusher::default()
         } else {
             let every = Duration::from_millis(flush_every_ms);
-            flush::Flusher::spawn(store.db.clone(), every, store.durability.clone(), store.poisoned.clone())
-                .map_err(io_err("start the flusher thread", dir))?
+            flush::Flusher::spawn(
+                store.db.clone(),
+                every,
+                store.durability.clone(),
+                store.poisoned.clone(),
+            )
+            .map_err(io_err("start the flusher thread", dir))?
         };
-        Ok(Store { size_at_open, _flusher: flusher, ..store })
+        Ok(Store {
+            size_at_open,
+            _flusher: flusher,
+            ..store
+        })
     }
 
     /// Use `guard` to refuse writes below a free-space floor (default: no floor).
@@ -401,7 +453,9 @@ impl Store {
         let mut batch_model = sled::Batch::default();
         for item in self.results.iter() {
             let (k, v) = item.map_err(|e| self.db_err(e))?;
-            let Ok(key) = <[u8; 16]>::try_from(&k[..]) else { continue };
+            let Ok(key) = <[u8; 16]>::try_from(&k[..]) else {
+                continue;
+            };
             let rec = match self.decode(&key, &v) {
                 Ok(r) => r,
                 Err(e) => {
@@ -417,12 +471,20 @@ impl Store {
             }
             n += 1;
             if n % PRUNE_BATCH as u64 == 0 {
-                self.by_label.apply_batch(std::mem::take(&mut batch_label)).map_err(|e| self.db_err(e))?;
-                self.by_model.apply_batch(std::mem::take(&mut batch_model)).map_err(|e| self.db_err(e))?;
+                self.by_label
+                    .apply_batch(std::mem::take(&mut batch_label))
+                    .map_err(|e| self.db_err(e))?;
+                self.by_model
+                    .apply_batch(std::mem::take(&mut batch_model))
+                    .map_err(|e| self.db_err(e))?;
             }
         }
-        self.by_label.apply_batch(batch_label).map_err(|e| self.db_err(e))?;
-        self.by_model.apply_batch(batch_model).map_err(|e| self.db_err(e))?;
+        self.by_label
+            .apply_batch(batch_label)
+            .map_err(|e| self.db_err(e))?;
+        self.by_model
+            .apply_batch(batch_model)
+            .map_err(|e| self.db_err(e))?;
         self.flush()
     }
 
@@ -433,7 +495,8 @@ impl Store {
         let (_, mbytes) = tally(&self.by_model)?;
         let (scount, sbytes) = tally(&self.snapshots)?;
         self.count.store(count, Ordering::Relaxed);
-        self.bytes.store(rbytes + lbytes + mbytes + sbytes, Ordering::Relaxed);
+        self.bytes
+            .store(rbytes + lbytes + mbytes + sbytes, Ordering::Relaxed);
         self.snap_count.store(scount, Ordering::Relaxed);
         self.snap_bytes.store(sbytes, Ordering::Relaxed);
         Ok(())
@@ -442,13 +505,20 @@ impl Store {
     /// The trees every result writes in one transaction, in the order of the
     /// `T_*` constants.
     fn tx_trees(&self) -> [&sled::Tree; 4] {
-        [&self.results, &self.by_label, &self.by_model, &self.snapshots]
+        [
+            &self.results,
+            &self.by_label,
+            &self.by_model,
+            &self.snapshots,
+        ]
     }
 
     /// Enable the MQTT outbox: from now on [`Store::insert`] also queues each
     /// result for publishing, in the same transaction.
     pub fn with_outbox(mut self, limits: OutboxLimits) -> Result<Store, StoreError> {
-        self.outbox = Some(std::sync::Arc::new(Outbox::open(&self.db, &self.dir, limits)?));
+        self.outbox = Some(std::sync::Arc::new(Outbox::open(
+            &self.db, &self.dir, limits,
+        )?));
         Ok(self)
     }
 
@@ -463,7 +533,10 @@ impl Store {
     }
 
     fn db_err(&self, source: sled::Error) -> StoreError {
-        StoreError::Db { path: self.dir.join(DB_DIR), source }
+        StoreError::Db {
+            path: self.dir.join(DB_DIR),
+            source,
+        }
     }
 
     /// Store `rec`, assigning `rec.id` from `(rec.ts_ns, a fresh sequence number)`.
@@ -487,7 +560,11 @@ impl Store {
         let snapshot = match (snapshot, self.guard.level(&self.dir)) {
             (_, PressureLevel::Full { free, floor }) => {
                 self.guard.count_refused_result();
-                return Err(StoreError::DiskFull { path: self.dir.clone(), free, floor });
+                return Err(StoreError::DiskFull {
+                    path: self.dir.clone(),
+                    free,
+                    floor,
+                });
             }
             (Some(_), PressureLevel::Low { .. }) => {
                 self.guard.count_refused_snapshot();
@@ -520,7 +597,9 @@ impl Store {
     /// importing the same backup twice adds nothing.
     pub fn insert_with_id(&self, rec: &ResultRecord) -> Result<bool, StoreError> {
         let key = parse_id(&rec.id)?;
-        let key_ts = u64::from_be_bytes([key[0], key[1], key[2], key[3], key[4], key[5], key[6], key[7]]);
+        let key_ts = u64::from_be_bytes([
+            key[0], key[1], key[2], key[3], key[4], key[5], key[6], key[7],
+        ]);
         if key_ts != rec.ts_ns {
             return Err(StoreError::InvalidRecord {
                 path: self.dir.clone(),
@@ -531,7 +610,11 @@ impl Store {
         self.refuse_if_poisoned()?;
         if let PressureLevel::Full { free, floor } = self.guard.level(&self.dir) {
             self.guard.count_refused_result();
-            return Err(StoreError::DiskFull { path: self.dir.clone(), free, floor });
+            return Err(StoreError::DiskFull {
+                path: self.dir.clone(),
+                free,
+                floor,
+            });
         }
         self.insert_new(&key, rec, None, None)
     }
@@ -549,12 +632,24 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let mut value = Vec::with_capacity(512);
         value.push(VALUE_FORMAT_JSON);
-        serde_json::to_writer(&mut value, rec)
-            .map_err(|source| StoreError::Encode { path: self.dir.clone(), source })?;
+        serde_json::to_writer(&mut value, rec).map_err(|source| StoreError::Encode {
+            path: self.dir.clone(),
+            source,
+        })?;
         // (tree, key, value) of everything written besides the record.
         let mut entries: Vec<(usize, Vec<u8>, Vec<u8>)> = index::index_entries(key, rec)
             .into_iter()
-            .map(|(kind, k, v)| (if kind == IndexKind::Label { T_BY_LABEL } else { T_BY_MODEL }, k, v))
+            .map(|(kind, k, v)| {
+                (
+                    if kind == IndexKind::Label {
+                        T_BY_LABEL
+                    } else {
+                        T_BY_MODEL
+                    },
+                    k,
+                    v,
+                )
+            })
             .collect();
         let snap_size = snapshot.map(|s| {
             let v = s.encode();
@@ -563,7 +658,10 @@ impl Store {
             n
         });
         let size = (key.len() + value.len()) as u64
-            + entries.iter().map(|(_, k, v)| (k.len() + v.len()) as u64).sum::<u64>();
+            + entries
+                .iter()
+                .map(|(_, k, v)| (k.len() + v.len()) as u64)
+                .sum::<u64>();
         let mut trees: Vec<&sled::Tree> = self.tx_trees().to_vec();
         // The outbox entry (counted in the outbox's own bounds, not in `size`).
         let queued = match (&self.outbox, outbox_seq) {
@@ -623,9 +721,15 @@ impl Store {
             }
             // sled hands out its kept error as a copy that has the kind but
             // not the OS code (seen on a full tmpfs in tests/store_enospc.rs).
-            if io.raw_os_error() == Some(nix::libc::ENOSPC) || io.kind() == io::ErrorKind::StorageFull {
+            if io.raw_os_error() == Some(nix::libc::ENOSPC)
+                || io.kind() == io::ErrorKind::StorageFull
+            {
                 let (free, floor) = self.guard.note_enospc(&self.dir);
-                return StoreError::DiskFull { path: self.dir.clone(), free, floor };
+                return StoreError::DiskFull {
+                    path: self.dir.clone(),
+                    free,
+                    floor,
+                };
             }
         }
         self.db_err(e)
@@ -634,9 +738,14 @@ impl Store {
     /// Refuse (and count) a write while the store is poisoned, without
     /// touching sled: each attempt would only fail again.
     fn refuse_if_poisoned(&self) -> Result<(), StoreError> {
-        let Some(cause) = self.poisoned.get() else { return Ok(()) };
+        let Some(cause) = self.poisoned.get() else {
+            return Ok(());
+        };
         self.guard.count_refused_result();
-        Err(StoreError::Poisoned { path: self.dir.clone(), cause: cause.clone() })
+        Err(StoreError::Poisoned {
+            path: self.dir.clone(),
+            cause: cause.clone(),
+        })
     }
 
     /// True while the database refuses writes after an I/O error.
@@ -741,17 +850,22 @@ impl Store {
         &self,
         since_ns: Option<u64>,
     ) -> impl Iterator<Item = Result<ResultRecord, StoreError>> + '_ {
-        self.results.range(make_key(since_ns.unwrap_or(0), 0)..).map(move |item| {
-            let (k, v) = item.map_err(|e| self.db_err(e))?;
-            self.decode(&k, &v)
-        })
+        self.results
+            .range(make_key(since_ns.unwrap_or(0), 0)..)
+            .map(move |item| {
+                let (k, v) = item.map_err(|e| self.db_err(e))?;
+                self.decode(&k, &v)
+            })
     }
 
     /// Delete the oldest records so that at most `max_records` remain; returns
     /// how many were deleted. Deletes in batches of [`PRUNE_BATCH`] so a large
     /// backlog never builds one huge batch in memory.
     pub fn retain_newest(&self, max_records: usize) -> Result<usize, StoreError> {
-        let policy = Retention { max_records: Some(max_records), ..Retention::unlimited() };
+        let policy = Retention {
+            max_records: Some(max_records),
+            ..Retention::unlimited()
+        };
         Ok(self.prune_once(&policy, 0)?.by_records as usize)
     }
 
@@ -791,7 +905,10 @@ impl Store {
         // A poisoned sled fails (or, seen in CI, blocks) on flush: what it
         // could flush is already durable or lost; the restart reopens it.
         if let Some(cause) = self.poisoned.get() {
-            return Err(StoreError::Poisoned { path: self.dir.clone(), cause: cause.clone() });
+            return Err(StoreError::Poisoned {
+                path: self.dir.clone(),
+                cause: cause.clone(),
+            });
         }
         let mark = self.durability.mark();
         self.db.flush().map_err(|e| self.db_err(e))?;
@@ -835,15 +952,26 @@ impl Store {
     /// Probe that the store accepts writes: write a small key and flush it.
     /// Costs one fsync; meant for readiness checks, not per-request use.
     pub fn check_writable(&self) -> Result<(), StoreError> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64);
         let stamp = now.unwrap_or(0).to_be_bytes();
         if let Some(cause) = self.poisoned.get() {
-            return Err(StoreError::Poisoned { path: self.dir.clone(), cause: cause.clone() });
+            return Err(StoreError::Poisoned {
+                path: self.dir.clone(),
+                cause: cause.clone(),
+            });
         }
         if let PressureLevel::Full { free, floor } = self.guard.level(&self.dir) {
-            return Err(StoreError::DiskFull { path: self.dir.clone(), free, floor });
+            return Err(StoreError::DiskFull {
+                path: self.dir.clone(),
+                free,
+                floor,
+            });
         }
-        self.meta.insert(PROBE_KEY, &stamp).map_err(|e| self.write_err(e))?;
+        self.meta
+            .insert(PROBE_KEY, &stamp)
+            .map_err(|e| self.write_err(e))?;
         self.db.flush().map(|_| ()).map_err(|e| self.write_err(e))
     }
 }

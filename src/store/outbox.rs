@@ -29,7 +29,11 @@ pub enum OutboxError {
     #[error("MQTT outbox in {path}: database error: {source}")]
     Db { path: PathBuf, source: sled::Error },
     #[error("MQTT outbox in {path}: corrupt entry {key}: {reason}")]
-    Corrupt { path: PathBuf, key: String, reason: String },
+    Corrupt {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
 }
 
 /// How much the outbox may hold; beyond either bound the oldest entries go.
@@ -67,7 +71,10 @@ pub struct Outbox {
 
 impl std::fmt::Debug for Outbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Outbox").field("dir", &self.dir).field("entries", &self.len()).finish()
+        f.debug_struct("Outbox")
+            .field("dir", &self.dir)
+            .field("entries", &self.len())
+            .finish()
     }
 }
 
@@ -82,8 +89,15 @@ fn seq_of(key: &[u8]) -> Option<u64> {
 
 impl Outbox {
     /// Open (or create) the outbox tree of `db`; `dir` is for messages.
-    pub(super) fn open(db: &sled::Db, dir: &Path, limits: OutboxLimits) -> Result<Outbox, OutboxError> {
-        let db_err = |source| OutboxError::Db { path: dir.to_path_buf(), source };
+    pub(super) fn open(
+        db: &sled::Db,
+        dir: &Path,
+        limits: OutboxLimits,
+    ) -> Result<Outbox, OutboxError> {
+        let db_err = |source| OutboxError::Db {
+            path: dir.to_path_buf(),
+            source,
+        };
         let tree = db.open_tree(OUTBOX_TREE).map_err(db_err)?;
         let (mut n, mut bytes) = (0usize, 0u64);
         for item in tree.iter() {
@@ -104,7 +118,10 @@ impl Outbox {
     }
 
     fn db_err(&self, source: sled::Error) -> OutboxError {
-        OutboxError::Db { path: self.dir.clone(), source }
+        OutboxError::Db {
+            path: self.dir.clone(),
+            source,
+        }
     }
 
     pub(super) fn tree(&self) -> &sled::Tree {
@@ -160,12 +177,21 @@ impl Outbox {
 
     /// The sequence number of the newest entry, if any.
     pub fn last_seq(&self) -> Result<Option<u64>, OutboxError> {
-        Ok(self.tree.last().map_err(|e| self.db_err(e))?.and_then(|(k, _)| seq_of(&k)))
+        Ok(self
+            .tree
+            .last()
+            .map_err(|e| self.db_err(e))?
+            .and_then(|(k, _)| seq_of(&k)))
     }
 
     /// Up to `limit` entries with `after < seq <= until`, oldest first
     /// (`after = None`: from the first entry; `until = None`: no upper bound).
-    pub fn read(&self, after: Option<u64>, until: Option<u64>, limit: usize) -> Result<Vec<OutboxEntry>, OutboxError> {
+    pub fn read(
+        &self,
+        after: Option<u64>,
+        until: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, OutboxError> {
         let lo = match after {
             None => 0,
             Some(u64::MAX) => return Ok(Vec::new()),
@@ -185,7 +211,10 @@ impl Outbox {
             };
             let seq = seq_of(&k).ok_or_else(|| corrupt("key is not 8 bytes"))?;
             match v.split_first() {
-                Some((&OUTBOX_FORMAT_JSON, body)) => out.push(OutboxEntry { seq, payload: body.to_vec() }),
+                Some((&OUTBOX_FORMAT_JSON, body)) => out.push(OutboxEntry {
+                    seq,
+                    payload: body.to_vec(),
+                }),
                 Some((other, _)) => return Err(corrupt(&format!("unknown value format {other}"))),
                 None => return Err(corrupt("empty value")),
             }
@@ -197,10 +226,15 @@ impl Outbox {
     /// published). Returns whether it was still there: an entry already
     /// dropped for space is not subtracted twice.
     pub fn remove(&self, seq: u64) -> Result<bool, OutboxError> {
-        match self.tree.remove(outbox_key(seq)).map_err(|e| self.db_err(e))? {
+        match self
+            .tree
+            .remove(outbox_key(seq))
+            .map_err(|e| self.db_err(e))?
+        {
             Some(v) => {
                 self.count.fetch_sub(1, Ordering::Relaxed);
-                self.bytes.fetch_sub((8 + v.len()) as u64, Ordering::Relaxed);
+                self.bytes
+                    .fetch_sub((8 + v.len()) as u64, Ordering::Relaxed);
                 if self.is_empty() {
                     self.warned.store(false, Ordering::Relaxed);
                 }
@@ -212,7 +246,8 @@ impl Outbox {
 
     fn over_bounds(&self) -> bool {
         let l = self.limits;
-        (l.max_records > 0 && self.len() > l.max_records) || (l.max_bytes > 0 && self.bytes() > l.max_bytes)
+        (l.max_records > 0 && self.len() > l.max_records)
+            || (l.max_bytes > 0 && self.bytes() > l.max_bytes)
     }
 
     /// Drop the oldest entries until both bounds hold; returns how many went.
@@ -227,7 +262,8 @@ impl Outbox {
             for item in self.tree.iter().take(DROP_BATCH) {
                 let (k, v) = item.map_err(|e| self.db_err(e))?;
                 let l = self.limits;
-                let over = (l.max_records > 0 && n > l.max_records) || (l.max_bytes > 0 && bytes > l.max_bytes);
+                let over = (l.max_records > 0 && n > l.max_records)
+                    || (l.max_bytes > 0 && bytes > l.max_bytes);
                 if !over {
                     break;
                 }
@@ -243,7 +279,8 @@ impl Outbox {
             for k in planned {
                 if let Some(v) = self.tree.remove(&k).map_err(|e| self.db_err(e))? {
                     self.count.fetch_sub(1, Ordering::Relaxed);
-                    self.bytes.fetch_sub((k.len() + v.len()) as u64, Ordering::Relaxed);
+                    self.bytes
+                        .fetch_sub((k.len() + v.len()) as u64, Ordering::Relaxed);
                     dropped += 1;
                 }
             }
@@ -289,13 +326,23 @@ mod tests {
     }
 
     fn open(dir: &Path, max_records: usize, max_bytes: u64) -> Store {
-        Store::open_with(dir, 0).unwrap().with_outbox(OutboxLimits { max_records, max_bytes }).unwrap()
+        Store::open_with(dir, 0)
+            .unwrap()
+            .with_outbox(OutboxLimits {
+                max_records,
+                max_bytes,
+            })
+            .unwrap()
     }
 
     fn ids(entries: &[OutboxEntry]) -> Vec<String> {
         entries
             .iter()
-            .map(|e| serde_json::from_slice::<ResultRecord>(&e.payload).unwrap().id)
+            .map(|e| {
+                serde_json::from_slice::<ResultRecord>(&e.payload)
+                    .unwrap()
+                    .id
+            })
             .collect()
     }
 
@@ -314,9 +361,15 @@ mod tests {
         }
         let ob = store.outbox().unwrap();
         let all = ob.read(None, None, 100).unwrap();
-        assert_eq!(ids(&all), inserted.iter().map(|r| r.id.clone()).collect::<Vec<_>>());
+        assert_eq!(
+            ids(&all),
+            inserted.iter().map(|r| r.id.clone()).collect::<Vec<_>>()
+        );
         for (e, r) in all.iter().zip(&inserted) {
-            assert_eq!(&serde_json::from_slice::<ResultRecord>(&e.payload).unwrap(), r);
+            assert_eq!(
+                &serde_json::from_slice::<ResultRecord>(&e.payload).unwrap(),
+                r
+            );
             assert_eq!(store.get(&r.id).unwrap().as_ref(), Some(r));
         }
         assert_eq!(ob.len(), 3);
@@ -345,8 +398,14 @@ mod tests {
         assert!(ob.remove(all[1].seq).unwrap());
         assert!(!ob.remove(all[1].seq).unwrap());
         assert_eq!(ob.len(), 2);
-        assert_eq!(ob.bytes(), bytes_before - (8 + 1 + all[1].payload.len()) as u64);
-        assert_eq!(ob.read(None, None, 10).unwrap(), vec![all[0].clone(), all[2].clone()]);
+        assert_eq!(
+            ob.bytes(),
+            bytes_before - (8 + 1 + all[1].payload.len()) as u64
+        );
+        assert_eq!(
+            ob.read(None, None, 10).unwrap(),
+            vec![all[0].clone(), all[2].clone()]
+        );
     }
 
     // Would catch a full outbox growing without bound, dropping the newest
@@ -377,7 +436,12 @@ mod tests {
             assert!(n < 1000);
         }
         let ob = store.outbox().unwrap();
-        assert!(ob.bytes() <= 4096 && ob.len() as u64 == n - 1, "{} entries, {} bytes", ob.len(), ob.bytes());
+        assert!(
+            ob.bytes() <= 4096 && ob.len() as u64 == n - 1,
+            "{} entries, {} bytes",
+            ob.len(),
+            ob.bytes()
+        );
     }
 
     // Would catch queued results lost on restart (store-and-forward must

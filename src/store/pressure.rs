@@ -42,7 +42,10 @@ impl FreeSpace for Statvfs {
     fn free_bytes(&self, path: &Path) -> io::Result<u64> {
         let st = nix::sys::statvfs::statvfs(path).map_err(io::Error::from)?;
         #[allow(clippy::useless_conversion)] // the field widths differ by target
-        let (avail, frsize) = (u64::from(st.blocks_available()), u64::from(st.fragment_size()));
+        let (avail, frsize) = (
+            u64::from(st.blocks_available()),
+            u64::from(st.fragment_size()),
+        );
         Ok(avail.saturating_mul(frsize))
     }
 }
@@ -97,7 +100,11 @@ impl DiskGuard {
         DiskGuard::with_probe((min_free > 0).then_some(probe), min_free, check_every)
     }
 
-    fn with_probe(probe: Option<Box<dyn FreeSpace>>, min_free: u64, check_every: Duration) -> DiskGuard {
+    fn with_probe(
+        probe: Option<Box<dyn FreeSpace>>,
+        min_free: u64,
+        check_every: Duration,
+    ) -> DiskGuard {
         DiskGuard {
             probe,
             min_free,
@@ -127,7 +134,11 @@ impl DiskGuard {
         let Some(probe) = &self.probe else {
             // No floor, but an ENOSPC still stops writes until the next
             // interval, so a full disk is not hammered every frame.
-            if st.enospc && st.checked.is_some_and(|t| t.elapsed() < self.check_every.max(Duration::from_secs(1))) {
+            if st.enospc
+                && st
+                    .checked
+                    .is_some_and(|t| t.elapsed() < self.check_every.max(Duration::from_secs(1)))
+            {
                 return st.level;
             }
             if st.enospc {
@@ -155,9 +166,15 @@ impl DiskGuard {
         };
         st.enospc = false;
         let new = if free < self.min_free {
-            PressureLevel::Full { free, floor: self.min_free }
+            PressureLevel::Full {
+                free,
+                floor: self.min_free,
+            }
         } else if free < self.snapshot_min_free {
-            PressureLevel::Low { free, floor: self.snapshot_min_free }
+            PressureLevel::Low {
+                free,
+                floor: self.snapshot_min_free,
+            }
         } else {
             PressureLevel::Ok
         };
@@ -167,18 +184,31 @@ impl DiskGuard {
 
     /// The level as last determined, without probing.
     pub fn current(&self) -> PressureLevel {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner).level
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .level
     }
 
     /// sled failed with ENOSPC: stop writing until a probe shows space.
     /// Returns `(free, floor)` for the error.
     pub(super) fn note_enospc(&self, dir: &Path) -> (u64, u64) {
         let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let free = self.probe.as_ref().and_then(|p| p.free_bytes(dir).ok()).unwrap_or(0);
+        let free = self
+            .probe
+            .as_ref()
+            .and_then(|p| p.free_bytes(dir).ok())
+            .unwrap_or(0);
         self.enospc_errors.fetch_add(1, Ordering::Relaxed);
         st.enospc = true;
         st.checked = Some(Instant::now());
-        self.transition(&mut st, PressureLevel::Full { free, floor: self.min_free });
+        self.transition(
+            &mut st,
+            PressureLevel::Full {
+                free,
+                floor: self.min_free,
+            },
+        );
         (free, self.min_free)
     }
 
@@ -235,6 +265,8 @@ impl DiskGuard {
     /// rare case of a store that must be reopened (see `Store::restart_due`).
     pub fn space_back(&self, dir: &Path) -> bool {
         let probe: &dyn FreeSpace = self.probe.as_deref().unwrap_or(&Statvfs);
-        probe.free_bytes(dir).is_ok_and(|free| free >= self.min_free.max(RESTART_MIN_FREE))
+        probe
+            .free_bytes(dir)
+            .is_ok_and(|free| free >= self.min_free.max(RESTART_MIN_FREE))
     }
 }

@@ -21,7 +21,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sled::Transactional;
 
 use super::index::{index_entries, IndexKind};
-use super::{make_key, Store, StoreError, PRUNE_BATCH, T_BY_LABEL, T_BY_MODEL, T_RESULTS, T_SNAPSHOTS};
+use super::{
+    make_key, Store, StoreError, PRUNE_BATCH, T_BY_LABEL, T_BY_MODEL, T_RESULTS, T_SNAPSHOTS,
+};
 use crate::config::StoreSettings;
 
 /// How often [`Pruner`] enforces the policy.
@@ -62,7 +64,11 @@ impl PressurePrune {
         }
         let e = self.episode.get_or_insert_with(|| {
             let n = store.len() as u64;
-            Episode { step: (n * PRESSURE_PRUNE_STEP_PERCENT / 100).max(1), left: n * PRESSURE_PRUNE_MAX_PERCENT / 100, deleted: 0 }
+            Episode {
+                step: (n * PRESSURE_PRUNE_STEP_PERCENT / 100).max(1),
+                left: n * PRESSURE_PRUNE_MAX_PERCENT / 100,
+                deleted: 0,
+            }
         });
         let want = e.step.min(e.left);
         if want == 0 {
@@ -71,7 +77,8 @@ impl PressurePrune {
         let n = store.delete_oldest_n(want)?;
         if e.deleted == 0 && n > 0 {
             let (free, floor) = match level {
-                super::PressureLevel::Low { free, floor } | super::PressureLevel::Full { free, floor } => (free, floor),
+                super::PressureLevel::Low { free, floor }
+                | super::PressureLevel::Full { free, floor } => (free, floor),
                 super::PressureLevel::Ok => (0, 0),
             };
             log::warn!(
@@ -111,7 +118,13 @@ pub struct Retention {
 impl Retention {
     /// No limits at all.
     pub fn unlimited() -> Retention {
-        Retention { max_age: None, max_records: None, max_bytes: None, snapshot_max_count: None, snapshot_max_bytes: None }
+        Retention {
+            max_age: None,
+            max_records: None,
+            max_bytes: None,
+            snapshot_max_count: None,
+            snapshot_max_bytes: None,
+        }
     }
 
     /// The policy configured in `[store]`; a limit of 0 means "no limit".
@@ -171,7 +184,10 @@ impl Store {
     pub fn prune_once(&self, policy: &Retention, now_ns: u64) -> Result<PruneReport, StoreError> {
         // Poisoning only means another deleter panicked; the counters are
         // resynchronized below when they disagree with the tree.
-        let _deleter = self.delete_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let _deleter = self
+            .delete_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let mut report = PruneReport::default();
         // A database that refuses writes after an I/O error cannot delete
         // either; the daemon restarts to reopen it once space returns.
@@ -185,7 +201,11 @@ impl Store {
             if cutoff > 0 {
                 let below = make_key(cutoff, 0);
                 loop {
-                    let limit = BatchLimit { max_n: PRUNE_BATCH, below: Some(below), bytes: None };
+                    let limit = BatchLimit {
+                        max_n: PRUNE_BATCH,
+                        below: Some(below),
+                        bytes: None,
+                    };
                     let n = self.delete_oldest(&limit, &mut report)?;
                     report.by_age += n;
                     if n < PRUNE_BATCH as u64 {
@@ -201,7 +221,11 @@ impl Store {
                 if excess == 0 {
                     break;
                 }
-                let limit = BatchLimit { max_n: excess.min(PRUNE_BATCH), below: None, bytes: None };
+                let limit = BatchLimit {
+                    max_n: excess.min(PRUNE_BATCH),
+                    below: None,
+                    bytes: None,
+                };
                 let n = self.delete_oldest(&limit, &mut report)?;
                 if n == 0 {
                     self.resync_counters()?;
@@ -219,7 +243,11 @@ impl Store {
                 if excess == 0 {
                     break;
                 }
-                let limit = BatchLimit { max_n: PRUNE_BATCH, below: None, bytes: Some(excess) };
+                let limit = BatchLimit {
+                    max_n: PRUNE_BATCH,
+                    below: None,
+                    bytes: Some(excess),
+                };
                 let n = self.delete_oldest(&limit, &mut report)?;
                 if n == 0 {
                     self.resync_counters()?;
@@ -235,15 +263,27 @@ impl Store {
     /// snapshots) whatever the retention policy, in batches; returns how many
     /// were deleted (fewer when the store holds fewer).
     pub fn delete_oldest_n(&self, n: u64) -> Result<u64, StoreError> {
-        let _deleter = self.delete_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let _deleter = self
+            .delete_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let mut report = PruneReport::default();
         if self.is_poisoned() {
             return Ok(0);
         }
         let mut done = 0u64;
         while done < n {
-            let max_n = usize::try_from(n - done).unwrap_or(usize::MAX).min(PRUNE_BATCH);
-            let k = self.delete_oldest(&BatchLimit { max_n, below: None, bytes: None }, &mut report)?;
+            let max_n = usize::try_from(n - done)
+                .unwrap_or(usize::MAX)
+                .min(PRUNE_BATCH);
+            let k = self.delete_oldest(
+                &BatchLimit {
+                    max_n,
+                    below: None,
+                    bytes: None,
+                },
+                &mut report,
+            )?;
             if k == 0 {
                 break;
             }
@@ -255,9 +295,14 @@ impl Store {
     /// Delete one batch of the oldest records within `limit`, each with its
     /// index entries and snapshot, in one transaction; returns how many
     /// records were deleted. The caller holds `delete_lock`.
-    fn delete_oldest(&self, limit: &BatchLimit, report: &mut PruneReport) -> Result<u64, StoreError> {
+    fn delete_oldest(
+        &self,
+        limit: &BatchLimit,
+        report: &mut PruneReport,
+    ) -> Result<u64, StoreError> {
         // (record key, index keys) of the batch, and its record bytes.
-        let mut doomed: Vec<([u8; 16], Vec<(usize, Vec<u8>)>)> = Vec::with_capacity(limit.max_n.min(PRUNE_BATCH));
+        let mut doomed: Vec<([u8; 16], Vec<(usize, Vec<u8>)>)> =
+            Vec::with_capacity(limit.max_n.min(PRUNE_BATCH));
         let mut bytes = 0u64;
         let iter = match limit.below {
             Some(below) => self.results.range(..below),
@@ -268,7 +313,9 @@ impl Store {
                 break;
             }
             let (k, v) = item.map_err(|e| self.db_err(e))?;
-            let Ok(key) = <[u8; 16]>::try_from(&k[..]) else { continue };
+            let Ok(key) = <[u8; 16]>::try_from(&k[..]) else {
+                continue;
+            };
             // Count what deleting the record frees, as data_bytes counts it:
             // the record, its index entries and its snapshot.
             bytes += (k.len() + v.len()) as u64;
@@ -282,7 +329,14 @@ impl Store {
                     .into_iter()
                     .map(|(kind, ik, iv)| {
                         bytes += (ik.len() + iv.len()) as u64;
-                        (if kind == IndexKind::Label { T_BY_LABEL } else { T_BY_MODEL }, ik)
+                        (
+                            if kind == IndexKind::Label {
+                                T_BY_LABEL
+                            } else {
+                                T_BY_MODEL
+                            },
+                            ik,
+                        )
                     })
                     .collect(),
                 Err(_) => Vec::new(),
@@ -343,10 +397,18 @@ impl Store {
 
     /// Delete the oldest snapshots (not their records) beyond the snapshot
     /// limits, in batches. The caller holds `delete_lock`.
-    fn prune_snapshots(&self, policy: &Retention, report: &mut PruneReport) -> Result<(), StoreError> {
+    fn prune_snapshots(
+        &self,
+        policy: &Retention,
+        report: &mut PruneReport,
+    ) -> Result<(), StoreError> {
         loop {
-            let excess_n = policy.snapshot_max_count.map_or(0, |m| self.snapshot_count().saturating_sub(m));
-            let excess_b = policy.snapshot_max_bytes.map_or(0, |m| self.snapshot_bytes().saturating_sub(m));
+            let excess_n = policy
+                .snapshot_max_count
+                .map_or(0, |m| self.snapshot_count().saturating_sub(m));
+            let excess_b = policy
+                .snapshot_max_bytes
+                .map_or(0, |m| self.snapshot_bytes().saturating_sub(m));
             if excess_n == 0 && excess_b == 0 {
                 return Ok(());
             }
@@ -365,7 +427,9 @@ impl Store {
                 return self.resync_counters();
             }
             let started = Instant::now();
-            self.snapshots.apply_batch(batch).map_err(|e| self.write_err(e))?;
+            self.snapshots
+                .apply_batch(batch)
+                .map_err(|e| self.write_err(e))?;
             let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
             self.snap_count.fetch_sub(n, Ordering::Relaxed);
             self.snap_bytes.fetch_sub(bytes, Ordering::Relaxed);
@@ -404,7 +468,9 @@ pub struct Pruner {
 
 impl std::fmt::Debug for Pruner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pruner").field("running", &self.thread.is_some()).finish()
+        f.debug_struct("Pruner")
+            .field("running", &self.thread.is_some())
+            .finish()
     }
 }
 
@@ -414,15 +480,33 @@ impl Pruner {
     /// ([`super::clock_synchronized`]), the age limit is skipped: a board that
     /// booted with a wrong clock must not judge its records' age by it.
     /// After each pass it refreshes [`Store::size_on_disk_cached`].
-    pub fn spawn(store: Arc<Store>, policy: Retention, every: Duration) -> Result<Pruner, StoreError> {
-        let shared = Arc::new((Mutex::new(PrunerCtl { stop: false, policy, changed: false }), Condvar::new()));
+    pub fn spawn(
+        store: Arc<Store>,
+        policy: Retention,
+        every: Duration,
+    ) -> Result<Pruner, StoreError> {
+        let shared = Arc::new((
+            Mutex::new(PrunerCtl {
+                stop: false,
+                policy,
+                changed: false,
+            }),
+            Condvar::new(),
+        ));
         let theirs = shared.clone();
         let dir = store.dir().to_path_buf();
         let thread = std::thread::Builder::new()
             .name("spotter-pruner".into())
             .spawn(move || run(&store, every, &theirs))
-            .map_err(|source| StoreError::Io { path: dir, action: "start the pruner thread", source })?;
-        Ok(Pruner { shared, thread: Some(thread) })
+            .map_err(|source| StoreError::Io {
+                path: dir,
+                action: "start the pruner thread",
+                source,
+            })?;
+        Ok(Pruner {
+            shared,
+            thread: Some(thread),
+        })
     }
 
     /// Ask the thread to stop and wait for it (it finishes the batch it is
@@ -442,7 +526,11 @@ impl Pruner {
 
     /// The policy being enforced.
     pub fn policy(&self) -> Retention {
-        self.shared.0.lock().unwrap_or_else(PoisonError::into_inner).policy
+        self.shared
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .policy
     }
 
     fn stop_and_join(&mut self) {
@@ -471,7 +559,14 @@ fn run(store: &Store, every: Duration, shared: &(Mutex<PrunerCtl>, Condvar)) {
     loop {
         let policy = ctl.lock().unwrap_or_else(PoisonError::into_inner).policy;
         let synced = super::clock_synchronized();
-        let effective = if synced { policy } else { Retention { max_age: None, ..policy } };
+        let effective = if synced {
+            policy
+        } else {
+            Retention {
+                max_age: None,
+                ..policy
+            }
+        };
         if !synced && policy.max_age.is_some() && !warned_clock {
             log::warn!("system clock not synchronized: age-based retention suspended until it is");
         }
@@ -503,7 +598,11 @@ fn run(store: &Store, every: Duration, shared: &(Mutex<PrunerCtl>, Condvar)) {
             log::warn!("deleting old results under disk pressure failed (will retry): {e}");
         }
         store.size_on_disk();
-        let wait = if pressure.active() { every.min(PRESSURE_PRUNE_EVERY) } else { every };
+        let wait = if pressure.active() {
+            every.min(PRESSURE_PRUNE_EVERY)
+        } else {
+            every
+        };
         let guard = ctl.lock().unwrap_or_else(PoisonError::into_inner);
         let (mut guard, _) = cv
             .wait_timeout_while(guard, wait, |c| !c.stop && !c.changed)

@@ -79,7 +79,12 @@ impl SnapshotRule {
 
     /// No snapshots.
     pub fn off() -> SnapshotRule {
-        SnapshotRule { enabled: false, labels: Vec::new(), min_score: 0.0, max_per_minute: 0 }
+        SnapshotRule {
+            enabled: false,
+            labels: Vec::new(),
+            min_score: 0.0,
+            max_per_minute: 0,
+        }
     }
 
     /// Whether `rec` matches the label and score part of the rule.
@@ -118,7 +123,10 @@ pub struct SnapshotGate {
 
 impl SnapshotGate {
     pub fn new(rule: SnapshotRule) -> SnapshotGate {
-        SnapshotGate { rule, taken: std::collections::VecDeque::new() }
+        SnapshotGate {
+            rule,
+            taken: std::collections::VecDeque::new(),
+        }
     }
 
     pub fn rule(&self) -> &SnapshotRule {
@@ -135,7 +143,11 @@ impl SnapshotGate {
         if max == 0 {
             return true;
         }
-        while self.taken.front().is_some_and(|t| now.saturating_duration_since(*t) >= Duration::from_secs(60)) {
+        while self
+            .taken
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= Duration::from_secs(60))
+        {
             self.taken.pop_front();
         }
         if self.taken.len() >= max {
@@ -161,7 +173,8 @@ impl Store {
         };
         match v.split_first() {
             Some((&SNAPSHOT_FORMAT, img)) => {
-                let ct = snapshot_content_type(img).ok_or_else(|| corrupt("not a JPEG, PNG or BMP image"))?;
+                let ct = snapshot_content_type(img)
+                    .ok_or_else(|| corrupt("not a JPEG, PNG or BMP image"))?;
                 Ok(Some((ct, img.to_vec())))
             }
             Some((other, _)) => Err(corrupt(&format!("unknown format {other}"))),

@@ -1,8 +1,8 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use std::sync::atomic::AtomicU64;
 use crate::result::{ClassScore, StageLatency};
+use std::sync::atomic::AtomicU64;
 
 fn rec(ts_ns: u64, frame_seq: u64) -> ResultRecord {
     ResultRecord {
@@ -13,11 +13,19 @@ fn rec(ts_ns: u64, frame_seq: u64) -> ResultRecord {
         frame_seq,
         model_sha256: "ab".repeat(32),
         runtime: "tflite".into(),
-        classes: vec![ClassScore { index: 3, label: "cat".into(), raw: 200.0, score: 0.78 }],
+        classes: vec![ClassScore {
+            index: 3,
+            label: "cat".into(),
+            raw: 200.0,
+            score: 0.78,
+        }],
         detections: vec![],
         image_width: 640,
         image_height: 480,
-        latency: StageLatency { invoke_us: 1234, ..Default::default() },
+        latency: StageLatency {
+            invoke_us: 1234,
+            ..Default::default()
+        },
         clock_synchronized: true,
         boottime_ns: 0,
     }
@@ -76,11 +84,26 @@ fn range_is_newest_first_with_inclusive_bounds_and_limit() {
     for ts in (10..=100).step_by(10) {
         store.insert(&mut rec(ts, ts)).unwrap();
     }
-    assert_eq!(ts_of(&store.range(Some(30), Some(60), 50).unwrap()), vec![60, 50, 40, 30]);
-    assert_eq!(ts_of(&store.range(Some(30), Some(60), 2).unwrap()), vec![60, 50]);
-    assert_eq!(ts_of(&store.range(Some(85), None, 50).unwrap()), vec![100, 90]);
-    assert_eq!(ts_of(&store.range(None, Some(25), 50).unwrap()), vec![20, 10]);
-    assert_eq!(ts_of(&store.range(None, None, 3).unwrap()), vec![100, 90, 80]);
+    assert_eq!(
+        ts_of(&store.range(Some(30), Some(60), 50).unwrap()),
+        vec![60, 50, 40, 30]
+    );
+    assert_eq!(
+        ts_of(&store.range(Some(30), Some(60), 2).unwrap()),
+        vec![60, 50]
+    );
+    assert_eq!(
+        ts_of(&store.range(Some(85), None, 50).unwrap()),
+        vec![100, 90]
+    );
+    assert_eq!(
+        ts_of(&store.range(None, Some(25), 50).unwrap()),
+        vec![20, 10]
+    );
+    assert_eq!(
+        ts_of(&store.range(None, None, 3).unwrap()),
+        vec![100, 90, 80]
+    );
     assert!(store.range(Some(61), Some(69), 50).unwrap().is_empty());
     assert!(store.range(Some(60), Some(30), 50).unwrap().is_empty());
     assert!(store.range(None, None, 0).unwrap().is_empty());
@@ -132,7 +155,11 @@ fn future_schema_is_refused_and_files_untouched() {
         store.insert(&mut rec(1, 1)).unwrap();
         store.flush().unwrap();
     }
-    fs::write(dir.path().join(SCHEMA_FILE), format!("{}\n", SCHEMA_VERSION + 1)).unwrap();
+    fs::write(
+        dir.path().join(SCHEMA_FILE),
+        format!("{}\n", SCHEMA_VERSION + 1),
+    )
+    .unwrap();
     let before = snapshot(dir.path());
     let err = Store::open(dir.path()).unwrap_err();
     assert!(matches!(err, StoreError::FutureSchema { found, .. } if found == SCHEMA_VERSION + 1));
@@ -148,9 +175,15 @@ fn garbage_schema_file_or_missing_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     drop(Store::open(dir.path()).unwrap());
     fs::write(dir.path().join(SCHEMA_FILE), "banana").unwrap();
-    assert!(matches!(Store::open(dir.path()), Err(StoreError::BadSchema { .. })));
+    assert!(matches!(
+        Store::open(dir.path()),
+        Err(StoreError::BadSchema { .. })
+    ));
     fs::remove_file(dir.path().join(SCHEMA_FILE)).unwrap();
-    assert!(matches!(Store::open(dir.path()), Err(StoreError::BadSchema { .. })));
+    assert!(matches!(
+        Store::open(dir.path()),
+        Err(StoreError::BadSchema { .. })
+    ));
 }
 
 // Catches: malformed ids reaching sled or answering "not found" instead of a distinct error.
@@ -158,8 +191,14 @@ fn garbage_schema_file_or_missing_schema_is_refused() {
 fn malformed_ids_are_a_distinct_error() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let bad_ids =
-        ["".into(), "abc".into(), "0".repeat(31), "0".repeat(33), "g".repeat(32), "é".repeat(16)];
+    let bad_ids = [
+        "".into(),
+        "abc".into(),
+        "0".repeat(31),
+        "0".repeat(33),
+        "g".repeat(32),
+        "é".repeat(16),
+    ];
     for bad in &bad_ids {
         assert!(
             matches!(store.get(bad), Err(StoreError::MalformedId { .. })),
@@ -191,8 +230,14 @@ fn corrupt_record_is_an_error_for_get_but_skipped_by_range() {
     let mut good = rec(5, 1);
     store.insert(&mut good).unwrap();
     let bad_key = make_key(9, 0);
-    store.results.insert(bad_key, vec![VALUE_FORMAT_JSON, b'{']).unwrap();
-    assert!(matches!(store.get(&hex::encode(bad_key)), Err(StoreError::Corrupt { .. })));
+    store
+        .results
+        .insert(bad_key, vec![VALUE_FORMAT_JSON, b'{'])
+        .unwrap();
+    assert!(matches!(
+        store.get(&hex::encode(bad_key)),
+        Err(StoreError::Corrupt { .. })
+    ));
     assert_eq!(store.range(None, None, 10).unwrap(), vec![good]);
 }
 
@@ -207,10 +252,17 @@ fn retain_newest_deletes_the_oldest() {
     assert_eq!(store.retain_newest(3).unwrap(), PRUNE_BATCH + 2);
     assert_eq!(store.len(), 3);
     let left = PRUNE_BATCH as u64 + 5;
-    assert_eq!(ts_of(&store.range(None, None, 10).unwrap()), vec![left, left - 1, left - 2]);
+    assert_eq!(
+        ts_of(&store.range(None, None, 10).unwrap()),
+        vec![left, left - 1, left - 2]
+    );
     assert_eq!(store.retain_newest(3).unwrap(), 0);
     drop(store);
-    assert_eq!(Store::open(dir.path()).unwrap().len(), 3, "count after reopen");
+    assert_eq!(
+        Store::open(dir.path()).unwrap().len(),
+        3,
+        "count after reopen"
+    );
 }
 
 // Catches: a second opener (CLI export while the daemon runs) getting an opaque sled I/O error.
@@ -232,7 +284,12 @@ fn labelled(ts_ns: u64, labels: &[(&str, f32)], model: &str) -> ResultRecord {
     r.classes = labels
         .iter()
         .enumerate()
-        .map(|(i, (l, s))| ClassScore { index: i, label: (*l).into(), raw: 0.0, score: *s })
+        .map(|(i, (l, s))| ClassScore {
+            index: i,
+            label: (*l).into(),
+            raw: 0.0,
+            score: *s,
+        })
         .collect();
     r.model_sha256 = model.into();
     r
@@ -240,7 +297,10 @@ fn labelled(ts_ns: u64, labels: &[(&str, f32)], model: &str) -> ResultRecord {
 
 /// Every entry of `tree` as (key, value).
 fn entries(tree: &sled::Tree) -> Vec<(Vec<u8>, Vec<u8>)> {
-    tree.iter().map(|i| i.unwrap()).map(|(k, v)| (k.to_vec(), v.to_vec())).collect()
+    tree.iter()
+        .map(|i| i.unwrap())
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .collect()
 }
 
 // Catches: label/model filters ignored, min_score compared against the wrong label's score,
@@ -250,9 +310,15 @@ fn queries_filter_by_label_score_model_and_time() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let (m1, m2) = ("11".repeat(32), "22".repeat(32));
-    store.insert(&mut labelled(10, &[("cat", 0.9), ("dog", 0.1)], &m1)).unwrap();
-    store.insert(&mut labelled(20, &[("dog", 0.7), ("cat", 0.2)], &m1)).unwrap();
-    store.insert(&mut labelled(30, &[("cat", 0.5)], &m2)).unwrap();
+    store
+        .insert(&mut labelled(10, &[("cat", 0.9), ("dog", 0.1)], &m1))
+        .unwrap();
+    store
+        .insert(&mut labelled(20, &[("dog", 0.7), ("cat", 0.2)], &m1))
+        .unwrap();
+    store
+        .insert(&mut labelled(30, &[("cat", 0.5)], &m2))
+        .unwrap();
     let mut det = labelled(40, &[], &m2);
     det.detections = vec![crate::result::Detection {
         class_index: 0,
@@ -272,15 +338,55 @@ fn queries_filter_by_label_score_model_and_time() {
     assert_eq!(q(&|_| {}), vec![40, 30, 20, 10]);
     assert_eq!(q(&|q| q.label = Some("cat".into())), vec![40, 30, 20, 10]);
     assert_eq!(q(&|q| q.label = Some("dog".into())), vec![20, 10]);
-    assert_eq!(q(&|q| q.label = Some("ca".into())), Vec::<u64>::new(), "prefix of a label is not the label");
-    assert_eq!(q(&|q| { q.label = Some("cat".into()); q.min_score = Some(0.6) }), vec![40, 10]);
+    assert_eq!(
+        q(&|q| q.label = Some("ca".into())),
+        Vec::<u64>::new(),
+        "prefix of a label is not the label"
+    );
+    assert_eq!(
+        q(&|q| {
+            q.label = Some("cat".into());
+            q.min_score = Some(0.6)
+        }),
+        vec![40, 10]
+    );
     // The dog score of record 10 is 0.1: its cat score must not qualify it.
-    assert_eq!(q(&|q| { q.label = Some("dog".into()); q.min_score = Some(0.5) }), vec![20]);
-    assert_eq!(q(&|q| q.min_score = Some(0.8)), vec![40, 10], "best score without a label");
+    assert_eq!(
+        q(&|q| {
+            q.label = Some("dog".into());
+            q.min_score = Some(0.5)
+        }),
+        vec![20]
+    );
+    assert_eq!(
+        q(&|q| q.min_score = Some(0.8)),
+        vec![40, 10],
+        "best score without a label"
+    );
     assert_eq!(q(&|q| q.model = Some(m2.clone())), vec![40, 30]);
-    assert_eq!(q(&|q| { q.model = Some(m1.clone()); q.label = Some("cat".into()); q.min_score = Some(0.3) }), vec![10]);
-    assert_eq!(q(&|q| { q.label = Some("cat".into()); q.since = Some(20); q.until = Some(30) }), vec![30, 20]);
-    assert_eq!(q(&|q| { q.model = Some(m1.clone()); q.until = Some(15) }), vec![10]);
+    assert_eq!(
+        q(&|q| {
+            q.model = Some(m1.clone());
+            q.label = Some("cat".into());
+            q.min_score = Some(0.3)
+        }),
+        vec![10]
+    );
+    assert_eq!(
+        q(&|q| {
+            q.label = Some("cat".into());
+            q.since = Some(20);
+            q.until = Some(30)
+        }),
+        vec![30, 20]
+    );
+    assert_eq!(
+        q(&|q| {
+            q.model = Some(m1.clone());
+            q.until = Some(15)
+        }),
+        vec![10]
+    );
 }
 
 // Catches: cursors that repeat the boundary record, skip records sharing a timestamp,
@@ -291,7 +397,9 @@ fn cursor_pages_cover_everything_once() {
     let store = Store::open(dir.path()).unwrap();
     for i in 0..50u64 {
         // Pairs of records share a timestamp.
-        store.insert(&mut labelled(i / 2, &[("cat", 0.9)], "m")).unwrap();
+        store
+            .insert(&mut labelled(i / 2, &[("cat", 0.9)], "m"))
+            .unwrap();
     }
     for label in [None, Some("cat".to_string())] {
         let mut q = Query::newest(7);
@@ -308,7 +416,12 @@ fn cursor_pages_cover_everything_once() {
             }
             assert!(pages < 100, "paging does not end");
         }
-        let all: Vec<String> = store.range(None, None, 100).unwrap().into_iter().map(|r| r.id).collect();
+        let all: Vec<String> = store
+            .range(None, None, 100)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
         assert_eq!(seen, all, "label filter {:?}", q.label);
     }
 }
@@ -318,31 +431,54 @@ fn cursor_pages_cover_everything_once() {
 fn retention_removes_index_entries_and_snapshots_with_records() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let jpeg = Snapshot { bytes: vec![0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 3] };
+    let jpeg = Snapshot {
+        bytes: vec![0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 3],
+    };
     for ts in 1..=10 {
         let snap = (ts % 2 == 0).then_some(&jpeg);
-        store.insert_with_snapshot(&mut labelled(ts, &[("cat", 0.9), ("dog", 0.4)], "m"), snap).unwrap();
+        store
+            .insert_with_snapshot(&mut labelled(ts, &[("cat", 0.9), ("dog", 0.4)], "m"), snap)
+            .unwrap();
     }
     assert_eq!(entries(&store.by_label).len(), 20);
     assert_eq!(entries(&store.by_model).len(), 10);
     assert_eq!(store.snapshot_count(), 5);
     store.retain_newest(3).unwrap();
     // Only the newest 3 records' entries remain: 8, 9 and 10.
-    let keys: Vec<[u8; 16]> = store.results.iter().keys().map(|k| k.unwrap().as_ref().try_into().unwrap()).collect();
+    let keys: Vec<[u8; 16]> = store
+        .results
+        .iter()
+        .keys()
+        .map(|k| k.unwrap().as_ref().try_into().unwrap())
+        .collect();
     assert_eq!(keys.len(), 3);
-    for (k, _) in entries(&store.by_label).iter().chain(entries(&store.by_model).iter()) {
-        assert!(keys.iter().any(|rk| k.ends_with(rk)), "dangling index entry {}", hex::encode(k));
+    for (k, _) in entries(&store.by_label)
+        .iter()
+        .chain(entries(&store.by_model).iter())
+    {
+        assert!(
+            keys.iter().any(|rk| k.ends_with(rk)),
+            "dangling index entry {}",
+            hex::encode(k)
+        );
     }
     assert_eq!(entries(&store.by_label).len(), 6);
     assert_eq!(store.snapshot_count(), 2, "snapshots of 8 and 10");
     assert_eq!(entries(&store.snapshots).len(), 2);
     let before = store.data_bytes();
     store.retain_newest(0).unwrap();
-    assert_eq!((store.data_bytes(), store.snapshot_bytes()), (0, 0), "from {before}");
+    assert_eq!(
+        (store.data_bytes(), store.snapshot_bytes()),
+        (0, 0),
+        "from {before}"
+    );
     assert!(entries(&store.by_label).is_empty() && entries(&store.by_model).is_empty());
     drop(store);
     let store = reopen(dir.path());
-    assert_eq!((store.len(), store.data_bytes(), store.snapshot_count()), (0, 0, 0));
+    assert_eq!(
+        (store.len(), store.data_bytes(), store.snapshot_count()),
+        (0, 0, 0)
+    );
 }
 
 // Catches: snapshots served with the wrong content type, a missing one reported as present,
@@ -351,27 +487,50 @@ fn retention_removes_index_entries_and_snapshots_with_records() {
 fn snapshots_are_kept_served_and_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let png = Snapshot { bytes: b"\x89PNG\r\n\x1a\nrest".to_vec() };
-    let jpeg = Snapshot { bytes: vec![0xFF, 0xD8, 0xFF, 0xDB, 9, 9] };
+    let png = Snapshot {
+        bytes: b"\x89PNG\r\n\x1a\nrest".to_vec(),
+    };
+    let jpeg = Snapshot {
+        bytes: vec![0xFF, 0xD8, 0xFF, 0xDB, 9, 9],
+    };
     let mut a = rec(1, 1);
     let mut b = rec(2, 2);
     let mut c = rec(3, 3);
     assert!(store.insert_with_snapshot(&mut a, Some(&png)).unwrap());
     assert!(!store.insert_with_snapshot(&mut b, None).unwrap());
     assert!(store.insert_with_snapshot(&mut c, Some(&jpeg)).unwrap());
-    assert_eq!(store.snapshot(&a.id).unwrap(), Some(("image/png", png.bytes.clone())));
+    assert_eq!(
+        store.snapshot(&a.id).unwrap(),
+        Some(("image/png", png.bytes.clone()))
+    );
     assert_eq!(store.snapshot(&b.id).unwrap(), None);
-    assert_eq!(store.snapshot(&c.id).unwrap(), Some(("image/jpeg", jpeg.bytes.clone())));
-    assert!(matches!(store.snapshot("nope"), Err(StoreError::MalformedId { .. })));
-    let policy = Retention { snapshot_max_count: Some(1), ..Retention::unlimited() };
+    assert_eq!(
+        store.snapshot(&c.id).unwrap(),
+        Some(("image/jpeg", jpeg.bytes.clone()))
+    );
+    assert!(matches!(
+        store.snapshot("nope"),
+        Err(StoreError::MalformedId { .. })
+    ));
+    let policy = Retention {
+        snapshot_max_count: Some(1),
+        ..Retention::unlimited()
+    };
     let report = store.prune_once(&policy, 0).unwrap();
     assert_eq!((report.snapshots, report.deleted()), (1, 0));
-    assert_eq!(store.snapshot(&a.id).unwrap(), None, "the oldest snapshot goes first");
+    assert_eq!(
+        store.snapshot(&a.id).unwrap(),
+        None,
+        "the oldest snapshot goes first"
+    );
     assert!(store.snapshot(&c.id).unwrap().is_some());
     assert_eq!(store.len(), 3, "records stay");
     let one = store.snapshot_bytes();
     assert_eq!(one, (16 + 1 + jpeg.bytes.len()) as u64);
-    let policy = Retention { snapshot_max_bytes: Some(one - 1), ..Retention::unlimited() };
+    let policy = Retention {
+        snapshot_max_bytes: Some(one - 1),
+        ..Retention::unlimited()
+    };
     assert_eq!(store.prune_once(&policy, 0).unwrap().snapshots, 1);
     assert_eq!((store.snapshot_count(), store.len()), (0, 3));
 }
@@ -397,8 +556,14 @@ fn snapshot_gate_applies_labels_scores_and_rate() {
     let mut gate = SnapshotGate::new(rule(&["cat"], 0.5, 2));
     assert!(gate.admit(&cat, now));
     assert!(gate.admit(&cat, now + std::time::Duration::from_secs(1)));
-    assert!(!gate.admit(&cat, now + std::time::Duration::from_secs(2)), "third in a minute");
-    assert!(gate.admit(&cat, now + std::time::Duration::from_secs(61)), "the window moved on");
+    assert!(
+        !gate.admit(&cat, now + std::time::Duration::from_secs(2)),
+        "third in a minute"
+    );
+    assert!(
+        gate.admit(&cat, now + std::time::Duration::from_secs(61)),
+        "the window moved on"
+    );
 }
 
 // Catches: a version 1 store opened without building its indexes (label queries empty),
@@ -409,7 +574,13 @@ fn schema_1_store_is_migrated_with_indexes_built() {
     {
         let store = Store::open(dir.path()).unwrap();
         for ts in 1..=100 {
-            store.insert(&mut labelled(ts, &[(if ts % 3 == 0 { "cat" } else { "dog" }, 0.9)], "m")).unwrap();
+            store
+                .insert(&mut labelled(
+                    ts,
+                    &[(if ts % 3 == 0 { "cat" } else { "dog" }, 0.9)],
+                    "m",
+                ))
+                .unwrap();
         }
         // What a version 1 build left: records without indexes.
         store.by_label.clear().unwrap();
@@ -418,7 +589,12 @@ fn schema_1_store_is_migrated_with_indexes_built() {
     }
     fs::write(dir.path().join(SCHEMA_FILE), "1\n").unwrap();
     let store = Store::open(dir.path()).unwrap();
-    assert_eq!(fs::read_to_string(dir.path().join(SCHEMA_FILE)).unwrap().trim(), SCHEMA_VERSION.to_string());
+    assert_eq!(
+        fs::read_to_string(dir.path().join(SCHEMA_FILE))
+            .unwrap()
+            .trim(),
+        SCHEMA_VERSION.to_string()
+    );
     let mut q = Query::newest(1000);
     q.label = Some("cat".into());
     assert_eq!(store.query(&q).unwrap().results.len(), 33);
@@ -444,23 +620,63 @@ impl FreeSpace for FakeDisk {
 fn disk_guard_pauses_snapshots_then_results_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let free = std::sync::Arc::new(AtomicU64::new(10_000));
-    let guard = DiskGuard::new(Box::new(FakeDisk(free.clone())), 1_000, std::time::Duration::ZERO);
+    let guard = DiskGuard::new(
+        Box::new(FakeDisk(free.clone())),
+        1_000,
+        std::time::Duration::ZERO,
+    );
     let store = Store::open(dir.path()).unwrap().with_guard(guard);
-    let jpeg = Snapshot { bytes: vec![0xFF, 0xD8, 0xFF, 0xE0] };
-    assert!(store.insert_with_snapshot(&mut rec(1, 1), Some(&jpeg)).unwrap());
+    let jpeg = Snapshot {
+        bytes: vec![0xFF, 0xD8, 0xFF, 0xE0],
+    };
+    assert!(store
+        .insert_with_snapshot(&mut rec(1, 1), Some(&jpeg))
+        .unwrap());
     free.store(1_500, Ordering::Relaxed); // below the snapshot floor (2 000)
     let mut low = rec(2, 2);
-    assert!(!store.insert_with_snapshot(&mut low, Some(&jpeg)).unwrap(), "snapshot dropped");
+    assert!(
+        !store.insert_with_snapshot(&mut low, Some(&jpeg)).unwrap(),
+        "snapshot dropped"
+    );
     assert_eq!(store.snapshot(&low.id).unwrap(), None);
-    assert!(matches!(store.guard().current(), PressureLevel::Low { free: 1_500, floor: 2_000 }));
+    assert!(matches!(
+        store.guard().current(),
+        PressureLevel::Low {
+            free: 1_500,
+            floor: 2_000
+        }
+    ));
     free.store(999, Ordering::Relaxed);
     let err = store.insert(&mut rec(3, 3)).unwrap_err();
-    assert!(matches!(err, StoreError::DiskFull { free: 999, floor: 1_000, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            StoreError::DiskFull {
+                free: 999,
+                floor: 1_000,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("min_free_bytes"), "{err}");
-    assert!(matches!(store.check_writable(), Err(StoreError::DiskFull { .. })));
+    assert!(matches!(
+        store.check_writable(),
+        Err(StoreError::DiskFull { .. })
+    ));
     assert_eq!(store.len(), 2);
-    assert_eq!(store.range(None, None, 10).unwrap().len(), 2, "reads still work");
-    assert_eq!((store.guard().refused_results(), store.guard().refused_snapshots()), (1, 1));
+    assert_eq!(
+        store.range(None, None, 10).unwrap().len(),
+        2,
+        "reads still work"
+    );
+    assert_eq!(
+        (
+            store.guard().refused_results(),
+            store.guard().refused_snapshots()
+        ),
+        (1, 1)
+    );
     free.store(5_000, Ordering::Relaxed);
     store.insert(&mut rec(4, 4)).unwrap();
     store.check_writable().unwrap();
@@ -478,18 +694,31 @@ fn disk_guard_pauses_snapshots_then_results_and_recovers() {
 fn enospc_poisons_the_store_counts_refusals_and_asks_for_a_restart_when_space_returns() {
     let dir = tempfile::tempdir().unwrap();
     let free = std::sync::Arc::new(AtomicU64::new(100 << 20));
-    let guard = DiskGuard::new(Box::new(FakeDisk(free.clone())), 1_000, std::time::Duration::ZERO);
+    let guard = DiskGuard::new(
+        Box::new(FakeDisk(free.clone())),
+        1_000,
+        std::time::Duration::ZERO,
+    );
     let store = Store::open(dir.path()).unwrap().with_guard(guard);
     let mut kept = rec(1, 1);
     store.insert(&mut kept).unwrap();
     let before = store.stats();
-    assert_eq!((before.records, before.written_bytes > 0, before.poisoned), (1, true, false));
+    assert_eq!(
+        (before.records, before.written_bytes > 0, before.poisoned),
+        (1, true, false)
+    );
 
     // sled's log writer hits ENOSPC (injected: the error sled returns).
     free.store(0, Ordering::Relaxed);
     let enospc = sled::Error::Io(io::Error::from_raw_os_error(nix::libc::ENOSPC));
-    assert!(matches!(store.write_err(enospc), StoreError::DiskFull { .. }));
-    assert!(!store.restart_due(), "restart requested while the disk is full");
+    assert!(matches!(
+        store.write_err(enospc),
+        StoreError::DiskFull { .. }
+    ));
+    assert!(
+        !store.restart_due(),
+        "restart requested while the disk is full"
+    );
     // Space returns: the guard would allow writes, but sled would refuse.
     free.store(100 << 20, Ordering::Relaxed);
     for i in 2..5 {
@@ -497,16 +726,35 @@ fn enospc_poisons_the_store_counts_refusals_and_asks_for_a_restart_when_space_re
         assert!(matches!(err, StoreError::Poisoned { .. }), "{err}");
         assert!(err.to_string().contains("restarts itself"), "{err}");
     }
-    assert!(matches!(store.check_writable(), Err(StoreError::Poisoned { .. })));
-    assert_eq!(store.get(&kept.id).unwrap().map(|r| r.frame_seq), Some(1), "reads still work");
+    assert!(matches!(
+        store.check_writable(),
+        Err(StoreError::Poisoned { .. })
+    ));
+    assert_eq!(
+        store.get(&kept.id).unwrap().map(|r| r.frame_seq),
+        Some(1),
+        "reads still work"
+    );
     let s = store.stats();
-    assert_eq!((s.records, s.refused_results, s.enospc_errors, s.poisoned), (1, 3, 1, true));
-    assert_eq!(s.written_bytes, before.written_bytes, "nothing written while poisoned");
-    assert!(store.restart_due(), "no restart requested once space is back");
+    assert_eq!(
+        (s.records, s.refused_results, s.enospc_errors, s.poisoned),
+        (1, 3, 1, true)
+    );
+    assert_eq!(
+        s.written_bytes, before.written_bytes,
+        "nothing written while poisoned"
+    );
+    assert!(
+        store.restart_due(),
+        "no restart requested once space is back"
+    );
     // Shutdown must not hand the poisoned database to sled again (its flush
     // blocked a daemon's exit in CI), and the pruner leaves it alone.
     assert!(matches!(store.flush(), Err(StoreError::Poisoned { .. })));
-    let policy = crate::store::retention::Retention { max_records: Some(0), ..crate::store::retention::Retention::unlimited() };
+    let policy = crate::store::retention::Retention {
+        max_records: Some(0),
+        ..crate::store::retention::Retention::unlimited()
+    };
     assert_eq!(store.prune_once(&policy, 0).unwrap().deleted(), 0);
     assert_eq!(store.len(), 1);
     // A free-space figure between the configured floor and the restart
@@ -522,15 +770,32 @@ fn stats_count_written_and_snapshot_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let s0 = store.stats();
-    assert_eq!((s0.written_bytes, s0.snapshot_written_bytes, s0.size_growth_bytes), (0, 0, 0));
+    assert_eq!(
+        (
+            s0.written_bytes,
+            s0.snapshot_written_bytes,
+            s0.size_growth_bytes
+        ),
+        (0, 0, 0)
+    );
     store.insert(&mut rec(1, 1)).unwrap();
     let s1 = store.stats();
-    assert!(s1.written_bytes > 0 && s1.snapshot_written_bytes == 0, "{s1:?}");
-    let jpeg = Snapshot { bytes: vec![0xAB; 10_000] };
-    assert!(store.insert_with_snapshot(&mut rec(2, 2), Some(&jpeg)).unwrap());
+    assert!(
+        s1.written_bytes > 0 && s1.snapshot_written_bytes == 0,
+        "{s1:?}"
+    );
+    let jpeg = Snapshot {
+        bytes: vec![0xAB; 10_000],
+    };
+    assert!(store
+        .insert_with_snapshot(&mut rec(2, 2), Some(&jpeg))
+        .unwrap());
     let s2 = store.stats();
     assert!(s2.snapshot_written_bytes >= 10_000, "{s2:?}");
-    assert!(s2.written_bytes >= s1.written_bytes + s2.snapshot_written_bytes, "{s2:?}");
+    assert!(
+        s2.written_bytes >= s1.written_bytes + s2.snapshot_written_bytes,
+        "{s2:?}"
+    );
     for i in 3..2_000 {
         store.insert(&mut rec(i, i)).unwrap();
     }
@@ -562,10 +827,16 @@ fn reopen(dir: &std::path::Path) -> Store {
 // returned.
 #[test]
 fn disk_pressure_deletes_the_oldest_within_a_budget_per_episode() {
-    use crate::store::retention::{PressurePrune, PRESSURE_PRUNE_MAX_PERCENT, PRESSURE_PRUNE_STEP_PERCENT};
+    use crate::store::retention::{
+        PressurePrune, PRESSURE_PRUNE_MAX_PERCENT, PRESSURE_PRUNE_STEP_PERCENT,
+    };
     let dir = tempfile::tempdir().unwrap();
     let free = std::sync::Arc::new(AtomicU64::new(1 << 30));
-    let guard = DiskGuard::new(Box::new(FakeDisk(free.clone())), 1_000, std::time::Duration::ZERO);
+    let guard = DiskGuard::new(
+        Box::new(FakeDisk(free.clone())),
+        1_000,
+        std::time::Duration::ZERO,
+    );
     let store = Store::open(dir.path()).unwrap().with_guard(guard);
     for i in 1..=200 {
         store.insert(&mut rec(i * 1_000, i)).unwrap();
@@ -578,13 +849,26 @@ fn disk_pressure_deletes_the_oldest_within_a_budget_per_episode() {
     let step = 200 * PRESSURE_PRUNE_STEP_PERCENT / 100;
     assert_eq!(p.pass(&store).unwrap(), step);
     assert!(p.active());
-    let seqs: Vec<u64> = store.range(None, None, 1000).unwrap().iter().map(|r| r.frame_seq).collect();
-    assert_eq!((seqs.iter().min(), seqs.iter().max()), (Some(&(step + 1)), Some(&200)), "not the oldest results deleted");
+    let seqs: Vec<u64> = store
+        .range(None, None, 1000)
+        .unwrap()
+        .iter()
+        .map(|r| r.frame_seq)
+        .collect();
+    assert_eq!(
+        (seqs.iter().min(), seqs.iter().max()),
+        (Some(&(step + 1)), Some(&200)),
+        "not the oldest results deleted"
+    );
     let mut total = step;
     for _ in 0..20 {
         total += p.pass(&store).unwrap();
     }
-    assert_eq!(total, 200 * PRESSURE_PRUNE_MAX_PERCENT / 100, "the episode's budget was not respected");
+    assert_eq!(
+        total,
+        200 * PRESSURE_PRUNE_MAX_PERCENT / 100,
+        "the episode's budget was not respected"
+    );
     assert_eq!(store.len() as u64, 200 - total);
 
     // Space returns: the episode ends; a new one gets a new budget.
@@ -592,7 +876,10 @@ fn disk_pressure_deletes_the_oldest_within_a_budget_per_episode() {
     assert_eq!(p.pass(&store).unwrap(), 0);
     assert!(!p.active());
     free.store(10, Ordering::Relaxed);
-    assert!(p.pass(&store).unwrap() > 0, "a second episode deleted nothing");
+    assert!(
+        p.pass(&store).unwrap() > 0,
+        "a second episode deleted nothing"
+    );
 }
 
 // Catches: a recovery point reported before the flush that makes it true
@@ -611,12 +898,19 @@ fn durable_through_follows_completed_flushes() {
     assert_eq!(store.durable_through().as_deref(), Some(a.id.as_str()));
     let mut b = rec(2_000, 2);
     store.insert(&mut b).unwrap();
-    assert_eq!(store.durable_through().as_deref(), Some(a.id.as_str()), "ahead of the disk");
+    assert_eq!(
+        store.durable_through().as_deref(),
+        Some(a.id.as_str()),
+        "ahead of the disk"
+    );
     // An older key stored later (an import) does not move the point back.
     store.insert(&mut rec(500, 3)).unwrap();
     store.flush().unwrap();
     assert_eq!(store.durable_through().as_deref(), Some(b.id.as_str()));
-    assert_eq!(store.stats().durable_through.as_deref(), Some(b.id.as_str()));
+    assert_eq!(
+        store.stats().durable_through.as_deref(),
+        Some(b.id.as_str())
+    );
     drop(store);
 
     let store = Store::open_with(dir.path(), 10).unwrap();
@@ -624,7 +918,11 @@ fn durable_through_follows_completed_flushes() {
     store.insert(&mut c).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while store.durable_through().as_deref() != Some(c.id.as_str()) {
-        assert!(std::time::Instant::now() < deadline, "the flusher never made {} durable", c.id);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the flusher never made {} durable",
+            c.id
+        );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     assert!(store.flushes() > 0);

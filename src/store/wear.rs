@@ -71,18 +71,26 @@ pub enum WearError {
     #[error("{0}")]
     Store(#[from] StoreError),
     #[error("{path}: {action}: {source}")]
-    Io { path: PathBuf, action: &'static str, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        source: std::io::Error,
+    },
     #[error("{dir} is not empty; give an empty or absent directory (the benchmark writes a fresh store)")]
     NotEmpty { dir: PathBuf },
     #[error("/proc/self/io is not readable (no task I/O accounting): {0}")]
     NoIoAccounting(String),
     #[error("writing {path}: {source}")]
-    Export { path: PathBuf, source: crate::backup::BackupError },
+    Export {
+        path: PathBuf,
+        source: crate::backup::BackupError,
+    },
 }
 
 /// `write_bytes` from `/proc/self/io`.
 fn write_bytes() -> Result<u64, WearError> {
-    crate::metrics::process_write_bytes().ok_or_else(|| WearError::NoIoAccounting("no write_bytes line".into()))
+    crate::metrics::process_write_bytes()
+        .ok_or_else(|| WearError::NoIoAccounting("no write_bytes line".into()))
 }
 
 fn peak_rss_kib() -> u64 {
@@ -96,19 +104,36 @@ fn peak_rss_kib() -> u64 {
 
 /// Total size of the files under `dir`.
 fn dir_bytes(dir: &Path) -> Result<u64, WearError> {
-    let io = |source| WearError::Io { path: dir.to_path_buf(), action: "read directory", source };
+    let io = |source| WearError::Io {
+        path: dir.to_path_buf(),
+        action: "read directory",
+        source,
+    };
     let mut total = 0;
     for e in std::fs::read_dir(dir).map_err(io)? {
         let e = e.map_err(io)?;
         let md = e.metadata().map_err(io)?;
-        total += if md.is_dir() { dir_bytes(&e.path())? } else { md.len() };
+        total += if md.is_dir() {
+            dir_bytes(&e.path())?
+        } else {
+            md.len()
+        };
     }
     Ok(total)
 }
 
 /// A typical classification result: top-5 classes of a 1000-class model.
 pub fn typical_record(i: u64) -> ResultRecord {
-    const LABELS: [&str; 8] = ["person", "tabby", "golden retriever", "sports car", "bicycle", "umbrella", "backpack", "pizza"];
+    const LABELS: [&str; 8] = [
+        "person",
+        "tabby",
+        "golden retriever",
+        "sports car",
+        "bicycle",
+        "umbrella",
+        "backpack",
+        "pizza",
+    ];
     ResultRecord {
         id: String::new(),
         ts_ns: 1_700_000_000_000_000_000 + i * 33_333_333,
@@ -128,7 +153,14 @@ pub fn typical_record(i: u64) -> ResultRecord {
         detections: vec![],
         image_width: 640,
         image_height: 480,
-        latency: StageLatency { decode_us: 900, resize_us: 400, quantize_us: 50, invoke_us: 21000, post_us: 20, store_us: 30 },
+        latency: StageLatency {
+            decode_us: 900,
+            resize_us: 400,
+            quantize_us: 50,
+            invoke_us: 21000,
+            post_us: 20,
+            store_us: 30,
+        },
         clock_synchronized: true,
         boottime_ns: 1_000_000_000 + i * 33_333_333,
     }
@@ -137,7 +169,9 @@ pub fn typical_record(i: u64) -> ResultRecord {
 /// Run the benchmark (blocking; minutes for millions of results).
 pub fn run(args: &WearArgs) -> Result<WearReport, WearError> {
     if std::fs::read_dir(&args.dir).is_ok_and(|mut d| d.next().is_some()) {
-        return Err(WearError::NotEmpty { dir: args.dir.clone() });
+        return Err(WearError::NotEmpty {
+            dir: args.dir.clone(),
+        });
     }
     let store = Store::open_with_cache(&args.dir, args.flush_every_ms, args.cache_bytes)?;
     let records: Vec<ResultRecord> = (0..args.results).map(typical_record).collect();
@@ -157,12 +191,23 @@ pub fn run(args: &WearArgs) -> Result<WearReport, WearError> {
     let logical = store.data_bytes();
     let written = write_bytes()?.saturating_sub(before);
     if let Some(path) = &args.ndjson {
-        let file = std::fs::File::create(path)
-            .map_err(|source| WearError::Io { path: path.clone(), action: "create", source })?;
+        let file = std::fs::File::create(path).map_err(|source| WearError::Io {
+            path: path.clone(),
+            action: "create",
+            source,
+        })?;
         let mut w = std::io::BufWriter::new(file);
-        crate::backup::export(&store, None, &mut w, |_| {})
-            .map_err(|source| WearError::Export { path: path.clone(), source })?;
-        w.flush().map_err(|source| WearError::Io { path: path.clone(), action: "write", source })?;
+        crate::backup::export(&store, None, &mut w, |_| {}).map_err(|source| {
+            WearError::Export {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        w.flush().map_err(|source| WearError::Io {
+            path: path.clone(),
+            action: "write",
+            source,
+        })?;
     }
     drop(store);
     let n = args.results.max(1);
@@ -202,7 +247,10 @@ mod tests {
         };
         let r = run(&args).unwrap();
         assert_eq!(r.results, 300);
-        assert!(r.dir_bytes > 0 && r.logical_bytes_per_result > 300.0, "{r:?}");
+        assert!(
+            r.dir_bytes > 0 && r.logical_bytes_per_result > 300.0,
+            "{r:?}"
+        );
         let text = std::fs::read_to_string(tmp.path().join("records.ndjson")).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 301, "header plus one line per record");

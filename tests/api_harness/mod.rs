@@ -45,11 +45,13 @@ pub fn client_config(cert_pem: &std::path::Path) -> Arc<rustls::ClientConfig> {
         roots.add(cert.unwrap()).unwrap();
     }
     Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
     )
 }
 
@@ -67,7 +69,9 @@ pub fn relaxed_access() -> AccessOptions {
 pub fn testdata() -> PathBuf {
     std::env::var_os("SPOTTER_TESTDATA")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata")))
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata"))
+        })
 }
 
 pub async fn start_with(tune: impl FnOnce(&mut ApiOptions), access: AccessOptions) -> Harness {
@@ -97,7 +101,11 @@ async fn start_inner(
     let state = Arc::new(AppState::new());
     let mut opts = ApiOptions::new("127.0.0.1:0".parse().unwrap(), state_dir.clone());
     tune(&mut opts);
-    let mut server = Server::bind(opts, state.clone(), store.clone()).await.unwrap().with_access(access).unwrap();
+    let mut server = Server::bind(opts, state.clone(), store.clone())
+        .await
+        .unwrap()
+        .with_access(access)
+        .unwrap();
     if let Some(p) = pipeline {
         server = server.with_pipeline(p);
     }
@@ -146,7 +154,10 @@ impl Reply {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
     }
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -161,7 +172,12 @@ pub enum Auth<'a> {
 
 impl Harness {
     /// One request; any HTTP status is a `Reply`, transport failures are `Err`.
-    pub async fn try_call(&self, method: &str, path: &str, auth: Auth<'_>) -> Result<Reply, String> {
+    pub async fn try_call(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Auth<'_>,
+    ) -> Result<Reply, String> {
         self.try_call_with(method, path, auth, &[]).await
     }
 
@@ -195,7 +211,9 @@ impl Harness {
     }
 
     pub async fn call_as(&self, method: &str, path: &str, auth: Auth<'_>) -> Reply {
-        self.try_call(method, path, auth).await.unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+        self.try_call(method, path, auth)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
 
     /// `method` with `body` and the read key.
@@ -249,7 +267,9 @@ impl Harness {
         self.shutdown.send(true).unwrap();
         // Generous bound so a hang fails the test instead of blocking CI forever.
         let res = tokio::time::timeout(Duration::from_secs(60), self.server).await;
-        res.expect("run did not return after shutdown").unwrap().unwrap();
+        res.expect("run did not return after shutdown")
+            .unwrap()
+            .unwrap();
     }
 }
 
@@ -264,7 +284,9 @@ pub async fn raw_exchange(
     read_response(tls).await
 }
 
-pub async fn read_response(tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> (u16, String) {
+pub async fn read_response(
+    tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+) -> (u16, String) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     // Bound so a server that never answers fails the test instead of hanging it.
@@ -278,7 +300,11 @@ pub async fn read_response(tls: &mut tokio_rustls::client::TlsStream<tokio::net:
             if let Some(end) = text.find("\r\n\r\n") {
                 let len = text[..end]
                     .lines()
-                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().to_string())
+                    })
                     .and_then(|v| v.parse::<usize>().ok());
                 if len.is_some_and(|n| buf.len() >= end + 4 + n) {
                     break;
@@ -287,23 +313,54 @@ pub async fn read_response(tls: &mut tokio_rustls::client::TlsStream<tokio::net:
         }
     })
     .await;
-    assert!(read.is_ok(), "no complete response within 30 s: {}", String::from_utf8_lossy(&buf));
+    assert!(
+        read.is_ok(),
+        "no complete response within 30 s: {}",
+        String::from_utf8_lossy(&buf)
+    );
     let text = String::from_utf8_lossy(&buf).to_string();
-    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     (status, text)
 }
 
 /// An RFC 9457 problem with this status and code, and nothing leaking.
 pub fn assert_problem(r: &Reply, status: u16, code: &str) {
     assert_eq!(r.status, status, "{}", r.body);
-    assert_eq!(r.header("content-type"), Some("application/problem+json"), "{}", r.body);
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/problem+json"),
+        "{}",
+        r.body
+    );
     let v = r.json();
     assert_eq!(v["code"], code, "{}", r.body);
     assert_eq!(v["status"], status, "{}", r.body);
-    assert_eq!(v["type"], format!("urn:spotter:problem:{code}"), "{}", r.body);
-    assert!(v["title"].as_str().is_some_and(|m| !m.is_empty()), "{}", r.body);
-    assert!(v["detail"].as_str().is_some_and(|m| !m.is_empty()), "{}", r.body);
-    assert_eq!(v.as_object().unwrap().len(), 5, "only the problem members: {}", r.body);
+    assert_eq!(
+        v["type"],
+        format!("urn:spotter:problem:{code}"),
+        "{}",
+        r.body
+    );
+    assert!(
+        v["title"].as_str().is_some_and(|m| !m.is_empty()),
+        "{}",
+        r.body
+    );
+    assert!(
+        v["detail"].as_str().is_some_and(|m| !m.is_empty()),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        v.as_object().unwrap().len(),
+        5,
+        "only the problem members: {}",
+        r.body
+    );
 }
 
 /// The headers every response must carry.
@@ -311,7 +368,10 @@ pub const SECURITY_HEADERS: &[(&str, &str)] = &[
     ("strict-transport-security", "max-age=31536000"),
     ("x-content-type-options", "nosniff"),
     ("x-frame-options", "DENY"),
-    ("content-security-policy", "default-src 'none'; frame-ancestors 'none'"),
+    (
+        "content-security-policy",
+        "default-src 'none'; frame-ancestors 'none'",
+    ),
     ("referrer-policy", "no-referrer"),
     ("cache-control", "no-store"),
 ];
@@ -320,8 +380,13 @@ pub fn assert_security_headers(r: &Reply, what: &str) {
     for (name, value) in SECURITY_HEADERS {
         assert_eq!(r.header(name), Some(*value), "{what}: {name}");
     }
-    let pp = r.header("permissions-policy").unwrap_or_else(|| panic!("{what}: no permissions-policy"));
-    assert!(pp.contains("camera=()") && pp.contains("microphone=()"), "{what}: {pp}");
+    let pp = r
+        .header("permissions-policy")
+        .unwrap_or_else(|| panic!("{what}: no permissions-policy"));
+    assert!(
+        pp.contains("camera=()") && pp.contains("microphone=()"),
+        "{what}: {pp}"
+    );
 }
 
 /// A plain stored result at `ts_ns`, for listing and lookup tests.
@@ -349,10 +414,21 @@ fn reply_from(resp: ureq::Response) -> Result<Reply, String> {
     let headers = resp
         .headers_names()
         .into_iter()
-        .flat_map(|n| resp.all(&n).into_iter().map(|v| (n.clone(), v.to_string())).collect::<Vec<_>>())
+        .flat_map(|n| {
+            resp.all(&n)
+                .into_iter()
+                .map(|v| (n.clone(), v.to_string()))
+                .collect::<Vec<_>>()
+        })
         .collect();
     let status = resp.status();
     let mut body = String::new();
-    resp.into_reader().read_to_string(&mut body).map_err(|e| e.to_string())?;
-    Ok(Reply { status, headers, body })
+    resp.into_reader()
+        .read_to_string(&mut body)
+        .map_err(|e| e.to_string())?;
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
 }

@@ -19,7 +19,10 @@ pub fn photo_dir(dir: &Path) -> (PathBuf, Vec<String>) {
     for e in std::fs::read_dir(testdata().join("images")).unwrap() {
         let p = e.unwrap().path();
         let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        let ext = p.extension().map(|x| x.to_string_lossy().to_lowercase()).unwrap_or_default();
+        let ext = p
+            .extension()
+            .map(|x| x.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
         if ["jpg", "png", "bmp"].contains(&ext.as_str()) && !name.starts_with("mnist") {
             std::fs::copy(&p, out.join(&name)).unwrap();
             names.push(name);
@@ -32,7 +35,9 @@ pub fn photo_dir(dir: &Path) -> (PathBuf, Vec<String>) {
 pub fn testdata() -> PathBuf {
     std::env::var_os("SPOTTER_TESTDATA")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata")))
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata"))
+        })
 }
 
 pub fn bin() -> &'static str {
@@ -41,7 +46,11 @@ pub fn bin() -> &'static str {
 
 /// A free loopback port (bound then released; fine for tests on one machine).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The reference top-1 label of `image` for `model`, if it is a clear case:
@@ -74,16 +83,28 @@ impl Daemon {
     pub fn start_with_env(dir: &Path, config: &str, env: Vec<(String, String)>) -> Daemon {
         let port = free_port();
         let state = dir.join("state");
-        let text = config.replace("@STATE@", &state.display().to_string()).replace("@PORT@", &port.to_string());
+        let text = config
+            .replace("@STATE@", &state.display().to_string())
+            .replace("@PORT@", &port.to_string());
         let path = dir.join("spotter.toml");
         std::fs::write(&path, text).unwrap();
-        let mut d = Daemon { child: None, port, dir: dir.to_path_buf(), config: path, env };
+        let mut d = Daemon {
+            child: None,
+            port,
+            dir: dir.to_path_buf(),
+            config: path,
+            env,
+        };
         d.spawn();
         d
     }
 
     pub fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("daemon.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("daemon.log"))
+            .unwrap();
         let child = Command::new(bin())
             .args(["run", "--config"])
             .arg(&self.config)
@@ -110,12 +131,18 @@ impl Daemon {
     pub fn client(&self) -> Client {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !self.cert().exists() {
-            assert!(Instant::now() < deadline, "no certificate generated; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "no certificate generated; log:\n{}",
+                self.log()
+            );
             self.assert_running();
             std::thread::sleep(Duration::from_millis(50));
         }
         std::thread::sleep(Duration::from_millis(50));
-        let key = std::fs::read_to_string(self.dir.join("state/initial-admin-key")).ok().map(|k| k.trim().to_string());
+        let key = std::fs::read_to_string(self.dir.join("state/initial-admin-key"))
+            .ok()
+            .map(|k| k.trim().to_string());
         Client::new(&self.cert(), self.port).with_key(key)
     }
 
@@ -139,14 +166,21 @@ impl Daemon {
     pub fn terminate(&mut self) -> (ExitStatus, Duration) {
         let mut child = self.child.take().expect("daemon running");
         let t = Instant::now();
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
         loop {
             if let Some(st) = child.try_wait().unwrap() {
                 return (st, t.elapsed());
             }
             if t.elapsed() > Duration::from_secs(20) {
                 let _ = child.kill();
-                panic!("daemon did not stop within 20 s of SIGTERM; log:\n{}", self.log());
+                panic!(
+                    "daemon did not stop within 20 s of SIGTERM; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -181,7 +215,10 @@ impl Reply {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -192,16 +229,22 @@ impl Client {
         for c in rustls_pemfile::certs(&mut BufReader::new(&pem[..])) {
             roots.add(c.unwrap()).unwrap();
         }
-        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
         let agent = ureq::AgentBuilder::new()
             .tls_config(Arc::new(cfg))
             .timeout(Duration::from_secs(10))
             .build();
-        Client { agent, base: format!("https://127.0.0.1:{port}"), key: None }
+        Client {
+            agent,
+            base: format!("https://127.0.0.1:{port}"),
+            key: None,
+        }
     }
 
     pub fn with_key(mut self, key: Option<String>) -> Client {
@@ -221,14 +264,25 @@ impl Client {
             Err(e) => return Err(e.to_string()),
         };
         let status = r.status();
-        let headers = r.headers_names().into_iter().filter_map(|n| r.header(&n).map(|v| (n.clone(), v.to_string()))).collect();
+        let headers = r
+            .headers_names()
+            .into_iter()
+            .filter_map(|n| r.header(&n).map(|v| (n.clone(), v.to_string())))
+            .collect();
         let body = r.into_string().map_err(|e| e.to_string())?;
-        Ok(Reply { status, headers, body })
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
     }
 
     /// Send `body` with `method`; `Err` only for transport errors.
     pub fn send(&self, method: &str, path: &str, body: &[u8]) -> Result<Reply, String> {
-        let mut req = self.agent.request(method, &format!("{}{}", self.base, path)).timeout(Duration::from_secs(180));
+        let mut req = self
+            .agent
+            .request(method, &format!("{}{}", self.base, path))
+            .timeout(Duration::from_secs(180));
         if let Some(k) = &self.key {
             req = req.set("Authorization", &format!("Bearer {k}"));
         }
@@ -238,9 +292,17 @@ impl Client {
             Err(e) => return Err(e.to_string()),
         };
         let status = r.status();
-        let headers = r.headers_names().into_iter().filter_map(|n| r.header(&n).map(|v| (n.clone(), v.to_string()))).collect();
+        let headers = r
+            .headers_names()
+            .into_iter()
+            .filter_map(|n| r.header(&n).map(|v| (n.clone(), v.to_string())))
+            .collect();
         let body = r.into_string().map_err(|e| e.to_string())?;
-        Ok(Reply { status, headers, body })
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
     }
 
     /// Poll until `pred` accepts a reply, or panic after `secs` with the last one.
@@ -253,7 +315,10 @@ impl Client {
                 Ok(r) => last = format!("{} {}", r.status, r.body),
                 Err(e) => last = e,
             }
-            assert!(Instant::now() < deadline, "timed out waiting on {path}; last: {last}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting on {path}; last: {last}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
