@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::capture::{Frame, PixelFormat};
 use crate::config::{self, Fit, JpegScaling, ModelSettings, RuntimeSetting};
+use crate::core::frame::{Frame, PixelFormat};
 use crate::logging;
 use crate::modelstore::ModelStore;
 use crate::pipeline::load_model;
@@ -55,10 +55,10 @@ pub enum Command {
     /// Validate a config (with its drop-ins) and print the effective settings.
     CheckConfig { file: PathBuf },
     /// Measure per-stage latency (decode, resize, quantize, invoke, post, store) of a model per runtime.
-    Bench(crate::bench::BenchArgs),
+    Bench(crate::tools::bench::BenchArgs),
     /// Measure the result store's flash wear: results/s, bytes written to
     /// disk per result and database bytes per million results (one JSON line).
-    BenchStore(crate::store::wear::WearArgs),
+    BenchStore(crate::tools::wear::WearArgs),
     /// Write the result store as NDJSON to stdout. While the daemon runs (it
     /// holds the store's lock) the export comes from its API
     /// (GET /api/v1/backup), with an admin key.
@@ -302,8 +302,8 @@ pub fn execute(cli: Cli) -> Result<(), Failure> {
         }
         Command::Bench(args) => {
             let _ = logging::init(log::LevelFilter::Warn);
-            let report = crate::bench::run_bench(&args).map_err(|e| {
-                let code = if matches!(e, crate::bench::BenchError::Args(_)) {
+            let report = crate::tools::bench::run_bench(&args).map_err(|e| {
+                let code = if matches!(e, crate::tools::bench::BenchError::Args(_)) {
                     EXIT_CONFIG
                 } else {
                     EXIT_FAILURE
@@ -323,7 +323,7 @@ pub fn execute(cli: Cli) -> Result<(), Failure> {
         }
         Command::BenchStore(args) => {
             let _ = logging::init(log::LevelFilter::Warn);
-            let report = crate::store::wear::run(&args).map_err(|e| Failure {
+            let report = crate::tools::wear::run(&args).map_err(|e| Failure {
                 error: anyhow::Error::new(e).context("spotter bench-store"),
                 code: EXIT_FAILURE,
             })?;
@@ -376,7 +376,7 @@ pub fn execute(cli: Cli) -> Result<(), Failure> {
                 }
             };
             let bar = indicatif::ProgressBar::new(store.len() as u64);
-            let n = crate::backup::export(&store, since_ns, out, |k| bar.set_position(k))
+            let n = crate::store::backup::export(&store, since_ns, out, |k| bar.set_position(k))
                 .map_err(|e| anyhow::Error::new(e).context("export"))
                 .map_err(fail(EXIT_FAILURE))?;
             bar.finish_and_clear();
@@ -390,7 +390,7 @@ pub fn execute(cli: Cli) -> Result<(), Failure> {
             let f = std::fs::File::open(&file)
                 .with_context(|| format!("opening {}", file.display()))
                 .map_err(fail(EXIT_FAILURE))?;
-            let r = crate::backup::import(&store, std::io::BufReader::new(f))
+            let r = crate::store::backup::import(&store, std::io::BufReader::new(f))
                 .map_err(|e| anyhow::Error::new(e).context("import"))
                 .map_err(fail(EXIT_FAILURE))?;
             store
@@ -460,10 +460,12 @@ pub fn execute(cli: Cli) -> Result<(), Failure> {
         Command::Doctor { config: path } => {
             let _ = logging::init(log::LevelFilter::Error);
             let settings = load_settings(&path)?;
-            let report = crate::doctor::run(&settings);
-            crate::doctor::print(&report, &mut std::io::stdout().lock()).map_err(|e| Failure {
-                error: e.into(),
-                code: EXIT_FAILURE,
+            let report = crate::tools::doctor::run(&settings);
+            crate::tools::doctor::print(&report, &mut std::io::stdout().lock()).map_err(|e| {
+                Failure {
+                    error: e.into(),
+                    code: EXIT_FAILURE,
+                }
             })?;
             if report.failed() {
                 return Err(Failure {
@@ -717,7 +719,7 @@ fn export_from_daemon(
     mut out: impl Write,
 ) -> anyhow::Result<u64> {
     use std::io::BufRead;
-    let api = crate::localapi::LocalApi::new(settings, key_file)
+    let api = crate::tools::localapi::LocalApi::new(settings, key_file)
         .context("export through the daemon's API")?;
     let path = match since_ns {
         Some(ns) => format!("/api/v1/backup?since={ns}"),

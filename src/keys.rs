@@ -229,7 +229,7 @@ fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) ->
 
 /// Write `bytes` to `path` atomically with mode 0600.
 fn write_atomic(_dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
-    crate::fsutil::write_atomic(path, bytes, 0o600).map_err(io_err(path, "replace"))
+    crate::core::fsutil::write_atomic(path, bytes, 0o600).map_err(io_err(path, "replace"))
 }
 
 /// The secret for a new key.
@@ -451,7 +451,7 @@ pub fn ensure_initial_admin_key(state_dir: &Path) -> Result<Option<PathBuf>, Key
     });
     store.write(keys)?;
     log::warn!(
-        message_id = crate::ids::INITIAL_ADMIN_KEY_CREATED, path:display = file.display(), key_id = info.id.as_str();
+        message_id = crate::core::ids::INITIAL_ADMIN_KEY_CREATED, path:display = file.display(), key_id = info.id.as_str();
         "no API key existed: created admin key {} and wrote its secret to {} (readable only by this user); \
          create your own keys with `spotter keys create`, then revoke this one and delete the file",
         info.id,

@@ -2,28 +2,55 @@
 //!
 //! V4L2 camera (or a replay folder) → quantized TFLite model → results in sled
 //! → HTTPS API, supervised by systemd. `main.rs` is a thin CLI over this crate.
+//!
+//! # Layout
+//!
+//! Modules form layers; **a lower layer never imports a higher one** (nor a
+//! module of its own layer). `layering` (a test) parses every `crate::` path
+//! and fails on an edge that goes up or sideways; `docs/architecture.md`
+//! shows the threads and flows.
+//!
+//! | layer | module | owns |
+//! |---|---|---|
+//! | 0 | [`core`] | leaf types: result record, frame, clock, GPIO line types, `MESSAGE_ID`s, atomic file writes |
+//! | 1 | [`config`] | every settings type: TOML files and drop-ins validated into `Settings` |
+//! | 2 | [`metrics`] | accumulating Prometheus metrics and the store figures they render (a sink) |
+//! | 2 | [`image`] | pixel conversions shared by capture and inference (YUYV → RGB) |
+//! | 2 | [`logging`] | journald or stderr logging, level changes |
+//! | 2 | [`systemd`] | `sd_notify` and the unit generator |
+//! | 3 | [`state`] | readiness, counters, model, last result, event bus, `/metrics` exposition (a sink) |
+//! | 4 | [`capture`] | frame sources: V4L2 cameras, replayed folders |
+//! | 4 | [`inference`] | runtimes (LiteRT, built-in TF Lite), pre- and post-processing |
+//! | 4 | [`store`] | sled: results, snapshots, outbox, retention, disk floors, backups |
+//! | 4 | [`gpio`] | trigger input, rule outputs, status LED |
+//! | 4 | [`keys`] | API keys on disk |
+//! | 4 | [`modelstore`] | model versions on disk: install, activate, roll back |
+//! | 5 | [`pipeline`] | the capture and inference threads, the latest-frame slot, the result sink |
+//! | 6 | [`mqtt`] | store-and-forward publishing to a broker |
+//! | 6 | [`api`] | the HTTPS server: routes, auth, limits, errors |
+//! | 7 | [`app`] | the composition root: wiring, monitor, reload, shutdown |
+//! | 7 | [`tools`] | `doctor`, `bench`, the wear benchmark, the local-API client |
+//! | 8 | [`cli`] | the command line |
 
 pub mod api;
 pub mod app;
-pub mod backup;
-pub mod bench;
 pub mod capture;
 pub mod cli;
 pub mod config;
-pub mod doctor;
-pub mod fsutil;
+pub mod core;
 pub mod gpio;
-pub mod ids;
+pub mod image;
 pub mod inference;
 pub mod keys;
-pub mod localapi;
 pub mod logging;
 pub mod metrics;
 pub mod modelstore;
 pub mod mqtt;
 pub mod pipeline;
-pub mod reload;
-pub mod result;
 pub mod state;
 pub mod store;
 pub mod systemd;
+pub mod tools;
+
+#[cfg(test)]
+mod layering;

@@ -79,9 +79,9 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ModelStoreError + '_ {
     }
 }
 
-/// Write `bytes` to `path` atomically (see [`crate::fsutil::write_atomic`]).
+/// Write `bytes` to `path` atomically (see [`crate::core::fsutil::write_atomic`]).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelStoreError> {
-    crate::fsutil::write_atomic(path, bytes, 0o644).map_err(io_err(path))
+    crate::core::fsutil::write_atomic(path, bytes, 0o644).map_err(io_err(path))
 }
 
 impl ModelStore {
@@ -249,7 +249,7 @@ impl ModelStore {
         let from = a.active.replace(prev).unwrap_or_default();
         self.write_active(&a)?;
         log::info!(
-            message_id = crate::ids::MODEL_ROLLED_BACK, spotter_model_sha256 = meta.sha256.as_str(), spotter_previous_model_sha256 = from.as_str();
+            message_id = crate::core::ids::MODEL_ROLLED_BACK, spotter_model_sha256 = meta.sha256.as_str(), spotter_previous_model_sha256 = from.as_str();
             "model rolled back from {} to {} ({}); it serves once it passes its canary",
             if from.is_empty() { "none" } else { &from }, meta.sha256, meta.original_name
         );

@@ -17,17 +17,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::capture::{CaptureError, Frame, FrameSource, PixelFormat};
+use crate::capture::{CaptureError, FrameSource};
 use crate::config::{Fit, ModelSettings, RuntimeSetting};
+use crate::core::frame::{Frame, PixelFormat};
+use crate::core::ids;
+use crate::core::result::ResultRecord;
 use crate::gpio::trigger::Admission;
-use crate::ids;
 use crate::inference::engine::{Engine, ModelOptions};
 use crate::inference::modelfile::ModelFile;
 use crate::inference::preprocess::{FitMode, Normalization};
 use crate::inference::select::{open_runtime, RuntimeChoice};
 use crate::inference::InferenceError;
 use crate::modelstore::ModelStore;
-use crate::result::ResultRecord;
 use crate::state::{AppState, Check, Counters, ModelStatus};
 use crate::store::{Snapshot, SnapshotGate, SnapshotRule, Store, StoreError};
 
@@ -52,7 +53,7 @@ pub enum ClassifyError {
 /// What the active model made of an uploaded image, and which model that was.
 #[derive(Debug)]
 pub struct Classified {
-    pub output: crate::result::InferenceOutput,
+    pub output: crate::core::result::InferenceOutput,
     pub model_sha256: String,
     pub runtime: String,
 }
@@ -426,7 +427,7 @@ pub fn inference_loop(
     loop {
         // The clock's sync state is a system call: refresh it at most once a second.
         if clock_checked.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-            let ok = crate::store::clock_synchronized();
+            let ok = crate::core::clock::clock_synchronized();
             let was = state.clock_synchronized.swap(ok, Ordering::Relaxed);
             if ok != was || clock_checked.is_none() {
                 if ok {
@@ -558,7 +559,8 @@ pub fn inference_loop(
         let age = SystemTime::now()
             .duration_since(frame.captured_at)
             .unwrap_or_default();
-        let frame_boottime_ns = crate::store::boottime_ns().saturating_sub(age.as_nanos() as u64);
+        let frame_boottime_ns =
+            crate::core::clock::boottime_ns().saturating_sub(age.as_nanos() as u64);
         let mut rec = ResultRecord {
             id: String::new(),
             ts_ns: unix_ns(frame.captured_at),
@@ -615,7 +617,7 @@ pub fn inference_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::PixelFormat;
+    use crate::core::frame::PixelFormat;
 
     fn frame(seq: u64) -> Frame {
         Frame {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use api_harness::{assert_problem, record, relaxed_access, start, Auth, Reply};
 use serde_json::Value;
-use spotter::result::ResultRecord;
+use spotter::core::result::ResultRecord;
 use spotter::state::Check;
 
 fn assert_error(r: &Reply, status: u16, code: &str) {
@@ -325,7 +325,7 @@ async fn results_filters_cursor_image_and_backup() {
     let mut ids = Vec::new();
     for ts in 1..=5u64 {
         let mut r = record(ts * 1_000);
-        r.classes = vec![spotter::result::ClassScore {
+        r.classes = vec![spotter::core::result::ClassScore {
             index: 0,
             label: if ts % 2 == 0 {
                 "person".into()
@@ -416,7 +416,7 @@ async fn results_filters_cursor_image_and_backup() {
     assert_eq!(b.status, 200);
     assert_eq!(b.header("content-type"), Some("application/x-ndjson"));
     let mut local = Vec::new();
-    spotter::backup::export(&h.store, Some(2_000), &mut local, |_| {}).unwrap();
+    spotter::store::backup::export(&h.store, Some(2_000), &mut local, |_| {}).unwrap();
     let local = String::from_utf8(local).unwrap();
     assert_eq!(
         b.body.lines().count(),
@@ -432,7 +432,7 @@ async fn results_filters_cursor_image_and_backup() {
     let dir = tempfile::tempdir().unwrap();
     let restored = spotter::store::Store::open(dir.path()).unwrap();
     let report =
-        spotter::backup::import(&restored, std::io::Cursor::new(b.body.as_bytes())).unwrap();
+        spotter::store::backup::import(&restored, std::io::Cursor::new(b.body.as_bytes())).unwrap();
     assert_eq!((report.added, report.invalid_count), (4, 0));
     let mut q = spotter::store::Query::newest(10);
     q.label = Some("person".into());

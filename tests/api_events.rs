@@ -72,10 +72,7 @@ fn results(text: &str) -> Vec<serde_json::Value> {
 }
 
 fn dropped_count(h: &Harness) -> u64 {
-    let m = h
-        .state
-        .metrics
-        .render(&h.state, &spotter::store::StoreStats::default());
+    let m = spotter::state::render_metrics(&h.state, &spotter::store::StoreStats::default());
     m.lines()
         .find_map(|l| l.strip_prefix("spotter_event_subscribers_dropped_total "))
         .map(|v| v.trim().parse().unwrap())

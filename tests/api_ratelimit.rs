@@ -116,7 +116,7 @@ async fn brute_force_is_slowed_and_logged_once() {
     let lines = log.0.lock().unwrap().clone();
     let bursts: Vec<&String> = lines
         .iter()
-        .filter(|l| l.contains(spotter::ids::AUTH_FAILURE_BURST))
+        .filter(|l| l.contains(spotter::core::ids::AUTH_FAILURE_BURST))
         .collect();
     // One burst window (60 s) covers the whole attack: logged exactly once.
     assert_eq!(bursts.len(), 1, "{bursts:#?}");

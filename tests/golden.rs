@@ -15,7 +15,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use spotter::capture::Frame;
+use spotter::core::frame::Frame;
 use spotter::inference::builtin::BuiltinRuntime;
 use spotter::inference::engine::{Engine, ModelOptions};
 use spotter::inference::modelfile::ModelFile;
@@ -678,7 +678,8 @@ fn camera_jpeg(photo: &Path, w: u32, h: u32) -> Vec<u8> {
 fn scaled_jpeg_decode_stays_close_to_full_decode() {
     // Catches a DCT-scaled decode that shifts, mirrors, mis-sizes or recolours
     // the image compared with the reference path (full decode + bilinear).
-    use spotter::inference::preprocess::{FitMode, JpegScaling, Normalization, Preprocessor};
+    use spotter::config::JpegScaling;
+    use spotter::inference::preprocess::{FitMode, Normalization, Preprocessor};
     use spotter::inference::{DType, Quant, TensorSpec};
     let photos = files_with_ext(&td().join("images"), &["jpg", "jpeg", "png", "bmp"]);
     let mut scaled = 0;
@@ -745,7 +746,7 @@ fn scaled_jpeg_decode_stays_close_to_full_decode() {
 fn top1_unchanged_with_jpeg_scaling_on_camera_frames() {
     // Catches DCT-domain downscaling changing what the model sees enough to
     // change a clear answer, on 1280x720 camera-like frames of the photos.
-    use spotter::inference::preprocess::JpegScaling;
+    use spotter::config::JpegScaling;
     let reference = reference();
     let models = files_with_ext(&td().join("models/classification"), &["tflite"]);
     let photos = files_with_ext(&td().join("images"), &["jpg", "jpeg", "png", "bmp"]);

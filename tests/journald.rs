@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use spotter::ids;
+use spotter::core::ids;
 
 /// One journal entry: field name → values (a field may repeat).
 type Entry = BTreeMap<String, Vec<String>>;

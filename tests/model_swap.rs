@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::testdata;
-use spotter::capture::Frame;
 use spotter::config::{Fit, JpegScaling, ModelSettings, RuntimeSetting};
+use spotter::core::frame::Frame;
 use spotter::modelstore::ModelStore;
 use spotter::pipeline::{inference_loop, load_model, FrameSlot, InferenceControl};
 use spotter::state::AppState;

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{free_port, photo_dir, testdata, Daemon};
-use spotter::result::ResultRecord;
+use spotter::core::result::ResultRecord;
 
 const USER: &str = "spotter";
 const PASSWORD: &str = "s3cret-Pass";
@@ -693,7 +693,7 @@ fn measure_outbox_insert_overhead() {
         model_sha256: "ab".repeat(32),
         runtime: "litert".into(),
         classes: (0..5)
-            .map(|k| spotter::result::ClassScore {
+            .map(|k| spotter::core::result::ClassScore {
                 index: k,
                 label: format!("label {k}"),
                 raw: 10.0,

@@ -1,4 +1,4 @@
-//! SIGHUP reload (`spotter::reload::apply`): what is applied in place (model,
+//! SIGHUP reload (`spotter::app::reload::apply`): what is applied in place (model,
 //! retention, TLS material) and which changed settings are named as needing
 //! a restart.
 
@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use spotter::api::TlsReloader;
+use spotter::app::reload::{apply, Handles};
 use spotter::config::{from_sources, Settings};
 use spotter::pipeline::InferenceControl;
-use spotter::reload::{apply, Handles};
 use spotter::store::{Pruner, Retention, Store};
 
 fn settings(text: &str) -> Settings {

@@ -2,8 +2,8 @@
 
 use std::io::Cursor;
 
-use spotter::backup::{self, BackupError, ExportHeader, EXPORT_VERSION};
-use spotter::result::{ClassScore, Detection, ResultRecord, StageLatency};
+use spotter::core::result::{ClassScore, Detection, ResultRecord, StageLatency};
+use spotter::store::backup::{self, BackupError, ExportHeader, EXPORT_VERSION};
 use spotter::store::{Store, RECORD_VERSION};
 
 fn rec(ts_ns: u64, label: &str) -> ResultRecord {

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use nix::time::{clock_gettime, ClockId};
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use spotter::result::{ClassScore, ResultRecord, StageLatency};
+use spotter::core::result::{ClassScore, ResultRecord, StageLatency};
 use spotter::store::Store;
 
 const CHILD_ENV: &str = "SPOTTER_CRASH_CHILD_DIR";
@@ -75,7 +75,7 @@ fn crash_child_writer() {
             image_height: 224,
             latency: StageLatency::default(),
             clock_synchronized: true,
-            boottime_ns: spotter::store::boottime_ns(),
+            boottime_ns: spotter::core::clock::boottime_ns(),
         };
         store.insert(&mut rec).unwrap();
         writeln!(out, "W {frame_seq} {} {}", rec.id, mono_ns()).unwrap();

@@ -27,7 +27,7 @@ fn export(d: &Daemon, extra: &[&str], env: &[(&str, &str)]) -> std::process::Out
         .arg("--config")
         .arg(&d.config)
         .args(extra)
-        .env_remove(spotter::localapi::KEY_ENV)
+        .env_remove(spotter::tools::localapi::KEY_ENV)
         .envs(env.iter().copied())
         .output()
         .unwrap()
@@ -119,7 +119,7 @@ fn export_while_the_daemon_runs_streams_its_backup_and_refuses_a_bad_key() {
 
     // A wrong key: refused with the HTTP status, and not echoed.
     let bad = "spk_".to_string() + &"0".repeat(64);
-    let out = export(&d, &[], &[(spotter::localapi::KEY_ENV, &bad)]);
+    let out = export(&d, &[], &[(spotter::tools::localapi::KEY_ENV, &bad)]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a wrong key exported");
     assert!(
@@ -145,7 +145,7 @@ fn doctor_asks_the_running_daemon_for_the_newest_result() {
         .arg("doctor")
         .arg("--config")
         .arg(&d.config)
-        .env_remove(spotter::localapi::KEY_ENV)
+        .env_remove(spotter::tools::localapi::KEY_ENV)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

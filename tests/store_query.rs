@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use spotter::result::{ClassScore, ResultRecord, StageLatency};
+use spotter::core::result::{ClassScore, ResultRecord, StageLatency};
 use spotter::store::{Query, Store};
 
 const SEED: u64 = 0x9a6e_c0de_0005;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use spotter::result::{ClassScore, ResultRecord, StageLatency};
+use spotter::core::result::{ClassScore, ResultRecord, StageLatency};
 use spotter::store::{Pruner, Retention, Store, PRUNE_BATCH};
 
 const SEC: u64 = 1_000_000_000;

@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use spotter::result::ResultRecord;
+use spotter::core::result::ResultRecord;
 use spotter::store::Store;
 
 fn write_bytes() -> u64 {
@@ -24,7 +24,7 @@ fn write_bytes() -> u64 {
 /// A typical classification result: top-5 classes, no detections (the
 /// record `spotter bench-store` writes).
 fn rec(i: u64) -> ResultRecord {
-    spotter::store::wear::typical_record(i)
+    spotter::tools::wear::typical_record(i)
 }
 
 // Catches: a store whose writes never reach the disk (write_bytes unchanged) or whose size is not reported.

@@ -16,12 +16,12 @@ use hyper::StatusCode;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::{blocking, json_response, ApiError, Ctx, Resp};
-use crate::capture::Frame;
 use crate::config::ModelSettings;
+use crate::core::frame::Frame;
+use crate::core::result::ResultRecord;
 use crate::inference::preprocess::{sniff, ImageKind};
 use crate::modelstore::ModelStore;
 use crate::pipeline::{unix_ns, ClassifyError, ClassifyJob, FrameSlot, InferenceControl};
-use crate::result::ResultRecord;
 
 /// How long an upload waits for the inference thread's answer.
 pub const CLASSIFY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -241,7 +241,7 @@ pub(super) async fn classify(
         image_height: c.output.image_height,
         latency: c.output.latency,
         clock_synchronized: ctx.state.clock_synchronized.load(Ordering::Relaxed),
-        boottime_ns: crate::store::boottime_ns().saturating_sub(
+        boottime_ns: crate::core::clock::boottime_ns().saturating_sub(
             SystemTime::now()
                 .duration_since(captured_at)
                 .unwrap_or_default()

@@ -22,10 +22,6 @@ use tokio::sync::{broadcast, mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::{ApiError, Ctx};
 
-/// Default number of concurrent subscribers.
-pub const DEFAULT_MAX_SUBSCRIBERS: usize = 8;
-/// Default interval of `: heartbeat` comments.
-pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
 /// Messages buffered per subscriber before it counts as too slow.
 pub const SUBSCRIBER_BUFFER: usize = 64;
 /// How long a subscriber's full buffer may stay full before it counts as

@@ -47,7 +47,7 @@ pub mod events;
 pub mod limit;
 mod model;
 pub mod openapi;
-mod reload;
+pub mod reload;
 mod results;
 pub mod tls;
 
@@ -78,12 +78,14 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use crate::config::api as defaults;
+pub use crate::config::{is_valid_origin, ClientAuth};
 use crate::keys::{KeyInfo, KeySet, KeyStore, Scope};
 use crate::state::AppState;
 use crate::store::{Store, StoreError};
 pub use classify::PipelineHandle;
 use limit::{FailureBursts, RateLimiter};
-pub use tls::{ClientAuth, TlsError, TlsReloader, TlsSettings};
+pub use tls::{TlsError, TlsReloader, TlsSettings};
 
 /// How long a new connection waits for a free slot when `max_connections`
 /// are busy before it is closed.
@@ -95,14 +97,14 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// `limit` when the query does not give one (capped by `max_results_limit`).
 pub const DEFAULT_RESULTS_LIMIT: usize = 50;
 /// Default request body limit.
-pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
+pub const DEFAULT_MAX_BODY_BYTES: u64 = defaults::DEFAULT_MAX_BODY_BYTES;
 /// Client addresses (and keys) with their own token bucket; beyond this the
 /// least useful bucket is dropped.
 pub const MAX_RATE_LIMIT_ENTRIES: usize = 4096;
 /// Failed authentications are counted per client in windows of this length.
 pub const AUTH_FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// A window with this many failures from one client is logged (once, with
-/// `MESSAGE_ID` [`crate::ids::AUTH_FAILURE_BURST`]).
+/// `MESSAGE_ID` [`crate::core::ids::AUTH_FAILURE_BURST`]).
 pub const AUTH_FAILURE_LOG_THRESHOLD: u64 = 10;
 
 const PERMISSIONS_POLICY: HeaderName = HeaderName::from_static("permissions-policy");
@@ -174,12 +176,12 @@ impl ApiOptions {
             header_read_timeout: Duration::from_secs(10),
             keep_alive_idle: Duration::from_secs(5),
             max_results_limit: 1000,
-            max_concurrent_uploads: 2,
-            upload_queue: 4,
-            max_upload_pixels: 40_000_000,
-            max_model_bytes: 64 * 1024 * 1024,
-            max_event_subscribers: events::DEFAULT_MAX_SUBSCRIBERS,
-            event_heartbeat: events::DEFAULT_HEARTBEAT,
+            max_concurrent_uploads: defaults::DEFAULT_MAX_CONCURRENT_UPLOADS,
+            upload_queue: defaults::DEFAULT_UPLOAD_QUEUE,
+            max_upload_pixels: defaults::DEFAULT_MAX_UPLOAD_PIXELS,
+            max_model_bytes: defaults::DEFAULT_MAX_MODEL_BYTES,
+            max_event_subscribers: defaults::DEFAULT_MAX_EVENT_SUBSCRIBERS,
+            event_heartbeat: defaults::DEFAULT_EVENT_HEARTBEAT,
         }
     }
 }
@@ -206,31 +208,14 @@ pub struct AccessOptions {
 impl Default for AccessOptions {
     fn default() -> Self {
         AccessOptions {
-            auth_fail_rate_per_s: 10.0,
-            auth_fail_burst: 50,
-            key_rate_per_s: 100.0,
-            key_burst: 200,
+            auth_fail_rate_per_s: defaults::DEFAULT_AUTH_FAIL_RATE_PER_S,
+            auth_fail_burst: defaults::DEFAULT_AUTH_FAIL_BURST,
+            key_rate_per_s: defaults::DEFAULT_KEY_RATE_PER_S,
+            key_burst: defaults::DEFAULT_KEY_BURST,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             cors_allowed_origins: Vec::new(),
         }
     }
-}
-
-/// True for `http(s)://host[:port]` with no path, query or trailing slash,
-/// which is the form browsers send in `Origin`.
-pub fn is_valid_origin(o: &str) -> bool {
-    let rest = match o
-        .strip_prefix("https://")
-        .or_else(|| o.strip_prefix("http://"))
-    {
-        Some(r) => r,
-        None => return false,
-    };
-    !rest.is_empty()
-        && rest
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
-        && !rest.bytes().any(|b| b.is_ascii_uppercase())
 }
 
 impl AccessOptions {
@@ -870,7 +855,7 @@ struct Ctx {
     state_dir: PathBuf,
     pipeline: Option<PipelineHandle>,
     /// Where `POST /api/v1/reload` sends its request (the supervisor).
-    reloads: Option<tokio::sync::mpsc::Sender<crate::reload::Request>>,
+    reloads: Option<tokio::sync::mpsc::Sender<reload::Request>>,
     uploads: classify::Uploads,
     subscribers: events::Subscribers,
     max_model_bytes: u64,
@@ -980,7 +965,7 @@ async fn authenticate(ctx: &Ctx, peer: IpAddr, headers: &HeaderMap) -> Result<Ca
         ctx.state.metrics.count_auth_failure();
         if let Some(count) = lock(&ctx.failure_bursts).record(client, Instant::now()) {
             log::warn!(
-                message_id = crate::ids::AUTH_FAILURE_BURST, client:display = client, count = count;
+                message_id = crate::core::ids::AUTH_FAILURE_BURST, client:display = client, count = count;
                 "API: {count} failed authentications from {client} within {} s; not logged again for this client in this window",
                 AUTH_FAILURE_WINDOW.as_secs()
             );
@@ -1209,7 +1194,7 @@ async fn dispatch(ctx: &Arc<Ctx>, route: Route<'_>, req: Req<'_>) -> Result<Resp
         }
         Route::Status => status(ctx).await,
         Route::Metrics => {
-            let body = ctx.state.metrics.render(&ctx.state, &ctx.store.stats());
+            let body = crate::state::render_metrics(&ctx.state, &ctx.store.stats());
             let mut resp = Response::new(Full::new(Bytes::from(body)));
             resp.headers_mut().insert(
                 CONTENT_TYPE,
@@ -1443,7 +1428,7 @@ impl Server {
     /// Let admins reload the configuration (`POST /api/v1/reload`): each
     /// request is sent to the supervisor, which applies it as on SIGHUP and
     /// replies. Needs the pipeline too; without either the route answers 503.
-    pub fn with_reloads(mut self, tx: tokio::sync::mpsc::Sender<crate::reload::Request>) -> Self {
+    pub fn with_reloads(mut self, tx: tokio::sync::mpsc::Sender<reload::Request>) -> Self {
         self.ctx.reloads = Some(tx);
         self
     }

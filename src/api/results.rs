@@ -228,7 +228,7 @@ pub(super) async fn backup(ctx: &Arc<Ctx>, query: Option<&str>) -> Result<Resp, 
             tx: tx.clone(),
             buf: Vec::with_capacity(BACKUP_CHUNK_BYTES),
         };
-        match crate::backup::export(&store, since, &mut w, |_| {}) {
+        match crate::store::backup::export(&store, since, &mut w, |_| {}) {
             Ok(n) => log::info!(records = n; "API backup: exported {n} results"),
             Err(e) => {
                 log::warn!("API backup stopped: {e}");

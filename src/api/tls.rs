@@ -6,6 +6,7 @@
 //! time ([`TlsReloader`]): new handshakes use the new certificate while
 //! established connections keep the one they were made with.
 
+use crate::config::ClientAuth;
 use std::fs;
 use std::io::{self, BufReader};
 use std::os::unix::fs::DirBuilderExt;
@@ -52,17 +53,6 @@ pub enum TlsError {
     Write { path: PathBuf, source: io::Error },
     #[error("TLS: client CA {path} cannot be used: {reason}")]
     ClientCa { path: PathBuf, reason: String },
-}
-
-/// Whether clients must present a certificate when a client CA is set.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ClientAuth {
-    /// Handshakes without a certificate signed by the CA fail.
-    #[default]
-    Required,
-    /// A client may present no certificate; one it presents must verify.
-    Optional,
 }
 
 /// Where the TLS material comes from (`[api]` `cert`, `key`, `client_ca`,
@@ -199,7 +189,7 @@ fn build(
     config.ignore_client_order = true;
     if generated {
         log::info!(
-            message_id = crate::ids::CERT_GENERATED, cert:display = cert_path.display(),
+            message_id = crate::core::ids::CERT_GENERATED, cert:display = cert_path.display(),
             sha256 = fp.as_str();
             "generated self-signed TLS certificate, SHA-256 fingerprint {fp}"
         );
@@ -355,9 +345,9 @@ fn generate(dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(), TlsErro
     Ok(())
 }
 
-/// Write atomically with `mode` (see [`crate::fsutil::write_atomic`]).
+/// Write atomically with `mode` (see [`crate::core::fsutil::write_atomic`]).
 fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
-    crate::fsutil::write_atomic(path, bytes, mode).map_err(|source| TlsError::Write {
+    crate::core::fsutil::write_atomic(path, bytes, mode).map_err(|source| TlsError::Write {
         path: path.to_path_buf(),
         source,
     })

@@ -251,7 +251,7 @@ impl Pacer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::PixelFormat;
+    use crate::core::frame::PixelFormat;
     use std::io::Write;
 
     fn png_bytes(w: u32, h: u32) -> Vec<u8> {

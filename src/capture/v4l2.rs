@@ -38,7 +38,8 @@ use super::negotiate::{
     describe_offered, fourcc_str, negotiate, CaptureFormat, DeviceFormat, FormatPreference,
     FrameSize, Interval, Intervals, NegotiationError, SizeRange, Wanted,
 };
-use super::{CaptureError, Frame, FrameSource, PixelFormat};
+use super::{CaptureError, FrameSource};
+use crate::core::frame::{Frame, PixelFormat};
 
 /// Most mmap buffers a source may request.
 pub const MAX_BUFFERS: u32 = 32;
@@ -1028,7 +1029,7 @@ mod tests {
                     }
                     PixelFormat::Yuyv => {
                         let mut rgb = vec![0; (f.width * f.height * 3) as usize];
-                        super::super::yuyv::yuyv_to_rgb(
+                        crate::image::yuyv::yuyv_to_rgb(
                             &f.data, f.width, f.height, f.stride, &mut rgb,
                         )
                         .unwrap();

@@ -8,10 +8,61 @@ use toml::Spanned;
 
 use super::raw::{Layers, Origin};
 use super::{in_range, invalid, val, ConfigError};
-use crate::gpio::outputs::{LedSpec, RuleSpec};
-use crate::gpio::runner::{GpioSettings, TriggerSettings};
-use crate::gpio::trigger::TriggerMode;
-use crate::gpio::{BackendKind, Bias, Edge, Level, LineId};
+use serde::Serialize;
+
+use crate::core::gpio::{BackendKind, Bias, Edge, Level, LineId, TriggerMode};
+
+/// `[gpio.trigger]`, validated.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TriggerSettings {
+    pub mode: TriggerMode,
+    /// Required unless mode = continuous.
+    pub line: Option<LineId>,
+    pub edge: Edge,
+    pub bias: Bias,
+    pub debounce_ms: u64,
+    pub frames: u32,
+    pub window_ms: u64,
+}
+
+/// `[gpio]`, validated.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GpioSettings {
+    pub backend: BackendKind,
+    /// The chip for lines given as a bare offset.
+    pub chip: String,
+    pub trigger: TriggerSettings,
+    #[serde(rename = "rule")]
+    pub rules: Vec<RuleSpec>,
+    pub status_led: Option<LedSpec>,
+}
+
+impl GpioSettings {
+    /// Whether any GPIO is configured (otherwise nothing is opened).
+    pub fn enabled(&self) -> bool {
+        self.trigger.mode != TriggerMode::Continuous
+            || !self.rules.is_empty()
+            || self.status_led.is_some()
+    }
+}
+
+/// One configured rule.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RuleSpec {
+    pub label: String,
+    pub min_score: f32,
+    pub hold_ms: u64,
+    pub line: LineId,
+    /// The level that means "on"; the safe state is the other one.
+    pub active: Level,
+}
+
+/// The optional status LED.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LedSpec {
+    pub line: LineId,
+    pub active: Level,
+}
 
 type Field<T> = Option<Spanned<T>>;
 

@@ -8,8 +8,11 @@
 //! the layered result and still name the file and line that set the offending
 //! value. Every setting has a default, documented in `docs/spotter.example.toml`.
 
-mod gpio;
+pub mod api;
+pub mod gpio;
 mod raw;
+
+pub use api::{is_valid_origin, ClientAuth};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -80,8 +83,17 @@ pub enum Fit {
 
 /// How JPEG frames are decoded: `auto` (libjpeg-turbo, scaled down in the
 /// DCT domain when the frame is much larger than the model input) or `off`
-/// (full-size decode, the reference path).
-pub use crate::inference::preprocess::JpegScaling;
+/// (full-size decode, the reference path; matches the Pillow-made reference
+/// inputs). See `inference::preprocess`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum JpegScaling {
+    /// libjpeg-turbo, scaling down inside the IDCT by the largest factor
+    /// (1/2, 1/4 or 1/8) that still needs no upscaling.
+    Auto,
+    /// The reference path: full-size decode, then bilinear resize.
+    Off,
+}
 
 /// Which inference runtime to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -184,7 +196,7 @@ pub struct ApiSettings {
     pub event_heartbeat_ms: u64,
     /// PEM CA certificate(s) API clients' certificates must chain to (mTLS).
     pub client_ca: Option<PathBuf>,
-    pub client_auth: crate::api::ClientAuth,
+    pub client_auth: ClientAuth,
 }
 
 /// The MQTT protocol version spoken to the broker.
@@ -244,7 +256,7 @@ pub struct Settings {
     pub store: StoreSettings,
     pub api: ApiSettings,
     pub mqtt: MqttSettings,
-    pub gpio: crate::gpio::runner::GpioSettings,
+    pub gpio: gpio::GpioSettings,
     /// The files that were read, in the order they were layered.
     #[serde(skip)]
     pub files: Vec<PathBuf>,
@@ -658,7 +670,7 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
     in_range(
         &cors,
         "api.cors_allowed_origins",
-        |v| v.iter().all(|o| crate::api::is_valid_origin(o)),
+        |v| v.iter().all(|o| is_valid_origin(o)),
         "each origin must be of the form \"https://host[:port]\" (lower case, no path or trailing slash)",
     )?;
     let mcu = l.get(|r| r.api.as_ref()?.max_concurrent_uploads.as_ref());
@@ -703,9 +715,6 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
         |v| (100..=3_600_000).contains(v),
         "must be between 100 and 3600000",
     )?;
-    let api_default =
-        crate::api::ApiOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)), PathBuf::new());
-    let access_default = crate::api::AccessOptions::default();
     if cert.is_some() != key.is_some() {
         let (o, k) = match (&cert, &key) {
             (Some(o), None) => (o.as_pos(), "api.cert"),
@@ -726,20 +735,20 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
         header_read_timeout_ms: val(&hrt, 5_000),
         keep_alive_idle_ms: val(&kai, 60_000),
         max_results_limit: val(&mrl, 1_000),
-        auth_fail_rate_per_s: val(&afr, access_default.auth_fail_rate_per_s),
-        auth_fail_burst: val(&afb, access_default.auth_fail_burst),
-        key_rate_per_s: val(&krs, access_default.key_rate_per_s),
-        key_burst: val(&kb, access_default.key_burst),
-        max_body_bytes: val(&mbb, access_default.max_body_bytes),
-        cors_allowed_origins: val(&cors, access_default.cors_allowed_origins.clone()),
-        max_concurrent_uploads: val(&mcu, api_default.max_concurrent_uploads),
-        upload_queue: val(&uq, api_default.upload_queue),
-        max_upload_pixels: val(&mup, api_default.max_upload_pixels),
-        max_model_bytes: val(&mmb, api_default.max_model_bytes),
-        max_event_subscribers: val(&mes, api_default.max_event_subscribers),
-        event_heartbeat_ms: val(&ehb, api_default.event_heartbeat.as_millis() as u64),
+        auth_fail_rate_per_s: val(&afr, api::DEFAULT_AUTH_FAIL_RATE_PER_S),
+        auth_fail_burst: val(&afb, api::DEFAULT_AUTH_FAIL_BURST),
+        key_rate_per_s: val(&krs, api::DEFAULT_KEY_RATE_PER_S),
+        key_burst: val(&kb, api::DEFAULT_KEY_BURST),
+        max_body_bytes: val(&mbb, api::DEFAULT_MAX_BODY_BYTES),
+        cors_allowed_origins: val(&cors, Vec::new()),
+        max_concurrent_uploads: val(&mcu, api::DEFAULT_MAX_CONCURRENT_UPLOADS),
+        upload_queue: val(&uq, api::DEFAULT_UPLOAD_QUEUE),
+        max_upload_pixels: val(&mup, api::DEFAULT_MAX_UPLOAD_PIXELS),
+        max_model_bytes: val(&mmb, api::DEFAULT_MAX_MODEL_BYTES),
+        max_event_subscribers: val(&mes, api::DEFAULT_MAX_EVENT_SUBSCRIBERS),
+        event_heartbeat_ms: val(&ehb, api::DEFAULT_EVENT_HEARTBEAT.as_millis() as u64),
         client_ca: client_ca.map(|o| o.value),
-        client_auth: val(&client_auth, api_default.client_auth),
+        client_auth: val(&client_auth, ClientAuth::Required),
     };
 
     let mqtt = build_mqtt(l)?;

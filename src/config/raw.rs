@@ -107,7 +107,7 @@ pub(super) struct RawApi {
     pub max_event_subscribers: Field<usize>,
     pub event_heartbeat_ms: Field<u64>,
     pub client_ca: Field<PathBuf>,
-    pub client_auth: Field<crate::api::ClientAuth>,
+    pub client_auth: Field<super::ClientAuth>,
 }
 
 #[derive(Debug, Default, Deserialize)]

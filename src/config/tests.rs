@@ -224,9 +224,9 @@ fn client_certificate_settings() {
     let s =
         one("[api]\nclient_ca = \"/etc/spotter/ca.pem\"\nclient_auth = \"optional\"\n").unwrap();
     assert_eq!(s.api.client_ca, Some(PathBuf::from("/etc/spotter/ca.pem")));
-    assert_eq!(s.api.client_auth, crate::api::ClientAuth::Optional);
+    assert_eq!(s.api.client_auth, crate::config::ClientAuth::Optional);
     let s = one("[api]\nclient_ca = \"/etc/spotter/ca.pem\"\n").unwrap();
-    assert_eq!(s.api.client_auth, crate::api::ClientAuth::Required);
+    assert_eq!(s.api.client_auth, crate::config::ClientAuth::Required);
     assert!(one("[api]\nclient_ca = \"/x\"\nclient_auth = \"sometimes\"\n").is_err());
     let err = one("[api]\nclient_ca = \"/x\"\nclient_auth = \"sometimes\"\n")
         .unwrap_err()

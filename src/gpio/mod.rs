@@ -20,123 +20,9 @@ pub mod pi;
 pub mod runner;
 pub mod trigger;
 
-use std::fmt;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
-/// A GPIO line as configured.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-#[serde(into = "String")]
-pub enum LineId {
-    /// A line by chip (a name under /dev such as `gpiochip0`, or a path) and offset.
-    Offset { chip: String, offset: u32 },
-    /// A line by its name (as `gpioinfo` shows it).
-    Name(String),
-}
-
-impl LineId {
-    /// Parse `chip:offset`, a bare offset (on `default_chip`) or a line name.
-    pub fn parse(s: &str, default_chip: &str) -> Result<LineId, String> {
-        let s = s.trim();
-        if s.is_empty() {
-            return Err("empty line name".into());
-        }
-        if let Ok(offset) = s.parse::<u32>() {
-            return Ok(LineId::Offset {
-                chip: default_chip.to_string(),
-                offset,
-            });
-        }
-        if let Some((chip, off)) = s.rsplit_once(':') {
-            if let Ok(offset) = off.parse::<u32>() {
-                if chip.is_empty() {
-                    return Err(format!("`{s}`: no chip before the offset"));
-                }
-                return Ok(LineId::Offset {
-                    chip: chip.to_string(),
-                    offset,
-                });
-            }
-        }
-        if s.len() > 31 {
-            // GPIO_MAX_NAME_SIZE in the uAPI is 32 bytes with the NUL.
-            return Err(format!("`{s}`: line names are at most 31 bytes"));
-        }
-        Ok(LineId::Name(s.to_string()))
-    }
-
-    /// The chip's device path for an offset line (`gpiochip0` → `/dev/gpiochip0`).
-    pub fn chip_path(chip: &str) -> PathBuf {
-        if chip.starts_with('/') {
-            PathBuf::from(chip)
-        } else {
-            PathBuf::from("/dev").join(chip)
-        }
-    }
-}
-
-impl fmt::Display for LineId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LineId::Offset { chip, offset } => write!(f, "{chip}:{offset}"),
-            LineId::Name(n) => f.write_str(n),
-        }
-    }
-}
-
-impl From<LineId> for String {
-    fn from(l: LineId) -> String {
-        l.to_string()
-    }
-}
-
-/// Which edges of the trigger input count.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Edge {
-    Rising,
-    Falling,
-    Both,
-}
-
-/// The trigger input's pull resistor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Bias {
-    PullUp,
-    PullDown,
-    Disabled,
-}
-
-/// Which GPIO implementation to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendKind {
-    /// rppal on a Raspberry Pi (by /proc/device-tree/model), else gpiocdev.
-    Auto,
-    Gpiocdev,
-    Rppal,
-}
-
-/// The electrical level that means "on" for an output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    High,
-    Low,
-}
-
-impl Level {
-    /// The physical level (true = high) for a logical on/off.
-    pub fn physical(self, on: bool) -> bool {
-        match self {
-            Level::High => on,
-            Level::Low => !on,
-        }
-    }
-}
+pub use crate::core::gpio::{BackendKind, Bias, Edge, Level, LineId};
 
 /// How an input line is requested.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -274,6 +160,7 @@ pub fn open_backend(kind: BackendKind) -> Result<Box<dyn Gpio>, GpioError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     // Would catch `17` or `gpiochip0:17` being taken as a line name (the
     // request would then look for a line called "17" and never find it).

@@ -10,26 +10,9 @@
 use std::time::{Duration, Instant};
 
 use super::{Gpio, GpioError, Level, LineId, OutputLine};
-use crate::result::ResultRecord;
+pub use crate::config::gpio::{LedSpec, RuleSpec};
+use crate::core::result::ResultRecord;
 use crate::state::Readiness;
-
-/// One configured rule.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct RuleSpec {
-    pub label: String,
-    pub min_score: f32,
-    pub hold_ms: u64,
-    pub line: LineId,
-    /// The level that means "on"; the safe state is the other one.
-    pub active: Level,
-}
-
-/// The optional status LED.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct LedSpec {
-    pub line: LineId,
-    pub active: Level,
-}
 
 /// What the status LED shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -215,7 +198,7 @@ impl Drop for Outputs {
     fn drop(&mut self) {
         // Also on a panic unwinding through the owner: outputs must not stay on.
         if let Err(e) = self.safe() {
-            log::error!(message_id = crate::ids::GPIO_FAILED, spotter_error_kind = "gpio"; "could not return outputs to their safe state: {e}");
+            log::error!(message_id = crate::core::ids::GPIO_FAILED, spotter_error_kind = "gpio"; "could not return outputs to their safe state: {e}");
         }
     }
 }
@@ -239,7 +222,7 @@ pub(crate) fn test_record(label: &str, score: f32) -> ResultRecord {
         clock_synchronized: true,
         boottime_ns: 0,
     };
-    r.classes.push(crate::result::ClassScore {
+    r.classes.push(crate::core::result::ClassScore {
         index: 0,
         label: label.into(),
         raw: score,

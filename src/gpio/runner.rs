@@ -2,179 +2,39 @@
 //! API and metrics read, the hooks the inference thread calls, and the two
 //! threads (trigger input, outputs) with their shutdown.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Serialize;
-
-use super::outputs::{LedSpec, LedState, Outputs, RuleSpec};
+use super::outputs::{LedState, Outputs};
 use super::trigger::{Admission, EdgeOutcome, GateConfig, TriggerGate, TriggerMode, TriggerRef};
-use super::{BackendKind, Bias, Edge, EdgeEvent, Gpio, GpioError, InputConfig, InputLine, LineId};
-use crate::ids;
-use crate::result::ResultRecord;
+use super::{Edge, EdgeEvent, Gpio, GpioError, InputConfig, InputLine};
+pub use crate::config::gpio::{GpioSettings, TriggerSettings};
+use crate::core::ids;
+use crate::core::result::ResultRecord;
+pub use crate::state::gpio::{GpioSnapshot, GpioStatus, LatencyFigure};
 use crate::state::AppState;
 
-/// `[gpio.trigger]`, validated.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TriggerSettings {
-    pub mode: TriggerMode,
-    /// Required unless mode = continuous.
-    pub line: Option<LineId>,
-    pub edge: Edge,
-    pub bias: Bias,
-    pub debounce_ms: u64,
-    pub frames: u32,
-    pub window_ms: u64,
-}
-
-/// `[gpio]`, validated.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct GpioSettings {
-    pub backend: BackendKind,
-    /// The chip for lines given as a bare offset.
-    pub chip: String,
-    pub trigger: TriggerSettings,
-    #[serde(rename = "rule")]
-    pub rules: Vec<RuleSpec>,
-    pub status_led: Option<LedSpec>,
-}
-
-impl GpioSettings {
-    /// Whether any GPIO is configured (otherwise nothing is opened).
-    pub fn enabled(&self) -> bool {
-        self.trigger.mode != TriggerMode::Continuous
-            || !self.rules.is_empty()
-            || self.status_led.is_some()
-    }
-
-    fn gate(&self) -> GateConfig {
-        GateConfig {
-            mode: self.trigger.mode,
-            edge: self.trigger.edge,
-            debounce: Duration::from_millis(self.trigger.debounce_ms),
-            frames: self.trigger.frames,
-            window: Duration::from_millis(self.trigger.window_ms),
-        }
+/// The trigger gate's settings from `[gpio.trigger]`.
+fn gate_config(settings: &GpioSettings) -> GateConfig {
+    GateConfig {
+        mode: settings.trigger.mode,
+        edge: settings.trigger.edge,
+        debounce: Duration::from_millis(settings.trigger.debounce_ms),
+        frames: settings.trigger.frames,
+        window: Duration::from_millis(settings.trigger.window_ms),
     }
 }
 
-/// Latency samples kept for the status figures.
-const LATENCY_SAMPLES: usize = 256;
-
-#[derive(Debug, Default)]
-struct Samples(VecDeque<u64>);
-
-impl Samples {
-    fn push(&mut self, us: u64) {
-        if self.0.len() == LATENCY_SAMPLES {
-            self.0.pop_front();
-        }
-        self.0.push_back(us);
-    }
-
-    fn figure(&self) -> LatencyFigure {
-        let mut sorted: Vec<u64> = self.0.iter().copied().collect();
-        sorted.sort_unstable();
-        let ms = |us: u64| us as f64 / 1000.0;
-        LatencyFigure {
-            last_ms: self.0.back().copied().map(ms),
-            median_ms: (!sorted.is_empty()).then(|| ms(sorted[sorted.len() / 2])),
-            samples: sorted.len(),
-        }
-    }
-}
-
-/// Last and median of the recent latency samples, in milliseconds.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct LatencyFigure {
-    pub last_ms: Option<f64>,
-    pub median_ms: Option<f64>,
-    /// How many recent samples the median is over (at most 256).
-    pub samples: usize,
-}
-
-/// GPIO counters and latency figures, for `/api/v1/status` and `/metrics`.
-#[derive(Debug, Default)]
-pub struct GpioStatus {
-    pub enabled: AtomicBool,
-    pub backend: RwLock<String>,
-    pub mode: RwLock<String>,
-    /// Edges that started a burst or changed the gate.
-    pub triggers: AtomicU64,
-    /// Triggers that arrived while a burst was running (dropped, not queued).
-    pub triggers_busy: AtomicU64,
-    /// Edges refused as contact bounce.
-    pub triggers_bounce: AtomicU64,
-    /// Frames the trigger gate dropped without inference.
-    pub frames_gated: AtomicU64,
-    /// Times a rule switched an output on.
-    pub outputs_switched: AtomicU64,
-    pub errors: AtomicU64,
-    pub last_error: RwLock<Option<String>>,
-    to_stored: Mutex<Samples>,
-    to_output: Mutex<Samples>,
-}
-
-/// A point-in-time view of [`GpioStatus`].
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct GpioSnapshot {
-    pub enabled: bool,
-    pub backend: String,
-    pub mode: String,
-    pub triggers: u64,
-    pub triggers_busy: u64,
-    pub triggers_bounce: u64,
-    pub frames_gated: u64,
-    pub outputs_switched: u64,
-    pub errors: u64,
-    pub last_error: Option<String>,
-    pub trigger_to_stored: LatencyFigure,
-    pub trigger_to_output: LatencyFigure,
-}
-
-impl GpioStatus {
-    pub fn snapshot(&self) -> GpioSnapshot {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let read = |l: &RwLock<String>| l.read().unwrap_or_else(|e| e.into_inner()).clone();
-        GpioSnapshot {
-            enabled: self.enabled.load(Ordering::Relaxed),
-            backend: read(&self.backend),
-            mode: read(&self.mode),
-            triggers: g(&self.triggers),
-            triggers_busy: g(&self.triggers_busy),
-            triggers_bounce: g(&self.triggers_bounce),
-            frames_gated: g(&self.frames_gated),
-            outputs_switched: g(&self.outputs_switched),
-            errors: g(&self.errors),
-            last_error: self
-                .last_error
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-            trigger_to_stored: self
-                .to_stored
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .figure(),
-            trigger_to_output: self
-                .to_output
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .figure(),
-        }
-    }
-
-    fn error(&self, e: &GpioError) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
-        let msg = e.to_string();
-        let mut last = self.last_error.write().unwrap_or_else(|e| e.into_inner());
-        if last.as_deref() != Some(msg.as_str()) {
-            log::error!(message_id = ids::GPIO_FAILED, spotter_error_kind = "gpio"; "{msg}");
-            *last = Some(msg);
-        }
+/// Count a GPIO error and log it when it differs from the last one.
+fn record_error(status: &GpioStatus, e: &GpioError) {
+    status.errors.fetch_add(1, Ordering::Relaxed);
+    let msg = e.to_string();
+    let mut last = status.last_error.write().unwrap_or_else(|e| e.into_inner());
+    if last.as_deref() != Some(msg.as_str()) {
+        log::error!(message_id = ids::GPIO_FAILED, spotter_error_kind = "gpio"; "{msg}");
+        *last = Some(msg);
     }
 }
 
@@ -256,7 +116,7 @@ impl GpioHooks {
         }
         let switched = match self.outputs().as_mut().map(|o| o.on_result(rec, now)) {
             Some(Ok(s)) => s,
-            Some(Err(e)) => return status.error(&e),
+            Some(Err(e)) => return record_error(status, &e),
             None => return,
         };
         for s in switched {
@@ -286,7 +146,7 @@ impl GpioHooks {
             .as_mut()
             .map(|o| o.tick(now, Some((led, since))))
         {
-            self.state.gpio.error(&e);
+            record_error(&self.state.gpio, &e);
         }
     }
 
@@ -295,7 +155,7 @@ impl GpioHooks {
         if let Some(mut o) = self.outputs().take() {
             match o.safe() {
                 Ok(()) => log::info!("GPIO outputs returned to their safe state"),
-                Err(e) => self.state.gpio.error(&e),
+                Err(e) => record_error(&self.state.gpio, &e),
             }
         }
     }
@@ -347,7 +207,7 @@ impl GpioRuntime {
             .unwrap_or_else(|e| e.into_inner()) = gpio.name().to_string();
         *state.gpio.mode.write().unwrap_or_else(|e| e.into_inner()) = t.mode.as_str().to_string();
         let hooks = Arc::new(GpioHooks::new(
-            settings.gate(),
+            gate_config(&settings),
             Some(outputs),
             state.clone(),
         ));
@@ -419,7 +279,7 @@ fn trigger_loop(
         if refresh_level {
             match input.is_high() {
                 Ok(high) => hooks.set_level(high),
-                Err(e) => hooks.state.gpio.error(&e),
+                Err(e) => record_error(&hooks.state.gpio, &e),
             }
         }
         match input.wait_edge(EDGE_WAIT) {
@@ -429,7 +289,7 @@ fn trigger_loop(
             }
             Ok(None) => refresh_level = gated,
             Err(e) => {
-                hooks.state.gpio.error(&e);
+                record_error(&hooks.state.gpio, &e);
                 std::thread::sleep(Duration::from_secs(1));
             }
         }
@@ -440,8 +300,8 @@ fn trigger_loop(
 mod tests {
     use super::*;
     use crate::gpio::fake::{FakeBoard, FakeGpio};
-    use crate::gpio::Level;
-
+    use crate::gpio::outputs::RuleSpec;
+    use crate::gpio::{BackendKind, Bias, Level, LineId};
     fn line(n: u32) -> LineId {
         LineId::Offset {
             chip: "gpiochip0".into(),
@@ -537,9 +397,7 @@ mod tests {
             (1, 1, 2),
             "{s:?}"
         );
-        assert!(state
-            .metrics
-            .render(&state, &crate::store::StoreStats::default())
+        assert!(crate::state::render_metrics(&state, &Default::default())
             .contains("spotter_gpio_trigger_latency_seconds_count{to=\"output\"} 1"));
         rt.shutdown();
         assert_eq!(

@@ -5,34 +5,8 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::{Deserialize, Serialize};
-
 use super::{Edge, EdgeEvent};
-
-/// What the trigger input does to the pipeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TriggerMode {
-    /// No trigger: every frame is inferred (the default).
-    Continuous,
-    /// After each accepted edge, infer the next `frames` frames captured
-    /// after it (within `window`).
-    OnTrigger,
-    /// Infer only while the line is active (high).
-    Gated,
-}
-
-impl TriggerMode {
-    /// The name the configuration uses (`mode = "on_trigger"`), also shown
-    /// in `/api/v1/status`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TriggerMode::Continuous => "continuous",
-            TriggerMode::OnTrigger => "on_trigger",
-            TriggerMode::Gated => "gated",
-        }
-    }
-}
+pub use crate::core::gpio::TriggerMode;
 
 /// The gate's settings.
 #[derive(Debug, Clone, PartialEq)]

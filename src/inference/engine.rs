@@ -18,10 +18,11 @@ use super::builtin::BuiltinRuntime;
 use super::labels::{ClassifierLabelMap, DetectorLabelMap, Labels};
 use super::modelfile::ModelFile;
 use super::postprocess::{self, DetectionParams, ModelKind};
-use super::preprocess::{FitMode, JpegScaling, Normalization, Preprocessor, DEFAULT_MAX_PIXELS};
+use super::preprocess::{FitMode, Normalization, Preprocessor, DEFAULT_MAX_PIXELS};
 use super::{DType, InferenceError, Runtime, RuntimeKind, TensorSpec};
-use crate::capture::{Frame, PixelFormat};
-use crate::result::{InferenceOutput, StageLatency};
+use crate::config::JpegScaling;
+use crate::core::frame::{Frame, PixelFormat};
+use crate::core::result::{InferenceOutput, StageLatency};
 
 /// How to load and run one model.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,6 +1,6 @@
 //! Inference: runtimes behind one trait, pre-processing and post-processing.
 //!
-//! This module owns everything from a captured [`crate::capture::Frame`] to a
+//! This module owns everything from a captured [`crate::core::frame::Frame`] to a
 //! ranked list of classes or a list of boxes: decoding and resizing frames,
 //! quantizing them into the model's input tensor with the tensor's own scale
 //! and zero point, running a [`Runtime`], and turning raw output tensors into

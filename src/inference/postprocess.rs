@@ -9,7 +9,7 @@
 use super::labels::{ClassifierLabelMap, DetectorLabelMap, Labels};
 use super::preprocess::Mapping;
 use super::{DType, InferenceError, TensorSpec};
-use crate::result::{ClassScore, Detection};
+use crate::core::result::{ClassScore, Detection};
 
 /// What a model produces, recognised from its outputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -75,7 +75,8 @@ use fast_image_resize as fir;
 use serde::{Deserialize, Serialize};
 
 use super::{DType, InferenceError, Quant, TensorSpec};
-use crate::capture::{Frame, PixelFormat};
+use crate::config::JpegScaling;
+use crate::core::frame::{Frame, PixelFormat};
 
 /// Default pixel budget for a decoded frame (width × height).
 pub const DEFAULT_MAX_PIXELS: u64 = 40_000_000;
@@ -91,18 +92,6 @@ pub enum FitMode {
     Crop,
     /// Scale to fit inside, centre, and pad with the neutral pixel.
     Letterbox,
-}
-
-/// How JPEG frames are decoded (see the module documentation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum JpegScaling {
-    /// libjpeg-turbo, scaling down inside the IDCT by the largest factor
-    /// (1/2, 1/4 or 1/8) that still needs no upscaling ([`jpeg_scale_denom`]).
-    Auto,
-    /// The reference path: full-size decode, then bilinear resize (matches the
-    /// Pillow-made reference inputs).
-    Off,
 }
 
 /// The JPEG DCT scaling denominator (1, 2, 4 or 8) for a `src_w`×`src_h`
@@ -567,7 +556,7 @@ fn quantize_bytes_in_place(rgb: &mut [u8], table: &[[u8; 256]; 3], fast: FastPat
 /// 3-channel input tensor `dst`, fused with quantization. Byte tensors: each
 /// row is converted into its own place in `dst` and mapped through the table
 /// there. Float tensors: each row goes through `row` (reused, one row long).
-/// Gives exactly the bytes of [`yuyv_to_rgb`](crate::capture::yuyv::yuyv_to_rgb)
+/// Gives exactly the bytes of [`yuyv_to_rgb`](crate::image::yuyv::yuyv_to_rgb)
 /// followed by [`quantize_into`].
 pub fn yuyv_into_tensor(
     src: &[u8],
@@ -596,7 +585,7 @@ fn yuyv_into_tensor_with(
     row: &mut Vec<u8>,
     dst: &mut [u8],
 ) -> Result<(), InferenceError> {
-    use crate::capture::yuyv;
+    use crate::image::yuyv;
     let img_err = |e: yuyv::YuyvError| InferenceError::Image(e.to_string());
     yuyv::check_geometry(src.len(), width, height, stride).map_err(img_err)?;
     let elem = if matches!(lut, InputLut::Floats(_)) {
@@ -816,14 +805,8 @@ impl Preprocessor {
                 check_budget(w, h, max_pixels)?;
                 self.decoded.clear();
                 self.decoded.resize(w as usize * h as usize * 3, 0);
-                crate::capture::yuyv::yuyv_to_rgb(
-                    &frame.data,
-                    w,
-                    h,
-                    frame.stride,
-                    &mut self.decoded,
-                )
-                .map_err(|e| InferenceError::Image(e.to_string()))?;
+                crate::image::yuyv::yuyv_to_rgb(&frame.data, w, h, frame.stride, &mut self.decoded)
+                    .map_err(|e| InferenceError::Image(e.to_string()))?;
                 (w, h)
             }
             PixelFormat::Rgb8 => {
@@ -1320,7 +1303,7 @@ mod tests {
         let src = yuyv_image(w, h, pad);
         let stride = w * 2 + pad;
         let mut rgb = vec![0u8; (w * h * 3) as usize];
-        crate::capture::yuyv::yuyv_to_rgb(&src, w, h, stride, &mut rgb).unwrap();
+        crate::image::yuyv::yuyv_to_rgb(&src, w, h, stride, &mut rgb).unwrap();
         let custom = Normalization::from_lists(&[10.0, 128.0, 200.0], &[50.0, 60.0, 70.0]).unwrap();
         let specs = [
             (

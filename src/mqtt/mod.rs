@@ -30,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::MqttSettings;
-use crate::ids;
+use crate::core::ids;
 use crate::state::AppState;
 use crate::store::Outbox;
 use client::{Client, Ev, Failure, Loop};

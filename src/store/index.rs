@@ -20,7 +20,7 @@
 //! before their page is read are, of course, gone).
 
 use super::{make_key, Store, StoreError};
-use crate::result::ResultRecord;
+use crate::core::result::ResultRecord;
 
 /// Index entries one query examines at most before it returns a partial page
 /// with a cursor to continue from, so a rare filter cannot make one request

@@ -30,8 +30,8 @@
 //! the same transaction as the result (see `outbox`).
 //!
 //! Retention (age, count and byte limits, enforced oldest-first by a
-//! background [`Pruner`]) lives in `retention`; clock-synchronization checks
-//! for time integrity live in `clock`; the free-space floor below which
+//! background [`Pruner`]) lives in `retention` (clock synchronization, which
+//! suspends the age limit, in [`crate::core::clock`]); the free-space floor below which
 //! nothing is written lives in `pressure`.
 
 use std::fs;
@@ -43,18 +43,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sled::Transactional;
 
-use crate::result::ResultRecord;
+use crate::core::result::ResultRecord;
 
-mod clock;
+pub mod backup;
 mod flush;
 mod index;
 mod outbox;
 mod pressure;
 mod retention;
 mod snapshot;
-pub mod wear;
 
-pub use clock::{boottime_ns, clock_synchronized, clock_synchronized_from, ClockSource};
 pub use index::{
     best_score, decode_cursor, encode_cursor, Page, Query, MAX_SCAN_PER_PAGE, MAX_TERM_LEN,
 };
@@ -169,34 +167,7 @@ pub enum StoreError {
     Outbox(#[from] OutboxError),
 }
 
-/// Figures about the store for `/api/v1/status` and `/metrics`: size, flash
-/// wear since the daemon opened it, and writes refused for lack of space.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct StoreStats {
-    /// Results in the store.
-    pub records: usize,
-    /// sled's files on disk, in bytes ([`Store::size_on_disk`]).
-    pub size_bytes: u64,
-    /// `size_bytes` minus the size when the store was opened (negative
-    /// after pruning let sled reclaim segments).
-    pub size_growth_bytes: i64,
-    /// Record, index and snapshot bytes written since open (logical: keys
-    /// plus values, before sled's log and page overhead).
-    pub written_bytes: u64,
-    /// Of `written_bytes`, the snapshots' share.
-    pub snapshot_written_bytes: u64,
-    /// Results not stored because the disk was full (floor, ENOSPC, or a
-    /// database poisoned by a write error).
-    pub refused_results: u64,
-    /// Snapshots dropped because free space was below the snapshot floor.
-    pub refused_snapshots: u64,
-    /// Writes the database itself failed with ENOSPC.
-    pub enospc_errors: u64,
-    /// The database refuses writes after an I/O error until reopened.
-    pub poisoned: bool,
-    /// [`Store::durable_through`]: the recovery point as a result id.
-    pub durable_through: Option<String>,
-}
+pub use crate::metrics::StoreStats;
 
 /// The result database. Cheap to share behind an `Arc`; all methods take `&self`.
 pub struct Store {
@@ -712,7 +683,7 @@ impl Store {
         if let sled::Error::Io(io) = &e {
             if self.poisoned.set(io.to_string()).is_ok() {
                 log::error!(
-                    message_id = crate::ids::DISK_FULL, spotter_error_kind = "store_poisoned";
+                    message_id = crate::core::ids::DISK_FULL, spotter_error_kind = "store_poisoned";
                     "result store {}: write failed ({io}); the database refuses writes until it is \
                      reopened: results are refused (counted) and Spotter exits to be restarted by \
                      systemd once the disk has space again; reads keep working",
@@ -987,9 +958,9 @@ fn tally(tree: &sled::Tree) -> Result<(usize, u64), sled::Error> {
     Ok((n, bytes))
 }
 
-/// Write `bytes` to `path` atomically (see [`crate::fsutil::write_atomic`]).
+/// Write `bytes` to `path` atomically (see [`crate::core::fsutil::write_atomic`]).
 fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    crate::fsutil::write_atomic(path, bytes, 0o644)
+    crate::core::fsutil::write_atomic(path, bytes, 0o644)
 }
 
 #[cfg(test)]

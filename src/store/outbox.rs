@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use crate::ids;
+use crate::core::ids;
 
 pub(super) const OUTBOX_TREE: &str = "outbox";
 /// First byte of every outbox value: the rest is the result's JSON.
@@ -300,10 +300,22 @@ impl Outbox {
     }
 }
 
+impl crate::state::OutboxGauge for Outbox {
+    fn len(&self) -> usize {
+        Outbox::len(self)
+    }
+    fn bytes(&self) -> u64 {
+        Outbox::bytes(self)
+    }
+    fn dropped(&self) -> u64 {
+        Outbox::dropped(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::result::ResultRecord;
+    use crate::core::result::ResultRecord;
     use crate::store::Store;
 
     fn rec(ts_ns: u64, label: &str) -> ResultRecord {

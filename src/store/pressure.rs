@@ -16,8 +16,8 @@
 //!   [`DiskGuard::space_back`]; see `Store::restart_due`.)
 //!
 //! Every change of level is logged once, with a stable `MESSAGE_ID`
-//! ([`crate::ids::DISK_LOW`], [`crate::ids::DISK_FULL`],
-//! [`crate::ids::DISK_SPACE_RECOVERED`]), never once per frame. The probe is
+//! ([`crate::core::ids::DISK_LOW`], [`crate::core::ids::DISK_FULL`],
+//! [`crate::core::ids::DISK_SPACE_RECOVERED`]), never once per frame. The probe is
 //! injectable ([`FreeSpace`]) so tests can fake a filling disk.
 
 use std::io;
@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::ids;
+use crate::core::ids;
 
 /// How much free space a filesystem has.
 pub trait FreeSpace: Send + Sync + std::fmt::Debug {

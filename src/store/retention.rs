@@ -11,7 +11,7 @@
 //! pass, every [`PRESSURE_PRUNE_EVERY`], at most
 //! [`PRESSURE_PRUNE_MAX_PERCENT`] per episode, so a disk filled by something
 //! else does not cost the whole history. An episode is logged once when it
-//! starts deleting ([`crate::ids::DISK_PRESSURE_PRUNE`]) and once when it ends.
+//! starts deleting ([`crate::core::ids::DISK_PRESSURE_PRUNE`]) and once when it ends.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -82,7 +82,7 @@ impl PressurePrune {
                 super::PressureLevel::Ok => (0, 0),
             };
             log::warn!(
-                message_id = crate::ids::DISK_PRESSURE_PRUNE, free_bytes = free, floor_bytes = floor, budget = e.left;
+                message_id = crate::core::ids::DISK_PRESSURE_PRUNE, free_bytes = free, floor_bytes = floor, budget = e.left;
                 "disk pressure ({free} bytes free, floor {floor}): deleting the oldest results beyond the retention limits, at most {} this episode", e.left
             );
         }
@@ -477,7 +477,7 @@ impl std::fmt::Debug for Pruner {
 impl Pruner {
     /// Start a thread that enforces `policy` on `store` now and then every
     /// `every`, using the system clock. While the clock is not synchronized
-    /// ([`super::clock_synchronized`]), the age limit is skipped: a board that
+    /// ([`crate::core::clock::clock_synchronized`]), the age limit is skipped: a board that
     /// booted with a wrong clock must not judge its records' age by it.
     /// After each pass it refreshes [`Store::size_on_disk_cached`].
     pub fn spawn(
@@ -558,7 +558,7 @@ fn run(store: &Store, every: Duration, shared: &(Mutex<PrunerCtl>, Condvar)) {
     let mut pressure = PressurePrune::default();
     loop {
         let policy = ctl.lock().unwrap_or_else(PoisonError::into_inner).policy;
-        let synced = super::clock_synchronized();
+        let synced = crate::core::clock::clock_synchronized();
         let effective = if synced {
             policy
         } else {

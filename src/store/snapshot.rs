@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use super::{parse_id, Store, StoreError};
-use crate::result::ResultRecord;
+use crate::core::result::ResultRecord;
 
 /// First byte of a stored snapshot: the rest is the encoded image as captured.
 const SNAPSHOT_FORMAT: u8 = 1;

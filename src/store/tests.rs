@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::result::{ClassScore, StageLatency};
+use crate::core::result::{ClassScore, StageLatency};
 use std::sync::atomic::AtomicU64;
 
 fn rec(ts_ns: u64, frame_seq: u64) -> ResultRecord {
@@ -320,7 +320,7 @@ fn queries_filter_by_label_score_model_and_time() {
         .insert(&mut labelled(30, &[("cat", 0.5)], &m2))
         .unwrap();
     let mut det = labelled(40, &[], &m2);
-    det.detections = vec![crate::result::Detection {
+    det.detections = vec![crate::core::result::Detection {
         class_index: 0,
         label: "cat".into(),
         score: 0.95,

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use spotter::api::{AccessOptions, ApiError, ApiOptions, Server};
+use spotter::core::result::{ResultRecord, StageLatency};
 use spotter::keys::{KeyInfo, KeyStore, Scope};
-use spotter::result::{ResultRecord, StageLatency};
 use spotter::state::AppState;
 use spotter::store::Store;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 
 use serde_json::Value;
 
+pub use crate::api::reload::{Outcome, Request};
 use crate::api::{TlsReloader, TlsSettings};
 use crate::config::Settings;
 use crate::pipeline::InferenceControl;
@@ -35,23 +36,6 @@ pub struct Handles<'a> {
     pub tls: &'a TlsReloader,
     pub pruner: &'a Pruner,
     pub control: &'a InferenceControl,
-}
-
-/// A reload asked for over the API (`POST /api/v1/reload`), carried out by
-/// the supervisor as on SIGHUP. The reply is the outcome, or why the
-/// configuration files were refused (nothing changed then).
-#[derive(Debug)]
-pub struct Request {
-    pub reply: tokio::sync::oneshot::Sender<Result<Outcome, String>>,
-}
-
-/// What one reload did.
-#[derive(Debug, Default, PartialEq)]
-pub struct Outcome {
-    /// Changed settings (`section.key`, sorted) that need a restart.
-    pub restart_needed: Vec<String>,
-    /// The fingerprint now served, or why the old certificate stays.
-    pub tls: Option<Result<String, String>>,
 }
 
 fn tls_settings(s: &Settings) -> TlsSettings {
@@ -101,7 +85,7 @@ pub fn restart_needed(old: &Settings, new: &Settings) -> Vec<String> {
 /// `running` to what is now in force. The TLS material is re-read even when
 /// its paths did not change (a renewed certificate in place); if it cannot
 /// be used, the old certificate keeps being served and the error is logged
-/// with [`crate::ids::TLS_RELOAD_FAILED`].
+/// with [`crate::core::ids::TLS_RELOAD_FAILED`].
 pub async fn apply(running: &mut Settings, new: &Settings, h: &Handles<'_>) -> Outcome {
     crate::logging::set_level(crate::logging::parse_level(&new.daemon.log_level));
     running.daemon.log_level = new.daemon.log_level.clone();
@@ -141,7 +125,7 @@ pub async fn apply(running: &mut Settings, new: &Settings, h: &Handles<'_>) -> O
             );
         }
         Err(e) => log::error!(
-            message_id = crate::ids::TLS_RELOAD_FAILED, spotter_error_kind = "tls_reload";
+            message_id = crate::core::ids::TLS_RELOAD_FAILED, spotter_error_kind = "tls_reload";
             "reload: {e}; still serving the previous certificate (SHA-256 {})", h.tls.fingerprint()
         ),
     }

@@ -4,6 +4,8 @@
 //! return GPIO outputs to their safe state, stop the MQTT publisher
 //! (bounded), flush the store, close the listener, exit.
 
+pub mod reload;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -18,7 +20,7 @@ use crate::capture::negotiate::FormatPreference;
 use crate::capture::v4l2::{V4l2Options, V4l2Source};
 use crate::capture::FrameSource;
 use crate::config::{self, CaptureFormat, Settings, SourceKind, SourceSettings};
-use crate::ids;
+use crate::core::ids;
 use crate::modelstore::ModelStore;
 use crate::pipeline::{capture_loop, inference_loop, Backoff, FrameSlot, SourceOpener};
 use crate::state::{AppState, Check};
@@ -196,12 +198,12 @@ fn short_name(path: &str) -> &str {
 async fn reload_config(
     config_path: Option<&std::path::Path>,
     running: &mut config::Settings,
-    handles: &crate::reload::Handles<'_>,
+    handles: &crate::app::reload::Handles<'_>,
     cause: &str,
-) -> Result<crate::reload::Outcome, String> {
+) -> Result<crate::app::reload::Outcome, String> {
     log::info!("{cause}: reloading the configuration");
     match config_path.map(config::load) {
-        Some(Ok(new)) => Ok(crate::reload::apply(running, &new, handles).await),
+        Some(Ok(new)) => Ok(crate::app::reload::apply(running, &new, handles).await),
         Some(Err(e)) => {
             log::error!(
                 "{cause}: configuration not reloaded, the running settings stay in force: {e}"
@@ -211,7 +213,7 @@ async fn reload_config(
         None => {
             handles.control.reload.store(true, Ordering::Relaxed);
             log::info!("{cause}: no configuration file; reloading the model");
-            Ok(crate::reload::Outcome::default())
+            Ok(crate::app::reload::Outcome::default())
         }
     }
 }
@@ -368,7 +370,7 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
         ..Default::default()
     });
     // One API reload at a time; a second is refused while one waits.
-    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<crate::reload::Request>(1);
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<crate::app::reload::Request>(1);
     let server = server
         .with_pipeline(crate::api::PipelineHandle {
             slot: slot.clone(),
@@ -458,11 +460,11 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
             _ = sigterm.recv() => break None,
             _ = sigint.recv() => break None,
             _ = sighup.recv() => {
-                let handles = crate::reload::Handles { tls: &tls, pruner: &pruner, control: &control };
+                let handles = crate::app::reload::Handles { tls: &tls, pruner: &pruner, control: &control };
                 let _ = reload_config(config_path.as_deref(), &mut running, &handles, "SIGHUP").await;
             }
             Some(req) = reload_rx.recv() => {
-                let handles = crate::reload::Handles { tls: &tls, pruner: &pruner, control: &control };
+                let handles = crate::app::reload::Handles { tls: &tls, pruner: &pruner, control: &control };
                 let outcome = reload_config(config_path.as_deref(), &mut running, &handles, "API").await;
                 // The requester may have gone (closed connection): nothing to tell.
                 let _ = req.reply.send(outcome);

@@ -16,14 +16,14 @@ use std::time::{Instant, SystemTime};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Map, Value};
 
-use crate::capture::Frame;
+use crate::config::JpegScaling;
+use crate::core::frame::Frame;
+use crate::core::result::{ResultRecord, StageLatency};
 use crate::inference::engine::{Engine, ModelOptions};
 use crate::inference::modelfile::ModelFile;
-use crate::inference::preprocess::JpegScaling;
 use crate::inference::select::{open_runtime, RuntimeChoice};
 use crate::inference::InferenceError;
 use crate::pipeline::unix_ns;
-use crate::result::{ResultRecord, StageLatency};
 use crate::store::{Store, StoreError};
 
 /// Width of the synthetic frame used when no image is given (a VGA camera frame).
@@ -605,8 +605,8 @@ fn measure(
             image_width: out.image_width,
             image_height: out.image_height,
             latency: out.latency,
-            clock_synchronized: crate::store::clock_synchronized(),
-            boottime_ns: crate::store::boottime_ns(),
+            clock_synchronized: crate::core::clock::clock_synchronized(),
+            boottime_ns: crate::core::clock::boottime_ns(),
         };
         let t = Instant::now();
         store.insert(&mut rec)?;

@@ -9,14 +9,14 @@
 //!
 //! Both work on an open [`Store`]. sled locks its directory, so while the
 //! daemon runs only the daemon itself can export: `GET /api/v1/backup`, which
-//! `spotter export` then calls ([`crate::localapi`]).
+//! `spotter export` then calls ([`crate::tools::localapi`]).
 
 use std::io::{self, BufRead, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::result::ResultRecord;
+use crate::core::result::ResultRecord;
 use crate::store::{Store, StoreError, RECORD_VERSION};
 
 /// The export format version this build writes and reads.

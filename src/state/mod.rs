@@ -11,7 +11,12 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::result::ResultRecord;
+use crate::core::result::ResultRecord;
+
+mod exposition;
+pub mod gpio;
+
+pub use exposition::render_metrics;
 
 /// Events a slow subscriber may fall behind by before it is dropped.
 pub const EVENT_BUS_CAPACITY: usize = 256;
@@ -82,7 +87,19 @@ pub struct MqttStatus {
     pub last_error: RwLock<Option<String>>,
     /// `host:port` of the broker.
     pub broker: RwLock<String>,
-    pub outbox: std::sync::OnceLock<std::sync::Arc<crate::store::Outbox>>,
+    /// The store's MQTT outbox, set by the publisher when it starts.
+    pub outbox: std::sync::OnceLock<std::sync::Arc<dyn OutboxGauge>>,
+}
+
+/// What status and metrics read of the MQTT outbox (the store's `Outbox`
+/// implements it; state does not depend on the store).
+pub trait OutboxGauge: Send + Sync + std::fmt::Debug {
+    /// Records waiting to be published.
+    fn len(&self) -> usize;
+    /// Their total size in bytes.
+    fn bytes(&self) -> u64;
+    /// Records dropped because the outbox was full.
+    fn dropped(&self) -> u64;
 }
 
 /// A point-in-time view of [`MqttStatus`].
@@ -215,7 +232,7 @@ pub struct AppState {
     /// The MQTT publisher (all zero and `enabled: false` without one).
     pub mqtt: MqttStatus,
     /// GPIO trigger and outputs (all zero and `enabled: false` without).
-    pub gpio: crate::gpio::runner::GpioStatus,
+    pub gpio: gpio::GpioStatus,
 }
 
 impl AppState {

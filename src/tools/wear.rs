@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{Store, StoreError};
-use crate::result::{ClassScore, ResultRecord, StageLatency};
+use crate::core::result::{ClassScore, ResultRecord, StageLatency};
+use crate::store::{Store, StoreError};
 
 /// Arguments of `spotter bench-store`.
 #[derive(Debug, Clone, PartialEq, clap::Args)]
@@ -38,7 +38,7 @@ pub struct WearArgs {
     #[arg(long, default_value_t = 1000)]
     pub flush_every_ms: u64,
     /// sled's page cache in bytes (default: what the daemon uses).
-    #[arg(long, default_value_t = super::CACHE_CAPACITY)]
+    #[arg(long, default_value_t = crate::store::CACHE_CAPACITY)]
     pub cache_bytes: u64,
     /// Afterwards, write the stored records here (`spotter export` format).
     #[arg(long)]
@@ -83,7 +83,7 @@ pub enum WearError {
     #[error("writing {path}: {source}")]
     Export {
         path: PathBuf,
-        source: crate::backup::BackupError,
+        source: crate::store::backup::BackupError,
     },
 }
 
@@ -197,7 +197,7 @@ pub fn run(args: &WearArgs) -> Result<WearReport, WearError> {
             source,
         })?;
         let mut w = std::io::BufWriter::new(file);
-        crate::backup::export(&store, None, &mut w, |_| {}).map_err(|source| {
+        crate::store::backup::export(&store, None, &mut w, |_| {}).map_err(|source| {
             WearError::Export {
                 path: path.clone(),
                 source,
@@ -242,7 +242,7 @@ mod tests {
             results: 300,
             rate: None,
             flush_every_ms: 1000,
-            cache_bytes: super::super::CACHE_CAPACITY,
+            cache_bytes: crate::store::CACHE_CAPACITY,
             ndjson: Some(tmp.path().join("records.ndjson")),
         };
         let r = run(&args).unwrap();

@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use crate::config::{
     ApiSettings, CaptureFormat, ModelSettings, Settings, SourceKind, SourceSettings, StoreSettings,
 };
-use crate::result::ResultRecord;
+use crate::core::result::ResultRecord;
 
 /// Less free space than this on the state filesystem fails the state check:
 /// sled needs room to write new segments before it can reclaim old ones.
@@ -141,7 +141,7 @@ fn one_line(s: &str) -> String {
 /// Run every check against `settings` at the current time.
 pub fn run(settings: &Settings) -> Report {
     let now = SystemTime::now();
-    let synced = crate::store::clock_synchronized();
+    let synced = crate::core::clock::clock_synchronized();
     Report {
         findings: vec![
             check_source(&settings.source),
@@ -539,14 +539,14 @@ pub fn check_clock(synchronized: bool) -> Finding {
 
 /// The newest result, asked of the running daemon's API (it holds the
 /// store's lock): `GET /api/v1/results/latest` with an admin key found as
-/// `spotter export` finds one ([`crate::localapi`]). Ok(None): none stored.
+/// `spotter export` finds one ([`crate::tools::localapi`]). Ok(None): none stored.
 fn latest_from_daemon(settings: &Settings) -> Result<Option<ResultRecord>, String> {
-    let api = crate::localapi::LocalApi::new(settings, None).map_err(|e| e.to_string())?;
+    let api = crate::tools::localapi::LocalApi::new(settings, None).map_err(|e| e.to_string())?;
     match api.get("/api/v1/results/latest") {
         Ok(body) => serde_json::from_reader(body)
             .map(Some)
             .map_err(|e| format!("unexpected answer: {e}")),
-        Err(crate::localapi::LocalApiError::Refused { status: 404, .. }) => Ok(None),
+        Err(crate::tools::localapi::LocalApiError::Refused { status: 404, .. }) => Ok(None),
         Err(e) => Err(e.to_string()),
     }
 }
@@ -625,7 +625,7 @@ pub fn print(report: &Report, out: &mut impl std::io::Write) -> Result<(), Docto
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::result::{ClassScore, ResultRecord, StageLatency};
+    use crate::core::result::{ClassScore, ResultRecord, StageLatency};
     use std::path::PathBuf;
 
     /// The documented defaults (an empty config file).

@@ -1,0 +1,344 @@
+//! The `/metrics` exposition: the figures kept in [`AppState`] and the
+//! store's [`StoreStats`], rendered fresh on each scrape after the
+//! accumulating metrics of [`crate::metrics::Metrics`].
+
+use std::sync::atomic::Ordering;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::registry::Registry;
+
+use super::AppState;
+use crate::metrics::{process_open_fds, process_rss_bytes, process_write_bytes, StoreStats};
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuntimeLabels {
+    runtime: String,
+    reason: String,
+    model_sha256: String,
+}
+
+/// The full `/metrics` exposition: the accumulated metrics plus the state's
+/// and the store's current figures.
+pub fn render_metrics(state: &AppState, store: &StoreStats) -> String {
+    let mut snap = Registry::with_prefix("spotter");
+    let c = state.counters.snapshot();
+    let counter = |r: &mut Registry, name: &str, help: &str, v: u64| {
+        r.register(name, help, ConstCounter::new(v))
+    };
+    counter(
+        &mut snap,
+        "frames_captured",
+        "Frames delivered by the source",
+        c.frames_captured,
+    );
+    counter(
+        &mut snap,
+        "frames_dropped",
+        "Frames replaced before inference took them (latest frame wins)",
+        c.frames_dropped,
+    );
+    counter(
+        &mut snap,
+        "results_stored",
+        "Results written to the store",
+        c.results_stored,
+    );
+    counter(
+        &mut snap,
+        "inference_errors",
+        "Frames whose inference failed",
+        c.inference_errors,
+    );
+    counter(
+        &mut snap,
+        "capture_errors",
+        "Source open or read failures",
+        c.capture_errors,
+    );
+    counter(
+        &mut snap,
+        "store_errors",
+        "Failed store writes",
+        c.store_errors,
+    );
+    let m = state.mqtt.snapshot();
+    counter(
+        &mut snap,
+        "mqtt_published",
+        "Results published to the MQTT broker (resends included)",
+        m.published,
+    );
+    counter(
+        &mut snap,
+        "mqtt_acked",
+        "Results the MQTT broker acknowledged (PUBACK) and that left the outbox",
+        m.acked,
+    );
+    counter(
+        &mut snap,
+        "mqtt_rejected",
+        "Results the MQTT broker refused (MQTT 5 error reason); removed from the outbox",
+        m.rejected,
+    );
+    counter(
+        &mut snap,
+        "mqtt_outbox_dropped",
+        "Unpublished results dropped, oldest first, because the outbox was full",
+        m.dropped,
+    );
+    counter(
+        &mut snap,
+        "mqtt_reconnects",
+        "Connections to the MQTT broker after the first",
+        m.reconnects,
+    );
+    let g = state.gpio.snapshot();
+    if g.enabled {
+        counter(
+            &mut snap,
+            "gpio_triggers",
+            "GPIO trigger edges that started inference",
+            g.triggers,
+        );
+        counter(
+            &mut snap,
+            "gpio_triggers_busy",
+            "GPIO triggers that arrived while a burst ran (counted, not queued)",
+            g.triggers_busy,
+        );
+        counter(
+            &mut snap,
+            "gpio_frames_gated",
+            "Frames the GPIO trigger gate dropped without inference",
+            g.frames_gated,
+        );
+        counter(
+            &mut snap,
+            "gpio_outputs_switched",
+            "Times a rule switched a GPIO output on",
+            g.outputs_switched,
+        );
+        counter(
+            &mut snap,
+            "gpio_errors",
+            "GPIO request or drive failures",
+            g.errors,
+        );
+    }
+    let r = state.readiness();
+    let gauge = |r: &mut Registry, name: &str, help: &str, v: i64| {
+        r.register(name, help, ConstGauge::new(v))
+    };
+    gauge(
+        &mut snap,
+        "ready",
+        "1 when /readyz answers 200",
+        r.ready() as i64,
+    );
+    gauge(
+        &mut snap,
+        "camera_up",
+        "1 while the source delivers frames",
+        r.source.ok as i64,
+    );
+    gauge(
+        &mut snap,
+        "model_ready",
+        "1 while a model that passed its canary is active",
+        r.model.ok as i64,
+    );
+    gauge(
+        &mut snap,
+        "clock_synchronized",
+        "1 while the system clock is synchronized",
+        state.clock_synchronized.load(Ordering::Relaxed) as i64,
+    );
+    gauge(
+        &mut snap,
+        "uptime_seconds",
+        "Seconds since the daemon started",
+        state.started.elapsed().as_secs() as i64,
+    );
+    gauge(
+        &mut snap,
+        "store_records",
+        "Results in the store",
+        store.records as i64,
+    );
+    gauge(
+        &mut snap,
+        "store_bytes",
+        "Size of the store on disk",
+        store.size_bytes as i64,
+    );
+    // Flash wear and disk pressure (README, "Data and backups").
+    gauge(
+        &mut snap,
+        "store_growth_bytes",
+        "Growth of the store's files since the daemon opened it (sled size on disk)",
+        store.size_growth_bytes,
+    );
+    counter(
+        &mut snap,
+        "store_written_bytes",
+        "Record, index and snapshot bytes written to the store since start (keys plus values)",
+        store.written_bytes,
+    );
+    counter(
+        &mut snap,
+        "snapshot_written_bytes",
+        "Snapshot bytes written to the store since start",
+        store.snapshot_written_bytes,
+    );
+    counter(&mut snap, "store_refused_results", "Results not stored because the disk was full (floor, ENOSPC, or database needing a restart)", store.refused_results);
+    counter(
+        &mut snap,
+        "store_refused_snapshots",
+        "Snapshots not kept because free space was below the snapshot floor",
+        store.refused_snapshots,
+    );
+    counter(
+        &mut snap,
+        "store_enospc_errors",
+        "Store writes that failed with ENOSPC",
+        store.enospc_errors,
+    );
+    gauge(&mut snap, "store_poisoned", "1 when the database refuses writes after an I/O error; Spotter restarts once space returns", store.poisoned as i64);
+    if let Some(w) = process_write_bytes() {
+        counter(&mut snap, "process_write_bytes", "Bytes this process caused to be written to storage (/proc/self/io write_bytes): flash wear", w);
+    }
+    if m.enabled {
+        gauge(
+            &mut snap,
+            "mqtt_connected",
+            "1 while connected to the MQTT broker",
+            m.connected as i64,
+        );
+        gauge(
+            &mut snap,
+            "mqtt_outbox_records",
+            "Results waiting in the MQTT outbox",
+            m.outbox_records as i64,
+        );
+        gauge(
+            &mut snap,
+            "mqtt_outbox_bytes",
+            "Bytes waiting in the MQTT outbox",
+            m.outbox_bytes as i64,
+        );
+    }
+    if let Some(rss) = process_rss_bytes() {
+        gauge(
+            &mut snap,
+            "process_resident_memory_bytes",
+            "Resident set size",
+            rss as i64,
+        );
+    }
+    if let Some(fds) = process_open_fds() {
+        gauge(
+            &mut snap,
+            "process_open_fds",
+            "Open file descriptors",
+            fds as i64,
+        );
+    }
+    if let Some(m) = state.model() {
+        let fam = Family::<RuntimeLabels, Gauge>::default();
+        fam.get_or_create(&RuntimeLabels {
+            runtime: m.runtime.clone(),
+            reason: m.runtime_reason.clone(),
+            model_sha256: m.sha256.clone(),
+        })
+        .set(1);
+        snap.register(
+            "runtime_info",
+            "The active runtime and why it was chosen",
+            fam,
+        );
+    }
+    state.metrics.encode_with(&snap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::result::StageLatency;
+    use crate::metrics::MAX_MODEL_SERIES;
+    use crate::state::{Check, ModelStatus};
+
+    // Would catch a metric the field guide and dashboards rely on going
+    // missing, or state not reaching the exposition.
+    #[test]
+    fn renders_state_histograms_and_runtime_choice() {
+        let state = AppState::new();
+        let m = &state.metrics;
+        state
+            .counters
+            .frames_captured
+            .fetch_add(7, Ordering::Relaxed);
+        state.update_readiness(|r| r.source = Check::passing("ok"));
+        state.set_model(Some(ModelStatus {
+            path: "/m.tflite".into(),
+            sha256: "abc".into(),
+            kind: "classification".into(),
+            runtime: "builtin".into(),
+            runtime_reason: "auto: fell back to builtin: LiteRT library /x: not found".into(),
+            input_shape: vec![1, 224, 224, 3],
+            input_dtype: "u8".into(),
+            labels: 1000,
+        }));
+        m.observe_latency(&StageLatency {
+            invoke_us: 4000,
+            ..Default::default()
+        });
+        m.count_inference("abc");
+        m.count_http("status", 200);
+        state.mqtt.acked.fetch_add(2, Ordering::Relaxed);
+        let store = StoreStats {
+            records: 3,
+            size_bytes: 4096,
+            refused_results: 5,
+            enospc_errors: 1,
+            ..Default::default()
+        };
+        let text = render_metrics(&state, &store);
+        for needle in [
+            "spotter_frames_captured_total 7",
+            "spotter_camera_up 1",
+            "spotter_ready 0",
+            "spotter_store_records 3",
+            "spotter_store_refused_results_total 5",
+            "spotter_store_enospc_errors_total 1",
+            "spotter_store_poisoned 0",
+            "spotter_mqtt_acked_total 2",
+            "spotter_inferences_total{model_sha256=\"abc\"} 1",
+            "spotter_http_requests_total{route=\"status\",status=\"200\"} 1",
+            "spotter_stage_latency_seconds_count{stage=\"invoke\"} 1",
+            "spotter_runtime_info{runtime=\"builtin\",reason=\"auto: fell back to builtin: LiteRT library /x: not found\",model_sha256=\"abc\"} 1",
+            "# EOF",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in:\n{text}");
+        }
+        assert_eq!(text.matches("# EOF").count(), 1);
+    }
+
+    // Would catch an unbounded label set when models are swapped endlessly.
+    #[test]
+    fn per_model_series_are_bounded() {
+        let state = AppState::new();
+        for i in 0..100 {
+            state.metrics.count_inference(&format!("model{i}"));
+        }
+        let text = render_metrics(&state, &StoreStats::default());
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("spotter_inferences_total{"))
+            .count();
+        assert!(series as u64 <= MAX_MODEL_SERIES + 1, "{series} series");
+        assert!(text.contains("model_sha256=\"other\""));
+    }
+}

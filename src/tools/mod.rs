@@ -1,0 +1,8 @@
+//! Commands that run beside the daemon rather than inside it: `doctor`,
+//! `bench`, the store-wear benchmark and the client for the running daemon's
+//! local API (`spotter export` while it runs).
+
+pub mod bench;
+pub mod doctor;
+pub mod localapi;
+pub mod wear;
