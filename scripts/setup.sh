@@ -13,6 +13,11 @@ source "$(dirname "$0")/lib.sh"
 apt_install clang libclang-dev cmake nasm pkg-config curl ca-certificates python3 python3-pip unzip systemd \
     mosquitto mosquitto-clients dpkg-dev lintian
 command -v cargo >/dev/null || die "cargo not found: install Rust (rustup) first"
+# scripts/test.sh runs cargo fmt --check and cargo clippy.
+for c in rustfmt clippy; do
+    cargo "${c/rustfmt/fmt}" --version >/dev/null 2>&1 || rustup component add "$c" >&2 \
+        || die "the Rust component $c is missing (rustup component add $c)"
+done
 
 bash "$REPO/scripts/setup-litert.sh" >/dev/null
 bash "$REPO/models/fetch-demo-model.sh" >/dev/null

@@ -15,6 +15,11 @@ cd "$REPO"
 say "Debian package of the dev build (scripts/build-deb.sh --profile dev)"
 SPOTTER_DEB="$(bash "$REPO/scripts/build-deb.sh" --profile dev | tail -n 1)"
 export SPOTTER_DEB
+# Style and lints first: cheap, and they fail before the long build.
+say "cargo fmt --check"
+cargo fmt --check
+say "cargo clippy --all-targets -- -D warnings"
+cargo clippy --locked --all-targets -- -D warnings
 say "cargo test (dev profile; dependencies optimised)"
 cargo test --no-fail-fast -- --test-threads=2
 

@@ -166,16 +166,16 @@ impl Metrics {
         let key = ModelLabels {
             model_sha256: model_sha256.to_string(),
         };
-        if self.inferences.get(&key).is_none() {
-            if self.models_seen.fetch_add(1, Ordering::Relaxed) >= MAX_MODEL_SERIES {
-                // Beyond the bound, fold into one series rather than grow forever.
-                self.inferences
-                    .get_or_create(&ModelLabels {
-                        model_sha256: "other".into(),
-                    })
-                    .inc();
-                return;
-            }
+        if self.inferences.get(&key).is_none()
+            && self.models_seen.fetch_add(1, Ordering::Relaxed) >= MAX_MODEL_SERIES
+        {
+            // Beyond the bound, fold into one series rather than grow forever.
+            self.inferences
+                .get_or_create(&ModelLabels {
+                    model_sha256: "other".into(),
+                })
+                .inc();
+            return;
         }
         self.inferences.get_or_create(&key).inc();
     }

@@ -581,7 +581,7 @@ pub fn inference_loop(
         // frames would cost the inference thread a JPEG encode per snapshot.
         let snapshot = (frame.format == PixelFormat::Encoded
             && snapshots.admit(&rec, Instant::now()))
-        .then(|| Snapshot { bytes: frame.data });
+        .then_some(Snapshot { bytes: frame.data });
         let t = Instant::now();
         match store.insert_with_snapshot(&mut rec, snapshot.as_ref()) {
             Ok(_) => {

@@ -187,8 +187,11 @@ fn tls_client_config(pki: &Pki) -> rustls::ClientConfig {
 
 /// A subscriber to `spotter/#` and `homeassistant/#` with a persistent
 /// session, collecting (topic, payload) in arrival order.
+/// (topic, payload) pairs in arrival order.
+type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 struct Subscriber {
-    got: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    got: Received,
     subscribed: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 }

@@ -767,7 +767,7 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
 }
 
 /// A topic (before `{device_id}` is replaced) that a broker accepts for publishing.
-fn valid_topic(t: &String) -> bool {
+fn valid_topic(t: &str) -> bool {
     !t.is_empty() && t.len() <= 1024 && !t.contains(['+', '#', '\0'])
 }
 
@@ -846,14 +846,14 @@ fn build_mqtt(l: &Layers) -> Result<MqttSettings, ConfigError> {
         in_range(
             o,
             key,
-            valid_topic,
+            |t: &String| valid_topic(t),
             "must be a non-empty topic without the wildcards + and #",
         )?;
     }
     in_range(
         &ha_prefix,
         "mqtt.homeassistant_prefix",
-        valid_topic,
+        |t: &String| valid_topic(t),
         "must be a non-empty topic without the wildcards + and #",
     )?;
     in_range(

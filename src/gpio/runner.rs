@@ -207,7 +207,7 @@ impl GpioRuntime {
             .unwrap_or_else(|e| e.into_inner()) = gpio.name().to_string();
         *state.gpio.mode.write().unwrap_or_else(|e| e.into_inner()) = t.mode.as_str().to_string();
         let hooks = Arc::new(GpioHooks::new(
-            gate_config(&settings),
+            gate_config(settings),
             Some(outputs),
             state.clone(),
         ));

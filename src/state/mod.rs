@@ -96,6 +96,10 @@ pub struct MqttStatus {
 pub trait OutboxGauge: Send + Sync + std::fmt::Debug {
     /// Records waiting to be published.
     fn len(&self) -> usize;
+    /// No records waiting.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Their total size in bytes.
     fn bytes(&self) -> u64;
     /// Records dropped because the outbox was full.

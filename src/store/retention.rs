@@ -50,6 +50,9 @@ struct Episode {
     deleted: u64,
 }
 
+/// A record's index entries: (index tree number, key) pairs.
+type IndexKeys = Vec<(usize, Vec<u8>)>;
+
 impl PressurePrune {
     /// One pass: if the guard (probed now) reports pressure, delete the next
     /// step of oldest results within the episode's budget. Returns how many
@@ -301,7 +304,7 @@ impl Store {
         report: &mut PruneReport,
     ) -> Result<u64, StoreError> {
         // (record key, index keys) of the batch, and its record bytes.
-        let mut doomed: Vec<([u8; 16], Vec<(usize, Vec<u8>)>)> =
+        let mut doomed: Vec<([u8; 16], IndexKeys)> =
             Vec::with_capacity(limit.max_n.min(PRUNE_BATCH));
         let mut bytes = 0u64;
         let iter = match limit.below {
