@@ -1,0 +1,46 @@
+//! The pipeline: capture → infer → store.
+//!
+//! Capture and inference each run on their own OS thread (ioctls and model
+//! invocations block), joined by a [`FrameSlot`]: a one-frame, latest-wins
+//! hand-off. A frame that arrives while inference is busy replaces the waiting
+//! one and the replaced frame is counted as dropped, so a slow model never
+//! builds a queue. The inference thread stores each result in sled and
+//! publishes it to the shared [`AppState`](crate::state::AppState).
+//!
+//! The same slot carries [`ClassifyJob`]s (images uploaded to the API): the
+//! inference thread runs them on its active model between two frames, before
+//! the next frame, and replies on the job's channel. So an upload never runs
+//! on the async runtime, never needs a second copy of the model, and never
+//! sees a half-swapped model: swaps happen on the same thread, between items.
+//!
+//! | file | owns |
+//! |---|---|
+//! | `slot.rs` | [`FrameSlot`], [`Taken`], the upload hand-off ([`ClassifyJob`], [`Classified`], [`ClassifyError`]) |
+//! | `capture_loop.rs` | the capture thread ([`capture_loop`]), [`Backoff`], its sleeps |
+//! | `inference_loop.rs` | the inference thread ([`inference_loop`]), [`InferenceControl`] |
+//! | `model.rs` | model loading ([`load_model`], [`effective_model`], [`LoadedModel`]) |
+
+mod capture_loop;
+mod inference_loop;
+mod model;
+mod slot;
+
+pub use capture_loop::{capture_loop, Backoff, SourceOpener};
+pub use inference_loop::{inference_loop, unix_ns, InferenceControl};
+pub use model::{effective_model, load_model, LoadedModel};
+pub use slot::{Classified, ClassifyError, ClassifyJob, FrameSlot, Taken};
+
+/// A one-pixel RGB frame with sequence number `seq`, for the tests.
+#[cfg(test)]
+fn test_frame(seq: u64) -> crate::core::frame::Frame {
+    crate::core::frame::Frame {
+        data: vec![],
+        format: crate::core::frame::PixelFormat::Rgb8,
+        width: 1,
+        height: 1,
+        stride: 3,
+        seq,
+        captured_at: std::time::SystemTime::now(),
+        origin: "test".into(),
+    }
+}
