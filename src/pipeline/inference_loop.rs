@@ -205,7 +205,7 @@ pub fn inference_loop(
         let mut rec = ResultRecord {
             id: String::new(),
             ts_ns: unix_ns(frame.captured_at),
-            source: state.source(),
+            source: frame.source,
             origin: frame.origin,
             frame_seq: frame.seq,
             model_sha256: model.status.sha256.clone(),

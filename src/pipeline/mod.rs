@@ -42,5 +42,6 @@ fn test_frame(seq: u64) -> crate::core::frame::Frame {
         seq,
         captured_at: std::time::SystemTime::now(),
         origin: "test".into(),
+        source: "test".into(),
     }
 }
