@@ -1,29 +1,23 @@
 //! The inference thread: it owns [`inference_loop`] ((re)load the model, take
-//! frames and uploads from the slot, run them, store the results) and
-//! [`InferenceControl`], the supervisor's requests to that thread.
+//! frames and uploads from the slot, run them, hand the results to the
+//! [`ResultSink`]) and [`InferenceControl`], the supervisor's requests to
+//! that thread.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use super::sink::{Keep, ResultSink};
 use super::{
-    effective_model, load_model, Classified, ClassifyError, FrameSlot, LoadedModel, Taken,
+    effective_model, load_model, ClassifyError, ClassifyJob, FrameSlot, LoadedModel, Taken,
 };
 use crate::config::ModelSettings;
 use crate::core::frame::PixelFormat;
 use crate::core::ids;
-use crate::core::result::ResultRecord;
 use crate::gpio::trigger::Admission;
 use crate::modelstore::ModelStore;
 use crate::state::{AppState, Check, Counters};
-use crate::store::{Snapshot, SnapshotGate, SnapshotRule, Store, StoreError};
-
-/// Nanoseconds since the Unix epoch (0 for times before it).
-pub fn unix_ns(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
+use crate::store::{Snapshot, SnapshotGate, SnapshotRule, Store};
 
 /// Requests from the supervisor to the inference thread.
 #[derive(Debug, Default)]
@@ -43,8 +37,9 @@ pub struct InferenceControl {
     pub last_reload_error: Mutex<Option<String>>,
 }
 
-/// The inference thread's body: (re)load the model, take frames, run them,
-/// store results. Returns when the slot is closed and drained.
+/// The inference thread's body: (re)load the model, take frames and uploads,
+/// run them, deliver the results to the sink. Returns when the slot is
+/// closed and drained.
 pub fn inference_loop(
     mut settings: ModelSettings,
     models: Option<ModelStore>,
@@ -55,7 +50,9 @@ pub fn inference_loop(
 ) {
     let mut active: Option<LoadedModel> = None;
     let mut next_attempt = Instant::now();
-    let mut last_store_us = 0u64;
+    // `app` sets the GPIO hooks before it starts this thread.
+    let gpio = control.gpio.get().cloned();
+    let mut sink = ResultSink::new(store, state.clone(), gpio.clone());
     let mut last_infer_error: Option<String> = None;
     let mut clock_checked: Option<Instant> = None;
     let mut snapshots = SnapshotGate::new(
@@ -139,46 +136,28 @@ pub fn inference_loop(
             }
         }
         state.beat(&state.inference_beat_ms);
-        let frame =
-            match slot.take(Duration::from_millis(200)) {
-                Taken::Frame(f) => f,
-                Taken::Job(job) => {
-                    let res =
-                        match active.as_mut() {
-                            Some(m) => m.engine.run(&job.frame).map_err(ClassifyError::from).map(
-                                |output| {
-                                    Counters::inc(&state.counters.inferences);
-                                    state.metrics.count_inference(&m.status.sha256);
-                                    Classified {
-                                        output,
-                                        model_sha256: m.status.sha256.clone(),
-                                        runtime: m.status.runtime.clone(),
-                                    }
-                                },
-                            ),
-                            None => Err(ClassifyError::NoModel),
-                        };
-                    // The requester may have given up (timeout, closed connection).
-                    let _ = job.reply.send(res);
-                    continue;
-                }
-                Taken::Timeout => continue,
-                Taken::Closed => break,
-            };
+        let frame = match slot.take(Duration::from_millis(200)) {
+            Taken::Frame(f) => f,
+            Taken::Job(job) => {
+                classify_upload(job, active.as_mut(), &state, &mut sink);
+                continue;
+            }
+            Taken::Timeout => continue,
+            Taken::Closed => break,
+        };
         let Some(model) = active.as_mut() else {
             continue;
         };
         // The trigger gate: frames it does not admit are counted and dropped.
-        let trigger = match control
-            .gpio
-            .get()
+        let trigger = match gpio
+            .as_ref()
             .map(|g| g.admit(frame.captured_at, Instant::now()))
         {
             Some(Admission::Drop) => continue,
             Some(Admission::Infer { trigger }) => trigger,
             None => None,
         };
-        let mut out = match model.engine.run(&frame) {
+        let out = match model.engine.run(&frame) {
             Ok(o) => {
                 last_infer_error = None;
                 o
@@ -194,63 +173,130 @@ pub fn inference_loop(
             }
         };
         Counters::inc(&state.counters.inferences);
-        out.latency.store_us = last_store_us;
-        let clock_ok = state.clock_synchronized.load(Ordering::Relaxed);
-        // CLOCK_BOOTTIME at capture, from the wall-clock age of the frame.
-        let age = SystemTime::now()
-            .duration_since(frame.captured_at)
-            .unwrap_or_default();
-        let frame_boottime_ns =
-            crate::core::clock::boottime_ns().saturating_sub(age.as_nanos() as u64);
-        let mut rec = ResultRecord {
-            id: String::new(),
-            ts_ns: unix_ns(frame.captured_at),
-            source: frame.source,
-            origin: frame.origin,
-            frame_seq: frame.seq,
-            model_sha256: model.status.sha256.clone(),
-            runtime: model.status.runtime.clone(),
-            classes: out.classes,
-            detections: out.detections,
-            image_width: out.image_width,
-            image_height: out.image_height,
-            latency: out.latency,
-            clock_synchronized: clock_ok,
-            boottime_ns: frame_boottime_ns,
-        };
+        let mut rec = sink.record(out, &frame, &model.status.sha256, &model.status.runtime);
         // Only frames the source delivered encoded are kept: re-encoding raw
         // frames would cost the inference thread a JPEG encode per snapshot.
         let snapshot = (frame.format == PixelFormat::Encoded
             && snapshots.admit(&rec, Instant::now()))
         .then_some(Snapshot { bytes: frame.data });
-        let t = Instant::now();
-        match store.insert_with_snapshot(&mut rec, snapshot.as_ref()) {
-            Ok(_) => {
-                last_store_us = t.elapsed().as_micros() as u64;
-                Counters::inc(&state.counters.results_stored);
-                state.metrics.observe_latency(&rec.latency);
-                state.metrics.count_inference(&rec.model_sha256);
-                if !state.readiness().store.ok {
-                    state.update_readiness(|r| r.store = Check::passing("last write succeeded"));
-                }
-                if let Some(g) = control.gpio.get() {
-                    g.stored(&rec, trigger, Instant::now());
-                }
-                state.set_last_result(rec);
-            }
-            Err(e) => {
-                Counters::inc(&state.counters.store_errors);
-                let msg = e.to_string();
-                // A full disk (or a database poisoned by a write error) is
-                // logged once by the store, with its MESSAGE_ID.
-                if state.readiness().store.ok
-                    && !matches!(e, StoreError::DiskFull { .. } | StoreError::Poisoned { .. })
-                {
-                    log::error!(spotter_error_kind = "store_write"; "store write failed: {msg}");
-                }
-                state.update_readiness(|r| r.store = Check::failing(msg));
-            }
-        }
+        let keep = Keep::Store {
+            snapshot: snapshot.as_ref(),
+            trigger,
+        };
+        // A failed write is counted, logged and shown in readiness by the sink.
+        let _ = sink.deliver(&mut rec, keep);
     }
     log::debug!("inference thread drained and stopped");
+}
+
+/// Run an uploaded image on the active model and deliver its result, stored
+/// when the job asks for it and its requester still waits; the record, or
+/// why there is none, goes back on the job's channel.
+fn classify_upload(
+    job: ClassifyJob,
+    model: Option<&mut LoadedModel>,
+    state: &AppState,
+    sink: &mut ResultSink,
+) {
+    let ClassifyJob {
+        frame,
+        store,
+        reply,
+    } = job;
+    let res = match model {
+        Some(m) => m
+            .engine
+            .run(&frame)
+            .map_err(ClassifyError::from)
+            .and_then(|output| {
+                Counters::inc(&state.counters.inferences);
+                let mut rec = sink.record(output, &frame, &m.status.sha256, &m.status.runtime);
+                // A requester that gave up was already told the upload failed:
+                // nothing is stored in its name.
+                let keep = if store && !reply.is_closed() {
+                    Keep::Store {
+                        snapshot: None,
+                        trigger: None,
+                    }
+                } else {
+                    Keep::Discard
+                };
+                sink.deliver(&mut rec, keep)?;
+                Ok(rec)
+            }),
+        None => Err(ClassifyError::NoModel),
+    };
+    // The requester may have given up (timeout, closed connection).
+    let _ = reply.send(res);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RuntimeSetting;
+    use crate::core::frame::Frame;
+    use crate::core::result::ResultRecord;
+    use crate::core::testdata;
+    use crate::metrics::StoreStats;
+    use crate::state::render_metrics;
+
+    // Would catch an upload's result bypassing the result sink, as uploads
+    // did when the API built and stored their records itself: /metrics never
+    // counted them and /api/v1/status never showed one as the last result.
+    // Also catches an unstored upload taking the place of the last stored
+    // result, or being counted as a store write.
+    #[test]
+    fn upload_results_reach_metrics_and_last_result() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(tmp.path()).unwrap());
+        let state = Arc::new(AppState::new());
+        let slot = Arc::new(FrameSlot::new());
+        let mut model = crate::config::from_sources(vec![]).unwrap().model;
+        model.path = testdata().join("models/classification/mobilenet_v1_0.25_128_quant.tflite");
+        model.labels = Some(testdata().join("labels/labels_mobilenet_quant_v1_224.txt"));
+        model.runtime = RuntimeSetting::Builtin;
+        model.threads = 1;
+        let thread = {
+            let (slot, store, state) = (slot.clone(), store.clone(), state.clone());
+            let control = Arc::new(InferenceControl::default());
+            std::thread::spawn(move || inference_loop(model, None, slot, store, state, control))
+        };
+        let photo = std::fs::read(testdata().join("images/grace_hopper.bmp")).unwrap();
+        // The thread loads the model before it takes its first job.
+        let upload = |store: bool, seq: u64| -> ResultRecord {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let frame = Frame::encoded(photo.clone(), seq, "api:test".into()).with_source("upload");
+            let job = ClassifyJob {
+                frame,
+                store,
+                reply,
+            };
+            slot.submit(job, 1).unwrap();
+            answer.blocking_recv().unwrap().unwrap()
+        };
+        let count = |stage: &str| {
+            let text = render_metrics(&state, &StoreStats::default());
+            let prefix = format!("spotter_stage_latency_seconds_count{{stage=\"{stage}\"}} ");
+            let line = text.lines().find_map(|l| l.strip_prefix(prefix.as_str()));
+            line.map_or(0, |n| n.parse::<u64>().unwrap())
+        };
+
+        let stored = upload(true, 0);
+        assert!(!stored.id.is_empty(), "{stored:?}");
+        assert_eq!(stored.source, "upload");
+        assert_eq!(count("invoke"), 1);
+        assert_eq!(count("store"), 1);
+        assert_eq!(state.last_result(), Some(stored.clone()));
+
+        let unstored = upload(false, 1);
+        assert!(unstored.id.is_empty(), "{unstored:?}");
+        assert_eq!(count("invoke"), 2);
+        assert_eq!(count("store"), 1, "an unstored upload timed a store");
+        assert_eq!(state.last_result(), Some(stored));
+        let c = state.counters.snapshot();
+        assert_eq!((c.inferences, c.results_stored), (2, 1));
+
+        slot.close();
+        thread.join().unwrap();
+    }
 }

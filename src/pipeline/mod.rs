@@ -23,12 +23,15 @@
 mod capture_loop;
 mod inference_loop;
 mod model;
+mod sink;
 mod slot;
 
+pub use crate::core::clock::unix_ns;
 pub use capture_loop::{capture_loop, Backoff, SourceOpener};
-pub use inference_loop::{inference_loop, unix_ns, InferenceControl};
+pub use inference_loop::{inference_loop, InferenceControl};
 pub use model::{effective_model, load_model, LoadedModel};
-pub use slot::{Classified, ClassifyError, ClassifyJob, FrameSlot, Taken};
+pub(crate) use sink::{Keep, ResultSink};
+pub use slot::{ClassifyError, ClassifyJob, FrameSlot, Taken};
 
 /// A one-pixel RGB frame with sequence number `seq`, for the tests.
 #[cfg(test)]

@@ -1,14 +1,16 @@
 //! The latest-frame slot: the one hand-off between the capture thread, the
 //! API and the inference thread. It owns [`FrameSlot`] (one frame, latest
 //! wins; a queue of uploads ahead of it), what [`FrameSlot::take`] finds
-//! ([`Taken`]), and the upload hand-off: [`ClassifyJob`] in, [`Classified`]
-//! or [`ClassifyError`] back on the job's channel.
+//! ([`Taken`]), and the upload hand-off: [`ClassifyJob`] in, its result
+//! record or a [`ClassifyError`] back on the job's channel.
 
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::core::frame::Frame;
+use crate::core::result::ResultRecord;
 use crate::inference::InferenceError;
+use crate::store::StoreError;
 
 /// What [`FrameSlot::take`] found.
 #[derive(Debug)]
@@ -26,21 +28,19 @@ pub enum ClassifyError {
     NoModel,
     #[error(transparent)]
     Inference(#[from] InferenceError),
+    /// The result was to be stored and the write failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
-/// What the active model made of an uploaded image, and which model that was.
-#[derive(Debug)]
-pub struct Classified {
-    pub output: crate::core::result::InferenceOutput,
-    pub model_sha256: String,
-    pub runtime: String,
-}
-
-/// An encoded image to run on the active model; the answer goes to `reply`.
+/// An encoded image to run on the active model; its result record (with
+/// its id when stored) goes to `reply`.
 #[derive(Debug)]
 pub struct ClassifyJob {
     pub frame: Frame,
-    pub reply: tokio::sync::oneshot::Sender<Result<Classified, ClassifyError>>,
+    /// Store the result (`?store=true`); otherwise it is only counted.
+    pub store: bool,
+    pub reply: tokio::sync::oneshot::Sender<Result<ResultRecord, ClassifyError>>,
 }
 
 #[derive(Debug, Default)]
@@ -82,11 +82,12 @@ impl FrameSlot {
     }
 
     /// Queue an upload for the inference thread, unless `max_queued` jobs
-    /// already wait or the slot is closed (then the job comes back).
-    pub fn submit(&self, job: ClassifyJob, max_queued: usize) -> Result<(), ClassifyJob> {
+    /// already wait or the slot is closed (then the job comes back, boxed:
+    /// a refusal is rare and the job is large).
+    pub fn submit(&self, job: ClassifyJob, max_queued: usize) -> Result<(), Box<ClassifyJob>> {
         let mut s = self.lock();
         if s.closed || s.jobs.len() >= max_queued {
-            return Err(job);
+            return Err(Box::new(job));
         }
         s.jobs.push_back(job);
         drop(s);
