@@ -16,7 +16,7 @@
 //! | file | owns |
 //! |---|---|
 //! | `slot.rs` | [`FrameSlot`], [`Taken`], the upload hand-off ([`ClassifyJob`], [`Classified`], [`ClassifyError`]) |
-//! | `capture_loop.rs` | the capture thread ([`capture_loop`]), [`Backoff`], its sleeps |
+//! | `capture_loop.rs` | the capture thread ([`capture_loop`]), [`Backoff`], its sleeps, the source readiness check ([`SourceReadiness`]) |
 //! | `inference_loop.rs` | the inference thread ([`inference_loop`]), [`InferenceControl`] |
 //! | `model.rs` | model loading ([`load_model`], [`effective_model`], [`LoadedModel`]) |
 
@@ -27,7 +27,7 @@ mod sink;
 mod slot;
 
 pub use crate::core::clock::unix_ns;
-pub use capture_loop::{capture_loop, Backoff, SourceOpener};
+pub use capture_loop::{capture_loop, Backoff, SourceOpener, SourceReadiness};
 pub use inference_loop::{inference_loop, InferenceControl};
 pub use model::{effective_model, load_model, LoadedModel};
 pub(crate) use sink::{Keep, ResultSink};
