@@ -143,22 +143,32 @@ impl Metrics {
         }
     }
 
-    /// Record the stage latencies of one processed frame.
+    /// Record the stage latencies of one stored result.
     pub fn observe_latency(&self, l: &StageLatency) {
+        self.observe_inference_latency(l);
+        self.observe_stage("store", l.store_us);
+    }
+
+    /// Record the stages before the store (decode … post) of a result that
+    /// is not stored, so the store stage only counts real writes.
+    pub fn observe_inference_latency(&self, l: &StageLatency) {
         for (stage, us) in [
             ("decode", l.decode_us),
             ("resize", l.resize_us),
             ("quantize", l.quantize_us),
             ("invoke", l.invoke_us),
             ("post", l.post_us),
-            ("store", l.store_us),
         ] {
-            self.stage_seconds
-                .get_or_create(&StageLabels {
-                    stage: stage.into(),
-                })
-                .observe(us as f64 / 1e6);
+            self.observe_stage(stage, us);
         }
+    }
+
+    fn observe_stage(&self, stage: &str, us: u64) {
+        self.stage_seconds
+            .get_or_create(&StageLabels {
+                stage: stage.into(),
+            })
+            .observe(us as f64 / 1e6);
     }
 
     /// Count one inference by the model that ran it.

@@ -3,25 +3,25 @@
 //! before any pixel is decoded), the bound on uploads in flight and on
 //! uploads waiting for a slot (503 with `Retry-After` beyond both), handing the image to the inference thread as a
 //! [`ClassifyJob`] (the already-loaded model runs it between two camera
-//! frames, off the async runtime), and storing the result with `?store=true`.
+//! frames, off the async runtime; the pipeline's result sink stores the
+//! result with `?store=true`), and the response.
 
 use std::io::Cursor;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::StatusCode;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
-use super::{blocking, json_response, ApiError, Ctx, Resp};
+use super::{json_response, ApiError, Ctx, Resp};
 use crate::config::ModelSettings;
 use crate::core::frame::Frame;
-use crate::core::result::ResultRecord;
 use crate::inference::preprocess::{sniff, ImageKind};
 use crate::modelstore::ModelStore;
-use crate::pipeline::{unix_ns, ClassifyError, ClassifyJob, FrameSlot, InferenceControl};
+use crate::pipeline::{ClassifyError, ClassifyJob, FrameSlot, InferenceControl};
 
 /// How long an upload waits for the inference thread's answer.
 pub const CLASSIFY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -29,7 +29,7 @@ pub const CLASSIFY_TIMEOUT: Duration = Duration::from_secs(60);
 pub const BUSY_RETRY_AFTER_S: u64 = 1;
 /// How long a queued upload waits for a slot before it gets 503.
 pub const UPLOAD_QUEUE_WAIT: Duration = Duration::from_secs(10);
-/// `source` of stored upload results.
+/// `source` of upload results.
 pub const UPLOAD_SOURCE: &str = "upload";
 
 /// What the API needs of the running pipeline: the inference thread's slot
@@ -201,12 +201,16 @@ pub(super) async fn classify(
     let pipeline = ctx.pipeline.as_ref().ok_or(ApiError::ModelUnavailable)?;
     let seq = ctx.uploads.seq.fetch_add(1, Ordering::Relaxed);
     let origin = format!("api:{}:{key_name}", peer.ip());
-    let frame = Frame::encoded(body.to_vec(), seq, origin);
-    let captured_at = frame.captured_at;
+    let frame = Frame::encoded(body.to_vec(), seq, origin).with_source(UPLOAD_SOURCE);
     let (tx, rx) = oneshot::channel();
+    let job = ClassifyJob {
+        frame,
+        store,
+        reply: tx,
+    };
     pipeline
         .slot
-        .submit(ClassifyJob { frame, reply: tx }, ctx.uploads.max_in_flight)
+        .submit(job, ctx.uploads.max_in_flight)
         .map_err(|_| ApiError::ShuttingDown)?;
     let done = match tokio::time::timeout(CLASSIFY_TIMEOUT, rx).await {
         Ok(Ok(r)) => r,
@@ -217,8 +221,8 @@ pub(super) async fn classify(
             })
         }
     };
-    let c = match done {
-        Ok(c) => c,
+    let rec = match done {
+        Ok(rec) => rec,
         Err(ClassifyError::NoModel) => return Err(ApiError::ModelUnavailable),
         Err(ClassifyError::Inference(crate::inference::InferenceError::Image(m))) => {
             return Err(ApiError::UndecodableImage(m))
@@ -226,34 +230,8 @@ pub(super) async fn classify(
         Err(ClassifyError::Inference(e)) => {
             return Err(ApiError::Internal(format!("classify: {e}")))
         }
+        Err(ClassifyError::Store(e)) => return Err(e.into()),
     };
-    let mut rec = ResultRecord {
-        id: String::new(),
-        ts_ns: unix_ns(captured_at),
-        source: UPLOAD_SOURCE.into(),
-        origin: format!("api:{}:{key_name}", peer.ip()),
-        frame_seq: seq,
-        model_sha256: c.model_sha256,
-        runtime: c.runtime,
-        classes: c.output.classes,
-        detections: c.output.detections,
-        image_width: c.output.image_width,
-        image_height: c.output.image_height,
-        latency: c.output.latency,
-        clock_synchronized: ctx.state.clock_synchronized.load(Ordering::Relaxed),
-        boottime_ns: crate::core::clock::boottime_ns().saturating_sub(
-            SystemTime::now()
-                .duration_since(captured_at)
-                .unwrap_or_default()
-                .as_nanos() as u64,
-        ),
-    };
-    if store {
-        let st = ctx.store.clone();
-        rec = blocking(move || st.insert(&mut rec).map(|()| rec)).await?;
-        crate::state::Counters::inc(&ctx.state.counters.results_stored);
-        ctx.state.publish("result", || &rec);
-    }
     let mut v = serde_json::to_value(&rec)
         .map_err(|e| ApiError::Internal(format!("encoding a result: {e}")))?;
     if !store {

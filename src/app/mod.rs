@@ -22,7 +22,9 @@ use crate::capture::FrameSource;
 use crate::config::{self, CaptureFormat, Settings, SourceKind, SourceSettings};
 use crate::core::ids;
 use crate::modelstore::ModelStore;
-use crate::pipeline::{capture_loop, inference_loop, Backoff, FrameSlot, SourceOpener};
+use crate::pipeline::{
+    capture_loop, inference_loop, Backoff, FrameSlot, SourceOpener, SourceReadiness,
+};
 use crate::state::{AppState, Check};
 use crate::store::Store;
 use crate::systemd::Notifier;
@@ -409,9 +411,11 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
     };
 
     let stop = Arc::new(AtomicBool::new(false));
+    let source_readiness = Arc::new(SourceReadiness::default());
 
     let capture = {
         let (slot, state, stop) = (slot.clone(), state.clone(), stop.clone());
+        let readiness = source_readiness.clone();
         let opener = source_opener(&settings.source);
         let backoff = Backoff::new(
             Duration::from_millis(settings.source.retry_initial_ms),
@@ -419,7 +423,7 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
         );
         std::thread::Builder::new()
             .name("capture".into())
-            .spawn(move || capture_loop(opener, slot, state, stop, backoff))
+            .spawn(move || capture_loop(opener, slot, state, readiness, stop, backoff))
             .context("spawning the capture thread")?
     };
     let inference = {
@@ -480,16 +484,7 @@ async fn run_async(settings: Settings, config_path: Option<PathBuf>) -> anyhow::
                     break None;
                 }
                 // Stall detection: frames stopped without the source reporting an error.
-                let last = *state.last_frame.lock().unwrap_or_else(|e| e.into_inner());
-                let r = state.readiness();
-                if let Some(t) = last {
-                    let age = t.elapsed();
-                    if r.source.ok && age > stall {
-                        state.update_readiness(|r| r.source = Check::failing(format!("stalled: no frame for {:.1} s", age.as_secs_f64())));
-                    } else if !r.source.ok && age <= stall && r.source.detail.starts_with("stalled") {
-                        state.update_readiness(|r| r.source = Check::passing("frames flowing again"));
-                    }
-                }
+                source_readiness.check_stall(&state, stall);
                 if let Some(wd) = watchdog {
                     // Ping only while both pipeline threads make progress; a
                     // missing camera keeps the capture thread retrying, which

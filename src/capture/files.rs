@@ -135,7 +135,8 @@ impl FrameSource for FilesSource {
         // Move on even if this file fails, so one bad file cannot stall replay.
         self.next += 1;
         let data = self.read_frame(&path)?;
-        let frame = Frame::encoded(data, self.seq, path.display().to_string());
+        let frame =
+            Frame::encoded(data, self.seq, path.display().to_string()).with_source(self.describe());
         self.seq += 1;
         Ok(frame)
     }

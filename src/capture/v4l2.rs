@@ -351,6 +351,7 @@ impl V4l2Source {
                         seq: self.seq,
                         captured_at: SystemTime::now(),
                         origin: self.path.clone(),
+                        source: self.describe(),
                     };
                     self.seq += 1;
                     return Ok(frame);

@@ -12,6 +12,7 @@
 //! synchronized the clock at least once since boot.
 
 use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// systemd-timesyncd creates this file once it has synchronized the clock.
 pub const TIMESYNC_FLAG: &str = "/run/systemd/timesync/synchronized";
@@ -59,6 +60,13 @@ pub fn clock_synchronized_from(
 /// cache it for a second.
 pub fn clock_synchronized() -> bool {
     clock_synchronized_from(kernel_state(), Path::new(TIMESYNC_FLAG)).0
+}
+
+/// Nanoseconds since the Unix epoch (0 for times before it).
+pub fn unix_ns(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 /// Nanoseconds since boot, counting suspend (`CLOCK_BOOTTIME`): stored

@@ -32,6 +32,10 @@ pub struct Frame {
     pub captured_at: SystemTime,
     /// Where the frame came from: the device path, or the file path for replay.
     pub origin: String,
+    /// What produced it, as results record it: the source's description
+    /// (e.g. `v4l2:/dev/video0 640x480 MJPG@30`), `upload` for an image sent
+    /// to the API; empty when nothing set it.
+    pub source: String,
 }
 
 impl Frame {
@@ -47,6 +51,15 @@ impl Frame {
             seq,
             captured_at: SystemTime::now(),
             origin,
+            source: String::new(),
+        }
+    }
+
+    /// This frame, described as coming from `source` (see [`Frame::source`]).
+    pub fn with_source(self, source: impl Into<String>) -> Frame {
+        Frame {
+            source: source.into(),
+            ..self
         }
     }
 }

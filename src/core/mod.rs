@@ -10,3 +10,14 @@ pub mod gpio;
 pub mod ids;
 pub mod result;
 pub mod shutdown;
+
+/// The shared test data folder: `$SPOTTER_TESTDATA`, else `../shared/testdata`
+/// beside the crate.
+#[cfg(test)]
+pub(crate) fn testdata() -> std::path::PathBuf {
+    std::env::var_os("SPOTTER_TESTDATA")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata"))
+        })
+}

@@ -1,6 +1,12 @@
-//! The result of one inference, as stored, served and published.
+//! The result of one inference, as stored, served and published, and the one
+//! builder that makes it ([`ResultRecord::build`]).
+
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
+
+use crate::core::clock::{boottime_ns, unix_ns};
+use crate::core::frame::Frame;
 
 /// One ranked class of a classification result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,6 +82,41 @@ pub struct ResultRecord {
     /// boot even when the wall clock was wrong); 0 when unknown.
     #[serde(default)]
     pub boottime_ns: u64,
+}
+
+impl ResultRecord {
+    /// The one way a record is made: `output` of the model `model_sha256`
+    /// (run on `runtime`) for `frame`, not stored yet (`id` is empty). The
+    /// frame gives the capture time, source, origin and sequence number;
+    /// `boottime_ns` is `CLOCK_BOOTTIME` at capture, from the frame's
+    /// wall-clock age.
+    pub fn build(
+        output: InferenceOutput,
+        frame: &Frame,
+        model_sha256: &str,
+        runtime: &str,
+        clock_synchronized: bool,
+    ) -> ResultRecord {
+        let age = SystemTime::now()
+            .duration_since(frame.captured_at)
+            .unwrap_or_default();
+        ResultRecord {
+            id: String::new(),
+            ts_ns: unix_ns(frame.captured_at),
+            source: frame.source.clone(),
+            origin: frame.origin.clone(),
+            frame_seq: frame.seq,
+            model_sha256: model_sha256.to_string(),
+            runtime: runtime.to_string(),
+            classes: output.classes,
+            detections: output.detections,
+            image_width: output.image_width,
+            image_height: output.image_height,
+            latency: output.latency,
+            clock_synchronized,
+            boottime_ns: boottime_ns().saturating_sub(age.as_nanos() as u64),
+        }
+    }
 }
 
 fn default_true() -> bool {

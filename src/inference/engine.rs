@@ -295,6 +295,7 @@ impl Engine {
             seq: 0,
             captured_at: SystemTime::now(),
             origin: "canary".into(),
+            source: String::new(),
         };
         let mut runs = Vec::with_capacity(2);
         for _ in 0..2 {

@@ -1070,6 +1070,7 @@ mod tests {
             seq: 0,
             captured_at: std::time::SystemTime::UNIX_EPOCH,
             origin: "test".into(),
+            source: String::new(),
         }
     }
 

@@ -5,12 +5,15 @@
 //! assembly, canary), feeds it one encoded image (a file, or a synthetic
 //! 640×480 JPEG made in memory) as the camera would, and times every stage of
 //! the path — decode, resize, quantize, invoke, post-process, and the insert of
-//! the result into a throw-away sled store. It reports the median and p99
+//! the result into a throw-away sled store, through the daemon's result sink
+//! (with a throw-away state and no GPIO). It reports the median and p99
 //! (nearest-rank) of each stage, of the whole iteration, and the ratio of
 //! pre- and post-processing to the model's own invoke time. The statistics are
 //! small pure functions, tested on known vectors.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -18,12 +21,13 @@ use serde_json::{json, Map, Value};
 
 use crate::config::JpegScaling;
 use crate::core::frame::Frame;
-use crate::core::result::{ResultRecord, StageLatency};
+use crate::core::result::StageLatency;
 use crate::inference::engine::{Engine, ModelOptions};
 use crate::inference::modelfile::ModelFile;
 use crate::inference::select::{open_runtime, RuntimeChoice};
 use crate::inference::InferenceError;
-use crate::pipeline::unix_ns;
+use crate::pipeline::{Keep, ResultSink};
+use crate::state::AppState;
 use crate::store::{Store, StoreError};
 
 /// Width of the synthetic frame used when no image is given (a VGA camera frame).
@@ -152,7 +156,7 @@ pub struct StageSummary {
     pub invoke: StageStats,
     pub post: StageStats,
     pub store: StageStats,
-    /// Wall-clock time of the whole per-frame iteration (run, record, insert).
+    /// Wall-clock time of the whole per-frame iteration (run, record, sink).
     pub total: StageStats,
 }
 
@@ -494,7 +498,7 @@ pub fn run_bench(args: &BenchArgs) -> Result<BenchReport, BenchError> {
         ),
     };
     let image_bytes = data.len();
-    let frame = Frame::encoded(data, 0, image.clone());
+    let frame = Frame::encoded(data, 0, image.clone()).with_source("bench");
 
     let mut runtimes = Vec::new();
     for plan in plans(args.runtime) {
@@ -567,7 +571,8 @@ fn progress_bar(len: u64, name: &str, json: bool) -> ProgressBar {
     bar
 }
 
-/// Warm up, then time `args.runs` iterations of run → record → store insert.
+/// Warm up, then time `args.runs` iterations of run → record → sink (store
+/// insert, state, metrics).
 fn measure(
     engine: &mut Engine,
     name: &str,
@@ -580,7 +585,13 @@ fn measure(
         .prefix("spotter-bench-")
         .tempdir()
         .map_err(BenchError::TempDir)?;
-    let store = Store::open_with(dir.path(), STORE_FLUSH_MS)?;
+    let store = Arc::new(Store::open_with(dir.path(), STORE_FLUSH_MS)?);
+    let state = Arc::new(AppState::new());
+    let clock_ok = crate::core::clock::clock_synchronized();
+    state.clock_synchronized.store(clock_ok, Ordering::Relaxed);
+    let mut sink = ResultSink::new(store, state, None);
+    // Each run is a new capture of the same image.
+    let mut frame = frame.clone();
     let bar = progress_bar((args.warmup + args.runs) as u64, name, args.json);
     let mut samples = Samples::with_capacity(args.runs);
     let mut last_size = (0, 0);
@@ -591,26 +602,16 @@ fn measure(
             run: i + 1,
             error,
         };
-        let out = engine.run(frame).map_err(run_err)?;
-        let mut rec = ResultRecord {
-            id: String::new(),
-            ts_ns: unix_ns(SystemTime::now()),
-            source: "bench".to_string(),
-            origin: frame.origin.clone(),
-            frame_seq: i as u64,
-            model_sha256: sha256.to_string(),
-            runtime: name.to_string(),
-            classes: out.classes,
-            detections: out.detections,
-            image_width: out.image_width,
-            image_height: out.image_height,
-            latency: out.latency,
-            clock_synchronized: crate::core::clock::clock_synchronized(),
-            boottime_ns: crate::core::clock::boottime_ns(),
+        (frame.seq, frame.captured_at) = (i as u64, SystemTime::now());
+        let out = engine.run(&frame).map_err(run_err)?;
+        let mut rec = sink.record(out, &frame, sha256, name);
+        let keep = Keep::Store {
+            snapshot: None,
+            trigger: None,
         };
-        let t = Instant::now();
-        store.insert(&mut rec)?;
-        rec.latency.store_us = t.elapsed().as_micros() as u64;
+        // This run's own insert, not the previous one the record carries.
+        let wrote = sink.deliver(&mut rec, keep)?;
+        rec.latency.store_us = wrote.map_or(0, |d| d.as_micros() as u64);
         let total_us = start.elapsed().as_micros() as u64;
         if i >= args.warmup {
             samples.push(&rec.latency, total_us);
@@ -619,7 +620,7 @@ fn measure(
         bar.inc(1);
     }
     bar.finish_and_clear();
-    drop(store);
+    drop(sink);
     if let Err(e) = dir.close() {
         log::warn!("could not remove the temporary result store: {e}");
     }
@@ -645,14 +646,7 @@ fn measure(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn testdata() -> PathBuf {
-        std::env::var_os("SPOTTER_TESTDATA")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata"))
-            })
-    }
+    use crate::core::testdata;
 
     #[derive(Debug, clap::Parser)]
     struct Cli {

@@ -1,0 +1,58 @@
+//! The pipeline: capture → infer → store.
+//!
+//! Capture and inference each run on their own OS thread (ioctls and model
+//! invocations block), joined by a [`FrameSlot`]: a one-frame, latest-wins
+//! hand-off. A frame that arrives while inference is busy replaces the waiting
+//! one and the replaced frame is counted as dropped, so a slow model never
+//! builds a queue. The inference thread hands each result to the result
+//! sink (`ResultSink`), which stores it in sled and publishes it to the
+//! shared [`AppState`](crate::state::AppState), the metrics and the GPIO
+//! rules; `sink.rs` says what it does for each kind of result.
+//!
+//! The same slot carries [`ClassifyJob`]s (images uploaded to the API): the
+//! inference thread runs them on its active model between two frames, before
+//! the next frame, delivers the result to the same sink, and replies on the
+//! job's channel. So an upload never runs on the async runtime, never needs
+//! a second copy of the model, and never sees a half-swapped model: swaps
+//! happen on the same thread, between items. `spotter bench` uses the sink
+//! too, on a throw-away store.
+//!
+//! | file | owns |
+//! |---|---|
+//! | `slot.rs` | [`FrameSlot`], [`Taken`], the upload hand-off ([`ClassifyJob`], [`ClassifyError`]) |
+//! | `capture_loop.rs` | the capture thread ([`capture_loop()`]), [`Backoff`], its sleeps, the source readiness check ([`SourceReadiness`]) |
+//! | `inference_loop.rs` | the inference thread ([`inference_loop()`]), [`InferenceControl`] |
+//! | `model.rs` | model loading ([`load_model`], [`effective_model`], [`LoadedModel`]) |
+//! | `sink.rs` | the result sink (`ResultSink`): store → state → metrics → GPIO |
+//!
+//! [`unix_ns`] lives in [`crate::core::clock`]; it is re-exported here for
+//! the callers that know it by this path.
+
+mod capture_loop;
+mod inference_loop;
+mod model;
+mod sink;
+mod slot;
+
+pub use crate::core::clock::unix_ns;
+pub use capture_loop::{capture_loop, Backoff, SourceOpener, SourceReadiness};
+pub use inference_loop::{inference_loop, InferenceControl};
+pub use model::{effective_model, load_model, LoadedModel};
+pub(crate) use sink::{Keep, ResultSink};
+pub use slot::{ClassifyError, ClassifyJob, FrameSlot, Taken};
+
+/// A one-pixel RGB frame with sequence number `seq`, for the tests.
+#[cfg(test)]
+fn test_frame(seq: u64) -> crate::core::frame::Frame {
+    crate::core::frame::Frame {
+        data: vec![],
+        format: crate::core::frame::PixelFormat::Rgb8,
+        width: 1,
+        height: 1,
+        stride: 3,
+        seq,
+        captured_at: std::time::SystemTime::now(),
+        origin: "test".into(),
+        source: "test".into(),
+    }
+}
