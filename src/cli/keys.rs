@@ -2,13 +2,11 @@
 //! ([`crate::keys::KeyStore`]).
 
 use std::io::Write;
-use std::path::Path;
 
 use clap::Subcommand;
 
-use super::{fail, load_settings, Failure, EXIT_FAILURE};
+use crate::config;
 use crate::keys::{KeyStore, Scope};
-use crate::{config, logging};
 
 #[derive(Debug, Subcommand)]
 pub enum KeysAction {
@@ -25,13 +23,7 @@ pub enum KeysAction {
     Revoke { id_or_name: String },
 }
 
-pub(super) fn keys(path: &Path, action: KeysAction) -> Result<(), Failure> {
-    let _ = logging::init(log::LevelFilter::Warn);
-    let settings = load_settings(path)?;
-    keys_command(&settings, action).map_err(fail(EXIT_FAILURE))
-}
-
-fn keys_command(settings: &config::Settings, action: KeysAction) -> anyhow::Result<()> {
+pub(super) fn keys(settings: &config::Settings, action: KeysAction) -> anyhow::Result<()> {
     let ks = KeyStore::new(&settings.daemon.state_dir);
     let mut out = std::io::stdout().lock();
     match action {

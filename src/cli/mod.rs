@@ -176,11 +176,11 @@ pub fn execute(cli: Cli) -> Result<(), Failure> {
         Command::Keys {
             config: path,
             action,
-        } => keys::keys(&path, action),
+        } => with_settings(&path, action, keys::keys),
         Command::Model {
             config: path,
             action,
-        } => model::model(&path, action),
+        } => with_settings(&path, action, model::model),
         Command::SystemdGenerator {
             config: path,
             normal_dir,
@@ -212,6 +212,19 @@ pub fn execute(cli: Cli) -> Result<(), Failure> {
             images,
         ),
     }
+}
+
+/// Run a command that needs only the settings in the config file at
+/// `path`, logging warnings: an invalid configuration exits with
+/// [`EXIT_CONFIG`], a failing command with [`EXIT_FAILURE`].
+fn with_settings<A>(
+    path: &Path,
+    action: A,
+    command: fn(&config::Settings, A) -> anyhow::Result<()>,
+) -> Result<(), Failure> {
+    let _ = crate::logging::init(log::LevelFilter::Warn);
+    let settings = load_settings(path)?;
+    command(&settings, action).map_err(fail(EXIT_FAILURE))
 }
 
 /// The settings in the config file at `path` (with its drop-ins); an invalid

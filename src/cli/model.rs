@@ -2,14 +2,13 @@
 //! the state directory ([`crate::modelstore::ModelStore`]).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Subcommand;
 
-use super::{fail, load_settings, Failure, EXIT_FAILURE};
+use crate::config;
 use crate::modelstore::ModelStore;
 use crate::pipeline::load_model;
-use crate::{config, logging};
 
 #[derive(Debug, Subcommand)]
 pub enum ModelAction {
@@ -32,13 +31,7 @@ pub enum ModelAction {
 
 const RELOAD_HINT: &str = "the running daemon switches on SIGHUP: systemctl reload spotter";
 
-pub(super) fn model(path: &Path, action: ModelAction) -> Result<(), Failure> {
-    let _ = logging::init(log::LevelFilter::Warn);
-    let settings = load_settings(path)?;
-    model_command(&settings, action).map_err(fail(EXIT_FAILURE))
-}
-
-fn model_command(settings: &config::Settings, action: ModelAction) -> anyhow::Result<()> {
+pub(super) fn model(settings: &config::Settings, action: ModelAction) -> anyhow::Result<()> {
     let ms = ModelStore::new(&settings.daemon.state_dir);
     let mut out = std::io::stdout().lock();
     match action {

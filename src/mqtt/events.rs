@@ -171,6 +171,16 @@ mod tests {
         }
     }
 
+    /// A state, a subscription to its bus and the [`Events`] of a publisher
+    /// that has read the state once, as `run` does at start.
+    fn started() -> (AppState, Receiver<Event>, Events) {
+        let state = AppState::new();
+        let bus = state.events.subscribe();
+        let mut events = Events::new("dev".into(), 0);
+        events.sample(&state);
+        (state, bus, events)
+    }
+
     /// Hand every event waiting on `bus` to `events`.
     fn deliver(events: &mut Events, bus: &mut Receiver<Event>, state: &AppState) {
         loop {
@@ -201,10 +211,7 @@ mod tests {
     // reporting a source lost that never worked, or changing the payloads.
     #[test]
     fn state_events_on_the_bus_become_event_messages() {
-        let state = AppState::new();
-        let mut bus = state.events.subscribe();
-        let mut events = Events::new("dev".into(), 0);
-        events.sample(&state);
+        let (state, mut bus, mut events) = started();
         state.update_readiness(|r| r.source = Check::failing("no camera"));
         state.set_source("files:/x".into());
         state.update_readiness(|r| r.source = Check::passing("frames"));
@@ -233,10 +240,7 @@ mod tests {
     // missed instead of reading the current state once.
     #[test]
     fn a_lagged_subscription_reads_the_current_state_once() {
-        let state = AppState::new();
-        let mut bus = state.events.subscribe();
-        let mut events = Events::new("dev".into(), 0);
-        events.sample(&state);
+        let (state, mut bus, mut events) = started();
         state.set_model(Some(model("new")));
         for i in 0..EVENT_BUS_CAPACITY + 10 {
             state.publish("result", || i);
