@@ -5,7 +5,8 @@
 //! established connections keep theirs), and the retention limits (the
 //! pruner's policy). API keys need no signal (the key file is watched).
 //! Every other changed setting is named in one warning as needing a restart;
-//! the running values of those stay in force.
+//! the running values of those stay in force. [`reload_config`] re-reads
+//! the configuration files for either trigger.
 
 use std::sync::atomic::Ordering;
 
@@ -13,7 +14,7 @@ use serde_json::Value;
 
 pub use crate::api::reload::{Outcome, Request};
 use crate::api::{TlsReloader, TlsSettings};
-use crate::config::Settings;
+use crate::config::{self, Settings};
 use crate::pipeline::InferenceControl;
 use crate::store::{Pruner, Retention};
 
@@ -36,6 +37,32 @@ pub struct Handles<'a> {
     pub tls: &'a TlsReloader,
     pub pruner: &'a Pruner,
     pub control: &'a InferenceControl,
+}
+
+/// Re-read the configuration files (if the daemon was started with some)
+/// and apply them; without files only the model is reloaded. `cause` names
+/// the trigger in the log. Err: why the files were refused (nothing changed).
+pub(super) async fn reload_config(
+    config_path: Option<&std::path::Path>,
+    running: &mut Settings,
+    handles: &Handles<'_>,
+    cause: &str,
+) -> Result<Outcome, String> {
+    log::info!("{cause}: reloading the configuration");
+    match config_path.map(config::load) {
+        Some(Ok(new)) => Ok(apply(running, &new, handles).await),
+        Some(Err(e)) => {
+            log::error!(
+                "{cause}: configuration not reloaded, the running settings stay in force: {e}"
+            );
+            Err(e.to_string())
+        }
+        None => {
+            handles.control.reload.store(true, Ordering::Relaxed);
+            log::info!("{cause}: no configuration file; reloading the model");
+            Ok(Outcome::default())
+        }
+    }
 }
 
 fn tls_settings(s: &Settings) -> TlsSettings {

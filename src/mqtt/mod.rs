@@ -15,30 +15,29 @@
 //!
 //! Besides results: a retained status (`online`; `offline` on shutdown and as
 //! the last will), events (source lost/recovered, model activated, outbox
-//! overflow; best effort, not persisted) and, optionally, Home Assistant
+//! overflow; best effort, not persisted, see `events`, which learns of
+//! state changes from the daemon's event bus) and, optionally, Home Assistant
 //! discovery.
 
 mod client;
 mod discovery;
+mod events;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::config::MqttSettings;
 use crate::core::ids;
-use crate::state::AppState;
+use crate::state::{AppState, Event};
 use crate::store::Outbox;
 use client::{Client, Ev, Failure, Loop};
+use events::Events;
 
-/// How often the publisher samples the daemon's state for events.
-const SAMPLE_EVERY: Duration = Duration::from_millis(250);
-/// Events kept while disconnected; older ones are dropped.
-const MAX_PENDING_EVENTS: usize = 64;
 /// How long shutdown waits for outstanding acknowledgements and the
 /// `offline` status.
 pub const STOP_GRACE: Duration = Duration::from_millis(1000);
@@ -163,6 +162,9 @@ pub fn spawn(
         format!("{}:{}", r.settings.host, r.settings.port);
     let _ = state.mqtt.outbox.set(outbox.clone());
     let (client, lp) = client::connect(&r)?;
+    // Subscribed before the publisher first reads the state, so no change
+    // falls between the two.
+    let bus = state.events.subscribe();
     let (stop_tx, stop_rx) = watch::channel(false);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -180,7 +182,7 @@ pub fn spawn(
                 );
                 let driver = tokio::task::spawn_local(drive(lp, tx, backoff));
                 let mut p = Publisher::new(r, client, outbox, state);
-                p.run(rx, stop_rx).await;
+                p.run(rx, bus, stop_rx).await;
                 driver.abort();
             });
         })
@@ -238,13 +240,6 @@ enum Tag {
     Control,
 }
 
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
-
 struct Publisher {
     r: Resolved,
     client: Client,
@@ -267,21 +262,17 @@ struct Publisher {
     live_cursor: Option<u64>,
     tokens: f64,
     refilled: Instant,
-    events: VecDeque<Vec<u8>>,
+    events: Events,
     /// The last connection failure logged, so a retry loop logs it once.
     last_failure: Option<Failure>,
-    // State sampled for events.
-    source_ok: Option<bool>,
-    model_sha: Option<String>,
-    dropped_seen: u64,
 }
 
 impl Publisher {
     fn new(r: Resolved, client: Client, outbox: Arc<Outbox>, state: Arc<AppState>) -> Publisher {
         Publisher {
+            events: Events::new(r.device_id.clone(), outbox.dropped()),
             r,
             client,
-            dropped_seen: outbox.dropped(),
             outbox,
             state,
             connected: false,
@@ -295,10 +286,7 @@ impl Publisher {
             live_cursor: None,
             tokens: 0.0,
             refilled: Instant::now(),
-            events: VecDeque::new(),
             last_failure: None,
-            source_ok: None,
-            model_sha: None,
         }
     }
 
@@ -314,10 +302,24 @@ impl Publisher {
         (self.r.settings.drain_rate_per_s / 10.0).clamp(1.0, self.window() as f64)
     }
 
-    async fn run(&mut self, mut rx: mpsc::Receiver<Signal>, mut stop: watch::Receiver<bool>) {
-        let mut sample = tokio::time::interval(SAMPLE_EVERY);
+    /// Publish until `stop`; `bus` is the daemon's event bus, subscribed
+    /// before this first reads the state.
+    async fn run(
+        &mut self,
+        mut rx: mpsc::Receiver<Signal>,
+        mut bus: broadcast::Receiver<Event>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let outbox = self.outbox.clone();
+        let mut bus_open = true;
+        self.events.sample(&self.state);
         loop {
+            // The store counts overflow drops before it wakes `added`; wait
+            // for those the overflow events' rate holds back.
+            let overflow_wait = self
+                .events
+                .note_overflow(self.outbox.dropped(), Instant::now())
+                .map(|due| due.saturating_duration_since(Instant::now()));
             self.fill();
             // While the backlog waits only for tokens, wake when one is due.
             let wait_tokens =
@@ -335,7 +337,10 @@ impl Publisher {
                 },
                 _ = outbox.added() => {}
                 _ = tokio::time::sleep(token_due), if wait_tokens => {}
-                _ = sample.tick() => self.sample(),
+                _ = tokio::time::sleep(overflow_wait.unwrap_or_default()), if overflow_wait.is_some() => {}
+                received = bus.recv(), if bus_open => {
+                    bus_open = self.events.on_bus(received, &self.state);
+                }
             }
         }
         self.shutdown(&mut rx).await;
@@ -399,12 +404,12 @@ impl Publisher {
             return;
         }
         while self.outstanding() < self.window() {
-            let Some(ev) = self.events.pop_front() else {
+            let Some(ev) = self.events.pop() else {
                 break;
             };
             let topic = self.r.event_topic.clone();
             if !self.send(&topic, false, ev.clone(), Tag::Control) {
-                self.events.push_front(ev);
+                self.events.unpop(ev);
                 return;
             }
         }
@@ -568,54 +573,5 @@ impl Publisher {
             }
         }
         self.last_failure = Some(f);
-    }
-
-    fn push_event(&mut self, event: &str, fields: serde_json::Value) {
-        let mut v =
-            serde_json::json!({ "event": event, "ts_ns": now_ns(), "device_id": self.r.device_id });
-        if let (Some(o), serde_json::Value::Object(extra)) = (v.as_object_mut(), fields) {
-            o.extend(extra);
-        }
-        if self.events.len() >= MAX_PENDING_EVENTS {
-            self.events.pop_front();
-        }
-        self.events.push_back(v.to_string().into_bytes());
-    }
-
-    /// Turn changes of the daemon's state into events.
-    fn sample(&mut self) {
-        let r = self.state.readiness();
-        match (self.source_ok, r.source.ok) {
-            (Some(true), false) => self.push_event(
-                "source_lost",
-                serde_json::json!({ "detail": r.source.detail }),
-            ),
-            (Some(false), true) => self.push_event(
-                "source_recovered",
-                serde_json::json!({ "source": self.state.source() }),
-            ),
-            _ => {}
-        }
-        // Only a source that worked once can be lost.
-        if r.source.ok || self.source_ok.is_some() {
-            self.source_ok = Some(r.source.ok);
-        }
-        if let Some(m) = self.state.model() {
-            if self.model_sha.as_deref() != Some(m.sha256.as_str()) {
-                self.model_sha = Some(m.sha256.clone());
-                self.push_event(
-                    "model_activated",
-                    serde_json::json!({ "model_sha256": m.sha256, "path": m.path, "runtime": m.runtime }),
-                );
-            }
-        }
-        let dropped = self.outbox.dropped();
-        if dropped > self.dropped_seen {
-            self.push_event(
-                "outbox_overflow",
-                serde_json::json!({ "dropped": dropped - self.dropped_seen, "dropped_total": dropped }),
-            );
-            self.dropped_seen = dropped;
-        }
     }
 }

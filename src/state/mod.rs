@@ -307,9 +307,11 @@ impl AppState {
         self.model.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Set the active model, then publish it: a subscriber that reads
+    /// [`AppState::model`] on the event sees the new one.
     pub fn set_model(&self, m: Option<ModelStatus>) {
-        self.publish("model", || m.clone());
-        *self.model.write().unwrap_or_else(|e| e.into_inner()) = m;
+        *self.model.write().unwrap_or_else(|e| e.into_inner()) = m.clone();
+        self.publish("model", || m);
     }
 
     pub fn source(&self) -> String {

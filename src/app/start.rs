@@ -1,0 +1,351 @@
+//! Starting the daemon: what is checked or built from the settings first (a
+//! required LiteRT runtime, the source opener), then the running parts in
+//! the order they depend on each other: the result store (disk guard, MQTT
+//! outbox), the MQTT publisher, the pruner, the API keys and the HTTPS API,
+//! GPIO, the capture and inference threads and the API task. [`Daemon`]
+//! holds what the monitor and the shutdown need of them.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::{mpsc, watch};
+
+use super::{reload, API_GRACE};
+use crate::api::{ApiError, ApiOptions, Server, TlsReloader};
+use crate::capture::files::{FilesOptions, FilesSource};
+use crate::capture::negotiate::FormatPreference;
+use crate::capture::v4l2::{V4l2Options, V4l2Source};
+use crate::capture::FrameSource;
+use crate::config::{CaptureFormat, Settings, SourceKind, SourceSettings};
+use crate::core::ids;
+use crate::gpio::runner::GpioRuntime;
+use crate::modelstore::ModelStore;
+use crate::mqtt::PublisherHandle;
+use crate::pipeline::{
+    capture_loop, inference_loop, Backoff, FrameSlot, InferenceControl, SourceOpener,
+    SourceReadiness,
+};
+use crate::state::{AppState, Check};
+use crate::store::{Pruner, Store};
+
+/// Build the source opener for the configured source.
+pub fn source_opener(s: &SourceSettings) -> SourceOpener {
+    match s.kind {
+        SourceKind::Files => {
+            let opts = FilesOptions {
+                // `config` guarantees dir is set for a files source.
+                dir: s.dir.clone().unwrap_or_default(),
+                fps: s.fps,
+                looping: s.looping,
+            };
+            Box::new(move || {
+                FilesSource::open(opts.clone()).map(|s| Box::new(s) as Box<dyn FrameSource>)
+            })
+        }
+        SourceKind::V4l2 => {
+            let opts = V4l2Options {
+                device: s.device.clone(),
+                width: s.width,
+                height: s.height,
+                fps: s.fps.round().max(1.0) as u32,
+                format: match s.format {
+                    CaptureFormat::Auto => FormatPreference::Auto,
+                    CaptureFormat::Mjpeg => FormatPreference::Mjpeg,
+                    CaptureFormat::Yuyv => FormatPreference::Yuyv,
+                },
+                buffers: s.buffers,
+                timeout_ms: s.stall_timeout_ms,
+            };
+            Box::new(move || {
+                V4l2Source::open(opts.clone()).map(|s| Box::new(s) as Box<dyn FrameSource>)
+            })
+        }
+    }
+}
+
+/// `runtime = "litert"` demands LiteRT: without a loadable library the daemon
+/// refuses to start (it would never become ready), naming what it looked for.
+/// `auto` falls back instead, and says so when the model loads.
+pub fn check_required_runtime(m: &crate::config::ModelSettings) -> anyhow::Result<()> {
+    if m.runtime != crate::config::RuntimeSetting::Litert {
+        return Ok(());
+    }
+    let Some(path) = crate::inference::select::resolve_litert_lib(m.litert_lib.as_deref()) else {
+        let searched: Vec<String> = crate::inference::select::default_litert_paths()
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        anyhow::bail!(
+            "model.runtime = \"litert\" but no libLiteRt.so was found (looked in {}; set model.litert_lib, --litert-lib or SPOTTER_LITERT_LIB, or run scripts/setup-litert.sh)",
+            searched.join(", ")
+        );
+    };
+    // Loaded once for the life of the process, never probed and dropped (see
+    // `litert::preload`: unloading it crashes the process at exit).
+    crate::inference::litert::preload(&path)
+        .map_err(|e| anyhow::anyhow!("model.runtime = \"litert\" but {e}"))?;
+    Ok(())
+}
+
+/// The running daemon's parts, as [`start`] leaves them.
+pub(super) struct Daemon {
+    pub(super) store: Arc<Store>,
+    pub(super) mqtt: Option<PublisherHandle>,
+    pub(super) pruner: Pruner,
+    pub(super) tls: TlsReloader,
+    pub(super) slot: Arc<FrameSlot>,
+    pub(super) control: Arc<InferenceControl>,
+    /// Reload requests from the API (one at a time).
+    pub(super) reloads: mpsc::Receiver<reload::Request>,
+    pub(super) gpio: Option<GpioRuntime>,
+    /// Tells the capture thread to stop.
+    pub(super) stop: Arc<AtomicBool>,
+    /// The one writer of the source's readiness check (the monitor asks it
+    /// to report a stall).
+    pub(super) source_readiness: Arc<SourceReadiness>,
+    pub(super) capture: JoinHandle<()>,
+    pub(super) inference: JoinHandle<()>,
+    pub(super) api_task: tokio::task::JoinHandle<Result<(), ApiError>>,
+    /// Tells the API task to stop.
+    pub(super) api_shutdown: watch::Sender<bool>,
+}
+
+/// Start every part of the daemon; Err: one could not start (what has
+/// started stops as it is dropped).
+pub(super) async fn start(settings: &Settings, state: &Arc<AppState>) -> anyhow::Result<Daemon> {
+    std::fs::create_dir_all(&settings.daemon.state_dir).with_context(|| {
+        format!(
+            "creating state directory {}",
+            settings.daemon.state_dir.display()
+        )
+    })?;
+    let store = open_store(settings)?;
+    let mqtt = start_mqtt(settings, &store, state);
+    match store.check_writable() {
+        Ok(()) => state.update_readiness(|r| {
+            r.store = Check::passing(format!("{} writable", settings.store.dir.display()))
+        }),
+        Err(e) => state.update_readiness(|r| r.store = Check::failing(e.to_string())),
+    }
+    let pruner = Pruner::spawn(
+        store.clone(),
+        crate::store::Retention::from_settings(&settings.store),
+        crate::store::DEFAULT_PRUNE_EVERY,
+    )
+    .context("starting the result store pruner")?;
+
+    crate::keys::ensure_initial_admin_key(&settings.daemon.state_dir)
+        .context("preparing API keys")?;
+    let server = bind_api(settings, state, &store).await?;
+    let slot = Arc::new(FrameSlot::new());
+    let control = Arc::new(InferenceControl {
+        snapshot_rule: std::sync::Mutex::new(crate::store::SnapshotRule::from_settings(
+            &settings.store,
+        )),
+        ..Default::default()
+    });
+    // One API reload at a time; a second is refused while one waits.
+    let (reload_tx, reloads) = mpsc::channel::<reload::Request>(1);
+    let server = server
+        .with_pipeline(crate::api::PipelineHandle {
+            slot: slot.clone(),
+            control: control.clone(),
+            models: ModelStore::new(&settings.daemon.state_dir),
+            model: settings.model.clone(),
+        })
+        .with_reloads(reload_tx);
+    log::info!(
+        "HTTPS API listening on https://{} (certificate SHA-256 {})",
+        server.local_addr(),
+        server.cert_fingerprint()
+    );
+
+    // GPIO before the pipeline threads: outputs go to their safe state
+    // first (after a crash too), and a trigger gates frames from the start.
+    let gpio = start_gpio(settings, state, &control)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let source_readiness = Arc::new(SourceReadiness::default());
+    let (capture, inference) = spawn_pipeline(
+        settings,
+        &slot,
+        &store,
+        state,
+        &control,
+        &stop,
+        &source_readiness,
+    )?;
+
+    let tls = server.tls_reloader();
+    let (api_shutdown, shutdown_rx) = watch::channel(false);
+    let api_task = tokio::spawn(server.run(shutdown_rx));
+    Ok(Daemon {
+        store,
+        mqtt,
+        pruner,
+        tls,
+        slot,
+        control,
+        reloads,
+        gpio,
+        stop,
+        source_readiness,
+        capture,
+        inference,
+        api_task,
+        api_shutdown,
+    })
+}
+
+/// The result store, with its disk-space guard and, when MQTT is enabled,
+/// its outbox.
+fn open_store(settings: &Settings) -> anyhow::Result<Arc<Store>> {
+    let mut store = Store::open_with(&settings.store.dir, settings.store.flush_every_ms)
+        .with_context(|| {
+            format!(
+                "opening the result store in {}",
+                settings.store.dir.display()
+            )
+        })?
+        .with_guard(crate::store::DiskGuard::new(
+            Box::new(crate::store::Statvfs),
+            settings.store.min_free_bytes,
+            Duration::from_secs(1),
+        ));
+    if settings.mqtt.enabled {
+        let limits = crate::store::OutboxLimits {
+            max_records: settings.mqtt.outbox_max_records,
+            max_bytes: settings.mqtt.outbox_max_bytes,
+        };
+        store = store
+            .with_outbox(limits)
+            .context("opening the MQTT outbox")?;
+    }
+    Ok(Arc::new(store))
+}
+
+/// The MQTT publisher, if the store has an outbox. MQTT problems never stop
+/// the daemon: results queue in the outbox.
+fn start_mqtt(
+    settings: &Settings,
+    store: &Store,
+    state: &Arc<AppState>,
+) -> Option<PublisherHandle> {
+    store.outbox().and_then(|outbox| {
+        let resolved = crate::mqtt::Resolved::new(settings.mqtt.clone(), None);
+        match crate::mqtt::spawn(resolved, outbox.clone(), state.clone()) {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                log::error!(message_id = ids::MQTT_CONFIG_FAILED, spotter_error_kind = "mqtt_config"; "{e}; results queue in the outbox until this is fixed and Spotter restarts");
+                state.mqtt.set_error(Some(e.to_string()));
+                None
+            }
+        }
+    })
+}
+
+/// The HTTPS API, bound to its address, with its access limits.
+async fn bind_api(
+    settings: &Settings,
+    state: &Arc<AppState>,
+    store: &Arc<Store>,
+) -> anyhow::Result<Server> {
+    let server = Server::bind(
+        ApiOptions {
+            listen: settings.api.listen,
+            cert: settings.api.cert.clone(),
+            key: settings.api.key.clone(),
+            client_ca: settings.api.client_ca.clone(),
+            client_auth: settings.api.client_auth,
+            state_dir: settings.daemon.state_dir.clone(),
+            max_connections: settings.api.max_connections,
+            header_read_timeout: Duration::from_millis(settings.api.header_read_timeout_ms),
+            keep_alive_idle: Duration::from_millis(settings.api.keep_alive_idle_ms),
+            max_results_limit: settings.api.max_results_limit,
+            max_concurrent_uploads: settings.api.max_concurrent_uploads,
+            upload_queue: settings.api.upload_queue,
+            max_upload_pixels: settings.api.max_upload_pixels,
+            max_model_bytes: settings.api.max_model_bytes,
+            max_event_subscribers: settings.api.max_event_subscribers,
+            event_heartbeat: Duration::from_millis(settings.api.event_heartbeat_ms),
+        },
+        state.clone(),
+        store.clone(),
+    )
+    .await
+    .with_context(|| format!("starting the HTTPS API on {}", settings.api.listen))?
+    .with_access(crate::api::AccessOptions {
+        auth_fail_rate_per_s: settings.api.auth_fail_rate_per_s,
+        auth_fail_burst: settings.api.auth_fail_burst,
+        key_rate_per_s: settings.api.key_rate_per_s,
+        key_burst: settings.api.key_burst,
+        max_body_bytes: settings.api.max_body_bytes,
+        cors_allowed_origins: settings.api.cors_allowed_origins.clone(),
+    })
+    .context("API access options")?
+    .with_shutdown_grace(API_GRACE);
+    Ok(server)
+}
+
+/// GPIO, when the configuration has any; its hooks go to the inference
+/// thread's control. A GPIO that cannot start stops the daemon.
+fn start_gpio(
+    settings: &Settings,
+    state: &Arc<AppState>,
+    control: &InferenceControl,
+) -> anyhow::Result<Option<GpioRuntime>> {
+    if !settings.gpio.enabled() {
+        return Ok(None);
+    }
+    let started = crate::gpio::open_backend(settings.gpio.backend)
+        .and_then(|backend| GpioRuntime::start(&settings.gpio, backend, state.clone()));
+    match started {
+        Ok(rt) => {
+            // Set once, before the inference thread starts; cannot already be set.
+            let _ = control.gpio.set(rt.hooks.clone());
+            Ok(Some(rt))
+        }
+        Err(e) => {
+            log::error!(message_id = ids::GPIO_FAILED, spotter_error_kind = "gpio"; "{e}");
+            Err(anyhow::Error::new(e).context("starting GPIO ([gpio] in the configuration)"))
+        }
+    }
+}
+
+/// The capture and inference threads.
+fn spawn_pipeline(
+    settings: &Settings,
+    slot: &Arc<FrameSlot>,
+    store: &Arc<Store>,
+    state: &Arc<AppState>,
+    control: &Arc<InferenceControl>,
+    stop: &Arc<AtomicBool>,
+    source_readiness: &Arc<SourceReadiness>,
+) -> anyhow::Result<(JoinHandle<()>, JoinHandle<()>)> {
+    let capture = {
+        let (slot, state, stop) = (slot.clone(), state.clone(), stop.clone());
+        let readiness = source_readiness.clone();
+        let opener = source_opener(&settings.source);
+        let backoff = Backoff::new(
+            Duration::from_millis(settings.source.retry_initial_ms),
+            Duration::from_millis(settings.source.retry_max_ms),
+        );
+        std::thread::Builder::new()
+            .name("capture".into())
+            .spawn(move || capture_loop(opener, slot, state, readiness, stop, backoff))
+            .context("spawning the capture thread")?
+    };
+    let inference = {
+        let (slot, store, state, control) =
+            (slot.clone(), store.clone(), state.clone(), control.clone());
+        let model = settings.model.clone();
+        let models = Some(ModelStore::new(&settings.daemon.state_dir));
+        std::thread::Builder::new()
+            .name("inference".into())
+            .spawn(move || inference_loop(model, models, slot, store, state, control))
+            .context("spawning the inference thread")?
+    };
+    Ok((capture, inference))
+}

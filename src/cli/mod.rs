@@ -1,0 +1,236 @@
+//! Command-line interface: the clap definitions, [`execute`] dispatching each
+//! command to its file, and what the commands share (loading the settings,
+//! the [`Failure`] with its exit code). The daemon itself lives in
+//! [`crate::app`].
+
+mod bench;
+mod check_config;
+mod classify;
+mod doctor;
+mod export;
+mod generator;
+mod import;
+mod keys;
+mod model;
+mod run;
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+
+use crate::config;
+
+pub use classify::{RawSpec, RuntimeArg};
+pub use keys::KeysAction;
+pub use model::ModelAction;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "spotter",
+    version,
+    about = "Camera inference appliance: V4L2 → TFLite → sled → HTTPS"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon.
+    Run {
+        /// The main config file; drop-ins are read from <name>.d/*.toml beside it.
+        #[arg(long, short, default_value = "/etc/spotter/spotter.toml")]
+        config: PathBuf,
+        /// Path of libLiteRt.so (overrides model.litert_lib).
+        #[arg(long, env = "SPOTTER_LITERT_LIB")]
+        litert_lib: Option<PathBuf>,
+    },
+    /// Validate a config (with its drop-ins) and print the effective settings.
+    CheckConfig { file: PathBuf },
+    /// Measure per-stage latency (decode, resize, quantize, invoke, post, store) of a model per runtime.
+    Bench(crate::tools::bench::BenchArgs),
+    /// Measure the result store's flash wear: results/s, bytes written to
+    /// disk per result and database bytes per million results (one JSON line).
+    BenchStore(crate::tools::wear::WearArgs),
+    /// Write the result store as NDJSON to stdout. While the daemon runs (it
+    /// holds the store's lock) the export comes from its API
+    /// (GET /api/v1/backup), with an admin key.
+    Export {
+        #[arg(long, short, default_value = "/etc/spotter/spotter.toml")]
+        config: PathBuf,
+        /// Only results at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// An admin API key for the running daemon (else $SPOTTER_API_KEY,
+        /// else <state_dir>/initial-admin-key).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
+    /// Import an NDJSON export into the result store (service stopped);
+    /// idempotent by result id.
+    Import {
+        #[arg(long, short, default_value = "/etc/spotter/spotter.toml")]
+        config: PathBuf,
+        file: PathBuf,
+    },
+    /// Manage API keys in the state directory (run as the service user).
+    Keys {
+        #[arg(long, short, default_value = "/etc/spotter/spotter.toml")]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+    /// Manage model versions in the state directory.
+    Model {
+        /// The daemon's config (for the state directory and runtime settings).
+        #[arg(long, short, default_value = "/etc/spotter/spotter.toml")]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: ModelAction,
+    },
+    /// systemd generator (installed as
+    /// /usr/lib/systemd/system-generators/spotter-generator): writes a
+    /// drop-in granting CAP_NET_BIND_SERVICE when api.listen's port is below
+    /// 1024. systemd passes the normal, early and late output directories.
+    #[command(hide = true)]
+    SystemdGenerator {
+        #[arg(long, short, default_value = "/etc/spotter/spotter.toml")]
+        config: PathBuf,
+        normal_dir: PathBuf,
+        early_dir: Option<PathBuf>,
+        late_dir: Option<PathBuf>,
+    },
+    /// Check camera, model, TLS certificate, state directory, clock and
+    /// recent results; one line per check with a fix hint; exit 1 if any
+    /// check fails. Run it as the service user: sudo -u spotter spotter doctor
+    Doctor {
+        #[arg(long, short, default_value = "/etc/spotter/spotter.toml")]
+        config: PathBuf,
+    },
+    /// Classify image files with a model and print the top-k for each.
+    Classify {
+        #[arg(long)]
+        model: PathBuf,
+        /// Labels file; optional when the model embeds its labels.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// One JSON object per image, one per line.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_enum, default_value = "auto")]
+        runtime: RuntimeArg,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long, default_value_t = 5)]
+        top_k: usize,
+        /// Path of libLiteRt.so.
+        #[arg(long, env = "SPOTTER_LITERT_LIB")]
+        litert_lib: Option<PathBuf>,
+        /// The files are raw frames as a camera delivers them, e.g.
+        /// `yuyv:640x480` (packed, no row padding), as written by
+        /// `v4l2-ctl --stream-to`; without it they are JPEG, PNG or BMP.
+        #[arg(long, value_parser = classify::parse_raw_spec, value_name = "FORMAT:WxH")]
+        raw: Option<RawSpec>,
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+}
+
+/// An error for `main` to report, with the process exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub error: anyhow::Error,
+    pub code: u8,
+}
+
+/// Exit code for invalid configuration or usage.
+pub const EXIT_CONFIG: u8 = 2;
+/// Exit code for any other failure.
+pub const EXIT_FAILURE: u8 = 1;
+
+fn fail(code: u8) -> impl FnOnce(anyhow::Error) -> Failure {
+    move |error| Failure { error, code }
+}
+
+/// Whether log records reach stderr (so `main` need not print errors twice).
+pub fn logs_to_stderr() -> bool {
+    !systemd_journal_logger::connected_to_journal()
+}
+
+pub fn execute(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Run {
+            config: path,
+            litert_lib,
+        } => run::run(path, litert_lib),
+        Command::CheckConfig { file } => check_config::check_config(&file),
+        Command::Bench(args) => bench::bench(&args),
+        Command::BenchStore(args) => bench::bench_store(&args),
+        Command::Export {
+            config: path,
+            since,
+            key_file,
+        } => export::export(&path, since.as_deref(), key_file.as_deref()),
+        Command::Import { config: path, file } => import::import(&path, &file),
+        Command::Keys {
+            config: path,
+            action,
+        } => with_settings(&path, action, keys::keys),
+        Command::Model {
+            config: path,
+            action,
+        } => with_settings(&path, action, model::model),
+        Command::SystemdGenerator {
+            config: path,
+            normal_dir,
+            ..
+        } => {
+            generator::generate(&path, &normal_dir);
+            Ok(())
+        }
+        Command::Doctor { config: path } => doctor::doctor(&path),
+        Command::Classify {
+            model,
+            labels,
+            json,
+            runtime,
+            threads,
+            top_k,
+            litert_lib,
+            raw,
+            images,
+        } => classify::classify(
+            model,
+            labels,
+            json,
+            runtime.into(),
+            threads,
+            top_k,
+            litert_lib,
+            raw,
+            images,
+        ),
+    }
+}
+
+/// Run a command that needs only the settings in the config file at
+/// `path`, logging warnings: an invalid configuration exits with
+/// [`EXIT_CONFIG`], a failing command with [`EXIT_FAILURE`].
+fn with_settings<A>(
+    path: &Path,
+    action: A,
+    command: fn(&config::Settings, A) -> anyhow::Result<()>,
+) -> Result<(), Failure> {
+    let _ = crate::logging::init(log::LevelFilter::Warn);
+    let settings = load_settings(path)?;
+    command(&settings, action).map_err(fail(EXIT_FAILURE))
+}
+
+/// The settings in the config file at `path` (with its drop-ins); an invalid
+/// configuration exits with [`EXIT_CONFIG`].
+fn load_settings(path: &Path) -> Result<config::Settings, Failure> {
+    config::load(path)
+        .map_err(|e| anyhow::Error::new(e).context("invalid configuration"))
+        .map_err(fail(EXIT_CONFIG))
+}
