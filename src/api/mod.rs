@@ -42,9 +42,11 @@
 //! Store and key-file reads run on tokio's blocking pool (`spawn_blocking`),
 //! never on the async workers.
 
+mod auth;
 pub mod classify;
 mod errors;
 pub mod events;
+mod headers;
 pub mod limit;
 mod model;
 pub mod openapi;
@@ -55,23 +57,16 @@ pub mod tls;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
 use hyper::body::{Body as _, Incoming};
-use hyper::header::{
-    HeaderMap, HeaderName, HeaderValue, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
-    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE,
-    ACCESS_CONTROL_REQUEST_METHOD, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH,
-    CONTENT_SECURITY_POLICY, CONTENT_TYPE, ORIGIN, REFERRER_POLICY, STRICT_TRANSPORT_SECURITY,
-    VARY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
-};
+use hyper::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, ORIGIN};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
@@ -80,12 +75,17 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 pub use crate::config::ClientAuth;
-use crate::keys::{KeyInfo, KeySet, KeyStore, Scope};
+use crate::keys::{KeyInfo, Scope};
 use crate::state::AppState;
 use crate::store::{Store, StoreError};
+pub use auth::AUTH_FAILURE_LOG_THRESHOLD;
+use auth::{
+    authenticate, authorize, Caller, KeyCache, AUTH_FAILURE_WINDOW, MAX_RATE_LIMIT_ENTRIES,
+};
 pub use classify::PipelineHandle;
 use errors::{error_response, invalid, json_response, Resp};
 pub use errors::{status_and_code, ApiError};
+use headers::{cors_headers, is_preflight, origin_allowed, preflight_response, security_headers};
 use limit::{FailureBursts, RateLimiter};
 pub use options::{AccessOptions, ApiOptions};
 pub use tls::{TlsError, TlsReloader, TlsSettings};
@@ -99,18 +99,6 @@ pub const CONNECTION_SLOT_WAIT: Duration = Duration::from_millis(250);
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// `limit` when the query does not give one (capped by `max_results_limit`).
 pub const DEFAULT_RESULTS_LIMIT: usize = 50;
-/// Client addresses (and keys) with their own token bucket; beyond this the
-/// least useful bucket is dropped.
-pub const MAX_RATE_LIMIT_ENTRIES: usize = 4096;
-/// Failed authentications are counted per client in windows of this length.
-pub const AUTH_FAILURE_WINDOW: Duration = Duration::from_secs(60);
-/// A window with this many failures from one client is logged (once, with
-/// `MESSAGE_ID` [`crate::core::ids::AUTH_FAILURE_BURST`]).
-pub const AUTH_FAILURE_LOG_THRESHOLD: u64 = 10;
-
-const PERMISSIONS_POLICY: HeaderName = HeaderName::from_static("permissions-policy");
-const PERMISSIONS_POLICY_VALUE: &str =
-    "camera=(), microphone=(), geolocation=(), usb=(), serial=(), bluetooth=(), payment=(), fullscreen=()";
 
 /// What goes on the wire: a whole body, or an event stream.
 type OutBody = http_body_util::Either<Full<Bytes>, events::EventBody>;
@@ -308,73 +296,6 @@ fn match_route(path: &str) -> Option<Route<'_>> {
     })
 }
 
-/// The key file as last loaded, reloaded when the file changes.
-struct KeyCache {
-    store: KeyStore,
-    current: Mutex<(Option<FileStamp>, Arc<KeySet>)>,
-}
-
-/// Identity of one version of the key file (`None` inside: no file).
-type FileStamp = Option<(u64, u64, u64, i64, i64)>;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The guarded data stays consistent even if a holder panicked (every
-    // critical section is a single update), so a poisoned lock is usable.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl KeyCache {
-    fn stamp(&self) -> Result<FileStamp, std::io::Error> {
-        match std::fs::metadata(self.store.path()) {
-            Ok(m) => Ok(Some((
-                m.dev(),
-                m.ino(),
-                m.size(),
-                m.mtime(),
-                m.mtime_nsec(),
-            ))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The current keys. A file that cannot be read or parsed yields no keys
-    /// (fail closed) and an error in the log.
-    async fn get(&self) -> Arc<KeySet> {
-        let stamp = match self.stamp() {
-            Ok(s) => s,
-            Err(e) => {
-                log::error!(path:display = self.store.path().display(); "cannot inspect the API key file: {e}; no key is accepted");
-                return Arc::new(KeySet::default());
-            }
-        };
-        {
-            let cur = lock(&self.current);
-            if cur.0 == Some(stamp) {
-                return cur.1.clone();
-            }
-        }
-        let store = self.store.clone();
-        let set = match tokio::task::spawn_blocking(move || store.load()).await {
-            Ok(Ok(set)) => {
-                log::info!(path:display = self.store.path().display(); "loaded {} API key(s)", set.len());
-                set
-            }
-            Ok(Err(e)) => {
-                log::error!("{e}; no API key is accepted until it is fixed");
-                KeySet::default()
-            }
-            Err(e) => {
-                log::error!("API key load task failed: {e}");
-                return Arc::new(KeySet::default());
-            }
-        };
-        let set = Arc::new(set);
-        *lock(&self.current) = (Some(stamp), set.clone());
-        set
-    }
-}
-
 /// What the handlers need.
 struct Ctx {
     state: Arc<AppState>,
@@ -426,10 +347,7 @@ impl Ctx {
             state,
             store,
             max_results_limit,
-            keys: KeyCache {
-                store: KeyStore::new(state_dir),
-                current: Mutex::new((None, Arc::new(KeySet::default()))),
-            },
+            keys: KeyCache::new(state_dir),
             client_limits: Mutex::new(RateLimiter::new(
                 access.auth_fail_rate_per_s,
                 access.auth_fail_burst,
@@ -448,70 +366,6 @@ impl Ctx {
             access,
         }
     }
-
-    fn origin_allowed(&self, origin: &HeaderValue) -> bool {
-        self.access
-            .cors_allowed_origins
-            .iter()
-            .any(|o| o.as_bytes() == origin.as_bytes())
-    }
-}
-
-/// Who is calling.
-enum Caller {
-    Anonymous,
-    Key(KeyInfo),
-}
-
-/// The token of an `Authorization: Bearer <token>` header; `None` when the
-/// header is not of that form.
-fn bearer_token(v: &HeaderValue) -> Option<&str> {
-    let (scheme, token) = v.to_str().ok()?.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
-
-fn rate_limited(wait: Duration) -> ApiError {
-    ApiError::RateLimited {
-        retry_after_s: limit::retry_after_secs(wait),
-    }
-}
-
-/// Identify the caller and apply the rate limits. Every request without a
-/// verified key takes a token from its client address's bucket; one that
-/// presents a key takes it before verification (so guessing is bounded even
-/// when many guesses run at once) and gets it back when the key is valid.
-async fn authenticate(ctx: &Ctx, peer: IpAddr, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    let client = limit::client_key(peer);
-    if let Err(wait) = lock(&ctx.client_limits).try_take(&client, Instant::now()) {
-        ctx.state.metrics.count_rate_limited("client_ip");
-        return Err(rate_limited(wait));
-    }
-    let Some(value) = headers.get(AUTHORIZATION) else {
-        return Ok(Caller::Anonymous);
-    };
-    let info = match bearer_token(value) {
-        Some(token) => ctx.keys.get().await.verify(token).cloned(),
-        None => None,
-    };
-    let Some(info) = info else {
-        ctx.state.metrics.count_auth_failure();
-        if let Some(count) = lock(&ctx.failure_bursts).record(client, Instant::now()) {
-            log::warn!(
-                message_id = crate::core::ids::AUTH_FAILURE_BURST, client:display = client, count = count;
-                "API: {count} failed authentications from {client} within {} s; not logged again for this client in this window",
-                AUTH_FAILURE_WINDOW.as_secs()
-            );
-        }
-        return Err(ApiError::InvalidKey);
-    };
-    let now = Instant::now();
-    lock(&ctx.client_limits).refund(&client, now);
-    if let Err(wait) = lock(&ctx.key_limits).try_take(&info.id, now) {
-        ctx.state.metrics.count_rate_limited("key");
-        return Err(rate_limited(wait));
-    }
-    Ok(Caller::Key(info))
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
@@ -542,48 +396,6 @@ async fn read_body(body: Incoming, max: u64) -> Result<Bytes, ApiError> {
     }
 }
 
-fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
-    method == Method::OPTIONS
-        && headers.contains_key(ORIGIN)
-        && headers.contains_key(ACCESS_CONTROL_REQUEST_METHOD)
-}
-
-fn preflight_response(route: &RouteSpec) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::new()));
-    *r.status_mut() = StatusCode::NO_CONTENT;
-    let h = r.headers_mut();
-    h.insert(
-        ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static(route.allow),
-    );
-    h.insert(
-        ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("authorization"),
-    );
-    h.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
-    r
-}
-
-/// Headers on every response this handler produces, errors included.
-fn security_headers(h: &mut HeaderMap) {
-    h.insert(
-        STRICT_TRANSPORT_SECURITY,
-        HeaderValue::from_static("max-age=31536000"),
-    );
-    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
-    );
-    h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    h.insert(
-        PERMISSIONS_POLICY,
-        HeaderValue::from_static(PERMISSIONS_POLICY_VALUE),
-    );
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-}
-
 async fn handle(
     ctx: Arc<Ctx>,
     peer: SocketAddr,
@@ -599,16 +411,7 @@ async fn handle(
         .count_http(route_name, resp.status().as_u16());
     let h = resp.headers_mut();
     security_headers(h);
-    if !ctx.access.cors_allowed_origins.is_empty() {
-        h.append(VARY, HeaderValue::from_static("origin"));
-        if let Some(o) = origin.filter(|o| ctx.origin_allowed(o)) {
-            h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, o);
-            h.insert(
-                ACCESS_CONTROL_EXPOSE_HEADERS,
-                HeaderValue::from_static("retry-after, www-authenticate"),
-            );
-        }
-    }
+    cors_headers(h, &ctx.access, origin);
     log::debug!(
         "{method} {route_name} from {} -> {} in {} µs",
         peer.ip(),
@@ -643,22 +446,14 @@ async fn respond(
             let allowed_origin = parts
                 .headers
                 .get(ORIGIN)
-                .is_some_and(|o| ctx.origin_allowed(o));
+                .is_some_and(|o| origin_allowed(&ctx.access, o));
             if allowed_origin && is_preflight(&parts.method, &parts.headers) {
                 return Ok(preflight_response(r.spec()).map(Either::Left));
             }
         }
         let caller = authenticate(ctx, peer.ip(), &parts.headers).await?;
         let route = route.ok_or(ApiError::RouteNotFound)?;
-        if let Some(needed) = route.spec().scope {
-            match &caller {
-                Caller::Anonymous => return Err(ApiError::MissingKey),
-                Caller::Key(k) if !k.scope.allows(needed) => {
-                    return Err(ApiError::InsufficientScope { needed })
-                }
-                Caller::Key(_) => {}
-            }
-        }
+        authorize(&caller, route.spec().scope)?;
         // Reading every body here applies the limit while streaming, also
         // for requests whose method is then refused.
         let body = read_body(body, max).await?;
@@ -763,13 +558,7 @@ async fn dispatch(ctx: &Arc<Ctx>, route: Route<'_>, req: Req<'_>) -> Result<Resp
                 &serde_json::json!({ "keys": keys }),
             ))
         }
-        Route::Classify => {
-            let name = match caller {
-                Caller::Key(k) => k.name.as_str(),
-                Caller::Anonymous => "anonymous",
-            };
-            classify::classify(ctx, query, req.body, req.peer, name).await
-        }
+        Route::Classify => classify::classify(ctx, query, req.body, req.peer, caller.name()).await,
         // Answered in `respond` (a stream, not a whole body).
         Route::Events => Err(ApiError::Internal(
             "events route dispatched as a whole body".into(),
@@ -1200,17 +989,5 @@ mod tests {
             .map(|r| r.path)
             .collect();
         assert_eq!(public, ["/healthz", "/readyz"]);
-    }
-
-    // Catches: Basic or other schemes taken as bearer tokens, empty tokens accepted.
-    #[test]
-    fn bearer_parsing() {
-        let t = |s: &str| bearer_token(&HeaderValue::from_str(s).unwrap()).map(str::to_string);
-        assert_eq!(t("Bearer spk_x").as_deref(), Some("spk_x"));
-        assert_eq!(t("bearer  spk_x ").as_deref(), Some("spk_x"));
-        assert_eq!(t("Basic dXNlcjpwYXNz"), None);
-        assert_eq!(t("Bearer "), None);
-        assert_eq!(t("Bearer"), None);
-        assert_eq!(t("spk_x"), None);
     }
 }
