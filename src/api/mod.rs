@@ -47,12 +47,15 @@ pub mod classify;
 mod errors;
 pub mod events;
 mod headers;
+mod keys;
 pub mod limit;
+mod metrics;
 mod model;
 pub mod openapi;
 mod options;
 pub mod reload;
 mod results;
+mod status;
 pub mod tls;
 
 use std::convert::Infallible;
@@ -66,8 +69,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
 use hyper::body::{Body as _, Incoming};
-use hyper::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, ORIGIN};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::header::{HeaderMap, CONTENT_LENGTH, ORIGIN};
+use hyper::{Method, Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -75,7 +78,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 pub use crate::config::ClientAuth;
-use crate::keys::{KeyInfo, Scope};
+use crate::keys::Scope;
 use crate::state::AppState;
 use crate::store::{Store, StoreError};
 pub use auth::AUTH_FAILURE_LOG_THRESHOLD;
@@ -97,8 +100,6 @@ pub const CONNECTION_SLOT_WAIT: Duration = Duration::from_millis(250);
 /// is signalled; connections still open after that are dropped. Every handler
 /// answers in milliseconds, so this is generous.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
-/// `limit` when the query does not give one (capped by `max_results_limit`).
-pub const DEFAULT_RESULTS_LIMIT: usize = 50;
 
 /// What goes on the wire: a whole body, or an event stream.
 type OutBody = http_body_util::Either<Full<Bytes>, events::EventBody>;
@@ -503,61 +504,16 @@ async fn blocking<T: Send + 'static>(
 async fn dispatch(ctx: &Arc<Ctx>, route: Route<'_>, req: Req<'_>) -> Result<Resp, ApiError> {
     let (query, caller) = (req.query, req.caller);
     match route {
-        Route::Healthz => Ok(json_response(
-            StatusCode::OK,
-            &serde_json::json!({"status": "ok"}),
-        )),
-        Route::Readyz => {
-            let r = ctx.state.readiness();
-            let status = if r.ready() {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
-            let body = match caller {
-                Caller::Key(_) => serde_json::json!({"ready": r.ready(), "checks": r}),
-                Caller::Anonymous => serde_json::json!({"ready": r.ready()}),
-            };
-            Ok(json_response(status, &body))
-        }
-        Route::Status => status(ctx).await,
-        Route::Metrics => {
-            let body = crate::state::render_metrics(&ctx.state, &ctx.store.stats());
-            let mut resp = Response::new(Full::new(Bytes::from(body)));
-            resp.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
-            );
-            Ok(resp)
-        }
+        Route::Healthz => Ok(status::healthz()),
+        Route::Readyz => Ok(status::readyz(ctx, caller)),
+        Route::Status => status::status(ctx).await,
+        Route::Metrics => Ok(metrics::get(ctx)),
         Route::Results => results::list(ctx, query).await,
         Route::Image(id) => results::image(ctx, id).await,
         Route::Backup => results::backup(ctx, query).await,
-        Route::Latest => {
-            let store = ctx.store.clone();
-            match blocking(move || store.latest()).await? {
-                Some(r) => Ok(json_response(StatusCode::OK, &r)),
-                None => Err(ApiError::NoResults),
-            }
-        }
-        Route::ById(id) => {
-            let store = ctx.store.clone();
-            let id = id.to_string();
-            match blocking(move || store.get(&id)).await? {
-                Some(r) => Ok(json_response(StatusCode::OK, &r)),
-                None => Err(ApiError::ResultNotFound),
-            }
-        }
-        Route::Keys => {
-            let set = ctx.keys.get().await;
-            let keys: Vec<&KeyInfo> = set.infos().collect();
-            Ok(json_response(
-                StatusCode::OK,
-                &serde_json::json!({ "keys": keys }),
-            ))
-        }
+        Route::Latest => results::latest(ctx).await,
+        Route::ById(id) => results::by_id(ctx, id).await,
+        Route::Keys => Ok(keys::list(ctx).await),
         Route::Classify => classify::classify(ctx, query, req.body, req.peer, caller.name()).await,
         // Answered in `respond` (a stream, not a whole body).
         Route::Events => Err(ApiError::Internal(
@@ -569,45 +525,6 @@ async fn dispatch(ctx: &Arc<Ctx>, route: Route<'_>, req: Req<'_>) -> Result<Resp
         Route::OpenApi => Ok(openapi::response()),
         Route::Reload => reload::post(ctx).await,
     }
-}
-
-async fn status(ctx: &Arc<Ctx>) -> Result<Resp, ApiError> {
-    // O(1): counters and the size the pruner last measured.
-    let stats = ctx.store.stats();
-    let s = &ctx.state;
-    let readiness = s.readiness();
-    let body = serde_json::json!({
-        "uptime_s": s.started.elapsed().as_secs(),
-        "clock_synchronized": s.clock_synchronized.load(Ordering::Relaxed),
-        "version": s.version,
-        "source": s.source(),
-        "readiness": { "ready": readiness.ready(), "checks": readiness },
-        "model": s.model(),
-        "counters": s.counters.snapshot(),
-        "last_result": s.last_result(),
-        "store": stats,
-        "mqtt": s.mqtt.snapshot(),
-        "gpio": s.gpio.snapshot(),
-    });
-    Ok(json_response(StatusCode::OK, &body))
-}
-
-/// A time bound: nanoseconds since the epoch, or an RFC 3339 timestamp.
-fn parse_time(name: &str, v: &str) -> Result<u64, ApiError> {
-    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
-        return v
-            .parse()
-            .map_err(|_| invalid(name, "nanosecond value out of range"));
-    }
-    let t = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
-        .map_err(|_| {
-            invalid(
-                name,
-                "expected nanoseconds since the Unix epoch or an RFC 3339 time",
-            )
-        })?;
-    u64::try_from(t.unix_timestamp_nanos())
-        .map_err(|_| invalid(name, "time outside 1970..2554 (u64 nanoseconds)"))
 }
 
 /// Per-connection activity, for closing idle kept-alive connections.
