@@ -98,7 +98,7 @@ pub use classify::PipelineHandle;
 pub use errors::{status_and_code, ApiError};
 pub use options::{AccessOptions, ApiOptions};
 pub use router::{RouteSpec, ROUTES};
-pub use server::Server;
+pub use server::{Server, SHUTDOWN_GRACE};
 pub use tls::{TlsError, TlsReloader, TlsSettings};
 
 // What the route handlers (`status`, `results`, `classify`, `model`, ...)

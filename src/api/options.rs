@@ -93,7 +93,8 @@ impl ApiOptions {
 }
 
 /// Access control and request limits (`[api]` keys of the same names).
-/// Applied with [`Server::with_access`]; without it the defaults apply.
+/// Applied with [`Server::with_access`](super::Server::with_access); without
+/// it the defaults apply.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AccessOptions {
     /// Refill rate of each client address's bucket, which every request

@@ -31,7 +31,7 @@ const CONNECTION_SLOT_WAIT: Duration = Duration::from_millis(250);
 /// Default for how long in-flight requests may take to finish after shutdown
 /// is signalled; connections still open after that are dropped. Every handler
 /// answers in milliseconds, so this is generous.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 /// A bound HTTPS listener, ready to [`Server::run`].
 pub struct Server {
