@@ -1,5 +1,6 @@
 //! Results and backup routes: query parsing and handlers for
 //! `GET /api/v1/results` (filters and cursor pagination),
+//! `GET /api/v1/results/latest`, `GET /api/v1/results/{id}`,
 //! `GET /api/v1/results/{id}/image` (the snapshot kept with a result) and
 //! `GET /api/v1/backup` (admin: the result store as streamed NDJSON, the
 //! same format as `spotter export`).
@@ -30,17 +31,35 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 use tokio::sync::mpsc;
 
-use super::{
-    blocking, invalid, json_response, parse_time, ApiError, Ctx, Resp, DEFAULT_RESULTS_LIMIT,
-};
+use super::{blocking, invalid, json_response, ApiError, Ctx, Resp};
 use crate::store::{Query, MAX_TERM_LEN};
 
+/// `limit` when the query does not give one (capped by `max_results_limit`).
+const DEFAULT_RESULTS_LIMIT: usize = 50;
 /// Bytes the backup writer collects before handing a chunk to hyper.
 pub const BACKUP_CHUNK_BYTES: usize = 64 * 1024;
 /// Chunks queued between the backup writer and the connection.
 pub const BACKUP_CHUNKS_IN_FLIGHT: usize = 4;
 /// Content type of the backup (newline-delimited JSON).
 pub const NDJSON: &str = "application/x-ndjson";
+
+/// A time bound: nanoseconds since the epoch, or an RFC 3339 timestamp.
+fn parse_time(name: &str, v: &str) -> Result<u64, ApiError> {
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        return v
+            .parse()
+            .map_err(|_| invalid(name, "nanosecond value out of range"));
+    }
+    let t = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| {
+            invalid(
+                name,
+                "expected nanoseconds since the Unix epoch or an RFC 3339 time",
+            )
+        })?;
+    u64::try_from(t.unix_timestamp_nanos())
+        .map_err(|_| invalid(name, "time outside 1970..2554 (u64 nanoseconds)"))
+}
 
 /// Parse the `/api/v1/results` query string.
 pub(super) fn parse_results_query(
@@ -126,6 +145,25 @@ pub(super) async fn list(ctx: &Arc<Ctx>, query: Option<&str>) -> Result<Resp, Ap
         StatusCode::OK,
         &serde_json::json!({ "results": page.results, "next_cursor": page.next_cursor }),
     ))
+}
+
+/// `GET /api/v1/results/latest`.
+pub(super) async fn latest(ctx: &Arc<Ctx>) -> Result<Resp, ApiError> {
+    let store = ctx.store.clone();
+    match blocking(move || store.latest()).await? {
+        Some(r) => Ok(json_response(StatusCode::OK, &r)),
+        None => Err(ApiError::NoResults),
+    }
+}
+
+/// `GET /api/v1/results/{id}`.
+pub(super) async fn by_id(ctx: &Arc<Ctx>, id: &str) -> Result<Resp, ApiError> {
+    let store = ctx.store.clone();
+    let id = id.to_string();
+    match blocking(move || store.get(&id)).await? {
+        Some(r) => Ok(json_response(StatusCode::OK, &r)),
+        None => Err(ApiError::ResultNotFound),
+    }
 }
 
 /// `GET /api/v1/results/{id}/image`.
@@ -248,7 +286,7 @@ pub(super) async fn backup(ctx: &Arc<Ctx>, query: Option<&str>) -> Result<Resp, 
 
 #[cfg(test)]
 mod tests {
-    use super::super::status_and_code;
+    use super::super::errors::status_and_code;
     use super::*;
 
     // Catches: wrong defaults, limit above the max accepted, swapped or exclusive bounds,

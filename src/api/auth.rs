@@ -1,0 +1,203 @@
+//! Who is calling, and whether they may: the key file cache (re-read when
+//! the file changes), bearer-token parsing, [`authenticate`] with the
+//! client-address and per-key rate limits and the failed-authentication log,
+//! and [`authorize`] (a route's scope against the caller's key).
+
+use std::net::IpAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+
+use super::{limit, ApiError, Ctx};
+use crate::keys::{KeyInfo, KeySet, KeyStore, Scope};
+
+/// Client addresses (and keys) with their own token bucket; beyond this the
+/// least useful bucket is dropped.
+pub(super) const MAX_RATE_LIMIT_ENTRIES: usize = 4096;
+/// Failed authentications are counted per client in windows of this length.
+pub(super) const AUTH_FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// A window with this many failures from one client is logged (once, with
+/// `MESSAGE_ID` [`crate::core::ids::AUTH_FAILURE_BURST`]).
+pub const AUTH_FAILURE_LOG_THRESHOLD: u64 = 10;
+
+/// The key file as last loaded, reloaded when the file changes.
+pub(super) struct KeyCache {
+    store: KeyStore,
+    current: Mutex<(Option<FileStamp>, Arc<KeySet>)>,
+}
+
+/// Identity of one version of the key file (`None` inside: no file).
+type FileStamp = Option<(u64, u64, u64, i64, i64)>;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded data stays consistent even if a holder panicked (every
+    // critical section is a single update), so a poisoned lock is usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl KeyCache {
+    /// The cache of `<state_dir>/keys.json`; nothing is read until [`get`](Self::get).
+    pub(super) fn new(state_dir: &Path) -> Self {
+        KeyCache {
+            store: KeyStore::new(state_dir),
+            current: Mutex::new((None, Arc::new(KeySet::default()))),
+        }
+    }
+
+    fn stamp(&self) -> Result<FileStamp, std::io::Error> {
+        match std::fs::metadata(self.store.path()) {
+            Ok(m) => Ok(Some((
+                m.dev(),
+                m.ino(),
+                m.size(),
+                m.mtime(),
+                m.mtime_nsec(),
+            ))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The current keys. A file that cannot be read or parsed yields no keys
+    /// (fail closed) and an error in the log.
+    pub(super) async fn get(&self) -> Arc<KeySet> {
+        let stamp = match self.stamp() {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!(path:display = self.store.path().display(); "cannot inspect the API key file: {e}; no key is accepted");
+                return Arc::new(KeySet::default());
+            }
+        };
+        {
+            let cur = lock(&self.current);
+            if cur.0 == Some(stamp) {
+                return cur.1.clone();
+            }
+        }
+        let store = self.store.clone();
+        let set = match tokio::task::spawn_blocking(move || store.load()).await {
+            Ok(Ok(set)) => {
+                log::info!(path:display = self.store.path().display(); "loaded {} API key(s)", set.len());
+                set
+            }
+            Ok(Err(e)) => {
+                log::error!("{e}; no API key is accepted until it is fixed");
+                KeySet::default()
+            }
+            Err(e) => {
+                log::error!("API key load task failed: {e}");
+                return Arc::new(KeySet::default());
+            }
+        };
+        let set = Arc::new(set);
+        *lock(&self.current) = (Some(stamp), set.clone());
+        set
+    }
+}
+
+/// Who is calling.
+pub(super) enum Caller {
+    Anonymous,
+    Key(KeyInfo),
+}
+
+impl Caller {
+    /// The name results stored for this caller carry: its key's name, or
+    /// `anonymous`.
+    pub(super) fn name(&self) -> &str {
+        match self {
+            Caller::Key(k) => k.name.as_str(),
+            Caller::Anonymous => "anonymous",
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header; `None` when the
+/// header is not of that form.
+fn bearer_token(v: &HeaderValue) -> Option<&str> {
+    let (scheme, token) = v.to_str().ok()?.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+fn rate_limited(wait: Duration) -> ApiError {
+    ApiError::RateLimited {
+        retry_after_s: limit::retry_after_secs(wait),
+    }
+}
+
+/// Identify the caller and apply the rate limits. Every request without a
+/// verified key takes a token from its client address's bucket; one that
+/// presents a key takes it before verification (so guessing is bounded even
+/// when many guesses run at once) and gets it back when the key is valid.
+pub(super) async fn authenticate(
+    ctx: &Ctx,
+    peer: IpAddr,
+    headers: &HeaderMap,
+) -> Result<Caller, ApiError> {
+    let client = limit::client_key(peer);
+    if let Err(wait) = lock(&ctx.client_limits).try_take(&client, Instant::now()) {
+        ctx.state.metrics.count_rate_limited("client_ip");
+        return Err(rate_limited(wait));
+    }
+    let Some(value) = headers.get(AUTHORIZATION) else {
+        return Ok(Caller::Anonymous);
+    };
+    let info = match bearer_token(value) {
+        Some(token) => ctx.keys.get().await.verify(token).cloned(),
+        None => None,
+    };
+    let Some(info) = info else {
+        ctx.state.metrics.count_auth_failure();
+        if let Some(count) = lock(&ctx.failure_bursts).record(client, Instant::now()) {
+            log::warn!(
+                message_id = crate::core::ids::AUTH_FAILURE_BURST, client:display = client, count = count;
+                "API: {count} failed authentications from {client} within {} s; not logged again for this client in this window",
+                AUTH_FAILURE_WINDOW.as_secs()
+            );
+        }
+        return Err(ApiError::InvalidKey);
+    };
+    let now = Instant::now();
+    lock(&ctx.client_limits).refund(&client, now);
+    if let Err(wait) = lock(&ctx.key_limits).try_take(&info.id, now) {
+        ctx.state.metrics.count_rate_limited("key");
+        return Err(rate_limited(wait));
+    }
+    Ok(Caller::Key(info))
+}
+
+/// Check the caller against the scope a route needs (`None`: any caller):
+/// 401 without a key, 403 with too small a scope.
+pub(super) fn authorize(caller: &Caller, needed: Option<Scope>) -> Result<(), ApiError> {
+    if let Some(needed) = needed {
+        match caller {
+            Caller::Anonymous => return Err(ApiError::MissingKey),
+            Caller::Key(k) if !k.scope.allows(needed) => {
+                return Err(ApiError::InsufficientScope { needed })
+            }
+            Caller::Key(_) => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Catches: Basic or other schemes taken as bearer tokens, empty tokens accepted.
+    #[test]
+    fn bearer_parsing() {
+        let t = |s: &str| bearer_token(&HeaderValue::from_str(s).unwrap()).map(str::to_string);
+        assert_eq!(t("Bearer spk_x").as_deref(), Some("spk_x"));
+        assert_eq!(t("bearer  spk_x ").as_deref(), Some("spk_x"));
+        assert_eq!(t("Basic dXNlcjpwYXNz"), None);
+        assert_eq!(t("Bearer "), None);
+        assert_eq!(t("Bearer"), None);
+        assert_eq!(t("spk_x"), None);
+    }
+}

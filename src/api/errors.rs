@@ -1,0 +1,384 @@
+//! Errors and response bodies: [`ApiError`], the one table from error to
+//! HTTP status, stable code and problem title, RFC 9457 problem+json
+//! rendering (with the headers some errors need: `Allow`,
+//! `WWW-Authenticate`, `Retry-After`, `Connection: close`), and the JSON
+//! response helper the handlers share.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use hyper::{Response, StatusCode};
+use serde::Serialize;
+
+use super::tls::TlsError;
+use crate::keys::Scope;
+use crate::store::StoreError;
+
+/// The likely fix for a refused bind on a privileged port.
+fn bind_hint(addr: &SocketAddr, e: &std::io::Error) -> &'static str {
+    if addr.port() < 1024 && e.kind() == std::io::ErrorKind::PermissionDenied {
+        " (ports below 1024 need CAP_NET_BIND_SERVICE: under systemd, run `systemctl daemon-reload` so \
+         spotter-generator grants it for this port, then restart; or use a port from 1024 up)"
+    } else {
+        ""
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("API configuration: {0}")]
+    Config(String),
+    #[error("API: cannot listen on {addr}: {source}{}", bind_hint(.addr, .source))]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("no such route")]
+    RouteNotFound,
+    #[error("method not allowed; allowed: {allow}")]
+    MethodNotAllowed { allow: &'static str },
+    #[error("this endpoint needs an API key: send `Authorization: Bearer <key>`")]
+    MissingKey,
+    #[error("the API key is malformed, unknown or revoked")]
+    InvalidKey,
+    #[error("this endpoint needs a key with the {needed} scope")]
+    InsufficientScope { needed: Scope },
+    #[error("too many requests; retry in {retry_after_s} s")]
+    RateLimited { retry_after_s: u64 },
+    #[error("request body larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: u64 },
+    #[error("the request body could not be read")]
+    BadBody,
+    #[error("no result with this id")]
+    ResultNotFound,
+    #[error("no results stored yet")]
+    NoResults,
+    #[error("no image was kept for this result")]
+    NoSnapshot,
+    #[error("invalid query parameter {name:?}: {reason}")]
+    InvalidParameter { name: String, reason: String },
+    #[error(
+        "malformed result id: expected {} hexadecimal digits",
+        crate::store::ID_LEN
+    )]
+    InvalidId,
+    #[error("result store: {0}")]
+    Store(StoreError),
+    #[error("the upload is empty")]
+    EmptyUpload,
+    #[error(
+        "the upload is not a JPEG, PNG or BMP image (judged by its content, not its Content-Type)"
+    )]
+    UnsupportedMediaType,
+    #[error("image {width}x{height} is over the budget of {max_pixels} pixels")]
+    ImageTooLarge {
+        width: u32,
+        height: u32,
+        max_pixels: u64,
+    },
+    #[error("the image cannot be decoded: {0}")]
+    UndecodableImage(String),
+    #[error("busy: too many uploads in flight; retry in {retry_after_s} s")]
+    Busy { retry_after_s: u64 },
+    #[error("no model is loaded yet; see /readyz")]
+    ModelUnavailable,
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("too many event subscribers; retry in {retry_after_s} s")]
+    TooManySubscribers { retry_after_s: u64 },
+    #[error("model refused, the previous model keeps running: {reason}")]
+    ModelRefused { reason: String },
+    #[error("no earlier model version to roll back to")]
+    NoPreviousModel,
+    #[error("another model change is in progress")]
+    ModelChangeInProgress,
+    #[error("configuration refused, the running settings stay in force: {reason}")]
+    ConfigRefused { reason: String },
+    #[error("this server has no supervisor to reload its configuration")]
+    ReloadUnavailable,
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::MalformedId { .. } => ApiError::InvalidId,
+            other => ApiError::Store(other),
+        }
+    }
+}
+
+/// An invalid query parameter.
+pub(super) fn invalid(name: &str, reason: impl Into<String>) -> ApiError {
+    // Client-supplied names are echoed back; keep them short.
+    ApiError::InvalidParameter {
+        name: name.chars().take(32).collect(),
+        reason: reason.into(),
+    }
+}
+
+/// The one table from error kind to HTTP status, stable machine code and
+/// problem title.
+fn problem_kind(e: &ApiError) -> (StatusCode, &'static str, &'static str) {
+    match e {
+        ApiError::RouteNotFound => (StatusCode::NOT_FOUND, "not_found", "No such route"),
+        ApiError::ResultNotFound => (StatusCode::NOT_FOUND, "result_not_found", "No such result"),
+        ApiError::NoResults => (StatusCode::NOT_FOUND, "no_results", "No results yet"),
+        ApiError::NoSnapshot => (
+            StatusCode::NOT_FOUND,
+            "no_snapshot",
+            "No image for this result",
+        ),
+        ApiError::MethodNotAllowed { .. } => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "Method not allowed",
+        ),
+        ApiError::MissingKey => (StatusCode::UNAUTHORIZED, "missing_key", "API key required"),
+        ApiError::InvalidKey => (StatusCode::UNAUTHORIZED, "invalid_key", "Invalid API key"),
+        ApiError::InsufficientScope { .. } => (
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            "Insufficient key scope",
+        ),
+        ApiError::RateLimited { .. } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "Too many requests",
+        ),
+        ApiError::PayloadTooLarge { .. } => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "Request body too large",
+        ),
+        ApiError::BadBody => (
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            "Unreadable request body",
+        ),
+        ApiError::InvalidParameter { .. } => (
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            "Invalid query parameter",
+        ),
+        ApiError::InvalidId => (StatusCode::BAD_REQUEST, "invalid_id", "Malformed result id"),
+        ApiError::Store(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store_error",
+            "Result store failure",
+        ),
+        ApiError::EmptyUpload => (StatusCode::BAD_REQUEST, "empty_upload", "Empty upload"),
+        ApiError::UnsupportedMediaType => (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Not a JPEG, PNG or BMP image",
+        ),
+        ApiError::ImageTooLarge { .. } => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "image_too_large",
+            "Image over the pixel budget",
+        ),
+        ApiError::UndecodableImage(_) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "undecodable_image",
+            "Image cannot be decoded",
+        ),
+        ApiError::Busy { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "Too many uploads in flight",
+        ),
+        ApiError::ModelUnavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "model_unavailable",
+            "No model loaded",
+        ),
+        ApiError::ShuttingDown => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "Shutting down",
+        ),
+        ApiError::TooManySubscribers { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_subscribers",
+            "Too many event subscribers",
+        ),
+        ApiError::ModelRefused { .. } => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "model_refused",
+            "Model refused",
+        ),
+        ApiError::NoPreviousModel => (
+            StatusCode::CONFLICT,
+            "no_previous_model",
+            "No earlier model version",
+        ),
+        ApiError::ConfigRefused { .. } => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "config_invalid",
+            "Configuration refused",
+        ),
+        ApiError::ReloadUnavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "reload_unavailable",
+            "Reload unavailable",
+        ),
+        ApiError::ModelChangeInProgress => (
+            StatusCode::CONFLICT,
+            "model_change_in_progress",
+            "Another model change is in progress",
+        ),
+        ApiError::Config(_) | ApiError::Bind { .. } | ApiError::Tls(_) | ApiError::Internal(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+        ),
+    }
+}
+
+/// HTTP status and stable machine code of an error (from the one table).
+pub fn status_and_code(e: &ApiError) -> (StatusCode, &'static str) {
+    let (s, c, _) = problem_kind(e);
+    (s, c)
+}
+
+/// The problem `type` URI of a code. Not dereferenceable by design: the
+/// appliance serves no documentation pages.
+fn problem_type(code: &str) -> String {
+    format!("urn:spotter:problem:{code}")
+}
+
+/// The message a client sees: the error's text for client errors, a fixed
+/// sentence for server errors (whose text may hold paths or internals).
+fn public_message(e: &ApiError) -> String {
+    match e {
+        ApiError::Store(_) => "the result store failed; see the daemon log".into(),
+        ApiError::Config(_) | ApiError::Bind { .. } | ApiError::Tls(_) | ApiError::Internal(_) => {
+            "internal error; see the daemon log".into()
+        }
+        client => client.to_string(),
+    }
+}
+
+/// RFC 9457 problem details, plus our stable `code`.
+#[derive(Serialize)]
+struct Problem<'a> {
+    r#type: String,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    code: &'a str,
+}
+
+/// A response with its whole body.
+pub(super) type Resp = Response<Full<Bytes>>;
+
+/// `body` as `application/json` with `status`.
+pub(super) fn json_response<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Resp {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => {
+            let mut r = Response::new(Full::new(Bytes::from(bytes)));
+            *r.status_mut() = status;
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r
+        }
+        Err(e) => {
+            log::error!("cannot encode response: {e}");
+            error_response(&ApiError::Internal("response encoding failed".into()))
+        }
+    }
+}
+
+const BEARER_CHALLENGE: &str = "Bearer realm=\"spotter\"";
+
+pub(super) fn error_response(e: &ApiError) -> Resp {
+    let (status, code, title) = problem_kind(e);
+    if status.is_server_error() {
+        log::error!(code = code; "API request failed: {e}");
+    }
+    let body = Problem {
+        r#type: problem_type(code),
+        title,
+        status: status.as_u16(),
+        detail: public_message(e),
+        code,
+    };
+    // Serialising strings and a number cannot fail; the fallback keeps this total anyway.
+    let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| {
+        br#"{"type":"urn:spotter:problem:internal","title":"Internal error","status":500,"code":"internal"}"#.to_vec()
+    });
+    let mut r = Response::new(Full::new(Bytes::from(bytes)));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    match e {
+        ApiError::MethodNotAllowed { allow } => {
+            h.insert(ALLOW, HeaderValue::from_static(allow));
+        }
+        ApiError::MissingKey => {
+            h.insert(WWW_AUTHENTICATE, HeaderValue::from_static(BEARER_CHALLENGE));
+        }
+        ApiError::InvalidKey => {
+            h.insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"spotter\", error=\"invalid_token\""),
+            );
+        }
+        ApiError::InsufficientScope { needed } => {
+            let v = format!(
+                "Bearer realm=\"spotter\", error=\"insufficient_scope\", scope=\"{needed}\""
+            );
+            // Built from fixed ASCII text, so always a valid header value.
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                h.insert(WWW_AUTHENTICATE, v);
+            }
+        }
+        ApiError::RateLimited { retry_after_s }
+        | ApiError::Busy { retry_after_s }
+        | ApiError::TooManySubscribers { retry_after_s } => {
+            h.insert(RETRY_AFTER, HeaderValue::from(*retry_after_s));
+        }
+        ApiError::ModelUnavailable | ApiError::ShuttingDown => {
+            h.insert(RETRY_AFTER, HeaderValue::from(5u64));
+        }
+        ApiError::PayloadTooLarge { .. } => {
+            // The unread body is still on the wire; do not reuse the connection.
+            h.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        _ => {}
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Catches: server errors leaking paths or internals into the response body.
+    #[test]
+    fn server_errors_do_not_leak_internals() {
+        let e = ApiError::Store(StoreError::Io {
+            path: "/var/lib/spotter/secret".into(),
+            action: "read",
+            source: std::io::Error::other("boom"),
+        });
+        assert_eq!(
+            status_and_code(&e),
+            (StatusCode::INTERNAL_SERVER_ERROR, "store_error")
+        );
+        let msg = public_message(&e);
+        assert!(!msg.contains("/var/lib") && !msg.contains("boom"), "{msg}");
+        // Malformed ids from the store become a client error.
+        let e: ApiError = StoreError::MalformedId { id: "x".into() }.into();
+        assert_eq!(status_and_code(&e), (StatusCode::BAD_REQUEST, "invalid_id"));
+    }
+}

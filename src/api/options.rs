@@ -1,0 +1,192 @@
+//! The API's settings: [`ApiOptions`] (listener, TLS files, connection and
+//! request limits, given to [`Server::bind`]) and [`AccessOptions`] (rate
+//! limits, the body limit and CORS origins, given to
+//! [`Server::with_access`]) with its validation.
+//!
+//! [`Server::bind`]: super::Server::bind
+//! [`Server::with_access`]: super::Server::with_access
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{ApiError, TlsSettings};
+use crate::config::api as defaults;
+use crate::config::{is_valid_origin, ClientAuth};
+
+/// Default request body limit.
+const DEFAULT_MAX_BODY_BYTES: u64 = defaults::DEFAULT_MAX_BODY_BYTES;
+
+/// API configuration.
+#[derive(Debug, Clone)]
+pub struct ApiOptions {
+    pub listen: SocketAddr,
+    /// PEM certificate chain; with `key`. Neither set → self-signed pair in
+    /// `<state_dir>/tls/`, generated on first start and reused.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// PEM CA certificate(s) client certificates must chain to (mTLS).
+    pub client_ca: Option<PathBuf>,
+    pub client_auth: ClientAuth,
+    /// Holds `tls/`, and `keys.json` (see [`crate::keys`]).
+    pub state_dir: PathBuf,
+    /// Connections served at once (≥ 1).
+    pub max_connections: usize,
+    /// Bound on the TLS handshake and on receiving each request head. Hyper
+    /// also applies it while a kept-alive connection waits for its next
+    /// request, so it caps idle keep-alive too.
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight and no request started for this
+    /// long is closed (the effective idle limit is the smaller of this and
+    /// `header_read_timeout`).
+    pub keep_alive_idle: Duration,
+    /// Largest `limit` accepted by `/api/v1/results` (≥ 1).
+    pub max_results_limit: usize,
+    /// Uploads (`POST /api/v1/classify`) in flight at once (≥ 1); more get 503.
+    pub max_concurrent_uploads: usize,
+    /// Uploads that may wait (up to [`classify::UPLOAD_QUEUE_WAIT`](super::classify::UPLOAD_QUEUE_WAIT)) for a
+    /// slot when all are busy; beyond that they get 503 at once.
+    pub upload_queue: usize,
+    /// Largest uploaded image (width × height), checked from its header.
+    pub max_upload_pixels: u64,
+    /// Largest model upload (`PUT /api/v1/model`), instead of the body limit.
+    pub max_model_bytes: u64,
+    /// Concurrent `/api/v1/events` subscribers (≥ 1); more get 503.
+    pub max_event_subscribers: usize,
+    /// Interval of heartbeat comments on event streams.
+    pub event_heartbeat: Duration,
+}
+
+impl ApiOptions {
+    /// The TLS part of these options.
+    pub fn tls_settings(&self) -> TlsSettings {
+        TlsSettings {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            client_ca: self.client_ca.clone(),
+            client_auth: self.client_auth,
+        }
+    }
+
+    /// Options with the daemon's defaults for everything but the address and
+    /// state directory.
+    pub fn new(listen: SocketAddr, state_dir: PathBuf) -> Self {
+        ApiOptions {
+            listen,
+            cert: None,
+            key: None,
+            client_ca: None,
+            client_auth: ClientAuth::Required,
+            state_dir,
+            max_connections: 64,
+            header_read_timeout: Duration::from_secs(10),
+            keep_alive_idle: Duration::from_secs(5),
+            max_results_limit: 1000,
+            max_concurrent_uploads: defaults::DEFAULT_MAX_CONCURRENT_UPLOADS,
+            upload_queue: defaults::DEFAULT_UPLOAD_QUEUE,
+            max_upload_pixels: defaults::DEFAULT_MAX_UPLOAD_PIXELS,
+            max_model_bytes: defaults::DEFAULT_MAX_MODEL_BYTES,
+            max_event_subscribers: defaults::DEFAULT_MAX_EVENT_SUBSCRIBERS,
+            event_heartbeat: defaults::DEFAULT_EVENT_HEARTBEAT,
+        }
+    }
+}
+
+/// Access control and request limits (`[api]` keys of the same names).
+/// Applied with [`Server::with_access`](super::Server::with_access); without
+/// it the defaults apply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessOptions {
+    /// Refill rate of each client address's bucket, which every request
+    /// without a verified key (anonymous or failed authentication) drains.
+    pub auth_fail_rate_per_s: f64,
+    /// Size of that bucket.
+    pub auth_fail_burst: u32,
+    /// Refill rate of each key's bucket (every request with that key).
+    pub key_rate_per_s: f64,
+    pub key_burst: u32,
+    /// Largest request body, checked from `Content-Length` and while reading.
+    pub max_body_bytes: u64,
+    /// Origins (`scheme://host[:port]`) allowed to call the API from a
+    /// browser; empty = CORS off.
+    pub cors_allowed_origins: Vec<String>,
+}
+
+impl Default for AccessOptions {
+    fn default() -> Self {
+        AccessOptions {
+            auth_fail_rate_per_s: defaults::DEFAULT_AUTH_FAIL_RATE_PER_S,
+            auth_fail_burst: defaults::DEFAULT_AUTH_FAIL_BURST,
+            key_rate_per_s: defaults::DEFAULT_KEY_RATE_PER_S,
+            key_burst: defaults::DEFAULT_KEY_BURST,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            cors_allowed_origins: Vec::new(),
+        }
+    }
+}
+
+impl AccessOptions {
+    pub fn validate(&self) -> Result<(), ApiError> {
+        let bad = |m: String| Err(ApiError::Config(m));
+        for (name, v) in [
+            ("auth_fail_rate_per_s", self.auth_fail_rate_per_s),
+            ("key_rate_per_s", self.key_rate_per_s),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return bad(format!("{name} must be a positive number, not {v}"));
+            }
+        }
+        if self.auth_fail_burst == 0 || self.key_burst == 0 {
+            return bad("auth_fail_burst and key_burst must be at least 1".into());
+        }
+        if self.max_body_bytes == 0 {
+            return bad("max_body_bytes must be at least 1".into());
+        }
+        if let Some(o) = self
+            .cors_allowed_origins
+            .iter()
+            .find(|o| !is_valid_origin(o))
+        {
+            return bad(format!(
+                "CORS origin {o:?} is not of the form https://host[:port] (lower case, no path)"
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Catches: invalid limits or CORS origins accepted (e.g. a trailing slash
+    // that never matches a browser's Origin, or "*").
+    #[test]
+    fn access_options_validation() {
+        assert!(AccessOptions::default().validate().is_ok());
+        let with = |f: &dyn Fn(&mut AccessOptions)| {
+            let mut a = AccessOptions::default();
+            f(&mut a);
+            a.validate()
+        };
+        assert!(with(&|a| a.auth_fail_rate_per_s = 0.0).is_err());
+        assert!(with(&|a| a.key_rate_per_s = f64::NAN).is_err());
+        assert!(with(&|a| a.key_burst = 0).is_err());
+        assert!(with(&|a| a.max_body_bytes = 0).is_err());
+        for bad in [
+            "*",
+            "https://a.example/",
+            "a.example",
+            "https://A.example",
+            "https://a.example/x",
+        ] {
+            assert!(
+                with(&|a| a.cors_allowed_origins = vec![bad.into()]).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(with(&|a| a.cors_allowed_origins =
+            vec!["https://ui.example:8080".into(), "http://[::1]:3000".into()])
+        .is_ok());
+    }
+}

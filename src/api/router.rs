@@ -1,0 +1,274 @@
+//! What is served: [`ROUTES`] (path, metrics name, scope, methods of every
+//! route), matching a path to a [`Route`], and [`dispatch`] from a route to
+//! its handler in the route-group files. No handler bodies here.
+
+use std::sync::Arc;
+
+use hyper::Method;
+
+use super::context::{Ctx, Req};
+use super::{classify, keys, metrics, model, openapi, reload, results, status, ApiError, Resp};
+use crate::keys::Scope;
+
+/// One route of the API: its path (with `{id}` for the parameter), metrics
+/// name, the scope it needs (`None` = answers without a key) and methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteSpec {
+    pub path: &'static str,
+    pub name: &'static str,
+    pub scope: Option<Scope>,
+    pub allow: &'static str,
+}
+
+const ALLOW_GET: &str = "GET, HEAD";
+
+/// Every route the router serves.
+pub const ROUTES: &[RouteSpec] = &[
+    RouteSpec {
+        path: "/healthz",
+        name: "healthz",
+        scope: None,
+        allow: ALLOW_GET,
+    },
+    RouteSpec {
+        path: "/readyz",
+        name: "readyz",
+        scope: None,
+        allow: ALLOW_GET,
+    },
+    RouteSpec {
+        path: "/api/v1/status",
+        name: "status",
+        scope: Some(Scope::Read),
+        allow: ALLOW_GET,
+    },
+    RouteSpec {
+        path: "/api/v1/results",
+        name: "results",
+        scope: Some(Scope::Read),
+        allow: ALLOW_GET,
+    },
+    RouteSpec {
+        path: "/api/v1/results/latest",
+        name: "results_latest",
+        scope: Some(Scope::Read),
+        allow: ALLOW_GET,
+    },
+    RouteSpec {
+        path: "/api/v1/results/{id}",
+        name: "result_by_id",
+        scope: Some(Scope::Read),
+        allow: ALLOW_GET,
+    },
+    RouteSpec {
+        path: "/metrics",
+        name: "metrics",
+        scope: Some(Scope::Read),
+        allow: ALLOW_GET,
+    },
+    RouteSpec {
+        path: "/api/v1/keys",
+        name: "keys",
+        scope: Some(Scope::Admin),
+        allow: ALLOW_GET,
+    },
+    RouteSpec {
+        path: "/api/v1/results/{id}/image",
+        name: "result_image",
+        scope: Some(Scope::Read),
+        allow: ALLOW_GET,
+    },
+    RouteSpec {
+        path: "/api/v1/backup",
+        name: "backup",
+        scope: Some(Scope::Admin),
+        allow: ALLOW_GET,
+    },
+    RouteSpec {
+        path: "/api/v1/classify",
+        name: "classify",
+        scope: Some(Scope::Read),
+        allow: "POST",
+    },
+    RouteSpec {
+        path: "/api/v1/events",
+        name: "events",
+        scope: Some(Scope::Read),
+        allow: ALLOW_GET,
+    },
+    RouteSpec {
+        path: "/api/v1/model",
+        name: "model",
+        scope: Some(Scope::Admin),
+        allow: "GET, HEAD, PUT",
+    },
+    RouteSpec {
+        path: "/api/v1/model/rollback",
+        name: "model_rollback",
+        scope: Some(Scope::Admin),
+        allow: "POST",
+    },
+    RouteSpec {
+        path: "/api/v1/openapi.json",
+        name: "openapi",
+        scope: Some(Scope::Read),
+        allow: ALLOW_GET,
+    },
+    RouteSpec {
+        path: "/api/v1/reload",
+        name: "reload",
+        scope: Some(Scope::Admin),
+        allow: "POST",
+    },
+];
+
+#[derive(Debug, PartialEq)]
+pub(super) enum Route<'a> {
+    Healthz,
+    Readyz,
+    Status,
+    Results,
+    Latest,
+    ById(&'a str),
+    Metrics,
+    Keys,
+    Image(&'a str),
+    Backup,
+    Classify,
+    Events,
+    Model,
+    ModelRollback,
+    OpenApi,
+    Reload,
+}
+
+impl Route<'_> {
+    pub(super) fn spec(&self) -> &'static RouteSpec {
+        let i = match self {
+            Route::Healthz => 0,
+            Route::Readyz => 1,
+            Route::Status => 2,
+            Route::Results => 3,
+            Route::Latest => 4,
+            Route::ById(_) => 5,
+            Route::Metrics => 6,
+            Route::Keys => 7,
+            Route::Image(_) => 8,
+            Route::Backup => 9,
+            Route::Classify => 10,
+            Route::Events => 11,
+            Route::Model => 12,
+            Route::ModelRollback => 13,
+            Route::OpenApi => 14,
+            Route::Reload => 15,
+        };
+        &ROUTES[i]
+    }
+
+    /// A bounded name for metrics labels (never the raw path).
+    pub(super) fn name(&self) -> &'static str {
+        self.spec().name
+    }
+}
+
+/// The route a path names; `None` when it names none.
+pub(super) fn match_route(path: &str) -> Option<Route<'_>> {
+    Some(match path {
+        "/healthz" => Route::Healthz,
+        "/readyz" => Route::Readyz,
+        "/api/v1/status" => Route::Status,
+        "/api/v1/results" => Route::Results,
+        "/api/v1/results/latest" => Route::Latest,
+        "/metrics" => Route::Metrics,
+        "/api/v1/keys" => Route::Keys,
+        "/api/v1/backup" => Route::Backup,
+        "/api/v1/classify" => Route::Classify,
+        "/api/v1/events" => Route::Events,
+        "/api/v1/model" => Route::Model,
+        "/api/v1/model/rollback" => Route::ModelRollback,
+        "/api/v1/openapi.json" => Route::OpenApi,
+        "/api/v1/reload" => Route::Reload,
+        p => {
+            let id = p.strip_prefix("/api/v1/results/")?;
+            if let Some(id) = id.strip_suffix("/image") {
+                if id.is_empty() || id.contains('/') {
+                    return None;
+                }
+                return Some(Route::Image(id));
+            }
+            if id.is_empty() || id.contains('/') {
+                return None;
+            }
+            Route::ById(id)
+        }
+    })
+}
+
+/// Run the handler of `route`.
+pub(super) async fn dispatch(
+    ctx: &Arc<Ctx>,
+    route: Route<'_>,
+    req: Req<'_>,
+) -> Result<Resp, ApiError> {
+    let (query, caller) = (req.query, req.caller);
+    match route {
+        Route::Healthz => Ok(status::healthz()),
+        Route::Readyz => Ok(status::readyz(ctx, caller)),
+        Route::Status => status::status(ctx).await,
+        Route::Metrics => Ok(metrics::get(ctx)),
+        Route::Results => results::list(ctx, query).await,
+        Route::Image(id) => results::image(ctx, id).await,
+        Route::Backup => results::backup(ctx, query).await,
+        Route::Latest => results::latest(ctx).await,
+        Route::ById(id) => results::by_id(ctx, id).await,
+        Route::Keys => Ok(keys::list(ctx).await),
+        Route::Classify => classify::classify(ctx, query, req.body, req.peer, caller.name()).await,
+        // Answered in `request::respond` (a stream, not a whole body).
+        Route::Events => Err(ApiError::Internal(
+            "events route dispatched as a whole body".into(),
+        )),
+        Route::Model if req.method == Method::PUT => model::put(ctx, req.body, query).await,
+        Route::Model => model::get(ctx).await,
+        Route::ModelRollback => model::rollback(ctx).await,
+        Route::OpenApi => Ok(openapi::response()),
+        Route::Reload => reload::post(ctx).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Catches: "latest" captured as an id, nested paths or empty ids accepted.
+    #[test]
+    fn routes_match_exactly() {
+        assert_eq!(match_route("/api/v1/results/latest"), Some(Route::Latest));
+        assert_eq!(match_route("/api/v1/results/abc"), Some(Route::ById("abc")));
+        assert_eq!(match_route("/api/v1/results"), Some(Route::Results));
+        assert_eq!(match_route("/api/v1/results/"), None);
+        assert_eq!(match_route("/api/v1/results/a/b"), None);
+        assert_eq!(match_route("/healthz/"), None);
+        assert_eq!(match_route("/"), None);
+        assert_eq!(match_route("/api/v1/keys"), Some(Route::Keys));
+    }
+
+    // Catches: a route served but missing from ROUTES (and so from the auth
+    // matrix), or a Route mapped to another route's spec (wrong scope).
+    #[test]
+    fn route_table_matches_the_router() {
+        for spec in ROUTES {
+            let path = spec.path.replace("{id}", "0123");
+            let r = match_route(&path).unwrap_or_else(|| panic!("{} not routed", spec.path));
+            assert_eq!(r.spec(), spec);
+        }
+        let names: std::collections::HashSet<_> = ROUTES.iter().map(|r| r.name).collect();
+        assert_eq!(names.len(), ROUTES.len());
+        // Only the probes answer without a key.
+        let public: Vec<_> = ROUTES
+            .iter()
+            .filter(|r| r.scope.is_none())
+            .map(|r| r.path)
+            .collect();
+        assert_eq!(public, ["/healthz", "/readyz"]);
+    }
+}
