@@ -1,10 +1,16 @@
-//! The ordered shutdown: stop capture, finish the inference in flight
-//! (bounded), return GPIO outputs to their safe state, stop the MQTT
-//! publisher (bounded) and the pruner, flush the store, close the API
-//! (bounded), close the store; then the daemon's exit result for why it
-//! stopped.
+//! The ordered shutdown, a protocol of four steps:
+//! 1. **stop**: trigger the one shutdown token. The capture thread stops
+//!    between frames (its sleeps wake at once), the frame slot closes so the
+//!    inference thread takes no new item, and the API stops accepting
+//!    connections (open requests go on).
+//! 2. **drain**: wait (bounded) for the inference in flight, then for the
+//!    capture thread; both are the token's workers.
+//! 3. **flush**: after the last result, return GPIO outputs to their safe
+//!    state, let the MQTT publisher send what it can (bounded), stop the
+//!    pruner, flush the store.
+//! 4. **exit**: wait (bounded) for the API's open requests, close the store,
+//!    and say why the daemon stopped.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::monitor::Exit;
@@ -15,6 +21,8 @@ use crate::systemd::Notifier;
 
 /// How long shutdown waits for the inference in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long shutdown waits for the capture thread to return.
+const CAPTURE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Stop every part of `d` in order; Err: why the daemon stopped, when it was
 /// not asked to.
@@ -23,25 +31,35 @@ pub(super) async fn shutdown(d: Daemon, exit: Exit, notifier: &Notifier) -> anyh
         store,
         mqtt,
         pruner,
-        slot,
         gpio,
-        stop,
+        shutdown,
         capture,
         inference,
         mut api_task,
-        api_shutdown,
         ..
     } = d;
     // Shutdown protocol: stop, drain, flush, close, exit.
-    log::info!(message_id = ids::STOPPING; "stopping: capture, then inference in flight, then store flush, then API");
+    log::info!(message_id = ids::STOPPING; "stopping: capture and new connections, then inference in flight, then store flush, then open requests");
     notifier.stopping();
-    stop.store(true, Ordering::Relaxed);
-    slot.close();
+    shutdown.trigger();
     let drained = tokio::task::spawn_blocking(move || inference.join());
     if tokio::time::timeout(DRAIN_TIMEOUT, drained).await.is_err() {
         log::warn!(
             "inference did not finish within {} s; flushing anyway",
             DRAIN_TIMEOUT.as_secs()
+        );
+    }
+    // The capture thread stops between frames; a frame read blocks at most
+    // for the source's stall timeout (an ioctl or a pacing sleep, which the
+    // token wakes).
+    let captured = tokio::task::spawn_blocking(move || capture.join());
+    if tokio::time::timeout(CAPTURE_TIMEOUT, captured)
+        .await
+        .is_err()
+    {
+        log::warn!(
+            "capture did not stop within {} s (blocked reading the source); exiting anyway",
+            CAPTURE_TIMEOUT.as_secs()
         );
     }
     if let Some(gpio) = gpio {
@@ -62,7 +80,6 @@ pub(super) async fn shutdown(d: Daemon, exit: Exit, notifier: &Notifier) -> anyh
         Ok(Err(e)) => log::error!("store flush failed: {e}"),
         Err(e) => log::error!("store flush task failed: {e}"),
     }
-    let _ = api_shutdown.send(true);
     if !matches!(exit, Exit::Api(_))
         && tokio::time::timeout(API_GRACE + Duration::from_millis(500), &mut api_task)
             .await
@@ -70,9 +87,10 @@ pub(super) async fn shutdown(d: Daemon, exit: Exit, notifier: &Notifier) -> anyh
     {
         log::warn!("API did not stop within its grace period");
     }
-    // The capture thread may be blocked in a pacing sleep or an ioctl with a
-    // timeout; it checks the stop flag between frames. Don't wait for it.
-    drop(capture);
+    let left = shutdown.live_workers();
+    if !left.is_empty() {
+        log::warn!("threads still running at exit: {}", left.join(", "));
+    }
     // The API task and the pipeline threads have let go of their handles;
     // this is the store's last owner (a poisoned sled must not be dropped).
     store.close();

@@ -5,13 +5,12 @@
 //! GPIO, the capture and inference threads and the API task. [`Daemon`]
 //! holds what the monitor and the shutdown need of them.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use super::{reload, API_GRACE};
 use crate::api::{ApiError, ApiOptions, Server, TlsReloader};
@@ -21,6 +20,7 @@ use crate::capture::v4l2::{V4l2Options, V4l2Source};
 use crate::capture::FrameSource;
 use crate::config::{CaptureFormat, Settings, SourceKind, SourceSettings};
 use crate::core::ids;
+use crate::core::shutdown::Shutdown;
 use crate::gpio::runner::GpioRuntime;
 use crate::modelstore::ModelStore;
 use crate::mqtt::PublisherHandle;
@@ -96,21 +96,20 @@ pub(super) struct Daemon {
     pub(super) mqtt: Option<PublisherHandle>,
     pub(super) pruner: Pruner,
     pub(super) tls: TlsReloader,
-    pub(super) slot: Arc<FrameSlot>,
     pub(super) control: Arc<InferenceControl>,
     /// Reload requests from the API (one at a time).
     pub(super) reloads: mpsc::Receiver<reload::Request>,
     pub(super) gpio: Option<GpioRuntime>,
-    /// Tells the capture thread to stop.
-    pub(super) stop: Arc<AtomicBool>,
+    /// The one shutdown token: the capture thread, the inference thread
+    /// (through the slot it closes) and the API task obey it; the pipeline
+    /// threads count as its workers until they return.
+    pub(super) shutdown: Shutdown,
     /// The one writer of the source's readiness check (the monitor asks it
     /// to report a stall).
     pub(super) source_readiness: Arc<SourceReadiness>,
     pub(super) capture: JoinHandle<()>,
     pub(super) inference: JoinHandle<()>,
     pub(super) api_task: tokio::task::JoinHandle<Result<(), ApiError>>,
-    /// Tells the API task to stop.
-    pub(super) api_shutdown: watch::Sender<bool>,
 }
 
 /// Start every part of the daemon; Err: one could not start (what has
@@ -166,7 +165,13 @@ pub(super) async fn start(settings: &Settings, state: &Arc<AppState>) -> anyhow:
     // GPIO before the pipeline threads: outputs go to their safe state
     // first (after a crash too), and a trigger gates frames from the start.
     let gpio = start_gpio(settings, state, &control)?;
-    let stop = Arc::new(AtomicBool::new(false));
+    let shutdown = Shutdown::new();
+    // Shutdown closes the slot: the inference thread finishes the item in
+    // hand and returns; uploads still queued are refused.
+    shutdown.on_trigger({
+        let slot = slot.clone();
+        move || slot.close()
+    });
     let source_readiness = Arc::new(SourceReadiness::default());
     let (capture, inference) = spawn_pipeline(
         settings,
@@ -174,28 +179,25 @@ pub(super) async fn start(settings: &Settings, state: &Arc<AppState>) -> anyhow:
         &store,
         state,
         &control,
-        &stop,
+        &shutdown,
         &source_readiness,
     )?;
 
     let tls = server.tls_reloader();
-    let (api_shutdown, shutdown_rx) = watch::channel(false);
-    let api_task = tokio::spawn(server.run(shutdown_rx));
+    let api_task = tokio::spawn(server.run(shutdown.watch()));
     Ok(Daemon {
         store,
         mqtt,
         pruner,
         tls,
-        slot,
         control,
         reloads,
         gpio,
-        stop,
+        shutdown,
         source_readiness,
         capture,
         inference,
         api_task,
-        api_shutdown,
     })
 }
 
@@ -321,11 +323,12 @@ fn spawn_pipeline(
     store: &Arc<Store>,
     state: &Arc<AppState>,
     control: &Arc<InferenceControl>,
-    stop: &Arc<AtomicBool>,
+    shutdown: &Shutdown,
     source_readiness: &Arc<SourceReadiness>,
 ) -> anyhow::Result<(JoinHandle<()>, JoinHandle<()>)> {
     let capture = {
-        let (slot, state, stop) = (slot.clone(), state.clone(), stop.clone());
+        let (slot, state, stop) = (slot.clone(), state.clone(), shutdown.clone());
+        let worker = shutdown.worker("capture");
         let readiness = source_readiness.clone();
         let opener = source_opener(&settings.source);
         let backoff = Backoff::new(
@@ -334,7 +337,10 @@ fn spawn_pipeline(
         );
         std::thread::Builder::new()
             .name("capture".into())
-            .spawn(move || capture_loop(opener, slot, state, readiness, stop, backoff))
+            .spawn(move || {
+                let _worker = worker;
+                capture_loop(opener, slot, state, readiness, stop, backoff)
+            })
             .context("spawning the capture thread")?
     };
     let inference = {
@@ -342,9 +348,13 @@ fn spawn_pipeline(
             (slot.clone(), store.clone(), state.clone(), control.clone());
         let model = settings.model.clone();
         let models = Some(ModelStore::new(&settings.daemon.state_dir));
+        let worker = shutdown.worker("inference");
         std::thread::Builder::new()
             .name("inference".into())
-            .spawn(move || inference_loop(model, models, slot, store, state, control))
+            .spawn(move || {
+                let _worker = worker;
+                inference_loop(model, models, slot, store, state, control)
+            })
             .context("spawning the inference thread")?
     };
     Ok((capture, inference))

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use super::FrameSlot;
 use crate::capture::{CaptureError, FrameSource};
 use crate::core::ids;
+use crate::core::shutdown::Shutdown;
 use crate::state::{AppState, Check, Counters};
 
 /// Exponential backoff between retries.
@@ -49,30 +50,18 @@ impl Backoff {
     }
 }
 
-/// Sleep up to `d`, returning early (true) when `stop` is set.
-fn sleep_unless_stopped(stop: &AtomicBool, d: Duration) -> bool {
-    let deadline = Instant::now() + d;
-    while !stop.load(Ordering::Relaxed) {
-        let now = Instant::now();
-        if now >= deadline {
-            return false;
-        }
-        std::thread::sleep((deadline - now).min(Duration::from_millis(50)));
-    }
-    true
-}
-
-/// Like [`sleep_unless_stopped`], recording capture-thread progress while it
-/// waits: waiting on purpose (backoff, a finished replay) is not a hang.
-fn sleep_with_beats(stop: &AtomicBool, state: &AppState, d: Duration) -> bool {
+/// Sleep up to `d`, returning early (true) when shutdown starts, recording
+/// capture-thread progress while it waits: waiting on purpose (backoff, a
+/// finished replay) is not a hang.
+fn sleep_with_beats(stop: &Shutdown, state: &AppState, d: Duration) -> bool {
     let deadline = Instant::now() + d;
     loop {
         state.beat(&state.capture_beat_ms);
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return stop.load(Ordering::Relaxed);
+            return stop.is_triggered();
         }
-        if sleep_unless_stopped(stop, left.min(Duration::from_millis(250))) {
+        if stop.sleep(left.min(Duration::from_millis(250))) {
             return true;
         }
     }
@@ -139,11 +128,11 @@ pub fn capture_loop(
     slot: Arc<FrameSlot>,
     state: Arc<AppState>,
     readiness: Arc<SourceReadiness>,
-    stop: Arc<AtomicBool>,
+    stop: Shutdown,
     mut backoff: Backoff,
 ) {
     let mut last_error: Option<String> = None;
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.is_triggered() {
         state.beat(&state.capture_beat_ms);
         let mut source = match open() {
             Ok(s) => s,
@@ -165,7 +154,7 @@ pub fn capture_loop(
         state.set_source(desc.clone());
         let mut first = true;
         loop {
-            if stop.load(Ordering::Relaxed) {
+            if stop.is_triggered() {
                 return;
             }
             let next = source.next_frame();
@@ -273,7 +262,7 @@ mod tests {
         state: Arc<AppState>,
         slot: Arc<FrameSlot>,
         readiness: Arc<SourceReadiness>,
-        stop: Arc<AtomicBool>,
+        stop: Shutdown,
         thread: std::thread::JoinHandle<()>,
     }
 
@@ -282,7 +271,7 @@ mod tests {
             let state = Arc::new(AppState::new());
             let slot = Arc::new(FrameSlot::new());
             let readiness = Arc::new(SourceReadiness::default());
-            let stop = Arc::new(AtomicBool::new(false));
+            let stop = Shutdown::new();
             let backoff = Backoff::new(
                 Duration::from_millis(10),
                 Duration::from_millis(max_backoff_ms),
@@ -311,7 +300,7 @@ mod tests {
         }
 
         fn stop(self) {
-            self.stop.store(true, Ordering::Relaxed);
+            self.stop.trigger();
             self.thread.join().unwrap();
         }
     }
