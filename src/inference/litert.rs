@@ -5,10 +5,11 @@
 //! with `edgefirst-tflite`'s [`Library`]), the LiteRT environment, and for
 //! each model: the parsed model, the compilation options (CPU accelerator and
 //! XNNPACK thread count), the compiled model, its input and output tensor
-//! buffers, and the host-side copies of those tensors. It also owns the
-//! tensor metadata the LiteRT C API does not expose (names and quantization),
-//! which it reads from the model's flatbuffer and checks against what LiteRT
-//! reports.
+//! buffers, and the host-side copies of those tensors. The tensor metadata
+//! the LiteRT C API does not expose (names and quantization) comes from the
+//! model's flatbuffer, read by [`super::flatbuf`]; this module checks it
+//! against what LiteRT reports. Models are loaded from a [`ModelFile`], which
+//! read the file once.
 //!
 //! It calls the LiteRT C API directly, through the function table
 //! `edgefirst-tflite` resolves ([`Library::litert`]) plus a few symbols that
@@ -38,7 +39,8 @@ use edgefirst_tflite_sys::litert::{
     LiteRtLayout, RankedTensorType,
 };
 
-use super::modelfile::MAX_MODEL_BYTES;
+use super::flatbuf;
+use super::modelfile::ModelFile;
 use super::{DType, InferenceError, Quant, Runtime, RuntimeKind, TensorSpec};
 
 /// `LiteRtOpaqueOptions` (an opaque pointer; the bindings do not re-export
@@ -536,39 +538,54 @@ impl std::fmt::Debug for LiteRtRuntime {
 }
 
 impl LiteRtRuntime {
-    /// Load `libLiteRt.so` from `lib` (once per process per path), then load
-    /// and compile `model` for the CPU accelerator with `threads` XNNPACK
-    /// threads.
+    /// Load `libLiteRt.so` from `lib` (once per process per path), then read
+    /// `model` ([`ModelFile::read`]) and load it as [`Self::from_model_file`]
+    /// does. The library comes first, so a missing or unusable one is
+    /// reported as such whatever the model file is.
     ///
     /// Errors: [`InferenceError::LiteRtUnavailable`] naming `lib` when the
     /// library is missing, cannot be loaded, or does not export the LiteRT C
     /// API; [`InferenceError::Io`] / [`InferenceError::NotTflite`] when the
-    /// model file cannot be read or is not a TFLite flatbuffer;
-    /// [`InferenceError::Load`] naming `model` when LiteRT refuses it;
-    /// [`InferenceError::Unsupported`] for tensor layouts Spotter cannot feed
-    /// (not exactly one input, element types other than u8/i8/f32, shapes
-    /// still unknown after compilation, per-channel quantized inputs or
-    /// outputs).
+    /// model file cannot be read or is not a TFLite flatbuffer; otherwise
+    /// those of [`Self::from_model_file`].
     pub fn load(lib: &Path, model: &Path, threads: usize) -> Result<LiteRtRuntime, InferenceError> {
-        let model_path = model.display().to_string();
         let shared = shared_lib(lib)?;
+        let file = ModelFile::read(model)?;
+        Self::load_with(shared, lib, &file, threads)
+    }
 
-        let io_err = |source| InferenceError::Io {
-            path: model_path.clone(),
-            source,
-        };
-        let size = std::fs::metadata(model).map_err(io_err)?.len();
-        if size > MAX_MODEL_BYTES {
-            return Err(InferenceError::Unsupported {
-                path: model_path,
-                reason: format!("{size} bytes, larger than the {MAX_MODEL_BYTES}-byte limit"),
-            });
-        }
-        let bytes = std::fs::read(model).map_err(io_err)?;
-        let meta = fb::read_io(&bytes).map_err(|reason| InferenceError::NotTflite {
-            path: model_path.clone(),
-            reason,
-        })?;
+    /// Load `libLiteRt.so` from `lib` (once per process per path), then load
+    /// and compile the model `file` (already read and verified) for the CPU
+    /// accelerator with `threads` XNNPACK threads.
+    ///
+    /// Errors: [`InferenceError::LiteRtUnavailable`] naming `lib` as for
+    /// [`Self::load`]; [`InferenceError::NotTflite`] when the flatbuffer does
+    /// not describe the signature's tensors; [`InferenceError::Load`] naming
+    /// the model when LiteRT refuses it; [`InferenceError::Unsupported`] for
+    /// tensor layouts Spotter cannot feed (not exactly one input, element
+    /// types other than u8/i8/f32, shapes still unknown after compilation,
+    /// per-channel quantized inputs or outputs).
+    pub fn from_model_file(
+        lib: &Path,
+        file: &ModelFile,
+        threads: usize,
+    ) -> Result<LiteRtRuntime, InferenceError> {
+        Self::load_with(shared_lib(lib)?, lib, file, threads)
+    }
+
+    fn load_with(
+        shared: Arc<SharedLib>,
+        lib: &Path,
+        file: &ModelFile,
+        threads: usize,
+    ) -> Result<LiteRtRuntime, InferenceError> {
+        let model_path = file.path().display().to_string();
+        let meta = flatbuf::signature_io(file.bytes())
+            .and_then(DeclaredIo::from_flatbuffer)
+            .map_err(|reason| InferenceError::NotTflite {
+                path: model_path.clone(),
+                reason,
+            })?;
 
         let refused = |reason: String| InferenceError::Load {
             path: model_path.clone(),
@@ -581,7 +598,8 @@ impl LiteRtRuntime {
 
         let mut h = Handles {
             shared,
-            bytes,
+            // LiteRT parses the flatbuffer in place, so it gets its own copy.
+            bytes: file.bytes().to_vec(),
             model: std::ptr::null_mut(),
             options: std::ptr::null_mut(),
             compiled: std::ptr::null_mut(),
@@ -821,14 +839,62 @@ impl Runtime for LiteRtRuntime {
     }
 }
 
+/// What the flatbuffer says about one signature input or output, in the
+/// terms LiteRT's tensor types are checked against.
+struct Declared {
+    name: String,
+    shape: Vec<usize>,
+    /// `None` for element types Spotter does not handle.
+    dtype: Option<DType>,
+    scales: Vec<f32>,
+    zero_point: i32,
+}
+
+/// The signature's inputs and outputs as the flatbuffer declares them.
+struct DeclaredIo {
+    inputs: Vec<Declared>,
+    outputs: Vec<Declared>,
+}
+
+impl DeclaredIo {
+    /// Refuses negative dimensions and zero points outside `i32`.
+    fn from_flatbuffer(io: flatbuf::IoTensors) -> Result<DeclaredIo, String> {
+        let declared = |t: flatbuf::TensorInfo| -> Result<Declared, String> {
+            let i = t.index;
+            let shape = t
+                .shape
+                .iter()
+                .map(|&d| usize::try_from(d).map_err(|_| d))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|d| format!("tensor {i} has a negative dimension {d}"))?;
+            let (scales, zero_point) = match t.quant {
+                Some(q) => (q.scale, q.zero_point.first().copied().unwrap_or(0)),
+                None => (Vec::new(), 0),
+            };
+            let zero_point = i32::try_from(zero_point)
+                .map_err(|_| format!("tensor {i} zero point {zero_point} out of range"))?;
+            Ok(Declared {
+                name: t.name,
+                shape,
+                dtype: t.dtype,
+                scales,
+                zero_point,
+            })
+        };
+        let all = |v: Vec<flatbuf::TensorInfo>| -> Result<Vec<_>, String> {
+            v.into_iter().map(declared).collect()
+        };
+        Ok(DeclaredIo {
+            inputs: all(io.inputs)?,
+            outputs: all(io.outputs)?,
+        })
+    }
+}
+
 /// One tensor's spec from LiteRT's type (authoritative for element type and,
 /// after compilation, shape) and the flatbuffer (name, quantization),
 /// refusing the tensor if the two disagree.
-fn tensor_spec(
-    ty: &RankedTensorType,
-    t: &fb::TensorInfo,
-    role: &str,
-) -> Result<TensorSpec, String> {
+fn tensor_spec(ty: &RankedTensorType, t: &Declared, role: &str) -> Result<TensorSpec, String> {
     let dtype = dtype_of(ty.element_type).ok_or_else(|| {
         format!(
             "{role} tensor {:?} has LiteRT element type {}, only uint8, int8 and float32 are supported",
@@ -896,474 +962,5 @@ fn dtype_of(element_type: u32) -> Option<DType> {
         UINT8 => Some(DType::U8),
         INT8 => Some(DType::I8),
         _ => None,
-    }
-}
-
-/// Minimal, verified reader for the parts of the TFLite flatbuffer schema
-/// (tensorflow/compiler/mlir/lite/schema/schema.fbs) LiteRT's C API wrapper
-/// does not expose: the signature's (or subgraph 0's) input and output
-/// tensors with their names and quantization.
-mod fb {
-    use flatbuffers::{
-        Follow, ForwardsUOffset, InvalidFlatbuffer, Table, VOffsetT, Vector, Verifiable, Verifier,
-    };
-
-    use crate::inference::DType;
-
-    /// What the flatbuffer says about one input or output tensor.
-    #[derive(Debug, Clone, PartialEq)]
-    pub struct TensorInfo {
-        pub name: String,
-        pub shape: Vec<usize>,
-        /// `None` for element types Spotter does not handle.
-        pub dtype: Option<DType>,
-        pub scales: Vec<f32>,
-        pub zero_point: i32,
-    }
-
-    #[derive(Debug, Clone, PartialEq)]
-    pub struct IoTensors {
-        pub inputs: Vec<TensorInfo>,
-        pub outputs: Vec<TensorInfo>,
-    }
-
-    /// Field slot of the `index`-th field of a table.
-    const fn slot(index: u16) -> VOffsetT {
-        4 + 2 * index
-    }
-
-    /// Declares a typed view over a flatbuffer table.
-    macro_rules! table {
-        ($name:ident) => {
-            #[derive(Clone, Copy)]
-            struct $name<'a>(Table<'a>);
-            impl<'a> Follow<'a> for $name<'a> {
-                type Inner = Self;
-                unsafe fn follow(buf: &'a [u8], loc: usize) -> Self {
-                    // SAFETY: forwarded contract of `Follow::follow`.
-                    Self(unsafe { Table::new(buf, loc) })
-                }
-            }
-        };
-    }
-
-    table!(Model);
-    table!(SubGraph);
-    table!(Tensor);
-    table!(QuantParams);
-    table!(SignatureDef);
-    table!(TensorMap);
-
-    type Tables<'a, T> = Vector<'a, ForwardsUOffset<T>>;
-
-    /// A little-endian `i64` vector element read bytewise. Quantization zero
-    /// points are `[long]`, and older converters did not always 8-byte align
-    /// that vector (MNISTnet_uint8_quant.tflite has one at an offset of 4
-    /// mod 8), which the `flatbuffers` verifier rejects for `Vector<i64>`.
-    /// TF Lite itself accepts such files, so read them without the alignment
-    /// requirement; bounds are still verified.
-    #[repr(transparent)]
-    struct UnalignedI64([u8; 8]);
-    impl flatbuffers::SimpleToVerifyInSlice for UnalignedI64 {}
-    impl<'a> Follow<'a> for UnalignedI64 {
-        type Inner = i64;
-        unsafe fn follow(buf: &'a [u8], loc: usize) -> i64 {
-            // `Vector::get` only calls this for verified, in-range elements;
-            // fall back to 0 rather than panic if that ever did not hold.
-            buf.get(loc..loc + 8)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map_or(0, i64::from_le_bytes)
-        }
-    }
-
-    // Field indices from schema.fbs.
-    const MODEL_SUBGRAPHS: VOffsetT = slot(2);
-    const MODEL_SIGNATURE_DEFS: VOffsetT = slot(7);
-    const SUBGRAPH_TENSORS: VOffsetT = slot(0);
-    const SUBGRAPH_INPUTS: VOffsetT = slot(1);
-    const SUBGRAPH_OUTPUTS: VOffsetT = slot(2);
-    const TENSOR_SHAPE: VOffsetT = slot(0);
-    const TENSOR_TYPE: VOffsetT = slot(1);
-    const TENSOR_NAME: VOffsetT = slot(3);
-    const TENSOR_QUANTIZATION: VOffsetT = slot(4);
-    const QUANT_SCALE: VOffsetT = slot(2);
-    const QUANT_ZERO_POINT: VOffsetT = slot(3);
-    const SIGDEF_INPUTS: VOffsetT = slot(0);
-    const SIGDEF_OUTPUTS: VOffsetT = slot(1);
-    const SIGDEF_SUBGRAPH_INDEX: VOffsetT = slot(4);
-    const TENSORMAP_TENSOR_INDEX: VOffsetT = slot(1);
-
-    impl Verifiable for Model<'_> {
-        fn run_verifier(v: &mut Verifier, pos: usize) -> Result<(), InvalidFlatbuffer> {
-            v.visit_table(pos)?
-                .visit_field::<ForwardsUOffset<Tables<SubGraph>>>(
-                    "subgraphs",
-                    MODEL_SUBGRAPHS,
-                    false,
-                )?
-                .visit_field::<ForwardsUOffset<Tables<SignatureDef>>>(
-                    "signature_defs",
-                    MODEL_SIGNATURE_DEFS,
-                    false,
-                )?
-                .finish();
-            Ok(())
-        }
-    }
-    impl Verifiable for SubGraph<'_> {
-        fn run_verifier(v: &mut Verifier, pos: usize) -> Result<(), InvalidFlatbuffer> {
-            v.visit_table(pos)?
-                .visit_field::<ForwardsUOffset<Tables<Tensor>>>("tensors", SUBGRAPH_TENSORS, false)?
-                .visit_field::<ForwardsUOffset<Vector<i32>>>("inputs", SUBGRAPH_INPUTS, false)?
-                .visit_field::<ForwardsUOffset<Vector<i32>>>("outputs", SUBGRAPH_OUTPUTS, false)?
-                .finish();
-            Ok(())
-        }
-    }
-    impl Verifiable for Tensor<'_> {
-        fn run_verifier(v: &mut Verifier, pos: usize) -> Result<(), InvalidFlatbuffer> {
-            v.visit_table(pos)?
-                .visit_field::<ForwardsUOffset<Vector<i32>>>("shape", TENSOR_SHAPE, false)?
-                .visit_field::<i8>("type", TENSOR_TYPE, false)?
-                .visit_field::<ForwardsUOffset<&str>>("name", TENSOR_NAME, false)?
-                .visit_field::<ForwardsUOffset<QuantParams>>(
-                    "quantization",
-                    TENSOR_QUANTIZATION,
-                    false,
-                )?
-                .finish();
-            Ok(())
-        }
-    }
-    impl Verifiable for QuantParams<'_> {
-        fn run_verifier(v: &mut Verifier, pos: usize) -> Result<(), InvalidFlatbuffer> {
-            v.visit_table(pos)?
-                .visit_field::<ForwardsUOffset<Vector<f32>>>("scale", QUANT_SCALE, false)?
-                .visit_field::<ForwardsUOffset<Vector<UnalignedI64>>>(
-                    "zero_point",
-                    QUANT_ZERO_POINT,
-                    false,
-                )?
-                .finish();
-            Ok(())
-        }
-    }
-    impl Verifiable for SignatureDef<'_> {
-        fn run_verifier(v: &mut Verifier, pos: usize) -> Result<(), InvalidFlatbuffer> {
-            v.visit_table(pos)?
-                .visit_field::<ForwardsUOffset<Tables<TensorMap>>>("inputs", SIGDEF_INPUTS, false)?
-                .visit_field::<ForwardsUOffset<Tables<TensorMap>>>(
-                    "outputs",
-                    SIGDEF_OUTPUTS,
-                    false,
-                )?
-                .visit_field::<u32>("subgraph_index", SIGDEF_SUBGRAPH_INDEX, false)?
-                .finish();
-            Ok(())
-        }
-    }
-    impl Verifiable for TensorMap<'_> {
-        fn run_verifier(v: &mut Verifier, pos: usize) -> Result<(), InvalidFlatbuffer> {
-            v.visit_table(pos)?
-                .visit_field::<u32>("tensor_index", TENSORMAP_TENSOR_INDEX, false)?
-                .finish();
-            Ok(())
-        }
-    }
-
-    // SAFETY (for every `Table::get` below): the buffer was verified by
-    // `flatbuffers::root` with the `Verifiable` impls above, which check
-    // exactly these fields with exactly these types.
-    impl<'a> Model<'a> {
-        fn subgraphs(&self) -> Option<Tables<'a, SubGraph<'a>>> {
-            unsafe {
-                self.0
-                    .get::<ForwardsUOffset<Tables<SubGraph>>>(MODEL_SUBGRAPHS, None)
-            }
-        }
-        fn signature_defs(&self) -> Option<Tables<'a, SignatureDef<'a>>> {
-            unsafe {
-                self.0
-                    .get::<ForwardsUOffset<Tables<SignatureDef>>>(MODEL_SIGNATURE_DEFS, None)
-            }
-        }
-    }
-    impl<'a> SubGraph<'a> {
-        fn tensors(&self) -> Option<Tables<'a, Tensor<'a>>> {
-            unsafe {
-                self.0
-                    .get::<ForwardsUOffset<Tables<Tensor>>>(SUBGRAPH_TENSORS, None)
-            }
-        }
-        fn inputs(&self) -> Option<Vector<'a, i32>> {
-            unsafe {
-                self.0
-                    .get::<ForwardsUOffset<Vector<i32>>>(SUBGRAPH_INPUTS, None)
-            }
-        }
-        fn outputs(&self) -> Option<Vector<'a, i32>> {
-            unsafe {
-                self.0
-                    .get::<ForwardsUOffset<Vector<i32>>>(SUBGRAPH_OUTPUTS, None)
-            }
-        }
-    }
-    impl<'a> Tensor<'a> {
-        fn shape(&self) -> Option<Vector<'a, i32>> {
-            unsafe {
-                self.0
-                    .get::<ForwardsUOffset<Vector<i32>>>(TENSOR_SHAPE, None)
-            }
-        }
-        fn type_(&self) -> i8 {
-            unsafe { self.0.get::<i8>(TENSOR_TYPE, Some(0)) }.unwrap_or(0)
-        }
-        fn name(&self) -> Option<&'a str> {
-            unsafe { self.0.get::<ForwardsUOffset<&str>>(TENSOR_NAME, None) }
-        }
-        fn quantization(&self) -> Option<QuantParams<'a>> {
-            unsafe {
-                self.0
-                    .get::<ForwardsUOffset<QuantParams>>(TENSOR_QUANTIZATION, None)
-            }
-        }
-    }
-    impl<'a> QuantParams<'a> {
-        fn scale(&self) -> Option<Vector<'a, f32>> {
-            unsafe {
-                self.0
-                    .get::<ForwardsUOffset<Vector<f32>>>(QUANT_SCALE, None)
-            }
-        }
-        fn zero_point(&self) -> Option<Vector<'a, UnalignedI64>> {
-            unsafe {
-                self.0
-                    .get::<ForwardsUOffset<Vector<UnalignedI64>>>(QUANT_ZERO_POINT, None)
-            }
-        }
-    }
-    impl<'a> SignatureDef<'a> {
-        fn inputs(&self) -> Option<Tables<'a, TensorMap<'a>>> {
-            unsafe {
-                self.0
-                    .get::<ForwardsUOffset<Tables<TensorMap>>>(SIGDEF_INPUTS, None)
-            }
-        }
-        fn outputs(&self) -> Option<Tables<'a, TensorMap<'a>>> {
-            unsafe {
-                self.0
-                    .get::<ForwardsUOffset<Tables<TensorMap>>>(SIGDEF_OUTPUTS, None)
-            }
-        }
-        fn subgraph_index(&self) -> u32 {
-            unsafe { self.0.get::<u32>(SIGDEF_SUBGRAPH_INDEX, Some(0)) }.unwrap_or(0)
-        }
-    }
-    impl TensorMap<'_> {
-        fn tensor_index(&self) -> u32 {
-            unsafe { self.0.get::<u32>(TENSORMAP_TENSOR_INDEX, Some(0)) }.unwrap_or(0)
-        }
-    }
-
-    /// Schema `TensorType` → Spotter's element types.
-    fn dtype(t: i8) -> Option<DType> {
-        match t {
-            0 => Some(DType::F32),
-            3 => Some(DType::U8),
-            9 => Some(DType::I8),
-            _ => None,
-        }
-    }
-
-    fn tensor_info(tensors: &Tables<'_, Tensor<'_>>, index: i64) -> Result<TensorInfo, String> {
-        let i = usize::try_from(index)
-            .ok()
-            .filter(|&i| i < tensors.len())
-            .ok_or_else(|| {
-                format!(
-                    "tensor index {index} out of range ({} tensors)",
-                    tensors.len()
-                )
-            })?;
-        let t = tensors.get(i);
-        let shape = t
-            .shape()
-            .map(|s| {
-                s.iter()
-                    .map(|d| usize::try_from(d).map_err(|_| d))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .transpose()
-            .map_err(|d| format!("tensor {i} has a negative dimension {d}"))?
-            .unwrap_or_default();
-        let q = t.quantization();
-        let scales: Vec<f32> = q
-            .and_then(|q| q.scale())
-            .map(|s| s.iter().collect())
-            .unwrap_or_default();
-        let zero_point = q
-            .and_then(|q| q.zero_point())
-            .filter(|z| !z.is_empty())
-            .map(|z| z.get(0))
-            .unwrap_or(0);
-        let zero_point = i32::try_from(zero_point)
-            .map_err(|_| format!("tensor {i} zero point {zero_point} out of range"))?;
-        Ok(TensorInfo {
-            name: t.name().unwrap_or_default().to_string(),
-            shape,
-            dtype: dtype(t.type_()),
-            scales,
-            zero_point,
-        })
-    }
-
-    /// The input and output tensors LiteRT's default signature exposes, in
-    /// its order: the first SignatureDef's tensor maps when the model has
-    /// one, else subgraph 0's inputs and outputs.
-    pub fn read_io(buf: &[u8]) -> Result<IoTensors, String> {
-        if buf.get(4..8) != Some(b"TFL3".as_slice()) {
-            return Err("missing the TFL3 file identifier".into());
-        }
-        let model =
-            flatbuffers::root::<Model>(buf).map_err(|e| format!("invalid flatbuffer: {e}"))?;
-        let subgraphs = model
-            .subgraphs()
-            .filter(|s| !s.is_empty())
-            .ok_or("model has no subgraphs")?;
-
-        if let Some(sig) = model
-            .signature_defs()
-            .filter(|s| !s.is_empty())
-            .map(|s| s.get(0))
-        {
-            let sg_index = sig.subgraph_index() as usize;
-            if sg_index >= subgraphs.len() {
-                return Err(format!(
-                    "signature refers to subgraph {sg_index} of {}",
-                    subgraphs.len()
-                ));
-            }
-            let tensors = subgraphs
-                .get(sg_index)
-                .tensors()
-                .ok_or("subgraph has no tensors")?;
-            let map = |maps: Option<Tables<'_, TensorMap<'_>>>| -> Result<Vec<TensorInfo>, String> {
-                maps.map(|m| {
-                    m.iter()
-                        .map(|tm| tensor_info(&tensors, i64::from(tm.tensor_index())))
-                        .collect()
-                })
-                .unwrap_or_else(|| Ok(Vec::new()))
-            };
-            return Ok(IoTensors {
-                inputs: map(sig.inputs())?,
-                outputs: map(sig.outputs())?,
-            });
-        }
-
-        let sg = subgraphs.get(0);
-        let tensors = sg.tensors().ok_or("subgraph 0 has no tensors")?;
-        let list = |idx: Option<Vector<'_, i32>>| -> Result<Vec<TensorInfo>, String> {
-            idx.map(|v| {
-                v.iter()
-                    .map(|i| tensor_info(&tensors, i64::from(i)))
-                    .collect()
-            })
-            .unwrap_or_else(|| Ok(Vec::new()))
-        };
-        Ok(IoTensors {
-            inputs: list(sg.inputs())?,
-            outputs: list(sg.outputs())?,
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn testdata() -> PathBuf {
-        std::env::var_os("SPOTTER_TESTDATA")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata"))
-            })
-    }
-
-    // Catches wrong field slots or type codes in the hand-written flatbuffer
-    // reader (wrong quantization would skew every score).
-    #[test]
-    fn flatbuffer_reader_matches_model_details() {
-        let td = testdata();
-        let details: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(td.join("golden/model_details.json")).expect("model_details.json"),
-        )
-        .expect("valid json");
-        let models = details.as_object().expect("object of models");
-        assert!(models.len() >= 4, "expected the classifiers at least");
-        for (rel, d) in models {
-            if d.get("error").is_some() {
-                continue; // a model TF Lite refuses (models/invalid): no tensor list
-            }
-            let bytes = std::fs::read(td.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
-            let io = fb::read_io(&bytes).unwrap_or_else(|e| panic!("{rel}: {e}"));
-            for (role, got, want) in [
-                ("inputs", &io.inputs, &d["inputs"]),
-                ("outputs", &io.outputs, &d["outputs"]),
-            ] {
-                let want = want.as_array().expect("tensor list");
-                assert_eq!(got.len(), want.len(), "{rel} {role}");
-                for (g, w) in got.iter().zip(want) {
-                    assert_eq!(g.name, w["name"].as_str().unwrap(), "{rel} {role} name");
-                    let shape: Vec<usize> = w["shape"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|x| x.as_u64().unwrap() as usize)
-                        .collect();
-                    if g.shape.is_empty() && role == "outputs" {
-                        // Shape computed by the op at prepare time (SSD
-                        // post-processing); the flatbuffer has none.
-                        assert!(!shape.is_empty(), "{rel} {role} {}: scalar", g.name);
-                    } else {
-                        assert_eq!(g.shape, shape, "{rel} {role} {} shape", g.name);
-                    }
-                    let dtype = match w["dtype"].as_str().unwrap() {
-                        "uint8" => Some(DType::U8),
-                        "int8" => Some(DType::I8),
-                        "float32" => Some(DType::F32),
-                        _ => None,
-                    };
-                    assert_eq!(g.dtype, dtype, "{rel} {role} {} dtype", g.name);
-                    let scale = w["scale"].as_f64().unwrap_or(0.0) as f32;
-                    let got_scale = g.scales.first().copied().unwrap_or(0.0);
-                    assert_eq!(got_scale, scale, "{rel} {role} {} scale", g.name);
-                    assert_eq!(
-                        i64::from(g.zero_point),
-                        w["zero_point"].as_i64().unwrap_or(0),
-                        "{rel} {role} {} zp",
-                        g.name
-                    );
-                }
-            }
-        }
-    }
-
-    // Catches the reader accepting arbitrary bytes (or panicking on them)
-    // instead of reporting "not a TFLite model".
-    #[test]
-    fn flatbuffer_reader_rejects_garbage() {
-        assert!(fb::read_io(b"").is_err());
-        assert!(fb::read_io(b"hello, this is not a model at all").is_err());
-        let mut fake = vec![0u8; 64];
-        fake[4..8].copy_from_slice(b"TFL3");
-        fake[0] = 60; // root offset pointing near the end: no valid table there
-        assert!(fb::read_io(&fake).is_err());
-        // A real model truncated in the middle must fail verification, not panic.
-        let bytes = std::fs::read(
-            testdata().join("models/classification/mobilenet_v1_0.25_128_quant.tflite"),
-        )
-        .expect("mobilenet v1 0.25");
-        assert!(fb::read_io(&bytes[..bytes.len() / 3]).is_err());
     }
 }

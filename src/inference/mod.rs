@@ -8,6 +8,7 @@
 
 pub mod builtin;
 pub mod engine;
+mod flatbuf;
 pub mod labels;
 pub mod litert;
 pub mod modelfile;
