@@ -13,7 +13,7 @@
 //!   archive appended after the flatbuffer that holds associated files such
 //!   as labels.
 //!
-//! The flatbuffer itself is read by [`super::flatbuf`], the one reader both
+//! The flatbuffer itself is read by `inference::flatbuf`, the one reader both
 //! runtimes use. A runtime loads from a [`ModelFile`], so a model is read
 //! from disk once per load.
 
