@@ -121,3 +121,9 @@ pub enum InferenceError {
     #[error("image: {0}")]
     Image(String),
 }
+
+impl From<crate::image::decode::DecodeError> for InferenceError {
+    fn from(e: crate::image::decode::DecodeError) -> Self {
+        InferenceError::Image(e.0)
+    }
+}
