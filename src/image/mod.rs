@@ -1,7 +1,8 @@
 //! Image formats, whatever model the pixels are for, shared by capture
 //! (which delivers raw and encoded formats) and inference (which reads them
 //! into a model's input): recognising and decoding encoded images (JPEG, PNG,
-//! BMP) and YUYV → RGB.
+//! BMP), repairing MJPEG frames that lack Huffman tables, and YUYV → RGB.
 
 pub mod decode;
+pub mod mjpeg;
 pub mod yuyv;
