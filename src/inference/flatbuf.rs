@@ -285,15 +285,22 @@ fn tensor_info(tensors: &Tables<'_, Tensor<'_>>, index: i64) -> Result<TensorInf
     })
 }
 
-fn check_identifier(buf: &[u8]) -> Result<(), String> {
+/// `buf`'s root table as the view `T`, once the file identifier is checked
+/// and the fields `T` reads are verified.
+fn model_root<'a, T: 'a + Follow<'a> + Verifiable>(buf: &'a [u8]) -> Result<T::Inner, String> {
     if buf.get(4..8) != Some(b"TFL3".as_slice()) {
         return Err("missing the TFL3 file identifier".into());
     }
-    Ok(())
+    flatbuffers::root::<T>(buf).map_err(|e| format!("invalid flatbuffer: {e}"))
 }
 
-fn invalid(e: InvalidFlatbuffer) -> String {
-    format!("invalid flatbuffer: {e}")
+/// A model's subgraphs, refused when there are none.
+fn non_empty<'a>(
+    subgraphs: Option<Tables<'a, SubGraph<'a>>>,
+) -> Result<Tables<'a, SubGraph<'a>>, String> {
+    subgraphs
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| "model has no subgraphs".into())
 }
 
 /// The inputs and outputs a subgraph lists.
@@ -318,12 +325,7 @@ fn subgraph_tensors(sg: SubGraph<'_>, which: usize) -> Result<IoTensors, String>
 /// Subgraph 0's input and output tensors: the ones TF Lite's interpreter
 /// exposes, in its order.
 pub(crate) fn subgraph_io(buf: &[u8]) -> Result<IoTensors, String> {
-    check_identifier(buf)?;
-    let model = flatbuffers::root::<ModelSubgraphs>(buf).map_err(invalid)?;
-    let subgraphs = model
-        .subgraphs()
-        .filter(|s| !s.is_empty())
-        .ok_or("model has no subgraphs")?;
+    let subgraphs = non_empty(model_root::<ModelSubgraphs>(buf)?.subgraphs())?;
     subgraph_tensors(subgraphs.get(0), 0)
 }
 
@@ -331,12 +333,8 @@ pub(crate) fn subgraph_io(buf: &[u8]) -> Result<IoTensors, String> {
 /// order: the first SignatureDef's tensor maps when the model has one, else
 /// subgraph 0's inputs and outputs.
 pub(crate) fn signature_io(buf: &[u8]) -> Result<IoTensors, String> {
-    check_identifier(buf)?;
-    let model = flatbuffers::root::<ModelSignatures>(buf).map_err(invalid)?;
-    let subgraphs = model
-        .subgraphs()
-        .filter(|s| !s.is_empty())
-        .ok_or("model has no subgraphs")?;
+    let model = model_root::<ModelSignatures>(buf)?;
+    let subgraphs = non_empty(model.subgraphs())?;
 
     let Some(sig) = model
         .signature_defs()
