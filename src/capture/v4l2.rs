@@ -20,7 +20,7 @@
 //! MJPEG frames without Huffman tables are repaired as they are copied out
 //! ([`crate::image::mjpeg`]).
 //!
-//! Why one file of some 860 lines: about 600 are code and the rest tests
+//! Why one file of some 870 lines: about 610 are code and the rest tests
 //! (one of them against a real device). Opening, describing, applying and
 //! streaming are the steps of one device's lifecycle on one `Device` handle,
 //! sharing the panic guards and error helpers at the end of the file; split
