@@ -1,4 +1,8 @@
-//! Pixel conversions shared by capture (which delivers raw formats) and
-//! inference (which reads them straight into a model's input): YUYV → RGB.
+//! Image formats, whatever model the pixels are for, shared by capture
+//! (which delivers raw and encoded formats) and inference (which reads them
+//! into a model's input): recognising and decoding encoded images (JPEG, PNG,
+//! BMP), repairing MJPEG frames that lack Huffman tables, and YUYV → RGB.
 
+pub mod decode;
+pub mod mjpeg;
 pub mod yuyv;

@@ -8,6 +8,7 @@
 
 pub mod builtin;
 pub mod engine;
+mod flatbuf;
 pub mod labels;
 pub mod litert;
 pub mod modelfile;
@@ -119,4 +120,10 @@ pub enum InferenceError {
     LiteRtUnavailable { path: String, reason: String },
     #[error("image: {0}")]
     Image(String),
+}
+
+impl From<crate::image::decode::DecodeError> for InferenceError {
+    fn from(e: crate::image::decode::DecodeError) -> Self {
+        InferenceError::Image(e.0)
+    }
 }

@@ -14,7 +14,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use super::builtin::BuiltinRuntime;
-use super::litert::LiteRtRuntime;
+use super::litert::{preload, LiteRtRuntime};
+use super::modelfile::ModelFile;
 use super::{InferenceError, Runtime};
 
 /// Environment variable naming the LiteRT library; below an explicit path.
@@ -125,25 +126,60 @@ fn not_found_error() -> InferenceError {
     }
 }
 
-/// Open `model` with the runtime `choice` asks for. `lib` is an explicit
-/// LiteRT library path (see [`resolve_litert_lib`]); `threads` is passed to
-/// the runtime. Returns the runtime and a one-line reason saying which engine
-/// runs and why, e.g. `auto: LiteRT loaded from /usr/lib/spotter/libLiteRt.so`
-/// or `auto: fell back to builtin: LiteRT library /x: not found`.
+/// Read `model` once ([`ModelFile::read`]) and open it with the runtime
+/// `choice` asks for, as [`open_runtime_for`] does. Returns the runtime and
+/// the reason (see there).
 ///
-/// `litert` with no usable library is an error; `auto` falls back to the
-/// built-in runtime when LiteRT is missing, unloadable, or refuses the model
-/// (logged as a warning), but not when the model file itself is unreadable
-/// or not a TFLite model, since no runtime could load it.
+/// `litert` looks for its library before it reads the model, so a missing or
+/// unusable library is reported as such whatever the model file is; `auto`
+/// and `builtin` report an unreadable or non-TFLite model file first, since
+/// no runtime could load it.
 pub fn open_runtime(
     choice: RuntimeChoice,
     lib: Option<&Path>,
     model: &Path,
     threads: usize,
 ) -> Result<(Box<dyn Runtime>, String), InferenceError> {
+    read_and_open(choice, lib, model, threads).map(|(rt, reason, _)| (rt, reason))
+}
+
+/// [`open_runtime`], also returning the [`ModelFile`] it read, for
+/// [`Engine::load`](super::engine::Engine::load), so the file is read once.
+pub fn read_and_open(
+    choice: RuntimeChoice,
+    lib: Option<&Path>,
+    model: &Path,
+    threads: usize,
+) -> Result<(Box<dyn Runtime>, String, ModelFile), InferenceError> {
+    if choice == RuntimeChoice::Litert {
+        let path = resolve_litert_lib(lib).ok_or_else(not_found_error)?;
+        preload(&path)?;
+    }
+    let file = ModelFile::read(model)?;
+    let (rt, reason) = open_runtime_for(choice, lib, &file, threads)?;
+    Ok((rt, reason, file))
+}
+
+/// Open the model `file` (read once, by [`ModelFile::read`]) with the
+/// runtime `choice` asks for. `lib` is an explicit LiteRT library path (see
+/// [`resolve_litert_lib`]); `threads` is passed to the runtime. Returns the
+/// runtime and a one-line reason saying which engine runs and why, e.g.
+/// `auto: LiteRT loaded from /usr/lib/spotter/libLiteRt.so` or
+/// `auto: fell back to builtin: LiteRT library /x: not found`.
+///
+/// `litert` with no usable library is an error; `auto` falls back to the
+/// built-in runtime when LiteRT is missing, unloadable, or refuses the model
+/// (logged as a warning), but not when LiteRT finds the model file not a
+/// TFLite model, since no runtime could load it.
+pub fn open_runtime_for(
+    choice: RuntimeChoice,
+    lib: Option<&Path>,
+    file: &ModelFile,
+    threads: usize,
+) -> Result<(Box<dyn Runtime>, String), InferenceError> {
     match choice {
         RuntimeChoice::Builtin => {
-            let rt = BuiltinRuntime::load(model, threads)?;
+            let rt = BuiltinRuntime::from_model_file(file, threads)?;
             Ok((
                 Box::new(rt),
                 "builtin: selected by configuration".to_string(),
@@ -151,14 +187,14 @@ pub fn open_runtime(
         }
         RuntimeChoice::Litert => {
             let path = resolve_litert_lib(lib).ok_or_else(not_found_error)?;
-            let rt = LiteRtRuntime::load(&path, model, threads)?;
+            let rt = LiteRtRuntime::from_model_file(&path, file, threads)?;
             let reason = format!("litert: LiteRT loaded from {}", path.display());
             Ok((Box::new(rt), reason))
         }
         RuntimeChoice::Auto => {
             let why = match resolve_litert_lib(lib) {
                 None => not_found_error(),
-                Some(path) => match LiteRtRuntime::load(&path, model, threads) {
+                Some(path) => match LiteRtRuntime::from_model_file(&path, file, threads) {
                     Ok(rt) => {
                         let reason = format!("auto: LiteRT loaded from {}", path.display());
                         return Ok((Box::new(rt), reason));
@@ -170,8 +206,8 @@ pub fn open_runtime(
                 },
             };
             let reason = format!("auto: fell back to builtin: {why}");
-            log::warn!(model = model.display().to_string().as_str(); "{reason}");
-            let rt = BuiltinRuntime::load(model, threads)?;
+            log::warn!(model = file.path().display().to_string().as_str(); "{reason}");
+            let rt = BuiltinRuntime::from_model_file(file, threads)?;
             Ok((Box::new(rt), reason))
         }
     }

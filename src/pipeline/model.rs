@@ -7,7 +7,7 @@ use crate::config::{Fit, ModelSettings, RuntimeSetting};
 use crate::inference::engine::{Engine, ModelOptions};
 use crate::inference::modelfile::ModelFile;
 use crate::inference::preprocess::{FitMode, Normalization};
-use crate::inference::select::{open_runtime, RuntimeChoice};
+use crate::inference::select::{open_runtime_for, RuntimeChoice};
 use crate::inference::InferenceError;
 use crate::modelstore::ModelStore;
 use crate::state::ModelStatus;
@@ -37,10 +37,10 @@ fn runtime_choice(r: RuntimeSetting) -> RuntimeChoice {
 /// Read, load and canary-check the configured model.
 pub fn load_model(m: &ModelSettings) -> Result<LoadedModel, InferenceError> {
     let file = ModelFile::read(&m.path)?;
-    let (runtime, reason) = open_runtime(
+    let (runtime, reason) = open_runtime_for(
         runtime_choice(m.runtime),
         m.litert_lib.as_deref(),
-        &m.path,
+        &file,
         m.threads,
     )?;
     let opts = ModelOptions {

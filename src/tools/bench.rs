@@ -23,8 +23,7 @@ use crate::config::JpegScaling;
 use crate::core::frame::Frame;
 use crate::core::result::StageLatency;
 use crate::inference::engine::{Engine, ModelOptions};
-use crate::inference::modelfile::ModelFile;
-use crate::inference::select::{open_runtime, RuntimeChoice};
+use crate::inference::select::{read_and_open, RuntimeChoice};
 use crate::inference::InferenceError;
 use crate::pipeline::{Keep, ResultSink};
 use crate::state::AppState;
@@ -503,13 +502,13 @@ pub fn run_bench(args: &BenchArgs) -> Result<BenchReport, BenchError> {
     let mut runtimes = Vec::new();
     for plan in plans(args.runtime) {
         let label = plan.choice.as_str().to_string();
-        let opened = open_runtime(
+        let opened = read_and_open(
             plan.choice,
             args.litert_lib.as_deref(),
             &args.model,
             args.threads,
         );
-        let (runtime, reason) = match opened {
+        let (runtime, reason, file) = match opened {
             Ok(r) => r,
             Err(e @ InferenceError::LiteRtUnavailable { .. }) if plan.skip_if_missing => {
                 log::warn!(model:display = args.model.display(); "LiteRT skipped: {e}");
@@ -533,7 +532,6 @@ pub fn run_bench(args: &BenchArgs) -> Result<BenchReport, BenchError> {
             runtime: name.clone(),
             error,
         };
-        let file = ModelFile::read(&args.model).map_err(load_err)?;
         let mut opts = ModelOptions::new(&args.model);
         opts.labels = args.labels.clone();
         opts.threads = args.threads;

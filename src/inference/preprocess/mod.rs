@@ -1,0 +1,514 @@
+//! Pre-processing: from a captured [`Frame`] to the bytes of a model's input tensor.
+//!
+//! This module owns the [`Preprocessor`]: for one model input it decodes a
+//! frame (JPEG/PNG/BMP sniffed by magic bytes, YUYV, RGB8; the format-level
+//! work is [`crate::image`]'s), resizes it to the model's input size and
+//! quantizes it into the input tensor. The functions are pure; a
+//! [`Preprocessor`] only carries buffers reused from frame to frame and
+//! tables computed once per model.
+//!
+//! Files: `geometry.rs` fits a source to the input size ([`FitMode`],
+//! [`Mapping`], the bilinear resize, the JPEG scaling denominator);
+//! `quantize.rs` maps pixel values to tensor elements ([`Normalization`],
+//! [`InputLut`]); `yuyv.rs` converts YUYV frames of the input's own size
+//! straight into the tensor; this file chains them per frame.
+//!
+//! # JPEG decoding and DCT-domain downscaling
+//! [`JpegScaling::Auto`] (the daemon's default) decodes JPEG frames with
+//! libjpeg-turbo and lets its IDCT scale by 1/2, 1/4 or 1/8: the largest
+//! factor whose output still covers the model input without upscaling on
+//! either axis ([`jpeg_scale_denom`]). The bilinear resize then finishes the
+//! job from the smaller image, and the reported [`Mapping`] still refers to
+//! the full frame. [`JpegScaling::Off`] is the reference path: a full-size
+//! decode with the `image` crate, then bilinear; it reproduces the
+//! Pillow-made reference input tensors (max 1–3 levels off) and is what
+//! [`Preprocessor::new`] uses unless told otherwise. Why libjpeg-turbo, with
+//! measurements: [`crate::image::decode`].
+
+mod geometry;
+mod quantize;
+mod yuyv;
+
+use std::time::Instant;
+
+use fast_image_resize as fir;
+
+use super::{InferenceError, TensorSpec};
+use crate::config::JpegScaling;
+use crate::core::frame::{Frame, PixelFormat};
+use crate::image::decode::{check_budget, decode_rgb, JpegDecoder};
+use quantize::{quantize_with, FastPath};
+use yuyv::yuyv_into_tensor_with;
+
+/// Sniffing belongs to [`crate::image::decode`]; re-exported for the callers
+/// that name this path (`api::classify`).
+pub use crate::image::decode::{sniff, ImageKind};
+pub use geometry::{jpeg_scale_denom, resize_rgb, FitMode, Mapping};
+pub use quantize::{effective_quant, quantize_into, InputLut, Normalization};
+pub use yuyv::yuyv_into_tensor;
+
+/// Default pixel budget for a decoded frame (width × height).
+pub const DEFAULT_MAX_PIXELS: u64 = 40_000_000;
+
+/// Timings and geometry of one pre-processed frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Prepared {
+    /// From model-input pixels to the frame's full-size pixels.
+    pub mapping: Mapping,
+    /// Decoding (or colour conversion). For a YUYV frame of the model's own
+    /// size it also includes quantization, which is fused into the conversion.
+    pub decode_us: u64,
+    pub resize_us: u64,
+    pub quantize_us: u64,
+    /// The JPEG DCT scaling denominator used (1: full size, or not a JPEG).
+    pub jpeg_scale: u32,
+}
+
+/// Pre-processing state for one model input: tables and reusable buffers.
+pub struct Preprocessor {
+    width: u32,
+    height: u32,
+    channels: usize,
+    fit: FitMode,
+    normalization: Normalization,
+    jpeg_scaling: JpegScaling,
+    lut: InputLut,
+    /// The table's shortcut, computed once.
+    fast: FastPath,
+    /// The source pixel that maps closest to 0.0, used for letterbox padding.
+    pad: [u8; 3],
+    decoded: Vec<u8>,
+    resized: Vec<u8>,
+    boxed: Vec<u8>,
+    gray: Vec<u8>,
+    row: Vec<u8>,
+    resizer: fir::Resizer,
+    /// libjpeg-turbo, set up on the first JPEG frame in `Auto` mode.
+    jpeg: JpegDecoder,
+}
+
+impl std::fmt::Debug for Preprocessor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Preprocessor")
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .field("channels", &self.channels)
+            .field("fit", &self.fit)
+            .field("normalization", &self.normalization)
+            .field("jpeg_scaling", &self.jpeg_scaling)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Preprocessor {
+    /// Prepare for an NHWC input tensor `[1, H, W, C]` with C = 1 (grey) or 3 (RGB).
+    /// JPEGs take the reference path ([`JpegScaling::Off`]) unless
+    /// [`with_jpeg_scaling`](Self::with_jpeg_scaling) says otherwise.
+    pub fn new(
+        spec: &TensorSpec,
+        fit: FitMode,
+        normalization: Normalization,
+    ) -> Result<Preprocessor, InferenceError> {
+        let unsupported = |reason: String| InferenceError::Unsupported {
+            path: String::new(),
+            reason,
+        };
+        let (height, width, channels) = match spec.shape.as_slice() {
+            [1, h, w, c] if *h > 0 && *w > 0 && (*c == 1 || *c == 3) => (*h, *w, *c),
+            other => {
+                return Err(unsupported(format!(
+                "input {:?} has shape {other:?}; expected [1, height, width, 1 or 3] (NHWC image)",
+                spec.name
+            )))
+            }
+        };
+        let (width, height) = (
+            u32::try_from(width).map_err(|_| unsupported("input too wide".into()))?,
+            u32::try_from(height).map_err(|_| unsupported("input too tall".into()))?,
+        );
+        normalization.validate().map_err(unsupported)?;
+        let lut = InputLut::new(spec.dtype, effective_quant(spec), &normalization);
+        let fast = lut.fast_path(channels);
+        let pad = std::array::from_fn(|c| normalization.mean[c].round().clamp(0.0, 255.0) as u8);
+        Ok(Preprocessor {
+            width,
+            height,
+            channels,
+            fit,
+            normalization,
+            jpeg_scaling: JpegScaling::Off,
+            lut,
+            fast,
+            pad,
+            decoded: Vec::new(),
+            resized: Vec::new(),
+            boxed: Vec::new(),
+            gray: Vec::new(),
+            row: Vec::new(),
+            resizer: fir::Resizer::new(),
+            jpeg: JpegDecoder::default(),
+        })
+    }
+
+    /// Choose how JPEG frames are decoded.
+    pub fn with_jpeg_scaling(mut self, jpeg_scaling: JpegScaling) -> Preprocessor {
+        self.jpeg_scaling = jpeg_scaling;
+        self
+    }
+
+    /// Model input size (width, height).
+    pub fn input_size(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+
+    pub fn normalization(&self) -> Normalization {
+        self.normalization
+    }
+
+    pub fn fit(&self) -> FitMode {
+        self.fit
+    }
+
+    pub fn jpeg_scaling(&self) -> JpegScaling {
+        self.jpeg_scaling
+    }
+
+    /// Decode `frame`, resize it and quantize it into `dst` (the input tensor).
+    pub fn prepare(
+        &mut self,
+        frame: &Frame,
+        max_pixels: u64,
+        dst: &mut [u8],
+    ) -> Result<Prepared, InferenceError> {
+        let t0 = Instant::now();
+        let (w, h) = (frame.width, frame.height);
+        let contiguous_rgb =
+            frame.format == PixelFormat::Rgb8 && frame.stride as u64 == u64::from(w) * 3;
+        // Full-size source dimensions when the decoded image is a scaled copy.
+        let mut full = None;
+        let mut jpeg_scale = 1;
+        let (sw, sh) = match frame.format {
+            PixelFormat::Encoded => {
+                let turbo = self.jpeg_scaling == JpegScaling::Auto
+                    && sniff(&frame.data) == Some(ImageKind::Jpeg);
+                let (dw, dh, fit) = (self.width, self.height, self.fit);
+                match turbo
+                    .then(|| {
+                        self.jpeg.decode_scaled(
+                            &frame.data,
+                            max_pixels,
+                            &mut self.decoded,
+                            |fw, fh| jpeg_scale_denom(fw, fh, dw, dh, fit),
+                        )
+                    })
+                    .transpose()?
+                    .flatten()
+                {
+                    Some(d) => {
+                        full = Some((d.full_w, d.full_h));
+                        jpeg_scale = d.denom;
+                        (d.width, d.height)
+                    }
+                    None => decode_rgb(&frame.data, max_pixels, &mut self.decoded)?,
+                }
+            }
+            PixelFormat::Yuyv if w == self.width && h == self.height && self.channels == 3 => {
+                check_budget(w, h, max_pixels)?;
+                yuyv_into_tensor_with(
+                    &frame.data,
+                    (w, h, frame.stride),
+                    &self.lut,
+                    self.fast,
+                    &mut self.row,
+                    dst,
+                )?;
+                let mapping = Mapping::new(self.fit, w, h, self.width, self.height);
+                let decode_us = t0.elapsed().as_micros() as u64;
+                return Ok(Prepared {
+                    mapping,
+                    decode_us,
+                    resize_us: 0,
+                    quantize_us: 0,
+                    jpeg_scale: 1,
+                });
+            }
+            PixelFormat::Yuyv => {
+                check_budget(w, h, max_pixels)?;
+                self.decoded.clear();
+                self.decoded.resize(w as usize * h as usize * 3, 0);
+                crate::image::yuyv::yuyv_to_rgb(&frame.data, w, h, frame.stride, &mut self.decoded)
+                    .map_err(|e| InferenceError::Image(e.to_string()))?;
+                (w, h)
+            }
+            PixelFormat::Rgb8 => {
+                check_budget(w, h, max_pixels)?;
+                let row = w as usize * 3;
+                let stride = frame.stride as usize;
+                let need = stride * (h as usize - 1) + row;
+                if stride < row || frame.data.len() < need {
+                    return Err(InferenceError::Image(format!(
+                        "RGB8 frame {w}x{h} stride {stride}: {} bytes, need {need} and stride >= {row}",
+                        frame.data.len()
+                    )));
+                }
+                if !contiguous_rgb {
+                    self.decoded.clear();
+                    for r in 0..h as usize {
+                        self.decoded
+                            .extend_from_slice(&frame.data[r * stride..r * stride + row]);
+                    }
+                }
+                (w, h)
+            }
+        };
+        let decode_us = t0.elapsed().as_micros() as u64;
+        let src: &[u8] = if contiguous_rgb {
+            &frame.data[..sw as usize * sh as usize * 3]
+        } else {
+            &self.decoded
+        };
+        let (mapping, resize_us, quantize_us) = prepare_pixels(
+            src,
+            sw,
+            sh,
+            (self.width, self.height, self.channels),
+            self.fit,
+            self.pad,
+            (&self.lut, self.fast),
+            &mut Scratch {
+                resizer: &mut self.resizer,
+                resized: &mut self.resized,
+                boxed: &mut self.boxed,
+                gray: &mut self.gray,
+            },
+            dst,
+        )?;
+        let mapping = match full {
+            Some((fw, fh)) => mapping.with_source_size(fw, fh),
+            None => mapping,
+        };
+        Ok(Prepared {
+            mapping,
+            decode_us,
+            resize_us,
+            quantize_us,
+            jpeg_scale,
+        })
+    }
+}
+
+struct Scratch<'a> {
+    resizer: &'a mut fir::Resizer,
+    resized: &'a mut Vec<u8>,
+    boxed: &'a mut Vec<u8>,
+    gray: &'a mut Vec<u8>,
+}
+
+/// Resize packed RGB8 `src` to the model size and quantize into `dst`.
+#[allow(clippy::too_many_arguments)]
+fn prepare_pixels(
+    src: &[u8],
+    sw: u32,
+    sh: u32,
+    (dw, dh, channels): (u32, u32, usize),
+    fit: FitMode,
+    pad: [u8; 3],
+    (lut, fast): (&InputLut, FastPath),
+    s: &mut Scratch<'_>,
+    dst: &mut [u8],
+) -> Result<(Mapping, u64, u64), InferenceError> {
+    let t0 = Instant::now();
+    let mapping = Mapping::new(fit, sw, sh, dw, dh);
+    let resized: &[u8] = if mapping.is_identity() {
+        src
+    } else {
+        resize_rgb(s.resizer, src, &mapping, pad, s.resized, s.boxed)?;
+        s.resized
+    };
+    let pixels: &[u8] = if channels == 1 {
+        s.gray.clear();
+        // ITU-R 601 luma with Pillow's fixed-point weights (convert("L")).
+        s.gray.extend(resized.chunks_exact(3).map(|p| {
+            ((u32::from(p[0]) * 19595 + u32::from(p[1]) * 38470 + u32::from(p[2]) * 7471 + 0x8000)
+                >> 16) as u8
+        }));
+        s.gray
+    } else {
+        resized
+    };
+    let resize_us = t0.elapsed().as_micros() as u64;
+    let t1 = Instant::now();
+    quantize_with(pixels, channels, lut, fast, dst)?;
+    Ok((mapping, resize_us, t1.elapsed().as_micros() as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inference::{DType, Quant};
+
+    pub(super) fn spec(
+        dtype: DType,
+        quant: Option<Quant>,
+        h: usize,
+        w: usize,
+        c: usize,
+    ) -> TensorSpec {
+        TensorSpec {
+            name: "input".into(),
+            shape: vec![1, h, w, c],
+            dtype,
+            quant,
+        }
+    }
+
+    pub(super) fn q(scale: f32, zero_point: i32) -> Option<Quant> {
+        Some(Quant { scale, zero_point })
+    }
+
+    pub(super) fn rgb_frame(w: u32, h: u32, data: Vec<u8>) -> Frame {
+        Frame {
+            data,
+            format: PixelFormat::Rgb8,
+            width: w,
+            height: h,
+            stride: w * 3,
+            seq: 0,
+            captured_at: std::time::SystemTime::UNIX_EPOCH,
+            origin: "test".into(),
+            source: String::new(),
+        }
+    }
+
+    #[test]
+    fn letterbox_pads_with_neutral_pixel_and_keeps_content() {
+        // Catches letterbox content misplaced or padding with a non-neutral value.
+        let s = spec(DType::U8, q(1.0 / 128.0, 128), 4, 4, 3);
+        let mut p = Preprocessor::new(&s, FitMode::Letterbox, Normalization::default_for(&s, None))
+            .unwrap();
+        let frame = rgb_frame(4, 2, vec![200; 4 * 2 * 3]);
+        let mut dst = vec![0u8; 4 * 4 * 3];
+        let prep = p.prepare(&frame, 1000, &mut dst).unwrap();
+        assert_eq!(prep.mapping.fit, FitMode::Letterbox);
+        assert_eq!(&dst[..12], &[128; 12]); // first row is padding
+        assert_eq!(&dst[12..36], &[200; 24]); // rows 1..3 are content
+        assert_eq!(&dst[36..], &[128; 12]);
+    }
+
+    #[test]
+    fn identity_geometry_copies_pixels_exactly() {
+        // Catches the resizer altering pixels when no resize is needed.
+        let s = spec(DType::U8, q(1.0 / 128.0, 128), 2, 3, 3);
+        let mut p =
+            Preprocessor::new(&s, FitMode::Stretch, Normalization::default_for(&s, None)).unwrap();
+        let data: Vec<u8> = (0..18).map(|i| i * 13).collect();
+        let mut dst = vec![0u8; 18];
+        p.prepare(&rgb_frame(3, 2, data.clone()), 1000, &mut dst)
+            .unwrap();
+        assert_eq!(dst, data);
+    }
+
+    #[test]
+    fn strided_rgb_and_grey_input() {
+        // Catches row padding leaking into pixels and wrong luma for 1-channel models.
+        let s = spec(DType::U8, None, 1, 2, 1);
+        let mut p =
+            Preprocessor::new(&s, FitMode::Stretch, Normalization::default_for(&s, None)).unwrap();
+        let mut f = rgb_frame(2, 1, vec![255, 0, 0, 0, 0, 255, 9, 9]);
+        f.stride = 8;
+        let mut dst = vec![0u8; 2];
+        p.prepare(&f, 1000, &mut dst).unwrap();
+        assert_eq!(dst, [76, 29]);
+    }
+
+    #[test]
+    fn yuyv_frames_with_row_padding() {
+        // Catches YUYV frames decoded with the wrong stride or width, and odd widths panicking.
+        let s = spec(DType::U8, q(1.0 / 128.0, 128), 2, 2, 3);
+        let mut p =
+            Preprocessor::new(&s, FitMode::Stretch, Normalization::default_for(&s, None)).unwrap();
+        // 2x2 white (Y=235, U=V=128 in studio range) with 2 padding bytes per row of garbage.
+        let row = [235u8, 128, 235, 128, 0, 0];
+        let mut f = rgb_frame(2, 2, [row, row].concat());
+        f.format = PixelFormat::Yuyv;
+        f.stride = 6;
+        let mut dst = vec![0u8; 12];
+        p.prepare(&f, 1000, &mut dst).unwrap();
+        assert!(dst.iter().all(|&v| v >= 250), "{dst:?}");
+        f.width = 3;
+        assert!(matches!(
+            p.prepare(&f, 1000, &mut dst),
+            Err(InferenceError::Image(_))
+        ));
+    }
+
+    #[test]
+    fn scaled_jpeg_decode_reports_scale_and_full_size() {
+        // Catches auto scaling being ignored, reported against the decoded
+        // (smaller) size, or applied when `off` asks for the reference path.
+        let (w, h) = (640u32, 480u32);
+        let rgb: Vec<u8> = (0..w * h)
+            .flat_map(|i| [(i % w) as u8, (i / w) as u8, 128])
+            .collect();
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+            .encode(&rgb, w, h, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        let s = spec(DType::U8, q(1.0 / 128.0, 128), 224, 224, 3);
+        let n = Normalization::default_for(&s, None);
+        let frame = Frame {
+            format: PixelFormat::Encoded,
+            width: 0,
+            height: 0,
+            stride: 0,
+            ..rgb_frame(0, 0, jpeg)
+        };
+        let mut dst = vec![0u8; 224 * 224 * 3];
+        let mut auto = Preprocessor::new(&s, FitMode::Stretch, n)
+            .unwrap()
+            .with_jpeg_scaling(JpegScaling::Auto);
+        let a = auto.prepare(&frame, 1_000_000, &mut dst).unwrap();
+        assert_eq!(a.jpeg_scale, 2);
+        assert_eq!((a.mapping.src_width, a.mapping.src_height), (w, h));
+        let (x, y) = a.mapping.to_source(224.0, 224.0);
+        assert!(
+            (x - 640.0).abs() < 1e-9 && (y - 480.0).abs() < 1e-9,
+            "({x}, {y})"
+        );
+        let mut off = Preprocessor::new(&s, FitMode::Stretch, n).unwrap();
+        let o = off.prepare(&frame, 1_000_000, &mut dst).unwrap();
+        assert_eq!(o.jpeg_scale, 1);
+        assert_eq!((o.mapping.src_width, o.mapping.src_height), (w, h));
+        // The pixel budget is checked on the full size, before decoding.
+        let e = auto
+            .prepare(&frame, 300_000, &mut dst)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("307200 pixels"), "{e}");
+        // A truncated JPEG is an error from the scaled path too.
+        let mut cut = frame.clone();
+        cut.data.truncate(cut.data.len() / 3);
+        let r = auto.prepare(&cut, 1_000_000, &mut dst);
+        assert!(
+            r.is_ok() || matches!(r, Err(InferenceError::Image(_))),
+            "{r:?}"
+        );
+        cut.data.truncate(40);
+        assert!(matches!(
+            auto.prepare(&cut, 1_000_000, &mut dst),
+            Err(InferenceError::Image(_))
+        ));
+    }
+
+    #[test]
+    fn rejects_non_image_input_shapes() {
+        // Catches a model with a non-NHWC input being fed image bytes.
+        let s = TensorSpec {
+            name: "x".into(),
+            shape: vec![1, 10],
+            dtype: DType::F32,
+            quant: None,
+        };
+        assert!(Preprocessor::new(&s, FitMode::Stretch, Normalization::uniform(0.0, 1.0)).is_err());
+    }
+}

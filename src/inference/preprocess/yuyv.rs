@@ -1,0 +1,182 @@
+//! YUYV frames of the model input's own size, converted straight into the
+//! input tensor with quantization fused in (no full-frame RGB buffer).
+//!
+//! The colour conversion itself is [`crate::image::yuyv`]'s; this module
+//! owns only writing its rows into a tensor through an [`InputLut`].
+
+use super::quantize::{quantize_bytes_in_place, quantize_with, FastPath, InputLut};
+use crate::inference::InferenceError;
+
+/// Convert a YUYV frame whose size is the model input's straight into the
+/// 3-channel input tensor `dst`, fused with quantization. Byte tensors: each
+/// row is converted into its own place in `dst` and mapped through the table
+/// there. Float tensors: each row goes through `row` (reused, one row long).
+/// Gives exactly the bytes of [`yuyv_to_rgb`](crate::image::yuyv::yuyv_to_rgb)
+/// followed by [`quantize_into`](super::quantize_into).
+pub fn yuyv_into_tensor(
+    src: &[u8],
+    width: u32,
+    height: u32,
+    stride: u32,
+    lut: &InputLut,
+    row: &mut Vec<u8>,
+    dst: &mut [u8],
+) -> Result<(), InferenceError> {
+    yuyv_into_tensor_with(
+        src,
+        (width, height, stride),
+        lut,
+        lut.fast_path(3),
+        row,
+        dst,
+    )
+}
+
+pub(super) fn yuyv_into_tensor_with(
+    src: &[u8],
+    (width, height, stride): (u32, u32, u32),
+    lut: &InputLut,
+    fast: FastPath,
+    row: &mut Vec<u8>,
+    dst: &mut [u8],
+) -> Result<(), InferenceError> {
+    use crate::image::yuyv;
+    let img_err = |e: yuyv::YuyvError| InferenceError::Image(e.to_string());
+    yuyv::check_geometry(src.len(), width, height, stride).map_err(img_err)?;
+    let elem = if matches!(lut, InputLut::Floats(_)) {
+        4
+    } else {
+        1
+    };
+    let rgb_row = width as usize * 3;
+    let need = rgb_row * height as usize * elem;
+    if dst.len() != need {
+        return Err(InferenceError::Image(format!(
+            "YUYV {width}x{height} into a {}-byte tensor: needs {need} bytes",
+            dst.len()
+        )));
+    }
+    let stride = stride as usize;
+    // check_geometry proved every row's `width * 2` bytes lie inside `src`.
+    let src_row = |y: usize| &src[y * stride..y * stride + width as usize * 2];
+    match lut {
+        InputLut::Bytes(t) => {
+            for (y, out) in dst.chunks_exact_mut(rgb_row).enumerate() {
+                yuyv::yuyv_to_rgb_row(src_row(y), out).map_err(img_err)?;
+                quantize_bytes_in_place(out, t, fast);
+            }
+        }
+        InputLut::Floats(_) => {
+            row.clear();
+            row.resize(rgb_row, 0);
+            for (y, out) in dst.chunks_exact_mut(rgb_row * 4).enumerate() {
+                yuyv::yuyv_to_rgb_row(src_row(y), row).map_err(img_err)?;
+                quantize_with(row, 3, lut, fast, out)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{q, rgb_frame, spec};
+    use super::super::{FitMode, Preprocessor};
+    use super::*;
+    use crate::core::frame::PixelFormat;
+    use crate::inference::preprocess::{effective_quant, quantize_into, Normalization};
+    use crate::inference::DType;
+
+    /// A deterministic YUYV image with `pad` garbage bytes after each row.
+    fn yuyv_image(w: u32, h: u32, pad: u32) -> Vec<u8> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let stride = (w * 2 + pad) as usize;
+        (0..stride * h as usize).map(|_| rng.gen()).collect()
+    }
+
+    #[test]
+    fn fused_yuyv_matches_convert_then_quantize() {
+        // Catches the fused YUYV-to-tensor path drifting from the two-step path
+        // (wrong table per channel, row offset, stride, or element width).
+        let (w, h, pad) = (6u32, 4u32, 6u32);
+        let src = yuyv_image(w, h, pad);
+        let stride = w * 2 + pad;
+        let mut rgb = vec![0u8; (w * h * 3) as usize];
+        crate::image::yuyv::yuyv_to_rgb(&src, w, h, stride, &mut rgb).unwrap();
+        let custom = Normalization::from_lists(&[10.0, 128.0, 200.0], &[50.0, 60.0, 70.0]).unwrap();
+        let specs = [
+            (
+                spec(DType::U8, q(1.0 / 128.0, 128), 4, 6, 3),
+                None,
+                FastPath::Copy,
+            ),
+            (
+                spec(DType::I8, q(1.0 / 128.0, 0), 4, 6, 3),
+                None,
+                FastPath::FlipSign,
+            ),
+            (
+                spec(DType::U8, q(0.02, 100), 4, 6, 3),
+                Some(custom),
+                FastPath::None,
+            ),
+            (
+                spec(DType::F32, None, 4, 6, 3),
+                Some(custom),
+                FastPath::None,
+            ),
+        ];
+        for (s, norm, fast) in specs {
+            let n = norm.unwrap_or_else(|| Normalization::default_for(&s, None));
+            let lut = InputLut::new(s.dtype, effective_quant(&s), &n);
+            assert_eq!(lut.fast_path(3), fast, "{:?}", s.dtype);
+            let elem = if s.dtype == DType::F32 { 4 } else { 1 };
+            let mut two_step = vec![0u8; rgb.len() * elem];
+            quantize_into(&rgb, 3, &lut, &mut two_step).unwrap();
+            let mut fused = vec![0xA5u8; rgb.len() * elem];
+            yuyv_into_tensor(&src, w, h, stride, &lut, &mut Vec::new(), &mut fused).unwrap();
+            assert_eq!(fused, two_step, "{:?} {fast:?}", s.dtype);
+
+            // The Preprocessor takes the fused path for a frame of the input's
+            // size, without a full-frame intermediate buffer.
+            let mut p = Preprocessor::new(&s, FitMode::Stretch, n).unwrap();
+            let mut f = rgb_frame(w, h, src.clone());
+            f.format = PixelFormat::Yuyv;
+            f.stride = stride;
+            let mut via_prepare = vec![0u8; rgb.len() * elem];
+            let prep = p.prepare(&f, 1000, &mut via_prepare).unwrap();
+            assert_eq!(via_prepare, two_step, "{:?} via prepare", s.dtype);
+            assert!(prep.mapping.is_identity());
+            assert_eq!(
+                p.decoded.capacity(),
+                0,
+                "fused path must not decode into a frame buffer"
+            );
+        }
+        // A tensor of the wrong size is an error, not a panic or a partial write.
+        let s = spec(DType::U8, q(1.0 / 128.0, 128), 4, 6, 3);
+        let lut = InputLut::new(
+            DType::U8,
+            effective_quant(&s),
+            &Normalization::default_for(&s, None),
+        );
+        let mut short = vec![0u8; rgb.len() - 1];
+        assert!(matches!(
+            yuyv_into_tensor(&src, w, h, stride, &lut, &mut Vec::new(), &mut short),
+            Err(InferenceError::Image(_))
+        ));
+        assert!(matches!(
+            yuyv_into_tensor(
+                &src[..10],
+                w,
+                h,
+                stride,
+                &lut,
+                &mut Vec::new(),
+                &mut vec![0u8; rgb.len()]
+            ),
+            Err(InferenceError::Image(_))
+        ));
+    }
+}
