@@ -26,17 +26,17 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 /// The key file, under the state directory.
-pub const KEYS_FILE: &str = "keys.json";
+pub(crate) const KEYS_FILE: &str = "keys.json";
 /// The first-start admin secret, under the state directory.
-pub const INITIAL_ADMIN_KEY_FILE: &str = "initial-admin-key";
+pub(crate) const INITIAL_ADMIN_KEY_FILE: &str = "initial-admin-key";
 /// Name of the admin key created on first start.
-pub const INITIAL_ADMIN_KEY_NAME: &str = "initial-admin";
+pub(crate) const INITIAL_ADMIN_KEY_NAME: &str = "initial-admin";
 /// Every secret starts with this, so leaked keys are recognisable (secret scanners).
-pub const SECRET_PREFIX: &str = "spk_";
+pub(crate) const SECRET_PREFIX: &str = "spk_";
 /// Random bytes per secret.
-pub const SECRET_BYTES: usize = 32;
+pub(crate) const SECRET_BYTES: usize = 32;
 /// Bound on the number of keys (revoked ones included) in the file.
-pub const MAX_KEYS: usize = 1000;
+pub(crate) const MAX_KEYS: usize = 1000;
 const FILE_VERSION: u32 = 1;
 const LOCK_FILE: &str = "keys.json.lock";
 
@@ -79,7 +79,7 @@ impl Scope {
     pub fn allows(self, needed: Scope) -> bool {
         self >= needed
     }
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Scope::Read => "read",
             Scope::Admin => "admin",
@@ -149,12 +149,12 @@ struct KeyFile {
 
 /// The keys as loaded at one moment, for verifying requests.
 #[derive(Debug, Default)]
-pub struct KeySet {
+pub(crate) struct KeySet {
     keys: Vec<(KeyInfo, [u8; 32])>,
 }
 
 /// True when `s` has the shape of a secret (prefix + 64 lowercase hex digits).
-pub fn is_well_formed(s: &str) -> bool {
+pub(crate) fn is_well_formed(s: &str) -> bool {
     s.strip_prefix(SECRET_PREFIX).is_some_and(|h| {
         h.len() == SECRET_BYTES * 2
             && h.bytes()
@@ -171,7 +171,7 @@ impl KeySet {
     /// revoked. Every stored hash is compared in constant time and the loop
     /// never exits early, so timing reveals neither which key nor how much of
     /// a hash matched.
-    pub fn verify(&self, presented: &str) -> Option<&KeyInfo> {
+    pub(crate) fn verify(&self, presented: &str) -> Option<&KeyInfo> {
         if !is_well_formed(presented) {
             return None;
         }
@@ -185,16 +185,12 @@ impl KeySet {
         found.filter(|i| !i.revoked)
     }
 
-    pub fn infos(&self) -> impl Iterator<Item = &KeyInfo> {
+    pub(crate) fn infos(&self) -> impl Iterator<Item = &KeyInfo> {
         self.keys.iter().map(|(i, _)| i)
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.keys.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
     }
 }
 
@@ -255,7 +251,7 @@ impl KeyStore {
     }
 
     /// `<state_dir>/keys.json`.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
@@ -329,7 +325,7 @@ impl KeyStore {
     }
 
     /// Load the keys for verification.
-    pub fn load(&self) -> Result<KeySet, KeyError> {
+    pub(crate) fn load(&self) -> Result<KeySet, KeyError> {
         let mut keys = Vec::new();
         for k in self.read()? {
             let mut h = [0u8; 32];
@@ -380,7 +376,7 @@ impl KeyStore {
     }
 
     /// All keys, revoked ones included, oldest first.
-    pub fn list(&self) -> Result<Vec<KeyInfo>, KeyError> {
+    pub(crate) fn list(&self) -> Result<Vec<KeyInfo>, KeyError> {
         Ok(self.read()?.into_iter().map(|k| k.info).collect())
     }
 
@@ -411,8 +407,9 @@ impl KeyStore {
         Ok(info)
     }
 
+    #[cfg(test)]
     /// Load and verify in one step (re-reads the file; the API caches instead).
-    pub fn verify(&self, presented: &str) -> Result<Option<KeyInfo>, KeyError> {
+    pub(crate) fn verify(&self, presented: &str) -> Result<Option<KeyInfo>, KeyError> {
         Ok(self.load()?.verify(presented).cloned())
     }
 }

@@ -34,22 +34,22 @@
 
 pub mod api;
 pub mod app;
-pub mod capture;
+pub(crate) mod capture;
 pub mod cli;
 pub mod config;
 pub mod core;
-pub mod gpio;
-pub mod image;
+pub(crate) mod gpio;
+pub(crate) mod image;
 pub mod inference;
 pub mod keys;
-pub mod logging;
-pub mod metrics;
+pub(crate) mod logging;
+pub(crate) mod metrics;
 pub mod modelstore;
-pub mod mqtt;
+pub(crate) mod mqtt;
 pub mod pipeline;
 pub mod state;
 pub mod store;
-pub mod systemd;
+pub(crate) mod systemd;
 pub mod tools;
 
 #[cfg(test)]

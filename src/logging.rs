@@ -15,14 +15,14 @@ use log::{LevelFilter, Log, Metadata, Record};
 
 /// Errors installing the logger.
 #[derive(Debug, thiserror::Error)]
-pub enum LoggingError {
+pub(crate) enum LoggingError {
     #[error("journald logger: {0}")]
     Journal(#[source] std::io::Error),
     #[error("a logger is already installed")]
     AlreadySet,
 }
 
-pub fn parse_level(s: &str) -> LevelFilter {
+pub(crate) fn parse_level(s: &str) -> LevelFilter {
     s.parse().unwrap_or(LevelFilter::Info)
 }
 
@@ -30,7 +30,7 @@ pub fn parse_level(s: &str) -> LevelFilter {
 /// `log::max_level` decides), except `rustls`, which logs only errors. Its
 /// warnings are per connection and not actionable here: "Illegal SNI
 /// hostname received" whenever a client connects by IP address.
-pub fn target_filter() -> Filter {
+pub(crate) fn target_filter() -> Filter {
     env_filter::Builder::new()
         .filter_level(LevelFilter::Trace)
         .filter_module("rustls", LevelFilter::Error)
@@ -38,7 +38,7 @@ pub fn target_filter() -> Filter {
 }
 
 /// Install the logger for this process.
-pub fn init(level: LevelFilter) -> Result<(), LoggingError> {
+pub(crate) fn init(level: LevelFilter) -> Result<(), LoggingError> {
     let logger: Box<dyn Log> = if systemd_journal_logger::connected_to_journal() {
         let journal = systemd_journal_logger::JournalLog::new()
             .map_err(LoggingError::Journal)?
@@ -53,7 +53,7 @@ pub fn init(level: LevelFilter) -> Result<(), LoggingError> {
 }
 
 /// Change the level at run time (SIGHUP reload).
-pub fn set_level(level: LevelFilter) {
+pub(crate) fn set_level(level: LevelFilter) {
     log::set_max_level(level);
 }
 

@@ -77,7 +77,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let mut registry = Registry::with_prefix("spotter");
         let stage_seconds =
             Family::<StageLabels, Histogram, fn() -> Histogram>::new_with_constructor(
@@ -144,14 +144,14 @@ impl Metrics {
     }
 
     /// Record the stage latencies of one stored result.
-    pub fn observe_latency(&self, l: &StageLatency) {
+    pub(crate) fn observe_latency(&self, l: &StageLatency) {
         self.observe_inference_latency(l);
         self.observe_stage("store", l.store_us);
     }
 
     /// Record the stages before the store (decode … post) of a result that
     /// is not stored, so the store stage only counts real writes.
-    pub fn observe_inference_latency(&self, l: &StageLatency) {
+    pub(crate) fn observe_inference_latency(&self, l: &StageLatency) {
         for (stage, us) in [
             ("decode", l.decode_us),
             ("resize", l.resize_us),
@@ -172,7 +172,7 @@ impl Metrics {
     }
 
     /// Count one inference by the model that ran it.
-    pub fn count_inference(&self, model_sha256: &str) {
+    pub(crate) fn count_inference(&self, model_sha256: &str) {
         let key = ModelLabels {
             model_sha256: model_sha256.to_string(),
         };
@@ -192,7 +192,7 @@ impl Metrics {
 
     /// Count one HTTP response. `route` must be a route name, never a raw
     /// path, so the label set stays bounded.
-    pub fn count_http(&self, route: &'static str, status: u16) {
+    pub(crate) fn count_http(&self, route: &'static str, status: u16) {
         self.http_requests
             .get_or_create(&HttpLabels {
                 route: route.into(),
@@ -201,20 +201,20 @@ impl Metrics {
             .inc();
     }
 
-    pub fn count_tls_failure(&self) {
+    pub(crate) fn count_tls_failure(&self) {
         self.tls_handshake_failures.inc();
     }
 
-    pub fn count_event_subscriber_dropped(&self) {
+    pub(crate) fn count_event_subscriber_dropped(&self) {
         self.event_subscribers_dropped.inc();
     }
 
-    pub fn count_auth_failure(&self) {
+    pub(crate) fn count_auth_failure(&self) {
         self.auth_failures.inc();
     }
 
     /// Count one 429; `limit` is a fixed name (`client_ip`, `key`).
-    pub fn count_rate_limited(&self, limit: &'static str) {
+    pub(crate) fn count_rate_limited(&self, limit: &'static str) {
         self.rate_limited
             .get_or_create(&LimitLabels {
                 limit: limit.into(),
@@ -223,7 +223,7 @@ impl Metrics {
     }
 
     /// Record a trigger latency; `to` is `stored` or `output`.
-    pub fn observe_trigger_latency(&self, to: &'static str, d: std::time::Duration) {
+    pub(crate) fn observe_trigger_latency(&self, to: &'static str, d: std::time::Duration) {
         self.trigger_latency
             .get_or_create(&TriggerLabels { to })
             .observe(d.as_secs_f64());
@@ -231,7 +231,7 @@ impl Metrics {
 
     /// The OpenMetrics text of the accumulated metrics followed by `snapshot`
     /// (figures rendered fresh on each scrape), ending in `# EOF`.
-    pub fn encode_with(&self, snapshot: &Registry) -> String {
+    pub(crate) fn encode_with(&self, snapshot: &Registry) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode_registry(&mut out, &self.registry);
@@ -242,7 +242,7 @@ impl Metrics {
 }
 
 /// Resident set size from /proc/self/statm (pages × page size).
-pub fn process_rss_bytes() -> Option<u64> {
+pub(crate) fn process_rss_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok()??;
@@ -252,7 +252,7 @@ pub fn process_rss_bytes() -> Option<u64> {
 /// Bytes this process caused to be sent to the storage layer
 /// (`write_bytes` of /proc/self/io; 0 on tmpfs, absent without task I/O
 /// accounting).
-pub fn process_write_bytes() -> Option<u64> {
+pub(crate) fn process_write_bytes() -> Option<u64> {
     let io = std::fs::read_to_string("/proc/self/io").ok()?;
     io.lines()
         .find_map(|l| l.strip_prefix("write_bytes:"))
@@ -260,7 +260,7 @@ pub fn process_write_bytes() -> Option<u64> {
 }
 
 /// Number of open file descriptors (entries of /proc/self/fd).
-pub fn process_open_fds() -> Option<usize> {
+pub(crate) fn process_open_fds() -> Option<usize> {
     Some(std::fs::read_dir("/proc/self/fd").ok()?.count())
 }
 

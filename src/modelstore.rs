@@ -58,7 +58,7 @@ struct ActiveFile {
 
 /// The model file and labels of the active version.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ActiveModel {
+pub(crate) struct ActiveModel {
     pub sha256: String,
     pub model: PathBuf,
     pub labels: Option<PathBuf>,
@@ -91,7 +91,7 @@ impl ModelStore {
         }
     }
 
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
@@ -171,7 +171,7 @@ impl ModelStore {
     }
 
     /// Installed versions (oldest first) and whether each is active.
-    pub fn list(&self) -> Result<Vec<(VersionMeta, bool)>, ModelStoreError> {
+    pub(crate) fn list(&self) -> Result<Vec<(VersionMeta, bool)>, ModelStoreError> {
         let active = self.read_active()?.active;
         let vdir = self.versions();
         let entries = match std::fs::read_dir(&vdir) {
@@ -242,7 +242,7 @@ impl ModelStore {
     }
 
     /// Return to the previously active version.
-    pub fn rollback(&self) -> Result<VersionMeta, ModelStoreError> {
+    pub(crate) fn rollback(&self) -> Result<VersionMeta, ModelStoreError> {
         let mut a = self.read_active()?;
         let prev = a.history.pop().ok_or(ModelStoreError::NoHistory)?;
         let meta = self.resolve(&prev)?;
@@ -257,7 +257,7 @@ impl ModelStore {
     }
 
     /// The active version's files, if a version is active.
-    pub fn active(&self) -> Result<Option<ActiveModel>, ModelStoreError> {
+    pub(crate) fn active(&self) -> Result<Option<ActiveModel>, ModelStoreError> {
         let Some(sha) = self.read_active()?.active else {
             return Ok(None);
         };

@@ -10,7 +10,7 @@ use std::os::unix::net::{SocketAddr, UnixDatagram};
 
 /// Errors talking to the notify socket.
 #[derive(Debug, thiserror::Error)]
-pub enum NotifyError {
+pub(crate) enum NotifyError {
     #[error("notify socket {path}: {source}")]
     Socket {
         path: String,
@@ -21,13 +21,13 @@ pub enum NotifyError {
 
 /// A connection to systemd's notify socket, if there is one.
 #[derive(Debug)]
-pub struct Notifier {
+pub(crate) struct Notifier {
     target: Option<(UnixDatagram, SocketAddr, String)>,
 }
 
 impl Notifier {
     /// From `$NOTIFY_SOCKET`. A path starting with `@` is an abstract socket.
-    pub fn from_env() -> Result<Notifier, NotifyError> {
+    pub(crate) fn from_env() -> Result<Notifier, NotifyError> {
         match std::env::var_os("NOTIFY_SOCKET") {
             Some(p) => Self::connect(&p.to_string_lossy()),
             None => Ok(Notifier::disabled()),
@@ -35,11 +35,11 @@ impl Notifier {
     }
 
     /// A notifier that sends nothing.
-    pub fn disabled() -> Notifier {
+    pub(crate) fn disabled() -> Notifier {
         Notifier { target: None }
     }
 
-    pub fn connect(path: &str) -> Result<Notifier, NotifyError> {
+    pub(crate) fn connect(path: &str) -> Result<Notifier, NotifyError> {
         let err = |source| NotifyError::Socket {
             path: path.to_string(),
             source,
@@ -56,12 +56,8 @@ impl Notifier {
         })
     }
 
-    pub fn enabled(&self) -> bool {
-        self.target.is_some()
-    }
-
     /// Send one notify message (newline-separated assignments).
-    pub fn notify(&self, msg: &str) -> Result<(), NotifyError> {
+    pub(crate) fn notify(&self, msg: &str) -> Result<(), NotifyError> {
         if let Some((sock, addr, path)) = &self.target {
             sock.send_to_addr(msg.as_bytes(), addr)
                 .map_err(|source| NotifyError::Socket {
@@ -74,28 +70,28 @@ impl Notifier {
 
     /// Send, logging (not failing) on error: losing a status line must not
     /// take the daemon down.
-    pub fn send(&self, msg: &str) {
+    pub(crate) fn send(&self, msg: &str) {
         if let Err(e) = self.notify(msg) {
             log::warn!("sd_notify failed: {e}");
         }
     }
 
-    pub fn ready(&self, status: &str) {
+    pub(crate) fn ready(&self, status: &str) {
         self.send(&format!("READY=1\nSTATUS={}", one_line(status)));
     }
 
-    pub fn status(&self, status: &str) {
+    pub(crate) fn status(&self, status: &str) {
         self.send(&format!("STATUS={}", one_line(status)));
     }
 
-    pub fn watchdog(&self) {
+    pub(crate) fn watchdog(&self) {
         self.send("WATCHDOG=1");
     }
 
     /// The watchdog interval systemd expects pings within, when it is
     /// watching this process (`WATCHDOG_USEC`, and `WATCHDOG_PID` if set
     /// names this process).
-    pub fn watchdog_interval() -> Option<std::time::Duration> {
+    pub(crate) fn watchdog_interval() -> Option<std::time::Duration> {
         if let Some(pid) = std::env::var_os("WATCHDOG_PID") {
             if pid.to_string_lossy().parse::<u32>().ok() != Some(std::process::id()) {
                 return None;
@@ -105,7 +101,7 @@ impl Notifier {
         (usec > 0).then(|| std::time::Duration::from_micros(usec))
     }
 
-    pub fn stopping(&self) {
+    pub(crate) fn stopping(&self) {
         self.send("STOPPING=1\nSTATUS=stopping");
     }
 }
@@ -116,11 +112,11 @@ fn one_line(s: &str) -> String {
 }
 
 /// The drop-in the generator writes beside the unit.
-pub const LOW_PORT_DROPIN: &str = "spotter.service.d/50-low-port.conf";
+pub(crate) const LOW_PORT_DROPIN: &str = "spotter.service.d/50-low-port.conf";
 
 /// The drop-in that lets the service bind `listen`, or `None` when the port
 /// needs no privilege (1024 and above).
-pub fn low_port_dropin(listen: std::net::SocketAddr) -> Option<String> {
+pub(crate) fn low_port_dropin(listen: std::net::SocketAddr) -> Option<String> {
     (listen.port() < 1024).then(|| {
         format!(
             "# Written by spotter-generator: api.listen = {listen} is a privileged port.\n\
@@ -136,7 +132,7 @@ pub fn low_port_dropin(listen: std::net::SocketAddr) -> Option<String> {
 
 /// Errors of the unit generator.
 #[derive(Debug, thiserror::Error)]
-pub enum GeneratorError {
+pub(crate) enum GeneratorError {
     #[error("writing {path}: {source}")]
     Write {
         path: String,
@@ -150,7 +146,7 @@ pub enum GeneratorError {
 /// Returns the path written, if any. A configuration that cannot be read is
 /// the caller's to report: the generator then writes nothing, and the daemon
 /// itself names the problem when it starts.
-pub fn generate(
+pub(crate) fn generate(
     listen: std::net::SocketAddr,
     out_dir: &std::path::Path,
 ) -> Result<Option<std::path::PathBuf>, GeneratorError> {

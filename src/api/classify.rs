@@ -24,13 +24,13 @@ use crate::modelstore::ModelStore;
 use crate::pipeline::{ClassifyError, ClassifyJob, FrameSlot, InferenceControl};
 
 /// How long an upload waits for the inference thread's answer.
-pub const CLASSIFY_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const CLASSIFY_TIMEOUT: Duration = Duration::from_secs(60);
 /// `Retry-After` for a busy upload slot or a missing model.
-pub const BUSY_RETRY_AFTER_S: u64 = 1;
+pub(crate) const BUSY_RETRY_AFTER_S: u64 = 1;
 /// How long a queued upload waits for a slot before it gets 503.
-pub const UPLOAD_QUEUE_WAIT: Duration = Duration::from_secs(10);
+pub(crate) const UPLOAD_QUEUE_WAIT: Duration = Duration::from_secs(10);
 /// `source` of upload results.
-pub const UPLOAD_SOURCE: &str = "upload";
+pub(crate) const UPLOAD_SOURCE: &str = "upload";
 
 /// What the API needs of the running pipeline: the inference thread's slot
 /// (uploads are queued there), its control (model reloads), the model
@@ -67,7 +67,7 @@ impl Drop for Waiting<'_> {
 }
 
 impl Uploads {
-    pub fn new(max_in_flight: usize, max_waiting: usize, max_pixels: u64) -> Uploads {
+    pub(super) fn new(max_in_flight: usize, max_waiting: usize, max_pixels: u64) -> Uploads {
         Uploads {
             permits: Arc::new(Semaphore::new(max_in_flight)),
             max_in_flight,
@@ -84,7 +84,7 @@ impl Uploads {
     /// turn is what a few concurrent clients need (refusing them makes them
     /// retry in a tight loop that burns the CPU the inference needs); the
     /// bound keeps a flood from piling up.
-    pub async fn admit(&self, wait: Duration) -> Result<OwnedSemaphorePermit, ApiError> {
+    pub(super) async fn admit(&self, wait: Duration) -> Result<OwnedSemaphorePermit, ApiError> {
         let busy = ApiError::Busy {
             retry_after_s: BUSY_RETRY_AFTER_S,
         };
@@ -131,7 +131,7 @@ fn parse_store(query: Option<&str>) -> Result<bool, ApiError> {
 
 /// Check an upload before it is decoded: not empty, a JPEG, PNG or BMP by
 /// its magic bytes, and a header whose size fits the pixel budget.
-pub fn check_upload(bytes: &[u8], max_pixels: u64) -> Result<ImageKind, ApiError> {
+pub(crate) fn check_upload(bytes: &[u8], max_pixels: u64) -> Result<ImageKind, ApiError> {
     if bytes.is_empty() {
         return Err(ApiError::EmptyUpload);
     }

@@ -23,12 +23,12 @@ use tokio::sync::{broadcast, mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use super::{ApiError, Ctx};
 
 /// Messages buffered per subscriber before it counts as too slow.
-pub const SUBSCRIBER_BUFFER: usize = 64;
+pub(crate) const SUBSCRIBER_BUFFER: usize = 64;
 /// How long a subscriber's full buffer may stay full before it counts as
 /// too slow (a burst larger than the buffer is fine for a client that reads).
-pub const SLOW_SUBSCRIBER_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const SLOW_SUBSCRIBER_GRACE: Duration = Duration::from_secs(2);
 /// `Retry-After` when all subscriber slots are taken.
-pub const FULL_RETRY_AFTER_S: u64 = 5;
+pub(crate) const FULL_RETRY_AFTER_S: u64 = 5;
 
 /// The subscriber cap and the heartbeat interval.
 #[derive(Debug)]
@@ -39,7 +39,7 @@ pub(super) struct Subscribers {
 
 /// The body of an event stream: what the feeder task sends.
 #[derive(Debug)]
-pub struct EventBody {
+pub(crate) struct EventBody {
     rx: mpsc::Receiver<Bytes>,
 }
 

@@ -18,7 +18,7 @@ struct Bucket {
 
 /// Token buckets by key, at most `max_entries` of them.
 #[derive(Debug)]
-pub struct RateLimiter<K> {
+pub(crate) struct RateLimiter<K> {
     rate_per_s: f64,
     burst: f64,
     max_entries: usize,
@@ -27,7 +27,7 @@ pub struct RateLimiter<K> {
 
 impl<K: Hash + Eq + Clone> RateLimiter<K> {
     /// `rate_per_s` > 0 and `burst` ≥ 1 (checked by the API options).
-    pub fn new(rate_per_s: f64, burst: u32, max_entries: usize) -> Self {
+    pub(crate) fn new(rate_per_s: f64, burst: u32, max_entries: usize) -> Self {
         RateLimiter {
             rate_per_s,
             burst: f64::from(burst.max(1)),
@@ -67,7 +67,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     }
 
     /// Take one token for `key`, or say how long until one is available.
-    pub fn try_take(&mut self, key: &K, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn try_take(&mut self, key: &K, now: Instant) -> Result<(), Duration> {
         if !self.buckets.contains_key(key) {
             self.make_room(now);
             self.buckets.insert(
@@ -91,7 +91,7 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     }
 
     /// Give back a token taken by `try_take` (capped at the burst size).
-    pub fn refund(&mut self, key: &K, now: Instant) {
+    pub(crate) fn refund(&mut self, key: &K, now: Instant) {
         let burst = self.burst;
         if let Some(mut b) = self.buckets.get(key).copied() {
             self.refill(&mut b, now);
@@ -100,20 +100,17 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         }
     }
 
+    #[cfg(test)]
     /// Buckets held (for tests of the bound).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.buckets.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.buckets.is_empty()
     }
 }
 
 /// The address a client is limited by: IPv4 addresses (also IPv4-mapped
 /// IPv6) as they are, IPv6 addresses by their /64 prefix, since one host
 /// commonly owns a whole /64 and could otherwise rotate addresses.
-pub fn client_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -127,7 +124,7 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
 }
 
 /// Seconds for a `Retry-After` header: rounded up, at least 1.
-pub fn retry_after_secs(wait: Duration) -> u64 {
+pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
     let s = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     s.max(1)
 }
@@ -135,7 +132,7 @@ pub fn retry_after_secs(wait: Duration) -> u64 {
 /// Counts failed authentications per client in fixed windows and says when a
 /// window's count reaches the threshold, once per window.
 #[derive(Debug)]
-pub struct FailureBursts {
+pub(crate) struct FailureBursts {
     window: Duration,
     threshold: u64,
     max_entries: usize,
@@ -143,7 +140,7 @@ pub struct FailureBursts {
 }
 
 impl FailureBursts {
-    pub fn new(window: Duration, threshold: u64, max_entries: usize) -> Self {
+    pub(crate) fn new(window: Duration, threshold: u64, max_entries: usize) -> Self {
         FailureBursts {
             window,
             threshold: threshold.max(1),
@@ -154,7 +151,7 @@ impl FailureBursts {
 
     /// Record one failure; `Some(count)` when this failure makes the window
     /// a burst (logged by the caller), `None` otherwise.
-    pub fn record(&mut self, client: IpAddr, now: Instant) -> Option<u64> {
+    pub(crate) fn record(&mut self, client: IpAddr, now: Instant) -> Option<u64> {
         if !self.clients.contains_key(&client) && self.clients.len() >= self.max_entries {
             let window = self.window;
             self.clients
@@ -182,12 +179,9 @@ impl FailureBursts {
         None
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.clients.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.clients.is_empty()
     }
 }
 

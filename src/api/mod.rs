@@ -73,18 +73,18 @@
 //! [`Store`]: crate::store::Store
 
 mod auth;
-pub mod classify;
+pub(crate) mod classify;
 mod context;
 mod errors;
-pub mod events;
+pub(crate) mod events;
 mod headers;
 mod keys;
-pub mod limit;
+pub(crate) mod limit;
 mod metrics;
 mod model;
-pub mod openapi;
+pub(crate) mod openapi;
 mod options;
-pub mod reload;
+pub(crate) mod reload;
 mod request;
 mod results;
 mod router;

@@ -18,7 +18,7 @@ use crate::modelstore::{ModelStore, ModelStoreError, VersionMeta};
 use crate::pipeline::load_model;
 
 /// How long a change waits for the inference thread to run the new model.
-pub const ACTIVATION_TIMEOUT: Duration = Duration::from_secs(120);
+pub(super) const ACTIVATION_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn store_err(e: ModelStoreError) -> ApiError {
     match e {

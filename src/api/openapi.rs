@@ -10,7 +10,7 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::Response;
 
 /// The document, as served.
-pub const DOCUMENT: &str = include_str!("../../docs/openapi.json");
+pub(crate) const DOCUMENT: &str = include_str!("../../docs/openapi.json");
 
 pub(super) fn response() -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from_static(DOCUMENT.as_bytes())));

@@ -59,7 +59,7 @@ pub struct ApiOptions {
 
 impl ApiOptions {
     /// The TLS part of these options.
-    pub fn tls_settings(&self) -> TlsSettings {
+    pub(crate) fn tls_settings(&self) -> TlsSettings {
         TlsSettings {
             cert: self.cert.clone(),
             key: self.key.clone(),
@@ -126,7 +126,7 @@ impl Default for AccessOptions {
 }
 
 impl AccessOptions {
-    pub fn validate(&self) -> Result<(), ApiError> {
+    pub(crate) fn validate(&self) -> Result<(), ApiError> {
         let bad = |m: String| Err(ApiError::Config(m));
         for (name, v) in [
             ("auth_fail_rate_per_s", self.auth_fail_rate_per_s),

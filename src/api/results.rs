@@ -37,11 +37,11 @@ use crate::store::{Query, MAX_TERM_LEN};
 /// `limit` when the query does not give one (capped by `max_results_limit`).
 const DEFAULT_RESULTS_LIMIT: usize = 50;
 /// Bytes the backup writer collects before handing a chunk to hyper.
-pub const BACKUP_CHUNK_BYTES: usize = 64 * 1024;
+pub(super) const BACKUP_CHUNK_BYTES: usize = 64 * 1024;
 /// Chunks queued between the backup writer and the connection.
-pub const BACKUP_CHUNKS_IN_FLIGHT: usize = 4;
+pub(super) const BACKUP_CHUNKS_IN_FLIGHT: usize = 4;
 /// Content type of the backup (newline-delimited JSON).
-pub const NDJSON: &str = "application/x-ndjson";
+pub(super) const NDJSON: &str = "application/x-ndjson";
 
 /// A time bound: nanoseconds since the epoch, or an RFC 3339 timestamp.
 fn parse_time(name: &str, v: &str) -> Result<u64, ApiError> {
@@ -180,7 +180,7 @@ pub(super) async fn image(ctx: &Arc<Ctx>, id: &str) -> Result<Resp, ApiError> {
 }
 
 /// A response body fed from a channel by a blocking producer.
-pub struct ChannelBody {
+pub(super) struct ChannelBody {
     rx: mpsc::Receiver<io::Result<Bytes>>,
 }
 

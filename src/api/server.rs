@@ -123,7 +123,7 @@ impl Server {
     /// Let admins reload the configuration (`POST /api/v1/reload`): each
     /// request is sent to the supervisor, which applies it as on SIGHUP and
     /// replies. Needs the pipeline too; without either the route answers 503.
-    pub fn with_reloads(mut self, tx: tokio::sync::mpsc::Sender<reload::Request>) -> Self {
+    pub(crate) fn with_reloads(mut self, tx: tokio::sync::mpsc::Sender<reload::Request>) -> Self {
         self.ctx.reloads = Some(tx);
         self
     }
@@ -136,7 +136,7 @@ impl Server {
     }
 
     /// Replace the shutdown grace period (default [`SHUTDOWN_GRACE`]).
-    pub fn with_shutdown_grace(mut self, grace: Duration) -> Self {
+    pub(crate) fn with_shutdown_grace(mut self, grace: Duration) -> Self {
         self.shutdown_grace = grace;
         self
     }

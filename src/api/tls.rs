@@ -20,9 +20,9 @@ use rustls::ServerConfig;
 use sha2::{Digest, Sha256};
 
 /// Directory (under the state dir) holding the generated pair.
-pub const TLS_DIR: &str = "tls";
-pub const CERT_FILE: &str = "cert.pem";
-pub const KEY_FILE: &str = "key.pem";
+pub(crate) const TLS_DIR: &str = "tls";
+pub(crate) const CERT_FILE: &str = "cert.pem";
+pub(crate) const KEY_FILE: &str = "key.pem";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -105,7 +105,7 @@ pub fn load_or_generate(
 /// `<state_dir>/tls/`, generated first when missing if `may_generate` (at
 /// start), an error otherwise (a reload must not change the certificate
 /// behind the operator's back).
-pub fn load(
+pub(crate) fn load(
     s: &TlsSettings,
     state_dir: &Path,
     may_generate: bool,
@@ -265,7 +265,7 @@ impl TlsReloader {
     }
 
     /// The configuration for the next handshake.
-    pub fn config(&self) -> Arc<ServerConfig> {
+    pub(crate) fn config(&self) -> Arc<ServerConfig> {
         // A poisoned lock still holds a complete pair (it is only ever
         // replaced whole).
         self.current

@@ -31,7 +31,7 @@ const API_GRACE: Duration = Duration::from_secs(1);
 
 /// Threads for blocking work started from the async runtime (store reads,
 /// key checks); more requests wait for one.
-pub const MAX_BLOCKING_THREADS: usize = 8;
+pub(crate) const MAX_BLOCKING_THREADS: usize = 8;
 
 /// The daemon's malloc settings (glibc), each unless the environment sets
 /// its own (`MALLOC_ARENA_MAX`, `MALLOC_MMAP_THRESHOLD_`, or any
@@ -68,7 +68,7 @@ fn tune_malloc() {
 }
 
 /// Run the daemon until SIGTERM or SIGINT.
-pub fn run(settings: Settings, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+pub(crate) fn run(settings: Settings, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     tune_malloc();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

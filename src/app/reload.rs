@@ -77,7 +77,7 @@ fn tls_settings(s: &Settings) -> TlsSettings {
 /// The settings that differ between `old` and `new`, as `section.key`,
 /// sorted, leaving out those in [`RELOADABLE`] and the whole `[model]`
 /// section (the model reloads).
-pub fn restart_needed(old: &Settings, new: &Settings) -> Vec<String> {
+pub(crate) fn restart_needed(old: &Settings, new: &Settings) -> Vec<String> {
     let as_map = |s: &Settings| match serde_json::to_value(s) {
         Ok(Value::Object(m)) => m,
         // Settings is a struct of structs: always an object.

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use super::{CaptureError, Frame, FrameSource};
 
 /// Largest image file the source reads; larger files are reported as errors.
-pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+pub(crate) const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Longest pause between frames: rates below 1 frame per hour are treated as 1 per hour.
 const MAX_PERIOD: Duration = Duration::from_secs(3600);
@@ -49,7 +49,7 @@ pub struct FilesSource {
 impl FilesSource {
     /// Scan `opts.dir` and prepare replay. Fails if the folder cannot be read,
     /// holds no image, or `fps` is not a finite number > 0.
-    pub fn open(opts: FilesOptions) -> Result<FilesSource, CaptureError> {
+    pub(crate) fn open(opts: FilesOptions) -> Result<FilesSource, CaptureError> {
         if !(opts.fps.is_finite() && opts.fps > 0.0) {
             return Err(CaptureError::Folder {
                 path: opts.dir.display().to_string(),
@@ -75,7 +75,7 @@ impl FilesSource {
     }
 
     /// Number of images in the current pass.
-    pub fn image_count(&self) -> usize {
+    pub(crate) fn image_count(&self) -> usize {
         self.files.len()
     }
 

@@ -51,10 +51,6 @@ pub trait FrameSource: Send {
     fn next_frame(&mut self) -> Result<Frame, CaptureError>;
 }
 
-pub mod files;
-pub mod negotiate;
-pub mod v4l2;
-
-pub use files::{FilesOptions, FilesSource};
-pub use negotiate::FormatPreference;
-pub use v4l2::{V4l2Options, V4l2Source};
+pub(crate) mod files;
+pub(crate) mod negotiate;
+pub(crate) mod v4l2;

@@ -71,7 +71,7 @@ pub enum CaptureFormat {
 
 impl CaptureFormat {
     /// Classify a V4L2 fourcc, `None` for formats Spotter does not consume.
-    pub fn from_fourcc(fourcc: [u8; 4]) -> Option<CaptureFormat> {
+    pub(crate) fn from_fourcc(fourcc: [u8; 4]) -> Option<CaptureFormat> {
         match &fourcc {
             b"MJPG" | b"JPEG" => Some(CaptureFormat::Mjpeg),
             b"YUYV" => Some(CaptureFormat::Yuyv),
@@ -82,13 +82,13 @@ impl CaptureFormat {
 
 /// A frame interval in seconds, `numerator / denominator` (1/30 = 30 fps).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Interval {
+pub(crate) struct Interval {
     pub numerator: u32,
     pub denominator: u32,
 }
 
 impl Interval {
-    pub fn new(numerator: u32, denominator: u32) -> Interval {
+    pub(crate) fn new(numerator: u32, denominator: u32) -> Interval {
         Interval {
             numerator,
             denominator,
@@ -96,7 +96,7 @@ impl Interval {
     }
 
     /// The interval of `fps` frames per second.
-    pub fn from_fps(fps: u32) -> Interval {
+    pub(crate) fn from_fps(fps: u32) -> Interval {
         Interval {
             numerator: 1,
             denominator: fps,
@@ -104,7 +104,7 @@ impl Interval {
     }
 
     /// Frames per second, `None` for a degenerate interval with a zero term.
-    pub fn fps(&self) -> Option<f64> {
+    pub(crate) fn fps(&self) -> Option<f64> {
         if self.numerator == 0 || self.denominator == 0 {
             None
         } else {
@@ -126,7 +126,7 @@ impl fmt::Display for Interval {
 
 /// The frame intervals a device offers for one format and size.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Intervals {
+pub(crate) enum Intervals {
     /// A list of discrete intervals.
     Discrete(Vec<Interval>),
     /// Any interval from `min` (fastest) to `max` (slowest).
@@ -141,7 +141,7 @@ pub enum Intervals {
 
 /// A stepwise (or continuous) range of frame sizes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SizeRange {
+pub(crate) struct SizeRange {
     pub min_width: u32,
     pub max_width: u32,
     pub step_width: u32,
@@ -154,7 +154,7 @@ impl SizeRange {
     /// The size in this range nearest to `width` x `height`: each dimension is
     /// clamped into the range and rounded up to the step grid (down only if
     /// rounding up would leave the range).
-    pub fn nearest(&self, width: u32, height: u32) -> (u32, u32) {
+    pub(crate) fn nearest(&self, width: u32, height: u32) -> (u32, u32) {
         (
             snap(width, self.min_width, self.max_width, self.step_width),
             snap(height, self.min_height, self.max_height, self.step_height),
@@ -180,7 +180,7 @@ fn snap(value: u32, min: u32, max: u32, step: u32) -> u32 {
 
 /// One frame size a device offers for a format, with its intervals.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FrameSize {
+pub(crate) enum FrameSize {
     Discrete {
         width: u32,
         height: u32,
@@ -196,7 +196,7 @@ pub enum FrameSize {
 
 /// One pixel format a device offers, with its sizes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceFormat {
+pub(crate) struct DeviceFormat {
     pub fourcc: [u8; 4],
     /// Empty when the driver does not enumerate sizes for this format.
     pub sizes: Vec<FrameSize>,
@@ -204,7 +204,7 @@ pub struct DeviceFormat {
 
 /// What the configuration asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Wanted {
+pub(crate) struct Wanted {
     pub width: u32,
     pub height: u32,
     pub fps: u32,
@@ -213,7 +213,7 @@ pub struct Wanted {
 
 /// The negotiated request to make of the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Chosen {
+pub(crate) struct Chosen {
     /// The fourcc exactly as the device offered it (`MJPG`, `JPEG` or `YUYV`).
     pub fourcc: [u8; 4],
     pub format: CaptureFormat,
@@ -226,7 +226,7 @@ pub struct Chosen {
 
 /// Why no usable format could be chosen.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NegotiationError {
+pub(crate) enum NegotiationError {
     #[error("no {preference} capture format offered; device offers: {offered}")]
     NoSupportedFormat {
         preference: FormatPreference,
@@ -237,7 +237,10 @@ pub enum NegotiationError {
 }
 
 /// Pick the format, size and interval to request. See the module doc for the rules.
-pub fn negotiate(offered: &[DeviceFormat], want: &Wanted) -> Result<Chosen, NegotiationError> {
+pub(crate) fn negotiate(
+    offered: &[DeviceFormat],
+    want: &Wanted,
+) -> Result<Chosen, NegotiationError> {
     if want.width == 0 || want.height == 0 || want.fps == 0 {
         return Err(NegotiationError::InvalidRequest {
             width: want.width,
@@ -340,7 +343,7 @@ fn pick_interval(intervals: &Intervals, fps: u32) -> Option<Interval> {
 
 /// A compact human-readable summary of what a device offers, for errors and logs,
 /// e.g. `YUYV 640x480@30/15, 1280x720@10; RGB3 16x16-1920x1080`.
-pub fn describe_offered(offered: &[DeviceFormat]) -> String {
+pub(crate) fn describe_offered(offered: &[DeviceFormat]) -> String {
     if offered.is_empty() {
         return "no capture formats".to_string();
     }
@@ -396,7 +399,7 @@ fn push_intervals(out: &mut String, intervals: &Intervals) {
 }
 
 /// A fourcc as text; non-printable bytes are shown as `?`.
-pub fn fourcc_str(fourcc: [u8; 4]) -> String {
+pub(crate) fn fourcc_str(fourcc: [u8; 4]) -> String {
     fourcc
         .iter()
         .map(|&b| {

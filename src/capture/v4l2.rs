@@ -52,7 +52,7 @@ use crate::core::frame::{Frame, PixelFormat};
 use crate::image::mjpeg::with_huffman_tables;
 
 /// Most mmap buffers a source may request.
-pub const MAX_BUFFERS: u32 = 32;
+pub(crate) const MAX_BUFFERS: u32 = 32;
 /// Consecutive corrupt buffers (error flag, empty, truncated) tolerated before
 /// `next_frame` reports an error.
 const MAX_BAD_FRAMES: u32 = 16;
@@ -101,7 +101,7 @@ impl V4l2Source {
     /// start streaming. The first frame is waited for and discarded (cameras
     /// often deliver a bad first frame), so a device that is busy or does not
     /// deliver fails here rather than later.
-    pub fn open(opts: V4l2Options) -> Result<V4l2Source, CaptureError> {
+    pub(crate) fn open(opts: V4l2Options) -> Result<V4l2Source, CaptureError> {
         let path = opts.device.display().to_string();
         validate(&opts, &path)?;
 
@@ -284,7 +284,7 @@ impl V4l2Source {
     /// Stop streaming and release the mmap buffers. Errors are logged, not
     /// returned: there is nothing a caller could do about them. A later
     /// `next_frame` starts streaming again.
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut stream) = self.stream.take() {
             if let Err(e) = stream.stop() {
                 if e.raw_os_error() != Some(Errno::ENODEV as i32) {
@@ -296,21 +296,11 @@ impl V4l2Source {
     }
 
     /// The pixel format frames are delivered in.
-    pub fn pixel_format(&self) -> PixelFormat {
+    pub(crate) fn pixel_format(&self) -> PixelFormat {
         match self.format {
             CaptureFormat::Mjpeg => PixelFormat::Encoded,
             CaptureFormat::Yuyv => PixelFormat::Yuyv,
         }
-    }
-
-    /// Frame size the driver set, `(width, height)`.
-    pub fn size(&self) -> (u32, u32) {
-        (self.width, self.height)
-    }
-
-    /// Frame interval the driver reports, if any.
-    pub fn interval(&self) -> Option<Interval> {
-        self.interval
     }
 
     fn start_stream(&mut self) -> Result<(), CaptureError> {

@@ -145,9 +145,9 @@ pub struct Failure {
 }
 
 /// Exit code for invalid configuration or usage.
-pub const EXIT_CONFIG: u8 = 2;
+pub(crate) const EXIT_CONFIG: u8 = 2;
 /// Exit code for any other failure.
-pub const EXIT_FAILURE: u8 = 1;
+pub(crate) const EXIT_FAILURE: u8 = 1;
 
 fn fail(code: u8) -> impl FnOnce(anyhow::Error) -> Failure {
     move |error| Failure { error, code }

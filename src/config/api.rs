@@ -33,24 +33,24 @@ pub fn is_valid_origin(o: &str) -> bool {
 }
 
 /// Default `api.max_body_bytes`.
-pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
 /// Default `api.auth_fail_rate_per_s`.
-pub const DEFAULT_AUTH_FAIL_RATE_PER_S: f64 = 10.0;
+pub(crate) const DEFAULT_AUTH_FAIL_RATE_PER_S: f64 = 10.0;
 /// Default `api.auth_fail_burst`.
-pub const DEFAULT_AUTH_FAIL_BURST: u32 = 50;
+pub(crate) const DEFAULT_AUTH_FAIL_BURST: u32 = 50;
 /// Default `api.key_rate_per_s`.
-pub const DEFAULT_KEY_RATE_PER_S: f64 = 100.0;
+pub(crate) const DEFAULT_KEY_RATE_PER_S: f64 = 100.0;
 /// Default `api.key_burst`.
-pub const DEFAULT_KEY_BURST: u32 = 200;
+pub(crate) const DEFAULT_KEY_BURST: u32 = 200;
 /// Default `api.max_concurrent_uploads`.
-pub const DEFAULT_MAX_CONCURRENT_UPLOADS: usize = 2;
+pub(crate) const DEFAULT_MAX_CONCURRENT_UPLOADS: usize = 2;
 /// Default `api.upload_queue`.
-pub const DEFAULT_UPLOAD_QUEUE: usize = 4;
+pub(crate) const DEFAULT_UPLOAD_QUEUE: usize = 4;
 /// Default `api.max_upload_pixels`.
-pub const DEFAULT_MAX_UPLOAD_PIXELS: u64 = 40_000_000;
+pub(crate) const DEFAULT_MAX_UPLOAD_PIXELS: u64 = 40_000_000;
 /// Default `api.max_model_bytes`.
-pub const DEFAULT_MAX_MODEL_BYTES: u64 = 64 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_MODEL_BYTES: u64 = 64 * 1024 * 1024;
 /// Default `api.max_event_subscribers`.
-pub const DEFAULT_MAX_EVENT_SUBSCRIBERS: usize = 8;
+pub(crate) const DEFAULT_MAX_EVENT_SUBSCRIBERS: usize = 8;
 /// Default `api.event_heartbeat_ms`.
-pub const DEFAULT_EVENT_HEARTBEAT: Duration = Duration::from_secs(15);
+pub(crate) const DEFAULT_EVENT_HEARTBEAT: Duration = Duration::from_secs(15);

@@ -39,7 +39,7 @@ pub struct GpioSettings {
 
 impl GpioSettings {
     /// Whether any GPIO is configured (otherwise nothing is opened).
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.trigger.mode != TriggerMode::Continuous
             || !self.rules.is_empty()
             || self.status_led.is_some()

@@ -8,8 +8,8 @@
 //! the layered result and still name the file and line that set the offending
 //! value. Every setting has a default, documented in `docs/spotter.example.toml`.
 
-pub mod api;
-pub mod gpio;
+pub(crate) mod api;
+pub(crate) mod gpio;
 mod raw;
 
 pub use api::{is_valid_origin, ClientAuth};
@@ -263,13 +263,13 @@ pub struct Settings {
 }
 
 impl SourceSettings {
-    pub fn stall_timeout(&self) -> Duration {
+    pub(crate) fn stall_timeout(&self) -> Duration {
         Duration::from_millis(self.stall_timeout_ms)
     }
 }
 
 /// The drop-in directory for a config file: `spotter.toml` → `spotter.d/`.
-pub fn dropin_dir(main: &Path) -> PathBuf {
+pub(crate) fn dropin_dir(main: &Path) -> PathBuf {
     let stem = main
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -278,7 +278,7 @@ pub fn dropin_dir(main: &Path) -> PathBuf {
 }
 
 /// Load the main file and its drop-ins, then validate.
-pub fn load(main: &Path) -> Result<Settings, ConfigError> {
+pub(crate) fn load(main: &Path) -> Result<Settings, ConfigError> {
     let mut files = vec![main.to_path_buf()];
     let dir = dropin_dir(main);
     match std::fs::read_dir(&dir) {
@@ -973,7 +973,7 @@ fn build_mqtt(l: &Layers) -> Result<MqttSettings, ConfigError> {
 
 impl Settings {
     /// The effective settings as TOML, for `spotter check-config`.
-    pub fn to_toml(&self) -> String {
+    pub(crate) fn to_toml(&self) -> String {
         // Serialization of plain structs of strings, numbers, paths and
         // vectors cannot fail; fall back to Debug output if it ever does.
         toml::to_string_pretty(self)

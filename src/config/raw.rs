@@ -151,7 +151,7 @@ pub(super) struct Origin<T> {
 
 impl<T> Origin<T> {
     /// The position alone, for errors about this key.
-    pub fn as_pos(&self) -> Origin<()> {
+    pub(super) fn as_pos(&self) -> Origin<()> {
         Origin {
             value: (),
             path: self.path.clone(),
@@ -168,7 +168,7 @@ pub(super) struct Placer<'a> {
 }
 
 impl Placer<'_> {
-    pub fn at<T: Clone>(&self, f: &Option<Spanned<T>>) -> Option<Origin<T>> {
+    pub(super) fn at<T: Clone>(&self, f: &Option<Spanned<T>>) -> Option<Origin<T>> {
         f.as_ref().map(|s| {
             let (line, column) = line_col(self.text, s.span().start);
             Origin {
@@ -180,7 +180,7 @@ impl Placer<'_> {
         })
     }
 
-    pub fn path(&self) -> String {
+    pub(super) fn path(&self) -> String {
         self.path.display().to_string()
     }
 }
@@ -206,7 +206,7 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 impl Layers {
-    pub fn parse(sources: Vec<(PathBuf, String)>) -> Result<Layers, ConfigError> {
+    pub(super) fn parse(sources: Vec<(PathBuf, String)>) -> Result<Layers, ConfigError> {
         let mut layers = Vec::with_capacity(sources.len());
         for (path, text) in sources {
             let raw: RawConfig = toml::from_str(&text).map_err(|e| {
@@ -224,7 +224,7 @@ impl Layers {
     }
 
     /// The value of one key from the last file that sets it.
-    pub fn get<T: Clone>(
+    pub(super) fn get<T: Clone>(
         &self,
         pick: impl Fn(&RawConfig) -> Option<&Spanned<T>>,
     ) -> Option<Origin<T>> {
@@ -243,7 +243,7 @@ impl Layers {
 
     /// An array of tables (`[[gpio.rule]]`) from the last file that has it
     /// (arrays replace, they do not merge), with a way to place its keys.
-    pub fn get_tables<T>(
+    pub(super) fn get_tables<T>(
         &self,
         pick: impl Fn(&RawConfig) -> Option<&Vec<T>>,
     ) -> Option<(&[T], Placer<'_>)> {
@@ -260,7 +260,7 @@ impl Layers {
         })
     }
 
-    pub fn paths(&self) -> Vec<PathBuf> {
+    pub(super) fn paths(&self) -> Vec<PathBuf> {
         self.layers.iter().map(|l| l.path.clone()).collect()
     }
 }

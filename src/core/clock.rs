@@ -15,11 +15,11 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// systemd-timesyncd creates this file once it has synchronized the clock.
-pub const TIMESYNC_FLAG: &str = "/run/systemd/timesync/synchronized";
+pub(crate) const TIMESYNC_FLAG: &str = "/run/systemd/timesync/synchronized";
 
 /// Where an answer of [`clock_synchronized_from`] came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClockSource {
+pub(crate) enum ClockSource {
     /// `adjtimex(2)` answered.
     Kernel,
     /// `adjtimex(2)` was refused; the timesyncd flag file decided.
@@ -42,7 +42,7 @@ fn kernel_state() -> Result<(i32, i32), nix::errno::Errno> {
 
 /// Decide from a kernel answer (see [`kernel_state`]) and the timesyncd flag
 /// file. Split out of [`clock_synchronized`] so every branch is testable.
-pub fn clock_synchronized_from(
+pub(crate) fn clock_synchronized_from(
     kernel: Result<(i32, i32), nix::errno::Errno>,
     timesync_flag: &Path,
 ) -> (bool, ClockSource) {
@@ -58,7 +58,7 @@ pub fn clock_synchronized_from(
 /// Whether the system clock is synchronized (NTP or similar). Cheap (one
 /// system call, or one `stat` under `ProtectClock=yes`): call it per frame or
 /// cache it for a second.
-pub fn clock_synchronized() -> bool {
+pub(crate) fn clock_synchronized() -> bool {
     clock_synchronized_from(kernel_state(), Path::new(TIMESYNC_FLAG)).0
 }
 

@@ -56,7 +56,7 @@ impl Frame {
     }
 
     /// This frame, described as coming from `source` (see [`Frame::source`]).
-    pub fn with_source(self, source: impl Into<String>) -> Frame {
+    pub(crate) fn with_source(self, source: impl Into<String>) -> Frame {
         Frame {
             source: source.into(),
             ..self

@@ -11,7 +11,7 @@ use std::path::Path;
 /// the same directory (never world-readable, then set to `mode` before any
 /// byte is written), fsync, rename over `path`, fsync the directory. Readers
 /// and a power cut see either the old or the new content, never a torn file.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),

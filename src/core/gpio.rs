@@ -110,7 +110,7 @@ pub enum Level {
 
 impl Level {
     /// The physical level (true = high) for a logical on/off.
-    pub fn physical(self, on: bool) -> bool {
+    pub(crate) fn physical(self, on: bool) -> bool {
         match self {
             Level::High => on,
             Level::Low => !on,
@@ -134,7 +134,7 @@ pub enum TriggerMode {
 impl TriggerMode {
     /// The name the configuration uses (`mode = "on_trigger"`), also shown
     /// in `/api/v1/status`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             TriggerMode::Continuous => "continuous",
             TriggerMode::OnTrigger => "on_trigger",

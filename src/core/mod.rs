@@ -5,11 +5,11 @@
 
 pub mod clock;
 pub mod frame;
-pub mod fsutil;
-pub mod gpio;
+pub(crate) mod fsutil;
+pub(crate) mod gpio;
 pub mod ids;
 pub mod result;
-pub mod shutdown;
+pub(crate) mod shutdown;
 
 /// The shared test data folder: `$SPOTTER_TESTDATA`, else `../shared/testdata`
 /// beside the crate.

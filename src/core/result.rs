@@ -90,7 +90,7 @@ impl ResultRecord {
     /// frame gives the capture time, source, origin and sequence number;
     /// `boottime_ns` is `CLOCK_BOOTTIME` at capture, from the frame's
     /// wall-clock age.
-    pub fn build(
+    pub(crate) fn build(
         output: InferenceOutput,
         frame: &Frame,
         model_sha256: &str,

@@ -61,7 +61,7 @@ impl Default for Shutdown {
 
 /// Counts a worker live until dropped; see [`Shutdown::worker`].
 #[must_use = "the worker counts as finished as soon as the guard is dropped"]
-pub struct Worker {
+pub(crate) struct Worker {
     inner: Arc<Inner>,
     name: &'static str,
 }
@@ -84,7 +84,7 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 }
 
 impl Shutdown {
-    pub fn new() -> Shutdown {
+    pub(crate) fn new() -> Shutdown {
         Shutdown {
             inner: Arc::new(Inner {
                 triggered: AtomicBool::new(false),
@@ -97,7 +97,7 @@ impl Shutdown {
 
     /// Start shutdown: wake every sleeper and async waiter and run the
     /// registered hooks (once). Returns false if it had already started.
-    pub fn trigger(&self) -> bool {
+    pub(crate) fn trigger(&self) -> bool {
         let hooks = {
             let mut st = lock(&self.inner.lock);
             if self.inner.triggered.swap(true, Ordering::SeqCst) {
@@ -113,13 +113,13 @@ impl Shutdown {
         true
     }
 
-    pub fn is_triggered(&self) -> bool {
+    pub(crate) fn is_triggered(&self) -> bool {
         self.inner.triggered.load(Ordering::SeqCst)
     }
 
     /// Sleep for `d` unless shutdown starts first. Returns true when shutdown
     /// has started (the caller should stop), false after a full sleep.
-    pub fn sleep(&self, d: Duration) -> bool {
+    pub(crate) fn sleep(&self, d: Duration) -> bool {
         let deadline = Instant::now() + d;
         let mut st = lock(&self.inner.lock);
         loop {
@@ -139,8 +139,9 @@ impl Shutdown {
         }
     }
 
+    #[cfg(test)]
     /// Resolves once shutdown has started.
-    pub async fn triggered(&self) {
+    pub(crate) async fn triggered(&self) {
         let mut rx = self.inner.watch.subscribe();
         // The sender lives in `inner`, which `self` keeps alive, so
         // `wait_for` cannot see a closed channel.
@@ -149,13 +150,13 @@ impl Shutdown {
 
     /// A receiver that turns true when shutdown starts, for code that takes a
     /// `watch` channel (the API server).
-    pub fn watch(&self) -> tokio::sync::watch::Receiver<bool> {
+    pub(crate) fn watch(&self) -> tokio::sync::watch::Receiver<bool> {
         self.inner.watch.subscribe()
     }
 
     /// Run `hook` when shutdown starts (at once if it already has), e.g. to
     /// close a channel a worker blocks on.
-    pub fn on_trigger(&self, hook: impl FnOnce() + Send + 'static) {
+    pub(crate) fn on_trigger(&self, hook: impl FnOnce() + Send + 'static) {
         let mut st = lock(&self.inner.lock);
         if self.is_triggered() {
             drop(st);
@@ -166,7 +167,7 @@ impl Shutdown {
     }
 
     /// Register a live worker by name; it counts until the guard is dropped.
-    pub fn worker(&self, name: &'static str) -> Worker {
+    pub(crate) fn worker(&self, name: &'static str) -> Worker {
         lock(&self.inner.lock).live.push(name);
         Worker {
             inner: self.inner.clone(),
@@ -175,13 +176,14 @@ impl Shutdown {
     }
 
     /// The names of the workers still live.
-    pub fn live_workers(&self) -> Vec<&'static str> {
+    pub(crate) fn live_workers(&self) -> Vec<&'static str> {
         lock(&self.inner.lock).live.clone()
     }
 
+    #[cfg(test)]
     /// Wait up to `timeout` for every worker to finish; returns the names of
     /// those still live (empty: all finished).
-    pub fn wait_workers(&self, timeout: Duration) -> Vec<&'static str> {
+    pub(crate) fn wait_workers(&self, timeout: Duration) -> Vec<&'static str> {
         let deadline = Instant::now() + timeout;
         let mut st = lock(&self.inner.lock);
         loop {

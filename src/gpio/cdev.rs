@@ -14,7 +14,7 @@ const CONSUMER: &str = "spotter";
 
 /// Requests lines through the GPIO character devices.
 #[derive(Debug, Default)]
-pub struct CdevGpio;
+pub(crate) struct CdevGpio;
 
 fn map_err(line: &LineId, chip: &std::path::Path, e: gpiocdev::Error) -> GpioError {
     let device = chip.display().to_string();

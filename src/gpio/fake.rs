@@ -21,16 +21,16 @@ struct Board {
 
 /// Edges a fake input line holds before the oldest are lost (as the kernel's
 /// line event buffer would).
-pub const FAKE_EDGE_BUFFER: usize = 64;
+pub(crate) const FAKE_EDGE_BUFFER: usize = 64;
 
 /// The test's handle on the fake board; clone it into [`FakeGpio::new`].
 #[derive(Debug, Clone, Default)]
-pub struct FakeBoard {
+pub(crate) struct FakeBoard {
     inner: Arc<(Mutex<Board>, Condvar)>,
 }
 
 impl FakeBoard {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
@@ -40,7 +40,7 @@ impl FakeBoard {
     }
 
     /// An edge on `line` at `at` (the level follows it).
-    pub fn edge(&self, line: &LineId, rising: bool, at: Instant) {
+    pub(crate) fn edge(&self, line: &LineId, rising: bool, at: Instant) {
         let mut b = self.lock();
         b.levels.insert(line.clone(), rising);
         let q = b.edges.entry(line.clone()).or_default();
@@ -53,34 +53,34 @@ impl FakeBoard {
     }
 
     /// Set a level without an edge (the state before the daemon started).
-    pub fn set_level(&self, line: &LineId, high: bool) {
+    pub(crate) fn set_level(&self, line: &LineId, high: bool) {
         self.lock().levels.insert(line.clone(), high);
     }
 
     /// The levels `line` was driven to, oldest first.
-    pub fn history(&self, line: &LineId) -> Vec<(Instant, bool)> {
+    pub(crate) fn history(&self, line: &LineId) -> Vec<(Instant, bool)> {
         self.lock().history.get(line).cloned().unwrap_or_default()
     }
 
     /// The level `line` is at now (outputs: last driven; inputs: last edge).
-    pub fn level(&self, line: &LineId) -> Option<bool> {
+    pub(crate) fn level(&self, line: &LineId) -> Option<bool> {
         self.lock().levels.get(line).copied()
     }
 
     /// Make requests of `line` fail with this errno.
-    pub fn fail_requests(&self, line: &LineId, errno: i32) {
+    pub(crate) fn fail_requests(&self, line: &LineId, errno: i32) {
         self.lock().failing.insert(line.clone(), errno);
     }
 }
 
 /// The [`Gpio`] view of a [`FakeBoard`].
 #[derive(Debug, Clone)]
-pub struct FakeGpio {
+pub(crate) struct FakeGpio {
     board: FakeBoard,
 }
 
 impl FakeGpio {
-    pub fn new(board: FakeBoard) -> Self {
+    pub(crate) fn new(board: FakeBoard) -> Self {
         FakeGpio { board }
     }
 

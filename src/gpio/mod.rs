@@ -13,12 +13,13 @@
 //! configured default chip (`17`), or a line name from the device tree
 //! (`GPIO17`).
 
-pub mod cdev;
-pub mod fake;
-pub mod outputs;
-pub mod pi;
-pub mod runner;
-pub mod trigger;
+pub(crate) mod cdev;
+#[cfg(test)]
+pub(crate) mod fake;
+pub(crate) mod outputs;
+pub(crate) mod pi;
+pub(crate) mod runner;
+pub(crate) mod trigger;
 
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,7 @@ pub use crate::core::gpio::{BackendKind, Bias, Edge, Level, LineId};
 
 /// How an input line is requested.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InputConfig {
+pub(crate) struct InputConfig {
     pub line: LineId,
     pub edge: Edge,
     pub bias: Bias,
@@ -37,7 +38,7 @@ pub struct InputConfig {
 
 /// One edge seen on an input line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EdgeEvent {
+pub(crate) struct EdgeEvent {
     /// true: inactive → active (high, for a line that is not active-low).
     pub rising: bool,
     /// When the daemon read it (the monotonic clock the latency figures use).
@@ -45,7 +46,7 @@ pub struct EdgeEvent {
 }
 
 /// A requested input line.
-pub trait InputLine: Send {
+pub(crate) trait InputLine: Send {
     /// Wait up to `timeout` for the next edge (None: none came).
     fn wait_edge(&mut self, timeout: Duration) -> Result<Option<EdgeEvent>, GpioError>;
     /// The line's current level (true = high).
@@ -53,13 +54,13 @@ pub trait InputLine: Send {
 }
 
 /// A requested output line.
-pub trait OutputLine: Send {
+pub(crate) trait OutputLine: Send {
     /// Drive the line high (true) or low.
     fn set_high(&mut self, high: bool) -> Result<(), GpioError>;
 }
 
 /// A GPIO implementation: requests lines.
-pub trait Gpio: Send {
+pub(crate) trait Gpio: Send {
     /// The backend's name, for logs and status (`gpiocdev`, `rppal`, `fake`).
     fn name(&self) -> &'static str;
     fn input(&mut self, cfg: &InputConfig) -> Result<Box<dyn InputLine>, GpioError>;
@@ -77,7 +78,7 @@ const MISSING_HINT: &str =
 
 /// Errors from requesting or using a GPIO line. Each names the line.
 #[derive(Debug, thiserror::Error)]
-pub enum GpioError {
+pub(crate) enum GpioError {
     #[error("GPIO line {line}: permission denied opening {device}: {hint}")]
     PermissionDenied {
         line: String,
@@ -102,7 +103,7 @@ pub enum GpioError {
 
 impl GpioError {
     /// Classify an OS error on opening or requesting `line` on `device`.
-    pub fn from_os(line: &LineId, device: &str, errno: i32, message: String) -> GpioError {
+    pub(crate) fn from_os(line: &LineId, device: &str, errno: i32, message: String) -> GpioError {
         let line = line.to_string();
         let device = device.to_string();
         match errno {
@@ -125,7 +126,7 @@ impl GpioError {
     }
 
     /// Missing line name.
-    pub fn no_such_line(line: &LineId) -> GpioError {
+    pub(crate) fn no_such_line(line: &LineId) -> GpioError {
         GpioError::NoSuchLine {
             line: line.to_string(),
             hint: MISSING_HINT,
@@ -134,12 +135,12 @@ impl GpioError {
 }
 
 /// Whether this board is a Raspberry Pi (by its device-tree model string).
-pub fn is_raspberry_pi(model: &str) -> bool {
+pub(crate) fn is_raspberry_pi(model: &str) -> bool {
     model.starts_with("Raspberry Pi")
 }
 
 /// Open the configured backend; `auto` reads /proc/device-tree/model.
-pub fn open_backend(kind: BackendKind) -> Result<Box<dyn Gpio>, GpioError> {
+pub(crate) fn open_backend(kind: BackendKind) -> Result<Box<dyn Gpio>, GpioError> {
     let kind = match kind {
         BackendKind::Auto => {
             let model = std::fs::read_to_string("/proc/device-tree/model").unwrap_or_default();

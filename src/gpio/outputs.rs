@@ -17,7 +17,7 @@ use crate::state::Readiness;
 /// What the status LED shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum LedState {
+pub(crate) enum LedState {
     /// Steady on.
     Ready,
     /// Slow blink (1 s period): waiting for the camera (source check failing).
@@ -27,7 +27,7 @@ pub enum LedState {
 }
 
 impl LedState {
-    pub fn from_readiness(r: &Readiness, gpio_error: bool) -> LedState {
+    pub(crate) fn from_readiness(r: &Readiness, gpio_error: bool) -> LedState {
         if gpio_error || !r.model.ok || !r.store.ok {
             LedState::Error
         } else if r.ready() {
@@ -38,7 +38,7 @@ impl LedState {
     }
 
     /// Whether the LED is lit `since_start` into the pattern.
-    pub fn lit(self, since_start: Duration) -> bool {
+    pub(crate) fn lit(self, since_start: Duration) -> bool {
         let ms = since_start.as_millis();
         match self {
             LedState::Ready => true,
@@ -66,13 +66,13 @@ impl Out {
 
 /// A line a result switched on (for latency accounting).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SwitchedOn {
+pub(crate) struct SwitchedOn {
     pub line: LineId,
     pub at: Instant,
 }
 
 /// The rule outputs and the status LED, requested at their safe state.
-pub struct Outputs {
+pub(crate) struct Outputs {
     lines: Vec<Out>,
     /// (rule, index into `lines`)
     rules: Vec<(RuleSpec, usize)>,
@@ -81,7 +81,7 @@ pub struct Outputs {
 
 impl Outputs {
     /// Request every rule line and the LED, each at its safe (off) level.
-    pub fn open(
+    pub(crate) fn open(
         gpio: &mut dyn Gpio,
         rules: &[RuleSpec],
         led: Option<&LedSpec>,
@@ -124,7 +124,7 @@ impl Outputs {
 
     /// Apply the rules to a stored result at `now`. Returns the lines it
     /// switched on (lines already on only get their hold extended).
-    pub fn on_result(
+    pub(crate) fn on_result(
         &mut self,
         rec: &ResultRecord,
         now: Instant,
@@ -155,7 +155,7 @@ impl Outputs {
     }
 
     /// Switch off the lines whose hold ended by `now`; drive the LED.
-    pub fn tick(
+    pub(crate) fn tick(
         &mut self,
         now: Instant,
         led: Option<(LedState, Duration)>,
@@ -175,14 +175,15 @@ impl Outputs {
         Ok(())
     }
 
+    #[cfg(test)]
     /// Whether a rule line is on now.
-    pub fn is_on(&self, line: &LineId) -> bool {
+    pub(crate) fn is_on(&self, line: &LineId) -> bool {
         self.lines.iter().any(|o| o.id == *line && o.on)
     }
 
     /// Drive every output to its safe level (shutdown). Tries every line and
     /// returns the first error.
-    pub fn safe(&mut self) -> Result<(), GpioError> {
+    pub(crate) fn safe(&mut self) -> Result<(), GpioError> {
         let mut first = None;
         for out in self.lines.iter_mut().chain(self.led.as_mut()) {
             out.until = None;

@@ -13,7 +13,7 @@ use rppal::gpio::{InputPin, OutputPin, Trigger};
 use super::{Bias, Edge, EdgeEvent, Gpio, GpioError, InputConfig, InputLine, LineId, OutputLine};
 
 /// The Pi's GPIO controller, opened once.
-pub struct RppalGpio {
+pub(crate) struct RppalGpio {
     gpio: rppal::gpio::Gpio,
 }
 
@@ -52,7 +52,7 @@ fn bcm(line: &LineId) -> Result<u8, GpioError> {
 }
 
 impl RppalGpio {
-    pub fn new() -> Result<RppalGpio, GpioError> {
+    pub(crate) fn new() -> Result<RppalGpio, GpioError> {
         let gpio = rppal::gpio::Gpio::new()
             .map_err(|e| map_err(&LineId::Name("(controller)".into()), e))?;
         Ok(RppalGpio { gpio })

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant, SystemTime};
 use super::outputs::{LedState, Outputs};
 use super::trigger::{Admission, EdgeOutcome, GateConfig, TriggerGate, TriggerMode, TriggerRef};
 use super::{Edge, EdgeEvent, Gpio, GpioError, InputConfig, InputLine};
-pub use crate::config::gpio::{GpioSettings, TriggerSettings};
+pub use crate::config::gpio::GpioSettings;
 use crate::core::ids;
 use crate::core::result::ResultRecord;
-pub use crate::state::gpio::{GpioSnapshot, GpioStatus, LatencyFigure};
+pub use crate::state::gpio::GpioStatus;
 use crate::state::AppState;
 
 /// The trigger gate's settings from `[gpio.trigger]`.
@@ -55,7 +55,7 @@ impl std::fmt::Debug for GpioHooks {
 }
 
 impl GpioHooks {
-    pub fn new(gate: GateConfig, outputs: Option<Outputs>, state: Arc<AppState>) -> Self {
+    pub(crate) fn new(gate: GateConfig, outputs: Option<Outputs>, state: Arc<AppState>) -> Self {
         GpioHooks {
             gate: Mutex::new(TriggerGate::new(gate)),
             outputs: Mutex::new(outputs),
@@ -73,7 +73,7 @@ impl GpioHooks {
     }
 
     /// Feed an edge read at `ev.at`; counts it.
-    pub fn on_edge(&self, ev: EdgeEvent) -> EdgeOutcome {
+    pub(crate) fn on_edge(&self, ev: EdgeEvent) -> EdgeOutcome {
         let wall = SystemTime::now() - ev.at.elapsed();
         let outcome = self.gate().on_edge(ev, wall);
         let s = &self.state.gpio;
@@ -88,13 +88,13 @@ impl GpioHooks {
     }
 
     /// The level of a gated trigger line, read without an edge.
-    pub fn set_level(&self, high: bool) {
+    pub(crate) fn set_level(&self, high: bool) {
         self.gate()
             .set_level(high, Instant::now(), SystemTime::now());
     }
 
     /// Whether a frame captured at `captured` is inferred (dropped frames are counted).
-    pub fn admit(&self, captured: SystemTime, now: Instant) -> Admission {
+    pub(crate) fn admit(&self, captured: SystemTime, now: Instant) -> Admission {
         let a = self.gate().admit(captured, now);
         if a == Admission::Drop {
             self.state.gpio.frames_gated.fetch_add(1, Ordering::Relaxed);
@@ -103,7 +103,7 @@ impl GpioHooks {
     }
 
     /// A result was stored at `now`: record the trigger latency and apply the rules.
-    pub fn stored(&self, rec: &ResultRecord, trigger: Option<TriggerRef>, now: Instant) {
+    pub(crate) fn stored(&self, rec: &ResultRecord, trigger: Option<TriggerRef>, now: Instant) {
         let status = &self.state.gpio;
         if let Some(t) = trigger.filter(|t| t.first) {
             let d = now.saturating_duration_since(t.at);
@@ -135,7 +135,7 @@ impl GpioHooks {
     }
 
     /// End holds that ran out and drive the status LED.
-    pub fn tick(&self, now: Instant) {
+    pub(crate) fn tick(&self, now: Instant) {
         let led = LedState::from_readiness(
             &self.state.readiness(),
             self.state.gpio.last_error.read().is_ok_and(|e| e.is_some()),
@@ -151,7 +151,7 @@ impl GpioHooks {
     }
 
     /// Drive every output to its safe state and release the lines.
-    pub fn release_outputs(&self) {
+    pub(crate) fn release_outputs(&self) {
         if let Some(mut o) = self.outputs().take() {
             match o.safe() {
                 Ok(()) => log::info!("GPIO outputs returned to their safe state"),
@@ -168,7 +168,7 @@ const OUTPUT_TICK: Duration = Duration::from_millis(10);
 const EDGE_WAIT: Duration = Duration::from_millis(200);
 
 /// The running GPIO threads.
-pub struct GpioRuntime {
+pub(crate) struct GpioRuntime {
     pub hooks: Arc<GpioHooks>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
@@ -177,7 +177,7 @@ pub struct GpioRuntime {
 impl GpioRuntime {
     /// Request the lines (outputs at their safe state first) and start the
     /// trigger and output threads.
-    pub fn start(
+    pub(crate) fn start(
         settings: &GpioSettings,
         mut gpio: Box<dyn Gpio>,
         state: Arc<AppState>,
@@ -257,7 +257,7 @@ impl GpioRuntime {
 
     /// Stop the threads, then drive every output to its safe state. Call
     /// after the inference thread finished, so no result switches one back on.
-    pub fn shutdown(self) {
+    pub(crate) fn shutdown(self) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads {
             // A panicked GPIO thread must not stop the outputs going safe.
@@ -299,6 +299,7 @@ fn trigger_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::gpio::TriggerSettings;
     use crate::gpio::fake::{FakeBoard, FakeGpio};
     use crate::gpio::outputs::RuleSpec;
     use crate::gpio::{BackendKind, Bias, Level, LineId};

@@ -10,7 +10,7 @@ pub use crate::core::gpio::TriggerMode;
 
 /// The gate's settings.
 #[derive(Debug, Clone, PartialEq)]
-pub struct GateConfig {
+pub(crate) struct GateConfig {
     pub mode: TriggerMode,
     pub edge: Edge,
     /// Edges closer than this to the last accepted edge are contact bounce.
@@ -22,7 +22,7 @@ pub struct GateConfig {
 
 /// What became of an edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EdgeOutcome {
+pub(crate) enum EdgeOutcome {
     /// Started a burst (on_trigger) or changed the gate (gated).
     Accepted,
     /// Within the debounce period of the previous accepted edge.
@@ -44,7 +44,7 @@ pub struct TriggerRef {
 
 /// Whether a frame is inferred.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
+pub(crate) enum Admission {
     /// Infer it; `trigger` is set in the on_trigger and gated modes.
     Infer { trigger: Option<TriggerRef> },
     /// Drop it without inference.
@@ -61,7 +61,7 @@ struct Burst {
 
 /// See the module documentation.
 #[derive(Debug)]
-pub struct TriggerGate {
+pub(crate) struct TriggerGate {
     cfg: GateConfig,
     last_accepted: Option<Instant>,
     /// on_trigger: the running burst; gated: the activation in force.
@@ -69,16 +69,12 @@ pub struct TriggerGate {
 }
 
 impl TriggerGate {
-    pub fn new(cfg: GateConfig) -> Self {
+    pub(crate) fn new(cfg: GateConfig) -> Self {
         TriggerGate {
             cfg,
             last_accepted: None,
             burst: None,
         }
-    }
-
-    pub fn mode(&self) -> TriggerMode {
-        self.cfg.mode
     }
 
     fn running(&self, now: Instant) -> bool {
@@ -88,7 +84,7 @@ impl TriggerGate {
 
     /// Feed one edge, read at `ev.at` (monotonic) and `wall` (the same
     /// moment on the clock frames are stamped with).
-    pub fn on_edge(&mut self, ev: EdgeEvent, wall: SystemTime) -> EdgeOutcome {
+    pub(crate) fn on_edge(&mut self, ev: EdgeEvent, wall: SystemTime) -> EdgeOutcome {
         let wanted = match self.cfg.mode {
             TriggerMode::Continuous => false,
             TriggerMode::Gated => true,
@@ -139,7 +135,7 @@ impl TriggerGate {
 
     /// Gated mode: the level read without an edge (at start, and while idle,
     /// so a release lost to debouncing does not leave the gate open).
-    pub fn set_level(&mut self, high: bool, now: Instant, wall: SystemTime) {
+    pub(crate) fn set_level(&mut self, high: bool, now: Instant, wall: SystemTime) {
         if self.cfg.mode == TriggerMode::Gated && high != self.burst.is_some() {
             self.burst = high.then_some(Burst {
                 at: now,
@@ -151,7 +147,7 @@ impl TriggerGate {
     }
 
     /// Whether the line is active (gated) or a burst is running (on_trigger).
-    pub fn is_open(&self, now: Instant) -> bool {
+    pub(crate) fn is_open(&self, now: Instant) -> bool {
         match self.cfg.mode {
             TriggerMode::Continuous => true,
             TriggerMode::Gated => self.burst.is_some(),
@@ -162,7 +158,7 @@ impl TriggerGate {
     /// Decide about a frame captured at `captured` (wall clock), taken by
     /// the inference thread at `now`. Frames captured before the edge are
     /// dropped: they show the scene before the trigger.
-    pub fn admit(&mut self, captured: SystemTime, now: Instant) -> Admission {
+    pub(crate) fn admit(&mut self, captured: SystemTime, now: Instant) -> Admission {
         if self.cfg.mode == TriggerMode::Continuous {
             return Admission::Infer { trigger: None };
         }

@@ -39,7 +39,7 @@ use std::io::Cursor;
 /// Why an image could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct DecodeError(pub String);
+pub(crate) struct DecodeError(pub String);
 
 /// The encoded image formats the decoder accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +64,7 @@ pub fn sniff(bytes: &[u8]) -> Option<ImageKind> {
 
 /// Decode a JPEG/PNG/BMP into packed RGB8 in `out` (reused), returning its size.
 /// The pixel budget is checked against the header before any pixel is decoded.
-pub fn decode_rgb(
+pub(crate) fn decode_rgb(
     bytes: &[u8],
     max_pixels: u64,
     out: &mut Vec<u8>,

@@ -3,6 +3,6 @@
 //! into a model's input): recognising and decoding encoded images (JPEG, PNG,
 //! BMP), repairing MJPEG frames that lack Huffman tables, and YUYV → RGB.
 
-pub mod decode;
-pub mod mjpeg;
-pub mod yuyv;
+pub(crate) mod decode;
+pub(crate) mod mjpeg;
+pub(crate) mod yuyv;

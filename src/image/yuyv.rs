@@ -10,7 +10,7 @@
 
 /// Errors from a YUYV conversion: the geometry or a buffer length is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum YuyvError {
+pub(crate) enum YuyvError {
     #[error("YUYV: width {width} is odd; YUYV packs pixels in pairs")]
     OddWidth { width: u32 },
     #[error("YUYV: empty image {width}x{height}")]
@@ -35,7 +35,7 @@ pub enum YuyvError {
 }
 
 /// Number of bytes a packed RGB8 image of `width` x `height` occupies.
-pub fn rgb_len(width: u32, height: u32) -> u64 {
+pub(crate) fn rgb_len(width: u32, height: u32) -> u64 {
     u64::from(width) * u64::from(height) * 3
 }
 
@@ -44,7 +44,7 @@ pub fn rgb_len(width: u32, height: u32) -> u64 {
 /// `src` holds `height` rows of `stride` bytes each (the last row may stop
 /// right after its `width * 2` pixel bytes); `dst` must be exactly
 /// `width * height * 3` bytes. `width` must be even and non-zero.
-pub fn yuyv_to_rgb(
+pub(crate) fn yuyv_to_rgb(
     src: &[u8],
     width: u32,
     height: u32,
@@ -78,7 +78,7 @@ pub fn yuyv_to_rgb(
 /// fits in `src_len` bytes: width even and non-zero, stride at least
 /// `width * 2`, and every row present (the last may stop right after its
 /// pixel bytes). Products are computed in `u64`, so huge sizes cannot wrap.
-pub fn check_geometry(
+pub(crate) fn check_geometry(
     src_len: usize,
     width: u32,
     height: u32,
@@ -117,7 +117,7 @@ pub fn check_geometry(
 /// multiple of 3 and `src` must hold at least `pixels * 2` bytes (extra
 /// padding bytes are ignored). Useful for converting straight into a model
 /// input row by row.
-pub fn yuyv_to_rgb_row(src: &[u8], dst: &mut [u8]) -> Result<(), YuyvError> {
+pub(crate) fn yuyv_to_rgb_row(src: &[u8], dst: &mut [u8]) -> Result<(), YuyvError> {
     let pixels = dst.len() / 3;
     let width = u32::try_from(pixels).unwrap_or(u32::MAX);
     if dst.len() % 3 != 0 || pixels == 0 {

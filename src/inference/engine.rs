@@ -9,12 +9,11 @@
 //! self-test run at load time). An `Engine` is used by one thread at a time
 //! and may be moved between threads.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 
-use super::builtin::BuiltinRuntime;
 use super::labels::{ClassifierLabelMap, DetectorLabelMap, Labels};
 use super::modelfile::ModelFile;
 use super::postprocess::{self, DetectionParams, ModelKind};
@@ -176,13 +175,6 @@ impl Engine {
             "model loaded: input {:?} {:?}, normalization {:?}", input.dtype, input.shape, normalization
         );
         Ok(engine)
-    }
-
-    /// Read `opts.path` and load it with the built-in TF Lite runtime.
-    pub fn load_builtin(opts: &ModelOptions) -> Result<Engine, InferenceError> {
-        let file = ModelFile::read(&opts.path)?;
-        let runtime = BuiltinRuntime::from_model_file(&file, opts.threads)?;
-        Engine::load(opts, Box::new(runtime), &file)
     }
 
     /// Run one frame end to end.
@@ -382,10 +374,6 @@ impl Engine {
 
     pub fn kind(&self) -> ModelKind {
         self.kind
-    }
-
-    pub fn path(&self) -> &Path {
-        Path::new(&self.path)
     }
 }
 

@@ -24,7 +24,7 @@ pub struct Labels {
 
 impl Labels {
     /// Read and parse a labels file.
-    pub fn load(path: &Path) -> Result<Labels, InferenceError> {
+    pub(crate) fn load(path: &Path) -> Result<Labels, InferenceError> {
         let source = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|e| InferenceError::Labels {
             path: source.clone(),
@@ -38,7 +38,7 @@ impl Labels {
     }
 
     /// Parse label text. `source` names the origin in errors and logs.
-    pub fn parse(text: &str, source: &str) -> Result<Labels, InferenceError> {
+    pub(crate) fn parse(text: &str, source: &str) -> Result<Labels, InferenceError> {
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let mut lines: Vec<&str> = text
             .lines()
@@ -64,32 +64,28 @@ impl Labels {
     }
 
     /// Wrap an already-split list (e.g. labels embedded in the model).
-    pub fn from_names(names: Vec<String>, source: impl Into<String>) -> Labels {
+    pub(crate) fn from_names(names: Vec<String>, source: impl Into<String>) -> Labels {
         Labels {
             names,
             source: source.into(),
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.names.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
-    }
-
-    pub fn names(&self) -> &[String] {
+    pub(crate) fn names(&self) -> &[String] {
         &self.names
     }
 
     /// Where the labels came from: a file path or `embedded:NAME`.
-    pub fn source(&self) -> &str {
+    pub(crate) fn source(&self) -> &str {
         &self.source
     }
 
     /// The label at `i`, or `None` when out of range or a gap in a numbered file.
-    pub fn get(&self, i: usize) -> Option<&str> {
+    pub(crate) fn get(&self, i: usize) -> Option<&str> {
         self.names
             .get(i)
             .map(String::as_str)
@@ -144,7 +140,11 @@ pub enum ClassifierLabelMap {
 
 impl ClassifierLabelMap {
     /// Decide how `labels` maps onto `classes` outputs, or fail naming both counts.
-    pub fn new(labels: &Labels, classes: usize, model: &str) -> Result<Self, InferenceError> {
+    pub(crate) fn new(
+        labels: &Labels,
+        classes: usize,
+        model: &str,
+    ) -> Result<Self, InferenceError> {
         if labels.len() == classes {
             Ok(ClassifierLabelMap::Direct)
         } else if classes == labels.len() + 1 {
@@ -163,7 +163,7 @@ impl ClassifierLabelMap {
     }
 
     /// The label of output `index`.
-    pub fn label(self, labels: &Labels, index: usize) -> String {
+    pub(crate) fn label(self, labels: &Labels, index: usize) -> String {
         let name = match self {
             ClassifierLabelMap::Direct => labels.get(index),
             ClassifierLabelMap::BackgroundFirst if index == 0 => Some("background"),
@@ -180,18 +180,18 @@ impl ClassifierLabelMap {
 /// class id `k` is line `k + 1`. Lists without that line (e.g. Coral's
 /// `coco_labels.txt`) map class id `k` to line `k`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DetectorLabelMap {
+pub(crate) struct DetectorLabelMap {
     pub offset: usize,
 }
 
 impl DetectorLabelMap {
-    pub fn new(labels: &Labels) -> Self {
+    pub(crate) fn new(labels: &Labels) -> Self {
         let offset = usize::from(labels.names().first().is_some_and(|l| l.trim() == "???"));
         DetectorLabelMap { offset }
     }
 
     /// The label of class id `class_id`.
-    pub fn label(self, labels: &Labels, class_id: usize) -> String {
+    pub(crate) fn label(self, labels: &Labels, class_id: usize) -> String {
         labels
             .get(class_id + self.offset)
             .filter(|l| *l != "???")
@@ -200,7 +200,7 @@ impl DetectorLabelMap {
 }
 
 /// The name used for an index that has no label.
-pub fn unlabelled(index: usize) -> String {
+pub(crate) fn unlabelled(index: usize) -> String {
     format!("#{index}")
 }
 

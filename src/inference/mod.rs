@@ -9,7 +9,7 @@
 pub mod builtin;
 pub mod engine;
 mod flatbuf;
-pub mod labels;
+pub(crate) mod labels;
 pub mod litert;
 pub mod modelfile;
 pub mod postprocess;
@@ -28,7 +28,7 @@ pub enum DType {
 }
 
 impl DType {
-    pub fn size(self) -> usize {
+    pub(crate) fn size(self) -> usize {
         match self {
             DType::U8 | DType::I8 => 1,
             DType::F32 => 4,
@@ -54,10 +54,10 @@ pub struct TensorSpec {
 }
 
 impl TensorSpec {
-    pub fn elements(&self) -> usize {
+    pub(crate) fn elements(&self) -> usize {
         self.shape.iter().product()
     }
-    pub fn byte_len(&self) -> usize {
+    pub(crate) fn byte_len(&self) -> usize {
         self.elements() * self.dtype.size()
     }
 }

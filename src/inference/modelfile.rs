@@ -27,13 +27,13 @@ use super::preprocess::Normalization;
 use super::InferenceError;
 
 /// Largest model file accepted (bytes). Larger files are refused before reading.
-pub const MAX_MODEL_BYTES: u64 = 512 * 1024 * 1024;
+pub(crate) const MAX_MODEL_BYTES: u64 = 512 * 1024 * 1024;
 /// Largest associated file (e.g. labels) read from the embedded archive.
 const MAX_ASSOCIATED_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Quantization declared in the model for one input or output tensor.
 #[derive(Debug, Clone, PartialEq)]
-pub struct DeclaredQuant {
+pub(crate) struct DeclaredQuant {
     pub scale: Vec<f32>,
     pub zero_point: Vec<i64>,
 }
@@ -83,7 +83,7 @@ impl ModelFile {
     }
 
     /// Check bytes already in memory; `path` is used for messages.
-    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<ModelFile, InferenceError> {
+    pub(crate) fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<ModelFile, InferenceError> {
         let p = path.display().to_string();
         let not = |reason: String| InferenceError::NotTflite {
             path: p.clone(),
@@ -130,22 +130,22 @@ impl ModelFile {
         &self.path
     }
 
-    pub fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         &self.bytes
     }
 
     /// Lower-case hex SHA-256 of the whole file.
-    pub fn sha256(&self) -> &str {
+    pub(crate) fn sha256(&self) -> &str {
         &self.sha256
     }
 
     /// Declared quantization of subgraph input `i` (`None` if not quantized).
-    pub fn input_quant(&self, i: usize) -> Option<&DeclaredQuant> {
+    pub(crate) fn input_quant(&self, i: usize) -> Option<&DeclaredQuant> {
         self.inputs.get(i).and_then(Option::as_ref)
     }
 
     /// Declared quantization of subgraph output `i` (`None` if not quantized).
-    pub fn output_quant(&self, i: usize) -> Option<&DeclaredQuant> {
+    pub(crate) fn output_quant(&self, i: usize) -> Option<&DeclaredQuant> {
         self.outputs.get(i).and_then(Option::as_ref)
     }
 

@@ -23,7 +23,10 @@ pub enum ModelKind {
 
 impl ModelKind {
     /// Recognise the model kind from its output tensors; `path` names the model in errors.
-    pub fn from_outputs(outputs: &[TensorSpec], path: &str) -> Result<ModelKind, InferenceError> {
+    pub(crate) fn from_outputs(
+        outputs: &[TensorSpec],
+        path: &str,
+    ) -> Result<ModelKind, InferenceError> {
         let describe = || {
             outputs
                 .iter()
@@ -73,7 +76,7 @@ impl ModelKind {
         }
     }
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             ModelKind::Classifier { .. } => "classification",
             ModelKind::Detector { .. } => "detection",
@@ -102,7 +105,7 @@ fn element(raw: &[u8], spec: &TensorSpec, i: usize) -> (f32, f32) {
 }
 
 /// All dequantized values of an output tensor.
-pub fn dequantize(raw: &[u8], spec: &TensorSpec) -> Result<Vec<f32>, InferenceError> {
+pub(crate) fn dequantize(raw: &[u8], spec: &TensorSpec) -> Result<Vec<f32>, InferenceError> {
     let n = check_len(raw, spec)?;
     Ok((0..n).map(|i| element(raw, spec, i).1).collect())
 }
@@ -162,7 +165,7 @@ pub fn top_k(
 
 /// Options for decoding detections.
 #[derive(Debug, Clone, Copy)]
-pub struct DetectionParams<'a> {
+pub(crate) struct DetectionParams<'a> {
     pub min_score: f32,
     /// When non-empty, only these labels are kept (case-insensitive).
     pub label_filter: &'a [String],
@@ -171,7 +174,7 @@ pub struct DetectionParams<'a> {
 
 /// Decode `TFLite_Detection_PostProcess` outputs (`boxes, classes, scores, count`
 /// raw bytes with their specs) into detections in source-image pixels.
-pub fn detections(
+pub(crate) fn detections(
     outputs: [(&[u8], &TensorSpec); 4],
     mapping: &Mapping,
     params: &DetectionParams<'_>,

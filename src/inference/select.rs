@@ -19,7 +19,7 @@ use super::modelfile::ModelFile;
 use super::{InferenceError, Runtime};
 
 /// Environment variable naming the LiteRT library; below an explicit path.
-pub const LITERT_LIB_ENV: &str = "SPOTTER_LITERT_LIB";
+pub(crate) const LITERT_LIB_ENV: &str = "SPOTTER_LITERT_LIB";
 
 /// Which runtime to use, from the configuration or the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -35,7 +35,7 @@ pub enum RuntimeChoice {
 }
 
 impl RuntimeChoice {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             RuntimeChoice::Auto => "auto",
             RuntimeChoice::Litert => "litert",
@@ -145,7 +145,7 @@ pub fn open_runtime(
 
 /// [`open_runtime`], also returning the [`ModelFile`] it read, for
 /// [`Engine::load`](super::engine::Engine::load), so the file is read once.
-pub fn read_and_open(
+pub(crate) fn read_and_open(
     choice: RuntimeChoice,
     lib: Option<&Path>,
     model: &Path,
@@ -171,7 +171,7 @@ pub fn read_and_open(
 /// built-in runtime when LiteRT is missing, unloadable, or refuses the model
 /// (logged as a warning), but not when LiteRT finds the model file not a
 /// TFLite model, since no runtime could load it.
-pub fn open_runtime_for(
+pub(crate) fn open_runtime_for(
     choice: RuntimeChoice,
     lib: Option<&Path>,
     file: &ModelFile,

@@ -58,7 +58,12 @@ pub(super) enum Loop {
 impl Client {
     /// Queue a QoS 1 publish; fails only when the request channel is full
     /// or closed.
-    pub fn try_publish(&self, topic: &str, retain: bool, payload: Vec<u8>) -> Result<(), String> {
+    pub(super) fn try_publish(
+        &self,
+        topic: &str,
+        retain: bool,
+        payload: Vec<u8>,
+    ) -> Result<(), String> {
         match self {
             Client::V4(c) => c
                 .try_publish(topic, QoS::AtLeastOnce, retain, payload)
@@ -69,7 +74,7 @@ impl Client {
         }
     }
 
-    pub fn try_disconnect(&self) {
+    pub(super) fn try_disconnect(&self) {
         let _ = match self {
             Client::V4(c) => c.try_disconnect().map_err(|e| e.to_string()),
             Client::V5(c) => c.try_disconnect().map_err(|e| e.to_string()),
@@ -78,7 +83,7 @@ impl Client {
 }
 
 impl Loop {
-    pub async fn poll(&mut self) -> Result<Ev, Failure> {
+    pub(super) async fn poll(&mut self) -> Result<Ev, Failure> {
         match self {
             Loop::V4(l) => match l.poll().await {
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => Ok(Ev::Connected),
@@ -115,7 +120,7 @@ impl Loop {
     /// Forget every request not yet acknowledged, including any queued
     /// after the connection failed: the outbox, not rumqttc, decides what is
     /// sent after a reconnect, so nothing may be replayed behind its back.
-    pub fn discard_pending(&mut self) {
+    pub(super) fn discard_pending(&mut self) {
         match self {
             Loop::V4(l) => {
                 l.clean();

@@ -40,10 +40,10 @@ use events::Events;
 
 /// How long shutdown waits for outstanding acknowledgements and the
 /// `offline` status.
-pub const STOP_GRACE: Duration = Duration::from_millis(1000);
+pub(crate) const STOP_GRACE: Duration = Duration::from_millis(1000);
 
 #[derive(Debug, thiserror::Error)]
-pub enum MqttError {
+pub(crate) enum MqttError {
     #[error("MQTT: cannot read the {what} {path}: {source}")]
     ReadFile {
         what: &'static str,
@@ -60,15 +60,13 @@ pub enum MqttError {
     Tls(rustls::Error),
     #[error("MQTT: no trusted root certificates found on this system; set mqtt.ca_file")]
     NoRoots,
-    #[error("MQTT: the store has no outbox (MQTT must be enabled when the store is opened)")]
-    NoOutbox,
     #[error("MQTT: cannot start the publisher: {0}")]
     Start(std::io::Error),
 }
 
 /// Settings with the device id and topics worked out.
 #[derive(Debug, Clone)]
-pub struct Resolved {
+pub(crate) struct Resolved {
     pub settings: MqttSettings,
     pub device_id: String,
     pub client_id: String,
@@ -101,7 +99,7 @@ fn host_device_id() -> String {
 
 impl Resolved {
     /// `host_id` stands in for the host name when `device_id` is empty (tests).
-    pub fn new(settings: MqttSettings, host_id: Option<String>) -> Resolved {
+    pub(crate) fn new(settings: MqttSettings, host_id: Option<String>) -> Resolved {
         let device_id = if settings.device_id.is_empty() {
             host_id.unwrap_or_else(host_device_id)
         } else {
@@ -125,7 +123,7 @@ impl Resolved {
 }
 
 /// The running publisher; [`PublisherHandle::stop`] ends it.
-pub struct PublisherHandle {
+pub(crate) struct PublisherHandle {
     stop: watch::Sender<bool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -133,7 +131,7 @@ pub struct PublisherHandle {
 impl PublisherHandle {
     /// Publish `offline`, wait up to [`STOP_GRACE`] for outstanding
     /// acknowledgements, disconnect and join the thread. Blocks.
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         let _ = self.stop.send(true);
         if let Some(t) = self.thread.take() {
             if t.join().is_err() {
@@ -152,7 +150,7 @@ impl Drop for PublisherHandle {
 /// Start publishing the outbox of `outbox` per `r`. Fails only on local
 /// problems (unreadable CA, key or password file); connection failures are
 /// retried, logged and shown in `state.mqtt`.
-pub fn spawn(
+pub(crate) fn spawn(
     r: Resolved,
     outbox: Arc<Outbox>,
     state: Arc<AppState>,

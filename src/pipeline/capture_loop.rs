@@ -32,7 +32,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    pub fn new(initial: Duration, max: Duration) -> Self {
+    pub(crate) fn new(initial: Duration, max: Duration) -> Self {
         Backoff {
             initial,
             max,
@@ -40,12 +40,12 @@ impl Backoff {
         }
     }
     /// The delay to wait now; doubles the next one up to the maximum.
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let d = self.next;
         self.next = (self.next * 2).min(self.max);
         d
     }
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.next = self.initial;
     }
 }
@@ -99,7 +99,7 @@ impl SourceReadiness {
 
     /// The supervisor's request: fail a passing check when the source has
     /// delivered frames but none for longer than `stall`.
-    pub fn check_stall(&self, state: &AppState, stall: Duration) {
+    pub(crate) fn check_stall(&self, state: &AppState, stall: Duration) {
         state.update_readiness(|r| {
             // Read under the readiness lock: a frame that arrives meanwhile
             // either counts here or clears the stall right after.

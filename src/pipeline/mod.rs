@@ -38,7 +38,7 @@ pub use crate::core::clock::unix_ns;
 pub use capture_loop::{capture_loop, Backoff, SourceOpener, SourceReadiness};
 pub use inference_loop::{inference_loop, InferenceControl};
 pub use model::{effective_model, load_model, LoadedModel};
-pub(crate) use sink::{Keep, ResultSink};
+pub use sink::{Keep, ResultSink};
 pub use slot::{ClassifyError, ClassifyJob, FrameSlot, Taken};
 
 /// A one-pixel RGB frame with sequence number `seq`, for the tests.

@@ -50,7 +50,7 @@ use crate::store::{Snapshot, Store, StoreError};
 
 /// What happens to a delivered result.
 #[derive(Debug)]
-pub(crate) enum Keep<'a> {
+pub enum Keep<'a> {
     /// Store it (with `snapshot`, the frame's image, when given); `trigger`
     /// is the GPIO trigger its frame was admitted for.
     Store {
@@ -62,7 +62,7 @@ pub(crate) enum Keep<'a> {
 }
 
 /// The one sink of results. See the module documentation.
-pub(crate) struct ResultSink {
+pub struct ResultSink {
     store: Arc<Store>,
     state: Arc<AppState>,
     gpio: Option<Arc<GpioHooks>>,

@@ -84,7 +84,11 @@ impl FrameSlot {
     /// Queue an upload for the inference thread, unless `max_queued` jobs
     /// already wait or the slot is closed (then the job comes back, boxed:
     /// a refusal is rare and the job is large).
-    pub fn submit(&self, job: ClassifyJob, max_queued: usize) -> Result<(), Box<ClassifyJob>> {
+    pub(crate) fn submit(
+        &self,
+        job: ClassifyJob,
+        max_queued: usize,
+    ) -> Result<(), Box<ClassifyJob>> {
         let mut s = self.lock();
         if s.closed || s.jobs.len() >= max_queued {
             return Err(Box::new(job));

@@ -82,7 +82,7 @@ pub struct GpioSnapshot {
 }
 
 impl GpioStatus {
-    pub fn snapshot(&self) -> GpioSnapshot {
+    pub(crate) fn snapshot(&self) -> GpioSnapshot {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let read = |l: &RwLock<String>| l.read().unwrap_or_else(|e| e.into_inner()).clone();
         GpioSnapshot {

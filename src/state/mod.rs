@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::core::result::ResultRecord;
 
 mod exposition;
-pub mod gpio;
+pub(crate) mod gpio;
 
 pub use exposition::render_metrics;
 
@@ -38,7 +38,7 @@ pub struct Check {
 }
 
 impl Check {
-    pub fn failing(detail: impl Into<String>) -> Self {
+    pub(crate) fn failing(detail: impl Into<String>) -> Self {
         Check {
             ok: false,
             detail: detail.into(),
@@ -64,7 +64,7 @@ pub struct Readiness {
 }
 
 impl Readiness {
-    pub fn ready(&self) -> bool {
+    pub(crate) fn ready(&self) -> bool {
         self.source.ok && self.model.ok && self.store.ok
     }
 }
@@ -108,7 +108,7 @@ pub trait OutboxGauge: Send + Sync + std::fmt::Debug {
 
 /// A point-in-time view of [`MqttStatus`].
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct MqttSnapshot {
+pub(crate) struct MqttSnapshot {
     pub enabled: bool,
     pub connected: bool,
     pub broker: String,
@@ -123,11 +123,11 @@ pub struct MqttSnapshot {
 }
 
 impl MqttStatus {
-    pub fn set_error(&self, e: Option<String>) {
+    pub(crate) fn set_error(&self, e: Option<String>) {
         *self.last_error.write().unwrap_or_else(|e| e.into_inner()) = e;
     }
 
-    pub fn snapshot(&self) -> MqttSnapshot {
+    pub(crate) fn snapshot(&self) -> MqttSnapshot {
         let outbox = self.outbox.get();
         MqttSnapshot {
             enabled: self.enabled.load(Ordering::Relaxed),
@@ -181,7 +181,7 @@ pub struct Counters {
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
-pub struct CounterSnapshot {
+pub(crate) struct CounterSnapshot {
     pub frames_captured: u64,
     pub frames_dropped: u64,
     pub inferences: u64,
@@ -192,7 +192,7 @@ pub struct CounterSnapshot {
 }
 
 impl Counters {
-    pub fn snapshot(&self) -> CounterSnapshot {
+    pub(crate) fn snapshot(&self) -> CounterSnapshot {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         CounterSnapshot {
             frames_captured: g(&self.frames_captured),
@@ -266,7 +266,7 @@ impl AppState {
 
     /// Current readiness. A poisoned lock only means a writer panicked while
     /// holding it; the value is still a complete `Readiness`, so use it.
-    pub fn readiness(&self) -> Readiness {
+    pub(crate) fn readiness(&self) -> Readiness {
         self.readiness
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -289,7 +289,7 @@ impl AppState {
 
     /// Publish an event to the subscribers, if there are any (the data is
     /// only serialised then).
-    pub fn publish<T: Serialize>(&self, name: &'static str, data: impl FnOnce() -> T) {
+    pub(crate) fn publish<T: Serialize>(&self, name: &'static str, data: impl FnOnce() -> T) {
         if self.events.receiver_count() == 0 {
             return;
         }
@@ -309,12 +309,12 @@ impl AppState {
 
     /// Set the active model, then publish it: a subscriber that reads
     /// [`AppState::model`] on the event sees the new one.
-    pub fn set_model(&self, m: Option<ModelStatus>) {
+    pub(crate) fn set_model(&self, m: Option<ModelStatus>) {
         *self.model.write().unwrap_or_else(|e| e.into_inner()) = m.clone();
         self.publish("model", || m);
     }
 
-    pub fn source(&self) -> String {
+    pub(crate) fn source(&self) -> String {
         self.source
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -326,17 +326,17 @@ impl AppState {
     }
 
     /// Record progress of a pipeline thread (see `capture_beat_ms`).
-    pub fn beat(&self, which: &AtomicU64) {
+    pub(crate) fn beat(&self, which: &AtomicU64) {
         which.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
     /// How long ago a pipeline thread last made progress.
-    pub fn since_beat(&self, which: &AtomicU64) -> std::time::Duration {
+    pub(crate) fn since_beat(&self, which: &AtomicU64) -> std::time::Duration {
         let now = self.started.elapsed().as_millis() as u64;
         std::time::Duration::from_millis(now.saturating_sub(which.load(Ordering::Relaxed)))
     }
 
-    pub fn last_result(&self) -> Option<ResultRecord> {
+    pub(crate) fn last_result(&self) -> Option<ResultRecord> {
         self.last_result
             .read()
             .unwrap_or_else(|e| e.into_inner())

@@ -25,9 +25,9 @@ pub const EXPORT_VERSION: u32 = 1;
 pub const MAX_LINE_BYTES: usize = 1 << 20;
 /// At most this many invalid lines are listed in [`ImportReport::invalid`]
 /// (all are counted in [`ImportReport::invalid_count`]).
-pub const MAX_INVALID_LISTED: usize = 1000;
+pub(crate) const MAX_INVALID_LISTED: usize = 1000;
 /// `export` reports progress every this many records (and at the end).
-pub const PROGRESS_EVERY: u64 = 1000;
+pub(crate) const PROGRESS_EVERY: u64 = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {

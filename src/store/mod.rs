@@ -66,19 +66,19 @@ use index::IndexKind;
 /// The schema version this build writes and understands. Version 2 added
 /// the label and model indexes and the snapshots tree; a version 1 store is
 /// migrated (indexes built) when it is opened.
-pub const SCHEMA_VERSION: u32 = 2;
+pub(crate) const SCHEMA_VERSION: u32 = 2;
 /// The version of one exported record (the `schema` of a backup header):
 /// records themselves have not changed since version 1.
 pub const RECORD_VERSION: u32 = 1;
 /// Name of the schema-version file inside the store directory.
-pub const SCHEMA_FILE: &str = "SCHEMA_VERSION";
+pub(crate) const SCHEMA_FILE: &str = "SCHEMA_VERSION";
 /// sled's default background flush interval, used by [`Store::open`].
-pub const DEFAULT_FLUSH_EVERY_MS: u64 = 500;
+pub(crate) const DEFAULT_FLUSH_EVERY_MS: u64 = 500;
 /// sled's page cache bound. sled 0.34's default is 1 GiB, more than a
 /// Pi Zero 2 has (512 MiB). 16 MiB holds the recent pages the pipeline
 /// writes and the API reads; `spotter bench-store --cache-bytes` compares
 /// other values (README, "Data and backups").
-pub const CACHE_CAPACITY: u64 = 16 << 20;
+pub(crate) const CACHE_CAPACITY: u64 = 16 << 20;
 /// Name of the sled directory inside the store directory.
 const DB_DIR: &str = "db";
 const RESULTS_TREE: &str = "results";
@@ -232,7 +232,7 @@ fn make_key(ts_ns: u64, seq: u64) -> [u8; 16] {
 }
 
 /// Parse a record id (32 hex digits, either case) into its key.
-pub fn parse_id(id: &str) -> Result<[u8; 16], StoreError> {
+pub(crate) fn parse_id(id: &str) -> Result<[u8; 16], StoreError> {
     let malformed = || StoreError::MalformedId {
         id: id.chars().take(64).collect(),
     };
@@ -263,7 +263,7 @@ impl Store {
 
     /// [`Store::open_with`] with sled's page cache bounded to `cache_bytes`
     /// (the store uses [`CACHE_CAPACITY`]; `spotter bench-store` varies it).
-    pub fn open_with_cache(
+    pub(crate) fn open_with_cache(
         dir: &Path,
         flush_every_ms: u64,
         cache_bytes: u64,
@@ -404,13 +404,13 @@ impl Store {
     }
 
     /// Use `guard` to refuse writes below a free-space floor (default: no floor).
-    pub fn with_guard(mut self, guard: DiskGuard) -> Store {
+    pub(crate) fn with_guard(mut self, guard: DiskGuard) -> Store {
         self.guard = guard;
         self
     }
 
     /// The free-space guard.
-    pub fn guard(&self) -> &DiskGuard {
+    pub(crate) fn guard(&self) -> &DiskGuard {
         &self.guard
     }
 
@@ -499,7 +499,7 @@ impl Store {
     }
 
     /// The store directory.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
@@ -566,7 +566,7 @@ impl Store {
     /// be a valid record id whose timestamp half equals `rec.ts_ns`. Returns
     /// `false`, writing nothing, when a record with this id already exists, so
     /// importing the same backup twice adds nothing.
-    pub fn insert_with_id(&self, rec: &ResultRecord) -> Result<bool, StoreError> {
+    pub(crate) fn insert_with_id(&self, rec: &ResultRecord) -> Result<bool, StoreError> {
         let key = parse_id(&rec.id)?;
         let key_ts = u64::from_be_bytes([
             key[0], key[1], key[2], key[3], key[4], key[5], key[6], key[7],
@@ -720,7 +720,7 @@ impl Store {
     }
 
     /// True while the database refuses writes after an I/O error.
-    pub fn is_poisoned(&self) -> bool {
+    pub(crate) fn is_poisoned(&self) -> bool {
         self.poisoned.get().is_some()
     }
 
@@ -729,13 +729,13 @@ impl Store {
     /// the daemon then exits non-zero so systemd restarts it with a fresh
     /// database handle. Probes free space; call it every few hundred ms at
     /// most, and only poisoned stores probe.
-    pub fn restart_due(&self) -> bool {
+    pub(crate) fn restart_due(&self) -> bool {
         self.poisoned.get().is_some() && self.guard.space_back(&self.dir)
     }
 
     /// Size, wear and refusal figures (blocking: reads the file sizes).
     /// O(1): counters, and the size on disk as the pruner last measured it.
-    pub fn stats(&self) -> StoreStats {
+    pub(crate) fn stats(&self) -> StoreStats {
         let size_bytes = self.size_on_disk_cached();
         StoreStats {
             records: self.len(),
@@ -781,7 +781,7 @@ impl Store {
     }
 
     /// The newest record (largest key), if any.
-    pub fn latest(&self) -> Result<Option<ResultRecord>, StoreError> {
+    pub(crate) fn latest(&self) -> Result<Option<ResultRecord>, StoreError> {
         Ok(self.range(None, None, 1)?.pop())
     }
 
@@ -865,7 +865,7 @@ impl Store {
     /// instead of exiting for systemd to restart it). What sled made durable
     /// before the error is on disk; the rest is lost either way, and the
     /// process is about to exit, which reclaims the memory and the lock.
-    pub fn close(self: std::sync::Arc<Self>) {
+    pub(crate) fn close(self: std::sync::Arc<Self>) {
         if self.is_poisoned() {
             std::mem::forget(self);
         }
@@ -894,8 +894,9 @@ impl Store {
         self.durability.durable().map(hex::encode)
     }
 
+    #[cfg(test)]
     /// Flushes completed since open.
-    pub fn flushes(&self) -> u64 {
+    pub(crate) fn flushes(&self) -> u64 {
         self.durability.flushes()
     }
 
@@ -916,13 +917,13 @@ impl Store {
 
     /// [`Store::size_on_disk`] as last measured (at open and after each
     /// [`Pruner`] pass): O(1), for per-request use.
-    pub fn size_on_disk_cached(&self) -> u64 {
+    pub(crate) fn size_on_disk_cached(&self) -> u64 {
         self.disk_bytes.load(Ordering::Relaxed)
     }
 
     /// Probe that the store accepts writes: write a small key and flush it.
     /// Costs one fsync; meant for readiness checks, not per-request use.
-    pub fn check_writable(&self) -> Result<(), StoreError> {
+    pub(crate) fn check_writable(&self) -> Result<(), StoreError> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64);

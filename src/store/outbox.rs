@@ -79,7 +79,7 @@ impl std::fmt::Debug for Outbox {
 }
 
 /// The key of the entry with sequence number `seq`.
-pub fn outbox_key(seq: u64) -> [u8; 8] {
+pub(super) fn outbox_key(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
 }
 
@@ -148,35 +148,31 @@ impl Outbox {
     }
 
     /// Entries waiting.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.count.load(Ordering::Relaxed)
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Sum of key and value lengths of the waiting entries.
-    pub fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
     }
 
     /// Entries dropped because the outbox was full, since this process started.
-    pub fn dropped(&self) -> u64 {
+    pub(crate) fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    pub fn limits(&self) -> OutboxLimits {
-        self.limits
-    }
-
     /// Wait until an entry is added (or a wake-up was already pending).
-    pub async fn added(&self) {
+    pub(crate) async fn added(&self) {
         self.notify.notified().await
     }
 
     /// The sequence number of the newest entry, if any.
-    pub fn last_seq(&self) -> Result<Option<u64>, OutboxError> {
+    pub(crate) fn last_seq(&self) -> Result<Option<u64>, OutboxError> {
         Ok(self
             .tree
             .last()
@@ -225,7 +221,7 @@ impl Outbox {
     /// Delete the entry `seq` (its PUBACK arrived, or it cannot be
     /// published). Returns whether it was still there: an entry already
     /// dropped for space is not subtracted twice.
-    pub fn remove(&self, seq: u64) -> Result<bool, OutboxError> {
+    pub(crate) fn remove(&self, seq: u64) -> Result<bool, OutboxError> {
         match self
             .tree
             .remove(outbox_key(seq))
@@ -253,7 +249,7 @@ impl Outbox {
     /// Drop the oldest entries until both bounds hold; returns how many went.
     /// The first drop of an overflow episode is logged (once) with
     /// [`ids::MQTT_OUTBOX_OVERFLOW`].
-    pub fn enforce_bounds(&self) -> Result<u64, OutboxError> {
+    pub(crate) fn enforce_bounds(&self) -> Result<u64, OutboxError> {
         let mut dropped = 0u64;
         while self.over_bounds() {
             let mut planned = Vec::with_capacity(DROP_BATCH);

@@ -90,13 +90,17 @@ pub const RESTART_MIN_FREE: u64 = 1 << 20;
 
 impl DiskGuard {
     /// No floor: everything is written until sled itself fails.
-    pub fn disabled() -> DiskGuard {
+    pub(crate) fn disabled() -> DiskGuard {
         DiskGuard::with_probe(None, 0, Duration::ZERO)
     }
 
     /// A guard with record floor `min_free` bytes (0: disabled) and snapshot
     /// floor `2 * min_free`, probing `probe` at most every `check_every`.
-    pub fn new(probe: Box<dyn FreeSpace>, min_free: u64, check_every: Duration) -> DiskGuard {
+    pub(crate) fn new(
+        probe: Box<dyn FreeSpace>,
+        min_free: u64,
+        check_every: Duration,
+    ) -> DiskGuard {
         DiskGuard::with_probe((min_free > 0).then_some(probe), min_free, check_every)
     }
 
@@ -122,14 +126,9 @@ impl DiskGuard {
         }
     }
 
-    /// The record floor in bytes (0: disabled).
-    pub fn min_free(&self) -> u64 {
-        self.min_free
-    }
-
     /// The level now, probing the filesystem of `dir` if the last probe is
     /// older than the check interval. Logs level changes.
-    pub fn level(&self, dir: &Path) -> PressureLevel {
+    pub(crate) fn level(&self, dir: &Path) -> PressureLevel {
         let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(probe) = &self.probe else {
             // No floor, but an ENOSPC still stops writes until the next
@@ -182,8 +181,9 @@ impl DiskGuard {
         st.level
     }
 
+    #[cfg(test)]
     /// The level as last determined, without probing.
-    pub fn current(&self) -> PressureLevel {
+    pub(crate) fn current(&self) -> PressureLevel {
         self.state
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -245,17 +245,17 @@ impl DiskGuard {
     }
 
     /// Results not stored because the disk was full (since start).
-    pub fn refused_results(&self) -> u64 {
+    pub(crate) fn refused_results(&self) -> u64 {
         self.refused_results.load(Ordering::Relaxed)
     }
 
     /// Snapshots dropped because free space was low (since start).
-    pub fn refused_snapshots(&self) -> u64 {
+    pub(crate) fn refused_snapshots(&self) -> u64 {
         self.refused_snapshots.load(Ordering::Relaxed)
     }
 
     /// Writes that failed with ENOSPC from the database itself (since start).
-    pub fn enospc_errors(&self) -> u64 {
+    pub(crate) fn enospc_errors(&self) -> u64 {
         self.enospc_errors.load(Ordering::Relaxed)
     }
 
@@ -263,7 +263,7 @@ impl DiskGuard {
     /// floor and at least [`RESTART_MIN_FREE`], by the configured probe (or
     /// `statvfs` when the floor is disabled). Probes on every call; for the
     /// rare case of a store that must be reopened (see `Store::restart_due`).
-    pub fn space_back(&self, dir: &Path) -> bool {
+    pub(crate) fn space_back(&self, dir: &Path) -> bool {
         let probe: &dyn FreeSpace = self.probe.as_deref().unwrap_or(&Statvfs);
         probe
             .free_bytes(dir)

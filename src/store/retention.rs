@@ -30,16 +30,16 @@ use crate::config::StoreSettings;
 pub const DEFAULT_PRUNE_EVERY: Duration = Duration::from_secs(10);
 /// Under disk pressure: share of the records (at the episode's start)
 /// deleted per pass.
-pub const PRESSURE_PRUNE_STEP_PERCENT: u64 = 5;
+pub(super) const PRESSURE_PRUNE_STEP_PERCENT: u64 = 5;
 /// Under disk pressure: share of the records deleted at most per episode.
-pub const PRESSURE_PRUNE_MAX_PERCENT: u64 = 25;
+pub(super) const PRESSURE_PRUNE_MAX_PERCENT: u64 = 25;
 /// Under disk pressure the pruner runs at least this often.
-pub const PRESSURE_PRUNE_EVERY: Duration = Duration::from_secs(2);
+pub(super) const PRESSURE_PRUNE_EVERY: Duration = Duration::from_secs(2);
 
 /// One disk-pressure episode of the pruner: from the guard leaving
 /// [`PressureLevel::Ok`](super::PressureLevel::Ok) until it returns.
 #[derive(Debug, Default)]
-pub struct PressurePrune {
+pub(super) struct PressurePrune {
     episode: Option<Episode>,
 }
 
@@ -57,7 +57,7 @@ impl PressurePrune {
     /// One pass: if the guard (probed now) reports pressure, delete the next
     /// step of oldest results within the episode's budget. Returns how many
     /// were deleted. A poisoned store is left alone (it cannot delete).
-    pub fn pass(&mut self, store: &Store) -> Result<u64, StoreError> {
+    pub(super) fn pass(&mut self, store: &Store) -> Result<u64, StoreError> {
         let level = store.guard().level(store.dir());
         if level == super::PressureLevel::Ok || store.is_poisoned() {
             if let Some(e) = self.episode.take().filter(|e| e.deleted > 0) {
@@ -95,7 +95,7 @@ impl PressurePrune {
     }
 
     /// Whether an episode is under way (the pruner then runs more often).
-    pub fn active(&self) -> bool {
+    pub(super) fn active(&self) -> bool {
         self.episode.is_some()
     }
 }
@@ -131,7 +131,7 @@ impl Retention {
     }
 
     /// The policy configured in `[store]`; a limit of 0 means "no limit".
-    pub fn from_settings(s: &StoreSettings) -> Retention {
+    pub(crate) fn from_settings(s: &StoreSettings) -> Retention {
         Retention {
             max_age: (s.max_age_s > 0).then(|| Duration::from_secs(s.max_age_s)),
             max_records: (s.max_records > 0).then_some(s.max_records),
@@ -265,7 +265,7 @@ impl Store {
     /// Delete the `n` oldest records (with their index entries and
     /// snapshots) whatever the retention policy, in batches; returns how many
     /// were deleted (fewer when the store holds fewer).
-    pub fn delete_oldest_n(&self, n: u64) -> Result<u64, StoreError> {
+    pub(crate) fn delete_oldest_n(&self, n: u64) -> Result<u64, StoreError> {
         let _deleter = self
             .delete_lock
             .lock()
@@ -519,7 +519,7 @@ impl Pruner {
     }
 
     /// Enforce `policy` from now on; a pass with it starts right away.
-    pub fn set_policy(&self, policy: Retention) {
+    pub(crate) fn set_policy(&self, policy: Retention) {
         let (ctl, cv) = &*self.shared;
         let mut ctl = ctl.lock().unwrap_or_else(PoisonError::into_inner);
         ctl.policy = policy;

@@ -68,7 +68,7 @@ impl Default for SnapshotRule {
 
 impl SnapshotRule {
     /// The rule configured in `[store]`.
-    pub fn from_settings(s: &crate::config::StoreSettings) -> SnapshotRule {
+    pub(crate) fn from_settings(s: &crate::config::StoreSettings) -> SnapshotRule {
         SnapshotRule {
             enabled: s.snapshots,
             labels: s.snapshot_labels.clone(),
@@ -78,7 +78,7 @@ impl SnapshotRule {
     }
 
     /// No snapshots.
-    pub fn off() -> SnapshotRule {
+    pub(crate) fn off() -> SnapshotRule {
         SnapshotRule {
             enabled: false,
             labels: Vec::new(),
@@ -88,7 +88,7 @@ impl SnapshotRule {
     }
 
     /// Whether `rec` matches the label and score part of the rule.
-    pub fn matches(&self, rec: &ResultRecord) -> bool {
+    pub(crate) fn matches(&self, rec: &ResultRecord) -> bool {
         if !self.enabled {
             return false;
         }
@@ -122,20 +122,16 @@ pub struct SnapshotGate {
 }
 
 impl SnapshotGate {
-    pub fn new(rule: SnapshotRule) -> SnapshotGate {
+    pub(crate) fn new(rule: SnapshotRule) -> SnapshotGate {
         SnapshotGate {
             rule,
             taken: std::collections::VecDeque::new(),
         }
     }
 
-    pub fn rule(&self) -> &SnapshotRule {
-        &self.rule
-    }
-
     /// Whether to keep the frame of `rec` at `now`; a `true` answer counts
     /// toward the rate limit.
-    pub fn admit(&mut self, rec: &ResultRecord, now: Instant) -> bool {
+    pub(crate) fn admit(&mut self, rec: &ResultRecord, now: Instant) -> bool {
         if !self.rule.matches(rec) {
             return false;
         }
@@ -161,7 +157,7 @@ impl SnapshotGate {
 impl Store {
     /// The snapshot kept for the result with this id: `(content type,
     /// image bytes)`; `None` when the result has none (or does not exist).
-    pub fn snapshot(&self, id: &str) -> Result<Option<(&'static str, Vec<u8>)>, StoreError> {
+    pub(crate) fn snapshot(&self, id: &str) -> Result<Option<(&'static str, Vec<u8>)>, StoreError> {
         let key = parse_id(id)?;
         let Some(v) = self.snapshots.get(key).map_err(|e| self.db_err(e))? else {
             return Ok(None);
@@ -183,12 +179,12 @@ impl Store {
     }
 
     /// Number of snapshots stored.
-    pub fn snapshot_count(&self) -> usize {
+    pub(crate) fn snapshot_count(&self) -> usize {
         self.snap_count.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Logical size of the stored snapshots (keys plus values).
-    pub fn snapshot_bytes(&self) -> u64 {
+    pub(crate) fn snapshot_bytes(&self) -> u64 {
         self.snap_bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 }

@@ -30,13 +30,13 @@ use crate::state::AppState;
 use crate::store::{Store, StoreError};
 
 /// Width of the synthetic frame used when no image is given (a VGA camera frame).
-pub const SYNTHETIC_WIDTH: u32 = 640;
+pub(crate) const SYNTHETIC_WIDTH: u32 = 640;
 /// Height of the synthetic frame used when no image is given.
-pub const SYNTHETIC_HEIGHT: u32 = 480;
+pub(crate) const SYNTHETIC_HEIGHT: u32 = 480;
 /// JPEG quality of the synthetic frame, typical of a webcam's MJPEG stream.
 const SYNTHETIC_QUALITY: u8 = 85;
 /// Largest number of measured runs (each keeps seven `u64` samples).
-pub const MAX_RUNS: usize = 1_000_000;
+pub(crate) const MAX_RUNS: usize = 1_000_000;
 /// Largest image file read with `--image`.
 const MAX_IMAGE_BYTES: u64 = 64 * 1024 * 1024;
 /// sled's background flush interval for the temporary store, as the daemon uses.
@@ -92,8 +92,9 @@ pub struct BenchArgs {
 }
 
 impl BenchArgs {
+    #[cfg(test)]
     /// Arguments with the command-line defaults for `model`.
-    pub fn new(model: impl Into<PathBuf>) -> BenchArgs {
+    pub(crate) fn new(model: impl Into<PathBuf>) -> BenchArgs {
         BenchArgs {
             model: model.into(),
             image: None,
@@ -111,7 +112,7 @@ impl BenchArgs {
 
 /// Errors from `spotter bench`, with the file or runtime they concern.
 #[derive(Debug, thiserror::Error)]
-pub enum BenchError {
+pub(crate) enum BenchError {
     #[error("invalid arguments: {0}")]
     Args(String),
     // The cause is part of the message and deliberately not a `source`, so
@@ -141,14 +142,14 @@ pub enum BenchError {
 
 /// Median and 99th percentile of one stage, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct StageStats {
+pub(crate) struct StageStats {
     pub median_ms: f64,
     pub p99_ms: f64,
 }
 
 /// Statistics of every stage for one runtime.
 #[derive(Debug, Clone, PartialEq)]
-pub struct StageSummary {
+pub(crate) struct StageSummary {
     pub decode: StageStats,
     pub resize: StageStats,
     pub quantize: StageStats,
@@ -161,7 +162,7 @@ pub struct StageSummary {
 
 impl StageSummary {
     /// `(name, stats)` in pipeline order, the total last.
-    pub fn stages(&self) -> [(&'static str, StageStats); 7] {
+    pub(crate) fn stages(&self) -> [(&'static str, StageStats); 7] {
         [
             ("decode", self.decode),
             ("resize", self.resize),
@@ -176,7 +177,7 @@ impl StageSummary {
 
 /// The measurements of one runtime.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RuntimeResult {
+pub(crate) struct RuntimeResult {
     pub stages: StageSummary,
     /// `(decode + resize + quantize + post) / invoke`, on medians; `None` if invoke's median is 0.
     pub overhead_ratio: Option<f64>,
@@ -191,7 +192,7 @@ pub struct RuntimeResult {
 
 /// What happened for one runtime.
 #[derive(Debug, Clone, PartialEq)]
-pub enum RuntimeOutcome {
+pub(crate) enum RuntimeOutcome {
     Measured(RuntimeResult),
     /// Not measured (only in `all`, when the LiteRT library is missing).
     Skipped {
@@ -201,7 +202,7 @@ pub enum RuntimeOutcome {
 
 /// The result of `spotter bench`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct BenchReport {
+pub(crate) struct BenchReport {
     pub model: String,
     /// The image path, or a description of the synthetic frame.
     pub image: String,
@@ -216,7 +217,7 @@ pub struct BenchReport {
 
 impl BenchReport {
     /// A human-readable table.
-    pub fn to_text(&self) -> String {
+    pub(crate) fn to_text(&self) -> String {
         let mut s = String::new();
         s.push_str(&format!("model    {}\n", self.model));
         s.push_str(&format!(
@@ -263,7 +264,7 @@ impl BenchReport {
     /// One JSON object: model, image, runs, threads, and per runtime the stage
     /// statistics (`median_ms`, `p99_ms`), `overhead_ratio` and `reason`, or
     /// `skipped: true` with the reason.
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         let mut runtimes = Map::new();
         for (name, outcome) in &self.runtimes {
             let v = match outcome {
@@ -305,7 +306,7 @@ impl BenchReport {
 /// The nearest-rank `p`-th percentile (0 < p ≤ 100) of `sorted` (ascending):
 /// the smallest value such that at least `p`% of the samples are ≤ it.
 /// `None` for an empty slice.
-pub fn percentile_nearest_rank(sorted: &[f64], p: f64) -> Option<f64> {
+pub(crate) fn percentile_nearest_rank(sorted: &[f64], p: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;
     }
@@ -316,7 +317,7 @@ pub fn percentile_nearest_rank(sorted: &[f64], p: f64) -> Option<f64> {
 
 /// Median and p99 (nearest rank) of samples in microseconds, in milliseconds.
 /// All zeros for no samples.
-pub fn stage_stats(samples_us: &[u64]) -> StageStats {
+pub(crate) fn stage_stats(samples_us: &[u64]) -> StageStats {
     let mut ms: Vec<f64> = samples_us.iter().map(|&us| us as f64 / 1000.0).collect();
     ms.sort_by(f64::total_cmp);
     StageStats {
@@ -328,7 +329,7 @@ pub fn stage_stats(samples_us: &[u64]) -> StageStats {
 /// Pre- and post-processing time over invoke time:
 /// `(decode + resize + quantize + post) / invoke`. `None` when invoke is not
 /// positive (the ratio would be meaningless).
-pub fn overhead_ratio(
+pub(crate) fn overhead_ratio(
     decode: f64,
     resize: f64,
     quantize: f64,
@@ -389,7 +390,7 @@ impl Samples {
 
 /// A deterministic 640×480 JPEG with colour gradients and fine texture (so
 /// the decoder does real work, unlike a flat image), encoded in memory.
-pub fn synthetic_jpeg() -> Result<Vec<u8>, BenchError> {
+pub(crate) fn synthetic_jpeg() -> Result<Vec<u8>, BenchError> {
     let (w, h) = (SYNTHETIC_WIDTH, SYNTHETIC_HEIGHT);
     let mut rgb = Vec::with_capacity(w as usize * h as usize * 3);
     for y in 0..h {
@@ -473,7 +474,7 @@ fn plans(runtime: BenchRuntime) -> Vec<Plan> {
 
 /// Run the benchmark described by `args` and return the measurements.
 /// Shows a progress bar on stderr when it is a terminal and `args.json` is off.
-pub fn run_bench(args: &BenchArgs) -> Result<BenchReport, BenchError> {
+pub(crate) fn run_bench(args: &BenchArgs) -> Result<BenchReport, BenchError> {
     if args.runs == 0 || args.runs > MAX_RUNS {
         return Err(BenchError::Args(format!(
             "--runs must be between 1 and {MAX_RUNS}"

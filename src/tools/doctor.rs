@@ -22,23 +22,23 @@ use crate::core::result::ResultRecord;
 
 /// Less free space than this on the state filesystem fails the state check:
 /// sled needs room to write new segments before it can reclaim old ones.
-pub const MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
+pub(crate) const MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
 /// A certificate expiring within this is a warning.
-pub const CERT_WARN_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
+pub(crate) const CERT_WARN_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// The newest result older than this fails the last-result check (the
 /// daemon stores a result for every frame it infers).
-pub const MAX_RESULT_AGE: Duration = Duration::from_secs(5 * 60);
+pub(crate) const MAX_RESULT_AGE: Duration = Duration::from_secs(5 * 60);
 
 /// Errors setting up the doctor itself (not findings: those are the report).
 #[derive(Debug, thiserror::Error)]
-pub enum DoctorError {
+pub(crate) enum DoctorError {
     #[error("writing the report: {0}")]
     Output(#[source] std::io::Error),
 }
 
 /// A check's verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Ok,
     /// Works, but needs attention.
     Warn,
@@ -61,7 +61,7 @@ impl Verdict {
 
 /// One line of the report.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Finding {
+pub(crate) struct Finding {
     pub check: &'static str,
     pub verdict: Verdict,
     /// What was seen.
@@ -91,18 +91,18 @@ impl Finding {
 
 /// All findings, in the order the checks ran.
 #[derive(Debug, Clone, Default)]
-pub struct Report {
+pub(crate) struct Report {
     pub findings: Vec<Finding>,
 }
 
 impl Report {
     /// Whether any check failed (the command's exit status).
-    pub fn failed(&self) -> bool {
+    pub(crate) fn failed(&self) -> bool {
         self.findings.iter().any(|f| f.verdict == Verdict::Fail)
     }
 
     /// One line per check: `verdict check: detail (fix: hint)`.
-    pub fn to_text(&self) -> String {
+    pub(crate) fn to_text(&self) -> String {
         let mut s = String::new();
         for f in &self.findings {
             s.push_str(&format!(
@@ -139,7 +139,7 @@ fn one_line(s: &str) -> String {
 }
 
 /// Run every check against `settings` at the current time.
-pub fn run(settings: &Settings) -> Report {
+pub(crate) fn run(settings: &Settings) -> Report {
     let now = SystemTime::now();
     let synced = crate::core::clock::clock_synchronized();
     Report {
@@ -158,7 +158,7 @@ pub fn run(settings: &Settings) -> Report {
 
 /// The frame source: a camera that exists, may be opened, is a V4L2 capture
 /// device and offers a format Spotter decodes; or a folder with images.
-pub fn check_source(s: &SourceSettings) -> Finding {
+pub(crate) fn check_source(s: &SourceSettings) -> Finding {
     match s.kind {
         SourceKind::Files => check_folder(s),
         SourceKind::V4l2 => check_camera(&s.device, s.format),
@@ -276,7 +276,7 @@ fn check_camera(device: &Path, format: CaptureFormat) -> Finding {
 
 /// The model the daemon would load (a managed active version, else
 /// `model.path`): it loads and passes its canary inference.
-pub fn check_model(model: &ModelSettings, state_dir: &Path) -> Finding {
+pub(crate) fn check_model(model: &ModelSettings, state_dir: &Path) -> Finding {
     let store = crate::modelstore::ModelStore::new(state_dir);
     let m = crate::pipeline::effective_model(model, Some(&store));
     match crate::pipeline::load_model(&m) {
@@ -302,7 +302,7 @@ pub fn check_model(model: &ModelSettings, state_dir: &Path) -> Finding {
 /// The certificate the API serves: configured (`api.cert`/`api.key`) or
 /// generated in `<state_dir>/tls/`. Valid now, not expiring within
 /// [`CERT_WARN_BEFORE`], with a readable private key.
-pub fn check_tls(api: &ApiSettings, state_dir: &Path, now: SystemTime) -> Finding {
+pub(crate) fn check_tls(api: &ApiSettings, state_dir: &Path, now: SystemTime) -> Finding {
     let generated = api.cert.is_none();
     let cert = api
         .cert
@@ -432,7 +432,7 @@ pub fn check_tls(api: &ApiSettings, state_dir: &Path, now: SystemTime) -> Findin
 /// The state directory exists, is writable by this user, and its filesystem
 /// has at least `min_free` bytes free; a warning when the store's retention
 /// (`max_bytes`, about twice that on disk) no longer fits.
-pub fn check_state_dir(state_dir: &Path, store: &StoreSettings, min_free: u64) -> Finding {
+pub(crate) fn check_state_dir(state_dir: &Path, store: &StoreSettings, min_free: u64) -> Finding {
     let dir = state_dir.display();
     match std::fs::metadata(state_dir) {
         Ok(m) if m.is_dir() => {}
@@ -524,7 +524,7 @@ fn dir_size(dir: &Path) -> u64 {
 
 /// Clock synchronization (NTP): unsynchronized is a warning; results are
 /// still stored, marked as such.
-pub fn check_clock(synchronized: bool) -> Finding {
+pub(crate) fn check_clock(synchronized: bool) -> Finding {
     if synchronized {
         Finding::ok("clock", "system clock synchronized")
     } else {
@@ -554,7 +554,7 @@ fn latest_from_daemon(settings: &Settings) -> Result<Option<ResultRecord>, Strin
 /// The newest stored result is younger than `max_age`. While the daemon
 /// runs it holds the store's lock; the newest result then comes from
 /// `ask_daemon` (its API), and if that fails the check is skipped with why.
-pub fn check_last_result(
+pub(crate) fn check_last_result(
     store: &StoreSettings,
     now: SystemTime,
     max_age: Duration,
@@ -617,7 +617,7 @@ pub fn check_last_result(
 
 /// Print the report to `out`; the caller turns [`Report::failed`] into the
 /// exit status.
-pub fn print(report: &Report, out: &mut impl std::io::Write) -> Result<(), DoctorError> {
+pub(crate) fn print(report: &Report, out: &mut impl std::io::Write) -> Result<(), DoctorError> {
     out.write_all(report.to_text().as_bytes())
         .map_err(DoctorError::Output)
 }

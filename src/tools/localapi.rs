@@ -29,7 +29,7 @@ pub const KEY_ENV: &str = "SPOTTER_API_KEY";
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
-pub enum LocalApiError {
+pub(crate) enum LocalApiError {
     #[error(
         "no API key for the running daemon: pass --key-file, set {KEY_ENV}, or run as a user \
          who can read {initial} (create an admin key with `spotter keys create --scope admin`)"
@@ -55,7 +55,7 @@ pub enum LocalApiError {
 }
 
 /// A client for the local daemon's API.
-pub struct LocalApi {
+pub(crate) struct LocalApi {
     agent: ureq::Agent,
     base: String,
     key: String,
@@ -63,7 +63,10 @@ pub struct LocalApi {
 
 impl LocalApi {
     /// Set up from the daemon's settings and an optional key file.
-    pub fn new(settings: &Settings, key_file: Option<&Path>) -> Result<LocalApi, LocalApiError> {
+    pub(crate) fn new(
+        settings: &Settings,
+        key_file: Option<&Path>,
+    ) -> Result<LocalApi, LocalApiError> {
         let key = find_key(settings, key_file, std::env::var(KEY_ENV).ok())?;
         let cert_path = settings.api.cert.clone().unwrap_or_else(|| {
             settings
@@ -86,7 +89,7 @@ impl LocalApi {
     }
 
     /// `GET path` with the key; the body as a reader (streamed).
-    pub fn get(
+    pub(crate) fn get(
         &self,
         path_and_query: &str,
     ) -> Result<Box<dyn Read + Send + Sync + 'static>, LocalApiError> {

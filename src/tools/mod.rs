@@ -2,7 +2,7 @@
 //! `bench`, the store-wear benchmark and the client for the running daemon's
 //! local API (`spotter export` while it runs).
 
-pub mod bench;
-pub mod doctor;
+pub(crate) mod bench;
+pub(crate) mod doctor;
 pub mod localapi;
 pub mod wear;

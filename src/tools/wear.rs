@@ -47,7 +47,7 @@ pub struct WearArgs {
 
 /// What one run measured.
 #[derive(Debug, Clone, Serialize)]
-pub struct WearReport {
+pub(crate) struct WearReport {
     pub results: u64,
     pub seconds: f64,
     pub results_per_s: f64,
@@ -67,7 +67,7 @@ pub struct WearReport {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum WearError {
+pub(crate) enum WearError {
     #[error("{0}")]
     Store(#[from] StoreError),
     #[error("{path}: {action}: {source}")]
@@ -167,7 +167,7 @@ pub fn typical_record(i: u64) -> ResultRecord {
 }
 
 /// Run the benchmark (blocking; minutes for millions of results).
-pub fn run(args: &WearArgs) -> Result<WearReport, WearError> {
+pub(crate) fn run(args: &WearArgs) -> Result<WearReport, WearError> {
     if std::fs::read_dir(&args.dir).is_ok_and(|mut d| d.next().is_some()) {
         return Err(WearError::NotEmpty {
             dir: args.dir.clone(),

@@ -112,7 +112,7 @@ impl LiteRtRuntime {
     /// tensor layouts Spotter cannot feed (not exactly one input, element
     /// types other than u8/i8/f32, shapes still unknown after compilation,
     /// per-channel quantized inputs or outputs).
-    pub fn from_model_file(
+    pub(crate) fn from_model_file(
         lib: &Path,
         file: &ModelFile,
         threads: usize,
@@ -310,11 +310,6 @@ impl LiteRtRuntime {
             threads_applied,
             fully_accelerated,
         })
-    }
-
-    /// The library path this runtime was loaded from, as given to [`Self::load`].
-    pub fn library(&self) -> &Path {
-        &self.library
     }
 
     /// Whether LiteRT reported every operator as delegated to XNNPACK.

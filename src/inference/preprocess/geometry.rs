@@ -66,7 +66,7 @@ pub struct Mapping {
 
 impl Mapping {
     /// The mapping for fitting `src` into `dst` with `fit`. All sizes must be non-zero.
-    pub fn new(
+    pub(crate) fn new(
         fit: FitMode,
         src_width: u32,
         src_height: u32,
@@ -105,14 +105,14 @@ impl Mapping {
     }
 
     /// True when no resampling is needed (same size; every fit mode is then the identity).
-    pub fn is_identity(&self) -> bool {
+    pub(crate) fn is_identity(&self) -> bool {
         self.src_width == self.dst_width && self.src_height == self.dst_height
     }
 
     /// The same mapping, expressed for the full-size source `full_w`×`full_h`
     /// of which this mapping's source is a uniformly scaled copy (a JPEG
     /// decoded at 1/2, 1/4 or 1/8).
-    pub fn with_source_size(&self, full_w: u32, full_h: u32) -> Mapping {
+    pub(crate) fn with_source_size(&self, full_w: u32, full_h: u32) -> Mapping {
         let kx = f64::from(full_w) / f64::from(self.src_width);
         let ky = f64::from(full_h) / f64::from(self.src_height);
         Mapping {
@@ -127,7 +127,7 @@ impl Mapping {
     }
 
     /// Source-image coordinates of model-input point `(x, y)` (pixels).
-    pub fn to_source(&self, x: f64, y: f64) -> (f64, f64) {
+    pub(crate) fn to_source(self, x: f64, y: f64) -> (f64, f64) {
         (
             x * self.scale_x + self.offset_x,
             y * self.scale_y + self.offset_y,
@@ -137,7 +137,7 @@ impl Mapping {
     /// A box in normalized model-input coordinates (`ymin, xmin, ymax, xmax`,
     /// as SSD emits them) as `(x, y, width, height)` in source pixels, clipped
     /// to the image. `None` if nothing of it lies inside the image.
-    pub fn norm_box_to_source(
+    pub(crate) fn norm_box_to_source(
         &self,
         ymin: f32,
         xmin: f32,

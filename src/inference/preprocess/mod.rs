@@ -48,7 +48,7 @@ pub use quantize::{effective_quant, quantize_into, InputLut, Normalization};
 pub use yuyv::yuyv_into_tensor;
 
 /// Default pixel budget for a decoded frame (width × height).
-pub const DEFAULT_MAX_PIXELS: u64 = 40_000_000;
+pub(crate) const DEFAULT_MAX_PIXELS: u64 = 40_000_000;
 
 /// Timings and geometry of one pre-processed frame.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -157,19 +157,19 @@ impl Preprocessor {
     }
 
     /// Model input size (width, height).
-    pub fn input_size(&self) -> (u32, u32) {
+    pub(crate) fn input_size(&self) -> (u32, u32) {
         (self.width, self.height)
     }
 
-    pub fn normalization(&self) -> Normalization {
+    pub(crate) fn normalization(&self) -> Normalization {
         self.normalization
     }
 
-    pub fn fit(&self) -> FitMode {
+    pub(crate) fn fit(&self) -> FitMode {
         self.fit
     }
 
-    pub fn jpeg_scaling(&self) -> JpegScaling {
+    pub(crate) fn jpeg_scaling(&self) -> JpegScaling {
         self.jpeg_scaling
     }
 

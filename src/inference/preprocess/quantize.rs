@@ -35,7 +35,7 @@ pub struct Normalization {
 
 impl Normalization {
     /// The same mean and std for every channel.
-    pub fn uniform(mean: f32, std: f32) -> Normalization {
+    pub(crate) fn uniform(mean: f32, std: f32) -> Normalization {
         Normalization {
             mean: [mean; 3],
             std: [std; 3],
@@ -44,7 +44,7 @@ impl Normalization {
 
     /// From metadata lists of length 1 (all channels) or 3; `None` otherwise or
     /// when a std is zero or a value is not finite.
-    pub fn from_lists(mean: &[f32], std: &[f32]) -> Option<Normalization> {
+    pub(crate) fn from_lists(mean: &[f32], std: &[f32]) -> Option<Normalization> {
         let pick = |v: &[f32]| -> Option<[f32; 3]> {
             match v {
                 [a] => Some([*a; 3]),
@@ -60,7 +60,7 @@ impl Normalization {
     }
 
     /// Check that every std is non-zero and every value finite.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         if self.mean.iter().chain(&self.std).any(|v| !v.is_finite()) || self.std.contains(&0.0) {
             return Err(format!(
                 "invalid normalization {self:?}: values must be finite and std non-zero"
@@ -123,7 +123,7 @@ pub(super) enum FastPath {
 
 impl InputLut {
     /// Build the table for a tensor of `dtype`/`quant` under `norm`.
-    pub fn new(dtype: DType, quant: Quant, norm: &Normalization) -> InputLut {
+    pub(crate) fn new(dtype: DType, quant: Quant, norm: &Normalization) -> InputLut {
         let real =
             |c: usize, p: usize| (p as f64 - f64::from(norm.mean[c])) / f64::from(norm.std[c]);
         match dtype {
@@ -175,8 +175,9 @@ impl InputLut {
         }
     }
 
+    #[cfg(test)]
     /// Element value of pixel `p` in channel `c`, dequantized for byte tables.
-    pub fn lookup(&self, c: usize, p: u8) -> f32 {
+    pub(crate) fn lookup(&self, c: usize, p: u8) -> f32 {
         match self {
             InputLut::Bytes(t) => f32::from(t[c][p as usize]),
             InputLut::Floats(t) => t[c][p as usize],
