@@ -329,3 +329,14 @@ impl Client {
 pub fn in_ci() -> bool {
     std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
 }
+
+/// The name libtest lists for test `name` in the module at `module_path`
+/// (pass `module_path!()`): that path less the crate, i.e. the test target,
+/// name. A test that re-executes its own binary with `--exact` selects
+/// itself with it, whichever target holds its module.
+pub fn test_name(module_path: &str, name: &str) -> String {
+    match module_path.split_once("::") {
+        Some((_target, module)) => format!("{module}::{name}"),
+        None => name.to_string(),
+    }
+}

@@ -10,7 +10,7 @@
 //! the newer graphs. Top-1 is compared only on clear cases (reference score
 //! >= 0.5 and >= 0.2 above the second).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

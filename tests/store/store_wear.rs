@@ -2,8 +2,9 @@
 //! to disk per result (from /proc/self/io `write_bytes`, so this includes
 //! sled's log, snapshots and fsyncs), and database bytes per 100k results.
 //!
-//! Ignored by default (it writes ~100 MB and measures); run with
-//! `cargo test --release --test store_wear -- --ignored --nocapture`.
+//! Ignored by default (it writes ~100 MB and measures); run it alone (the
+//! bytes are the whole test process's) with
+//! `cargo test --release --test store -- --ignored --nocapture store_wear::`.
 //! `SPOTTER_WEAR_RESULTS` sets the number of results (default 100000);
 //! `SPOTTER_WEAR_RATE` paces inserts at that many per second (default: as
 //! fast as possible), which shows the cost of the 1 s flush at camera rates.

@@ -1,7 +1,7 @@
 //! TLS of the HTTPS API: certificate reload while connections are open (what
 //! SIGHUP does), and client certificates (mTLS) against a configured CA.
 
-mod api_harness;
+use crate::api_harness;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! retention, TLS material) and which changed settings are named as needing
 //! a restart.
 
-mod api_harness;
+use crate::api_harness;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;

@@ -5,7 +5,7 @@
 //! The subscriber is a rumqttc client with a persistent session, so messages
 //! published while it reconnects after a broker restart are kept for it.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufReader;
@@ -683,7 +683,8 @@ fn bad_credentials_and_wrong_ca_are_clear_errors_and_the_api_keeps_working() {
 }
 
 // Measures what the outbox costs per stored result (the second sled tree in
-// the insert transaction). Run: cargo test --test mqtt -- --ignored --nocapture
+// the insert transaction). Run:
+// cargo test --test daemon -- --ignored --nocapture mqtt::measure_outbox_insert_overhead
 #[test]
 #[ignore]
 fn measure_outbox_insert_overhead() {
@@ -734,7 +735,8 @@ fn measure_outbox_insert_overhead() {
 }
 
 // Measures the fastest backlog drain (rate limit out of the way) after a
-// 10 s outage. Run: cargo test --test mqtt -- --ignored --nocapture
+// 10 s outage. Run:
+// cargo test --test daemon -- --ignored --nocapture mqtt::measure_drain_rate_unlimited
 #[test]
 #[ignore]
 fn measure_drain_rate_unlimited() {

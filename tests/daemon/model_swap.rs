@@ -2,7 +2,7 @@
 //! real models 100 times; every stored result must come from exactly one
 //! whole model.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -9,7 +9,7 @@
 //! Also checks the MESSAGE_ID catalogue: every id in src/ids.rs is a unique
 //! 128-bit id and appears in docs/field-guide.md with a journalctl line.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;

@@ -1,10 +1,10 @@
 //! SIGHUP on the running daemon, as `systemctl reload spotter` sends it, and
 //! the same reload asked for with `POST /api/v1/reload`: a re-read
 //! configuration that names another model and another certificate takes
-//! effect without a restart. tests/reload.rs covers the reload logic piece
+//! effect without a restart. tests/api/reload.rs covers the reload logic piece
 //! by piece; this drives the real signal and endpoint end to end.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

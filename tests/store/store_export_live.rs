@@ -3,7 +3,7 @@
 //! API instead (`GET /api/v1/backup`, `/api/v1/results/latest`; pinned
 //! certificate, admin key).
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -2,7 +2,7 @@
 //! and a real TLS client; plus the failure modes a technician meets first
 //! (bad config, missing or corrupt model).
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

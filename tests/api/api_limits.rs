@@ -3,7 +3,7 @@
 //! and a flood of connections beyond `max_connections` leaves the server
 //! responsive. Only "eventually, within a generous bound" is asserted.
 
-mod api_harness;
+use crate::api_harness;
 
 use std::time::{Duration, Instant};
 

@@ -10,7 +10,7 @@
 //! nothing. `src/store/tests.rs` covers the same logic with an injected
 //! ENOSPC everywhere.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

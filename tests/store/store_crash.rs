@@ -102,6 +102,7 @@ fn store_survives_sigkill_at_random_moments() {
     let mut rng = StdRng::seed_from_u64(SEED);
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
+    let child_test = crate::common::test_name(module_path!(), "crash_child_writer");
     let mut survived_before: HashSet<String> = HashSet::new();
     let mut checked_total = 0usize;
 
@@ -110,7 +111,7 @@ fn store_survives_sigkill_at_random_moments() {
             .args([
                 "--ignored",
                 "--exact",
-                "crash_child_writer",
+                child_test.as_str(),
                 "--nocapture",
                 "--test-threads=1",
             ])

@@ -2,7 +2,7 @@
 //! temporary state dir and store, queried over TLS by `ureq` trusting only the
 //! certificate the server generated.
 
-mod api_harness;
+use crate::api_harness;
 
 use std::time::Duration;
 

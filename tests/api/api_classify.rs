@@ -1,7 +1,7 @@
 //! Uploads and model management over HTTPS against the real daemon: real
 //! models, real TLS, the files source running beside the uploads.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

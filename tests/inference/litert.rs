@@ -5,7 +5,8 @@
 //! `scripts/setup-litert.sh` puts in `.cache/litert/<arch>/`). Without it they
 //! print a SKIP line, or fail when `SPOTTER_REQUIRE_LITERT=1` (CI).
 //!
-//! Timing (not a test; no assertions): `cargo test --test litert -- --ignored --nocapture`.
+//! Timing (not a test; no assertions):
+//! `cargo test --test inference -- --ignored --nocapture litert::`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -449,9 +450,12 @@ const THREADS_CHILD: &str = "SPOTTER_TEST_LITERT_THREADS_CHILD";
 /// `threads`, measured in a child process running only this test (other
 /// tests in this binary start and stop threads concurrently).
 fn os_threads_added_by(threads: usize) -> usize {
-    let test = "xnnpack_runs_the_requested_number_of_os_threads";
+    let test = crate::common::test_name(
+        module_path!(),
+        "xnnpack_runs_the_requested_number_of_os_threads",
+    );
     let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .args([test.as_str(), "--exact", "--nocapture", "--test-threads=1"])
         .env(THREADS_CHILD, threads.to_string())
         .output()
         .expect("run child test");
@@ -713,7 +717,7 @@ fn median_invoke_ms(rt: &mut dyn Runtime, input: &[u8], n: usize) -> f64 {
 }
 
 // Not a test of behaviour: prints invoke times for the report. Run with
-// `cargo test --test litert -- --ignored --nocapture invoke_timing`.
+// `cargo test --test inference -- --ignored --nocapture invoke_timing`.
 #[test]
 #[ignore]
 fn invoke_timing_litert_vs_builtin() {

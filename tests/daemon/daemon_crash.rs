@@ -19,7 +19,7 @@
 //!
 //! Iterations: `SPOTTER_DAEMON_CRASH_ITERATIONS` (default 20).
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;

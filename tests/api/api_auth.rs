@@ -1,7 +1,7 @@
 //! Authentication, authorisation, body limits, security headers and CORS of
 //! the HTTPS API, against a real `Server` over TLS.
 
-mod api_harness;
+use crate::api_harness;
 
 use api_harness::{
     assert_problem, assert_security_headers, raw_exchange, record, relaxed_access, start,

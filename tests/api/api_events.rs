@@ -1,7 +1,7 @@
 //! `GET /api/v1/events` (Server-Sent Events) against a real `Server` over
 //! TLS, and the upload concurrency bound of `POST /api/v1/classify`.
 
-mod api_harness;
+use crate::api_harness;
 
 use std::sync::Arc;
 use std::time::Duration;

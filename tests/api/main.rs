@@ -1,0 +1,20 @@
+//! HTTPS API integration tests in one binary (one link of the crate instead
+//! of one per file): a real `Server` in this process (`api_harness`) for
+//! routes, authentication, events, connection limits, TLS and reload; the
+//! real daemon (`common`) for uploads and model management.
+//!
+//! The rate-limit tests stay in their own binary (tests/api_ratelimit.rs):
+//! they install a process-wide logger and assert on everything it captured.
+
+#[path = "../api_harness/mod.rs"]
+mod api_harness;
+#[path = "../common/mod.rs"]
+mod common;
+
+mod api;
+mod api_auth;
+mod api_classify;
+mod api_events;
+mod api_limits;
+mod api_tls;
+mod reload;

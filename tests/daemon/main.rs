@@ -1,0 +1,16 @@
+//! The `spotter` binary as a process, in one test binary (one link of the
+//! crate instead of one per file): the daemon end to end, its crash safety,
+//! journald output, MQTT, SIGHUP reload, the shipped systemd unit and
+//! generator, `spotter bench`; and model swaps in the inference loop.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod bench;
+mod daemon;
+mod daemon_crash;
+mod journald;
+mod model_swap;
+mod mqtt;
+mod sighup;
+mod systemd_unit;
