@@ -12,7 +12,7 @@
 //!
 //! | layer | module | owns |
 //! |---|---|---|
-//! | 0 | [`core`] | leaf types: result record, frame, clock, GPIO line types, `MESSAGE_ID`s, atomic file writes |
+//! | 0 | [`core`] | leaf types: result record, frame, clock, GPIO line types, `MESSAGE_ID`s, atomic file writes, the shutdown token |
 //! | 1 | [`config`] | every settings type: TOML files and drop-ins validated into `Settings` |
 //! | 2 | [`metrics`] | accumulating Prometheus metrics and the store figures they render (a sink) |
 //! | 2 | [`image`] | image formats shared by capture and inference: sniffing and decoding JPEG/PNG/BMP, MJPEG header repair, YUYV → RGB |
@@ -31,6 +31,13 @@
 //! | 7 | [`app`] | the composition root: wiring, monitor, reload, shutdown |
 //! | 7 | [`tools`] | `doctor`, `bench`, the wear benchmark, the local-API client |
 //! | 8 | [`cli`] | the command line |
+//!
+//! # Visibility
+//!
+//! Items are `pub(crate)` by default. What is `pub` is the surface the binary
+//! (`main.rs`: [`cli`]) and the integration tests under `tests/` use, and
+//! nothing more: a test that needs a new item makes that item `pub`, not its
+//! neighbours. Modules nothing outside the crate reaches are `pub(crate)`.
 
 pub mod api;
 pub mod app;

@@ -20,6 +20,8 @@
 //! - Frame rate: the offered interval whose rate is closest to the wanted fps
 //!   (ties go to the faster rate); for a stepwise interval range, the wanted
 //!   rate clamped into the range.
+//!
+//! Over 600 lines only with its tests (about 420 lines of code).
 
 use std::fmt;
 

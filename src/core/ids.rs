@@ -10,28 +10,28 @@ pub const STARTED: &str = "5e5100a56e644a9d9273547877394e52";
 /// Readiness reached: frames flow, the model passed its canary, the API listens.
 pub const READY: &str = "bcf4a6d37383474db329172822e1341e";
 /// The source could not be opened (camera missing, empty folder); retrying.
-pub(crate) const SOURCE_UNAVAILABLE: &str = "8b672ab23c834c8f89b8c8b7970e486c";
+pub const SOURCE_UNAVAILABLE: &str = "8b672ab23c834c8f89b8c8b7970e486c";
 /// A streaming source failed (camera unplugged, driver error).
 pub const SOURCE_LOST: &str = "33b06fa759e24f109bba540963c91b8e";
 /// The source delivers frames again after a failure.
-pub(crate) const SOURCE_RECOVERED: &str = "2bd3035a978d4730900015bc5dd75d60";
+pub const SOURCE_RECOVERED: &str = "2bd3035a978d4730900015bc5dd75d60";
 /// A model passed its canary and became active.
 pub const MODEL_ACTIVATED: &str = "7af392a7635f4f9982ecc3f8d9104386";
 /// A model was refused (unreadable, corrupt, unsupported, canary failed).
 pub const MODEL_REJECTED: &str = "9fc02b21aee44e96999caeb9b8313602";
 /// The active model was rolled back to the previous version (API or CLI);
 /// it serves once it passes its canary (then MODEL_ACTIVATED follows).
-pub(crate) const MODEL_ROLLED_BACK: &str = "f341ab31aeb040429923a7f14fce25c3";
+pub const MODEL_ROLLED_BACK: &str = "f341ab31aeb040429923a7f14fce25c3";
 /// A self-signed TLS certificate was generated.
 pub const CERT_GENERATED: &str = "7b019bd920df409aa3e08af98629d5b9";
 /// SIGHUP could not load the new TLS certificate, key or client CA; the
 /// previous certificate is still served.
-pub(crate) const TLS_RELOAD_FAILED: &str = "19a1e89f7d4b420aa637290732ce27e6";
+pub const TLS_RELOAD_FAILED: &str = "19a1e89f7d4b420aa637290732ce27e6";
 /// Shutdown began.
-pub(crate) const STOPPING: &str = "d7c2473de0ad413eb097c6bc2d6a1566";
+pub const STOPPING: &str = "d7c2473de0ad413eb097c6bc2d6a1566";
 /// A pipeline thread stopped making progress; systemd's watchdog will restart
 /// the service.
-pub(crate) const WATCHDOG_STALL: &str = "22a9e86d6f004d7c8459820cbebd7fd3";
+pub const WATCHDOG_STALL: &str = "22a9e86d6f004d7c8459820cbebd7fd3";
 /// Repeated failed API authentication from one client (IP and count logged,
 /// never key material); logged once per burst window.
 pub const AUTH_FAILURE_BURST: &str = "eb41b17635aecbbdac4421a6fffd24c7";
@@ -40,38 +40,38 @@ pub const AUTH_FAILURE_BURST: &str = "eb41b17635aecbbdac4421a6fffd24c7";
 pub const INITIAL_ADMIN_KEY_CREATED: &str = "c7d07a21c256414e75032ee95059cde2";
 /// The system clock is not synchronized (no RTC, no NTP yet): result
 /// timestamps may be wrong and are marked so.
-pub(crate) const CLOCK_UNSYNCHRONIZED: &str = "c6d8221c3bb44eb09618d0dc6ba54be5";
+pub const CLOCK_UNSYNCHRONIZED: &str = "c6d8221c3bb44eb09618d0dc6ba54be5";
 /// Free space on the state filesystem fell below the snapshot floor
 /// (`2 × store.min_free_bytes`): snapshots are paused, results still stored.
-pub(crate) const DISK_LOW: &str = "a5a2d849abf444508ee185719bc8c28c";
+pub const DISK_LOW: &str = "a5a2d849abf444508ee185719bc8c28c";
 /// Free space fell below `store.min_free_bytes`, or the disk returned ENOSPC:
 /// results are not stored (counted) until space returns; reads still work.
-pub(crate) const DISK_FULL: &str = "dac920dcdab54aa09351ed2ec7961f14";
+pub const DISK_FULL: &str = "dac920dcdab54aa09351ed2ec7961f14";
 /// Under disk pressure the pruner deletes the oldest results beyond the
 /// retention limits (at most a quarter of them per episode) to make room.
-pub(crate) const DISK_PRESSURE_PRUNE: &str = "42bca113adb94207a9fa7bf8314d78b2";
+pub const DISK_PRESSURE_PRUNE: &str = "42bca113adb94207a9fa7bf8314d78b2";
 /// Free space is back above the floors: results and snapshots are stored again.
-pub(crate) const DISK_SPACE_RECOVERED: &str = "27c3d88e9cbc4d27b2634b1e7d67cff5";
+pub const DISK_SPACE_RECOVERED: &str = "27c3d88e9cbc4d27b2634b1e7d67cff5";
 /// Connected to the MQTT broker (also after a reconnect); the outbox drains.
-pub(crate) const MQTT_CONNECTED: &str = "10c8b985d7184e188f421551cd476b25";
+pub const MQTT_CONNECTED: &str = "10c8b985d7184e188f421551cd476b25";
 /// The MQTT broker is unreachable or the connection was lost (network,
 /// broker down); results queue in the outbox and the publisher retries.
-pub(crate) const MQTT_DISCONNECTED: &str = "2a5f1fd19ddb47b2a1d9e5acd4dada12";
+pub const MQTT_DISCONNECTED: &str = "2a5f1fd19ddb47b2a1d9e5acd4dada12";
 /// The MQTT broker refused the credentials (bad user name or password, not
 /// authorized, client id refused). Retried with backoff; fix the config.
-pub(crate) const MQTT_AUTH_FAILED: &str = "3601c07609bf46cf9341c25b13ddcfce";
+pub const MQTT_AUTH_FAILED: &str = "3601c07609bf46cf9341c25b13ddcfce";
 /// The TLS connection to the MQTT broker failed: its certificate is not
 /// trusted by the configured CA, names another host, or the handshake failed.
-pub(crate) const MQTT_TLS_FAILED: &str = "958d182b0ce249a681cba4ce68b0c3eb";
+pub const MQTT_TLS_FAILED: &str = "958d182b0ce249a681cba4ce68b0c3eb";
 /// The MQTT publisher could not start: unreadable CA, client certificate, key
 /// or password file. Results still queue in the outbox.
-pub(crate) const MQTT_CONFIG_FAILED: &str = "9abe7232c55641268aafc9c5b74f3c15";
+pub const MQTT_CONFIG_FAILED: &str = "9abe7232c55641268aafc9c5b74f3c15";
 /// The MQTT outbox was full and its oldest results were dropped (logged once
 /// until the outbox drains; a counter tracks them all).
-pub(crate) const MQTT_OUTBOX_OVERFLOW: &str = "659a9257f9b947059bec4052f50bc881";
+pub const MQTT_OUTBOX_OVERFLOW: &str = "659a9257f9b947059bec4052f50bc881";
 /// The broker refused a published result (MQTT 5 PUBACK with an error reason
 /// code, e.g. not authorized for the topic); it is removed from the outbox.
-pub(crate) const MQTT_PUBLISH_REJECTED: &str = "fc272f0a21ed41dd89492da72f505def";
+pub const MQTT_PUBLISH_REJECTED: &str = "fc272f0a21ed41dd89492da72f505def";
 /// A GPIO line could not be requested or driven (permissions, missing
 /// chip, line busy); the message names the line and the likely fix.
-pub(crate) const GPIO_FAILED: &str = "3b6131e5ec1d43698bbe8b428992fae1";
+pub const GPIO_FAILED: &str = "3b6131e5ec1d43698bbe8b428992fae1";

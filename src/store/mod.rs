@@ -33,6 +33,12 @@
 //! background [`Pruner`]) lives in `retention` (clock synchronization, which
 //! suspends the age limit, in [`crate::core::clock`]); the free-space floor below which
 //! nothing is written lives in `pressure`.
+//!
+//! Why one file of some 970 lines: the `Store` type's write paths (result,
+//! indexes, snapshot and outbox entry in one sled transaction), its reads and its
+//! figures share the private trees and counters; the pieces that can stand
+//! alone (flush, index, outbox, pressure, retention, snapshot, backup) are
+//! already files of their own, and the tests live in `tests.rs`.
 
 use std::fs;
 use std::io;
@@ -691,7 +697,7 @@ impl Store {
                 );
             }
             // sled hands out its kept error as a copy that has the kind but
-            // not the OS code (seen on a full tmpfs in tests/store_enospc.rs).
+            // not the OS code (seen on a full tmpfs in tests/store/store_enospc.rs).
             if io.raw_os_error() == Some(nix::libc::ENOSPC)
                 || io.kind() == io::ErrorKind::StorageFull
             {

@@ -12,6 +12,9 @@
 //! [`PRESSURE_PRUNE_MAX_PERCENT`] per episode, so a disk filled by something
 //! else does not cost the whole history. An episode is logged once when it
 //! starts deleting ([`crate::core::ids::DISK_PRESSURE_PRUNE`]) and once when it ends.
+//!
+//! Why one file of some 620 lines: the retention policy, the pruner thread and
+//! the disk-pressure episodes share one batch-delete path and its locking.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};

@@ -1,3 +1,6 @@
+//!
+//! The store's unit tests (over 600 lines because they cover every write path
+//! and its failure modes against a real sled database in a temporary folder).
 use std::collections::BTreeMap;
 
 use super::*;

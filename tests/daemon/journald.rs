@@ -6,7 +6,7 @@
 //! path is exercised with no test hook in the daemon. Outside CI, a machine
 //! where `unshare -m` is not permitted skips with a message.
 //!
-//! Also checks the MESSAGE_ID catalogue: every id in src/ids.rs is a unique
+//! Also checks the MESSAGE_ID catalogue: every id in src/core/ids.rs is a unique
 //! 128-bit id and appears in docs/field-guide.md with a journalctl line.
 
 use crate::common;
@@ -330,10 +330,11 @@ fn ready_camera_lost_and_model_rejected_reach_the_journal_with_ids_and_fields_an
     let _ = child_guard.0.kill();
 }
 
-/// `(NAME, id)` for every `pub const NAME: &str = "…";` in src/ids.rs.
+/// `(NAME, id)` for every `pub const NAME: &str = "…";` in src/core/ids.rs.
 fn catalogue() -> Vec<(String, String)> {
     let text =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ids.rs")).unwrap();
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/core/ids.rs"))
+            .unwrap();
     text.lines()
         .filter_map(|l| {
             let rest = l.trim().strip_prefix("pub const ")?;
@@ -349,7 +350,7 @@ fn catalogue() -> Vec<(String, String)> {
 #[test]
 fn every_message_id_is_unique_128_bit_and_in_the_field_guide() {
     let ids = catalogue();
-    assert!(ids.len() >= 13, "src/ids.rs parsed to {ids:?}");
+    assert!(ids.len() >= 13, "src/core/ids.rs parsed to {ids:?}");
     let guide =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/field-guide.md"))
             .unwrap();
@@ -390,7 +391,7 @@ fn every_message_id_is_unique_128_bit_and_in_the_field_guide() {
     ] {
         assert!(
             ids.iter().any(|(n, _)| n == name),
-            "src/ids.rs lacks {name}"
+            "src/core/ids.rs lacks {name}"
         );
     }
     // A copy-paste journalctl one-liner for every id.

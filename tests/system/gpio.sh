@@ -44,7 +44,7 @@ SIM=/sys/kernel/config/gpio-sim/spotter
 DROPIN=/etc/spotter/spotter.d/50-gpio-test.toml
 UDEV_RULE='SUBSYSTEM=="gpio", KERNEL=="gpiochip*", GROUP="gpio", MODE="0660"'
 ID_GPIO_FAILED="$(id_of GPIO_FAILED)"
-[ -n "$ID_GPIO_FAILED" ] || die "GPIO_FAILED not found in src/ids.rs"
+[ -n "$ID_GPIO_FAILED" ] || die "GPIO_FAILED not found in src/core/ids.rs"
 # The rule installed is the README's, word for word.
 tr -s ' \n' '  ' <"$REPO/README.md" | grep -qF "$UDEV_RULE" || die "README.md no longer gives the udev rule $UDEV_RULE"
 

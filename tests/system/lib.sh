@@ -14,7 +14,7 @@
 #   unit_state                    "PID NRESTARTS ACTIVE" of spotter.service
 #   wait_active TIMEOUT
 #   count_id MESSAGE_ID           journal entries with it, this boot
-#   id_of NAME                    a MESSAGE_ID from src/ids.rs
+#   id_of NAME                    a MESSAGE_ID from src/core/ids.rs
 #   camera_up_and_ready           modprobe vivid; active; KEY and cert.pem
 # The caller sets VM_ARCH and VM_DIR before build_vm_image and vm_boot.
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
@@ -111,7 +111,7 @@ wait_active() { # TIMEOUT
 }
 # Count the guest journal's entries with a MESSAGE_ID in this boot.
 count_id() { vm_ssh "journalctl -b -q -o cat MESSAGE_ID=$1 | wc -l"; }
-id_of() { sed -n "s/^pub const $1: &str = \"\\([0-9a-f]*\\)\";/\\1/p" "$REPO/src/ids.rs"; }
+id_of() { sed -n "s/^pub const $1: &str = \"\\([0-9a-f]*\\)\";/\\1/p" "$REPO/src/core/ids.rs"; }
 
 # Camera up and the daemon ready; fetch the API key and the certificate.
 camera_up_and_ready() {

@@ -33,7 +33,7 @@ VM_ARCH=amd64
 VM_DIR="$CACHE/vm-test/$VM_ARCH"
 ID_READY="$(id_of READY)"; ID_LOST="$(id_of SOURCE_LOST)"; ID_RECOVERED="$(id_of SOURCE_RECOVERED)"
 ID_CERT="$(id_of CERT_GENERATED)"; ID_INITKEY="$(id_of INITIAL_ADMIN_KEY_CREATED)"
-for v in ID_READY ID_LOST ID_RECOVERED ID_CERT ID_INITKEY; do [ -n "${!v}" ] || die "$v not found in src/ids.rs"; done
+for v in ID_READY ID_LOST ID_RECOVERED ID_CERT ID_INITKEY; do [ -n "${!v}" ] || die "$v not found in src/core/ids.rs"; done
 
 fingerprint() {
     openssl s_client -connect "127.0.0.1:$VM_HTTPS_PORT" -servername localhost </dev/null 2>/dev/null \
