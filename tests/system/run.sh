@@ -188,6 +188,10 @@ phase_end
 phase_start "4. crash: kill -9"
 https '/api/v1/results?limit=1' "$KEY" >/dev/null
 old_id="$(json '('"$RESULTS_EXPR"')[0]["id"]')"
+# A result is durable once the store flushed (every flush_every_ms, 1 s by
+# default; the recovery point is store.durable_through): wait past one flush
+# interval, as check 7 does, or a kill within it may rightly lose old_id.
+sleep 3
 read -r pid0 restarts0 _ < <(unit_state)
 vm_ssh "kill -9 $pid0"
 start=$SECONDS
