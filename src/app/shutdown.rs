@@ -51,14 +51,20 @@ pub(super) async fn shutdown(d: Daemon, exit: Exit, notifier: &Notifier) -> anyh
     }
     // The capture thread stops between frames; a frame read blocks at most
     // for the source's stall timeout (an ioctl or a pacing sleep, which the
-    // token wakes).
-    let captured = tokio::task::spawn_blocking(move || capture.join());
-    if tokio::time::timeout(CAPTURE_TIMEOUT, captured)
-        .await
-        .is_err()
-    {
+    // token wakes). Wait for every worker of the token, then join it.
+    let left = {
+        let token = shutdown.clone();
+        tokio::task::spawn_blocking(move || token.wait_workers(CAPTURE_TIMEOUT))
+            .await
+            .unwrap_or_default()
+    };
+    if left.is_empty() {
+        // Its worker guard is dropped as the thread returns: a prompt join.
+        let _ = tokio::task::spawn_blocking(move || capture.join()).await;
+    } else {
         log::warn!(
-            "capture did not stop within {} s (blocked reading the source); exiting anyway",
+            "{} did not stop within {} s (blocked reading the source?); exiting anyway",
+            left.join(", "),
             CAPTURE_TIMEOUT.as_secs()
         );
     }
@@ -86,10 +92,6 @@ pub(super) async fn shutdown(d: Daemon, exit: Exit, notifier: &Notifier) -> anyh
             .is_err()
     {
         log::warn!("API did not stop within its grace period");
-    }
-    let left = shutdown.live_workers();
-    if !left.is_empty() {
-        log::warn!("threads still running at exit: {}", left.join(", "));
     }
     // The API task and the pipeline threads have let go of their handles;
     // this is the store's last owner (a poisoned sled must not be dropped).

@@ -5,8 +5,7 @@
 //! - [`Shutdown::trigger`] starts shutdown once; later calls do nothing.
 //! - Blocking threads sleep with [`Shutdown::sleep`] (wakes at once on
 //!   trigger) or test [`Shutdown::is_triggered`] between units of work.
-//! - Async tasks `select!` on [`Shutdown::triggered`] or hold a
-//!   [`Shutdown::watch`] receiver.
+//! - Async tasks hold a [`Shutdown::watch`] receiver.
 //! - Code that must be woken from a wait of its own (a condition variable,
 //!   a channel) registers [`Shutdown::on_trigger`]; it runs once, on the
 //!   thread that triggers.
@@ -117,18 +116,18 @@ impl Shutdown {
         self.inner.triggered.load(Ordering::SeqCst)
     }
 
-    /// Sleep for `d` unless shutdown starts first. Returns true when shutdown
-    /// has started (the caller should stop), false after a full sleep.
-    pub(crate) fn sleep(&self, d: Duration) -> bool {
-        let deadline = Instant::now() + d;
+    /// Wait on the condition variable until `done` holds or `deadline`
+    /// passes; returns the state as last seen.
+    fn wait_until(
+        &self,
+        deadline: Instant,
+        done: impl Fn(&State) -> bool,
+    ) -> MutexGuard<'_, State> {
         let mut st = lock(&self.inner.lock);
         loop {
-            if self.is_triggered() {
-                return true;
-            }
             let now = Instant::now();
-            if now >= deadline {
-                return false;
+            if done(&st) || now >= deadline {
+                return st;
             }
             st = self
                 .inner
@@ -139,13 +138,11 @@ impl Shutdown {
         }
     }
 
-    #[cfg(test)]
-    /// Resolves once shutdown has started.
-    pub(crate) async fn triggered(&self) {
-        let mut rx = self.inner.watch.subscribe();
-        // The sender lives in `inner`, which `self` keeps alive, so
-        // `wait_for` cannot see a closed channel.
-        let _ = rx.wait_for(|t| *t).await;
+    /// Sleep for `d` unless shutdown starts first. Returns true when shutdown
+    /// has started (the caller should stop), false after a full sleep.
+    pub(crate) fn sleep(&self, d: Duration) -> bool {
+        let _st = self.wait_until(Instant::now() + d, |_| self.is_triggered());
+        self.is_triggered()
     }
 
     /// A receiver that turns true when shutdown starts, for code that takes a
@@ -180,24 +177,12 @@ impl Shutdown {
         lock(&self.inner.lock).live.clone()
     }
 
-    #[cfg(test)]
     /// Wait up to `timeout` for every worker to finish; returns the names of
     /// those still live (empty: all finished).
     pub(crate) fn wait_workers(&self, timeout: Duration) -> Vec<&'static str> {
-        let deadline = Instant::now() + timeout;
-        let mut st = lock(&self.inner.lock);
-        loop {
-            let now = Instant::now();
-            if st.live.is_empty() || now >= deadline {
-                return st.live.clone();
-            }
-            st = self
-                .inner
-                .cv
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
+        self.wait_until(Instant::now() + timeout, |st| st.live.is_empty())
+            .live
+            .clone()
     }
 }
 
@@ -282,20 +267,16 @@ mod tests {
             .unwrap();
         let s = Shutdown::new();
         rt.block_on(async {
-            let waiter = tokio::spawn({
-                let s = s.clone();
-                async move { s.triggered().await }
-            });
+            let mut rx = s.watch();
+            let waiter = tokio::spawn(async move { rx.wait_for(|t| *t).await.is_ok() });
             tokio::task::yield_now().await;
             s.trigger();
-            tokio::time::timeout(Duration::from_secs(10), waiter)
+            let woke = tokio::time::timeout(Duration::from_secs(10), waiter)
                 .await
                 .expect("woken")
                 .unwrap();
-            // Already triggered: resolves at once.
-            tokio::time::timeout(Duration::from_secs(10), s.triggered())
-                .await
-                .expect("resolves");
+            assert!(woke);
+            // Subscribed after the trigger: sees it at once.
             assert!(*s.watch().borrow());
         });
     }
