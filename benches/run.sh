@@ -20,6 +20,8 @@ reps=3
 duration=10
 runs=50
 scenarios="1,2,3,4,5,6,7"
+# Scenario 8 (issue 21): goodput under overload, uploads at concurrency 4 vs 16.
+scenarios="$scenarios,8"
 bin="${SPOTTER_BIN:-}"
 out="$REPO/benches/RESULTS.md"
 while [ $# -gt 0 ]; do

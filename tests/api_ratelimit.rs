@@ -136,7 +136,9 @@ async fn brute_force_is_slowed_and_logged_once() {
 }
 
 // Catches: a client without a key able to flood the API (anonymous requests not
-// drawing on the per-address bucket), or a valid key being slowed by it.
+// drawing on the per-address bucket), the probes drawing on that bucket (an
+// address locked out by its failures refused on /healthz), or a valid key
+// verified from a locked-out address (brute force riding on it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anonymous_requests_share_the_address_bucket() {
     capture();
@@ -150,13 +152,18 @@ async fn anonymous_requests_share_the_address_bucket() {
     )
     .await;
     for _ in 0..3 {
-        assert_eq!(h.call_as("GET", "/healthz", Auth::None).await.status, 200);
+        assert_eq!(
+            h.call_as("GET", "/api/v1/status", Auth::None).await.status,
+            401
+        );
     }
-    let r = h.call_as("GET", "/healthz", Auth::None).await;
+    let r = h.call_as("GET", "/api/v1/status", Auth::None).await;
     assert_eq!(r.status, 429, "{}", r.body);
     assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
     // Unknown routes are limited too (no free probing).
     assert_eq!(h.call_as("GET", "/nope", Auth::None).await.status, 429);
+    // The probes have their own bucket: liveness stays answerable.
+    assert_eq!(h.call_as("GET", "/healthz", Auth::None).await.status, 200);
     let m = h
         .call_as("GET", "/metrics", Auth::Bearer(&h.admin_key.clone()))
         .await;

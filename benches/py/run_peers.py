@@ -16,6 +16,11 @@ reported as median and range over the repetitions. Scenarios (numbers as in issu
      replay rate; and the store alone, sled beside SQLite (WAL) writing the same records
      (benches/py/store_bench.py): results/s, bytes written to disk per result, database bytes per
      million results, at full speed and paced at a camera's rate.
+  8. Goodput under overload (issue 21): POST /api/v1/classify at concurrency 4 and 16 (wrk,
+     which ignores Retry-After and retries at once): successful classifications/s at each, the
+     ratio 16/4 (goal ≥ 1), refusals, and the camera pipeline's rate (frames inferred/s from
+     /api/v1/status) during each run beside its rate idle; the Python peer beside it unless
+     --no-peer.
 
 Goals are reported, never asserted: the script fails only when a step cannot run.
 """
@@ -64,13 +69,16 @@ class Run:
         self.model_bytes = os.path.getsize(a.model)
 
     # -- processes --------------------------------------------------------------------------
-    def start_spotter(self, name, fps=2.0, extra_store=""):
+    def start_spotter(self, name, fps=2.0, extra_store="", extra_api=""):
         state = os.path.join(self.work, name, "state")
         os.makedirs(state, exist_ok=True)
         cfg = os.path.join(self.work, name, "spotter.toml")
         port = h.free_port()
         h.spotter_config(cfg, state, self.a.photos, self.a.model, port, self.a.litert_lib, fps=fps,
                          threads=self.a.threads, extra_store=extra_store)
+        if extra_api:  # [api] is the config's last section
+            with open(cfg, "a", encoding="utf-8") as f:
+                f.write(extra_api + "\n")
         p = h.Proc(name, [self.a.spotter, "run", "--config", cfg], os.path.join(self.work, name, "spotter.log"))
         self.procs.append(p)
         p.port = port
@@ -385,6 +393,83 @@ http {{
                               "from /proc/self/io. SQLite's results/s includes Python's per-insert overhead. See README, "
                               "\"Data and backups\"."))
 
+    # -- scenario 8: goodput under overload (issue 21) ---------------------------------------
+    def scenario_8(self, frame):
+        log("scenario 8: goodput under overload, uploads at concurrency 4 vs 16")
+        extra = f"upload_queue = {self.a.goodput_queue}" if self.a.goodput_queue is not None else ""
+        sp = self.start_spotter("goodput", fps=self.a.goodput_fps, extra_api=extra)
+        peer = None if self.a.no_peer else self.start_peer(sp.cert, sp.tls_key)
+        ctx = h.tls_context(sp.cert)
+        auth = {"Authorization": f"Bearer {sp.api_key}"}
+
+        def camera():
+            s, b = h.https_get("127.0.0.1", sp.port, "/api/v1/status", ctx, headers=auth)
+            c = json.loads(b)["counters"]
+            # Camera frames the inference thread took (the rest were replaced unseen).
+            return c["frames_captured"] - c["frames_dropped"], time.monotonic()
+
+        def camera_rate(seconds):
+            (n0, t0) = camera()
+            time.sleep(seconds)
+            (n1, t1) = camera()
+            return (n1 - n0) / (t1 - t0)
+
+        time.sleep(2)
+        idle_cam = camera_rate(min(self.a.duration, 5))
+        res = {}
+        for conc in (4, 16):
+            for rep in range(self.a.reps):
+                targets = [("spotter", sp, "/api/v1/classify", [f"Authorization: Bearer {sp.api_key}"])]
+                if peer:
+                    targets.append(("peer", peer, "/classify", []))
+                for name, target, path, hdrs in targets:
+                    cam = {}
+                    import threading
+
+                    def sample_camera():
+                        time.sleep(1)
+                        cam["fps"] = camera_rate(max(self.a.duration - 3, 1))
+                    t = threading.Thread(target=sample_camera) if name == "spotter" else None
+                    if t:
+                        t.start()
+                    r = h.run_wrk(f"https://127.0.0.1:{target.port}{path}", self.a.duration, conc, headers=hdrs,
+                                  body_file=frame, content_type="image/jpeg", timeout_s=30)
+                    if t:
+                        t.join()
+                    secs = r["duration_us"] / 1e6
+                    r["ok_rps"] = (r["requests"] - r["error_total"]) / secs if secs > 0 else 0.0
+                    r["refused_rps"] = r["errors"]["status"] / secs if secs > 0 else 0.0
+                    r["camera_fps"] = cam.get("fps")
+                    res.setdefault((conc, name), []).append(r)
+        lines = ["| concurrency | Spotter classifications/s | Spotter refusals/s (503) | camera frames inferred/s "
+                 f"(idle {idle_cam:.1f}) | peer classifications/s |", "|---|---|---|---|---|"]
+        for conc in (4, 16):
+            s = res[(conc, "spotter")]
+            p = res.get((conc, "peer"), [])
+            lines.append(f"| {conc} | {h.fmt_range([r['ok_rps'] for r in s], '.1f')} "
+                         f"| {h.fmt_range([r['refused_rps'] for r in s], '.1f')} "
+                         f"| {h.fmt_range([r['camera_fps'] for r in s if r['camera_fps'] is not None], '.1f')} "
+                         f"| {h.fmt_range([r['ok_rps'] for r in p], '.1f') if p else 'not run'} |")
+        ratio = [b["ok_rps"] / a["ok_rps"] for a, b in zip(res[(4, "spotter")], res[(16, "spotter")]) if a["ok_rps"] > 0]
+        line = f"| **ratio 16 / 4** | {h.fmt_range(ratio, '.2f')} (goal ≥ 1) | | |"
+        if peer:
+            pr = [b["ok_rps"] / a["ok_rps"] for a, b in zip(res[(4, "peer")], res[(16, "peer")]) if a["ok_rps"] > 0]
+            line += f" {h.fmt_range(pr, '.2f')} |"
+        else:
+            line += " |"
+        lines.append(line)
+        print("\n".join(lines), file=sys.stderr, flush=True)
+        self.sections.append(("8. Goodput under overload (uploads at concurrency 4 vs 16)", lines,
+                              f"wrk {self.a.duration} s per run posting {os.path.basename(frame)}; wrk ignores "
+                              "Retry-After and sends the next request at once. Classifications/s counts 200s only. "
+                              f"The camera (files source at {self.a.goodput_fps} fps) keeps running; its column is "
+                              "frames the inference thread took per second, sampled during each Spotter run."))
+        sp.stop()
+        self.procs.remove(sp)
+        if peer:
+            peer.stop()
+            self.procs.remove(peer)
+
     # -- report -----------------------------------------------------------------------------
     def write(self, started):
         cpu = ""
@@ -442,6 +527,11 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--scenarios", default="1,2,3,4,5,6,7")
     ap.add_argument("--quick", action="store_true")
+    # Scenario 8 (goodput under overload).
+    ap.add_argument("--no-peer", action="store_true", help="scenario 8 without the Python peer")
+    ap.add_argument("--frame", help="scenario 8's upload (default: the 640x480 frame made from --image)")
+    ap.add_argument("--goodput-fps", type=float, default=10.0, help="scenario 8's camera rate")
+    ap.add_argument("--goodput-queue", type=int, help="scenario 8: api.upload_queue (default: Spotter's)")
     a = ap.parse_args()
     for k in ("spotter", "model", "photos", "image", "litert_lib", "peer_dir", "work", "out", "runtime_vs_python"):
         setattr(a, k, os.path.abspath(getattr(a, k)))
@@ -483,6 +573,8 @@ def main():
             run.scenario_6(os.path.join(cert_src, "cert.pem"), os.path.join(cert_src, "key.pem"))
         if 7 in want:
             run.scenario_7()
+        if 8 in want:
+            run.scenario_8(os.path.abspath(a.frame) if a.frame else run.frames()[(640, 480)])
     except h.BenchError as e:
         log(f"FAILED: {e}")
         return 1

@@ -1,6 +1,6 @@
 //! Who is calling, and whether they may: the key file cache (re-read when
 //! the file changes), bearer-token parsing, [`authenticate`] with the
-//! client-address and per-key rate limits and the failed-authentication log,
+//! client-address, probe and per-key rate limits and the failed-authentication log,
 //! and [`authorize`] (a route's scope against the caller's key).
 
 use std::net::IpAddr;
@@ -133,12 +133,24 @@ fn rate_limited(wait: Duration) -> ApiError {
 /// verified key takes a token from its client address's bucket; one that
 /// presents a key takes it before verification (so guessing is bounded even
 /// when many guesses run at once) and gets it back when the key is valid.
+/// An anonymous probe (`probe`: `/healthz`, `/readyz` without a key) takes
+/// its token from the address's probe bucket instead, so an address locked
+/// out for failed keys (a bad client behind the same NAT) still gets its
+/// liveness and readiness answered.
 pub(super) async fn authenticate(
     ctx: &Ctx,
     peer: IpAddr,
     headers: &HeaderMap,
+    probe: bool,
 ) -> Result<Caller, ApiError> {
     let client = limit::client_key(peer);
+    if probe && !headers.contains_key(AUTHORIZATION) {
+        if let Err(wait) = lock(&ctx.probe_limits).try_take(&client, Instant::now()) {
+            ctx.state.metrics.count_rate_limited("probe");
+            return Err(rate_limited(wait));
+        }
+        return Ok(Caller::Anonymous);
+    }
     if let Err(wait) = lock(&ctx.client_limits).try_take(&client, Instant::now()) {
         ctx.state.metrics.count_rate_limited("client_ip");
         return Err(rate_limited(wait));

@@ -1,7 +1,9 @@
-//! `POST /api/v1/classify`: owns the checks on an uploaded image (type from
-//! the magic bytes, never the Content-Type; the pixel budget from the header
-//! before any pixel is decoded), the bound on uploads in flight and on
-//! uploads waiting for a slot (503 with `Retry-After` beyond both), handing the image to the inference thread as a
+//! `POST /api/v1/classify`: owns the admission of an upload before its body
+//! is read ([`admit`]: the bound on uploads in flight and on uploads waiting
+//! for a slot, 503 with `Retry-After` beyond both), the checks on an
+//! uploaded image (type from the magic bytes, never the Content-Type; the
+//! pixel budget from the header before any pixel is decoded), handing the
+//! image to the inference thread as a
 //! [`ClassifyJob`] (the already-loaded model runs it between two camera
 //! frames, off the async runtime; the pipeline's result sink stores the
 //! result with `?store=true`), and the response.
@@ -183,15 +185,37 @@ pub(crate) fn check_upload(bytes: &[u8], max_pixels: u64) -> Result<ImageKind, A
     Ok(kind)
 }
 
+/// An upload let in before its body is read: its `?store=` and its slot.
+#[derive(Debug)]
+pub(super) struct Admitted {
+    store: bool,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Decide on an upload before its body is read (so a refusal costs neither
+/// the transfer nor the memory): the query, a pipeline to run it, and a slot
+/// ([`Uploads::admit`]: at once, or after waiting in the bounded queue).
+pub(super) async fn admit(ctx: &Ctx, query: Option<&str>) -> Result<Admitted, ApiError> {
+    let store = parse_store(query)?;
+    if ctx.pipeline.is_none() {
+        return Err(ApiError::ModelUnavailable);
+    }
+    let permit = ctx.uploads.admit(UPLOAD_QUEUE_WAIT).await?;
+    Ok(Admitted {
+        store,
+        _permit: permit,
+    })
+}
+
+/// Classify the body of an upload [`admit`] let in.
 pub(super) async fn classify(
     ctx: &Arc<Ctx>,
-    query: Option<&str>,
+    admitted: Admitted,
     body: Bytes,
     peer: SocketAddr,
     key_name: &str,
 ) -> Result<Resp, ApiError> {
-    let store = parse_store(query)?;
-    let _permit = ctx.uploads.admit(UPLOAD_QUEUE_WAIT).await?;
+    let store = admitted.store;
     let max_pixels = ctx.uploads.max_pixels;
     let checked = body.clone();
     // Header parsing is cheap but still CPU work on untrusted bytes: off the workers.
@@ -201,7 +225,7 @@ pub(super) async fn classify(
     let pipeline = ctx.pipeline.as_ref().ok_or(ApiError::ModelUnavailable)?;
     let seq = ctx.uploads.seq.fetch_add(1, Ordering::Relaxed);
     let origin = format!("api:{}:{key_name}", peer.ip());
-    let frame = Frame::encoded(body.to_vec(), seq, origin).with_source(UPLOAD_SOURCE);
+    let frame = Frame::encoded(Vec::from(body), seq, origin).with_source(UPLOAD_SOURCE);
     let (tx, rx) = oneshot::channel();
     let job = ClassifyJob {
         frame,
@@ -232,6 +256,7 @@ pub(super) async fn classify(
         }
         Err(ClassifyError::Store(e)) => return Err(e.into()),
     };
+    drop(admitted);
     let mut v = serde_json::to_value(&rec)
         .map_err(|e| ApiError::Internal(format!("encoding a result: {e}")))?;
     if !store {

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use hyper::Method;
 use tokio::sync::{watch, Semaphore};
 
+use super::admission::{BodyBudget, BodyLimits};
 use super::auth::{
     Caller, KeyCache, AUTH_FAILURE_LOG_THRESHOLD, AUTH_FAILURE_WINDOW, MAX_RATE_LIMIT_ENTRIES,
 };
@@ -18,6 +19,12 @@ use super::limit::{FailureBursts, RateLimiter};
 use super::{classify, events, reload, AccessOptions, ApiError, ApiOptions, PipelineHandle};
 use crate::state::AppState;
 use crate::store::{Store, StoreError};
+
+/// The probe bucket of an address refills at least this fast (tokens/s)
+/// and holds at least this many, whatever `auth_fail_*` are set to: a
+/// monitor probing every second never meets it; a flood of probes does.
+const PROBE_MIN_RATE_PER_S: f64 = 10.0;
+const PROBE_MIN_BURST: u32 = 50;
 
 /// What the handlers need.
 pub(super) struct Ctx {
@@ -27,6 +34,9 @@ pub(super) struct Ctx {
     pub(super) access: AccessOptions,
     pub(super) keys: KeyCache,
     pub(super) client_limits: Mutex<RateLimiter<IpAddr>>,
+    /// Per-address buckets for anonymous `/healthz` and `/readyz`, apart
+    /// from `client_limits` so that failed keys do not lock the probes out.
+    pub(super) probe_limits: Mutex<RateLimiter<IpAddr>>,
     pub(super) key_limits: Mutex<RateLimiter<String>>,
     pub(super) failure_bursts: Mutex<FailureBursts>,
     pub(super) state_dir: PathBuf,
@@ -36,6 +46,10 @@ pub(super) struct Ctx {
     pub(super) uploads: classify::Uploads,
     pub(super) subscribers: events::Subscribers,
     pub(super) max_model_bytes: u64,
+    /// Bytes of request bodies held at once (model uploads aside).
+    pub(super) body_budget: Arc<BodyBudget>,
+    /// The deadline of every body read.
+    pub(super) body_limits: BodyLimits,
     /// Held while a model change runs (one at a time).
     pub(super) model_change: tokio::sync::Mutex<()>,
     /// Becomes true when the server shuts down (set up by [`Server::run`](super::Server::run)).
@@ -65,6 +79,13 @@ impl Ctx {
                 heartbeat: opts.event_heartbeat,
             },
             max_model_bytes: opts.max_model_bytes,
+            // The configuration checks the budget against the body limit;
+            // clamped here too, so a body of the largest size always fits.
+            body_budget: BodyBudget::new(opts.body_budget_bytes.max(access.max_body_bytes)),
+            body_limits: BodyLimits {
+                base: opts.body_timeout,
+                min_rate: opts.body_min_rate.max(1),
+            },
             model_change: tokio::sync::Mutex::new(()),
             stop: watch::channel(false).1,
             state,
@@ -74,6 +95,11 @@ impl Ctx {
             client_limits: Mutex::new(RateLimiter::new(
                 access.auth_fail_rate_per_s,
                 access.auth_fail_burst,
+                MAX_RATE_LIMIT_ENTRIES,
+            )),
+            probe_limits: Mutex::new(RateLimiter::new(
+                access.auth_fail_rate_per_s.max(PROBE_MIN_RATE_PER_S),
+                access.auth_fail_burst.max(PROBE_MIN_BURST),
                 MAX_RATE_LIMIT_ENTRIES,
             )),
             key_limits: Mutex::new(RateLimiter::new(
@@ -98,6 +124,8 @@ pub(super) struct Req<'a> {
     pub(super) caller: &'a Caller,
     pub(super) body: Bytes,
     pub(super) peer: SocketAddr,
+    /// An upload admitted before its body was read (`POST /api/v1/classify`).
+    pub(super) upload: Option<classify::Admitted>,
 }
 
 /// Run blocking store work off the async workers.

@@ -53,6 +53,12 @@ pub enum ApiError {
     PayloadTooLarge { limit: u64 },
     #[error("the request body could not be read")]
     BadBody,
+    #[error(
+        "the request body arrived too slowly: {received} bytes, at least {min_rate} bytes/s are needed"
+    )]
+    BodyTimeout { received: u64, min_rate: u64 },
+    #[error("busy: too many request bodies in flight; retry in {retry_after_s} s")]
+    BodyBudget { retry_after_s: u64 },
     #[error("no result with this id")]
     ResultNotFound,
     #[error("no results stored yet")]
@@ -160,6 +166,16 @@ fn problem_kind(e: &ApiError) -> (StatusCode, &'static str, &'static str) {
             StatusCode::BAD_REQUEST,
             "bad_body",
             "Unreadable request body",
+        ),
+        ApiError::BodyTimeout { .. } => (
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            "Request body too slow",
+        ),
+        ApiError::BodyBudget { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "body_budget",
+            "Too many request bodies in flight",
         ),
         ApiError::InvalidParameter { .. } => (
             StatusCode::BAD_REQUEST,
@@ -299,8 +315,14 @@ const BEARER_CHALLENGE: &str = "Bearer realm=\"spotter\"";
 
 pub(super) fn error_response(e: &ApiError) -> Resp {
     let (status, code, title) = problem_kind(e);
-    if status.is_server_error() {
+    // Failures are logged; refusals under load (503 busy, body budget,
+    // subscribers, no model yet, shutting down) are not, one line each
+    // would flood the journal exactly when the device is busiest (the HTTP
+    // metrics count them by route and status).
+    if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
         log::error!(code = code; "API request failed: {e}");
+    } else if status.is_server_error() {
+        log::debug!(code = code; "API request refused: {e}");
     }
     let body = Problem {
         r#type: problem_type(code),
@@ -344,13 +366,14 @@ pub(super) fn error_response(e: &ApiError) -> Resp {
         }
         ApiError::RateLimited { retry_after_s }
         | ApiError::Busy { retry_after_s }
+        | ApiError::BodyBudget { retry_after_s }
         | ApiError::TooManySubscribers { retry_after_s } => {
             h.insert(RETRY_AFTER, HeaderValue::from(*retry_after_s));
         }
         ApiError::ModelUnavailable | ApiError::ShuttingDown => {
             h.insert(RETRY_AFTER, HeaderValue::from(5u64));
         }
-        ApiError::PayloadTooLarge { .. } => {
+        ApiError::PayloadTooLarge { .. } | ApiError::BodyTimeout { .. } => {
             // The unread body is still on the wire; do not reuse the connection.
             h.insert(CONNECTION, HeaderValue::from_static("close"));
         }

@@ -31,13 +31,25 @@
 //! - `POST /api/v1/reload` (admin): reload the configuration, see [`reload`].
 //!
 //! Order of checks for each request (in `request`): declared body size
-//! (413) → CORS preflight from an allowed origin (204) → client-address rate
-//! limit for requests without a verified key (429) → key verification (401)
-//! → per-key rate limit (429) → route (404) → scope (401 without a key, 403
-//! with too small a scope) → body read with the limit (413; model uploads
-//! have their own) → method (405) → handler. A request that presents a key
-//! has it checked on every route, public ones included, so `/healthz` cannot
-//! be used to test keys without being counted.
+//! (413) → CORS preflight from an allowed origin (204) → rate limit (429:
+//! the client-address bucket for requests without a verified key, the
+//! address's probe bucket for `/healthz` and `/readyz` without a key, the
+//! per-key bucket) → key verification (401) → route (404) → scope (401
+//! without a key, 403 with too small a scope) → method (405) → for the
+//! routes that take a body (`POST /api/v1/classify`, `PUT /api/v1/model`)
+//! only: admission of the upload (503 busy, before any byte of the body is
+//! read), its bytes reserved against the global body budget (503
+//! `body_budget`), the body read with the size limit (413) and the body
+//! deadline (408) → handler. A request that presents a key has it checked on
+//! every route, public ones included, so `/healthz` cannot be used to test
+//! keys without being counted.
+//!
+//! Every other request is answered without reading its body: a body of up
+//! to [`admission::DRAIN_CAP`](admission) bytes that keeps to the minimum
+//! rate is discarded after the answer, so the connection serves the next
+//! request; a longer one (or one without `Content-Length`) gets the answer
+//! with `Connection: close`. So `POST /healthz` with a large body trickled
+//! at a byte a second gets its 405 at once and the connection is closed.
 //!
 //! TLS: new connections take the server configuration current at accept from
 //! a [`TlsReloader`] ([`Server::tls_reloader`]); SIGHUP swaps it, so a renewed
@@ -58,7 +70,10 @@
 //! - `errors`: [`ApiError`], the error → status/code/title table,
 //!   problem+json, the JSON response helper.
 //! - `server`: [`Server`], the accept loop, connections, shutdown.
-//! - `request`: the order of checks above, around each handler.
+//! - `request`: the order of checks above, around each handler, and what
+//!   happens to a body left unread.
+//! - `admission`: the global body budget, body reads with their deadline
+//!   and minimum rate, draining unread bodies.
 //! - `auth`: the key cache, bearer tokens, rate limits, scopes.
 //! - `headers`: security headers and CORS.
 //! - `router`: [`ROUTES`], path matching, dispatch to the handlers.
@@ -72,6 +87,7 @@
 //! [`AppState`]: crate::state::AppState
 //! [`Store`]: crate::store::Store
 
+mod admission;
 mod auth;
 pub(crate) mod classify;
 mod context;

@@ -17,6 +17,15 @@ use crate::config::{is_valid_origin, ClientAuth};
 /// Default request body limit.
 const DEFAULT_MAX_BODY_BYTES: u64 = defaults::DEFAULT_MAX_BODY_BYTES;
 
+/// Default `api.body_timeout_ms`: the grace every body gets.
+pub(crate) const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `api.body_min_bytes_per_s`: 32 KiB/s, far below any LAN or Wi-Fi
+/// link, far above a trickle.
+pub(crate) const DEFAULT_BODY_MIN_RATE: u64 = 32 * 1024;
+/// Default `api.body_budget_bytes`: four bodies of the default limit
+/// (40 MiB), small beside a 1 GiB board's memory.
+pub(crate) const DEFAULT_BODY_BUDGET_BYTES: u64 = 4 * DEFAULT_MAX_BODY_BYTES;
+
 /// API configuration.
 #[derive(Debug, Clone)]
 pub struct ApiOptions {
@@ -55,6 +64,17 @@ pub struct ApiOptions {
     pub max_event_subscribers: usize,
     /// Interval of heartbeat comments on event streams.
     pub event_heartbeat: Duration,
+
+    // --- Request bodies (issue 21: slow bodies, the in-flight budget) ---
+    /// Every request body may take this long, plus one second per
+    /// `body_min_rate` bytes received; slower bodies are cut off with 408.
+    pub body_timeout: Duration,
+    /// The slowest transfer a request body may keep up, in bytes per second (≥ 1).
+    pub body_min_rate: u64,
+    /// Bytes of request bodies held at once, all requests together (model
+    /// uploads aside); reserved from `Content-Length` before a body is read,
+    /// beyond it 503 with `Retry-After`. At least the body limit.
+    pub body_budget_bytes: u64,
 }
 
 impl ApiOptions {
@@ -88,6 +108,9 @@ impl ApiOptions {
             max_model_bytes: defaults::DEFAULT_MAX_MODEL_BYTES,
             max_event_subscribers: defaults::DEFAULT_MAX_EVENT_SUBSCRIBERS,
             event_heartbeat: defaults::DEFAULT_EVENT_HEARTBEAT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            body_min_rate: DEFAULT_BODY_MIN_RATE,
+            body_budget_bytes: DEFAULT_BODY_BUDGET_BYTES,
         }
     }
 }

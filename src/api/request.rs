@@ -1,26 +1,29 @@
 //! The path of every request, in the order the module doc of `api` gives:
 //! the body limit, CORS preflight, authentication and rate limits, route,
-//! scope, body read, method, then the handler; and around it the security
-//! and CORS headers, the HTTP metrics and the debug log line.
+//! scope, method, admission and the body budget, the body read (only for
+//! routes that take one), then the handler; what happens to a body left
+//! unread; and around it the security and CORS headers, the HTTP metrics
+//! and the debug log line.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::Full;
 use hyper::body::{Body as _, Incoming};
-use hyper::header::{HeaderMap, CONTENT_LENGTH, ORIGIN};
+use hyper::header::{HeaderMap, HeaderValue, CONNECTION, CONTENT_LENGTH, ORIGIN};
 use hyper::{Method, Request, Response};
 
+use super::admission::{drain, read_body, DRAIN_CAP};
 use super::auth::{authenticate, authorize};
 use super::context::{Ctx, Req};
 use super::errors::error_response;
 use super::headers::{
     cors_headers, is_preflight, origin_allowed, preflight_response, security_headers,
 };
-use super::router::{dispatch, match_route, Route};
-use super::{events, ApiError};
+use super::router::{dispatch, is_probe, match_route, takes_body, Route};
+use super::{classify, events, ApiError};
 
 /// What goes on the wire: a whole body, or an event stream.
 pub(super) type OutBody = http_body_util::Either<Full<Bytes>, events::EventBody>;
@@ -61,8 +64,12 @@ async fn respond(
 ) -> (Response<OutBody>, &'static str) {
     use http_body_util::Either;
     let (parts, body) = req.into_parts();
+    // The body stays here unless a route reads it; what is left unread when
+    // the answer is ready is drained or the connection closed (`unread`).
+    let mut body = Some(body);
     let route = match_route(parts.uri.path());
     let route_name = route.as_ref().map(|r| r.name()).unwrap_or("unknown");
+    let declared = declared_length(&parts.headers);
     let result: Result<Response<OutBody>, ApiError> = async {
         // Model uploads have their own (larger) limit; everything else the body limit.
         let max = if route == Some(Route::Model) && parts.method == Method::PUT {
@@ -70,7 +77,7 @@ async fn respond(
         } else {
             ctx.access.max_body_bytes
         };
-        if declared_length(&parts.headers).is_some_and(|n| n > max) {
+        if declared.is_some_and(|n| n > max) {
             return Err(ApiError::PayloadTooLarge { limit: max });
         }
         if let Some(r) = &route {
@@ -82,12 +89,10 @@ async fn respond(
                 return Ok(preflight_response(r.spec()).map(Either::Left));
             }
         }
-        let caller = authenticate(ctx, peer.ip(), &parts.headers).await?;
+        let probe = route.as_ref().is_some_and(is_probe);
+        let caller = authenticate(ctx, peer.ip(), &parts.headers, probe).await?;
         let route = route.ok_or(ApiError::RouteNotFound)?;
         authorize(&caller, route.spec().scope)?;
-        // Reading every body here applies the limit while streaming, also
-        // for requests whose method is then refused.
-        let body = read_body(body, max).await?;
         let allow = route.spec().allow;
         if !allow.split(", ").any(|m| m == parts.method.as_str()) {
             return Err(ApiError::MethodNotAllowed { allow });
@@ -96,20 +101,74 @@ async fn respond(
             return events::subscribe(ctx, kill, parts.method == Method::HEAD)
                 .map(|r| r.map(Either::Right));
         }
+        let mut upload = None;
+        let mut reservation = None;
+        let mut bytes = Bytes::new();
+        if takes_body(&route, &parts.method) {
+            if route == Route::Classify {
+                // Admission before the body: a refused upload is never read.
+                upload = Some(classify::admit(ctx, parts.uri.query()).await?);
+                // Then the bytes it will hold, from the declared length (a
+                // chunked body reserves as it grows).
+                reservation = Some(ctx.body_budget.reserve(declared.unwrap_or(0))?);
+            }
+            // (Model uploads: admin only, one change at a time, their own
+            // limit; not counted against the budget, which is smaller.)
+            let incoming = body
+                .take()
+                .ok_or_else(|| ApiError::Internal("request body taken twice".into()))?;
+            bytes = read_body(
+                incoming,
+                declared,
+                max,
+                ctx.body_limits,
+                reservation.as_mut(),
+            )
+            .await?;
+        }
         let req = Req {
             method: &parts.method,
             query: parts.uri.query(),
             caller: &caller,
-            body,
+            body: bytes,
             peer,
+            upload,
         };
-        dispatch(ctx, route, req).await.map(|r| r.map(Either::Left))
+        let resp = dispatch(ctx, route, req).await.map(|r| r.map(Either::Left));
+        drop(reservation);
+        resp
     }
     .await;
-    (
-        result.unwrap_or_else(|e| error_response(&e).map(Either::Left)),
-        route_name,
-    )
+    let mut resp = result.unwrap_or_else(|e| error_response(&e).map(Either::Left));
+    if let Some(b) = body {
+        unread(ctx, b, declared, &mut resp);
+    }
+    (resp, route_name)
+}
+
+/// A request answered without reading its body (a route that takes none,
+/// or a refusal before the read): a short body arriving in time is drained
+/// in the background and discarded, so the connection serves the next
+/// request (a client that retries a refused upload does not pay a new TLS
+/// handshake); a longer or unbounded one gets `Connection: close`. Either
+/// way nothing of it is kept.
+fn unread(ctx: &Ctx, body: Incoming, declared: Option<u64>, resp: &mut Response<OutBody>) {
+    if body.is_end_stream() {
+        return;
+    }
+    let closing = resp
+        .headers()
+        .get(CONNECTION)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    if !closing && declared.is_some_and(|n| n <= DRAIN_CAP) {
+        let limits = ctx.body_limits;
+        tokio::spawn(async move {
+            drain(body, DRAIN_CAP, limits).await;
+        });
+        return;
+    }
+    resp.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
@@ -120,22 +179,4 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
         .trim()
         .parse()
         .ok()
-}
-
-/// Read the whole body, refusing more than `max` bytes as they arrive.
-async fn read_body(body: Incoming, max: u64) -> Result<Bytes, ApiError> {
-    if body.is_end_stream() {
-        return Ok(Bytes::new());
-    }
-    let limit = usize::try_from(max).unwrap_or(usize::MAX);
-    match Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(ApiError::PayloadTooLarge { limit: max })
-        }
-        Err(e) => {
-            log::debug!("request body read failed: {e}");
-            Err(ApiError::BadBody)
-        }
-    }
 }

@@ -1,6 +1,7 @@
 //! What is served: [`ROUTES`] (path, metrics name, scope, methods of every
-//! route), matching a path to a [`Route`], and [`dispatch`] from a route to
-//! its handler in the route-group files. No handler bodies here.
+//! route), matching a path to a [`Route`], which routes take a request body
+//! ([`takes_body`]) or are probes ([`is_probe`]), and [`dispatch`] from a
+//! route to its handler in the route-group files. No handler bodies here.
 
 use std::sync::Arc;
 
@@ -204,6 +205,21 @@ pub(super) fn match_route(path: &str) -> Option<Route<'_>> {
     })
 }
 
+/// Whether `route` reads a request body for `method`. Every other request
+/// is answered without reading one (see `request`).
+pub(super) fn takes_body(route: &Route<'_>, method: &Method) -> bool {
+    matches!(
+        (route, method),
+        (Route::Classify, &Method::POST) | (Route::Model, &Method::PUT)
+    )
+}
+
+/// Whether `route` is a probe (liveness or readiness), whose anonymous
+/// requests have their own per-address bucket, apart from failed keys.
+pub(super) fn is_probe(route: &Route<'_>) -> bool {
+    matches!(route, Route::Healthz | Route::Readyz)
+}
+
 /// Run the handler of `route`.
 pub(super) async fn dispatch(
     ctx: &Arc<Ctx>,
@@ -222,7 +238,14 @@ pub(super) async fn dispatch(
         Route::Latest => results::latest(ctx).await,
         Route::ById(id) => results::by_id(ctx, id).await,
         Route::Keys => Ok(keys::list(ctx).await),
-        Route::Classify => classify::classify(ctx, query, req.body, req.peer, caller.name()).await,
+        Route::Classify => match req.upload {
+            Some(admitted) => {
+                classify::classify(ctx, admitted, req.body, req.peer, caller.name()).await
+            }
+            None => Err(ApiError::Internal(
+                "upload dispatched without admission".into(),
+            )),
+        },
         // Answered in `request::respond` (a stream, not a whole body).
         Route::Events => Err(ApiError::Internal(
             "events route dispatched as a whole body".into(),
@@ -270,5 +293,23 @@ mod tests {
             .map(|r| r.path)
             .collect();
         assert_eq!(public, ["/healthz", "/readyz"]);
+    }
+
+    // Catches: a route that takes no body reading one (a trickled body held
+    // open on /healthz), or an upload route whose body is never read.
+    #[test]
+    fn only_uploads_take_a_body() {
+        for spec in ROUTES {
+            let path = spec.path.replace("{id}", "0123");
+            let r = match_route(&path).unwrap();
+            for m in [Method::GET, Method::HEAD, Method::POST, Method::PUT] {
+                let want = matches!(
+                    (spec.path, m.as_str()),
+                    ("/api/v1/classify", "POST") | ("/api/v1/model", "PUT")
+                );
+                assert_eq!(takes_body(&r, &m), want, "{} {m}", spec.path);
+            }
+            assert_eq!(is_probe(&r), spec.scope.is_none(), "{}", spec.path);
+        }
     }
 }

@@ -45,7 +45,7 @@ pub(crate) const DEFAULT_KEY_BURST: u32 = 200;
 /// Default `api.max_concurrent_uploads`.
 pub(crate) const DEFAULT_MAX_CONCURRENT_UPLOADS: usize = 2;
 /// Default `api.upload_queue`.
-pub(crate) const DEFAULT_UPLOAD_QUEUE: usize = 4;
+pub(crate) const DEFAULT_UPLOAD_QUEUE: usize = 16;
 /// Default `api.max_upload_pixels`.
 pub(crate) const DEFAULT_MAX_UPLOAD_PIXELS: u64 = 40_000_000;
 /// Default `api.max_model_bytes`.

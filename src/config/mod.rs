@@ -203,6 +203,12 @@ pub struct ApiSettings {
     /// PEM CA certificate(s) API clients' certificates must chain to (mTLS).
     pub client_ca: Option<PathBuf>,
     pub client_auth: ClientAuth,
+    // --- Request bodies (issue 21) ---
+    /// Every body may take this long plus a second per `body_min_bytes_per_s`.
+    pub body_timeout_ms: u64,
+    pub body_min_bytes_per_s: u64,
+    /// Bytes of request bodies held at once (default: 4 × `max_body_bytes`).
+    pub body_budget_bytes: u64,
 }
 
 /// The MQTT protocol version spoken to the broker.
@@ -731,6 +737,29 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
     }
     let client_ca = l.get(|r| r.api.as_ref()?.client_ca.as_ref());
     let client_auth = l.get(|r| r.api.as_ref()?.client_auth.as_ref());
+    // Request bodies (issue 21).
+    let bto = l.get(|r| r.api.as_ref()?.body_timeout_ms.as_ref());
+    let bmr = l.get(|r| r.api.as_ref()?.body_min_bytes_per_s.as_ref());
+    let bbb = l.get(|r| r.api.as_ref()?.body_budget_bytes.as_ref());
+    in_range(
+        &bto,
+        "api.body_timeout_ms",
+        |v| (100..=3_600_000).contains(v),
+        "must be between 100 and 3600000",
+    )?;
+    in_range(
+        &bmr,
+        "api.body_min_bytes_per_s",
+        |v| (1..=1 << 30).contains(v),
+        "must be between 1 and 1073741824",
+    )?;
+    let max_body_bytes = val(&mbb, api::DEFAULT_MAX_BODY_BYTES);
+    in_range(
+        &bbb,
+        "api.body_budget_bytes",
+        |v| (max_body_bytes..=1 << 34).contains(v),
+        "must be at least api.max_body_bytes (a body of the largest size must fit) and at most 17179869184",
+    )?;
     // client_auth alone is accepted (and has no effect): `check-config`
     // prints it with its default, and its output must load back.
     let api = ApiSettings {
@@ -755,6 +784,9 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
         event_heartbeat_ms: val(&ehb, api::DEFAULT_EVENT_HEARTBEAT.as_millis() as u64),
         client_ca: client_ca.map(|o| o.value),
         client_auth: val(&client_auth, ClientAuth::Required),
+        body_timeout_ms: val(&bto, 10_000),
+        body_min_bytes_per_s: val(&bmr, 32 * 1024),
+        body_budget_bytes: val(&bbb, max_body_bytes.saturating_mul(4)),
     };
 
     let mqtt = build_mqtt(l)?;

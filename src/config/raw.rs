@@ -108,6 +108,10 @@ pub(super) struct RawApi {
     pub event_heartbeat_ms: Field<u64>,
     pub client_ca: Field<PathBuf>,
     pub client_auth: Field<super::ClientAuth>,
+    // Request bodies (issue 21).
+    pub body_timeout_ms: Field<u64>,
+    pub body_min_bytes_per_s: Field<u64>,
+    pub body_budget_bytes: Field<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
