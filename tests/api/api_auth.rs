@@ -235,26 +235,39 @@ async fn body_limit_before_and_while_reading() {
     h.stop().await;
 
     let h = start_with(
-        |_| {},
+        |o| o.max_model_bytes = 1024,
         AccessOptions {
             max_body_bytes: 1024,
             ..relaxed_access()
         },
     )
     .await;
-    // Chunked, no Content-Length: refused once more than 1024 bytes arrived.
+    let chunked = |path: &str, key: &str| {
+        let mut req = format!(
+            "{path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {key}\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+        for _ in 0..4 {
+            req.push_str(&format!("400\r\n{}\r\n", "x".repeat(1024)));
+        }
+        req.push_str("0\r\n\r\n");
+        req
+    };
+    // Chunked, no Content-Length, to a route that reads its body: refused
+    // once more than the limit arrived.
     let mut tls = h.raw_tls().await;
-    let mut req = format!(
-        "POST /api/v1/status HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nTransfer-Encoding: chunked\r\n\r\n",
-        h.read_key
-    );
-    for _ in 0..4 {
-        req.push_str(&format!("400\r\n{}\r\n", "x".repeat(1024)));
-    }
-    req.push_str("0\r\n\r\n");
-    let (status, text) = raw_exchange(&mut tls, &req).await;
+    let (status, text) = raw_exchange(&mut tls, &chunked("PUT /api/v1/model", &h.admin_key)).await;
     assert_eq!(status, 413, "{text}");
-    // Exactly at the limit: read, then the method is refused (no route takes a body).
+    // To a route that takes no body: refused without reading it, and the
+    // connection closed (the body's length is unknown).
+    let mut tls = h.raw_tls().await;
+    let (status, text) = raw_exchange(&mut tls, &chunked("POST /api/v1/status", &h.read_key)).await;
+    assert_eq!(status, 405, "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
+    // Exactly at the limit, to a route that takes no body: the method is
+    // refused (the short body is discarded, not read).
     let mut tls = h.raw_tls().await;
     let req = format!(
         "POST /api/v1/status HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nContent-Length: 1024\r\n\r\n{}",
