@@ -111,7 +111,7 @@ impl Metrics {
         );
         registry.register(
             "rate_limited",
-            "API requests refused with 429, by limit (client_ip or key)",
+            "API requests refused with 429, by limit (client_ip, probe or key)",
             rate_limited.clone(),
         );
         let event_subscribers_dropped = Counter::default();
@@ -213,7 +213,7 @@ impl Metrics {
         self.auth_failures.inc();
     }
 
-    /// Count one 429; `limit` is a fixed name (`client_ip`, `key`).
+    /// Count one 429; `limit` is a fixed name (`client_ip`, `probe`, `key`).
     pub(crate) fn count_rate_limited(&self, limit: &'static str) {
         self.rate_limited
             .get_or_create(&LimitLabels {
