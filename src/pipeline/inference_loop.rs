@@ -1,19 +1,20 @@
-//! The inference thread: it owns [`inference_loop`] ((re)load the model, take
-//! frames and uploads from the slot, run them, hand the results to the
-//! [`ResultSink`]) and [`InferenceControl`], the supervisor's requests to
-//! that thread.
+//! The inference thread: it owns [`inference_loop`] ((re)load the model,
+//! publish its pre-processor to the prepare thread, take prepared frames and
+//! uploads from the [`PreparedSlot`], run them, hand the results to the
+//! [`ResultSink`]), [`InferenceControl`], the supervisor's requests to that
+//! thread, and [`spawn_inference`], which starts it with its prepare thread.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::prepare_loop::{prepare_loop, Ahead, Next, PreparedFrame, PreparedSlot};
 use super::sink::{Keep, ResultSink};
-use super::{
-    effective_model, load_model, ClassifyError, ClassifyJob, FrameSlot, LoadedModel, Taken,
-};
+use super::{effective_model, load_model, ClassifyError, ClassifyJob, FrameSlot, LoadedModel};
 use crate::config::ModelSettings;
 use crate::core::frame::PixelFormat;
 use crate::core::ids;
+use crate::core::shutdown::Worker;
 use crate::gpio::trigger::Admission;
 use crate::modelstore::ModelStore;
 use crate::state::{AppState, Check, Counters};
@@ -37,18 +38,118 @@ pub struct InferenceControl {
     pub last_reload_error: Mutex<Option<String>>,
 }
 
-/// The inference thread's body: (re)load the model, take frames and uploads,
-/// run them, deliver the results to the sink. Returns when the slot is
-/// closed and drained.
+/// What the inference thread works with; see [`spawn_inference`].
+pub struct InferenceSetup {
+    pub settings: ModelSettings,
+    pub models: Option<ModelStore>,
+    pub slot: Arc<FrameSlot>,
+    pub store: Arc<Store>,
+    pub state: Arc<AppState>,
+    pub control: Arc<InferenceControl>,
+    /// Pre-process the next frame on the prepare thread while the current
+    /// one is invoked (the daemon's way); false: each frame is prepared on
+    /// the inference thread before its invoke (for comparison in `bench`).
+    pub ahead: bool,
+}
+
+/// Start the prepare thread and the inference thread over `setup.slot`.
+/// `workers` (prepare, inference) are the shutdown token's guards, held by
+/// the threads until they return. The returned handle is the inference
+/// thread's; it joins the prepare thread before it ends, so joining it joins
+/// both.
+pub(crate) fn spawn_inference(
+    setup: InferenceSetup,
+    workers: Option<(Worker, Worker)>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let (prepare_worker, inference_worker) = match workers {
+        Some((p, i)) => (Some(p), Some(i)),
+        None => (None, None),
+    };
+    std::thread::Builder::new()
+        .name("inference".into())
+        .spawn(move || {
+            let _worker = inference_worker;
+            run_inference(setup, prepare_worker);
+        })
+}
+
+/// The inference thread's body over the frame slot, frames prepared ahead:
+/// starts the prepare thread, then runs [`run_inference`]'s loop on the
+/// calling thread. Returns when the slot is closed and drained.
 pub fn inference_loop(
-    mut settings: ModelSettings,
+    settings: ModelSettings,
     models: Option<ModelStore>,
     slot: Arc<FrameSlot>,
     store: Arc<Store>,
     state: Arc<AppState>,
     control: Arc<InferenceControl>,
 ) {
+    let setup = InferenceSetup {
+        settings,
+        models,
+        slot,
+        store,
+        state,
+        control,
+        ahead: true,
+    };
+    run_inference(setup, None);
+}
+
+/// Start the prepare thread (holding `prepare_worker`), run the inference
+/// loop on this thread until the hand-off closes, then join the prepare
+/// thread.
+fn run_inference(setup: InferenceSetup, prepare_worker: Option<Worker>) {
+    let InferenceSetup {
+        settings,
+        models,
+        slot,
+        store,
+        state,
+        control,
+        ahead,
+    } = setup;
+    let handoff = Arc::new(PreparedSlot::new());
+    let spawned = {
+        let (handoff, state) = (handoff.clone(), state.clone());
+        std::thread::Builder::new()
+            .name("prepare".into())
+            .spawn(move || {
+                let _worker = prepare_worker;
+                prepare_loop(slot, handoff, state, ahead)
+            })
+    };
+    let prepare = match spawned {
+        Ok(h) => h,
+        Err(e) => {
+            // No thread to take frames: nothing can be inferred. Said once;
+            // readiness stays failing ("starting") and the supervisor's
+            // watchdog sees no inference progress.
+            log::error!(spotter_error_kind = "thread"; "cannot start the prepare thread: {e}");
+            return;
+        }
+    };
+    inference_loop_body(settings, models, handoff, store, state, control);
+    // The hand-off closed: the prepare thread has returned or is returning.
+    if prepare.join().is_err() {
+        log::error!("the prepare thread panicked");
+    }
+}
+
+/// The inference thread's body: (re)load the model, take prepared frames and
+/// uploads, run them, deliver the results to the sink. Returns when the
+/// hand-off is closed and drained.
+fn inference_loop_body(
+    mut settings: ModelSettings,
+    models: Option<ModelStore>,
+    input: Arc<PreparedSlot>,
+    store: Arc<Store>,
+    state: Arc<AppState>,
+    control: Arc<InferenceControl>,
+) {
     let mut active: Option<LoadedModel> = None;
+    // Counts model activations; prepared frames carry the one they were prepared for.
+    let mut generation = 0u64;
     let mut next_attempt = Instant::now();
     // `app` sets the GPIO hooks before it starts this thread.
     let gpio = control.gpio.get().cloned();
@@ -104,6 +205,13 @@ pub fn inference_loop(
                             m.status.path, m.status.runtime
                         ))
                     });
+                    generation += 1;
+                    match m.engine.prepare_spec() {
+                        Ok(spec) => input.publish_model(generation, spec),
+                        // Cannot fail (the engine built the same one); frames
+                        // are then prepared on this thread.
+                        Err(e) => log::warn!("frames are prepared before each invoke: {e}"),
+                    }
                     active = Some(m);
                     if reload {
                         *control
@@ -136,16 +244,21 @@ pub fn inference_loop(
             }
         }
         state.beat(&state.inference_beat_ms);
-        let frame = match slot.take(Duration::from_millis(200)) {
-            Taken::Frame(f) => f,
-            Taken::Job(job) => {
+        let PreparedFrame {
+            frame,
+            ahead,
+            tensor,
+        } = match input.take(Duration::from_millis(200)) {
+            Next::Frame(f) => f,
+            Next::Job(job) => {
                 classify_upload(job, active.as_mut(), &state, &mut sink);
                 continue;
             }
-            Taken::Timeout => continue,
-            Taken::Closed => break,
+            Next::Timeout => continue,
+            Next::Closed => break,
         };
         let Some(model) = active.as_mut() else {
+            input.recycle(tensor);
             continue;
         };
         // The trigger gate: frames it does not admit are counted and dropped.
@@ -153,11 +266,24 @@ pub fn inference_loop(
             .as_ref()
             .map(|g| g.admit(frame.captured_at, Instant::now()))
         {
-            Some(Admission::Drop) => continue,
+            Some(Admission::Drop) => {
+                input.recycle(tensor);
+                continue;
+            }
             Some(Admission::Infer { trigger }) => trigger,
             None => None,
         };
-        let out = match model.engine.run(&frame) {
+        // A tensor only goes to the model generation it was prepared for;
+        // any other frame is prepared here, from the frame itself.
+        let ran = match ahead {
+            Some(Ahead {
+                generation: g,
+                prepared,
+            }) if g == generation => prepared.and_then(|p| model.engine.run_prepared(&tensor, &p)),
+            _ => model.engine.run(&frame),
+        };
+        input.recycle(tensor);
+        let out = match ran {
             Ok(o) => {
                 last_infer_error = None;
                 o
@@ -256,11 +382,19 @@ mod tests {
         model.labels = Some(testdata().join("labels/labels_mobilenet_quant_v1_224.txt"));
         model.runtime = RuntimeSetting::Builtin;
         model.threads = 1;
-        let thread = {
-            let (slot, store, state) = (slot.clone(), store.clone(), state.clone());
-            let control = Arc::new(InferenceControl::default());
-            std::thread::spawn(move || inference_loop(model, None, slot, store, state, control))
-        };
+        let thread = spawn_inference(
+            InferenceSetup {
+                settings: model,
+                models: None,
+                slot: slot.clone(),
+                store: store.clone(),
+                state: state.clone(),
+                control: Arc::new(InferenceControl::default()),
+                ahead: true,
+            },
+            None,
+        )
+        .unwrap();
         let photo = std::fs::read(testdata().join("images/grace_hopper.bmp")).unwrap();
         // The thread loads the model before it takes its first job.
         let upload = |store: bool, seq: u64| -> ResultRecord {
