@@ -215,7 +215,6 @@ impl Metrics {
     }
 
     /// Pre-processed frames replaced before their invoke so far.
-    #[cfg(test)]
     pub(crate) fn superseded_prepared(&self) -> u64 {
         self.frames_superseded_prepared.get()
     }

@@ -167,7 +167,7 @@ impl PreparedSlot {
 
     /// Offer a frame. Returns true when it replaced a waiting one (dropped,
     /// its buffer kept for reuse).
-    fn put(&self, frame: PreparedFrame) -> bool {
+    pub(super) fn put(&self, frame: PreparedFrame) -> bool {
         let mut s = self.lock();
         let old = s.frame.replace(frame);
         let replaced = old.is_some();
