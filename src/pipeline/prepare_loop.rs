@@ -25,8 +25,9 @@
 //!   frame it still carries). A frame prepared for the old model's input
 //!   shape never reaches a new model.
 //! - **uploads** ([`ClassifyJob`]) pass through unprepared, in order, one at
-//!   a time (the [`FrameSlot`] bounds the queue behind them); the inference
-//!   thread runs them between two frames as before.
+//!   a time (the [`FrameSlot`] bounds the queue behind them), ahead of any
+//!   frame: a queued upload wakes this thread even while a prepared frame
+//!   waits, and the inference thread takes uploads first, as before.
 //! - **shutdown**: when the [`FrameSlot`] is closed and drained this thread
 //!   closes the hand-off (also if it panics), and the inference thread drains
 //!   it and returns.
@@ -181,6 +182,12 @@ impl PreparedSlot {
         replaced
     }
 
+    /// Wake the prepare thread (an upload was queued in the `FrameSlot`).
+    fn wake(&self) {
+        let _s = self.lock();
+        self.changed.notify_all();
+    }
+
     /// Pass an upload on, waiting while another one waits (the inference
     /// thread takes jobs first, so the wait is at most one item).
     fn push_job(&self, job: ClassifyJob) {
@@ -229,17 +236,23 @@ impl PreparedSlot {
         }
     }
 
-    /// The prepare thread's side: wait until it is time to prepare a frame
-    /// (the slot is empty, or a fresher frame can be prepared before the
-    /// inference thread wants one, once per item it takes). False: closed.
-    fn wait_turn(&self, prep: Duration, fresher_for: &mut Option<Instant>) -> bool {
+    /// The prepare thread's side: wait until it is time to take from `slot`
+    /// (this hand-off has no frame, or an upload waits there and none here,
+    /// or a fresher frame can be prepared before the inference thread wants
+    /// one, once per item it takes). False: closed.
+    fn wait_turn(
+        &self,
+        slot: &FrameSlot,
+        prep: Duration,
+        fresher_for: &mut Option<Instant>,
+    ) -> bool {
         let mut s = self.lock();
         let mut planned = None;
         loop {
             if s.closed {
                 return false;
             }
-            if s.frame.is_none() {
+            if s.frame.is_none() || (s.job.is_none() && slot.has_job()) {
                 return true;
             }
             let now = Instant::now();
@@ -294,11 +307,19 @@ pub(crate) fn prepare_loop(
     ahead: bool,
 ) {
     let _close = CloseOnDrop(out.clone());
+    slot.set_job_waker({
+        let out = Arc::downgrade(&out);
+        Box::new(move || {
+            if let Some(out) = out.upgrade() {
+                out.wake();
+            }
+        })
+    });
     let mut model: Option<(u64, PrepareSpec)> = None;
     let mut prep_time = Duration::ZERO;
     let mut fresher_for = None;
     loop {
-        if !out.wait_turn(prep_time, &mut fresher_for) {
+        if !out.wait_turn(&slot, prep_time, &mut fresher_for) {
             break;
         }
         let frame = match slot.take(WAIT) {
@@ -380,12 +401,50 @@ mod tests {
             let s = s.clone();
             std::thread::spawn(move || {
                 let mut fresher = None;
-                s.wait_turn(Duration::from_secs(5), &mut fresher)
+                s.wait_turn(&FrameSlot::new(), Duration::from_secs(5), &mut fresher)
             })
         };
         std::thread::sleep(Duration::from_millis(50));
         assert!(!t.is_finished(), "the prepare thread did not wait");
         assert!(matches!(s.take(Duration::ZERO), Next::Frame(_)));
         assert!(t.join().unwrap());
+    }
+
+    // Would catch uploads losing their priority over camera frames: an
+    // upload queued while a prepared frame waits for the inference thread is
+    // handed on at once and taken before that frame (uploads alternated
+    // with frames when the prepare thread only woke for a taken frame).
+    #[test]
+    fn an_upload_overtakes_a_waiting_prepared_frame() {
+        let state = Arc::new(AppState::new());
+        let slot = Arc::new(FrameSlot::new());
+        let out = Arc::new(PreparedSlot::new());
+        let prepare = {
+            let (slot, out, state) = (slot.clone(), out.clone(), state.clone());
+            std::thread::spawn(move || prepare_loop(slot, out, state, true))
+        };
+        slot.put(frame(1));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while out.lock().frame.is_none() {
+            assert!(Instant::now() < deadline, "frame not handed on");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        slot.put(frame(2));
+        let (reply, _answer) = tokio::sync::oneshot::channel();
+        let job = ClassifyJob {
+            frame: frame(3),
+            store: false,
+            reply,
+        };
+        slot.submit(job, 1).unwrap();
+        while out.lock().job.is_none() {
+            assert!(Instant::now() < deadline, "upload not handed on");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert!(matches!(out.take(Duration::ZERO), Next::Job(j) if j.frame.seq == 3));
+        assert!(matches!(out.take(Duration::ZERO), Next::Frame(f) if f.frame.seq == 1));
+        slot.close();
+        while !matches!(out.take(Duration::from_secs(5)), Next::Closed) {}
+        prepare.join().unwrap();
     }
 }

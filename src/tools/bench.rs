@@ -206,7 +206,7 @@ pub(crate) struct RuntimeResult {
     pub image_width: u32,
     pub image_height: u32,
     /// The daemon pipeline's sustained rate, when `--pipeline-seconds` asks.
-    pub pipeline: Option<PipelineRates>,
+    pub pipeline: Option<Box<PipelineRates>>,
 }
 
 /// Sustained rates of the daemon's pipeline on the bench frame, against the
@@ -623,7 +623,7 @@ pub(crate) fn run_bench(args: &BenchArgs) -> Result<BenchReport, BenchError> {
         if args.pipeline_seconds > 0 {
             drop(engine);
             let invoke_ms = result.stages.invoke.median_ms;
-            result.pipeline = Some(measure_pipeline(&name, &frame, invoke_ms, args)?);
+            result.pipeline = Some(Box::new(measure_pipeline(&name, &frame, invoke_ms, args)?));
         }
         runtimes.push((name, RuntimeOutcome::Measured(result)));
     }

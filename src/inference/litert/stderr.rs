@@ -75,7 +75,8 @@ impl Capture {
     fn start() -> std::io::Result<Capture> {
         let saved = std::io::stderr().as_fd().try_clone_to_owned()?;
         let passthrough = saved.try_clone()?;
-        let (read, write) = std::io::pipe()?;
+        let (read, write) = nix::unistd::pipe()?;
+        let read = std::fs::File::from(read);
         let reader = std::thread::Builder::new()
             .name("litert-log".into())
             .spawn(move || relay(BufReader::new(read), passthrough))?;

@@ -162,6 +162,7 @@ impl Preprocessor {
 
     /// Scratch bytes held between frames (the capacity of every reusable
     /// buffer), for the memory tests.
+    #[cfg(test)]
     pub(crate) fn retained_bytes(&self) -> usize {
         [
             &self.decoded,
