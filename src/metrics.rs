@@ -57,6 +57,7 @@ pub struct Metrics {
     rate_limited: Family<LimitLabels, Counter>,
     event_subscribers_dropped: Counter,
     trigger_latency: Family<TriggerLabels, Histogram, fn() -> Histogram>,
+    frames_superseded_prepared: Counter,
     /// Distinct model labels seen, to bound the per-model family.
     models_seen: AtomicU64,
 }
@@ -129,9 +130,16 @@ impl Metrics {
             "Time from a GPIO trigger edge to its first result stored (to=stored) or to a rule output set (to=output)",
             trigger_latency.clone(),
         );
+        let frames_superseded_prepared = Counter::default();
+        registry.register(
+            "frames_superseded_prepared",
+            "Frames pre-processed ahead of their invoke and replaced by a newer one before it (also in frames_dropped)",
+            frames_superseded_prepared.clone(),
+        );
         Metrics {
             event_subscribers_dropped,
             trigger_latency,
+            frames_superseded_prepared,
             registry,
             stage_seconds,
             inferences,
@@ -199,6 +207,16 @@ impl Metrics {
                 status: status.to_string(),
             })
             .inc();
+    }
+
+    /// Count a pre-processed frame replaced by a newer one before its invoke.
+    pub(crate) fn count_superseded_prepared(&self) {
+        self.frames_superseded_prepared.inc();
+    }
+
+    /// Pre-processed frames replaced before their invoke so far.
+    pub(crate) fn superseded_prepared(&self) -> u64 {
+        self.frames_superseded_prepared.get()
     }
 
     pub(crate) fn count_tls_failure(&self) {

@@ -25,8 +25,8 @@ use crate::gpio::runner::GpioRuntime;
 use crate::modelstore::ModelStore;
 use crate::mqtt::PublisherHandle;
 use crate::pipeline::{
-    capture_loop, inference_loop, Backoff, FrameSlot, InferenceControl, SourceOpener,
-    SourceReadiness,
+    capture_loop, spawn_inference, Backoff, FrameSlot, InferenceControl, InferenceSetup,
+    SourceOpener, SourceReadiness,
 };
 use crate::state::{AppState, Check};
 use crate::store::{Pruner, Store};
@@ -319,7 +319,7 @@ fn start_gpio(
     }
 }
 
-/// The capture and inference threads.
+/// The capture, prepare and inference threads.
 fn spawn_pipeline(
     settings: &Settings,
     slot: &Arc<FrameSlot>,
@@ -346,19 +346,20 @@ fn spawn_pipeline(
             })
             .context("spawning the capture thread")?
     };
-    let inference = {
-        let (slot, store, state, control) =
-            (slot.clone(), store.clone(), state.clone(), control.clone());
-        let model = settings.model.clone();
-        let models = Some(ModelStore::new(&settings.daemon.state_dir));
-        let worker = shutdown.worker("inference");
-        std::thread::Builder::new()
-            .name("inference".into())
-            .spawn(move || {
-                let _worker = worker;
-                inference_loop(model, models, slot, store, state, control)
-            })
-            .context("spawning the inference thread")?
-    };
+    // The prepare thread (frames pre-processed during the invoke before)
+    // and the inference thread; joining the latter joins both.
+    let inference = spawn_inference(
+        InferenceSetup {
+            settings: settings.model.clone(),
+            models: Some(ModelStore::new(&settings.daemon.state_dir)),
+            slot: slot.clone(),
+            store: store.clone(),
+            state: state.clone(),
+            control: control.clone(),
+            ahead: true,
+        },
+        Some((shutdown.worker("prepare"), shutdown.worker("inference"))),
+    )
+    .context("spawning the inference thread")?;
     Ok((capture, inference))
 }

@@ -17,7 +17,7 @@ use serde::Serialize;
 use super::labels::{ClassifierLabelMap, DetectorLabelMap, Labels};
 use super::modelfile::ModelFile;
 use super::postprocess::{self, DetectionParams, ModelKind};
-use super::preprocess::{FitMode, Normalization, Preprocessor, DEFAULT_MAX_PIXELS};
+use super::preprocess::{FitMode, Normalization, Prepared, Preprocessor, DEFAULT_MAX_PIXELS};
 use super::{DType, InferenceError, Runtime, RuntimeKind, TensorSpec};
 use crate::config::JpegScaling;
 use crate::core::frame::{Frame, PixelFormat};
@@ -88,6 +88,38 @@ enum LabelMap {
     None,
     Classifier(Labels, ClassifierLabelMap),
     Detector(Labels, DetectorLabelMap),
+}
+
+/// What another thread needs to pre-process frames for one engine ahead of
+/// its invoke ([`Engine::prepare_spec`]): its own [`Preprocessor`] (same
+/// input, fit, normalization and JPEG scaling), the pixel budget and the
+/// input tensor's length in bytes.
+pub struct PrepareSpec {
+    pub prep: Preprocessor,
+    pub max_pixels: u64,
+    pub tensor_len: usize,
+}
+
+impl std::fmt::Debug for PrepareSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrepareSpec")
+            .field("prep", &self.prep)
+            .field("max_pixels", &self.max_pixels)
+            .field("tensor_len", &self.tensor_len)
+            .finish()
+    }
+}
+
+impl PrepareSpec {
+    /// Pre-process `frame` into `tensor` (resized to the input's length).
+    pub fn prepare(
+        &mut self,
+        frame: &Frame,
+        tensor: &mut Vec<u8>,
+    ) -> Result<Prepared, InferenceError> {
+        tensor.resize(self.tensor_len, 0);
+        self.prep.prepare(frame, self.max_pixels, tensor)
+    }
 }
 
 /// One loaded, runnable model.
@@ -182,6 +214,52 @@ impl Engine {
         let prepared = self
             .prep
             .prepare(frame, self.max_pixels, self.runtime.input_mut())?;
+        self.invoke_prepared(&prepared)
+    }
+
+    /// A pre-processor for this engine's input, for a thread that prepares
+    /// frames while this engine invokes ([`Self::run_prepared`]).
+    pub fn prepare_spec(&self) -> Result<PrepareSpec, InferenceError> {
+        let prep = Preprocessor::new(
+            self.runtime.input_spec(),
+            self.prep.fit(),
+            self.prep.normalization(),
+        )
+        .map_err(|e| with_path(e, &self.path))?
+        .with_jpeg_scaling(self.prep.jpeg_scaling());
+        Ok(PrepareSpec {
+            prep,
+            max_pixels: self.max_pixels,
+            tensor_len: self.runtime.input_spec().byte_len(),
+        })
+    }
+
+    /// Run a frame another thread pre-processed with this engine's
+    /// [`PrepareSpec`]: `tensor` is copied into the input and the model is
+    /// invoked and post-processed as [`Self::run`] does. A tensor of another
+    /// length (prepared for another model) is refused, never fed.
+    pub fn run_prepared(
+        &mut self,
+        tensor: &[u8],
+        prepared: &Prepared,
+    ) -> Result<InferenceOutput, InferenceError> {
+        let dst = self.runtime.input_mut();
+        if dst.len() != tensor.len() {
+            return Err(InferenceError::Invoke {
+                path: self.path.clone(),
+                reason: format!(
+                    "prepared input has {} bytes, the input tensor needs {}",
+                    tensor.len(),
+                    dst.len()
+                ),
+            });
+        }
+        dst.copy_from_slice(tensor);
+        self.invoke_prepared(prepared)
+    }
+
+    /// Invoke on the input in place and post-process for `prepared`'s frame.
+    fn invoke_prepared(&mut self, prepared: &Prepared) -> Result<InferenceOutput, InferenceError> {
         let t = Instant::now();
         self.runtime.invoke()?;
         let invoke_us = t.elapsed().as_micros() as u64;

@@ -1,19 +1,20 @@
-//! The inference thread: it owns [`inference_loop`] ((re)load the model, take
-//! frames and uploads from the slot, run them, hand the results to the
-//! [`ResultSink`]) and [`InferenceControl`], the supervisor's requests to
-//! that thread.
+//! The inference thread: it owns [`inference_loop`] ((re)load the model,
+//! publish its pre-processor to the prepare thread, take prepared frames and
+//! uploads from the [`PreparedSlot`], run them, hand the results to the
+//! [`ResultSink`]), [`InferenceControl`], the supervisor's requests to that
+//! thread, and [`spawn_inference`], which starts it with its prepare thread.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::prepare_loop::{prepare_loop, Ahead, Next, PreparedFrame, PreparedSlot};
 use super::sink::{Keep, ResultSink};
-use super::{
-    effective_model, load_model, ClassifyError, ClassifyJob, FrameSlot, LoadedModel, Taken,
-};
+use super::{effective_model, load_model, ClassifyError, ClassifyJob, FrameSlot, LoadedModel};
 use crate::config::ModelSettings;
 use crate::core::frame::PixelFormat;
 use crate::core::ids;
+use crate::core::shutdown::Worker;
 use crate::gpio::trigger::Admission;
 use crate::modelstore::ModelStore;
 use crate::state::{AppState, Check, Counters};
@@ -37,18 +38,118 @@ pub struct InferenceControl {
     pub last_reload_error: Mutex<Option<String>>,
 }
 
-/// The inference thread's body: (re)load the model, take frames and uploads,
-/// run them, deliver the results to the sink. Returns when the slot is
-/// closed and drained.
+/// What the inference thread works with; see [`spawn_inference`].
+pub struct InferenceSetup {
+    pub settings: ModelSettings,
+    pub models: Option<ModelStore>,
+    pub slot: Arc<FrameSlot>,
+    pub store: Arc<Store>,
+    pub state: Arc<AppState>,
+    pub control: Arc<InferenceControl>,
+    /// Pre-process the next frame on the prepare thread while the current
+    /// one is invoked (the daemon's way); false: each frame is prepared on
+    /// the inference thread before its invoke (for comparison in `bench`).
+    pub ahead: bool,
+}
+
+/// Start the prepare thread and the inference thread over `setup.slot`.
+/// `workers` (prepare, inference) are the shutdown token's guards, held by
+/// the threads until they return. The returned handle is the inference
+/// thread's; it joins the prepare thread before it ends, so joining it joins
+/// both.
+pub(crate) fn spawn_inference(
+    setup: InferenceSetup,
+    workers: Option<(Worker, Worker)>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let (prepare_worker, inference_worker) = match workers {
+        Some((p, i)) => (Some(p), Some(i)),
+        None => (None, None),
+    };
+    std::thread::Builder::new()
+        .name("inference".into())
+        .spawn(move || {
+            let _worker = inference_worker;
+            run_inference(setup, prepare_worker);
+        })
+}
+
+/// The inference thread's body over the frame slot, frames prepared ahead:
+/// starts the prepare thread, then runs [`run_inference`]'s loop on the
+/// calling thread. Returns when the slot is closed and drained.
 pub fn inference_loop(
-    mut settings: ModelSettings,
+    settings: ModelSettings,
     models: Option<ModelStore>,
     slot: Arc<FrameSlot>,
     store: Arc<Store>,
     state: Arc<AppState>,
     control: Arc<InferenceControl>,
 ) {
+    let setup = InferenceSetup {
+        settings,
+        models,
+        slot,
+        store,
+        state,
+        control,
+        ahead: true,
+    };
+    run_inference(setup, None);
+}
+
+/// Start the prepare thread (holding `prepare_worker`), run the inference
+/// loop on this thread until the hand-off closes, then join the prepare
+/// thread.
+fn run_inference(setup: InferenceSetup, prepare_worker: Option<Worker>) {
+    let InferenceSetup {
+        settings,
+        models,
+        slot,
+        store,
+        state,
+        control,
+        ahead,
+    } = setup;
+    let handoff = Arc::new(PreparedSlot::new());
+    let spawned = {
+        let (handoff, state) = (handoff.clone(), state.clone());
+        std::thread::Builder::new()
+            .name("prepare".into())
+            .spawn(move || {
+                let _worker = prepare_worker;
+                prepare_loop(slot, handoff, state, ahead)
+            })
+    };
+    let prepare = match spawned {
+        Ok(h) => h,
+        Err(e) => {
+            // No thread to take frames: nothing can be inferred. Said once;
+            // readiness stays failing ("starting") and the supervisor's
+            // watchdog sees no inference progress.
+            log::error!(spotter_error_kind = "thread"; "cannot start the prepare thread: {e}");
+            return;
+        }
+    };
+    inference_loop_body(settings, models, handoff, store, state, control);
+    // The hand-off closed: the prepare thread has returned or is returning.
+    if prepare.join().is_err() {
+        log::error!("the prepare thread panicked");
+    }
+}
+
+/// The inference thread's body: (re)load the model, take prepared frames and
+/// uploads, run them, deliver the results to the sink. Returns when the
+/// hand-off is closed and drained.
+fn inference_loop_body(
+    mut settings: ModelSettings,
+    models: Option<ModelStore>,
+    input: Arc<PreparedSlot>,
+    store: Arc<Store>,
+    state: Arc<AppState>,
+    control: Arc<InferenceControl>,
+) {
     let mut active: Option<LoadedModel> = None;
+    // Counts model activations; prepared frames carry the one they were prepared for.
+    let mut generation = 0u64;
     let mut next_attempt = Instant::now();
     // `app` sets the GPIO hooks before it starts this thread.
     let gpio = control.gpio.get().cloned();
@@ -104,6 +205,13 @@ pub fn inference_loop(
                             m.status.path, m.status.runtime
                         ))
                     });
+                    generation += 1;
+                    match m.engine.prepare_spec() {
+                        Ok(spec) => input.publish_model(generation, spec),
+                        // Cannot fail (the engine built the same one); frames
+                        // are then prepared on this thread.
+                        Err(e) => log::warn!("frames are prepared before each invoke: {e}"),
+                    }
                     active = Some(m);
                     if reload {
                         *control
@@ -136,16 +244,21 @@ pub fn inference_loop(
             }
         }
         state.beat(&state.inference_beat_ms);
-        let frame = match slot.take(Duration::from_millis(200)) {
-            Taken::Frame(f) => f,
-            Taken::Job(job) => {
+        let PreparedFrame {
+            frame,
+            ahead,
+            tensor,
+        } = match input.take(Duration::from_millis(200)) {
+            Next::Frame(f) => f,
+            Next::Job(job) => {
                 classify_upload(job, active.as_mut(), &state, &mut sink);
                 continue;
             }
-            Taken::Timeout => continue,
-            Taken::Closed => break,
+            Next::Timeout => continue,
+            Next::Closed => break,
         };
         let Some(model) = active.as_mut() else {
+            input.recycle(tensor);
             continue;
         };
         // The trigger gate: frames it does not admit are counted and dropped.
@@ -153,11 +266,24 @@ pub fn inference_loop(
             .as_ref()
             .map(|g| g.admit(frame.captured_at, Instant::now()))
         {
-            Some(Admission::Drop) => continue,
+            Some(Admission::Drop) => {
+                input.recycle(tensor);
+                continue;
+            }
             Some(Admission::Infer { trigger }) => trigger,
             None => None,
         };
-        let out = match model.engine.run(&frame) {
+        // A tensor only goes to the model generation it was prepared for;
+        // any other frame is prepared here, from the frame itself.
+        let ran = match ahead {
+            Some(Ahead {
+                generation: g,
+                prepared,
+            }) if g == generation => prepared.and_then(|p| model.engine.run_prepared(&tensor, &p)),
+            _ => model.engine.run(&frame),
+        };
+        input.recycle(tensor);
+        let out = match ran {
             Ok(o) => {
                 last_infer_error = None;
                 o
@@ -256,11 +382,19 @@ mod tests {
         model.labels = Some(testdata().join("labels/labels_mobilenet_quant_v1_224.txt"));
         model.runtime = RuntimeSetting::Builtin;
         model.threads = 1;
-        let thread = {
-            let (slot, store, state) = (slot.clone(), store.clone(), state.clone());
-            let control = Arc::new(InferenceControl::default());
-            std::thread::spawn(move || inference_loop(model, None, slot, store, state, control))
-        };
+        let thread = spawn_inference(
+            InferenceSetup {
+                settings: model,
+                models: None,
+                slot: slot.clone(),
+                store: store.clone(),
+                state: state.clone(),
+                control: Arc::new(InferenceControl::default()),
+                ahead: true,
+            },
+            None,
+        )
+        .unwrap();
         let photo = std::fs::read(testdata().join("images/grace_hopper.bmp")).unwrap();
         // The thread loads the model before it takes its first job.
         let upload = |store: bool, seq: u64| -> ResultRecord {
@@ -297,6 +431,228 @@ mod tests {
         assert_eq!((c.inferences, c.results_stored), (2, 1));
 
         slot.close();
+        thread.join().unwrap();
+    }
+
+    fn model_settings(name: &str) -> ModelSettings {
+        let mut model = crate::config::from_sources(vec![]).unwrap().model;
+        model.path = testdata().join(format!("models/classification/{name}.tflite"));
+        model.labels = Some(testdata().join("labels/labels_mobilenet_quant_v1_224.txt"));
+        model.runtime = RuntimeSetting::Builtin;
+        model.threads = 1;
+        model
+    }
+
+    fn photo(name: &str, seq: u64) -> Frame {
+        let bytes = std::fs::read(testdata().join("images").join(name)).unwrap();
+        Frame::encoded(bytes, seq, format!("test:{name}"))
+    }
+
+    /// Poll `done` for up to 60 s.
+    fn wait_for(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    // Would catch the prepared path giving other results than preparing each
+    // frame before its invoke (a tensor from another frame, a stale buffer, a
+    // lost mapping): for several photos, one at a time, both ways give the
+    // record an engine run on the same frame gives.
+    #[test]
+    fn results_prepared_ahead_equal_the_unpipelined_ones() {
+        let photos = ["grace_hopper.bmp", "cat.bmp", "hot_dog.jpg", "chelsea.png"];
+        let settings = model_settings("mobilenet_v1_0.25_128_quant");
+        let mut engine = load_model(&settings).unwrap().engine;
+        let golden: Vec<_> = photos
+            .iter()
+            .map(|p| engine.run(&photo(p, 0)).unwrap().classes)
+            .collect();
+        for ahead in [false, true] {
+            let tmp = tempfile::tempdir().unwrap();
+            let state = Arc::new(AppState::new());
+            let slot = Arc::new(FrameSlot::new());
+            let thread = spawn_inference(
+                InferenceSetup {
+                    settings: settings.clone(),
+                    models: None,
+                    slot: slot.clone(),
+                    store: Arc::new(Store::open(tmp.path()).unwrap()),
+                    state: state.clone(),
+                    control: Arc::new(InferenceControl::default()),
+                    ahead,
+                },
+                None,
+            )
+            .unwrap();
+            for (i, p) in photos.iter().enumerate() {
+                slot.put(photo(p, i as u64 + 1));
+                wait_for("the result", || {
+                    state
+                        .last_result()
+                        .is_some_and(|r| r.frame_seq == i as u64 + 1)
+                });
+                let rec = state.last_result().unwrap();
+                assert_eq!(rec.classes, golden[i], "ahead {ahead}, {p}");
+            }
+            slot.close();
+            thread.join().unwrap();
+            assert_eq!(state.counters.snapshot().inference_errors, 0);
+        }
+    }
+
+    // Would catch a tensor prepared for the previous model's input shape
+    // being fed to a new model after a reload: a frame prepared for another
+    // generation is prepared again for the active model (same record as an
+    // engine run), and a tensor of the wrong length is refused and counted,
+    // never copied into the input.
+    #[test]
+    fn frames_prepared_for_another_model_never_reach_the_active_one() {
+        let old = load_model(&model_settings("mobilenet_v1_0.25_128_quant")).unwrap();
+        let new_settings = model_settings("mobilenet_v1_0.5_160_quant");
+        let mut new = load_model(&new_settings).unwrap();
+        let frame = photo("grace_hopper.bmp", 1);
+        let expected = new.engine.run(&frame).unwrap().classes;
+        let mut old_spec = old.engine.prepare_spec().unwrap();
+        let mut tensor = Vec::new();
+        let prepared = old_spec.prepare(&frame, &mut tensor).unwrap();
+        assert_ne!(tensor.len(), new.engine.prepare_spec().unwrap().tensor_len);
+
+        let tmp = tempfile::tempdir().unwrap();
+        let state = Arc::new(AppState::new());
+        let input = Arc::new(PreparedSlot::new());
+        let thread = {
+            let (input, state) = (input.clone(), state.clone());
+            let store = Arc::new(Store::open(tmp.path()).unwrap());
+            let control = Arc::new(InferenceControl::default());
+            std::thread::spawn(move || {
+                inference_loop_body(new_settings, None, input, store, state, control)
+            })
+        };
+        // Generation 0: prepared before the thread's first model (generation 1).
+        input.put(PreparedFrame {
+            frame: frame.clone(),
+            ahead: Some(Ahead {
+                generation: 0,
+                prepared: Ok(prepared),
+            }),
+            tensor: tensor.clone(),
+        });
+        wait_for("the result", || state.last_result().is_some());
+        assert_eq!(state.last_result().unwrap().classes, expected);
+        // Labelled with the active generation but the old shape: refused.
+        let mut second = frame.clone();
+        second.seq = 2;
+        input.put(PreparedFrame {
+            frame: second,
+            ahead: Some(Ahead {
+                generation: 1,
+                prepared: Ok(prepared),
+            }),
+            tensor,
+        });
+        wait_for("the refusal", || {
+            state.counters.snapshot().inference_errors == 1
+        });
+        assert_eq!(state.last_result().unwrap().frame_seq, 1);
+        input.close();
+        thread.join().unwrap();
+    }
+
+    // Would catch the prepare thread keeping a stale prepared frame while
+    // newer ones arrive during a long invoke, or dropping one silently: with
+    // invokes far longer than a preparation, a fresher frame replaces the
+    // waiting one, and each replacement is counted as a dropped frame.
+    #[test]
+    fn superseded_prepared_frames_are_dropped_and_counted() {
+        let engine = load_model(&model_settings("mobilenet_v1_0.25_128_quant"))
+            .unwrap()
+            .engine;
+        let state = Arc::new(AppState::new());
+        let slot = Arc::new(FrameSlot::new());
+        let out = Arc::new(PreparedSlot::new());
+        out.publish_model(1, engine.prepare_spec().unwrap());
+        let prepare = {
+            let (slot, out, state) = (slot.clone(), out.clone(), state.clone());
+            std::thread::spawn(move || prepare_loop(slot, out, state, true))
+        };
+        let feeding = Arc::new(AtomicBool::new(true));
+        let feeder = {
+            let (slot, feeding) = (slot.clone(), feeding.clone());
+            std::thread::spawn(move || {
+                let mut seq = 0;
+                while feeding.load(Ordering::Relaxed) {
+                    seq += 1;
+                    slot.put(photo("grace_hopper.bmp", seq));
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        };
+        // The test plays the inference thread, with 400 ms "invokes".
+        let mut seqs = Vec::new();
+        for _ in 0..4 {
+            match out.take(Duration::from_secs(30)) {
+                Next::Frame(f) => {
+                    assert!(matches!(
+                        f.ahead,
+                        Some(Ahead {
+                            generation: 1,
+                            prepared: Ok(_)
+                        })
+                    ));
+                    seqs.push(f.frame.seq);
+                    out.recycle(f.tensor);
+                }
+                other => panic!("expected a frame, got {other:?}"),
+            }
+            std::thread::sleep(Duration::from_millis(400));
+        }
+        feeding.store(false, Ordering::Relaxed);
+        feeder.join().unwrap();
+        slot.close();
+        while !matches!(out.take(Duration::from_secs(5)), Next::Closed) {}
+        prepare.join().unwrap();
+        let superseded = state.metrics.superseded_prepared();
+        assert!(superseded >= 1, "no prepared frame superseded: {seqs:?}");
+        assert_eq!(state.counters.snapshot().frames_dropped, superseded);
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    }
+
+    // Would catch the prepare thread outliving shutdown or not counting as
+    // one of the token's workers: after the trigger both threads return and
+    // the token has no live worker left.
+    #[test]
+    fn shutdown_joins_the_prepare_thread() {
+        let tmp = tempfile::tempdir().unwrap();
+        let slot = Arc::new(FrameSlot::new());
+        let stop = crate::core::shutdown::Shutdown::new();
+        stop.on_trigger({
+            let slot = slot.clone();
+            move || slot.close()
+        });
+        let state = Arc::new(AppState::new());
+        let thread = spawn_inference(
+            InferenceSetup {
+                settings: model_settings("mobilenet_v1_0.25_128_quant"),
+                models: None,
+                slot: slot.clone(),
+                store: Arc::new(Store::open(tmp.path()).unwrap()),
+                state: state.clone(),
+                control: Arc::new(InferenceControl::default()),
+                ahead: true,
+            },
+            Some((stop.worker("prepare"), stop.worker("inference"))),
+        )
+        .unwrap();
+        let mut live = stop.live_workers();
+        live.sort_unstable();
+        assert_eq!(live, ["inference", "prepare"]);
+        slot.put(photo("cat.bmp", 1));
+        wait_for("a result", || state.last_result().is_some());
+        stop.trigger();
+        assert!(stop.wait_workers(Duration::from_secs(30)).is_empty());
         thread.join().unwrap();
     }
 }

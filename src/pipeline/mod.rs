@@ -1,11 +1,15 @@
 //! The pipeline: capture → infer → store.
 //!
-//! Capture and inference each run on their own OS thread (ioctls and model
-//! invocations block), joined by a [`FrameSlot`]: a one-frame, latest-wins
-//! hand-off. A frame that arrives while inference is busy replaces the waiting
-//! one and the replaced frame is counted as dropped, so a slow model never
-//! builds a queue. The inference thread hands each result to the result
-//! sink (`ResultSink`), which stores it in sled and publishes it to the
+//! Capture, pre-processing and inference each run on their own OS thread
+//! (ioctls, decoding and model invocations block). Capture and the prepare
+//! thread are joined by a [`FrameSlot`]: a one-frame, latest-wins hand-off.
+//! A frame that arrives while the next one is being prepared replaces the
+//! waiting one and the replaced frame is counted as dropped, so a slow model
+//! never builds a queue. The prepare thread decodes, resizes and quantizes
+//! the next frame while the inference thread invokes the current one, and
+//! hands it over through a second one-frame, latest-wins slot
+//! (`prepare_loop.rs` says how it stays in step with model reloads). The
+//! inference thread hands each result to the result sink (`ResultSink`), which stores it in sled and publishes it to the
 //! shared [`AppState`](crate::state::AppState), the metrics and the GPIO
 //! rules; `sink.rs` says what it does for each kind of result.
 //!
@@ -21,7 +25,8 @@
 //! |---|---|
 //! | `slot.rs` | [`FrameSlot`], [`Taken`], the upload hand-off ([`ClassifyJob`], [`ClassifyError`]) |
 //! | `capture_loop.rs` | the capture thread ([`capture_loop()`]), [`Backoff`], its sleeps, the source readiness check ([`SourceReadiness`]) |
-//! | `inference_loop.rs` | the inference thread ([`inference_loop()`]), [`InferenceControl`] |
+//! | `prepare_loop.rs` | the prepare thread: frames pre-processed while the previous one is invoked, and its hand-off to the inference thread (`PreparedSlot`) |
+//! | `inference_loop.rs` | the inference thread, [`InferenceControl`], [`spawn_inference`] (both threads) |
 //! | `model.rs` | model loading ([`load_model`], [`effective_model`], [`LoadedModel`]) |
 //! | `sink.rs` | the result sink (`ResultSink`): store → state → metrics → GPIO |
 //!
@@ -31,12 +36,14 @@
 mod capture_loop;
 mod inference_loop;
 mod model;
+mod prepare_loop;
 mod sink;
 mod slot;
 
 pub use crate::core::clock::unix_ns;
 pub use capture_loop::{capture_loop, Backoff, SourceOpener, SourceReadiness};
-pub use inference_loop::{inference_loop, InferenceControl};
+pub(crate) use inference_loop::spawn_inference;
+pub use inference_loop::{inference_loop, InferenceControl, InferenceSetup};
 pub use model::{effective_model, load_model, LoadedModel};
 pub use sink::{Keep, ResultSink};
 pub use slot::{ClassifyError, ClassifyJob, FrameSlot, Taken};

@@ -50,11 +50,25 @@ struct SlotState {
     closed: bool,
 }
 
+/// Called after an upload is queued, for a consumer that waits elsewhere.
+type JobWaker = Box<dyn Fn() + Send + Sync>;
+
 /// A bounded (one frame) latest-frame-wins hand-off between two threads.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct FrameSlot {
     state: Mutex<SlotState>,
     ready: Condvar,
+    /// Set once by the prepare thread's hand-off: an upload must not wait
+    /// for a prepared frame to be taken.
+    job_waker: std::sync::OnceLock<JobWaker>,
+}
+
+impl std::fmt::Debug for FrameSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameSlot")
+            .field("state", &*self.lock())
+            .finish_non_exhaustive()
+    }
 }
 
 impl FrameSlot {
@@ -96,7 +110,21 @@ impl FrameSlot {
         s.jobs.push_back(job);
         drop(s);
         self.ready.notify_one();
+        if let Some(wake) = self.job_waker.get() {
+            wake();
+        }
         Ok(())
+    }
+
+    /// Call `wake` (without this slot's lock held) after each queued upload;
+    /// only the first waker set is kept.
+    pub(crate) fn set_job_waker(&self, wake: JobWaker) {
+        let _ = self.job_waker.set(wake);
+    }
+
+    /// Whether an upload waits.
+    pub(crate) fn has_job(&self) -> bool {
+        !self.lock().jobs.is_empty()
     }
 
     /// Wait up to `timeout` for a job or a frame (jobs first). A closed slot

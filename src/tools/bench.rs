@@ -92,6 +92,16 @@ pub struct BenchArgs {
     /// daemon's default) or off (full-size reference decode).
     #[arg(long, value_enum, default_value = "auto")]
     pub jpeg_scaling: JpegScaling,
+    /// Also measure the daemon's pipeline (files source → prepare →
+    /// inference → store) for this many seconds per variant: frames
+    /// prepared before each invoke, then prepared during the previous
+    /// invoke; 0: off.
+    #[arg(long, default_value_t = 0)]
+    pub pipeline_seconds: u64,
+    /// Rate of the files source in the pipeline measurement (high enough
+    /// to be unbounded for the model).
+    #[arg(long, default_value_t = 1000.0)]
+    pub pipeline_fps: f64,
 }
 
 impl BenchArgs {
@@ -109,6 +119,8 @@ impl BenchArgs {
             json: false,
             litert_lib: None,
             jpeg_scaling: JpegScaling::Auto,
+            pipeline_seconds: 0,
+            pipeline_fps: 1000.0,
         }
     }
 }
@@ -135,6 +147,8 @@ pub(crate) enum BenchError {
         runtime: String,
         error: InferenceError,
     },
+    #[error("{runtime}: pipeline: {reason}")]
+    Pipeline { runtime: String, reason: String },
     #[error("{runtime}: run {run}: {error}")]
     Run {
         runtime: String,
@@ -191,6 +205,36 @@ pub(crate) struct RuntimeResult {
     /// Source image size, as decoded by the engine.
     pub image_width: u32,
     pub image_height: u32,
+    /// The daemon pipeline's sustained rate, when `--pipeline-seconds` asks.
+    pub pipeline: Option<Box<PipelineRates>>,
+}
+
+/// Sustained rates of the daemon's pipeline on the bench frame, against the
+/// rate the model's invoke alone allows (1 / the median invoke above).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PipelineRates {
+    /// 1 / median invoke of the measured runs, per second.
+    pub invoke_rate: f64,
+    /// Results per second with each frame prepared before its invoke.
+    pub serial_rate: f64,
+    /// Results per second with the next frame prepared during the invoke.
+    pub ahead_rate: f64,
+    /// Mean invoke in the pipelined run, ms (contention shows here).
+    pub ahead_invoke_ms: f64,
+    /// Prepared frames superseded before their invoke in the pipelined run.
+    pub superseded: u64,
+    pub seconds: u64,
+    pub fps: f64,
+}
+
+impl PipelineRates {
+    fn ratio(&self, rate: f64) -> f64 {
+        if self.invoke_rate > 0.0 {
+            rate / self.invoke_rate
+        } else {
+            0.0
+        }
+    }
 }
 
 /// What happened for one runtime.
@@ -258,6 +302,28 @@ impl BenchReport {
                         None => "n/a (invoke median is 0)".to_string(),
                     };
                     s.push_str(&format!("  overhead/invoke {ratio}  (decode+resize+quantize+post over invoke, medians)\n"));
+                    if let Some(p) = &r.pipeline {
+                        s.push_str(&format!(
+                            "  pipeline (files source at {} fps, {} s each, results stored):\n",
+                            p.fps, p.seconds
+                        ));
+                        s.push_str(&format!(
+                            "    1/invoke (median above)        {:>8.1} /s\n",
+                            p.invoke_rate
+                        ));
+                        s.push_str(&format!(
+                            "    prepared before each invoke    {:>8.1} /s  {:.3} of 1/invoke\n",
+                            p.serial_rate,
+                            p.ratio(p.serial_rate)
+                        ));
+                        s.push_str(&format!(
+                            "    prepared during the invoke     {:>8.1} /s  {:.3} of 1/invoke  (mean invoke {:.3} ms, {} superseded)\n",
+                            p.ahead_rate,
+                            p.ratio(p.ahead_rate),
+                            p.ahead_invoke_ms,
+                            p.superseded
+                        ));
+                    }
                 }
             }
         }
@@ -288,6 +354,17 @@ impl BenchReport {
                         "input_shape": r.input_shape,
                         "image_width": r.image_width,
                         "image_height": r.image_height,
+                        "pipeline": r.pipeline.as_ref().map(|p| json!({
+                            "seconds": p.seconds,
+                            "source_fps": p.fps,
+                            "invoke_rate": p.invoke_rate,
+                            "serial_rate": p.serial_rate,
+                            "serial_ratio": p.ratio(p.serial_rate),
+                            "ahead_rate": p.ahead_rate,
+                            "ahead_ratio": p.ratio(p.ahead_rate),
+                            "ahead_invoke_ms": p.ahead_invoke_ms,
+                            "superseded": p.superseded,
+                        })),
                     })
                 }
             };
@@ -542,7 +619,12 @@ pub(crate) fn run_bench(args: &BenchArgs) -> Result<BenchReport, BenchError> {
         opts.jpeg_scaling = args.jpeg_scaling;
         let mut engine = Engine::load(&opts, runtime, &file).map_err(load_err)?;
         engine.canary().map_err(load_err)?;
-        let result = measure(&mut engine, &name, reason, &frame, file.sha256(), args)?;
+        let mut result = measure(&mut engine, &name, reason, &frame, file.sha256(), args)?;
+        if args.pipeline_seconds > 0 {
+            drop(engine);
+            let invoke_ms = result.stages.invoke.median_ms;
+            result.pipeline = Some(Box::new(measure_pipeline(&name, &frame, invoke_ms, args)?));
+        }
         runtimes.push((name, RuntimeOutcome::Measured(result)));
     }
 
@@ -642,6 +724,143 @@ fn measure(
         input_shape: engine.info().input.shape,
         image_width: last_size.0,
         image_height: last_size.1,
+        pipeline: None,
+    })
+}
+
+/// Run the daemon's pipeline on `frame` twice, each frame prepared before
+/// its invoke and then during the previous invoke, and measure the results
+/// stored per second (see [`PipelineRates`]).
+fn measure_pipeline(
+    runtime: &str,
+    frame: &Frame,
+    invoke_ms: f64,
+    args: &BenchArgs,
+) -> Result<PipelineRates, BenchError> {
+    let fail = |reason: String| BenchError::Pipeline {
+        runtime: runtime.to_string(),
+        reason,
+    };
+    if !(args.pipeline_fps.is_finite() && args.pipeline_fps > 0.0) {
+        return Err(BenchError::Args("--pipeline-fps must be > 0".into()));
+    }
+    let frames = tempfile::Builder::new()
+        .prefix("spotter-bench-frames-")
+        .tempdir()
+        .map_err(BenchError::TempDir)?;
+    std::fs::write(frames.path().join("frame"), &frame.data).map_err(BenchError::TempDir)?;
+    let mut settings = crate::config::from_sources(vec![])
+        .map_err(|e| fail(e.to_string()))?
+        .model;
+    settings.path = args.model.clone();
+    settings.labels = args.labels.clone();
+    settings.litert_lib = args.litert_lib.clone();
+    settings.threads = args.threads;
+    settings.jpeg_scaling = args.jpeg_scaling;
+    settings.runtime = if runtime == "litert" {
+        crate::config::RuntimeSetting::Litert
+    } else {
+        crate::config::RuntimeSetting::Builtin
+    };
+    let run = |ahead: bool| -> Result<(f64, f64, u64), BenchError> {
+        let dir = tempfile::Builder::new()
+            .prefix("spotter-bench-")
+            .tempdir()
+            .map_err(BenchError::TempDir)?;
+        let store = Arc::new(Store::open_with(dir.path(), STORE_FLUSH_MS)?);
+        let state = Arc::new(AppState::new());
+        let slot = Arc::new(crate::pipeline::FrameSlot::new());
+        let stop = crate::core::shutdown::Shutdown::new();
+        stop.on_trigger({
+            let slot = slot.clone();
+            move || slot.close()
+        });
+        let opts = crate::capture::files::FilesOptions {
+            dir: frames.path().to_path_buf(),
+            fps: args.pipeline_fps,
+            looping: true,
+        };
+        let opener: crate::pipeline::SourceOpener = Box::new(move || {
+            crate::capture::files::FilesSource::open(opts.clone())
+                .map(|s| Box::new(s) as Box<dyn crate::capture::FrameSource>)
+        });
+        let capture = {
+            let (slot, state, stop) = (slot.clone(), state.clone(), stop.clone());
+            let backoff = crate::pipeline::Backoff::new(
+                std::time::Duration::from_millis(100),
+                std::time::Duration::from_secs(1),
+            );
+            let readiness = Arc::new(crate::pipeline::SourceReadiness::default());
+            std::thread::spawn(move || {
+                crate::pipeline::capture_loop(opener, slot, state, readiness, stop, backoff)
+            })
+        };
+        let inference = crate::pipeline::spawn_inference(
+            crate::pipeline::InferenceSetup {
+                settings: settings.clone(),
+                models: None,
+                slot,
+                store,
+                state: state.clone(),
+                control: Arc::new(crate::pipeline::InferenceControl::default()),
+                ahead,
+            },
+            None,
+        )
+        .map_err(|e| fail(e.to_string()))?;
+        let count = || state.counters.inferences.load(Ordering::Relaxed);
+        // Model loaded, canary passed and a few frames through: then measure.
+        let ready = Instant::now();
+        while count() < 5 && ready.elapsed() < std::time::Duration::from_secs(60) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let invokes = |state: &AppState| {
+            let text = crate::state::render_metrics(state, &crate::metrics::StoreStats::default());
+            let get = |name: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            (
+                get("spotter_stage_latency_seconds_sum{stage=\"invoke\"}"),
+                get("spotter_stage_latency_seconds_count{stage=\"invoke\"}"),
+            )
+        };
+        let (c0, t0, (s0, n0)) = (count(), Instant::now(), invokes(&state));
+        std::thread::sleep(std::time::Duration::from_secs(args.pipeline_seconds));
+        let (c1, secs, (s1, n1)) = (count(), t0.elapsed().as_secs_f64(), invokes(&state));
+        stop.trigger();
+        let _ = capture.join();
+        let _ = inference.join();
+        if c0 < 5 {
+            return Err(fail("no results within 60 s (see the log)".into()));
+        }
+        let mean_invoke_ms = if n1 > n0 {
+            (s1 - s0) / (n1 - n0) * 1000.0
+        } else {
+            0.0
+        };
+        Ok((
+            (c1 - c0) as f64 / secs,
+            mean_invoke_ms,
+            state.metrics.superseded_prepared(),
+        ))
+    };
+    let (serial_rate, _, _) = run(false)?;
+    let (ahead_rate, ahead_invoke_ms, superseded) = run(true)?;
+    Ok(PipelineRates {
+        invoke_rate: if invoke_ms > 0.0 {
+            1000.0 / invoke_ms
+        } else {
+            0.0
+        },
+        serial_rate,
+        ahead_rate,
+        ahead_invoke_ms,
+        superseded,
+        seconds: args.pipeline_seconds,
+        fps: args.pipeline_fps,
     })
 }
 

@@ -741,3 +741,46 @@ fn invoke_timing_litert_vs_builtin() {
         eprintln!("{name}: litert {l:.2} ms, builtin {b:.2} ms (median of 30, threads={threads})");
     }
 }
+
+// Would catch LiteRT's own log lines (`INFO: [environment.cc:36] Creating
+// LiteRT environment`, `WARNING: ... NPU accelerator could not be loaded`)
+// reaching stderr unstructured again, where the journal stored them as they
+// were and a technician filtering by priority read them as problems. The
+// model is loaded in a child process (`spotter bench`, which logs at warn),
+// and its stderr must hold none of LiteRT's prefixed lines.
+#[test]
+fn loading_a_model_writes_no_unstructured_litert_lines() {
+    let Some(lib) = litert_lib("loading_a_model_writes_no_unstructured_litert_lines") else {
+        return;
+    };
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spotter"))
+        .args([
+            "bench",
+            "--runtime",
+            "litert",
+            "--runs",
+            "1",
+            "--warmup",
+            "0",
+        ])
+        .args(["--threads", "1", "--json", "--model"])
+        .arg(classifier("mobilenet_v1_0.25_128_quant"))
+        .arg("--litert-lib")
+        .arg(&lib)
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .expect("run spotter bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "spotter bench failed: {stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("bench JSON");
+    assert_eq!(report["runtimes"]["litert"]["skipped"], false, "{report}");
+    let raw: Vec<&str> = stderr
+        .lines()
+        .filter(|l| {
+            ["INFO: ", "WARNING: ", "ERROR: "]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
+        .collect();
+    assert!(raw.is_empty(), "LiteRT lines on stderr: {raw:#?}");
+}

@@ -126,7 +126,14 @@ pub fn preload(lib: &Path) -> Result<(), InferenceError> {
 /// wasted work, and unloading a C++ runtime that started XNNPACK threads is
 /// not something to do casually. The map grows only with distinct library
 /// paths that loaded successfully (in practice one).
+///
+/// LiteRT logs its accelerator discovery while the environment is created:
+/// that goes through Spotter's logging ([`super::stderr`]).
 pub(super) fn shared_lib(lib: &Path) -> Result<Arc<SharedLib>, InferenceError> {
+    super::stderr::relog_stderr(|| open_shared_lib(lib))
+}
+
+fn open_shared_lib(lib: &Path) -> Result<Arc<SharedLib>, InferenceError> {
     static LIBS: OnceLock<Mutex<HashMap<PathBuf, Arc<SharedLib>>>> = OnceLock::new();
     let unavailable = |reason: String| InferenceError::LiteRtUnavailable {
         path: lib.display().to_string(),

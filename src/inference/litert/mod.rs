@@ -35,6 +35,7 @@
 
 mod handles;
 mod library;
+mod stderr;
 
 use std::ffi::c_void;
 use std::path::{Path, PathBuf};
@@ -120,7 +121,17 @@ impl LiteRtRuntime {
         Self::load_with(shared_lib(lib)?, lib, file, threads)
     }
 
+    /// Load and compile, with LiteRT's log lines re-logged ([`stderr`]).
     fn load_with(
+        shared: Arc<SharedLib>,
+        lib: &Path,
+        file: &ModelFile,
+        threads: usize,
+    ) -> Result<LiteRtRuntime, InferenceError> {
+        stderr::relog_stderr(|| Self::compile(shared, lib, file, threads))
+    }
+
+    fn compile(
         shared: Arc<SharedLib>,
         lib: &Path,
         file: &ModelFile,

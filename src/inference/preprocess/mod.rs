@@ -50,6 +50,13 @@ pub use yuyv::yuyv_into_tensor;
 /// Default pixel budget for a decoded frame (width × height).
 pub(crate) const DEFAULT_MAX_PIXELS: u64 = 40_000_000;
 
+/// Scratch capacity a [`Preprocessor`] may keep between frames whatever the
+/// frames need (8 MiB: a 1920×1440 RGB frame decoded at full size).
+/// Beyond it, a buffer keeps its capacity only while consecutive frames need
+/// that much (a steady camera size); one large image (an upload of tens of
+/// megapixels) has its buffers freed as soon as it is done.
+pub(crate) const RETAIN_FLOOR_BYTES: usize = 8 << 20;
+
 /// Timings and geometry of one pre-processed frame.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Prepared {
@@ -85,6 +92,8 @@ pub struct Preprocessor {
     resizer: fir::Resizer,
     /// libjpeg-turbo, set up on the first JPEG frame in `Auto` mode.
     jpeg: JpegDecoder,
+    /// Bytes of `decoded` the previous frame used (see [`RETAIN_FLOOR_BYTES`]).
+    decoded_prev: usize,
 }
 
 impl std::fmt::Debug for Preprocessor {
@@ -147,7 +156,44 @@ impl Preprocessor {
             row: Vec::new(),
             resizer: fir::Resizer::new(),
             jpeg: JpegDecoder::default(),
+            decoded_prev: 0,
         })
+    }
+
+    /// Scratch bytes held between frames (the capacity of every reusable
+    /// buffer), for the memory tests.
+    #[cfg(test)]
+    pub(crate) fn retained_bytes(&self) -> usize {
+        [
+            &self.decoded,
+            &self.resized,
+            &self.boxed,
+            &self.gray,
+            &self.row,
+        ]
+        .iter()
+        .map(|v| v.capacity())
+        .sum()
+    }
+
+    /// After a frame: free the decode buffer when it holds more than
+    /// [`RETAIN_FLOOR_BYTES`] and more than twice what either this frame or
+    /// the previous one needed at the smaller of the two, so a steady camera
+    /// size keeps its buffer and one large image does not pin its pixels
+    /// until the next model reload. The resizer's own buffers follow the
+    /// source height; they are reset with it.
+    fn release_scratch(&mut self) {
+        let now = self.decoded.len();
+        let steady = now.min(self.decoded_prev);
+        self.decoded_prev = now;
+        if self.decoded.capacity() > RETAIN_FLOOR_BYTES.max(2 * steady) {
+            self.decoded = Vec::new();
+            self.resizer.reset_internal_buffers();
+        }
+        // The row buffer follows the frame width (YUYV); the others the model input.
+        if self.row.capacity() > RETAIN_FLOOR_BYTES {
+            self.row = Vec::new();
+        }
     }
 
     /// Choose how JPEG frames are decoded.
@@ -174,13 +220,29 @@ impl Preprocessor {
     }
 
     /// Decode `frame`, resize it and quantize it into `dst` (the input tensor).
+    /// Scratch buffers are kept for the next frame within the bounds
+    /// `release_scratch` sets, also when the frame fails.
     pub fn prepare(
         &mut self,
         frame: &Frame,
         max_pixels: u64,
         dst: &mut [u8],
     ) -> Result<Prepared, InferenceError> {
+        let r = self.prepare_frame(frame, max_pixels, dst);
+        self.release_scratch();
+        r
+    }
+
+    fn prepare_frame(
+        &mut self,
+        frame: &Frame,
+        max_pixels: u64,
+        dst: &mut [u8],
+    ) -> Result<Prepared, InferenceError> {
         let t0 = Instant::now();
+        // Its length is what this frame needs (`release_scratch`); paths that
+        // decode nothing leave it empty.
+        self.decoded.clear();
         let (w, h) = (frame.width, frame.height);
         let contiguous_rgb =
             frame.format == PixelFormat::Rgb8 && frame.stride as u64 == u64::from(w) * 3;
@@ -498,6 +560,46 @@ mod tests {
             auto.prepare(&cut, 1_000_000, &mut dst),
             Err(InferenceError::Image(_))
         ));
+    }
+
+    // Would catch a large upload pinning its decoded pixels until the next
+    // model reload (one 36-megapixel upload left RSS at 157 MiB): after a
+    // 20-megapixel image, with and without JPEG scaling, the scratch held is
+    // back within the floor, while a steady camera size keeps its buffer.
+    #[test]
+    fn large_image_buffers_are_released_and_steady_ones_kept() {
+        let s = spec(DType::U8, q(1.0 / 128.0, 128), 224, 224, 3);
+        let n = Normalization::default_for(&s, None);
+        let encode = |w: u32, h: u32, format: image::ImageFormat| {
+            let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, 77]));
+            let mut out = std::io::Cursor::new(Vec::new());
+            img.write_to(&mut out, format).unwrap();
+            Frame {
+                format: PixelFormat::Encoded,
+                ..rgb_frame(0, 0, out.into_inner())
+            }
+        };
+        let big = encode(5000, 4000, image::ImageFormat::Png);
+        let camera = encode(1280, 720, image::ImageFormat::Png);
+        let mut dst = vec![0u8; 224 * 224 * 3];
+        for scaling in [JpegScaling::Off, JpegScaling::Auto] {
+            let mut p = Preprocessor::new(&s, FitMode::Stretch, n)
+                .unwrap()
+                .with_jpeg_scaling(scaling);
+            p.prepare(&camera, 40_000_000, &mut dst).unwrap();
+            p.prepare(&camera, 40_000_000, &mut dst).unwrap();
+            let steady = p.retained_bytes();
+            assert!(steady >= 1280 * 720 * 3, "camera buffer not kept: {steady}");
+            p.prepare(&big, 40_000_000, &mut dst).unwrap();
+            let after = p.retained_bytes();
+            assert!(
+                after <= RETAIN_FLOOR_BYTES + 4 * 224 * 224 * 3,
+                "{scaling:?}: {after} bytes kept after a 20 Mpx image"
+            );
+            // A refused (over-budget) image does not pin anything either.
+            assert!(p.prepare(&big, 1_000_000, &mut dst).is_err());
+            assert!(p.retained_bytes() <= RETAIN_FLOOR_BYTES + 4 * 224 * 224 * 3);
+        }
     }
 
     #[test]
