@@ -309,8 +309,11 @@ impl DiskGuard {
         let (result_cost, snapshot_cost) = (cost(result_bytes), snapshot_bytes.map(cost));
         let headroom = st.free.saturating_sub(self.min_free) / HEADROOM_FRACTION;
         let due = if matches!(st.level, PressureLevel::Full { .. }) {
-            // Nothing is written while full: the interval decides.
-            self.interval_over(&st)
+            // Nothing new is written while full: the interval decides, unless
+            // the projection still holds estimated writes (then the guard may
+            // be full only on paper, e.g. several large snapshots in flight),
+            // which the next probe replaces by what the disk says.
+            self.interval_over(&st) || st.spent > 0
         } else {
             self.interval_over(&st)
                 || st.spent + result_cost + snapshot_cost.unwrap_or(0) >= headroom
