@@ -74,6 +74,16 @@ pub enum ApiError {
     InvalidId,
     #[error("result store: {0}")]
     Store(StoreError),
+    #[error(
+        "the disk is full: {free} bytes free, below the floor of {floor} bytes the result \
+         store keeps free (store.min_free_bytes); nothing is stored until space returns"
+    )]
+    InsufficientStorage { free: u64, floor: u64 },
+    #[error(
+        "the result store refuses writes after a failed write until Spotter restarts, which \
+         it does by itself once the disk has space again"
+    )]
+    StoreUnavailable,
     #[error("the upload is empty")]
     EmptyUpload,
     #[error(
@@ -114,6 +124,12 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::MalformedId { .. } => ApiError::InvalidId,
+            // A full disk is the client's answer (507, with the figures), not
+            // a server fault: the store's guard logs it once per episode.
+            StoreError::DiskFull { free, floor, .. } => {
+                ApiError::InsufficientStorage { free, floor }
+            }
+            StoreError::Poisoned { .. } => ApiError::StoreUnavailable,
             other => ApiError::Store(other),
         }
     }
@@ -187,6 +203,16 @@ fn problem_kind(e: &ApiError) -> (StatusCode, &'static str, &'static str) {
             StatusCode::INTERNAL_SERVER_ERROR,
             "store_error",
             "Result store failure",
+        ),
+        ApiError::InsufficientStorage { .. } => (
+            StatusCode::INSUFFICIENT_STORAGE,
+            "insufficient_storage",
+            "Disk full: result not stored",
+        ),
+        ApiError::StoreUnavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "Result store refuses writes until restart",
         ),
         ApiError::EmptyUpload => (StatusCode::BAD_REQUEST, "empty_upload", "Empty upload"),
         ApiError::UnsupportedMediaType => (
@@ -311,15 +337,21 @@ pub(super) fn json_response<T: Serialize + ?Sized>(status: StatusCode, body: &T)
     }
 }
 
+/// `Retry-After` of a poisoned store: the daemon restarts within about a
+/// second of space returning, and systemd's RestartSec adds a few more.
+const STORE_RETRY_AFTER_S: u64 = 30;
+
 const BEARER_CHALLENGE: &str = "Bearer realm=\"spotter\"";
 
 pub(super) fn error_response(e: &ApiError) -> Resp {
     let (status, code, title) = problem_kind(e);
     // Failures are logged; refusals under load (503 busy, body budget,
-    // subscribers, no model yet, shutting down) are not, one line each
-    // would flood the journal exactly when the device is busiest (the HTTP
-    // metrics count them by route and status).
-    if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+    // subscribers, no model yet, shutting down, a poisoned store) are not,
+    // one line each would flood the journal exactly when the device is
+    // busiest (the HTTP metrics count them by route and status). A full disk
+    // (507) is logged once per episode by the store (DISK_FULL).
+    let logged_elsewhere = matches!(e, ApiError::InsufficientStorage { .. });
+    if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE && !logged_elsewhere {
         log::error!(code = code; "API request failed: {e}");
     } else if status.is_server_error() {
         log::debug!(code = code; "API request refused: {e}");
@@ -373,6 +405,9 @@ pub(super) fn error_response(e: &ApiError) -> Resp {
         ApiError::ModelUnavailable | ApiError::ShuttingDown => {
             h.insert(RETRY_AFTER, HeaderValue::from(5u64));
         }
+        ApiError::StoreUnavailable => {
+            h.insert(RETRY_AFTER, HeaderValue::from(STORE_RETRY_AFTER_S));
+        }
         ApiError::PayloadTooLarge { .. } | ApiError::BodyTimeout { .. } => {
             // The unread body is still on the wire; do not reuse the connection.
             h.insert(CONNECTION, HeaderValue::from_static("close"));
@@ -403,5 +438,43 @@ mod tests {
         // Malformed ids from the store become a client error.
         let e: ApiError = StoreError::MalformedId { id: "x".into() }.into();
         assert_eq!(status_and_code(&e), (StatusCode::BAD_REQUEST, "invalid_id"));
+    }
+
+    // Catches: a storing request on a full disk answered 500 `store_error`
+    // with no reason (the issue's finding), the free and floor figures
+    // missing from the problem, a path leaking into it, and a poisoned store
+    // answered as an internal error without Retry-After.
+    #[test]
+    fn a_full_disk_is_507_with_the_figures_and_a_poisoned_store_503() {
+        let e: ApiError = StoreError::DiskFull {
+            path: "/var/lib/spotter/results".into(),
+            free: 1234,
+            floor: 5678,
+        }
+        .into();
+        assert_eq!(
+            status_and_code(&e),
+            (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
+        );
+        let r = error_response(&e);
+        assert_eq!(r.status(), StatusCode::INSUFFICIENT_STORAGE);
+        assert_eq!(
+            r.headers()[CONTENT_TYPE],
+            HeaderValue::from_static("application/problem+json")
+        );
+        let msg = public_message(&e);
+        assert!(
+            msg.contains("1234") && msg.contains("5678") && !msg.contains("/var/lib"),
+            "{msg}"
+        );
+        let e: ApiError = StoreError::Poisoned {
+            path: "/var/lib/spotter/results".into(),
+            cause: "No space left on device".into(),
+        }
+        .into();
+        let r = error_response(&e);
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(r.headers().contains_key(RETRY_AFTER));
+        assert!(!public_message(&e).contains("/var/lib"));
     }
 }

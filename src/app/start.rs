@@ -115,12 +115,13 @@ pub(super) struct Daemon {
 /// Start every part of the daemon; Err: one could not start (what has
 /// started stops as it is dropped).
 pub(super) async fn start(settings: &Settings, state: &Arc<AppState>) -> anyhow::Result<Daemon> {
-    std::fs::create_dir_all(&settings.daemon.state_dir).with_context(|| {
-        format!(
-            "creating state directory {}",
-            settings.daemon.state_dir.display()
-        )
-    })?;
+    crate::core::fsutil::create_private_dir(&settings.daemon.state_dir, crate::keys::KEYS_FILE)
+        .with_context(|| {
+            format!(
+                "creating state directory {}",
+                settings.daemon.state_dir.display()
+            )
+        })?;
     let store = open_store(settings)?;
     let mqtt = start_mqtt(settings, &store, state);
     match store.check_writable() {

@@ -46,8 +46,15 @@ pub enum Command {
         #[arg(long, env = "SPOTTER_LITERT_LIB")]
         litert_lib: Option<PathBuf>,
     },
-    /// Validate a config (with its drop-ins) and print the effective settings.
-    CheckConfig { file: PathBuf },
+    /// Validate a config (with its drop-ins), check that its model and labels
+    /// load as the daemon would load them, and print the effective settings.
+    CheckConfig {
+        file: PathBuf,
+        /// Check the file's syntax and values only, not the model and labels
+        /// it names (e.g. a config for another machine).
+        #[arg(long)]
+        syntax_only: bool,
+    },
     /// Measure per-stage latency (decode, resize, quantize, invoke, post, store) of a model per runtime.
     Bench(crate::tools::bench::BenchArgs),
     /// Measure the result store's flash wear: results/s, bytes written to
@@ -164,7 +171,9 @@ pub fn execute(cli: Cli) -> Result<(), Failure> {
             config: path,
             litert_lib,
         } => run::run(path, litert_lib),
-        Command::CheckConfig { file } => check_config::check_config(&file),
+        Command::CheckConfig { file, syntax_only } => {
+            check_config::check_config(&file, syntax_only)
+        }
         Command::Bench(args) => bench::bench(&args),
         Command::BenchStore(args) => bench::bench_store(&args),
         Command::Export {

@@ -75,3 +75,7 @@ pub const MQTT_PUBLISH_REJECTED: &str = "fc272f0a21ed41dd89492da72f505def";
 /// A GPIO line could not be requested or driven (permissions, missing
 /// chip, line busy); the message names the line and the likely fix.
 pub const GPIO_FAILED: &str = "3b6131e5ec1d43698bbe8b428992fae1";
+/// The state directory or the result store was accessible to other users
+/// (created under a permissive umask, e.g. by an older Spotter run outside
+/// systemd): tightened if it is Spotter's, otherwise left with a warning.
+pub const STATE_DIR_PERMISSIONS: &str = "a490c9f15b5240ee9bedc59299972677";

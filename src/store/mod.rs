@@ -284,6 +284,10 @@ impl Store {
         };
         let schema_path = dir.join(SCHEMA_FILE);
         let db_path = dir.join(DB_DIR);
+        // Results and snapshots are private whatever the umask (the state
+        // directory above may be shared, e.g. 0750 with the service group).
+        crate::core::fsutil::create_private_dir(dir, SCHEMA_FILE)
+            .map_err(io_err("create directory", dir))?;
 
         let mut migrate_from = None;
         match fs::read_to_string(&schema_path) {
@@ -319,7 +323,6 @@ impl Store {
                             .into(),
                     });
                 }
-                fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
                 write_atomic(&schema_path, format!("{SCHEMA_VERSION}\n").as_bytes())
                     .map_err(io_err("write schema file", &schema_path))?;
                 log::info!(path:display = dir.display(); "created result store");
@@ -410,13 +413,13 @@ impl Store {
     }
 
     /// Use `guard` to refuse writes below a free-space floor (default: no floor).
-    pub(crate) fn with_guard(mut self, guard: DiskGuard) -> Store {
+    pub fn with_guard(mut self, guard: DiskGuard) -> Store {
         self.guard = guard;
         self
     }
 
     /// The free-space guard.
-    pub(crate) fn guard(&self) -> &DiskGuard {
+    pub fn guard(&self) -> &DiskGuard {
         &self.guard
     }
 
@@ -534,21 +537,6 @@ impl Store {
         snapshot: Option<&Snapshot>,
     ) -> Result<bool, StoreError> {
         self.refuse_if_poisoned()?;
-        let snapshot = match (snapshot, self.guard.level(&self.dir)) {
-            (_, PressureLevel::Full { free, floor }) => {
-                self.guard.count_refused_result();
-                return Err(StoreError::DiskFull {
-                    path: self.dir.clone(),
-                    free,
-                    floor,
-                });
-            }
-            (Some(_), PressureLevel::Low { .. }) => {
-                self.guard.count_refused_snapshot();
-                None
-            }
-            (s, _) => s,
-        };
         // `generate_id` never repeats, so the key is fresh unless an imported
         // record (from another device) already holds the same (ts_ns, seq);
         // then a later sequence number is tried. Compare-and-swap against
@@ -557,8 +545,8 @@ impl Store {
             let seq = self.db.generate_id().map_err(|e| self.db_err(e))?;
             let key = make_key(rec.ts_ns, seq);
             rec.id = hex::encode(key);
-            if self.insert_new(&key, rec, snapshot, Some(seq))? {
-                return Ok(snapshot.is_some());
+            if let Some(kept) = self.insert_new(&key, rec, snapshot, Some(seq))? {
+                return Ok(kept);
             }
         }
         Err(StoreError::Corrupt {
@@ -585,28 +573,23 @@ impl Store {
             });
         }
         self.refuse_if_poisoned()?;
-        if let PressureLevel::Full { free, floor } = self.guard.level(&self.dir) {
-            self.guard.count_refused_result();
-            return Err(StoreError::DiskFull {
-                path: self.dir.clone(),
-                free,
-                floor,
-            });
-        }
-        self.insert_new(&key, rec, None, None)
+        Ok(self.insert_new(&key, rec, None, None)?.is_some())
     }
 
     /// Write `rec` under `key`, with its index entries and `snapshot`, in one
-    /// transaction, if the key is absent; `Ok(false)` (nothing written) if
-    /// present. With `outbox_seq` and the MQTT outbox enabled, the outbox
-    /// entry joins the same transaction, so a result is never stored unqueued.
+    /// transaction, if the key is absent and the disk guard admits it (see
+    /// [`DiskGuard::admit`]: a full disk is [`StoreError::DiskFull`], a low
+    /// one drops the snapshot). `Ok(Some(kept_snapshot))` when written,
+    /// `Ok(None)` (nothing written) if the key is present. With `outbox_seq`
+    /// and the MQTT outbox enabled, the outbox entry joins the same
+    /// transaction, so a result is never stored unqueued.
     fn insert_new(
         &self,
         key: &[u8; 16],
         rec: &ResultRecord,
         snapshot: Option<&Snapshot>,
         outbox_seq: Option<u64>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<bool>, StoreError> {
         let mut value = Vec::with_capacity(512);
         value.push(VALUE_FORMAT_JSON);
         serde_json::to_writer(&mut value, rec).map_err(|source| StoreError::Encode {
@@ -628,19 +611,14 @@ impl Store {
                 )
             })
             .collect();
-        let snap_size = snapshot.map(|s| {
-            let v = s.encode();
-            let n = (key.len() + v.len()) as u64;
-            entries.push((T_SNAPSHOTS, key.to_vec(), v));
-            n
-        });
-        let size = (key.len() + value.len()) as u64
+        let record_size = (key.len() + value.len()) as u64
             + entries
                 .iter()
                 .map(|(_, k, v)| (k.len() + v.len()) as u64)
                 .sum::<u64>();
         let mut trees: Vec<&sled::Tree> = self.tx_trees().to_vec();
-        // The outbox entry (counted in the outbox's own bounds, not in `size`).
+        // The outbox entry (counted in the outbox's own bounds, not in `size`,
+        // but written, so admitted with the record).
         let queued = match (&self.outbox, outbox_seq) {
             (Some(outbox), Some(seq)) => {
                 let (okey, entry) = (outbox::outbox_key(seq), Outbox::encode(&value[1..]));
@@ -650,6 +628,34 @@ impl Store {
             }
             _ => None,
         };
+        let outbox_size = match (queued, entries.last()) {
+            (Some(_), Some((_, k, v))) => (k.len() + v.len()) as u64,
+            _ => 0,
+        };
+        // `1 +`: the snapshot's format byte (see `Snapshot::encode`).
+        let snapshot_len = snapshot.map(|s| (key.len() + 1 + s.bytes.len()) as u64);
+        let (snapshot, _reservation) =
+            match self
+                .guard
+                .admit(&self.dir, record_size + outbox_size, snapshot_len)
+            {
+                pressure::Admission::All(r) => (snapshot, r),
+                pressure::Admission::ResultOnly(r) => (None, r),
+                pressure::Admission::Refused { free, floor } => {
+                    return Err(StoreError::DiskFull {
+                        path: self.dir.clone(),
+                        free,
+                        floor,
+                    })
+                }
+            };
+        let snap_size = snapshot.map(|s| {
+            let v = s.encode();
+            let n = (key.len() + v.len()) as u64;
+            entries.push((T_SNAPSHOTS, key.to_vec(), v));
+            n
+        });
+        let size = record_size + snap_size.unwrap_or(0);
         let written = trees[..].transaction(|tx| {
             if tx[T_RESULTS].get(key)?.is_some() {
                 return Ok(false);
@@ -671,13 +677,13 @@ impl Store {
                     self.snap_bytes.fetch_add(n, Ordering::Relaxed);
                     self.snap_written.fetch_add(n, Ordering::Relaxed);
                 }
-                if let (Some(outbox), Some((_, k, v))) = (queued, entries.last()) {
-                    outbox.committed((k.len() + v.len()) as u64);
+                if let Some(outbox) = queued {
+                    outbox.committed(outbox_size);
                 }
-                Ok(true)
+                Ok(Some(snapshot.is_some()))
             }
-            Ok(false) => Ok(false),
-            Err(sled::transaction::TransactionError::Abort(())) => Ok(false),
+            Ok(false) => Ok(None),
+            Err(sled::transaction::TransactionError::Abort(())) => Ok(None),
             Err(sled::transaction::TransactionError::Storage(e)) => Err(self.write_err(e)),
         }
     }
@@ -741,7 +747,7 @@ impl Store {
 
     /// Size, wear and refusal figures (blocking: reads the file sizes).
     /// O(1): counters, and the size on disk as the pruner last measured it.
-    pub(crate) fn stats(&self) -> StoreStats {
+    pub fn stats(&self) -> StoreStats {
         let size_bytes = self.size_on_disk_cached();
         StoreStats {
             records: self.len(),

@@ -622,10 +622,10 @@ impl FreeSpace for FakeDisk {
 #[test]
 fn disk_guard_pauses_snapshots_then_results_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let free = std::sync::Arc::new(AtomicU64::new(10_000));
+    let free = std::sync::Arc::new(AtomicU64::new(10_000_000));
     let guard = DiskGuard::new(
         Box::new(FakeDisk(free.clone())),
-        1_000,
+        1_000_000,
         std::time::Duration::ZERO,
     );
     let store = Store::open(dir.path()).unwrap().with_guard(guard);
@@ -635,7 +635,7 @@ fn disk_guard_pauses_snapshots_then_results_and_recovers() {
     assert!(store
         .insert_with_snapshot(&mut rec(1, 1), Some(&jpeg))
         .unwrap());
-    free.store(1_500, Ordering::Relaxed); // below the snapshot floor (2 000)
+    free.store(1_500_000, Ordering::Relaxed); // below the snapshot floor (2 MB)
     let mut low = rec(2, 2);
     assert!(
         !store.insert_with_snapshot(&mut low, Some(&jpeg)).unwrap(),
@@ -645,18 +645,18 @@ fn disk_guard_pauses_snapshots_then_results_and_recovers() {
     assert!(matches!(
         store.guard().current(),
         PressureLevel::Low {
-            free: 1_500,
-            floor: 2_000
+            free: 1_500_000,
+            floor: 2_000_000
         }
     ));
-    free.store(999, Ordering::Relaxed);
+    free.store(999_999, Ordering::Relaxed);
     let err = store.insert(&mut rec(3, 3)).unwrap_err();
     assert!(
         matches!(
             err,
             StoreError::DiskFull {
-                free: 999,
-                floor: 1_000,
+                free: 999_999,
+                floor: 1_000_000,
                 ..
             }
         ),
@@ -680,11 +680,69 @@ fn disk_guard_pauses_snapshots_then_results_and_recovers() {
         ),
         (1, 1)
     );
-    free.store(5_000, Ordering::Relaxed);
+    free.store(5_000_000, Ordering::Relaxed);
     store.insert(&mut rec(4, 4)).unwrap();
     store.check_writable().unwrap();
     assert_eq!(store.guard().current(), PressureLevel::Ok);
     assert_eq!(store.len(), 3);
+}
+
+/// A filesystem the test fills itself: each admitted write takes `amp` times
+/// its logical bytes at once, as a (pessimistic) sled would.
+fn fill_until_refused(amp: u64, write: u64, floor: u64, size: u64) -> (u64, u64, u64) {
+    let free = std::sync::Arc::new(AtomicU64::new(size));
+    // A probe interval far longer than the test: only the byte accounting
+    // can make the guard look again.
+    let guard = DiskGuard::new(
+        Box::new(FakeDisk(free.clone())),
+        floor,
+        std::time::Duration::from_secs(3600),
+    );
+    let (mut lowest, mut admitted) = (size, 0u64);
+    for _ in 0..100_000 {
+        match guard.admit(Path::new("/"), write, None) {
+            crate::store::pressure::Admission::Refused { .. } => break,
+            crate::store::pressure::Admission::All(r)
+            | crate::store::pressure::Admission::ResultOnly(r) => {
+                let now = free.load(Ordering::Relaxed).saturating_sub(write * amp);
+                free.store(now, Ordering::Relaxed);
+                lowest = lowest.min(now);
+                admitted += 1;
+                drop(r);
+            }
+        }
+    }
+    (lowest, admitted, guard.probes())
+}
+
+// Catches: the floors checked only once per interval (the issue: a small
+// filesystem written at 30 fps went from above both floors to ENOSPC within
+// the probe interval), an amplification estimate that never learns a
+// write-heavy database, and a guard so cautious it stops far above the floor.
+#[test]
+fn the_floor_holds_between_probes_at_any_write_rate() {
+    let (floor, size) = (4u64 << 20, 16u64 << 20);
+    for amp in [1u64, 3, 10, 30] {
+        for write in [600u64, 50_000, 300_000] {
+            let (lowest, admitted, probes) = fill_until_refused(amp, write, floor, size);
+            assert!(
+                lowest + write * amp >= floor,
+                "amp {amp}, write {write}: free fell to {lowest}, floor {floor}"
+            );
+            assert!(
+                admitted > 0 && probes > 1,
+                "amp {amp}, write {write}: {admitted} {probes}"
+            );
+            // Stopped near the floor, not at the first sign of writing:
+            // within the largest of one write's estimate at the maximal
+            // amplification and a tenth of the headroom.
+            let slack = (write * crate::store::pressure::AMP_MAX as u64).max((size - floor) / 10);
+            assert!(
+                lowest <= floor + slack,
+                "amp {amp}, write {write}: stopped at {lowest}, floor {floor}"
+            );
+        }
+    }
 }
 
 // Catches: a store that keeps calling sled after an ENOSPC (sled 0.34 then

@@ -7,6 +7,7 @@
 mod common;
 
 mod bench;
+mod check_config;
 mod daemon;
 mod daemon_crash;
 mod journald;

@@ -12,6 +12,7 @@ mod common;
 
 mod store_backup;
 mod store_crash;
+mod store_disk_floor;
 mod store_enospc;
 mod store_export_live;
 mod store_query;
