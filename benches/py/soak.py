@@ -37,8 +37,8 @@ SAMPLE_EVERY_S = 5.0
 # post-warm-up samples: 1 % for runs of 30 minutes or more (issue 21's goal).
 # A shorter run has fewer samples per third and the same noise (transient
 # decode and response buffers, about ±1 % sample to sample), so it gets 2 %:
-# over CI's 5 minutes (210 s after warm-up, 140 s between the thirds' middles)
-# that still fails a leak of about 4 KiB/s (15 MiB an hour) on this daemon's
+# over CI's 5 minutes (150 s after warm-up, 100 s between the thirds' middles)
+# that still fails a leak of about 6 KiB/s (20 MiB an hour) on this daemon's
 # ~30 MiB of anonymous memory.
 LONG_RUN_S = 1800
 RSS_LIMIT_LONG = 0.01
@@ -54,16 +54,21 @@ def main():
     ap.add_argument("--litert-lib", required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("--duration", type=float, required=True, help="seconds")
-    ap.add_argument("--warmup", type=float, default=None, help="seconds (default: 25%% of the run, at least 90 s)")
+    ap.add_argument("--warmup", type=float, default=None, help="seconds (default: 25%% of a run of 30 minutes or more, "
+                    "half of a shorter one; at least 90 s)")
     ap.add_argument("--fps", type=float, default=240.0, help="replay rate (default 240, the maximum)")
     ap.add_argument("--connections", type=int, default=4, help="wrk connections (0: no API load, to tell"
                     " a pipeline leak from an API one)")
     a = ap.parse_args()
     # At least 90 s: until then RSS climbs while sled's page cache (16 MiB)
-    # and the allocator's arenas fill (measured at this load on the dev build:
-    # 50 MiB at 10 s, 55-56 MiB from 110 s on, flat to 30 minutes); both are
-    # bounded, so growth before that says nothing about leaks.
-    warmup = a.warmup if a.warmup is not None else max(90.0, a.duration * 0.25)
+    # and the allocator's arenas fill; both are bounded, so growth before
+    # that says nothing about leaks. How long the fill takes depends on the
+    # write rate the machine allows: anonymous memory was flat from 90 s in
+    # one 5-minute run (31.3 -> 31.5 MiB) and stepped up until 350-450 s in
+    # runs sharing the 2 cores with builds (26 -> 33-35 MiB, then flat to 30
+    # minutes), hence half of a short run (150 s of CI's 5 minutes).
+    share = 0.25 if a.duration >= LONG_RUN_S else 0.5
+    warmup = a.warmup if a.warmup is not None else max(90.0, a.duration * share)
     if a.duration < warmup + 6 * SAMPLE_EVERY_S:
         print(f"soak: --duration {a.duration:.0f} s leaves fewer than 6 samples after the {warmup:.0f} s warm-up",
               file=sys.stderr)

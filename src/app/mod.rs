@@ -71,14 +71,15 @@ fn tune_malloc() {
 pub(crate) const TRIM_EVERY: Duration = Duration::from_secs(10);
 
 /// Return free memory inside glibc's arenas to the kernel (`malloc_trim`).
-/// glibc gives back only the free top of a thread arena's heap, so the
-/// holes that short-lived buffers (responses, decoded frames below the mmap
-/// threshold, sled's pages) leave in the middle of the second arena stayed
-/// resident: in the soak test's load anonymous memory stepped up by about
-/// 2 MiB at a time for 5 to 7 minutes after start (26 -> 35 MiB), and one
-/// `malloc_trim(0)` in that daemon gave back 3.9 MiB of it (the second
-/// arena 10.1 -> 5.8 MiB). Called every [`TRIM_EVERY`] by the monitor (a
-/// walk over the arenas' free chunks, holding each arena's lock briefly).
+/// glibc gives back only the free top of a thread arena's heap, so holes
+/// that short-lived buffers (responses, decoded frames below the mmap
+/// threshold, sled's pages) leave in the middle of an arena stay resident.
+/// In the soak test's load anonymous memory stepped up by about 2 MiB at a
+/// time for several minutes after start (26 -> 35 MiB, mostly sled's page
+/// cache filling) and one `malloc_trim(0)` in that daemon gave back 3.9 MiB
+/// (the second arena 10.1 -> 5.8 MiB). Called every [`TRIM_EVERY`] by the
+/// monitor (a walk over the arenas' free chunks, holding each arena's lock
+/// briefly).
 pub(crate) fn trim_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only takes glibc's arena locks and madvises free
