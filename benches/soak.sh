@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Soak test: the daemon on the `files` source at its maximum rate plus concurrent API load, for a
-# configurable time, failing on RSS growth > 5 % after warm-up, fd or thread growth, or any failed
-# request. The checks and their exact rules are in benches/py/soak.py.
+# configurable time, failing on growth of anonymous memory after warm-up (over 1 % in a run of 30
+# minutes or more, 2 % in a shorter one), fd or thread growth, or any failed request. The checks
+# and their exact rules are in benches/py/soak.py.
 #
 # Usage: benches/soak.sh [--duration SECONDS|Nm] [--bin PATH]
 #   --duration  how long the load runs (default 30m; CI uses 300)
 #   --bin       the spotter binary to soak (default: SPOTTER_BIN, else a release build)
 # Sets itself up (scripts/setup.sh: LiteRT, the demo model and photos; apt: wrk).
-# Output: a line per 10 s sample, a verdict, and .cache/soak/<timestamp>/ with the log and samples.
+# Output: a line per 5 s sample, a verdict, and .cache/soak/<timestamp>/ with the log and samples.
 source "$(dirname "$0")/../scripts/lib.sh"
 
 duration=1800

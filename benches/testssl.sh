@@ -1,12 +1,27 @@
 #!/usr/bin/env bash
 # Run testssl.sh (Debian package `testssl.sh`, installed if missing) against
-# the daemon's TLS listener on loopback and fail if it reports any HIGH or
-# CRITICAL finding. Takes a few minutes, so it is not part of every CI run.
+# the daemon's TLS listener on loopback. It fails on any MEDIUM, HIGH or
+# CRITICAL finding (weak protocols or ciphers, missing forward secrecy, known
+# vulnerabilities such as Heartbleed, ROBOT, CRIME/BREACH, POODLE, insecure
+# renegotiation, certificate problems), on a scan that did not finish (FATAL
+# entries, no protocol or vulnerability results, or the time limit) and
+# when TLS 1.3 is not offered or SSLv2/SSLv3/TLS 1.0/1.1 are. LOW and INFO
+# findings are listed, not judged (e.g. no DNS CAA record for 127.0.0.1).
+# About 2.5 minutes on the 2-core CI machine; scripts/test.sh runs it.
 #
-# Usage: benches/testssl.sh          (report in .cache/testssl/<time>.json)
+# Usage: benches/testssl.sh [--timeout SECONDS]  (default 600; report in
+#        .cache/testssl/<time>.json)
 # Environment: SPOTTER_BIN (a built spotter), SPOTTER_TESTDATA.
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 source "$REPO/scripts/api-daemon.sh"
+limit=600
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --timeout) [ $# -ge 2 ] || die "--timeout needs seconds"; limit="$2"; shift 2 ;;
+        *) die "unknown argument $1" ;;
+    esac
+done
+[[ "$limit" =~ ^[1-9][0-9]*$ ]] || die "--timeout must be a positive number of seconds"
 apt_install testssl.sh curl jq openssl
 work="$(mktemp -d)"
 port=$((20000 + RANDOM % 20000))
@@ -36,10 +51,27 @@ key = \"$pki/leaf.key\""
 out="$CACHE/testssl/$(date +%Y%m%dT%H%M%S).json"
 mkdir -p "$(dirname "$out")"
 say "testssl.sh against 127.0.0.1:$port (report: $out)"
-testssl --quiet --color 0 --warnings off --add-ca "$pki/ca.pem" --jsonfile "$out" "127.0.0.1:$port" > "$work/testssl.txt" || true
-grep -E 'HIGH|CRITICAL' "$work/testssl.txt" || true
-bad="$(jq '[.[] | select(.severity == "HIGH" or .severity == "CRITICAL")] | length' "$out")"
-jq -r '.[] | select(.severity == "HIGH" or .severity == "CRITICAL" or .severity == "MEDIUM") | "\(.severity)\t\(.id)\t\(.finding)"' "$out"
-say "HIGH or CRITICAL findings: $bad"
+started=$SECONDS
+# testssl.sh exits non-zero for reasons of its own (it counts findings), so
+# its exit code is not the verdict; the time limit and the JSON are.
+rc=0
+timeout --kill-after=10 "$limit" testssl --quiet --color 0 --warnings off --connect-timeout 10 \
+    --openssl-timeout 10 --add-ca "$pki/ca.pem" --jsonfile "$out" "127.0.0.1:$port" > "$work/testssl.txt" || rc=$?
+[ "$rc" -ne 124 ] && [ "$rc" -ne 137 ] || die "testssl.sh did not finish within $limit s"
+[ -s "$out" ] || die "testssl.sh wrote no report (exit $rc); its output: $(tail -n 20 "$work/testssl.txt")"
+jq -r '.[] | select(.severity != "OK" and .severity != "INFO") | "\(.severity)\t\(.id)\t\(.finding)"' "$out"
+bad="$(jq '[.[] | select(.severity == "MEDIUM" or .severity == "HIGH" or .severity == "CRITICAL" or .severity == "FATAL")] | length' "$out")"
+# What the scan must have seen, so that a scan that reached nothing does not pass.
+finding() { jq -r --arg id "$1" '[.[] | select(.id == $id) | .finding][0] // "missing"' "$out"; }
+problems=()
+case "$(finding TLS1_3)" in offered*) ;; *) problems+=("TLS1_3: $(finding TLS1_3)") ;; esac
+for p in SSLv2 SSLv3 TLS1 TLS1_1; do
+    case "$(finding "$p")" in "not offered"*) ;; *) problems+=("$p: $(finding "$p")") ;; esac
+done
+for id in heartbleed ROBOT secure_renego cert_chain_of_trust; do
+    [ "$(finding "$id")" != missing ] || problems+=("$id: not tested (scan incomplete)")
+done
+say "testssl.sh: $((SECONDS - started)) s; MEDIUM, HIGH, CRITICAL or FATAL findings: $bad; other problems: ${#problems[@]}"
+for p in "${problems[@]}"; do say "problem: $p"; done
 rm -rf "$work"
-[ "$bad" -eq 0 ]
+[ "$bad" -eq 0 ] && [ ${#problems[@]} -eq 0 ]

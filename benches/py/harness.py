@@ -155,12 +155,15 @@ max_connections = 256
 
 
 def proc_status(pid):
-    """VmRSS, VmHWM (bytes) and Threads of a live process, from /proc/PID/status."""
+    """VmRSS, VmHWM, RssAnon, RssFile (bytes) and Threads of a live process, from
+    /proc/PID/status. RssAnon is the heap, stacks and anonymous mappings (what a leak grows);
+    RssFile is mapped files (code, the model if mapped): clean pages that grow as code paths are
+    first run and that the kernel can drop."""
     out = {}
     with open(f"/proc/{pid}/status", encoding="ascii") as f:
         for line in f:
             key, _, val = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
+            if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
                 out[key] = int(val.split()[0]) * 1024
             elif key == "Threads":
                 out[key] = int(val.split()[0])

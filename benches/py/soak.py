@@ -4,12 +4,15 @@
 Runs `spotter run` on the files source at the highest replay rate the config allows (240 fps; the
 pipeline drops what inference cannot keep up with), with a small retention bound (300 results) so
 the pruner works all the time after the first seconds, while wrk keeps 4 connections busy cycling through the read endpoints
-(status, latest result, a page of results, metrics). Every 10 s it samples the daemon's RSS,
+(status, latest result, a page of results, metrics). Every 5 s it samples the daemon's RSS
+(anonymous and file-backed),
 open file descriptors and thread count.
 
 It fails (exit 1) when, after the warm-up:
-  * RSS grows: the median of the last third of the samples against that of the first third, more
-    than 3.3 % (what steady growth of 5 % over the window gives; bounded caches stepping up once do not);
+  * anonymous memory grows (RssAnon: heap, stacks, anonymous mappings; file-backed pages, i.e.
+    code first run late, are reported but not judged): the median of the last third of the
+    samples against that of the first third, more than 1 % in a run of 30 minutes or longer,
+    2 % in a shorter one (CI's 5 minutes; sample-to-sample noise at this load is about ±1 %);
   * open file descriptors grow: the smallest of the last 3 samples is above the largest of the
     first 3 (a leak grows steadily; one descriptor open at the instant of a sample does not fail);
   * the thread count grows the same way;
@@ -29,10 +32,17 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 import harness as h  # noqa: E402
 
-SAMPLE_EVERY_S = 10.0
-# Between the medians of the first and last thirds of the samples: what
-# steady growth of 5 % over the window gives.
-RSS_LIMIT = 0.05 * 2 / 3
+SAMPLE_EVERY_S = 5.0
+# Growth allowed between the medians of the first and last thirds of the
+# post-warm-up samples: 1 % for runs of 30 minutes or more (issue 21's goal).
+# A shorter run has fewer samples per third and the same noise (transient
+# decode and response buffers, about ±1 % sample to sample), so it gets 2 %:
+# over CI's 5 minutes (150 s after warm-up, 100 s between the thirds' middles)
+# that still fails a leak of about 6 KiB/s (20 MiB an hour) on this daemon's
+# ~30 MiB of anonymous memory.
+LONG_RUN_S = 1800
+RSS_LIMIT_LONG = 0.01
+RSS_LIMIT_SHORT = 0.02
 READ_PATHS = ["/api/v1/status", "/api/v1/results/latest", "/api/v1/results?limit=20", "/metrics"]
 
 
@@ -44,16 +54,21 @@ def main():
     ap.add_argument("--litert-lib", required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("--duration", type=float, required=True, help="seconds")
-    ap.add_argument("--warmup", type=float, default=None, help="seconds (default: 25%% of the run, at least 90 s)")
+    ap.add_argument("--warmup", type=float, default=None, help="seconds (default: 25%% of a run of 30 minutes or more, "
+                    "half of a shorter one; at least 90 s)")
     ap.add_argument("--fps", type=float, default=240.0, help="replay rate (default 240, the maximum)")
     ap.add_argument("--connections", type=int, default=4, help="wrk connections (0: no API load, to tell"
                     " a pipeline leak from an API one)")
     a = ap.parse_args()
     # At least 90 s: until then RSS climbs while sled's page cache (16 MiB)
-    # and the allocator's arenas fill (measured at this load on the dev build:
-    # 49 MiB at 10 s, 52-54 MiB from 40 s on); both are bounded, so growth
-    # before that says nothing about leaks.
-    warmup = a.warmup if a.warmup is not None else max(90.0, a.duration * 0.25)
+    # and the allocator's arenas fill; both are bounded, so growth before
+    # that says nothing about leaks. How long the fill takes depends on the
+    # write rate the machine allows: anonymous memory was flat from 90 s in
+    # one 5-minute run (31.3 -> 31.5 MiB) and stepped up until 350-450 s in
+    # runs sharing the 2 cores with builds (26 -> 33-35 MiB, then flat to 30
+    # minutes), hence half of a short run (150 s of CI's 5 minutes).
+    share = 0.25 if a.duration >= LONG_RUN_S else 0.5
+    warmup = a.warmup if a.warmup is not None else max(90.0, a.duration * share)
     if a.duration < warmup + 6 * SAMPLE_EVERY_S:
         print(f"soak: --duration {a.duration:.0f} s leaves fewer than 6 samples after the {warmup:.0f} s warm-up",
               file=sys.stderr)
@@ -107,10 +122,11 @@ def main():
             if status == 200:
                 doc = json.loads(body)
                 stored = (doc.get("counters") or {}).get("results_stored")
-            s = {"t_s": round(elapsed, 1), "rss": st["VmRSS"], "fds": h.fd_count(sp.pid),
-                 "threads": st["Threads"], "results_stored": stored}
+            s = {"t_s": round(elapsed, 1), "rss": st["VmRSS"], "anon": st["RssAnon"], "file": st["RssFile"],
+                 "hwm": st["VmHWM"], "fds": h.fd_count(sp.pid), "threads": st["Threads"], "results_stored": stored}
             samples.append(s)
-            print(f"soak: t={s['t_s']:>6.1f}s rss={s['rss'] / 2**20:.1f} MiB fds={s['fds']} "
+            print(f"soak: t={s['t_s']:>6.1f}s rss={s['rss'] / 2**20:.1f} MiB (anon {s['anon'] / 2**20:.1f}, "
+                  f"file {s['file'] / 2**20:.1f}) fds={s['fds']} "
                   f"threads={s['threads']} stored={stored}", file=sys.stderr)
 
         if "error" in wrk_out:
@@ -128,20 +144,27 @@ def main():
             failures.append(f"only {len(post)} samples after warm-up (need 6)")
         else:
             first, last = post[:3], post[-3:]
-            # RSS: the median of the last third of the samples against the
-            # median of the first third. Bounded caches (sled's page cache,
-            # malloc arenas) step up a few MiB at random moments and stop;
-            # a leak keeps growing. Steady growth of 5 % over the window moves
-            # these medians apart by two thirds of that, hence the limit.
+            # Memory: the median of the last third of the samples against
+            # the median of the first third. Bounded caches (sled's page
+            # cache, malloc arenas) step up a little at random moments and
+            # stop; a leak keeps growing. Judged on RssAnon: RssFile grows
+            # by clean code pages as code paths first run (a clean-clone CI
+            # run's +4.3 % "drift" over 5 minutes was of that kind and of the
+            # warm-up), which is no leak and which the kernel can drop.
+            limit = RSS_LIMIT_LONG if a.duration >= LONG_RUN_S else RSS_LIMIT_SHORT
             third = max(3, len(post) // 3)
-            rss0 = statistics.median(x["rss"] for x in post[:third])
-            rss1 = statistics.median(x["rss"] for x in post[-third:])
-            growth = (rss1 - rss0) / rss0
-            print(f"soak: RSS after warm-up {rss0 / 2**20:.1f} -> {rss1 / 2**20:.1f} MiB ({growth * 100:+.1f} %, "
-                  f"medians of the first and last {third} samples)", file=sys.stderr)
-            if growth > RSS_LIMIT:
-                failures.append(f"RSS grew {growth * 100:.1f} % after warm-up (limit {RSS_LIMIT * 100:.1f} %: "
-                                "5 % of steady growth over the window)")
+            for key, label in (("rss", "RSS"), ("file", "file-backed RSS"), ("anon", "anonymous RSS")):
+                m0 = statistics.median(x[key] for x in post[:third])
+                m1 = statistics.median(x[key] for x in post[-third:])
+                growth = (m1 - m0) / m0
+                judged = key == "anon"
+                print(f"soak: {label} after warm-up {m0 / 2**20:.1f} -> {m1 / 2**20:.1f} MiB ({growth * 100:+.2f} %, "
+                      f"medians of the first and last {third} samples)"
+                      + (f"; limit {limit * 100:.0f} %" if judged else "; reported, not judged"), file=sys.stderr)
+                if judged and growth > limit:
+                    failures.append(f"anonymous RSS grew {growth * 100:.2f} % after warm-up (limit {limit * 100:.0f} % "
+                                    f"for a {a.duration:.0f} s run)")
+            print(f"soak: peak RSS (VmHWM) {post[-1]['hwm'] / 2**20:.1f} MiB", file=sys.stderr)
             for k in ("fds", "threads"):
                 if min(x[k] for x in last) > max(x[k] for x in first):
                     failures.append(f"{k} grew: {[x[k] for x in post]}")

@@ -3,10 +3,11 @@
 //! valid key) and `GET /api/v1/status` (read: uptime, version, source,
 //! readiness, model, counters, last result, store, MQTT and GPIO).
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use hyper::StatusCode;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Response, StatusCode};
 
 use super::auth::Caller;
 use super::{json_response, ApiError, Ctx, Resp};
@@ -32,24 +33,14 @@ pub(super) fn readyz(ctx: &Ctx, caller: &Caller) -> Resp {
     json_response(status, &body)
 }
 
-/// `GET /api/v1/status`.
+/// `GET /api/v1/status`: the state's cached document (serialised once per
+/// change, see `state::status`), answered on the connection's own task with
+/// no blocking-pool hand-off: the store's figures are atomics and the size
+/// the pruner last measured.
 pub(super) async fn status(ctx: &Arc<Ctx>) -> Result<Resp, ApiError> {
-    // O(1): counters and the size the pruner last measured.
-    let stats = ctx.store.stats();
-    let s = &ctx.state;
-    let readiness = s.readiness();
-    let body = serde_json::json!({
-        "uptime_s": s.started.elapsed().as_secs(),
-        "clock_synchronized": s.clock_synchronized.load(Ordering::Relaxed),
-        "version": s.version,
-        "source": s.source(),
-        "readiness": { "ready": readiness.ready(), "checks": readiness },
-        "model": s.model(),
-        "counters": s.counters.snapshot(),
-        "last_result": s.last_result(),
-        "store": stats,
-        "mqtt": s.mqtt.snapshot(),
-        "gpio": s.gpio.snapshot(),
-    });
-    Ok(json_response(StatusCode::OK, &body))
+    let body = ctx.state.status_json(ctx.store.stats());
+    let mut resp = Response::new(Full::new(body));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(resp)
 }

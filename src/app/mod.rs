@@ -67,6 +67,28 @@ fn tune_malloc() {
     }
 }
 
+/// How often the monitor returns the allocator's free pages to the kernel.
+pub(crate) const TRIM_EVERY: Duration = Duration::from_secs(10);
+
+/// Return free memory inside glibc's arenas to the kernel (`malloc_trim`).
+/// glibc gives back only the free top of a thread arena's heap, so holes
+/// that short-lived buffers (responses, decoded frames below the mmap
+/// threshold, sled's pages) leave in the middle of an arena stay resident.
+/// In the soak test's load anonymous memory stepped up by about 2 MiB at a
+/// time for several minutes after start (26 -> 35 MiB, mostly sled's page
+/// cache filling) and one `malloc_trim(0)` in that daemon gave back 3.9 MiB
+/// (the second arena 10.1 -> 5.8 MiB). Called every [`TRIM_EVERY`] by the
+/// monitor (a walk over the arenas' free chunks, holding each arena's lock
+/// briefly).
+pub(crate) fn trim_malloc() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only takes glibc's arena locks and madvises free
+    // pages; it is safe to call from any thread at any time.
+    unsafe {
+        nix::libc::malloc_trim(0);
+    }
+}
+
 /// Run the daemon until SIGTERM or SIGINT.
 pub(crate) fn run(settings: Settings, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     tune_malloc();

@@ -84,6 +84,8 @@ struct Monitor<'a> {
     /// Start of the frame-rate window and the frames captured by then.
     fps_window: (Instant, u64),
     fps: f64,
+    /// When the allocator's free pages were last returned (`trim_malloc`).
+    last_trim: Instant,
 }
 
 impl<'a> Monitor<'a> {
@@ -102,6 +104,7 @@ impl<'a> Monitor<'a> {
             last_status: Instant::now() - Duration::from_secs(60),
             fps_window: (Instant::now(), 0u64),
             fps: 0.0,
+            last_trim: Instant::now(),
         }
     }
 
@@ -119,6 +122,10 @@ impl<'a> Monitor<'a> {
         d.source_readiness.check_stall(self.state, self.stall);
         self.feed_watchdog();
         self.report_status();
+        if self.last_trim.elapsed() >= super::TRIM_EVERY {
+            super::trim_malloc();
+            self.last_trim = Instant::now();
+        }
         true
     }
 

@@ -3,7 +3,8 @@
 //! systemd notifier read it. Everything here is cheap to read and lock-light.
 //! It also owns the event bus: every stored result and every change of
 //! readiness or model is published (pre-serialised JSON) to the bounded
-//! broadcast channel the API's `/api/v1/events` subscribers read.
+//! broadcast channel the API's `/api/v1/events` subscribers read, and the
+//! `/api/v1/status` document, serialised once per change (`status`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
@@ -15,6 +16,7 @@ use crate::core::result::ResultRecord;
 
 mod exposition;
 pub(crate) mod gpio;
+mod status;
 
 pub use exposition::render_metrics;
 
@@ -85,10 +87,12 @@ pub struct MqttStatus {
     pub reconnects: AtomicU64,
     /// The last connection failure, cleared on connect.
     pub last_error: RwLock<Option<String>>,
-    /// `host:port` of the broker.
+    /// `host:port` of the broker (set once when the publisher starts).
     pub broker: RwLock<String>,
     /// The store's MQTT outbox, set by the publisher when it starts.
     pub outbox: std::sync::OnceLock<std::sync::Arc<dyn OutboxGauge>>,
+    /// Bumped by [`MqttStatus::set_error`] (for the status cache's key).
+    pub(crate) error_changes: AtomicU64,
 }
 
 /// What status and metrics read of the MQTT outbox (the store's `Outbox`
@@ -125,6 +129,7 @@ pub(crate) struct MqttSnapshot {
 impl MqttStatus {
     pub(crate) fn set_error(&self, e: Option<String>) {
         *self.last_error.write().unwrap_or_else(|e| e.into_inner()) = e;
+        self.error_changes.fetch_add(1, Ordering::Release);
     }
 
     pub(crate) fn snapshot(&self) -> MqttSnapshot {
@@ -180,7 +185,7 @@ pub struct Counters {
     pub capture_errors: AtomicU64,
 }
 
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 pub(crate) struct CounterSnapshot {
     pub frames_captured: u64,
     pub frames_dropped: u64,
@@ -237,6 +242,10 @@ pub struct AppState {
     pub mqtt: MqttStatus,
     /// GPIO trigger and outputs (all zero and `enabled: false` without).
     pub gpio: gpio::GpioStatus,
+    /// Bumped by every setter of a field the status document shows that
+    /// its key cannot compare cheaply (see `status`).
+    generation: AtomicU64,
+    status_cache: status::StatusCache,
 }
 
 impl AppState {
@@ -261,6 +270,8 @@ impl AppState {
             events: tokio::sync::broadcast::channel(EVENT_BUS_CAPACITY).0,
             mqtt: MqttStatus::default(),
             gpio: Default::default(),
+            generation: AtomicU64::new(0),
+            status_cache: Default::default(),
         }
     }
 
@@ -280,6 +291,7 @@ impl AppState {
         if *guard != before {
             let now = guard.clone();
             drop(guard);
+            self.changed();
             self.publish(
                 "readiness",
                 || serde_json::json!({"ready": now.ready(), "checks": now}),
@@ -311,6 +323,7 @@ impl AppState {
     /// [`AppState::model`] on the event sees the new one.
     pub(crate) fn set_model(&self, m: Option<ModelStatus>) {
         *self.model.write().unwrap_or_else(|e| e.into_inner()) = m.clone();
+        self.changed();
         self.publish("model", || m);
     }
 
@@ -323,6 +336,7 @@ impl AppState {
 
     pub fn set_source(&self, s: String) {
         *self.source.write().unwrap_or_else(|e| e.into_inner()) = s;
+        self.changed();
     }
 
     /// Record progress of a pipeline thread (see `capture_beat_ms`).
@@ -347,6 +361,7 @@ impl AppState {
     pub fn set_last_result(&self, r: ResultRecord) {
         self.publish("result", || &r);
         *self.last_result.write().unwrap_or_else(|e| e.into_inner()) = Some(r);
+        self.changed();
     }
 }
 
