@@ -58,6 +58,10 @@
 //! - `errors`: [`ApiError`], the error → status/code/title table,
 //!   problem+json, the JSON response helper.
 //! - `server`: [`Server`], the accept loop, connections, shutdown.
+//! - `conns`: who may hold a connection (per-address caps, eviction at the
+//!   global cap); `wire`: a connection's bytes between TLS and hyper (head
+//!   deadline bookkeeping, problem+json in place of hyper's bodiless 400,
+//!   414 and 431).
 //! - `request`: the order of checks above, around each handler.
 //! - `auth`: the key cache, bearer tokens, rate limits, scopes.
 //! - `headers`: security headers and CORS.
@@ -74,6 +78,7 @@
 
 mod auth;
 pub(crate) mod classify;
+mod conns;
 mod context;
 mod errors;
 pub(crate) mod events;
@@ -91,6 +96,7 @@ mod router;
 mod server;
 mod status;
 pub mod tls;
+mod wire;
 
 pub use crate::config::ClientAuth;
 pub use auth::AUTH_FAILURE_LOG_THRESHOLD;

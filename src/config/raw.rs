@@ -108,6 +108,10 @@ pub(super) struct RawApi {
     pub event_heartbeat_ms: Field<u64>,
     pub client_ca: Field<PathBuf>,
     pub client_auth: Field<super::ClientAuth>,
+    // Connection limits (issue 21).
+    pub max_connections_per_address: Field<usize>,
+    pub max_handshakes_per_address: Field<usize>,
+    pub tls_handshake_timeout_ms: Field<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -17,4 +17,5 @@ mod api_classify;
 mod api_events;
 mod api_limits;
 mod api_tls;
+mod dos_conn;
 mod reload;
