@@ -332,16 +332,19 @@ mod tests {
         // Hog 3, a 1: the hog still gives way (3 > 1 + 1) ...
         let b = t.admit(ip("192.0.2.2"), t0).unwrap();
         assert_eq!(b.evicted, Some(hog));
-        // ... hog 2, a 1, b 1: nobody holds two more than a newcomer.
+        // ... and again for c (hog 2 > 0 + 1) ...
+        let c = t.admit(ip("192.0.2.3"), t0).unwrap();
+        assert_eq!(c.evicted, Some(hog));
+        // ... hog 1, a 1, b 1, c 1: nobody holds two more than a newcomer.
         assert_eq!(
-            t.admit(ip("192.0.2.3"), t0).unwrap_err(),
+            t.admit(ip("192.0.2.4"), t0).unwrap_err(),
             Refusal::ServerFull
         );
         assert_eq!(
             t.admit(ip("192.0.2.1"), t0).unwrap_err(),
             Refusal::ServerFull
         );
-        assert_eq!(t.evictions(), 2);
+        assert_eq!(t.evictions(), 3);
     }
 
     /// Whether a `notify_one` permit is stored (without an async runtime).
