@@ -45,6 +45,11 @@ struct LimitLabels {
     limit: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
 /// The daemon's accumulating metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -55,6 +60,7 @@ pub struct Metrics {
     tls_handshake_failures: Counter,
     auth_failures: Counter,
     rate_limited: Family<LimitLabels, Counter>,
+    connections_refused: Family<ReasonLabels, Counter>,
     event_subscribers_dropped: Counter,
     trigger_latency: Family<TriggerLabels, Histogram, fn() -> Histogram>,
     frames_superseded_prepared: Counter,
@@ -115,6 +121,12 @@ impl Metrics {
             "API requests refused with 429, by limit (client_ip, probe or key)",
             rate_limited.clone(),
         );
+        let connections_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "API connections closed by the connection limits, by reason (per_address, handshakes_per_address, server_full, evicted)",
+            connections_refused.clone(),
+        );
         let event_subscribers_dropped = Counter::default();
         registry.register(
             "event_subscribers_dropped",
@@ -147,6 +159,7 @@ impl Metrics {
             tls_handshake_failures,
             auth_failures,
             rate_limited,
+            connections_refused,
             models_seen: AtomicU64::new(0),
         }
     }
@@ -237,6 +250,14 @@ impl Metrics {
             .get_or_create(&LimitLabels {
                 limit: limit.into(),
             })
+            .inc();
+    }
+
+    /// Count one API connection closed by the connection limits; `reason`
+    /// is a fixed name.
+    pub(crate) fn count_connection_refused(&self, reason: &'static str) {
+        self.connections_refused
+            .get_or_create(&ReasonLabels { reason })
             .inc();
     }
 

@@ -70,6 +70,10 @@
 //! - `errors`: [`ApiError`], the error → status/code/title table,
 //!   problem+json, the JSON response helper.
 //! - `server`: [`Server`], the accept loop, connections, shutdown.
+//! - `conns`: who may hold a connection (per-address caps, eviction at the
+//!   global cap); `wire`: a connection's bytes between TLS and hyper (head
+//!   deadline bookkeeping, problem+json in place of hyper's bodiless 400,
+//!   414 and 431).
 //! - `request`: the order of checks above, around each handler, and what
 //!   happens to a body left unread.
 //! - `admission`: the global body budget, body reads with their deadline
@@ -90,6 +94,7 @@
 mod admission;
 mod auth;
 pub(crate) mod classify;
+mod conns;
 mod context;
 mod errors;
 pub(crate) mod events;
@@ -107,6 +112,7 @@ mod router;
 mod server;
 mod status;
 pub mod tls;
+mod wire;
 
 pub use crate::config::ClientAuth;
 pub use auth::AUTH_FAILURE_LOG_THRESHOLD;

@@ -39,15 +39,13 @@ pub struct ApiOptions {
     pub client_auth: ClientAuth,
     /// Holds `tls/`, and `keys.json` (see [`crate::keys`]).
     pub state_dir: PathBuf,
-    /// Connections served at once (≥ 1).
+    /// Connections open at once, all addresses (≥ 1); see `server` for who
+    /// gives way at the limit.
     pub max_connections: usize,
-    /// Bound on the TLS handshake and on receiving each request head. Hyper
-    /// also applies it while a kept-alive connection waits for its next
-    /// request, so it caps idle keep-alive too.
+    /// Bound on receiving a request head: the first from the end of the
+    /// handshake, each later one from its first byte.
     pub header_read_timeout: Duration,
-    /// A connection with no request in flight and no request started for this
-    /// long is closed (the effective idle limit is the smaller of this and
-    /// `header_read_timeout`).
+    /// A kept-alive connection with no request for this long is closed.
     pub keep_alive_idle: Duration,
     /// Largest `limit` accepted by `/api/v1/results` (≥ 1).
     pub max_results_limit: usize,
@@ -75,6 +73,13 @@ pub struct ApiOptions {
     /// uploads aside); reserved from `Content-Length` before a body is read,
     /// beyond it 503 with `Retry-After`. At least the body limit.
     pub body_budget_bytes: u64,
+    // Connection limits (issue 21).
+    /// Connections open at once from one client address (IPv6: its /64), ≥ 1.
+    pub max_connections_per_address: usize,
+    /// TLS handshakes in progress at once from one client address, ≥ 1.
+    pub max_handshakes_per_address: usize,
+    /// From accept to a finished TLS handshake.
+    pub tls_handshake_timeout: Duration,
 }
 
 impl ApiOptions {
@@ -98,9 +103,9 @@ impl ApiOptions {
             client_ca: None,
             client_auth: ClientAuth::Required,
             state_dir,
-            max_connections: 64,
-            header_read_timeout: Duration::from_secs(10),
-            keep_alive_idle: Duration::from_secs(5),
+            max_connections: defaults::DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: defaults::DEFAULT_HEADER_READ_TIMEOUT,
+            keep_alive_idle: defaults::DEFAULT_KEEP_ALIVE_IDLE,
             max_results_limit: 1000,
             max_concurrent_uploads: defaults::DEFAULT_MAX_CONCURRENT_UPLOADS,
             upload_queue: defaults::DEFAULT_UPLOAD_QUEUE,
@@ -111,7 +116,38 @@ impl ApiOptions {
             body_timeout: DEFAULT_BODY_TIMEOUT,
             body_min_rate: DEFAULT_BODY_MIN_RATE,
             body_budget_bytes: DEFAULT_BODY_BUDGET_BYTES,
+            max_connections_per_address: defaults::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            max_handshakes_per_address: defaults::DEFAULT_MAX_HANDSHAKES_PER_ADDRESS,
+            tls_handshake_timeout: defaults::DEFAULT_TLS_HANDSHAKE_TIMEOUT,
         }
+    }
+
+    /// The checks `Server::bind` makes before binding.
+    pub(crate) fn validate(&self) -> Result<(), ApiError> {
+        let bad = |m: &str| Err(ApiError::Config(m.into()));
+        if self.max_connections == 0 {
+            return bad("max_connections must be at least 1");
+        }
+        if self.max_connections_per_address == 0 || self.max_handshakes_per_address == 0 {
+            return bad(
+                "max_connections_per_address and max_handshakes_per_address must be at least 1",
+            );
+        }
+        if self.max_results_limit == 0 {
+            return bad("max_results_limit must be at least 1");
+        }
+        if self.max_concurrent_uploads == 0 || self.max_event_subscribers == 0 {
+            return bad("max_concurrent_uploads and max_event_subscribers must be at least 1");
+        }
+        if self.tls_handshake_timeout.is_zero()
+            || self.header_read_timeout.is_zero()
+            || self.keep_alive_idle.is_zero()
+        {
+            return bad(
+                "tls_handshake_timeout, header_read_timeout and keep_alive_idle must be above zero",
+            );
+        }
+        Ok(())
     }
 }
 
@@ -181,6 +217,33 @@ impl AccessOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Catches: the server's defaults drifting from the configuration's (the
+    // documented ones): keep-alive once defaulted to 5 s here and 60 s there.
+    #[test]
+    fn api_options_defaults_are_the_documented_ones() {
+        let s =
+            crate::config::from_sources(vec![(PathBuf::from("t.toml"), String::new())]).unwrap();
+        let o = ApiOptions::new(s.api.listen, PathBuf::from("/x"));
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap();
+        assert_eq!(ms(o.keep_alive_idle), s.api.keep_alive_idle_ms);
+        assert_eq!(s.api.keep_alive_idle_ms, 60_000, "the documented default");
+        assert_eq!(ms(o.header_read_timeout), s.api.header_read_timeout_ms);
+        assert_eq!(ms(o.tls_handshake_timeout), s.api.tls_handshake_timeout_ms);
+        assert_eq!(o.max_connections, s.api.max_connections);
+        assert_eq!(
+            o.max_connections_per_address,
+            s.api.max_connections_per_address
+        );
+        assert_eq!(
+            o.max_handshakes_per_address,
+            s.api.max_handshakes_per_address
+        );
+        assert!(o.validate().is_ok());
+        let mut z = o.clone();
+        z.max_connections_per_address = 0;
+        assert!(z.validate().is_err());
+    }
 
     // Catches: invalid limits or CORS origins accepted (e.g. a trailing slash
     // that never matches a browser's Origin, or "*").

@@ -1,33 +1,35 @@
-//! The listener and its connections: [`Server`] (bind with the TLS material,
-//! builder options, [`Server::run`]), the accept loop with the connection
-//! limit, TLS handshakes under the header timeout, serving each connection
-//! with hyper (idle keep-alive closing, streamed bodies, connections a
-//! handler asks to drop) and graceful shutdown with its grace period.
+//! The listener and its connections: [`Server`] (bind the port first, then
+//! the TLS material; builder options; [`Server::run`]), the accept loop,
+//! which admits or refuses each connection at once by the limits in `conns`
+//! and never waits on a handshake, and each connection's task: its TLS
+//! handshake under `tls_handshake_timeout`, then hyper over `wire::ConnIo`
+//! with our deadlines (a whole request head within `header_read_timeout` of
+//! the handshake or of the head's first byte; `keep_alive_idle` with no
+//! request), streamed bodies, connections a handler asks to drop or the
+//! table evicts, and graceful shutdown with its grace period.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http_body_util::Either;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use super::conns::{ConnGuard, ConnLimits, ConnTable};
 use super::context::Ctx;
+use super::wire::{Activity, ConnIo};
 use super::{
     reload, request, results, tls, AccessOptions, ApiError, ApiOptions, PipelineHandle, TlsReloader,
 };
 use crate::state::AppState;
 use crate::store::Store;
 
-/// How long a new connection waits for a free slot when `max_connections`
-/// are busy before it is closed.
-const CONNECTION_SLOT_WAIT: Duration = Duration::from_millis(250);
 /// Default for how long in-flight requests may take to finish after shutdown
 /// is signalled; connections still open after that are dropped. Every handler
 /// answers in milliseconds, so this is generous.
@@ -54,38 +56,42 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Load or generate the TLS material and bind the listener. When this
-    /// returns, the port accepts connections (they are served once `run` runs).
+    /// Bind the listener, then load or generate the TLS material. When this
+    /// returns, the port accepts connections (they are served once `run`
+    /// runs). A port that cannot be bound fails before any file is written.
     pub async fn bind(
         opts: ApiOptions,
         state: Arc<AppState>,
         store: Arc<Store>,
     ) -> Result<Server, ApiError> {
-        if opts.max_connections == 0 {
-            return Err(ApiError::Config(
-                "max_connections must be at least 1".into(),
-            ));
-        }
-        if opts.max_results_limit == 0 {
-            return Err(ApiError::Config(
-                "max_results_limit must be at least 1".into(),
-            ));
-        }
-        if opts.max_concurrent_uploads == 0 || opts.max_event_subscribers == 0 {
-            return Err(ApiError::Config(
-                "max_concurrent_uploads and max_event_subscribers must be at least 1".into(),
-            ));
-        }
+        opts.validate()?;
+        let listener = Self::listen(opts.listen).await?;
+        Self::with_listener(listener, opts, state, store).await
+    }
+
+    /// Bind `addr` (before anything else is written at start: keys, TLS files).
+    pub async fn listen(addr: SocketAddr) -> Result<TcpListener, ApiError> {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| ApiError::Bind { addr, source })
+    }
+
+    /// Like [`Server::bind`], on a listener bound by [`Server::listen`].
+    pub async fn with_listener(
+        listener: TcpListener,
+        opts: ApiOptions,
+        state: Arc<AppState>,
+        store: Arc<Store>,
+    ) -> Result<Server, ApiError> {
+        opts.validate()?;
+        let local_addr = listener.local_addr().map_err(|source| ApiError::Bind {
+            addr: opts.listen,
+            source,
+        })?;
         let (settings, dir) = (opts.tls_settings(), opts.state_dir.clone());
         let material = tokio::task::spawn_blocking(move || tls::load(&settings, &dir, true))
             .await
             .map_err(|e| ApiError::Internal(format!("TLS setup task failed: {e}")))??;
-        let bind_err = |source| ApiError::Bind {
-            addr: opts.listen,
-            source,
-        };
-        let listener = TcpListener::bind(opts.listen).await.map_err(bind_err)?;
-        let local_addr = listener.local_addr().map_err(bind_err)?;
         log::info!(addr:display = local_addr; "API listening on https://{local_addr}");
         Ok(Server {
             listener,
@@ -172,15 +178,26 @@ impl Server {
         let (conn_stop_tx, conn_stop_rx) = watch::channel(false);
         ctx.stop = conn_stop_rx.clone();
         let ctx = Arc::new(ctx);
-        let slots = Arc::new(Semaphore::new(opts.max_connections));
+        let table = ConnTable::new(ConnLimits {
+            max_connections: opts.max_connections,
+            per_address: opts.max_connections_per_address,
+            handshakes_per_address: opts.max_handshakes_per_address,
+        });
         let mut http = hyper::server::conn::http1::Builder::new();
+        // The header deadline is ours (see `serve_connection`): hyper's would
+        // also run while a kept-alive connection waits, cutting keep-alive
+        // short to it.
         http.timer(TokioTimer::new())
-            .header_read_timeout(opts.header_read_timeout)
+            .header_read_timeout(None)
             .keep_alive(true);
         let http = Arc::new(http);
+        let timing = Timing {
+            handshake: opts.tls_handshake_timeout,
+            header: opts.header_read_timeout,
+            keep_alive: opts.keep_alive_idle,
+        };
         let mut tasks = JoinSet::new();
-        let mut rejected: u64 = 0;
-        let mut last_reject_log: Option<Instant> = None;
+        let mut refusals = RefusalLog::default();
 
         let stopping = |rx: &mut watch::Receiver<bool>| *rx.borrow_and_update();
         if !stopping(&mut shutdown) {
@@ -203,36 +220,30 @@ impl Server {
                         continue;
                     }
                 };
-                let permit = tokio::select! {
-                    changed = shutdown.changed() => {
-                        if changed.is_err() || stopping(&mut shutdown) { break; }
-                        tokio::time::timeout(CONNECTION_SLOT_WAIT, slots.clone().acquire_owned()).await
+                // Decided at once: the accept loop never waits for a place,
+                // and handshakes run in the connection's own task.
+                let admitted = match table.admit(peer.ip(), Instant::now()) {
+                    Ok(a) => a,
+                    Err(r) => {
+                        ctx.state.metrics.count_connection_refused(r.label());
+                        refusals.note(r.label(), peer, &opts, table.open());
+                        drop(stream);
+                        continue;
                     }
-                    p = tokio::time::timeout(CONNECTION_SLOT_WAIT, slots.clone().acquire_owned()) => p,
                 };
-                let Ok(Ok(permit)) = permit else {
-                    rejected += 1;
-                    if last_reject_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-                        log::warn!(
-                            "API at its limit of {} connections; closed {rejected} new connection(s)",
-                            opts.max_connections
-                        );
-                        last_reject_log = Some(Instant::now());
-                        rejected = 0;
-                    }
-                    drop(stream);
-                    continue;
-                };
+                if let Some(hog) = admitted.evicted {
+                    ctx.state.metrics.count_connection_refused("evicted");
+                    refusals.note("evicted", SocketAddr::new(hog, 0), &opts, table.open());
+                }
                 tasks.spawn(serve_connection(
                     stream,
                     peer,
                     TlsAcceptor::from(tls.config()),
                     http.clone(),
                     ctx.clone(),
-                    opts.header_read_timeout,
-                    opts.keep_alive_idle,
+                    timing,
                     conn_stop_rx.clone(),
-                    permit,
+                    admitted.guard,
                 ));
             }
         }
@@ -259,6 +270,47 @@ impl Server {
     }
 }
 
+/// Connections refused or evicted, logged at most every 10 s.
+#[derive(Default)]
+struct RefusalLog {
+    since_log: u64,
+    last_log: Option<Instant>,
+}
+
+impl RefusalLog {
+    fn note(&mut self, reason: &'static str, peer: SocketAddr, opts: &ApiOptions, open: usize) {
+        self.since_log += 1;
+        if self
+            .last_log
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+        {
+            log::warn!(
+                reason = reason, client:display = peer.ip(), open = open;
+                "API connection limits reached ({reason}, from {}): {} connection(s) closed since \
+                 the last report; limits: {} open, {} per address, {} handshakes per address",
+                peer.ip(),
+                self.since_log,
+                opts.max_connections,
+                opts.max_connections_per_address,
+                opts.max_handshakes_per_address,
+            );
+            self.last_log = Some(Instant::now());
+            self.since_log = 0;
+        }
+    }
+}
+
+/// A connection's deadlines.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    /// From accept to a finished TLS handshake.
+    handshake: Duration,
+    /// From the handshake's end, or a later head's first byte, to a whole head.
+    header: Duration,
+    /// With no request in flight and none begun for this long: closed.
+    keep_alive: Duration,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn serve_connection(
     stream: TcpStream,
@@ -266,25 +318,36 @@ async fn serve_connection(
     acceptor: TlsAcceptor,
     http: Arc<hyper::server::conn::http1::Builder>,
     ctx: Arc<Ctx>,
-    handshake_timeout: Duration,
-    keep_alive_idle: Duration,
+    t: Timing,
     mut stop: watch::Receiver<bool>,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    place: ConnGuard,
 ) {
-    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            ctx.state.metrics.count_tls_failure();
-            log::debug!(peer:display = peer; "TLS handshake failed: {e}");
+    let shared = place.shared.clone();
+    if *stop.borrow_and_update() {
+        return;
+    }
+    let tls = tokio::select! {
+        r = tokio::time::timeout(t.handshake, acceptor.accept(stream)) => match r {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                ctx.state.metrics.count_tls_failure();
+                log::debug!(peer:display = peer; "TLS handshake failed: {e}");
+                return;
+            }
+            Err(_) => {
+                ctx.state.metrics.count_tls_failure();
+                log::debug!(peer:display = peer; "TLS handshake timed out");
+                return;
+            }
+        },
+        _ = shared.evicted.notified() => {
+            log::debug!(peer:display = peer; "connection closed during its handshake for another client");
             return;
         }
-        Err(_) => {
-            ctx.state.metrics.count_tls_failure();
-            log::debug!(peer:display = peer; "TLS handshake timed out");
-            return;
-        }
+        _ = stop.changed() => return,
     };
-    let activity = Arc::new(Activity::new());
+    place.handshake_done();
+    let activity = Arc::new(Activity::new(shared.clone()));
     let act = activity.clone();
     let service = hyper::service::service_fn(move |req| {
         let ctx = ctx.clone();
@@ -301,14 +364,22 @@ async fn serve_connection(
             Ok::<_, Infallible>(resp)
         }
     });
-    let mut conn = pin!(http.serve_connection(TokioIo::new(tls), service));
+    let io = ConnIo::new(tls, activity.clone());
+    let mut conn = pin!(http.serve_connection(TokioIo::new(io), service));
     let mut closing = false;
     if *stop.borrow_and_update() {
         conn.as_mut().graceful_shutdown();
         closing = true;
     }
     loop {
-        let idle_at = tokio::time::Instant::from_std(activity.last() + keep_alive_idle);
+        let head_at = activity.head_since().map(|s| s + t.header);
+        let wake = match head_at {
+            Some(at) => at,
+            // A request in flight (possibly longer than the idle limit): look again later.
+            None if activity.in_flight() > 0 => Instant::now() + t.keep_alive,
+            None => activity.last() + t.keep_alive,
+        };
+        let wake = tokio::time::Instant::from_std(wake);
         tokio::select! {
             res = conn.as_mut() => {
                 if let Err(e) = res {
@@ -323,56 +394,28 @@ async fn serve_connection(
             // A handler asked for the connection to be dropped (a too-slow
             // event subscriber): close it without finishing the response.
             _ = activity.kill.notified() => break,
-            _ = tokio::time::sleep_until(idle_at), if !closing => {
-                let idle = activity.in_flight.load(Ordering::Relaxed) == 0
-                    && activity.last().elapsed() >= keep_alive_idle;
-                if idle {
+            // Its place went to a client from an address holding fewer.
+            _ = shared.evicted.notified() => {
+                log::debug!(peer:display = peer; "connection closed for another client");
+                break;
+            }
+            // A head began: re-arm with its deadline.
+            _ = activity.head_began.notified() => {}
+            _ = tokio::time::sleep_until(wake), if head_at.is_some() || !closing => {
+                if let Some(since) = activity.head_since() {
+                    if since.elapsed() >= t.header {
+                        log::debug!(peer:display = peer; "request head not received within {:?}", t.header);
+                        break;
+                    }
+                } else if !closing
+                    && activity.in_flight() == 0
+                    && activity.last().elapsed() >= t.keep_alive
+                {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }
             }
         }
     }
-}
-
-/// Per-connection activity, for closing idle kept-alive connections.
-struct Activity {
-    kill: Arc<tokio::sync::Notify>,
-    base: Instant,
-    in_flight: AtomicUsize,
-    /// Nanoseconds since `base` of the last request start or end.
-    last: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Activity {
-            kill: Arc::new(tokio::sync::Notify::new()),
-            base: Instant::now(),
-            in_flight: AtomicUsize::new(0),
-            last: AtomicU64::new(0),
-        }
-    }
-    fn touch(&self) {
-        let ns = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.last.store(ns, Ordering::Relaxed);
-    }
-    fn last(&self) -> Instant {
-        self.base + Duration::from_nanos(self.last.load(Ordering::Relaxed))
-    }
-    fn begin(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.touch();
-        InFlight(self.clone())
-    }
-}
-
-/// Marks a request in flight until dropped (also when the handler is cancelled).
-struct InFlight(Arc<Activity>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.touch();
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
+    drop(place);
 }

@@ -1,6 +1,7 @@
 //! Starting the daemon: what is checked or built from the settings first (a
 //! required LiteRT runtime, the source opener), then the running parts in
-//! the order they depend on each other: the result store (disk guard, MQTT
+//! the order they depend on each other: the API's port (bound before
+//! anything is written, so a port in use changes nothing on disk), the result store (disk guard, MQTT
 //! outbox), the MQTT publisher, the pruner, the API keys and the HTTPS API,
 //! GPIO, the capture and inference threads and the API task. [`Daemon`]
 //! holds what the monitor and the shutdown need of them.
@@ -115,6 +116,11 @@ pub(super) struct Daemon {
 /// Start every part of the daemon; Err: one could not start (what has
 /// started stops as it is dropped).
 pub(super) async fn start(settings: &Settings, state: &Arc<AppState>) -> anyhow::Result<Daemon> {
+    // The port first: a port in use stops the start before anything (store,
+    // keys, TLS files) is written.
+    let listener = Server::listen(settings.api.listen)
+        .await
+        .with_context(|| format!("starting the HTTPS API on {}", settings.api.listen))?;
     crate::core::fsutil::create_private_dir(&settings.daemon.state_dir, crate::keys::KEYS_FILE)
         .with_context(|| {
             format!(
@@ -139,7 +145,7 @@ pub(super) async fn start(settings: &Settings, state: &Arc<AppState>) -> anyhow:
 
     crate::keys::ensure_initial_admin_key(&settings.daemon.state_dir)
         .context("preparing API keys")?;
-    let server = bind_api(settings, state, &store).await?;
+    let server = bind_api(settings, state, &store, listener).await?;
     let slot = Arc::new(FrameSlot::new());
     let control = Arc::new(InferenceControl {
         snapshot_rule: std::sync::Mutex::new(crate::store::SnapshotRule::from_settings(
@@ -249,13 +255,15 @@ fn start_mqtt(
     })
 }
 
-/// The HTTPS API, bound to its address, with its access limits.
+/// The HTTPS API on its bound listener, with its access limits.
 async fn bind_api(
     settings: &Settings,
     state: &Arc<AppState>,
     store: &Arc<Store>,
+    listener: tokio::net::TcpListener,
 ) -> anyhow::Result<Server> {
-    let server = Server::bind(
+    let server = Server::with_listener(
+        listener,
         ApiOptions {
             listen: settings.api.listen,
             cert: settings.api.cert.clone(),
@@ -276,6 +284,9 @@ async fn bind_api(
             body_timeout: Duration::from_millis(settings.api.body_timeout_ms),
             body_min_rate: settings.api.body_min_bytes_per_s,
             body_budget_bytes: settings.api.body_budget_bytes,
+            max_connections_per_address: settings.api.max_connections_per_address,
+            max_handshakes_per_address: settings.api.max_handshakes_per_address,
+            tls_handshake_timeout: Duration::from_millis(settings.api.tls_handshake_timeout_ms),
         },
         state.clone(),
         store.clone(),

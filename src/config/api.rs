@@ -54,3 +54,23 @@ pub(crate) const DEFAULT_MAX_MODEL_BYTES: u64 = 64 * 1024 * 1024;
 pub(crate) const DEFAULT_MAX_EVENT_SUBSCRIBERS: usize = 8;
 /// Default `api.event_heartbeat_ms`.
 pub(crate) const DEFAULT_EVENT_HEARTBEAT: Duration = Duration::from_secs(15);
+
+// Connection limits and deadlines (the one definition of each default: the
+// configuration and `ApiOptions::new` both read these).
+/// Default `api.max_connections`: connections open at once, all addresses.
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 64;
+/// Default `api.max_connections_per_address` (IPv6: per /64). A browser
+/// opens about six; a quarter of the global limit leaves room for others.
+pub(crate) const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 16;
+/// Default `api.max_handshakes_per_address`: TLS handshakes in progress at
+/// once from one address (IPv6: per /64); a browser opening its six
+/// connections at once fits.
+pub(crate) const DEFAULT_MAX_HANDSHAKES_PER_ADDRESS: usize = 8;
+/// Default `api.tls_handshake_timeout_ms`: from accept to a finished handshake.
+pub(crate) const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default `api.header_read_timeout_ms`: from the end of the handshake, or
+/// the first byte of a later request, to its complete head.
+pub(crate) const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default `api.keep_alive_idle_ms`: a kept-alive connection with no request
+/// for this long is closed.
+pub(crate) const DEFAULT_KEEP_ALIVE_IDLE: Duration = Duration::from_secs(60);

@@ -209,6 +209,10 @@ pub struct ApiSettings {
     pub body_min_bytes_per_s: u64,
     /// Bytes of request bodies held at once (default: 4 × `max_body_bytes`).
     pub body_budget_bytes: u64,
+    // Connection limits (issue 21).
+    pub max_connections_per_address: usize,
+    pub max_handshakes_per_address: usize,
+    pub tls_handshake_timeout_ms: u64,
 }
 
 /// The MQTT protocol version spoken to the broker.
@@ -340,6 +344,11 @@ fn invalid<T>(o: &Origin<T>, key: &str, message: impl Into<String>) -> ConfigErr
 /// A layered value or its default.
 fn val<T: Clone>(o: &Option<Origin<T>>, default: T) -> T {
     o.as_ref().map(|o| o.value.clone()).unwrap_or(default)
+}
+
+/// A default duration as the milliseconds its `_ms` key holds.
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn in_range<T>(
@@ -760,15 +769,37 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
         |v| (max_body_bytes..=1 << 34).contains(v),
         "must be at least api.max_body_bytes (a body of the largest size must fit) and at most 17179869184",
     )?;
+    // Connection limits (issue 21).
+    let mcpa = l.get(|r| r.api.as_ref()?.max_connections_per_address.as_ref());
+    let mhpa = l.get(|r| r.api.as_ref()?.max_handshakes_per_address.as_ref());
+    let tht = l.get(|r| r.api.as_ref()?.tls_handshake_timeout_ms.as_ref());
+    in_range(
+        &mcpa,
+        "api.max_connections_per_address",
+        |v| (1..=65_536).contains(v),
+        "must be between 1 and 65536",
+    )?;
+    in_range(
+        &mhpa,
+        "api.max_handshakes_per_address",
+        |v| (1..=65_536).contains(v),
+        "must be between 1 and 65536",
+    )?;
+    in_range(
+        &tht,
+        "api.tls_handshake_timeout_ms",
+        |v| (100..=600_000).contains(v),
+        "must be between 100 and 600000",
+    )?;
     // client_auth alone is accepted (and has no effect): `check-config`
     // prints it with its default, and its output must load back.
     let api = ApiSettings {
         listen: listen_v,
         cert: cert.map(|o| o.value),
         key: key.map(|o| o.value),
-        max_connections: val(&maxc, 64),
-        header_read_timeout_ms: val(&hrt, 5_000),
-        keep_alive_idle_ms: val(&kai, 60_000),
+        max_connections: val(&maxc, api::DEFAULT_MAX_CONNECTIONS),
+        header_read_timeout_ms: val(&hrt, ms(api::DEFAULT_HEADER_READ_TIMEOUT)),
+        keep_alive_idle_ms: val(&kai, ms(api::DEFAULT_KEEP_ALIVE_IDLE)),
         max_results_limit: val(&mrl, 1_000),
         auth_fail_rate_per_s: val(&afr, api::DEFAULT_AUTH_FAIL_RATE_PER_S),
         auth_fail_burst: val(&afb, api::DEFAULT_AUTH_FAIL_BURST),
@@ -787,6 +818,9 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
         body_timeout_ms: val(&bto, 10_000),
         body_min_bytes_per_s: val(&bmr, 32 * 1024),
         body_budget_bytes: val(&bbb, max_body_bytes.saturating_mul(4)),
+        max_connections_per_address: val(&mcpa, api::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS),
+        max_handshakes_per_address: val(&mhpa, api::DEFAULT_MAX_HANDSHAKES_PER_ADDRESS),
+        tls_handshake_timeout_ms: val(&tht, ms(api::DEFAULT_TLS_HANDSHAKE_TIMEOUT)),
     };
 
     let mqtt = build_mqtt(l)?;

@@ -112,6 +112,10 @@ pub(super) struct RawApi {
     pub body_timeout_ms: Field<u64>,
     pub body_min_bytes_per_s: Field<u64>,
     pub body_budget_bytes: Field<u64>,
+    // Connection limits (issue 21).
+    pub max_connections_per_address: Field<usize>,
+    pub max_handshakes_per_address: Field<usize>,
+    pub tls_handshake_timeout_ms: Field<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

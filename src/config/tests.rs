@@ -155,6 +155,41 @@ fn effective_settings_round_trip_through_toml() {
 }
 
 // Would catch [api] access limits accepted out of range (a zero rate would lock
+// Would catch the connection limits of issue 21 accepted out of range (a
+// zero per-address cap refuses everyone) or not read from the file.
+#[test]
+fn api_connection_limits_are_validated() {
+    let s = one("[api]\nmax_connections_per_address = 3\nmax_handshakes_per_address = 2\ntls_handshake_timeout_ms = 900\n").unwrap();
+    assert_eq!(
+        (
+            s.api.max_connections_per_address,
+            s.api.max_handshakes_per_address,
+            s.api.tls_handshake_timeout_ms
+        ),
+        (3, 2, 900)
+    );
+    for (text, key) in [
+        (
+            "max_connections_per_address = 0",
+            "api.max_connections_per_address",
+        ),
+        (
+            "max_handshakes_per_address = 0",
+            "api.max_handshakes_per_address",
+        ),
+        (
+            "tls_handshake_timeout_ms = 5",
+            "api.tls_handshake_timeout_ms",
+        ),
+    ] {
+        let err = one(&format!("[api]\n{text}\n")).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("`{key}`")) && err.contains(":2:"),
+            "{text}: {err}"
+        );
+    }
+}
+
 // every anonymous client out forever) or CORS origins that never match a browser.
 #[test]
 fn api_access_limits_are_validated() {

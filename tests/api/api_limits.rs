@@ -135,35 +135,6 @@ async fn flood_of_twice_the_connection_limit_leaves_the_server_responsive() {
     h.stop().await;
 }
 
-// Catches: hyper's own answers to unparsable requests (which our service
-// never sees, so they carry none of our headers) starting to carry a body: a
-// body without nosniff/CSP would need those headers. hyper 1.x sends only a
-// status line, `content-length: 0` and closes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hyper_generated_errors_have_no_body() {
-    let h = start_with(|_| {}, relaxed_access()).await;
-    for (head, status) in [
-        (
-            "GET /healthz HTTP/1.1\r\nHost: localhost\r\nBad Header\r\n\r\n".to_string(),
-            400,
-        ),
-        // More headers than hyper's limit of 100.
-        (
-            format!(
-                "GET /healthz HTTP/1.1\r\nHost: localhost\r\n{}\r\n",
-                "X-N: 1\r\n".repeat(150)
-            ),
-            431,
-        ),
-    ] {
-        let mut tls = h.raw_tls().await;
-        let (got, text) = api_harness::raw_exchange(&mut tls, &head).await;
-        assert_eq!(got, status, "{text}");
-        let lower = text.to_ascii_lowercase();
-        assert!(lower.contains("content-length: 0"), "{text}");
-        assert!(lower.ends_with("\r\n\r\n"), "a body follows: {text}");
-    }
-    // The server keeps serving.
-    assert_eq!(h.get("/healthz").await.status, 200);
-    h.stop().await;
-}
+// hyper's own answers to unparsable requests (400, 414, 431) are replaced by
+// problem+json bodies with the security headers: see
+// dos_conn::hyper_level_errors_are_problem_json.

@@ -18,4 +18,5 @@ mod api_events;
 mod api_limits;
 mod api_tls;
 mod dos_body;
+mod dos_conn;
 mod reload;
