@@ -92,6 +92,8 @@ fn start() -> Target {
     let mut opts = ApiOptions::new("127.0.0.1:0".parse().expect("addr"), state_dir.clone());
     opts.header_read_timeout = HEADER_TIMEOUT;
     opts.max_upload_pixels = 1 << 20;
+    // Fields added to AccessOptions later keep their defaults.
+    #[allow(clippy::needless_update)]
     let access = AccessOptions {
         auth_fail_rate_per_s: 1e6,
         auth_fail_burst: 1_000_000,
