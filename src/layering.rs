@@ -26,6 +26,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("app", 7),
     ("tools", 7),
     ("cli", 8),
+    // Tests only: fuzz targets reach any parser.
+    ("fuzz", 9),
 ];
 
 fn layer(module: &str) -> Option<u8> {

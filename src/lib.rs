@@ -31,6 +31,7 @@
 //! | 7 | [`app`] | the composition root: wiring, monitor, reload, shutdown |
 //! | 7 | [`tools`] | `doctor`, `bench`, the wear benchmark, the local-API client |
 //! | 8 | [`cli`] | the command line |
+//! | 9 | `fuzz` | (tests only) the fuzz engine and a target per parser of untrusted bytes |
 //!
 //! # Visibility
 //!
@@ -59,5 +60,7 @@ pub mod store;
 pub(crate) mod systemd;
 pub mod tools;
 
+#[cfg(test)]
+mod fuzz;
 #[cfg(test)]
 mod layering;

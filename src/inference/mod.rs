@@ -8,7 +8,7 @@
 
 pub mod builtin;
 pub mod engine;
-mod flatbuf;
+pub(crate) mod flatbuf;
 pub(crate) mod labels;
 pub mod litert;
 pub mod modelfile;
