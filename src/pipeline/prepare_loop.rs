@@ -27,7 +27,9 @@
 //! - **uploads** ([`ClassifyJob`]) pass through unprepared, in order, one at
 //!   a time (the [`FrameSlot`] bounds the queue behind them), ahead of any
 //!   frame: a queued upload wakes this thread even while a prepared frame
-//!   waits, and the inference thread takes uploads first, as before.
+//!   waits, and the inference thread takes uploads first, except right
+//!   after an upload when a frame waits: then the frame (uploads and the
+//!   camera alternate under upload load instead of the camera starving).
 //! - **shutdown**: when the [`FrameSlot`] is closed and drained this thread
 //!   closes the hand-off (also if it panics), and the inference thread drains
 //!   it and returns.
@@ -92,6 +94,10 @@ struct State {
     busy_since: Option<Instant>,
     /// Moving average of how long it spends on an item.
     cycle: Duration,
+    /// The inference thread's last item was an upload: when a frame waits
+    /// too, the frame goes next, so a steady stream of uploads cannot starve
+    /// the camera (each gets at least every other invoke).
+    last_was_job: bool,
 }
 
 /// Tensor buffers kept for reuse: one being prepared, one waiting, one in
@@ -215,7 +221,9 @@ impl PreparedSlot {
         }
         self.changed.notify_all();
         loop {
-            let next = if let Some(j) = s.job.take() {
+            let frame_turn = s.last_was_job && s.frame.is_some();
+            let job = if frame_turn { None } else { s.job.take() };
+            let next = if let Some(j) = job {
                 Next::Job(j)
             } else if let Some(f) = s.frame.take() {
                 Next::Frame(f)
@@ -229,6 +237,7 @@ impl PreparedSlot {
                 s = self.wait(s, deadline - now);
                 continue;
             };
+            s.last_was_job = matches!(next, Next::Job(_));
             s.busy_since = Some(Instant::now());
             drop(s);
             self.changed.notify_all();
@@ -446,5 +455,31 @@ mod tests {
         slot.close();
         while !matches!(out.take(Duration::from_secs(5)), Next::Closed) {}
         prepare.join().unwrap();
+    }
+
+    // Would catch the camera starving under upload load (bench scenario 8
+    // measured ~1 frame/s of 10 while uploads kept a job always waiting):
+    // right after an upload, a waiting frame goes before the next upload,
+    // and with no upload just taken, uploads still go first.
+    #[test]
+    fn after_an_upload_a_waiting_frame_goes_next() {
+        let out = PreparedSlot::new();
+        let job = |seq| {
+            let (reply, _answer) = tokio::sync::oneshot::channel();
+            ClassifyJob {
+                frame: frame(seq),
+                store: false,
+                reply,
+            }
+        };
+        out.put(raw(1));
+        out.lock().job = Some(job(10));
+        assert!(matches!(out.take(Duration::ZERO), Next::Job(j) if j.frame.seq == 10));
+        out.lock().job = Some(job(11));
+        assert!(matches!(out.take(Duration::ZERO), Next::Frame(f) if f.frame.seq == 1));
+        assert!(matches!(out.take(Duration::ZERO), Next::Job(j) if j.frame.seq == 11));
+        // No frame waiting: uploads follow each other.
+        out.lock().job = Some(job(12));
+        assert!(matches!(out.take(Duration::ZERO), Next::Job(j) if j.frame.seq == 12));
     }
 }
