@@ -18,3 +18,36 @@ mod store_export_live;
 mod store_query;
 mod store_retention;
 mod store_wear;
+
+use spotter::core::result::{ClassScore, ResultRecord, StageLatency};
+
+/// A stored classification from the files source: frame `seq` of
+/// `/srv/demo`, one class ("cat"), the record the retention and disk-floor
+/// tests write (its encoded size depends only on the digits of `ts_ns` and
+/// `seq`).
+fn cat_record(ts_ns: u64, seq: u64) -> ResultRecord {
+    ResultRecord {
+        id: String::new(),
+        ts_ns,
+        source: "files:/srv/demo".into(),
+        origin: format!("/srv/demo/{seq}.jpg"),
+        frame_seq: seq,
+        model_sha256: "ab".repeat(32),
+        runtime: "tflite".into(),
+        classes: vec![ClassScore {
+            index: 3,
+            label: "cat".into(),
+            raw: 200.0,
+            score: 0.78,
+        }],
+        detections: vec![],
+        image_width: 640,
+        image_height: 480,
+        latency: StageLatency {
+            invoke_us: 1234,
+            ..Default::default()
+        },
+        clock_synchronized: true,
+        boottime_ns: 0,
+    }
+}

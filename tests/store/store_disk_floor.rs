@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use spotter::core::result::{ClassScore, ResultRecord, StageLatency};
+use spotter::core::result::ResultRecord;
 use spotter::store::{DiskGuard, Snapshot, Statvfs, Store, StoreError};
 
 use common::{testdata, Daemon};
@@ -80,30 +80,7 @@ fn free_bytes(dir: &Path) -> u64 {
 }
 
 fn rec(ts_ns: u64, seq: u64) -> ResultRecord {
-    ResultRecord {
-        id: String::new(),
-        ts_ns,
-        source: "files:/srv/demo".into(),
-        origin: format!("/srv/demo/{seq}.jpg"),
-        frame_seq: seq,
-        model_sha256: "ab".repeat(32),
-        runtime: "tflite".into(),
-        classes: vec![ClassScore {
-            index: 3,
-            label: "cat".into(),
-            raw: 200.0,
-            score: 0.78,
-        }],
-        detections: vec![],
-        image_width: 640,
-        image_height: 480,
-        latency: StageLatency {
-            invoke_us: 1234,
-            ..Default::default()
-        },
-        clock_synchronized: true,
-        boottime_ns: 0,
-    }
+    crate::cat_record(ts_ns, seq)
 }
 
 /// Every test photo's bytes: the snapshots, of whatever sizes they are.

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use spotter::core::result::{ClassScore, ResultRecord, StageLatency};
+use spotter::core::result::ResultRecord;
 use spotter::store::{Pruner, Retention, Store, PRUNE_BATCH};
 
 const SEC: u64 = 1_000_000_000;
@@ -12,30 +12,7 @@ const SEC: u64 = 1_000_000_000;
 const T0: u64 = 1_700_000_000 * SEC;
 
 fn rec(ts_ns: u64) -> ResultRecord {
-    ResultRecord {
-        id: String::new(),
-        ts_ns,
-        source: "files:/srv/demo".into(),
-        origin: "/srv/demo/a.jpg".into(),
-        frame_seq: 7,
-        model_sha256: "ab".repeat(32),
-        runtime: "tflite".into(),
-        classes: vec![ClassScore {
-            index: 3,
-            label: "cat".into(),
-            raw: 200.0,
-            score: 0.78,
-        }],
-        detections: vec![],
-        image_width: 640,
-        image_height: 480,
-        latency: StageLatency {
-            invoke_us: 1234,
-            ..Default::default()
-        },
-        clock_synchronized: true,
-        boottime_ns: 0,
-    }
+    crate::cat_record(ts_ns, 7)
 }
 
 /// A store holding one record per second at T0+1s ..= T0+n s.
