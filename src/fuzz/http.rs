@@ -11,6 +11,10 @@
 //! answer 200 on a fresh connection; and every error answer is
 //! problem+json, hyper's own 400/414/431 included (see
 //! [`REQUIRE_PROBLEM_JSON`]).
+//!
+//! Why one file over 600 lines: the request generator and the checks on
+//! its answers describe one contract and change together; the harness
+//! (TLS client, per-source addresses, the server's setup) is a third of it.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};

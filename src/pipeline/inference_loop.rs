@@ -3,6 +3,9 @@
 //! uploads from the [`PreparedSlot`], run them, hand the results to the
 //! [`ResultSink`]), [`InferenceControl`], the supervisor's requests to that
 //! thread, and [`spawn_inference`], which starts it with its prepare thread.
+//!
+//! Why one file over 600 lines: some 300 of them are the tests that drive
+//! the thread pair (prepare and inference) through reloads and shutdown.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

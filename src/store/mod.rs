@@ -34,7 +34,7 @@
 //! suspends the age limit, in [`crate::core::clock`]); the free-space floor below which
 //! nothing is written lives in `pressure`.
 //!
-//! Why one file of some 970 lines: the `Store` type's write paths (result,
+//! Why one file of some 980 lines: the `Store` type's write paths (result,
 //! indexes, snapshot and outbox entry in one sled transaction), its reads and its
 //! figures share the private trees and counters; the pieces that can stand
 //! alone (flush, index, outbox, pressure, retention, snapshot, backup) are

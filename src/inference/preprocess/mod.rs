@@ -24,6 +24,9 @@
 //! Pillow-made reference input tensors (max 1–3 levels off) and is what
 //! [`Preprocessor::new`] uses unless told otherwise. Why libjpeg-turbo, with
 //! measurements: [`crate::image::decode`].
+//!
+//! Why one file over 600 lines: some 200 of them are the tests of the
+//! per-frame chain (decode, fit, quantize, buffer release), kept beside it.
 
 mod geometry;
 mod quantize;
