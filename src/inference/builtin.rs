@@ -17,6 +17,7 @@ use tflite::ops::builtin::BuiltinOpResolver;
 use tflite::{FlatBufferModel, Interpreter, InterpreterBuilder, TensorIndex};
 
 use super::modelfile::{DeclaredQuant, ModelFile};
+use super::stderr::{relog_stderr, RuntimeLog};
 use super::{DType, InferenceError, Quant, Runtime, RuntimeKind, TensorSpec};
 
 /// TF Lite 1.15 with built-in kernels.
@@ -65,21 +66,27 @@ impl BuiltinRuntime {
             path: path.clone(),
             reason,
         };
-        let model = FlatBufferModel::build_from_buffer(file.bytes().to_vec())
-            .map_err(|e| refused(format!("flatbuffer model: {e}")))?;
-        let resolver = BuiltinOpResolver::default();
-        let builder = InterpreterBuilder::new(model, resolver)
-            .map_err(|e| refused(format!("interpreter builder: {e}")))?;
         let threads = if threads == 0 {
             -1
         } else {
             i32::try_from(threads).unwrap_or(i32::MAX)
         };
-        // `build_with_threads` also allocates tensors. It fails (null interpreter)
-        // for unknown ops, op versions or invalid tensors; TF Lite prints the
-        // detail to stderr.
-        let interpreter = builder.build_with_threads(threads).map_err(|e| {
-            refused(format!("TF Lite 1.15 could not build an interpreter ({e}); see stderr for the op or tensor it rejected"))
+        // `build_with_threads` also allocates tensors. It fails (null
+        // interpreter) for unknown ops, op versions or invalid tensors; TF
+        // Lite prints the detail to stderr, which is captured, re-logged and
+        // named in the refusal.
+        let (built, printed) = relog_stderr(RuntimeLog::TfLite, || {
+            let model = FlatBufferModel::build_from_buffer(file.bytes().to_vec())
+                .map_err(|e| format!("flatbuffer model: {e}"))?;
+            let builder = InterpreterBuilder::new(model, BuiltinOpResolver::default())
+                .map_err(|e| format!("interpreter builder: {e}"))?;
+            builder
+                .build_with_threads(threads)
+                .map_err(|e| format!("TF Lite 1.15 could not build an interpreter ({e})"))
+        });
+        let interpreter = built.map_err(|reason| match printed.as_slice() {
+            [] => refused(reason),
+            lines => refused(format!("{reason}: {}", lines.join("; "))),
         })?;
 
         let inputs = interpreter.inputs().to_vec();

@@ -15,6 +15,7 @@ pub mod modelfile;
 pub mod postprocess;
 pub mod preprocess;
 pub mod select;
+mod stderr;
 
 use serde::Serialize;
 

@@ -784,3 +784,55 @@ fn loading_a_model_writes_no_unstructured_litert_lines() {
         .collect();
     assert!(raw.is_empty(), "LiteRT lines on stderr: {raw:#?}");
 }
+
+// Would catch TF Lite 1.15 (the fallback runtime) printing why it refuses a
+// model straight to stderr, unstructured (`ERROR: quantized_dimension ...`
+// reached the journal so), and a refusal that only says "see stderr"
+// instead of naming TF Lite's reason.
+#[test]
+fn builtin_refusal_names_tf_lites_reason_without_unstructured_lines() {
+    let model = testdata().join("models/invalid/person_detect_tflm_only.tflite");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spotter"))
+        .args([
+            "bench",
+            "--runtime",
+            "builtin",
+            "--runs",
+            "1",
+            "--warmup",
+            "0",
+        ])
+        .arg("--model")
+        .arg(&model)
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .expect("run spotter bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the builtin runtime ran a TFLM-only model: {stderr}"
+    );
+    let raw: Vec<&str> = stderr
+        .lines()
+        .filter(|l| {
+            ["INFO: ", "WARNING: ", "ERROR: "]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
+        .collect();
+    assert!(raw.is_empty(), "TF Lite lines on stderr: {raw:#?}");
+    let marker = "could not build an interpreter";
+    let refusal = stderr
+        .lines()
+        .find(|l| l.contains(marker))
+        .unwrap_or_else(|| panic!("no refusal naming the interpreter build: {stderr}"));
+    let reason = refusal.split(marker).nth(1).unwrap_or_default();
+    let detail = reason
+        .split_once("): ")
+        .map(|(_, d)| d.trim())
+        .unwrap_or_default();
+    assert!(
+        !detail.is_empty(),
+        "the refusal does not carry TF Lite's reason: {refusal}"
+    );
+}

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use edgefirst_tflite::Library;
 use edgefirst_tflite_sys::litert::{self as sys, kLiteRtStatusOk, LiteRtFunctions, LiteRtLayout};
 
+use crate::inference::stderr::{relog_stderr, RuntimeLog};
 use crate::inference::InferenceError;
 
 /// `LiteRtOpaqueOptions` (an opaque pointer; the bindings do not re-export
@@ -128,9 +129,9 @@ pub fn preload(lib: &Path) -> Result<(), InferenceError> {
 /// paths that loaded successfully (in practice one).
 ///
 /// LiteRT logs its accelerator discovery while the environment is created:
-/// that goes through Spotter's logging ([`super::stderr`]).
+/// that goes through Spotter's logging ([`crate::inference::stderr`]).
 pub(super) fn shared_lib(lib: &Path) -> Result<Arc<SharedLib>, InferenceError> {
-    super::stderr::relog_stderr(|| open_shared_lib(lib))
+    relog_stderr(RuntimeLog::LiteRt, || open_shared_lib(lib)).0
 }
 
 fn open_shared_lib(lib: &Path) -> Result<Arc<SharedLib>, InferenceError> {

@@ -35,7 +35,6 @@
 
 mod handles;
 mod library;
-mod stderr;
 
 use std::ffi::c_void;
 use std::path::{Path, PathBuf};
@@ -47,6 +46,7 @@ use edgefirst_tflite_sys::litert::{
 
 use super::flatbuf;
 use super::modelfile::ModelFile;
+use super::stderr::{relog_stderr, RuntimeLog};
 use super::{DType, InferenceError, Quant, Runtime, RuntimeKind, TensorSpec};
 use handles::Handles;
 use library::{check, shared_lib, SharedLib};
@@ -128,7 +128,10 @@ impl LiteRtRuntime {
         file: &ModelFile,
         threads: usize,
     ) -> Result<LiteRtRuntime, InferenceError> {
-        stderr::relog_stderr(|| Self::compile(shared, lib, file, threads))
+        relog_stderr(RuntimeLog::LiteRt, || {
+            Self::compile(shared, lib, file, threads)
+        })
+        .0
     }
 
     fn compile(

@@ -1,28 +1,34 @@
-//! LiteRT's own log lines, through Spotter's logging.
+//! The inference runtimes' own log lines, through Spotter's logging.
 //!
 //! `libLiteRt.so` 2.3 writes its log (`INFO: Created TensorFlow Lite XNNPACK
 //! delegate for CPU.`, `WARNING: ... accelerator ... not found`) straight to
 //! file descriptor 2 and exports no hook to redirect it or set its
 //! severity: no `LiteRtSetMinLoggerSeverity` or logger callback among its
-//! dynamic symbols, and no environment variable it reads for that. Under
-//! systemd those lines reached the journal unstructured, at the stream's
-//! default priority, where a technician filtering by priority read the
-//! accelerator warnings as problems.
+//! dynamic symbols, and no environment variable it reads for that. TF Lite
+//! 1.15 (the fallback runtime, linked statically by the `tflite` crate)
+//! reports why it refuses a model the same way (`ERROR: quantized_dimension
+//! must be in range [0, 1). Was 3.`), through a default error reporter the
+//! crate does not let us replace. Under systemd those lines reached the
+//! journal unstructured, at the stream's default priority, where a
+//! technician filtering by priority read the accelerator warnings as
+//! problems.
 //!
-//! So the calls that log (loading the library and creating its environment,
-//! loading and compiling a model) run inside [`relog_stderr`]: file
-//! descriptor 2 is pointed at a pipe for their duration, one at a time, and
-//! a reader thread turns each line with a LiteRT prefix into a log record of
-//! target `litert` at a level parsed from the prefix ([`level_of`]). Any other
-//! line (another thread's output during the window) is written through to
-//! the real stderr unchanged.
+//! So the calls that log (loading LiteRT and creating its environment,
+//! loading and compiling a model on either runtime) run inside
+//! [`relog_stderr`]: file descriptor 2 is pointed at a pipe for their
+//! duration, one at a time, and a reader thread turns each line with a
+//! runtime's prefix into a log record whose target names the runtime, at a
+//! level parsed from the prefix ([`level_of`]). The `ERROR:`/`FATAL:` lines
+//! are also handed back to the caller, so a refusal can name the op or
+//! tensor in its own error. Any other line (another thread's output during
+//! the window) is written through to the real stderr unchanged.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Mutex;
 
-/// The level a LiteRT log line is re-logged at, from its prefix; `None` for
-/// a line that is not LiteRT's.
+/// The level a runtime's log line is re-logged at, from its prefix; `None`
+/// for a line that is not a runtime's.
 ///
 /// LiteRT's INFO lines narrate normal set-up (delegates created); its
 /// WARNINGs at load are about optional accelerators (NPU, GPU) that a
@@ -46,40 +52,68 @@ fn level_of(line: &str) -> Option<(log::Level, &str)> {
     Some((level, rest))
 }
 
-/// Run `f` with file descriptor 2 captured and LiteRT's lines re-logged
-/// (see the module documentation). If the redirection cannot be set up,
-/// `f` runs with stderr as it is.
-pub(super) fn relog_stderr<T>(f: impl FnOnce() -> T) -> T {
+/// The runtime whose lines a capture re-logs: its log target and name.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum RuntimeLog {
+    LiteRt,
+    TfLite,
+}
+
+impl RuntimeLog {
+    fn target(self) -> &'static str {
+        match self {
+            RuntimeLog::LiteRt => "litert",
+            RuntimeLog::TfLite => "tflite",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            RuntimeLog::LiteRt => "LiteRT",
+            RuntimeLog::TfLite => "TF Lite",
+        }
+    }
+}
+
+/// The runtime's `ERROR:`/`FATAL:` lines kept for the caller: at most this
+/// many, each cut to [`MAX_ERROR_CHARS`].
+const MAX_ERRORS: usize = 8;
+const MAX_ERROR_CHARS: usize = 300;
+
+/// Run `f` with file descriptor 2 captured and `runtime`'s lines re-logged
+/// (see the module documentation); returns `f`'s value and the runtime's
+/// error lines printed meanwhile. If the redirection cannot be set up, `f`
+/// runs with stderr as it is (and no lines come back).
+pub(crate) fn relog_stderr<T>(runtime: RuntimeLog, f: impl FnOnce() -> T) -> (T, Vec<String>) {
     // One capture at a time: fd 2 is process-wide.
     static ONE: Mutex<()> = Mutex::new(());
     let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
-    let capture = match Capture::start() {
+    let capture = match Capture::start(runtime) {
         Ok(c) => c,
         Err(e) => {
-            log::debug!("LiteRT's stderr is not captured: {e}");
-            return f();
+            log::debug!("{}'s stderr is not captured: {e}", runtime.name());
+            return (f(), Vec::new());
         }
     };
     let out = f();
-    capture.finish();
-    out
+    (out, capture.finish())
 }
 
 struct Capture {
     /// The real stderr, put back by `finish`.
     saved: OwnedFd,
-    reader: std::thread::JoinHandle<()>,
+    reader: std::thread::JoinHandle<Vec<String>>,
 }
 
 impl Capture {
-    fn start() -> std::io::Result<Capture> {
+    fn start(runtime: RuntimeLog) -> std::io::Result<Capture> {
         let saved = std::io::stderr().as_fd().try_clone_to_owned()?;
         let passthrough = saved.try_clone()?;
         let (read, write) = nix::unistd::pipe()?;
         let read = std::fs::File::from(read);
         let reader = std::thread::Builder::new()
-            .name("litert-log".into())
-            .spawn(move || relay(BufReader::new(read), passthrough))?;
+            .name(format!("{}-log", runtime.target()))
+            .spawn(move || relay(runtime, BufReader::new(read), passthrough))?;
         // From here fd 2 is the pipe's write end; `write` is closed on return,
         // so the reader sees the end of the pipe when fd 2 is restored.
         if let Err(e) = nix::unistd::dup2(write.as_raw_fd(), 2) {
@@ -90,26 +124,37 @@ impl Capture {
         Ok(Capture { saved, reader })
     }
 
-    fn finish(self) {
+    fn finish(self) -> Vec<String> {
         // fd 2 back to the real stderr; this closes the pipe's last write end.
         if let Err(e) = nix::unistd::dup2(self.saved.as_raw_fd(), 2) {
-            log::warn!("could not restore stderr after loading LiteRT: {e}");
-            return;
+            log::warn!("could not restore stderr after loading a model: {e}");
+            return Vec::new();
         }
-        let _ = self.reader.join();
+        self.reader.join().unwrap_or_default()
     }
 }
 
-/// Re-log each LiteRT line; write any other line through to `passthrough`.
-fn relay(read: impl BufRead, passthrough: OwnedFd) {
+/// Re-log each of `runtime`'s lines; write any other line through to
+/// `passthrough`. Returns the error lines (bounded).
+fn relay(runtime: RuntimeLog, read: impl BufRead, passthrough: OwnedFd) -> Vec<String> {
     let mut out = std::fs::File::from(passthrough);
+    let mut errors = Vec::new();
     for line in read.split(b'\n') {
         let Ok(line) = line else { break };
         let text = String::from_utf8_lossy(&line);
         let text = text.trim_end_matches('\r');
         match level_of(text) {
             Some((level, message)) => {
-                log::log!(target: "litert", level, spotter_component = "litert"; "LiteRT: {message}")
+                let (target, name) = (runtime.target(), runtime.name());
+                log::log!(target: target, level, spotter_component = target; "{name}: {message}");
+                let message: String = message.chars().take(MAX_ERROR_CHARS).collect();
+                // TF Lite repeats a reason once per tensor: keep each once.
+                if level <= log::Level::Warn
+                    && errors.len() < MAX_ERRORS
+                    && !errors.contains(&message)
+                {
+                    errors.push(message);
+                }
             }
             None if text.is_empty() => {}
             None => {
@@ -118,6 +163,7 @@ fn relay(read: impl BufRead, passthrough: OwnedFd) {
             }
         }
     }
+    errors
 }
 
 #[cfg(test)]
