@@ -22,7 +22,9 @@ work="$(mktemp -d)"
 port=$((20000 + RANDOM % 20000))
 start_api_daemon "$work" "$port" "key_rate_per_s = 1000000.0
 key_burst = 1000000
-max_connections = 256"
+max_connections = 256
+max_connections_per_address = 256
+max_handshakes_per_address = 256"
 say "wrk -t$threads -c$conns -d$duration --latency https://127.0.0.1:$port/api/v1/status (load: $(cut -d' ' -f1-3 /proc/loadavg))"
 wrk -t"$threads" -c"$conns" -d"$duration" --latency \
     -H "Authorization: Bearer $READ_KEY" "https://127.0.0.1:$port/api/v1/status" | tee "$work/wrk.txt"

@@ -78,7 +78,9 @@ work="$(mktemp -d)"
 port=$((20000 + RANDOM % 20000))
 start_api_daemon "$work" "$port" "key_rate_per_s = 1000000.0
 key_burst = 1000000
-max_connections = 256"
+max_connections = 256
+max_connections_per_address = 256
+max_handshakes_per_address = 256"
 url="https://127.0.0.1:$port"
 
 say "2. GET /api/v1/status, wrk 16 connections, ${seconds}s"

@@ -149,6 +149,10 @@ listen = "127.0.0.1:{port}"
 key_rate_per_s = 1000000.0
 key_burst = 1000000
 max_connections = 256
+# One load generator on one address opens all its connections at once: the
+# per-address caps (a defence against one LAN client) would refuse some.
+max_connections_per_address = 256
+max_handshakes_per_address = 256
 """
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
