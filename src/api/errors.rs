@@ -313,8 +313,25 @@ struct Problem<'a> {
     r#type: String,
     title: &'a str,
     status: u16,
-    detail: String,
+    detail: &'a str,
     code: &'a str,
+}
+
+/// The bytes of a problem+json body: the one rendering of every error body,
+/// the router's ([`error_response`]) and hyper's own answers replaced below
+/// it (`wire`).
+pub(super) fn problem_body(status: u16, code: &str, title: &str, detail: &str) -> Vec<u8> {
+    let body = Problem {
+        r#type: problem_type(code),
+        title,
+        status,
+        detail,
+        code,
+    };
+    // Serialising strings and a number cannot fail; the fallback keeps this total anyway.
+    serde_json::to_vec(&body).unwrap_or_else(|_| {
+        br#"{"type":"urn:spotter:problem:internal","title":"Internal error","status":500,"code":"internal"}"#.to_vec()
+    })
 }
 
 /// A response with its whole body.
@@ -356,17 +373,7 @@ pub(super) fn error_response(e: &ApiError) -> Resp {
     } else if status.is_server_error() {
         log::debug!(code = code; "API request refused: {e}");
     }
-    let body = Problem {
-        r#type: problem_type(code),
-        title,
-        status: status.as_u16(),
-        detail: public_message(e),
-        code,
-    };
-    // Serialising strings and a number cannot fail; the fallback keeps this total anyway.
-    let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| {
-        br#"{"type":"urn:spotter:problem:internal","title":"Internal error","status":500,"code":"internal"}"#.to_vec()
-    });
+    let bytes = problem_body(status.as_u16(), code, title, &public_message(e));
     let mut r = Response::new(Full::new(Bytes::from(bytes)));
     *r.status_mut() = status;
     let h = r.headers_mut();

@@ -21,10 +21,10 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use hyper::header::{HeaderMap, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
-use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::conns::{ConnShared, Phase};
+use super::errors::problem_body;
 use super::headers::security_headers;
 
 /// Per-connection activity: what the deadlines in `server` read.
@@ -228,16 +228,6 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ConnIo<T> {
     }
 }
 
-/// RFC 9457 problem details, as `errors` renders them.
-#[derive(Serialize)]
-struct Problem<'a> {
-    r#type: String,
-    title: &'a str,
-    status: u16,
-    detail: &'a str,
-    code: &'a str,
-}
-
 /// The problem for a status hyper answers unparsable requests with.
 fn problem_for(status: u16) -> (&'static str, &'static str, &'static str) {
     match status {
@@ -284,14 +274,7 @@ fn replacement(head: &[u8]) -> Option<Vec<u8>> {
         }
     }
     let (pcode, title, detail) = problem_for(code);
-    let body = serde_json::to_vec(&Problem {
-        r#type: format!("urn:spotter:problem:{pcode}"),
-        title,
-        status: code,
-        detail,
-        code: pcode,
-    })
-    .ok()?;
+    let body = problem_body(code, pcode, title, detail);
     let mut h = HeaderMap::new();
     h.insert(
         CONTENT_TYPE,
