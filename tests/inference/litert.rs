@@ -742,6 +742,19 @@ fn invoke_timing_litert_vs_builtin() {
     }
 }
 
+/// The lines of `stderr` a runtime printed itself (`INFO: `, `WARNING: `,
+/// `ERROR: `), which must go through Spotter's logging instead.
+fn runtime_log_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| {
+            ["INFO: ", "WARNING: ", "ERROR: "]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
+        .collect()
+}
+
 // Would catch LiteRT's own log lines (`INFO: [environment.cc:36] Creating
 // LiteRT environment`, `WARNING: ... NPU accelerator could not be loaded`)
 // reaching stderr unstructured again, where the journal stored them as they
@@ -774,14 +787,7 @@ fn loading_a_model_writes_no_unstructured_litert_lines() {
     assert!(out.status.success(), "spotter bench failed: {stderr}");
     let report: Value = serde_json::from_slice(&out.stdout).expect("bench JSON");
     assert_eq!(report["runtimes"]["litert"]["skipped"], false, "{report}");
-    let raw: Vec<&str> = stderr
-        .lines()
-        .filter(|l| {
-            ["INFO: ", "WARNING: ", "ERROR: "]
-                .iter()
-                .any(|p| l.starts_with(p))
-        })
-        .collect();
+    let raw = runtime_log_lines(&stderr);
     assert!(raw.is_empty(), "LiteRT lines on stderr: {raw:#?}");
 }
 
@@ -812,14 +818,7 @@ fn builtin_refusal_names_tf_lites_reason_without_unstructured_lines() {
         !out.status.success(),
         "the builtin runtime ran a TFLM-only model: {stderr}"
     );
-    let raw: Vec<&str> = stderr
-        .lines()
-        .filter(|l| {
-            ["INFO: ", "WARNING: ", "ERROR: "]
-                .iter()
-                .any(|p| l.starts_with(p))
-        })
-        .collect();
+    let raw = runtime_log_lines(&stderr);
     assert!(raw.is_empty(), "TF Lite lines on stderr: {raw:#?}");
     let marker = "could not build an interpreter";
     let refusal = stderr
