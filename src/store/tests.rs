@@ -881,6 +881,26 @@ fn reopen(dir: &std::path::Path) -> Store {
     }
 }
 
+/// Wait until no handle in this process still holds the store's sled lock
+/// (see [`reopen`]), without taking the store: other modules' tests call it
+/// between dropping a store and a check that opens it itself.
+pub(crate) fn wait_until_free(dir: &std::path::Path) {
+    use nix::fcntl::{Flock, FlockArg};
+    let lock_file = dir.join(DB_DIR).join("db");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let file = std::fs::File::open(&lock_file).unwrap();
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            // Dropping the guard unlocks at once.
+            Ok(_free) => return,
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50))
+            }
+            Err((_, e)) => panic!("{} still locked: {e}", lock_file.display()),
+        }
+    }
+}
+
 // Catches: disk pressure that never frees space (the issue's "prune
 // harder"), a pass that deletes the newest results instead of the oldest,
 // an episode that wipes the whole history (the budget), pruning while the

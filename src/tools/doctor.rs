@@ -879,6 +879,9 @@ mod tests {
             );
             drop(s);
         }
+        // sled frees its lock from a background thread after the last
+        // handle drops (slowly under qemu): wait for it, as a new process would.
+        crate::store::tests::wait_until_free(&settings.dir);
         assert_eq!(
             check_last_result(&settings, now, MAX_RESULT_AGE, unasked).verdict,
             Verdict::Fail,
@@ -890,6 +893,7 @@ mod tests {
             s.insert(&mut record(ts)).unwrap();
             s.flush().unwrap();
         }
+        crate::store::tests::wait_until_free(&settings.dir);
         let fresh = check_last_result(&settings, now, MAX_RESULT_AGE, unasked);
         assert!(
             fresh.verdict == Verdict::Ok && fresh.detail.contains("30 s old"),
