@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::ValueEnum;
 
 use super::{fail, Failure, EXIT_CONFIG, EXIT_FAILURE};
-use crate::config::{Fit, JpegScaling, ModelSettings, RuntimeSetting};
+use crate::config::{DetectionRules, JpegScaling, ModelSettings, RuntimeSetting};
 use crate::core::frame::{Frame, PixelFormat};
 use crate::logging;
 use crate::pipeline::load_model;
@@ -123,8 +123,9 @@ pub(super) fn classify(
         threads,
         top_k,
         min_score: 0.0,
-        fit: Fit::Stretch,
-        label_filter: vec![],
+        fit: None,
+        pad_value: None,
+        rules: DetectionRules::default(),
         max_pixels: 100_000_000,
         jpeg_scaling: JpegScaling::Auto,
         input_mean: None,

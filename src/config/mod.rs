@@ -87,6 +87,48 @@ pub enum Fit {
     Letterbox,
 }
 
+/// Which detections a detector reports, after decoding: the `[model]` keys
+/// `label_filter` (allow-list), `label_deny`, `min_box_area`,
+/// `max_detections`, `iou_threshold` and the `[model.min_score_by_label]`
+/// table. The global `model.min_score` applies to labels without their own
+/// score. Label names are kept lower-case (matching is case-insensitive).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DetectionRules {
+    /// Per-label minimum score, overriding `model.min_score` for that label.
+    pub min_score_by_label: std::collections::BTreeMap<String, f32>,
+    /// Report only these labels (empty: all).
+    pub allow: Vec<String>,
+    /// Never report these labels.
+    pub deny: Vec<String>,
+    /// Smallest box reported, as a fraction of the frame's area (0: any).
+    pub min_box_area: f32,
+    /// At most this many detections per frame, highest scores first.
+    pub max_detections: usize,
+    /// Non-maximum suppression: boxes of one class overlapping a
+    /// higher-scoring one by more than this IoU are dropped.
+    pub iou_threshold: f32,
+}
+
+/// Default `model.max_detections`.
+pub const DEFAULT_MAX_DETECTIONS: usize = 100;
+/// Default `model.iou_threshold` (Ultralytics' own default).
+pub const DEFAULT_IOU_THRESHOLD: f32 = 0.45;
+
+impl Default for DetectionRules {
+    /// No filtering beyond `model.min_score`: every label, any area, up to
+    /// [`DEFAULT_MAX_DETECTIONS`], NMS at [`DEFAULT_IOU_THRESHOLD`].
+    fn default() -> Self {
+        DetectionRules {
+            min_score_by_label: Default::default(),
+            allow: Vec::new(),
+            deny: Vec::new(),
+            min_box_area: 0.0,
+            max_detections: DEFAULT_MAX_DETECTIONS,
+            iou_threshold: DEFAULT_IOU_THRESHOLD,
+        }
+    }
+}
+
 /// How JPEG frames are decoded: `auto` (libjpeg-turbo, scaled down in the
 /// DCT domain when the frame is much larger than the model input) or `off`
 /// (full-size decode, the reference path; matches the Pillow-made reference
@@ -142,8 +184,15 @@ pub struct ModelSettings {
     pub threads: usize,
     pub top_k: usize,
     pub min_score: f32,
-    pub fit: Fit,
-    pub label_filter: Vec<String>,
+    /// `None`: the detected model family's default (letterbox for YOLO,
+    /// stretch otherwise).
+    pub fit: Option<Fit>,
+    /// Letterbox padding value; `None`: the family's default (114 for
+    /// Ultralytics YOLO, the pixel that normalizes to 0.0 otherwise).
+    pub pad_value: Option<u8>,
+    /// What detections are reported (per-label scores, allow/deny lists,
+    /// minimum area, cap, NMS IoU).
+    pub rules: DetectionRules,
     pub max_pixels: u64,
     pub jpeg_scaling: JpegScaling,
     pub input_mean: Option<f32>,
@@ -563,8 +612,15 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
         threads: val(&threads, 2),
         top_k: val(&top_k, 5),
         min_score: val(&min_score, 0.0),
-        fit: val(&fit, Fit::Stretch),
-        label_filter: val(&label_filter, Vec::new()),
+        fit: fit.map(|o| o.value),
+        pad_value: None,
+        rules: DetectionRules {
+            allow: val(&label_filter, Vec::new())
+                .into_iter()
+                .map(|l| l.to_lowercase())
+                .collect(),
+            ..DetectionRules::default()
+        },
         max_pixels: val(&max_pixels, 40_000_000),
         jpeg_scaling: val(&jpeg_scaling, JpegScaling::Auto),
         input_mean: mean.map(|o| o.value),

@@ -19,7 +19,7 @@ use super::modelfile::ModelFile;
 use super::postprocess::{self, DetectionParams, ModelKind};
 use super::preprocess::{FitMode, Normalization, Prepared, Preprocessor, DEFAULT_MAX_PIXELS};
 use super::{DType, InferenceError, Runtime, RuntimeKind, TensorSpec};
-use crate::config::JpegScaling;
+use crate::config::{DetectionRules, JpegScaling};
 use crate::core::frame::{Frame, PixelFormat};
 use crate::core::result::{InferenceOutput, StageLatency};
 
@@ -35,11 +35,14 @@ pub struct ModelOptions {
     pub top_k: usize,
     /// Minimum dequantized score for a class or a detection to be reported.
     pub min_score: f32,
-    pub fit: FitMode,
+    /// `None`: the model family's default (letterbox for YOLO, else stretch).
+    pub fit: Option<FitMode>,
+    /// Letterbox padding value; `None`: the model family's default.
+    pub pad_value: Option<u8>,
     /// Overrides the default normalization (see [`Normalization::default_for`]).
     pub normalization: Option<Normalization>,
-    /// Detector: keep only these labels (case-insensitive); empty keeps all.
-    pub label_filter: Vec<String>,
+    /// Detector: which detections are reported (see [`DetectionRules`]).
+    pub rules: DetectionRules,
     /// Largest decoded frame accepted, in pixels.
     pub max_pixels: u64,
     /// How JPEG frames are decoded (DCT-domain downscaling or the reference path).
@@ -56,9 +59,10 @@ impl ModelOptions {
             threads: 1,
             top_k: 5,
             min_score: 0.0,
-            fit: FitMode::Stretch,
+            fit: None,
+            pad_value: None,
             normalization: None,
-            label_filter: Vec::new(),
+            rules: DetectionRules::default(),
             max_pixels: DEFAULT_MAX_PIXELS,
             jpeg_scaling: JpegScaling::Auto,
         }
@@ -132,7 +136,7 @@ pub struct Engine {
     prep: Preprocessor,
     top_k: usize,
     min_score: f32,
-    label_filter: Vec<String>,
+    rules: DetectionRules,
     max_pixels: u64,
 }
 
@@ -160,7 +164,9 @@ impl Engine {
         let normalization = opts.normalization.unwrap_or_else(|| {
             Normalization::default_for(&input, file.metadata().input_normalization)
         });
-        let prep = Preprocessor::new(&input, opts.fit, normalization)
+        // TODO(issue 17): the family's default fit and pad value.
+        let fit = opts.fit.unwrap_or(FitMode::Stretch);
+        let prep = Preprocessor::new(&input, fit, normalization)
             .map_err(|e| with_path(e, &path))?
             .with_jpeg_scaling(opts.jpeg_scaling);
 
@@ -198,7 +204,7 @@ impl Engine {
             prep,
             top_k: opts.top_k,
             min_score: opts.min_score,
-            label_filter: opts.label_filter.clone(),
+            rules: opts.rules.clone(),
             max_pixels: opts.max_pixels,
         };
         let runtime_name = runtime_kind.to_string();
@@ -288,7 +294,7 @@ impl Engine {
                 };
                 let params = DetectionParams {
                     min_score: self.min_score,
-                    label_filter: &self.label_filter,
+                    label_filter: &self.rules.allow,
                     labels,
                 };
                 let outputs = [0, 1, 2, 3].map(|i| (self.runtime.output(i), &specs[i]));

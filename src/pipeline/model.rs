@@ -49,12 +49,13 @@ pub fn load_model(m: &ModelSettings) -> Result<LoadedModel, InferenceError> {
         threads: m.threads,
         top_k: m.top_k,
         min_score: m.min_score,
-        fit: fit_mode(m.fit),
+        fit: m.fit.map(fit_mode),
+        pad_value: m.pad_value,
         normalization: match (m.input_mean, m.input_std) {
             (Some(mean), Some(std)) => Some(Normalization::uniform(mean, std)),
             _ => None,
         },
-        label_filter: m.label_filter.clone(),
+        rules: m.rules.clone(),
         max_pixels: m.max_pixels,
         jpeg_scaling: m.jpeg_scaling,
     };

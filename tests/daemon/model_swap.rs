@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::testdata;
-use spotter::config::{Fit, JpegScaling, ModelSettings, RuntimeSetting};
+use spotter::config::{DetectionRules, JpegScaling, ModelSettings, RuntimeSetting};
 use spotter::core::frame::Frame;
 use spotter::modelstore::ModelStore;
 use spotter::pipeline::{inference_loop, load_model, FrameSlot, InferenceControl};
@@ -27,8 +27,9 @@ fn settings(path: &Path) -> ModelSettings {
         threads: 1,
         top_k: 3,
         min_score: 0.0,
-        fit: Fit::Stretch,
-        label_filter: vec![],
+        fit: None,
+        pad_value: None,
+        rules: DetectionRules::default(),
         max_pixels: 40_000_000,
         jpeg_scaling: JpegScaling::Auto,
         input_mean: None,
