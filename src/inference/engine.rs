@@ -18,6 +18,7 @@ use super::labels::{ClassifierLabelMap, DetectorLabelMap, Labels};
 use super::modelfile::ModelFile;
 use super::postprocess::{self, DetectionParams, ModelKind};
 use super::preprocess::{FitMode, Normalization, Prepared, Preprocessor, DEFAULT_MAX_PIXELS};
+use super::rules;
 use super::{DType, InferenceError, Runtime, RuntimeKind, TensorSpec};
 use crate::config::{DetectionRules, JpegScaling};
 use crate::core::frame::{Frame, PixelFormat};
@@ -293,13 +294,14 @@ impl Engine {
                     _ => None,
                 };
                 let params = DetectionParams {
-                    min_score: self.min_score,
-                    label_filter: &self.rules.allow,
+                    min_score: rules::decode_floor(&self.rules, self.min_score),
                     labels,
                 };
                 let outputs = [0, 1, 2, 3].map(|i| (self.runtime.output(i), &specs[i]));
                 let d = postprocess::detections(outputs, &prepared.mapping, &params)
                     .map_err(|e| with_path(e, &self.path))?;
+                let m = &prepared.mapping;
+                let d = rules::apply(&self.rules, self.min_score, m.src_width, m.src_height, d);
                 (Vec::new(), d)
             }
         };

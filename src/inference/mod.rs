@@ -14,6 +14,7 @@ pub mod litert;
 pub mod modelfile;
 pub mod postprocess;
 pub mod preprocess;
+pub(crate) mod rules;
 pub mod select;
 mod stderr;
 

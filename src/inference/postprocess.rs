@@ -166,9 +166,8 @@ pub fn top_k(
 /// Options for decoding detections.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct DetectionParams<'a> {
+    /// Candidates below this are dropped (see [`super::rules::decode_floor`]).
     pub min_score: f32,
-    /// When non-empty, only these labels are kept (case-insensitive).
-    pub label_filter: &'a [String],
     pub labels: Option<(&'a Labels, DetectorLabelMap)>,
 }
 
@@ -201,14 +200,6 @@ pub(crate) fn detections(
             Some((l, map)) => map.label(l, class_index),
             None => super::labels::unlabelled(class_index),
         };
-        if !params.label_filter.is_empty()
-            && !params
-                .label_filter
-                .iter()
-                .any(|f| f.eq_ignore_ascii_case(&label))
-        {
-            continue;
-        }
         let b = &boxes[4 * i..4 * i + 4];
         if b.iter().any(|v| !v.is_finite()) {
             continue;
@@ -360,7 +351,6 @@ mod tests {
         let mapping = Mapping::new(FitMode::Stretch, 640, 480, 300, 300);
         let params = DetectionParams {
             min_score: 0.5,
-            label_filter: &[],
             labels: Some((&labels, DetectorLabelMap::new(&labels))),
         };
         let d = detections(
@@ -381,26 +371,6 @@ mod tests {
             (320.0, 120.0, 320.0, 240.0)
         );
         assert_eq!(d[1].label, "person");
-        let filter = ["Person".to_string()];
-        let params = DetectionParams {
-            label_filter: &filter,
-            ..params
-        };
-        let d = detections(
-            [
-                (&boxes, &sb),
-                (&classes, &sc),
-                (&scores, &ss),
-                (&count, &sn),
-            ],
-            &mapping,
-            &params,
-        )
-        .unwrap();
-        assert_eq!(
-            d.iter().map(|d| d.label.as_str()).collect::<Vec<_>>(),
-            ["person"]
-        );
     }
 
     #[test]
