@@ -387,4 +387,26 @@ mod tests {
         assert!(e.what.contains("deeper"), "{e}");
         assert!(parse(&format!("{}{}", "[".repeat(60), "]".repeat(60))).is_ok());
     }
+
+    // Would catch a panic on damaged metadata (a slice inside a multi-byte
+    // character, an index past the end) instead of an error: every
+    // truncation of a dict with escapes and non-ASCII text, and every byte
+    // replaced by each of the characters the reader branches on.
+    #[test]
+    fn damaged_text_never_panics() {
+        let text =
+            r#"{'a': "it's", 'b': 'été\n\x41\u00e9', 3: [1.5e-3, -2, (True, None)], 'c': P('x')}"#;
+        assert!(parse(text).is_ok());
+        for (i, _) in text.char_indices() {
+            let _ = parse(&text[..i]);
+            for c in [
+                '\'', '"', '\\', '{', '[', '(', ':', ',', '-', 'e', '.', 'x', 'é',
+            ] {
+                let mut t = text[..i].to_string();
+                t.push(c);
+                t.push_str(&text[i..]);
+                let _ = parse(&t);
+            }
+        }
+    }
 }
