@@ -46,6 +46,18 @@ pub struct ModelMetadata {
     pub input_normalization: Option<Normalization>,
     /// Name of the `TENSOR_AXIS_LABELS` associated file of the first output.
     pub labels_file: Option<String>,
+    /// The Ultralytics export metadata, when the file carries it.
+    // Stub of the interface the `rules` branch fills in (issue 17); never set here.
+    pub ultralytics: Option<UltralyticsMeta>,
+}
+
+/// What an Ultralytics export says about itself (issue 17 interface).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UltralyticsMeta {
+    pub names: Vec<String>,
+    pub task: Option<String>,
+    pub imgsz: Option<[u32; 2]>,
+    pub version: Option<String>,
 }
 
 /// A model file, read and checked once.

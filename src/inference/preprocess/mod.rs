@@ -205,6 +205,19 @@ impl Preprocessor {
         self
     }
 
+    /// Pad letterboxed frames with the raw source pixel `pad` instead of the
+    /// neutral one (e.g. 114 for Ultralytics models).
+    // Minimal version of the `rules` branch's interface (issue 17).
+    pub fn with_pad(mut self, pad: [u8; 3]) -> Preprocessor {
+        self.pad = pad;
+        self
+    }
+
+    /// The source pixel letterboxed frames are padded with.
+    pub fn pad(&self) -> [u8; 3] {
+        self.pad
+    }
+
     /// Model input size (width, height).
     pub(crate) fn input_size(&self) -> (u32, u32) {
         (self.width, self.height)
