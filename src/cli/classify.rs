@@ -122,7 +122,7 @@ pub(super) fn classify(
         litert_lib,
         threads,
         top_k,
-        min_score: 0.0,
+        min_score: None,
         fit: None,
         pad_value: None,
         rules: DetectionRules::default(),

@@ -950,6 +950,7 @@ impl Settings {
         // Unset keys are left out; say what they mean for the two whose
         // default depends on the model.
         let unset: Vec<&str> = [
+            ("min_score", self.model.min_score.is_none()),
             ("fit", self.model.fit.is_none()),
             ("pad_value", self.model.pad_value.is_none()),
         ]

@@ -75,8 +75,10 @@ pub struct ModelSettings {
     pub litert_lib: Option<PathBuf>,
     pub threads: usize,
     pub top_k: usize,
-    #[serde(serialize_with = "short_float")]
-    pub min_score: f32,
+    /// `None`: the model family's default (0.25 for YOLO, Ultralytics' own
+    /// default; 0 otherwise).
+    #[serde(serialize_with = "short_opt_float")]
+    pub min_score: Option<f32>,
     /// `None`: the detected model family's default (letterbox for YOLO,
     /// stretch otherwise).
     pub fit: Option<Fit>,
@@ -223,7 +225,7 @@ pub(super) fn build_model(l: &Layers) -> Result<ModelSettings, ConfigError> {
         litert_lib: litert_lib.map(|o| o.value),
         threads: val(&threads, 2),
         top_k: val(&top_k, 5),
-        min_score: val(&min_score, 0.0),
+        min_score: min_score.map(|o| o.value),
         fit: fit.map(|o| o.value),
         pad_value: pad_value.map(|o| o.value as u8), // checked 0..=255 above
         rules: DetectionRules {
@@ -247,6 +249,13 @@ pub(super) fn build_model(l: &Layers) -> Result<ModelSettings, ConfigError> {
 /// user wrote.
 fn short(v: f32) -> f64 {
     v.to_string().parse().unwrap_or(f64::from(v))
+}
+
+fn short_opt_float<S: Serializer>(v: &Option<f32>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.serialize_some(&short(*v)),
+        None => s.serialize_none(),
+    }
 }
 
 fn short_float<S: Serializer>(v: &f32, s: S) -> Result<S::Ok, S::Error> {

@@ -447,7 +447,7 @@ fn check_config_prints_rules_under_their_keys() {
         "{text}"
     );
     assert_eq!(one(&text).unwrap().model, s.model);
-    let set = one("[model]\nfit = \"letterbox\"\npad_value = 114\n").unwrap();
+    let set = one("[model]\nmin_score = 0.5\nfit = \"letterbox\"\npad_value = 114\n").unwrap();
     let text = set.to_toml();
     assert!(
         text.contains("fit = \"letterbox\"\npad_value = 114\n") && !text.contains("unset"),

@@ -34,8 +34,9 @@ pub struct ModelOptions {
     pub threads: usize,
     /// Classifier: number of classes reported.
     pub top_k: usize,
-    /// Minimum dequantized score for a class or a detection to be reported.
-    pub min_score: f32,
+    /// Minimum dequantized score for a class or a detection to be reported;
+    /// `None`: the family's default ([`YOLO_MIN_SCORE`] for YOLO, else 0).
+    pub min_score: Option<f32>,
     /// `None`: the model family's default (letterbox for YOLO, else stretch).
     pub fit: Option<FitMode>,
     /// Letterbox padding value; `None`: the model family's default.
@@ -59,7 +60,7 @@ impl ModelOptions {
             labels: None,
             threads: 1,
             top_k: 5,
-            min_score: 0.0,
+            min_score: None,
             fit: None,
             pad_value: None,
             normalization: None,
@@ -264,7 +265,9 @@ impl Engine {
             sha256,
             prep,
             top_k: opts.top_k,
-            min_score: opts.min_score,
+            min_score: opts
+                .min_score
+                .unwrap_or(if yolo_family { YOLO_MIN_SCORE } else { 0.0 }),
             rules: opts.rules.clone(),
             max_pixels: opts.max_pixels,
         };
@@ -598,3 +601,8 @@ fn with_path(e: InferenceError, path: &str) -> InferenceError {
         other => other,
     }
 }
+
+/// The YOLO family's default `min_score` (Ultralytics' own default `conf`):
+/// a YOLO head scores every anchor, and without a floor every frame would
+/// report its `max_detections` near-zero boxes.
+pub const YOLO_MIN_SCORE: f32 = 0.25;

@@ -26,7 +26,7 @@ fn settings(path: &Path) -> ModelSettings {
         litert_lib: None,
         threads: 1,
         top_k: 3,
-        min_score: 0.0,
+        min_score: None,
         fit: None,
         pad_value: None,
         rules: DetectionRules::default(),

@@ -358,7 +358,7 @@ fn detector_table_matches_references() {
     let dir = td().join("models/detection/coco_ssd_mobilenet_v1_1.0_quant_2018_06_29");
     let mut opts = ModelOptions::new(dir.join("detect.tflite"));
     opts.labels = Some(dir.join("labelmap.txt"));
-    opts.min_score = 0.0;
+    opts.min_score = Some(0.0);
     let expected = reference["detection"]["table.jpg"]["pil_bilinear"]["detections"]
         .as_array()
         .unwrap();

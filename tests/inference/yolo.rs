@@ -91,7 +91,7 @@ fn yolo_opts(model: &Path) -> ModelOptions {
     opts.labels = Some(coco80());
     // Below the 0.3 the criteria start at, so a borderline score within the
     // 0.05 tolerance is still reported.
-    opts.min_score = 0.2;
+    opts.min_score = Some(0.2);
     opts.jpeg_scaling = spotter::config::JpegScaling::Off;
     opts
 }
@@ -421,6 +421,47 @@ fn yolo_fit_override_is_kept() {
     assert_eq!(e.prepare_spec().unwrap().prep.pad(), [0; 3]);
 }
 
+// Would catch a YOLO model without `min_score` reporting its near-zero
+// anchors (every frame full of `max_detections` junk boxes), or the embedded
+// Ultralytics names not being used when no labels file is given.
+#[test]
+fn yolo_defaults_to_ultralytics_score_floor_and_embedded_names() {
+    let Some(lib) = litert_lib("yolo_defaults_to_ultralytics_score_floor_and_embedded_names")
+    else {
+        return;
+    };
+    let reference = reference();
+    let mut photos = std::fs::read_dir(td().join("images"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jpg"))
+        .collect::<Vec<_>>();
+    photos.sort();
+    for (model, _) in models(&reference) {
+        let mut opts = ModelOptions::new(&model);
+        opts.jpeg_scaling = spotter::config::JpegScaling::Off;
+        let mut e = litert_engine(&lib, &opts).unwrap();
+        assert!(e
+            .info()
+            .labels_source
+            .unwrap_or_default()
+            .starts_with("embedded:"));
+        for photo in &photos {
+            let out = e.run(&encoded_frame(photo)).unwrap();
+            assert!(
+                out.detections
+                    .iter()
+                    .all(|d| d.score >= spotter::inference::engine::YOLO_MIN_SCORE),
+                "{}: {:?}",
+                photo.display(),
+                out.detections
+            );
+            // Labels are COCO names from the file, not indices.
+            assert!(out.detections.iter().all(|d| !d.label.starts_with('#')));
+        }
+    }
+}
+
 // Would catch the built-in TF Lite 1.15 crashing on, or silently
 // mis-running, the YOLO exports: it either refuses them at load naming the
 // op and pointing at `runtime = litert` (the full-integer export: its
@@ -474,7 +515,7 @@ fn yolo_decode_share_of_invoke() {
     let reference = reference();
     for (model, _) in models(&reference) {
         let mut opts = yolo_opts(&model);
-        opts.min_score = 0.25;
+        opts.min_score = Some(0.25);
         let mut e = litert_engine(&lib, &opts).unwrap();
         let frame = encoded_frame(&td().join("images/grace_hopper.bmp"));
         let (mut post, mut invoke) = (Vec::new(), Vec::new());
