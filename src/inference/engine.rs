@@ -8,6 +8,11 @@
 //! `run_tensor` (raw input → raw output, for golden tests) and `canary` (a
 //! self-test run at load time). An `Engine` is used by one thread at a time
 //! and may be moved between threads.
+//!
+//! Just over 600 lines: loading (family defaults for fit, pad, normalization
+//! and score floor, the one probe run that settles a layout), the two run
+//! paths and the canary share the engine's private state; the decoders
+//! themselves live in `postprocess`, the tests in `tests/inference`.
 
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
