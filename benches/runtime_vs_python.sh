@@ -111,6 +111,9 @@ else
   [ -x "$spotter" ] || die "built binary not found at $spotter"
 fi
 "$spotter" bench --help >/dev/null 2>&1 || die "$spotter has no 'bench' subcommand"
+if [ "$e2e" = 1 ]; then
+  "$spotter" bench --help 2>/dev/null | grep -q -- --min-score || die "$spotter bench has no --min-score (too old for --e2e)"
+fi
 
 # 2. LiteRT for Spotter.
 litert_lib="$(bash "$repo/scripts/setup-litert.sh")" || die "scripts/setup-litert.sh failed"
