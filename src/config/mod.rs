@@ -16,9 +16,11 @@
 
 pub(crate) mod api;
 pub(crate) mod gpio;
+mod model;
 mod raw;
 
 pub use api::{is_valid_origin, ClientAuth};
+pub use model::{DetectionRules, ModelSettings, DEFAULT_IOU_THRESHOLD, DEFAULT_MAX_DETECTIONS};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -87,48 +89,6 @@ pub enum Fit {
     Letterbox,
 }
 
-/// Which detections a detector reports, after decoding: the `[model]` keys
-/// `label_filter` (allow-list), `label_deny`, `min_box_area`,
-/// `max_detections`, `iou_threshold` and the `[model.min_score_by_label]`
-/// table. The global `model.min_score` applies to labels without their own
-/// score. Label names are kept lower-case (matching is case-insensitive).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DetectionRules {
-    /// Per-label minimum score, overriding `model.min_score` for that label.
-    pub min_score_by_label: std::collections::BTreeMap<String, f32>,
-    /// Report only these labels (empty: all).
-    pub allow: Vec<String>,
-    /// Never report these labels.
-    pub deny: Vec<String>,
-    /// Smallest box reported, as a fraction of the frame's area (0: any).
-    pub min_box_area: f32,
-    /// At most this many detections per frame, highest scores first.
-    pub max_detections: usize,
-    /// Non-maximum suppression: boxes of one class overlapping a
-    /// higher-scoring one by more than this IoU are dropped.
-    pub iou_threshold: f32,
-}
-
-/// Default `model.max_detections`.
-pub const DEFAULT_MAX_DETECTIONS: usize = 100;
-/// Default `model.iou_threshold` (Ultralytics' own default).
-pub const DEFAULT_IOU_THRESHOLD: f32 = 0.45;
-
-impl Default for DetectionRules {
-    /// No filtering beyond `model.min_score`: every label, any area, up to
-    /// [`DEFAULT_MAX_DETECTIONS`], NMS at [`DEFAULT_IOU_THRESHOLD`].
-    fn default() -> Self {
-        DetectionRules {
-            min_score_by_label: Default::default(),
-            allow: Vec::new(),
-            deny: Vec::new(),
-            min_box_area: 0.0,
-            max_detections: DEFAULT_MAX_DETECTIONS,
-            iou_threshold: DEFAULT_IOU_THRESHOLD,
-        }
-    }
-}
-
 /// How JPEG frames are decoded: `auto` (libjpeg-turbo, scaled down in the
 /// DCT domain when the frame is much larger than the model input) or `off`
 /// (full-size decode, the reference path; matches the Pillow-made reference
@@ -173,31 +133,6 @@ pub struct SourceSettings {
     pub retry_initial_ms: u64,
     pub retry_max_ms: u64,
     pub stall_timeout_ms: u64,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ModelSettings {
-    pub path: PathBuf,
-    pub labels: Option<PathBuf>,
-    pub runtime: RuntimeSetting,
-    pub litert_lib: Option<PathBuf>,
-    pub threads: usize,
-    pub top_k: usize,
-    pub min_score: f32,
-    /// `None`: the detected model family's default (letterbox for YOLO,
-    /// stretch otherwise).
-    pub fit: Option<Fit>,
-    /// Letterbox padding value; `None`: the family's default (114 for
-    /// Ultralytics YOLO, the pixel that normalizes to 0.0 otherwise).
-    pub pad_value: Option<u8>,
-    /// What detections are reported (per-label scores, allow/deny lists,
-    /// minimum area, cap, NMS IoU).
-    pub rules: DetectionRules,
-    pub max_pixels: u64,
-    pub jpeg_scaling: JpegScaling,
-    pub input_mean: Option<f32>,
-    pub input_std: Option<f32>,
-    pub retry_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -532,101 +467,7 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
         stall_timeout_ms: val(&stall, 5_000),
     };
 
-    // [model]
-    let path = l.get(|r| r.model.as_ref()?.path.as_ref());
-    let labels = l.get(|r| r.model.as_ref()?.labels.as_ref());
-    let runtime = l.get(|r| r.model.as_ref()?.runtime.as_ref());
-    let litert_lib = l.get(|r| r.model.as_ref()?.litert_lib.as_ref());
-    let threads = l.get(|r| r.model.as_ref()?.threads.as_ref());
-    let top_k = l.get(|r| r.model.as_ref()?.top_k.as_ref());
-    let min_score = l.get(|r| r.model.as_ref()?.min_score.as_ref());
-    let fit = l.get(|r| r.model.as_ref()?.fit.as_ref());
-    let label_filter = l.get(|r| r.model.as_ref()?.label_filter.as_ref());
-    let max_pixels = l.get(|r| r.model.as_ref()?.max_pixels.as_ref());
-    let jpeg_scaling = l.get(|r| r.model.as_ref()?.jpeg_scaling.as_ref());
-    let mean = l.get(|r| r.model.as_ref()?.input_mean.as_ref());
-    let std = l.get(|r| r.model.as_ref()?.input_std.as_ref());
-    let retry_ms = l.get(|r| r.model.as_ref()?.retry_ms.as_ref());
-    in_range(
-        &threads,
-        "model.threads",
-        |v| (1..=64).contains(v),
-        "must be between 1 and 64",
-    )?;
-    in_range(
-        &top_k,
-        "model.top_k",
-        |v| (1..=100).contains(v),
-        "must be between 1 and 100",
-    )?;
-    in_range(
-        &min_score,
-        "model.min_score",
-        |v: &f32| (0.0..=1.0).contains(v),
-        "must be between 0.0 and 1.0",
-    )?;
-    in_range(
-        &max_pixels,
-        "model.max_pixels",
-        |v| (1..=1_000_000_000).contains(v),
-        "must be between 1 and 1000000000",
-    )?;
-    in_range(
-        &mean,
-        "model.input_mean",
-        |v: &f32| v.is_finite(),
-        "must be a finite number",
-    )?;
-    in_range(
-        &std,
-        "model.input_std",
-        |v: &f32| v.is_finite() && *v > 0.0,
-        "must be a finite number > 0",
-    )?;
-    in_range(
-        &retry_ms,
-        "model.retry_ms",
-        |v| (100..=3_600_000).contains(v),
-        "must be between 100 and 3600000",
-    )?;
-    if mean.is_some() != std.is_some() {
-        let (o, key) = match (&mean, &std) {
-            (Some(o), None) => (o.as_pos(), "model.input_mean"),
-            (None, Some(o)) => (o.as_pos(), "model.input_std"),
-            _ => unreachable!("checked above that exactly one is set"),
-        };
-        return Err(invalid(
-            &o,
-            key,
-            "input_mean and input_std must be set together",
-        ));
-    }
-    let model = ModelSettings {
-        path: val(
-            &path,
-            PathBuf::from("/usr/share/spotter/models/efficientnet_lite0.tflite"),
-        ),
-        labels: labels.map(|o| o.value),
-        runtime: val(&runtime, RuntimeSetting::Auto),
-        litert_lib: litert_lib.map(|o| o.value),
-        threads: val(&threads, 2),
-        top_k: val(&top_k, 5),
-        min_score: val(&min_score, 0.0),
-        fit: fit.map(|o| o.value),
-        pad_value: None,
-        rules: DetectionRules {
-            allow: val(&label_filter, Vec::new())
-                .into_iter()
-                .map(|l| l.to_lowercase())
-                .collect(),
-            ..DetectionRules::default()
-        },
-        max_pixels: val(&max_pixels, 40_000_000),
-        jpeg_scaling: val(&jpeg_scaling, JpegScaling::Auto),
-        input_mean: mean.map(|o| o.value),
-        input_std: std.map(|o| o.value),
-        retry_ms: val(&retry_ms, 10_000),
-    };
+    let model = model::build_model(l)?;
 
     // [store]
     let sdir = l.get(|r| r.store.as_ref()?.dir.as_ref());
@@ -1104,8 +945,25 @@ impl Settings {
     pub(crate) fn to_toml(&self) -> String {
         // Serialization of plain structs of strings, numbers, paths and
         // vectors cannot fail; fall back to Debug output if it ever does.
-        toml::to_string_pretty(self)
-            .unwrap_or_else(|e| format!("# could not render settings: {e}\n{self:#?}"))
+        let text = toml::to_string_pretty(self)
+            .unwrap_or_else(|e| format!("# could not render settings: {e}\n{self:#?}"));
+        // Unset keys are left out; say what they mean for the two whose
+        // default depends on the model.
+        let unset: Vec<&str> = [
+            ("fit", self.model.fit.is_none()),
+            ("pad_value", self.model.pad_value.is_none()),
+        ]
+        .into_iter()
+        .filter_map(|(k, none)| none.then_some(k))
+        .collect();
+        if unset.is_empty() {
+            return text;
+        }
+        let note = format!(
+            "[model]\n# {} unset: the model family's default\n",
+            unset.join(", ")
+        );
+        text.replacen("[model]\n", &note, 1)
     }
 }
 

@@ -1,6 +1,7 @@
 //! The raw, per-file view of configuration: every key optional and spanned,
 //! unknown keys refused, so each error can point at a file, line and column.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -59,7 +60,16 @@ pub(super) struct RawModel {
     pub top_k: Field<usize>,
     pub min_score: Field<f32>,
     pub fit: Field<Fit>,
+    /// Letterbox padding; an integer so that 256 is refused naming the key.
+    pub pad_value: Field<i64>,
     pub label_filter: Field<Vec<String>>,
+    pub label_deny: Field<Vec<String>>,
+    pub min_box_area: Field<f32>,
+    pub max_detections: Field<usize>,
+    pub iou_threshold: Field<f32>,
+    /// `[model.min_score_by_label]`: label = score. Merged key by key across
+    /// files (see [`Layers::all`]).
+    pub min_score_by_label: Option<BTreeMap<String, Spanned<f32>>>,
     pub max_pixels: Field<u64>,
     pub jpeg_scaling: Field<JpegScaling>,
     pub input_mean: Field<f32>,
@@ -177,15 +187,18 @@ pub(super) struct Placer<'a> {
 
 impl Placer<'_> {
     pub(super) fn at<T: Clone>(&self, f: &Option<Spanned<T>>) -> Option<Origin<T>> {
-        f.as_ref().map(|s| {
-            let (line, column) = line_col(self.text, s.span().start);
-            Origin {
-                value: s.get_ref().clone(),
-                path: self.path.to_path_buf(),
-                line,
-                column,
-            }
-        })
+        f.as_ref().map(|s| self.place(s))
+    }
+
+    /// Where one spanned value was set.
+    pub(super) fn place<T: Clone>(&self, s: &Spanned<T>) -> Origin<T> {
+        let (line, column) = line_col(self.text, s.span().start);
+        Origin {
+            value: s.get_ref().clone(),
+            path: self.path.to_path_buf(),
+            line,
+            column,
+        }
     }
 
     pub(super) fn path(&self) -> String {
@@ -266,6 +279,26 @@ impl Layers {
                 )
             })
         })
+    }
+
+    /// Every file's value of one table, in layering order (main file
+    /// first), each with a way to place its keys: for tables that merge key
+    /// by key, later files winning.
+    pub(super) fn all<T>(&self, pick: impl Fn(&RawConfig) -> Option<&T>) -> Vec<(&T, Placer<'_>)> {
+        self.layers
+            .iter()
+            .filter_map(|l| {
+                pick(&l.raw).map(|v| {
+                    (
+                        v,
+                        Placer {
+                            path: &l.path,
+                            text: &l.text,
+                        },
+                    )
+                })
+            })
+            .collect()
     }
 
     pub(super) fn paths(&self) -> Vec<PathBuf> {

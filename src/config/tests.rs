@@ -271,3 +271,187 @@ fn client_certificate_settings() {
         "{err}"
     );
 }
+
+// Would catch a detection-rule key not reaching the settings, labels kept in
+// the user's case (matching would then depend on it), or `fit`/`pad_value`
+// given a value when unset (hiding the model family's own default).
+#[test]
+fn detection_rule_keys_fill_the_rules() {
+    let s = one("[model]\nlabel_deny = [\"Cat\", \"DOG\"]\nmin_box_area = 0.02\nmax_detections = 7\niou_threshold = 0.6\npad_value = 0\nfit = \"crop\"\n[model.min_score_by_label]\nPerson = 0.6\ncat = 0.25\n").unwrap();
+    let r = &s.model.rules;
+    assert_eq!(r.deny, ["cat", "dog"]);
+    assert!(r.allow.is_empty());
+    assert_eq!(
+        (r.min_box_area, r.max_detections, r.iou_threshold),
+        (0.02, 7, 0.6)
+    );
+    assert_eq!(
+        r.min_score_by_label
+            .iter()
+            .map(|(k, v)| (k.as_str(), *v))
+            .collect::<Vec<_>>(),
+        [("cat", 0.25), ("person", 0.6)]
+    );
+    assert_eq!((s.model.fit, s.model.pad_value), (Some(Fit::Crop), Some(0)));
+    let d = one("").unwrap().model;
+    assert_eq!((d.fit, d.pad_value), (None, None));
+    assert_eq!(d.rules, DetectionRules::default());
+    let a = one("[model]\nlabel_filter = [\"Person\"]\n").unwrap();
+    assert_eq!(a.model.rules.allow, ["person"]);
+}
+
+// Would catch an out-of-range rule accepted (an IoU of 0 suppresses nothing
+// or everything, a cap of 0 reports nothing, an area of 5 frames hides all
+// boxes) or refused without naming the key and its line.
+#[test]
+fn detection_rule_ranges_name_the_key() {
+    for (text, key) in [
+        ("min_box_area = -0.1", "model.min_box_area"),
+        ("min_box_area = 1.5", "model.min_box_area"),
+        ("max_detections = 0", "model.max_detections"),
+        ("max_detections = 10001", "model.max_detections"),
+        ("iou_threshold = 0.0", "model.iou_threshold"),
+        ("iou_threshold = 1.01", "model.iou_threshold"),
+        ("iou_threshold = nan", "model.iou_threshold"),
+        ("pad_value = 256", "model.pad_value"),
+        ("pad_value = -1", "model.pad_value"),
+        ("label_deny = [\"\"]", "model.label_deny"),
+        ("label_filter = [\" \"]", "model.label_filter"),
+    ] {
+        let err = one(&format!("[model]\n{text}\n")).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("`{key}`")) && err.contains(":2:"),
+            "{text}: {err}"
+        );
+    }
+    // The bounds themselves are accepted.
+    let s = one(
+        "[model]\nmin_box_area = 1.0\nmax_detections = 1\niou_threshold = 1.0\npad_value = 255\n",
+    )
+    .unwrap();
+    assert_eq!(s.model.pad_value, Some(255));
+}
+
+// Would catch an allow-list and a deny-list both accepted (which one wins is
+// a guess), or the error naming only one of the keys; an empty list is
+// "unset", so the example's `label_filter = []` does not block a deny-list.
+#[test]
+fn allow_and_deny_lists_exclude_each_other() {
+    let err = one("[model]\nlabel_filter = [\"person\"]\nlabel_deny = [\"cat\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(":3:")
+            && err.contains("model.label_filter")
+            && err.contains("model.label_deny"),
+        "{err}"
+    );
+    // In a drop-in: the drop-in's key is blamed.
+    let err = from_sources(vec![
+        (
+            PathBuf::from("main.toml"),
+            "[model]\nlabel_deny = [\"cat\"]\n".into(),
+        ),
+        (
+            PathBuf::from("spotter.d/10-x.toml"),
+            "[model]\nlabel_filter = [\"person\"]\n".into(),
+        ),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("spotter.d/10-x.toml:2:") && err.contains("`model.label_filter`"),
+        "{err}"
+    );
+    let s = one("[model]\nlabel_filter = []\nlabel_deny = [\"cat\"]\n").unwrap();
+    assert_eq!(s.model.rules.deny, ["cat"]);
+}
+
+// Would catch a per-label score out of range accepted, an error without the
+// label's key and line, two spellings of one label both kept (which score
+// applies would depend on map order), or drop-ins replacing the whole table
+// instead of adding and overriding single labels.
+#[test]
+fn min_score_by_label_table() {
+    for (text, needle) in [
+        ("person = 1.5", "`model.min_score_by_label.person`"),
+        ("person = -0.5", "`model.min_score_by_label.person`"),
+        ("person = nan", "`model.min_score_by_label.person`"),
+        ("\"\" = 0.5", "a label must not be empty"),
+    ] {
+        let err = one(&format!("[model]\n[model.min_score_by_label]\n{text}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(":3:") && err.contains(needle), "{text}: {err}");
+    }
+    let err = one("[model.min_score_by_label]\nPerson = 0.5\nperson = 0.6\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`Person`")
+            && err.contains("`person`")
+            && err.contains("model.min_score_by_label"),
+        "{err}"
+    );
+    // A wrongly typed score is refused with its position.
+    let err = one("[model.min_score_by_label]\nperson = \"high\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("/etc/spotter/spotter.toml:2:"), "{err}");
+    let s = from_sources(vec![
+        (
+            PathBuf::from("main.toml"),
+            "[model.min_score_by_label]\nperson = 0.6\ncat = 0.4\n".into(),
+        ),
+        (
+            PathBuf::from("spotter.d/10-x.toml"),
+            "[model.min_score_by_label]\nCAT = 0.3\ndog = 0.7\n".into(),
+        ),
+    ])
+    .unwrap();
+    assert_eq!(
+        s.model
+            .rules
+            .min_score_by_label
+            .iter()
+            .map(|(k, v)| (k.as_str(), *v))
+            .collect::<Vec<_>>(),
+        [("cat", 0.3), ("dog", 0.7), ("person", 0.6)]
+    );
+}
+
+// Would catch check-config printing a rule under a name the parser does not
+// read (e.g. `allow` or a `[model.rules]` table) or a score as
+// 0.6000000238418579, an unset fit printed as a value (the family default
+// would be lost on reading it back), or a set one left out.
+#[test]
+fn check_config_prints_rules_under_their_keys() {
+    let s = one("[model]\nlabel_deny = [\"cat\"]\nmin_score = 0.3\n[model.min_score_by_label]\nperson = 0.6\n").unwrap();
+    let text = s.to_toml();
+    for want in [
+        "label_deny = [\"cat\"]",
+        "label_filter = []",
+        "min_score = 0.3\n",
+        "iou_threshold = 0.45\n",
+        "max_detections = 100\n",
+        "[model.min_score_by_label]\nperson = 0.6\n",
+    ] {
+        assert!(text.contains(want), "{want:?} not in:\n{text}");
+    }
+    assert!(
+        !text.contains("fit =") && !text.contains("pad_value ="),
+        "{text}"
+    );
+    assert!(
+        text.contains("[model]\n# fit, pad_value unset: the model family's default\n"),
+        "{text}"
+    );
+    assert_eq!(one(&text).unwrap().model, s.model);
+    let set = one("[model]\nfit = \"letterbox\"\npad_value = 114\n").unwrap();
+    let text = set.to_toml();
+    assert!(
+        text.contains("fit = \"letterbox\"\npad_value = 114\n") && !text.contains("unset"),
+        "{text}"
+    );
+    assert_eq!(one(&text).unwrap().model, set.model);
+}
