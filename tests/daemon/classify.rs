@@ -60,7 +60,8 @@ fn write_config(dir: &Path, name: &str, model_section: &str) -> PathBuf {
 }
 
 // Would catch `classify --config` ignoring the file's `[model]` rules (a
-// label outside `label_filter` printed, the file's min_score not applied),
+// label outside `label_filter` or inside `label_deny` printed, more than
+// `max_detections`, the file's min_score not applied),
 // the rules changing the detections they allow, the model path not taken from
 // the file, or a flag (--min-score) losing to the file.
 #[test]
@@ -105,6 +106,25 @@ fn config_rules_apply_and_flags_take_precedence() {
             want,
             "{path}: only {keep}, exactly as without the rules"
         );
+    }
+
+    // The deny-list and the cap: the best detection that is not `keep`.
+    let deny = write_config(
+        tmp.path(),
+        "deny.toml",
+        &format!(
+            "path = \"{m}\"\nlabels = \"{l}\"\nruntime = \"builtin\"\nthreads = 1\n\
+             min_score = 0.3\nlabel_deny = [\"{keep}\"]\nmax_detections = 1\n"
+        ),
+    );
+    let denied = detections(&classify(&["--json"], Some(&deny), &files));
+    for (path, dets) in &denied {
+        let want: Vec<&(String, f64)> = plain[path]
+            .iter()
+            .filter(|(l, _)| *l != keep)
+            .take(1)
+            .collect();
+        assert_eq!(dets.iter().collect::<Vec<_>>(), want, "{path}");
     }
 
     // A flag beats the file's key: a higher --min-score.
