@@ -10,9 +10,9 @@
 //!
 //! Why one file of some 1,000 lines: it is the table of every section's keys,
 //! defaults and range checks (`build`), read beside `docs/spotter.example.toml`;
-//! `[gpio]` and the `[api]` defaults already have files of their own, and the
-//! next section to grow (sources, with several cameras) should move out with
-//! its checks the same way.
+//! `[gpio]`, `[model]` and the `[api]` defaults already have files of their
+//! own, and the next section to grow (sources, with several cameras) should
+//! move out with its checks the same way.
 
 pub(crate) mod api;
 pub(crate) mod gpio;

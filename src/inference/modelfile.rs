@@ -11,7 +11,11 @@
 //! - the TFLite metadata: the `TFLITE_METADATA` buffer (the input
 //!   `NormalizationOptions` and the name of the labels file) and the zip
 //!   archive appended after the flatbuffer that holds associated files such
-//!   as labels.
+//!   as labels;
+//! - the metadata Ultralytics exports append in that archive (class names,
+//!   task, input size, version: `modelfile/ultralytics.rs`, with the reader
+//!   of the Python literal older versions write in `modelfile/pyliteral.rs`).
+//!   Unreadable metadata never fails a load: it is ignored with one warning.
 //!
 //! The flatbuffer itself is read by `inference::flatbuf`, the one reader both
 //! runtimes use. A runtime loads from a [`ModelFile`], so a model is read
@@ -25,6 +29,11 @@ use sha2::{Digest, Sha256};
 use super::flatbuf;
 use super::preprocess::Normalization;
 use super::InferenceError;
+
+mod pyliteral;
+mod ultralytics;
+
+pub use ultralytics::UltralyticsMeta;
 
 /// Largest model file accepted (bytes). Larger files are refused before reading.
 pub(crate) const MAX_MODEL_BYTES: u64 = 512 * 1024 * 1024;
@@ -44,8 +53,13 @@ pub struct ModelMetadata {
     pub name: Option<String>,
     /// `NormalizationOptions` of the first input tensor.
     pub input_normalization: Option<Normalization>,
-    /// Name of the `TENSOR_AXIS_LABELS` associated file of the first output.
+    /// Where [`ModelFile::embedded_labels`] reads the labels: the
+    /// `TENSOR_AXIS_LABELS` associated file of the first output, else the
+    /// Ultralytics metadata member (`metadata.json`, `temp_meta.txt`) whose
+    /// class names are used.
     pub labels_file: Option<String>,
+    /// The metadata of an Ultralytics export, where present and readable.
+    pub ultralytics: Option<UltralyticsMeta>,
 }
 
 /// A model file, read and checked once.
@@ -57,6 +71,9 @@ pub struct ModelFile {
     inputs: Vec<Option<DeclaredQuant>>,
     outputs: Vec<Option<DeclaredQuant>>,
     metadata: ModelMetadata,
+    /// The archive member holding Ultralytics metadata (read or not): never
+    /// taken for a labels file.
+    ultralytics_member: Option<String>,
 }
 
 impl ModelFile {
@@ -113,9 +130,33 @@ impl ModelFile {
         let outputs = declared(io.outputs);
 
         let sha256 = hex::encode(Sha256::digest(&bytes));
-        let metadata = flatbuf::metadata_buffer(&bytes)
+        let mut metadata = flatbuf::metadata_buffer(&bytes)
             .and_then(flatbuf::parse_metadata)
             .unwrap_or_default();
+        let UltralyticsRead {
+            meta: ultralytics,
+            member: ultralytics_member,
+            warning,
+        } = read_ultralytics(path, &bytes);
+        if let Some(w) = warning {
+            log::warn!(model = p.as_str(); "{w}");
+        }
+        if let (Some(u), Some(member)) = (&ultralytics, &ultralytics_member) {
+            // Older exports name their metadata as the output's labels file;
+            // a real labels file the TFLite metadata names still wins.
+            let named_elsewhere = metadata.labels_file.as_ref().is_some_and(|f| f != member);
+            if !u.names.is_empty() && !named_elsewhere {
+                metadata.labels_file = Some(member.clone());
+            }
+        }
+        if metadata.labels_file.is_some()
+            && metadata.labels_file == ultralytics_member
+            && ultralytics.as_ref().is_none_or(|u| u.names.is_empty())
+        {
+            // The metadata names a file that holds no usable labels.
+            metadata.labels_file = None;
+        }
+        metadata.ultralytics = ultralytics;
         Ok(ModelFile {
             path: path.to_path_buf(),
             bytes,
@@ -123,6 +164,7 @@ impl ModelFile {
             inputs,
             outputs,
             metadata,
+            ultralytics_member,
         })
     }
 
@@ -161,10 +203,16 @@ impl ModelFile {
         }
     }
 
-    /// Labels embedded in the model: the file the metadata names as the output's
-    /// `TENSOR_AXIS_LABELS`, or else the archive's only `.txt` entry. `None`
-    /// when the model carries no readable labels.
+    /// Labels embedded in the model: the file the TFLite metadata names as
+    /// the output's `TENSOR_AXIS_LABELS`; else the class names of Ultralytics
+    /// metadata; else the archive's only `.txt` entry (not Ultralytics'
+    /// metadata). `None` when the model carries no readable labels.
     pub fn embedded_labels(&self) -> Option<Vec<String>> {
+        if let Some(u) = &self.metadata.ultralytics {
+            if !u.names.is_empty() && self.metadata.labels_file == self.ultralytics_member {
+                return Some(u.names.clone());
+            }
+        }
         let mut archive = zip::ZipArchive::new(Cursor::new(self.bytes.as_slice())).ok()?;
         let name = match &self.metadata.labels_file {
             Some(name) => name.clone(),
@@ -172,6 +220,7 @@ impl ModelFile {
                 let txt: Vec<&str> = archive
                     .file_names()
                     .filter(|n| n.ends_with(".txt"))
+                    .filter(|n| Some(*n) != self.ultralytics_member.as_deref())
                     .collect();
                 match txt.as_slice() {
                     [one] => one.to_string(),
@@ -193,6 +242,82 @@ impl ModelFile {
         let labels = super::labels::Labels::parse(&text, &format!("embedded:{name}")).ok()?;
         Some(labels.names().to_vec())
     }
+}
+
+/// What the archive says about an Ultralytics export.
+#[derive(Debug, Default)]
+struct UltralyticsRead {
+    meta: Option<UltralyticsMeta>,
+    /// The member that holds (or should hold) the metadata.
+    member: Option<String>,
+    /// Why the metadata, or its class names, were ignored: logged once.
+    warning: Option<String>,
+}
+
+/// The Ultralytics metadata in the archive appended to `bytes` (of the
+/// model at `path`, for the warning).
+fn read_ultralytics(path: &Path, bytes: &[u8]) -> UltralyticsRead {
+    let Ok(mut archive) = zip::ZipArchive::new(Cursor::new(bytes)) else {
+        return UltralyticsRead::default();
+    };
+    let Some(member) = ultralytics::MEMBERS
+        .into_iter()
+        .find(|m| archive.index_for_name(m).is_some())
+    else {
+        return UltralyticsRead::default();
+    };
+    let ignored = |why: &dyn std::fmt::Display| UltralyticsRead {
+        meta: None,
+        member: Some(member.to_string()),
+        warning: Some(format!(
+            "{}: Ultralytics metadata {member} ignored: {why}",
+            path.display()
+        )),
+    };
+    let text = match read_member(&mut archive, member) {
+        Ok(t) => t,
+        Err(why) => return ignored(&why),
+    };
+    if !ultralytics::looks_like_metadata(member, &text) {
+        return UltralyticsRead::default();
+    }
+    match ultralytics::read(member, &text) {
+        Ok(Some(read)) => UltralyticsRead {
+            meta: Some(read.meta),
+            member: Some(member.to_string()),
+            warning: read.names_problem.map(|why| {
+                format!(
+                    "{}: class names in Ultralytics metadata {member} ignored ({why}); give the labels with `labels =` or --labels",
+                    path.display()
+                )
+            }),
+        },
+        Ok(None) => UltralyticsRead::default(),
+        Err(why) => ignored(&why),
+    }
+}
+
+/// The text of archive member `name`, at most [`MAX_ASSOCIATED_FILE_BYTES`].
+fn read_member(archive: &mut zip::ZipArchive<Cursor<&[u8]>>, name: &str) -> Result<String, String> {
+    let entry = archive.by_name(name).map_err(|e| e.to_string())?;
+    if entry.size() > MAX_ASSOCIATED_FILE_BYTES {
+        return Err(format!(
+            "{} bytes, more than the {MAX_ASSOCIATED_FILE_BYTES} read",
+            entry.size()
+        ));
+    }
+    let mut raw = Vec::new();
+    // The declared size may lie; `take` bounds what is inflated.
+    entry
+        .take(MAX_ASSOCIATED_FILE_BYTES + 1)
+        .read_to_end(&mut raw)
+        .map_err(|e| e.to_string())?;
+    if raw.len() as u64 > MAX_ASSOCIATED_FILE_BYTES {
+        return Err(format!(
+            "more than the {MAX_ASSOCIATED_FILE_BYTES} bytes read"
+        ));
+    }
+    String::from_utf8(raw).map_err(|e| format!("not UTF-8: {e}"))
 }
 
 #[cfg(test)]
@@ -217,5 +342,211 @@ mod tests {
         bytes[4..8].copy_from_slice(b"TFL3");
         let e = ModelFile::from_bytes(Path::new("bad.tflite"), bytes).unwrap_err();
         assert!(e.to_string().contains("verification"), "{e}");
+    }
+
+    /// A small valid model from the test data, without any archive.
+    fn plain_model() -> Vec<u8> {
+        let p = crate::core::testdata().join("models/golden/MNISTnet_uint8_quant.tflite");
+        let bytes = std::fs::read(&p).unwrap();
+        assert!(zip::ZipArchive::new(Cursor::new(bytes.as_slice())).is_err());
+        bytes
+    }
+
+    /// `model` with a zip of `members` (name, text, deflated?) appended, as
+    /// Ultralytics' `zipfile.ZipFile(file, "a")` does.
+    fn with_archive(mut model: Vec<u8>, members: &[(&str, &str, bool)]) -> Vec<u8> {
+        use std::io::Write;
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        for (name, text, deflate) in members {
+            let method = if *deflate {
+                zip::CompressionMethod::Deflated
+            } else {
+                zip::CompressionMethod::Stored
+            };
+            let opts = zip::write::SimpleFileOptions::default().compression_method(method);
+            w.start_file(*name, opts).unwrap();
+            w.write_all(text.as_bytes()).unwrap();
+        }
+        model.extend_from_slice(&w.finish().unwrap().into_inner());
+        model
+    }
+
+    fn load(bytes: Vec<u8>) -> ModelFile {
+        ModelFile::from_bytes(Path::new("m.tflite"), bytes).unwrap()
+    }
+
+    const PY_META: &str = "{'description': 'Ultralytics model', 'version': '8.1.0', 'task': 'detect', 'imgsz': [320, 480], 'names': {0: 'fox', 1: \"fox's den\", 2: 'owl'}}";
+    const JSON_META: &str = r#"{"version": "8.3.1", "task": "detect", "imgsz": [320, 480], "names": {"0": "fox", "1": "fox's den", "2": "owl"}}"#;
+
+    // Would catch either Ultralytics format not read (a YOLO export running
+    // unlabelled), the dict taken as a one-line labels file, or the source
+    // of the labels not named.
+    #[test]
+    fn ultralytics_names_are_the_embedded_labels() {
+        for (member, text, deflate) in [
+            ("temp_meta.txt", PY_META, false),
+            ("metadata.json", JSON_META, true),
+        ] {
+            let f = load(with_archive(plain_model(), &[(member, text, deflate)]));
+            let u = f.metadata().ultralytics.as_ref().expect(member);
+            assert_eq!(u.names, ["fox", "fox's den", "owl"], "{member}");
+            assert_eq!(u.task.as_deref(), Some("detect"));
+            assert_eq!(u.imgsz, Some([320, 480]));
+            assert!(u.version.as_deref().is_some_and(|v| v.starts_with("8.")));
+            assert_eq!(f.metadata().labels_file.as_deref(), Some(member));
+            assert_eq!(f.embedded_labels().unwrap(), u.names, "{member}");
+        }
+        // Both present: the newer format is read.
+        let f = load(with_archive(
+            plain_model(),
+            &[
+                ("temp_meta.txt", PY_META, false),
+                ("metadata.json", JSON_META, true),
+            ],
+        ));
+        assert_eq!(f.metadata().labels_file.as_deref(), Some("metadata.json"));
+    }
+
+    // Would catch malformed metadata failing the load (a model that runs
+    // fine refused for a cosmetic file), more than one warning, a warning
+    // that does not name the model and member, or the broken dict or
+    // names used as labels anyway.
+    #[test]
+    fn malformed_metadata_is_ignored_with_one_warning() {
+        for (member, text, names_only) in [
+            ("temp_meta.txt", "{'names': {0: 'fox', 1: 'owl'", false),
+            ("metadata.json", "{\"names\": ", false),
+            ("metadata.json", "[\"fox\"]", false),
+            (
+                "temp_meta.txt",
+                "{'task': 'detect', 'names': {0: 'fox', 2: 'owl'}}",
+                true,
+            ),
+            (
+                "metadata.json",
+                r#"{"names": {"0": "fox", "x": "owl"}}"#,
+                true,
+            ),
+        ] {
+            let bytes = with_archive(plain_model(), &[(member, text, true)]);
+            let r = read_ultralytics(Path::new("/m/yolo.tflite"), &bytes);
+            let w = r.warning.expect(text);
+            assert!(
+                w.starts_with("/m/yolo.tflite: ") && w.contains(member),
+                "{w}"
+            );
+            assert_eq!(r.meta.is_some(), names_only, "{text}");
+            let f = load(bytes);
+            assert_eq!(f.embedded_labels(), None, "{text}");
+            assert_eq!(f.metadata().labels_file, None, "{text}");
+            if names_only {
+                let u = f.metadata().ultralytics.as_ref().unwrap();
+                assert!(u.names.is_empty());
+                assert_eq!(
+                    u.task.as_deref(),
+                    Some("detect").filter(|_| member == "temp_meta.txt")
+                );
+            }
+        }
+        // Readable metadata warns about nothing.
+        let ok = with_archive(plain_model(), &[("metadata.json", JSON_META, true)]);
+        assert!(read_ultralytics(Path::new("m"), &ok).warning.is_none());
+    }
+
+    // Would catch a plain labels file that happens to be called
+    // temp_meta.txt (not a dict) no longer used as the archive's labels, or
+    // a dict that is not Ultralytics' taken for it.
+    #[test]
+    fn other_archives_keep_their_labels() {
+        let f = load(with_archive(
+            plain_model(),
+            &[("temp_meta.txt", "fox\nowl\n", false)],
+        ));
+        assert!(f.metadata().ultralytics.is_none());
+        assert_eq!(f.embedded_labels().unwrap(), ["fox", "owl"]);
+        let f = load(with_archive(
+            plain_model(),
+            &[
+                ("metadata.json", r#"{"author": "me"}"#, true),
+                ("labels.txt", "a\nb\n", false),
+            ],
+        ));
+        assert!(f.metadata().ultralytics.is_none());
+        assert_eq!(f.embedded_labels().unwrap(), ["a", "b"]);
+        assert!(read_ultralytics(Path::new("m"), &plain_model())
+            .warning
+            .is_none());
+    }
+
+    // Would catch Ultralytics names overriding the labels file the TFLite
+    // metadata names (EfficientNet-Lite's archive, rebuilt with a
+    // metadata.json beside its labels).
+    #[test]
+    fn tflite_metadata_labels_file_wins() {
+        let p =
+            crate::core::testdata().join("models/classification/efficientnet_lite0_int8_2.tflite");
+        let bytes = std::fs::read(&p).unwrap();
+        let mut archive = zip::ZipArchive::new(Cursor::new(bytes.as_slice())).unwrap();
+        // Its offsets count from the file's start: the archive starts at
+        // the first member's local header.
+        let start = (0..archive.len())
+            .map(|i| archive.by_index_raw(i).unwrap().header_start())
+            .min()
+            .unwrap();
+        let start = usize::try_from(start).unwrap();
+        let name = archive.file_names().next().unwrap().to_string();
+        let mut labels = String::new();
+        archive
+            .by_name(&name)
+            .unwrap()
+            .read_to_string(&mut labels)
+            .unwrap();
+        let rebuilt = with_archive(
+            bytes[..start].to_vec(),
+            &[(&name, &labels, true), ("metadata.json", JSON_META, true)],
+        );
+        let f = load(rebuilt);
+        assert_eq!(f.metadata().labels_file.as_deref(), Some(name.as_str()));
+        assert!(f.metadata().ultralytics.is_some());
+        let embedded = f.embedded_labels().unwrap();
+        assert_eq!(embedded.len(), labels.lines().count());
+        assert_ne!(embedded[0], "fox");
+    }
+
+    // Would catch the real Ultralytics 8.1 exports in the test data (Python
+    // dict in temp_meta.txt, named by the TFLite metadata as the output's
+    // labels) read wrongly: their names must be the COCO-80 labels file.
+    #[test]
+    fn real_yolov8n_exports_carry_their_names() {
+        let td = crate::core::testdata();
+        let coco = std::fs::read_to_string(td.join("labels/coco80_labels.txt")).unwrap();
+        let coco: Vec<&str> = coco
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        let dir = td.join("models/detection/yolov8n");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "tflite") {
+                continue;
+            }
+            let f = ModelFile::read(&path).unwrap();
+            let u = f
+                .metadata()
+                .ultralytics
+                .as_ref()
+                .expect("Ultralytics metadata");
+            assert_eq!(u.names.len(), 80, "{}", path.display());
+            assert_eq!(u.names[0], "person");
+            assert_eq!(u.names, coco);
+            assert_eq!(u.task.as_deref(), Some("detect"));
+            assert!(u.imgsz.is_some() && u.version.is_some());
+            assert_eq!(f.metadata().labels_file.as_deref(), Some("temp_meta.txt"));
+            assert_eq!(f.embedded_labels().unwrap(), coco);
+            seen += 1;
+        }
+        assert!(seen >= 2, "no YOLO models in {}", dir.display());
     }
 }

@@ -10,7 +10,7 @@
 //! as Pillow's `Image.resize(..., BILINEAR)` (the reference outputs were made
 //! that way). `Stretch` (default, what the reference does) scales each axis,
 //! `Crop` centre-crops to the model's aspect, `Letterbox` fits inside and
-//! pads with the neutral pixel (the one that maps to 0.0).
+//! pads with a given pixel (by default the neutral one, which maps to 0.0).
 
 use fast_image_resize as fir;
 use serde::{Deserialize, Serialize};
@@ -145,17 +145,33 @@ impl Mapping {
         xmax: f32,
     ) -> Option<(f32, f32, f32, f32)> {
         let (dw, dh) = (f64::from(self.dst_width), f64::from(self.dst_height));
-        let (x0, y0) = self.to_source(
-            f64::from(xmin.min(xmax)) * dw,
-            f64::from(ymin.min(ymax)) * dh,
-        );
-        let (x1, y1) = self.to_source(
-            f64::from(xmin.max(xmax)) * dw,
-            f64::from(ymin.max(ymax)) * dh,
-        );
+        self.input_box_to_source(
+            f64::from(xmin) * dw,
+            f64::from(ymin) * dh,
+            f64::from(xmax) * dw,
+            f64::from(ymax) * dh,
+        )
+    }
+
+    /// A box in model-input pixels (corners `x0, y0` and `x1, y1`, in either
+    /// order; YOLO's pixel-unit outputs) as `(x, y, width, height)` in source
+    /// pixels, clipped to the image: the part lying in letterbox padding or
+    /// outside the crop is cut off. `None` if nothing of it lies inside the
+    /// image.
+    pub(crate) fn input_box_to_source(
+        &self,
+        x0: f64,
+        y0: f64,
+        x1: f64,
+        y1: f64,
+    ) -> Option<(f32, f32, f32, f32)> {
+        let (x0, y0, x1, y1) = (x0.min(x1), y0.min(y1), x0.max(x1), y0.max(y1));
+        let (x0, y0) = self.to_source(x0, y0);
+        let (x1, y1) = self.to_source(x1, y1);
         let (w, h) = (f64::from(self.src_width), f64::from(self.src_height));
         let (x0, x1) = (x0.clamp(0.0, w), x1.clamp(0.0, w));
         let (y0, y1) = (y0.clamp(0.0, h), y1.clamp(0.0, h));
+        // Also false for NaN coordinates.
         if !(x1 > x0 && y1 > y0) {
             return None;
         }
@@ -265,6 +281,111 @@ mod tests {
             Some((0.0, 0.0, 640.0, 480.0))
         );
         assert_eq!(l.norm_box_to_source(0.0, 0.0, 0.1, 1.0), None); // entirely in the padding
+    }
+
+    /// A box as `(x, y, width, height)`.
+    type Rect = (f32, f32, f32, f32);
+
+    fn close(a: Option<Rect>, b: Rect) -> bool {
+        a.is_some_and(|a| {
+            [(a.0, b.0), (a.1, b.1), (a.2, b.2), (a.3, b.3)]
+                .iter()
+                .all(|(x, y)| (x - y).abs() < 1e-3)
+        })
+    }
+
+    // Would catch letterboxed detection boxes placed with the padding offset
+    // on the wrong axis (portrait frames pad left/right, landscape ones
+    // top/bottom), scaled by the input size instead of the content size (a
+    // non-square input), or not clipped where they reach into the padding.
+    // Expected values are worked by hand: scale = min(dw/sw, dh/sh), content
+    // centred.
+    #[test]
+    fn letterbox_boxes_land_on_the_source_pixels() {
+        // ([source w, h, input w, h], box in input pixels x0 y0 x1 y1, box
+        // in source pixels x y w h).
+        let cases: &[([u32; 4], [f64; 4], Rect)] = &[
+            // 1280x720 -> 640x640: x0.5, content 640x360 at y = 140.
+            (
+                [1280, 720, 640, 640],
+                [50.0, 240.0, 150.0, 340.0],
+                (100.0, 200.0, 200.0, 200.0),
+            ),
+            // 720x1280 -> 640x640: x0.5, content 360x640 at x = 140.
+            (
+                [720, 1280, 640, 640],
+                [190.0, 100.0, 290.0, 200.0],
+                (100.0, 200.0, 200.0, 200.0),
+            ),
+            // 1280x720 -> 640x384 (w x h): x0.5, content 640x360 at y = 12.
+            (
+                [1280, 720, 640, 384],
+                [50.0, 112.0, 150.0, 212.0],
+                (100.0, 200.0, 200.0, 200.0),
+            ),
+            // 720x1280 -> 640x384: x0.3, content 216x384 at x = 212.
+            (
+                [720, 1280, 640, 384],
+                [242.0, 60.0, 302.0, 120.0],
+                (100.0, 200.0, 200.0, 200.0),
+            ),
+            // Partly in the top padding: clipped at the image's top edge.
+            (
+                [1280, 720, 640, 640],
+                [10.0, 100.0, 200.0, 200.0],
+                (20.0, 0.0, 380.0, 120.0),
+            ),
+            // Past the bottom-right corner (and corners given swapped).
+            (
+                [1280, 720, 640, 640],
+                [660.0, 520.0, 600.0, 450.0],
+                (1200.0, 620.0, 80.0, 100.0),
+            ),
+            // Partly in the left padding of a portrait frame.
+            (
+                [720, 1280, 640, 640],
+                [100.0, 0.0, 200.0, 640.0],
+                (0.0, 0.0, 120.0, 1280.0),
+            ),
+            // Partly in the right padding of a portrait frame into a non-square input.
+            (
+                [720, 1280, 640, 384],
+                [398.0, 0.0, 500.0, 384.0],
+                (620.0, 0.0, 100.0, 1280.0),
+            ),
+        ];
+        for &([sw, sh, dw, dh], [x0, y0, x1, y1], want) in cases {
+            let m = Mapping::new(FitMode::Letterbox, sw, sh, dw, dh);
+            let got = m.input_box_to_source(x0, y0, x1, y1);
+            assert!(
+                close(got, want),
+                "{sw}x{sh} -> {dw}x{dh} {:?}: {got:?}, want {want:?}",
+                [x0, y0, x1, y1]
+            );
+            // The same box in normalized coordinates (ymin, xmin, ymax, xmax).
+            let (fw, fh) = (f64::from(dw), f64::from(dh));
+            let n = m.norm_box_to_source(
+                (y0 / fh) as f32,
+                (x0 / fw) as f32,
+                (y1 / fh) as f32,
+                (x1 / fw) as f32,
+            );
+            assert!(
+                close(n, want),
+                "normalized {sw}x{sh} -> {dw}x{dh}: {n:?}, want {want:?}"
+            );
+        }
+        // Entirely in the padding (above the content; left of it): nothing.
+        let l = Mapping::new(FitMode::Letterbox, 1280, 720, 640, 640);
+        assert_eq!(l.input_box_to_source(0.0, 0.0, 640.0, 139.0), None);
+        let p = Mapping::new(FitMode::Letterbox, 720, 1280, 640, 384);
+        assert_eq!(p.input_box_to_source(0.0, 0.0, 211.0, 384.0), None);
+        assert_eq!(p.input_box_to_source(f64::NAN, 0.0, 300.0, 300.0), None);
+        // The content's corners are the image's corners.
+        assert!(close(
+            p.input_box_to_source(212.0, 0.0, 428.0, 384.0),
+            (0.0, 0.0, 720.0, 1280.0)
+        ));
     }
 
     #[test]

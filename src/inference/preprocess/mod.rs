@@ -25,7 +25,7 @@
 //! [`Preprocessor::new`] uses unless told otherwise. Why libjpeg-turbo, with
 //! measurements: [`crate::image::decode`].
 //!
-//! Why one file over 600 lines: some 200 of them are the tests of the
+//! Why one file over 600 lines: some 300 of them are the tests of the
 //! per-frame chain (decode, fit, quantize, buffer release), kept beside it.
 
 mod geometry;
@@ -85,7 +85,8 @@ pub struct Preprocessor {
     lut: InputLut,
     /// The table's shortcut, computed once.
     fast: FastPath,
-    /// The source pixel that maps closest to 0.0, used for letterbox padding.
+    /// The source pixel letterbox padding is made of: by default the one
+    /// that maps closest to 0.0 ([`Preprocessor::with_pad`]).
     pad: [u8; 3],
     decoded: Vec<u8>,
     resized: Vec<u8>,
@@ -108,6 +109,7 @@ impl std::fmt::Debug for Preprocessor {
             .field("fit", &self.fit)
             .field("normalization", &self.normalization)
             .field("jpeg_scaling", &self.jpeg_scaling)
+            .field("pad", &self.pad)
             .finish_non_exhaustive()
     }
 }
@@ -197,6 +199,20 @@ impl Preprocessor {
         if self.row.capacity() > RETAIN_FLOOR_BYTES {
             self.row = Vec::new();
         }
+    }
+
+    /// Pad letterboxed frames with `pad` (a source pixel, R, G, B: it is
+    /// normalized and quantized like the frame's own pixels). Ultralytics
+    /// YOLO expects 114 grey; the default is the pixel that normalizes to
+    /// 0.0 (the neutral pixel).
+    pub fn with_pad(mut self, pad: [u8; 3]) -> Preprocessor {
+        self.pad = pad;
+        self
+    }
+
+    /// The source pixel letterboxed frames are padded with.
+    pub fn pad(&self) -> [u8; 3] {
+        self.pad
     }
 
     /// Choose how JPEG frames are decoded.
@@ -458,6 +474,48 @@ mod tests {
         assert_eq!(&dst[..12], &[128; 12]); // first row is padding
         assert_eq!(&dst[12..36], &[200; 24]); // rows 1..3 are content
         assert_eq!(&dst[36..], &[128; 12]);
+    }
+
+    // Would catch `with_pad` ignored (YOLO fed the neutral grey instead of
+    // 114, shifting every score), the pad applied after quantization
+    // instead of before (a float input would get 114.0, not 114/255), the
+    // content overwritten, or `pad()` reporting something else.
+    #[test]
+    fn letterbox_pads_with_the_value_set() {
+        let s = spec(DType::U8, None, 6, 6, 3);
+        let n = Normalization::default_for(&s, None);
+        let p = Preprocessor::new(&s, FitMode::Letterbox, n).unwrap();
+        let neutral = p.pad();
+        let mut p = p.with_pad([114, 114, 114]);
+        assert_eq!(p.pad(), [114, 114, 114]);
+        assert_ne!(neutral, p.pad());
+        // A 6x2 frame into 6x6: rows 0-1 and 4-5 are padding.
+        let frame = rgb_frame(6, 2, [10u8, 20, 30].repeat(12));
+        let mut dst = vec![0u8; 6 * 6 * 3];
+        p.prepare(&frame, 1000, &mut dst).unwrap();
+        let row = 6 * 3;
+        assert!(dst[..2 * row].iter().all(|&v| v == 114), "{dst:?}");
+        assert!(dst[4 * row..].iter().all(|&v| v == 114), "{dst:?}");
+        assert_eq!(&dst[2 * row..4 * row], [10u8, 20, 30].repeat(12).as_slice());
+        // Per channel, and through a float input's normalization (x / 255).
+        let f = spec(DType::F32, None, 4, 4, 3);
+        let mut p = Preprocessor::new(&f, FitMode::Letterbox, Normalization::uniform(0.0, 255.0))
+            .unwrap()
+            .with_pad([255, 0, 51]);
+        let mut dst = vec![0u8; 4 * 4 * 3 * 4];
+        p.prepare(&rgb_frame(4, 2, vec![0; 4 * 2 * 3]), 1000, &mut dst)
+            .unwrap();
+        let first: Vec<f32> = dst[..12]
+            .chunks_exact(4)
+            .map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        assert!(
+            first
+                .iter()
+                .zip([1.0, 0.0, 0.2])
+                .all(|(a, b)| (a - b).abs() < 1e-6),
+            "{first:?}"
+        );
     }
 
     #[test]
