@@ -66,6 +66,9 @@ impl BuiltinRuntime {
             path: path.clone(),
             reason,
         };
+        if let Some(reason) = miscomputed_by_tflite_1_15(file.bytes()) {
+            return Err(refused(reason));
+        }
         let threads = if threads == 0 {
             -1
         } else {
@@ -165,6 +168,59 @@ impl BuiltinRuntime {
             interpreter,
         })
     }
+}
+
+/// A reason to refuse a model TF Lite 1.15 would load but compute wrongly,
+/// naming the operator: an int8 `CONV_2D` or `DEPTHWISE_CONV_2D` whose filter
+/// has one (per-tensor) scale for several output channels. TF Lite 1.15's
+/// int8 kernels always take one multiplier per output channel, and
+/// `PopulateConvolutionQuantizationParams` fills only as many as the filter
+/// has scales, so every channel but the first runs with an uninitialised
+/// multiplier (measured: the first convolution of an Ultralytics YOLOv8n
+/// full-integer export off by up to 172 quantized steps against LiteRT, and
+/// detections that are pure noise). Later TF Lite versions broadcast the one
+/// scale. `bytes` was verified by [`ModelFile`].
+fn miscomputed_by_tflite_1_15(bytes: &[u8]) -> Option<String> {
+    use tflite::model::stl::vector::VectorSlice;
+    use tflite::model::{BuiltinOperator, Model, TensorType};
+    let model = Model::from_buffer(bytes)?;
+    for subgraph in model.subgraphs.iter() {
+        for (i, op) in subgraph.operators.iter().enumerate() {
+            let Some(code) = model.operator_codes.get(op.opcode_index as usize) else {
+                continue;
+            };
+            let (name, channel_axis) = match code.builtin_code {
+                BuiltinOperator::BuiltinOperator_CONV_2D => ("CONV_2D", 0),
+                BuiltinOperator::BuiltinOperator_DEPTHWISE_CONV_2D => ("DEPTHWISE_CONV_2D", 3),
+                _ => continue,
+            };
+            let tensor = |k: usize| {
+                let index = *op.inputs.as_slice().get(k)?;
+                subgraph.tensors.get(usize::try_from(index).ok()?)
+            };
+            let (Some(input), Some(filter)) = (tensor(0), tensor(1)) else {
+                continue;
+            };
+            if input.typ != TensorType::TensorType_INT8 || !filter.quantization.is_valid() {
+                continue;
+            }
+            let scales = filter.quantization.scale.as_slice().len();
+            let channels = filter
+                .shape
+                .as_slice()
+                .get(channel_axis)
+                .copied()
+                .unwrap_or(1);
+            if scales == 1 && channels > 1 {
+                return Some(format!(
+                    "operator {i} {name} (version {}) has an int8 filter {:?} quantized per tensor ({channels} output channels, one scale), which TF Lite 1.15's int8 kernels compute wrongly; use runtime = litert",
+                    code.version,
+                    filter.name.c_str().to_string_lossy()
+                ));
+            }
+        }
+    }
+    None
 }
 
 /// The per-tensor quantization of an I/O tensor. Float tensors have none;

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::labels::{ClassifierLabelMap, DetectorLabelMap, Labels};
 use super::modelfile::ModelFile;
-use super::postprocess::{self, DetectionParams, ModelKind};
+use super::postprocess::{self, ssd, yolo, DetectionParams, ModelKind, YoloVersion};
 use super::preprocess::{FitMode, Normalization, Prepared, Preprocessor, DEFAULT_MAX_PIXELS};
 use super::rules;
 use super::{DType, InferenceError, Runtime, RuntimeKind, TensorSpec};
@@ -77,6 +77,8 @@ pub struct EngineInfo {
     pub sha256: String,
     /// `"classification"` or `"detection"`.
     pub kind: &'static str,
+    /// `"classifier"`, `"ssd"`, `"yolov8"` or `"yolov5"` ([`ModelKind::family`]).
+    pub family: &'static str,
     pub runtime: RuntimeKind,
     pub input: TensorSpec,
     pub outputs: Vec<TensorSpec>,
@@ -154,22 +156,66 @@ impl std::fmt::Debug for Engine {
 
 impl Engine {
     /// Assemble an engine from a runtime the caller loaded from `file`.
+    ///
+    /// Family defaults: YOLO models get a letterbox padded with
+    /// [`YOLO_PAD_VALUE`] (what Ultralytics trains and exports with) and the
+    /// input normalization `pixel / 255`, others a stretch, the neutral pad
+    /// and [`Normalization::default_for`], unless `opts.fit` /
+    /// `opts.pad_value` / `opts.normalization` (or the model's TFLite
+    /// metadata, for the normalization) say otherwise. When the outputs
+    /// alone do not settle the layout (YOLO box units, unnamed SSD classes vs
+    /// scores), one run on the canary image does, here, once.
     pub fn load(
         opts: &ModelOptions,
-        runtime: Box<dyn Runtime>,
+        mut runtime: Box<dyn Runtime>,
         file: &ModelFile,
     ) -> Result<Engine, InferenceError> {
         let path = file.path().display().to_string();
         let input = runtime.input_spec().clone();
-        let kind = ModelKind::from_outputs(runtime.output_specs(), &path)?;
-        let normalization = opts.normalization.unwrap_or_else(|| {
-            Normalization::default_for(&input, file.metadata().input_normalization)
+        let meta = file.metadata();
+        let mut kind =
+            ModelKind::from_outputs(runtime.output_specs(), meta.ultralytics.as_ref(), &path)?;
+        let yolo_family = kind.is_yolo();
+        // YOLO exports take pixel / 255 whatever their input quantization
+        // (Ultralytics' pre-processing); the tensor's own scale and zero point
+        // then quantize that.
+        let normalization = match opts.normalization {
+            Some(n) => n,
+            None if yolo_family => meta
+                .input_normalization
+                .unwrap_or(Normalization::uniform(0.0, 255.0)),
+            None => Normalization::default_for(&input, meta.input_normalization),
+        };
+        let fit = opts.fit.unwrap_or(if yolo_family {
+            FitMode::Letterbox
+        } else {
+            FitMode::Stretch
         });
-        // TODO(issue 17): the family's default fit and pad value.
-        let fit = opts.fit.unwrap_or(FitMode::Stretch);
-        let prep = Preprocessor::new(&input, fit, normalization)
+        let mut prep = Preprocessor::new(&input, fit, normalization)
             .map_err(|e| with_path(e, &path))?
             .with_jpeg_scaling(opts.jpeg_scaling);
+        let pad = match opts.pad_value {
+            Some(v) => [v; 3],
+            None if yolo_family => [YOLO_PAD_VALUE; 3],
+            None => prep.pad(),
+        };
+        prep = prep.with_pad(pad);
+        if kind.needs_probe() {
+            let frame = canary_frame(prep.input_size());
+            prep.prepare(&frame, opts.max_pixels, runtime.input_mut())
+                .map_err(|e| with_path(e, &path))?;
+            runtime.invoke()?;
+            let specs = runtime.output_specs();
+            let values = (0..specs.len())
+                .map(|i| postprocess::dequantize(runtime.output(i), &specs[i]))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| with_path(e, &path))?;
+            let (settled, note) = kind.settle(&values);
+            if let Some(note) = note {
+                log::warn!(model = path.as_str(); "{note}");
+            }
+            kind = settled;
+        }
 
         let labels = match &opts.labels {
             Some(p) => Some(Labels::load(p)?),
@@ -190,9 +236,23 @@ impl Engine {
                 let map = ClassifierLabelMap::new(&l, classes, &path)?;
                 LabelMap::Classifier(l, map)
             }
-            (Some(l), ModelKind::Detector { .. }) => {
+            (Some(l), ModelKind::Ssd(_)) => {
                 let map = DetectorLabelMap::new(&l);
                 LabelMap::Detector(l, map)
+            }
+            (Some(l), ModelKind::Yolo(y)) => {
+                // YOLO class i is label i: no background line, and the count is known.
+                if l.len() != y.classes {
+                    return Err(InferenceError::Labels {
+                        path: l.source().to_string(),
+                        reason: format!(
+                            "{} labels do not match the {} classes of model {path} (a YOLO model needs exactly one label per class, no background line)",
+                            l.len(),
+                            y.classes
+                        ),
+                    });
+                }
+                LabelMap::Detector(l, DetectorLabelMap { offset: 0 })
             }
         };
         let (sha256, runtime_kind) = (file.sha256().to_string(), runtime.kind());
@@ -210,8 +270,8 @@ impl Engine {
         };
         let runtime_name = runtime_kind.to_string();
         log::info!(
-            model = engine.path.as_str(), runtime = runtime_name.as_str(), kind = kind.name();
-            "model loaded: input {:?} {:?}, normalization {:?}", input.dtype, input.shape, normalization
+            model = engine.path.as_str(), runtime = runtime_name.as_str(), kind = kind.name(), family = kind.family();
+            "model loaded: input {:?} {:?}, normalization {:?}, fit {:?}, pad {:?}", input.dtype, input.shape, normalization, fit, pad
         );
         Ok(engine)
     }
@@ -233,7 +293,8 @@ impl Engine {
             self.prep.normalization(),
         )
         .map_err(|e| with_path(e, &self.path))?
-        .with_jpeg_scaling(self.prep.jpeg_scaling());
+        .with_jpeg_scaling(self.prep.jpeg_scaling())
+        .with_pad(self.prep.pad());
         Ok(PrepareSpec {
             prep,
             max_pixels: self.max_pixels,
@@ -288,7 +349,7 @@ impl Engine {
                 .map_err(|e| with_path(e, &self.path))?;
                 (top, Vec::new())
             }
-            ModelKind::Detector { .. } => {
+            ModelKind::Ssd(_) | ModelKind::Yolo(_) => {
                 let labels = match &self.labels {
                     LabelMap::Detector(l, m) => Some((l, *m)),
                     _ => None,
@@ -297,9 +358,24 @@ impl Engine {
                     min_score: rules::decode_floor(&self.rules, self.min_score),
                     labels,
                 };
-                let outputs = [0, 1, 2, 3].map(|i| (self.runtime.output(i), &specs[i]));
-                let d = postprocess::detections(outputs, &prepared.mapping, &params)
-                    .map_err(|e| with_path(e, &self.path))?;
+                let d = match self.kind {
+                    ModelKind::Yolo(layout) => yolo::detections(
+                        self.runtime.output(0),
+                        &specs[0],
+                        &layout,
+                        &prepared.mapping,
+                        self.rules.iou_threshold,
+                        &params,
+                    ),
+                    ModelKind::Ssd(layout) => {
+                        let outputs: Vec<(&[u8], &TensorSpec)> = (0..specs.len())
+                            .map(|i| (self.runtime.output(i), &specs[i]))
+                            .collect();
+                        ssd::detections(&outputs, &layout, &prepared.mapping, &params)
+                    }
+                    ModelKind::Classifier { .. } => Ok(Vec::new()),
+                }
+                .map_err(|e| with_path(e, &self.path))?;
                 let m = &prepared.mapping;
                 let d = rules::apply(&self.rules, self.min_score, m.src_width, m.src_height, d);
                 (Vec::new(), d)
@@ -351,30 +427,7 @@ impl Engine {
             path: path.clone(),
             reason,
         };
-        let (w, h) = self.prep.input_size();
-        let mut data = Vec::with_capacity(w as usize * h as usize * 3);
-        for y in 0..h {
-            for x in 0..w {
-                if x < w / 2 {
-                    data.extend_from_slice(&[128, 128, 128]);
-                } else {
-                    let gx = (255 * (x - w / 2) / (w - w / 2).max(1)) as u8;
-                    let gy = (255 * y / h.max(1)) as u8;
-                    data.extend_from_slice(&[gx, gy, 255 - gx]);
-                }
-            }
-        }
-        let frame = Frame {
-            data,
-            format: PixelFormat::Rgb8,
-            width: w,
-            height: h,
-            stride: w * 3,
-            seq: 0,
-            captured_at: SystemTime::now(),
-            origin: "canary".into(),
-            source: String::new(),
-        };
+        let frame = canary_frame(self.prep.input_size());
         let mut runs = Vec::with_capacity(2);
         for _ in 0..2 {
             self.run(&frame).map_err(|e| fail(e.to_string()))?;
@@ -414,11 +467,18 @@ impl Engine {
                     log::warn!(model = self.path.as_str(); "quantized classifier produced negative scores; it may output logits");
                 }
             }
-            ModelKind::Detector { max_detections } => {
-                let count = postprocess::dequantize(self.runtime.output(3), &specs[3])
-                    .map_err(|e| fail(e.to_string()))?;
-                let scores = postprocess::dequantize(self.runtime.output(2), &specs[2])
-                    .map_err(|e| fail(e.to_string()))?;
+            ModelKind::Ssd(layout) => {
+                let max_detections = layout.max_detections;
+                let count = postprocess::dequantize(
+                    self.runtime.output(layout.count),
+                    &specs[layout.count],
+                )
+                .map_err(|e| fail(e.to_string()))?;
+                let scores = postprocess::dequantize(
+                    self.runtime.output(layout.scores),
+                    &specs[layout.scores],
+                )
+                .map_err(|e| fail(e.to_string()))?;
                 let n = count[0];
                 if !(0.0..=max_detections as f32).contains(&n) {
                     return Err(fail(format!(
@@ -430,6 +490,27 @@ impl Engine {
                     .find(|s| !(0.0..=1.0).contains(*s))
                 {
                     return Err(fail(format!("detection score {s} outside [0, 1]")));
+                }
+            }
+            ModelKind::Yolo(layout) => {
+                let values = postprocess::dequantize(self.runtime.output(0), &specs[0])
+                    .map_err(|e| fail(e.to_string()))?;
+                // Scores are sigmoid outputs: within [0, 1] up to one quantization step.
+                let step = specs[0].quant.map_or(0.0, |q| q.scale);
+                let range = -step - 1e-3..=1.0 + step + 1e-3;
+                let first = match layout.version {
+                    YoloVersion::V8 => layout.first_class(),
+                    YoloVersion::V5 => 4, // objectness too
+                };
+                for a in 0..layout.anchors {
+                    for ch in first..layout.channels() {
+                        let v = values[layout.index(a, ch)];
+                        if !range.contains(&v) {
+                            return Err(fail(format!(
+                                "anchor {a} channel {ch} score {v} outside [0, 1] (a head without sigmoid, or not a YOLO detect head)"
+                            )));
+                        }
+                    }
                 }
             }
         }
@@ -447,6 +528,7 @@ impl Engine {
             path: self.path.clone(),
             sha256: self.sha256.clone(),
             kind: self.kind.name(),
+            family: self.kind.family(),
             runtime: self.runtime.kind(),
             input: self.runtime.input_spec().clone(),
             outputs: self.runtime.output_specs().to_vec(),
@@ -468,6 +550,37 @@ const _: () = {
     const fn assert_send<T: Send>() {}
     assert_send::<Engine>();
 };
+
+/// The letterbox pad of the YOLO family (Ultralytics' `LetterBox` fills with 114).
+pub const YOLO_PAD_VALUE: u8 = 114;
+
+/// The self-test image at the model's input size: mid-grey left half, colour
+/// gradients right half.
+fn canary_frame((w, h): (u32, u32)) -> Frame {
+    let mut data = Vec::with_capacity(w as usize * h as usize * 3);
+    for y in 0..h {
+        for x in 0..w {
+            if x < w / 2 {
+                data.extend_from_slice(&[128, 128, 128]);
+            } else {
+                let gx = (255 * (x - w / 2) / (w - w / 2).max(1)) as u8;
+                let gy = (255 * y / h.max(1)) as u8;
+                data.extend_from_slice(&[gx, gy, 255 - gx]);
+            }
+        }
+    }
+    Frame {
+        data,
+        format: PixelFormat::Rgb8,
+        width: w,
+        height: h,
+        stride: w * 3,
+        seq: 0,
+        captured_at: SystemTime::now(),
+        origin: "canary".into(),
+        source: String::new(),
+    }
+}
 
 /// Fill in the model path of errors raised by path-agnostic helpers.
 fn with_path(e: InferenceError, path: &str) -> InferenceError {

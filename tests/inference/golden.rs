@@ -364,10 +364,12 @@ fn detector_table_matches_references() {
         .unwrap();
     for kind in runtimes() {
         let mut e = engine(kind, &opts).unwrap();
-        assert!(matches!(
-            e.kind(),
-            ModelKind::Detector { max_detections: 10 }
-        ));
+        assert!(
+            matches!(e.kind(), ModelKind::Ssd(s) if s.max_detections == 10),
+            "{:?}",
+            e.kind()
+        );
+        assert_eq!(e.info().family, "ssd");
         let out = e
             .run(&encoded_frame(&td().join("images/table.jpg")))
             .unwrap();

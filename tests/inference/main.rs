@@ -12,3 +12,4 @@ mod common;
 
 mod golden;
 mod litert;
+mod yolo;
