@@ -1,8 +1,8 @@
 //! The `spotter` binary as a process, in one test binary (one link of the
 //! crate instead of one per file): the daemon end to end, its crash safety,
 //! journald output, MQTT, SIGHUP reload, the shipped systemd unit and
-//! generator, `spotter bench` and `spotter classify`; and model swaps in the
-//! inference loop.
+//! generator, `spotter bench` and `spotter classify`; a YOLO detector end to
+//! end; and model swaps in the inference loop.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -17,3 +17,4 @@ mod model_swap;
 mod mqtt;
 mod sighup;
 mod systemd_unit;
+mod yolo;
