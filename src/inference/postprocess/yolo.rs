@@ -55,22 +55,23 @@ pub(crate) fn detections(
     };
     let (dw, dh) = (mapping.dst_width as f32, mapping.dst_height as f32);
     let floor = params.min_score;
+    let q = Dequant { scale, zp, floor };
     let mut cands = match spec.dtype {
         DType::I8 => candidates(
             |i| f32::from(raw[i] as i8),
+            raw,
+            spec.dtype,
             layout,
-            scale,
-            zp,
-            floor,
+            q,
             (dw, dh),
         ),
-        DType::U8 => candidates(|i| f32::from(raw[i]), layout, scale, zp, floor, (dw, dh)),
+        DType::U8 => candidates(|i| f32::from(raw[i]), raw, spec.dtype, layout, q, (dw, dh)),
         DType::F32 => candidates(
             |i| f32::from_ne_bytes([raw[4 * i], raw[4 * i + 1], raw[4 * i + 2], raw[4 * i + 3]]),
+            raw,
+            spec.dtype,
             layout,
-            scale,
-            zp,
-            floor,
+            q,
             (dw, dh),
         ),
     };
@@ -102,17 +103,57 @@ pub(crate) fn detections(
     Ok(out)
 }
 
-/// The anchors whose score reaches `floor`, with their best class and box in
-/// input pixels. `key(i)` is element `i`'s raw value (quantized integer or
-/// float); `real = (key - zp) * scale`, `scale > 0`.
-fn candidates<K: Fn(usize) -> f32>(
-    key: K,
-    layout: &YoloLayout,
+/// `real = (raw - zp) * scale` (`scale > 0`) and the score floor.
+#[derive(Clone, Copy)]
+struct Dequant {
     scale: f32,
     zp: f32,
     floor: f32,
+}
+
+/// One class row of a `[1, 4 + C, A]` head (`row`: its raw bytes) folded
+/// into the best raw value and class per anchor. Slices and no index
+/// arithmetic, so the loop has no bounds checks and vectorizes.
+fn fold_row(row: &[u8], dtype: DType, class: u32, best: &mut [f32], best_class: &mut [u32]) {
+    #[inline(always)]
+    fn fold(values: impl Iterator<Item = f32>, class: u32, best: &mut [f32], bc: &mut [u32]) {
+        for ((v, b), c) in values.zip(best.iter_mut()).zip(bc.iter_mut()) {
+            if v > *b {
+                *b = v;
+                *c = class;
+            }
+        }
+    }
+    match dtype {
+        DType::I8 => fold(
+            row.iter().map(|&v| f32::from(v as i8)),
+            class,
+            best,
+            best_class,
+        ),
+        DType::U8 => fold(row.iter().map(|&v| f32::from(v)), class, best, best_class),
+        DType::F32 => fold(
+            row.chunks_exact(4)
+                .map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]])),
+            class,
+            best,
+            best_class,
+        ),
+    }
+}
+
+/// The anchors whose score reaches the floor, with their best class and box
+/// in input pixels. `key(i)` is element `i`'s raw value (quantized integer
+/// or float) of `raw`, whose elements are `dtype`.
+fn candidates<K: Fn(usize) -> f32>(
+    key: K,
+    raw: &[u8],
+    dtype: DType,
+    layout: &YoloLayout,
+    q: Dequant,
     input: (f32, f32),
 ) -> Vec<Candidate> {
+    let Dequant { scale, zp, floor } = q;
     let deq = |k: f32| (k - zp) * scale;
     // The floor in raw units: raw >= floor_key  <=>  score >= floor (up to rounding,
     // re-checked on the dequantized score).
@@ -143,20 +184,19 @@ fn candidates<K: Fn(usize) -> f32>(
         YoloVersion::V8 if layout.channels_first => {
             // Row by row: contiguous memory, best raw value per anchor.
             let mut best = vec![f32::NEG_INFINITY; anchors];
-            let mut best_class = vec![0usize; anchors];
+            let mut best_class = vec![0u32; anchors];
+            let width = anchors * dtype.size();
             for c in 0..layout.classes {
-                let row = (first + c) * anchors;
-                for (a, (b, bc)) in best.iter_mut().zip(best_class.iter_mut()).enumerate() {
-                    let k = key(row + a);
-                    if k > *b {
-                        *b = k;
-                        *bc = c;
-                    }
-                }
+                let start = (first + c) * width;
+                let Some(row) = raw.get(start..start + width) else {
+                    break; // the length was checked against the layout
+                };
+                let class = u32::try_from(c).unwrap_or(u32::MAX);
+                fold_row(row, dtype, class, &mut best, &mut best_class);
             }
-            for a in 0..anchors {
-                if best[a] >= floor_key {
-                    push(a, best_class[a], deq(best[a]));
+            for (a, (&b, &c)) in best.iter().zip(&best_class).enumerate() {
+                if b >= floor_key {
+                    push(a, c as usize, deq(b));
                 }
             }
         }
