@@ -191,3 +191,119 @@ fn invalid_config_is_refused_naming_the_key() {
         "{stderr}"
     );
 }
+
+/// `classify --json` output per image: detections as (label, score, box) and the image size.
+type Full = BTreeMap<String, (Vec<(String, f64, [f64; 4])>, (u64, u64))>;
+
+fn full(out: &Output) -> Full {
+    assert!(
+        out.status.success(),
+        "classify failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut map = Full::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let dets = v["detections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["label"].as_str().unwrap().to_string(),
+                    d["score"].as_f64().unwrap(),
+                    ["x", "y", "width", "height"].map(|k| d[k].as_f64().unwrap()),
+                )
+            })
+            .collect();
+        let size = (
+            v["image_width"].as_u64().unwrap(),
+            v["image_height"].as_u64().unwrap(),
+        );
+        map.insert(v["path"].as_str().unwrap().to_string(), (dets, size));
+    }
+    map
+}
+
+// Would catch, for a YOLO model: `classify` not printing its detections or
+// printing them without the names the model embeds (no labels file given),
+// `--config`'s deny-list and cap not applied on this decoder's path, or the
+// config's `pad_value` not reaching the letterbox (the padded border of every
+// non-square photo is part of the model's input, so its output moves).
+#[test]
+fn yolo_detections_follow_the_config() {
+    let Some((model, lib)) = crate::yolo::yolo_setup("classify::yolo_detections_follow_the_config")
+    else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (photos, names) = photo_dir(tmp.path());
+    let files: Vec<PathBuf> = names.iter().map(|n| photos.join(n)).collect();
+    let section = |extra: &str| {
+        format!(
+            "path = \"{}\"\nruntime = \"litert\"\nlitert_lib = \"{}\"\nthreads = 1\n\
+             min_score = 0.25\n{extra}",
+            model.display(),
+            lib.display()
+        )
+    };
+    let plain = full(&classify(
+        &["--json"],
+        Some(&write_config(tmp.path(), "plain.toml", &section(""))),
+        &files,
+    ));
+    assert_eq!(plain.len(), files.len());
+    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+    for (label, _, _) in plain.values().flat_map(|(d, _)| d) {
+        assert!(
+            !label.is_empty() && label.parse::<u64>().is_err(),
+            "label {label:?} is not a name"
+        );
+        *count.entry(label).or_default() += 1;
+    }
+    let top = count
+        .iter()
+        .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+        .map(|(l, _)| l.to_string())
+        .expect("YOLOv8n detects something on the test photos");
+
+    let denied = full(&classify(
+        &["--json"],
+        Some(&write_config(
+            tmp.path(),
+            "deny.toml",
+            &section(&format!("label_deny = [\"{top}\"]\nmax_detections = 2\n")),
+        )),
+        &files,
+    ));
+    for (path, (dets, _)) in &denied {
+        let want: Vec<_> = plain[path]
+            .0
+            .iter()
+            .filter(|(l, _, _)| *l != top)
+            .take(2)
+            .collect();
+        assert_eq!(dets.iter().collect::<Vec<_>>(), want, "{path}");
+    }
+
+    let padded = full(&classify(
+        &["--json"],
+        Some(&write_config(
+            tmp.path(),
+            "pad.toml",
+            &section("pad_value = 0\n"),
+        )),
+        &files,
+    ));
+    let non_square: Vec<&String> = plain
+        .iter()
+        .filter(|(_, (_, (w, h)))| w != h)
+        .map(|(p, _)| p)
+        .collect();
+    if !non_square.is_empty() {
+        assert!(
+            non_square.iter().any(|p| padded[*p].0 != plain[*p].0),
+            "pad_value = 0 changed nothing on any non-square photo: {non_square:?}"
+        );
+    }
+}

@@ -30,7 +30,7 @@ fn skip(test: &str, why: &str) {
 }
 
 /// The YOLO model and a LiteRT library, or `None` after saying why the test is skipped.
-fn yolo_setup(test: &str) -> Option<(PathBuf, PathBuf)> {
+pub(crate) fn yolo_setup(test: &str) -> Option<(PathBuf, PathBuf)> {
     let model = testdata().join("models/detection/yolov8n").join(MODEL);
     if !model.is_file() {
         skip(
