@@ -55,7 +55,8 @@ pub enum Command {
         #[arg(long)]
         syntax_only: bool,
     },
-    /// Measure per-stage latency (decode, resize, quantize, invoke, post, store) of a model per runtime.
+    /// Measure per-stage latency (decode, resize, quantize, invoke, post, store) of a model per runtime;
+    /// for a detector also pre- and post-processing as fractions of invoke beside their targets.
     Bench(crate::tools::bench::BenchArgs),
     /// Measure the result store's flash wear: results/s, bytes written to
     /// disk per result and database bytes per million results (one JSON line).

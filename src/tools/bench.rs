@@ -227,6 +227,8 @@ pub(crate) struct RuntimeResult {
     pub post_ratio: Option<f64>,
     /// The model's kind as the API names it (`classification`, `detection`).
     pub kind: &'static str,
+    /// The model family (`classifier`, `ssd`, `yolov8`, `yolov5`).
+    pub family: &'static str,
     /// Why this runtime runs the model (from runtime selection).
     pub reason: String,
     /// Input tensor shape of the model as loaded.
@@ -314,8 +316,8 @@ impl BenchReport {
                 RuntimeOutcome::Measured(r) => {
                     s.push_str(&format!("{name} ({})\n", r.reason));
                     s.push_str(&format!(
-                        "  input {:?}, frame {}x{}\n",
-                        r.input_shape, r.image_width, r.image_height
+                        "  {} model, input {:?}, frame {}x{}\n",
+                        r.family, r.input_shape, r.image_width, r.image_height
                     ));
                     s.push_str(&format!(
                         "  {:<10} {:>10} {:>10}\n",
@@ -399,6 +401,7 @@ impl BenchReport {
                         "pre_ratio": r.pre_ratio,
                         "post_ratio": r.post_ratio,
                         "kind": r.kind,
+                        "family": r.family,
                         "targets": (r.kind == "detection").then(|| json!({
                             "pre_ratio": { "max": PRE_TARGET, "case": PRE_TARGET_CASE,
                                            "met": r.pre_ratio.map(|x| x <= PRE_TARGET) },
@@ -808,6 +811,7 @@ fn measure(
         pre_ratio: fraction_of_invoke(pre, stages.invoke.median_ms),
         post_ratio: fraction_of_invoke(stages.post.median_ms, stages.invoke.median_ms),
         kind: info.kind,
+        family: info.family,
         input_shape: info.input.shape,
         stages,
         overhead_ratio: ratio,
@@ -1122,7 +1126,7 @@ mod tests {
         let RuntimeOutcome::Measured(r) = &report.runtimes[0].1 else {
             panic!("{:?}", report.runtimes)
         };
-        assert_eq!(r.kind, "detection");
+        assert_eq!((r.kind, r.family), ("detection", "ssd"));
         let (pre, post) = (r.pre_ratio.unwrap(), r.post_ratio.unwrap());
         let s = &r.stages;
         let want_pre =
@@ -1227,7 +1231,7 @@ mod tests {
         assert!(r.stages.e2e.median_ms >= r.stages.invoke.median_ms);
         assert!(r.stages.e2e.p99_ms <= r.stages.total.p99_ms);
         assert!(r.overhead_ratio.is_some_and(|x| x.is_finite() && x >= 0.0));
-        assert_eq!(r.kind, "classification");
+        assert_eq!((r.kind, r.family), ("classification", "classifier"));
 
         let v = report.to_json();
         assert_eq!(v["runs"], 3);
