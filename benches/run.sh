@@ -22,6 +22,8 @@ runs=50
 scenarios="1,2,3,4,5,6,7"
 # Scenario 8 (issue 21): goodput under overload, uploads at concurrency 4 vs 16.
 scenarios="$scenarios,8"
+# Scenario 9 (issue 17): a YOLO detector end to end beside Python's reference pipeline.
+scenarios="$scenarios,9"
 bin="${SPOTTER_BIN:-}"
 out="$REPO/benches/RESULTS.md"
 while [ $# -gt 0 ]; do

@@ -21,6 +21,11 @@ reported as median and range over the repetitions. Scenarios (numbers as in issu
      ratio 16/4 (goal ≥ 1), refusals, and the camera pipeline's rate (frames inferred/s from
      /api/v1/status) during each run beside its rate idle; the Python peer beside it unless
      --no-peer.
+  9. Detector end to end (issue 17): YOLOv8n int8 on a 1280x720 JPEG, one thread: `spotter bench`
+     beside Python's reference pipeline per frame (ai_edge_litert + numpy + Pillow: decode,
+     letterbox 114, quantize, invoke, decode + class-aware NMS) via `runtime_vs_python.sh --e2e`:
+     the end-to-end and invoke ratios, and Spotter's pre/invoke and post/invoke beside their targets.
+     Skipped (noted in the results) when the YOLO test model is absent.
 
 Goals are reported, never asserted: the script fails only when a step cannot run.
 """
@@ -48,6 +53,9 @@ GOALS = {
     "status_p99": "≤ nginx",
     "rss": "≤ model + 30 MiB and ≤ ⅓ of the peer",
     "start": "≤ 300 ms",
+    "e2e": "≤ 1.0",
+    "pre": "≤ 0.15",
+    "post": "≤ 0.02",
 }
 
 
@@ -186,6 +194,41 @@ http {{
         self.sections.append(("1. Raw invoke (Spotter / Python `ai_edge_litert`, same model, threads and input)",
                               lines, f"{self.a.runs} invokes per case, per repetition; "
                                      "`bash benches/runtime_vs_python.sh --runs N`."))
+
+    def scenario_9(self):
+        log("scenario 9: detector end to end (benches/runtime_vs_python.sh --e2e)")
+        title = "9. Detector end to end (Spotter / Python reference pipeline, YOLOv8n int8, 1280×720 JPEG, 1 thread)"
+        model = os.path.join(os.environ.get("SPOTTER_TESTDATA", ""), "models/detection/yolov8n/yolov8n_full_integer_quant.tflite")
+        if not os.path.isfile(model):
+            self.sections.append((title, [f"skipped: no YOLO test model at `{model}`"], ""))
+            return
+        rows = []
+        for rep in range(self.a.reps):
+            env = dict(os.environ, SPOTTER_BIN=self.a.spotter)
+            r = subprocess.run(["bash", self.a.runtime_vs_python, "--e2e", "--model", model, "--runs", str(self.a.runs),
+                                "--image", self.a.image], capture_output=True, text=True, env=env)
+            if r.returncode != 0:
+                raise h.BenchError(f"runtime_vs_python.sh --e2e failed: {r.stderr[-2000:]}")
+            m = re.search(r"^raw results: (.+)$", r.stdout, re.M)
+            if not m:
+                raise h.BenchError(f"runtime_vs_python.sh --e2e printed no 'raw results:' line:\n{r.stdout[-2000:]}")
+            with open(os.path.join(m.group(1).strip(), "summary.json"), encoding="utf-8") as f:
+                rows.extend(row for row in json.load(f) if "e2e_ratio" in row)
+        col = lambda k: [r[k] for r in rows if r.get(k) is not None]  # noqa: E731
+        lines = ["| figure | Spotter | Python | ratio | goal |", "|---|---|---|---|---|",
+                 f"| end to end per frame, ms | {h.fmt_range(col('spotter_e2e_median_ms'), '.1f')} "
+                 f"| {h.fmt_range(col('python_e2e_median_ms'), '.1f')} | {h.fmt_range(col('e2e_ratio'), '.2f')} "
+                 f"| {GOALS['e2e']} |",
+                 f"| invoke, ms | {h.fmt_range(col('spotter_invoke_median_ms'), '.1f')} "
+                 f"| {h.fmt_range(col('python_invoke_median_ms'), '.1f')} | {h.fmt_range(col('invoke_ratio'), '.2f')} | |",
+                 f"| pre-processing (decode + letterbox + quantize), ms | {h.fmt_range(col('spotter_pre_median_ms'), '.2f')} "
+                 f"| {h.fmt_range(col('python_pre_median_ms'), '.2f')} | pre/invoke {h.fmt_range(col('pre_ratio'), '.3f')} "
+                 f"| {GOALS['pre']} |",
+                 f"| post-processing (decode + NMS), ms | {h.fmt_range(col('spotter_post_median_ms'), '.2f')} "
+                 f"| {h.fmt_range(col('python_post_median_ms'), '.2f')} | post/invoke {h.fmt_range(col('post_ratio'), '.4f')} "
+                 f"| {GOALS['post']} |"]
+        self.sections.append((title, lines, f"{self.a.runs} frames per repetition after 5 warm-up, min_score 0.25; "
+                                            "`bash benches/runtime_vs_python.sh --e2e --runs N`."))
 
     def scenario_2(self, frames):
         log("scenario 2: pre-processing overhead")
@@ -522,7 +565,8 @@ http {{
             "",
             "Goals (reported, not asserted): invoke ratio ≤ 1.0; overhead ≤ 0.10 of invoke at 640×480; classify "
             "throughput ≥ 5× the Python peer at concurrency 4 with p99 ≤ ⅕; status ≥ nginx req/s with p99 ≤ nginx; "
-            "RSS ≤ model + 30 MiB and ≤ ⅓ of the peer; start to ready ≤ 300 ms.",
+            "RSS ≤ model + 30 MiB and ≤ ⅓ of the peer; start to ready ≤ 300 ms; a YOLOv8n detector end to end "
+            "≤ 1.0 of Python's per frame, pre-processing ≤ 0.15 and decode + NMS ≤ 0.02 of invoke.",
             "",
         ]
         for title, lines, note in self.sections:
@@ -592,6 +636,8 @@ def main():
             run.scenario_7()
         if 8 in want:
             run.scenario_8(os.path.abspath(a.frame) if a.frame else run.frames()[(640, 480)])
+        if 9 in want:
+            run.scenario_9()
     except h.BenchError as e:
         log(f"FAILED: {e}")
         return 1

@@ -1,5 +1,8 @@
 //! `spotter classify`: run a model over image files (or raw camera frames,
-//! `--raw`) and print the top-k of each, as text or one JSON line per image.
+//! `--raw`) and print the top-k of each, or a detector's detections, as text
+//! or one JSON line per image. With `--config` the model is loaded from that
+//! file's `[model]` section exactly as the daemon loads it (detection rules,
+//! fit, letterbox pad, thresholds), the command's flags taking precedence.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -8,7 +11,7 @@ use anyhow::Context;
 use clap::ValueEnum;
 
 use super::{fail, Failure, EXIT_CONFIG, EXIT_FAILURE};
-use crate::config::{DetectionRules, JpegScaling, ModelSettings, RuntimeSetting};
+use crate::config::{ModelSettings, RuntimeSetting};
 use crate::core::frame::{Frame, PixelFormat};
 use crate::logging;
 use crate::pipeline::load_model;
@@ -96,53 +99,124 @@ pub(super) fn parse_raw_spec(s: &str) -> Result<RawSpec, String> {
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(super) fn classify(
-    model: PathBuf,
-    labels: Option<PathBuf>,
-    json: bool,
-    runtime: RuntimeSetting,
-    threads: usize,
-    top_k: usize,
-    litert_lib: Option<PathBuf>,
-    raw: Option<RawSpec>,
-    images: Vec<PathBuf>,
-) -> Result<(), Failure> {
+/// Arguments of `spotter classify`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClassifyArgs {
+    /// The .tflite model; default: `model.path` of `--config`.
+    #[arg(long, required_unless_present = "config")]
+    pub model: Option<PathBuf>,
+    /// Labels file; optional when the model embeds its labels.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// A config file (with its drop-ins) whose `[model]` section applies as
+    /// in the daemon: min_score, the per-label rules (label_filter,
+    /// label_deny, min_box_area, max_detections, iou_threshold,
+    /// [model.min_score_by_label]), fit, pad_value and the rest. Flags given
+    /// here take precedence over the file's keys.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// One JSON object per image, one per line.
+    #[arg(long)]
+    pub json: bool,
+    /// Default: `auto`, or the config's `model.runtime`.
+    #[arg(long, value_enum)]
+    pub runtime: Option<RuntimeArg>,
+    /// CPU threads (default: 2, or the config's `model.threads`).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Classes reported per image (default: 5, or the config's `model.top_k`).
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Lowest score reported (default: the config's `model.min_score`, else
+    /// the model family's: 0.25 for YOLO, 0 otherwise).
+    #[arg(long)]
+    pub min_score: Option<f32>,
+    /// Path of libLiteRt.so.
+    #[arg(long, env = "SPOTTER_LITERT_LIB")]
+    pub litert_lib: Option<PathBuf>,
+    /// The files are raw frames as a camera delivers them, e.g.
+    /// `yuyv:640x480` (packed, no row padding), as written by
+    /// `v4l2-ctl --stream-to`; without it they are JPEG, PNG or BMP.
+    #[arg(long, value_parser = parse_raw_spec, value_name = "FORMAT:WxH")]
+    pub raw: Option<RawSpec>,
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+}
+
+/// Largest decoded image without `--config` (offline files may be larger
+/// than camera frames; the daemon's default is `model.max_pixels`).
+const CLI_MAX_PIXELS: u64 = 100_000_000;
+
+/// The model settings `classify` loads: `base` (the `[model]` section of
+/// `--config`, or the defaults) with every flag the user gave on top.
+fn effective_settings(mut base: ModelSettings, args: &ClassifyArgs) -> ModelSettings {
+    if let Some(m) = &args.model {
+        base.path = m.clone();
+    }
+    if let Some(l) = &args.labels {
+        base.labels = Some(l.clone());
+    }
+    if let Some(r) = args.runtime {
+        base.runtime = r.into();
+    }
+    if let Some(t) = args.threads {
+        base.threads = t;
+    }
+    if let Some(k) = args.top_k {
+        base.top_k = k;
+    }
+    if let Some(s) = args.min_score {
+        base.min_score = Some(s);
+    }
+    if let Some(l) = &args.litert_lib {
+        base.litert_lib = Some(l.clone());
+    }
+    base
+}
+
+/// The `[model]` settings of `--config`, or the defaults for the command
+/// line (every key unset, larger images allowed).
+fn base_settings(config: Option<&std::path::Path>) -> Result<ModelSettings, Failure> {
+    match config {
+        Some(path) => Ok(super::load_settings(path)?.model),
+        None => {
+            let mut m = crate::config::from_sources(vec![])
+                .map_err(|e| anyhow::Error::new(e).context("built-in defaults"))
+                .map_err(fail(EXIT_FAILURE))?
+                .model;
+            m.max_pixels = CLI_MAX_PIXELS;
+            Ok(m)
+        }
+    }
+}
+
+pub(super) fn classify(args: ClassifyArgs) -> Result<(), Failure> {
     let _ = logging::init(log::LevelFilter::Warn);
-    if threads == 0 || top_k == 0 {
+    if args.threads == Some(0) || args.top_k == Some(0) {
         return Err(Failure {
             error: anyhow::anyhow!("--threads and --top-k must be at least 1"),
             code: EXIT_CONFIG,
         });
     }
-    let settings = ModelSettings {
-        path: model,
-        labels,
-        runtime,
-        litert_lib,
-        threads,
-        top_k,
-        min_score: None,
-        fit: None,
-        pad_value: None,
-        rules: DetectionRules::default(),
-        max_pixels: 100_000_000,
-        jpeg_scaling: JpegScaling::Auto,
-        input_mean: None,
-        input_std: None,
-        retry_ms: 1000,
-    };
+    if args.min_score.is_some_and(|s| !(0.0..=1.0).contains(&s)) {
+        return Err(Failure {
+            error: anyhow::anyhow!("--min-score must be between 0.0 and 1.0"),
+            code: EXIT_CONFIG,
+        });
+    }
+    let settings = effective_settings(base_settings(args.config.as_deref())?, &args);
     let mut loaded = load_model(&settings)
         .with_context(|| format!("loading model {}", settings.path.display()))
         .map_err(fail(EXIT_FAILURE))?;
+    let detector = loaded.status.kind == "detection";
     let mut failed = 0usize;
     let mut out = std::io::stdout().lock();
-    for (seq, path) in images.iter().enumerate() {
+    for (seq, path) in args.images.iter().enumerate() {
         let result = std::fs::read(path)
             .with_context(|| format!("reading {}", path.display()))
             .and_then(|data| {
                 let origin = path.display().to_string();
-                let frame = match raw {
+                let frame = match args.raw {
                     Some(spec) => spec
                         .frame(data, seq as u64, origin)
                         .with_context(|| format!("raw frame {}", path.display()))?,
@@ -155,13 +229,15 @@ pub(super) fn classify(
             });
         match result {
             Ok(o) => {
-                if json {
+                if args.json {
                     let v = serde_json::json!({
                         "path": path.display().to_string(),
                         "model_sha256": loaded.status.sha256,
                         "runtime": loaded.status.runtime,
                         "results": o.classes,
                         "detections": o.detections,
+                        "image_width": o.image_width,
+                        "image_height": o.image_height,
                         "latency": o.latency,
                     });
                     let _ = writeln!(out, "{v}");
@@ -177,6 +253,9 @@ pub(super) fn classify(
                             c.index,
                             c.raw
                         );
+                    }
+                    if detector && o.detections.is_empty() {
+                        let _ = writeln!(out, "  (no detections)");
                     }
                     for d in &o.detections {
                         let _ = writeln!(
@@ -195,7 +274,7 @@ pub(super) fn classify(
     }
     if failed > 0 {
         return Err(Failure {
-            error: anyhow::anyhow!("{failed} of {} images failed", images.len()),
+            error: anyhow::anyhow!("{failed} of {} images failed", args.images.len()),
             code: EXIT_FAILURE,
         });
     }
@@ -239,5 +318,71 @@ mod tests {
             (f.format, f.width, f.height, f.stride),
             (PixelFormat::Yuyv, 4, 2, 8)
         );
+    }
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ClassifyArgs,
+    }
+
+    fn parse(argv: &[&str]) -> Result<ClassifyArgs, clap::Error> {
+        use clap::Parser;
+        Cli::try_parse_from(argv).map(|c| c.args)
+    }
+
+    // Would catch a flag the user did not give overriding the config's key
+    // (the old fixed defaults: runtime auto, threads 2, top-k 5, min-score 0
+    // would silently replace `[model]`), a given flag losing to the file, or
+    // the detection rules, fit and pad being dropped on the way.
+    #[test]
+    fn flags_override_only_what_they_set() {
+        let file = crate::config::from_sources(vec![(
+            PathBuf::from("t.toml"),
+            "[model]\npath = \"/m/from_config.tflite\"\nruntime = \"builtin\"\n\
+             threads = 3\ntop_k = 4\nmin_score = 0.4\nfit = \"letterbox\"\n\
+             label_filter = [\"Person\", \"cat\"]\n"
+                .to_string(),
+        )])
+        .unwrap()
+        .model;
+        let untouched = effective_settings(
+            file.clone(),
+            &parse(&["classify", "--config", "t.toml", "a.jpg"]).unwrap(),
+        );
+        assert_eq!(untouched, file);
+        assert_eq!(untouched.rules.allow, ["person", "cat"]);
+
+        let args = parse(&[
+            "classify",
+            "--config",
+            "t.toml",
+            "--top-k",
+            "7",
+            "--min-score",
+            "0.25",
+            "--model",
+            "/m/flag.tflite",
+            "a.jpg",
+        ])
+        .unwrap();
+        let s = effective_settings(file.clone(), &args);
+        assert_eq!(s.path, PathBuf::from("/m/flag.tflite"));
+        assert_eq!((s.top_k, s.min_score), (7, Some(0.25)));
+        assert_eq!((s.threads, s.runtime), (3, RuntimeSetting::Builtin));
+        assert_eq!(s.fit, Some(crate::config::Fit::Letterbox));
+        assert_eq!(s.rules, file.rules);
+    }
+
+    // Would catch `classify` running without a model (neither --model nor a
+    // config to take `model.path` from) or without images.
+    #[test]
+    fn model_comes_from_a_flag_or_the_config() {
+        assert!(parse(&["classify", "a.jpg"]).is_err());
+        assert!(parse(&["classify", "--model", "m.tflite"]).is_err());
+        assert!(parse(&["classify", "--config", "c.toml", "a.jpg"]).is_ok());
+        let a = parse(&["classify", "--model", "m.tflite", "a.jpg", "b.jpg"]).unwrap();
+        assert_eq!(a.images.len(), 2);
+        assert_eq!((a.threads, a.top_k, a.min_score), (None, None, None));
     }
 }

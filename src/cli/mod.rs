@@ -20,7 +20,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config;
 
-pub use classify::{RawSpec, RuntimeArg};
+pub use classify::{ClassifyArgs, RawSpec, RuntimeArg};
 pub use keys::KeysAction;
 pub use model::ModelAction;
 
@@ -55,7 +55,8 @@ pub enum Command {
         #[arg(long)]
         syntax_only: bool,
     },
-    /// Measure per-stage latency (decode, resize, quantize, invoke, post, store) of a model per runtime.
+    /// Measure per-stage latency (decode, resize, quantize, invoke, post, store) of a model per runtime;
+    /// for a detector also pre- and post-processing as fractions of invoke beside their targets.
     Bench(crate::tools::bench::BenchArgs),
     /// Measure the result store's flash wear: results/s, bytes written to
     /// disk per result and database bytes per million results (one JSON line).
@@ -115,33 +116,9 @@ pub enum Command {
         #[arg(long, short, default_value = "/etc/spotter/spotter.toml")]
         config: PathBuf,
     },
-    /// Classify image files with a model and print the top-k for each.
-    Classify {
-        #[arg(long)]
-        model: PathBuf,
-        /// Labels file; optional when the model embeds its labels.
-        #[arg(long)]
-        labels: Option<PathBuf>,
-        /// One JSON object per image, one per line.
-        #[arg(long)]
-        json: bool,
-        #[arg(long, value_enum, default_value = "auto")]
-        runtime: RuntimeArg,
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
-        #[arg(long, default_value_t = 5)]
-        top_k: usize,
-        /// Path of libLiteRt.so.
-        #[arg(long, env = "SPOTTER_LITERT_LIB")]
-        litert_lib: Option<PathBuf>,
-        /// The files are raw frames as a camera delivers them, e.g.
-        /// `yuyv:640x480` (packed, no row padding), as written by
-        /// `v4l2-ctl --stream-to`; without it they are JPEG, PNG or BMP.
-        #[arg(long, value_parser = classify::parse_raw_spec, value_name = "FORMAT:WxH")]
-        raw: Option<RawSpec>,
-        #[arg(required = true)]
-        images: Vec<PathBuf>,
-    },
+    /// Classify image files with a model and print the top-k for each, or
+    /// a detector's detections.
+    Classify(classify::ClassifyArgs),
 }
 
 /// An error for `main` to report, with the process exit code.
@@ -199,27 +176,7 @@ pub fn execute(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Doctor { config: path } => doctor::doctor(&path),
-        Command::Classify {
-            model,
-            labels,
-            json,
-            runtime,
-            threads,
-            top_k,
-            litert_lib,
-            raw,
-            images,
-        } => classify::classify(
-            model,
-            labels,
-            json,
-            runtime.into(),
-            threads,
-            top_k,
-            litert_lib,
-            raw,
-            images,
-        ),
+        Command::Classify(args) => classify::classify(args),
     }
 }
 

@@ -7,8 +7,12 @@
 //! the path — decode, resize, quantize, invoke, post-process, and the insert of
 //! the result into a throw-away sled store, through the daemon's result sink
 //! (with a throw-away state and no GPIO). It reports the median and p99
-//! (nearest-rank) of each stage, of the whole iteration, and the ratio of
-//! pre- and post-processing to the model's own invoke time. The statistics are
+//! (nearest-rank) of each stage, of the engine's whole frame (`e2e`: encoded
+//! bytes in, results out) and of the whole iteration, and the ratio of pre- and
+//! post-processing to the model's own invoke time. For detectors it reports
+//! pre-processing (decode + resize + quantize) and post-processing (decode +
+//! NMS + rules, the `post` stage) each as a fraction of invoke, beside the
+//! issue-17 targets ([`PRE_TARGET`], [`POST_TARGET`]). The statistics are
 //! small pure functions, tested on known vectors.
 //!
 //! Why one file of some 900 lines: about 640 are code (runtimes, stages,
@@ -44,6 +48,15 @@ pub(crate) const MAX_RUNS: usize = 1_000_000;
 const MAX_IMAGE_BYTES: u64 = 64 * 1024 * 1024;
 /// sled's background flush interval for the temporary store, as the daemon uses.
 const STORE_FLUSH_MS: u64 = 1000;
+/// Target for a detector's pre-processing (JPEG decode + resize/letterbox +
+/// quantize) over invoke: a 1280×720 MJPEG frame into a 640×640 YOLOv8n.
+pub(crate) const PRE_TARGET: f64 = 0.15;
+/// Target for a detector's post-processing (output decode + NMS + rules) over
+/// invoke: YOLOv8n 640, one thread.
+pub(crate) const POST_TARGET: f64 = 0.02;
+/// What the targets were set for (printed beside them).
+const PRE_TARGET_CASE: &str = "1280x720 JPEG into a 640x640 detector";
+const POST_TARGET_CASE: &str = "YOLOv8n 640, one thread";
 
 /// Which runtimes to benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -92,6 +105,11 @@ pub struct BenchArgs {
     /// daemon's default) or off (full-size reference decode).
     #[arg(long, value_enum, default_value = "auto")]
     pub jpeg_scaling: JpegScaling,
+    /// Lowest score a detection or class needs (`model.min_score`; detectors
+    /// drop candidates below it before NMS, so it sets the post stage's work).
+    /// Default: the model family's (0.25 for YOLO, 0 otherwise).
+    #[arg(long)]
+    pub min_score: Option<f32>,
     /// Also measure the daemon's pipeline (files source → prepare →
     /// inference → store) for this many seconds per variant: frames
     /// prepared before each invoke, then prepared during the previous
@@ -119,6 +137,7 @@ impl BenchArgs {
             json: false,
             litert_lib: None,
             jpeg_scaling: JpegScaling::Auto,
+            min_score: None,
             pipeline_seconds: 0,
             pipeline_fps: 1000.0,
         }
@@ -173,13 +192,17 @@ pub(crate) struct StageSummary {
     pub invoke: StageStats,
     pub post: StageStats,
     pub store: StageStats,
+    /// Wall-clock time of the engine's whole frame: encoded bytes in,
+    /// classes or detections out (decode through post, and what lies
+    /// between them) — the figure to set beside another pipeline's.
+    pub e2e: StageStats,
     /// Wall-clock time of the whole per-frame iteration (run, record, sink).
     pub total: StageStats,
 }
 
 impl StageSummary {
-    /// `(name, stats)` in pipeline order, the total last.
-    pub(crate) fn stages(&self) -> [(&'static str, StageStats); 7] {
+    /// `(name, stats)` in pipeline order, then the engine's frame and the total.
+    pub(crate) fn stages(&self) -> [(&'static str, StageStats); 8] {
         [
             ("decode", self.decode),
             ("resize", self.resize),
@@ -187,6 +210,7 @@ impl StageSummary {
             ("invoke", self.invoke),
             ("post", self.post),
             ("store", self.store),
+            ("e2e", self.e2e),
             ("total", self.total),
         ]
     }
@@ -198,6 +222,14 @@ pub(crate) struct RuntimeResult {
     pub stages: StageSummary,
     /// `(decode + resize + quantize + post) / invoke`, on medians; `None` if invoke's median is 0.
     pub overhead_ratio: Option<f64>,
+    /// `(decode + resize + quantize) / invoke`, on medians.
+    pub pre_ratio: Option<f64>,
+    /// `post / invoke` (output decode + NMS + rules), on medians.
+    pub post_ratio: Option<f64>,
+    /// The model's kind as the API names it (`classification`, `detection`).
+    pub kind: &'static str,
+    /// The model family (`classifier`, `ssd`, `yolov8`, `yolov5`).
+    pub family: &'static str,
     /// Why this runtime runs the model (from runtime selection).
     pub reason: String,
     /// Input tensor shape of the model as loaded.
@@ -240,7 +272,7 @@ impl PipelineRates {
 /// What happened for one runtime.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum RuntimeOutcome {
-    Measured(RuntimeResult),
+    Measured(Box<RuntimeResult>),
     /// Not measured (only in `all`, when the LiteRT library is missing).
     Skipped {
         reason: String,
@@ -258,6 +290,8 @@ pub(crate) struct BenchReport {
     pub warmup: usize,
     pub threads: usize,
     pub jpeg_scaling: JpegScaling,
+    /// `None`: the model family's default.
+    pub min_score: Option<f32>,
     /// Runtime name (`litert`, `builtin`) → outcome, in the order run.
     pub runtimes: Vec<(String, RuntimeOutcome)>,
 }
@@ -284,8 +318,8 @@ impl BenchReport {
                 RuntimeOutcome::Measured(r) => {
                     s.push_str(&format!("{name} ({})\n", r.reason));
                     s.push_str(&format!(
-                        "  input {:?}, frame {}x{}\n",
-                        r.input_shape, r.image_width, r.image_height
+                        "  {} model, input {:?}, frame {}x{}\n",
+                        r.family, r.input_shape, r.image_width, r.image_height
                     ));
                     s.push_str(&format!(
                         "  {:<10} {:>10} {:>10}\n",
@@ -302,6 +336,22 @@ impl BenchReport {
                         None => "n/a (invoke median is 0)".to_string(),
                     };
                     s.push_str(&format!("  overhead/invoke {ratio}  (decode+resize+quantize+post over invoke, medians)\n"));
+                    if r.kind == "detection" {
+                        s.push_str(&target_line(
+                            "pre/invoke ",
+                            r.pre_ratio,
+                            PRE_TARGET,
+                            "decode+resize+quantize",
+                            PRE_TARGET_CASE,
+                        ));
+                        s.push_str(&target_line(
+                            "post/invoke",
+                            r.post_ratio,
+                            POST_TARGET,
+                            "decode+NMS+rules",
+                            POST_TARGET_CASE,
+                        ));
+                    }
                     if let Some(p) = &r.pipeline {
                         s.push_str(&format!(
                             "  pipeline (files source at {} fps, {} s each, results stored):\n",
@@ -350,6 +400,16 @@ impl BenchReport {
                         "skipped": false,
                         "stages": stages,
                         "overhead_ratio": r.overhead_ratio,
+                        "pre_ratio": r.pre_ratio,
+                        "post_ratio": r.post_ratio,
+                        "kind": r.kind,
+                        "family": r.family,
+                        "targets": (r.kind == "detection").then(|| json!({
+                            "pre_ratio": { "max": PRE_TARGET, "case": PRE_TARGET_CASE,
+                                           "met": r.pre_ratio.map(|x| x <= PRE_TARGET) },
+                            "post_ratio": { "max": POST_TARGET, "case": POST_TARGET_CASE,
+                                            "met": r.post_ratio.map(|x| x <= POST_TARGET) },
+                        })),
                         "reason": r.reason,
                         "input_shape": r.input_shape,
                         "image_width": r.image_width,
@@ -378,6 +438,7 @@ impl BenchReport {
             "warmup": self.warmup,
             "threads": self.threads,
             "jpeg_scaling": self.jpeg_scaling,
+            "min_score": self.min_score,
             "runtimes": runtimes,
         })
     }
@@ -419,6 +480,23 @@ pub(crate) fn overhead_ratio(
     (invoke > 0.0).then(|| (decode + resize + quantize + post) / invoke)
 }
 
+/// `part / invoke`, or `None` when invoke is not positive.
+pub(crate) fn fraction_of_invoke(part: f64, invoke: f64) -> Option<f64> {
+    (invoke > 0.0).then(|| part / invoke)
+}
+
+/// One text line: a fraction of invoke beside its target, and whether it is met.
+fn target_line(name: &str, ratio: Option<f64>, target: f64, what: &str, case: &str) -> String {
+    let (figure, verdict) = match ratio {
+        Some(x) => (
+            format!("{x:.3}"),
+            if x <= target { "ok" } else { "above target" },
+        ),
+        None => ("n/a".to_string(), "invoke median is 0"),
+    };
+    format!("  {name} {figure}  target <= {target} for {case}: {verdict}  ({what} over invoke, medians)\n")
+}
+
 /// Per-run samples of every stage, in microseconds.
 #[derive(Debug, Default)]
 struct Samples {
@@ -428,6 +506,7 @@ struct Samples {
     invoke: Vec<u64>,
     post: Vec<u64>,
     store: Vec<u64>,
+    e2e: Vec<u64>,
     total: Vec<u64>,
 }
 
@@ -441,17 +520,19 @@ impl Samples {
             invoke: v(),
             post: v(),
             store: v(),
+            e2e: v(),
             total: v(),
         }
     }
 
-    fn push(&mut self, l: &StageLatency, total_us: u64) {
+    fn push(&mut self, l: &StageLatency, e2e_us: u64, total_us: u64) {
         self.decode.push(l.decode_us);
         self.resize.push(l.resize_us);
         self.quantize.push(l.quantize_us);
         self.invoke.push(l.invoke_us);
         self.post.push(l.post_us);
         self.store.push(l.store_us);
+        self.e2e.push(e2e_us);
         self.total.push(total_us);
     }
 
@@ -463,6 +544,7 @@ impl Samples {
             invoke: stage_stats(&self.invoke),
             post: stage_stats(&self.post),
             store: stage_stats(&self.store),
+            e2e: stage_stats(&self.e2e),
             total: stage_stats(&self.total),
         }
     }
@@ -565,6 +647,11 @@ pub(crate) fn run_bench(args: &BenchArgs) -> Result<BenchReport, BenchError> {
             "--warmup must be at most {MAX_RUNS}"
         )));
     }
+    if args.min_score.is_some_and(|s| !(0.0..=1.0).contains(&s)) {
+        return Err(BenchError::Args(
+            "--min-score must be between 0.0 and 1.0".into(),
+        ));
+    }
     if !(1..=64).contains(&args.threads) {
         return Err(BenchError::Args(
             "--threads must be between 1 and 64".into(),
@@ -617,6 +704,7 @@ pub(crate) fn run_bench(args: &BenchArgs) -> Result<BenchReport, BenchError> {
         opts.labels = args.labels.clone();
         opts.threads = args.threads;
         opts.jpeg_scaling = args.jpeg_scaling;
+        opts.min_score = args.min_score;
         let mut engine = Engine::load(&opts, runtime, &file).map_err(load_err)?;
         engine.canary().map_err(load_err)?;
         let mut result = measure(&mut engine, &name, reason, &frame, file.sha256(), args)?;
@@ -625,7 +713,7 @@ pub(crate) fn run_bench(args: &BenchArgs) -> Result<BenchReport, BenchError> {
             let invoke_ms = result.stages.invoke.median_ms;
             result.pipeline = Some(Box::new(measure_pipeline(&name, &frame, invoke_ms, args)?));
         }
-        runtimes.push((name, RuntimeOutcome::Measured(result)));
+        runtimes.push((name, RuntimeOutcome::Measured(Box::new(result))));
     }
 
     Ok(BenchReport {
@@ -636,6 +724,7 @@ pub(crate) fn run_bench(args: &BenchArgs) -> Result<BenchReport, BenchError> {
         warmup: args.warmup,
         threads: args.threads,
         jpeg_scaling: args.jpeg_scaling,
+        min_score: args.min_score,
         runtimes,
     })
 }
@@ -688,6 +777,7 @@ fn measure(
         };
         (frame.seq, frame.captured_at) = (i as u64, SystemTime::now());
         let out = engine.run(&frame).map_err(run_err)?;
+        let e2e_us = start.elapsed().as_micros() as u64;
         let mut rec = sink.record(out, &frame, sha256, name);
         let keep = Keep::Store {
             snapshot: None,
@@ -698,7 +788,7 @@ fn measure(
         rec.latency.store_us = wrote.map_or(0, |d| d.as_micros() as u64);
         let total_us = start.elapsed().as_micros() as u64;
         if i >= args.warmup {
-            samples.push(&rec.latency, total_us);
+            samples.push(&rec.latency, e2e_us, total_us);
         }
         last_size = (rec.image_width, rec.image_height);
         bar.inc(1);
@@ -717,11 +807,17 @@ fn measure(
         stages.post.median_ms,
         stages.invoke.median_ms,
     );
+    let pre = stages.decode.median_ms + stages.resize.median_ms + stages.quantize.median_ms;
+    let info = engine.info();
     Ok(RuntimeResult {
+        pre_ratio: fraction_of_invoke(pre, stages.invoke.median_ms),
+        post_ratio: fraction_of_invoke(stages.post.median_ms, stages.invoke.median_ms),
+        kind: info.kind,
+        family: info.family,
+        input_shape: info.input.shape,
         stages,
         overhead_ratio: ratio,
         reason,
-        input_shape: engine.info().input.shape,
         image_width: last_size.0,
         image_height: last_size.1,
         pipeline: None,
@@ -757,6 +853,7 @@ fn measure_pipeline(
     settings.litert_lib = args.litert_lib.clone();
     settings.threads = args.threads;
     settings.jpeg_scaling = args.jpeg_scaling;
+    settings.min_score = args.min_score;
     settings.runtime = if runtime == "litert" {
         crate::config::RuntimeSetting::Litert
     } else {
@@ -920,8 +1017,11 @@ mod tests {
             "/x/libLiteRt.so",
             "--jpeg-scaling",
             "off",
+            "--min-score",
+            "0.25",
         ])
         .unwrap();
+        assert_eq!(a.min_score, Some(0.25));
         assert_eq!(a.image, Some(PathBuf::from("i.jpg")));
         assert_eq!((a.runs, a.warmup, a.threads), (7, 0, 1));
         assert_eq!(a.runtime, BenchRuntime::All);
@@ -994,6 +1094,61 @@ mod tests {
         assert_eq!(overhead_ratio(1.0, 1.0, 1.0, 1.0, 0.0), None);
     }
 
+    // Catches the pre/post fractions being swapped, summed with invoke, or
+    // dividing by a zero invoke; and the text line hiding a missed target.
+    #[test]
+    fn pre_and_post_fractions_of_invoke_beside_targets() {
+        assert_eq!(fraction_of_invoke(1.5, 10.0), Some(0.15));
+        assert_eq!(fraction_of_invoke(1.0, 0.0), None);
+        let ok = target_line("post/invoke", Some(0.01), POST_TARGET, "x", "y");
+        assert!(
+            ok.contains("0.010") && ok.contains("0.02") && ok.contains(": ok"),
+            "{ok}"
+        );
+        let missed = target_line("post/invoke", Some(0.5), POST_TARGET, "x", "y");
+        assert!(missed.contains("above target"), "{missed}");
+        assert!(target_line("pre/invoke", None, PRE_TARGET, "x", "y").contains("n/a"));
+    }
+
+    // Catches a detector's report lacking the pre/post fractions or their
+    // targets (text and JSON), or the post stage not being timed.
+    #[test]
+    fn detector_report_has_pre_and_post_beside_targets() {
+        let mut a = BenchArgs::new(
+            testdata()
+                .join("models/detection/coco_ssd_mobilenet_v1_1.0_quant_2018_06_29/detect.tflite"),
+        );
+        a.runs = 2;
+        a.warmup = 0;
+        a.threads = 1;
+        a.json = true;
+        a.runtime = BenchRuntime::Builtin;
+        a.min_score = Some(0.3);
+        let report = run_bench(&a).unwrap();
+        let RuntimeOutcome::Measured(r) = &report.runtimes[0].1 else {
+            panic!("{:?}", report.runtimes)
+        };
+        assert_eq!((r.kind, r.family), ("detection", "ssd"));
+        let (pre, post) = (r.pre_ratio.unwrap(), r.post_ratio.unwrap());
+        let s = &r.stages;
+        let want_pre =
+            (s.decode.median_ms + s.resize.median_ms + s.quantize.median_ms) / s.invoke.median_ms;
+        assert!((pre - want_pre).abs() < 1e-9, "{pre} vs {want_pre}");
+        assert!((post - s.post.median_ms / s.invoke.median_ms).abs() < 1e-9);
+        let v = report.to_json();
+        assert_eq!(v["min_score"].as_f64(), Some(0.3f32 as f64));
+        let b = &v["runtimes"]["builtin"];
+        assert_eq!(b["targets"]["post_ratio"]["max"], POST_TARGET);
+        assert_eq!(b["targets"]["pre_ratio"]["max"], PRE_TARGET);
+        assert_eq!(b["targets"]["post_ratio"]["met"], post <= POST_TARGET);
+        let text = report.to_text();
+        assert!(
+            text.contains("pre/invoke") && text.contains("post/invoke"),
+            "{text}"
+        );
+        assert!(text.contains(&format!("target <= {POST_TARGET}")), "{text}");
+    }
+
     // Catches the synthetic frame not being a decodable 640x480 JPEG (the
     // default input would then fail or measure a different frame size).
     #[test]
@@ -1018,6 +1173,9 @@ mod tests {
         assert!(matches!(run_bench(&a), Err(BenchError::Args(_))));
         let mut a = BenchArgs::new("/nonexistent.tflite");
         a.threads = 0;
+        assert!(matches!(run_bench(&a), Err(BenchError::Args(_))));
+        let mut a = BenchArgs::new("/nonexistent.tflite");
+        a.min_score = Some(1.5);
         assert!(matches!(run_bench(&a), Err(BenchError::Args(_))));
     }
 
@@ -1072,7 +1230,10 @@ mod tests {
         }
         assert!(r.stages.invoke.median_ms > 0.0);
         assert!(r.stages.total.median_ms >= r.stages.invoke.median_ms);
+        assert!(r.stages.e2e.median_ms >= r.stages.invoke.median_ms);
+        assert!(r.stages.e2e.p99_ms <= r.stages.total.p99_ms);
         assert!(r.overhead_ratio.is_some_and(|x| x.is_finite() && x >= 0.0));
+        assert_eq!((r.kind, r.family), ("classification", "classifier"));
 
         let v = report.to_json();
         assert_eq!(v["runs"], 3);
@@ -1080,7 +1241,7 @@ mod tests {
         let b = &v["runtimes"]["builtin"];
         assert_eq!(b["skipped"], false);
         for stage in [
-            "decode", "resize", "quantize", "invoke", "post", "store", "total",
+            "decode", "resize", "quantize", "invoke", "post", "store", "e2e", "total",
         ] {
             assert!(
                 b["stages"][stage]["median_ms"].as_f64().is_some(),
@@ -1092,6 +1253,8 @@ mod tests {
             );
         }
         assert!(b["overhead_ratio"].as_f64().is_some());
+        assert!(b["pre_ratio"].as_f64().is_some() && b["post_ratio"].as_f64().is_some());
+        assert!(b["targets"].is_null(), "targets are for detectors: {b}");
         assert!(b["reason"]
             .as_str()
             .is_some_and(|s| s.starts_with("builtin")));

@@ -11,8 +11,8 @@ fn testdata() -> PathBuf {
         })
 }
 
-const STAGES: [&str; 7] = [
-    "decode", "resize", "quantize", "invoke", "post", "store", "total",
+const STAGES: [&str; 8] = [
+    "decode", "resize", "quantize", "invoke", "post", "store", "e2e", "total",
 ];
 
 // Catches the subcommand or its flags not being wired, --json printing

@@ -1,13 +1,15 @@
 //! The `spotter` binary as a process, in one test binary (one link of the
 //! crate instead of one per file): the daemon end to end, its crash safety,
 //! journald output, MQTT, SIGHUP reload, the shipped systemd unit and
-//! generator, `spotter bench`; and model swaps in the inference loop.
+//! generator, `spotter bench` and `spotter classify`; a YOLO detector end to
+//! end; and model swaps in the inference loop.
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod bench;
 mod check_config;
+mod classify;
 mod daemon;
 mod daemon_crash;
 mod journald;
@@ -15,3 +17,4 @@ mod model_swap;
 mod mqtt;
 mod sighup;
 mod systemd_unit;
+mod yolo;
