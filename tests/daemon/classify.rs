@@ -29,28 +29,10 @@ fn classify(args: &[&str], config: Option<&Path>, files: &[PathBuf]) -> Output {
 
 /// Detections per image path: [(label, score)] in the order printed.
 fn detections(out: &Output) -> BTreeMap<String, Vec<(String, f64)>> {
-    assert!(
-        out.status.success(),
-        "classify failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut map = BTreeMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        let dets = v["detections"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| {
-                (
-                    d["label"].as_str().unwrap().to_string(),
-                    d["score"].as_f64().unwrap(),
-                )
-            })
-            .collect();
-        map.insert(v["path"].as_str().unwrap().to_string(), dets);
-    }
-    map
+    full(out)
+        .into_iter()
+        .map(|(path, (dets, _))| (path, dets.into_iter().map(|(l, s, _)| (l, s)).collect()))
+        .collect()
 }
 
 fn write_config(dir: &Path, name: &str, model_section: &str) -> PathBuf {
