@@ -107,20 +107,11 @@ enum LabelMap {
 /// its invoke ([`Engine::prepare_spec`]): its own [`Preprocessor`] (same
 /// input, fit, normalization and JPEG scaling), the pixel budget and the
 /// input tensor's length in bytes.
+#[derive(Debug)]
 pub struct PrepareSpec {
     pub prep: Preprocessor,
     pub max_pixels: u64,
     pub tensor_len: usize,
-}
-
-impl std::fmt::Debug for PrepareSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PrepareSpec")
-            .field("prep", &self.prep)
-            .field("max_pixels", &self.max_pixels)
-            .field("tensor_len", &self.tensor_len)
-            .finish()
-    }
 }
 
 impl PrepareSpec {
@@ -294,20 +285,12 @@ impl Engine {
 
     /// A pre-processor for this engine's input, for a thread that prepares
     /// frames while this engine invokes ([`Self::run_prepared`]).
-    pub fn prepare_spec(&self) -> Result<PrepareSpec, InferenceError> {
-        let prep = Preprocessor::new(
-            self.runtime.input_spec(),
-            self.prep.fit(),
-            self.prep.normalization(),
-        )
-        .map_err(|e| with_path(e, &self.path))?
-        .with_jpeg_scaling(self.prep.jpeg_scaling())
-        .with_pad(self.prep.pad());
-        Ok(PrepareSpec {
-            prep,
+    pub fn prepare_spec(&self) -> PrepareSpec {
+        PrepareSpec {
+            prep: self.prep.with_own_buffers(),
             max_pixels: self.max_pixels,
             tensor_len: self.runtime.input_spec().byte_len(),
-        })
+        }
     }
 
     /// Run a frame another thread pre-processed with this engine's

@@ -209,12 +209,7 @@ fn inference_loop_body(
                         ))
                     });
                     generation += 1;
-                    match m.engine.prepare_spec() {
-                        Ok(spec) => input.publish_model(generation, spec),
-                        // Cannot fail (the engine built the same one); frames
-                        // are then prepared on this thread.
-                        Err(e) => log::warn!("frames are prepared before each invoke: {e}"),
-                    }
+                    input.publish_model(generation, m.engine.prepare_spec());
                     active = Some(m);
                     if reload {
                         *control
@@ -518,10 +513,10 @@ mod tests {
         let mut new = load_model(&new_settings).unwrap();
         let frame = photo("grace_hopper.bmp", 1);
         let expected = new.engine.run(&frame).unwrap().classes;
-        let mut old_spec = old.engine.prepare_spec().unwrap();
+        let mut old_spec = old.engine.prepare_spec();
         let mut tensor = Vec::new();
         let prepared = old_spec.prepare(&frame, &mut tensor).unwrap();
-        assert_ne!(tensor.len(), new.engine.prepare_spec().unwrap().tensor_len);
+        assert_ne!(tensor.len(), new.engine.prepare_spec().tensor_len);
 
         let tmp = tempfile::tempdir().unwrap();
         let state = Arc::new(AppState::new());
@@ -576,7 +571,7 @@ mod tests {
         let state = Arc::new(AppState::new());
         let slot = Arc::new(FrameSlot::new());
         let out = Arc::new(PreparedSlot::new());
-        out.publish_model(1, engine.prepare_spec().unwrap());
+        out.publish_model(1, engine.prepare_spec());
         let prepare = {
             let (slot, out, state) = (slot.clone(), out.clone(), state.clone());
             std::thread::spawn(move || prepare_loop(slot, out, state, true))

@@ -299,7 +299,7 @@ fn yolo_decode_matches_reference_from_its_input_tensors() {
         assert_eq!(info.family, "yolov8", "{}", model.display());
         assert_eq!(info.kind, "detection");
         assert_eq!(info.fit, FitMode::Letterbox);
-        let mut spec = e.prepare_spec().unwrap();
+        let mut spec = e.prepare_spec();
         let mut scratch = Vec::new();
         for (image, img_entry) in entry["images"].as_object().unwrap() {
             let tensor = reference_tensor(image, &info.input);
@@ -344,7 +344,7 @@ fn yolo_end_to_end_from_photos_matches_reference() {
         let mut e = litert_engine(&lib, &yolo_opts(&model)).unwrap();
         e.canary().unwrap();
         let input = e.info().input;
-        let mut spec = e.prepare_spec().unwrap();
+        let mut spec = e.prepare_spec();
         for (image, img_entry) in entry["images"].as_object().unwrap() {
             let frame = encoded_frame(&td().join("images").join(image));
             let mut ours = Vec::new();
@@ -415,10 +415,10 @@ fn yolo_fit_override_is_kept() {
     opts.fit = Some(FitMode::Stretch);
     let e = litert_engine(&lib, &opts).unwrap();
     assert_eq!(e.info().fit, FitMode::Stretch);
-    assert_eq!(e.prepare_spec().unwrap().prep.pad(), [114; 3]);
+    assert_eq!(e.prepare_spec().prep.pad(), [114; 3]);
     opts.pad_value = Some(0);
     let e = litert_engine(&lib, &opts).unwrap();
-    assert_eq!(e.prepare_spec().unwrap().prep.pad(), [0; 3]);
+    assert_eq!(e.prepare_spec().prep.pad(), [0; 3]);
 }
 
 // Would catch a YOLO model without `min_score` reporting its near-zero

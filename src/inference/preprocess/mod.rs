@@ -201,6 +201,31 @@ impl Preprocessor {
         }
     }
 
+    /// A pre-processor with the same settings and tables (input size, fit,
+    /// normalization, JPEG scaling, pad) and buffers of its own, for another
+    /// thread preparing frames for the same model.
+    pub fn with_own_buffers(&self) -> Preprocessor {
+        Preprocessor {
+            width: self.width,
+            height: self.height,
+            channels: self.channels,
+            fit: self.fit,
+            normalization: self.normalization,
+            jpeg_scaling: self.jpeg_scaling,
+            lut: self.lut.clone(),
+            fast: self.fast,
+            pad: self.pad,
+            decoded: Vec::new(),
+            resized: Vec::new(),
+            boxed: Vec::new(),
+            gray: Vec::new(),
+            row: Vec::new(),
+            resizer: fir::Resizer::new(),
+            jpeg: JpegDecoder::default(),
+            decoded_prev: 0,
+        }
+    }
+
     /// Pad letterboxed frames with `pad` (a source pixel, R, G, B: it is
     /// normalized and quantized like the frame's own pixels). Ultralytics
     /// YOLO expects 114 grey; the default is the pixel that normalizes to
