@@ -8,7 +8,7 @@ use rand::rngs::StdRng;
 use rand::Rng;
 
 use super::{mutate_bytes, mutate_text, Fuzz, Verdict};
-use crate::core::result::{ClassScore, Detection, ResultRecord, StageLatency};
+use crate::core::result::{Detection, ResultRecord};
 use crate::store::backup::{export, import, MAX_LINE_BYTES};
 use crate::store::Store;
 
@@ -50,38 +50,19 @@ const DICT: &[&str] = &[
     "\\",
 ];
 
+/// The store tests' record, varied by `seq`: every other one with a
+/// detection, some with an unsynchronized clock, boot times set.
 fn record(ts_ns: u64, seq: u64) -> ResultRecord {
-    ResultRecord {
-        id: String::new(),
-        ts_ns,
-        source: "files:/srv/demo".into(),
-        origin: format!("/srv/demo/{seq}.jpg"),
-        frame_seq: seq,
-        model_sha256: "ab".repeat(32),
-        runtime: "tflite".into(),
-        classes: vec![ClassScore {
-            index: 3,
-            label: "cat".into(),
-            raw: 200.0,
-            score: 0.78,
-        }],
-        detections: if seq % 2 == 0 {
-            vec![]
-        } else {
-            serde_json::from_str::<Vec<Detection>>(
-                r#"[{"label":"dog","index":1,"score":0.5,"box":{"left":1.0,"top":2.0,"right":3.0,"bottom":4.0}}]"#,
-            )
-            .unwrap_or_default()
-        },
-        image_width: 640,
-        image_height: 480,
-        latency: StageLatency {
-            invoke_us: 1234,
-            ..Default::default()
-        },
-        clock_synchronized: seq % 3 != 0,
-        boottime_ns: seq * 1000,
+    let mut r = crate::store::tests::rec(ts_ns, seq);
+    if seq % 2 == 1 {
+        r.detections = serde_json::from_str::<Vec<Detection>>(
+            r#"[{"label":"dog","index":1,"score":0.5,"box":{"left":1.0,"top":2.0,"right":3.0,"bottom":4.0}}]"#,
+        )
+        .unwrap_or_default();
     }
+    r.clock_synchronized = seq % 3 != 0;
+    r.boottime_ns = seq * 1000;
+    r
 }
 
 /// A real export of a few records.

@@ -7,7 +7,9 @@ use super::*;
 use crate::core::result::{ClassScore, StageLatency};
 use std::sync::atomic::AtomicU64;
 
-fn rec(ts_ns: u64, frame_seq: u64) -> ResultRecord {
+/// A stored classifier result ("cat" 0.78) at `ts_ns` for frame `frame_seq`;
+/// the fixture of other modules' tests too (fuzz, doctor).
+pub(crate) fn rec(ts_ns: u64, frame_seq: u64) -> ResultRecord {
     ResultRecord {
         id: String::new(),
         ts_ns,

@@ -628,7 +628,7 @@ pub(crate) fn print(report: &Report, out: &mut impl std::io::Write) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::result::{ClassScore, ResultRecord, StageLatency};
+    use crate::core::result::ResultRecord;
     use std::path::PathBuf;
 
     /// The documented defaults (an empty config file).
@@ -814,27 +814,7 @@ mod tests {
     }
 
     fn record(ts_ns: u64) -> ResultRecord {
-        ResultRecord {
-            id: String::new(),
-            ts_ns,
-            source: "files:/srv/demo".into(),
-            origin: "/srv/demo/a.jpg".into(),
-            frame_seq: 1,
-            model_sha256: "ab".repeat(32),
-            runtime: "builtin".into(),
-            classes: vec![ClassScore {
-                index: 3,
-                label: "cat".into(),
-                raw: 200.0,
-                score: 0.78,
-            }],
-            detections: vec![],
-            image_width: 640,
-            image_height: 480,
-            latency: StageLatency::default(),
-            clock_synchronized: true,
-            boottime_ns: 0,
-        }
+        crate::store::tests::rec(ts_ns, 1)
     }
 
     // Would catch a stale pipeline (newest result old), an empty store or a
