@@ -872,15 +872,8 @@ fn stats_count_written_and_snapshot_bytes() {
 /// from its background flusher shortly after the last handle drops, so an
 /// immediate reopen can briefly see `Locked`; a new process never does.
 fn reopen(dir: &std::path::Path) -> Store {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match Store::open(dir) {
-            Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(50))
-            }
-            other => return other.unwrap(),
-        }
-    }
+    wait_until_free(dir);
+    Store::open(dir).unwrap()
 }
 
 /// Wait until no handle in this process still holds the store's sled lock
