@@ -13,6 +13,31 @@ pub enum PixelFormat {
     Yuyv,
     /// Packed 8-bit RGB, `stride` bytes per row.
     Rgb8,
+    /// Planar YUV 4:2:0 (I420, `yuv420p`): the Y plane (`height` rows of
+    /// `stride` bytes), then the U and V planes, each of `(height + 1) / 2`
+    /// rows of `(stride + 1) / 2` bytes. This is what `rpicam-vid --codec
+    /// yuv420` and `ffmpeg -pix_fmt yuv420p -f rawvideo` write.
+    I420,
+    /// Semi-planar YUV 4:2:0 (NV12): the Y plane (`height` rows of `stride`
+    /// bytes), then one plane of `(height + 1) / 2` rows of `stride` bytes
+    /// holding U and V interleaved (U0 V0 U1 V1 …).
+    Nv12,
+}
+
+impl PixelFormat {
+    /// Bytes a raw frame of this format occupies with rows of `stride`
+    /// bytes (the luma stride for the YUV 4:2:0 formats); `None` for
+    /// `Encoded`, whose size is not known from its dimensions.
+    pub fn raw_len(self, stride: u32, height: u32) -> Option<usize> {
+        let (s, h) = (stride as usize, height as usize);
+        let half = h.div_ceil(2);
+        match self {
+            PixelFormat::Encoded => None,
+            PixelFormat::Yuyv | PixelFormat::Rgb8 => Some(s * h),
+            PixelFormat::I420 => Some(s * h + 2 * s.div_ceil(2) * half),
+            PixelFormat::Nv12 => Some(s * h + s * half),
+        }
+    }
 }
 
 /// One captured frame, owned.

@@ -346,6 +346,13 @@ impl Preprocessor {
                     .map_err(|e| InferenceError::Image(e.to_string()))?;
                 (w, h)
             }
+            // Skeleton for issue 19: the conversion lands in the next commits.
+            PixelFormat::I420 | PixelFormat::Nv12 => {
+                return Err(InferenceError::Image(format!(
+                    "{:?} frames: YUV 4:2:0 pre-processing is not built yet",
+                    frame.format
+                )))
+            }
             PixelFormat::Rgb8 => {
                 check_budget(w, h, max_pixels)?;
                 let row = w as usize * 3;
