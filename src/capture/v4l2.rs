@@ -851,7 +851,7 @@ mod tests {
                         )
                         .unwrap();
                     }
-                    PixelFormat::Rgb8 => panic!("V4L2 source never produces RGB8"),
+                    other => panic!("V4L2 source never produces {other:?}"),
                 }
             }
             // Stop and resume: streaming restarts on the next call.
