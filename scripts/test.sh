@@ -16,10 +16,13 @@ say "Debian package of the dev build (scripts/build-deb.sh --profile dev)"
 SPOTTER_DEB="$(bash "$REPO/scripts/build-deb.sh" --profile dev | tail -n 1)"
 export SPOTTER_DEB
 # Style and lints first: cheap, and they fail before the long build.
-say "cargo fmt --check"
-cargo fmt --check
+say "cargo fmt --all --check (Spotter and its path crate spotter-resample)"
+cargo fmt --all --check
 say "cargo clippy --all-targets -- -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
+# A path dependency outside the workspace (so the dev profile optimises it):
+# linted on its own.
+cargo clippy --locked --manifest-path "$REPO/crates/resample/Cargo.toml" --target-dir "$REPO/target/resample" -- -D warnings
 say "cargo test (dev profile; dependencies optimised)"
 cargo test --no-fail-fast -- --test-threads=2
 

@@ -91,7 +91,8 @@ pub enum Fit {
 
 /// How JPEG frames are decoded: `auto` (libjpeg-turbo, scaled down in the
 /// DCT domain when the frame is much larger than the model input) or `off`
-/// (full-size decode, the reference path; matches the Pillow-made reference
+/// (full-size libjpeg-turbo decode, the reference path; byte for byte the
+/// Pillow-made reference
 /// inputs). See `inference::preprocess`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -99,7 +100,8 @@ pub enum JpegScaling {
     /// libjpeg-turbo, scaling down inside the IDCT by the largest factor
     /// (1/2, 1/4 or 1/8) that still needs no upscaling.
     Auto,
-    /// The reference path: full-size decode, then bilinear resize.
+    /// The reference path: full-size decode, then bilinear resize (what
+    /// Pillow does, to the byte).
     Off,
 }
 

@@ -6,12 +6,14 @@
 //!   another kind is refused before any decoder sees it);
 //! - `check_budget`: the pixel budget, checked against the header before
 //!   any pixel is decoded (decompression bombs);
-//! - [`decode_rgb`]: a full-size decode with the `image` crate (zune-jpeg for
-//!   JPEG), the reference path;
-//! - `JpegDecoder`: libjpeg-turbo (the `turbojpeg` crate) with scaling in
-//!   the DCT domain by 1/2, 1/4 or 1/8, the factor chosen by the caller from
-//!   the full size (pre-processing picks the largest one that still covers
-//!   the model input).
+//! - [`decode_rgb`]: a full-size decode with the `image` crate (PNG, BMP,
+//!   and the CMYK/YCCK JPEGs libjpeg-turbo cannot turn into RGB);
+//! - `JpegDecoder`: libjpeg-turbo (the `turbojpeg` crate) for every other
+//!   JPEG, at full size or scaled in the DCT domain by 1/2, 1/4 or 1/8, the
+//!   factor chosen by the caller from the full size (pre-processing picks the
+//!   largest one that still covers the model input). At full size its pixels
+//!   are Pillow's, which links libjpeg-turbo too (islow IDCT, fancy
+//!   upsampling): the reference inputs are reproduced byte for byte.
 //!
 //! # Why libjpeg-turbo
 //! Decode dominates pre-processing. Measured on this 2-core x86 build machine
@@ -143,8 +145,8 @@ impl JpegDecoder {
     /// scaled by 1/`denom(full_w, full_h)` (1, 2, 4 or 8; lossless JPEGs,
     /// which have no DCT, are always decoded at full size). The pixel budget
     /// is checked on the full size before decoding. `None` for colour spaces
-    /// it cannot turn into RGB (CMYK, YCCK): the caller then takes the
-    /// reference path.
+    /// it cannot turn into RGB (CMYK, YCCK): the caller then decodes it with
+    /// [`decode_rgb`].
     pub(crate) fn decode_scaled(
         &mut self,
         bytes: &[u8],

@@ -6,16 +6,15 @@
 //! ([`resize_rgb`]), and the choice of the JPEG DCT scaling denominator
 //! ([`jpeg_scale_denom`]), which depends on the same fitting.
 //!
-//! Resizing uses `fast_image_resize`'s bilinear convolution, the same filter
-//! as Pillow's `Image.resize(..., BILINEAR)` (the reference outputs were made
-//! that way). `Stretch` (default, what the reference does) scales each axis,
+//! Resizing is [`super::resample`]'s, byte for byte Pillow's
+//! `Image.resize(..., BILINEAR)` (the reference outputs were made that way).
+//! `Stretch` (default, what the reference does) scales each axis,
 //! `Crop` centre-crops to the model's aspect, `Letterbox` fits inside and
 //! pads with a given pixel (by default the neutral one, which maps to 0.0).
 
-use fast_image_resize as fir;
 use serde::{Deserialize, Serialize};
 
-use crate::inference::InferenceError;
+use super::resample::Resampler;
 
 /// How a source image of another aspect ratio is fitted to the model input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -191,70 +190,54 @@ fn crop_box(sw: f64, sh: f64, dw: f64, dh: f64) -> (f64, f64, f64, f64) {
 }
 
 /// Where the scaled image sits inside the letterboxed destination: (x, y, width, height).
-fn letterbox_rect(sw: u32, sh: u32, dw: u32, dh: u32) -> (u32, u32, u32, u32) {
+pub(super) fn letterbox_rect(sw: u32, sh: u32, dw: u32, dh: u32) -> (u32, u32, u32, u32) {
     let s = (f64::from(dw) / f64::from(sw)).min(f64::from(dh) / f64::from(sh));
     let w = ((f64::from(sw) * s).round() as u32).clamp(1, dw);
     let h = ((f64::from(sh) * s).round() as u32).clamp(1, dh);
     ((dw - w) / 2, (dh - h) / 2, w, h)
 }
 
-/// Bilinear resize of packed RGB8 according to `mapping` into `out` (reused).
-pub fn resize_rgb(
-    resizer: &mut fir::Resizer,
+/// Bilinear resize of packed RGB8 according to `mapping` into `out` (reused):
+/// the whole `dst_width`×`dst_height` canvas, letterbox padding included.
+pub(crate) fn resize_rgb(
+    resampler: &mut Resampler,
     src: &[u8],
     mapping: &Mapping,
     pad: [u8; 3],
     out: &mut Vec<u8>,
-    tmp: &mut Vec<u8>,
-) -> Result<(), InferenceError> {
-    let err = |e: &dyn std::fmt::Display| InferenceError::Image(format!("resize: {e}"));
+    content: &mut Vec<u8>,
+) {
     let (sw, sh, dw, dh) = (
         mapping.src_width,
         mapping.src_height,
         mapping.dst_width,
         mapping.dst_height,
     );
-    let src_img =
-        fir::images::ImageRef::new(sw, sh, src, fir::PixelType::U8x3).map_err(|e| err(&e))?;
-    let alg = fir::ResizeOptions::new()
-        .resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Bilinear));
     out.clear();
     out.resize(dw as usize * dh as usize * 3, 0);
+    let full = [0.0, 0.0, sw as f32, sh as f32];
     match mapping.fit {
-        FitMode::Stretch | FitMode::Crop => {
-            let opts = if mapping.fit == FitMode::Crop {
-                let (l, t, w, h) =
-                    crop_box(f64::from(sw), f64::from(sh), f64::from(dw), f64::from(dh));
-                alg.crop(l, t, w, h)
-            } else {
-                alg
-            };
-            let mut dst_img = fir::images::Image::from_slice_u8(dw, dh, out, fir::PixelType::U8x3)
-                .map_err(|e| err(&e))?;
-            resizer
-                .resize(&src_img, &mut dst_img, &opts)
-                .map_err(|e| err(&e))?;
+        FitMode::Stretch => resampler.resize(src, (sw, sh), full, (dw, dh), out),
+        FitMode::Crop => {
+            let (l, t, w, h) = crop_box(f64::from(sw), f64::from(sh), f64::from(dw), f64::from(dh));
+            let area = [l as f32, t as f32, (l + w) as f32, (t + h) as f32];
+            resampler.resize(src, (sw, sh), area, (dw, dh), out);
         }
         FitMode::Letterbox => {
             let (x, y, w, h) = letterbox_rect(sw, sh, dw, dh);
-            tmp.clear();
-            tmp.resize(w as usize * h as usize * 3, 0);
-            let mut dst_img = fir::images::Image::from_slice_u8(w, h, tmp, fir::PixelType::U8x3)
-                .map_err(|e| err(&e))?;
-            resizer
-                .resize(&src_img, &mut dst_img, &alg)
-                .map_err(|e| err(&e))?;
             for px in out.chunks_exact_mut(3) {
                 px.copy_from_slice(&pad);
             }
+            content.clear();
+            content.resize(w as usize * h as usize * 3, 0);
+            resampler.resize(src, (sw, sh), full, (w, h), content);
             let row = w as usize * 3;
-            for r in 0..h as usize {
+            for (r, line) in content.chunks_exact(row).enumerate() {
                 let d = ((y as usize + r) * dw as usize + x as usize) * 3;
-                out[d..d + row].copy_from_slice(&tmp[r * row..(r + 1) * row]);
+                out[d..d + row].copy_from_slice(line);
             }
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]

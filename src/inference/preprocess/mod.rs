@@ -14,39 +14,47 @@
 //! straight into the tensor; this file chains them per frame.
 //!
 //! # JPEG decoding and DCT-domain downscaling
-//! [`JpegScaling::Auto`] (the daemon's default) decodes JPEG frames with
-//! libjpeg-turbo and lets its IDCT scale by 1/2, 1/4 or 1/8: the largest
+//! JPEG frames are decoded with libjpeg-turbo. [`JpegScaling::Auto`] (the
+//! daemon's default) lets its IDCT scale by 1/2, 1/4 or 1/8: the largest
 //! factor whose output still covers the model input without upscaling on
 //! either axis ([`jpeg_scale_denom`]). The bilinear resize then finishes the
 //! job from the smaller image, and the reported [`Mapping`] still refers to
 //! the full frame. [`JpegScaling::Off`] is the reference path: a full-size
-//! decode with the `image` crate, then bilinear; it reproduces the
-//! Pillow-made reference input tensors (max 1–3 levels off) and is what
+//! decode, then bilinear; it reproduces the Pillow-made reference input
+//! tensors byte for byte (libjpeg-turbo is Pillow's decoder too, and the
+//! resampler, `spotter-resample`, is Pillow's arithmetic) and is what
 //! [`Preprocessor::new`] uses unless told otherwise. Why libjpeg-turbo, with
 //! measurements: [`crate::image::decode`].
+//!
+//! # Letterbox
+//! The content is resized on its own and quantized straight into its rows
+//! of the tensor; the padding is one quantized pixel repeated. When the
+//! decoded frame already has the content's size (a 1280×720 JPEG decoded at
+//! 1/2 for a 640×640 input), nothing is resized at all.
 //!
 //! Why one file over 600 lines: some 300 of them are the tests of the
 //! per-frame chain (decode, fit, quantize, buffer release), kept beside it.
 
 mod geometry;
 mod quantize;
+mod resample;
 mod yuyv;
 
 use std::time::Instant;
-
-use fast_image_resize as fir;
 
 use super::{InferenceError, TensorSpec};
 use crate::config::JpegScaling;
 use crate::core::frame::{Frame, PixelFormat};
 use crate::image::decode::{check_budget, decode_rgb, JpegDecoder};
+use geometry::{letterbox_rect, resize_rgb};
 use quantize::{quantize_with, FastPath};
+use resample::Resampler;
 use yuyv::yuyv_into_tensor_with;
 
 /// Sniffing belongs to [`crate::image::decode`]; re-exported for the callers
 /// that name this path (`api::classify`).
 pub use crate::image::decode::{sniff, ImageKind};
-pub use geometry::{jpeg_scale_denom, resize_rgb, FitMode, Mapping};
+pub use geometry::{jpeg_scale_denom, FitMode, Mapping};
 pub use quantize::{effective_quant, quantize_into, InputLut, Normalization};
 pub use yuyv::yuyv_into_tensor;
 
@@ -93,7 +101,7 @@ pub struct Preprocessor {
     boxed: Vec<u8>,
     gray: Vec<u8>,
     row: Vec<u8>,
-    resizer: fir::Resizer,
+    resampler: Resampler,
     /// libjpeg-turbo, set up on the first JPEG frame in `Auto` mode.
     jpeg: JpegDecoder,
     /// Bytes of `decoded` the previous frame used (see [`RETAIN_FLOOR_BYTES`]).
@@ -159,7 +167,7 @@ impl Preprocessor {
             boxed: Vec::new(),
             gray: Vec::new(),
             row: Vec::new(),
-            resizer: fir::Resizer::new(),
+            resampler: Resampler::new(),
             jpeg: JpegDecoder::default(),
             decoded_prev: 0,
         })
@@ -178,22 +186,23 @@ impl Preprocessor {
         ]
         .iter()
         .map(|v| v.capacity())
-        .sum()
+        .sum::<usize>()
+            + self.resampler.retained_bytes()
     }
 
     /// After a frame: free the decode buffer when it holds more than
     /// [`RETAIN_FLOOR_BYTES`] and more than twice what either this frame or
     /// the previous one needed at the smaller of the two, so a steady camera
     /// size keeps its buffer and one large image does not pin its pixels
-    /// until the next model reload. The resizer's own buffers follow the
-    /// source height; they are reset with it.
+    /// until the next model reload. The resampler's own buffers follow the
+    /// source size; they are released with it.
     fn release_scratch(&mut self) {
         let now = self.decoded.len();
         let steady = now.min(self.decoded_prev);
         self.decoded_prev = now;
         if self.decoded.capacity() > RETAIN_FLOOR_BYTES.max(2 * steady) {
             self.decoded = Vec::new();
-            self.resizer.reset_internal_buffers();
+            self.resampler.release();
         }
         // The row buffer follows the frame width (YUYV); the others the model input.
         if self.row.capacity() > RETAIN_FLOOR_BYTES {
@@ -220,7 +229,7 @@ impl Preprocessor {
             boxed: Vec::new(),
             gray: Vec::new(),
             row: Vec::new(),
-            resizer: fir::Resizer::new(),
+            resampler: Resampler::new(),
             jpeg: JpegDecoder::default(),
             decoded_prev: 0,
         }
@@ -295,16 +304,24 @@ impl Preprocessor {
         let mut jpeg_scale = 1;
         let (sw, sh) = match frame.format {
             PixelFormat::Encoded => {
-                let turbo = self.jpeg_scaling == JpegScaling::Auto
-                    && sniff(&frame.data) == Some(ImageKind::Jpeg);
+                // JPEGs always go to libjpeg-turbo (Pillow's decoder too);
+                // `Off` only keeps it from scaling in the DCT.
+                let turbo = sniff(&frame.data) == Some(ImageKind::Jpeg);
                 let (dw, dh, fit) = (self.width, self.height, self.fit);
+                let scaled = self.jpeg_scaling == JpegScaling::Auto;
                 match turbo
                     .then(|| {
                         self.jpeg.decode_scaled(
                             &frame.data,
                             max_pixels,
                             &mut self.decoded,
-                            |fw, fh| jpeg_scale_denom(fw, fh, dw, dh, fit),
+                            |fw, fh| {
+                                if scaled {
+                                    jpeg_scale_denom(fw, fh, dw, dh, fit)
+                                } else {
+                                    1
+                                }
+                            },
                         )
                     })
                     .transpose()?
@@ -389,7 +406,7 @@ impl Preprocessor {
             self.pad,
             (&self.lut, self.fast),
             &mut Scratch {
-                resizer: &mut self.resizer,
+                resampler: &mut self.resampler,
                 resized: &mut self.resized,
                 boxed: &mut self.boxed,
                 gray: &mut self.gray,
@@ -411,7 +428,7 @@ impl Preprocessor {
 }
 
 struct Scratch<'a> {
-    resizer: &'a mut fir::Resizer,
+    resampler: &'a mut Resampler,
     resized: &'a mut Vec<u8>,
     boxed: &'a mut Vec<u8>,
     gray: &'a mut Vec<u8>,
@@ -432,10 +449,30 @@ fn prepare_pixels(
 ) -> Result<(Mapping, u64, u64), InferenceError> {
     let t0 = Instant::now();
     let mapping = Mapping::new(fit, sw, sh, dw, dh);
+    if channels == 3 && fit == FitMode::Letterbox && !mapping.is_identity() {
+        // The content is resized on its own (not at all when the source
+        // already has the content's size, e.g. a JPEG scaled in the DCT) and
+        // quantized straight into its rows of the tensor; the padding is
+        // one quantized pixel repeated.
+        let (x, y, w, h) = letterbox_rect(sw, sh, dw, dh);
+        let content: &[u8] = if (w, h) == (sw, sh) {
+            src
+        } else {
+            s.boxed.clear();
+            s.boxed.resize(w as usize * h as usize * 3, 0);
+            let full = [0.0, 0.0, sw as f32, sh as f32];
+            s.resampler.resize(src, (sw, sh), full, (w, h), s.boxed);
+            s.boxed
+        };
+        let resize_us = t0.elapsed().as_micros() as u64;
+        let t1 = Instant::now();
+        quantize_letterboxed(content, (x, y, w, h), (dw, dh), pad, (lut, fast), dst)?;
+        return Ok((mapping, resize_us, t1.elapsed().as_micros() as u64));
+    }
     let resized: &[u8] = if mapping.is_identity() {
         src
     } else {
-        resize_rgb(s.resizer, src, &mapping, pad, s.resized, s.boxed)?;
+        resize_rgb(s.resampler, src, &mapping, pad, s.resized, s.boxed);
         s.resized
     };
     let pixels: &[u8] = if channels == 1 {
@@ -453,6 +490,73 @@ fn prepare_pixels(
     let t1 = Instant::now();
     quantize_with(pixels, channels, lut, fast, dst)?;
     Ok((mapping, resize_us, t1.elapsed().as_micros() as u64))
+}
+
+/// Quantize `content` (`w`×`h` packed RGB8) into the RGB tensor `dst` of
+/// `dw`×`dh` at (`x`, `y`), and `pad` everywhere else.
+fn quantize_letterboxed(
+    content: &[u8],
+    (x, y, w, h): (u32, u32, u32, u32),
+    (dw, dh): (u32, u32),
+    pad: [u8; 3],
+    (lut, fast): (&InputLut, FastPath),
+    dst: &mut [u8],
+) -> Result<(), InferenceError> {
+    let elem = match lut {
+        InputLut::Bytes(_) => 1,
+        InputLut::Floats(_) => 4,
+    };
+    let px = 3 * elem;
+    let row = dw as usize * px;
+    if dst.len() != row * dh as usize || content.len() != w as usize * h as usize * 3 {
+        return Err(InferenceError::Image(format!(
+            "letterbox: {} content bytes for {w}x{h} into a {}-byte tensor of {dw}x{dh}",
+            content.len(),
+            dst.len()
+        )));
+    }
+    let mut pad_q = [0u8; 12];
+    quantize_with(&pad, 3, lut, fast, &mut pad_q[..px])?;
+    let pad_q = &pad_q[..px];
+    let (x, y, w, h) = (x as usize, y as usize, w as usize, h as usize);
+    // One padded row, copied to every other padded row.
+    let (top, rest) = dst.split_at_mut(y * row);
+    let mut pad_row: Option<&[u8]> = None;
+    if let Some(first) = top.chunks_exact_mut(row).next() {
+        first
+            .chunks_exact_mut(px)
+            .for_each(|p| p.copy_from_slice(pad_q));
+    }
+    if y > 0 {
+        let (first, others) = top.split_at_mut(row);
+        others
+            .chunks_exact_mut(row)
+            .for_each(|r| r.copy_from_slice(first));
+        pad_row = Some(&*first);
+    }
+    let (middle, bottom) = rest.split_at_mut(h * row);
+    for (line, src) in middle
+        .chunks_exact_mut(row)
+        .zip(content.chunks_exact(w * 3))
+    {
+        let (left, right) = line.split_at_mut(x * px);
+        let (inside, right) = right.split_at_mut(w * px);
+        left.chunks_exact_mut(px)
+            .for_each(|p| p.copy_from_slice(pad_q));
+        right
+            .chunks_exact_mut(px)
+            .for_each(|p| p.copy_from_slice(pad_q));
+        quantize_with(src, 3, lut, fast, inside)?;
+    }
+    for r in bottom.chunks_exact_mut(row) {
+        match pad_row {
+            Some(p) => r.copy_from_slice(p),
+            None => r
+                .chunks_exact_mut(px)
+                .for_each(|p| p.copy_from_slice(pad_q)),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
