@@ -42,17 +42,21 @@ pub struct RawSpec {
 }
 
 impl RawSpec {
-    /// Bytes per row: packed formats without padding.
+    /// Bytes per (luma) row: no padding.
     fn stride(&self) -> u32 {
         match self.format {
             PixelFormat::Yuyv => self.width * 2,
+            PixelFormat::I420 | PixelFormat::Nv12 => self.width,
             _ => self.width * 3,
         }
     }
 
     /// The frame in `data`, or why the file cannot be one.
     fn frame(&self, data: Vec<u8>, seq: u64, origin: String) -> anyhow::Result<Frame> {
-        let want = self.stride() as usize * self.height as usize;
+        let want = self
+            .format
+            .raw_len(self.stride(), self.height)
+            .unwrap_or_default();
         if data.len() != want {
             anyhow::bail!(
                 "{} bytes, but a {}x{} {:?} frame has {want}",
@@ -76,7 +80,13 @@ pub(super) fn parse_raw_spec(s: &str) -> Result<RawSpec, String> {
     let format = match fmt.to_ascii_lowercase().as_str() {
         "yuyv" | "yuy2" => PixelFormat::Yuyv,
         "rgb" | "rgb24" | "rgb8" => PixelFormat::Rgb8,
-        other => return Err(format!("unknown raw format '{other}' (yuyv or rgb24)")),
+        "yuv420" | "i420" | "yuv420p" => PixelFormat::I420,
+        "nv12" => PixelFormat::Nv12,
+        other => {
+            return Err(format!(
+                "unknown raw format '{other}' (yuyv, yuv420, nv12 or rgb24)"
+            ))
+        }
     };
     let (w, h) = size
         .split_once(['x', 'X'])
@@ -134,9 +144,11 @@ pub struct ClassifyArgs {
     /// Path of libLiteRt.so.
     #[arg(long, env = "SPOTTER_LITERT_LIB")]
     pub litert_lib: Option<PathBuf>,
-    /// The files are raw frames as a camera delivers them, e.g.
-    /// `yuyv:640x480` (packed, no row padding), as written by
-    /// `v4l2-ctl --stream-to`; without it they are JPEG, PNG or BMP.
+    /// The files are raw frames as a camera delivers them, without row
+    /// padding: `yuyv:640x480` (as written by `v4l2-ctl --stream-to`),
+    /// `yuv420:WxH` or `nv12:WxH` (one frame of `rpicam-vid --codec yuv420`
+    /// or `ffmpeg -pix_fmt yuv420p|nv12 -f rawvideo`), `rgb24:WxH`; without
+    /// it they are JPEG, PNG or BMP.
     #[arg(long, value_parser = parse_raw_spec, value_name = "FORMAT:WxH")]
     pub raw: Option<RawSpec>,
     #[arg(required = true)]
@@ -306,7 +318,7 @@ mod tests {
             "yuyv:640",
             "yuyv:0x480",
             "yuyv:641x480",
-            "nv12:640x480",
+            "nv21:640x480",
             "yuyv:99999x2",
         ] {
             assert!(parse_raw_spec(bad).is_err(), "{bad} accepted");
@@ -318,6 +330,14 @@ mod tests {
             (f.format, f.width, f.height, f.stride),
             (PixelFormat::Yuyv, 4, 2, 8)
         );
+        // YUV 4:2:0 files as rpicam-vid and ffmpeg write them: an odd size
+        // has its chroma rounded up (3x3: 9 luma + 2 x 2x2 chroma bytes).
+        let spec = parse_raw_spec("yuv420:3x3").unwrap();
+        assert!(spec.frame(vec![0; 16], 0, "f".into()).is_err());
+        let f = spec.frame(vec![0; 17], 0, "f".into()).unwrap();
+        assert_eq!((f.format, f.stride), (PixelFormat::I420, 3));
+        let spec = parse_raw_spec("NV12:4x2").unwrap();
+        assert!(spec.frame(vec![0; 12], 0, "f".into()).is_ok());
     }
 
     #[derive(Debug, clap::Parser)]

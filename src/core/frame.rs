@@ -19,8 +19,9 @@ pub enum PixelFormat {
     /// yuv420` and `ffmpeg -pix_fmt yuv420p -f rawvideo` write.
     I420,
     /// Semi-planar YUV 4:2:0 (NV12): the Y plane (`height` rows of `stride`
-    /// bytes), then one plane of `(height + 1) / 2` rows of `stride` bytes
-    /// holding U and V interleaved (U0 V0 U1 V1 …).
+    /// bytes), then one plane of `(height + 1) / 2` rows holding U and V
+    /// interleaved (U0 V0 U1 V1 …), each row `stride` bytes rounded up to
+    /// even (an odd width's last pixel has a U/V pair of its own).
     Nv12,
 }
 
@@ -35,7 +36,7 @@ impl PixelFormat {
             PixelFormat::Encoded => None,
             PixelFormat::Yuyv | PixelFormat::Rgb8 => Some(s * h),
             PixelFormat::I420 => Some(s * h + 2 * s.div_ceil(2) * half),
-            PixelFormat::Nv12 => Some(s * h + s * half),
+            PixelFormat::Nv12 => Some(s * h + s.div_ceil(2) * 2 * half),
         }
     }
 }

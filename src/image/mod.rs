@@ -1,8 +1,10 @@
 //! Image formats, whatever model the pixels are for, shared by capture
 //! (which delivers raw and encoded formats) and inference (which reads them
 //! into a model's input): recognising and decoding encoded images (JPEG, PNG,
-//! BMP), repairing MJPEG frames that lack Huffman tables, and YUYV → RGB.
+//! BMP), repairing MJPEG frames that lack Huffman tables, and YUYV and YUV
+//! 4:2:0 (I420, NV12) → RGB.
 
 pub(crate) mod decode;
 pub(crate) mod mjpeg;
+pub(crate) mod yuv420;
 pub(crate) mod yuyv;

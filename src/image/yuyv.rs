@@ -150,21 +150,29 @@ pub(crate) fn yuyv_to_rgb_row(src: &[u8], dst: &mut [u8]) -> Result<(), YuyvErro
 #[inline]
 fn convert_row(src: &[u8], dst: &mut [u8]) {
     for (yuyv, rgb) in src.chunks_exact(4).zip(dst.chunks_exact_mut(6)) {
-        let d = i32::from(yuyv[1]) - 128;
-        let e = i32::from(yuyv[3]) - 128;
-        // Chroma contributions shared by both pixels of the pair.
-        let r_c = 409 * e + 128;
-        let g_c = -100 * d - 208 * e + 128;
-        let b_c = 516 * d + 128;
-        let c0 = 298 * (i32::from(yuyv[0]) - 16);
-        let c1 = 298 * (i32::from(yuyv[2]) - 16);
-        rgb[0] = clamp8((c0 + r_c) >> 8);
-        rgb[1] = clamp8((c0 + g_c) >> 8);
-        rgb[2] = clamp8((c0 + b_c) >> 8);
-        rgb[3] = clamp8((c1 + r_c) >> 8);
-        rgb[4] = clamp8((c1 + g_c) >> 8);
-        rgb[5] = clamp8((c1 + b_c) >> 8);
+        let c = chroma(yuyv[1], yuyv[3]);
+        pixel(yuyv[0], c, &mut rgb[..3]);
+        pixel(yuyv[2], c, &mut rgb[3..]);
     }
+}
+
+/// The chroma terms of one U/V pair, shared by the pixels that use it
+/// (BT.601 limited range, coefficients scaled by 256, rounding included):
+/// red, green and blue contributions.
+#[inline]
+pub(crate) fn chroma(u: u8, v: u8) -> [i32; 3] {
+    let d = i32::from(u) - 128;
+    let e = i32::from(v) - 128;
+    [409 * e + 128, -100 * d - 208 * e + 128, 516 * d + 128]
+}
+
+/// One RGB pixel from its luma and the chroma terms of its U/V pair.
+#[inline]
+pub(crate) fn pixel(y: u8, c: [i32; 3], rgb: &mut [u8]) {
+    let l = 298 * (i32::from(y) - 16);
+    rgb[0] = clamp8((l + c[0]) >> 8);
+    rgb[1] = clamp8((l + c[1]) >> 8);
+    rgb[2] = clamp8((l + c[2]) >> 8);
 }
 
 #[inline]

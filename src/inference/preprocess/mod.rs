@@ -1,8 +1,8 @@
 //! Pre-processing: from a captured [`Frame`] to the bytes of a model's input tensor.
 //!
 //! This module owns the [`Preprocessor`]: for one model input it decodes a
-//! frame (JPEG/PNG/BMP sniffed by magic bytes, YUYV, RGB8; the format-level
-//! work is [`crate::image`]'s), resizes it to the model's input size and
+//! frame (JPEG/PNG/BMP sniffed by magic bytes, YUYV, YUV 4:2:0, RGB8; the
+//! format-level work is [`crate::image`]'s), resizes it to the model's input size and
 //! quantizes it into the input tensor. The functions are pure; a
 //! [`Preprocessor`] only carries buffers reused from frame to frame and
 //! tables computed once per model.
@@ -10,8 +10,9 @@
 //! Files: `geometry.rs` fits a source to the input size ([`FitMode`],
 //! [`Mapping`], the bilinear resize, the JPEG scaling denominator);
 //! `quantize.rs` maps pixel values to tensor elements ([`Normalization`],
-//! [`InputLut`]); `yuyv.rs` converts YUYV frames of the input's own size
-//! straight into the tensor; this file chains them per frame.
+//! [`InputLut`]); `yuyv.rs` converts YUYV and YUV 4:2:0 (I420, NV12) frames
+//! of the input's own size straight into the tensor; `resample.rs` tests the
+//! resampler (the `spotter-resample` crate); this file chains them per frame.
 //!
 //! # JPEG decoding and DCT-domain downscaling
 //! JPEG frames are decoded with libjpeg-turbo. [`JpegScaling::Auto`] (the
@@ -49,7 +50,7 @@ use crate::image::decode::{check_budget, decode_rgb, JpegDecoder};
 use geometry::{letterbox_rect, resize_rgb};
 use quantize::{quantize_with, FastPath};
 use resample::Resampler;
-use yuyv::yuyv_into_tensor_with;
+use yuyv::{yuv420_into_tensor_with, yuyv_into_tensor_with};
 
 /// Sniffing belongs to [`crate::image::decode`]; re-exported for the callers
 /// that name this path (`api::classify`).
@@ -363,12 +364,42 @@ impl Preprocessor {
                     .map_err(|e| InferenceError::Image(e.to_string()))?;
                 (w, h)
             }
-            // Skeleton for issue 19: the conversion lands in the next commits.
+            PixelFormat::I420 | PixelFormat::Nv12
+                if w == self.width && h == self.height && self.channels == 3 =>
+            {
+                check_budget(w, h, max_pixels)?;
+                yuv420_into_tensor_with(
+                    frame.format,
+                    &frame.data,
+                    (w, h, frame.stride),
+                    (&self.lut, self.fast),
+                    &mut self.row,
+                    dst,
+                )?;
+                let mapping = Mapping::new(self.fit, w, h, self.width, self.height);
+                let decode_us = t0.elapsed().as_micros() as u64;
+                return Ok(Prepared {
+                    mapping,
+                    decode_us,
+                    resize_us: 0,
+                    quantize_us: 0,
+                    jpeg_scale: 1,
+                });
+            }
             PixelFormat::I420 | PixelFormat::Nv12 => {
-                return Err(InferenceError::Image(format!(
-                    "{:?} frames: YUV 4:2:0 pre-processing is not built yet",
-                    frame.format
-                )))
+                check_budget(w, h, max_pixels)?;
+                self.decoded.clear();
+                self.decoded.resize(w as usize * h as usize * 3, 0);
+                crate::image::yuv420::yuv420_to_rgb(
+                    frame.format,
+                    &frame.data,
+                    w,
+                    h,
+                    frame.stride,
+                    &mut self.decoded,
+                )
+                .map_err(|e| InferenceError::Image(e.to_string()))?;
+                (w, h)
             }
             PixelFormat::Rgb8 => {
                 check_budget(w, h, max_pixels)?;

@@ -1,10 +1,14 @@
-//! YUYV frames of the model input's own size, converted straight into the
-//! input tensor with quantization fused in (no full-frame RGB buffer).
+//! Raw YUV frames (YUYV, and YUV 4:2:0 as I420 or NV12) of the model
+//! input's own size, converted straight into the input tensor with
+//! quantization fused in (no full-frame RGB buffer).
 //!
-//! The colour conversion itself is [`crate::image::yuyv`]'s; this module
-//! owns only writing its rows into a tensor through an [`InputLut`].
+//! The colour conversions themselves are [`crate::image::yuyv`]'s and
+//! [`crate::image::yuv420`]'s; this module owns only writing their rows into
+//! a tensor through an [`InputLut`].
 
 use super::quantize::{quantize_bytes_in_place, quantize_with, FastPath, InputLut};
+use crate::core::frame::PixelFormat;
+use crate::image::yuv420::Yuv420;
 use crate::inference::InferenceError;
 
 /// Convert a YUYV frame whose size is the model input's straight into the
@@ -43,6 +47,54 @@ pub(super) fn yuyv_into_tensor_with(
     use crate::image::yuyv;
     let img_err = |e: yuyv::YuyvError| InferenceError::Image(e.to_string());
     yuyv::check_geometry(src.len(), width, height, stride).map_err(img_err)?;
+    let stride = stride as usize;
+    // check_geometry proved every row's `width * 2` bytes lie inside `src`.
+    let src_row = |y: usize| &src[y * stride..y * stride + width as usize * 2];
+    rows_into_tensor("YUYV", (width, height), (lut, fast), row, dst, |y, out| {
+        yuyv::yuyv_to_rgb_row(src_row(y), out).map_err(img_err)
+    })
+}
+
+/// A YUV 4:2:0 frame (I420 or NV12, [`PixelFormat`]'s layout) of the model
+/// input's size, converted straight into the tensor like
+/// [`yuyv_into_tensor`]: exactly the bytes of
+/// [`yuv420_to_rgb`](crate::image::yuv420::yuv420_to_rgb) followed by
+/// [`quantize_into`](super::quantize_into).
+pub(super) fn yuv420_into_tensor_with(
+    format: PixelFormat,
+    src: &[u8],
+    (width, height, stride): (u32, u32, u32),
+    (lut, fast): (&InputLut, FastPath),
+    row: &mut Vec<u8>,
+    dst: &mut [u8],
+) -> Result<(), InferenceError> {
+    let frame = Yuv420::check(format, src.len(), width, height, stride)
+        .map_err(|e| InferenceError::Image(e.to_string()))?;
+    rows_into_tensor(
+        "YUV 4:2:0",
+        (width, height),
+        (lut, fast),
+        row,
+        dst,
+        |y, out| {
+            frame.row_to_rgb(src, y, out);
+            Ok(())
+        },
+    )
+}
+
+/// Fill the 3-channel tensor `dst` of `width`×`height` row by row: `convert`
+/// writes RGB row `y` into the buffer it is given, which is the row's own
+/// place in `dst` for byte tensors (then mapped through the table there) or
+/// `row` (reused) for float tensors (then quantized into `dst`).
+fn rows_into_tensor(
+    what: &str,
+    (width, height): (u32, u32),
+    (lut, fast): (&InputLut, FastPath),
+    row: &mut Vec<u8>,
+    dst: &mut [u8],
+    mut convert: impl FnMut(usize, &mut [u8]) -> Result<(), InferenceError>,
+) -> Result<(), InferenceError> {
     let elem = if matches!(lut, InputLut::Floats(_)) {
         4
     } else {
@@ -52,17 +104,14 @@ pub(super) fn yuyv_into_tensor_with(
     let need = rgb_row * height as usize * elem;
     if dst.len() != need {
         return Err(InferenceError::Image(format!(
-            "YUYV {width}x{height} into a {}-byte tensor: needs {need} bytes",
+            "{what} {width}x{height} into a {}-byte tensor: needs {need} bytes",
             dst.len()
         )));
     }
-    let stride = stride as usize;
-    // check_geometry proved every row's `width * 2` bytes lie inside `src`.
-    let src_row = |y: usize| &src[y * stride..y * stride + width as usize * 2];
     match lut {
         InputLut::Bytes(t) => {
             for (y, out) in dst.chunks_exact_mut(rgb_row).enumerate() {
-                yuyv::yuyv_to_rgb_row(src_row(y), out).map_err(img_err)?;
+                convert(y, out)?;
                 quantize_bytes_in_place(out, t, fast);
             }
         }
@@ -70,7 +119,7 @@ pub(super) fn yuyv_into_tensor_with(
             row.clear();
             row.resize(rgb_row, 0);
             for (y, out) in dst.chunks_exact_mut(rgb_row * 4).enumerate() {
-                yuyv::yuyv_to_rgb_row(src_row(y), row).map_err(img_err)?;
+                convert(y, row)?;
                 quantize_with(row, 3, lut, fast, out)?;
             }
         }
@@ -178,5 +227,72 @@ mod tests {
             ),
             Err(InferenceError::Image(_))
         ));
+    }
+
+    // Would catch the YUV 4:2:0 frames (I420 and NV12, with row padding and
+    // odd sizes) taking a path that differs from "convert to RGB, then the
+    // RGB pipeline": the fused path for a frame of the input's size (every
+    // table kind) and the convert-then-resize path for another size must
+    // give the bytes of the reference two-step path.
+    #[test]
+    fn yuv420_frames_match_convert_then_prepare() {
+        use crate::image::yuv420::tests::frame_from_rgb;
+        use crate::image::yuv420::yuv420_to_rgb;
+        let (w, h, pad) = (7u32, 5u32, 3u32);
+        let stride = w + pad;
+        let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i * 53 % 256) as u8).collect();
+        for format in [PixelFormat::I420, PixelFormat::Nv12] {
+            let src = frame_from_rgb(format, &rgb, w as usize, h as usize, stride as usize);
+            let mut converted = vec![0u8; (w * h * 3) as usize];
+            yuv420_to_rgb(format, &src, w, h, stride, &mut converted).unwrap();
+            let yuv = |data: Vec<u8>| {
+                let mut f = rgb_frame(w, h, data);
+                f.format = format;
+                f.stride = stride;
+                f
+            };
+            for (dtype, quant) in [
+                (DType::U8, q(1.0 / 255.0, 0)),
+                (DType::I8, q(1.0 / 255.0, -128)),
+                (DType::U8, q(0.02, 100)),
+                (DType::F32, None),
+            ] {
+                for (mh, mw) in [(h as usize, w as usize), (3, 4)] {
+                    let s = spec(dtype, quant, mh, mw, 3);
+                    let n = Normalization::default_for(&s, None);
+                    let elem = if dtype == DType::F32 { 4 } else { 1 };
+                    let mut want = vec![0u8; mw * mh * 3 * elem];
+                    Preprocessor::new(&s, FitMode::Letterbox, n)
+                        .unwrap()
+                        .prepare(&rgb_frame(w, h, converted.clone()), 1000, &mut want)
+                        .unwrap();
+                    let mut p = Preprocessor::new(&s, FitMode::Letterbox, n).unwrap();
+                    let mut got = vec![0xA5u8; want.len()];
+                    let prep = p.prepare(&yuv(src.clone()), 1000, &mut got).unwrap();
+                    assert_eq!(got, want, "{format:?} {dtype:?} {mw}x{mh}");
+                    assert_eq!((prep.mapping.src_width, prep.mapping.src_height), (w, h));
+                    if (mw, mh) == (w as usize, h as usize) {
+                        assert_eq!(p.decoded.capacity(), 0, "{format:?}: fused path decoded");
+                    }
+                }
+            }
+            // A truncated frame is an error naming the format, not a panic.
+            let s = spec(DType::U8, q(1.0 / 255.0, 0), h as usize, w as usize, 3);
+            let mut p =
+                Preprocessor::new(&s, FitMode::Stretch, Normalization::default_for(&s, None))
+                    .unwrap();
+            let mut out = vec![0u8; (w * h * 3) as usize];
+            let err = p
+                .prepare(&yuv(src[..src.len() - 1].to_vec()), 1000, &mut out)
+                .unwrap_err();
+            assert!(
+                err.to_string().contains(if format == PixelFormat::I420 {
+                    "I420"
+                } else {
+                    "NV12"
+                }),
+                "{err}"
+            );
+        }
     }
 }
