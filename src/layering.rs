@@ -20,6 +20,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("gpio", 4),
     ("keys", 4),
     ("modelstore", 4),
+    ("sightings", 4),
     ("pipeline", 5),
     ("mqtt", 6),
     ("api", 6),

@@ -25,6 +25,7 @@
 //! | 4 | [`gpio`] | trigger input, rule outputs, status LED |
 //! | 4 | [`keys`] | API keys on disk |
 //! | 4 | [`modelstore`] | model versions on disk: install, activate, roll back |
+//! | 4 | [`sightings`] | sightings from per-frame results (the tracker) and motion gating |
 //! | 5 | [`pipeline`] | the capture and inference threads, the latest-frame slot, the result sink |
 //! | 6 | [`mqtt`] | store-and-forward publishing to a broker |
 //! | 6 | [`api`] | the HTTPS server: routes, auth, limits, errors |
@@ -55,6 +56,7 @@ pub(crate) mod metrics;
 pub mod modelstore;
 pub(crate) mod mqtt;
 pub mod pipeline;
+pub mod sightings;
 pub mod state;
 pub mod store;
 pub(crate) mod systemd;

@@ -1,7 +1,7 @@
 //! Leaf types every layer shares and that import nothing else of the crate:
 //! the result record, the captured frame, clock helpers, GPIO line types,
-//! journald `MESSAGE_ID`s, crash-safe file replacement and the shutdown
-//! token.
+//! journald `MESSAGE_ID`s, crash-safe file replacement, the shutdown
+//! token and zone polygons.
 
 pub mod clock;
 pub mod frame;
@@ -10,6 +10,7 @@ pub(crate) mod gpio;
 pub mod ids;
 pub mod result;
 pub(crate) mod shutdown;
+pub mod zone;
 
 /// The shared test data folder: `$SPOTTER_TESTDATA`, else `../shared/testdata`
 /// beside the crate.

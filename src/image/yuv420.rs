@@ -420,10 +420,7 @@ pub(crate) mod tests {
     // placement that only shows on natural images.
     #[test]
     fn photos_match_the_reference_conversion() {
-        let dir = std::env::var_os("SPOTTER_TESTDATA")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/testdata").into())
-            .join("images");
+        let dir = crate::core::testdata().join("images");
         let mut photos: Vec<_> = std::fs::read_dir(&dir)
             .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
             .filter_map(|e| e.ok().map(|e| e.path()))
