@@ -852,6 +852,9 @@ mod tests {
                         .unwrap();
                     }
                     PixelFormat::Rgb8 => panic!("V4L2 source never produces RGB8"),
+                    PixelFormat::I420 | PixelFormat::Nv12 => {
+                        panic!("V4L2 source never produces YUV 4:2:0")
+                    }
                 }
             }
             // Stop and resume: streaming restarts on the next call.
