@@ -542,8 +542,16 @@ fn auth_hint(status: u16, challenge: &str, have_credentials: bool) -> String {
 }
 
 /// A transport error as one line, with the TLS cause where there is one.
+/// Not ureq's Display: that starts with the URL (the error names ours
+/// already), which after a redirect could be one the camera chose.
 fn transport_text(t: &ureq::Transport) -> String {
-    let s = t.to_string();
+    let mut s = t.kind().to_string();
+    if let Some(m) = t.message() {
+        s = format!("{s}: {m}");
+    }
+    if let Some(e) = std::error::Error::source(t) {
+        s = format!("{s}: {e}");
+    }
     let mut src = std::error::Error::source(t);
     while let Some(e) = src {
         let tls = e.downcast_ref::<rustls::Error>().or_else(|| {

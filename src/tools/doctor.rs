@@ -172,7 +172,7 @@ pub(crate) fn check_source(s: &SourceSettings) -> Finding {
 /// An `http_mjpeg` source: connect and read one frame.
 fn check_http_mjpeg(s: &SourceSettings) -> Finding {
     use crate::capture::http_mjpeg::{HttpMjpegOptions, HttpMjpegSource};
-    use crate::capture::FrameSource;
+    use crate::capture::{CaptureError, FrameSource};
     let opts = HttpMjpegOptions::from_settings(s);
     let url = opts.url.clone();
     match HttpMjpegSource::open(opts).and_then(|mut src| src.next_frame()) {
@@ -180,13 +180,21 @@ fn check_http_mjpeg(s: &SourceSettings) -> Finding {
             "source",
             format!("MJPEG stream {url}: a {}-byte frame arrived", f.data.len()),
         ),
-        Err(e) => Finding::new(
-            "source",
-            Verdict::Fail,
-            one_line(&e.to_string()),
-            "open source.url in a browser or `curl -s --max-time 3 URL | head -c 300`; \
-             it must serve multipart/x-mixed-replace (the camera's MJPEG stream, not a snapshot)",
-        ),
+        Err(e) => {
+            let hint = match &e {
+                CaptureError::HttpAuth { .. } => {
+                    "put the camera's user:password on the first line of source.credentials_file"
+                }
+                CaptureError::HttpSetup { .. } => {
+                    "fix the file named (readable by the service user only: chmod 600)"
+                }
+                _ => {
+                    "open source.url in a browser or `curl -s --max-time 3 URL | head -c 300`; \
+                     it must serve multipart/x-mixed-replace (the camera's MJPEG stream)"
+                }
+            };
+            Finding::new("source", Verdict::Fail, one_line(&e.to_string()), hint)
+        }
     }
 }
 
