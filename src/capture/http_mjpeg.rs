@@ -4,7 +4,8 @@
 //!
 //! This module owns the connection to the camera (one blocking HTTP/1.1 GET
 //! through `ureq`, TLS through rustls with the configured CA or the system's
-//! roots, Basic credentials read from `source.credentials_file`) and
+//! roots, Basic or Digest credentials from `source.credentials_file`, see
+//! [`super::http_auth`]) and
 //! [`PartReader`], which splits the response body into parts: the boundary
 //! comes from the Content-Type (quoted or not, declared with or without its
 //! leading `--`), lines may end in CRLF or LF, a part may or may not carry a
@@ -15,19 +16,22 @@
 //! the capture loop reconnects with its backoff. Credentials never appear in
 //! a log line, an error or `describe` (the URL holds none: config refuses
 //! `user:password@`, and ureq logs its Authorization header redacted).
+//!
+//! Some 600 lines because the part reader and the source are one protocol
+//! read together (the source's errors are the reader's); the login lives in
+//! [`super::http_auth`] and the tests in `http_mjpeg_tests.rs`.
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::http_auth::read_credentials;
 use super::{CaptureError, Frame, FrameSource};
 use crate::core::ids;
 
 /// Longest block of part headers accepted.
 pub(crate) const MAX_PART_HEADER_BYTES: usize = 16 * 1024;
-/// Longest credentials file read (`user:password` on its first line).
-const MAX_CREDENTIALS_BYTES: u64 = 4096;
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
 /// Dropped parts (oversized, not an image) are logged at most this often.
@@ -355,36 +359,6 @@ fn too_long_headers() -> PartError {
     ))
 }
 
-/// `user:password` from the first line of `path`, refused if group or
-/// others may read or write the file. Errors name the key and the path,
-/// never the content.
-pub(crate) fn read_credentials(path: &Path) -> Result<(String, String), CaptureError> {
-    use std::os::unix::fs::MetadataExt;
-    let err = |reason: String| CaptureError::HttpSetup {
-        key: "source.credentials_file",
-        path: path.display().to_string(),
-        reason,
-    };
-    let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
-    let mode = file.metadata().map_err(|e| err(e.to_string()))?.mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(err(format!(
-            "mode {mode:03o} lets other users read or change it; chmod 600 it (owned by the service user)"
-        )));
-    }
-    let mut text = String::new();
-    file.take(MAX_CREDENTIALS_BYTES)
-        .read_to_string(&mut text)
-        .map_err(|e| err(e.to_string()))?;
-    let line = text.lines().next().unwrap_or("");
-    match line.split_once(':') {
-        Some((user, pass)) if !user.is_empty() => Ok((user.to_string(), pass.to_string())),
-        _ => Err(err(
-            "the first line must be user:password (no user name found)".into(),
-        )),
-    }
-}
-
 /// The rustls client configuration: roots from `ca_file`, or the system's.
 fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, CaptureError> {
     let mut roots = rustls::RootCertStore::empty();
@@ -459,27 +433,59 @@ impl HttpMjpegSource {
             agent = agent.tls_config(Arc::new(tls_config(opts.ca_file.as_deref())?));
         }
         let agent = agent.build();
-        let mut req = agent.get(&opts.url);
-        if let Some(path) = &opts.credentials_file {
-            let (user, pass) = read_credentials(path)?;
-            use base64::Engine as _;
-            let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
-            req = req.set("Authorization", &format!("Basic {token}"));
-        }
-        let resp = match req.call() {
-            Ok(r) => r,
-            Err(ureq::Error::Status(status @ (401 | 403), r)) => {
-                let challenge = r.header("www-authenticate").unwrap_or("").to_string();
-                return Err(CaptureError::HttpAuth {
-                    url: url.clone(),
-                    status,
-                    hint: auth_hint(status, &challenge, opts.credentials_file.is_some()),
-                });
+        let creds = match &opts.credentials_file {
+            Some(path) => Some(read_credentials(path)?),
+            None => None,
+        };
+        // The first request goes without credentials: the camera's 401 says
+        // which scheme it wants, so a password is never sent in clear
+        // (Basic) to a camera that asks for Digest.
+        let mut authorization: Option<String> = None;
+        let resp = loop {
+            let mut req = agent.get(&opts.url);
+            if let Some(h) = &authorization {
+                req = req.set("Authorization", h);
             }
-            Err(ureq::Error::Status(status, r)) => {
-                return Err(http_err(format!("HTTP {status} {}", r.status_text())))
+            match req.call() {
+                Ok(r) => break r,
+                Err(ureq::Error::Status(401, r)) if authorization.is_none() => {
+                    let Some(c) = &creds else {
+                        return Err(CaptureError::HttpAuth {
+                            url: url.clone(),
+                            status: 401,
+                            hint: auth_hint(401, "", false),
+                        });
+                    };
+                    let challenges: Vec<&str> = r.all("www-authenticate");
+                    let cnonce = hex::encode(rand::random::<[u8; 16]>());
+                    let uri = super::http_auth::request_target(&opts.url);
+                    match super::http_auth::answer(&challenges, c, &uri, &cnonce) {
+                        Ok(h) => authorization = Some(h),
+                        Err(hint) => {
+                            return Err(CaptureError::HttpAuth {
+                                url: url.clone(),
+                                status: 401,
+                                hint,
+                            })
+                        }
+                    }
+                }
+                Err(ureq::Error::Status(status @ (401 | 403), _)) => {
+                    let scheme = authorization
+                        .as_deref()
+                        .and_then(|h| h.split(' ').next())
+                        .unwrap_or("");
+                    return Err(CaptureError::HttpAuth {
+                        url: url.clone(),
+                        status,
+                        hint: auth_hint(status, scheme, creds.is_some()),
+                    });
+                }
+                Err(ureq::Error::Status(status, r)) => {
+                    return Err(http_err(format!("HTTP {status} {}", r.status_text())))
+                }
+                Err(ureq::Error::Transport(t)) => return Err(http_err(transport_text(&t))),
             }
-            Err(ureq::Error::Transport(t)) => return Err(http_err(transport_text(&t))),
         };
         let ctype = resp.header("content-type").unwrap_or("").to_string();
         let Some(boundary) = boundary_of(&ctype) else {
@@ -522,22 +528,16 @@ impl HttpMjpegSource {
     }
 }
 
-/// What to do about a 401/403, from the camera's challenge.
-fn auth_hint(status: u16, challenge: &str, have_credentials: bool) -> String {
-    let scheme = challenge
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    if scheme == "digest" {
-        "the camera asks for Digest authentication, which Spotter does not speak yet; \
-         enable Basic authentication on the camera"
-            .into()
-    } else if !have_credentials && status == 401 {
+/// What to do about a 401/403 after answering with `scheme` (empty: no
+/// credentials were sent).
+fn auth_hint(status: u16, scheme: &str, have_credentials: bool) -> String {
+    if !have_credentials && status == 401 {
         "the camera wants a login; set source.credentials_file to a file holding user:password"
             .into()
+    } else if scheme.is_empty() {
+        "the camera refuses this URL to anyone; check the camera's user settings".into()
     } else {
-        "check the user and password in source.credentials_file".into()
+        format!("check the user and password in source.credentials_file (sent with {scheme})")
     }
 }
 

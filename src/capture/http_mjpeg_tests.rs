@@ -188,13 +188,14 @@ const PASS: &str = "pa:ss-W0rd";
 /// What one connection of the test server does after reading the request.
 type Script = Box<dyn Fn(usize, &str, &mut dyn Write) -> io::Result<()> + Send>;
 
-/// Serve `conns` connections on a loopback port (TLS when `tls` is set),
-/// each with `script(connection index, request head, stream)`.
-fn serve(tls: Option<Arc<rustls::ServerConfig>>, conns: usize, script: Script) -> u16 {
+/// Serve connections on a loopback port (TLS when `tls` is set), one at a
+/// time, each with `script(connection index, request head, stream)`. (The
+/// thread stays blocked in `accept` until the test process exits.)
+fn serve(tls: Option<Arc<rustls::ServerConfig>>, script: Script) -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     std::thread::spawn(move || {
-        for i in 0..conns {
+        for i in 0.. {
             let Ok((tcp, _)) = l.accept() else { return };
             let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
             let res = match &tls {
@@ -285,7 +286,7 @@ fn streams_frames_over_http_with_basic_auth_and_reconnects_after_a_cut() {
     let dir = tempfile::tempdir().unwrap();
     let creds = creds_file(dir.path(), 0o600);
     let frames: Vec<Vec<u8>> = (0..4).map(jpeg).collect();
-    let port = serve(None, 2, stream_script(frames.clone(), true));
+    let port = serve(None, stream_script(frames.clone(), true));
     let o = opts(format!("http://127.0.0.1:{port}/stream"), Some(creds), None);
     for _ in 0..2 {
         let mut src = HttpMjpegSource::open(o.clone()).unwrap();
@@ -310,7 +311,7 @@ fn wrong_password_is_a_clear_error_without_the_password() {
     let creds = dir.path().join("wrong");
     std::fs::write(&creds, "cam-user:not-the-password\n").unwrap();
     std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let port = serve(None, 2, stream_script(vec![jpeg(0)], false));
+    let port = serve(None, stream_script(vec![jpeg(0)], false));
     let url = format!("http://127.0.0.1:{port}/stream");
     let Err(e) = HttpMjpegSource::open(opts(url.clone(), Some(creds), None)) else {
         panic!("a wrong password must not open the stream")
@@ -342,10 +343,8 @@ fn credentials_file_readable_by_others_is_refused() {
     assert!(e.contains("644"), "{e}");
     assert!(!e.contains(PASS), "{e}");
     let creds = creds_file(dir.path(), 0o600);
-    assert_eq!(
-        read_credentials(&creds).unwrap(),
-        (USER.to_string(), PASS.to_string())
-    );
+    let c = read_credentials(&creds).unwrap();
+    assert_eq!((c.user.as_str(), c.password.as_str()), (USER, PASS));
 }
 
 /// Catches: an oversized frame ending the stream (or being delivered), and
@@ -357,7 +356,7 @@ fn oversized_and_non_image_parts_are_dropped_and_streaming_goes_on() {
     let frames = vec![big, b"<html>not an image</html>".to_vec(), jpeg(6), jpeg(7)];
     let dir = tempfile::tempdir().unwrap();
     let creds = creds_file(dir.path(), 0o600);
-    let port = serve(None, 1, stream_script(frames.clone(), false));
+    let port = serve(None, stream_script(frames.clone(), false));
     let mut src =
         HttpMjpegSource::open(opts(format!("http://127.0.0.1:{port}/"), Some(creds), None))
             .unwrap();
@@ -373,7 +372,7 @@ fn non_multipart_response_is_refused_saying_what_it_is() {
     let script: Script = Box::new(|_, _, w| {
         w.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 4\r\n\r\n\xff\xd8\xff\xd9")
     });
-    let port = serve(None, 1, script);
+    let port = serve(None, script);
     let Err(e) = HttpMjpegSource::open(opts(
         format!("http://127.0.0.1:{port}/snap.jpg"),
         None,
@@ -427,7 +426,7 @@ fn streams_over_https_trusting_the_configured_ca_only() {
     let other = dir.path().join("other.pem");
     std::fs::write(&other, other_pem).unwrap();
     let frames: Vec<Vec<u8>> = (10..13).map(jpeg).collect();
-    let port = serve(Some(cfg), 2, stream_script(frames.clone(), false));
+    let port = serve(Some(cfg), stream_script(frames.clone(), false));
     let url = format!("https://127.0.0.1:{port}/stream");
 
     let Err(e) = HttpMjpegSource::open(opts(url.clone(), Some(creds.clone()), Some(other))) else {
@@ -437,6 +436,72 @@ fn streams_over_https_trusting_the_configured_ca_only() {
     assert!(!e.to_string().contains(PASS), "{e}");
 
     let mut src = HttpMjpegSource::open(opts(url, Some(creds), Some(ca))).unwrap();
+    for f in &frames {
+        assert_eq!(&src.next_frame().unwrap().data, f);
+    }
+}
+
+/// A stream behind Digest (MD5, qop=auth) that checks the answer with its
+/// own computation of RFC 7616's formula.
+fn digest_script(frames: Vec<Vec<u8>>) -> Script {
+    use sha2::Digest as _;
+    let md5 = |s: String| hex::encode(md5::Md5::digest(s.as_bytes()));
+    Box::new(move |_, head, w| {
+        let line = head
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("authorization: digest "));
+        let field = |l: &str, k: &str| {
+            let at = l.find(&format!("{k}="))? + k.len() + 1;
+            let v = &l[at..];
+            Some(match v.strip_prefix('"') {
+                Some(q) => q[..q.find('"')?].to_string(),
+                None => v.split([',', ' ']).next()?.to_string(),
+            })
+        };
+        let ok = line.is_some_and(|l| {
+            let (Some(nc), Some(cnonce), Some(resp), Some(uri)) = (
+                field(l, "nc"),
+                field(l, "cnonce"),
+                field(l, "response"),
+                field(l, "uri"),
+            ) else {
+                return false;
+            };
+            let ha1 = md5(format!("{USER}:cam realm:{PASS}"));
+            let ha2 = md5(format!("GET:{uri}"));
+            uri == "/live?ch=1"
+                && resp == md5(format!("{ha1}:n0nce-42:{nc}:{cnonce}:auth:{ha2}"))
+                && field(l, "opaque").as_deref() == Some("op4que")
+        });
+        if !ok {
+            w.write_all(b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"cam realm\"\r\nWWW-Authenticate: Digest realm=\"cam realm\", qop=\"auth\", nonce=\"n0nce-42\", opaque=\"op4que\", algorithm=MD5\r\nContent-Length: 0\r\n\r\n")?;
+            return Ok(());
+        }
+        w.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=d\r\n\r\n",
+        )?;
+        for f in &frames {
+            w.write_all(&part("--d", "\r\n", f, true))?;
+        }
+        w.write_all(b"--d--\r\n")
+    })
+}
+
+/// Catches: a camera that requires Digest (common on IP cameras) refused,
+/// a wrong Digest answer (wrong uri, nonce, opaque or formula), or Basic
+/// (the password in clear) preferred when the camera offers Digest too.
+#[test]
+fn digest_camera_streams_with_the_right_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = creds_file(dir.path(), 0o600);
+    let frames: Vec<Vec<u8>> = (20..22).map(jpeg).collect();
+    let port = serve(None, digest_script(frames.clone()));
+    let mut src = HttpMjpegSource::open(opts(
+        format!("http://127.0.0.1:{port}/live?ch=1"),
+        Some(creds),
+        None,
+    ))
+    .unwrap();
     for f in &frames {
         assert_eq!(&src.next_frame().unwrap().data, f);
     }

@@ -73,6 +73,7 @@ pub trait FrameSource: Send {
 }
 
 pub(crate) mod files;
+pub(crate) mod http_auth;
 pub(crate) mod http_mjpeg;
 pub(crate) mod negotiate;
 pub(crate) mod v4l2;

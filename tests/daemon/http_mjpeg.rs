@@ -46,12 +46,13 @@ fn tls() -> (Arc<rustls::ServerConfig>, String) {
 }
 
 /// The test camera: serves `frame` as an MJPEG stream at about 10 fps to
-/// clients with the right Basic credentials; the first connection is cut in
-/// the middle of its 10th frame. Stops when dropped.
+/// clients with the right Basic credentials (asked for with a 401 first);
+/// the first stream is cut in the middle of its 10th frame. Stops when dropped.
 struct Camera {
     port: u16,
     stop: Arc<AtomicBool>,
-    connections: Arc<AtomicUsize>,
+    /// Streams served (requests with the right credentials).
+    streams: Arc<AtomicUsize>,
 }
 
 impl Camera {
@@ -59,8 +60,8 @@ impl Camera {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
-        let connections = Arc::new(AtomicUsize::new(0));
-        let (s, n) = (stop.clone(), connections.clone());
+        let streams = Arc::new(AtomicUsize::new(0));
+        let (s, n) = (stop.clone(), streams.clone());
         let frame = Arc::new(frame);
         std::thread::spawn(move || {
             for tcp in l.incoming() {
@@ -68,20 +69,19 @@ impl Camera {
                     return;
                 }
                 let Ok(tcp) = tcp else { continue };
-                let i = n.fetch_add(1, Ordering::Relaxed);
-                let (cfg, s, frame) = (cfg.clone(), s.clone(), frame.clone());
+                let (cfg, s, n, frame) = (cfg.clone(), s.clone(), n.clone(), frame.clone());
                 std::thread::spawn(move || {
                     let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
                     let conn = rustls::ServerConnection::new(cfg).unwrap();
                     let mut st = rustls::StreamOwned::new(conn, tcp);
-                    let _ = stream(&mut st, i == 0, &s, &frame);
+                    let _ = stream(&mut st, &n, &s, &frame);
                 });
             }
         });
         Camera {
             port,
             stop,
-            connections,
+            streams,
         }
     }
 }
@@ -95,7 +95,7 @@ impl Drop for Camera {
 
 fn stream(
     s: &mut (impl Read + Write),
-    cut: bool,
+    streams: &AtomicUsize,
     stop: &AtomicBool,
     frame: &[u8],
 ) -> std::io::Result<()> {
@@ -119,6 +119,7 @@ fn stream(
         s.write_all(b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"cam\"\r\nContent-Length: 0\r\n\r\n")?;
         return s.flush();
     }
+    let cut = streams.fetch_add(1, Ordering::Relaxed) == 0;
     s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace;boundary=camframe\r\nCache-Control: no-cache\r\n\r\n")?;
     for i in 0.. {
         if stop.load(Ordering::Relaxed) {
@@ -221,7 +222,7 @@ fn frames_from_an_https_mjpeg_camera_reach_results_and_survive_a_cut() {
                 .as_array()
                 .is_some_and(|a| a.len() >= 15)
     });
-    assert!(cam.connections.load(Ordering::Relaxed) >= 2);
+    assert!(cam.streams.load(Ordering::Relaxed) >= 2);
     for r in all.json()["results"].as_array().unwrap() {
         assert_eq!(r["classes"][0]["label"], label.as_str(), "{r}");
     }
