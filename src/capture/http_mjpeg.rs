@@ -407,6 +407,8 @@ fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, CaptureErr
 /// Streams JPEG frames from an HTTP(S) MJPEG URL. See the module documentation.
 pub struct HttpMjpegSource {
     opts: HttpMjpegOptions,
+    /// The URL for logs, errors, status and results: [`shown_url`].
+    shown_url: String,
     parts: PartReader<Box<dyn Read + Send + Sync>>,
     seq: u64,
     /// Parts dropped since the source opened: over the size bound, not an image.
@@ -418,7 +420,7 @@ pub struct HttpMjpegSource {
 impl HttpMjpegSource {
     /// Connect, send the GET and check the response is a multipart stream.
     pub(crate) fn open(opts: HttpMjpegOptions) -> Result<HttpMjpegSource, CaptureError> {
-        let url = opts.url.clone();
+        let url = shown_url(&opts.url);
         let http_err = |reason: String| CaptureError::Http {
             url: url.clone(),
             reason,
@@ -499,6 +501,7 @@ impl HttpMjpegSource {
         let parts = PartReader::new(resp.into_reader(), &boundary, opts.max_frame_bytes);
         Ok(HttpMjpegSource {
             opts,
+            shown_url: url,
             parts,
             seq: 0,
             oversized: 0,
@@ -526,6 +529,36 @@ impl HttpMjpegSource {
             self.oversized, self.opts.max_frame_bytes, self.not_image
         );
     }
+}
+
+/// `url` with the values of query parameters that look like secrets
+/// (`pwd`, `password`, `token`, `key`, …: some cameras take their login
+/// there) replaced by `***`, for everything a person or a log may see.
+pub(crate) fn shown_url(url: &str) -> String {
+    let (head, fragment) = url
+        .split_once('#')
+        .map_or((url, None), |(h, f)| (h, Some(f)));
+    let Some((base, query)) = head.split_once('?') else {
+        return url.to_string();
+    };
+    let secret = |name: &str| {
+        let n = name.to_ascii_lowercase();
+        ["pass", "pwd", "token", "key", "secret", "auth", "sig"]
+            .iter()
+            .any(|w| n.contains(w))
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if secret(k) => format!("{k}=***"),
+            _ => kv.to_string(),
+        })
+        .collect();
+    let mut out = format!("{base}?{}", query.join("&"));
+    if let Some(f) = fragment {
+        out = format!("{out}#{f}");
+    }
+    out
 }
 
 /// What to do about a 401/403 after answering with `scheme` (empty: no
@@ -573,19 +606,19 @@ fn transport_text(t: &ureq::Transport) -> String {
 
 impl FrameSource for HttpMjpegSource {
     fn describe(&self) -> String {
-        format!("http_mjpeg:{}", self.opts.url)
+        format!("http_mjpeg:{}", self.shown_url)
     }
 
     fn next_frame(&mut self) -> Result<Frame, CaptureError> {
         let started = Instant::now();
         loop {
             let part = self.parts.next_part().map_err(|e| CaptureError::Http {
-                url: self.opts.url.clone(),
+                url: self.shown_url.clone(),
                 reason: e.to_string(),
             })?;
             match part {
                 Part::Body(data) if crate::image::decode::sniff(&data).is_some() => {
-                    let frame = Frame::encoded(data, self.seq, self.opts.url.clone())
+                    let frame = Frame::encoded(data, self.seq, self.shown_url.clone())
                         .with_source(self.describe());
                     self.seq += 1;
                     return Ok(frame);
@@ -610,7 +643,7 @@ impl FrameSource for HttpMjpegSource {
             // turn (it checks for shutdown) by ending the stream.
             if started.elapsed() > self.opts.timeout {
                 return Err(CaptureError::Http {
-                    url: self.opts.url.clone(),
+                    url: self.shown_url.clone(),
                     reason: format!(
                         "no usable frame for {:.1} s ({} parts over source.max_frame_bytes, {} not an image)",
                         started.elapsed().as_secs_f64(),

@@ -506,3 +506,31 @@ fn digest_camera_streams_with_the_right_answer() {
         assert_eq!(&src.next_frame().unwrap().data, f);
     }
 }
+
+/// Catches: a camera login passed in the query (`?user=admin&pwd=…`, as
+/// some cameras take it) shown in logs, errors, status and results.
+#[test]
+fn secrets_in_the_query_are_not_shown() {
+    assert_eq!(
+        shown_url("http://cam/videostream.cgi?user=admin&pwd=s3cret&rate=0"),
+        "http://cam/videostream.cgi?user=admin&pwd=***&rate=0"
+    );
+    assert_eq!(
+        shown_url("https://cam/s?access_token=abc&x#f"),
+        "https://cam/s?access_token=***&x#f"
+    );
+    assert_eq!(shown_url("http://cam:81/stream"), "http://cam:81/stream");
+    let script: Script =
+        Box::new(|_, _, w| w.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"));
+    let port = serve(None, script);
+    let Err(e) = HttpMjpegSource::open(opts(
+        format!("http://127.0.0.1:{port}/v.cgi?user=a&pwd=s3cret"),
+        None,
+        None,
+    )) else {
+        panic!("a 404 must not open")
+    };
+    let msg = e.to_string();
+    assert!(msg.contains("404") && msg.contains("pwd=***"), "{msg}");
+    assert!(!msg.contains("s3cret"), "{msg}");
+}

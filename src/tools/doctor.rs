@@ -174,7 +174,7 @@ fn check_http_mjpeg(s: &SourceSettings) -> Finding {
     use crate::capture::http_mjpeg::{HttpMjpegOptions, HttpMjpegSource};
     use crate::capture::{CaptureError, FrameSource};
     let opts = HttpMjpegOptions::from_settings(s);
-    let url = opts.url.clone();
+    let url = crate::capture::http_mjpeg::shown_url(&opts.url);
     match HttpMjpegSource::open(opts).and_then(|mut src| src.next_frame()) {
         Ok(f) => Finding::ok(
             "source",
