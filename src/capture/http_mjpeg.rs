@@ -17,7 +17,7 @@
 //! a log line, an error or `describe` (the URL holds none: config refuses
 //! `user:password@`, and ureq logs its Authorization header redacted).
 //!
-//! Some 600 lines because the part reader and the source are one protocol
+//! Some 650 lines because the part reader and the source are one protocol
 //! read together (the source's errors are the reader's); the login lives in
 //! [`super::http_auth`] and the tests in `http_mjpeg_tests.rs`.
 
