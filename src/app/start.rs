@@ -64,6 +64,13 @@ pub fn source_opener(s: &SourceSettings) -> SourceOpener {
                 V4l2Source::open(opts.clone()).map(|s| Box::new(s) as Box<dyn FrameSource>)
             })
         }
+        SourceKind::HttpMjpeg => {
+            let opts = crate::capture::http_mjpeg::HttpMjpegOptions::from_settings(s);
+            Box::new(move || {
+                crate::capture::http_mjpeg::HttpMjpegSource::open(opts.clone())
+                    .map(|s| Box::new(s) as Box<dyn FrameSource>)
+            })
+        }
     }
 }
 

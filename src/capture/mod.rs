@@ -3,6 +3,8 @@
 //! This module owns everything between a camera (or a folder of images) and an
 //! owned [`Frame`]: device negotiation, streaming and replay timing (pixel
 //! conversions live in [`crate::image`]).
+//! Sources: `v4l2` (a camera), `files` (a folder), `http_mjpeg` (an HTTP(S)
+//! MJPEG stream).
 //! Frames are owned buffers; no source hands out memory it still maps.
 
 use crate::core::frame::Frame;
@@ -40,6 +42,25 @@ pub enum CaptureError {
     /// A `files` source configured with `loop = false` has replayed every image.
     #[error("source finished: every image was replayed once")]
     Finished,
+    // --- kind = "http_mjpeg" (issue 19) ---
+    /// The stream could not be opened or ended (network, HTTP status, not multipart).
+    #[error("{url}: {reason}")]
+    Http { url: String, reason: String },
+    /// The camera refused the request (401/403); retried with the capture backoff.
+    #[error("{url}: HTTP {status}: the camera refused access: {hint}")]
+    HttpAuth {
+        url: String,
+        status: u16,
+        hint: String,
+    },
+    /// A file the source needs (credentials, CA) is unusable; `path` may be
+    /// empty when the problem is not a file (no system roots).
+    #[error("{key} {path}: {reason}")]
+    HttpSetup {
+        key: &'static str,
+        path: String,
+        reason: String,
+    },
 }
 
 /// A source of frames. Implementations block in `next_frame` (ioctls, pacing
@@ -52,5 +73,7 @@ pub trait FrameSource: Send {
 }
 
 pub(crate) mod files;
+pub(crate) mod http_auth;
+pub(crate) mod http_mjpeg;
 pub(crate) mod negotiate;
 pub(crate) mod v4l2;

@@ -69,6 +69,9 @@ pub enum ConfigError {
 pub enum SourceKind {
     V4l2,
     Files,
+    /// `multipart/x-mixed-replace` JPEG over HTTP(S) (IP cameras, ESP32-CAM, mjpg-streamer).
+    #[serde(rename = "http_mjpeg")]
+    HttpMjpeg,
 }
 
 /// Preferred capture pixel format for V4L2.
@@ -135,6 +138,15 @@ pub struct SourceSettings {
     pub retry_initial_ms: u64,
     pub retry_max_ms: u64,
     pub stall_timeout_ms: u64,
+    // --- kind = "http_mjpeg" (issue 19) ---
+    /// `http://…` or `https://…` stream URL (no credentials in it).
+    pub url: Option<String>,
+    /// File holding `user:password` (first line); must not be readable by group or others.
+    pub credentials_file: Option<PathBuf>,
+    /// PEM CA certificate(s) the camera's certificate must chain to (unset: the system's roots).
+    pub ca_file: Option<PathBuf>,
+    /// A part larger than this is refused and skipped, never buffered whole.
+    pub max_frame_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -268,6 +280,92 @@ impl SourceSettings {
     pub(crate) fn stall_timeout(&self) -> Duration {
         Duration::from_millis(self.stall_timeout_ms)
     }
+}
+
+/// Default `source.max_frame_bytes` (http_mjpeg): 8 MiB, several times a 1080p JPEG.
+pub const DEFAULT_MAX_FRAME_BYTES: u64 = 8 << 20;
+
+/// `[source]` keys of `kind = "http_mjpeg"` (issue 19): `url` (required for
+/// that kind; http or https, with a host, no credentials in it),
+/// `credentials_file`, `ca_file` (https only) and `max_frame_bytes`.
+fn http_mjpeg_source(l: &Layers, mut s: SourceSettings) -> Result<SourceSettings, ConfigError> {
+    let url = l.get(|r| r.source.as_ref()?.url.as_ref());
+    let creds = l.get(|r| r.source.as_ref()?.credentials_file.as_ref());
+    let ca = l.get(|r| r.source.as_ref()?.ca_file.as_ref());
+    let max = l.get(|r| r.source.as_ref()?.max_frame_bytes.as_ref());
+    in_range(
+        &max,
+        "source.max_frame_bytes",
+        |v| (1024..=(64 << 20)).contains(v),
+        "must be between 1024 and 67108864 (64 MiB)",
+    )?;
+    if let Some(o) = &url {
+        check_stream_url(&o.value).map_err(|m| invalid(o, "source.url", m))?;
+    }
+    if s.kind == SourceKind::HttpMjpeg && url.is_none() {
+        let kind = l.get(|r| r.source.as_ref()?.kind.as_ref());
+        return Err(ConfigError::Missing {
+            path: kind
+                .map(|o| o.path.display().to_string())
+                .unwrap_or_default(),
+            key: "source.url".into(),
+            message: "required when source.kind = \"http_mjpeg\" (e.g. \"http://192.0.2.10/mjpg/video.mjpg\")".into(),
+        });
+    }
+    if let (Some(o), Some(u)) = (&ca, &url) {
+        if !u.value.to_ascii_lowercase().starts_with("https://") {
+            return Err(invalid(
+                o,
+                "source.ca_file",
+                "only used with an https:// source.url",
+            ));
+        }
+    }
+    s.url = url.map(|o| o.value);
+    s.credentials_file = creds.map(|o| o.value);
+    s.ca_file = ca.map(|o| o.value);
+    s.max_frame_bytes = val(&max, DEFAULT_MAX_FRAME_BYTES);
+    Ok(s)
+}
+
+/// Why `url` is not a usable stream URL: scheme http/https, a host, no
+/// `user:password@` (credentials belong in `source.credentials_file`, not in
+/// a file that logs and status may show).
+pub(crate) fn check_stream_url(url: &str) -> Result<(), String> {
+    let lower = url.to_ascii_lowercase();
+    let rest = if let Some(r) = lower.strip_prefix("http://") {
+        r
+    } else if let Some(r) = lower.strip_prefix("https://") {
+        r
+    } else {
+        return Err("must start with http:// or https://".into());
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return Err(
+            "must not contain credentials (user:password@); put `user:password` in the file named by source.credentials_file".into(),
+        );
+    }
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((h, p)) => (h, p.strip_prefix(':')),
+            None => return Err("has an unclosed [ in its host".into()),
+        },
+        None => match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        },
+    };
+    if port.is_some_and(|p| p.parse::<u16>().map_or(true, |p| p == 0)) {
+        return Err("has a port that is not a number between 1 and 65535".into());
+    }
+    if host.is_empty() {
+        return Err("has no host".into());
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must not contain spaces or control characters".into());
+    }
+    Ok(())
 }
 
 /// The drop-in directory for a config file: `spotter.toml` → `spotter.d/`.
@@ -467,7 +565,12 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
         retry_initial_ms,
         retry_max_ms,
         stall_timeout_ms: val(&stall, 5_000),
+        url: None,
+        credentials_file: None,
+        ca_file: None,
+        max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
     };
+    let source = http_mjpeg_source(l, source)?;
 
     let model = model::build_model(l)?;
 

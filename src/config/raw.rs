@@ -47,6 +47,11 @@ pub(super) struct RawSource {
     pub retry_initial_ms: Field<u64>,
     pub retry_max_ms: Field<u64>,
     pub stall_timeout_ms: Field<u64>,
+    // --- kind = "http_mjpeg" (issue 19) ---
+    pub url: Field<String>,
+    pub credentials_file: Field<PathBuf>,
+    pub ca_file: Field<PathBuf>,
+    pub max_frame_bytes: Field<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -455,3 +455,58 @@ fn check_config_prints_rules_under_their_keys() {
     );
     assert_eq!(one(&text).unwrap().model, set.model);
 }
+
+// --- kind = "http_mjpeg" (issue 19) ---
+
+// Would catch the http_mjpeg keys not reaching the settings, a missing url
+// accepted (the source could never open), credentials in the URL accepted
+// (they would show in logs and status), or errors not naming the key.
+#[test]
+fn http_mjpeg_source_keys_and_validation() {
+    let s = one("[source]\nkind = \"http_mjpeg\"\nurl = \"https://cam.local:8443/video.mjpg\"\ncredentials_file = \"/etc/spotter/cam.credentials\"\nca_file = \"/etc/spotter/cam-ca.pem\"\nmax_frame_bytes = 2000000\n")
+        .unwrap()
+        .source;
+    assert_eq!(s.kind, SourceKind::HttpMjpeg);
+    assert_eq!(s.url.as_deref(), Some("https://cam.local:8443/video.mjpg"));
+    assert_eq!(
+        s.credentials_file,
+        Some(PathBuf::from("/etc/spotter/cam.credentials"))
+    );
+    assert_eq!(s.ca_file, Some(PathBuf::from("/etc/spotter/cam-ca.pem")));
+    assert_eq!(s.max_frame_bytes, 2_000_000);
+    let d = one("[source]\nkind = \"http_mjpeg\"\nurl = \"http://[fe80::1]/\"\n")
+        .unwrap()
+        .source;
+    assert_eq!(d.max_frame_bytes, DEFAULT_MAX_FRAME_BYTES);
+
+    let err = one("[source]\nkind = \"http_mjpeg\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("source.url") && err.contains("http_mjpeg"),
+        "{err}"
+    );
+    for (text, key) in [
+        ("url = \"rtsp://cam/stream\"", "source.url"),
+        ("url = \"http://user:pw@cam/stream\"", "source.url"),
+        ("url = \"http:///stream\"", "source.url"),
+        ("url = \"http://cam:99999/\"", "source.url"),
+        (
+            "url = \"http://cam/\"\nca_file = \"/ca.pem\"",
+            "source.ca_file",
+        ),
+        (
+            "url = \"http://cam/\"\nmax_frame_bytes = 10",
+            "source.max_frame_bytes",
+        ),
+    ] {
+        let err = one(&format!("[source]\nkind = \"http_mjpeg\"\n{text}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key), "{text}: {err}");
+        assert!(
+            !err.contains("pw@"),
+            "{text}: the error repeats credentials: {err}"
+        );
+    }
+}

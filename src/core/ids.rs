@@ -79,3 +79,6 @@ pub const GPIO_FAILED: &str = "3b6131e5ec1d43698bbe8b428992fae1";
 /// (created under a permissive umask, e.g. by an older Spotter run outside
 /// systemd): tightened if it is Spotter's, otherwise left with a warning.
 pub const STATE_DIR_PERMISSIONS: &str = "a490c9f15b5240ee9bedc59299972677";
+/// An `http_mjpeg` source dropped stream parts: over `source.max_frame_bytes`
+/// or not an image (logged at most once a minute with running counts).
+pub const SOURCE_PARTS_DROPPED: &str = "2d58a2bd4efb497692462331691d6fc4";

@@ -165,6 +165,36 @@ pub(crate) fn check_source(s: &SourceSettings) -> Finding {
     match s.kind {
         SourceKind::Files => check_folder(s),
         SourceKind::V4l2 => check_camera(&s.device, s.format),
+        SourceKind::HttpMjpeg => check_http_mjpeg(s),
+    }
+}
+
+/// An `http_mjpeg` source: connect and read one frame.
+fn check_http_mjpeg(s: &SourceSettings) -> Finding {
+    use crate::capture::http_mjpeg::{HttpMjpegOptions, HttpMjpegSource};
+    use crate::capture::{CaptureError, FrameSource};
+    let opts = HttpMjpegOptions::from_settings(s);
+    let url = crate::capture::http_mjpeg::shown_url(&opts.url);
+    match HttpMjpegSource::open(opts).and_then(|mut src| src.next_frame()) {
+        Ok(f) => Finding::ok(
+            "source",
+            format!("MJPEG stream {url}: a {}-byte frame arrived", f.data.len()),
+        ),
+        Err(e) => {
+            let hint = match &e {
+                CaptureError::HttpAuth { .. } => {
+                    "put the camera's user:password on the first line of source.credentials_file"
+                }
+                CaptureError::HttpSetup { .. } => {
+                    "fix the file named (readable by the service user only: chmod 600)"
+                }
+                _ => {
+                    "open source.url in a browser or `curl -s --max-time 3 URL | head -c 300`; \
+                     it must serve multipart/x-mixed-replace (the camera's MJPEG stream)"
+                }
+            };
+            Finding::new("source", Verdict::Fail, one_line(&e.to_string()), hint)
+        }
     }
 }
 

@@ -12,6 +12,7 @@ mod check_config;
 mod classify;
 mod daemon;
 mod daemon_crash;
+mod http_mjpeg;
 mod journald;
 mod model_swap;
 mod mqtt;
