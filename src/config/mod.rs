@@ -69,6 +69,8 @@ pub enum ConfigError {
 pub enum SourceKind {
     V4l2,
     Files,
+    /// A program whose standard output is the video (`source.command`).
+    Command,
 }
 
 /// Preferred capture pixel format for V4L2.
@@ -78,6 +80,10 @@ pub enum CaptureFormat {
     Auto,
     Mjpeg,
     Yuyv,
+    /// Planar YUV 4:2:0 (I420): `command` sources only.
+    Yuv420,
+    /// Semi-planar YUV 4:2:0: `command` sources only.
+    Nv12,
 }
 
 /// How a frame is fitted to the model's input size.
@@ -133,6 +139,11 @@ pub struct SourceSettings {
     pub retry_initial_ms: u64,
     pub retry_max_ms: u64,
     pub stall_timeout_ms: u64,
+    // kind = "command"
+    /// The program and its arguments (no shell); empty for other kinds.
+    pub command: Vec<String>,
+    /// Largest frame read from the program's output; larger ones are dropped.
+    pub max_frame_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -347,6 +358,85 @@ fn in_range<T>(
     }
 }
 
+/// Default `source.max_frame_bytes`: room for a high-quality 4K JPEG or a
+/// raw 4K YUYV frame.
+pub const DEFAULT_MAX_FRAME_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The `[source]` rules of `kind = "command"` and of the formats only it
+/// reads: a named program, a format it can read (not `auto`), and the frame
+/// size set explicitly for raw formats; v4l2 refuses the YUV 4:2:0 formats.
+fn check_command_source(
+    kind_v: SourceKind,
+    kind: &Option<Origin<SourceKind>>,
+    format: &Option<Origin<CaptureFormat>>,
+    command: &Option<Origin<Vec<String>>>,
+    width: &Option<Origin<u32>>,
+    height: &Option<Origin<u32>>,
+    max_frame: &Option<Origin<u64>>,
+) -> Result<(), ConfigError> {
+    in_range(
+        max_frame,
+        "source.max_frame_bytes",
+        |v| (65_536..=268_435_456).contains(v),
+        "must be between 65536 and 268435456",
+    )?;
+    let fmt = format.as_ref().map(|o| o.value);
+    if kind_v != SourceKind::Command {
+        if let Some(o) = format
+            .as_ref()
+            .filter(|o| matches!(o.value, CaptureFormat::Yuv420 | CaptureFormat::Nv12))
+        {
+            return Err(invalid(
+                o,
+                "source.format",
+                "a v4l2 camera is read as \"auto\", \"mjpeg\" or \"yuyv\"; \"yuv420\" and \"nv12\" are for kind = \"command\"",
+            ));
+        }
+        return Ok(());
+    }
+    let kind_path = || {
+        kind.as_ref()
+            .map(|o| o.path.display().to_string())
+            .unwrap_or_default()
+    };
+    let Some(cmd) = command else {
+        return Err(ConfigError::Missing {
+            path: kind_path(),
+            key: "source.command".into(),
+            message: "required when source.kind = \"command\": the program and its arguments, e.g. [\"rpicam-vid\", \"-t\", \"0\", \"--codec\", \"mjpeg\", \"-o\", \"-\"]".into(),
+        });
+    };
+    if cmd.value.first().is_none_or(|p| p.trim().is_empty()) {
+        return Err(invalid(
+            cmd,
+            "source.command",
+            "must name a program first (an argv list, run without a shell)",
+        ));
+    }
+    if let Some(o) = format.as_ref().filter(|o| o.value == CaptureFormat::Auto) {
+        return Err(invalid(
+            o,
+            "source.format",
+            "a command's output is not negotiated: say \"mjpeg\", \"yuv420\", \"nv12\" or \"yuyv\"",
+        ));
+    }
+    if let Some(f @ (CaptureFormat::Yuyv | CaptureFormat::Yuv420 | CaptureFormat::Nv12)) = fmt {
+        let name = format!("{f:?}").to_lowercase();
+        for (o, key) in [(width, "source.width"), (height, "source.height")] {
+            if o.is_none() {
+                return Err(ConfigError::Missing {
+                    path: kind_path(),
+                    key: key.into(),
+                    message: format!(
+                        "required when source.kind = \"command\" and source.format = \"{name}\" (raw frames carry no size)"
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 fn build(l: &Layers) -> Result<Settings, ConfigError> {
     // [daemon]
     let state_dir = l.get(|r| r.daemon.as_ref()?.state_dir.as_ref());
@@ -376,6 +466,9 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
     let retry_initial = l.get(|r| r.source.as_ref()?.retry_initial_ms.as_ref());
     let retry_max = l.get(|r| r.source.as_ref()?.retry_max_ms.as_ref());
     let stall = l.get(|r| r.source.as_ref()?.stall_timeout_ms.as_ref());
+    // kind = "command"
+    let command = l.get(|r| r.source.as_ref()?.command.as_ref());
+    let max_frame = l.get(|r| r.source.as_ref()?.max_frame_bytes.as_ref());
     in_range(
         &width,
         "source.width",
@@ -430,6 +523,9 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
             message: "required when source.kind = \"files\"".into(),
         });
     }
+    check_command_source(
+        kind_v, &kind, &format, &command, &width, &height, &max_frame,
+    )?;
     let retry_initial_ms = val(&retry_initial, 500);
     let retry_max_ms = val(&retry_max, 30_000);
     if retry_max_ms < retry_initial_ms {
@@ -458,13 +554,22 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
                 15.0
             },
         ),
-        format: val(&format, CaptureFormat::Auto),
+        format: val(
+            &format,
+            if kind_v == SourceKind::Command {
+                CaptureFormat::Mjpeg
+            } else {
+                CaptureFormat::Auto
+            },
+        ),
         buffers: val(&buffers, 4),
         dir: dir.map(|o| o.value),
         looping: val(&looping, true),
         retry_initial_ms,
         retry_max_ms,
         stall_timeout_ms: val(&stall, 5_000),
+        command: command.map(|o| o.value).unwrap_or_default(),
+        max_frame_bytes: val(&max_frame, DEFAULT_MAX_FRAME_BYTES),
     };
 
     let model = model::build_model(l)?;

@@ -47,6 +47,9 @@ pub(super) struct RawSource {
     pub retry_initial_ms: Field<u64>,
     pub retry_max_ms: Field<u64>,
     pub stall_timeout_ms: Field<u64>,
+    // kind = "command"
+    pub command: Field<Vec<String>>,
+    pub max_frame_bytes: Field<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

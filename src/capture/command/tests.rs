@@ -1,0 +1,283 @@
+//! The `command` source against real programs: Debian's `ffmpeg` (installed
+//! by scripts/setup.sh) and `sh`. Without ffmpeg these tests fail under CI
+//! and skip with a printed reason elsewhere.
+
+use super::*;
+use nix::errno::Errno;
+
+/// Whether `program` can be run; panics under CI when it cannot.
+pub(crate) fn have(program: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+        .unwrap_or(false);
+    if !found {
+        let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
+        assert!(
+            !ci,
+            "{program} is not installed: scripts/setup.sh installs it (Debian package ffmpeg)"
+        );
+        eprintln!("skipping: {program} is not installed (scripts/setup.sh installs it)");
+    }
+    found
+}
+
+/// ffmpeg's test pattern, `size` at 25 fps, written to stdout as `out`.
+fn ffmpeg(input: &str, out: &[&str]) -> String {
+    let mut s = format!("ffmpeg -nostdin -hide_banner -loglevel error -f lavfi -i {input}");
+    for a in out {
+        s.push(' ');
+        s.push_str(a);
+    }
+    s
+}
+
+fn sh(script: &str, format: CommandFormat, stall_ms: u64) -> CommandOptions {
+    let mut o = CommandOptions::new(
+        vec!["sh".into(), "-c".into(), script.into()],
+        format,
+        1 << 20,
+        Duration::from_millis(stall_ms),
+    );
+    o.first_frame_timeout = Duration::from_secs(20);
+    o.grace = Duration::from_millis(300);
+    o
+}
+
+/// Whether any process of group `pgid` exists.
+fn group_alive(pgid: i32) -> bool {
+    match nix::sys::signal::killpg(Pid::from_raw(pgid), None) {
+        Ok(()) => true,
+        Err(Errno::ESRCH) => false,
+        Err(e) => panic!("kill(-{pgid}, 0): {e}"),
+    }
+}
+
+const MJPEG: &[&str] = &["-f", "mjpeg", "-q:v", "5", "-"];
+
+// Would catch frames cut at the wrong place (they would not decode), a
+// frame lost between reads, or a frame carrying the wrong format.
+#[test]
+fn mjpeg_from_ffmpeg_comes_out_as_whole_jpeg_frames() {
+    if !have("ffmpeg") {
+        return;
+    }
+    let cmd = ffmpeg("testsrc=size=320x240:rate=25", MJPEG);
+    let mut src = CommandSource::open(sh(&cmd, CommandFormat::Mjpeg, 5000)).unwrap();
+    assert_eq!(src.describe(), "command:sh mjpeg");
+    for i in 0..5 {
+        let f = src.next_frame().unwrap();
+        assert_eq!((f.seq, f.format), (i, PixelFormat::Encoded));
+        let img = image::load_from_memory(&f.data).unwrap_or_else(|e| panic!("frame {i}: {e}"));
+        assert_eq!((img.width(), img.height()), (320, 240));
+    }
+}
+
+/// Read three raw frames of a solid red picture from ffmpeg in `pix_fmt`.
+fn red_frames(pix_fmt: &str, format: PixelFormat, w: u32, h: u32) -> Vec<Frame> {
+    let cmd = ffmpeg(
+        // Made at an even size and scaled: lavfi's color source rounds odd
+        // sizes down for yuv420p.
+        &format!(
+            "color=c=red:size={}x{}:rate=25,format=rgb24,scale={w}:{h}",
+            w + w % 2,
+            h + h % 2
+        ),
+        &["-pix_fmt", pix_fmt, "-f", "rawvideo", "-"],
+    );
+    let fmt = CommandFormat::Raw {
+        format,
+        width: w,
+        height: h,
+    };
+    let mut src = CommandSource::open(sh(&cmd, fmt, 5000)).unwrap();
+    (0..3).map(|_| src.next_frame().unwrap()).collect()
+}
+
+fn near(got: u8, want: u8) -> bool {
+    got.abs_diff(want) <= 4
+}
+
+// Would catch raw frames of the wrong length (each later frame would start
+// in the middle of another: its planes would hold the wrong values) and the
+// wrong chroma layout or size for odd dimensions.
+#[test]
+fn raw_i420_frames_have_the_expected_size_and_planes() {
+    if !have("ffmpeg") {
+        return;
+    }
+    // Odd sizes: the chroma planes round up.
+    let (w, h) = (161, 121);
+    for f in red_frames("yuv420p", PixelFormat::I420, w, h) {
+        let luma = (w * h) as usize;
+        let chroma = (w.div_ceil(2) * h.div_ceil(2)) as usize;
+        assert_eq!(f.data.len(), luma + 2 * chroma);
+        assert_eq!(
+            (f.format, f.width, f.height, f.stride),
+            (PixelFormat::I420, w, h, w)
+        );
+        // BT.601 red: Y 81, U 90, V 240, at each plane's start and the
+        // middle, and the luma's end (the scaler blurs chroma at the edges).
+        for (at, want) in [
+            (0, 81),
+            (luma - 1, 81),
+            (luma, 90),
+            (luma + chroma / 2, 90),
+            (luma + chroma, 240),
+            (luma + chroma + chroma / 2, 240),
+        ] {
+            assert!(
+                near(f.data[at], want),
+                "byte {at}: {} not ~{want}",
+                f.data[at]
+            );
+        }
+    }
+}
+
+// Would catch NV12 frames of the wrong length or read as planar.
+#[test]
+fn raw_nv12_frames_have_the_expected_size_and_interleaved_chroma() {
+    if !have("ffmpeg") {
+        return;
+    }
+    let (w, h) = (160, 120);
+    for f in red_frames("nv12", PixelFormat::Nv12, w, h) {
+        let luma = (w * h) as usize;
+        assert_eq!(f.data.len(), luma + luma / 2);
+        assert_eq!((f.format, f.stride), (PixelFormat::Nv12, w));
+        assert!(near(f.data[luma - 1], 81));
+        let uv = &f.data[luma..];
+        assert!(near(uv[0], 90) && near(uv[1], 240), "{:?}", &uv[..4]);
+        assert!(near(uv[uv.len() - 2], 90) && near(uv[uv.len() - 1], 240));
+    }
+}
+
+// Would catch an exit going unnoticed (next_frame blocking until the stall
+// timeout, or forever) or an error that hides the exit status and the
+// program's own explanation.
+#[test]
+fn a_program_that_exits_is_an_error_with_its_status_and_last_stderr_line() {
+    let script = "echo starting >&2; echo 'no camera found' >&2; exit 3";
+    let mut src = CommandSource::open(sh(script, CommandFormat::Mjpeg, 60_000)).unwrap();
+    let err = src.next_frame().unwrap_err();
+    assert!(
+        matches!(&err, CaptureError::CommandExited { status, stderr, .. }
+            if status.contains('3') && stderr == "no camera found"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("no camera found"), "{err}");
+}
+
+// Would catch a stall not detected (next_frame blocking for ever on a
+// program that stopped writing) or the stalled program left running.
+#[test]
+fn a_program_that_stalls_is_detected_and_killed() {
+    if !have("ffmpeg") {
+        return;
+    }
+    let script = format!(
+        "{} ; echo 'waiting for the camera' >&2; exec sleep 600",
+        ffmpeg(
+            "testsrc=size=160x120:rate=25",
+            &["-frames:v", "2", "-f", "mjpeg", "-"]
+        )
+    );
+    let mut src = CommandSource::open(sh(&script, CommandFormat::Mjpeg, 400)).unwrap();
+    let pgid = src.pgid();
+    src.next_frame().unwrap();
+    src.next_frame().unwrap();
+    let err = src.next_frame().unwrap_err();
+    assert!(
+        matches!(&err, CaptureError::CommandStalled { waited_ms: 400, stderr, .. }
+            if stderr == "waiting for the camera"),
+        "{err:?}"
+    );
+    assert!(group_alive(pgid), "the stalled program is still there");
+    drop(src);
+    assert!(!group_alive(pgid), "the stalled program was not killed");
+}
+
+// Would catch garbage between frames corrupting a frame (it would not
+// decode) or frames lost around it.
+#[test]
+fn garbage_between_jpeg_frames_is_skipped() {
+    if !have("ffmpeg") {
+        return;
+    }
+    let one = ffmpeg(
+        "testsrc=size=160x120:rate=25",
+        &["-frames:v", "1", "-f", "mjpeg", "-q:v", "5", "-"],
+    );
+    let script = format!(
+        "for i in 1 2 3; do printf 'garbage \\377\\330 \\377\\377 junk'; {one}; done; exec sleep 600"
+    );
+    let mut src = CommandSource::open(sh(&script, CommandFormat::Mjpeg, 5000)).unwrap();
+    for i in 0..3 {
+        let f = src.next_frame().unwrap();
+        let img = image::load_from_memory(&f.data).unwrap_or_else(|e| panic!("frame {i}: {e}"));
+        assert_eq!((img.width(), img.height()), (160, 120));
+    }
+}
+
+// Would catch a program that ignores SIGTERM (and its children) surviving
+// the source: an orphan after every restart, reload or shutdown.
+#[test]
+fn a_program_ignoring_sigterm_is_killed_with_its_group_on_drop() {
+    if !have("ffmpeg") {
+        return;
+    }
+    let script = format!(
+        "trap '' TERM; {}; exec sleep 600",
+        ffmpeg("testsrc=size=160x120:rate=25", MJPEG)
+    );
+    let mut src = CommandSource::open(sh(&script, CommandFormat::Mjpeg, 5000)).unwrap();
+    let pgid = src.pgid();
+    src.next_frame().unwrap();
+    drop(src);
+    assert!(!group_alive(pgid), "a process of group {pgid} survived");
+    // Reaped too: no zombie of ours is left.
+    assert_eq!(
+        nix::sys::wait::waitpid(
+            Pid::from_raw(-pgid),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG)
+        ),
+        Err(Errno::ECHILD)
+    );
+}
+
+// Would catch frames over the bound being delivered (or buffered without
+// limit) instead of dropped and counted.
+#[test]
+fn frames_over_the_bound_are_dropped_and_counted() {
+    if !have("ffmpeg") {
+        return;
+    }
+    let cmd = ffmpeg(
+        "testsrc=size=320x240:rate=25",
+        &["-f", "mjpeg", "-q:v", "2", "-"],
+    );
+    let mut o = sh(&cmd, CommandFormat::Mjpeg, 1000);
+    o.max_frame_bytes = 1024;
+    o.first_frame_timeout = Duration::from_secs(3);
+    let mut src = CommandSource::open(o).unwrap();
+    let err = src.next_frame().unwrap_err();
+    assert!(
+        matches!(err, CaptureError::CommandStalled { .. }),
+        "{err:?}"
+    );
+    assert!(src.oversized > 0);
+}
+
+// Would catch a missing program reported without its name (the technician
+// could not tell what to install).
+#[test]
+fn a_missing_program_is_named() {
+    let o = CommandOptions::new(
+        vec!["spotter-no-such-program".into()],
+        CommandFormat::Mjpeg,
+        1 << 20,
+        Duration::from_secs(1),
+    );
+    let err = CommandSource::open(o).err().expect("cannot start");
+    assert!(err.to_string().contains("spotter-no-such-program"), "{err}");
+}
