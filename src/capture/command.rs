@@ -200,7 +200,7 @@ impl CommandSource {
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
             unreachable!("stdout and stderr are piped")
         };
-        log::info!(program = program.as_str(), pid = child.id(), format = opts.format.name();
+        log::info!(spotter_program = program.as_str(), spotter_child_pid = child.id(), spotter_format = opts.format.name();
             "started the source command");
         Ok(CommandSource {
             stderr_log: StderrLog::new(program.clone()),
@@ -240,8 +240,8 @@ impl CommandSource {
                         if !quiet {
                             self.last_oversized_log = Some(Instant::now());
                             log::warn!(message_id = ids::SOURCE_FRAME_OVERSIZED,
-                                program = self.program.as_str(), bytes = n,
-                                max = self.opts.max_frame_bytes, dropped_total = self.oversized;
+                                spotter_program = self.program.as_str(), spotter_bytes = n,
+                                spotter_max = self.opts.max_frame_bytes, spotter_dropped_total = self.oversized;
                                 "dropped a frame over source.max_frame_bytes ({} dropped so far)", self.oversized);
                         }
                     }
@@ -363,8 +363,8 @@ impl CommandSource {
             None => "closed its output but is still running".into(),
         };
         let stderr = self.stderr_log.last_line();
-        log::warn!(message_id = ids::SOURCE_COMMAND_EXITED, program = self.program.as_str(),
-            status = status.as_str(), stderr = stderr.as_str(), frames = self.seq;
+        log::warn!(message_id = ids::SOURCE_COMMAND_EXITED, spotter_program = self.program.as_str(),
+            spotter_status = status.as_str(), spotter_stderr = stderr.as_str(), spotter_frames = self.seq;
             "source command {} ended: {status}", self.program);
         CaptureError::CommandExited {
             program: self.program.clone(),
@@ -376,8 +376,8 @@ impl CommandSource {
     fn stalled(&mut self, waited: Duration) -> CaptureError {
         let stderr = self.stderr_log.last_line();
         let waited_ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX);
-        log::warn!(message_id = ids::SOURCE_COMMAND_STALLED, program = self.program.as_str(),
-            waited_ms = waited_ms, frames = self.seq, stderr = stderr.as_str();
+        log::warn!(message_id = ids::SOURCE_COMMAND_STALLED, spotter_program = self.program.as_str(),
+            spotter_waited_ms = waited_ms, spotter_frames = self.seq, spotter_stderr = stderr.as_str();
             "source command {} stalled: no frame for {waited_ms} ms; stopping it", self.program);
         CaptureError::CommandStalled {
             program: self.program.clone(),
@@ -414,13 +414,13 @@ impl CommandSource {
                 // Stuck in the kernel (uninterruptible sleep in a driver):
                 // don't hang shutdown on it.
                 _ => {
-                    log::error!(program = self.program.as_str(), pid = self.child.id();
+                    log::error!(spotter_program = self.program.as_str(), spotter_child_pid = self.child.id();
                         "the source command did not end after SIGKILL; leaving it");
                     return;
                 }
             }
         }
-        log::debug!(program = self.program.as_str(); "source command stopped");
+        log::debug!(spotter_program = self.program.as_str(); "source command stopped");
     }
 }
 
@@ -511,8 +511,8 @@ impl StderrLog {
         self.last = if cut { format!("{line}…") } else { line };
         if self.window_start.elapsed() >= STDERR_WINDOW {
             if self.suppressed > 0 {
-                log::info!(message_id = ids::SOURCE_COMMAND_STDERR, program = self.program.as_str(),
-                    suppressed = self.suppressed;
+                log::info!(message_id = ids::SOURCE_COMMAND_STDERR, spotter_program = self.program.as_str(),
+                    spotter_suppressed = self.suppressed;
                     "{}: {} more stderr lines not logged", self.program, self.suppressed);
             }
             self.window_start = Instant::now();
@@ -521,7 +521,7 @@ impl StderrLog {
         }
         if self.in_window < STDERR_LINES_PER_WINDOW {
             self.in_window += 1;
-            log::info!(message_id = ids::SOURCE_COMMAND_STDERR, program = self.program.as_str();
+            log::info!(message_id = ids::SOURCE_COMMAND_STDERR, spotter_program = self.program.as_str();
                 "{}: {}", self.program, self.last);
         } else {
             self.suppressed += 1;
