@@ -516,3 +516,28 @@ fn v4l2_refuses_the_yuv420_formats_naming_the_key() {
         );
     }
 }
+
+// Would catch a README "Cameras" block for a command source that no longer
+// loads (a renamed key, a raw format without its size): users paste them.
+#[test]
+fn readme_command_source_blocks_load() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let cameras = readme
+        .split("\n## Cameras\n")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("README has a Cameras section");
+    let blocks: Vec<&str> = cameras
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .filter(|b| b.contains("kind = \"command\""))
+        .collect();
+    assert!(blocks.len() >= 3, "{blocks:?}");
+    for b in blocks {
+        let s = one(b).unwrap_or_else(|e| panic!("{e}\n{b}"));
+        assert_eq!(s.source.kind, SourceKind::Command, "{b}");
+        assert!(!s.source.command.is_empty(), "{b}");
+    }
+}
