@@ -34,8 +34,9 @@ use crate::pipeline::{
 use crate::state::{AppState, Check};
 use crate::store::{Pruner, Store};
 
-/// Build the source opener for the configured source.
-pub fn source_opener(s: &SourceSettings) -> SourceOpener {
+/// Build the source opener for the configured source; a source that waits
+/// on something else (a `command` source's program) gives up on `stop`.
+pub fn source_opener(s: &SourceSettings, stop: &Shutdown) -> SourceOpener {
     match s.kind {
         SourceKind::Files => {
             let opts = FilesOptions {
@@ -70,7 +71,10 @@ pub fn source_opener(s: &SourceSettings) -> SourceOpener {
             })
         }
         SourceKind::Command => {
-            let opts = command_options(s);
+            let opts = CommandOptions {
+                stop: Some(stop.clone()),
+                ..command_options(s)
+            };
             Box::new(move || {
                 CommandSource::open(opts.clone()).map(|s| Box::new(s) as Box<dyn FrameSource>)
             })
@@ -378,7 +382,7 @@ fn spawn_pipeline(
         let (slot, state, stop) = (slot.clone(), state.clone(), shutdown.clone());
         let worker = shutdown.worker("capture");
         let readiness = source_readiness.clone();
-        let opener = source_opener(&settings.source);
+        let opener = source_opener(&settings.source, shutdown);
         let backoff = Backoff::new(
             Duration::from_millis(settings.source.retry_initial_ms),
             Duration::from_millis(settings.source.retry_max_ms),

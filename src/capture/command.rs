@@ -28,6 +28,7 @@ use super::stream::{MjpegSplitter, RawSplitter, Split};
 use super::{CaptureError, Frame, FrameSource};
 use crate::core::frame::PixelFormat;
 use crate::core::ids;
+use crate::core::shutdown::Shutdown;
 
 /// Longest stderr line logged; the rest of a longer line is cut.
 const MAX_STDERR_LINE: usize = 512;
@@ -40,6 +41,8 @@ const READ_CHUNK: usize = 64 * 1024;
 const EXIT_WAIT: Duration = Duration::from_secs(1);
 /// How long to wait for the program to be reaped after SIGKILL.
 const KILL_WAIT: Duration = Duration::from_secs(2);
+/// Longest single wait for output, so shutdown is noticed this soon.
+const POLL_SLICE: Duration = Duration::from_millis(250);
 
 /// How the program's output is framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +92,7 @@ impl CommandFormat {
 }
 
 /// Options for [`CommandSource::open`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone)]
 pub struct CommandOptions {
     /// The program and its arguments; `argv[0]` is looked up in `PATH`.
     pub argv: Vec<String>,
@@ -102,6 +105,25 @@ pub struct CommandOptions {
     pub first_frame_timeout: Duration,
     /// Between SIGTERM and SIGKILL when the source is dropped.
     pub grace: Duration,
+    /// The daemon's shutdown token: once triggered, `next_frame` returns
+    /// [`CaptureError::CommandStopped`] within [`POLL_SLICE`] instead of
+    /// waiting out the stall timeout, so the source is dropped (and the
+    /// program stopped) before shutdown gives up on the capture thread.
+    pub stop: Option<Shutdown>,
+}
+
+impl std::fmt::Debug for CommandOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandOptions")
+            .field("argv", &self.argv)
+            .field("format", &self.format)
+            .field("max_frame_bytes", &self.max_frame_bytes)
+            .field("stall_timeout", &self.stall_timeout)
+            .field("first_frame_timeout", &self.first_frame_timeout)
+            .field("grace", &self.grace)
+            .field("stop", &self.stop.is_some())
+            .finish()
+    }
 }
 
 impl CommandOptions {
@@ -120,6 +142,7 @@ impl CommandOptions {
             stall_timeout,
             first_frame_timeout: stall_timeout.max(Duration::from_secs(10)),
             grace: Duration::from_secs(1),
+            stop: None,
         }
     }
 
@@ -278,7 +301,8 @@ impl CommandSource {
 
     /// Wait up to `timeout` for output, and read what is there.
     fn read_some(&mut self, timeout: Duration) -> Result<(), CaptureError> {
-        let ms = timeout.as_millis().clamp(1, 1000) as u16;
+        // At most POLL_SLICE (250 ms): fits in u16.
+        let ms = timeout.min(POLL_SLICE).as_millis().max(1) as u16;
         let ready = |f: Option<PollFlags>| {
             f.is_some_and(|r| {
                 r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
@@ -442,6 +466,11 @@ impl FrameSource for CommandSource {
             }
             if self.stdout_eof {
                 return Err(self.exited());
+            }
+            if self.opts.stop.as_ref().is_some_and(|s| s.is_triggered()) {
+                return Err(CaptureError::CommandStopped {
+                    program: self.program.clone(),
+                });
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {

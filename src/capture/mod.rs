@@ -65,6 +65,9 @@ pub enum CaptureError {
         #[source]
         source: std::io::Error,
     },
+    /// Shutdown started while the source waited for a frame.
+    #[error("command {program}: stopped for shutdown")]
+    CommandStopped { program: String },
 }
 
 /// A source of frames. Implementations block in `next_frame` (ioctls, pacing

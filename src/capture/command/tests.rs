@@ -417,3 +417,28 @@ fn rtsp_stream_through_ffmpeg_gives_decodable_frames() {
         }
     }
 }
+
+// Would catch shutdown waiting out the stall timeout (60 s here) on a
+// program that writes nothing: the daemon would give up on the capture
+// thread and exit with the program still running.
+#[test]
+fn shutdown_interrupts_the_wait_for_a_frame() {
+    let stop = Shutdown::new();
+    let mut o = sh("exec sleep 600", CommandFormat::Mjpeg, 60_000);
+    o.first_frame_timeout = Duration::from_secs(60);
+    o.stop = Some(stop.clone());
+    let mut src = CommandSource::open(o).unwrap();
+    let pgid = src.pgid();
+    let trigger = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        stop.trigger();
+    });
+    let err = src.next_frame().unwrap_err();
+    assert!(
+        matches!(err, CaptureError::CommandStopped { .. }),
+        "{err:?}"
+    );
+    drop(src);
+    assert!(!group_alive(pgid));
+    trigger.join().unwrap();
+}
