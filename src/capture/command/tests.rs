@@ -442,3 +442,24 @@ fn shutdown_interrupts_the_wait_for_a_frame() {
     assert!(!group_alive(pgid));
     trigger.join().unwrap();
 }
+
+// Would catch a chatty program flooding the journal (no rate limit), an
+// endless line held without bound, or the error message losing the last
+// line (ffmpeg ends progress lines with \r, not \n).
+#[test]
+fn stderr_lines_are_bounded_rate_limited_and_the_last_one_kept() {
+    let mut log = StderrLog::new("prog".into());
+    for i in 0..30 {
+        log.feed(format!("line {i}\n").as_bytes());
+    }
+    assert_eq!((log.in_window, log.suppressed), (10, 20));
+    log.feed(b"frame=  10 fps=5\rframe=  20 fps=5\r");
+    assert_eq!(log.last_line(), "frame=  20 fps=5");
+    log.feed(&vec![b'x'; 10_000]);
+    assert!(log.partial.len() <= MAX_STDERR_LINE);
+    log.feed(b"\n");
+    assert!(log.last_line().starts_with("xxx") && log.last_line().ends_with('…'));
+    assert!(log.last_line().len() <= MAX_STDERR_LINE + '…'.len_utf8());
+    log.feed(b"no newline yet");
+    assert_eq!(log.last_line(), "no newline yet");
+}
