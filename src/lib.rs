@@ -19,7 +19,7 @@
 //! | 2 | [`logging`] | journald or stderr logging, level changes |
 //! | 2 | [`systemd`] | `sd_notify` and the unit generator |
 //! | 3 | [`state`] | readiness, counters, model, last result, event bus, `/metrics` exposition (a sink) |
-//! | 4 | [`capture`] | frame sources: V4L2 cameras, replayed folders |
+//! | 4 | [`capture`] | frame sources: V4L2 cameras, replayed folders, a program's output (`command`) |
 //! | 4 | [`inference`] | runtimes (LiteRT, built-in TF Lite), pre- and post-processing |
 //! | 4 | [`store`] | sled: results, snapshots, outbox, retention, disk floors, backups |
 //! | 4 | [`gpio`] | trigger input, rule outputs, status LED |

@@ -15,11 +15,13 @@ use tokio::sync::mpsc;
 
 use super::{reload, API_GRACE};
 use crate::api::{ApiError, ApiOptions, Server, TlsReloader};
+use crate::capture::command::{CommandFormat, CommandOptions, CommandSource};
 use crate::capture::files::{FilesOptions, FilesSource};
 use crate::capture::negotiate::FormatPreference;
 use crate::capture::v4l2::{V4l2Options, V4l2Source};
 use crate::capture::FrameSource;
 use crate::config::{CaptureFormat, Settings, SourceKind, SourceSettings};
+use crate::core::frame::PixelFormat;
 use crate::core::ids;
 use crate::core::shutdown::Shutdown;
 use crate::gpio::runner::GpioRuntime;
@@ -32,8 +34,9 @@ use crate::pipeline::{
 use crate::state::{AppState, Check};
 use crate::store::{Pruner, Store};
 
-/// Build the source opener for the configured source.
-pub fn source_opener(s: &SourceSettings) -> SourceOpener {
+/// Build the source opener for the configured source; a source that waits
+/// on something else (a `command` source's program) gives up on `stop`.
+pub fn source_opener(s: &SourceSettings, stop: &Shutdown) -> SourceOpener {
     match s.kind {
         SourceKind::Files => {
             let opts = FilesOptions {
@@ -56,6 +59,9 @@ pub fn source_opener(s: &SourceSettings) -> SourceOpener {
                     CaptureFormat::Auto => FormatPreference::Auto,
                     CaptureFormat::Mjpeg => FormatPreference::Mjpeg,
                     CaptureFormat::Yuyv => FormatPreference::Yuyv,
+                    // `config` refuses yuv420/nv12 for v4l2; if it ever let
+                    // one through, the camera's own choice is the safe reading.
+                    CaptureFormat::Yuv420 | CaptureFormat::Nv12 => FormatPreference::Auto,
                 },
                 buffers: s.buffers,
                 timeout_ms: s.stall_timeout_ms,
@@ -71,7 +77,38 @@ pub fn source_opener(s: &SourceSettings) -> SourceOpener {
                     .map(|s| Box::new(s) as Box<dyn FrameSource>)
             })
         }
+        SourceKind::Command => {
+            let opts = CommandOptions {
+                stop: Some(stop.clone()),
+                ..command_options(s)
+            };
+            Box::new(move || {
+                CommandSource::open(opts.clone()).map(|s| Box::new(s) as Box<dyn FrameSource>)
+            })
+        }
     }
+}
+
+/// The `command` source's options from `[source]` (kind = "command").
+fn command_options(s: &SourceSettings) -> CommandOptions {
+    let raw = |format| CommandFormat::Raw {
+        format,
+        width: s.width,
+        height: s.height,
+    };
+    let format = match s.format {
+        CaptureFormat::Yuv420 => raw(PixelFormat::I420),
+        CaptureFormat::Nv12 => raw(PixelFormat::Nv12),
+        CaptureFormat::Yuyv => raw(PixelFormat::Yuyv),
+        // `config` refuses auto for a command; mjpeg is its default.
+        CaptureFormat::Mjpeg | CaptureFormat::Auto => CommandFormat::Mjpeg,
+    };
+    CommandOptions::new(
+        s.command.clone(),
+        format,
+        usize::try_from(s.max_frame_bytes).unwrap_or(usize::MAX),
+        s.stall_timeout(),
+    )
 }
 
 /// `runtime = "litert"` demands LiteRT: without a loadable library the daemon
@@ -352,7 +389,7 @@ fn spawn_pipeline(
         let (slot, state, stop) = (slot.clone(), state.clone(), shutdown.clone());
         let worker = shutdown.worker("capture");
         let readiness = source_readiness.clone();
-        let opener = source_opener(&settings.source);
+        let opener = source_opener(&settings.source, shutdown);
         let backoff = Backoff::new(
             Duration::from_millis(settings.source.retry_initial_ms),
             Duration::from_millis(settings.source.retry_max_ms),

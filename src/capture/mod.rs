@@ -61,6 +61,34 @@ pub enum CaptureError {
         path: String,
         reason: String,
     },
+    // kind = "command"
+    #[error("command {program}: cannot start: {source}")]
+    CommandStart {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("command {program} ended ({status}); last stderr line: {stderr}")]
+    CommandExited {
+        program: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("command {program} stalled: no frame for {waited_ms} ms (stopped it); last stderr line: {stderr}")]
+    CommandStalled {
+        program: String,
+        waited_ms: u64,
+        stderr: String,
+    },
+    #[error("command {program}: reading its output: {source}")]
+    CommandRead {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Shutdown started while the source waited for a frame.
+    #[error("command {program}: stopped for shutdown")]
+    CommandStopped { program: String },
 }
 
 /// A source of frames. Implementations block in `next_frame` (ioctls, pacing
@@ -72,8 +100,10 @@ pub trait FrameSource: Send {
     fn next_frame(&mut self) -> Result<Frame, CaptureError>;
 }
 
+pub(crate) mod command;
 pub(crate) mod files;
 pub(crate) mod http_auth;
 pub(crate) mod http_mjpeg;
 pub(crate) mod negotiate;
+pub(crate) mod stream;
 pub(crate) mod v4l2;

@@ -72,6 +72,8 @@ pub enum SourceKind {
     /// `multipart/x-mixed-replace` JPEG over HTTP(S) (IP cameras, ESP32-CAM, mjpg-streamer).
     #[serde(rename = "http_mjpeg")]
     HttpMjpeg,
+    /// A program whose standard output is the video (`source.command`).
+    Command,
 }
 
 /// Preferred capture pixel format for V4L2.
@@ -81,6 +83,10 @@ pub enum CaptureFormat {
     Auto,
     Mjpeg,
     Yuyv,
+    /// Planar YUV 4:2:0 (I420): `command` sources only.
+    Yuv420,
+    /// Semi-planar YUV 4:2:0: `command` sources only.
+    Nv12,
 }
 
 /// How a frame is fitted to the model's input size.
@@ -145,7 +151,11 @@ pub struct SourceSettings {
     pub credentials_file: Option<PathBuf>,
     /// PEM CA certificate(s) the camera's certificate must chain to (unset: the system's roots).
     pub ca_file: Option<PathBuf>,
-    /// A part larger than this is refused and skipped, never buffered whole.
+    // kind = "command"
+    /// The program and its arguments (no shell); empty for other kinds.
+    pub command: Vec<String>,
+    /// `command` and `http_mjpeg`: the largest frame read; larger ones are
+    /// dropped (skipped, never buffered whole) and counted.
     pub max_frame_bytes: u64,
 }
 
@@ -282,23 +292,14 @@ impl SourceSettings {
     }
 }
 
-/// Default `source.max_frame_bytes` (http_mjpeg): 8 MiB, several times a 1080p JPEG.
-pub const DEFAULT_MAX_FRAME_BYTES: u64 = 8 << 20;
-
 /// `[source]` keys of `kind = "http_mjpeg"` (issue 19): `url` (required for
 /// that kind; http or https, with a host, no credentials in it),
-/// `credentials_file`, `ca_file` (https only) and `max_frame_bytes`.
+/// `credentials_file` and `ca_file` (https only); `max_frame_bytes` is
+/// shared with `command` ([`check_command_source`]).
 fn http_mjpeg_source(l: &Layers, mut s: SourceSettings) -> Result<SourceSettings, ConfigError> {
     let url = l.get(|r| r.source.as_ref()?.url.as_ref());
     let creds = l.get(|r| r.source.as_ref()?.credentials_file.as_ref());
     let ca = l.get(|r| r.source.as_ref()?.ca_file.as_ref());
-    let max = l.get(|r| r.source.as_ref()?.max_frame_bytes.as_ref());
-    in_range(
-        &max,
-        "source.max_frame_bytes",
-        |v| (1024..=(64 << 20)).contains(v),
-        "must be between 1024 and 67108864 (64 MiB)",
-    )?;
     if let Some(o) = &url {
         check_stream_url(&o.value).map_err(|m| invalid(o, "source.url", m))?;
     }
@@ -324,7 +325,6 @@ fn http_mjpeg_source(l: &Layers, mut s: SourceSettings) -> Result<SourceSettings
     s.url = url.map(|o| o.value);
     s.credentials_file = creds.map(|o| o.value);
     s.ca_file = ca.map(|o| o.value);
-    s.max_frame_bytes = val(&max, DEFAULT_MAX_FRAME_BYTES);
     Ok(s)
 }
 
@@ -447,6 +447,85 @@ fn in_range<T>(
     }
 }
 
+/// Default `source.max_frame_bytes` (`command`, `http_mjpeg`): room for a
+/// high-quality 4K JPEG or a raw 4K YUYV frame.
+pub const DEFAULT_MAX_FRAME_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The `[source]` rules of `kind = "command"` and of the formats only it
+/// reads: a named program, a format it can read (not `auto`), and the frame
+/// size set explicitly for raw formats; v4l2 refuses the YUV 4:2:0 formats.
+fn check_command_source(
+    kind_v: SourceKind,
+    kind: &Option<Origin<SourceKind>>,
+    format: &Option<Origin<CaptureFormat>>,
+    command: &Option<Origin<Vec<String>>>,
+    width: &Option<Origin<u32>>,
+    height: &Option<Origin<u32>>,
+    max_frame: &Option<Origin<u64>>,
+) -> Result<(), ConfigError> {
+    in_range(
+        max_frame,
+        "source.max_frame_bytes",
+        |v| (1024..=268_435_456).contains(v),
+        "must be between 1024 and 268435456 (256 MiB)",
+    )?;
+    let fmt = format.as_ref().map(|o| o.value);
+    if kind_v != SourceKind::Command {
+        if let Some(o) = format
+            .as_ref()
+            .filter(|o| matches!(o.value, CaptureFormat::Yuv420 | CaptureFormat::Nv12))
+        {
+            return Err(invalid(
+                o,
+                "source.format",
+                "a v4l2 camera is read as \"auto\", \"mjpeg\" or \"yuyv\"; \"yuv420\" and \"nv12\" are for kind = \"command\"",
+            ));
+        }
+        return Ok(());
+    }
+    let kind_path = || {
+        kind.as_ref()
+            .map(|o| o.path.display().to_string())
+            .unwrap_or_default()
+    };
+    let Some(cmd) = command else {
+        return Err(ConfigError::Missing {
+            path: kind_path(),
+            key: "source.command".into(),
+            message: "required when source.kind = \"command\": the program and its arguments, e.g. [\"rpicam-vid\", \"-t\", \"0\", \"--codec\", \"mjpeg\", \"-o\", \"-\"]".into(),
+        });
+    };
+    if cmd.value.first().is_none_or(|p| p.trim().is_empty()) {
+        return Err(invalid(
+            cmd,
+            "source.command",
+            "must name a program first (an argv list, run without a shell)",
+        ));
+    }
+    if let Some(o) = format.as_ref().filter(|o| o.value == CaptureFormat::Auto) {
+        return Err(invalid(
+            o,
+            "source.format",
+            "a command's output is not negotiated: say \"mjpeg\", \"yuv420\", \"nv12\" or \"yuyv\"",
+        ));
+    }
+    if let Some(f @ (CaptureFormat::Yuyv | CaptureFormat::Yuv420 | CaptureFormat::Nv12)) = fmt {
+        let name = format!("{f:?}").to_lowercase();
+        for (o, key) in [(width, "source.width"), (height, "source.height")] {
+            if o.is_none() {
+                return Err(ConfigError::Missing {
+                    path: kind_path(),
+                    key: key.into(),
+                    message: format!(
+                        "required when source.kind = \"command\" and source.format = \"{name}\" (raw frames carry no size)"
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 fn build(l: &Layers) -> Result<Settings, ConfigError> {
     // [daemon]
     let state_dir = l.get(|r| r.daemon.as_ref()?.state_dir.as_ref());
@@ -476,6 +555,9 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
     let retry_initial = l.get(|r| r.source.as_ref()?.retry_initial_ms.as_ref());
     let retry_max = l.get(|r| r.source.as_ref()?.retry_max_ms.as_ref());
     let stall = l.get(|r| r.source.as_ref()?.stall_timeout_ms.as_ref());
+    // kind = "command"
+    let command = l.get(|r| r.source.as_ref()?.command.as_ref());
+    let max_frame = l.get(|r| r.source.as_ref()?.max_frame_bytes.as_ref());
     in_range(
         &width,
         "source.width",
@@ -530,6 +612,9 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
             message: "required when source.kind = \"files\"".into(),
         });
     }
+    check_command_source(
+        kind_v, &kind, &format, &command, &width, &height, &max_frame,
+    )?;
     let retry_initial_ms = val(&retry_initial, 500);
     let retry_max_ms = val(&retry_max, 30_000);
     if retry_max_ms < retry_initial_ms {
@@ -558,7 +643,14 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
                 15.0
             },
         ),
-        format: val(&format, CaptureFormat::Auto),
+        format: val(
+            &format,
+            if kind_v == SourceKind::Command {
+                CaptureFormat::Mjpeg
+            } else {
+                CaptureFormat::Auto
+            },
+        ),
         buffers: val(&buffers, 4),
         dir: dir.map(|o| o.value),
         looping: val(&looping, true),
@@ -568,7 +660,8 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
         url: None,
         credentials_file: None,
         ca_file: None,
-        max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+        command: command.map(|o| o.value).unwrap_or_default(),
+        max_frame_bytes: val(&max_frame, DEFAULT_MAX_FRAME_BYTES),
     };
     let source = http_mjpeg_source(l, source)?;
 

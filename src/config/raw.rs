@@ -51,6 +51,8 @@ pub(super) struct RawSource {
     pub url: Field<String>,
     pub credentials_file: Field<PathBuf>,
     pub ca_file: Field<PathBuf>,
+    // kind = "command"
+    pub command: Field<Vec<String>>,
     pub max_frame_bytes: Field<u64>,
 }
 

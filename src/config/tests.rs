@@ -510,3 +510,88 @@ fn http_mjpeg_source_keys_and_validation() {
         );
     }
 }
+// kind = "command"
+
+// Would catch a command source accepted without a program, with an empty
+// program name, with format "auto" (nothing to negotiate with a pipe), or
+// with a raw format and no frame size; and the errors not naming the key.
+#[test]
+fn command_source_needs_a_program_a_format_and_raw_sizes() {
+    let ok =
+        one("[source]\nkind = \"command\"\ncommand = [\"rpicam-vid\", \"-o\", \"-\"]\n").unwrap();
+    assert_eq!(ok.source.kind, SourceKind::Command);
+    assert_eq!(ok.source.command, vec!["rpicam-vid", "-o", "-"]);
+    assert_eq!(
+        ok.source.format,
+        CaptureFormat::Mjpeg,
+        "mjpeg is the default"
+    );
+    assert_eq!(ok.source.max_frame_bytes, DEFAULT_MAX_FRAME_BYTES);
+
+    let err = |text: &str| one(text).unwrap_err().to_string();
+    let e = err("[source]\nkind = \"command\"\n");
+    assert!(
+        e.contains("`source.command`") && e.contains("required"),
+        "{e}"
+    );
+    let e = err("[source]\nkind = \"command\"\ncommand = []\n");
+    assert!(e.contains(":3:") && e.contains("`source.command`"), "{e}");
+    let e = err("[source]\nkind = \"command\"\ncommand = [\" \", \"x\"]\n");
+    assert!(
+        e.contains("`source.command`") && e.contains("program"),
+        "{e}"
+    );
+    let e = err("[source]\nkind = \"command\"\ncommand = [\"x\"]\nformat = \"auto\"\n");
+    assert!(e.contains(":4:") && e.contains("`source.format`"), "{e}");
+    for f in ["yuv420", "nv12", "yuyv"] {
+        let base = format!("[source]\nkind = \"command\"\ncommand = [\"x\"]\nformat = \"{f}\"\n");
+        let e = err(&base);
+        assert!(e.contains("`source.width`") && e.contains(f), "{e}");
+        let e = err(&format!("{base}width = 640\n"));
+        assert!(e.contains("`source.height`"), "{e}");
+        let s = one(&format!("{base}width = 640\nheight = 480\n")).unwrap();
+        assert_eq!((s.source.width, s.source.height), (640, 480));
+    }
+    let e = err("[source]\nkind = \"command\"\ncommand = [\"x\"]\nmax_frame_bytes = 10\n");
+    assert!(e.contains("`source.max_frame_bytes`"), "{e}");
+}
+
+// Would catch v4l2 accepting a format it cannot capture (it would fail at
+// negotiation with a less clear message, or silently use another).
+#[test]
+fn v4l2_refuses_the_yuv420_formats_naming_the_key() {
+    for f in ["yuv420", "nv12"] {
+        let e = one(&format!("[source]\nformat = \"{f}\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(":2:") && e.contains("`source.format`") && e.contains("command"),
+            "{e}"
+        );
+    }
+}
+
+// Would catch a README "Cameras" block for a command source that no longer
+// loads (a renamed key, a raw format without its size): users paste them.
+#[test]
+fn readme_command_source_blocks_load() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let cameras = readme
+        .split("\n## Cameras\n")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("README has a Cameras section");
+    let blocks: Vec<&str> = cameras
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .filter(|b| b.contains("kind = \"command\""))
+        .collect();
+    assert!(blocks.len() >= 3, "{blocks:?}");
+    for b in blocks {
+        let s = one(b).unwrap_or_else(|e| panic!("{e}\n{b}"));
+        assert_eq!(s.source.kind, SourceKind::Command, "{b}");
+        assert!(!s.source.command.is_empty(), "{b}");
+    }
+}

@@ -82,3 +82,15 @@ pub const STATE_DIR_PERMISSIONS: &str = "a490c9f15b5240ee9bedc59299972677";
 /// An `http_mjpeg` source dropped stream parts: over `source.max_frame_bytes`
 /// or not an image (logged at most once a minute with running counts).
 pub const SOURCE_PARTS_DROPPED: &str = "2d58a2bd4efb497692462331691d6fc4";
+/// A `command` source's program ended (exit status and its last stderr line
+/// in the message); the capture loop starts it again with backoff.
+pub const SOURCE_COMMAND_EXITED: &str = "b941afde8ba14d51ae74c455686bf128";
+/// A `command` source's program wrote no frame within the stall timeout; it
+/// is stopped (its process group killed) and started again with backoff.
+pub const SOURCE_COMMAND_STALLED: &str = "010b02e012ae4120800a83e1106b76cb";
+/// A line a `command` source's program wrote on stderr (rate-limited: at most
+/// 10 per 10 s, the rest counted).
+pub const SOURCE_COMMAND_STDERR: &str = "89c2abae4f6e40099a6bb4c2a879b9b3";
+/// A frame larger than `source.max_frame_bytes` was dropped (logged at most
+/// once per 10 s with the count so far); the stream resynchronises.
+pub const SOURCE_FRAME_OVERSIZED: &str = "d7a301de69e242e5a43367f1d81b83b6";

@@ -187,6 +187,9 @@ pub fn capture_loop(
                     while !sleep_with_beats(&stop, &state, Duration::from_secs(3600)) {}
                     return;
                 }
+                // A source that gave up waiting because shutdown started:
+                // not a loss; returning drops (stops) it.
+                Err(_) if stop.is_triggered() => return,
                 Err(e @ CaptureError::File { .. }) => {
                     // One unreadable file in a replay folder: count it, go on.
                     Counters::inc(&state.counters.capture_errors);

@@ -11,7 +11,7 @@
 //! the store is opened only when the daemon is not holding it (otherwise
 //! the newest result is asked of the daemon's API, read-only).
 //!
-//! Why one file of some 930 lines: about 620 are the checks, each a small
+//! Why one file of some 1,110 lines: about 750 are the checks, each a small
 //! function a technician's report line comes from, and the rest their tests.
 
 use std::os::unix::fs::FileTypeExt;
@@ -71,6 +71,9 @@ pub(crate) struct Finding {
     pub detail: String,
     /// What to do about it (empty when nothing is needed).
     pub hint: String,
+    /// A configuration block to paste, printed under the line as is
+    /// (empty when there is none).
+    pub paste: String,
 }
 
 impl Finding {
@@ -85,7 +88,11 @@ impl Finding {
             verdict,
             detail: detail.into(),
             hint: hint.into(),
+            paste: String::new(),
         }
+    }
+    fn with_paste(self, paste: String) -> Finding {
+        Finding { paste, ..self }
     }
     fn ok(check: &'static str, detail: impl Into<String>) -> Finding {
         Finding::new(check, Verdict::Ok, detail, "")
@@ -118,6 +125,9 @@ impl Report {
                 s.push_str(&format!(" (fix: {})", one_line(&f.hint)));
             }
             s.push('\n');
+            for line in f.paste.lines() {
+                s.push_str(&format!("    {line}\n"));
+            }
         }
         let failed = self
             .findings
@@ -160,12 +170,14 @@ pub(crate) fn run(settings: &Settings) -> Report {
 }
 
 /// The frame source: a camera that exists, may be opened, is a V4L2 capture
-/// device and offers a format Spotter decodes; or a folder with images.
+/// device and offers a format Spotter decodes; or a folder with images; or
+/// a program that can be run.
 pub(crate) fn check_source(s: &SourceSettings) -> Finding {
     match s.kind {
         SourceKind::Files => check_folder(s),
-        SourceKind::V4l2 => check_camera(&s.device, s.format),
+        SourceKind::V4l2 => check_camera(s),
         SourceKind::HttpMjpeg => check_http_mjpeg(s),
+        SourceKind::Command => check_command(s),
     }
 }
 
@@ -198,6 +210,54 @@ fn check_http_mjpeg(s: &SourceSettings) -> Finding {
     }
 }
 
+/// A `command` source: its program is found (in `PATH` or at the path
+/// given) and executable. It is not started: doctor changes nothing.
+fn check_command(s: &SourceSettings) -> Finding {
+    use std::os::unix::fs::PermissionsExt;
+    let program = s.command.first().cloned().unwrap_or_default();
+    let candidates: Vec<std::path::PathBuf> = if program.contains('/') {
+        vec![program.clone().into()]
+    } else {
+        std::env::var_os("PATH")
+            .map(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join(&program))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let found = candidates.iter().find(|p| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    });
+    match found {
+        Some(path) => Finding::ok(
+            "source",
+            format!(
+                "command {} ({}), format {}",
+                path.display(),
+                s.command.join(" "),
+                format_name(s.format)
+            ),
+        ),
+        None => Finding::new(
+            "source",
+            Verdict::Fail,
+            format!("command {program}: not found or not executable"),
+            "install it (rpicam-vid: apt install rpicam-apps; ffmpeg: apt install ffmpeg) or give its full path as the first item of source.command",
+        ),
+    }
+}
+
+fn format_name(f: CaptureFormat) -> &'static str {
+    match f {
+        CaptureFormat::Auto => "auto",
+        CaptureFormat::Mjpeg => "mjpeg",
+        CaptureFormat::Yuyv => "yuyv",
+        CaptureFormat::Yuv420 => "yuv420",
+        CaptureFormat::Nv12 => "nv12",
+    }
+}
+
 fn check_folder(s: &SourceSettings) -> Finding {
     let dir = s.dir.clone().unwrap_or_default();
     let opts = crate::capture::files::FilesOptions {
@@ -222,8 +282,9 @@ fn check_folder(s: &SourceSettings) -> Finding {
     }
 }
 
-fn check_camera(device: &Path, format: CaptureFormat) -> Finding {
+fn check_camera(s: &SourceSettings) -> Finding {
     use v4l::video::Capture;
+    let device = s.device.as_path();
     let name = device.display();
     let meta = match std::fs::metadata(device) {
         Ok(m) => m,
@@ -279,24 +340,89 @@ fn check_camera(device: &Path, format: CaptureFormat) -> Finding {
             )
         }
     };
-    let offered: Vec<String> = formats
-        .iter()
-        .map(|f| f.fourcc.str().unwrap_or("????").to_string())
-        .collect();
-    let has = |code: &str| offered.iter().any(|o| o == code);
-    let usable = match format {
+    let cam = CameraDescription {
+        card: caps.card,
+        driver: caps.driver,
+        formats: formats
+            .iter()
+            .map(|f| f.fourcc.str().unwrap_or("????").to_string())
+            .collect(),
+    };
+    judge_camera(&name.to_string(), &cam, s)
+}
+
+/// What doctor learned of a V4L2 capture node: the seam between probing
+/// the device and judging it, so the judgement is tested with fake devices.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct CameraDescription {
+    pub card: String,
+    pub driver: String,
+    /// The fourccs VIDIOC_ENUM_FMT lists, e.g. `MJPG`, `YUYV`, `pRAA`.
+    pub formats: Vec<String>,
+}
+
+/// V4L2 drivers of Raspberry Pi CSI receivers: only libcamera can drive
+/// the sensor behind them (ISP, tuning, controls).
+const LIBCAMERA_DRIVERS: &[&str] = &["unicam", "bcm2835-unicam", "rp1-cfe"];
+
+/// Raw Bayer fourccs (8 to 16 bits, packed, MIPI-packed and the Pi 5's
+/// compressed ones): a camera offering only these needs an ISP.
+fn is_raw_bayer(fourcc: &str) -> bool {
+    const BAYER: &[&str] = &[
+        "BA81", "GBRG", "GRBG", "RGGB", "BG10", "GB10", "BA10", "RG10", "pBAA", "pGAA", "pgAA",
+        "pRAA", "BG12", "GB12", "BA12", "RG12", "pBCC", "pGCC", "pgCC", "pRCC", "BG14", "GB14",
+        "GR14", "RG14", "pBEE", "pGEE", "pgEE", "pREE", "BYR2", "GB16", "GR16", "RG16", "PC1B",
+        "PC1G", "PC1g", "PC1R",
+    ];
+    BAYER.contains(&fourcc)
+}
+
+/// Whether the camera is one only libcamera can drive (a Pi camera module).
+fn is_libcamera_only(cam: &CameraDescription) -> bool {
+    LIBCAMERA_DRIVERS.contains(&cam.driver.as_str())
+        || (!cam.formats.is_empty() && cam.formats.iter().all(|f| is_raw_bayer(f)))
+}
+
+/// The `[source]` block that reads a Pi camera module through rpicam-vid
+/// (MJPEG), at the configured size and rate.
+pub(crate) fn libcamera_source_block(s: &SourceSettings) -> String {
+    let fps = s.fps.round().max(1.0) as u32;
+    format!(
+        "[source]\n\
+         kind = \"command\"\n\
+         command = [\"rpicam-vid\", \"-t\", \"0\", \"--codec\", \"mjpeg\", \"--width\", \"{w}\", \"--height\", \"{h}\", \"--framerate\", \"{fps}\", \"-n\", \"-o\", \"-\"]\n\
+         format = \"mjpeg\"\n",
+        w = s.width,
+        h = s.height,
+    )
+}
+
+/// Judge a described camera against the settings.
+pub(crate) fn judge_camera(name: &str, cam: &CameraDescription, s: &SourceSettings) -> Finding {
+    let has = |code: &str| cam.formats.iter().any(|o| o == code);
+    let usable = match s.format {
         CaptureFormat::Auto => has("MJPG") || has("YUYV"),
         CaptureFormat::Mjpeg => has("MJPG"),
         CaptureFormat::Yuyv => has("YUYV"),
+        // Not for v4l2 (config refuses them there).
+        CaptureFormat::Yuv420 | CaptureFormat::Nv12 => false,
     };
     let detail = format!(
         "camera {name}: {} ({}), formats {}",
-        caps.card,
-        caps.driver,
-        offered.join(" ")
+        cam.card,
+        cam.driver,
+        cam.formats.join(" ")
     );
     if usable {
         Finding::ok("source", detail)
+    } else if is_libcamera_only(cam) {
+        Finding::new(
+            "source",
+            Verdict::Fail,
+            format!("{detail}: a libcamera camera (Pi camera module), not readable as V4L2"),
+            "read it through rpicam-vid (apt install rpicam-apps): replace the [source] section with the block below",
+        )
+        .with_paste(libcamera_source_block(s))
     } else {
         Finding::new(
             "source",
@@ -757,7 +883,12 @@ mod tests {
     #[test]
     fn camera_missing_not_a_device_or_not_v4l2_fails() {
         let d = tempfile::tempdir().unwrap();
-        let missing = check_camera(&d.path().join("video9"), CaptureFormat::Auto);
+        let cam = |p: &Path| {
+            let mut s = defaults().source;
+            s.device = p.to_path_buf();
+            check_camera(&s)
+        };
+        let missing = cam(&d.path().join("video9"));
         assert_eq!(missing.verdict, Verdict::Fail);
         assert!(
             missing.detail.contains("not found") && missing.hint.contains("/dev/video"),
@@ -765,17 +896,85 @@ mod tests {
         );
         let file = d.path().join("video0");
         std::fs::write(&file, b"").unwrap();
-        let plain = check_camera(&file, CaptureFormat::Auto);
+        let plain = cam(&file);
         assert!(
             plain.verdict == Verdict::Fail && plain.detail.contains("not a character device"),
             "{plain:?}"
         );
         // /dev/null is a character device that answers VIDIOC_QUERYCAP with ENOTTY.
-        let null = check_camera(Path::new("/dev/null"), CaptureFormat::Auto);
+        let null = cam(Path::new("/dev/null"));
         assert!(
             null.verdict == Verdict::Fail && null.detail.contains("not a V4L2 device"),
             "{null:?}"
         );
+    }
+
+    fn described(driver: &str, formats: &[&str]) -> CameraDescription {
+        CameraDescription {
+            card: "test camera".into(),
+            driver: driver.into(),
+            formats: formats.iter().map(|f| f.to_string()).collect(),
+        }
+    }
+
+    // Would catch a Pi camera module (unicam / rp1-cfe, or raw Bayer only)
+    // getting "use another camera" instead of the block that reads it, a
+    // block that does not parse or does not say kind = "command" with
+    // rpicam-vid's MJPEG argv at the configured size, or a UVC camera with
+    // an unusable format being taken for a libcamera one.
+    #[test]
+    fn libcamera_only_camera_gets_the_rpicam_vid_block_to_paste() {
+        let mut s = defaults().source;
+        s.width = 1280;
+        s.height = 720;
+        for cam in [
+            described("unicam", &["pRAA", "RG10", "GREY"]),
+            described("rp1-cfe", &["PC1R", "pRAA", "RGGB"]),
+            described("some-bridge", &["pBAA", "BA81"]),
+        ] {
+            let f = judge_camera("/dev/video0", &cam, &s);
+            assert_eq!(f.verdict, Verdict::Fail, "{f:?}");
+            assert!(f.detail.contains("libcamera"), "{f:?}");
+            assert!(!f.hint.contains("another camera"), "{f:?}");
+            let parsed =
+                crate::config::from_sources(vec![(PathBuf::from("pasted.toml"), f.paste.clone())])
+                    .unwrap_or_else(|e| panic!("the block does not load: {e}\n{}", f.paste));
+            assert_eq!(parsed.source.kind, SourceKind::Command);
+            assert_eq!(parsed.source.format, CaptureFormat::Mjpeg);
+            assert_eq!(
+                parsed.source.command.join(" "),
+                "rpicam-vid -t 0 --codec mjpeg --width 1280 --height 720 --framerate 15 -n -o -"
+            );
+            let mut r = Report::default();
+            r.findings.push(f);
+            let text = r.to_text();
+            assert!(text.contains("\n    kind = \"command\"\n"), "{text}");
+        }
+        let uvc = judge_camera("/dev/video0", &described("uvcvideo", &["H264"]), &s);
+        assert!(
+            uvc.verdict == Verdict::Fail && uvc.paste.is_empty(),
+            "{uvc:?}"
+        );
+        assert!(uvc.hint.contains("MJPG or YUYV"), "{uvc:?}");
+        let ok = judge_camera("/dev/video0", &described("uvcvideo", &["YUYV", "MJPG"]), &s);
+        assert_eq!(ok.verdict, Verdict::Ok, "{ok:?}");
+    }
+
+    // Would catch a command source whose program is missing passing the
+    // check, or one that exists failing it.
+    #[test]
+    fn command_source_needs_its_program() {
+        let mut s = defaults().source;
+        s.kind = SourceKind::Command;
+        s.command = vec!["spotter-no-such-program".into(), "-o".into(), "-".into()];
+        let missing = check_source(&s);
+        assert!(
+            missing.verdict == Verdict::Fail && missing.detail.contains("spotter-no-such-program"),
+            "{missing:?}"
+        );
+        s.command = vec!["sh".into(), "-c".into(), "true".into()];
+        let ok = check_source(&s);
+        assert_eq!(ok.verdict, Verdict::Ok, "{ok:?}");
     }
 
     // Would catch an empty replay folder passing, or a usable one failing.

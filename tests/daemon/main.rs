@@ -1,7 +1,8 @@
 //! The `spotter` binary as a process, in one test binary (one link of the
 //! crate instead of one per file): the daemon end to end, its crash safety,
 //! journald output, MQTT, SIGHUP reload, the shipped systemd unit and
-//! generator, `spotter bench` and `spotter classify`; a YOLO detector end to
+//! generator, `spotter bench` and `spotter classify`; a `command` source
+//! (ffmpeg) end to end; a YOLO detector end to
 //! end; and model swaps in the inference loop.
 
 #[path = "../common/mod.rs"]
@@ -10,6 +11,7 @@ mod common;
 mod bench;
 mod check_config;
 mod classify;
+mod command_source;
 mod daemon;
 mod daemon_crash;
 mod http_mjpeg;

@@ -186,3 +186,27 @@ fn generator_adds_net_bind_service_only_for_a_privileged_port_and_the_unit_stays
     assert!(st.success());
     assert_eq!(std::fs::read_dir(&out_dir).unwrap().count(), 0);
 }
+
+// Would catch the unit losing what a `command` source reading a Pi camera
+// module needs (rpicam-vid's libcamera opens /dev/media*, /dev/v4l-subdev*
+// and /dev/dma_heap/*, as group video): under DevicePolicy=closed the
+// camera would fail to open only on the device, never in tests.
+#[test]
+fn unit_allows_the_devices_libcamera_opens() {
+    let text = std::fs::read_to_string(unit()).unwrap();
+    for directive in [
+        "DeviceAllow=char-video4linux rw",
+        "DeviceAllow=char-media rw",
+        "DeviceAllow=char-dma_heap rw",
+    ] {
+        assert!(
+            text.lines().any(|l| l.trim() == directive),
+            "missing {directive}"
+        );
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("SupplementaryGroups=") && l.contains("video")),
+        "the service user must be in group video"
+    );
+}
