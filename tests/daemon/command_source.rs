@@ -1,7 +1,8 @@
 //! The daemon on a `command` source: ffmpeg (Debian's, installed by
 //! scripts/setup.sh) writes an MJPEG test stream on its stdout, a real model
 //! classifies it, results come back over HTTPS; the program exits and is
-//! started again; after shutdown none of its process groups remains.
+//! started again; after shutdown none of its process groups remains. Raw
+//! I420 and NV12 frames from ffmpeg classify like the photo they show.
 
 use crate::common;
 
@@ -100,5 +101,69 @@ fn command_source_feeds_the_model_restarts_its_program_and_leaves_nothing_behind
             Err(nix::errno::Errno::ESRCH),
             "process group {pgid} survived the daemon"
         );
+    }
+}
+
+// Would catch raw YUV 4:2:0 frames from a program being misread (a wrong
+// plane size or order, chroma rows of an odd width, NV12 pairs swapped) or
+// converted with the wrong colour matrix: ffmpeg writes a clear photo as
+// raw I420 at its own size (odd sizes included) and as NV12 scaled, and the
+// daemon's top-1 must be the reference label of that photo.
+#[test]
+fn raw_yuv420_and_nv12_from_a_program_classify_like_the_photo() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let model_name = "mobilenet_v2_1.0_224_quant";
+    let (photo, label) = std::fs::read_dir(testdata().join("images"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| !p.to_string_lossy().contains("mnist"))
+        .filter_map(|p| {
+            let name = p.file_name()?.to_str()?.to_owned();
+            common::reference_clear_top1(model_name, &name).map(|l| (p, l))
+        })
+        .min()
+        .expect("a photo with a clear reference top-1");
+    let (w, h) = image::image_dimensions(&photo).unwrap();
+    let model = testdata().join(format!("models/classification/{model_name}.tflite"));
+    let labels = testdata().join("labels/labels_mobilenet_quant_v1_224.txt");
+    for (pix_fmt, format, (fw, fh)) in [
+        ("yuv420p", "yuv420", (w, h)),
+        ("nv12", "nv12", (w / 2 * 2, h / 2 * 2)),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = format!(
+            "[daemon]\nstate_dir = \"@STATE@\"\nlog_level = \"info\"\n\n\
+             [source]\nkind = \"command\"\n\
+             command = [\"ffmpeg\", \"-nostdin\", \"-hide_banner\", \"-loglevel\", \"error\", \"-re\", \
+             \"-loop\", \"1\", \"-framerate\", \"5\", \"-i\", \"{}\", \"-vf\", \"scale={fw}:{fh}\", \
+             \"-frames:v\", \"20\", \"-f\", \"rawvideo\", \"-pix_fmt\", \"{pix_fmt}\", \"-\"]\n\
+             format = \"{format}\"\nwidth = {fw}\nheight = {fh}\n\
+             retry_initial_ms = 100\nretry_max_ms = 500\n\n\
+             [model]\npath = \"{}\"\nlabels = \"{}\"\nruntime = \"auto\"\nthreads = 1\n\n\
+             [api]\nlisten = \"127.0.0.1:@PORT@\"\n",
+            photo.display(),
+            model.display(),
+            labels.display()
+        );
+        let d = Daemon::start(tmp.path(), &config);
+        let c = d.client();
+        let results = c.wait_for("/api/v1/results?limit=3", 120, |r| {
+            r.status == 200 && r.json()["results"].as_array().is_some_and(|a| a.len() >= 3)
+        });
+        for r in results.json()["results"].as_array().unwrap() {
+            assert_eq!(
+                (r["image_width"].as_u64(), r["image_height"].as_u64()),
+                (Some(u64::from(fw)), Some(u64::from(fh))),
+                "{format}: {r}"
+            );
+            assert_eq!(
+                r["classes"][0]["label"],
+                label,
+                "{format} {}: {r}",
+                photo.display()
+            );
+        }
     }
 }
