@@ -296,6 +296,24 @@ mod tests {
         }
     }
 
+    /// `n` frames in which `label` passes (score `score`) where `present`.
+    fn passing(
+        n: usize,
+        label: &str,
+        score: f32,
+        present: impl Fn(usize) -> bool,
+    ) -> Vec<Vec<Hit>> {
+        (0..n)
+            .map(|i| {
+                if present(i) {
+                    vec![hit(label, score)]
+                } else {
+                    vec![]
+                }
+            })
+            .collect()
+    }
+
     /// Feed `frames` (per frame: its hits) at 15 fps from t = 0; returns the
     /// events with the index of the frame that produced them.
     fn run(t: &mut Tracker, frames: &[Vec<Hit>]) -> Vec<(usize, Event)> {
@@ -363,15 +381,7 @@ mod tests {
     #[test]
     fn flickers_open_nothing() {
         let mut t = Tracker::new(Rules::default(), 0);
-        let frames: Vec<Vec<Hit>> = (0..30)
-            .map(|i| {
-                if i % 10 == 0 {
-                    vec![hit("cat", 0.9)]
-                } else {
-                    vec![]
-                }
-            })
-            .collect();
+        let frames = passing(30, "cat", 0.9, |i| i % 10 == 0);
         assert!(run(&mut t, &frames).is_empty());
     }
 
@@ -382,30 +392,14 @@ mod tests {
         let mut t = Tracker::new(Rules::default(), 0);
         // Present 0..10, absent 11..40 (2 s), present 41..50, absent 51..200.
         let present = |i: usize| (0..=10).contains(&i) || (41..=50).contains(&i);
-        let frames: Vec<Vec<Hit>> = (0..200)
-            .map(|i| {
-                if present(i) {
-                    vec![hit("dog", 0.8)]
-                } else {
-                    vec![]
-                }
-            })
-            .collect();
+        let frames = passing(200, "dog", 0.8, present);
         let se = starts_and_ends(&run(&mut t, &frames));
         assert_eq!(se.len(), 2, "{se:?}");
         assert_eq!(se[1].3, Some(50 * DT));
         // Absent 51..120 (4.6 s) then present again: two sightings.
         let mut t = Tracker::new(Rules::default(), 7);
         let present = |i: usize| (0..=10).contains(&i) || (80..=90).contains(&i);
-        let frames: Vec<Vec<Hit>> = (0..200)
-            .map(|i| {
-                if present(i) {
-                    vec![hit("dog", 0.8)]
-                } else {
-                    vec![]
-                }
-            })
-            .collect();
+        let frames = passing(200, "dog", 0.8, present);
         let ev = run(&mut t, &frames);
         let ids: Vec<u64> = ev
             .iter()

@@ -336,46 +336,26 @@ impl Preprocessor {
                     None => decode_rgb(&frame.data, max_pixels, &mut self.decoded)?,
                 }
             }
-            PixelFormat::Yuyv if w == self.width && h == self.height && self.channels == 3 => {
-                check_budget(w, h, max_pixels)?;
-                yuyv_into_tensor_with(
-                    &frame.data,
-                    (w, h, frame.stride),
-                    &self.lut,
-                    self.fast,
-                    &mut self.row,
-                    dst,
-                )?;
-                let mapping = Mapping::new(self.fit, w, h, self.width, self.height);
-                let decode_us = t0.elapsed().as_micros() as u64;
-                return Ok(Prepared {
-                    mapping,
-                    decode_us,
-                    resize_us: 0,
-                    quantize_us: 0,
-                    jpeg_scale: 1,
-                });
-            }
-            PixelFormat::Yuyv => {
-                check_budget(w, h, max_pixels)?;
-                self.decoded.clear();
-                self.decoded.resize(w as usize * h as usize * 3, 0);
-                crate::image::yuyv::yuyv_to_rgb(&frame.data, w, h, frame.stride, &mut self.decoded)
-                    .map_err(|e| InferenceError::Image(e.to_string()))?;
-                (w, h)
-            }
-            PixelFormat::I420 | PixelFormat::Nv12
+            // Raw YUV of the input's own size: converted straight into the
+            // tensor, quantization fused in.
+            PixelFormat::Yuyv | PixelFormat::I420 | PixelFormat::Nv12
                 if w == self.width && h == self.height && self.channels == 3 =>
             {
                 check_budget(w, h, max_pixels)?;
-                yuv420_into_tensor_with(
-                    frame.format,
-                    &frame.data,
-                    (w, h, frame.stride),
-                    (&self.lut, self.fast),
-                    &mut self.row,
-                    dst,
-                )?;
+                let dims = (w, h, frame.stride);
+                let lut = (&self.lut, self.fast);
+                if frame.format == PixelFormat::Yuyv {
+                    yuyv_into_tensor_with(&frame.data, dims, lut, &mut self.row, dst)?;
+                } else {
+                    yuv420_into_tensor_with(
+                        frame.format,
+                        &frame.data,
+                        dims,
+                        lut,
+                        &mut self.row,
+                        dst,
+                    )?;
+                }
                 let mapping = Mapping::new(self.fit, w, h, self.width, self.height);
                 let decode_us = t0.elapsed().as_micros() as u64;
                 return Ok(Prepared {
@@ -386,19 +366,19 @@ impl Preprocessor {
                     jpeg_scale: 1,
                 });
             }
-            PixelFormat::I420 | PixelFormat::Nv12 => {
+            PixelFormat::Yuyv | PixelFormat::I420 | PixelFormat::Nv12 => {
                 check_budget(w, h, max_pixels)?;
                 self.decoded.clear();
                 self.decoded.resize(w as usize * h as usize * 3, 0);
-                crate::image::yuv420::yuv420_to_rgb(
-                    frame.format,
-                    &frame.data,
-                    w,
-                    h,
-                    frame.stride,
-                    &mut self.decoded,
-                )
-                .map_err(|e| InferenceError::Image(e.to_string()))?;
+                let (data, stride, rgb) = (&frame.data, frame.stride, &mut self.decoded);
+                let converted = if frame.format == PixelFormat::Yuyv {
+                    crate::image::yuyv::yuyv_to_rgb(data, w, h, stride, rgb)
+                        .map_err(|e| e.to_string())
+                } else {
+                    crate::image::yuv420::yuv420_to_rgb(frame.format, data, w, h, stride, rgb)
+                        .map_err(|e| e.to_string())
+                };
+                converted.map_err(InferenceError::Image)?;
                 (w, h)
             }
             PixelFormat::Rgb8 => {

@@ -29,8 +29,7 @@ pub fn yuyv_into_tensor(
     yuyv_into_tensor_with(
         src,
         (width, height, stride),
-        lut,
-        lut.fast_path(3),
+        (lut, lut.fast_path(3)),
         row,
         dst,
     )
@@ -39,8 +38,7 @@ pub fn yuyv_into_tensor(
 pub(super) fn yuyv_into_tensor_with(
     src: &[u8],
     (width, height, stride): (u32, u32, u32),
-    lut: &InputLut,
-    fast: FastPath,
+    (lut, fast): (&InputLut, FastPath),
     row: &mut Vec<u8>,
     dst: &mut [u8],
 ) -> Result<(), InferenceError> {
