@@ -851,7 +851,9 @@ mod tests {
                         )
                         .unwrap();
                     }
-                    PixelFormat::Rgb8 => panic!("V4L2 source never produces RGB8"),
+                    PixelFormat::Rgb8 | PixelFormat::I420 | PixelFormat::Nv12 => {
+                        panic!("V4L2 source never produces {:?}", f.format)
+                    }
                 }
             }
             // Stop and resume: streaming restarts on the next call.
