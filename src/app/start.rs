@@ -105,10 +105,11 @@ pub(super) struct Daemon {
     /// (through the slot it closes) and the API task obey it; the pipeline
     /// threads count as its workers until they return.
     pub(super) shutdown: Shutdown,
-    /// The one writer of the source's readiness check (the monitor asks it
-    /// to report a stall).
-    pub(super) source_readiness: Arc<SourceReadiness>,
-    pub(super) capture: JoinHandle<()>,
+    /// The one writer of each source's readiness check (the monitor asks
+    /// them to report a stall), in configuration order.
+    pub(super) source_readiness: Vec<Arc<SourceReadiness>>,
+    /// One capture thread per source.
+    pub(super) capture: Vec<JoinHandle<()>>,
     pub(super) inference: JoinHandle<()>,
     pub(super) api_task: tokio::task::JoinHandle<Result<(), ApiError>>,
 }
@@ -146,7 +147,9 @@ pub(super) async fn start(settings: &Settings, state: &Arc<AppState>) -> anyhow:
     crate::keys::ensure_initial_admin_key(&settings.daemon.state_dir)
         .context("preparing API keys")?;
     let server = bind_api(settings, state, &store, listener).await?;
-    let slot = Arc::new(FrameSlot::new());
+    // One lane per source, served round robin.
+    let names: Vec<&str> = settings.sources.iter().map(|s| s.name.as_str()).collect();
+    let slot = Arc::new(FrameSlot::with_sources(&names));
     let control = Arc::new(InferenceControl {
         snapshot_rule: std::sync::Mutex::new(crate::store::SnapshotRule::from_settings(
             &settings.store,
@@ -179,7 +182,19 @@ pub(super) async fn start(settings: &Settings, state: &Arc<AppState>) -> anyhow:
         let slot = slot.clone();
         move || slot.close()
     });
-    let source_readiness = Arc::new(SourceReadiness::default());
+    let source_readiness: Vec<Arc<SourceReadiness>> = settings
+        .sources
+        .iter()
+        .enumerate()
+        .map(|(lane, s)| {
+            Arc::new(SourceReadiness::new(
+                state,
+                &s.name,
+                lane,
+                s.stall_timeout(),
+            ))
+        })
+        .collect();
     let (capture, inference) = spawn_pipeline(
         settings,
         &slot,
@@ -331,7 +346,7 @@ fn start_gpio(
     }
 }
 
-/// The capture, prepare and inference threads.
+/// The capture threads (one per source), the prepare and inference threads.
 fn spawn_pipeline(
     settings: &Settings,
     slot: &Arc<FrameSlot>,
@@ -339,25 +354,36 @@ fn spawn_pipeline(
     state: &Arc<AppState>,
     control: &Arc<InferenceControl>,
     shutdown: &Shutdown,
-    source_readiness: &Arc<SourceReadiness>,
-) -> anyhow::Result<(JoinHandle<()>, JoinHandle<()>)> {
-    let capture = {
+    source_readiness: &[Arc<SourceReadiness>],
+) -> anyhow::Result<(Vec<JoinHandle<()>>, JoinHandle<()>)> {
+    let mut capture = Vec::with_capacity(settings.sources.len());
+    for (source, readiness) in settings.sources.iter().zip(source_readiness) {
         let (slot, state, stop) = (slot.clone(), state.clone(), shutdown.clone());
-        let worker = shutdown.worker("capture");
-        let readiness = source_readiness.clone();
-        let opener = source_opener(&settings.source);
+        // The first source's thread keeps the name it always had.
+        let thread = if capture.is_empty() {
+            "capture".to_string()
+        } else {
+            format!("capture-{}", source.name)
+        };
+        // Worker names are 'static: one small string per configured source,
+        // made once per daemon start, is leaked for the shutdown message
+        // ("capture-yard did not stop").
+        let worker = shutdown.worker(Box::leak(thread.clone().into_boxed_str()));
+        let readiness = readiness.clone();
+        let opener = source_opener(source);
         let backoff = Backoff::new(
-            Duration::from_millis(settings.source.retry_initial_ms),
-            Duration::from_millis(settings.source.retry_max_ms),
+            Duration::from_millis(source.retry_initial_ms),
+            Duration::from_millis(source.retry_max_ms),
         );
-        std::thread::Builder::new()
-            .name("capture".into())
+        let handle = std::thread::Builder::new()
+            .name(thread)
             .spawn(move || {
                 let _worker = worker;
                 capture_loop(opener, slot, state, readiness, stop, backoff)
             })
-            .context("spawning the capture thread")?
-    };
+            .with_context(|| format!("spawning the capture thread of source {}", source.name))?;
+        capture.push(handle);
+    }
     // The prepare thread (frames pre-processed during the invoke before)
     // and the inference thread; joining the latter joins both.
     let inference = spawn_inference(

@@ -21,6 +21,7 @@ mod raw;
 mod sources;
 
 pub use sources::DEFAULT_SOURCE_NAME;
+pub(crate) use sources::UPLOAD_SOURCE_NAME;
 
 pub use api::{is_valid_origin, ClientAuth};
 pub use model::{DetectionRules, ModelSettings, DEFAULT_IOU_THRESHOLD, DEFAULT_MAX_DETECTIONS};

@@ -79,3 +79,8 @@ pub const GPIO_FAILED: &str = "3b6131e5ec1d43698bbe8b428992fae1";
 /// (created under a permissive umask, e.g. by an older Spotter run outside
 /// systemd): tightened if it is Spotter's, otherwise left with a warning.
 pub const STATE_DIR_PERMISSIONS: &str = "a490c9f15b5240ee9bedc59299972677";
+// --- Several sources per daemon (issue 19) ---
+/// A source delivered frames and then none for its stall timeout (a
+/// multiple of its frame interval): its readiness check fails; other
+/// sources keep streaming. `SPOTTER_SOURCE_NAME` says which.
+pub const SOURCE_STALLED: &str = "5ffdde4c35954599a1f1cc942744ac8a";
