@@ -32,6 +32,9 @@ use crate::pipeline::{
 use crate::state::{AppState, Check};
 use crate::store::{Pruner, Store};
 
+/// The shortest V4L2 read timeout (see `source_opener`).
+const V4L2_REOPEN_AFTER_MS: u64 = 2_000;
+
 /// Build the source opener for the configured source.
 pub fn source_opener(s: &SourceSettings) -> SourceOpener {
     match s.kind {
@@ -58,7 +61,13 @@ pub fn source_opener(s: &SourceSettings) -> SourceOpener {
                     CaptureFormat::Yuyv => FormatPreference::Yuyv,
                 },
                 buffers: s.buffers,
-                timeout_ms: s.stall_timeout_ms,
+                // The device is reopened after this long without a frame
+                // (a wedged driver). Not below 2 s: readiness reports the
+                // stall after `stall_timeout_ms` already (the supervisor's
+                // check), frames that come back end a stall without a
+                // reopen, and an unplug fails the read at once; a dim
+                // camera that slows down is not reopened in a loop.
+                timeout_ms: s.stall_timeout_ms.max(V4L2_REOPEN_AFTER_MS),
             };
             Box::new(move || {
                 V4l2Source::open(opts.clone()).map(|s| Box::new(s) as Box<dyn FrameSource>)
