@@ -59,7 +59,7 @@ pub(super) struct RawSource {
 /// keep working inside both forms).
 #[derive(Debug)]
 pub(super) enum RawSources {
-    One(RawSource),
+    One(Box<RawSource>),
     Many(Vec<RawSource>),
 }
 
@@ -87,7 +87,7 @@ impl<'de> Deserialize<'de> for RawSources {
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<RawSources, A::Error> {
                 RawSource::deserialize(serde::de::value::MapAccessDeserializer::new(m))
-                    .map(RawSources::One)
+                    .map(|r| RawSources::One(Box::new(r)))
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(self, s: A) -> Result<RawSources, A::Error> {
                 Vec::<RawSource>::deserialize(serde::de::value::SeqAccessDeserializer::new(s))
@@ -360,7 +360,7 @@ impl Layers {
                 path: l.path.clone(),
                 text: l.text.clone(),
                 raw: RawConfig {
-                    source: Some(RawSources::One(entry.clone())),
+                    source: Some(RawSources::One(Box::new(entry.clone()))),
                     ..RawConfig::default()
                 },
             }],

@@ -13,7 +13,7 @@
 //!   name results of uploaded images carry).
 //! - The stall timeout, unless set, is [`STALL_FRAMES`] frame intervals and
 //!   at least [`STALL_FLOOR_MS`]: at 15 fps a stalled camera is noticed in
-//!   533 ms plus the supervisor's 250 ms tick, under the 1 s issue 19 asks.
+//!   534 ms plus the supervisor's 250 ms tick, under the 1 s issue 19 asks.
 
 use super::raw::Layers;
 use super::{build_source, ConfigError, SourceSettings};

@@ -571,3 +571,16 @@ fn stall_timeout_follows_the_frame_rate_unless_set() {
     let s = one("[source]\nretry_initial_ms = 3000\n").unwrap();
     assert_eq!(s.source.retry_max_ms, 3_000);
 }
+
+// Would catch check-config printing several sources in a form the loader
+// cannot read back (or folding them into one `[source]`).
+#[test]
+fn several_sources_round_trip_through_toml() {
+    let s = one(
+        "[[source]]\nname = \"a\"\nkind = \"files\"\ndir = \"/a\"\n[[source]]\nname = \"b\"\nfps = 5.0\n",
+    )
+    .unwrap();
+    let again = one(&s.to_toml()).unwrap();
+    assert_eq!(again.sources, s.sources);
+    assert_eq!(again.source, s.source);
+}

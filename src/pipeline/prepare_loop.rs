@@ -335,10 +335,7 @@ pub(crate) fn prepare_loop(
     let mut model: Option<(u64, PrepareSpec)> = None;
     let mut prep_time = Duration::ZERO;
     let mut fresher_for = None;
-    loop {
-        let Some(only) = out.wait_turn(&slot, prep_time, &mut fresher_for) else {
-            break;
-        };
+    while let Some(only) = out.wait_turn(&slot, prep_time, &mut fresher_for) {
         let (frame, tag) = match slot.take_from(WAIT, only) {
             Taken::Frame(f, tag) => (f, tag),
             Taken::Job(job) => {
