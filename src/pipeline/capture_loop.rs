@@ -581,7 +581,12 @@ mod tests {
         // Gone long enough for the backoff to reach its cap.
         std::thread::sleep(Duration::from_secs(3));
         present.store(true, Ordering::SeqCst);
+        let back = Instant::now();
         wait(true, Duration::from_secs(2));
+        eprintln!(
+            "camera streaming again {:?} after it came back",
+            back.elapsed()
+        );
         stop.trigger();
         thread.join().unwrap();
     }
