@@ -74,6 +74,8 @@ if [ "$(id -u)" -eq 0 ]; then
     bash "$REPO/tests/system/run.sh"
     say "GPIO system test: trigger and outputs on a gpio-sim chip in a VM (tests/system/gpio.sh)"
     bash "$REPO/tests/system/gpio.sh"
+    say "several-sources system test: two vivid cameras, one unplugged (tests/system/sources.sh)"
+    bash "$REPO/tests/system/sources.sh"
 elif [ -n "${CI:-}" ]; then
     die "the system test needs root (CI runs as root)"
 else

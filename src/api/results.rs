@@ -8,8 +8,9 @@
 //! `/api/v1/results` parameters, all optional, combined with AND:
 //! `since`, `until` (inclusive; nanoseconds since the epoch or RFC 3339),
 //! `label`, `min_score` (the label's score with `label`, else the best
-//! score), `model` (SHA-256 hex), `limit`, `cursor` (the `next_cursor` of
-//! the previous page). Newest first. The body is
+//! score), `model` (SHA-256 hex), `source` (a source's configured name,
+//! the records' `source_name`; `upload` for uploaded images), `limit`,
+//! `cursor` (the `next_cursor` of the previous page). Newest first. The body is
 //! `{"results":[...],"next_cursor":"…"|null}`; a page can hold fewer than
 //! `limit` results and still have a cursor (the scan budget ran out), so
 //! clients page until `next_cursor` is null.
@@ -77,6 +78,7 @@ pub(super) fn parse_results_query(
             "model" if q.model.is_some() => return Err(dup()),
             "min_score" if q.min_score.is_some() => return Err(dup()),
             "cursor" if q.cursor.is_some() => return Err(dup()),
+            "source" if q.source.is_some() => return Err(dup()),
             "limit" if seen_limit => return Err(dup()),
             "since" => q.since = Some(parse_time("since", &v)?),
             "until" => q.until = Some(parse_time("until", &v)?),
@@ -103,6 +105,19 @@ pub(super) fn parse_results_query(
                 q.min_score =
                     Some(s.ok_or_else(|| invalid("min_score", "expected a finite number"))?);
             }
+            "source" => {
+                // The names `config` accepts: 1..=32 of A-Z a-z 0-9 _ -.
+                let ok = (1..=32).contains(&v.len())
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                if !ok {
+                    return Err(invalid(
+                        "source",
+                        "expected a source name (1 to 32 of A-Z, a-z, 0-9, _ and -)",
+                    ));
+                }
+                q.source = Some(v.into_owned());
+            }
             "cursor" => {
                 crate::store::decode_cursor(&v).map_err(|_| {
                     invalid(
@@ -124,7 +139,7 @@ pub(super) fn parse_results_query(
             }
             other => return Err(invalid(
                 other,
-                "unknown parameter (expected since, until, label, min_score, model, cursor, limit)",
+                "unknown parameter (expected since, until, label, min_score, model, source, cursor, limit)",
             )),
         }
     }
@@ -322,7 +337,15 @@ mod tests {
             "model normalised to lower case"
         );
         assert_eq!(got.cursor, Some(cursor.clone()));
+        assert_eq!(
+            q("source=yard-2").unwrap().source.as_deref(),
+            Some("yard-2")
+        );
         for bad in [
+            "source=".to_string(),
+            "source=a&source=b".into(),
+            "source=a%20b".into(),
+            format!("source={}", "x".repeat(33)),
             "limit=0".to_string(),
             "limit=101".into(),
             "limit=-1".into(),

@@ -44,7 +44,7 @@ pub(super) async fn supervise(
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
-    let mut monitor = Monitor::new(state, notifier, settings.source.stall_timeout());
+    let mut monitor = Monitor::new(state, notifier);
     loop {
         tokio::select! {
             _ = sigterm.recv() => return Ok(Exit::Signal),
@@ -73,8 +73,6 @@ pub(super) async fn supervise(
 struct Monitor<'a> {
     state: &'a AppState,
     notifier: &'a Notifier,
-    /// How long without a frame makes the source stalled.
-    stall: Duration,
     /// systemd's watchdog interval, if it watches.
     watchdog: Option<Duration>,
     /// The pipeline thread the watchdog pings are withheld for.
@@ -89,7 +87,7 @@ struct Monitor<'a> {
 }
 
 impl<'a> Monitor<'a> {
-    fn new(state: &'a AppState, notifier: &'a Notifier, stall: Duration) -> Self {
+    fn new(state: &'a AppState, notifier: &'a Notifier) -> Self {
         let watchdog = Notifier::watchdog_interval();
         if let Some(wd) = watchdog {
             log::info!("systemd watchdog active: pings while capture and inference make progress (interval {} ms)", wd.as_millis());
@@ -97,7 +95,6 @@ impl<'a> Monitor<'a> {
         Monitor {
             state,
             notifier,
-            stall,
             watchdog,
             stalled: None,
             was_ready: false,
@@ -118,8 +115,11 @@ impl<'a> Monitor<'a> {
             );
             return false;
         }
-        // Stall detection: frames stopped without the source reporting an error.
-        d.source_readiness.check_stall(self.state, self.stall);
+        // Stall detection: frames stopped without the source reporting an
+        // error; each source with its own stall timeout.
+        for source in &d.source_readiness {
+            source.check(self.state);
+        }
         self.feed_watchdog();
         self.report_status();
         if self.last_trim.elapsed() >= super::TRIM_EVERY {
@@ -137,7 +137,8 @@ impl<'a> Monitor<'a> {
             return;
         };
         let state = self.state;
-        let capture_age = state.since_beat(&state.capture_beat_ms);
+        // The capture thread that made no progress longest (one per source).
+        let capture_age = state.capture_age();
         let infer_age = state.since_beat(&state.inference_beat_ms);
         match (stuck_thread(capture_age, infer_age, wd), self.stalled) {
             (None, _) => {

@@ -60,7 +60,13 @@ pub(super) async fn shutdown(d: Daemon, exit: Exit, notifier: &Notifier) -> anyh
     };
     if left.is_empty() {
         // Its worker guard is dropped as the thread returns: a prompt join.
-        let _ = tokio::task::spawn_blocking(move || capture.join()).await;
+        // One capture thread per source.
+        let _ = tokio::task::spawn_blocking(move || {
+            for c in capture {
+                let _ = c.join();
+            }
+        })
+        .await;
     } else {
         log::warn!(
             "{} did not stop within {} s (blocked reading the source?); exiting anyway",

@@ -34,6 +34,9 @@ use crate::pipeline::{
 use crate::state::{AppState, Check};
 use crate::store::{Pruner, Store};
 
+/// The shortest V4L2 read timeout (see `source_opener`).
+const V4L2_REOPEN_AFTER_MS: u64 = 2_000;
+
 /// Build the source opener for the configured source; a source that waits
 /// on something else (a `command` source's program) gives up on `stop`.
 pub fn source_opener(s: &SourceSettings, stop: &Shutdown) -> SourceOpener {
@@ -64,7 +67,13 @@ pub fn source_opener(s: &SourceSettings, stop: &Shutdown) -> SourceOpener {
                     CaptureFormat::Yuv420 | CaptureFormat::Nv12 => FormatPreference::Auto,
                 },
                 buffers: s.buffers,
-                timeout_ms: s.stall_timeout_ms,
+                // The device is reopened after this long without a frame
+                // (a wedged driver). Not below 2 s: readiness reports the
+                // stall after `stall_timeout_ms` already (the supervisor's
+                // check), frames that come back end a stall without a
+                // reopen, and an unplug fails the read at once; a dim
+                // camera that slows down is not reopened in a loop.
+                timeout_ms: s.stall_timeout_ms.max(V4L2_REOPEN_AFTER_MS),
             };
             Box::new(move || {
                 V4l2Source::open(opts.clone()).map(|s| Box::new(s) as Box<dyn FrameSource>)
@@ -149,10 +158,11 @@ pub(super) struct Daemon {
     /// (through the slot it closes) and the API task obey it; the pipeline
     /// threads count as its workers until they return.
     pub(super) shutdown: Shutdown,
-    /// The one writer of the source's readiness check (the monitor asks it
-    /// to report a stall).
-    pub(super) source_readiness: Arc<SourceReadiness>,
-    pub(super) capture: JoinHandle<()>,
+    /// The one writer of each source's readiness check (the monitor asks
+    /// them to report a stall), in configuration order.
+    pub(super) source_readiness: Vec<Arc<SourceReadiness>>,
+    /// One capture thread per source.
+    pub(super) capture: Vec<JoinHandle<()>>,
     pub(super) inference: JoinHandle<()>,
     pub(super) api_task: tokio::task::JoinHandle<Result<(), ApiError>>,
 }
@@ -190,7 +200,9 @@ pub(super) async fn start(settings: &Settings, state: &Arc<AppState>) -> anyhow:
     crate::keys::ensure_initial_admin_key(&settings.daemon.state_dir)
         .context("preparing API keys")?;
     let server = bind_api(settings, state, &store, listener).await?;
-    let slot = Arc::new(FrameSlot::new());
+    // One lane per source, served round robin.
+    let names: Vec<&str> = settings.sources.iter().map(|s| s.name.as_str()).collect();
+    let slot = Arc::new(FrameSlot::with_sources(&names));
     let control = Arc::new(InferenceControl {
         snapshot_rule: std::sync::Mutex::new(crate::store::SnapshotRule::from_settings(
             &settings.store,
@@ -223,7 +235,19 @@ pub(super) async fn start(settings: &Settings, state: &Arc<AppState>) -> anyhow:
         let slot = slot.clone();
         move || slot.close()
     });
-    let source_readiness = Arc::new(SourceReadiness::default());
+    let source_readiness: Vec<Arc<SourceReadiness>> = settings
+        .sources
+        .iter()
+        .enumerate()
+        .map(|(lane, s)| {
+            Arc::new(SourceReadiness::new(
+                state,
+                &s.name,
+                lane,
+                s.stall_timeout(),
+            ))
+        })
+        .collect();
     let (capture, inference) = spawn_pipeline(
         settings,
         &slot,
@@ -375,7 +399,7 @@ fn start_gpio(
     }
 }
 
-/// The capture, prepare and inference threads.
+/// The capture threads (one per source), the prepare and inference threads.
 fn spawn_pipeline(
     settings: &Settings,
     slot: &Arc<FrameSlot>,
@@ -383,25 +407,36 @@ fn spawn_pipeline(
     state: &Arc<AppState>,
     control: &Arc<InferenceControl>,
     shutdown: &Shutdown,
-    source_readiness: &Arc<SourceReadiness>,
-) -> anyhow::Result<(JoinHandle<()>, JoinHandle<()>)> {
-    let capture = {
+    source_readiness: &[Arc<SourceReadiness>],
+) -> anyhow::Result<(Vec<JoinHandle<()>>, JoinHandle<()>)> {
+    let mut capture = Vec::with_capacity(settings.sources.len());
+    for (source, readiness) in settings.sources.iter().zip(source_readiness) {
         let (slot, state, stop) = (slot.clone(), state.clone(), shutdown.clone());
-        let worker = shutdown.worker("capture");
-        let readiness = source_readiness.clone();
-        let opener = source_opener(&settings.source, shutdown);
+        // The first source's thread keeps the name it always had.
+        let thread = if capture.is_empty() {
+            "capture".to_string()
+        } else {
+            format!("capture-{}", source.name)
+        };
+        // Worker names are 'static: one small string per configured source,
+        // made once per daemon start, is leaked for the shutdown message
+        // ("capture-yard did not stop").
+        let worker = shutdown.worker(Box::leak(thread.clone().into_boxed_str()));
+        let readiness = readiness.clone();
+        let opener = source_opener(source, shutdown);
         let backoff = Backoff::new(
-            Duration::from_millis(settings.source.retry_initial_ms),
-            Duration::from_millis(settings.source.retry_max_ms),
+            Duration::from_millis(source.retry_initial_ms),
+            Duration::from_millis(source.retry_max_ms),
         );
-        std::thread::Builder::new()
-            .name("capture".into())
+        let handle = std::thread::Builder::new()
+            .name(thread)
             .spawn(move || {
                 let _worker = worker;
                 capture_loop(opener, slot, state, readiness, stop, backoff)
             })
-            .context("spawning the capture thread")?
-    };
+            .with_context(|| format!("spawning the capture thread of source {}", source.name))?;
+        capture.push(handle);
+    }
     // The prepare thread (frames pre-processed during the invoke before)
     // and the inference thread; joining the latter joins both.
     let inference = spawn_inference(

@@ -18,6 +18,10 @@ pub(crate) mod api;
 pub(crate) mod gpio;
 mod model;
 mod raw;
+mod sources;
+
+pub use sources::DEFAULT_SOURCE_NAME;
+pub(crate) use sources::UPLOAD_SOURCE_NAME;
 
 pub use api::{is_valid_origin, ClientAuth};
 pub use model::{DetectionRules, ModelSettings, DEFAULT_IOU_THRESHOLD, DEFAULT_MAX_DETECTIONS};
@@ -157,6 +161,11 @@ pub struct SourceSettings {
     /// `command` and `http_mjpeg`: the largest frame read; larger ones are
     /// dropped (skipped, never buffered whole) and counted.
     pub max_frame_bytes: u64,
+    // --- Several sources per daemon (issue 19) ---
+    /// The source's name (`[[source]] name`; `default` for a single
+    /// `[source]` without one): results, readiness, metrics and the journal
+    /// carry it.
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -275,7 +284,14 @@ pub struct MqttSettings {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Settings {
     pub daemon: DaemonSettings,
+    /// The first source (the only one with a single `[source]`).
+    #[serde(skip)]
     pub source: SourceSettings,
+    /// Every configured source, in file order (several cameras, issue 19);
+    /// `sources[0]` is `source`. Written back as `[source]` when there is
+    /// one, as `[[source]]` when there are several.
+    #[serde(rename = "source", serialize_with = "sources::serialize")]
+    pub sources: Vec<SourceSettings>,
     pub model: ModelSettings,
     pub store: StoreSettings,
     pub api: ApiSettings,
@@ -542,6 +558,14 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
         log_level: val(&log_level, "info".into()),
     };
 
+    // [source] or [[source]] (several cameras, issue 19): see `sources`.
+    let (source, sources) = sources::build_sources(l)?;
+    build_after_sources(l, daemon, source, sources)
+}
+
+/// One source from `[source]` keys: the layered `[source]` table, or one
+/// `[[source]]` entry seen as such (see `sources`).
+fn build_source(l: &Layers) -> Result<SourceSettings, ConfigError> {
     // [source]
     let kind = l.get(|r| r.source.as_ref()?.kind.as_ref());
     let device = l.get(|r| r.source.as_ref()?.device.as_ref());
@@ -615,8 +639,10 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
     check_command_source(
         kind_v, &kind, &format, &command, &width, &height, &max_frame,
     )?;
-    let retry_initial_ms = val(&retry_initial, 500);
-    let retry_max_ms = val(&retry_max, 30_000);
+    // Short reopen delays: a camera that comes back is streaming again
+    // within 2 s (issue 19); the same error is logged once, not per retry.
+    let retry_initial_ms = val(&retry_initial, 250);
+    let retry_max_ms = val(&retry_max, retry_initial_ms.max(1_000));
     if retry_max_ms < retry_initial_ms {
         // Both defaults satisfy the rule, so at least one of them was set.
         let (o, key) = match (&retry_max, &retry_initial) {
@@ -630,7 +656,7 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
             "source.retry_max_ms must be >= source.retry_initial_ms",
         ));
     }
-    let source = SourceSettings {
+    let mut source = SourceSettings {
         kind: kind_v,
         device: val(&device, PathBuf::from("/dev/video0")),
         width: val(&width, 640),
@@ -656,15 +682,30 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
         looping: val(&looping, true),
         retry_initial_ms,
         retry_max_ms,
-        stall_timeout_ms: val(&stall, 5_000),
+        // Unset: a multiple of the frame interval, set below.
+        stall_timeout_ms: val(&stall, 0),
         url: None,
         credentials_file: None,
         ca_file: None,
         command: command.map(|o| o.value).unwrap_or_default(),
         max_frame_bytes: val(&max_frame, DEFAULT_MAX_FRAME_BYTES),
+        // Several sources (issue 19): set by `sources::build_sources`.
+        name: String::new(),
     };
-    let source = http_mjpeg_source(l, source)?;
+    if stall.is_none() {
+        source.stall_timeout_ms = sources::default_stall_ms(source.fps);
+    }
+    http_mjpeg_source(l, source)
+}
 
+/// The sections after the sources.
+fn build_after_sources(
+    l: &Layers,
+    daemon: DaemonSettings,
+    source: SourceSettings,
+    sources: Vec<SourceSettings>,
+) -> Result<Settings, ConfigError> {
+    let state_dir = daemon.state_dir.clone();
     let model = model::build_model(l)?;
 
     // [store]
@@ -924,6 +965,7 @@ fn build(l: &Layers) -> Result<Settings, ConfigError> {
     Ok(Settings {
         daemon,
         source,
+        sources,
         model,
         store,
         api,

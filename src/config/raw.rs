@@ -17,7 +17,9 @@ type Field<T> = Option<Spanned<T>>;
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
     pub daemon: Option<RawDaemon>,
-    pub source: Option<RawSource>,
+    /// `[source]` (one table, merged key by key across files) or
+    /// `[[source]]` (several cameras; see [`RawSources`]).
+    pub source: Option<RawSources>,
     pub model: Option<RawModel>,
     pub store: Option<RawStore>,
     pub api: Option<RawApi>,
@@ -32,9 +34,11 @@ pub(super) struct RawDaemon {
     pub log_level: Field<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSource {
+    // Several sources per daemon (issue 19): the source's name.
+    pub name: Field<String>,
     pub kind: Field<SourceKind>,
     pub device: Field<PathBuf>,
     pub width: Field<u32>,
@@ -54,6 +58,51 @@ pub(super) struct RawSource {
     // kind = "command"
     pub command: Field<Vec<String>>,
     pub max_frame_bytes: Field<u64>,
+}
+
+/// The `source` key: the single `[source]` table, or the `[[source]]`
+/// array of tables (several cameras). Deserialised by hand so that each
+/// table is read by toml's own deserializer (spans and unknown-key errors
+/// keep working inside both forms).
+#[derive(Debug)]
+pub(super) enum RawSources {
+    One(Box<RawSource>),
+    Many(Vec<RawSource>),
+}
+
+/// What `[[source]]` looks like to the code that reads `[source]` keys: an
+/// empty table (the entries are read one by one, see `config::sources`).
+static NO_SOURCE: std::sync::LazyLock<RawSource> = std::sync::LazyLock::new(RawSource::default);
+
+impl std::ops::Deref for RawSources {
+    type Target = RawSource;
+    fn deref(&self) -> &RawSource {
+        match self {
+            RawSources::One(r) => r,
+            RawSources::Many(_) => &NO_SOURCE,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RawSources {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawSources;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a [source] table or [[source]] tables")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<RawSources, A::Error> {
+                RawSource::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(|r| RawSources::One(Box::new(r)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, s: A) -> Result<RawSources, A::Error> {
+                Vec::<RawSource>::deserialize(serde::de::value::SeqAccessDeserializer::new(s))
+                    .map(RawSources::Many)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -306,6 +355,50 @@ impl Layers {
                 })
             })
             .collect()
+    }
+
+    /// One `[[source]]` entry of the layer that has the array, as if it were
+    /// the only file and its `[source]` table: the `[source]` checks then
+    /// read it unchanged and still place its keys in that file.
+    pub(super) fn source_entry(&self, layer: usize, entry: &RawSource) -> Layers {
+        let l = &self.layers[layer];
+        Layers {
+            layers: vec![Layer {
+                path: l.path.clone(),
+                text: l.text.clone(),
+                raw: RawConfig {
+                    source: Some(RawSources::One(Box::new(entry.clone()))),
+                    ..RawConfig::default()
+                },
+            }],
+        }
+    }
+
+    /// Which files have `[source]` and which `[[source]]`, by layer index:
+    /// (tables, arrays).
+    pub(super) fn source_forms(&self) -> (Vec<usize>, Vec<usize>) {
+        let (mut one, mut many) = (Vec::new(), Vec::new());
+        for (i, l) in self.layers.iter().enumerate() {
+            match &l.raw.source {
+                Some(RawSources::One(_)) => one.push(i),
+                Some(RawSources::Many(_)) => many.push(i),
+                None => {}
+            }
+        }
+        (one, many)
+    }
+
+    /// The `[[source]]` entries of layer `i` (empty when it has none).
+    pub(super) fn source_entries(&self, i: usize) -> &[RawSource] {
+        match &self.layers[i].raw.source {
+            Some(RawSources::Many(v)) => v,
+            _ => &[],
+        }
+    }
+
+    /// The file of layer `i`, for errors.
+    pub(super) fn layer_path(&self, i: usize) -> String {
+        self.layers[i].path.display().to_string()
     }
 
     pub(super) fn paths(&self) -> Vec<PathBuf> {

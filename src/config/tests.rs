@@ -595,3 +595,132 @@ fn readme_command_source_blocks_load() {
         assert!(!s.source.command.is_empty(), "{b}");
     }
 }
+
+// --- Several sources per daemon (issue 19) ---
+
+// Would catch `[[source]]` entries being lost, merged into one, or read
+// without their own checks and names.
+#[test]
+fn several_sources_are_read_in_order_with_their_names() {
+    let s = one(
+        "[[source]]\nname = \"yard\"\nkind = \"files\"\ndir = \"/a\"\n\n[[source]]\nname = \"gate-2\"\ndevice = \"/dev/video2\"\nfps = 30.0\n",
+    )
+    .unwrap();
+    let names: Vec<&str> = s.sources.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["yard", "gate-2"]);
+    assert_eq!(s.source, s.sources[0]);
+    assert_eq!(s.sources[0].kind, SourceKind::Files);
+    assert_eq!(s.sources[1].device, PathBuf::from("/dev/video2"));
+    assert_eq!(s.sources[1].fps, 30.0);
+}
+
+// Would catch the single `[source]` table breaking or going unnamed.
+#[test]
+fn single_source_table_keeps_working_with_the_default_name() {
+    let s = one("[source]\nkind = \"files\"\ndir = \"/x\"\n").unwrap();
+    assert_eq!(s.sources.len(), 1);
+    assert_eq!(s.source.name, DEFAULT_SOURCE_NAME);
+    let s = one("[source]\nname = \"porch\"\n").unwrap();
+    assert_eq!(s.sources[0].name, "porch");
+}
+
+// Would catch bad, missing or duplicate names being accepted, or errors that
+// do not say which entry is wrong.
+#[test]
+fn source_names_are_validated_naming_the_entry() {
+    let err = one("[[source]]\nkind = \"files\"\ndir = \"/a\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("source[0].name"), "{err}");
+    let err = one("[[source]]\nname = \"a b\"\n").unwrap_err().to_string();
+    assert!(
+        err.contains("source[0].name") && err.contains(":2:"),
+        "{err}"
+    );
+    let err = one("[[source]]\nname = \"\"\n").unwrap_err().to_string();
+    assert!(err.contains("source[0].name"), "{err}");
+    let err = one("[[source]]\nname = \"cam\"\n[[source]]\nname = \"cam\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("source[1] \"cam\".name") && err.contains("unique"),
+        "{err}"
+    );
+    let err = one("[[source]]\nname = \"upload\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("upload"), "{err}");
+    // A key of one entry: the error names the entry and the line.
+    let err = one("[[source]]\nname = \"a\"\n[[source]]\nname = \"b\"\nfps = 0\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("source[1] \"b\".fps") && err.contains(":5:"),
+        "{err}"
+    );
+    let err = one("[[source]]\nname = \"a\"\nkind = \"files\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("source[0] \"a\".dir"), "{err}");
+}
+
+// Would catch `[source]` and `[[source]]` silently overriding each other
+// across the main file and a drop-in.
+#[test]
+fn source_table_and_array_at_once_are_refused() {
+    let err = from_sources(vec![
+        (PathBuf::from("/etc/s.toml"), "[source]\nfps = 2.0\n".into()),
+        (
+            PathBuf::from("/etc/s.d/cams.toml"),
+            "[[source]]\nname = \"a\"\n".into(),
+        ),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("/etc/s.d/cams.toml") && err.contains("/etc/s.toml"),
+        "{err}"
+    );
+    assert!(
+        err.contains("[[source]]") && err.contains("[source]"),
+        "{err}"
+    );
+}
+
+// Would catch the stall timeout staying a fixed 5 s (a 15 fps camera lost
+// for seconds before anyone notices), a default without a floor, or the
+// explicit override being ignored.
+#[test]
+fn stall_timeout_follows_the_frame_rate_unless_set() {
+    let s = one("[source]\nfps = 15.0\n").unwrap();
+    assert!(
+        s.source.stall_timeout_ms < 750,
+        "{}",
+        s.source.stall_timeout_ms
+    );
+    assert!(s.source.stall_timeout_ms >= 2 * 1000 / 15);
+    let s = one("[source]\nfps = 240.0\n").unwrap();
+    assert_eq!(s.source.stall_timeout_ms, sources::STALL_FLOOR_MS);
+    let s = one("[source]\nkind = \"files\"\ndir = \"/x\"\nfps = 0.5\n").unwrap();
+    assert!(s.source.stall_timeout_ms >= 2_000);
+    let s = one("[source]\nfps = 15.0\nstall_timeout_ms = 5000\n").unwrap();
+    assert_eq!(s.source.stall_timeout_ms, 5_000);
+    // Reopening is capped so that a camera that comes back streams within 2 s.
+    let s = one("").unwrap();
+    assert!(s.source.retry_max_ms <= 1_000);
+    let s = one("[source]\nretry_initial_ms = 3000\n").unwrap();
+    assert_eq!(s.source.retry_max_ms, 3_000);
+}
+
+// Would catch check-config printing several sources in a form the loader
+// cannot read back (or folding them into one `[source]`).
+#[test]
+fn several_sources_round_trip_through_toml() {
+    let s = one(
+        "[[source]]\nname = \"a\"\nkind = \"files\"\ndir = \"/a\"\n[[source]]\nname = \"b\"\nfps = 5.0\n",
+    )
+    .unwrap();
+    let again = one(&s.to_toml()).unwrap();
+    assert_eq!(again.sources, s.sources);
+    assert_eq!(again.source, s.source);
+}

@@ -94,3 +94,8 @@ pub const SOURCE_COMMAND_STDERR: &str = "89c2abae4f6e40099a6bb4c2a879b9b3";
 /// A frame larger than `source.max_frame_bytes` was dropped (logged at most
 /// once per 10 s with the count so far); the stream resynchronises.
 pub const SOURCE_FRAME_OVERSIZED: &str = "d7a301de69e242e5a43367f1d81b83b6";
+// --- Several sources per daemon (issue 19) ---
+/// A source delivered frames and then none for its stall timeout (a
+/// multiple of its frame interval): its readiness check fails; other
+/// sources keep streaming. `SPOTTER_SOURCE_NAME` says which.
+pub const SOURCE_STALLED: &str = "5ffdde4c35954599a1f1cc942744ac8a";

@@ -82,6 +82,12 @@ pub struct ResultRecord {
     /// boot even when the wall clock was wrong); 0 when unknown.
     #[serde(default)]
     pub boottime_ns: u64,
+    /// The name of the source whose frame this is (`[[source]] name`,
+    /// `default` for a single `[source]`), `upload` for an image sent to the
+    /// API; `GET /api/v1/results?source=NAME` filters by it. Records written
+    /// before several sources existed read as empty.
+    #[serde(default)]
+    pub source_name: String,
 }
 
 impl ResultRecord {
@@ -115,6 +121,8 @@ impl ResultRecord {
             latency: output.latency,
             clock_synchronized,
             boottime_ns: boottime_ns().saturating_sub(age.as_nanos() as u64),
+            // Set by the inference thread, which knows the frame's source.
+            source_name: String::new(),
         }
     }
 }

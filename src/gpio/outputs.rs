@@ -222,6 +222,7 @@ pub(crate) fn test_record(label: &str, score: f32) -> ResultRecord {
         latency: Default::default(),
         clock_synchronized: true,
         boottime_ns: 0,
+        source_name: String::new(),
     };
     r.classes.push(crate::core::result::ClassScore {
         index: 0,
@@ -387,6 +388,7 @@ mod tests {
             source: s.clone(),
             model: m.clone(),
             store: ok.clone(),
+            sources: Vec::new(),
         };
         assert_eq!(
             LedState::from_readiness(&r(&ok, &ok), false),

@@ -41,6 +41,10 @@ pub(super) struct Events {
     /// Whether the source was ready when last seen (`None` until it first
     /// was: only a source that worked once can be lost).
     source_ok: Option<bool>,
+    /// Each named source's last check state (several sources, issue 19;
+    /// bounded by the configured sources): one camera lost while another
+    /// streams is an event of its own.
+    sources_ok: std::collections::BTreeMap<String, bool>,
     /// The active model's SHA-256 when last seen.
     model_sha: Option<String>,
     /// The outbox's dropped counter when last reported.
@@ -57,6 +61,7 @@ impl Events {
             device_id,
             pending: VecDeque::new(),
             source_ok: None,
+            sources_ok: std::collections::BTreeMap::new(),
             model_sha: None,
             dropped_seen,
             overflow_reported: None,
@@ -92,6 +97,24 @@ impl Events {
     /// Turn changes of the daemon's state since it was last seen into events.
     pub(super) fn sample(&mut self, state: &AppState) {
         let r = state.readiness();
+        if r.sources.len() > 1 {
+            self.sample_sources(state, &r);
+        } else {
+            self.sample_source(state, &r);
+        }
+        if let Some(m) = state.model() {
+            if self.model_sha.as_deref() != Some(m.sha256.as_str()) {
+                self.model_sha = Some(m.sha256.clone());
+                self.push(
+                    "model_activated",
+                    serde_json::json!({ "model_sha256": m.sha256, "path": m.path, "runtime": m.runtime }),
+                );
+            }
+        }
+    }
+
+    /// One source (or none registered): the daemon's source check.
+    fn sample_source(&mut self, state: &AppState, r: &crate::state::Readiness) {
         match (self.source_ok, r.source.ok) {
             (Some(true), false) => self.push(
                 "source_lost",
@@ -107,13 +130,25 @@ impl Events {
         if r.source.ok || self.source_ok.is_some() {
             self.source_ok = Some(r.source.ok);
         }
-        if let Some(m) = state.model() {
-            if self.model_sha.as_deref() != Some(m.sha256.as_str()) {
-                self.model_sha = Some(m.sha256.clone());
-                self.push(
-                    "model_activated",
-                    serde_json::json!({ "model_sha256": m.sha256, "path": m.path, "runtime": m.runtime }),
-                );
+    }
+
+    /// Several sources: each one's check, by name (`source_name` in the
+    /// payload); only a source that worked once can be lost.
+    fn sample_sources(&mut self, state: &AppState, r: &crate::state::Readiness) {
+        for c in &r.sources {
+            match (self.sources_ok.get(&c.name).copied(), c.ok) {
+                (Some(true), false) => self.push(
+                    "source_lost",
+                    serde_json::json!({ "detail": c.detail, "source_name": c.name }),
+                ),
+                (Some(false), true) => self.push(
+                    "source_recovered",
+                    serde_json::json!({ "source": state.source(), "source_name": c.name }),
+                ),
+                _ => {}
+            }
+            if c.ok || self.sources_ok.contains_key(&c.name) {
+                self.sources_ok.insert(c.name.clone(), c.ok);
             }
         }
     }
@@ -232,6 +267,35 @@ mod tests {
                 serde_json::json!({"event": "source_recovered", "device_id": "dev", "source": "files:/x"}),
                 serde_json::json!({"event": "model_activated", "device_id": "dev",
                     "model_sha256": "abc", "path": "/m/abc.tflite", "runtime": "builtin"}),
+            ]
+        );
+    }
+
+    // Would catch (several sources, issue 19) one camera's loss going
+    // unpublished while another keeps the daemon's source check passing, or
+    // the events not saying which camera.
+    #[test]
+    fn each_of_several_sources_has_its_own_loss_events() {
+        let (state, mut bus, mut events) = started();
+        state.register_source("yard");
+        state.register_source("gate");
+        state.update_readiness(|r| {
+            r.set_source_check("yard", Check::passing("frames"));
+            r.set_source_check("gate", Check::passing("frames"));
+        });
+        deliver(&mut events, &mut bus, &state);
+        state.update_readiness(|r| r.set_source_check("gate", Check::failing("stalled")));
+        deliver(&mut events, &mut bus, &state);
+        assert!(state.readiness().source.ok, "yard still streams");
+        state.update_readiness(|r| r.set_source_check("gate", Check::passing("again")));
+        deliver(&mut events, &mut bus, &state);
+        assert_eq!(
+            drain(&mut events),
+            [
+                serde_json::json!({"event": "source_lost", "device_id": "dev",
+                    "detail": "stalled", "source_name": "gate"}),
+                serde_json::json!({"event": "source_recovered", "device_id": "dev",
+                    "source": "", "source_name": "gate"}),
             ]
         );
     }

@@ -4,7 +4,11 @@
 //! fresh while it waits on purpose, and the source check of readiness
 //! ([`SourceReadiness`]).
 //!
-//! The source check has one writer, [`SourceReadiness`]: the capture loop
+//! Each source has its own capture thread, its own lane of the slot and its
+//! own [`SourceReadiness`] (which knows its name, lane, figures and stall
+//! timeout); its log events carry `spotter_source_name`.
+//!
+//! Each source's check has one writer, its [`SourceReadiness`]: the capture loop
 //! reports what it sees (source missing, streaming, lost, finished), and the
 //! supervisor asks it, on its tick, to report a stall. The stall is the one
 //! thing the capture thread cannot report itself: it happens while the
@@ -21,7 +25,7 @@ use super::FrameSlot;
 use crate::capture::{CaptureError, FrameSource};
 use crate::core::ids;
 use crate::core::shutdown::Shutdown;
-use crate::state::{AppState, Check, Counters};
+use crate::state::{AppState, Check, Counters, SourceStats};
 
 /// Exponential backoff between retries.
 #[derive(Debug, Clone)]
@@ -53,10 +57,10 @@ impl Backoff {
 /// Sleep up to `d`, returning early (true) when shutdown starts, recording
 /// capture-thread progress while it waits: waiting on purpose (backoff, a
 /// finished replay) is not a hang.
-fn sleep_with_beats(stop: &Shutdown, state: &AppState, d: Duration) -> bool {
+fn sleep_with_beats(stop: &Shutdown, state: &AppState, src: &SourceStats, d: Duration) -> bool {
     let deadline = Instant::now() + d;
     loop {
-        state.beat(&state.capture_beat_ms);
+        beat(state, src);
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return stop.is_triggered();
@@ -67,21 +71,51 @@ fn sleep_with_beats(stop: &Shutdown, state: &AppState, d: Duration) -> bool {
     }
 }
 
-/// The writer of `readiness.source`. See the module documentation.
-#[derive(Debug, Default)]
+/// Record capture progress: the source's own beat (the watchdog looks at
+/// the oldest) and the daemon's.
+fn beat(state: &AppState, src: &SourceStats) {
+    state.beat(&src.beat_ms);
+    state.beat(&state.capture_beat_ms);
+}
+
+/// The writer of one source's readiness check (and so of
+/// `readiness.source`). See the module documentation.
+#[derive(Debug)]
 pub struct SourceReadiness {
     /// Whether the check shows a stall. Read and changed only inside
     /// `update_readiness`, under the readiness lock, with the check itself.
     stalled: AtomicBool,
+    /// The source's figures (its name among them).
+    stats: Arc<SourceStats>,
+    /// Its lane in the frame slot.
+    lane: usize,
+    /// No frame for this long is a stall.
+    stall: Duration,
 }
 
 impl SourceReadiness {
+    /// Register the source `name` (lane `lane` of the slot, stalled after
+    /// `stall` without a frame) with `state`.
+    pub fn new(state: &AppState, name: &str, lane: usize, stall: Duration) -> SourceReadiness {
+        SourceReadiness {
+            stalled: AtomicBool::new(false),
+            stats: state.register_source(name),
+            lane,
+            stall,
+        }
+    }
+
+    /// The source's name.
+    pub fn name(&self) -> &str {
+        &self.stats.name
+    }
+
     /// The capture thread's report: replaces whatever the check said, a
     /// stall included.
     fn report(&self, state: &AppState, check: Check) {
         state.update_readiness(|r| {
             self.stalled.store(false, Ordering::Relaxed);
-            r.source = check;
+            r.set_source_check(&self.stats.name, check);
         });
     }
 
@@ -92,27 +126,43 @@ impl SourceReadiness {
         }
         state.update_readiness(|r| {
             if self.stalled.swap(false, Ordering::Relaxed) {
-                r.source = Check::passing("frames flowing again");
+                r.set_source_check(&self.stats.name, Check::passing("frames flowing again"));
             }
         });
+    }
+
+    /// The supervisor's request, with the source's own stall timeout.
+    pub(crate) fn check(&self, state: &AppState) {
+        self.check_stall(state, self.stall);
     }
 
     /// The supervisor's request: fail a passing check when the source has
     /// delivered frames but none for longer than `stall`.
     pub(crate) fn check_stall(&self, state: &AppState, stall: Duration) {
+        let name = self.stats.name.as_str();
+        let mut newly = None;
         state.update_readiness(|r| {
             // Read under the readiness lock: a frame that arrives meanwhile
             // either counts here or clears the stall right after.
-            let last = *state.last_frame.lock().unwrap_or_else(|e| e.into_inner());
+            let last = *self
+                .stats
+                .last_frame
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             let Some(age) = last.map(|t| t.elapsed()) else {
                 return;
             };
-            if r.source.ok && age > stall {
-                r.source =
-                    Check::failing(format!("stalled: no frame for {:.1} s", age.as_secs_f64()));
+            let ok = r.source_check(name).is_some_and(|c| c.ok);
+            if ok && age > stall {
+                let detail = format!("stalled: no frame for {:.1} s", age.as_secs_f64());
+                r.set_source_check(name, Check::failing(detail.clone()));
                 self.stalled.store(true, Ordering::Relaxed);
+                newly = Some(detail);
             }
         });
+        if let Some(detail) = newly {
+            log::warn!(message_id = ids::SOURCE_STALLED, spotter_source_name = name, spotter_error_kind = "source_stalled"; "source {name} {detail}");
+        }
     }
 }
 
@@ -131,43 +181,50 @@ pub fn capture_loop(
     stop: Shutdown,
     mut backoff: Backoff,
 ) {
+    let src = readiness.stats.clone();
+    let name = src.name.as_str();
+    let capture_error = || {
+        Counters::inc(&state.counters.capture_errors);
+        Counters::inc(&src.capture_errors);
+    };
     let mut last_error: Option<String> = None;
     while !stop.is_triggered() {
-        state.beat(&state.capture_beat_ms);
+        beat(&state, &src);
         let mut source = match open() {
             Ok(s) => s,
             Err(e) => {
                 let msg = e.to_string();
                 if last_error.as_deref() != Some(msg.as_str()) {
-                    log::warn!(message_id = ids::SOURCE_UNAVAILABLE, spotter_error_kind = "source_open"; "source unavailable, retrying with backoff: {msg}");
+                    log::warn!(message_id = ids::SOURCE_UNAVAILABLE, spotter_source_name = name, spotter_error_kind = "source_open"; "source {name} unavailable, retrying with backoff: {msg}");
                     last_error = Some(msg.clone());
                 }
-                Counters::inc(&state.counters.capture_errors);
+                capture_error();
                 readiness.report(&state, Check::failing(msg));
-                if sleep_with_beats(&stop, &state, backoff.next_delay()) {
+                if sleep_with_beats(&stop, &state, &src, backoff.next_delay()) {
                     break;
                 }
                 continue;
             }
         };
         let desc = source.describe();
-        state.set_source(desc.clone());
+        state.set_source_description(&src, desc.clone());
         let mut first = true;
         loop {
             if stop.is_triggered() {
                 return;
             }
             let next = source.next_frame();
-            state.beat(&state.capture_beat_ms);
+            beat(&state, &src);
             match next {
                 Ok(frame) => {
-                    *state.last_frame.lock().unwrap_or_else(|e| e.into_inner()) =
-                        Some(Instant::now());
+                    let now = Some(Instant::now());
+                    *src.last_frame.lock().unwrap_or_else(|e| e.into_inner()) = now;
+                    *state.last_frame.lock().unwrap_or_else(|e| e.into_inner()) = now;
                     if first {
                         if last_error.take().is_some() {
-                            log::info!(message_id = ids::SOURCE_RECOVERED, spotter_source = desc.as_str(); "source recovered: {desc}");
+                            log::info!(message_id = ids::SOURCE_RECOVERED, spotter_source = desc.as_str(), spotter_source_name = name; "source {name} recovered: {desc}");
                         } else {
-                            log::info!(spotter_source = desc.as_str(); "source streaming: {desc}");
+                            log::info!(spotter_source = desc.as_str(), spotter_source_name = name; "source {name} streaming: {desc}");
                         }
                         readiness.report(&state, Check::passing(format!("streaming from {desc}")));
                         backoff.reset();
@@ -176,15 +233,17 @@ pub fn capture_loop(
                         readiness.frame_arrived(&state);
                     }
                     Counters::inc(&state.counters.frames_captured);
-                    if slot.put(frame) {
+                    Counters::inc(&src.frames_captured);
+                    if slot.put_lane(readiness.lane, frame) {
                         Counters::inc(&state.counters.frames_dropped);
+                        Counters::inc(&src.frames_dropped);
                     }
                 }
                 Err(CaptureError::Finished) => {
-                    log::info!(spotter_source = desc.as_str(); "source finished its single pass");
+                    log::info!(spotter_source = desc.as_str(), spotter_source_name = name; "source {name} finished its single pass");
                     let finished = format!("{desc}: finished (loop = false)");
                     readiness.report(&state, Check::failing(finished));
-                    while !sleep_with_beats(&stop, &state, Duration::from_secs(3600)) {}
+                    while !sleep_with_beats(&stop, &state, &src, Duration::from_secs(3600)) {}
                     return;
                 }
                 // A source that gave up waiting because shutdown started:
@@ -192,17 +251,17 @@ pub fn capture_loop(
                 Err(_) if stop.is_triggered() => return,
                 Err(e @ CaptureError::File { .. }) => {
                     // One unreadable file in a replay folder: count it, go on.
-                    Counters::inc(&state.counters.capture_errors);
-                    log::warn!(spotter_source = desc.as_str(); "skipping frame: {e}");
+                    capture_error();
+                    log::warn!(spotter_source = desc.as_str(), spotter_source_name = name; "source {name}: skipping frame: {e}");
                 }
                 Err(e) => {
                     let msg = e.to_string();
-                    log::warn!(message_id = ids::SOURCE_LOST, spotter_source = desc.as_str(), spotter_error_kind = "source_lost"; "source lost: {msg}");
-                    Counters::inc(&state.counters.capture_errors);
+                    log::warn!(message_id = ids::SOURCE_LOST, spotter_source = desc.as_str(), spotter_source_name = name, spotter_error_kind = "source_lost"; "source {name} lost: {msg}");
+                    capture_error();
                     readiness.report(&state, Check::failing(msg.clone()));
                     last_error = Some(msg);
                     drop(source);
-                    if sleep_with_beats(&stop, &state, backoff.next_delay()) {
+                    if sleep_with_beats(&stop, &state, &src, backoff.next_delay()) {
                         return;
                     }
                     break;
@@ -273,7 +332,12 @@ mod tests {
         fn start(open: SourceOpener, max_backoff_ms: u64) -> Running {
             let state = Arc::new(AppState::new());
             let slot = Arc::new(FrameSlot::new());
-            let readiness = Arc::new(SourceReadiness::default());
+            let readiness = Arc::new(SourceReadiness::new(
+                &state,
+                "default",
+                0,
+                Duration::from_secs(60),
+            ));
             let stop = Shutdown::new();
             let backoff = Backoff::new(
                 Duration::from_millis(10),
@@ -323,7 +387,7 @@ mod tests {
         });
         let run = Running::start(opener, 20);
         let got = run.slot.take(Duration::from_secs(10));
-        assert!(matches!(got, Taken::Frame(_)), "{got:?}");
+        assert!(matches!(got, Taken::Frame(..)), "{got:?}");
         assert!(attempts.load(Ordering::SeqCst) >= 3);
         // Once the scripted source finishes, the source check fails with the reason.
         let source = run.source_when(|c| !c.ok);
@@ -393,5 +457,140 @@ mod tests {
         let source = run.source_when(|c| !c.ok);
         assert_eq!(source.detail, "fed: finished (loop = false)");
         run.stop();
+    }
+
+    /// The defaults a 15 fps camera gets from the configuration.
+    fn camera_defaults() -> crate::config::SourceSettings {
+        let s = crate::config::from_sources(vec![(
+            std::path::PathBuf::from("/etc/spotter/spotter.toml"),
+            "[source]\nfps = 15.0\n".into(),
+        )])
+        .unwrap();
+        s.source
+    }
+
+    // Would catch a stall threshold that is not the source's own (a fixed
+    // 5 s), a stall reported before the threshold, or one missed after it;
+    // and a default that cannot be seen within 1 s at 15 fps with the
+    // supervisor's 250 ms tick.
+    #[test]
+    fn stall_is_detected_at_the_sources_threshold() {
+        let cam = camera_defaults();
+        let stall = cam.stall_timeout();
+        assert!(
+            stall + Duration::from_millis(250) < Duration::from_secs(1),
+            "{stall:?}"
+        );
+        let (feed, fed) = std::sync::mpsc::channel();
+        let mut fed = Some(fed);
+        let opener: SourceOpener = Box::new(move || match fed.take() {
+            Some(rx) => Ok(Box::new(Fed(rx)) as Box<dyn FrameSource>),
+            None => Err(missing()),
+        });
+        let state = Arc::new(AppState::new());
+        let slot = Arc::new(FrameSlot::with_sources(&["cam"]));
+        let readiness = Arc::new(SourceReadiness::new(&state, "cam", 0, stall));
+        let stop = Shutdown::new();
+        let thread = std::thread::spawn({
+            let (st, sl, rd, sp) = (state.clone(), slot.clone(), readiness.clone(), stop.clone());
+            let b = Backoff::new(Duration::from_millis(10), Duration::from_millis(10));
+            move || capture_loop(opener, sl, st, rd, sp, b)
+        });
+        let cam_ok = |state: &AppState| state.readiness().source_check("cam").unwrap().ok;
+        feed.send(frame(0)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cam_ok(&state) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Right after a frame: well under the threshold, no stall.
+        readiness.check(&state);
+        assert!(cam_ok(&state));
+        // Past the threshold without a frame: stalled, by name.
+        std::thread::sleep(stall + Duration::from_millis(50));
+        readiness.check(&state);
+        let r = state.readiness();
+        let check = r.source_check("cam").unwrap();
+        assert!(!check.ok && check.detail.starts_with("stalled"), "{r:?}");
+        assert!(!r.source.ok, "the only source stalled: {r:?}");
+        // Frames again: the check passes at once.
+        feed.send(frame(1)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cam_ok(&state) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(cam_ok(&state));
+        stop.trigger();
+        drop(feed);
+        thread.join().unwrap();
+    }
+
+    /// A camera that streams until `present` is cleared (then its read
+    /// fails, as an unplugged V4L2 device does) and cannot be opened until
+    /// it is set again.
+    struct Pluggable(Arc<AtomicBool>, u64);
+    impl FrameSource for Pluggable {
+        fn describe(&self) -> String {
+            "pluggable".into()
+        }
+        fn next_frame(&mut self) -> Result<Frame, CaptureError> {
+            std::thread::sleep(Duration::from_millis(5));
+            if !self.0.load(Ordering::SeqCst) {
+                return Err(CaptureError::DeviceMissing {
+                    device: "/dev/video7".into(),
+                });
+            }
+            self.1 += 1;
+            Ok(frame(self.1))
+        }
+    }
+
+    // Would catch a camera that comes back staying lost for long (the old
+    // 30 s backoff cap): with the default reopen settings, a camera gone
+    // for a few seconds streams again within 2 s of coming back.
+    #[test]
+    fn lost_camera_resumes_within_two_seconds_of_coming_back() {
+        let cam = camera_defaults();
+        let present = Arc::new(AtomicBool::new(true));
+        let p2 = present.clone();
+        let opener: SourceOpener = Box::new(move || {
+            if p2.load(Ordering::SeqCst) {
+                Ok(Box::new(Pluggable(p2.clone(), 0)) as Box<dyn FrameSource>)
+            } else {
+                Err(missing())
+            }
+        });
+        let state = Arc::new(AppState::new());
+        let slot = Arc::new(FrameSlot::with_sources(&["cam"]));
+        let readiness = Arc::new(SourceReadiness::new(&state, "cam", 0, cam.stall_timeout()));
+        let stop = Shutdown::new();
+        let backoff = Backoff::new(
+            Duration::from_millis(cam.retry_initial_ms),
+            Duration::from_millis(cam.retry_max_ms),
+        );
+        let thread = std::thread::spawn({
+            let (st, sl, rd, sp) = (state.clone(), slot.clone(), readiness.clone(), stop.clone());
+            move || capture_loop(opener, sl, st, rd, sp, backoff)
+        });
+        let wait = |ok: bool, within: Duration| {
+            let deadline = Instant::now() + within;
+            while state.readiness().source_check("cam").unwrap().ok != ok {
+                assert!(Instant::now() < deadline, "cam ok != {ok} after {within:?}");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        wait(true, Duration::from_secs(10));
+        present.store(false, Ordering::SeqCst);
+        wait(false, Duration::from_secs(10));
+        // Gone long enough for the backoff to reach its cap.
+        std::thread::sleep(Duration::from_secs(3));
+        present.store(true, Ordering::SeqCst);
+        let back = Instant::now();
+        wait(true, Duration::from_secs(2));
+        eprintln!(
+            "camera streaming again {:?} after it came back",
+            back.elapsed()
+        );
+        stop.trigger();
+        thread.join().unwrap();
     }
 }

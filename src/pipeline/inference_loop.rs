@@ -244,6 +244,7 @@ fn inference_loop_body(
         state.beat(&state.inference_beat_ms);
         let PreparedFrame {
             frame,
+            tag,
             ahead,
             tensor,
         } = match input.take(Duration::from_millis(200)) {
@@ -298,6 +299,7 @@ fn inference_loop_body(
         };
         Counters::inc(&state.counters.inferences);
         let mut rec = sink.record(out, &frame, &model.status.sha256, &model.status.runtime);
+        rec.source_name = tag.name.to_string();
         // Only frames the source delivered encoded are kept: re-encoding raw
         // frames would cost the inference thread a JPEG encode per snapshot.
         let snapshot = (frame.format == PixelFormat::Encoded
@@ -335,6 +337,7 @@ fn classify_upload(
             .and_then(|output| {
                 Counters::inc(&state.counters.inferences);
                 let mut rec = sink.record(output, &frame, &m.status.sha256, &m.status.runtime);
+                rec.source_name = crate::config::UPLOAD_SOURCE_NAME.to_string();
                 // A requester that gave up was already told the upload failed:
                 // nothing is stored in its name.
                 let keep = if store && !reply.is_closed() {
@@ -416,6 +419,7 @@ mod tests {
         let stored = upload(true, 0);
         assert!(!stored.id.is_empty(), "{stored:?}");
         assert_eq!(stored.source, "upload");
+        assert_eq!(stored.source_name, "upload");
         assert_eq!(count("invoke"), 1);
         assert_eq!(count("store"), 1);
         assert_eq!(state.last_result(), Some(stored.clone()));
@@ -532,6 +536,7 @@ mod tests {
         // Generation 0: prepared before the thread's first model (generation 1).
         input.put(PreparedFrame {
             frame: frame.clone(),
+            tag: crate::pipeline::test_tag(),
             ahead: Some(Ahead {
                 generation: 0,
                 prepared: Ok(prepared),
@@ -545,6 +550,7 @@ mod tests {
         second.seq = 2;
         input.put(PreparedFrame {
             frame: second,
+            tag: crate::pipeline::test_tag(),
             ahead: Some(Ahead {
                 generation: 1,
                 prepared: Ok(prepared),

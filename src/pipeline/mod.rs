@@ -1,8 +1,10 @@
 //! The pipeline: capture → infer → store.
 //!
 //! Capture, pre-processing and inference each run on their own OS thread
-//! (ioctls, decoding and model invocations block). Capture and the prepare
-//! thread are joined by a [`FrameSlot`]: a one-frame, latest-wins hand-off.
+//! (ioctls, decoding and model invocations block); each source has its own
+//! capture thread. The capture threads and the prepare thread are joined by
+//! a [`FrameSlot`]: a one-frame-per-source, latest-wins hand-off, served
+//! round robin (a fast camera cannot starve a slow one).
 //! A frame that arrives while the next one is being prepared replaces the
 //! waiting one and the replaced frame is counted as dropped, so a slow model
 //! never builds a queue. The prepare thread decodes, resizes and quantizes
@@ -23,7 +25,7 @@
 //!
 //! | file | owns |
 //! |---|---|
-//! | `slot.rs` | [`FrameSlot`], [`Taken`], the upload hand-off ([`ClassifyJob`], [`ClassifyError`]) |
+//! | `slot.rs` | [`FrameSlot`] (one lane per source, served round robin), [`Taken`], [`SourceTag`], the upload hand-off ([`ClassifyJob`], [`ClassifyError`]) |
 //! | `capture_loop.rs` | the capture thread ([`capture_loop()`]), [`Backoff`], its sleeps, the source readiness check ([`SourceReadiness`]) |
 //! | `prepare_loop.rs` | the prepare thread: frames pre-processed while the previous one is invoked, and its hand-off to the inference thread (`PreparedSlot`) |
 //! | `inference_loop.rs` | the inference thread, [`InferenceControl`], [`spawn_inference`] (both threads) |
@@ -46,7 +48,16 @@ pub(crate) use inference_loop::spawn_inference;
 pub use inference_loop::{inference_loop, InferenceControl, InferenceSetup};
 pub use model::{effective_model, load_model, LoadedModel};
 pub use sink::{Keep, ResultSink};
-pub use slot::{ClassifyError, ClassifyJob, FrameSlot, Taken};
+pub use slot::{ClassifyError, ClassifyJob, FrameSlot, SourceTag, Taken};
+
+/// The tag of a frame of a single `default` source, for the tests.
+#[cfg(test)]
+fn test_tag() -> SourceTag {
+    SourceTag {
+        lane: 0,
+        name: crate::config::DEFAULT_SOURCE_NAME.into(),
+    }
+}
 
 /// A one-pixel RGB frame with sequence number `seq`, for the tests.
 #[cfg(test)]

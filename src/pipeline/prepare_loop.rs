@@ -9,6 +9,10 @@
 //! the next frame is ready when the invoke ends.
 //!
 //! Rules of the hand-off:
+//! - **sources take turns**: frames come from the [`FrameSlot`] round robin
+//!   over the sources; a fresher frame only ever replaces a waiting prepared
+//!   frame of the same source, so the turn of a slow source is never given
+//!   to a fast one here either.
 //! - **latest frame wins**, as in the [`FrameSlot`]: one prepared frame
 //!   waits at most; a newer one replaces it and the replaced one is counted
 //!   (`frames_dropped` and `frames_superseded_prepared`). This thread prepares
@@ -37,7 +41,7 @@
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{ClassifyJob, FrameSlot, Taken};
+use super::{ClassifyJob, FrameSlot, SourceTag, Taken};
 use crate::core::frame::Frame;
 use crate::inference::engine::PrepareSpec;
 use crate::inference::preprocess::Prepared;
@@ -65,6 +69,8 @@ pub(crate) struct Ahead {
 #[derive(Debug)]
 pub(crate) struct PreparedFrame {
     pub frame: Frame,
+    /// The source it came from.
+    pub tag: SourceTag,
     /// `None`: not prepared (no model yet, or preparing ahead is off).
     pub ahead: Option<Ahead>,
     /// The input tensor's bytes when `ahead` is set.
@@ -248,21 +254,23 @@ impl PreparedSlot {
     /// The prepare thread's side: wait until it is time to take from `slot`
     /// (this hand-off has no frame, or an upload waits there and none here,
     /// or a fresher frame can be prepared before the inference thread wants
-    /// one, once per item it takes). False: closed.
+    /// one, once per item it takes). `None`: closed; `Some(None)`: take from
+    /// any source; `Some(Some(lane))`: a fresher frame of that source only
+    /// (the one whose frame waits here).
     fn wait_turn(
         &self,
         slot: &FrameSlot,
         prep: Duration,
         fresher_for: &mut Option<Instant>,
-    ) -> bool {
+    ) -> Option<Option<usize>> {
         let mut s = self.lock();
         let mut planned = None;
         loop {
             if s.closed {
-                return false;
+                return None;
             }
             if s.frame.is_none() || (s.job.is_none() && slot.has_job()) {
-                return true;
+                return Some(None);
             }
             let now = Instant::now();
             match s.busy_since {
@@ -271,7 +279,7 @@ impl PreparedSlot {
                     match start {
                         Some(start) if planned == Some(b) && now >= start => {
                             *fresher_for = Some(b);
-                            return true;
+                            return Some(s.frame.as_ref().map(|f| f.tag.lane));
                         }
                         Some(start) if now < start => {
                             planned = Some(b);
@@ -327,12 +335,9 @@ pub(crate) fn prepare_loop(
     let mut model: Option<(u64, PrepareSpec)> = None;
     let mut prep_time = Duration::ZERO;
     let mut fresher_for = None;
-    loop {
-        if !out.wait_turn(&slot, prep_time, &mut fresher_for) {
-            break;
-        }
-        let frame = match slot.take(WAIT) {
-            Taken::Frame(f) => f,
+    while let Some(only) = out.wait_turn(&slot, prep_time, &mut fresher_for) {
+        let (frame, tag) = match slot.take_from(WAIT, only) {
+            Taken::Frame(f, tag) => (f, tag),
             Taken::Job(job) => {
                 out.push_job(job);
                 continue;
@@ -359,6 +364,7 @@ pub(crate) fn prepare_loop(
         };
         let item = PreparedFrame {
             frame,
+            tag,
             ahead,
             tensor,
         };
@@ -373,11 +379,12 @@ pub(crate) fn prepare_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::test_frame as frame;
+    use crate::pipeline::{test_frame as frame, test_tag};
 
     fn raw(seq: u64) -> PreparedFrame {
         PreparedFrame {
             frame: frame(seq),
+            tag: test_tag(),
             ahead: None,
             tensor: Vec::new(),
         }
@@ -416,7 +423,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         assert!(!t.is_finished(), "the prepare thread did not wait");
         assert!(matches!(s.take(Duration::ZERO), Next::Frame(_)));
-        assert!(t.join().unwrap());
+        assert!(t.join().unwrap().is_some());
     }
 
     // Would catch uploads losing their priority over camera frames: an

@@ -138,6 +138,7 @@ impl ResultSink {
                 let took = t.elapsed();
                 self.last_store_us = took.as_micros() as u64;
                 Counters::inc(&state.counters.results_stored);
+                state.count_source_result(&rec.source_name);
                 if !state.readiness().store.ok {
                     state.update_readiness(|r| r.store = Check::passing("last write succeeded"));
                 }

@@ -13,6 +13,12 @@ use prometheus_client::registry::Registry;
 use super::AppState;
 use crate::metrics::{process_open_fds, process_rss_bytes, process_write_bytes, StoreStats};
 
+/// The `source` label: a configured source's name (several sources, issue 19).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RuntimeLabels {
     runtime: String,
@@ -260,7 +266,56 @@ pub fn render_metrics(state: &AppState, store: &StoreStats) -> String {
             fam,
         );
     }
+    per_source(state, &r, &mut snap);
     state.metrics.encode_with(&snap)
+}
+
+/// Each registered source's figures, labelled `source="<name>"` (bounded:
+/// the configured sources only).
+fn per_source(state: &AppState, r: &super::Readiness, snap: &mut Registry) {
+    use prometheus_client::metrics::counter::Counter;
+    let sources = state.source_stats();
+    if sources.is_empty() {
+        return;
+    }
+    let up = Family::<SourceLabels, Gauge>::default();
+    let captured = Family::<SourceLabels, Counter>::default();
+    let dropped = Family::<SourceLabels, Counter>::default();
+    let errors = Family::<SourceLabels, Counter>::default();
+    let stored = Family::<SourceLabels, Counter>::default();
+    for s in &sources {
+        let l = SourceLabels {
+            source: s.name.clone(),
+        };
+        let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let ok = r.source_check(&s.name).is_some_and(|c| c.ok);
+        up.get_or_create(&l).set(i64::from(ok));
+        captured.get_or_create(&l).inc_by(g(&s.frames_captured));
+        dropped.get_or_create(&l).inc_by(g(&s.frames_dropped));
+        errors.get_or_create(&l).inc_by(g(&s.capture_errors));
+        stored.get_or_create(&l).inc_by(g(&s.results_stored));
+    }
+    snap.register("source_up", "1 while this source delivers frames", up);
+    snap.register(
+        "source_frames_captured",
+        "Frames delivered by this source",
+        captured,
+    );
+    snap.register(
+        "source_frames_dropped",
+        "Frames of this source replaced before inference took them (latest frame wins)",
+        dropped,
+    );
+    snap.register(
+        "source_capture_errors",
+        "Open or read failures of this source",
+        errors,
+    );
+    snap.register(
+        "source_results_stored",
+        "Results of this source's frames written to the store",
+        stored,
+    );
 }
 
 #[cfg(test)]
@@ -340,5 +395,26 @@ mod tests {
             .count();
         assert!(series as u64 <= MAX_MODEL_SERIES + 1, "{series} series");
         assert!(text.contains("model_sha256=\"other\""));
+    }
+
+    // Would catch per-source figures missing their `source` label, one
+    // source's frames counted under another, or a lost source shown up.
+    #[test]
+    fn sources_are_exposed_with_their_name() {
+        let state = AppState::new();
+        let yard = state.register_source("yard");
+        let gate = state.register_source("gate");
+        yard.frames_captured.fetch_add(5, Ordering::Relaxed);
+        gate.frames_captured.fetch_add(2, Ordering::Relaxed);
+        state.update_readiness(|r| r.set_source_check("yard", Check::passing("ok")));
+        let text = render_metrics(&state, &StoreStats::default());
+        for line in [
+            "spotter_source_frames_captured_total{source=\"yard\"} 5",
+            "spotter_source_frames_captured_total{source=\"gate\"} 2",
+            "spotter_source_up{source=\"yard\"} 1",
+            "spotter_source_up{source=\"gate\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
     }
 }

@@ -57,18 +57,95 @@ impl Check {
 /// The three things `/readyz` requires.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Readiness {
-    /// The source has delivered a frame recently.
+    /// The source has delivered a frame recently; with several sources, at
+    /// least one has (each one's own check is in `sources`).
     pub source: Check,
     /// A model is loaded and has passed its canary inference.
     pub model: Check,
     /// The store accepted a write.
     pub store: Check,
+    /// Each registered source's own check, by name, in configuration order
+    /// (several sources, issue 19). `source` is made from these.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceCheck>,
+}
+
+/// One source's readiness check, by name.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SourceCheck {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
 }
 
 impl Readiness {
     pub(crate) fn ready(&self) -> bool {
         self.source.ok && self.model.ok && self.store.ok
     }
+
+    /// The check of the source `name`, if it is registered.
+    pub fn source_check(&self, name: &str) -> Option<&SourceCheck> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+
+    /// Set the source `name`'s check and make `source` from all of them: a
+    /// single source's check is `source` as is; with several, `source`
+    /// passes while one passes and its detail names each source's state,
+    /// so one lost camera does not make the daemon not-ready while another
+    /// streams, and readiness says which is lost.
+    pub(crate) fn set_source_check(&mut self, name: &str, check: Check) {
+        match self.sources.iter_mut().find(|s| s.name == name) {
+            Some(s) => {
+                s.ok = check.ok;
+                s.detail = check.detail;
+            }
+            None => self.sources.push(SourceCheck {
+                name: name.to_string(),
+                ok: check.ok,
+                detail: check.detail,
+            }),
+        }
+        self.source = match self.sources.as_slice() {
+            [one] => Check {
+                ok: one.ok,
+                detail: one.detail.clone(),
+            },
+            all => {
+                let up = all.iter().filter(|s| s.ok).count();
+                let each: Vec<String> = all
+                    .iter()
+                    .map(|s| {
+                        let state = if s.ok { "up" } else { "lost" };
+                        format!("{} {state}: {}", s.name, s.detail)
+                    })
+                    .collect();
+                Check {
+                    ok: up > 0,
+                    detail: format!("{up} of {} sources up; {}", all.len(), each.join("; ")),
+                }
+            }
+        };
+    }
+}
+
+/// One source's figures (several sources, issue 19): its capture thread
+/// writes them, metrics, status and the supervisor read them.
+#[derive(Debug)]
+pub struct SourceStats {
+    pub name: String,
+    pub frames_captured: AtomicU64,
+    /// Frames of this source replaced in its slot before inference took them.
+    pub frames_dropped: AtomicU64,
+    pub capture_errors: AtomicU64,
+    /// Results stored for this source's frames.
+    pub results_stored: AtomicU64,
+    /// When the source last delivered a frame (for its stall detection).
+    pub last_frame: std::sync::Mutex<Option<Instant>>,
+    /// Milliseconds since `AppState::started` at which its capture thread
+    /// last made progress (see `AppState::capture_beat_ms`).
+    pub beat_ms: AtomicU64,
+    /// Its description, e.g. `v4l2:/dev/video0 640x480 MJPG@30`.
+    pub description: RwLock<String>,
 }
 
 /// The MQTT publisher's state, for `/api/v1/status` and `/metrics`. The
@@ -242,6 +319,9 @@ pub struct AppState {
     pub mqtt: MqttStatus,
     /// GPIO trigger and outputs (all zero and `enabled: false` without).
     pub gpio: gpio::GpioStatus,
+    /// Each source's figures, in configuration order (several sources,
+    /// issue 19; empty until the daemon registers its sources).
+    pub sources: RwLock<Vec<std::sync::Arc<SourceStats>>>,
     /// Bumped by every setter of a field the status document shows that
     /// its key cannot compare cheaply (see `status`).
     generation: AtomicU64,
@@ -257,6 +337,7 @@ impl AppState {
                 source: Check::failing("starting: no frame yet"),
                 model: Check::failing("starting: no model loaded yet"),
                 store: Check::failing("starting: store not opened yet"),
+                sources: Vec::new(),
             }),
             source: RwLock::new(String::new()),
             model: RwLock::new(None),
@@ -270,6 +351,7 @@ impl AppState {
             events: tokio::sync::broadcast::channel(EVENT_BUS_CAPACITY).0,
             mqtt: MqttStatus::default(),
             gpio: Default::default(),
+            sources: RwLock::new(Vec::new()),
             generation: AtomicU64::new(0),
             status_cache: Default::default(),
         }
@@ -337,6 +419,81 @@ impl AppState {
     pub fn set_source(&self, s: String) {
         *self.source.write().unwrap_or_else(|e| e.into_inner()) = s;
         self.changed();
+    }
+
+    /// Register the source `name` (its check starts failing, "no frame
+    /// yet") and return its figures; registering a name again returns the
+    /// same figures.
+    pub fn register_source(&self, name: &str) -> std::sync::Arc<SourceStats> {
+        let mut all = self.sources.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = all.iter().find(|s| s.name == name) {
+            return s.clone();
+        }
+        let stats = std::sync::Arc::new(SourceStats {
+            name: name.to_string(),
+            frames_captured: AtomicU64::new(0),
+            frames_dropped: AtomicU64::new(0),
+            capture_errors: AtomicU64::new(0),
+            results_stored: AtomicU64::new(0),
+            last_frame: std::sync::Mutex::new(None),
+            beat_ms: AtomicU64::new(self.started.elapsed().as_millis() as u64),
+            description: RwLock::new(String::new()),
+        });
+        all.push(stats.clone());
+        drop(all);
+        self.update_readiness(|r| {
+            r.set_source_check(name, Check::failing("starting: no frame yet"))
+        });
+        stats
+    }
+
+    /// The registered sources' figures.
+    pub fn source_stats(&self) -> Vec<std::sync::Arc<SourceStats>> {
+        self.sources
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Set one source's description; the daemon's `source` becomes it (one
+    /// source) or each named source's (several: `name: description, …`).
+    pub fn set_source_description(&self, stats: &SourceStats, desc: String) {
+        *stats.description.write().unwrap_or_else(|e| e.into_inner()) = desc.clone();
+        let all = self.source_stats();
+        let joined = if all.len() <= 1 {
+            desc
+        } else {
+            all.iter()
+                .map(|s| {
+                    let d = s.description.read().unwrap_or_else(|e| e.into_inner());
+                    format!("{}: {}", s.name, d)
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        self.set_source(joined);
+    }
+
+    /// A result of the source `name` was stored (uploads and unknown
+    /// names count nowhere).
+    pub(crate) fn count_source_result(&self, name: &str) {
+        let all = self.sources.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = all.iter().find(|s| s.name == name) {
+            Counters::inc(&s.results_stored);
+        }
+    }
+
+    /// The longest time any registered source's capture thread has made no
+    /// progress (the shared beat when none is registered).
+    pub(crate) fn capture_age(&self) -> std::time::Duration {
+        let all = self.source_stats();
+        if all.is_empty() {
+            return self.since_beat(&self.capture_beat_ms);
+        }
+        all.iter()
+            .map(|s| self.since_beat(&s.beat_ms))
+            .max()
+            .unwrap_or_default()
     }
 
     /// Record progress of a pipeline thread (see `capture_beat_ms`).

@@ -125,6 +125,10 @@ pub struct Query {
     pub cursor: Option<String>,
     /// At most this many records.
     pub limit: usize,
+    /// Only records of the source with this name (`source_name`; several
+    /// sources, issue 19). Not indexed: filtered as records are read, within
+    /// the page's scan budget (a page may come back short, with a cursor).
+    pub source: Option<String>,
 }
 
 impl Query {
@@ -138,6 +142,7 @@ impl Query {
             model: None,
             cursor: None,
             limit,
+            source: None,
         }
     }
 }
@@ -290,6 +295,9 @@ impl Store {
             return Ok(None);
         }
         if q.label.is_none() && q.min_score.is_some_and(|min| best_score(&rec) < min) {
+            return Ok(None);
+        }
+        if q.source.as_deref().is_some_and(|s| s != rec.source_name) {
             return Ok(None);
         }
         Ok(Some(rec))

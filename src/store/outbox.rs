@@ -330,6 +330,7 @@ mod tests {
             latency: Default::default(),
             clock_synchronized: true,
             boottime_ns: 0,
+            source_name: String::new(),
         }
     }
 

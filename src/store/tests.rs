@@ -33,6 +33,7 @@ pub(crate) fn rec(ts_ns: u64, frame_seq: u64) -> ResultRecord {
         },
         clock_synchronized: true,
         boottime_ns: 0,
+        source_name: String::new(),
     }
 }
 

@@ -887,7 +887,12 @@ fn measure_pipeline(
                 std::time::Duration::from_millis(100),
                 std::time::Duration::from_secs(1),
             );
-            let readiness = Arc::new(crate::pipeline::SourceReadiness::default());
+            let readiness = Arc::new(crate::pipeline::SourceReadiness::new(
+                &state,
+                crate::config::DEFAULT_SOURCE_NAME,
+                0,
+                std::time::Duration::from_secs(60),
+            ));
             std::thread::spawn(move || {
                 crate::pipeline::capture_loop(opener, slot, state, readiness, stop, backoff)
             })

@@ -163,6 +163,7 @@ pub fn typical_record(i: u64) -> ResultRecord {
         },
         clock_synchronized: true,
         boottime_ns: 1_000_000_000 + i * 33_333_333,
+        source_name: String::new(),
     }
 }
 

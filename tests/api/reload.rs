@@ -71,7 +71,11 @@ async fn sighup_applies_retention_and_tls_and_names_what_needs_a_restart() {
     let out = apply(&mut running, &new, &handles).await;
     assert_eq!(out.tls, Some(Ok(fresh.fingerprint.clone())));
     assert_eq!(tls.fingerprint(), fresh.fingerprint);
-    assert_eq!(out.restart_needed, ["api.listen", "source.fps"]);
+    // The stall timeout, unset, follows the frame rate (issue 19).
+    assert_eq!(
+        out.restart_needed,
+        ["api.listen", "source.fps", "source.stall_timeout_ms"]
+    );
     assert_eq!(pruner.policy().max_records, Some(5));
     assert!(
         control.reload.load(Ordering::Relaxed),
@@ -104,7 +108,11 @@ async fn sighup_applies_retention_and_tls_and_names_what_needs_a_restart() {
     assert!(err.contains("missing.pem"), "{err}");
     assert_eq!(tls.fingerprint(), fresh.fingerprint);
     assert_eq!(running.api.cert.as_ref(), Some(&fresh.cert_path));
-    assert_eq!(out.restart_needed, ["api.listen", "source.fps"]);
+    // The stall timeout, unset, follows the frame rate (issue 19).
+    assert_eq!(
+        out.restart_needed,
+        ["api.listen", "source.fps", "source.stall_timeout_ms"]
+    );
 
     // Back to the running values: nothing needs a restart.
     let same = running.clone();

@@ -406,6 +406,7 @@ pub fn record(ts_ns: u64) -> ResultRecord {
         latency: StageLatency::default(),
         clock_synchronized: true,
         boottime_ns: 0,
+        source_name: String::new(),
     }
 }
 

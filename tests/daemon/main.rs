@@ -19,5 +19,6 @@ mod journald;
 mod model_swap;
 mod mqtt;
 mod sighup;
+mod sources;
 mod systemd_unit;
 mod yolo;

@@ -710,6 +710,7 @@ fn measure_outbox_insert_overhead() {
         latency: Default::default(),
         clock_synchronized: true,
         boottime_ns: 0,
+        source_name: String::new(),
     };
     let n = 5000u64;
     for outbox in [false, true, false, true] {

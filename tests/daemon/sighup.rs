@@ -214,7 +214,8 @@ fn post_reload_applies_the_files_refuses_broken_ones_and_reports_a_failed_model(
     assert_eq!(body["running"]["sha256"], sha_b.as_str(), "{body}");
     assert_eq!(
         body["restart_needed"],
-        serde_json::json!(["source.fps"]),
+        // The stall timeout, unset, follows the frame rate (issue 19).
+        serde_json::json!(["source.fps", "source.stall_timeout_ms"]),
         "{body}"
     );
     assert!(

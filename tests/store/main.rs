@@ -49,5 +49,6 @@ fn cat_record(ts_ns: u64, seq: u64) -> ResultRecord {
         },
         clock_synchronized: true,
         boottime_ns: 0,
+        source_name: String::new(),
     }
 }

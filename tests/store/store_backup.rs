@@ -42,6 +42,7 @@ fn rec(ts_ns: u64, label: &str) -> ResultRecord {
         },
         clock_synchronized: true,
         boottime_ns: 0,
+        source_name: String::new(),
     }
 }
 

@@ -76,6 +76,7 @@ fn crash_child_writer() {
             latency: StageLatency::default(),
             clock_synchronized: true,
             boottime_ns: spotter::core::clock::boottime_ns(),
+            source_name: String::new(),
         };
         store.insert(&mut rec).unwrap();
         writeln!(out, "W {frame_seq} {} {}", rec.id, mono_ns()).unwrap();
