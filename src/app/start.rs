@@ -34,8 +34,10 @@ use crate::pipeline::{
 use crate::state::{AppState, Check};
 use crate::store::{Pruner, Store};
 
-/// The shortest V4L2 read timeout (see `source_opener`).
-const V4L2_REOPEN_AFTER_MS: u64 = 2_000;
+/// The shortest time a source waits for a frame before it gives up and is
+/// reopened (a V4L2 read, a command's program, an HTTP stream's read): see
+/// `source_opener`. Readiness reports a stall earlier, at `stall_timeout_ms`.
+pub(crate) const SOURCE_REOPEN_AFTER_MS: u64 = 2_000;
 
 /// Build the source opener for the configured source; a source that waits
 /// on something else (a `command` source's program) gives up on `stop`.
@@ -73,7 +75,7 @@ pub fn source_opener(s: &SourceSettings, stop: &Shutdown) -> SourceOpener {
                 // check), frames that come back end a stall without a
                 // reopen, and an unplug fails the read at once; a dim
                 // camera that slows down is not reopened in a loop.
-                timeout_ms: s.stall_timeout_ms.max(V4L2_REOPEN_AFTER_MS),
+                timeout_ms: s.stall_timeout_ms.max(SOURCE_REOPEN_AFTER_MS),
             };
             Box::new(move || {
                 V4l2Source::open(opts.clone()).map(|s| Box::new(s) as Box<dyn FrameSource>)
@@ -116,7 +118,10 @@ fn command_options(s: &SourceSettings) -> CommandOptions {
         s.command.clone(),
         format,
         usize::try_from(s.max_frame_bytes).unwrap_or(usize::MAX),
-        s.stall_timeout(),
+        // As for V4L2: the program is restarted after 2 s without a frame at
+        // the earliest, so a slow camera is not restarted in a loop.
+        s.stall_timeout()
+            .max(std::time::Duration::from_millis(SOURCE_REOPEN_AFTER_MS)),
     )
 }
 

@@ -54,6 +54,9 @@ pub struct HttpMjpegOptions {
     pub timeout: Duration,
 }
 
+/// The shortest connect and read timeout.
+const MIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl HttpMjpegOptions {
     /// The options of a `[source]` of kind `http_mjpeg`: the socket timeouts
     /// are the source's stall timeout.
@@ -64,7 +67,10 @@ impl HttpMjpegOptions {
             credentials_file: s.credentials_file.clone(),
             ca_file: s.ca_file.clone(),
             max_frame_bytes: usize::try_from(s.max_frame_bytes).unwrap_or(usize::MAX),
-            timeout: s.stall_timeout(),
+            // Not below 2 s, as for the other sources: a slow camera or
+            // network is not reconnected in a loop; readiness reports a
+            // stall at `stall_timeout_ms` already.
+            timeout: s.stall_timeout().max(MIN_TIMEOUT),
         }
     }
 }
