@@ -229,7 +229,7 @@ fn frames_from_an_https_mjpeg_camera_reach_results_and_survive_a_cut() {
     c.wait_for("/readyz", 30, |r| r.status == 200);
     let log = d.log();
     assert!(
-        log.contains("source lost"),
+        log.contains("source default lost"),
         "no loss logged for the cut:\n{log}"
     );
     assert!(!log.contains(PASS), "the log holds the camera password");
