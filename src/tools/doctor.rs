@@ -155,18 +155,32 @@ fn one_line(s: &str) -> String {
 pub(crate) fn run(settings: &Settings) -> Report {
     let now = SystemTime::now();
     let synced = crate::core::clock::clock_synchronized();
-    Report {
-        findings: vec![
-            check_source(&settings.source),
-            check_model(&settings.model, &settings.daemon.state_dir),
-            check_tls(&settings.api, &settings.daemon.state_dir, now),
-            check_state_dir(&settings.daemon.state_dir, &settings.store, MIN_FREE_BYTES),
-            check_clock(synced),
-            check_last_result(&settings.store, now, MAX_RESULT_AGE, || {
-                latest_from_daemon(settings)
-            }),
-        ],
-    }
+    // Every configured source, named when there are several.
+    let sources = if settings.sources.is_empty() {
+        std::slice::from_ref(&settings.source)
+    } else {
+        &settings.sources[..]
+    };
+    let mut findings: Vec<Finding> = sources
+        .iter()
+        .map(|s| {
+            let mut f = check_source(s);
+            if sources.len() > 1 {
+                f.detail = format!("{}: {}", s.name, f.detail);
+            }
+            f
+        })
+        .collect();
+    findings.extend([
+        check_model(&settings.model, &settings.daemon.state_dir),
+        check_tls(&settings.api, &settings.daemon.state_dir, now),
+        check_state_dir(&settings.daemon.state_dir, &settings.store, MIN_FREE_BYTES),
+        check_clock(synced),
+        check_last_result(&settings.store, now, MAX_RESULT_AGE, || {
+            latest_from_daemon(settings)
+        }),
+    ]);
+    Report { findings }
 }
 
 /// The frame source: a camera that exists, may be opened, is a V4L2 capture
@@ -387,8 +401,15 @@ fn is_libcamera_only(cam: &CameraDescription) -> bool {
 /// (MJPEG), at the configured size and rate.
 pub(crate) fn libcamera_source_block(s: &SourceSettings) -> String {
     let fps = s.fps.round().max(1.0) as u32;
+    // A source with a name of its own is a `[[source]]` entry; the single
+    // `[source]` table (what the package installs) is named "default".
+    let header = if s.name.is_empty() || s.name == crate::config::DEFAULT_SOURCE_NAME {
+        "[source]\n".to_string()
+    } else {
+        format!("[[source]]\nname = \"{}\"\n", s.name)
+    };
     format!(
-        "[source]\n\
+        "{header}\
          kind = \"command\"\n\
          command = [\"rpicam-vid\", \"-t\", \"0\", \"--codec\", \"mjpeg\", \"--width\", \"{w}\", \"--height\", \"{h}\", \"--framerate\", \"{fps}\", \"-n\", \"-o\", \"-\"]\n\
          format = \"mjpeg\"\n",
@@ -420,7 +441,7 @@ pub(crate) fn judge_camera(name: &str, cam: &CameraDescription, s: &SourceSettin
             "source",
             Verdict::Fail,
             format!("{detail}: a libcamera camera (Pi camera module), not readable as V4L2"),
-            "read it through rpicam-vid (apt install rpicam-apps): replace the [source] section with the block below",
+            "read it through rpicam-vid (apt install rpicam-apps): replace this source's section with the block below",
         )
         .with_paste(libcamera_source_block(s))
     } else {
@@ -958,6 +979,23 @@ mod tests {
         assert!(uvc.hint.contains("MJPG or YUYV"), "{uvc:?}");
         let ok = judge_camera("/dev/video0", &described("uvcvideo", &["YUYV", "MJPG"]), &s);
         assert_eq!(ok.verdict, Verdict::Ok, "{ok:?}");
+        // A `[[source]]` entry (a name of its own) gets an entry with that
+        // name, which loads as one of several sources.
+        s.name = "door".into();
+        let f = judge_camera("/dev/video2", &described("unicam", &["pRAA"]), &s);
+        assert!(
+            f.paste.starts_with("[[source]]\nname = \"door\"\n"),
+            "{}",
+            f.paste
+        );
+        let two = format!(
+            "{}\n[[source]]\nname = \"usb\"\ndevice = \"/dev/video0\"\n",
+            f.paste
+        );
+        let parsed = crate::config::from_sources(vec![(PathBuf::from("pasted.toml"), two)])
+            .unwrap_or_else(|e| panic!("the entry does not load: {e}\n{}", f.paste));
+        assert_eq!(parsed.sources[0].name, "door");
+        assert_eq!(parsed.sources[0].kind, SourceKind::Command);
     }
 
     // Would catch a command source whose program is missing passing the
