@@ -175,6 +175,23 @@ pub struct CommandSource {
     scratch: Vec<u8>,
 }
 
+/// Where `program` would be executed from: the path itself when it names
+/// one (it contains a `/`), else the first match in `PATH`; `None` when that
+/// is not an executable regular file.
+pub(crate) fn find_program(program: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let candidates: Vec<std::path::PathBuf> = if program.contains('/') {
+        vec![program.into()]
+    } else {
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).map(|d| d.join(program)).collect())
+            .unwrap_or_default()
+    };
+    candidates.into_iter().find(|p| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}
+
 impl CommandSource {
     /// Start the program. Fails if the argv is empty, a raw frame would
     /// exceed the bound, or the program cannot be started (not found, not
@@ -207,6 +224,18 @@ impl CommandSource {
                 Splitter::Raw(RawSplitter::new(len))
             }
         };
+        // Looked up first rather than left to the spawn: where the spawn
+        // cannot report a failed exec (qemu-user's emulated vfork), a missing
+        // program would otherwise look like one that started and exited.
+        if find_program(prog).is_none() {
+            return Err(CaptureError::CommandStart {
+                program,
+                source: io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "not found in PATH, or not an executable file",
+                ),
+            });
+        }
         let mut child = Command::new(prog)
             .args(args)
             .stdin(Stdio::null())

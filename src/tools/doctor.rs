@@ -227,22 +227,8 @@ fn check_http_mjpeg(s: &SourceSettings) -> Finding {
 /// A `command` source: its program is found (in `PATH` or at the path
 /// given) and executable. It is not started: doctor changes nothing.
 fn check_command(s: &SourceSettings) -> Finding {
-    use std::os::unix::fs::PermissionsExt;
     let program = s.command.first().cloned().unwrap_or_default();
-    let candidates: Vec<std::path::PathBuf> = if program.contains('/') {
-        vec![program.clone().into()]
-    } else {
-        std::env::var_os("PATH")
-            .map(|p| {
-                std::env::split_paths(&p)
-                    .map(|d| d.join(&program))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let found = candidates.iter().find(|p| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    });
+    let found = crate::capture::command::find_program(&program);
     match found {
         Some(path) => Finding::ok(
             "source",
