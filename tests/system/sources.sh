@@ -100,7 +100,7 @@ for pair in left:/dev/video0 right:/dev/video1; do
     name="${pair%%:*}" dev="${pair#*:}"
     wait_newer "$name" 0 180
     https "/api/v1/results?source=$name&limit=50" "$KEY" >/dev/null
-    [ "$(json 'all(r["source_name"] == "'"$name"'" and r["origin"] == "'"$dev"'" for r in '"$RESULTS_EXPR"')')" = True ] \
+    [ "$(json 'all(r["source_name"] == "'"$name"'" and r["origin"] == "'"$dev"'" for r in ('"$RESULTS_EXPR"'))')" = True ] \
         || vm_fail "?source=$name returned other results: $(head -c 800 "$VM_DIR/body")"
     pass "$name: results from $dev, all named $name"
 done
