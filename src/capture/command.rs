@@ -13,6 +13,10 @@
 //! Reading is single-threaded: `next_frame` polls stdout and stderr with a
 //! deadline (the stall timeout), so it never blocks longer than that, and
 //! no thread outlives the source.
+//!
+//! Just over 600 lines: starting, reading and ending the program are one
+//! life cycle read together; the frame splitters are in `stream.rs` and the
+//! tests in `command/tests.rs`.
 
 use std::io::{self, Read};
 use std::os::fd::AsFd;
