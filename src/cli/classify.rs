@@ -186,11 +186,17 @@ fn effective_settings(mut base: ModelSettings, args: &ClassifyArgs) -> ModelSett
     base
 }
 
-/// The `[model]` settings of `--config`, or the defaults for the command
-/// line (every key unset, larger images allowed).
+/// The `[model]` settings of `--config` (with the model the daemon would
+/// load: its active managed version, when one is, overrides `model.path`
+/// and `model.labels`), or the defaults for the command line (every key
+/// unset, larger images allowed).
 fn base_settings(config: Option<&std::path::Path>) -> Result<ModelSettings, Failure> {
     match config {
-        Some(path) => Ok(super::load_settings(path)?.model),
+        Some(path) => {
+            let s = super::load_settings(path)?;
+            let models = crate::modelstore::ModelStore::new(&s.daemon.state_dir);
+            Ok(crate::pipeline::effective_model(&s.model, Some(&models)))
+        }
         None => {
             let mut m = crate::config::from_sources(vec![])
                 .map_err(|e| anyhow::Error::new(e).context("built-in defaults"))
@@ -398,6 +404,36 @@ mod tests {
         assert_eq!((s.threads, s.runtime), (3, RuntimeSetting::Builtin));
         assert_eq!(s.fit, Some(crate::config::Fit::Letterbox));
         assert_eq!(s.rules, file.rules);
+    }
+
+    // Would catch `classify --config` classifying with the configured
+    // model while the daemon runs an installed, activated version (the
+    // technician would compare against the wrong model).
+    #[test]
+    fn config_model_is_the_daemons_active_version() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("state");
+        let config = tmp.path().join("spotter.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[daemon]\nstate_dir = \"{}\"\n[model]\npath = \"/configured.tflite\"\n",
+                state.display()
+            ),
+        )
+        .unwrap();
+        let configured = base_settings(Some(&config)).unwrap();
+        assert_eq!(configured.path, PathBuf::from("/configured.tflite"));
+        let model = tmp.path().join("new.tflite");
+        std::fs::write(&model, b"model bytes").unwrap();
+        let store = crate::modelstore::ModelStore::new(&state);
+        let meta = store
+            .install(&model, None, |_, _| Ok("classification".into()))
+            .unwrap();
+        store.activate(&meta.sha256).unwrap();
+        let active = base_settings(Some(&config)).unwrap();
+        assert_ne!(active.path, configured.path);
+        assert_eq!(std::fs::read(&active.path).unwrap(), b"model bytes");
     }
 
     // Would catch `classify` running without a model (neither --model nor a
