@@ -530,42 +530,31 @@ fn quantize_letterboxed(
     quantize_with(&pad, 3, lut, fast, &mut pad_q[..px])?;
     let pad_q = &pad_q[..px];
     let (x, y, w, h) = (x as usize, y as usize, w as usize, h as usize);
-    // One padded row, copied to every other padded row.
-    let (top, rest) = dst.split_at_mut(y * row);
-    let mut pad_row: Option<&[u8]> = None;
-    if let Some(first) = top.chunks_exact_mut(row).next() {
-        first
+    let pad = |px_run: &mut [u8]| {
+        px_run
             .chunks_exact_mut(px)
-            .for_each(|p| p.copy_from_slice(pad_q));
-    }
-    if y > 0 {
-        let (first, others) = top.split_at_mut(row);
-        others
-            .chunks_exact_mut(row)
-            .for_each(|r| r.copy_from_slice(first));
-        pad_row = Some(&*first);
-    }
+            .for_each(|p| p.copy_from_slice(pad_q))
+    };
+    let (top, rest) = dst.split_at_mut(y * row);
     let (middle, bottom) = rest.split_at_mut(h * row);
+    // Padding rows: the first one pixel by pixel, the others copied from it.
+    for rows in [top, bottom] {
+        if let Some((first, others)) = rows.split_at_mut_checked(row) {
+            pad(first);
+            others
+                .chunks_exact_mut(row)
+                .for_each(|r| r.copy_from_slice(first));
+        }
+    }
     for (line, src) in middle
         .chunks_exact_mut(row)
         .zip(content.chunks_exact(w * 3))
     {
         let (left, right) = line.split_at_mut(x * px);
         let (inside, right) = right.split_at_mut(w * px);
-        left.chunks_exact_mut(px)
-            .for_each(|p| p.copy_from_slice(pad_q));
-        right
-            .chunks_exact_mut(px)
-            .for_each(|p| p.copy_from_slice(pad_q));
+        pad(left);
+        pad(right);
         quantize_with(src, 3, lut, fast, inside)?;
-    }
-    for r in bottom.chunks_exact_mut(row) {
-        match pad_row {
-            Some(p) => r.copy_from_slice(p),
-            None => r
-                .chunks_exact_mut(px)
-                .for_each(|p| p.copy_from_slice(pad_q)),
-        }
     }
     Ok(())
 }
