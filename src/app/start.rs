@@ -20,6 +20,7 @@ use crate::capture::files::{FilesOptions, FilesSource};
 use crate::capture::negotiate::FormatPreference;
 use crate::capture::v4l2::{V4l2Options, V4l2Source};
 use crate::capture::FrameSource;
+use crate::capture::MIN_REOPEN_AFTER;
 use crate::config::{CaptureFormat, Settings, SourceKind, SourceSettings};
 use crate::core::frame::PixelFormat;
 use crate::core::ids;
@@ -33,11 +34,6 @@ use crate::pipeline::{
 };
 use crate::state::{AppState, Check};
 use crate::store::{Pruner, Store};
-
-/// The shortest time a source waits for a frame before it gives up and is
-/// reopened (a V4L2 read, a command's program, an HTTP stream's read): see
-/// `source_opener`. Readiness reports a stall earlier, at `stall_timeout_ms`.
-pub(crate) const SOURCE_REOPEN_AFTER_MS: u64 = 2_000;
 
 /// Build the source opener for the configured source; a source that waits
 /// on something else (a `command` source's program) gives up on `stop`.
@@ -75,7 +71,7 @@ pub fn source_opener(s: &SourceSettings, stop: &Shutdown) -> SourceOpener {
                 // check), frames that come back end a stall without a
                 // reopen, and an unplug fails the read at once; a dim
                 // camera that slows down is not reopened in a loop.
-                timeout_ms: s.stall_timeout_ms.max(SOURCE_REOPEN_AFTER_MS),
+                timeout_ms: s.stall_timeout_ms.max(MIN_REOPEN_AFTER.as_millis() as u64),
             };
             Box::new(move || {
                 V4l2Source::open(opts.clone()).map(|s| Box::new(s) as Box<dyn FrameSource>)
@@ -120,8 +116,7 @@ fn command_options(s: &SourceSettings) -> CommandOptions {
         usize::try_from(s.max_frame_bytes).unwrap_or(usize::MAX),
         // As for V4L2: the program is restarted after 2 s without a frame at
         // the earliest, so a slow camera is not restarted in a loop.
-        s.stall_timeout()
-            .max(std::time::Duration::from_millis(SOURCE_REOPEN_AFTER_MS)),
+        s.stall_timeout().max(MIN_REOPEN_AFTER),
     )
 }
 

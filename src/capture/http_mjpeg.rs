@@ -54,9 +54,6 @@ pub struct HttpMjpegOptions {
     pub timeout: Duration,
 }
 
-/// The shortest connect and read timeout.
-const MIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
-
 impl HttpMjpegOptions {
     /// The options of a `[source]` of kind `http_mjpeg`: the socket timeouts
     /// are the source's stall timeout.
@@ -70,7 +67,7 @@ impl HttpMjpegOptions {
             // Not below 2 s, as for the other sources: a slow camera or
             // network is not reconnected in a loop; readiness reports a
             // stall at `stall_timeout_ms` already.
-            timeout: s.stall_timeout().max(MIN_TIMEOUT),
+            timeout: s.stall_timeout().max(super::MIN_REOPEN_AFTER),
         }
     }
 }

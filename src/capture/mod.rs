@@ -93,6 +93,12 @@ pub enum CaptureError {
 
 /// A source of frames. Implementations block in `next_frame` (ioctls, pacing
 /// sleeps) and therefore run on their own thread, never on the async runtime.
+/// The shortest time any source waits for a frame before it gives up and
+/// is reopened (a V4L2 read, a command's program, an HTTP stream's connect
+/// and read): a slow camera is not reopened in a loop. Readiness reports a
+/// stall earlier, at `source.stall_timeout_ms`.
+pub(crate) const MIN_REOPEN_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub trait FrameSource: Send {
     /// Human-readable description for logs and status, e.g. `v4l2:/dev/video0 640x480 MJPG@30`.
     fn describe(&self) -> String;
