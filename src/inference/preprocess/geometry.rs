@@ -197,6 +197,29 @@ pub(super) fn letterbox_rect(sw: u32, sh: u32, dw: u32, dh: u32) -> (u32, u32, u
     ((dw - w) / 2, (dh - h) / 2, w, h)
 }
 
+/// The letterboxed content of the `sw`×`sh` packed RGB8 image `src`: the
+/// image scaled to fit `dw`×`dh` (without the padding), resampled into `buf`
+/// (reused), or `src` itself when it already has that size (a JPEG decoded
+/// at a DCT scale that fits exactly). Returns the content and where it sits:
+/// (x, y, width, height).
+pub(super) fn letterbox_content<'a>(
+    resampler: &mut Resampler,
+    src: &'a [u8],
+    (sw, sh): (u32, u32),
+    (dw, dh): (u32, u32),
+    buf: &'a mut Vec<u8>,
+) -> (&'a [u8], (u32, u32, u32, u32)) {
+    let rect @ (_, _, w, h) = letterbox_rect(sw, sh, dw, dh);
+    if (w, h) == (sw, sh) {
+        return (src, rect);
+    }
+    buf.clear();
+    buf.resize(w as usize * h as usize * 3, 0);
+    let full = [0.0, 0.0, sw as f32, sh as f32];
+    resampler.resize(src, (sw, sh), full, (w, h), buf);
+    (buf, rect)
+}
+
 /// Bilinear resize of packed RGB8 according to `mapping` into `out` (reused):
 /// the whole `dst_width`×`dst_height` canvas, letterbox padding included.
 pub(crate) fn resize_rgb(
@@ -224,13 +247,11 @@ pub(crate) fn resize_rgb(
             resampler.resize(src, (sw, sh), area, (dw, dh), out);
         }
         FitMode::Letterbox => {
-            let (x, y, w, h) = letterbox_rect(sw, sh, dw, dh);
             for px in out.chunks_exact_mut(3) {
                 px.copy_from_slice(&pad);
             }
-            content.clear();
-            content.resize(w as usize * h as usize * 3, 0);
-            resampler.resize(src, (sw, sh), full, (w, h), content);
+            let (content, (x, y, w, _)) =
+                letterbox_content(resampler, src, (sw, sh), (dw, dh), content);
             let row = w as usize * 3;
             for (r, line) in content.chunks_exact(row).enumerate() {
                 let d = ((y as usize + r) * dw as usize + x as usize) * 3;

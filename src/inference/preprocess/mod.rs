@@ -47,7 +47,7 @@ use super::{InferenceError, TensorSpec};
 use crate::config::JpegScaling;
 use crate::core::frame::{Frame, PixelFormat};
 use crate::image::decode::{check_budget, decode_rgb, JpegDecoder};
-use geometry::{letterbox_rect, resize_rgb};
+use geometry::{letterbox_content, resize_rgb};
 use quantize::{quantize_with, FastPath};
 use resample::Resampler;
 use yuyv::{yuv420_into_tensor_with, yuyv_into_tensor_with};
@@ -465,19 +465,10 @@ fn prepare_pixels(
         // already has the content's size, e.g. a JPEG scaled in the DCT) and
         // quantized straight into its rows of the tensor; the padding is
         // one quantized pixel repeated.
-        let (x, y, w, h) = letterbox_rect(sw, sh, dw, dh);
-        let content: &[u8] = if (w, h) == (sw, sh) {
-            src
-        } else {
-            s.boxed.clear();
-            s.boxed.resize(w as usize * h as usize * 3, 0);
-            let full = [0.0, 0.0, sw as f32, sh as f32];
-            s.resampler.resize(src, (sw, sh), full, (w, h), s.boxed);
-            s.boxed
-        };
+        let (content, rect) = letterbox_content(s.resampler, src, (sw, sh), (dw, dh), s.boxed);
         let resize_us = t0.elapsed().as_micros() as u64;
         let t1 = Instant::now();
-        quantize_letterboxed(content, (x, y, w, h), (dw, dh), pad, (lut, fast), dst)?;
+        quantize_letterboxed(content, rect, (dw, dh), pad, (lut, fast), dst)?;
         return Ok((mapping, resize_us, t1.elapsed().as_micros() as u64));
     }
     let resized: &[u8] = if mapping.is_identity() {
