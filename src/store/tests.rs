@@ -264,11 +264,7 @@ fn retain_newest_deletes_the_oldest() {
     );
     assert_eq!(store.retain_newest(3).unwrap(), 0);
     drop(store);
-    assert_eq!(
-        Store::open(dir.path()).unwrap().len(),
-        3,
-        "count after reopen"
-    );
+    assert_eq!(reopen(dir.path()).len(), 3, "count after reopen");
 }
 
 // Catches: a second opener (CLI export while the daemon runs) getting an opaque sled I/O error.
@@ -990,6 +986,7 @@ fn durable_through_follows_completed_flushes() {
     );
     drop(store);
 
+    wait_until_free(dir.path());
     let store = Store::open_with(dir.path(), 10).unwrap();
     let mut c = rec(3_000, 4);
     store.insert(&mut c).unwrap();
