@@ -19,12 +19,16 @@ pub(crate) mod api;
 pub(crate) mod gpio;
 mod model;
 mod raw;
+pub(crate) mod sightings;
 mod sources;
 
 pub use sources::DEFAULT_SOURCE_NAME;
 pub(crate) use sources::UPLOAD_SOURCE_NAME;
 
 pub use api::{is_valid_origin, ClientAuth};
+pub use sightings::{
+    KeepFrames, MotionConfig, Roi, SightingRule, SightingsSettings, ZoneSettings,
+};
 pub use model::{DetectionRules, ModelSettings, DEFAULT_IOU_THRESHOLD, DEFAULT_MAX_DETECTIONS};
 
 use std::net::SocketAddr;
@@ -195,6 +199,11 @@ pub struct StoreSettings {
     pub snapshot_max_count: usize,
     /// Bytes of snapshots kept at most (0: no limit).
     pub snapshot_max_bytes: u64,
+    /// Which per-frame results are stored (issue 18).
+    pub keep_frames: sightings::KeepFrames,
+    /// With `keep_frames` = sightings or sampled: one frame stored every
+    /// this many seconds.
+    pub frame_sample_s: u64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -298,6 +307,13 @@ pub struct Settings {
     pub api: ApiSettings,
     pub mqtt: MqttSettings,
     pub gpio: gpio::GpioSettings,
+    /// `[sightings]` (issue 18).
+    pub sightings: sightings::SightingsSettings,
+    /// `[[zone]]` entries (issue 18).
+    #[serde(rename = "zone")]
+    pub zones: Vec<sightings::ZoneSettings>,
+    /// `[motion]` (issue 18).
+    pub motion: sightings::MotionConfig,
     /// The files that were read, in the order they were layered.
     #[serde(skip)]
     pub files: Vec<PathBuf>,
@@ -734,6 +750,7 @@ fn build_after_sources(
     let snap_rate = l.get(|r| r.store.as_ref()?.snapshot_max_per_minute.as_ref());
     let snap_count = l.get(|r| r.store.as_ref()?.snapshot_max_count.as_ref());
     let snap_bytes = l.get(|r| r.store.as_ref()?.snapshot_max_bytes.as_ref());
+    let (keep_frames, frame_sample_s) = sightings::build_keep(l)?;
     let store = StoreSettings {
         dir: val(&sdir, state_dir.join("results")),
         flush_every_ms: val(&flush, 1_000),
@@ -747,6 +764,8 @@ fn build_after_sources(
         snapshot_max_per_minute: val(&snap_rate, 6),
         snapshot_max_count: val(&snap_count, 10_000),
         snapshot_max_bytes: val(&snap_bytes, 256 << 20),
+        keep_frames,
+        frame_sample_s,
     };
 
     // [api]
@@ -962,6 +981,10 @@ fn build_after_sources(
 
     let mqtt = build_mqtt(l)?;
     let gpio = gpio::build_gpio(l)?;
+    let sightings = sightings::build_sightings(l)?;
+    let names: Vec<String> = sources.iter().map(|s| s.name.clone()).collect();
+    let zones = sightings::build_zones(l, &names)?;
+    let motion = sightings::build_motion(l)?;
 
     Ok(Settings {
         daemon,
@@ -972,6 +995,9 @@ fn build_after_sources(
         api,
         mqtt,
         gpio,
+        sightings,
+        zones,
+        motion,
         files: l.paths(),
     })
 }

@@ -94,6 +94,8 @@ pub struct ModelSettings {
     pub input_mean: Option<f32>,
     pub input_std: Option<f32>,
     pub retry_ms: u64,
+    /// Classifiers only: the part of the frame inferred (issue 18).
+    pub roi: Option<super::sightings::Roi>,
 }
 
 /// Validate `[model]` across the layered files.
@@ -241,6 +243,7 @@ pub(super) fn build_model(l: &Layers) -> Result<ModelSettings, ConfigError> {
         input_mean: mean.map(|o| o.value),
         input_std: std.map(|o| o.value),
         retry_ms: val(&retry_ms, 10_000),
+        roi: super::sightings::build_roi(l)?,
     })
 }
 

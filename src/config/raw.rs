@@ -25,6 +25,10 @@ pub(super) struct RawConfig {
     pub api: Option<RawApi>,
     pub mqtt: Option<RawMqtt>,
     pub gpio: Option<super::gpio::RawGpio>,
+    // --- Sightings (issue 18) ---
+    pub sightings: Option<super::sightings::RawSightings>,
+    pub zone: Option<Vec<super::sightings::RawZone>>,
+    pub motion: Option<super::sightings::RawMotion>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -131,6 +135,8 @@ pub(super) struct RawModel {
     pub input_mean: Field<f32>,
     pub input_std: Field<f32>,
     pub retry_ms: Field<u64>,
+    /// Classifier region of interest (issue 18): `[x, y, width, height]`.
+    pub roi: Field<Vec<f64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -148,6 +154,9 @@ pub(super) struct RawStore {
     pub snapshot_max_per_minute: Field<u32>,
     pub snapshot_max_count: Field<usize>,
     pub snapshot_max_bytes: Field<u64>,
+    // --- Storage policy (issue 18) ---
+    pub keep_frames: Field<super::sightings::KeepFrames>,
+    pub frame_sample_s: Field<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,7 +1,7 @@
 //! Leaf types every layer shares and that import nothing else of the crate:
 //! the result record, the captured frame, clock helpers, GPIO line types,
 //! journald `MESSAGE_ID`s, crash-safe file replacement, the shutdown
-//! token and zone polygons.
+//! token, zone polygons and the sighting record.
 
 pub mod clock;
 pub mod frame;
@@ -9,6 +9,7 @@ pub(crate) mod fsutil;
 pub(crate) mod gpio;
 pub mod ids;
 pub mod result;
+pub mod sighting;
 pub(crate) mod shutdown;
 pub mod zone;
 

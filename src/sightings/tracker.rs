@@ -13,6 +13,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+pub use crate::core::sighting::Sighting;
+
 /// When a label's presence becomes a sighting and when it ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rules {
@@ -75,28 +77,6 @@ pub struct Frame<'a> {
     pub hits: &'a [Hit],
 }
 
-/// A sighting, open (`end_ns` is `None`) or closed.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Sighting {
-    pub id: u64,
-    pub label: String,
-    pub source: String,
-    pub zone: Option<String>,
-    pub start_ns: i64,
-    pub end_ns: Option<i64>,
-    /// The last time the label passed (the end, once closed).
-    pub last_seen_ns: i64,
-    pub peak_score: f32,
-    /// Frames in which the label passed, opening ones included.
-    pub frames: u64,
-    /// The most objects of the label seen in one frame.
-    pub max_objects: u32,
-    /// The result of the best-scoring frame, when it was stored.
-    pub best_result_id: Option<String>,
-    /// Capture time of the best-scoring frame.
-    pub best_ns: i64,
-}
-
 /// What the tracker decided for a frame.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -127,6 +107,8 @@ struct Track {
 #[derive(Debug)]
 pub struct Tracker {
     rules: Rules,
+    /// Per-label rules (`[[sightings.rule]]`), overriding `rules`.
+    by_label: BTreeMap<String, Rules>,
     tracks: BTreeMap<Key, Track>,
     next_id: u64,
 }
@@ -137,9 +119,21 @@ impl Tracker {
     pub fn new(rules: Rules, last_id: u64) -> Tracker {
         Tracker {
             rules,
+            by_label: BTreeMap::new(),
             tracks: BTreeMap::new(),
             next_id: last_id + 1,
         }
+    }
+
+    /// The same tracker with `by_label` rules for the labels it names.
+    pub fn with_label_rules(mut self, by_label: BTreeMap<String, Rules>) -> Tracker {
+        self.by_label = by_label;
+        self
+    }
+
+    /// The rules of `label`.
+    fn rules_for(&self, label: &str) -> Rules {
+        self.by_label.get(label).copied().unwrap_or(self.rules)
     }
 
     /// The sightings open now.
@@ -171,13 +165,15 @@ impl Tracker {
                 open: None,
             });
         }
-        let window = self.rules.window as usize;
         let mut emptied = Vec::new();
+        let (default_rules, by_label) = (self.rules, &self.by_label);
         for (key, track) in self
             .tracks
             .iter_mut()
             .filter(|(k, _)| k.source == frame.source)
         {
+            let rules = by_label.get(&key.label).copied().unwrap_or(default_rules);
+            let window = rules.window as usize;
             let hit = frame
                 .hits
                 .iter()
@@ -203,7 +199,7 @@ impl Tracker {
                 track.recent.pop_front();
             }
             let passing: Vec<_> = track.recent.iter().flatten().collect();
-            if passing.len() >= self.rules.min_frames as usize {
+            if passing.len() >= rules.min_frames as usize {
                 let (start_ns, _, _) = passing[0];
                 let (best_ns, best, best_id) =
                     passing
@@ -244,14 +240,24 @@ impl Tracker {
     /// frame and on a timer, so a source that stops delivering frames still
     /// ends its sightings.
     pub fn expire(&mut self, source: Option<&str>, now_ns: i64) -> Vec<Event> {
-        let limit = i64::try_from(self.rules.end_after_ms)
-            .unwrap_or(i64::MAX / 1_000_000)
-            .saturating_mul(1_000_000);
         let mut events = Vec::new();
+        let limits: BTreeMap<String, i64> = self
+            .tracks
+            .keys()
+            .map(|k| {
+                let ms = self.rules_for(&k.label).end_after_ms;
+                let ns = i64::try_from(ms)
+                    .unwrap_or(i64::MAX / 1_000_000)
+                    .saturating_mul(1_000_000);
+                (k.label.clone(), ns)
+            })
+            .collect();
         self.tracks.retain(|key, track| {
             if source.is_some_and(|s| s != key.source) {
                 return true;
             }
+            // Indexing cannot fail: `limits` has every label of `tracks`.
+            let limit = limits[&key.label];
             match &track.open {
                 Some(s) if now_ns.saturating_sub(s.last_seen_ns) >= limit => {
                     let mut s = s.clone();

@@ -322,6 +322,10 @@ pub struct AppState {
     /// Each source's figures, in configuration order (several sources,
     /// issue 19; empty until the daemon registers its sources).
     pub sources: RwLock<Vec<std::sync::Arc<SourceStats>>>,
+    /// How many sightings are open per source (issue 18): the prepare
+    /// thread infers every frame of a source with one open (motion gating
+    /// never skips them); the result sink sets it.
+    open_sightings: RwLock<std::collections::BTreeMap<String, usize>>,
     /// Bumped by every setter of a field the status document shows that
     /// its key cannot compare cheaply (see `status`).
     generation: AtomicU64,
@@ -352,6 +356,7 @@ impl AppState {
             mqtt: MqttStatus::default(),
             gpio: Default::default(),
             sources: RwLock::new(Vec::new()),
+            open_sightings: RwLock::new(Default::default()),
             generation: AtomicU64::new(0),
             status_cache: Default::default(),
         }
@@ -395,6 +400,33 @@ impl AppState {
             })),
             Err(e) => log::error!("cannot encode a {name} event: {e}"),
         }
+    }
+
+    /// Publish a sighting's start or end to event subscribers
+    /// (`sighting_started` / `sighting_ended`, data: the sighting).
+    pub(crate) fn sighting_changed(&self, ev: &crate::core::sighting::SightingEvent) {
+        self.publish(ev.event.event_name(), || &ev.sighting);
+    }
+
+    /// Set how many sightings of `source` are open.
+    pub(crate) fn set_open_sightings(&self, source: &str, n: usize) {
+        let mut m = self
+            .open_sightings
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if n == 0 {
+            m.remove(source);
+        } else {
+            m.insert(source.to_owned(), n);
+        }
+    }
+
+    /// Whether a sighting of `source` is open.
+    pub(crate) fn sighting_open(&self, source: &str) -> bool {
+        self.open_sightings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(source)
     }
 
     pub fn model(&self) -> Option<ModelStatus> {

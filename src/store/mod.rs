@@ -57,14 +57,16 @@ mod index;
 mod outbox;
 mod pressure;
 mod retention;
+mod sightings;
 mod snapshot;
 
 pub use index::{
     best_score, decode_cursor, encode_cursor, Page, Query, MAX_SCAN_PER_PAGE, MAX_TERM_LEN,
 };
-pub use outbox::{Outbox, OutboxEntry, OutboxError, OutboxLimits};
+pub use outbox::{Outbox, OutboxEntry, OutboxError, OutboxKind, OutboxLimits};
 pub use pressure::{DiskGuard, FreeSpace, PressureLevel, Statvfs, RESTART_MIN_FREE};
 pub use retention::{PruneReport, Pruner, Retention, DEFAULT_PRUNE_EVERY};
+pub use sightings::{Bucket, SightingPage, SightingQuery, SummaryRow};
 pub use snapshot::{snapshot_content_type, Snapshot, SnapshotGate, SnapshotRule};
 
 use index::IndexKind;
@@ -621,7 +623,7 @@ impl Store {
         // but written, so admitted with the record).
         let queued = match (&self.outbox, outbox_seq) {
             (Some(outbox), Some(seq)) => {
-                let (okey, entry) = (outbox::outbox_key(seq), Outbox::encode(&value[1..]));
+                let (okey, entry) = (outbox::outbox_key(seq), Outbox::encode(OutboxKind::Result, &value[1..]));
                 trees.push(outbox.tree());
                 entries.push((trees.len() - 1, okey.to_vec(), entry));
                 Some(outbox)

@@ -20,6 +20,9 @@ use crate::core::ids;
 pub(super) const OUTBOX_TREE: &str = "outbox";
 /// First byte of every outbox value: the rest is the result's JSON.
 const OUTBOX_FORMAT_JSON: u8 = 1;
+/// First byte of a sighting's entry (issue 18): the rest is the
+/// [`SightingEvent`](crate::core::sighting::SightingEvent)'s JSON.
+const OUTBOX_FORMAT_SIGHTING_JSON: u8 = 2;
 /// Entries deleted per batch when the outbox is over its bounds.
 const DROP_BATCH: usize = 256;
 
@@ -43,11 +46,21 @@ pub struct OutboxLimits {
     pub max_bytes: u64,
 }
 
-/// One result waiting to be published.
+/// What an outbox entry carries, so the publisher picks its topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxKind {
+    /// A result (`mqtt.result_topic`).
+    Result,
+    /// A sighting's start or end (`spotter/<device_id>/sighting`).
+    Sighting,
+}
+
+/// One result (or sighting change) waiting to be published.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxEntry {
     /// Position in the outbox (insertion order).
     pub seq: u64,
+    pub kind: OutboxKind,
     /// The result as JSON (the API's schema).
     pub payload: Vec<u8>,
 }
@@ -128,10 +141,14 @@ impl Outbox {
         &self.tree
     }
 
-    /// The stored value for a result whose JSON is `json`.
-    pub(super) fn encode(json: &[u8]) -> Vec<u8> {
+    /// The stored value for a result (or, `kind` Sighting, a sighting
+    /// change) whose JSON is `json`.
+    pub(super) fn encode(kind: OutboxKind, json: &[u8]) -> Vec<u8> {
         let mut v = Vec::with_capacity(json.len() + 1);
-        v.push(OUTBOX_FORMAT_JSON);
+        v.push(match kind {
+            OutboxKind::Result => OUTBOX_FORMAT_JSON,
+            OutboxKind::Sighting => OUTBOX_FORMAT_SIGHTING_JSON,
+        });
         v.extend_from_slice(json);
         v
     }
@@ -209,6 +226,12 @@ impl Outbox {
             match v.split_first() {
                 Some((&OUTBOX_FORMAT_JSON, body)) => out.push(OutboxEntry {
                     seq,
+                    kind: OutboxKind::Result,
+                    payload: body.to_vec(),
+                }),
+                Some((&OUTBOX_FORMAT_SIGHTING_JSON, body)) => out.push(OutboxEntry {
+                    seq,
+                    kind: OutboxKind::Sighting,
                     payload: body.to_vec(),
                 }),
                 Some((other, _)) => return Err(corrupt(&format!("unknown value format {other}"))),

@@ -20,6 +20,7 @@ use spotter::store::Store;
 
 fn settings(path: &Path) -> ModelSettings {
     ModelSettings {
+        roi: None,
         path: path.to_path_buf(),
         labels: Some(testdata().join("labels/labels_mobilenet_quant_v1_224.txt")),
         runtime: RuntimeSetting::Builtin,
