@@ -207,6 +207,16 @@ pub(super) async fn start(settings: &Settings, state: &Arc<AppState>) -> anyhow:
         snapshot_rule: std::sync::Mutex::new(crate::store::SnapshotRule::from_settings(
             &settings.store,
         )),
+        // Sightings and the storage policy (issue 18).
+        sightings: std::sync::Mutex::new(crate::pipeline::SightingPolicy {
+            settings: settings
+                .sightings
+                .enabled
+                .then(|| settings.sightings.clone()),
+            zones: settings.zones.clone(),
+            keep: settings.store.keep_frames,
+            sample_s: settings.store.frame_sample_s,
+        }),
         ..Default::default()
     });
     // One API reload at a time; a second is refused while one waits.

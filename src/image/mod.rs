@@ -5,6 +5,7 @@
 //! 4:2:0 (I420, NV12) → RGB.
 
 pub(crate) mod decode;
+pub(crate) mod encode;
 pub(crate) mod mjpeg;
 pub(crate) mod yuv420;
 pub(crate) mod yuyv;

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::prepare_loop::{prepare_loop, Ahead, Next, PreparedFrame, PreparedSlot};
+use super::sightings::{SightingPolicy, SightingStage};
 use super::sink::{Keep, ResultSink};
 use super::{effective_model, load_model, ClassifyError, ClassifyJob, FrameSlot, LoadedModel};
 use crate::config::ModelSettings;
@@ -32,6 +33,9 @@ pub struct InferenceControl {
     pub pending: Mutex<Option<ModelSettings>>,
     /// Which results keep their frame (read when the thread starts; default off).
     pub snapshot_rule: Mutex<SnapshotRule>,
+    /// Sightings and which frames are stored (read when the thread starts;
+    /// default: no sightings, every frame stored).
+    pub sightings: Mutex<SightingPolicy>,
     /// The GPIO trigger gate and rule outputs, when `[gpio]` configures any.
     pub gpio: std::sync::OnceLock<Arc<crate::gpio::runner::GpioHooks>>,
     /// Requested reloads carried out (counted after the load attempt), so a
@@ -156,6 +160,13 @@ fn inference_loop_body(
     let mut next_attempt = Instant::now();
     // `app` sets the GPIO hooks before it starts this thread.
     let gpio = control.gpio.get().cloned();
+    let policy = control
+        .sightings
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let mut sightings = SightingStage::new(policy, store.clone(), state.clone(), gpio.clone());
+    let mut expired_at = Instant::now();
     let mut sink = ResultSink::new(store, state.clone(), gpio.clone());
     let mut last_infer_error: Option<String> = None;
     let mut clock_checked: Option<Instant> = None;
@@ -242,6 +253,12 @@ fn inference_loop_body(
             }
         }
         state.beat(&state.inference_beat_ms);
+        // Sightings of sources that deliver no frame (or only skipped ones)
+        // still end on time.
+        if expired_at.elapsed() >= Duration::from_millis(200) {
+            sightings.expire(crate::core::clock::unix_ns(std::time::SystemTime::now()) as i64);
+            expired_at = Instant::now();
+        }
         let PreparedFrame {
             frame,
             tag,
@@ -300,18 +317,31 @@ fn inference_loop_body(
         Counters::inc(&state.counters.inferences);
         let mut rec = sink.record(out, &frame, &model.status.sha256, &model.status.runtime);
         rec.source_name = tag.name.to_string();
+        let t_ns = i64::try_from(rec.ts_ns).unwrap_or(i64::MAX);
+        let (events, stored) = sightings.observe(&rec);
         // Only frames the source delivered encoded are kept: re-encoding raw
         // frames would cost the inference thread a JPEG encode per snapshot.
-        let snapshot = (frame.format == PixelFormat::Encoded
+        let snapshot = (stored
+            && frame.format == PixelFormat::Encoded
             && snapshots.admit(&rec, Instant::now()))
-        .then_some(Snapshot { bytes: frame.data });
-        let keep = Keep::Store {
-            snapshot: snapshot.as_ref(),
-            trigger,
+        .then(|| Snapshot {
+            bytes: frame.data.clone(),
+        });
+        let keep = match stored {
+            true => Keep::Store {
+                snapshot: snapshot.as_ref(),
+                trigger,
+            },
+            false => Keep::Discard,
         };
         // A failed write is counted, logged and shown in readiness by the sink.
-        let _ = sink.deliver(&mut rec, keep);
+        let id = match sink.deliver(&mut rec, keep) {
+            Ok(Some(_)) => Some(rec.id.as_str()),
+            _ => None,
+        };
+        sightings.apply(events, Some(&frame), t_ns, id);
     }
+    sightings.close_all();
     log::debug!("inference thread drained and stopped");
 }
 

@@ -31,6 +31,7 @@
 //! | `inference_loop.rs` | the inference thread, [`InferenceControl`], [`spawn_inference`] (both threads) |
 //! | `model.rs` | model loading ([`load_model`], [`effective_model`], [`LoadedModel`]) |
 //! | `sink.rs` | the result sink (`ResultSink`): store → state → metrics → GPIO |
+//! | `sightings.rs` | the sightings stage ([`SightingPolicy`]): tracker hits from results, `keep_frames`, sightings stored, published and closed |
 //!
 //! [`unix_ns`] lives in [`crate::core::clock`]; it is re-exported here for
 //! the callers that know it by this path.
@@ -39,6 +40,7 @@ mod capture_loop;
 mod inference_loop;
 mod model;
 mod prepare_loop;
+mod sightings;
 mod sink;
 mod slot;
 
@@ -47,6 +49,7 @@ pub use capture_loop::{capture_loop, Backoff, SourceOpener, SourceReadiness};
 pub(crate) use inference_loop::spawn_inference;
 pub use inference_loop::{inference_loop, InferenceControl, InferenceSetup};
 pub use model::{effective_model, load_model, LoadedModel};
+pub use sightings::SightingPolicy;
 pub use sink::{Keep, ResultSink};
 pub use slot::{ClassifyError, ClassifyJob, FrameSlot, SourceTag, Taken};
 

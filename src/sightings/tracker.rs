@@ -235,6 +235,18 @@ impl Tracker {
         events
     }
 
+    /// The frame captured at `t_ns` was stored as `result_id`: open
+    /// sightings whose best frame it is (and that have no result yet) point
+    /// at it. The tracker sees a frame before it is stored (whether it is
+    /// stored depends on what the tracker says).
+    pub fn attach_result(&mut self, t_ns: i64, result_id: &str) {
+        for s in self.tracks.values_mut().filter_map(|t| t.open.as_mut()) {
+            if s.best_ns == t_ns && s.best_result_id.is_none() {
+                s.best_result_id = Some(result_id.to_owned());
+            }
+        }
+    }
+
     /// End the sightings (of `source`, or of every source) whose label has not
     /// passed for `end_after_ms` at `now_ns`. The daemon calls it on every
     /// frame and on a timer, so a source that stops delivering frames still

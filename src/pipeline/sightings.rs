@@ -1,0 +1,378 @@
+//! The sightings stage of the inference thread (issue 18): it turns each
+//! camera frame's result into tracker hits (labels that pass their rule, in
+//! the zones their anchor points fall in), feeds the tracker, decides
+//! whether the frame's result is stored (`store.keep_frames`), and carries
+//! out what the tracker returns:
+//!
+//! | event | store | state (SSE) | GPIO | memory |
+//! |---|---|---|---|---|
+//! | started | the sighting, the frame as its snapshot, a `started` outbox entry | `sighting_started` | rules with `on = "sighting_started"` | the snapshot, as the best so far |
+//! | new best | — (the record is rewritten at most every [`PERSIST_EVERY`]) | — | — | the frame as the best snapshot |
+//! | ended | the closed sighting, its best snapshot, an `ended` outbox entry | `sighting_ended` | — | dropped |
+//!
+//! An open sighting's record is rewritten at most every [`PERSIST_EVERY`] so
+//! that a crash loses little of its `last_seen_ns`, `frames` and peak: the
+//! next start closes it at the last time it was seen
+//! ([`Store::close_open_sightings`](crate::store::Store::close_open_sightings)).
+//! A clean shutdown closes every open sighting ([`SightingStage::close_all`]).
+//!
+//! Hits: a classifier's top-1 class above its rule's `min_score` (default
+//! 0.5); a detector's labels, one hit per label with its best score and its
+//! number of boxes. On a source with zones, a detection counts only in the
+//! zones its anchor point is in (one hit per zone and label), and a
+//! detection outside every zone makes no sighting.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::{KeepFrames, SightingsSettings, ZoneSettings};
+use crate::core::frame::Frame;
+use crate::core::result::ResultRecord;
+use crate::core::sighting::{Sighting, SightingChange, SightingEvent};
+use crate::sightings::tracker::{self, Event, Hit, Rules, Tracker};
+use crate::state::AppState;
+use crate::store::{Snapshot, Store};
+
+/// An open sighting's record is rewritten at most this often.
+pub(crate) const PERSIST_EVERY: Duration = Duration::from_secs(5);
+
+/// What the inference thread does about sightings and storage; set by the
+/// daemon before the thread starts. The default (no sightings, every frame
+/// stored) is what `spotter bench` and the pipeline's own tests run with.
+#[derive(Debug, Clone)]
+pub struct SightingPolicy {
+    /// `None`: no sightings are tracked.
+    pub settings: Option<SightingsSettings>,
+    pub zones: Vec<ZoneSettings>,
+    pub keep: KeepFrames,
+    /// One frame per source stored every this many seconds (keep =
+    /// sightings or sampled).
+    pub sample_s: u64,
+}
+
+impl Default for SightingPolicy {
+    fn default() -> SightingPolicy {
+        SightingPolicy {
+            settings: None,
+            zones: Vec::new(),
+            keep: KeepFrames::All,
+            sample_s: crate::config::sightings::DEFAULT_FRAME_SAMPLE_S,
+        }
+    }
+}
+
+/// Per open sighting: its best frame's image and when its record was last
+/// written.
+struct OpenState {
+    best: Option<Snapshot>,
+    persisted: Instant,
+}
+
+/// The stage; see the module documentation.
+pub(crate) struct SightingStage {
+    policy: SightingPolicy,
+    tracker: Option<Tracker>,
+    store: Arc<Store>,
+    state: Arc<AppState>,
+    open: BTreeMap<u64, OpenState>,
+    /// Per source: capture time of the last stored sample.
+    sampled: BTreeMap<String, i64>,
+    /// Sources last told to the state as having open sightings.
+    published: std::collections::BTreeSet<String>,
+    gpio: Option<Arc<crate::gpio::runner::GpioHooks>>,
+}
+
+impl SightingStage {
+    /// The stage for `policy`. With sightings on, first closes what the
+    /// store still holds open (a crash or a kill left it) and continues the
+    /// ids after the largest stored one.
+    pub(crate) fn new(
+        policy: SightingPolicy,
+        store: Arc<Store>,
+        state: Arc<AppState>,
+        gpio: Option<Arc<crate::gpio::runner::GpioHooks>>,
+    ) -> SightingStage {
+        let tracker = policy.settings.as_ref().map(|s| {
+            match store.close_open_sightings() {
+                Ok(closed) if !closed.is_empty() => log::info!(
+                    spotter_sightings_closed = closed.len();
+                    "closed {} sighting(s) left open by the previous run, at the last time each was seen",
+                    closed.len()
+                ),
+                Ok(_) => {}
+                Err(e) => log::error!(spotter_error_kind = "store_sightings"; "cannot close the sightings left open: {e}"),
+            }
+            let last_id = store.last_sighting_id().unwrap_or_else(|e| {
+                log::error!(spotter_error_kind = "store_sightings"; "cannot read the last sighting id: {e}");
+                0
+            });
+            let rule = |r: &crate::config::SightingRule| Rules {
+                min_frames: r.min_frames,
+                window: r.window,
+                end_after_ms: r.end_after_ms,
+            };
+            let by_label = s.rules.iter().map(|(l, r)| (l.clone(), rule(r))).collect();
+            Tracker::new(rule(&s.default_rule), last_id).with_label_rules(by_label)
+        });
+        SightingStage {
+            policy,
+            tracker,
+            store,
+            state,
+            open: BTreeMap::new(),
+            sampled: BTreeMap::new(),
+            published: Default::default(),
+            gpio,
+        }
+    }
+
+    /// The hits of one result; see the module documentation.
+    pub(crate) fn hits(&self, rec: &ResultRecord) -> Vec<Hit> {
+        let Some(s) = &self.policy.settings else {
+            return Vec::new();
+        };
+        let mut hits: Vec<Hit> = Vec::new();
+        let mut add = |label: &str, zone: Option<&str>, score: f32| {
+            match hits
+                .iter_mut()
+                .find(|h| h.label == label && h.zone.as_deref() == zone)
+            {
+                Some(h) => {
+                    h.objects += 1;
+                    h.score = h.score.max(score);
+                }
+                None => hits.push(Hit {
+                    label: label.to_owned(),
+                    zone: zone.map(str::to_owned),
+                    score,
+                    objects: 1,
+                }),
+            }
+        };
+        if rec.detections.is_empty() {
+            // A classifier: its top-1 class (classes are sorted best first).
+            if let Some(top) = rec.classes.first() {
+                let min = s
+                    .rule(&top.label)
+                    .min_score
+                    .unwrap_or(crate::config::sightings::DEFAULT_CLASSIFIER_MIN_SCORE);
+                if s.tracks(&top.label) && top.score >= min {
+                    add(&top.label, None, top.score);
+                }
+            }
+            return hits;
+        }
+        let zones: Vec<&ZoneSettings> = self
+            .policy
+            .zones
+            .iter()
+            .filter(|z| z.source == rec.source_name)
+            .collect();
+        for d in &rec.detections {
+            if !s.tracks(&d.label) || d.score < s.rule(&d.label).min_score.unwrap_or(0.0) {
+                continue;
+            }
+            if zones.is_empty() {
+                add(&d.label, None, d.score);
+                continue;
+            }
+            for z in &zones {
+                if !z.labels.is_empty() && !z.labels.iter().any(|l| l == &d.label) {
+                    continue;
+                }
+                let bbox = [d.x, d.y, d.width, d.height].map(f64::from);
+                let inside = z
+                    .anchor
+                    .point(bbox, rec.image_width, rec.image_height)
+                    .is_some_and(|(x, y)| z.polygon.contains(x, y));
+                if inside {
+                    add(&d.label, Some(&z.name), d.score);
+                }
+            }
+        }
+        hits
+    }
+
+    /// Feed a camera frame's result `rec` (not yet stored); returns the
+    /// tracker's events and whether `keep_frames` stores the result.
+    pub(crate) fn observe(&mut self, rec: &ResultRecord) -> (Vec<Event>, bool) {
+        let t_ns = i64::try_from(rec.ts_ns).unwrap_or(i64::MAX);
+        let hits = self.hits(rec);
+        let events = match &mut self.tracker {
+            Some(t) => t.observe(&tracker::Frame {
+                source: &rec.source_name,
+                t_ns,
+                result_id: None,
+                hits: &hits,
+            }),
+            None => Vec::new(),
+        };
+        let open = self
+            .tracker
+            .as_ref()
+            .is_some_and(|t| t.any_open(&rec.source_name));
+        let sample_due = |sampled: &mut BTreeMap<String, i64>, sample_s: u64| {
+            let every = i64::try_from(sample_s)
+                .unwrap_or(i64::MAX / 1_000_000_000)
+                .saturating_mul(1_000_000_000);
+            let due = sampled
+                .get(&rec.source_name)
+                .is_none_or(|last| t_ns.saturating_sub(*last) >= every || t_ns < *last);
+            if due {
+                sampled.insert(rec.source_name.clone(), t_ns);
+            }
+            due
+        };
+        let store = match self.policy.keep {
+            KeepFrames::All => true,
+            // An open sighting's frames are stored without counting as the
+            // sample: the sample is what shows the quiet hours.
+            KeepFrames::Sightings => open || sample_due(&mut self.sampled, self.policy.sample_s),
+            KeepFrames::Sampled => sample_due(&mut self.sampled, self.policy.sample_s),
+        };
+        (events, store)
+    }
+
+    /// Carry out `events` for the frame `frame` whose result was stored as
+    /// `result_id` (if it was).
+    pub(crate) fn apply(
+        &mut self,
+        mut events: Vec<Event>,
+        frame: Option<&Frame>,
+        t_ns: i64,
+        result_id: Option<&str>,
+    ) {
+        if let (Some(id), Some(t)) = (result_id, &mut self.tracker) {
+            t.attach_result(t_ns, id);
+            for e in &mut events {
+                let (Event::Started(s) | Event::NewBest(s) | Event::Ended(s)) = e;
+                if s.best_ns == t_ns && s.best_result_id.is_none() {
+                    s.best_result_id = Some(id.to_owned());
+                }
+            }
+        }
+        let mut image: Option<Option<Snapshot>> = None;
+        let mut frame_image = || -> Option<Snapshot> {
+            image
+                .get_or_insert_with(|| {
+                    let f = frame?;
+                    match crate::image::encode::frame_to_jpeg(f) {
+                        Ok(bytes) => Some(Snapshot { bytes }),
+                        Err(e) => {
+                            log::warn!(spotter_error_kind = "snapshot"; "sighting snapshot: {e}");
+                            None
+                        }
+                    }
+                })
+                .clone()
+        };
+        for e in events {
+            match e {
+                Event::Started(s) => {
+                    let best = frame_image();
+                    self.persist(&s, best.as_ref(), Some(SightingChange::Started));
+                    self.open.insert(
+                        s.id,
+                        OpenState {
+                            best,
+                            persisted: Instant::now(),
+                        },
+                    );
+                }
+                Event::NewBest(s) => {
+                    let best = frame_image();
+                    let due = self.open.get_mut(&s.id).map(|o| {
+                        if best.is_some() {
+                            o.best = best;
+                        }
+                        o.persisted.elapsed() >= PERSIST_EVERY
+                    });
+                    if due == Some(true) {
+                        self.persist_open(&s);
+                    }
+                }
+                Event::Ended(s) => {
+                    let best = self.open.remove(&s.id).and_then(|o| o.best);
+                    self.persist(&s, best.as_ref(), Some(SightingChange::Ended));
+                }
+            }
+        }
+        // Open records whose progress has not been written for a while.
+        if let Some(t) = &self.tracker {
+            let stale: Vec<Sighting> = t
+                .open()
+                .filter(|s| {
+                    self.open
+                        .get(&s.id)
+                        .is_some_and(|o| o.persisted.elapsed() >= PERSIST_EVERY)
+                })
+                .cloned()
+                .collect();
+            for s in stale {
+                self.persist_open(&s);
+            }
+        }
+        self.publish_open();
+    }
+
+    /// Write an open sighting's progress (with its best snapshot so far).
+    fn persist_open(&mut self, s: &Sighting) {
+        let best = self.open.get(&s.id).and_then(|o| o.best.clone());
+        self.persist(s, best.as_ref(), None);
+        if let Some(o) = self.open.get_mut(&s.id) {
+            o.persisted = Instant::now();
+        }
+    }
+
+    fn persist(&self, s: &Sighting, best: Option<&Snapshot>, change: Option<SightingChange>) {
+        if let Err(e) = self.store.put_sighting(s, best, change) {
+            log::error!(spotter_error_kind = "store_sightings", spotter_sighting = s.id; "cannot store sighting {}: {e}", s.id);
+        }
+        if let Some(event) = change {
+            self.state.sighting_changed(&SightingEvent {
+                event,
+                sighting: s.clone(),
+            });
+        }
+    }
+
+    /// Tell the state which sources have an open sighting (motion gating
+    /// infers every frame of those).
+    fn publish_open(&mut self) {
+        let Some(t) = &self.tracker else { return };
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for s in t.open() {
+            *counts.entry(s.source.clone()).or_default() += 1;
+        }
+        for gone in self.published.iter().filter(|s| !counts.contains_key(*s)) {
+            self.state.set_open_sightings(gone, 0);
+        }
+        for (src, n) in &counts {
+            self.state.set_open_sightings(src, *n);
+        }
+        self.published = counts.into_keys().collect();
+    }
+
+    /// End the sightings whose label has not passed for their
+    /// `end_after_ms` by `now_ns` (a source that stopped delivering frames,
+    /// or whose frames motion gating skips, still ends them).
+    pub(crate) fn expire(&mut self, now_ns: i64) {
+        let events = match &mut self.tracker {
+            Some(t) => t.expire(None, now_ns),
+            None => return,
+        };
+        if !events.is_empty() {
+            self.apply(events, None, now_ns, None);
+        }
+    }
+
+    /// Close every open sighting at the last time it was seen (shutdown).
+    pub(crate) fn close_all(&mut self) {
+        let events = match &mut self.tracker {
+            Some(t) => t.close_all(),
+            None => return,
+        };
+        self.apply(events, None, 0, None);
+    }
+}
