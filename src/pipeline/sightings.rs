@@ -127,78 +127,11 @@ impl SightingStage {
         }
     }
 
-    /// The hits of one result; see the module documentation.
-    pub(crate) fn hits(&self, rec: &ResultRecord) -> Vec<Hit> {
-        let Some(s) = &self.policy.settings else {
-            return Vec::new();
-        };
-        let mut hits: Vec<Hit> = Vec::new();
-        let mut add = |label: &str, zone: Option<&str>, score: f32| {
-            match hits
-                .iter_mut()
-                .find(|h| h.label == label && h.zone.as_deref() == zone)
-            {
-                Some(h) => {
-                    h.objects += 1;
-                    h.score = h.score.max(score);
-                }
-                None => hits.push(Hit {
-                    label: label.to_owned(),
-                    zone: zone.map(str::to_owned),
-                    score,
-                    objects: 1,
-                }),
-            }
-        };
-        if rec.detections.is_empty() {
-            // A classifier: its top-1 class (classes are sorted best first).
-            if let Some(top) = rec.classes.first() {
-                let min = s
-                    .rule(&top.label)
-                    .min_score
-                    .unwrap_or(crate::config::sightings::DEFAULT_CLASSIFIER_MIN_SCORE);
-                if s.tracks(&top.label) && top.score >= min {
-                    add(&top.label, None, top.score);
-                }
-            }
-            return hits;
-        }
-        let zones: Vec<&ZoneSettings> = self
-            .policy
-            .zones
-            .iter()
-            .filter(|z| z.source == rec.source_name)
-            .collect();
-        for d in &rec.detections {
-            if !s.tracks(&d.label) || d.score < s.rule(&d.label).min_score.unwrap_or(0.0) {
-                continue;
-            }
-            if zones.is_empty() {
-                add(&d.label, None, d.score);
-                continue;
-            }
-            for z in &zones {
-                if !z.labels.is_empty() && !z.labels.iter().any(|l| l == &d.label) {
-                    continue;
-                }
-                let bbox = [d.x, d.y, d.width, d.height].map(f64::from);
-                let inside = z
-                    .anchor
-                    .point(bbox, rec.image_width, rec.image_height)
-                    .is_some_and(|(x, y)| z.polygon.contains(x, y));
-                if inside {
-                    add(&d.label, Some(&z.name), d.score);
-                }
-            }
-        }
-        hits
-    }
-
     /// Feed a camera frame's result `rec` (not yet stored); returns the
     /// tracker's events and whether `keep_frames` stores the result.
     pub(crate) fn observe(&mut self, rec: &ResultRecord) -> (Vec<Event>, bool) {
         let t_ns = i64::try_from(rec.ts_ns).unwrap_or(i64::MAX);
-        let hits = self.hits(rec);
+        let hits = hits(&self.policy, rec);
         let events = match &mut self.tracker {
             Some(t) => t.observe(&tracker::Frame {
                 source: &rec.source_name,
@@ -374,5 +307,195 @@ impl SightingStage {
             None => return,
         };
         self.apply(events, None, 0, None);
+    }
+}
+
+/// The hits of one result; see the module documentation.
+fn hits(policy: &SightingPolicy, rec: &ResultRecord) -> Vec<Hit> {
+    let Some(s) = &policy.settings else {
+        return Vec::new();
+    };
+    let mut hits: Vec<Hit> = Vec::new();
+    let mut add = |label: &str, zone: Option<&str>, score: f32| {
+        match hits
+            .iter_mut()
+            .find(|h| h.label == label && h.zone.as_deref() == zone)
+        {
+            Some(h) => {
+                h.objects += 1;
+                h.score = h.score.max(score);
+            }
+            None => hits.push(Hit {
+                label: label.to_owned(),
+                zone: zone.map(str::to_owned),
+                score,
+                objects: 1,
+            }),
+        }
+    };
+    if rec.detections.is_empty() {
+        // A classifier: its top-1 class (classes are sorted best first).
+        if let Some(top) = rec.classes.first() {
+            let min = s
+                .rule(&top.label)
+                .min_score
+                .unwrap_or(crate::config::sightings::DEFAULT_CLASSIFIER_MIN_SCORE);
+            if s.tracks(&top.label) && top.score >= min {
+                add(&top.label, None, top.score);
+            }
+        }
+        return hits;
+    }
+    let zones: Vec<&ZoneSettings> = policy
+        .zones
+        .iter()
+        .filter(|z| z.source == rec.source_name)
+        .collect();
+    for d in &rec.detections {
+        if !s.tracks(&d.label) || d.score < s.rule(&d.label).min_score.unwrap_or(0.0) {
+            continue;
+        }
+        if zones.is_empty() {
+            add(&d.label, None, d.score);
+            continue;
+        }
+        for z in &zones {
+            if !z.labels.is_empty() && !z.labels.iter().any(|l| l == &d.label) {
+                continue;
+            }
+            let bbox = [d.x, d.y, d.width, d.height].map(f64::from);
+            let inside = z
+                .anchor
+                .point(bbox, rec.image_width, rec.image_height)
+                .is_some_and(|(x, y)| z.polygon.contains(x, y));
+            if inside {
+                add(&d.label, Some(&z.name), d.score);
+            }
+        }
+    }
+    hits
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::result::{ClassScore, Detection, InferenceOutput};
+
+    /// The policy of a config file's text (sightings on).
+    fn policy(toml: &str) -> SightingPolicy {
+        let s = crate::config::from_sources(vec![("t.toml".into(), toml.to_string())]).unwrap();
+        SightingPolicy {
+            settings: Some(s.sightings),
+            zones: s.zones,
+            keep: s.store.keep_frames,
+            sample_s: s.store.frame_sample_s,
+        }
+    }
+
+    fn record(classes: Vec<ClassScore>, detections: Vec<Detection>) -> ResultRecord {
+        let out = InferenceOutput {
+            classes,
+            detections,
+            image_width: 200,
+            image_height: 100,
+            latency: Default::default(),
+        };
+        let mut r = ResultRecord::build(out, &super::super::test_frame(1), "sha", "test", true);
+        r.source_name = "default".into();
+        r
+    }
+
+    fn det(label: &str, score: f32, [x, y, w, h]: [f32; 4]) -> Detection {
+        Detection {
+            class_index: 0,
+            label: label.into(),
+            score,
+            x,
+            y,
+            width: w,
+            height: h,
+        }
+    }
+
+    fn class(label: &str, score: f32) -> ClassScore {
+        ClassScore {
+            index: 0,
+            label: label.into(),
+            raw: score,
+            score,
+        }
+    }
+
+    const SOURCE: &str = "[source]\nkind = \"files\"\ndir = \"/tmp\"\n";
+
+    // Would catch a zone deciding by the box's centre or its top instead of
+    // the configured anchor, a detection outside every zone still making a
+    // sighting, or a zone's label list being ignored.
+    #[test]
+    fn zones_take_detections_by_their_anchor_point() {
+        let p = policy(&format!(
+            "{SOURCE}[[zone]]\nname = \"porch\"\npolygon = [[0.0, 0.5], [0.5, 0.5], [0.5, 1.0], [0.0, 1.0]]\n\
+             [[zone]]\nname = \"road\"\npolygon = [[0.5, 0.0], [1.0, 0.0], [1.0, 1.0], [0.5, 1.0]]\nlabels = [\"car\"]\n\
+             [[zone]]\nname = \"middle\"\nanchor = \"center\"\npolygon = [[0.0, 0.0], [0.5, 0.0], [0.5, 0.5], [0.0, 0.5]]\n"
+        ));
+        // A person standing in the porch (feet at y = 0.95; centre at 0.675,
+        // outside `middle`).
+        let person = det("person", 0.8, [20.0, 40.0, 40.0, 55.0]);
+        // A person in the right half: the road zone takes only cars.
+        let walker = det("person", 0.7, [150.0, 10.0, 20.0, 80.0]);
+        let car = det("car", 0.6, [120.0, 40.0, 60.0, 50.0]);
+        // Its centre (x 0.25, y 0.35) is in `middle` (which anchors at the
+        // centre), its bottom (y 0.55) in the porch.
+        let cat = det("cat", 0.9, [40.0, 15.0, 20.0, 40.0]);
+        let h = hits(&p, &record(vec![], vec![person, walker, car, cat]));
+        let mut got: Vec<(String, String, u32)> = h
+            .iter()
+            .map(|h| (h.label.clone(), h.zone.clone().unwrap_or_default(), h.objects))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("car".into(), "road".into(), 1),
+                ("cat".into(), "middle".into(), 1),
+                ("cat".into(), "porch".into(), 1),
+                ("person".into(), "porch".into(), 1),
+            ],
+            "{h:?}"
+        );
+    }
+
+    // Would catch objects of one label being counted as separate sightings,
+    // max_objects never seeing more than one box, or `[sightings] labels`
+    // and a label's min_score being ignored.
+    #[test]
+    fn detector_hits_are_one_per_label_with_the_box_count_and_best_score() {
+        let p = policy(&format!(
+            "{SOURCE}[sightings]\nlabels = [\"person\", \"dog\"]\n\
+             [[sightings.rule]]\nlabel = \"dog\"\nmin_score = 0.7\n"
+        ));
+        let boxes = vec![
+            det("person", 0.5, [0.0, 0.0, 10.0, 10.0]),
+            det("person", 0.9, [50.0, 0.0, 10.0, 10.0]),
+            det("person", 0.6, [90.0, 0.0, 10.0, 10.0]),
+            det("dog", 0.6, [0.0, 50.0, 10.0, 10.0]),
+            det("car", 0.99, [0.0, 50.0, 10.0, 10.0]),
+        ];
+        let h = hits(&p, &record(vec![], boxes));
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!((h[0].label.as_str(), h[0].objects, h[0].score), ("person", 3, 0.9));
+    }
+
+    // Would catch a classifier's runner-up classes making sightings, or its
+    // top-1 passing under the default threshold.
+    #[test]
+    fn a_classifier_hit_is_its_top1_above_the_threshold() {
+        let p = policy(SOURCE);
+        let h = hits(&p, &record(vec![class("cat", 0.8), class("dog", 0.15)], vec![]));
+        assert_eq!(h.len(), 1);
+        assert_eq!((h[0].label.as_str(), h[0].zone.as_deref()), ("cat", None));
+        assert!(hits(&p, &record(vec![class("cat", 0.45)], vec![])).is_empty());
+        let low = policy(&format!("{SOURCE}[sightings]\nmin_score = 0.4\n"));
+        assert_eq!(hits(&low, &record(vec![class("cat", 0.45)], vec![])).len(), 1);
     }
 }

@@ -277,6 +277,23 @@ impl Client {
         })
     }
 
+    /// GET `path`: status, content type and the body's bytes (images).
+    pub fn get_bytes(&self, path: &str) -> Result<(u16, String, Vec<u8>), String> {
+        let mut req = self.agent.get(&format!("{}{}", self.base, path));
+        if let Some(k) = &self.key {
+            req = req.set("Authorization", &format!("Bearer {k}"));
+        }
+        let r = match req.call() {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => return Err(e.to_string()),
+        };
+        let (status, ctype) = (r.status(), r.content_type().to_string());
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut r.into_reader(), &mut body).map_err(|e| e.to_string())?;
+        Ok((status, ctype, body))
+    }
+
     /// Send `body` with `method`; `Err` only for transport errors.
     pub fn send(&self, method: &str, path: &str, body: &[u8]) -> Result<Reply, String> {
         let mut req = self

@@ -19,6 +19,7 @@ mod journald;
 mod model_swap;
 mod mqtt;
 mod sighup;
+mod sightings;
 mod sources;
 mod systemd_unit;
 mod yolo;
