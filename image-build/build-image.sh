@@ -34,6 +34,12 @@ chroot "$root" systemctl is-enabled --quiet spotter.service \
     || die "the .deb did not enable spotter.service"
 chroot "$root" getent passwd spotter >/dev/null || die "the .deb did not create the spotter user"
 
+# SPOTTER_IMAGE_DROPIN: a config drop-in the image gets as
+# /etc/spotter/spotter.d/05-image.toml (the system tests' settings).
+if [ -n "${SPOTTER_IMAGE_DROPIN:-}" ]; then
+    install -d -m 0755 "$root/etc/spotter/spotter.d"
+    install -m 0644 "$SPOTTER_IMAGE_DROPIN" "$root/etc/spotter/spotter.d/05-image.toml"
+fi
 if [ -n "$keys" ]; then
     install -d -m 0700 "$root/root/.ssh"
     install -m 0600 "$keys" "$root/root/.ssh/authorized_keys"

@@ -64,6 +64,30 @@ pub fn reference_clear_top1(model: &str, image: &str) -> Option<String> {
     (s0 >= 0.5 && s0 - s1 >= 0.2).then(|| top5[0]["label"].as_str().unwrap_or_default().to_string())
 }
 
+/// The tests written before sightings (issue 18) count on every frame being
+/// inferred and stored. Unless `config` says otherwise, keep it so: add
+/// `store.keep_frames = "all"` and `[motion] enabled = false`. The
+/// sightings tests set both themselves.
+pub fn pre_sightings_defaults(config: &str) -> String {
+    let mut text = config.to_string();
+    if !text.contains("keep_frames") {
+        text = match text.find("\n[store]\n") {
+            Some(i) => {
+                let at = i + "\n[store]\n".len();
+                format!("{}keep_frames = \"all\"\n{}", &text[..at], &text[at..])
+            }
+            None if text.starts_with("[store]\n") => {
+                text.replacen("[store]\n", "[store]\nkeep_frames = \"all\"\n", 1)
+            }
+            None => format!("{text}\n[store]\nkeep_frames = \"all\"\n"),
+        };
+    }
+    if !text.contains("[motion]") {
+        text.push_str("\n[motion]\nenabled = false\n");
+    }
+    text
+}
+
 /// A daemon process with its own state directory; killed on drop.
 pub struct Daemon {
     pub child: Option<Child>,
@@ -83,9 +107,11 @@ impl Daemon {
     pub fn start_with_env(dir: &Path, config: &str, env: Vec<(String, String)>) -> Daemon {
         let port = free_port();
         let state = dir.join("state");
-        let text = config
-            .replace("@STATE@", &state.display().to_string())
-            .replace("@PORT@", &port.to_string());
+        let text = pre_sightings_defaults(
+            &config
+                .replace("@STATE@", &state.display().to_string())
+                .replace("@PORT@", &port.to_string()),
+        );
         let path = dir.join("spotter.toml");
         std::fs::write(&path, text).unwrap();
         let mut d = Daemon {

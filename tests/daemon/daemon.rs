@@ -564,9 +564,11 @@ fn sighup_with_bad_models_keeps_the_previous_model_serving() {
     for (i, (model, labels, needle)) in cases.iter().enumerate() {
         std::fs::write(
             &d.config,
-            config(&photos, model, labels.as_deref(), "auto")
-                .replace("@STATE@", &tmp.path().join("state").display().to_string())
-                .replace("@PORT@", &d.port.to_string()),
+            common::pre_sightings_defaults(
+                &config(&photos, model, labels.as_deref(), "auto")
+                    .replace("@STATE@", &tmp.path().join("state").display().to_string())
+                    .replace("@PORT@", &d.port.to_string()),
+            ),
         )
         .unwrap();
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();

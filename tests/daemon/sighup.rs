@@ -53,8 +53,11 @@ fn admin_key(d: &Daemon) -> String {
 
 /// The daemon's configuration text with its placeholders filled in.
 fn filled(d: &Daemon, text: &str) -> String {
-    text.replace("@STATE@", &d.dir.join("state").display().to_string())
-        .replace("@PORT@", &d.port.to_string())
+    common::pre_sightings_defaults(
+        &text
+            .replace("@STATE@", &d.dir.join("state").display().to_string())
+            .replace("@PORT@", &d.port.to_string()),
+    )
 }
 
 fn config(photos: &Path, model: &Path, cert: &Path, key: &Path) -> String {
@@ -190,7 +193,8 @@ fn post_reload_applies_the_files_refuses_broken_ones_and_reports_a_failed_model(
 
     // A broken file: refused with its line, nothing changes.
     let good = filled(&d, &config(&photos, &model_b, &cert, &key));
-    std::fs::write(&d.config, format!("{good}\n[store]\nmax_recrods = 5\n")).unwrap();
+    let broken = good.replace("[store]\n", "[store]\nmax_recrods = 5\n");
+    std::fs::write(&d.config, broken).unwrap();
     let r = admin.send("POST", "/api/v1/reload", b"").unwrap();
     assert_eq!(r.status, 422, "{}", r.body);
     let p = r.json();

@@ -65,7 +65,13 @@ build_vm_image() {
     phase_start "image (dpkg -i + mkfs.ext4 -d)"
     # SPOTTER_VM_REUSE_IMAGE=1 (local runs only) keeps an image already built.
     if [ "${SPOTTER_VM_REUSE_IMAGE:-0}" != 1 ] || [ ! -f "$VM_DIR/disk.img" ]; then
-        bash "$REPO/image-build/build-image.sh" "$VM_ARCH" "$DEB" "$VM_DIR" "$(vm_client_key)" >/dev/null
+        # The system tests follow results frame by frame (camera, unplug,
+        # GPIO outputs), as before sightings: every frame is stored and
+        # inferred. The storage policy and motion gating have their own
+        # tests (tests/daemon/sightings.rs).
+        printf '[store]\nkeep_frames = "all"\n\n[motion]\nenabled = false\n' >"$VM_DIR/05-image.toml"
+        SPOTTER_IMAGE_DROPIN="$VM_DIR/05-image.toml" \
+            bash "$REPO/image-build/build-image.sh" "$VM_ARCH" "$DEB" "$VM_DIR" "$(vm_client_key)" >/dev/null
     fi
     phase_end
 }
