@@ -32,6 +32,7 @@ esac
 [[ "$duration" =~ ^[1-9][0-9]*$ ]] || die "--duration must be seconds or Nm, got '$duration'"
 
 bash "$REPO/scripts/setup.sh"
+apt_install python3-pil
 if [ -z "$bin" ]; then
   say "building spotter (release)"
   cargo build --manifest-path "$REPO/Cargo.toml" --release --bin spotter
@@ -47,6 +48,7 @@ fi
 
 work="$CACHE/wear/$(date -u +%Y%m%dT%H%M%SZ)"
 say "flash wear: $duration s at $fps fps with $(basename "$model") (work dir $work)"
-exec python3 "$REPO/benches/py/wear.py" --spotter "$bin" --model "$model" \
+# Debian's python3 has python3-pil (a python3 earlier on PATH may not).
+exec /usr/bin/python3 "$REPO/benches/py/wear.py" --spotter "$bin" --model "$model" \
   --litert-lib "$(bash "$REPO/scripts/setup-litert.sh")" --work "$work" \
   --duration "$duration" --fps "$fps"

@@ -35,8 +35,11 @@ def empty_scene(path, w=640, h=480):
 
 
 def status(port, cafile):
+    state = os.path.dirname(os.path.dirname(cafile))
+    with open(os.path.join(state, "initial-admin-key"), encoding="ascii") as f:
+        auth = {"Authorization": f"Bearer {f.read().strip()}"}
     ctx = harness.tls_context(cafile)
-    code, body = harness.https_get("127.0.0.1", port, "/api/v1/status", ctx)
+    code, body = harness.https_get("127.0.0.1", port, "/api/v1/status", ctx, headers=auth)
     if code != 200:
         raise harness.BenchError(f"status: HTTP {code}")
     return json.loads(body)
