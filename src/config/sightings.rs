@@ -59,8 +59,8 @@ pub struct SightingsSettings {
     pub default_rule: SightingRule,
     /// Only these labels make sightings (empty: every label).
     pub labels: Vec<String>,
-    /// Per-label rules, by label.
-    #[serde(rename = "rule")]
+    /// Per-label rules, by label (written back as `[[sightings.rule]]`).
+    #[serde(rename = "rule", serialize_with = "rules_as_tables")]
     pub rules: BTreeMap<String, SightingRule>,
     /// Closed sightings older than this are pruned (0: no age limit).
     pub max_age_s: u64,
@@ -111,6 +111,20 @@ pub struct ZoneSettings {
     pub anchor: Anchor,
     /// Only these labels are tracked in the zone (empty: every label).
     pub labels: Vec<String>,
+}
+
+/// `[[sightings.rule]]` tables, each with its `label`, as the loader reads them.
+fn rules_as_tables<S: serde::Serializer>(
+    rules: &BTreeMap<String, SightingRule>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Table<'a> {
+        label: &'a str,
+        #[serde(flatten)]
+        rule: &'a SightingRule,
+    }
+    s.collect_seq(rules.iter().map(|(label, rule)| Table { label, rule }))
 }
 
 fn polygon_points<S: serde::Serializer>(p: &Polygon, s: S) -> Result<S::Ok, S::Error> {
@@ -168,13 +182,19 @@ pub enum KeepFrames {
 }
 
 /// `model.roi`: the part of the frame a classifier sees, normalized
-/// `[x, y, width, height]`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+/// `[x, y, width, height]` (written back in that form).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Roi {
     pub x: f64,
     pub y: f64,
     pub width: f64,
     pub height: f64,
+}
+
+impl Serialize for Roi {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        [self.x, self.y, self.width, self.height].serialize(s)
+    }
 }
 
 impl Roi {

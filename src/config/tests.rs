@@ -724,3 +724,127 @@ fn several_sources_round_trip_through_toml() {
     assert_eq!(again.sources, s.sources);
     assert_eq!(again.source, s.source);
 }
+
+// --- Sightings, zones, motion, storage policy (issue 18) ---
+
+// Would catch the issue's defaults drifting: 2 of 3 frames, 3 s, 90 days,
+// keep_frames = sightings with a 60 s sample, motion gating decided by the
+// model kind, 10 s idle.
+#[test]
+fn sightings_defaults_are_the_documented_ones() {
+    let s = one("").unwrap();
+    let r = &s.sightings.default_rule;
+    assert_eq!((r.min_frames, r.window, r.end_after_ms), (2, 3, 3000));
+    assert!(s.sightings.enabled && s.sightings.labels.is_empty() && s.zones.is_empty());
+    assert_eq!(s.sightings.max_age_s, 90 * 86_400);
+    assert_eq!(s.store.keep_frames, KeepFrames::Sightings);
+    assert_eq!(s.store.frame_sample_s, 60);
+    assert_eq!(s.motion.enabled, None);
+    assert!(s.motion.enabled_for(true) && !s.motion.enabled_for(false));
+    assert_eq!(s.motion.max_idle_s, 10);
+    assert_eq!(s.model.roi, None);
+}
+
+// Would catch a bad zone loading (and silently never matching), or its
+// error not naming the file, line and key a technician must fix.
+#[test]
+fn bad_zones_are_refused_naming_file_line_and_key() {
+    let cases = [
+        (
+            "[source]\nkind = \"files\"\ndir = \"/x\"\n\n[[zone]]\nname = \"porch\"\npolygon = [[0.0, 0.0], [1.0, 1.0], [1.0, 0.0], [0.0, 1.0]]\n",
+            ":7:",
+            "zone[0].polygon",
+            "intersect",
+        ),
+        (
+            "[[zone]]\nname = \"porch\"\npolygon = [[0.0, 0.0], [1.5, 0.0], [1.0, 1.0]]\n",
+            ":3:",
+            "zone[0].polygon",
+            "",
+        ),
+        (
+            "[[zone]]\nname = \"porch\"\nsource = \"garage\"\npolygon = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]\n",
+            ":3:",
+            "zone[0].source",
+            "garage",
+        ),
+        (
+            "[[zone]]\nname = \"a b\"\npolygon = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]\n",
+            ":2:",
+            "zone[0].name",
+            "",
+        ),
+        (
+            "[[zone]]\nname = \"p\"\npolygon = [[0.0, 0.0], [1.0]]\n",
+            ":3:",
+            "zone[0].polygon",
+            "[x, y]",
+        ),
+    ];
+    for (text, at, key, why) in cases {
+        let e = one(text).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("/etc/spotter/spotter.toml{at}")), "{e}");
+        assert!(e.contains(key) && e.contains(why), "{e}");
+    }
+    let e = one(
+        "[[source]]\nname = \"a\"\nkind = \"files\"\ndir = \"/x\"\n[[source]]\nname = \"b\"\nkind = \"files\"\ndir = \"/y\"\n\
+         [[zone]]\nname = \"p\"\npolygon = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("zone[0].source") && e.contains("several sources"), "{e}");
+}
+
+// Would catch sighting rules that can never open (min_frames above the
+// window), a rule without its label, a duplicate label, or a bad ROI
+// loading.
+#[test]
+fn bad_sighting_rules_and_roi_are_refused_naming_the_key() {
+    for (text, key) in [
+        ("[sightings]\nmin_frames = 4\n", "sightings.min_frames"),
+        ("[sightings]\nwindow = 1\n", "sightings.window"),
+        ("[sightings]\nend_after_ms = 5\n", "sightings.end_after_ms"),
+        ("[sightings]\nmin_score = 1.5\n", "sightings.min_score"),
+        ("[[sightings.rule]]\nmin_frames = 1\n", "sightings.rule[0].label"),
+        (
+            "[[sightings.rule]]\nlabel = \"cat\"\n[[sightings.rule]]\nlabel = \"cat\"\n",
+            "sightings.rule[1].label",
+        ),
+        ("[[sightings.rule]]\nlabel = \"cat\"\nwindow = 9\nmin_frames = 10\n", "sightings.rule[0].min_frames"),
+        ("[store]\nkeep_frames = \"some\"\n", ":2:15: unknown variant `some`"),
+        ("[store]\nframe_sample_s = 0\n", "store.frame_sample_s"),
+        ("[motion]\nmin_area = 1.5\n", "motion.min_area"),
+        ("[motion]\nmax_idle_s = 0\n", "motion.max_idle_s"),
+        ("[model]\nroi = [0.5, 0.5, 0.6, 0.2]\n", "model.roi"),
+        ("[model]\nroi = [0.1, 0.1, 0.2]\n", "model.roi"),
+    ] {
+        let e = one(text).unwrap_err().to_string();
+        assert!(e.contains(key), "{text}: {e}");
+    }
+    let s = one("[[sightings.rule]]\nlabel = \"person\"\nwindow = 5\nmin_frames = 3\n").unwrap();
+    let r = s.sightings.rule("person");
+    assert_eq!((r.min_frames, r.window, r.end_after_ms), (3, 5, 3000));
+    assert_eq!(s.sightings.rule("cat").window, 3);
+    let s = one("[model]\nroi = [0.25, 0.5, 0.5, 0.5]\n").unwrap();
+    assert_eq!(s.model.roi.unwrap().pixels(640, 480), (160, 240, 320, 240));
+}
+
+// Would catch check-config printing zones, rules or the storage policy in
+// a form the loader cannot read back.
+#[test]
+fn sightings_settings_round_trip_through_toml() {
+    let s = one(
+        "[source]\nkind = \"files\"\ndir = \"/x\"\n[store]\nkeep_frames = \"sampled\"\nframe_sample_s = 5\n\
+         [sightings]\nlabels = [\"person\", \"car\"]\nmin_score = 0.4\n\
+         [[sightings.rule]]\nlabel = \"person\"\nwindow = 5\nmin_frames = 3\nend_after_ms = 5000\n\
+         [[zone]]\nname = \"porch\"\nanchor = \"center\"\nlabels = [\"person\"]\npolygon = [[0.1, 0.5], [0.7, 0.5], [0.75, 1.0], [0.05, 1.0]]\n\
+         [motion]\nenabled = true\nmax_idle_s = 30\n[model]\nroi = [0.1, 0.2, 0.3, 0.4]\n",
+    )
+    .unwrap();
+    let again = one(&s.to_toml()).unwrap();
+    assert_eq!(again.sightings, s.sightings);
+    assert_eq!(again.zones, s.zones);
+    assert_eq!(again.motion, s.motion);
+    assert_eq!(again.store, s.store);
+    assert_eq!(again.model.roi, s.model.roi);
+}
