@@ -66,7 +66,9 @@ pub use index::{
 pub use outbox::{Outbox, OutboxEntry, OutboxError, OutboxKind, OutboxLimits};
 pub use pressure::{DiskGuard, FreeSpace, PressureLevel, Statvfs, RESTART_MIN_FREE};
 pub use retention::{PruneReport, Pruner, Retention, DEFAULT_PRUNE_EVERY};
-pub use sightings::{Bucket, SightingPage, SightingQuery, SummaryRow};
+pub use sightings::{
+    Bucket, SightingPage, SightingPruneReport, SightingQuery, SummaryRow, MAX_SUMMARY_BUCKETS,
+};
 pub use snapshot::{snapshot_content_type, Snapshot, SnapshotGate, SnapshotRule};
 
 use index::IndexKind;
@@ -212,6 +214,8 @@ pub struct Store {
     disk_bytes: AtomicU64,
     /// The MQTT outbox, when publishing is enabled ([`Store::with_outbox`]).
     outbox: Option<std::sync::Arc<Outbox>>,
+    /// Issue 18: the sightings' trees and counters (see `sightings`).
+    sight: sightings::SightingTrees,
     /// [`Store::size_on_disk`] when opened.
     size_at_open: u64,
     /// Logical bytes written since open: all, and snapshots only.
@@ -364,6 +368,7 @@ impl Store {
         let by_model = db.open_tree(BY_MODEL_TREE).map_err(db_err)?;
         let snapshots = db.open_tree(SNAPSHOTS_TREE).map_err(db_err)?;
         let meta = db.open_tree(META_TREE).map_err(db_err)?;
+        let sight = sightings::SightingTrees::open(&db).map_err(db_err)?;
         let store = Store {
             dir: dir.to_path_buf(),
             db,
@@ -380,6 +385,7 @@ impl Store {
             delete_lock: Mutex::new(()),
             disk_bytes: AtomicU64::new(0),
             outbox: None,
+            sight,
             size_at_open: 0,
             written: AtomicU64::new(0),
             snap_written: AtomicU64::new(0),
