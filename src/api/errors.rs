@@ -135,6 +135,9 @@ impl From<StoreError> for ApiError {
                 ApiError::InsufficientStorage { free, floor }
             }
             StoreError::Poisoned { .. } => ApiError::StoreUnavailable,
+            // Issue 18: the API checks the range first; the store's own
+            // refusal is the same client error.
+            e @ StoreError::SummaryTooWide { .. } => invalid("since", e.to_string()),
             other => ApiError::Store(other),
         }
     }

@@ -35,13 +35,10 @@ use hyper::{Response, StatusCode};
 
 use super::results::{parse_label, parse_source, parse_time};
 use super::{blocking, invalid, json_response, ApiError, Ctx, Resp};
-use crate::store::{snapshot_content_type, Bucket, SightingQuery};
+use crate::store::{snapshot_content_type, Bucket, SightingQuery, MAX_SUMMARY_BUCKETS};
 
 /// `limit` when the query does not give one (capped by `max_results_limit`).
 const DEFAULT_SIGHTINGS_LIMIT: usize = 50;
-/// The most buckets one summary covers (a week of minutes, over a year of
-/// hours): bounds the work and the body.
-pub(super) const MAX_SUMMARY_BUCKETS: i64 = 10_080;
 
 /// A time bound as signed nanoseconds (the sightings' type).
 fn parse_time_i64(name: &str, v: &str) -> Result<i64, ApiError> {
@@ -392,10 +389,11 @@ mod tests {
             (got.bucket, got.since_ns, got.until_ns),
             (Bucket::Day, 24 * H, 48 * H)
         );
-        // Exactly the bound is fine; one more bucket is not.
-        let week = 7 * 24 * H;
-        assert!(q(&format!("bucket=minute&since={}", now - week)).is_ok());
-        assert!(q(&format!("bucket=minute&since={}", now - week - 1)).is_err());
+        // Exactly the store's bound is fine; one more bucket (touched by a
+        // nanosecond) is not.
+        let most = MAX_SUMMARY_BUCKETS * (H / 60);
+        assert!(q(&format!("bucket=minute&since={}", now - most)).is_ok());
+        assert!(q(&format!("bucket=minute&since={}", now - most - 1)).is_err());
         for bad in [
             "bucket=week".to_string(),
             "bucket=".into(),
