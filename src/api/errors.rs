@@ -65,6 +65,11 @@ pub enum ApiError {
     NoResults,
     #[error("no image was kept for this result")]
     NoSnapshot,
+    // --- Sightings (issue 18) ---
+    #[error("no sighting with this id")]
+    SightingNotFound,
+    #[error("no snapshot was kept for this sighting")]
+    NoSightingSnapshot,
     #[error("invalid query parameter {name:?}: {reason}")]
     InvalidParameter { name: String, reason: String },
     #[error(
@@ -130,6 +135,9 @@ impl From<StoreError> for ApiError {
                 ApiError::InsufficientStorage { free, floor }
             }
             StoreError::Poisoned { .. } => ApiError::StoreUnavailable,
+            // Issue 18: the API checks the range first; the store's own
+            // refusal is the same client error.
+            e @ StoreError::SummaryTooWide { .. } => invalid("since", e.to_string()),
             other => ApiError::Store(other),
         }
     }
@@ -155,6 +163,16 @@ fn problem_kind(e: &ApiError) -> (StatusCode, &'static str, &'static str) {
             StatusCode::NOT_FOUND,
             "no_snapshot",
             "No image for this result",
+        ),
+        ApiError::SightingNotFound => (
+            StatusCode::NOT_FOUND,
+            "sighting_not_found",
+            "No such sighting",
+        ),
+        ApiError::NoSightingSnapshot => (
+            StatusCode::NOT_FOUND,
+            "no_snapshot",
+            "No snapshot for this sighting",
         ),
         ApiError::MethodNotAllowed { .. } => (
             StatusCode::METHOD_NOT_ALLOWED,

@@ -1,5 +1,8 @@
-//! `GET /api/v1/events`: owns the Server-Sent Events stream of new results
-//! and state changes (readiness, model) from [`AppState::events`]. Each
+//! `GET /api/v1/events`: owns the Server-Sent Events stream of new results,
+//! state changes (readiness, model) and sightings starting and ending
+//! (`sighting_started` / `sighting_ended`, issue 18; data: the sighting)
+//! from [`AppState::events`]. Every event on the bus is streamed under its
+//! own name; none is filtered out. Each
 //! subscriber gets a small bounded buffer; one that falls behind (its buffer
 //! full for [`SLOW_SUBSCRIBER_GRACE`], or the shared bus overtook it) is dropped and counted, and its
 //! connection closed, rather than buffered for. Subscribers are capped,

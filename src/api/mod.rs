@@ -28,6 +28,10 @@
 //! - `GET|PUT /api/v1/model`, `POST /api/v1/model/rollback` (admin): see
 //!   `model`.
 //! - `/api/v1/openapi.json` (read): the OpenAPI description, see [`openapi`].
+//! - `/api/v1/sightings?since=&until=&label=&source=&zone=&open=&limit=&cursor=`,
+//!   `/api/v1/sightings/{id}`, `/api/v1/sightings/{id}/snapshot` and
+//!   `/api/v1/sightings/summary?bucket=&since=&until=` (read, issue 18):
+//!   see `sightings`.
 //! - `POST /api/v1/reload` (admin): reload the configuration, see [`reload`].
 //!
 //! Order of checks for each request (in `request`): declared body size
@@ -83,7 +87,7 @@
 //! - `router`: [`ROUTES`], path matching, dispatch to the handlers.
 //! - `context`: what handlers share (`Ctx`, `Req`, `blocking`).
 //! - Handlers, one file per route group: `status` (probes and status),
-//!   `results`, `metrics`, `keys`, [`classify`], [`events`], `model`,
+//!   `results`, `sightings`, `metrics`, `keys`, [`classify`], [`events`], `model`,
 //!   [`openapi`], [`reload`].
 //! - [`tls`]: certificates and their reload; [`limit`]: token buckets and
 //!   the failed-authentication log.
@@ -110,6 +114,7 @@ mod request;
 mod results;
 mod router;
 mod server;
+mod sightings;
 mod status;
 pub mod tls;
 mod wire;

@@ -45,7 +45,7 @@ pub(super) const BACKUP_CHUNKS_IN_FLIGHT: usize = 4;
 pub(super) const NDJSON: &str = "application/x-ndjson";
 
 /// A time bound: nanoseconds since the epoch, or an RFC 3339 timestamp.
-fn parse_time(name: &str, v: &str) -> Result<u64, ApiError> {
+pub(super) fn parse_time(name: &str, v: &str) -> Result<u64, ApiError> {
     if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
         return v
             .parse()
@@ -60,6 +60,32 @@ fn parse_time(name: &str, v: &str) -> Result<u64, ApiError> {
         })?;
     u64::try_from(t.unix_timestamp_nanos())
         .map_err(|_| invalid(name, "time outside 1970..2554 (u64 nanoseconds)"))
+}
+
+/// A `label` filter (results and sightings): 1..=[`MAX_TERM_LEN`] bytes.
+pub(super) fn parse_label(v: &str) -> Result<String, ApiError> {
+    if v.is_empty() || v.len() > MAX_TERM_LEN {
+        return Err(invalid(
+            "label",
+            format!("expected 1..={MAX_TERM_LEN} bytes"),
+        ));
+    }
+    Ok(v.to_owned())
+}
+
+/// A `source` filter (results and sightings): the names `config` accepts,
+/// 1..=32 of A-Z a-z 0-9 _ -.
+pub(super) fn parse_source(v: &str) -> Result<String, ApiError> {
+    let ok = (1..=32).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !ok {
+        return Err(invalid(
+            "source",
+            "expected a source name (1 to 32 of A-Z, a-z, 0-9, _ and -)",
+        ));
+    }
+    Ok(v.to_owned())
 }
 
 /// Parse the `/api/v1/results` query string.
@@ -82,15 +108,7 @@ pub(super) fn parse_results_query(
             "limit" if seen_limit => return Err(dup()),
             "since" => q.since = Some(parse_time("since", &v)?),
             "until" => q.until = Some(parse_time("until", &v)?),
-            "label" => {
-                if v.is_empty() || v.len() > MAX_TERM_LEN {
-                    return Err(invalid(
-                        "label",
-                        format!("expected 1..={MAX_TERM_LEN} bytes"),
-                    ));
-                }
-                q.label = Some(v.into_owned());
-            }
+            "label" => q.label = Some(parse_label(&v)?),
             "model" => {
                 if v.len() != 64 || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
                     return Err(invalid(
@@ -105,19 +123,7 @@ pub(super) fn parse_results_query(
                 q.min_score =
                     Some(s.ok_or_else(|| invalid("min_score", "expected a finite number"))?);
             }
-            "source" => {
-                // The names `config` accepts: 1..=32 of A-Z a-z 0-9 _ -.
-                let ok = (1..=32).contains(&v.len())
-                    && v.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-                if !ok {
-                    return Err(invalid(
-                        "source",
-                        "expected a source name (1 to 32 of A-Z, a-z, 0-9, _ and -)",
-                    ));
-                }
-                q.source = Some(v.into_owned());
-            }
+            "source" => q.source = Some(parse_source(&v)?),
             "cursor" => {
                 crate::store::decode_cursor(&v).map_err(|_| {
                     invalid(

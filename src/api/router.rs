@@ -8,7 +8,9 @@ use std::sync::Arc;
 use hyper::Method;
 
 use super::context::{Ctx, Req};
-use super::{classify, keys, metrics, model, openapi, reload, results, status, ApiError, Resp};
+use super::{
+    classify, keys, metrics, model, openapi, reload, results, sightings, status, ApiError, Resp,
+};
 use crate::keys::Scope;
 
 /// One route of the API: its path (with `{id}` for the parameter), metrics
@@ -121,6 +123,31 @@ pub const ROUTES: &[RouteSpec] = &[
         scope: Some(Scope::Admin),
         allow: "POST",
     },
+    // --- Sightings (issue 18) ---
+    RouteSpec {
+        path: "/api/v1/sightings",
+        name: "sightings",
+        scope: Some(Scope::Read),
+        allow: ALLOW_GET,
+    },
+    RouteSpec {
+        path: "/api/v1/sightings/summary",
+        name: "sightings_summary",
+        scope: Some(Scope::Read),
+        allow: ALLOW_GET,
+    },
+    RouteSpec {
+        path: "/api/v1/sightings/{id}",
+        name: "sighting_by_id",
+        scope: Some(Scope::Read),
+        allow: ALLOW_GET,
+    },
+    RouteSpec {
+        path: "/api/v1/sightings/{id}/snapshot",
+        name: "sighting_snapshot",
+        scope: Some(Scope::Read),
+        allow: ALLOW_GET,
+    },
 ];
 
 #[derive(Debug, PartialEq)]
@@ -141,6 +168,10 @@ pub(super) enum Route<'a> {
     ModelRollback,
     OpenApi,
     Reload,
+    Sightings,
+    SightingsSummary,
+    SightingById(&'a str),
+    SightingSnapshot(&'a str),
 }
 
 impl Route<'_> {
@@ -162,6 +193,10 @@ impl Route<'_> {
             Route::ModelRollback => 13,
             Route::OpenApi => 14,
             Route::Reload => 15,
+            Route::Sightings => 16,
+            Route::SightingsSummary => 17,
+            Route::SightingById(_) => 18,
+            Route::SightingSnapshot(_) => 19,
         };
         &ROUTES[i]
     }
@@ -189,6 +224,9 @@ pub(super) fn match_route(path: &str) -> Option<Route<'_>> {
         "/api/v1/model/rollback" => Route::ModelRollback,
         "/api/v1/openapi.json" => Route::OpenApi,
         "/api/v1/reload" => Route::Reload,
+        "/api/v1/sightings" => Route::Sightings,
+        "/api/v1/sightings/summary" => Route::SightingsSummary,
+        p if p.starts_with("/api/v1/sightings/") => return match_sighting(p),
         p => {
             let id = p.strip_prefix("/api/v1/results/")?;
             if let Some(id) = id.strip_suffix("/image") {
@@ -202,6 +240,23 @@ pub(super) fn match_route(path: &str) -> Option<Route<'_>> {
             }
             Route::ById(id)
         }
+    })
+}
+
+/// `/api/v1/sightings/{id}` and `/api/v1/sightings/{id}/snapshot`.
+fn match_sighting(p: &str) -> Option<Route<'_>> {
+    let id = p.strip_prefix("/api/v1/sightings/")?;
+    let (id, snapshot) = match id.strip_suffix("/snapshot") {
+        Some(id) => (id, true),
+        None => (id, false),
+    };
+    if id.is_empty() || id.contains('/') {
+        return None;
+    }
+    Some(if snapshot {
+        Route::SightingSnapshot(id)
+    } else {
+        Route::SightingById(id)
     })
 }
 
@@ -255,6 +310,10 @@ pub(super) async fn dispatch(
         Route::ModelRollback => model::rollback(ctx).await,
         Route::OpenApi => Ok(openapi::response()),
         Route::Reload => reload::post(ctx).await,
+        Route::Sightings => sightings::list(ctx, query).await,
+        Route::SightingsSummary => sightings::summary(ctx, query).await,
+        Route::SightingById(id) => sightings::by_id(ctx, id).await,
+        Route::SightingSnapshot(id) => sightings::snapshot(ctx, id).await,
     }
 }
 
@@ -273,6 +332,23 @@ mod tests {
         assert_eq!(match_route("/healthz/"), None);
         assert_eq!(match_route("/"), None);
         assert_eq!(match_route("/api/v1/keys"), Some(Route::Keys));
+        // Sightings (issue 18): "summary" is not an id, ids nest only /snapshot.
+        assert_eq!(
+            match_route("/api/v1/sightings/summary"),
+            Some(Route::SightingsSummary)
+        );
+        assert_eq!(
+            match_route("/api/v1/sightings/12"),
+            Some(Route::SightingById("12"))
+        );
+        assert_eq!(
+            match_route("/api/v1/sightings/12/snapshot"),
+            Some(Route::SightingSnapshot("12"))
+        );
+        assert_eq!(match_route("/api/v1/sightings/"), None);
+        assert_eq!(match_route("/api/v1/sightings//snapshot"), None);
+        assert_eq!(match_route("/api/v1/sightings/1/2"), None);
+        assert_eq!(match_route("/api/v1/sightings/1/image"), None);
     }
 
     // Catches: a route served but missing from ROUTES (and so from the auth

@@ -30,6 +30,9 @@ const RELOADABLE: &[&str] = &[
     "api.key",
     "api.client_ca",
     "api.client_auth",
+    // Issue 18 (store): the sightings' retention.
+    "sightings.max_age_s",
+    "sightings.max_records",
 ];
 
 /// What a reload acts on.
@@ -121,7 +124,7 @@ pub async fn apply(running: &mut Settings, new: &Settings, h: &Handles<'_>) -> O
     h.control.reload.store(true, Ordering::Relaxed);
     running.model = new.model.clone();
 
-    let policy = Retention::from_settings(&new.store);
+    let policy = Retention::from_settings(&new.store).with_sightings(&new.sightings);
     if policy != h.pruner.policy() {
         log::info!("reload: retention now {policy:?}");
         h.pruner.set_policy(policy);
@@ -134,6 +137,9 @@ pub async fn apply(running: &mut Settings, new: &Settings, h: &Handles<'_>) -> O
     );
     (s.snapshot_max_count, s.snapshot_max_bytes) =
         (new.store.snapshot_max_count, new.store.snapshot_max_bytes);
+    // Issue 18 (store): the sightings' retention.
+    let t = &mut running.sightings;
+    (t.max_age_s, t.max_records) = (new.sightings.max_age_s, new.sightings.max_records);
 
     let (tls, wanted) = (h.tls.clone(), tls_settings(new));
     let reloaded = match tokio::task::spawn_blocking(move || tls.reload(&wanted)).await {

@@ -192,7 +192,7 @@ pub(super) async fn start(settings: &Settings, state: &Arc<AppState>) -> anyhow:
     }
     let pruner = Pruner::spawn(
         store.clone(),
-        crate::store::Retention::from_settings(&settings.store),
+        crate::store::Retention::from_settings(&settings.store).with_sightings(&settings.sightings),
         crate::store::DEFAULT_PRUNE_EVERY,
     )
     .context("starting the result store pruner")?;

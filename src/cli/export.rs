@@ -36,7 +36,7 @@ pub(super) fn export(
                 );
                 let n = export_from_daemon(&settings, key_file, since_ns, out)
                     .map_err(fail(EXIT_FAILURE))?;
-                eprintln!("exported {n} results");
+                eprintln!("exported {n} records (results and sightings)");
                 return Ok(());
             }
             Err(e) => {
@@ -49,7 +49,7 @@ pub(super) fn export(
         .map_err(|e| anyhow::Error::new(e).context("export"))
         .map_err(fail(EXIT_FAILURE))?;
     bar.finish_and_clear();
-    eprintln!("exported {n} results");
+    eprintln!("exported {n} records (results and sightings)");
     Ok(())
 }
 

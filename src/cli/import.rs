@@ -26,8 +26,8 @@ pub(super) fn import(path: &Path, file: &Path) -> Result<(), Failure> {
         eprintln!("{}:{line}: {reason}", file.display());
     }
     println!(
-        "added {}, skipped {} (already present), invalid {}",
-        r.added, r.skipped, r.invalid_count
+        "added {}, skipped {} (already present), invalid {}; sightings: added {}, skipped {}",
+        r.added, r.skipped, r.invalid_count, r.sightings_added, r.sightings_skipped
     );
     if r.invalid_count > 0 {
         return Err(Failure {

@@ -55,6 +55,21 @@ pub struct RuleSpec {
     pub line: LineId,
     /// The level that means "on"; the safe state is the other one.
     pub active: Level,
+    /// What fires the rule (issue 18): each stored frame, or the start of
+    /// a sighting of its label.
+    pub on: RuleOn,
+}
+
+/// `[[gpio.rule]] on` (issue 18).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleOn {
+    /// Every stored result with the label at or above `min_score`.
+    #[default]
+    Frame,
+    /// A sighting of the label starting with a peak score at or above
+    /// `min_score`; per-frame results are ignored.
+    SightingStarted,
 }
 
 /// The optional status LED.
@@ -96,6 +111,8 @@ pub(super) struct RawRule {
     pub hold_ms: Field<u64>,
     pub line: Field<String>,
     pub active: Field<Level>,
+    /// Sightings (issue 18).
+    pub on: Field<RuleOn>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -253,6 +270,7 @@ pub(super) fn build_gpio(l: &Layers) -> Result<GpioSettings, ConfigError> {
                 hold_ms: val(&hold, 1_000),
                 line: line(&lo, &key("line"), &chip)?,
                 active: val(&active, Level::High),
+                on: val(&at.at(&r.on), RuleOn::Frame),
             };
             if let Some((other, _, _)) = rules
                 .iter()
@@ -416,6 +434,29 @@ line = "GPIO22"
         let text = WIRING.replace("line = \"GPIO22\"", "line = \"gpiochip0:17\"");
         let err = one(&text).unwrap_err().to_string();
         assert!(err.contains("trigger input"), "{err}");
+    }
+
+    // Would catch (issue 18) `on` not defaulting to per-frame rules (every
+    // existing wiring would change behaviour), `sighting_started` not
+    // parsed, or a misspelt value accepted without naming the key.
+    #[test]
+    fn rule_on_defaults_to_frame_and_takes_sighting_started() {
+        let g = one(WIRING).unwrap().gpio;
+        assert_eq!(g.rules[0].on, RuleOn::Frame);
+        let text = WIRING.replace(
+            "hold_ms = 2000\n",
+            "hold_ms = 2000\non = \"sighting_started\"\n",
+        );
+        assert_eq!(
+            one(&text).unwrap().gpio.rules[0].on,
+            RuleOn::SightingStarted
+        );
+        let text = WIRING.replace("hold_ms = 2000\n", "hold_ms = 2000\non = \"sighting\"\n");
+        let err = one(&text).unwrap_err().to_string();
+        assert!(
+            err.contains(":14:") && err.contains("sighting_started"),
+            "{err}"
+        );
     }
 
     // Would catch a trigger mode without a line, rules without a line,

@@ -26,10 +26,8 @@ pub use sources::DEFAULT_SOURCE_NAME;
 pub(crate) use sources::UPLOAD_SOURCE_NAME;
 
 pub use api::{is_valid_origin, ClientAuth};
-pub use sightings::{
-    KeepFrames, MotionConfig, Roi, SightingRule, SightingsSettings, ZoneSettings,
-};
 pub use model::{DetectionRules, ModelSettings, DEFAULT_IOU_THRESHOLD, DEFAULT_MAX_DETECTIONS};
+pub use sightings::{KeepFrames, MotionConfig, Roi, SightingRule, SightingsSettings, ZoneSettings};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -275,6 +273,8 @@ pub struct MqttSettings {
     pub result_topic: String,
     pub status_topic: String,
     pub event_topic: String,
+    /// Sightings started and ended (issue 18), store-and-forward like results.
+    pub sighting_topic: String,
     pub keep_alive_s: u64,
     pub reconnect_initial_ms: u64,
     pub reconnect_max_ms: u64,
@@ -1029,6 +1029,8 @@ fn build_mqtt(l: &Layers) -> Result<MqttSettings, ConfigError> {
     );
     let (result_topic, status_topic, event_topic) =
         (get!(result_topic), get!(status_topic), get!(event_topic));
+    // Sightings (issue 18).
+    let sighting_topic = get!(sighting_topic);
     let (keep_alive, r_init, r_max, inflight) = (
         get!(keep_alive_s),
         get!(reconnect_initial_ms),
@@ -1078,6 +1080,7 @@ fn build_mqtt(l: &Layers) -> Result<MqttSettings, ConfigError> {
         (&result_topic, "mqtt.result_topic"),
         (&status_topic, "mqtt.status_topic"),
         (&event_topic, "mqtt.event_topic"),
+        (&sighting_topic, "mqtt.sighting_topic"),
     ] {
         in_range(
             o,
@@ -1194,6 +1197,7 @@ fn build_mqtt(l: &Layers) -> Result<MqttSettings, ConfigError> {
         result_topic: val(&result_topic, "spotter/{device_id}/result".into()),
         status_topic: val(&status_topic, "spotter/{device_id}/status".into()),
         event_topic: val(&event_topic, "spotter/{device_id}/event".into()),
+        sighting_topic: val(&sighting_topic, "spotter/{device_id}/sighting".into()),
         keep_alive_s: val(&keep_alive, 30),
         reconnect_initial_ms,
         reconnect_max_ms,

@@ -211,6 +211,8 @@ pub(super) struct RawMqtt {
     pub result_topic: Field<String>,
     pub status_topic: Field<String>,
     pub event_topic: Field<String>,
+    // Sightings (issue 18): started/ended, store-and-forward like results.
+    pub sighting_topic: Field<String>,
     pub keep_alive_s: Field<u64>,
     pub reconnect_initial_ms: Field<u64>,
     pub reconnect_max_ms: Field<u64>,

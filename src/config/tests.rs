@@ -229,6 +229,8 @@ fn mqtt_section_defaults_and_validation() {
     assert_eq!(d.result_topic, "spotter/{device_id}/result");
     assert_eq!(d.status_topic, "spotter/{device_id}/status");
     assert_eq!(d.event_topic, "spotter/{device_id}/event");
+    // Sightings (issue 18).
+    assert_eq!(d.sighting_topic, "spotter/{device_id}/sighting");
     let s =
         one("[mqtt]\nenabled = true\nprotocol = \"5\"\nusername = \"u\"\npassword_file = \"/p\"\n")
             .unwrap()
@@ -240,6 +242,7 @@ fn mqtt_section_defaults_and_validation() {
     for (text, key) in [
         ("result_topic = \"a/+/b\"", "mqtt.result_topic"),
         ("event_topic = \"a/#\"", "mqtt.event_topic"),
+        ("sighting_topic = \"a/+\"", "mqtt.sighting_topic"),
         ("password_file = \"/p\"", "mqtt.password_file"),
         ("client_cert = \"/c.pem\"", "mqtt.client_cert"),
         ("device_id = \"a b\"", "mqtt.device_id"),

@@ -135,10 +135,12 @@ fn check(store: &Store, bytes: &[u8]) -> Verdict {
         Err(_) => return Ok(false),
     };
     let lines = record_lines(bytes);
-    let seen = first.added + first.skipped + first.invalid_count;
+    // Issue 18: sighting lines count too.
+    let sightings = first.sightings_added + first.sightings_skipped;
+    let seen = first.added + first.skipped + first.invalid_count + sightings;
     if seen != lines {
         return Err(format!(
-            "{lines} record lines, but {} added + {} skipped + {} invalid",
+            "{lines} record lines, but {} added + {} skipped + {} invalid + {sightings} sightings",
             first.added, first.skipped, first.invalid_count
         ));
     }
@@ -148,8 +150,11 @@ fn check(store: &Store, bytes: &[u8]) -> Verdict {
         return Err(format!("bad invalid-line list {:?}", first.invalid));
     }
     let again = import(store, bytes).map_err(|e| format!("second import failed: {e}"))?;
-    if again.added != 0 {
-        return Err(format!("importing twice added {} records", again.added));
+    if again.added != 0 || again.sightings_added != 0 {
+        return Err(format!(
+            "importing twice added {} records, {} sightings",
+            again.added, again.sightings_added
+        ));
     }
     Ok(first.added > 0)
 }

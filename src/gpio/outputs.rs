@@ -6,12 +6,17 @@
 //! requested at their safe (off) level, so a restart after a crash first
 //! returns every output to safe; [`Outputs::safe`] (and dropping) does the
 //! same on shutdown. Times are arguments, so tests use their own clock.
+//!
+//! A rule with `on = "sighting_started"` (issue 18) fires when a sighting
+//! of its label starts ([`Outputs::on_sighting_started`]) and ignores
+//! per-frame results; a rule with `on = "frame"` (the default) the reverse.
 
 use std::time::{Duration, Instant};
 
 use super::{Gpio, GpioError, Level, LineId, OutputLine};
-pub use crate::config::gpio::{LedSpec, RuleSpec};
+pub use crate::config::gpio::{LedSpec, RuleOn, RuleSpec};
 use crate::core::result::ResultRecord;
+use crate::core::sighting::Sighting;
 use crate::state::Readiness;
 
 /// What the status LED shows.
@@ -129,15 +134,39 @@ impl Outputs {
         rec: &ResultRecord,
         now: Instant,
     ) -> Result<Vec<SwitchedOn>, GpioError> {
-        let mut switched = Vec::new();
-        for (rule, i) in &self.rules {
-            let matched = rec
-                .classes
+        self.fire(RuleOn::Frame, now, |rule| {
+            rec.classes
                 .iter()
                 .map(|c| (&c.label, c.score))
                 .chain(rec.detections.iter().map(|d| (&d.label, d.score)))
-                .any(|(label, score)| *label == rule.label && score >= rule.min_score);
-            if !matched {
+                .any(|(label, score)| *label == rule.label && score >= rule.min_score)
+        })
+    }
+
+    /// Apply the `on = "sighting_started"` rules to a sighting that just
+    /// started, at `now` (its label, and its peak score so far against the
+    /// rule's `min_score`). Returns the lines it switched on.
+    pub(crate) fn on_sighting_started(
+        &mut self,
+        s: &Sighting,
+        now: Instant,
+    ) -> Result<Vec<SwitchedOn>, GpioError> {
+        self.fire(RuleOn::SightingStarted, now, |rule| {
+            s.label == rule.label && s.peak_score >= rule.min_score
+        })
+    }
+
+    /// Switch on (or extend the hold of) the lines of the rules fired by
+    /// `on` for which `matched` holds.
+    fn fire(
+        &mut self,
+        on: RuleOn,
+        now: Instant,
+        matched: impl Fn(&RuleSpec) -> bool,
+    ) -> Result<Vec<SwitchedOn>, GpioError> {
+        let mut switched = Vec::new();
+        for (rule, i) in &self.rules {
+            if rule.on != on || !matched(rule) {
                 continue;
             }
             let out = &mut self.lines[*i];
@@ -233,6 +262,25 @@ pub(crate) fn test_record(label: &str, score: f32) -> ResultRecord {
     r
 }
 
+/// A sighting that just started, for tests.
+#[cfg(test)]
+pub(crate) fn test_sighting(label: &str, peak_score: f32) -> Sighting {
+    Sighting {
+        id: 1,
+        label: label.into(),
+        source: "default".into(),
+        zone: None,
+        start_ns: 1,
+        end_ns: None,
+        last_seen_ns: 1,
+        peak_score,
+        frames: 2,
+        max_objects: 1,
+        best_result_id: None,
+        best_ns: 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +305,7 @@ mod tests {
             hold_ms,
             line: line(l),
             active,
+            on: RuleOn::Frame,
         }
     }
 
@@ -308,6 +357,53 @@ mod tests {
             vec![false, true, false],
             "requested safe, on once, off once"
         );
+    }
+
+    // Would catch (issue 18) a `sighting_started` rule firing per frame (a
+    // relay clicking for every stored result), not firing when a sighting
+    // of its label starts with a high enough score, firing for another label
+    // or a low score, or a per-frame rule firing on a sighting's start.
+    #[test]
+    fn sighting_started_rules_fire_on_starts_only() {
+        let board = FakeBoard::new();
+        let mut gpio = FakeGpio::new(board.clone());
+        let mut on_start = rule("person", 0.6, 1000, 27, Level::High);
+        on_start.on = RuleOn::SightingStarted;
+        let per_frame = rule("person", 0.6, 1000, 5, Level::High);
+        let mut o = Outputs::open(&mut gpio, &[on_start, per_frame], None).unwrap();
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let switched = o.on_result(&result("person", 0.9), ms(0)).unwrap();
+        assert_eq!(
+            switched.iter().map(|s| s.line.clone()).collect::<Vec<_>>(),
+            [line(5)]
+        );
+        assert!(!o.is_on(&line(27)), "a stored frame does not fire it");
+        let mut s = test_sighting("person", 0.59);
+        assert!(
+            o.on_sighting_started(&s, ms(10)).unwrap().is_empty(),
+            "score below"
+        );
+        s.label = "cat".into();
+        s.peak_score = 0.99;
+        assert!(
+            o.on_sighting_started(&s, ms(10)).unwrap().is_empty(),
+            "other label"
+        );
+        o.tick(ms(1000), None).unwrap();
+        assert!(!o.is_on(&line(5)), "per-frame hold ended");
+        s.label = "person".into();
+        let switched = o.on_sighting_started(&s, ms(1000)).unwrap();
+        assert_eq!(
+            switched.iter().map(|s| s.line.clone()).collect::<Vec<_>>(),
+            [line(27)]
+        );
+        assert!(!o.is_on(&line(5)), "the per-frame rule ignores sightings");
+        o.tick(ms(1999), None).unwrap();
+        assert!(o.is_on(&line(27)), "held for hold_ms");
+        o.tick(ms(2000), None).unwrap();
+        assert!(!o.is_on(&line(27)));
+        assert_eq!(levels(&board, 27), vec![false, true, false]);
     }
 
     // Would catch active-low lines being driven the wrong way, or two rules

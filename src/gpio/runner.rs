@@ -13,6 +13,7 @@ use super::{Edge, EdgeEvent, Gpio, GpioError, InputConfig, InputLine};
 pub use crate::config::gpio::GpioSettings;
 use crate::core::ids;
 use crate::core::result::ResultRecord;
+use crate::core::sighting::Sighting;
 pub use crate::state::gpio::GpioStatus;
 use crate::state::AppState;
 
@@ -39,7 +40,8 @@ fn record_error(status: &GpioStatus, e: &GpioError) {
 }
 
 /// What the inference thread calls: [`GpioHooks::admit`] before inferring a
-/// frame, [`GpioHooks::stored`] after storing its result.
+/// frame, [`GpioHooks::stored`] after storing its result, and (issue 18)
+/// [`GpioHooks::sighting_started`] when a sighting starts.
 pub struct GpioHooks {
     gate: Mutex<TriggerGate>,
     outputs: Mutex<Option<Outputs>>,
@@ -131,6 +133,31 @@ impl GpioHooks {
                     .push(d.as_micros() as u64);
                 self.state.metrics.observe_trigger_latency("output", d);
             }
+        }
+    }
+
+    /// A sighting started (issue 18): fire the `on = "sighting_started"`
+    /// rules of its label whose `min_score` its peak score reaches.
+    // Called by the result sink (the lead's part of issue 18, on another
+    // branch); drop the allow when that is merged.
+    #[allow(dead_code)]
+    pub(crate) fn sighting_started(&self, s: &Sighting) {
+        let status = &self.state.gpio;
+        let switched = match self
+            .outputs()
+            .as_mut()
+            .map(|o| o.on_sighting_started(s, Instant::now()))
+        {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => return record_error(status, &e),
+            None => return,
+        };
+        for sw in switched {
+            status.outputs_switched.fetch_add(1, Ordering::Relaxed);
+            log::info!(
+                spotter_gpio_line = sw.line.to_string().as_str(), spotter_sighting_id = s.id;
+                "output {} on for a sighting of {} starting", sw.line, s.label
+            );
         }
     }
 
@@ -329,6 +356,7 @@ mod tests {
                 hold_ms: 2000,
                 line: line(27),
                 active: Level::High,
+                on: crate::config::gpio::RuleOn::Frame,
             }],
             status_led: None,
         }
@@ -406,6 +434,29 @@ mod tests {
             Some(false),
             "safe state after shutdown"
         );
+    }
+
+    // Would catch (issue 18) the hook the result sink calls when a sighting
+    // starts not reaching the outputs (or not being counted), and a
+    // `sighting_started` rule firing on the stored frames that follow.
+    #[test]
+    fn sighting_started_hook_drives_its_rules_only() {
+        let board = FakeBoard::new();
+        let state = Arc::new(AppState::new());
+        let mut s = settings(TriggerMode::Continuous);
+        s.trigger.line = None;
+        s.rules[0].on = crate::config::gpio::RuleOn::SightingStarted;
+        let rt =
+            GpioRuntime::start(&s, Box::new(FakeGpio::new(board.clone())), state.clone()).unwrap();
+        let rec = crate::gpio::outputs::test_record("person", 0.9);
+        rt.hooks.stored(&rec, None, Instant::now());
+        assert_eq!(board.level(&line(27)), Some(false), "frames ignored");
+        rt.hooks
+            .sighting_started(&crate::gpio::outputs::test_sighting("person", 0.9));
+        assert_eq!(board.level(&line(27)), Some(true));
+        assert_eq!(state.gpio.snapshot().outputs_switched, 1);
+        rt.shutdown();
+        assert_eq!(board.level(&line(27)), Some(false));
     }
 
     // Would catch gated mode ignoring the line's level at start (a line

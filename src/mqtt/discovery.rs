@@ -1,14 +1,16 @@
 //! Home Assistant MQTT discovery: the retained config messages that make a
 //! Spotter appear in Home Assistant as one device with a "last label" and a
-//! "last score" sensor and one binary sensor per configured label, all fed
-//! from the result topic, available while the status topic says `online`.
+//! "last score" sensor fed from the result topic, and one binary sensor per
+//! configured label fed from that label's sighting state (issue 18: ON from
+//! a sighting's start to its end, see `ha_state`, instead of per frame), all
+//! available while the status topic says `online`.
 
 use serde_json::json;
 
 use super::Resolved;
 
 /// A topic segment Home Assistant accepts as a node or object id.
-fn slug(s: &str) -> String {
+pub(super) fn slug(s: &str) -> String {
     let out: String = s
         .chars()
         .map(|c| {
@@ -27,7 +29,7 @@ fn slug(s: &str) -> String {
 }
 
 /// The Jinja expression for the labels of a result: every detection's, and
-/// the top class's.
+/// the top class's (the "last label" sensor).
 const LABELS_EXPR: &str = "((value_json.detections | map(attribute='label') | list) + \
                            (value_json.classes[:1] | map(attribute='label') | list))";
 
@@ -79,11 +81,8 @@ pub(super) fn messages(r: &Resolved, version: &str) -> Vec<(String, Vec<u8>)> {
     for l in &s.homeassistant_labels {
         let object = format!("label_{}", slug(l));
         let mut b = base(&object, l);
-        // The label as a JSON string is also a valid Jinja string literal.
-        let lit = serde_json::to_string(l).unwrap_or_else(|_| "\"\"".into());
-        b["value_template"] = json!(format!(
-            "{{{{ 'ON' if {lit} in {LABELS_EXPR} else 'OFF' }}}}"
-        ));
+        // Sightings (issue 18): the label's retained ON/OFF state.
+        b["state_topic"] = json!(super::ha_state::state_topic(&r.sighting_topic, l));
         b["payload_on"] = json!("ON");
         b["payload_off"] = json!("OFF");
         out.push((
@@ -104,8 +103,9 @@ mod tests {
     use super::*;
 
     // Would catch discovery topics Home Assistant ignores (wrong component or
-    // characters outside its id alphabet) or sensors not wired to the result
-    // and status topics.
+    // characters outside its id alphabet), sensors not wired to the result
+    // and status topics, or binary sensors still reading the result topic
+    // (flipping per frame) instead of their label's sighting state.
     #[test]
     fn discovery_messages_name_topics_and_templates() {
         let mut settings = crate::config::from_sources(vec![]).unwrap().mqtt;
@@ -124,15 +124,18 @@ mod tests {
             ]
         );
         let v: serde_json::Value = serde_json::from_slice(&msgs[3].1).unwrap();
-        assert_eq!(v["state_topic"], "spotter/cam.1/result");
+        assert_eq!(
+            v["state_topic"],
+            "spotter/cam.1/sighting/jack-o_-lantern/state"
+        );
+        assert_eq!(
+            (&v["payload_on"], &v["payload_off"]),
+            (&"ON".into(), &"OFF".into())
+        );
+        assert!(v.get("value_template").is_none(), "{v}");
         assert_eq!(v["availability_topic"], "spotter/cam.1/status");
         assert_eq!(v["device"]["identifiers"][0], "spotter_cam_1");
-        assert!(
-            v["value_template"]
-                .as_str()
-                .unwrap()
-                .starts_with("{{ 'ON' if \"jack-o'-lantern\" in "),
-            "{v}"
-        );
+        let v: serde_json::Value = serde_json::from_slice(&msgs[0].1).unwrap();
+        assert_eq!(v["state_topic"], "spotter/cam.1/result");
     }
 }

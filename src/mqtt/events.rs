@@ -82,8 +82,9 @@ impl Events {
     /// has closed (nothing more will come).
     pub(super) fn on_bus(&mut self, received: Result<Event, RecvError>, state: &AppState) -> bool {
         match received {
-            // Results reach the publisher through the outbox.
-            Ok(ev) if ev.name == "result" => {}
+            // Results and sightings (issue 18) reach the publisher through
+            // the outbox.
+            Ok(ev) if matches!(ev.name, "result" | "sighting_started" | "sighting_ended") => {}
             Ok(_) => self.sample(state),
             Err(RecvError::Lagged(missed)) => {
                 log::debug!("MQTT: {missed} state events missed; reading the current state");

@@ -13,15 +13,27 @@
 //! whose PUBACK was lost are sent again (at-least-once; the result id tells
 //! duplicates apart).
 //!
+//! Sightings (issue 18) travel the same outbox and path: their started and
+//! ended entries ([`OutboxKind::Sighting`]) go to `mqtt.sighting_topic`, in
+//! the outbox's order among the results, with the same acknowledgement,
+//! backlog and redelivery rules. With Home Assistant on, each sent sighting
+//! entry also updates its label's retained ON/OFF state (`ha_state`), which
+//! the binary sensors read.
+//!
 //! Besides results: a retained status (`online`; `offline` on shutdown and as
 //! the last will), events (source lost/recovered, model activated, outbox
 //! overflow; best effort, not persisted, see `events`, which learns of
 //! state changes from the daemon's event bus) and, optionally, Home Assistant
 //! discovery.
+//!
+//! Over 600 lines because the `Publisher` is one state machine (window,
+//! backlog and live cursors, acknowledgements, reconnects, shutdown) whose
+//! parts share its fields; splitting it would scatter that bookkeeping.
 
 mod client;
 mod discovery;
 mod events;
+mod ha_state;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -34,7 +46,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use crate::config::MqttSettings;
 use crate::core::ids;
 use crate::state::{AppState, Event};
-use crate::store::Outbox;
+use crate::store::{Outbox, OutboxKind};
 use client::{Client, Ev, Failure, Loop};
 use events::Events;
 
@@ -73,6 +85,8 @@ pub(crate) struct Resolved {
     pub result_topic: String,
     pub status_topic: String,
     pub event_topic: String,
+    /// Sightings started/ended (issue 18).
+    pub sighting_topic: String,
 }
 
 /// This machine's host name, reduced to the device id alphabet.
@@ -115,6 +129,7 @@ impl Resolved {
             result_topic: topic(&settings.result_topic),
             status_topic: topic(&settings.status_topic),
             event_topic: topic(&settings.event_topic),
+            sighting_topic: topic(&settings.sighting_topic),
             device_id,
             client_id,
             settings,
@@ -232,9 +247,10 @@ async fn drive(mut lp: Loop, tx: mpsc::Sender<Signal>, (initial, max): (Duration
 /// What a publish in flight was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tag {
-    /// A result: its outbox sequence number.
+    /// An outbox entry (a result, or a sighting's change): its sequence
+    /// number.
     Result(u64),
-    /// Status, event or discovery.
+    /// Status, event, discovery or a Home Assistant sensor state.
     Control,
 }
 
@@ -261,6 +277,8 @@ struct Publisher {
     tokens: f64,
     refilled: Instant,
     events: Events,
+    /// The Home Assistant binary sensors' states (issue 18).
+    label_states: ha_state::LabelStates,
     /// The last connection failure logged, so a retry loop logs it once.
     last_failure: Option<Failure>,
 }
@@ -269,6 +287,14 @@ impl Publisher {
     fn new(r: Resolved, client: Client, outbox: Arc<Outbox>, state: Arc<AppState>) -> Publisher {
         Publisher {
             events: Events::new(r.device_id.clone(), outbox.dropped()),
+            label_states: ha_state::LabelStates::new(
+                r.sighting_topic.clone(),
+                if r.settings.homeassistant {
+                    &r.settings.homeassistant_labels
+                } else {
+                    &[]
+                },
+            ),
             r,
             client,
             outbox,
@@ -411,7 +437,9 @@ impl Publisher {
                 return;
             }
         }
-        let topic = self.r.result_topic.clone();
+        if !self.send_label_states() {
+            return;
+        }
         // Live results: everything after the backlog.
         while self.outstanding() < self.window() {
             let n = self.window() - self.outstanding();
@@ -426,7 +454,7 @@ impl Publisher {
                 break;
             }
             for e in batch {
-                if !self.send(&topic, false, e.payload, Tag::Result(e.seq)) {
+                if !self.send_entry(e.kind, e.payload, e.seq) {
                     return;
                 }
                 self.live_cursor = Some(e.seq);
@@ -450,13 +478,45 @@ impl Publisher {
                 break;
             }
             for e in batch {
-                if !self.send(&topic, false, e.payload, Tag::Result(e.seq)) {
+                if !self.send_entry(e.kind, e.payload, e.seq) {
                     return;
                 }
                 self.backlog_cursor = Some(e.seq);
                 self.tokens -= 1.0;
             }
         }
+        // States the entries just sent changed.
+        self.send_label_states();
+    }
+
+    /// The topic of an outbox entry of `kind`.
+    fn entry_topic(&self, kind: OutboxKind) -> &str {
+        match kind {
+            OutboxKind::Result => &self.r.result_topic,
+            OutboxKind::Sighting => &self.r.sighting_topic,
+        }
+    }
+
+    /// Send one outbox entry to its kind's topic; false if rumqttc's
+    /// channel is full. A sighting entry updates its label's sensor state.
+    fn send_entry(&mut self, kind: OutboxKind, payload: Vec<u8>, seq: u64) -> bool {
+        let topic = self.entry_topic(kind).to_owned();
+        if kind == OutboxKind::Sighting {
+            self.label_states.on_sent(&payload);
+        }
+        self.send(&topic, false, payload, Tag::Result(seq))
+    }
+
+    /// Publish (retained) the Home Assistant sensor states that changed;
+    /// false if rumqttc's channel filled up.
+    fn send_label_states(&mut self) -> bool {
+        while let Some((topic, label, payload)) = self.label_states.pop() {
+            if !self.send(&topic, true, payload, Tag::Control) {
+                self.label_states.unpop(label);
+                return false;
+            }
+        }
+        true
     }
 
     fn handle(&mut self, sig: Signal) {
@@ -481,8 +541,8 @@ impl Publisher {
                         self.state.mqtt.rejected.fetch_add(1, Ordering::Relaxed);
                         log::error!(
                             message_id = ids::MQTT_PUBLISH_REJECTED, spotter_error_kind = "mqtt_publish_rejected";
-                            "the MQTT broker refused a result on {} ({reason}); it is dropped from the outbox",
-                            self.r.result_topic
+                            "the MQTT broker refused a result or sighting on {} or {} ({reason}); it is dropped from the outbox",
+                            self.r.result_topic, self.r.sighting_topic
                         );
                     } else {
                         self.state.mqtt.acked.fetch_add(1, Ordering::Relaxed);
@@ -536,6 +596,9 @@ impl Publisher {
             for (topic, payload) in discovery::messages(&self.r, self.state.version) {
                 self.send(&topic, true, payload, Tag::Control);
             }
+            // The sensors' states as this run knows them; the backlog's
+            // sighting entries update them as they go out.
+            self.label_states.mark_all();
         }
     }
 

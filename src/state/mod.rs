@@ -404,7 +404,8 @@ impl AppState {
 
     /// Publish a sighting's start or end to event subscribers
     /// (`sighting_started` / `sighting_ended`, data: the sighting).
-    pub(crate) fn sighting_changed(&self, ev: &crate::core::sighting::SightingEvent) {
+    /// Public for the API's event tests (issue 18, surfaces).
+    pub fn sighting_changed(&self, ev: &crate::core::sighting::SightingEvent) {
         self.publish(ev.event.event_name(), || &ev.sighting);
     }
 

@@ -3,9 +3,13 @@
 //! sled's on-disk format may change between versions, so backups are
 //! logical: a header line
 //! `{"spotter_export":1,"schema":1,"created_ns":…,"count_hint":…}` followed by
-//! one [`ResultRecord`] as JSON per line, oldest first. Import validates every
-//! line, skips records whose id already exists (so it is idempotent), reports
-//! bad lines by number and still imports the rest.
+//! one [`ResultRecord`] as JSON per line, oldest first, then (issue 18) one
+//! line `{"sighting":{…}}` per [`Sighting`], by id. Import validates every
+//! line, skips records and sightings whose id already exists (so it is
+//! idempotent), reports bad lines by number and still imports the rest.
+//! Backups carry no snapshots, of results or of sightings. The format
+//! version stays 1: a build from before sightings imports the results of a
+//! newer export and lists its sighting lines as invalid.
 //!
 //! Both work on an open [`Store`]. sled locks its directory, so while the
 //! daemon runs only the daemon itself can export: `GET /api/v1/backup`, which
@@ -17,6 +21,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::core::result::ResultRecord;
+use crate::core::sighting::Sighting;
 use crate::store::{Store, StoreError, RECORD_VERSION};
 
 /// The export format version this build writes and reads.
@@ -74,6 +79,10 @@ pub struct ImportReport {
     pub added: u64,
     /// Valid records whose id was already in the store.
     pub skipped: u64,
+    /// Sightings written (issue 18).
+    pub sightings_added: u64,
+    /// Valid sightings whose id was already in the store.
+    pub sightings_skipped: u64,
     /// `(line number, reason)` of rejected lines, 1-based, at most
     /// [`MAX_INVALID_LISTED`] of them.
     pub invalid: Vec<(u64, String)>,
@@ -81,11 +90,20 @@ pub struct ImportReport {
     pub invalid_count: u64,
 }
 
+/// One sighting line of an export.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SightingLine {
+    sighting: Sighting,
+}
+
 /// Write every record with `ts_ns >= since_ns` (all if `None`) to `writer` as
-/// NDJSON, oldest first, after a header line. Calls `progress` with the
-/// number of records written so far every [`PROGRESS_EVERY`] records and once
-/// at the end; returns that number. The store keeps accepting writes
-/// meanwhile. Records that cannot be decoded are skipped with a warning.
+/// NDJSON, oldest first, after a header line, then every sighting present
+/// at or after `since_ns` (ended, or last seen while open). Calls `progress`
+/// with the number of lines written so far every [`PROGRESS_EVERY`] lines
+/// and once at the end; returns that number (results and sightings). The
+/// store keeps accepting writes meanwhile. Records that cannot be decoded
+/// are skipped with a warning.
 pub fn export<W: Write>(
     store: &Store,
     since_ns: Option<u64>,
@@ -130,6 +148,33 @@ pub fn export<W: Write>(
             progress(written);
         }
     }
+    let since = since_ns.map(|t| i64::try_from(t).unwrap_or(i64::MAX));
+    for item in store.iter_sightings() {
+        let sighting = match item {
+            Ok(s) => s,
+            Err(e @ StoreError::Corrupt { .. }) => {
+                unreadable += 1;
+                log::warn!("export: skipping unreadable sighting: {e}");
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if since.is_some_and(|t| sighting.end_ns.unwrap_or(sighting.last_seen_ns) < t) {
+            continue;
+        }
+        let id = sighting.id;
+        serde_json::to_writer(&mut writer, &SightingLine { sighting }).map_err(|source| {
+            BackupError::Encode {
+                id: format!("sighting {id}"),
+                source,
+            }
+        })?;
+        writer.write_all(b"\n").map_err(io_err)?;
+        written += 1;
+        if written % PROGRESS_EVERY == 0 {
+            progress(written);
+        }
+    }
     writer.flush().map_err(io_err)?;
     progress(written);
     if unreadable > 0 {
@@ -167,6 +212,24 @@ pub fn import<R: BufRead>(store: &Store, mut reader: R) -> Result<ImportReport, 
             Line::Eof => break,
             Line::TooLong => format!("line longer than {MAX_LINE_BYTES} bytes"),
             Line::Ok if buf.trim_ascii().is_empty() => continue,
+            Line::Ok if is_sighting_line(&buf) => {
+                match serde_json::from_slice::<SightingLine>(&buf) {
+                    Err(e) => format!("not a sighting: {e}"),
+                    Ok(SightingLine { sighting }) => match store.insert_sighting_with_id(&sighting)
+                    {
+                        Ok(true) => {
+                            report.sightings_added += 1;
+                            continue;
+                        }
+                        Ok(false) => {
+                            report.sightings_skipped += 1;
+                            continue;
+                        }
+                        Err(e @ StoreError::InvalidRecord { .. }) => e.to_string(),
+                        Err(e) => return Err(e.into()),
+                    },
+                }
+            }
             Line::Ok => match serde_json::from_slice::<ResultRecord>(&buf) {
                 Err(e) => format!("not a result record: {e}"),
                 Ok(rec) => match store.insert_with_id(&rec) {
@@ -192,6 +255,15 @@ pub fn import<R: BufRead>(store: &Store, mut reader: R) -> Result<ImportReport, 
     }
     store.flush()?;
     Ok(report)
+}
+
+/// Whether a line is a sighting's (`{"sighting": …}`), judged by its first
+/// key so that a damaged one is reported as a bad sighting.
+fn is_sighting_line(line: &[u8]) -> bool {
+    let rest = line.trim_ascii_start();
+    rest.strip_prefix(b"{")
+        .map(|r| r.trim_ascii_start().starts_with(b"\"sighting\""))
+        .unwrap_or(false)
 }
 
 fn parse_header(line: &[u8]) -> Result<ExportHeader, BackupError> {

@@ -175,6 +175,12 @@ pub enum StoreError {
     Poisoned { path: PathBuf, cause: String },
     #[error(transparent)]
     Outbox(#[from] OutboxError),
+    /// Issue 18: a sightings summary over too many buckets.
+    #[error(
+        "sightings summary: the range spans {buckets} buckets, more than the {max} one summary \
+         holds; use a larger bucket or a shorter range"
+    )]
+    SummaryTooWide { buckets: i64, max: i64 },
 }
 
 pub use crate::metrics::StoreStats;
@@ -487,7 +493,7 @@ impl Store {
             .store(rbytes + lbytes + mbytes + sbytes, Ordering::Relaxed);
         self.snap_count.store(scount, Ordering::Relaxed);
         self.snap_bytes.store(sbytes, Ordering::Relaxed);
-        Ok(())
+        self.sight.recount()
     }
 
     /// The trees every result writes in one transaction, in the order of the

@@ -119,6 +119,12 @@ pub struct Retention {
     /// The snapshots' logical size ([`Store::snapshot_bytes`]) is kept at or
     /// below this.
     pub snapshot_max_bytes: Option<u64>,
+    /// Issue 18: closed sightings that ended before `now - sightings_max_age`
+    /// are deleted (`sightings.max_age_s`).
+    pub sightings_max_age: Option<Duration>,
+    /// Issue 18: at most this many sightings are kept, the oldest closed
+    /// ones deleted first (`sightings.max_records`).
+    pub sightings_max_records: Option<usize>,
 }
 
 impl Retention {
@@ -130,6 +136,8 @@ impl Retention {
             max_bytes: None,
             snapshot_max_count: None,
             snapshot_max_bytes: None,
+            sightings_max_age: None,
+            sightings_max_records: None,
         }
     }
 
@@ -141,6 +149,18 @@ impl Retention {
             max_bytes: (s.max_bytes > 0).then_some(s.max_bytes),
             snapshot_max_count: (s.snapshot_max_count > 0).then_some(s.snapshot_max_count),
             snapshot_max_bytes: (s.snapshot_max_bytes > 0).then_some(s.snapshot_max_bytes),
+            sightings_max_age: None,
+            sightings_max_records: None,
+        }
+    }
+
+    /// With the sightings' limits configured in `[sightings]` (issue 18);
+    /// a limit of 0 means "no limit".
+    pub(crate) fn with_sightings(self, s: &crate::config::SightingsSettings) -> Retention {
+        Retention {
+            sightings_max_age: (s.max_age_s > 0).then(|| Duration::from_secs(s.max_age_s)),
+            sightings_max_records: (s.max_records > 0).then_some(s.max_records),
+            ..self
         }
     }
 }
@@ -163,6 +183,8 @@ pub struct PruneReport {
     /// The longest time one batch took to apply, in microseconds (how long
     /// writers could have waited).
     pub max_batch_us: u64,
+    /// Issue 18: sightings deleted (not counted in [`PruneReport::deleted`]).
+    pub sightings: super::SightingPruneReport,
 }
 
 impl PruneReport {
@@ -241,6 +263,7 @@ impl Store {
             }
         }
 
+        self.prune_sightings(policy, now_ns, &mut report.sightings)?;
         self.prune_snapshots(policy, &mut report)?;
 
         if let Some(max) = policy.max_bytes {
@@ -401,48 +424,86 @@ impl Store {
         Ok(n)
     }
 
-    /// Delete the oldest snapshots (not their records) beyond the snapshot
-    /// limits, in batches. The caller holds `delete_lock`.
+    /// Delete the oldest snapshots (not their records or sightings) beyond
+    /// the snapshot limits, in batches. Results' and sightings' snapshots
+    /// share the limits: the older of the two goes first (a result's by its
+    /// time, a sighting's by its best frame's). The caller holds
+    /// `delete_lock`.
     fn prune_snapshots(
         &self,
         policy: &Retention,
         report: &mut PruneReport,
     ) -> Result<(), StoreError> {
         loop {
+            let count = self.snapshot_count() + self.sighting_snapshot_count();
+            let total = self.snapshot_bytes() + self.sighting_snapshot_bytes();
             let excess_n = policy
                 .snapshot_max_count
-                .map_or(0, |m| self.snapshot_count().saturating_sub(m));
+                .map_or(0, |m| count.saturating_sub(m));
             let excess_b = policy
                 .snapshot_max_bytes
-                .map_or(0, |m| self.snapshot_bytes().saturating_sub(m));
+                .map_or(0, |m| total.saturating_sub(m));
             if excess_n == 0 && excess_b == 0 {
                 return Ok(());
             }
+            // Walk both trees oldest first, taking the older head each time.
+            let mut results = self.snapshots.iter();
+            let mut sightings = self.sighting_snapshots_oldest_first();
+            let (mut r_head, mut s_head) = (None, None);
             let mut batch = sled::Batch::default();
-            let (mut n, mut bytes) = (0usize, 0u64);
-            for item in self.snapshots.iter() {
-                if n >= PRUNE_BATCH || (n >= excess_n && bytes >= excess_b) {
-                    break;
+            let mut s_keys = Vec::new();
+            // (result snapshots, their bytes, sighting snapshots, their bytes)
+            let (mut rn, mut rb, mut sn, mut sb) = (0usize, 0u64, 0usize, 0u64);
+            while rn + sn < PRUNE_BATCH && (rn + sn < excess_n || rb + sb < excess_b) {
+                if r_head.is_none() {
+                    r_head = results.next().transpose().map_err(|e| self.db_err(e))?;
                 }
-                let (k, v) = item.map_err(|e| self.db_err(e))?;
-                bytes += (k.len() + v.len()) as u64;
-                batch.remove(k);
-                n += 1;
+                if s_head.is_none() {
+                    s_head = sightings.next().transpose()?;
+                }
+                let r_ts = r_head.as_ref().map(|(k, _): &(sled::IVec, sled::IVec)| {
+                    let ts = k
+                        .get(..8)
+                        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                        .map_or(0, u64::from_be_bytes);
+                    i64::try_from(ts).unwrap_or(i64::MAX)
+                });
+                let s_ts = s_head.as_ref().map(|(_, _, ts)| *ts);
+                let take_result = match (r_ts, s_ts) {
+                    (None, None) => break,
+                    (Some(_), None) => true,
+                    (None, Some(_)) => false,
+                    (Some(r), Some(s)) => r <= s,
+                };
+                if take_result {
+                    if let Some((k, v)) = r_head.take() {
+                        rb += (k.len() + v.len()) as u64;
+                        batch.remove(k);
+                        rn += 1;
+                    }
+                } else if let Some((k, n, _)) = s_head.take() {
+                    sb += n;
+                    s_keys.push(k);
+                    sn += 1;
+                }
             }
-            if n == 0 {
+            if rn + sn == 0 {
                 return self.resync_counters();
             }
             let started = Instant::now();
             self.snapshots
                 .apply_batch(batch)
                 .map_err(|e| self.write_err(e))?;
+            // One by one, subtracting what was really removed: a sighting's
+            // snapshot may be replaced meanwhile (results' never are).
+            let (sn, sb) = self.remove_sighting_snapshots(&s_keys)?;
             let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-            self.snap_count.fetch_sub(n, Ordering::Relaxed);
-            self.snap_bytes.fetch_sub(bytes, Ordering::Relaxed);
-            self.bytes.fetch_sub(bytes, Ordering::Relaxed);
-            report.snapshots += n as u64;
+            self.snap_count.fetch_sub(rn, Ordering::Relaxed);
+            self.snap_bytes.fetch_sub(rb, Ordering::Relaxed);
+            self.bytes.fetch_sub(rb, Ordering::Relaxed);
+            report.snapshots += (rn + sn) as u64;
             report.batches += 1;
-            report.bytes_freed += bytes;
+            report.bytes_freed += rb + sb;
             report.max_batch_us = report.max_batch_us.max(took);
             std::thread::yield_now();
         }
@@ -570,10 +631,14 @@ fn run(store: &Store, every: Duration, shared: &(Mutex<PrunerCtl>, Condvar)) {
         } else {
             Retention {
                 max_age: None,
+                sightings_max_age: None,
                 ..policy
             }
         };
-        if !synced && policy.max_age.is_some() && !warned_clock {
+        if !synced
+            && (policy.max_age.is_some() || policy.sightings_max_age.is_some())
+            && !warned_clock
+        {
             log::warn!("system clock not synchronized: age-based retention suspended until it is");
         }
         warned_clock = !synced;
@@ -584,6 +649,12 @@ fn run(store: &Store, every: Duration, shared: &(Mutex<PrunerCtl>, Condvar)) {
         match store.prune_once(&effective, now_ns) {
             Ok(r) => {
                 failing = false;
+                if r.sightings.by_age + r.sightings.by_records > 0 {
+                    log::debug!(
+                        by_age = r.sightings.by_age, by_records = r.sightings.by_records;
+                        "pruned {} sightings", r.sightings.by_age + r.sightings.by_records
+                    );
+                }
                 if r.deleted() > 0 {
                     log::debug!(
                         by_age = r.by_age, by_records = r.by_records, by_bytes = r.by_bytes,

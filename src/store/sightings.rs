@@ -32,7 +32,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use sled::Transactional;
 
-use super::{outbox, Outbox, OutboxKind, Snapshot, Store, StoreError, MAX_SCAN_PER_PAGE};
+use super::{
+    outbox, Outbox, OutboxKind, Snapshot, Store, StoreError, MAX_SCAN_PER_PAGE, PRUNE_BATCH,
+};
 use crate::core::sighting::{Sighting, SightingChange, SightingEvent};
 
 const SIGHTINGS_TREE: &str = "sightings";
@@ -159,7 +161,7 @@ pub(super) struct SightingTrees {
 }
 
 impl SightingTrees {
-    /// Open (create) the trees of `db` and count what they hold.
+    /// Open (create) the trees of `db`.
     pub(super) fn open(db: &sled::Db) -> Result<SightingTrees, sled::Error> {
         let t = SightingTrees {
             rows: db.open_tree(SIGHTINGS_TREE)?,
@@ -170,7 +172,7 @@ impl SightingTrees {
             snap_count: AtomicUsize::new(0),
             snap_bytes: AtomicU64::new(0),
         };
-        t.recount()?;
+        // Counted by `Store::recount` when the store opens.
         Ok(t)
     }
 
@@ -379,6 +381,30 @@ impl Store {
         Ok(true)
     }
 
+    /// Store a sighting from a restored backup under its own id, without a
+    /// snapshot or an outbox entry. Returns `false`, writing nothing, when
+    /// the id is already stored (importing twice adds nothing). A sighting
+    /// that cannot be right (id 0, no label, ending before it started) is
+    /// [`StoreError::InvalidRecord`]. An open one stays open until the
+    /// daemon's next start closes it.
+    pub(crate) fn insert_sighting_with_id(&self, s: &Sighting) -> Result<bool, StoreError> {
+        let invalid = |reason: &str| StoreError::InvalidRecord {
+            path: self.dir.clone(),
+            id: format!("sighting {}", s.id),
+            reason: reason.into(),
+        };
+        if s.id == 0 {
+            return Err(invalid("id 0 is not a sighting id"));
+        }
+        if s.label.is_empty() {
+            return Err(invalid("empty label"));
+        }
+        if s.last_seen_ns < s.start_ns || s.end_ns.is_some_and(|e| e < s.start_ns) {
+            return Err(invalid("ends before it starts"));
+        }
+        self.put_sighting_inner(s, None, None, true)
+    }
+
     /// The sighting `id`.
     pub fn sighting(&self, id: u64) -> Result<Option<Sighting>, StoreError> {
         let key = id.to_be_bytes();
@@ -480,14 +506,71 @@ impl Store {
     }
 
     /// Counts and seconds per label per bucket over `[since_ns, until_ns)`.
+    ///
+    /// A sighting counts once, in the (UTC) bucket where it starts, when it
+    /// starts within `[since_ns, until_ns)`; its presence (start to end, to
+    /// `last_seen_ns` while open) is clipped to `[since_ns, until_ns)` and
+    /// its seconds split across the buckets it spans. Rows are sorted by
+    /// bucket, then label; buckets without any presence have no row. A
+    /// range of more than [`MAX_SUMMARY_BUCKETS`] buckets is
+    /// [`StoreError::SummaryTooWide`]. Reads every stored sighting (at most
+    /// `sightings.max_records`): meant for charts, not per-frame use.
     pub fn sighting_summary(
         &self,
         bucket: Bucket,
         since_ns: i64,
         until_ns: i64,
     ) -> Result<Vec<SummaryRow>, StoreError> {
-        let _ = (bucket, since_ns, until_ns, BTreeMap::<i64, i64>::new());
-        todo!("issue 18 store")
+        if until_ns <= since_ns {
+            return Ok(Vec::new());
+        }
+        let len = bucket.len_ns();
+        let first = bucket.floor(since_ns);
+        let buckets =
+            (i128::from(until_ns) - i128::from(first) + i128::from(len) - 1) / i128::from(len);
+        if buckets > i128::from(MAX_SUMMARY_BUCKETS) {
+            return Err(StoreError::SummaryTooWide {
+                buckets: i64::try_from(buckets).unwrap_or(i64::MAX),
+                max: MAX_SUMMARY_BUCKETS,
+            });
+        }
+        // (bucket start, label) -> (count, ns present)
+        let mut rows: BTreeMap<(i64, String), (u64, i64)> = BTreeMap::new();
+        for item in self.sight.rows.iter() {
+            let (k, v) = item.map_err(|e| self.db_err(e))?;
+            let s = match self.decode_sighting(&k, &v) {
+                Ok(s) => s,
+                Err(e) => {
+                    log::warn!("summary: skipping unreadable sighting: {e}");
+                    continue;
+                }
+            };
+            let end = s.end_ns.unwrap_or(s.last_seen_ns).max(s.start_ns);
+            if s.start_ns >= until_ns || end < since_ns {
+                continue;
+            }
+            if s.start_ns >= since_ns {
+                rows.entry((bucket.floor(s.start_ns), s.label.clone()))
+                    .or_default()
+                    .0 += 1;
+            }
+            let (mut a, e) = (s.start_ns.max(since_ns), end.min(until_ns));
+            while a < e {
+                let b = bucket.floor(a);
+                let next = b.saturating_add(len).min(e);
+                rows.entry((b, s.label.clone())).or_default().1 += next - a;
+                a = next;
+            }
+        }
+        Ok(rows
+            .into_iter()
+            .map(|((bucket_start_ns, label), (count, ns))| SummaryRow {
+                bucket_start_ns,
+                label,
+                count,
+                seconds: ns as f64 / 1e9,
+            })
+            .collect())
     }
 
     /// Close every stored sighting still open (a crash or kill left it):
@@ -552,6 +635,187 @@ impl Store {
         Ok(meta.max(newest))
     }
 
+    /// The sighting snapshots, by id (which follows the time sightings
+    /// open): `(key, key + value length, best frame's time)`; a snapshot
+    /// whose sighting is gone or unreadable sorts as oldest.
+    pub(super) fn sighting_snapshots_oldest_first(
+        &self,
+    ) -> impl Iterator<Item = Result<(sled::IVec, u64, i64), StoreError>> + '_ {
+        self.sight.snaps.iter().map(move |item| {
+            let (k, v) = item.map_err(|e| self.db_err(e))?;
+            let ts = match self.sight.rows.get(&k).map_err(|e| self.db_err(e))? {
+                Some(row) => self
+                    .decode_sighting(&k, &row)
+                    .map_or(i64::MIN, |s| s.best_ns),
+                None => i64::MIN,
+            };
+            let n = (k.len() + v.len()) as u64;
+            Ok((k, n, ts))
+        })
+    }
+
+    /// Remove these sighting snapshots; returns how many were there and
+    /// their size, as subtracted from the counters. The caller holds
+    /// `delete_lock`.
+    pub(super) fn remove_sighting_snapshots(
+        &self,
+        keys: &[sled::IVec],
+    ) -> Result<(usize, u64), StoreError> {
+        let (mut n, mut bytes) = (0usize, 0u64);
+        for k in keys {
+            if let Some(v) = self.sight.snaps.remove(k).map_err(|e| self.write_err(e))? {
+                n += 1;
+                bytes += (k.len() + v.len()) as u64;
+            }
+        }
+        self.sight.snap_count.fetch_sub(n, Ordering::Relaxed);
+        self.sight.snap_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        Ok((n, bytes))
+    }
+
+    /// Enforce the sightings' limits of `policy` (`now_ns`: the wall clock,
+    /// ns since the Unix epoch): closed sightings that ended before
+    /// `now - sightings_max_age` go, then the oldest closed ones beyond
+    /// `sightings_max_records`, each with its snapshot, in transactions of
+    /// [`PRUNE_BATCH`]. Open sightings are never deleted (the tracker still
+    /// updates them). The age pass walks from the oldest id and stops at the
+    /// first sighting that started after the cutoff (ids follow the time
+    /// sightings open), so a pass reads only what is due, plus the open and
+    /// long ones. The caller holds `delete_lock`.
+    pub(super) fn prune_sightings(
+        &self,
+        policy: &super::Retention,
+        now_ns: u64,
+        report: &mut SightingPruneReport,
+    ) -> Result<(), StoreError> {
+        if let Some(age) = policy.sightings_max_age {
+            let age_ns = i64::try_from(age.as_nanos()).unwrap_or(i64::MAX);
+            let now = i64::try_from(now_ns).unwrap_or(i64::MAX);
+            let cutoff = now.saturating_sub(age_ns);
+            let mut after: Option<sled::IVec> = None;
+            'age: loop {
+                let mut doomed = Vec::with_capacity(PRUNE_BATCH);
+                let iter = match &after {
+                    Some(k) => self.sight.rows.range::<&[u8], _>((
+                        std::ops::Bound::Excluded(k.as_ref()),
+                        std::ops::Bound::Unbounded,
+                    )),
+                    None => self.sight.rows.iter(),
+                };
+                let mut stop = true;
+                for item in iter {
+                    let (k, v) = item.map_err(|e| self.db_err(e))?;
+                    after = Some(k.clone());
+                    let s = match self.decode_sighting(&k, &v) {
+                        Ok(s) => s,
+                        // Unreadable: its end is unknown; left alone.
+                        Err(_) => continue,
+                    };
+                    if s.start_ns >= cutoff {
+                        break;
+                    }
+                    if s.end_ns.is_some_and(|e| e < cutoff) {
+                        doomed.push(k);
+                        if doomed.len() >= PRUNE_BATCH {
+                            stop = false;
+                            break;
+                        }
+                    }
+                }
+                report.by_age += self.delete_sightings(&doomed, report)?;
+                if stop {
+                    break 'age;
+                }
+            }
+        }
+        if let Some(max) = policy.sightings_max_records {
+            let mut after: Option<sled::IVec> = None;
+            loop {
+                let excess = self.sighting_count().saturating_sub(max);
+                if excess == 0 {
+                    break;
+                }
+                let want = excess.min(PRUNE_BATCH);
+                let mut doomed = Vec::with_capacity(want);
+                let iter = match &after {
+                    Some(k) => self.sight.rows.range::<&[u8], _>((
+                        std::ops::Bound::Excluded(k.as_ref()),
+                        std::ops::Bound::Unbounded,
+                    )),
+                    None => self.sight.rows.iter(),
+                };
+                for item in iter {
+                    let (k, _) = item.map_err(|e| self.db_err(e))?;
+                    after = Some(k.clone());
+                    if self
+                        .sight
+                        .open
+                        .contains_key(&k)
+                        .map_err(|e| self.db_err(e))?
+                    {
+                        continue;
+                    }
+                    doomed.push(k);
+                    if doomed.len() >= want {
+                        break;
+                    }
+                }
+                if doomed.is_empty() {
+                    // Only open sightings are left above the limit.
+                    break;
+                }
+                report.by_records += self.delete_sightings(&doomed, report)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Delete these sightings with their snapshots and open markers in one
+    /// transaction; returns how many sightings were there.
+    fn delete_sightings(
+        &self,
+        keys: &[sled::IVec],
+        report: &mut SightingPruneReport,
+    ) -> Result<u64, StoreError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let trees = [&self.sight.rows, &self.sight.snaps, &self.sight.open];
+        // (rows, row bytes, snapshots, snapshot bytes)
+        let freed = trees[..]
+            .transaction(|tx| {
+                let mut f = (0usize, 0u64, 0usize, 0u64);
+                for k in keys {
+                    if let Some(v) = tx[TS_ROWS].remove(k.as_ref())? {
+                        f.0 += 1;
+                        f.1 += (k.len() + v.len()) as u64;
+                    }
+                    if let Some(v) = tx[TS_SNAPS].remove(k.as_ref())? {
+                        f.2 += 1;
+                        f.3 += (k.len() + v.len()) as u64;
+                    }
+                    tx[TS_OPEN].remove(k.as_ref())?;
+                }
+                Ok::<_, TxError>(f)
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Storage(e) => self.write_err(e),
+                sled::transaction::TransactionError::Abort(()) => StoreError::Corrupt {
+                    path: self.dir.clone(),
+                    key: String::new(),
+                    reason: "sighting prune transaction aborted".into(),
+                },
+            })?;
+        let t = &self.sight;
+        t.count.fetch_sub(freed.0, Ordering::Relaxed);
+        t.bytes.fetch_sub(freed.1, Ordering::Relaxed);
+        t.snap_count.fetch_sub(freed.2, Ordering::Relaxed);
+        t.snap_bytes.fetch_sub(freed.3, Ordering::Relaxed);
+        report.snapshots += freed.2 as u64;
+        std::thread::yield_now();
+        Ok(freed.0 as u64)
+    }
+
     /// Number of stored sightings.
     pub fn sighting_count(&self) -> usize {
         self.sight.count.load(Ordering::Relaxed)
@@ -566,6 +830,11 @@ impl Store {
     /// Number of sighting snapshots stored.
     pub fn sighting_snapshot_count(&self) -> usize {
         self.sight.snap_count.load(Ordering::Relaxed)
+    }
+
+    /// Logical size of the sighting snapshots (keys plus values).
+    pub fn sighting_snapshot_bytes(&self) -> u64 {
+        self.sight.snap_bytes.load(Ordering::Relaxed)
     }
 }
 

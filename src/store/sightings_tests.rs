@@ -412,3 +412,294 @@ fn last_sighting_id_is_the_largest_ever_stored() {
     assert_eq!(store.last_sighting_id().unwrap(), 9);
     assert_eq!(store.sighting_count(), 2);
 }
+
+/// A day-, hour- and minute-aligned base time (s since the Unix epoch).
+const T: i64 = 1_699_920_000;
+
+/// A sighting from `a` to `b` seconds after [`T`] (`open`: still open and
+/// last seen at `b`).
+fn span(id: u64, label: &str, a: i64, b: i64, open: bool) -> Sighting {
+    let mut s = sighting(id, label, "default", 0, None);
+    s.start_ns = (T + a) * S;
+    s.last_seen_ns = (T + b) * S;
+    s.end_ns = (!open).then_some(s.last_seen_ns);
+    s.best_ns = s.start_ns;
+    s
+}
+
+fn row(bucket_s: i64, label: &str, count: u64, seconds: f64) -> SummaryRow {
+    SummaryRow {
+        bucket_start_ns: (T + bucket_s) * S,
+        label: label.into(),
+        count,
+        seconds,
+    }
+}
+
+/// Would catch: a sighting counted in a bucket other than its start's (or
+/// counted when it started before `since`), seconds put all in the start
+/// bucket instead of split across the buckets spanned, presence not
+/// clipped to `[since, until)`, an open sighting not counted up to its
+/// last sighting, `until` taken as inclusive, buckets not aligned to UTC,
+/// and a range of millions of buckets answered instead of refused.
+#[test]
+fn summary_counts_at_the_start_and_splits_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), 0).unwrap();
+    for s in [
+        span(1, "car", 10, 20, false),     // over before since
+        span(2, "car", 20, 40, false),     // started before since: 10 s, no count
+        span(3, "person", 50, 130, false), // 10 s + 60 s + 10 s
+        span(4, "cat", 100, 110, true),    // open: up to last seen
+        span(5, "person", 170, 175, false),
+        span(6, "dog", 180, 200, false), // starts at until: out
+    ] {
+        store.put_sighting(&s, None, None).unwrap();
+    }
+    let (since, until) = ((T + 30) * S, (T + 180) * S);
+    assert_eq!(
+        store
+            .sighting_summary(Bucket::Minute, since, until)
+            .unwrap(),
+        vec![
+            row(0, "car", 0, 10.0),
+            row(0, "person", 1, 10.0),
+            row(60, "cat", 1, 10.0),
+            row(60, "person", 0, 60.0),
+            row(120, "person", 1, 15.0),
+        ]
+    );
+    assert_eq!(
+        store.sighting_summary(Bucket::Hour, since, until).unwrap(),
+        vec![
+            row(0, "car", 0, 10.0),
+            row(0, "cat", 1, 10.0),
+            row(0, "person", 2, 85.0),
+        ]
+    );
+    // The counts equal the sightings that started in the range.
+    let day = store
+        .sighting_summary(Bucket::Day, T * S, (T + 86_400) * S)
+        .unwrap();
+    let counted: u64 = day.iter().map(|r| r.count).sum();
+    assert_eq!(counted, 6);
+    assert!(day.iter().all(|r| r.bucket_start_ns == T * S));
+    // An empty or reversed range has no rows; a huge one is refused.
+    assert!(store
+        .sighting_summary(Bucket::Minute, until, since)
+        .unwrap()
+        .is_empty());
+    assert!(matches!(
+        store.sighting_summary(Bucket::Minute, 0, T * S),
+        Err(StoreError::SummaryTooWide { .. })
+    ));
+}
+
+fn policy(f: impl FnOnce(&mut crate::store::Retention)) -> crate::store::Retention {
+    let mut r = crate::store::Retention::unlimited();
+    f(&mut r);
+    r
+}
+
+/// Would catch: sightings never pruned (the 90-day limit ignored), pruned
+/// by start instead of end (a long one cut while recent), open ones
+/// deleted, snapshots or open markers left behind, the results touched,
+/// the count limit deleting the newest or an open one, counters drifting,
+/// and the largest id forgotten once the newest is pruned.
+#[test]
+fn retention_prunes_closed_sightings_by_end_and_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), 0).unwrap();
+    store.insert(&mut rec(5, 1)).unwrap();
+    let all = [
+        span(1, "a", 0, 10, false),
+        span(2, "a", 20, 30, true),   // open, old
+        span(3, "a", 40, 950, false), // started long ago, ended recently
+        span(4, "a", 60, 70, false),
+        span(5, "a", 960, 970, false),
+        span(6, "a", 980, 990, false),
+    ];
+    for s in &all {
+        store
+            .put_sighting(s, Some(&jpeg(s.id as u8, 50)), None)
+            .unwrap();
+    }
+    let now = u64::try_from((T + 1000) * S).unwrap();
+    let r = store
+        .prune_once(
+            &policy(|p| p.sightings_max_age = Some(std::time::Duration::from_secs(100))),
+            now,
+        )
+        .unwrap();
+    assert_eq!((r.sightings.by_age, r.sightings.snapshots), (2, 2));
+    let left = |store: &Store| {
+        ids(&store
+            .sightings(&SightingQuery {
+                limit: 100,
+                ..Default::default()
+            })
+            .unwrap()
+            .sightings)
+    };
+    assert_eq!(left(&store), vec![6, 5, 3, 2]);
+    for id in [1, 4] {
+        assert_eq!(store.sighting_snapshot(id).unwrap(), None);
+    }
+    assert_eq!(store.sighting_snapshot_count(), 4);
+    assert_eq!(store.len(), 1, "results are not sightings");
+
+    // The count limit: the oldest closed go, the open one stays.
+    let r = store
+        .prune_once(&policy(|p| p.sightings_max_records = Some(2)), now)
+        .unwrap();
+    assert_eq!(r.sightings.by_records, 2);
+    assert_eq!(left(&store), vec![6, 2]);
+    // Only the open one and the newest are left: nothing more can go.
+    let r = store
+        .prune_once(&policy(|p| p.sightings_max_records = Some(1)), now)
+        .unwrap();
+    assert_eq!(left(&store), vec![2]);
+    assert_eq!(r.sightings.by_records, 1);
+    let r = store
+        .prune_once(&policy(|p| p.sightings_max_records = Some(0)), now)
+        .unwrap();
+    assert_eq!((r.sightings.by_records, left(&store)), (0, vec![2]));
+    // max_records = Some(0) is "keep none" here; settings map 0 to no limit.
+    assert_eq!(store.last_sighting_id().unwrap(), 6);
+    let (count, bytes, snaps) = (
+        store.sighting_count(),
+        store.sighting_bytes(),
+        store.sighting_snapshot_count(),
+    );
+    store.sight.recount().unwrap();
+    assert_eq!(
+        (count, bytes, snaps),
+        (
+            store.sighting_count(),
+            store.sighting_bytes(),
+            store.sighting_snapshot_count()
+        )
+    );
+    assert_eq!((count, snaps), (1, 1));
+    // The open marker went with the deleted ones: only 2 is open.
+    assert_eq!(ids(&store.close_open_sightings().unwrap()), vec![2]);
+}
+
+/// Would catch: sighting snapshots outside the snapshot budgets (they would
+/// grow without bound), the budget deleting newer snapshots before older
+/// ones of the other kind, a sighting itself deleted with its snapshot, and
+/// the snapshot counters drifting.
+#[test]
+fn snapshot_budgets_take_the_oldest_of_both_kinds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), 0).unwrap();
+    let base = u64::try_from(T * S).unwrap();
+    let mut results = Vec::new();
+    for (i, off) in [10u64, 30].into_iter().enumerate() {
+        let mut r = rec(base + off * 1_000_000_000, i as u64);
+        store
+            .insert_with_snapshot(&mut r, Some(&jpeg(9, 100)))
+            .unwrap();
+        results.push(r.id);
+    }
+    for (id, off) in [(1u64, 20i64), (2, 40)] {
+        let mut s = span(id, "cat", off, off + 5, false);
+        s.best_ns = (T + off) * S;
+        store.put_sighting(&s, Some(&jpeg(1, 100)), None).unwrap();
+    }
+    let r = store
+        .prune_once(&policy(|p| p.snapshot_max_count = Some(2)), 0)
+        .unwrap();
+    assert_eq!(r.snapshots, 2);
+    assert_eq!(store.snapshot(&results[0]).unwrap(), None);
+    assert_eq!(store.sighting_snapshot(1).unwrap(), None);
+    assert!(store.snapshot(&results[1]).unwrap().is_some());
+    assert!(store.sighting_snapshot(2).unwrap().is_some());
+    assert!(store.sighting(1).unwrap().is_some(), "the sighting stays");
+    assert_eq!(store.len(), 2, "the results stay");
+    // The byte budget counts both kinds: one snapshot's worth left.
+    let one = store.sighting_snapshot_bytes();
+    let r = store
+        .prune_once(&policy(|p| p.snapshot_max_bytes = Some(one)), 0)
+        .unwrap();
+    assert_eq!(r.snapshots, 1);
+    assert_eq!(store.snapshot(&results[1]).unwrap(), None);
+    assert!(store.sighting_snapshot(2).unwrap().is_some());
+    assert_eq!(
+        (store.snapshot_count(), store.sighting_snapshot_count()),
+        (0, 1)
+    );
+}
+
+/// Would catch: backups without sightings (a restore would lose them),
+/// fields lost on the way, ids not kept (the restored store would hand out
+/// an id again), an import that is not idempotent, `--since` ignored for
+/// sightings, and a bad sighting line failing the whole import instead of
+/// being listed by number.
+#[test]
+fn backups_carry_sightings() {
+    use crate::store::backup::{export, import};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), 0).unwrap();
+    store.insert(&mut rec(1, 1)).unwrap();
+    let mut a = span(3, "person", 0, 10, false);
+    a.zone = Some("porch".into());
+    a.best_result_id = Some("cd".repeat(16));
+    let b = span(8, "cat", 5000, 5010, true);
+    for s in [&a, &b] {
+        store.put_sighting(s, Some(&jpeg(1, 50)), None).unwrap();
+    }
+    let mut out = Vec::new();
+    assert_eq!(export(&store, None, &mut out, |_| {}).unwrap(), 3);
+
+    let dir2 = tempfile::tempdir().unwrap();
+    let restored = Store::open_with(dir2.path(), 0).unwrap();
+    let r = import(&restored, std::io::Cursor::new(&out)).unwrap();
+    assert_eq!(
+        (r.added, r.sightings_added, r.invalid_count),
+        (1, 2, 0),
+        "{r:?}"
+    );
+    assert_eq!(restored.sighting(3).unwrap(), Some(a.clone()));
+    assert_eq!(restored.sighting(8).unwrap(), Some(b.clone()));
+    assert_eq!(restored.last_sighting_id().unwrap(), 8);
+    let r = import(&restored, std::io::Cursor::new(&out)).unwrap();
+    assert_eq!((r.sightings_added, r.sightings_skipped), (0, 2));
+    // The open one restored is closed at the next start.
+    assert_eq!(ids(&restored.close_open_sightings().unwrap()), vec![8]);
+
+    // --since: only what was present at or after it.
+    let since = u64::try_from((T + 100) * S).unwrap();
+    let mut out = Vec::new();
+    export(&store, Some(since), &mut out, |_| {}).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let lines: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(lines[0].starts_with("{\"sighting\":{\"id\":8"), "{text}");
+
+    // Bad sighting lines are listed; the good one is imported.
+    let mut bad = serde_json::to_value(&b).unwrap();
+    bad["id"] = 9.into();
+    bad["end_ns"] = (b.start_ns - 1).into();
+    let good = serde_json::to_value(span(10, "dog", 0, 1, false)).unwrap();
+    let text = format!(
+        "{}\n{}\n{{\"sighting\": 5}}\n{}\n",
+        lines_header(),
+        serde_json::json!({ "sighting": bad }),
+        serde_json::json!({ "sighting": good })
+    );
+    let dir3 = tempfile::tempdir().unwrap();
+    let fresh = Store::open_with(dir3.path(), 0).unwrap();
+    let r = import(&fresh, std::io::Cursor::new(text)).unwrap();
+    assert_eq!((r.sightings_added, r.invalid_count), (1, 2), "{r:?}");
+    assert_eq!(
+        r.invalid.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        vec![2, 3]
+    );
+    assert!(r.invalid[0].1.contains("ends before it starts"), "{r:?}");
+    assert_eq!(fresh.sighting(9).unwrap(), None);
+}
+
+fn lines_header() -> String {
+    r#"{"spotter_export":1,"schema":1,"created_ns":0,"count_hint":0}"#.into()
+}

@@ -40,6 +40,31 @@ async fn auth_matrix() {
             }),
         )
         .unwrap();
+    // A sighting with a snapshot, so the sighting routes (issue 18) answer
+    // 200 to allowed callers.
+    let sighting = spotter::core::sighting::Sighting {
+        id: 1,
+        label: "person".into(),
+        source: "default".into(),
+        zone: None,
+        start_ns: 1,
+        end_ns: Some(2),
+        last_seen_ns: 2,
+        peak_score: 0.9,
+        frames: 2,
+        max_objects: 1,
+        best_result_id: Some(rec.id.clone()),
+        best_ns: 1,
+    };
+    h.store
+        .put_sighting(
+            &sighting,
+            Some(&spotter::store::Snapshot {
+                bytes: b"BM-sighting".to_vec(),
+            }),
+            None,
+        )
+        .unwrap();
     let keys = KeyStore::new(&h.state_dir);
     // Created after the server started: must be picked up without a restart.
     let (ri, revoked_read) = keys.create("soon-revoked-read", Scope::Read).unwrap();
@@ -114,7 +139,12 @@ async fn auth_matrix() {
     let mut unauthorized_successes = Vec::new();
     let mut cells = 0;
     for route in ROUTES {
-        let path = route.path.replace("{id}", &rec.id);
+        let id = if route.path.starts_with("/api/v1/sightings/") {
+            sighting.id.to_string()
+        } else {
+            rec.id.clone()
+        };
+        let path = route.path.replace("{id}", &id);
         for (what, auth, who) in &callers {
             for method in ["GET", "HEAD"] {
                 // A granted GET of the event stream never ends; HEAD covers that cell.

@@ -346,6 +346,8 @@ fn stored(d: &Daemon) -> (Vec<ResultRecord>, BTreeSet<String>) {
         .read(None, None, usize::MAX)
         .unwrap()
         .iter()
+        // Sighting entries (issue 18) have their own topic and test.
+        .filter(|e| e.kind == spotter::store::OutboxKind::Result)
         .map(|e| {
             serde_json::from_slice::<ResultRecord>(&e.payload)
                 .unwrap()
@@ -481,7 +483,11 @@ fn results_arrive_in_order_with_content_over_3_1_1_and_5() {
     let ha = sub.messages("homeassistant/binary_sensor/dev-b/label_military_uniform/config");
     let v: serde_json::Value =
         serde_json::from_slice(ha.first().expect("no HA discovery for dev-b")).unwrap();
-    assert_eq!(v["state_topic"], "spotter/dev-b/result");
+    // Issue 18: the binary sensors follow the label's sightings.
+    assert_eq!(
+        v["state_topic"],
+        "spotter/dev-b/sighting/military_uniform/state"
+    );
     assert!(
         sub.messages("homeassistant/sensor/dev-a/last_label/config")
             .is_empty(),
@@ -569,6 +575,170 @@ fn broker_outage_of_30s_loses_nothing() {
 #[test]
 fn daemon_crash_during_outage_keeps_the_outbox() {
     outage(Duration::from_secs(4), true, "drain_rate_per_s = 200.0");
+}
+
+/// A sighting of `label` for the outage test.
+fn sighting(id: u64, label: &str, end_ns: Option<i64>) -> spotter::core::sighting::Sighting {
+    spotter::core::sighting::Sighting {
+        id,
+        label: label.into(),
+        source: "default".into(),
+        zone: Some("door".into()),
+        start_ns: 1_000 * id as i64,
+        end_ns,
+        last_seen_ns: end_ns.unwrap_or(1_000 * id as i64 + 500),
+        peak_score: 0.75,
+        frames: 3,
+        max_objects: 1,
+        best_result_id: None,
+        best_ns: 1_000 * id as i64,
+    }
+}
+
+// Would catch (issue 18) sighting changes not published, published on the
+// result topic, with another payload than the stored SightingEvent, out of
+// the outbox's order, or lost across a broker outage (store-and-forward);
+// and the Home Assistant binary sensor not following the label's sightings
+// (ON while one is open, retained) or still reading the result topic.
+#[test]
+fn sightings_are_stored_and_forwarded_across_a_broker_outage() {
+    use spotter::core::sighting::{SightingChange, SightingEvent};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let mut broker = Broker::start(dir.path(), &pki);
+    let sub = Subscriber::start(broker.port, &pki);
+    broker.stop();
+    // Queued before the daemon starts, as a run that lost the broker leaves
+    // them: two sightings of "person" start, the first one ends.
+    let (one, two) = (sighting(1, "person", None), sighting(2, "person", None));
+    let mut one_ended = one.clone();
+    one_ended.end_ns = Some(1_700);
+    one_ended.last_seen_ns = 1_700;
+    let queued = [
+        (SightingChange::Started, one.clone()),
+        (SightingChange::Started, two.clone()),
+        (SightingChange::Ended, one_ended.clone()),
+    ];
+    {
+        let store = spotter::store::Store::open(&dir.path().join("state/results"))
+            .unwrap()
+            .with_outbox(spotter::store::OutboxLimits {
+                max_records: 1000,
+                max_bytes: 1 << 20,
+            })
+            .unwrap();
+        for (change, s) in &queued {
+            store.put_sighting(s, None, Some(*change)).unwrap();
+        }
+        let entries = store.outbox().unwrap().read(None, None, 10).unwrap();
+        assert_eq!(entries.len(), 3);
+    }
+    let mut d = Daemon::start(
+        dir.path(),
+        &config(
+            dir.path(),
+            &pki,
+            broker.port,
+            "dev",
+            true,
+            // Every frame stored, so results queue during the outage.
+            "homeassistant = true\nhomeassistant_labels = [\"person\"]\n\n[store]\nkeep_frames = \"all\"",
+        ),
+    );
+    // Results keep coming and queue behind the sightings while the broker is down.
+    wait_status(&d, 120, "results queued behind the sightings", |s| {
+        s["mqtt"]["outbox_records"].as_u64().unwrap_or(0) >= 6
+    });
+    assert_eq!(mqtt_status(&d)["mqtt"]["connected"], false);
+    broker.spawn();
+    wait_status(&d, 120, "reconnect", |s| s["mqtt"]["connected"] == true);
+    wait_status(&d, 300, "backlog drained", |s| {
+        s["mqtt"]["outbox_records"].as_u64().unwrap_or(u64::MAX) <= 2
+    });
+    let (st, _) = d.terminate();
+    assert!(st.success(), "daemon exit {st:?}; log:\n{}", d.log());
+    std::thread::sleep(Duration::from_millis(300));
+
+    let events: Vec<SightingEvent> = sub
+        .messages("spotter/dev/sighting")
+        .iter()
+        .map(|p| {
+            serde_json::from_slice(p).unwrap_or_else(|e| {
+                panic!("not a SightingEvent ({e}): {}", String::from_utf8_lossy(p))
+            })
+        })
+        .collect();
+    // At least once: a redelivery is identical; first deliveries in order.
+    let mut first: Vec<SightingEvent> = Vec::new();
+    for e in &events {
+        match first
+            .iter()
+            .find(|f| f.event == e.event && f.sighting.id == e.sighting.id)
+        {
+            Some(f) => assert_eq!(f, e, "a redelivered sighting event differs"),
+            None => first.push(e.clone()),
+        }
+    }
+    let want: Vec<SightingEvent> = queued
+        .iter()
+        .map(|(event, sighting)| SightingEvent {
+            event: *event,
+            sighting: sighting.clone(),
+        })
+        .collect();
+    assert!(
+        first.len() >= 3 && first[..3] == want[..],
+        "got {first:#?}; log:\n{}",
+        d.log()
+    );
+    // Anything after them can only be the start-up closing sighting 2 (the
+    // result sink closes what a previous run left open).
+    for e in &first[3..] {
+        assert_eq!(
+            (e.event, e.sighting.id),
+            (SightingChange::Ended, 2),
+            "{e:?}"
+        );
+    }
+    // Every message on the result topic is a result (a sighting event
+    // there would not parse).
+    assert!(!sub.results("dev").is_empty());
+    // The queued sightings went out before the results queued after them.
+    let got = sub.got.lock().unwrap().clone();
+    let last_queued = got
+        .iter()
+        .position(|(t, p)| {
+            t == "spotter/dev/sighting"
+                && serde_json::from_slice::<SightingEvent>(p)
+                    .is_ok_and(|e| (e.event, e.sighting.id) == (SightingChange::Ended, 1))
+        })
+        .unwrap();
+    let first_result = got
+        .iter()
+        .position(|(t, _)| t == "spotter/dev/result")
+        .expect("no results published");
+    assert!(
+        last_queued < first_result,
+        "sightings overtaken by later results"
+    );
+    // Home Assistant: retained ON once person 1 started, and the last state
+    // says whether a person sighting is still open.
+    let states: Vec<String> = sub
+        .messages("spotter/dev/sighting/person/state")
+        .iter()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect();
+    assert!(states.iter().any(|s| s == "ON"), "{states:?}");
+    let still_open = !first[3..].iter().any(|e| e.event == SightingChange::Ended);
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some(if still_open { "ON" } else { "OFF" }),
+        "{states:?}"
+    );
+    let ha = sub.messages("homeassistant/binary_sensor/dev/label_person/config");
+    let v: serde_json::Value =
+        serde_json::from_slice(ha.first().expect("no HA discovery")).unwrap();
+    assert_eq!(v["state_topic"], "spotter/dev/sighting/person/state");
 }
 
 // Would catch an unbounded outbox, dropping the newest instead of the

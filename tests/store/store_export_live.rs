@@ -62,7 +62,10 @@ fn export_while_the_daemon_runs_streams_its_backup_and_refuses_a_bad_key() {
     let header: serde_json::Value =
         serde_json::from_str(lines.next().expect("a header line")).unwrap();
     assert_eq!(header["spotter_export"], 1, "{header}");
-    let records: Vec<serde_json::Value> = lines.map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = lines.map(|l| serde_json::from_str(l).unwrap()).collect();
+    // Issue 18: sightings follow the results as `{"sighting": …}` lines.
+    let (sightings, records): (Vec<_>, Vec<_>) =
+        lines.into_iter().partition(|l| l.get("sighting").is_some());
     let ids: std::collections::BTreeSet<&str> =
         records.iter().map(|r| r["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), records.len(), "an id exported twice");
@@ -71,7 +74,10 @@ fn export_while_the_daemon_runs_streams_its_backup_and_refuses_a_bad_key() {
         "a stored result is missing from the export"
     );
     assert!(
-        stderr.contains(&format!("exported {} results", records.len())),
+        stderr.contains(&format!(
+            "exported {} records",
+            records.len() + sightings.len()
+        )),
         "{stderr}"
     );
 
@@ -102,7 +108,8 @@ fn export_while_the_daemon_runs_streams_its_backup_and_refuses_a_bad_key() {
         .unwrap()
         .lines()
         .skip(1)
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l.get("sighting").is_none())
         .collect();
     assert!(
         !recent.is_empty() && recent.len() < records.len() + 40,
