@@ -138,9 +138,6 @@ impl GpioHooks {
 
     /// A sighting started (issue 18): fire the `on = "sighting_started"`
     /// rules of its label whose `min_score` its peak score reaches.
-    // Called by the result sink (the lead's part of issue 18, on another
-    // branch); drop the allow when that is merged.
-    #[allow(dead_code)]
     pub(crate) fn sighting_started(&self, s: &Sighting) {
         let status = &self.state.gpio;
         let switched = match self

@@ -205,6 +205,9 @@ impl SightingStage {
                 Event::Started(s) => {
                     let best = frame_image();
                     self.persist(&s, best.as_ref(), Some(SightingChange::Started));
+                    if let Some(g) = &self.gpio {
+                        g.sighting_started(&s);
+                    }
                     self.open.insert(
                         s.id,
                         OpenState {

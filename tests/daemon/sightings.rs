@@ -379,9 +379,9 @@ fn one_sighting_per_appearance_at_the_right_times() {
         ))
         .unwrap()
         .json();
-    let rows: Vec<&serde_json::Value> = sum["buckets"]
+    let rows: Vec<&serde_json::Value> = sum["rows"]
         .as_array()
-        .unwrap_or_else(|| panic!("summary has no buckets: {sum}"))
+        .unwrap_or_else(|| panic!("summary has no rows: {sum}"))
         .iter()
         .filter(|r| r["label"] == label.as_str())
         .collect();
@@ -439,9 +439,11 @@ fn keep_frames_sightings_stores_open_sightings_and_samples() {
     let results = all_results(&d);
     let got = sightings(&d, &format!("&label={label}"));
     assert_eq!(got.len(), 2, "{got:#?}");
+    // A sighting is open from its start until end_after_ms past its end.
     let within = |t: i64| {
         got.iter().any(|s| {
-            t >= s["start_ns"].as_i64().unwrap() && t <= s["end_ns"].as_i64().unwrap()
+            t >= s["start_ns"].as_i64().unwrap()
+                && t <= s["end_ns"].as_i64().unwrap() + END_AFTER_MS as i64 * 1_000_000
         })
     };
     let (mut inside, mut samples) = (0, Vec::new());
