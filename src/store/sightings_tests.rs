@@ -703,3 +703,51 @@ fn backups_carry_sightings() {
 fn lines_header() -> String {
     r#"{"spotter_export":1,"schema":1,"created_ns":0,"count_hint":0}"#.into()
 }
+
+/// Would catch: sighting counters that drift when the pruner deletes a
+/// sighting's snapshot (or the sighting) while the tracker replaces it with
+/// a better frame: the budgets would then be enforced against wrong
+/// figures, forever (the counters are only recounted at open).
+#[test]
+fn counters_stay_exact_while_puts_race_the_pruner() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(Store::open_with(dir.path(), 0).unwrap());
+    let writer = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for i in 0..400u64 {
+                let id = i / 4 + 1;
+                let mut s = span(id, "cat", i as i64, i as i64 + 1, i % 4 != 3);
+                s.frames = i;
+                let snap = jpeg(i as u8, 40 + (i as usize % 7) * 10);
+                store.put_sighting(&s, Some(&snap), None).unwrap();
+            }
+        })
+    };
+    let policy = policy(|p| {
+        p.snapshot_max_count = Some(5);
+        p.sightings_max_records = Some(20);
+    });
+    while !writer.is_finished() {
+        store.prune_once(&policy, 0).unwrap();
+    }
+    writer.join().unwrap();
+    store.prune_once(&policy, 0).unwrap();
+    let counted = (
+        store.sighting_count(),
+        store.sighting_bytes(),
+        store.sighting_snapshot_count(),
+        store.sighting_snapshot_bytes(),
+    );
+    store.sight.recount().unwrap();
+    assert_eq!(
+        counted,
+        (
+            store.sighting_count(),
+            store.sighting_bytes(),
+            store.sighting_snapshot_count(),
+            store.sighting_snapshot_bytes()
+        )
+    );
+    assert!(counted.0 <= 20 && counted.2 <= 5, "{counted:?}");
+}
