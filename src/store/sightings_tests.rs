@@ -52,7 +52,8 @@ fn ids(v: &[Sighting]) -> Vec<u64> {
 /// Would catch: a sighting read back different from what was written (a
 /// field lost in the JSON), a replace that adds a second row or loses the
 /// snapshot when the update has none, a new snapshot not replacing the old,
-/// and counters that drift on replace.
+/// the same snapshot written again (flash wear for nothing), and counters
+/// that drift on replace.
 #[test]
 fn put_then_read_back_replace_keeps_or_replaces_the_snapshot() {
     let dir = tempfile::tempdir().unwrap();
@@ -81,8 +82,15 @@ fn put_then_read_back_replace_keeps_or_replaces_the_snapshot() {
     assert_eq!(store.sighting_snapshot_count(), 1);
     assert_eq!(store.sight.snap_bytes.load(Ordering::Relaxed), snap_bytes);
 
+    // The same frame again (an open sighting's progress) is not rewritten.
+    let written = store.stats().snapshot_written_bytes;
+    store.put_sighting(&s, Some(&jpeg(1, 500)), None).unwrap();
+    assert_eq!(store.stats().snapshot_written_bytes, written);
+    assert_eq!(store.sight.snap_bytes.load(Ordering::Relaxed), snap_bytes);
+
     // A better frame replaces it.
     store.put_sighting(&s, Some(&jpeg(2, 300)), None).unwrap();
+    assert!(store.stats().snapshot_written_bytes > written);
     assert_eq!(store.sighting_snapshot(1).unwrap(), Some(jpeg(2, 300)));
     assert_eq!(store.sighting_snapshot_count(), 1);
     assert_eq!(
