@@ -29,6 +29,10 @@
 //! With MQTT enabled, tree `outbox` holds each result to publish, written in
 //! the same transaction as the result (see `outbox`).
 //!
+//! Trees `sightings`, `sighting_snapshots` and `sightings_open` hold the
+//! sightings (issue 18), each written in one transaction with its outbox
+//! entry; listing, summary, retention and backup of them are in `sightings`.
+//!
 //! Retention (age, count and byte limits, enforced oldest-first by a
 //! background [`Pruner`]) lives in `retention` (clock synchronization, which
 //! suspends the age limit, in [`crate::core::clock`]); the free-space floor below which

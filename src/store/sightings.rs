@@ -315,14 +315,23 @@ impl Store {
             trees.push(outbox.tree());
         }
         let is_open = s.is_open();
-        // (written, old row length, old snapshot length)
+        // (written, old row length, snapshot written: the old one's length)
         let done = trees[..].transaction(|tx| {
             if only_new && tx[TS_ROWS].get(key)?.is_some() {
                 return Ok::<_, TxError>((false, None, None));
             }
             let old = tx[TS_ROWS].insert(&key[..], value.as_slice())?;
-            let old_snap = match &snap_value {
-                Some(v) => tx[TS_SNAPS].insert(&key[..], v.as_slice())?,
+            // The same best frame again (an open sighting's progress) is not
+            // rewritten: a read spares the card a snapshot's worth of writes.
+            let snap_written = match &snap_value {
+                Some(v) => match tx[TS_SNAPS].get(key)? {
+                    Some(same) if same.as_ref() == v.as_slice() => None,
+                    _ => Some(
+                        tx[TS_SNAPS]
+                            .insert(&key[..], v.as_slice())?
+                            .map(|o| o.len()),
+                    ),
+                },
                 None => None,
             };
             if is_open {
@@ -337,9 +346,9 @@ impl Store {
             if let Some((_, k, v)) = &queued {
                 tx[TS_OUTBOX].insert(&k[..], v.as_slice())?;
             }
-            Ok((true, old.map(|v| v.len()), old_snap.map(|v| v.len())))
+            Ok((true, old.map(|v| v.len()), snap_written))
         });
-        let (written, old, old_snap) = match done {
+        let (written, old, snap_written) = match done {
             Ok(r) => r,
             Err(sled::transaction::TransactionError::Abort(())) => (false, None, None),
             Err(sled::transaction::TransactionError::Storage(e)) => return Err(self.write_err(e)),
@@ -360,7 +369,7 @@ impl Store {
             }
         }
         let mut written_bytes = row_size;
-        if let (Some(v), Some(n)) = (&snap_value, snap_len) {
+        if let (Some(v), Some(n), Some(old_snap)) = (&snap_value, snap_len, snap_written) {
             match old_snap {
                 Some(o) => {
                     t.snap_bytes.fetch_add(v.len() as u64, Ordering::Relaxed);
@@ -575,7 +584,8 @@ impl Store {
 
     /// Close every stored sighting still open (a crash or kill left it):
     /// `end_ns = last_seen_ns`; each gets an `ended` outbox entry. Returns
-    /// them. Called once at start-up, before the pipeline runs.
+    /// them (the caller logs them). Called once at start-up, before the
+    /// pipeline runs.
     pub fn close_open_sightings(&self) -> Result<Vec<Sighting>, StoreError> {
         let mut ids = Vec::new();
         for item in self.sight.open.iter() {
@@ -609,9 +619,6 @@ impl Store {
             } else {
                 self.sight.open.remove(&k).map_err(|e| self.write_err(e))?;
             }
-        }
-        if !closed.is_empty() {
-            log::info!(closed = closed.len(); "closed {} sightings left open by the last run (ended when last seen)", closed.len());
         }
         Ok(closed)
     }

@@ -52,7 +52,8 @@ fn ids(v: &[Sighting]) -> Vec<u64> {
 /// Would catch: a sighting read back different from what was written (a
 /// field lost in the JSON), a replace that adds a second row or loses the
 /// snapshot when the update has none, a new snapshot not replacing the old,
-/// and counters that drift on replace.
+/// the same snapshot written again (flash wear for nothing), and counters
+/// that drift on replace.
 #[test]
 fn put_then_read_back_replace_keeps_or_replaces_the_snapshot() {
     let dir = tempfile::tempdir().unwrap();
@@ -81,8 +82,15 @@ fn put_then_read_back_replace_keeps_or_replaces_the_snapshot() {
     assert_eq!(store.sighting_snapshot_count(), 1);
     assert_eq!(store.sight.snap_bytes.load(Ordering::Relaxed), snap_bytes);
 
+    // The same frame again (an open sighting's progress) is not rewritten.
+    let written = store.stats().snapshot_written_bytes;
+    store.put_sighting(&s, Some(&jpeg(1, 500)), None).unwrap();
+    assert_eq!(store.stats().snapshot_written_bytes, written);
+    assert_eq!(store.sight.snap_bytes.load(Ordering::Relaxed), snap_bytes);
+
     // A better frame replaces it.
     store.put_sighting(&s, Some(&jpeg(2, 300)), None).unwrap();
+    assert!(store.stats().snapshot_written_bytes > written);
     assert_eq!(store.sighting_snapshot(1).unwrap(), Some(jpeg(2, 300)));
     assert_eq!(store.sighting_snapshot_count(), 1);
     assert_eq!(
@@ -702,4 +710,52 @@ fn backups_carry_sightings() {
 
 fn lines_header() -> String {
     r#"{"spotter_export":1,"schema":1,"created_ns":0,"count_hint":0}"#.into()
+}
+
+/// Would catch: sighting counters that drift when the pruner deletes a
+/// sighting's snapshot (or the sighting) while the tracker replaces it with
+/// a better frame: the budgets would then be enforced against wrong
+/// figures, forever (the counters are only recounted at open).
+#[test]
+fn counters_stay_exact_while_puts_race_the_pruner() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(Store::open_with(dir.path(), 0).unwrap());
+    let writer = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for i in 0..400u64 {
+                let id = i / 4 + 1;
+                let mut s = span(id, "cat", i as i64, i as i64 + 1, i % 4 != 3);
+                s.frames = i;
+                let snap = jpeg(i as u8, 40 + (i as usize % 7) * 10);
+                store.put_sighting(&s, Some(&snap), None).unwrap();
+            }
+        })
+    };
+    let policy = policy(|p| {
+        p.snapshot_max_count = Some(5);
+        p.sightings_max_records = Some(20);
+    });
+    while !writer.is_finished() {
+        store.prune_once(&policy, 0).unwrap();
+    }
+    writer.join().unwrap();
+    store.prune_once(&policy, 0).unwrap();
+    let counted = (
+        store.sighting_count(),
+        store.sighting_bytes(),
+        store.sighting_snapshot_count(),
+        store.sighting_snapshot_bytes(),
+    );
+    store.sight.recount().unwrap();
+    assert_eq!(
+        counted,
+        (
+            store.sighting_count(),
+            store.sighting_bytes(),
+            store.sighting_snapshot_count(),
+            store.sighting_snapshot_bytes()
+        )
+    );
+    assert!(counted.0 <= 20 && counted.2 <= 5, "{counted:?}");
 }
