@@ -525,3 +525,184 @@ fn a_restart_closes_the_sightings_left_open() {
     let (status, _) = d.terminate();
     assert!(status.success());
 }
+
+const YOLO: &str = "models/detection/yolov8n/yolov8n_full_integer_quant.tflite";
+
+/// Detections of each file by `spotter classify` with the YOLO detector:
+/// (label, score, [x, y, w, h] in pixels).
+fn detect(files: &[PathBuf]) -> Vec<Vec<(String, f64, [f64; 4])>> {
+    let out = Command::new(bin())
+        .args(["classify", "--json", "--threads", "1", "--model"])
+        .arg(testdata().join(YOLO))
+        .args(files)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["detections"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| {
+                    let f = |k: &str| d[k].as_f64().unwrap();
+                    (
+                        d["label"].as_str().unwrap().to_string(),
+                        f("score"),
+                        [f("x"), f("y"), f("width"), f("height")],
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// An empty room: a wall-to-floor gradient with some texture, nothing a
+/// COCO detector names.
+fn empty_room(w: u32, h: u32) -> RgbImage {
+    RgbImage::from_fn(w, h, |x, y| {
+        let v = 90 + (y * 80 / h) as u8;
+        let t = if (x / 40 + y / 40) % 2 == 0 { 6 } else { 0 };
+        image::Rgb([v + t, v - 10 + t, v - 25])
+    })
+}
+
+// Would catch zones deciding by the wrong point or not at all: a person
+// standing in the left half (the zone) must make one sighting in that
+// zone, the same person standing in the right half none; and motion
+// gating, on by default for a detector, must not delay the sighting.
+#[test]
+fn zones_take_a_person_by_where_they_stand() {
+    let tmp = tempfile::Builder::new().prefix("sightings-zone").tempdir().unwrap();
+    let probe = tmp.path().join("probe");
+    std::fs::create_dir_all(&probe).unwrap();
+    // A person: the clearest person box of the test photos, cut out.
+    let photos = photos_full();
+    let files: Vec<PathBuf> = photos.iter().map(|(p, _)| p.clone()).collect();
+    let dets = detect(&files);
+    let (img, bx) = photos
+        .iter()
+        .zip(&dets)
+        .flat_map(|((_, img), d)| {
+            d.iter()
+                .filter(|(l, s, _)| l == "person" && *s >= 0.6)
+                .map(move |(_, s, b)| (*s, img, *b))
+        })
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, img, b)| (img, b))
+        .expect("a test photo with a person the detector sees clearly");
+    let crop = imageops::crop_imm(
+        img,
+        bx[0].max(0.0) as u32,
+        bx[1].max(0.0) as u32,
+        bx[2] as u32,
+        bx[3] as u32,
+    )
+    .to_image();
+    let (fw, fh) = (640u32, 480u32);
+    let ph = fh / 2;
+    let pw = (crop.width() * ph / crop.height()).clamp(8, fw / 3);
+    let person = imageops::resize(&crop, pw, ph, imageops::FilterType::Triangle);
+    let bg = empty_room(fw, fh);
+    let standing_at = |cx: f64| {
+        let mut f = bg.clone();
+        let x = (cx * f64::from(fw)) as i64 - i64::from(pw / 2);
+        imageops::overlay(&mut f, &person, x, i64::from(fh - ph - fh / 20));
+        f
+    };
+    let (left, right) = (standing_at(0.25), standing_at(0.75));
+    // The detector must see the person on both sides and nobody in the room.
+    let check: Vec<PathBuf> = [("bg", &bg), ("left", &left), ("right", &right)]
+        .iter()
+        .map(|(n, img)| {
+            let p = probe.join(format!("{n}.jpg"));
+            save_jpeg(&noisy(img, 1), &p);
+            p
+        })
+        .collect();
+    let seen = detect(&check);
+    let persons = |i: usize| seen[i].iter().filter(|d| d.0 == "person").count();
+    assert_eq!(persons(0), 0, "the empty room has a person: {:?}", seen[0]);
+    assert!(persons(1) >= 1 && persons(2) >= 1, "{seen:?}");
+
+    let dir = tmp.path().join("frames");
+    std::fs::create_dir_all(&dir).unwrap();
+    let parts: &[(u32, &RgbImage, bool)] = &[
+        (5, &bg, false),
+        (8, &left, true),
+        (8, &bg, false),
+        (8, &right, false),
+        (8, &bg, false),
+    ];
+    let mut frames = Vec::new();
+    let mut n = 0u64;
+    for (count, img, in_zone) in parts {
+        for _ in 0..*count {
+            let name = format!("f{n:04}.jpg");
+            save_jpeg(&noisy(img, n), &dir.join(&name));
+            frames.push((name, *in_zone));
+            n += 1;
+        }
+    }
+    let text = format!(
+        "[daemon]\nstate_dir = \"@STATE@\"\nlog_level = \"info\"\n\n\
+         [source]\nkind = \"files\"\ndir = \"{}\"\nfps = {FPS}\nloop = false\n\n\
+         [model]\npath = \"{}\"\nruntime = \"auto\"\nthreads = 1\n\n\
+         [api]\nlisten = \"127.0.0.1:@PORT@\"\n\n\
+         [store]\nkeep_frames = \"all\"\n\n\
+         [motion]\nmax_idle_s = 10\n\n\
+         [sightings]\nlabels = [\"person\"]\nend_after_ms = {END_AFTER_MS}\n\n\
+         [[zone]]\nname = \"left\"\npolygon = [[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.0, 1.0]]\n",
+        dir.display(),
+        testdata().join(YOLO).display(),
+    );
+    let d = Daemon::start(tmp.path(), &text);
+    wait_replayed(&d, frames.len(), "person");
+    let results = all_results(&d);
+    let got = sightings(&d, "&label=person");
+    assert_eq!(got.len(), 1, "one sighting, in the zone: {got:#?}");
+    let s = &got[0];
+    assert_eq!(s["zone"], "left", "{s}");
+    let first = frames.iter().position(|f| f.1).unwrap();
+    let last = frames.iter().rposition(|f| f.1).unwrap();
+    let ts_of = |i: usize| {
+        results
+            .iter()
+            .find(|(_, n)| *n == frames[i].0)
+            .unwrap_or_else(|| panic!("frame {} was not inferred", frames[i].0))
+            .0
+    };
+    let (start, end) = (s["start_ns"].as_i64().unwrap(), s["end_ns"].as_i64().unwrap());
+    assert!((start - ts_of(first)).abs() <= INTERVAL_NS, "start {start}: {s}");
+    assert!((end - ts_of(last)).abs() <= INTERVAL_NS, "end {end}: {s}");
+    let status = d.client().get("/api/v1/status").unwrap().json();
+    assert!(
+        status["counters"]["frames_static"].as_u64().unwrap() > 0,
+        "motion gating is on by default for a detector: {}",
+        status["counters"]
+    );
+}
+
+/// The test photos at their own size: (path, image).
+fn photos_full() -> Vec<(PathBuf, RgbImage)> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(testdata().join("images"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().to_lowercase();
+            (n.ends_with(".jpg") || n.ends_with(".png") || n.ends_with(".bmp"))
+                && !n.starts_with("mnist")
+        })
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|p| {
+            let img = image::open(&p).unwrap().to_rgb8();
+            (p, img)
+        })
+        .collect()
+}
