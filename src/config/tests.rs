@@ -786,7 +786,10 @@ fn bad_zones_are_refused_naming_file_line_and_key() {
     ];
     for (text, at, key, why) in cases {
         let e = one(text).unwrap_err().to_string();
-        assert!(e.starts_with(&format!("/etc/spotter/spotter.toml{at}")), "{e}");
+        assert!(
+            e.starts_with(&format!("/etc/spotter/spotter.toml{at}")),
+            "{e}"
+        );
         assert!(e.contains(key) && e.contains(why), "{e}");
     }
     let e = one(
@@ -795,7 +798,10 @@ fn bad_zones_are_refused_naming_file_line_and_key() {
     )
     .unwrap_err()
     .to_string();
-    assert!(e.contains("zone[0].source") && e.contains("several sources"), "{e}");
+    assert!(
+        e.contains("zone[0].source") && e.contains("several sources"),
+        "{e}"
+    );
 }
 
 // Would catch sighting rules that can never open (min_frames above the
@@ -808,13 +814,22 @@ fn bad_sighting_rules_and_roi_are_refused_naming_the_key() {
         ("[sightings]\nwindow = 1\n", "sightings.window"),
         ("[sightings]\nend_after_ms = 5\n", "sightings.end_after_ms"),
         ("[sightings]\nmin_score = 1.5\n", "sightings.min_score"),
-        ("[[sightings.rule]]\nmin_frames = 1\n", "sightings.rule[0].label"),
+        (
+            "[[sightings.rule]]\nmin_frames = 1\n",
+            "sightings.rule[0].label",
+        ),
         (
             "[[sightings.rule]]\nlabel = \"cat\"\n[[sightings.rule]]\nlabel = \"cat\"\n",
             "sightings.rule[1].label",
         ),
-        ("[[sightings.rule]]\nlabel = \"cat\"\nwindow = 9\nmin_frames = 10\n", "sightings.rule[0].min_frames"),
-        ("[store]\nkeep_frames = \"some\"\n", ":2:15: unknown variant `some`"),
+        (
+            "[[sightings.rule]]\nlabel = \"cat\"\nwindow = 9\nmin_frames = 10\n",
+            "sightings.rule[0].min_frames",
+        ),
+        (
+            "[store]\nkeep_frames = \"some\"\n",
+            ":2:15: unknown variant `some`",
+        ),
         ("[store]\nframe_sample_s = 0\n", "store.frame_sample_s"),
         ("[motion]\nmin_area = 1.5\n", "motion.min_area"),
         ("[motion]\nmax_idle_s = 0\n", "motion.max_idle_s"),

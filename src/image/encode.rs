@@ -36,9 +36,12 @@ pub(crate) fn frame_to_jpeg(frame: &Frame) -> Result<Vec<u8>, EncodeError> {
     let rgb: std::borrow::Cow<'_, [u8]> = match frame.format {
         PixelFormat::Encoded => return Ok(frame.data.clone()),
         PixelFormat::Rgb8 => {
-            let need = u64::from(frame.stride) * u64::from(h.saturating_sub(1))
-                + u64::from(w) * 3;
-            if w == 0 || h == 0 || u64::from(frame.stride) < u64::from(w) * 3 || (frame.data.len() as u64) < need {
+            let need = u64::from(frame.stride) * u64::from(h.saturating_sub(1)) + u64::from(w) * 3;
+            if w == 0
+                || h == 0
+                || u64::from(frame.stride) < u64::from(w) * 3
+                || (frame.data.len() as u64) < need
+            {
                 return Err(err("RGB frame shorter than its size".into()));
             }
             std::borrow::Cow::Borrowed(&frame.data)
@@ -99,7 +102,11 @@ mod tests {
         let mut yuyv = Vec::new();
         for _ in 0..h {
             for x in (0..w).step_by(2) {
-                let (y, u, v) = if x < w / 2 { (82, 90, 240) } else { (41, 240, 110) };
+                let (y, u, v) = if x < w / 2 {
+                    (82, 90, 240)
+                } else {
+                    (41, 240, 110)
+                };
                 yuyv.extend_from_slice(&[y, u, y, v]);
             }
         }

@@ -319,22 +319,20 @@ fn hits(policy: &SightingPolicy, rec: &ResultRecord) -> Vec<Hit> {
         return Vec::new();
     };
     let mut hits: Vec<Hit> = Vec::new();
-    let mut add = |label: &str, zone: Option<&str>, score: f32| {
-        match hits
-            .iter_mut()
-            .find(|h| h.label == label && h.zone.as_deref() == zone)
-        {
-            Some(h) => {
-                h.objects += 1;
-                h.score = h.score.max(score);
-            }
-            None => hits.push(Hit {
-                label: label.to_owned(),
-                zone: zone.map(str::to_owned),
-                score,
-                objects: 1,
-            }),
+    let mut add = |label: &str, zone: Option<&str>, score: f32| match hits
+        .iter_mut()
+        .find(|h| h.label == label && h.zone.as_deref() == zone)
+    {
+        Some(h) => {
+            h.objects += 1;
+            h.score = h.score.max(score);
         }
+        None => hits.push(Hit {
+            label: label.to_owned(),
+            zone: zone.map(str::to_owned),
+            score,
+            objects: 1,
+        }),
     };
     if rec.detections.is_empty() {
         // A classifier: its top-1 class (classes are sorted best first).
@@ -453,7 +451,13 @@ mod tests {
         let h = hits(&p, &record(vec![], vec![person, walker, car, cat]));
         let mut got: Vec<(String, String, u32)> = h
             .iter()
-            .map(|h| (h.label.clone(), h.zone.clone().unwrap_or_default(), h.objects))
+            .map(|h| {
+                (
+                    h.label.clone(),
+                    h.zone.clone().unwrap_or_default(),
+                    h.objects,
+                )
+            })
             .collect();
         got.sort();
         assert_eq!(
@@ -486,7 +490,10 @@ mod tests {
         ];
         let h = hits(&p, &record(vec![], boxes));
         assert_eq!(h.len(), 1, "{h:?}");
-        assert_eq!((h[0].label.as_str(), h[0].objects, h[0].score), ("person", 3, 0.9));
+        assert_eq!(
+            (h[0].label.as_str(), h[0].objects, h[0].score),
+            ("person", 3, 0.9)
+        );
     }
 
     // Would catch a classifier's runner-up classes making sightings, or its
@@ -494,11 +501,17 @@ mod tests {
     #[test]
     fn a_classifier_hit_is_its_top1_above_the_threshold() {
         let p = policy(SOURCE);
-        let h = hits(&p, &record(vec![class("cat", 0.8), class("dog", 0.15)], vec![]));
+        let h = hits(
+            &p,
+            &record(vec![class("cat", 0.8), class("dog", 0.15)], vec![]),
+        );
         assert_eq!(h.len(), 1);
         assert_eq!((h[0].label.as_str(), h[0].zone.as_deref()), ("cat", None));
         assert!(hits(&p, &record(vec![class("cat", 0.45)], vec![])).is_empty());
         let low = policy(&format!("{SOURCE}[sightings]\nmin_score = 0.4\n"));
-        assert_eq!(hits(&low, &record(vec![class("cat", 0.45)], vec![])).len(), 1);
+        assert_eq!(
+            hits(&low, &record(vec![class("cat", 0.45)], vec![])).len(),
+            1
+        );
     }
 }

@@ -61,7 +61,12 @@ fn composite(bg: &RgbImage, obj: &RgbImage) -> RgbImage {
     let (ow, oh) = (W * 4 / 5, H * 4 / 5);
     let small = imageops::resize(obj, ow, oh, imageops::FilterType::Triangle);
     let mut out = bg.clone();
-    imageops::overlay(&mut out, &small, i64::from((W - ow) / 2), i64::from((H - oh) / 2));
+    imageops::overlay(
+        &mut out,
+        &small,
+        i64::from((W - ow) / 2),
+        i64::from((H - oh) / 2),
+    );
     out
 }
 
@@ -97,7 +102,11 @@ fn top1(files: &[PathBuf]) -> Vec<(String, f64)> {
         .args(files)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -137,7 +146,8 @@ fn pick_scene(dir: &Path) -> Scene {
                 })
                 .collect();
             let t = top1(&files);
-            let (bgs, withs): (Vec<_>, Vec<_>) = t.chunks(2).map(|c| (c[0].clone(), c[1].clone())).unzip();
+            let (bgs, withs): (Vec<_>, Vec<_>) =
+                t.chunks(2).map(|c| (c[0].clone(), c[1].clone())).unzip();
             let label = &withs[0].0;
             let clear = withs.iter().all(|(l, s)| l == label && *s >= 0.6)
                 && bgs.iter().all(|(l, _)| l != label);
@@ -281,13 +291,13 @@ fn appearances(frames: &[(String, bool)], min: usize, bridge: usize) -> Vec<(usi
 
 const SEQUENCE: &[Part] = &[
     Part::Bg(8),
-    Part::With(8),   // appearance 1
-    Part::Bg(10),    // 1 s: longer than end_after_ms, so it ends
-    Part::With(1),   // a one-frame flicker: no sighting
+    Part::With(8), // appearance 1
+    Part::Bg(10),  // 1 s: longer than end_after_ms, so it ends
+    Part::With(1), // a one-frame flicker: no sighting
     Part::Bg(10),
-    Part::With(5),   // appearance 2 ...
-    Part::Bg(2),     // ... with a 200 ms gap, shorter than end_after_ms
-    Part::With(5),   // ... that does not split it
+    Part::With(5), // appearance 2 ...
+    Part::Bg(2),   // ... with a 200 ms gap, shorter than end_after_ms
+    Part::With(5), // ... that does not split it
     Part::Bg(12),
 ];
 
@@ -330,7 +340,10 @@ fn check_against_truth(
         "one sighting per appearance, none for the flicker, the gap not splitting one: {got:#?}"
     );
     for (s, (a, b)) in got.iter().zip(&truth) {
-        let (start, end) = (s["start_ns"].as_i64().unwrap(), s["end_ns"].as_i64().unwrap());
+        let (start, end) = (
+            s["start_ns"].as_i64().unwrap(),
+            s["end_ns"].as_i64().unwrap(),
+        );
         let (ta, tb) = (ts_of(*a), ts_of(*b));
         assert!(
             (start - ta).abs() <= INTERVAL_NS,
@@ -392,7 +405,10 @@ fn one_sighting_per_appearance_at_the_right_times() {
         .iter()
         .map(|s| (s["end_ns"].as_i64().unwrap() - s["start_ns"].as_i64().unwrap()) as f64 / 1e9)
         .sum();
-    assert!((secs - listed).abs() < 1e-3, "summary {secs} s, listed {listed} s");
+    assert!(
+        (secs - listed).abs() < 1e-3,
+        "summary {secs} s, listed {listed} s"
+    );
 
     // Each sighting has its best frame as a JPEG.
     for s in &got {
@@ -455,10 +471,7 @@ fn keep_frames_sightings_stores_open_sightings_and_samples() {
         }
     }
     // Every frame of an open sighting after the opening one is stored.
-    let open_frames: u64 = got
-        .iter()
-        .map(|s| s["frames"].as_u64().unwrap())
-        .sum();
+    let open_frames: u64 = got.iter().map(|s| s["frames"].as_u64().unwrap()).sum();
     assert!(
         inside as u64 + 2 >= open_frames,
         "{inside} stored inside sightings, {open_frames} frames passed"
@@ -512,16 +525,25 @@ fn a_restart_closes_the_sightings_left_open() {
     )
     .unwrap();
     d.spawn();
-    let r = d.client().wait_for("/api/v1/sightings?limit=10", 60, |r| r.status == 200);
+    let r = d
+        .client()
+        .wait_for("/api/v1/sightings?limit=10", 60, |r| r.status == 200);
     let list = r.json()["sightings"].as_array().unwrap().clone();
     assert_eq!(list.len(), 1, "{list:#?}");
     let s = &list[0];
-    assert_eq!(s["end_ns"], s["last_seen_ns"], "closed at the last time seen: {s}");
+    assert_eq!(
+        s["end_ns"], s["last_seen_ns"],
+        "closed at the last time seen: {s}"
+    );
     assert!(
         s["last_seen_ns"].as_i64().unwrap() - s["start_ns"].as_i64().unwrap() >= 4_000_000_000,
         "its progress was persisted while open: {s}"
     );
-    assert!(d.log().contains("left open by the previous run"), "{}", d.log());
+    assert!(
+        d.log().contains("left open by the previous run"),
+        "{}",
+        d.log()
+    );
     let (status, _) = d.terminate();
     assert!(status.success());
 }
@@ -537,7 +559,11 @@ fn detect(files: &[PathBuf]) -> Vec<Vec<(String, f64, [f64; 4])>> {
         .args(files)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -576,7 +602,10 @@ fn empty_room(w: u32, h: u32) -> RgbImage {
 // gating, on by default for a detector, must not delay the sighting.
 #[test]
 fn zones_take_a_person_by_where_they_stand() {
-    let tmp = tempfile::Builder::new().prefix("sightings-zone").tempdir().unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix("sightings-zone")
+        .tempdir()
+        .unwrap();
     let probe = tmp.path().join("probe");
     std::fs::create_dir_all(&probe).unwrap();
     // A person: the clearest person box of the test photos, cut out.
@@ -675,8 +704,14 @@ fn zones_take_a_person_by_where_they_stand() {
             .unwrap_or_else(|| panic!("frame {} was not inferred", frames[i].0))
             .0
     };
-    let (start, end) = (s["start_ns"].as_i64().unwrap(), s["end_ns"].as_i64().unwrap());
-    assert!((start - ts_of(first)).abs() <= INTERVAL_NS, "start {start}: {s}");
+    let (start, end) = (
+        s["start_ns"].as_i64().unwrap(),
+        s["end_ns"].as_i64().unwrap(),
+    );
+    assert!(
+        (start - ts_of(first)).abs() <= INTERVAL_NS,
+        "start {start}: {s}"
+    );
     assert!((end - ts_of(last)).abs() <= INTERVAL_NS, "end {end}: {s}");
     let status = d.client().get("/api/v1/status").unwrap().json();
     assert!(
