@@ -154,6 +154,30 @@ impl JpegDecoder {
         out: &mut Vec<u8>,
         denom: impl FnOnce(u32, u32) -> u32,
     ) -> Result<Option<ScaledJpeg>, DecodeError> {
+        self.decode_as(bytes, max_pixels, out, denom, turbojpeg::PixelFormat::RGB)
+    }
+
+    /// As [`Self::decode_scaled`], into one byte of luma per pixel (motion
+    /// detection, issue 18): libjpeg-turbo then skips the colour conversion
+    /// and the chroma's inverse DCT. `None` for CMYK/YCCK as there.
+    pub(crate) fn decode_gray_scaled(
+        &mut self,
+        bytes: &[u8],
+        max_pixels: u64,
+        out: &mut Vec<u8>,
+        denom: impl FnOnce(u32, u32) -> u32,
+    ) -> Result<Option<ScaledJpeg>, DecodeError> {
+        self.decode_as(bytes, max_pixels, out, denom, turbojpeg::PixelFormat::GRAY)
+    }
+
+    fn decode_as(
+        &mut self,
+        bytes: &[u8],
+        max_pixels: u64,
+        out: &mut Vec<u8>,
+        denom: impl FnOnce(u32, u32) -> u32,
+        format: turbojpeg::PixelFormat,
+    ) -> Result<Option<ScaledJpeg>, DecodeError> {
         let err = |e: turbojpeg::Error| DecodeError(format!("JPEG decode failed: {e}"));
         let turbo = match &mut self.turbo {
             Some(t) => t,
@@ -192,13 +216,14 @@ impl JpegDecoder {
             .map_err(err)?;
         let (width, height) = (full_w.div_ceil(denom), full_h.div_ceil(denom));
         out.clear();
-        out.resize(width as usize * height as usize * 3, 0);
+        let bpp = format.size();
+        out.resize(width as usize * height as usize * bpp, 0);
         let image = turbojpeg::Image {
             pixels: &mut out[..],
             width: width as usize,
-            pitch: width as usize * 3,
+            pitch: width as usize * bpp,
             height: height as usize,
-            format: turbojpeg::PixelFormat::RGB,
+            format,
         };
         turbo.decompress(bytes, image).map_err(err)?;
         Ok(Some(ScaledJpeg {
