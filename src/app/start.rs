@@ -207,6 +207,7 @@ pub(super) async fn start(settings: &Settings, state: &Arc<AppState>) -> anyhow:
         snapshot_rule: std::sync::Mutex::new(crate::store::SnapshotRule::from_settings(
             &settings.store,
         )),
+        motion: std::sync::Mutex::new(Some(settings.motion.clone())),
         ..Default::default()
     });
     // One API reload at a time; a second is refused while one waits.

@@ -172,7 +172,7 @@ fn sample_raw(
     // The columns sampled in every block, as byte offsets in a row: the same
     // for each row, computed once.
     let cols: Vec<[usize; 2]> = (0..ow)
-        .map(|bx| TAPS.map(|t| ((bx * SCALE + t).min(w - 1) as usize)))
+        .map(|bx| TAPS.map(|t| (bx * SCALE + t).min(w - 1) as usize))
         .collect();
     out.clear();
     out.reserve(ow as usize * oh as usize);

@@ -112,6 +112,8 @@ pub struct PrepareSpec {
     pub prep: Preprocessor,
     pub max_pixels: u64,
     pub tensor_len: usize,
+    /// The model is a detector (motion gating's default follows it, issue 18).
+    pub detector: bool,
 }
 
 impl PrepareSpec {
@@ -275,6 +277,11 @@ impl Engine {
         Ok(engine)
     }
 
+    /// Whether the model is a detector (SSD or YOLO), not a classifier.
+    pub fn is_detector(&self) -> bool {
+        !matches!(self.kind, ModelKind::Classifier { .. })
+    }
+
     /// Run one frame end to end.
     pub fn run(&mut self, frame: &Frame) -> Result<InferenceOutput, InferenceError> {
         let prepared = self
@@ -290,6 +297,7 @@ impl Engine {
             prep: self.prep.with_own_buffers(),
             max_pixels: self.max_pixels,
             tensor_len: self.runtime.input_spec().byte_len(),
+            detector: self.is_detector(),
         }
     }
 

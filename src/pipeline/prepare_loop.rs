@@ -41,6 +41,7 @@
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::motion_gate::MotionGating;
 use super::{ClassifyJob, FrameSlot, SourceTag, Taken};
 use crate::core::frame::Frame;
 use crate::inference::engine::PrepareSpec;
@@ -316,12 +317,15 @@ impl Drop for CloseOnDrop {
 /// The prepare thread's body; see the module documentation. With `ahead`
 /// false frames pass through unprepared (the inference thread prepares each
 /// before its invoke, the path before this thread existed). Returns when the
-/// `FrameSlot` is closed and drained, after closing `out`.
+/// `FrameSlot` is closed and drained, after closing `out`. `motion`: the
+/// `[motion]` settings (None: no gating); a frame the motion gate skips is
+/// neither prepared nor handed on (`motion_gate.rs`).
 pub(crate) fn prepare_loop(
     slot: Arc<FrameSlot>,
     out: Arc<PreparedSlot>,
     state: Arc<AppState>,
     ahead: bool,
+    motion: Option<crate::config::MotionConfig>,
 ) {
     let _close = CloseOnDrop(out.clone());
     slot.set_job_waker({
@@ -335,6 +339,7 @@ pub(crate) fn prepare_loop(
     let mut model: Option<(u64, PrepareSpec)> = None;
     let mut prep_time = Duration::ZERO;
     let mut fresher_for = None;
+    let mut gating = MotionGating::new(motion);
     while let Some(only) = out.wait_turn(&slot, prep_time, &mut fresher_for) {
         let (frame, tag) = match slot.take_from(WAIT, only) {
             Taken::Frame(f, tag) => (f, tag),
@@ -346,7 +351,13 @@ pub(crate) fn prepare_loop(
             Taken::Closed => break,
         };
         if let Some(m) = out.take_model() {
+            gating.model_changed(m.1.detector, &state);
             model = Some(m);
+        }
+        if let Some((_, spec)) = &model {
+            if !gating.admit(&frame, &tag, &state, spec.max_pixels) {
+                continue;
+            }
         }
         let mut tensor = Vec::new();
         let ahead = match model.as_mut().filter(|_| ahead) {
@@ -437,7 +448,7 @@ mod tests {
         let out = Arc::new(PreparedSlot::new());
         let prepare = {
             let (slot, out, state) = (slot.clone(), out.clone(), state.clone());
-            std::thread::spawn(move || prepare_loop(slot, out, state, true))
+            std::thread::spawn(move || prepare_loop(slot, out, state, true, None))
         };
         slot.put(frame(1));
         let deadline = Instant::now() + Duration::from_secs(10);
