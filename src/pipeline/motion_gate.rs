@@ -9,7 +9,10 @@
 //! (for a JPEG a 1/8-scale greyscale decode) and nothing else: no full
 //! decode, no resize, no invoke. It is counted in `frames_static` (and the
 //! source's own figure); every measured frame updates the source's motion
-//! fraction and moving-frame ratio.
+//! fraction and moving-frame ratio. While a sighting of the source is open
+//! its frames are inferred without being measured (the measure would only
+//! add to each invoke); when it closes, the source's background starts
+//! again from the next frame (which is inferred).
 //!
 //! Gating is on when `MotionConfig::enabled_for(detector)` says so for the
 //! active model, re-decided at every model the inference thread activates
@@ -36,6 +39,8 @@ struct Lane {
     /// Its figures in the state (None until the source is registered; the
     /// pipeline's tests run unregistered sources).
     stats: Option<Arc<SourceStats>>,
+    /// The previous frame had a sighting of this source open.
+    was_open: bool,
 }
 
 /// The motion gate of the prepare thread; see the module documentation.
@@ -108,6 +113,38 @@ impl MotionGating {
         let Some(config) = self.config.as_ref().filter(|_| self.active) else {
             return true;
         };
+        if self.lanes.len() <= tag.lane {
+            self.lanes.resize_with(tag.lane + 1, || None);
+        }
+        let settings = MotionSettings {
+            pixel_threshold: config.pixel_threshold,
+            min_area: config.min_area,
+            adapt_frames: config.adapt_frames,
+        };
+        let lane = self.lanes[tag.lane].get_or_insert_with(|| Lane {
+            detector: MotionDetector::new(settings),
+            gate: Gate::new(config.max_idle_s),
+            stats: None,
+            was_open: false,
+        });
+        if lane.stats.is_none() {
+            lane.stats = state
+                .source_stats()
+                .into_iter()
+                .find(|s| *s.name == *tag.name);
+        }
+        // A sighting is open: the frame is inferred whatever it shows, so
+        // it is not measured at all (its cost would add to every invoke).
+        if state.sighting_open(&tag.name) {
+            lane.gate.infer(now_ns, false, true);
+            lane.was_open = true;
+            return true;
+        }
+        if std::mem::take(&mut lane.was_open) {
+            // The background is as old as the sighting: start a new one
+            // (this frame counts as moving and is inferred).
+            lane.detector = MotionDetector::new(settings);
+        }
         let (w, h) = match self.sampler.sample(frame, max_pixels, &mut self.luma) {
             Ok(size) => size,
             Err(e) => {
@@ -117,30 +154,12 @@ impl MotionGating {
                     log::debug!(source = tag.name.as_ref(); "no motion measure for a frame: {e}");
                     self.last_error = Some(e);
                 }
+                lane.gate.infer(now_ns, true, false);
                 return true;
             }
         };
-        if self.lanes.len() <= tag.lane {
-            self.lanes.resize_with(tag.lane + 1, || None);
-        }
-        let lane = self.lanes[tag.lane].get_or_insert_with(|| Lane {
-            detector: MotionDetector::new(MotionSettings {
-                pixel_threshold: config.pixel_threshold,
-                min_area: config.min_area,
-                adapt_frames: config.adapt_frames,
-            }),
-            gate: Gate::new(config.max_idle_s),
-            stats: None,
-        });
-        if lane.stats.is_none() {
-            lane.stats = state
-                .source_stats()
-                .into_iter()
-                .find(|s| *s.name == *tag.name);
-        }
         let motion = lane.detector.feed(&self.luma, w, h);
-        let open = state.sighting_open(&tag.name);
-        let infer = lane.gate.infer(now_ns, motion.moving, open);
+        let infer = lane.gate.infer(now_ns, motion.moving, false);
         if let Some(s) = &lane.stats {
             s.motion.measured(motion.fraction, motion.moving);
             if !infer {
@@ -235,19 +254,22 @@ mod tests {
         assert_eq!(inferred, vec![0, 10 * S, 20 * S], "idle checks");
         // An object appears: that very frame is inferred.
         assert!(at(&mut g, true, 30 * S), "the moving frame was skipped");
-        // A sighting opens; the object stays still (becomes background) and
-        // every frame is still inferred while the sighting is open.
+        // A sighting opens; the object stays still and every frame is
+        // inferred while the sighting is open.
         state.set_open_sightings("door", 1);
         assert!((1..=100).all(|i| at(&mut g, true, 30 * S + i * S / 10)));
         state.set_open_sightings("door", 0);
-        // Closed, and the object is background by now: static again.
-        assert!(!at(&mut g, true, 41 * S));
+        // Closed: the next frame starts a new background (inferred), the
+        // still object is then static.
+        assert!(at(&mut g, true, 41 * S), "the first frame after a sighting");
+        assert!(!at(&mut g, true, 42 * S));
         let skipped = state.counters.frames_static.load(Ordering::Relaxed);
         assert_eq!(skipped, 300 - 3 + 1);
         assert_eq!(stats.motion.frames_static.load(Ordering::Relaxed), skipped);
+        // Frames of an open sighting are not measured.
         assert_eq!(
             stats.motion.frames_measured.load(Ordering::Relaxed),
-            300 + 1 + 100 + 1
+            300 + 1 + 2
         );
         assert!(stats.motion.moving_ratio() < 0.5);
     }
@@ -273,9 +295,11 @@ mod tests {
         state.set_open_sightings("a", 1);
         assert!(g.admit_at(&yuyv(2, false), &a, &state, u64::MAX, S));
         assert!(!g.admit_at(&yuyv(52, false), &b, &state, u64::MAX, S));
-        // b moves, a's sighting closes: a is static and skipped, b inferred.
+        // a's sighting closes (its first frame after starts a new
+        // background), then a is static and skipped while b moves.
         state.set_open_sightings("a", 0);
-        assert!(!g.admit_at(&yuyv(3, false), &a, &state, u64::MAX, 2 * S));
+        assert!(g.admit_at(&yuyv(3, false), &a, &state, u64::MAX, 2 * S));
+        assert!(!g.admit_at(&yuyv(4, false), &a, &state, u64::MAX, 2 * S + 1));
         assert!(g.admit_at(&yuyv(53, true), &b, &state, u64::MAX, 2 * S));
         // Forced off for detectors: every frame passes again.
         let mut off = gating(Some(false));
