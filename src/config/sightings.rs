@@ -168,8 +168,8 @@ pub enum KeepFrames {
 }
 
 /// `model.roi`: the part of the frame a classifier sees, normalized
-/// `[x, y, width, height]`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+/// `[x, y, width, height]` (serialized as that array, as it is written).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Roi {
     pub x: f64,
     pub y: f64,
@@ -573,4 +573,12 @@ pub(super) fn build_roi(l: &Layers) -> Result<Option<Roi>, ConfigError> {
         width: *w,
         height: *h,
     }))
+}
+
+// Issue 18, motion: `model.roi` is printed (`check-config`, the effective
+// settings) as the array it is written as, so it reads back.
+impl Serialize for Roi {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        [self.x, self.y, self.width, self.height].serialize(s)
+    }
 }
