@@ -26,8 +26,10 @@ pub use sources::DEFAULT_SOURCE_NAME;
 pub(crate) use sources::UPLOAD_SOURCE_NAME;
 
 pub use api::{is_valid_origin, ClientAuth};
+pub use sightings::{
+    KeepFrames, MotionConfig, Roi, SightingRule, SightingsSettings, ZoneSettings,
+};
 pub use model::{DetectionRules, ModelSettings, DEFAULT_IOU_THRESHOLD, DEFAULT_MAX_DETECTIONS};
-pub use sightings::{KeepFrames, MotionConfig, Roi, SightingRule, SightingsSettings, ZoneSettings};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

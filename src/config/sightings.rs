@@ -371,10 +371,7 @@ pub(super) fn build_sightings(l: &Layers) -> Result<SightingsSettings, ConfigErr
 
 /// `[[zone]]` across the layered files (the last file with the array wins,
 /// as for every array of tables); `sources` are the configured source names.
-pub(super) fn build_zones(
-    l: &Layers,
-    sources: &[String],
-) -> Result<Vec<ZoneSettings>, ConfigError> {
+pub(super) fn build_zones(l: &Layers, sources: &[String]) -> Result<Vec<ZoneSettings>, ConfigError> {
     let Some((raw, at)) = l.get_tables(|r| r.zone.as_ref()) else {
         return Ok(Vec::new());
     };

@@ -9,8 +9,8 @@ pub(crate) mod fsutil;
 pub(crate) mod gpio;
 pub mod ids;
 pub mod result;
-pub(crate) mod shutdown;
 pub mod sighting;
+pub(crate) mod shutdown;
 pub mod zone;
 
 /// The shared test data folder: `$SPOTTER_TESTDATA`, else `../shared/testdata`

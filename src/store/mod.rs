@@ -623,10 +623,7 @@ impl Store {
         // but written, so admitted with the record).
         let queued = match (&self.outbox, outbox_seq) {
             (Some(outbox), Some(seq)) => {
-                let (okey, entry) = (
-                    outbox::outbox_key(seq),
-                    Outbox::encode(OutboxKind::Result, &value[1..]),
-                );
+                let (okey, entry) = (outbox::outbox_key(seq), Outbox::encode(OutboxKind::Result, &value[1..]));
                 trees.push(outbox.tree());
                 entries.push((trees.len() - 1, okey.to_vec(), entry));
                 Some(outbox)
