@@ -9,7 +9,8 @@
 //! - [`decode_rgb`]: a full-size decode with the `image` crate (PNG, BMP,
 //!   and the CMYK/YCCK JPEGs libjpeg-turbo cannot turn into RGB);
 //! - `JpegDecoder`: libjpeg-turbo (the `turbojpeg` crate) for every other
-//!   JPEG, at full size or scaled in the DCT domain by 1/2, 1/4 or 1/8, the
+//!   JPEG (into RGB, or grey for motion detection's small luma images), at
+//!   full size or scaled in the DCT domain by 1/2, 1/4 or 1/8, the
 //!   factor chosen by the caller from the full size (pre-processing picks the
 //!   largest one that still covers the model input). At full size its pixels
 //!   are Pillow's, which links libjpeg-turbo too (islow IDCT, fancy
