@@ -217,6 +217,7 @@ pub(super) async fn start(settings: &Settings, state: &Arc<AppState>) -> anyhow:
             keep: settings.store.keep_frames,
             sample_s: settings.store.frame_sample_s,
         }),
+        motion: std::sync::Mutex::new(Some(settings.motion.clone())),
         ..Default::default()
     });
     // One API reload at a time; a second is refused while one waits.

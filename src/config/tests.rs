@@ -866,3 +866,18 @@ fn sightings_settings_round_trip_through_toml() {
     assert_eq!(again.store, s.store);
     assert_eq!(again.model.roi, s.model.roi);
 }
+
+// Issue 18, motion. Would catch `model.roi` printed by check-config as a
+// table of x/y/width/height, which the loader (an array) cannot read back.
+#[test]
+fn roi_round_trips_through_toml() {
+    let s = one("[model]\nroi = [0.25, 0.0, 0.5, 1.0]\n").unwrap();
+    let roi = s.model.roi.expect("roi");
+    assert_eq!((roi.x, roi.y, roi.width, roi.height), (0.25, 0.0, 0.5, 1.0));
+    let text = s.to_toml();
+    let printed: toml::Value = toml::from_str(&text).unwrap();
+    let printed = &printed["model"]["roi"];
+    assert!(printed.is_array(), "{printed}");
+    let again = one(&format!("[model]\nroi = {printed}\n")).unwrap();
+    assert_eq!(again.model.roi, s.model.roi);
+}

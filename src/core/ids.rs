@@ -94,6 +94,10 @@ pub const SOURCE_COMMAND_STDERR: &str = "89c2abae4f6e40099a6bb4c2a879b9b3";
 /// A frame larger than `source.max_frame_bytes` was dropped (logged at most
 /// once per 10 s with the count so far); the stream resynchronises.
 pub const SOURCE_FRAME_OVERSIZED: &str = "d7a301de69e242e5a43367f1d81b83b6";
+// --- Sightings (issue 18, motion) ---
+/// `model.roi` is set but the model is a detector: the ROI is ignored (a
+/// detector sees the whole frame; zones place its detections).
+pub const ROI_IGNORED: &str = "1dd72c3f3e50494a8d6ecb48d304be19";
 // --- Several sources per daemon (issue 19) ---
 /// A source delivered frames and then none for its stall timeout (a
 /// multiple of its frame interval): its readiness check fails; other

@@ -9,7 +9,8 @@
 //! - [`decode_rgb`]: a full-size decode with the `image` crate (PNG, BMP,
 //!   and the CMYK/YCCK JPEGs libjpeg-turbo cannot turn into RGB);
 //! - `JpegDecoder`: libjpeg-turbo (the `turbojpeg` crate) for every other
-//!   JPEG, at full size or scaled in the DCT domain by 1/2, 1/4 or 1/8, the
+//!   JPEG (into RGB, or grey for motion detection's small luma images), at
+//!   full size or scaled in the DCT domain by 1/2, 1/4 or 1/8, the
 //!   factor chosen by the caller from the full size (pre-processing picks the
 //!   largest one that still covers the model input). At full size its pixels
 //!   are Pillow's, which links libjpeg-turbo too (islow IDCT, fancy
@@ -154,6 +155,30 @@ impl JpegDecoder {
         out: &mut Vec<u8>,
         denom: impl FnOnce(u32, u32) -> u32,
     ) -> Result<Option<ScaledJpeg>, DecodeError> {
+        self.decode_as(bytes, max_pixels, out, denom, turbojpeg::PixelFormat::RGB)
+    }
+
+    /// As [`Self::decode_scaled`], into one byte of luma per pixel (motion
+    /// detection, issue 18): libjpeg-turbo then skips the colour conversion
+    /// and the chroma's inverse DCT. `None` for CMYK/YCCK as there.
+    pub(crate) fn decode_gray_scaled(
+        &mut self,
+        bytes: &[u8],
+        max_pixels: u64,
+        out: &mut Vec<u8>,
+        denom: impl FnOnce(u32, u32) -> u32,
+    ) -> Result<Option<ScaledJpeg>, DecodeError> {
+        self.decode_as(bytes, max_pixels, out, denom, turbojpeg::PixelFormat::GRAY)
+    }
+
+    fn decode_as(
+        &mut self,
+        bytes: &[u8],
+        max_pixels: u64,
+        out: &mut Vec<u8>,
+        denom: impl FnOnce(u32, u32) -> u32,
+        format: turbojpeg::PixelFormat,
+    ) -> Result<Option<ScaledJpeg>, DecodeError> {
         let err = |e: turbojpeg::Error| DecodeError(format!("JPEG decode failed: {e}"));
         let turbo = match &mut self.turbo {
             Some(t) => t,
@@ -192,13 +217,14 @@ impl JpegDecoder {
             .map_err(err)?;
         let (width, height) = (full_w.div_ceil(denom), full_h.div_ceil(denom));
         out.clear();
-        out.resize(width as usize * height as usize * 3, 0);
+        let bpp = format.size();
+        out.resize(width as usize * height as usize * bpp, 0);
         let image = turbojpeg::Image {
             pixels: &mut out[..],
             width: width as usize,
-            pitch: width as usize * 3,
+            pitch: width as usize * bpp,
             height: height as usize,
-            format: turbojpeg::PixelFormat::RGB,
+            format,
         };
         turbo.decompress(bytes, image).map_err(err)?;
         Ok(Some(ScaledJpeg {

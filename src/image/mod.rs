@@ -2,10 +2,12 @@
 //! (which delivers raw and encoded formats) and inference (which reads them
 //! into a model's input): recognising and decoding encoded images (JPEG, PNG,
 //! BMP), repairing MJPEG frames that lack Huffman tables, and YUYV and YUV
-//! 4:2:0 (I420, NV12) → RGB.
+//! 4:2:0 (I420, NV12) → RGB, and the small luma images motion detection
+//! compares (`luma`, issue 18).
 
 pub(crate) mod decode;
 pub(crate) mod encode;
+pub(crate) mod luma;
 pub(crate) mod mjpeg;
 pub(crate) mod yuv420;
 pub(crate) mod yuyv;

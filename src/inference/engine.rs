@@ -54,6 +54,9 @@ pub struct ModelOptions {
     pub max_pixels: u64,
     /// How JPEG frames are decoded (DCT-domain downscaling or the reference path).
     pub jpeg_scaling: JpegScaling,
+    /// `model.roi` (issue 18): a classifier sees only this part of the frame;
+    /// a detector ignores it (with a warning at load).
+    pub roi: Option<crate::config::Roi>,
 }
 
 impl ModelOptions {
@@ -72,6 +75,7 @@ impl ModelOptions {
             rules: DetectionRules::default(),
             max_pixels: DEFAULT_MAX_PIXELS,
             jpeg_scaling: JpegScaling::Auto,
+            roi: None,
         }
     }
 }
@@ -112,6 +116,8 @@ pub struct PrepareSpec {
     pub prep: Preprocessor,
     pub max_pixels: u64,
     pub tensor_len: usize,
+    /// The model is a detector (motion gating's default follows it, issue 18).
+    pub detector: bool,
 }
 
 impl PrepareSpec {
@@ -197,6 +203,16 @@ impl Engine {
             None => prep.pad(),
         };
         prep = prep.with_pad(pad);
+        if let Some(roi) = opts.roi {
+            if matches!(kind, ModelKind::Classifier { .. }) {
+                prep = prep.with_roi(Some(roi));
+            } else {
+                log::warn!(
+                    message_id = crate::core::ids::ROI_IGNORED, model = path.as_str();
+                    "model.roi is ignored: {path} is a detector, which sees the whole frame (use [[zone]] to place detections)"
+                );
+            }
+        }
         if kind.needs_probe() {
             let frame = canary_frame(prep.input_size());
             prep.prepare(&frame, opts.max_pixels, runtime.input_mut())
@@ -275,6 +291,11 @@ impl Engine {
         Ok(engine)
     }
 
+    /// Whether the model is a detector (SSD or YOLO), not a classifier.
+    pub fn is_detector(&self) -> bool {
+        !matches!(self.kind, ModelKind::Classifier { .. })
+    }
+
     /// Run one frame end to end.
     pub fn run(&mut self, frame: &Frame) -> Result<InferenceOutput, InferenceError> {
         let prepared = self
@@ -290,6 +311,7 @@ impl Engine {
             prep: self.prep.with_own_buffers(),
             max_pixels: self.max_pixels,
             tensor_len: self.runtime.input_spec().byte_len(),
+            detector: self.is_detector(),
         }
     }
 

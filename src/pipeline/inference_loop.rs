@@ -43,6 +43,9 @@ pub struct InferenceControl {
     pub reloads_done: std::sync::atomic::AtomicU64,
     /// Why the last requested reload kept the previous model (None: it loaded).
     pub last_reload_error: Mutex<Option<String>>,
+    /// `[motion]` (issue 18; read when the thread starts): None, the
+    /// default, gates nothing (`spotter bench`, tests); the daemon sets it.
+    pub motion: Mutex<Option<crate::config::MotionConfig>>,
 }
 
 /// What the inference thread works with; see [`spawn_inference`].
@@ -117,13 +120,18 @@ fn run_inference(setup: InferenceSetup, prepare_worker: Option<Worker>) {
         ahead,
     } = setup;
     let handoff = Arc::new(PreparedSlot::new());
+    let motion = control
+        .motion
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let spawned = {
         let (handoff, state) = (handoff.clone(), state.clone());
         std::thread::Builder::new()
             .name("prepare".into())
             .spawn(move || {
                 let _worker = prepare_worker;
-                prepare_loop(slot, handoff, state, ahead)
+                prepare_loop(slot, handoff, state, ahead, motion)
             })
     };
     let prepare = match spawned {
@@ -610,7 +618,7 @@ mod tests {
         out.publish_model(1, engine.prepare_spec());
         let prepare = {
             let (slot, out, state) = (slot.clone(), out.clone(), state.clone());
-            std::thread::spawn(move || prepare_loop(slot, out, state, true))
+            std::thread::spawn(move || prepare_loop(slot, out, state, true, None))
         };
         let feeding = Arc::new(AtomicBool::new(true));
         let feeder = {

@@ -27,6 +27,7 @@
 //! |---|---|
 //! | `slot.rs` | [`FrameSlot`] (one lane per source, served round robin), [`Taken`], [`SourceTag`], the upload hand-off ([`ClassifyJob`], [`ClassifyError`]) |
 //! | `capture_loop.rs` | the capture thread ([`capture_loop()`]), [`Backoff`], its sleeps, the source readiness check ([`SourceReadiness`]) |
+//! | `motion_gate.rs` | motion gating: which camera frames are inferred at all, decided on the prepare thread before pre-processing (issue 18) |
 //! | `prepare_loop.rs` | the prepare thread: frames pre-processed while the previous one is invoked, and its hand-off to the inference thread (`PreparedSlot`) |
 //! | `inference_loop.rs` | the inference thread, [`InferenceControl`], [`spawn_inference`] (both threads) |
 //! | `model.rs` | model loading ([`load_model`], [`effective_model`], [`LoadedModel`]) |
@@ -39,6 +40,7 @@
 mod capture_loop;
 mod inference_loop;
 mod model;
+mod motion_gate;
 mod prepare_loop;
 mod sightings;
 mod sink;

@@ -58,6 +58,7 @@ pub fn load_model(m: &ModelSettings) -> Result<LoadedModel, InferenceError> {
         rules: m.rules.clone(),
         max_pixels: m.max_pixels,
         jpeg_scaling: m.jpeg_scaling,
+        roi: m.roi,
     };
     let mut engine = Engine::load(&opts, runtime, &file)?;
     engine.canary()?;

@@ -34,13 +34,21 @@
 //!   waits, and the inference thread takes uploads first, except right
 //!   after an upload when a frame waits: then the frame (uploads and the
 //!   camera alternate under upload load instead of the camera starving).
+//! - **motion gating** (issue 18): a camera frame is first offered to the
+//!   motion gate (`motion_gate.rs`); one it skips (a static scene) is
+//!   dropped here, before any pre-processing, and counted as static, not
+//!   as dropped.
 //! - **shutdown**: when the [`FrameSlot`] is closed and drained this thread
 //!   closes the hand-off (also if it panics), and the inference thread drains
 //!   it and returns.
+//!
+//! Why a file of some 600 lines: about 220 of them are the tests that drive
+//! the thread through hand-offs, uploads and the motion gate.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::motion_gate::MotionGating;
 use super::{ClassifyJob, FrameSlot, SourceTag, Taken};
 use crate::core::frame::Frame;
 use crate::inference::engine::PrepareSpec;
@@ -316,12 +324,15 @@ impl Drop for CloseOnDrop {
 /// The prepare thread's body; see the module documentation. With `ahead`
 /// false frames pass through unprepared (the inference thread prepares each
 /// before its invoke, the path before this thread existed). Returns when the
-/// `FrameSlot` is closed and drained, after closing `out`.
+/// `FrameSlot` is closed and drained, after closing `out`. `motion`: the
+/// `[motion]` settings (None: no gating); a frame the motion gate skips is
+/// neither prepared nor handed on (`motion_gate.rs`).
 pub(crate) fn prepare_loop(
     slot: Arc<FrameSlot>,
     out: Arc<PreparedSlot>,
     state: Arc<AppState>,
     ahead: bool,
+    motion: Option<crate::config::MotionConfig>,
 ) {
     let _close = CloseOnDrop(out.clone());
     slot.set_job_waker({
@@ -335,6 +346,7 @@ pub(crate) fn prepare_loop(
     let mut model: Option<(u64, PrepareSpec)> = None;
     let mut prep_time = Duration::ZERO;
     let mut fresher_for = None;
+    let mut gating = MotionGating::new(motion);
     while let Some(only) = out.wait_turn(&slot, prep_time, &mut fresher_for) {
         let (frame, tag) = match slot.take_from(WAIT, only) {
             Taken::Frame(f, tag) => (f, tag),
@@ -346,7 +358,13 @@ pub(crate) fn prepare_loop(
             Taken::Closed => break,
         };
         if let Some(m) = out.take_model() {
+            gating.model_changed(m.1.detector, &state);
             model = Some(m);
+        }
+        if let Some((_, spec)) = &model {
+            if !gating.admit(&frame, &tag, &state, spec.max_pixels) {
+                continue;
+            }
         }
         let mut tensor = Vec::new();
         let ahead = match model.as_mut().filter(|_| ahead) {
@@ -437,7 +455,7 @@ mod tests {
         let out = Arc::new(PreparedSlot::new());
         let prepare = {
             let (slot, out, state) = (slot.clone(), out.clone(), state.clone());
-            std::thread::spawn(move || prepare_loop(slot, out, state, true))
+            std::thread::spawn(move || prepare_loop(slot, out, state, true, None))
         };
         slot.put(frame(1));
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -488,5 +506,103 @@ mod tests {
         // No frame waiting: uploads follow each other.
         out.lock().job = Some(job(12));
         assert!(matches!(out.take(Duration::ZERO), Next::Job(j) if j.frame.seq == 12));
+    }
+
+    /// A model's pre-processing for an 8×8 RGB input, as a detector or not.
+    fn spec(detector: bool) -> PrepareSpec {
+        use crate::inference::preprocess::{FitMode, Normalization, Preprocessor};
+        use crate::inference::{DType, TensorSpec};
+        let input = TensorSpec {
+            name: "input".into(),
+            shape: vec![1, 8, 8, 3],
+            dtype: DType::U8,
+            quant: None,
+        };
+        PrepareSpec {
+            prep: Preprocessor::new(&input, FitMode::Stretch, Normalization::uniform(0.0, 1.0))
+                .unwrap(),
+            max_pixels: 1 << 20,
+            tensor_len: 8 * 8 * 3,
+            detector,
+        }
+    }
+
+    /// A 64×48 textured RGB frame, the same picture whatever `seq`.
+    fn scene(seq: u64) -> Frame {
+        let (w, h) = (64u32, 48u32);
+        let data = (0..w * h * 3).map(|i| ((i * 7) % 251) as u8).collect();
+        Frame {
+            data,
+            width: w,
+            height: h,
+            stride: w * 3,
+            ..frame(seq)
+        }
+    }
+
+    // Issue 18. Would catch motion gating not wired into the prepare thread
+    // or not following a model swap: with a detector active, a
+    // repeat of a static frame is neither prepared nor handed on and is
+    // counted as static; after a swap to a classifier the same frame is
+    // handed on again.
+    #[test]
+    fn static_frames_stop_here_while_a_detector_is_active() {
+        let state = Arc::new(AppState::new());
+        let slot = Arc::new(FrameSlot::new());
+        let out = Arc::new(PreparedSlot::new());
+        let motion = Some(crate::config::MotionConfig::default());
+        out.publish_model(1, spec(true));
+        let prepare = {
+            let (slot, out, state) = (slot.clone(), out.clone(), state.clone());
+            std::thread::spawn(move || prepare_loop(slot, out, state, true, motion))
+        };
+        let wait = Duration::from_secs(10);
+        slot.put(scene(1));
+        match out.take(wait) {
+            Next::Frame(f) => {
+                assert_eq!(f.frame.seq, 1);
+                assert!(f.ahead.is_some_and(|a| a.prepared.is_ok()));
+            }
+            other => panic!("the first frame was not handed on: {other:?}"),
+        }
+        assert!(state
+            .motion
+            .active
+            .load(std::sync::atomic::Ordering::Relaxed));
+        slot.put(scene(2));
+        let deadline = Instant::now() + wait;
+        while state
+            .counters
+            .frames_static
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 0
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the static frame was not skipped"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert!(matches!(out.take(Duration::from_millis(50)), Next::Timeout));
+        // A classifier is activated: gating is off by default for it.
+        out.publish_model(2, spec(false));
+        slot.put(scene(3));
+        match out.take(wait) {
+            Next::Frame(f) => {
+                assert_eq!(f.frame.seq, 3);
+                assert_eq!(f.ahead.map(|a| a.generation), Some(2));
+            }
+            other => panic!("the classifier's frame was not handed on: {other:?}"),
+        }
+        assert_eq!(
+            state
+                .counters
+                .frames_static
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        slot.close();
+        while !matches!(out.take(Duration::from_secs(5)), Next::Closed) {}
+        prepare.join().unwrap();
     }
 }

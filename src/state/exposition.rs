@@ -267,6 +267,7 @@ pub fn render_metrics(state: &AppState, store: &StoreStats) -> String {
         );
     }
     per_source(state, &r, &mut snap);
+    motion(state, &c, &mut snap);
     state.metrics.encode_with(&snap)
 }
 
@@ -315,6 +316,54 @@ fn per_source(state: &AppState, r: &super::Readiness, snap: &mut Registry) {
         "source_results_stored",
         "Results of this source's frames written to the store",
         stored,
+    );
+}
+
+/// Motion gating (issue 18): frames skipped as static, whether gating is
+/// on, and per source the last motion fraction and the moving-frame ratio.
+fn motion(state: &AppState, c: &super::CounterSnapshot, snap: &mut Registry) {
+    use prometheus_client::metrics::counter::Counter;
+    snap.register(
+        "frames_static",
+        "Frames not inferred because the scene was static (motion gating)",
+        ConstCounter::new(c.frames_static),
+    );
+    snap.register(
+        "motion_gating_active",
+        "1 while motion gating is on for the active model",
+        ConstGauge::new(i64::from(state.motion.active.load(Ordering::Relaxed))),
+    );
+    let sources = state.source_stats();
+    if sources.is_empty() {
+        return;
+    }
+    let skipped = Family::<SourceLabels, Counter>::default();
+    let fraction = Family::<SourceLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    let ratio = Family::<SourceLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    for s in &sources {
+        let l = SourceLabels {
+            source: s.name.clone(),
+        };
+        skipped
+            .get_or_create(&l)
+            .inc_by(s.motion.frames_static.load(Ordering::Relaxed));
+        fraction.get_or_create(&l).set(s.motion.fraction());
+        ratio.get_or_create(&l).set(s.motion.moving_ratio());
+    }
+    snap.register(
+        "source_frames_static",
+        "Frames of this source not inferred because the scene was static",
+        skipped,
+    );
+    snap.register(
+        "source_motion_fraction",
+        "Fraction of the last measured frame's small luma image that changed",
+        fraction,
+    );
+    snap.register(
+        "source_moving_ratio",
+        "Share of this source's recent frames (about the last 50) that were moving",
+        ratio,
     );
 }
 

@@ -16,6 +16,8 @@ use crate::core::result::ResultRecord;
 
 mod exposition;
 pub(crate) mod gpio;
+// Motion gating figures (issue 18, motion).
+pub(crate) mod motion;
 mod status;
 
 pub use exposition::render_metrics;
@@ -146,6 +148,9 @@ pub struct SourceStats {
     pub beat_ms: AtomicU64,
     /// Its description, e.g. `v4l2:/dev/video0 640x480 MJPG@30`.
     pub description: RwLock<String>,
+    /// Motion gating (issue 18, motion): its frames skipped as static, the
+    /// last motion fraction and the moving-frame ratio.
+    pub motion: motion::MotionStats,
 }
 
 /// The MQTT publisher's state, for `/api/v1/status` and `/metrics`. The
@@ -260,6 +265,9 @@ pub struct Counters {
     pub results_stored: AtomicU64,
     pub store_errors: AtomicU64,
     pub capture_errors: AtomicU64,
+    /// Frames not inferred because the scene was static (motion gating,
+    /// issue 18).
+    pub frames_static: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -271,6 +279,7 @@ pub(crate) struct CounterSnapshot {
     pub results_stored: u64,
     pub store_errors: u64,
     pub capture_errors: u64,
+    pub frames_static: u64,
 }
 
 impl Counters {
@@ -284,6 +293,7 @@ impl Counters {
             results_stored: g(&self.results_stored),
             store_errors: g(&self.store_errors),
             capture_errors: g(&self.capture_errors),
+            frames_static: g(&self.frames_static),
         }
     }
     pub fn inc(counter: &AtomicU64) {
@@ -326,6 +336,8 @@ pub struct AppState {
     /// thread infers every frame of a source with one open (motion gating
     /// never skips them); the result sink sets it.
     open_sightings: RwLock<std::collections::BTreeMap<String, usize>>,
+    /// Whether motion gating is on for the active model (issue 18, motion).
+    pub motion: motion::MotionStatus,
     /// Bumped by every setter of a field the status document shows that
     /// its key cannot compare cheaply (see `status`).
     generation: AtomicU64,
@@ -357,6 +369,7 @@ impl AppState {
             gpio: Default::default(),
             sources: RwLock::new(Vec::new()),
             open_sightings: RwLock::new(Default::default()),
+            motion: Default::default(),
             generation: AtomicU64::new(0),
             status_cache: Default::default(),
         }
@@ -471,6 +484,7 @@ impl AppState {
             last_frame: std::sync::Mutex::new(None),
             beat_ms: AtomicU64::new(self.started.elapsed().as_millis() as u64),
             description: RwLock::new(String::new()),
+            motion: Default::default(),
         });
         all.push(stats.clone());
         drop(all);

@@ -50,6 +50,9 @@ struct StatusDoc<'a> {
     store: &'a StoreStats,
     mqtt: MqttSnapshot,
     gpio: GpioSnapshot,
+    /// Motion gating (issue 18): written per frame without a setter, so as
+    /// stale as the uptime in the key allows (one second).
+    motion: super::motion::MotionSnapshot,
 }
 
 #[derive(Serialize)]
@@ -111,6 +114,7 @@ impl AppState {
             store: &key.store,
             mqtt: self.mqtt.snapshot(),
             gpio: self.gpio.snapshot(),
+            motion: self.motion_snapshot(),
         };
         match serde_json::to_vec(&doc) {
             Ok(v) => Bytes::from(v),
@@ -234,6 +238,7 @@ mod tests {
             "store": store,
             "mqtt": s.mqtt.snapshot(),
             "gpio": s.gpio.snapshot(),
+            "motion": {"active": false, "sources": []},
         });
         let mut now = doc(&s, &store);
         // The uptime may have ticked between the two.

@@ -12,7 +12,9 @@
 //! post-processing to the model's own invoke time. For detectors it reports
 //! pre-processing (decode + resize + quantize) and post-processing (decode +
 //! NMS + rules, the `post` stage) each as a fraction of invoke, beside the
-//! issue-17 targets ([`PRE_TARGET`], [`POST_TARGET`]). The statistics are
+//! issue-17 targets ([`PRE_TARGET`], [`POST_TARGET`]), and for every model
+//! motion detection (the prepare thread's 1/8 luma image and background
+//! compare, issue 18) as a fraction of invoke beside [`MOTION_TARGET`]. The statistics are
 //! small pure functions, tested on known vectors.
 //!
 //! Why one file of some 900 lines: about 640 are code (runtimes, stages,
@@ -56,6 +58,10 @@ pub(crate) const PRE_TARGET: f64 = 0.15;
 pub(crate) const POST_TARGET: f64 = 0.02;
 /// What the targets were set for (printed beside them).
 const PRE_TARGET_CASE: &str = "1280x720 JPEG into a 640x640 detector";
+/// Target for motion detection (the small luma image and its comparison
+/// with the background, issue 18) over invoke.
+pub(crate) const MOTION_TARGET: f64 = 0.03;
+const MOTION_TARGET_CASE: &str = "640x480 MJPEG, EfficientNet-Lite0";
 const POST_TARGET_CASE: &str = "YOLOv8n 640, one thread";
 
 /// Which runtimes to benchmark.
@@ -239,6 +245,12 @@ pub(crate) struct RuntimeResult {
     pub image_height: u32,
     /// The daemon pipeline's sustained rate, when `--pipeline-seconds` asks.
     pub pipeline: Option<Box<PipelineRates>>,
+    /// Motion detection per frame (issue 18): the luma image at 1/8 and its
+    /// comparison with a running background, as the prepare thread does it
+    /// before deciding whether to prepare the frame at all.
+    pub motion: StageStats,
+    /// `motion / invoke`, on medians.
+    pub motion_ratio: Option<f64>,
 }
 
 /// Sustained rates of the daemon's pipeline on the bench frame, against the
@@ -352,6 +364,17 @@ impl BenchReport {
                             POST_TARGET_CASE,
                         ));
                     }
+                    s.push_str(&format!(
+                        "  motion     {:>10.3} {:>10.3}\n",
+                        r.motion.median_ms, r.motion.p99_ms
+                    ));
+                    s.push_str(&target_line(
+                        "motion/invoke",
+                        r.motion_ratio,
+                        MOTION_TARGET,
+                        "1/8 grey image + background compare",
+                        MOTION_TARGET_CASE,
+                    ));
                     if let Some(p) = &r.pipeline {
                         s.push_str(&format!(
                             "  pipeline (files source at {} fps, {} s each, results stored):\n",
@@ -410,6 +433,10 @@ impl BenchReport {
                             "post_ratio": { "max": POST_TARGET, "case": POST_TARGET_CASE,
                                             "met": r.post_ratio.map(|x| x <= POST_TARGET) },
                         })),
+                        "motion": { "median_ms": r.motion.median_ms, "p99_ms": r.motion.p99_ms },
+                        "motion_ratio": r.motion_ratio,
+                        "motion_target": { "max": MOTION_TARGET, "case": MOTION_TARGET_CASE,
+                                           "met": r.motion_ratio.map(|x| x <= MOTION_TARGET) },
                         "reason": r.reason,
                         "input_shape": r.input_shape,
                         "image_width": r.image_width,
@@ -768,7 +795,22 @@ fn measure(
     let bar = progress_bar((args.warmup + args.runs) as u64, name, args.json);
     let mut samples = Samples::with_capacity(args.runs);
     let mut last_size = (0, 0);
+    // Motion detection as the prepare thread runs it (issue 18).
+    let mut luma = crate::image::luma::LumaSampler::default();
+    let mut detector = crate::sightings::motion::MotionDetector::new(Default::default());
+    let (mut small, mut motion_us) = (Vec::new(), Vec::with_capacity(args.runs));
     for i in 0..args.warmup + args.runs {
+        let t = Instant::now();
+        if let Ok((w, h)) = luma.sample(
+            &frame,
+            crate::inference::preprocess::DEFAULT_MAX_PIXELS,
+            &mut small,
+        ) {
+            detector.feed(&small, w, h);
+        }
+        if i >= args.warmup {
+            motion_us.push(t.elapsed().as_micros() as u64);
+        }
         let start = Instant::now();
         let run_err = |error| BenchError::Run {
             runtime: name.to_string(),
@@ -809,7 +851,10 @@ fn measure(
     );
     let pre = stages.decode.median_ms + stages.resize.median_ms + stages.quantize.median_ms;
     let info = engine.info();
+    let motion = stage_stats(&motion_us);
     Ok(RuntimeResult {
+        motion_ratio: fraction_of_invoke(motion.median_ms, stages.invoke.median_ms),
+        motion,
         pre_ratio: fraction_of_invoke(pre, stages.invoke.median_ms),
         post_ratio: fraction_of_invoke(stages.post.median_ms, stages.invoke.median_ms),
         kind: info.kind,
@@ -1239,8 +1284,13 @@ mod tests {
         assert!(r.stages.e2e.p99_ms <= r.stages.total.p99_ms);
         assert!(r.overhead_ratio.is_some_and(|x| x.is_finite() && x >= 0.0));
         assert_eq!((r.kind, r.family), ("classification", "classifier"));
+        // Motion detection (issue 18) is measured on the same frames: a JPEG
+        // gives a luma image, so it is never the zero of a failed sample.
+        assert!(r.motion.median_ms > 0.0 && r.motion.p99_ms >= r.motion.median_ms);
+        assert!(r.motion_ratio.is_some_and(|x| x.is_finite() && x > 0.0));
 
         let v = report.to_json();
+        assert!(v["runtimes"]["builtin"]["motion_ratio"].as_f64().is_some());
         assert_eq!(v["runs"], 3);
         assert_eq!(v["threads"], 1);
         let b = &v["runtimes"]["builtin"];

@@ -775,3 +775,57 @@ fn top1_unchanged_with_jpeg_scaling_on_camera_frames() {
         assert!(checked >= 5, "only {checked} clear camera-frame cases");
     }
 }
+
+// Issue 18, `model.roi`. Would catch the ROI not reaching a classifier's
+// pre-processing from the model options (the classifier would still see
+// the whole frame), being cropped wrongly on a real photo, or being applied
+// to a detector (whose boxes would then be wrong): the classifier's output
+// with the ROI equals its output on the cropped picture, and the SSD
+// detector's detections are the same with and without one.
+#[test]
+fn roi_crops_for_a_classifier_and_a_detector_ignores_it() {
+    let roi = spotter::config::Roi {
+        x: 0.2,
+        y: 0.1,
+        width: 0.5,
+        height: 0.6,
+    };
+    let photo = image::open(td().join("images/table.jpg"))
+        .unwrap()
+        .into_rgb8();
+    let (w, h) = photo.dimensions();
+    let mut png = Vec::new();
+    photo
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let (x, y, cw, ch) = roi.pixels(w, h);
+    let crop = image::imageops::crop_imm(&photo, x, y, cw, ch).to_image();
+    let cropped = Frame {
+        data: crop.into_raw(),
+        format: spotter::core::frame::PixelFormat::Rgb8,
+        width: cw,
+        height: ch,
+        stride: cw * 3,
+        ..Frame::encoded(Vec::new(), 0, "crop".into())
+    };
+    let whole = Frame::encoded(png, 0, "table.png".into());
+    let model = td().join("models/classification/mobilenet_v1_0.25_128_quant.tflite");
+    let mut opts = ModelOptions::new(&model);
+    let mut plain = engine(RuntimeKind::Builtin, &opts).unwrap();
+    opts.roi = Some(roi);
+    let mut with_roi = engine(RuntimeKind::Builtin, &opts).unwrap();
+    let got = with_roi.run(&whole).unwrap();
+    assert_eq!(got.classes, plain.run(&cropped).unwrap().classes);
+    assert_ne!(got.classes, plain.run(&whole).unwrap().classes);
+    assert_eq!((got.image_width, got.image_height), (w, h));
+
+    let dir = td().join("models/detection/coco_ssd_mobilenet_v1_1.0_quant_2018_06_29");
+    let mut opts = ModelOptions::new(dir.join("detect.tflite"));
+    opts.labels = Some(dir.join("labelmap.txt"));
+    let mut plain = engine(RuntimeKind::Builtin, &opts).unwrap();
+    opts.roi = Some(roi);
+    let mut ignored = engine(RuntimeKind::Builtin, &opts).unwrap();
+    let a = plain.run(&whole).unwrap().detections;
+    assert!(!a.is_empty());
+    assert_eq!(ignored.run(&whole).unwrap().detections, a);
+}

@@ -103,6 +103,18 @@ impl Mapping {
         }
     }
 
+    /// The same mapping, expressed for the `full_w`×`full_h` image this
+    /// mapping's source was cropped from at (`x`, `y`) (`model.roi`).
+    pub(crate) fn with_crop(&self, x: u32, y: u32, full_w: u32, full_h: u32) -> Mapping {
+        Mapping {
+            src_width: full_w,
+            src_height: full_h,
+            offset_x: self.offset_x + f64::from(x),
+            offset_y: self.offset_y + f64::from(y),
+            ..*self
+        }
+    }
+
     /// True when no resampling is needed (same size; every fit mode is then the identity).
     pub(crate) fn is_identity(&self) -> bool {
         self.src_width == self.dst_width && self.src_height == self.dst_height

@@ -27,6 +27,15 @@
 //! [`Preprocessor::new`] uses unless told otherwise. Why libjpeg-turbo, with
 //! measurements: [`crate::image::decode`].
 //!
+//! # Region of interest
+//! With `model.roi` (a classifier's, issue 18) only that rectangle of each
+//! frame is pre-processed: the frame is decoded (a JPEG scaled in the DCT
+//! by the largest factor that keeps the *ROI* covering the input), cropped,
+//! then fitted to the input as a whole frame would be. YUV frames of the
+//! input's own size then take the RGB path (the crop is not the input's
+//! size). The [`Mapping`] still refers to the full frame. `roi_tests.rs`
+//! holds its tests.
+//!
 //! # Letterbox
 //! The content is resized on its own and quantized straight into its rows
 //! of the tensor; the padding is one quantized pixel repeated. When the
@@ -39,12 +48,14 @@
 mod geometry;
 mod quantize;
 mod resample;
+#[cfg(test)]
+mod roi_tests;
 mod yuyv;
 
 use std::time::Instant;
 
 use super::{InferenceError, TensorSpec};
-use crate::config::JpegScaling;
+use crate::config::{JpegScaling, Roi};
 use crate::core::frame::{Frame, PixelFormat};
 use crate::image::decode::{check_budget, decode_rgb, JpegDecoder};
 use geometry::{letterbox_content, resize_rgb};
@@ -107,6 +118,10 @@ pub struct Preprocessor {
     jpeg: JpegDecoder,
     /// Bytes of `decoded` the previous frame used (see [`RETAIN_FLOOR_BYTES`]).
     decoded_prev: usize,
+    /// `model.roi` (issue 18): the part of each frame that is pre-processed.
+    roi: Option<Roi>,
+    /// The ROI's pixels, cropped out of the decoded frame.
+    cropped: Vec<u8>,
 }
 
 impl std::fmt::Debug for Preprocessor {
@@ -171,6 +186,8 @@ impl Preprocessor {
             resampler: Resampler::new(),
             jpeg: JpegDecoder::default(),
             decoded_prev: 0,
+            roi: None,
+            cropped: Vec::new(),
         })
     }
 
@@ -184,6 +201,7 @@ impl Preprocessor {
             &self.boxed,
             &self.gray,
             &self.row,
+            &self.cropped,
         ]
         .iter()
         .map(|v| v.capacity())
@@ -209,6 +227,9 @@ impl Preprocessor {
         if self.row.capacity() > RETAIN_FLOOR_BYTES {
             self.row = Vec::new();
         }
+        if self.cropped.capacity() > RETAIN_FLOOR_BYTES.max(2 * self.cropped.len()) {
+            self.cropped = Vec::new();
+        }
     }
 
     /// A pre-processor with the same settings and tables (input size, fit,
@@ -233,6 +254,8 @@ impl Preprocessor {
             resampler: Resampler::new(),
             jpeg: JpegDecoder::default(),
             decoded_prev: 0,
+            roi: self.roi,
+            cropped: Vec::new(),
         }
     }
 
@@ -248,6 +271,14 @@ impl Preprocessor {
     /// The source pixel letterboxed frames are padded with.
     pub fn pad(&self) -> [u8; 3] {
         self.pad
+    }
+
+    /// Pre-process only `roi` of each frame (`model.roi`, issue 18): the
+    /// frame is cropped to it after decoding, before the fit to the input;
+    /// the reported [`Mapping`] still refers to the full frame.
+    pub fn with_roi(mut self, roi: Option<Roi>) -> Preprocessor {
+        self.roi = roi;
+        self
     }
 
     /// Choose how JPEG frames are decoded.
@@ -310,6 +341,7 @@ impl Preprocessor {
                 let turbo = sniff(&frame.data) == Some(ImageKind::Jpeg);
                 let (dw, dh, fit) = (self.width, self.height, self.fit);
                 let scaled = self.jpeg_scaling == JpegScaling::Auto;
+                let roi = self.roi;
                 match turbo
                     .then(|| {
                         self.jpeg.decode_scaled(
@@ -318,7 +350,10 @@ impl Preprocessor {
                             &mut self.decoded,
                             |fw, fh| {
                                 if scaled {
-                                    jpeg_scale_denom(fw, fh, dw, dh, fit)
+                                    // The ROI must still cover the input.
+                                    let (_, _, cw, ch) =
+                                        roi.map_or((0, 0, fw, fh), |r| r.pixels(fw, fh));
+                                    jpeg_scale_denom(cw, ch, dw, dh, fit)
                                 } else {
                                     1
                                 }
@@ -339,7 +374,10 @@ impl Preprocessor {
             // Raw YUV of the input's own size: converted straight into the
             // tensor, quantization fused in.
             PixelFormat::Yuyv | PixelFormat::I420 | PixelFormat::Nv12
-                if w == self.width && h == self.height && self.channels == 3 =>
+                if w == self.width
+                    && h == self.height
+                    && self.channels == 3
+                    && self.roi.is_none() =>
             {
                 check_budget(w, h, max_pixels)?;
                 let dims = (w, h, frame.stride);
@@ -408,10 +446,20 @@ impl Preprocessor {
         } else {
             &self.decoded
         };
+        // `model.roi`: only that part of the decoded frame goes on.
+        let (src, crop) = match self.roi {
+            Some(roi) => {
+                let (x, y, cw, ch) = roi.pixels(sw, sh);
+                crop_rgb(src, sw, (x, y, cw, ch), &mut self.cropped);
+                (&self.cropped[..], Some((x, y, cw, ch)))
+            }
+            None => (src, None),
+        };
+        let (cw, ch) = crop.map_or((sw, sh), |(_, _, cw, ch)| (cw, ch));
         let (mapping, resize_us, quantize_us) = prepare_pixels(
             src,
-            sw,
-            sh,
+            cw,
+            ch,
             (self.width, self.height, self.channels),
             self.fit,
             self.pad,
@@ -424,6 +472,10 @@ impl Preprocessor {
             },
             dst,
         )?;
+        let mapping = match crop {
+            Some((x, y, _, _)) => mapping.with_crop(x, y, sw, sh),
+            None => mapping,
+        };
         let mapping = match full {
             Some((fw, fh)) => mapping.with_source_size(fw, fh),
             None => mapping,
@@ -435,6 +487,16 @@ impl Preprocessor {
             quantize_us,
             jpeg_scale,
         })
+    }
+}
+
+/// Copy the `w`×`h` rectangle at (`x`, `y`) of packed RGB8 `src` (rows of
+/// `sw` pixels) into `out`. The rectangle is inside `src` (`Roi::pixels`).
+fn crop_rgb(src: &[u8], sw: u32, (x, y, w, h): (u32, u32, u32, u32), out: &mut Vec<u8>) {
+    let (row, stride, x0) = (w as usize * 3, sw as usize * 3, x as usize * 3);
+    out.clear();
+    for r in y as usize..(y + h) as usize {
+        out.extend_from_slice(&src[r * stride + x0..r * stride + x0 + row]);
     }
 }
 
