@@ -4,7 +4,10 @@
 //! A sighting is one continuous presence of a label on a source (and in a
 //! zone, when the hit names one). It opens when the label passes in
 //! `min_frames` of the last `window` inferred frames of its source, starting
-//! at the first of those passing frames; it stays open through gaps shorter
+//! at the first of those passing frames; passes more than `end_after_ms`
+//! before the newest do not count (motion gating may leave long gaps between
+//! inferred frames: a flicker a minute ago and a pass now are not one
+//! presence, just as they would not keep one open); it stays open through gaps shorter
 //! than `end_after_ms`; it closes once the label has not passed for
 //! `end_after_ms`, ending at the last frame it passed in. Time is the
 //! frames' capture time, so replayed or delayed frames give the same
@@ -198,7 +201,17 @@ impl Tracker {
             while track.recent.len() > window {
                 track.recent.pop_front();
             }
-            let passing: Vec<_> = track.recent.iter().flatten().collect();
+            let horizon = frame.t_ns.saturating_sub(
+                i64::try_from(rules.end_after_ms)
+                    .unwrap_or(i64::MAX / 1_000_000)
+                    .saturating_mul(1_000_000),
+            );
+            let passing: Vec<_> = track
+                .recent
+                .iter()
+                .flatten()
+                .filter(|p| p.0 >= horizon)
+                .collect();
             if passing.len() >= rules.min_frames as usize {
                 let (start_ns, _, _) = passing[0];
                 let (best_ns, best, best_id) =
@@ -401,6 +414,46 @@ mod tests {
         let mut t = Tracker::new(Rules::default(), 0);
         let frames = passing(30, "cat", 0.9, |i| i % 10 == 0);
         assert!(run(&mut t, &frames).is_empty());
+    }
+
+    // Would catch a flicker long ago opening a sighting with the next pass
+    // when the frames in between were never inferred (motion gating skips a
+    // static scene): the sighting must start at the new pass, not at the
+    // flicker a second earlier (found by the daemon replay test).
+    #[test]
+    fn passes_further_apart_than_end_after_ms_are_not_one_presence() {
+        let mut t = Tracker::new(
+            Rules {
+                end_after_ms: 600,
+                ..Rules::default()
+            },
+            0,
+        );
+        let mut ev = Vec::new();
+        // A flicker at frame 0, an empty frame 1, then (frames skipped as
+        // static) passes at frames 20 and 21.
+        for (i, hits) in [
+            (0, vec![hit("cat", 0.9)]),
+            (1, vec![]),
+            (20, vec![hit("cat", 0.9)]),
+            (21, vec![hit("cat", 0.9)]),
+        ] {
+            let id = format!("r{i}");
+            ev.extend(t.observe(&Frame {
+                source: "cam",
+                t_ns: i * DT,
+                result_id: Some(&id),
+                hits: &hits,
+            }));
+        }
+        let starts: Vec<i64> = ev
+            .iter()
+            .filter_map(|e| match e {
+                Event::Started(s) => Some(s.start_ns),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(starts, vec![20 * DT], "{ev:?}");
     }
 
     // Would catch a short gap splitting one sighting into two, and a long
