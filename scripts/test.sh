@@ -65,6 +65,8 @@ say "benchmark smoke run (benches/run.sh --quick)"
 bash "$REPO/benches/run.sh" --quick --bin "$BIN" --out "$CACHE/bench/RESULTS-quick.md"
 say "flash-wear benchmark smoke run (benches/sightings_wear.sh, 20 s)"
 SPOTTER_BIN="$BIN" bash "$REPO/benches/sightings_wear.sh" --duration 20
+say "motion-gating CPU benchmark smoke run (benches/motion_cpu.sh, 15 s each)"
+SPOTTER_BIN="$BIN" bash "$REPO/benches/motion_cpu.sh" --seconds 15
 
 # The system test boots the same .deb in a Debian VM (QEMU, TCG) with vivid's
 # /dev/video0 and checks it from the host (tests/system/run.sh; needs root
