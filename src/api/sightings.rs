@@ -72,11 +72,7 @@ pub(super) fn parse_sightings_query(
             "label" => q.label = Some(parse_label(&v)?),
             "source" => q.source = Some(parse_source(&v)?),
             "zone" => {
-                // The names `config` accepts for [[zone]].
-                let ok = (1..=64).contains(&v.len())
-                    && v.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-                if !ok {
+                if !crate::core::zone::is_valid_zone_name(&v) {
                     return Err(invalid(
                         "zone",
                         "expected a zone name (1 to 64 of A-Z, a-z, 0-9, _, - and .)",

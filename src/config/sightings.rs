@@ -418,13 +418,7 @@ pub(super) fn build_zones(
         let name = at
             .at(&z.name)
             .ok_or_else(|| missing("name", "required in every [[zone]]"))?;
-        let name_ok = !name.value.is_empty()
-            && name.value.len() <= 64
-            && name
-                .value
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-        if !name_ok {
+        if !crate::core::zone::is_valid_zone_name(&name.value) {
             return Err(invalid(
                 &name,
                 &key("name"),

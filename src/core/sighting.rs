@@ -39,6 +39,25 @@ impl Sighting {
         self.end_ns.is_none()
     }
 
+    /// An open sighting of `label` seen once at t = 1 ns, for tests.
+    #[cfg(test)]
+    pub(crate) fn test_open(id: u64, label: &str, peak_score: f32) -> Sighting {
+        Sighting {
+            id,
+            label: label.into(),
+            source: "default".into(),
+            zone: None,
+            start_ns: 1,
+            end_ns: None,
+            last_seen_ns: 1,
+            peak_score,
+            frames: 2,
+            max_objects: 1,
+            best_result_id: None,
+            best_ns: 1,
+        }
+    }
+
     /// Seconds from start to end (to `last_seen_ns` while open).
     pub fn duration_s(&self) -> f64 {
         let end = self.end_ns.unwrap_or(self.last_seen_ns);

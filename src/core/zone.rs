@@ -117,6 +117,16 @@ fn segments_touch((p1, q1): ([f64; 2], [f64; 2]), (p2, q2): ([f64; 2], [f64; 2])
         || (d4 == 0.0 && on_segment(p2, q2, q1))
 }
 
+/// Whether `name` can name a zone: 1 to 64 ASCII letters, digits, `_`, `-`
+/// or `.` (safe in URLs, MQTT topics and file names; the config refuses
+/// others, the API answers 400 for them).
+pub fn is_valid_zone_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
 /// Which point of a detection's box decides the zone it is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

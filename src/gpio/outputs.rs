@@ -262,25 +262,6 @@ pub(crate) fn test_record(label: &str, score: f32) -> ResultRecord {
     r
 }
 
-/// A sighting that just started, for tests.
-#[cfg(test)]
-pub(crate) fn test_sighting(label: &str, peak_score: f32) -> Sighting {
-    Sighting {
-        id: 1,
-        label: label.into(),
-        source: "default".into(),
-        zone: None,
-        start_ns: 1,
-        end_ns: None,
-        last_seen_ns: 1,
-        peak_score,
-        frames: 2,
-        max_objects: 1,
-        best_result_id: None,
-        best_ns: 1,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,7 +360,7 @@ mod tests {
             [line(5)]
         );
         assert!(!o.is_on(&line(27)), "a stored frame does not fire it");
-        let mut s = test_sighting("person", 0.59);
+        let mut s = crate::core::sighting::Sighting::test_open(1, "person", 0.59);
         assert!(
             o.on_sighting_started(&s, ms(10)).unwrap().is_empty(),
             "score below"

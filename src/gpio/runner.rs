@@ -449,7 +449,9 @@ mod tests {
         rt.hooks.stored(&rec, None, Instant::now());
         assert_eq!(board.level(&line(27)), Some(false), "frames ignored");
         rt.hooks
-            .sighting_started(&crate::gpio::outputs::test_sighting("person", 0.9));
+            .sighting_started(&crate::core::sighting::Sighting::test_open(
+                1, "person", 0.9,
+            ));
         assert_eq!(board.level(&line(27)), Some(true));
         assert_eq!(state.gpio.snapshot().outputs_switched, 1);
         rt.shutdown();

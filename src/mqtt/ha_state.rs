@@ -115,20 +115,7 @@ mod tests {
     fn ev(event: SightingChange, id: u64, label: &str) -> Vec<u8> {
         serde_json::to_vec(&SightingEvent {
             event,
-            sighting: Sighting {
-                id,
-                label: label.into(),
-                source: "default".into(),
-                zone: None,
-                start_ns: 1,
-                end_ns: None,
-                last_seen_ns: 1,
-                peak_score: 0.9,
-                frames: 2,
-                max_objects: 1,
-                best_result_id: None,
-                best_ns: 1,
-            },
+            sighting: Sighting::test_open(id, label, 0.9),
         })
         .unwrap()
     }

@@ -279,16 +279,21 @@ impl Client {
     }
 
     /// GET a path; `Err` only for transport errors (refused, TLS failure).
-    pub fn get(&self, path: &str) -> Result<Reply, String> {
+    /// GET `path` with the key, whatever its status; `Err` only for
+    /// transport errors.
+    fn call_get(&self, path: &str) -> Result<ureq::Response, String> {
         let mut req = self.agent.get(&format!("{}{}", self.base, path));
         if let Some(k) = &self.key {
             req = req.set("Authorization", &format!("Bearer {k}"));
         }
-        let r = match req.call() {
-            Ok(r) => r,
-            Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => return Err(e.to_string()),
-        };
+        match req.call() {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => Ok(r),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Result<Reply, String> {
+        let r = self.call_get(path)?;
         let status = r.status();
         let headers = r
             .headers_names()
@@ -305,15 +310,7 @@ impl Client {
 
     /// GET `path`: status, content type and the body's bytes (images).
     pub fn get_bytes(&self, path: &str) -> Result<(u16, String, Vec<u8>), String> {
-        let mut req = self.agent.get(&format!("{}{}", self.base, path));
-        if let Some(k) = &self.key {
-            req = req.set("Authorization", &format!("Bearer {k}"));
-        }
-        let r = match req.call() {
-            Ok(r) => r,
-            Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => return Err(e.to_string()),
-        };
+        let r = self.call_get(path)?;
         let (status, ctype) = (r.status(), r.content_type().to_string());
         let mut body = Vec::new();
         std::io::Read::read_to_end(&mut r.into_reader(), &mut body).map_err(|e| e.to_string())?;

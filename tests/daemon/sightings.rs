@@ -32,28 +32,18 @@ fn labels_path() -> PathBuf {
     testdata().join("labels/labels_mobilenet_quant_v1_224.txt")
 }
 
-/// The test photos (not MNIST), resized to the frame size.
+/// The test photos (not MNIST), resized to the frame size, by file stem.
 fn photos() -> Vec<(String, RgbImage)> {
-    let mut out = Vec::new();
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(testdata().join("images"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            let n = p.file_name().unwrap().to_string_lossy().to_lowercase();
-            (n.ends_with(".jpg") || n.ends_with(".png") || n.ends_with(".bmp"))
-                && !n.starts_with("mnist")
+    photos_full()
+        .into_iter()
+        .map(|(p, img)| {
+            let name = p.file_stem().unwrap().to_string_lossy().into_owned();
+            (
+                name,
+                imageops::resize(&img, W, H, imageops::FilterType::Triangle),
+            )
         })
-        .collect();
-    paths.sort();
-    for p in paths {
-        let img = image::open(&p).unwrap().to_rgb8();
-        let name = p.file_stem().unwrap().to_string_lossy().into_owned();
-        out.push((
-            name,
-            imageops::resize(&img, W, H, imageops::FilterType::Triangle),
-        ));
-    }
-    out
+        .collect()
 }
 
 /// `bg` with `obj` pasted over its middle 80 %.
@@ -92,26 +82,35 @@ fn save_jpeg(img: &RgbImage, path: &Path) {
         .unwrap();
 }
 
-/// Top-1 (label, score) of each file by `spotter classify`.
-fn top1(files: &[PathBuf]) -> Vec<(String, f64)> {
-    let out = Command::new(bin())
-        .args(["classify", "--json", "--threads", "1", "--model"])
-        .arg(model_path())
-        .arg("--labels")
-        .arg(labels_path())
-        .args(files)
-        .output()
-        .unwrap();
+/// `spotter classify --json` on each file with `model` (and `labels`):
+/// one JSON object per file.
+fn classify_json(model: &Path, labels: Option<&Path>, files: &[PathBuf]) -> Vec<serde_json::Value> {
+    let mut cmd = Command::new(bin());
+    cmd.args(["classify", "--json", "--threads", "1", "--model"])
+        .arg(model);
+    if let Some(l) = labels {
+        cmd.arg("--labels").arg(l);
+    }
+    let out = cmd.args(files).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout)
+    let v: Vec<serde_json::Value> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(v.len(), files.len(), "one JSON object per image");
+    v
+}
+
+/// Top-1 (label, score) of each file by the classifier.
+fn top1(files: &[PathBuf]) -> Vec<(String, f64)> {
+    classify_json(&model_path(), Some(&labels_path()), files)
+        .iter()
+        .map(|v| {
             let t = &v["results"][0];
             (
                 t["label"].as_str().unwrap().to_string(),
@@ -553,22 +552,9 @@ const YOLO: &str = "models/detection/yolov8n/yolov8n_full_integer_quant.tflite";
 /// Detections of each file by `spotter classify` with the YOLO detector:
 /// (label, score, [x, y, w, h] in pixels).
 fn detect(files: &[PathBuf]) -> Vec<Vec<(String, f64, [f64; 4])>> {
-    let out = Command::new(bin())
-        .args(["classify", "--json", "--threads", "1", "--model"])
-        .arg(testdata().join(YOLO))
-        .args(files)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+    classify_json(&testdata().join(YOLO), None, files)
+        .iter()
+        .map(|v| {
             v["detections"]
                 .as_array()
                 .unwrap()
