@@ -26,6 +26,11 @@
 //! (`sightings.max_age_s` on closed ones by end time, `sightings.max_records`)
 //! enforced by the pruner ([`Store::prune_sightings`]), and are not part of
 //! the results' record and byte counts.
+//!
+//! Why one file of some 850 lines: the write (one transaction over four
+//! trees and the outbox), the reads, the summary, the start-up close and the
+//! pruning share the private trees and their counters, as `mod.rs` does for
+//! results; the tests live in `sightings_tests.rs`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -7,6 +7,9 @@
 //! Which photos make the background and the "object" is decided at run
 //! time with `spotter classify` (a pair whose composite's top-1 label is
 //! not the background's), so the test holds for other photos and models.
+//!
+//! Over 600 lines: the frame compositing and run-time photo choice that the
+//! tests share take some 250 of them; each test replays its own sequence.
 
 use crate::common;
 
