@@ -78,8 +78,8 @@ pub(crate) struct SightingStage {
     open: BTreeMap<u64, OpenState>,
     /// Per source: capture time of the last stored sample.
     sampled: BTreeMap<String, i64>,
-    /// Sources last told to the state as having open sightings.
-    published: std::collections::BTreeSet<String>,
+    /// Open sightings per source, as last told to the state.
+    published: BTreeMap<String, usize>,
     gpio: Option<Arc<crate::gpio::runner::GpioHooks>>,
 }
 
@@ -281,13 +281,19 @@ impl SightingStage {
         for s in t.open() {
             *counts.entry(s.source.clone()).or_default() += 1;
         }
-        for gone in self.published.iter().filter(|s| !counts.contains_key(*s)) {
+        // Called per frame: the state's lock is only taken when a count changed.
+        if counts == self.published {
+            return;
+        }
+        for gone in self.published.keys().filter(|s| !counts.contains_key(*s)) {
             self.state.set_open_sightings(gone, 0);
         }
         for (src, n) in &counts {
-            self.state.set_open_sightings(src, *n);
+            if self.published.get(src) != Some(n) {
+                self.state.set_open_sightings(src, *n);
+            }
         }
-        self.published = counts.into_keys().collect();
+        self.published = counts;
     }
 
     /// End the sightings whose label has not passed for their

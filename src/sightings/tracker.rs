@@ -39,6 +39,13 @@ impl Default for Rules {
 }
 
 impl Rules {
+    /// `end_after_ms` in nanoseconds (saturating).
+    fn end_after_ns(&self) -> i64 {
+        i64::try_from(self.end_after_ms)
+            .unwrap_or(i64::MAX / 1_000_000)
+            .saturating_mul(1_000_000)
+    }
+
     /// Check the rules; the message names the key.
     pub fn validate(&self) -> Result<(), String> {
         if self.window == 0 || self.window > 1000 {
@@ -134,11 +141,6 @@ impl Tracker {
         self
     }
 
-    /// The rules of `label`.
-    fn rules_for(&self, label: &str) -> Rules {
-        self.by_label.get(label).copied().unwrap_or(self.rules)
-    }
-
     /// The sightings open now.
     pub fn open(&self) -> impl Iterator<Item = &Sighting> {
         self.tracks.values().filter_map(|t| t.open.as_ref())
@@ -201,11 +203,7 @@ impl Tracker {
             while track.recent.len() > window {
                 track.recent.pop_front();
             }
-            let horizon = frame.t_ns.saturating_sub(
-                i64::try_from(rules.end_after_ms)
-                    .unwrap_or(i64::MAX / 1_000_000)
-                    .saturating_mul(1_000_000),
-            );
+            let horizon = frame.t_ns.saturating_sub(rules.end_after_ns());
             let passing: Vec<_> = track
                 .recent
                 .iter()
@@ -266,23 +264,15 @@ impl Tracker {
     /// ends its sightings.
     pub fn expire(&mut self, source: Option<&str>, now_ns: i64) -> Vec<Event> {
         let mut events = Vec::new();
-        let limits: BTreeMap<String, i64> = self
-            .tracks
-            .keys()
-            .map(|k| {
-                let ms = self.rules_for(&k.label).end_after_ms;
-                let ns = i64::try_from(ms)
-                    .unwrap_or(i64::MAX / 1_000_000)
-                    .saturating_mul(1_000_000);
-                (k.label.clone(), ns)
-            })
-            .collect();
+        let (default_rules, by_label) = (self.rules, &self.by_label);
         self.tracks.retain(|key, track| {
             if source.is_some_and(|s| s != key.source) {
                 return true;
             }
-            // Indexing cannot fail: `limits` has every label of `tracks`.
-            let limit = limits[&key.label];
+            let limit = by_label
+                .get(&key.label)
+                .unwrap_or(&default_rules)
+                .end_after_ns();
             match &track.open {
                 Some(s) if now_ns.saturating_sub(s.last_seen_ns) >= limit => {
                     let mut s = s.clone();
