@@ -3,7 +3,8 @@
 //! journald output, MQTT, SIGHUP reload, the shipped systemd unit and
 //! generator, `spotter bench` and `spotter classify`; a `command` source
 //! (ffmpeg) end to end; a YOLO detector end to
-//! end; and model swaps in the inference loop.
+//! end; model swaps in the inference loop; and the web interface in a
+//! headless browser.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -22,4 +23,6 @@ mod sightings;
 mod sighup;
 mod sources;
 mod systemd_unit;
+mod web;
+mod webdriver;
 mod yolo;
