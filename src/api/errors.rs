@@ -70,6 +70,11 @@ pub enum ApiError {
     SightingNotFound,
     #[error("no snapshot was kept for this sighting")]
     NoSightingSnapshot,
+    // --- Keys from the web interface (issue 20) ---
+    #[error("no API key with this id")]
+    KeyNotFound,
+    #[error("{reason}")]
+    KeyRefused { reason: String },
     #[error("invalid query parameter {name:?}: {reason}")]
     InvalidParameter { name: String, reason: String },
     #[error(
@@ -174,6 +179,8 @@ fn problem_kind(e: &ApiError) -> (StatusCode, &'static str, &'static str) {
             "no_snapshot",
             "No snapshot for this sighting",
         ),
+        ApiError::KeyNotFound => (StatusCode::NOT_FOUND, "key_not_found", "No such API key"),
+        ApiError::KeyRefused { .. } => (StatusCode::CONFLICT, "key_refused", "Key change refused"),
         ApiError::MethodNotAllowed { .. } => (
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",

@@ -3,9 +3,10 @@
 //! every request (API keys from [`crate::keys`]), rate limiting, the request
 //! body limit, CORS, the security headers, and the JSON shapes of every
 //! response (including the one error table, served as RFC 9457 problem
-//! details). Reads [`AppState`], the [`Store`] and the key file; never writes
-//! any of them (uploads with `?store=true` and model changes go through the
-//! pipeline and the model store).
+//! details). Reads [`AppState`], the [`Store`] and the key file; writes the
+//! key file only to create and revoke keys (admin), never the others
+//! (uploads with `?store=true` and model changes go through the pipeline
+//! and the model store).
 //!
 //! Routes, see [`ROUTES`] (methods as listed there; a GET route also answers
 //! HEAD; other methods → 405 with `Allow`):
@@ -21,7 +22,9 @@
 //!   `/api/v1/results/{id}/image` (read), `/api/v1/backup` (admin): see
 //!   `results`.
 //! - `/metrics` (read): OpenMetrics text.
-//! - `/api/v1/keys` (admin): the keys' metadata (never secrets or hashes).
+//! - `/api/v1/keys` (admin): the keys' metadata (never secrets or hashes);
+//!   `POST /api/v1/keys` creates one (its secret answered once) and
+//!   `DELETE /api/v1/keys/{id}` revokes one (issue 20; see `keys`).
 //! - `POST /api/v1/classify` (read): classify an uploaded image, see
 //!   [`classify`].
 //! - `/api/v1/events` (read): Server-Sent Events, see [`events`].
@@ -33,6 +36,8 @@
 //!   `/api/v1/sightings/summary?bucket=&since=&until=` (read, issue 18):
 //!   see `sightings`.
 //! - `POST /api/v1/reload` (admin): reload the configuration, see [`reload`].
+//! - The web interface (issue 20), apart from the API's routes: `/`,
+//!   `/live`, `/history`, `/device` and `/assets/<hash>/<name>`, see `pages`.
 //!
 //! Order of checks for each request (in `request`): declared body size
 //! (413) → CORS preflight from an allowed origin (204) → rate limit (429:
@@ -109,6 +114,7 @@ mod metrics;
 mod model;
 pub(crate) mod openapi;
 mod options;
+mod pages;
 pub(crate) mod reload;
 mod request;
 mod results;

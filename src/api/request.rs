@@ -23,7 +23,7 @@ use super::headers::{
     cors_headers, is_preflight, origin_allowed, preflight_response, security_headers,
 };
 use super::router::{dispatch, is_probe, match_route, takes_body, Route};
-use super::{classify, events, ApiError};
+use super::{classify, events, pages, ApiError};
 
 /// What goes on the wire: a whole body, or an event stream.
 pub(super) type OutBody = http_body_util::Either<Full<Bytes>, events::EventBody>;
@@ -39,12 +39,17 @@ pub(super) async fn handle(
     let started = Instant::now();
     let method = req.method().clone();
     let origin = req.headers().get(ORIGIN).cloned();
+    let page = pages::match_page(req.uri().path()).map(|p| p.is_asset());
     let (mut resp, route_name) = respond(&ctx, peer, req, kill).await;
     ctx.state
         .metrics
         .count_http(route_name, resp.status().as_u16());
+    let ok = resp.status().is_success();
     let h = resp.headers_mut();
     security_headers(h);
+    if let Some(asset) = page {
+        pages::page_headers(asset && ok, h);
+    }
     cors_headers(h, &ctx.access, origin);
     log::debug!(
         "{method} {route_name} from {} -> {} in {} µs",
@@ -68,7 +73,13 @@ async fn respond(
     // the answer is ready is drained or the connection closed (`unread`).
     let mut body = Some(body);
     let route = match_route(parts.uri.path());
-    let route_name = route.as_ref().map(|r| r.name()).unwrap_or("unknown");
+    // The web interface's pages and assets (issue 20): not API routes.
+    let page = pages::match_page(parts.uri.path());
+    let route_name = route
+        .as_ref()
+        .map(|r| r.name())
+        .or(page.map(|p| p.name()))
+        .unwrap_or("unknown");
     let declared = declared_length(&parts.headers);
     let result: Result<Response<OutBody>, ApiError> = async {
         // Model uploads have their own (larger) limit; everything else the body limit.
@@ -88,6 +99,15 @@ async fn respond(
             if allowed_origin && is_preflight(&parts.method, &parts.headers) {
                 return Ok(preflight_response(r.spec()).map(Either::Left));
             }
+        }
+        if let Some(page) = page {
+            let caller = match authenticate(ctx, peer.ip(), &parts.headers, page.is_asset()).await {
+                Ok(c) => c,
+                Err(e) => return pages::unauthenticated(page, e).map(|r| r.map(Either::Left)),
+            };
+            return pages::serve(ctx, page, &caller, &parts.method, parts.uri.query())
+                .await
+                .map(|r| r.map(Either::Left));
         }
         let probe = route.as_ref().is_some_and(is_probe);
         let caller = authenticate(ctx, peer.ip(), &parts.headers, probe).await?;

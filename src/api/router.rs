@@ -73,7 +73,7 @@ pub const ROUTES: &[RouteSpec] = &[
         path: "/api/v1/keys",
         name: "keys",
         scope: Some(Scope::Admin),
-        allow: ALLOW_GET,
+        allow: "GET, HEAD, POST",
     },
     RouteSpec {
         path: "/api/v1/results/{id}/image",
@@ -148,6 +148,13 @@ pub const ROUTES: &[RouteSpec] = &[
         scope: Some(Scope::Read),
         allow: ALLOW_GET,
     },
+    // --- Keys from the web interface (issue 20) ---
+    RouteSpec {
+        path: "/api/v1/keys/{id}",
+        name: "key_by_id",
+        scope: Some(Scope::Admin),
+        allow: "DELETE",
+    },
 ];
 
 #[derive(Debug, PartialEq)]
@@ -172,6 +179,7 @@ pub(super) enum Route<'a> {
     SightingsSummary,
     SightingById(&'a str),
     SightingSnapshot(&'a str),
+    KeyById(&'a str),
 }
 
 impl Route<'_> {
@@ -197,6 +205,7 @@ impl Route<'_> {
             Route::SightingsSummary => 17,
             Route::SightingById(_) => 18,
             Route::SightingSnapshot(_) => 19,
+            Route::KeyById(_) => 20,
         };
         &ROUTES[i]
     }
@@ -227,6 +236,13 @@ pub(super) fn match_route(path: &str) -> Option<Route<'_>> {
         "/api/v1/sightings" => Route::Sightings,
         "/api/v1/sightings/summary" => Route::SightingsSummary,
         p if p.starts_with("/api/v1/sightings/") => return match_sighting(p),
+        p if p.starts_with("/api/v1/keys/") => {
+            let id = &p["/api/v1/keys/".len()..];
+            if id.is_empty() || id.contains('/') {
+                return None;
+            }
+            Route::KeyById(id)
+        }
         p => {
             let id = p.strip_prefix("/api/v1/results/")?;
             if let Some(id) = id.strip_suffix("/image") {
@@ -265,7 +281,9 @@ fn match_sighting(p: &str) -> Option<Route<'_>> {
 pub(super) fn takes_body(route: &Route<'_>, method: &Method) -> bool {
     matches!(
         (route, method),
-        (Route::Classify, &Method::POST) | (Route::Model, &Method::PUT)
+        (Route::Classify, &Method::POST)
+            | (Route::Model, &Method::PUT)
+            | (Route::Keys, &Method::POST)
     )
 }
 
@@ -292,7 +310,11 @@ pub(super) async fn dispatch(
         Route::Backup => results::backup(ctx, query).await,
         Route::Latest => results::latest(ctx).await,
         Route::ById(id) => results::by_id(ctx, id).await,
+        Route::Keys if req.method == Method::POST => {
+            keys::create(ctx, req.body, caller.name()).await
+        }
         Route::Keys => Ok(keys::list(ctx).await),
+        Route::KeyById(id) => keys::revoke(ctx, id, caller.name()).await,
         Route::Classify => match req.upload {
             Some(admitted) => {
                 classify::classify(ctx, admitted, req.body, req.peer, caller.name()).await
@@ -332,6 +354,12 @@ mod tests {
         assert_eq!(match_route("/healthz/"), None);
         assert_eq!(match_route("/"), None);
         assert_eq!(match_route("/api/v1/keys"), Some(Route::Keys));
+        assert_eq!(
+            match_route("/api/v1/keys/00ff"),
+            Some(Route::KeyById("00ff"))
+        );
+        assert_eq!(match_route("/api/v1/keys/"), None);
+        assert_eq!(match_route("/api/v1/keys/a/b"), None);
         // Sightings (issue 18): "summary" is not an id, ids nest only /snapshot.
         assert_eq!(
             match_route("/api/v1/sightings/summary"),
@@ -381,7 +409,9 @@ mod tests {
             for m in [Method::GET, Method::HEAD, Method::POST, Method::PUT] {
                 let want = matches!(
                     (spec.path, m.as_str()),
-                    ("/api/v1/classify", "POST") | ("/api/v1/model", "PUT")
+                    ("/api/v1/classify", "POST")
+                        | ("/api/v1/model", "PUT")
+                        | ("/api/v1/keys", "POST")
                 );
                 assert_eq!(takes_body(&r, &m), want, "{} {m}", spec.path);
             }

@@ -1,7 +1,8 @@
 //! HTTPS API integration tests in one binary (one link of the crate instead
 //! of one per file): a real `Server` in this process (`api_harness`) for
 //! routes, authentication, events, connection limits, TLS and reload; the
-//! real daemon (`common`) for uploads and model management.
+//! real daemon (`common`) for uploads and model management; the web
+//! interface's pages and key routes (`web_pages`).
 //!
 //! The rate-limit tests stay in their own binary (tests/api_ratelimit.rs):
 //! they install a process-wide logger and assert on everything it captured.
@@ -21,3 +22,4 @@ mod api_tls;
 mod dos_body;
 mod dos_conn;
 mod reload;
+mod web_pages;

@@ -4,6 +4,8 @@
 //! and offers the few commands the tests use (navigate, find, click, type,
 //! run a script, cookies, window size, screenshots, the browser's console
 //! log). Plain HTTP with ureq and serde_json: no WebDriver crate's tree.
+// Not every test uses every command.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,207 @@
+//! The web interface's pages and assets over real HTTPS (issue 20), with
+//! bearer keys (the browser test in tests/daemon/web.rs signs in with a
+//! session cookie): redirects, headers, scope-dependent controls, and the
+//! key management routes the Device page calls.
+
+use std::time::Duration;
+
+use crate::api_harness::{start, Auth, Harness, Reply};
+
+/// An agent that does not follow redirects (to see the 303s themselves).
+fn agent(h: &Harness) -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .tls_config(h.client_config.clone())
+        .timeout(Duration::from_secs(30))
+        .redirects(0)
+        .build()
+}
+
+async fn page(h: &Harness, path: &str, key: Option<&str>) -> Reply {
+    let mut req = agent(h).get(&format!("{}{path}", h.base));
+    if let Some(k) = key {
+        req = req.set("Authorization", &format!("Bearer {k}"));
+    }
+    tokio::task::spawn_blocking(move || {
+        let r = match req.call() {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{e}"),
+        };
+        let status = r.status();
+        let headers = r
+            .headers_names()
+            .into_iter()
+            .filter_map(|n| r.header(&n).map(|v| (n.clone(), v.to_string())))
+            .collect();
+        let body = r.into_string().unwrap();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// The `src` and `href` of `/assets/...` links in a page.
+fn asset_links(html: &str) -> Vec<String> {
+    html.match_indices("\"/assets/")
+        .map(|(i, _)| {
+            let rest = &html[i + 1..];
+            rest[..rest.find('"').unwrap()].to_string()
+        })
+        .collect()
+}
+
+// Would catch: a page answering without a key (the live view of a camera
+// open to the LAN), the sign-in page not redirecting a signed-in caller, a
+// page served with the API's `default-src 'none'` (its own script blocked)
+// or with inline script, pages cached, or an asset link that 404s or is
+// served without a long cache lifetime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_redirect_by_sign_in_and_carry_a_strict_csp() {
+    let h = start().await;
+    let signin = page(&h, "/", None).await;
+    assert_eq!(signin.status, 200, "{}", signin.body);
+    assert!(signin.body.contains("id=\"signin\""), "{}", signin.body);
+    assert!(signin
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/html"));
+    for path in ["/live", "/history", "/device"] {
+        let r = page(&h, path, None).await;
+        assert_eq!(r.status, 303, "{path}: {}", r.body);
+        assert_eq!(r.header("location"), Some("/"), "{path}");
+    }
+    let r = page(&h, "/", Some(&h.read_key)).await;
+    assert_eq!((r.status, r.header("location")), (303, Some("/live")));
+    for path in ["/", "/live", "/history", "/device"] {
+        let r = page(&h, path, Some(&h.admin_key)).await;
+        let r = if r.status == 303 {
+            page(&h, r.header("location").unwrap(), Some(&h.admin_key)).await
+        } else {
+            r
+        };
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        let csp = r.header("content-security-policy").unwrap();
+        assert!(csp.starts_with("default-src 'self'"), "{path}: {csp}");
+        assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
+        assert_eq!(r.header("cache-control"), Some("no-store"), "{path}");
+        assert_eq!(r.header("x-frame-options"), Some("DENY"), "{path}");
+        assert!(!r.body.contains("<script>"), "{path}: inline script");
+        assert!(!r.body.contains("style="), "{path}: inline style");
+        let links = asset_links(&r.body);
+        assert!(links.len() >= 2, "{path}: {links:?}");
+        for link in links {
+            let a = page(&h, &link, None).await;
+            assert_eq!(a.status, 200, "{link}");
+            assert!(a
+                .header("cache-control")
+                .unwrap()
+                .contains("max-age=31536000"));
+            assert!(a.header("content-security-policy").is_some());
+        }
+    }
+    let stale = page(&h, "/assets/0000000000000000/app.css", None).await;
+    assert_eq!(stale.status, 404);
+    assert_eq!(stale.header("cache-control"), Some("no-store"));
+    // Pages are GET only.
+    let r = h.call_as("POST", "/live", Auth::Bearer(&h.admin_key)).await;
+    assert_eq!(r.status, 405);
+}
+
+// Would catch: admin controls rendered for a read key, or missing for an
+// admin; the keys list leaking into a read key's page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_page_shows_admin_controls_only_to_admin_keys() {
+    let h = start().await;
+    let read = page(&h, "/device", Some(&h.read_key)).await;
+    assert_eq!(read.status, 200);
+    for control in ["id=\"create-key\"", "class=\"revoke", "id=\"rollback\""] {
+        assert!(!read.body.contains(control), "read key sees {control}");
+    }
+    assert!(
+        !read.body.contains(&h.read_info.id),
+        "key ids shown to a read key"
+    );
+    let admin = page(&h, "/device", Some(&h.admin_key)).await;
+    for control in ["id=\"create-key\"", "class=\"revoke", "id=\"rollback\""] {
+        assert!(admin.body.contains(control), "admin lacks {control}");
+    }
+    assert!(admin.body.contains(&h.read_info.id));
+}
+
+/// `method path` with a JSON body and a bearer key.
+async fn send(h: &Harness, method: &str, path: &str, key: &str, body: &str) -> Reply {
+    let req = agent(h)
+        .request(method, &format!("{}{path}", h.base))
+        .set("Authorization", &format!("Bearer {key}"))
+        .set("content-type", "application/json");
+    let body = body.to_string();
+    tokio::task::spawn_blocking(move || {
+        let r = match req.send_string(&body) {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{e}"),
+        };
+        Reply {
+            status: r.status(),
+            headers: vec![],
+            body: r.into_string().unwrap(),
+        }
+    })
+    .await
+    .unwrap()
+}
+
+// Would catch: a read key creating or revoking keys through the new routes,
+// a created key's secret not working at once (or shown again by the list),
+// a revoked key still accepted, a name reused while active, or revoking by
+// name (a name that looks like another key's id).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_creates_and_revokes_keys_over_the_api() {
+    let h = start().await;
+    let body = r#"{"name":"tablet","scope":"read"}"#;
+    let r = send(&h, "POST", "/api/v1/keys", &h.read_key, body).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = send(&h, "POST", "/api/v1/keys", &h.admin_key, body).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let created = r.json();
+    let secret = created["secret"].as_str().unwrap().to_string();
+    let id = created["key"]["id"].as_str().unwrap().to_string();
+    assert_eq!(created["key"]["scope"], "read");
+    let r = h
+        .call_as("GET", "/api/v1/status", Auth::Bearer(&secret))
+        .await;
+    assert_eq!(r.status, 200);
+    let list = h
+        .call_as("GET", "/api/v1/keys", Auth::Bearer(&h.admin_key))
+        .await;
+    assert!(!list.body.contains(&secret));
+    let again = send(&h, "POST", "/api/v1/keys", &h.admin_key, body).await;
+    assert_eq!(again.status, 409, "{}", again.body);
+    for bad in [
+        r#"{"name":"x y","scope":"read"}"#,
+        r#"{"name":"x","scope":"root"}"#,
+        r#"{"name":"x"}"#,
+        "not json",
+    ] {
+        let r = send(&h, "POST", "/api/v1/keys", &h.admin_key, bad).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+    }
+    let path = format!("/api/v1/keys/{id}");
+    let r = send(&h, "DELETE", &path, &h.read_key, "").await;
+    assert_eq!(r.status, 403);
+    let r = send(&h, "DELETE", "/api/v1/keys/tablet", &h.admin_key, "").await;
+    assert_eq!(r.status, 404, "revoked by name: {}", r.body);
+    let r = send(&h, "DELETE", &path, &h.admin_key, "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["key"]["revoked"], true);
+    let r = h
+        .call_as("GET", "/api/v1/status", Auth::Bearer(&secret))
+        .await;
+    assert_eq!(r.status, 401);
+    let r = send(&h, "DELETE", &path, &h.admin_key, "").await;
+    assert_eq!(r.status, 409);
+}
