@@ -21,7 +21,7 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// The W3C element reference key.
-const ELEMENT: &str = "element-6066-11e4-a4f3-4fe59e6a0f47";
+pub const ELEMENT: &str = "element-6066-11e4-a4f3-4fe59e6a0f47";
 
 /// `chromedriver` and one browser session; both ended on drop.
 pub struct Browser {
@@ -226,6 +226,37 @@ impl Browser {
             Some(json!({"script": script, "args": args})),
         )
         .unwrap_or_else(|e| panic!("script failed: {e}"))
+    }
+
+    /// Run `script` asynchronously: it ends by calling
+    /// `arguments[arguments.length - 1]` with its answer.
+    pub fn execute_async(&self, script: &str, args: Value) -> Value {
+        self.cmd(
+            "POST",
+            "/execute/async",
+            Some(json!({"script": script, "args": args})),
+        )
+        .unwrap_or_else(|e| panic!("async script failed: {e}"))
+    }
+
+    /// Accept the open `confirm`/`alert` dialog, if any.
+    pub fn accept_alert(&self) -> bool {
+        self.cmd("POST", "/alert/accept", Some(json!({}))).is_ok()
+    }
+
+    /// An element as a script argument.
+    pub fn arg(el: &str) -> Value {
+        let mut m = serde_json::Map::new();
+        m.insert(ELEMENT.to_string(), Value::String(el.to_string()));
+        Value::Object(m)
+    }
+
+    /// The value of the cookie `name`, if the browser holds it.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.cookies()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
     }
 
     /// The text of the whole page.
