@@ -36,6 +36,10 @@
 //!   `/api/v1/sightings/summary?bucket=&since=&until=` (read, issue 18):
 //!   see `sightings`.
 //! - `POST /api/v1/reload` (admin): reload the configuration, see [`reload`].
+//! - `POST /api/v1/session` (no key: the key is in the body),
+//!   `DELETE /api/v1/session`: sign in and out of a browser session
+//!   (issue 20), see `session`. The session cookie is accepted wherever a
+//!   bearer key is, with its key's scope.
 //! - The web interface (issue 20), apart from the API's routes: `/`,
 //!   `/live`, `/history`, `/device` and `/assets/<hash>/<name>`, see `pages`.
 //!
@@ -44,7 +48,9 @@
 //! the client-address bucket for requests without a verified key, the
 //! address's probe bucket for `/healthz` and `/readyz` without a key, the
 //! per-key bucket) → key verification (401) → route (404) → scope (401
-//! without a key, 403 with too small a scope) → method (405) → for the
+//! without a key or with an ended session, 403 with too small a scope) →
+//! method (405) → a state change authenticated by the session cookie (and
+//! a sign-in) from another origin (403 `cross_origin`) → for the
 //! routes that take a body (`POST /api/v1/classify`, `PUT /api/v1/model`)
 //! only: admission of the upload (503 busy, before any byte of the body is
 //! read), its bytes reserved against the global body budget (503
@@ -88,6 +94,7 @@
 //! - `admission`: the global body budget, body reads with their deadline
 //!   and minimum rate, draining unread bodies.
 //! - `auth`: the key cache, bearer tokens, rate limits, scopes.
+//! - `session`: browser sessions, the cookie, the origin check, sign-in/out.
 //! - `headers`: security headers and CORS.
 //! - `router`: [`ROUTES`], path matching, dispatch to the handlers.
 //! - `context`: what handlers share (`Ctx`, `Req`, `blocking`).
@@ -120,6 +127,7 @@ mod request;
 mod results;
 mod router;
 mod server;
+mod session;
 mod sightings;
 mod status;
 pub mod tls;

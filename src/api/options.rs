@@ -80,6 +80,11 @@ pub struct ApiOptions {
     pub max_handshakes_per_address: usize,
     /// From accept to a finished TLS handshake.
     pub tls_handshake_timeout: Duration,
+    // --- Web page (issue 20) ---
+    /// A browser session unused for this long ends (`api.session_idle_s`).
+    pub session_idle: Duration,
+    /// A browser session ends this long after sign-in (`api.session_max_s`).
+    pub session_max: Duration,
 }
 
 impl ApiOptions {
@@ -119,6 +124,8 @@ impl ApiOptions {
             max_connections_per_address: defaults::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
             max_handshakes_per_address: defaults::DEFAULT_MAX_HANDSHAKES_PER_ADDRESS,
             tls_handshake_timeout: defaults::DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+            session_idle: defaults::DEFAULT_SESSION_IDLE,
+            session_max: defaults::DEFAULT_SESSION_MAX,
         }
     }
 
@@ -138,6 +145,9 @@ impl ApiOptions {
         }
         if self.max_concurrent_uploads == 0 || self.max_event_subscribers == 0 {
             return bad("max_concurrent_uploads and max_event_subscribers must be at least 1");
+        }
+        if self.session_idle.is_zero() || self.session_max.is_zero() {
+            return bad("session_idle and session_max must be above zero");
         }
         if self.tls_handshake_timeout.is_zero()
             || self.header_read_timeout.is_zero()

@@ -9,7 +9,8 @@ use hyper::Method;
 
 use super::context::{Ctx, Req};
 use super::{
-    classify, keys, metrics, model, openapi, reload, results, sightings, status, ApiError, Resp,
+    classify, keys, metrics, model, openapi, reload, results, session, sightings, status, ApiError,
+    Resp,
 };
 use crate::keys::Scope;
 
@@ -148,6 +149,15 @@ pub const ROUTES: &[RouteSpec] = &[
         scope: Some(Scope::Read),
         allow: ALLOW_GET,
     },
+    // --- Web page (issue 20) ---
+    // Sign-in takes the key in its body, sign-out only ends the cookie's
+    // session: both answer without a key (see `session`).
+    RouteSpec {
+        path: "/api/v1/session",
+        name: "session",
+        scope: None,
+        allow: "POST, DELETE",
+    },
     // --- Keys from the web interface (issue 20) ---
     RouteSpec {
         path: "/api/v1/keys/{id}",
@@ -179,6 +189,7 @@ pub(super) enum Route<'a> {
     SightingsSummary,
     SightingById(&'a str),
     SightingSnapshot(&'a str),
+    Session,
     KeyById(&'a str),
 }
 
@@ -205,7 +216,8 @@ impl Route<'_> {
             Route::SightingsSummary => 17,
             Route::SightingById(_) => 18,
             Route::SightingSnapshot(_) => 19,
-            Route::KeyById(_) => 20,
+            Route::Session => 20,
+            Route::KeyById(_) => 21,
         };
         &ROUTES[i]
     }
@@ -235,6 +247,7 @@ pub(super) fn match_route(path: &str) -> Option<Route<'_>> {
         "/api/v1/reload" => Route::Reload,
         "/api/v1/sightings" => Route::Sightings,
         "/api/v1/sightings/summary" => Route::SightingsSummary,
+        "/api/v1/session" => Route::Session,
         p if p.starts_with("/api/v1/sightings/") => return match_sighting(p),
         p if p.starts_with("/api/v1/keys/") => {
             let id = &p["/api/v1/keys/".len()..];
@@ -283,6 +296,7 @@ pub(super) fn takes_body(route: &Route<'_>, method: &Method) -> bool {
         (route, method),
         (Route::Classify, &Method::POST)
             | (Route::Model, &Method::PUT)
+            | (Route::Session, &Method::POST)
             | (Route::Keys, &Method::POST)
     )
 }
@@ -336,6 +350,10 @@ pub(super) async fn dispatch(
         Route::SightingsSummary => sightings::summary(ctx, query).await,
         Route::SightingById(id) => sightings::by_id(ctx, id).await,
         Route::SightingSnapshot(id) => sightings::snapshot(ctx, id).await,
+        Route::Session if req.method == Method::POST => {
+            session::sign_in(ctx, req.peer.ip(), req.content_type, &req.body).await
+        }
+        Route::Session => Ok(session::sign_out(ctx, req.credential, caller)),
     }
 }
 
@@ -390,13 +408,14 @@ mod tests {
         }
         let names: std::collections::HashSet<_> = ROUTES.iter().map(|r| r.name).collect();
         assert_eq!(names.len(), ROUTES.len());
-        // Only the probes answer without a key.
+        // Only the probes and the session (sign-in with the key in the
+        // body, sign-out) answer without a key.
         let public: Vec<_> = ROUTES
             .iter()
             .filter(|r| r.scope.is_none())
             .map(|r| r.path)
             .collect();
-        assert_eq!(public, ["/healthz", "/readyz"]);
+        assert_eq!(public, ["/healthz", "/readyz", "/api/v1/session"]);
     }
 
     // Catches: a route that takes no body reading one (a trickled body held
@@ -411,11 +430,13 @@ mod tests {
                     (spec.path, m.as_str()),
                     ("/api/v1/classify", "POST")
                         | ("/api/v1/model", "PUT")
+                        | ("/api/v1/session", "POST")
                         | ("/api/v1/keys", "POST")
                 );
                 assert_eq!(takes_body(&r, &m), want, "{} {m}", spec.path);
             }
-            assert_eq!(is_probe(&r), spec.scope.is_none(), "{}", spec.path);
+            let probe = matches!(spec.path, "/healthz" | "/readyz");
+            assert_eq!(is_probe(&r), probe, "{}", spec.path);
         }
     }
 }

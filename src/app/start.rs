@@ -366,6 +366,8 @@ async fn bind_api(
             max_connections_per_address: settings.api.max_connections_per_address,
             max_handshakes_per_address: settings.api.max_handshakes_per_address,
             tls_handshake_timeout: Duration::from_millis(settings.api.tls_handshake_timeout_ms),
+            session_idle: Duration::from_secs(settings.api.session_idle_s),
+            session_max: Duration::from_secs(settings.api.session_max_s),
         },
         state.clone(),
         store.clone(),

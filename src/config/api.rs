@@ -74,3 +74,10 @@ pub(crate) const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default `api.keep_alive_idle_ms`: a kept-alive connection with no request
 /// for this long is closed.
 pub(crate) const DEFAULT_KEEP_ALIVE_IDLE: Duration = Duration::from_secs(60);
+
+// Browser sessions (issue 20, web page).
+/// Default `api.session_idle_s`: a session unused for 30 minutes ends (a
+/// live page polling frames keeps its session in use).
+pub(crate) const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
+/// Default `api.session_max_s`: every session ends 12 hours after sign-in.
+pub(crate) const DEFAULT_SESSION_MAX: Duration = Duration::from_secs(12 * 3600);

@@ -191,6 +191,9 @@ pub(super) struct RawApi {
     pub max_connections_per_address: Field<usize>,
     pub max_handshakes_per_address: Field<usize>,
     pub tls_handshake_timeout_ms: Field<u64>,
+    // Browser sessions (issue 20).
+    pub session_idle_s: Field<u64>,
+    pub session_max_s: Field<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

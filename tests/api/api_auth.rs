@@ -81,6 +81,12 @@ async fn auth_matrix() {
             .status,
         200
     );
+    // Sessions (issue 20): the cookie stands for its key; one whose key is
+    // revoked, and a forged one, are no one (401 `session_expired`).
+    let session_read = h.session_cookie(&h.read_key).await;
+    let session_admin = h.session_cookie(&h.admin_key).await;
+    let session_revoked = h.session_cookie(revoked_admin.expose()).await;
+    let session_forged = format!("{}.{}", "0".repeat(16), "0".repeat(64));
     keys.revoke(&ri.id).unwrap();
     keys.revoke(&ai.id).unwrap();
 
@@ -96,6 +102,8 @@ async fn auth_matrix() {
         Read,
         Admin,
         Bad,
+        /// A session cookie naming no valid session.
+        Stale,
     }
     let callers: Vec<(&str, Auth, Who)> = vec![
         ("no key", Auth::None, Who::Nobody),
@@ -127,6 +135,14 @@ async fn auth_matrix() {
         ("Basic scheme", Auth::Raw(&basic), Who::Bad),
         ("no scheme", Auth::Raw(&h.read_key), Who::Bad),
         ("empty bearer", Auth::Raw("Bearer"), Who::Bad),
+        ("session of read", Auth::Cookie(&session_read), Who::Read),
+        ("session of admin", Auth::Cookie(&session_admin), Who::Admin),
+        (
+            "session of a revoked key",
+            Auth::Cookie(&session_revoked),
+            Who::Stale,
+        ),
+        ("forged session", Auth::Cookie(&session_forged), Who::Stale),
     ];
     // Sanity: the header form the client sends for Bearer is the raw one.
     assert_eq!(
@@ -159,13 +175,13 @@ async fn auth_matrix() {
                 let allowed = match (route.scope, who) {
                     (_, Who::Bad) => false,
                     (None, _) => true,
-                    (Some(_), Who::Nobody) => false,
+                    (Some(_), Who::Nobody | Who::Stale) => false,
                     (Some(need), Who::Read) => Scope::Read.allows(need),
                     (Some(_), Who::Admin) => true,
                 };
                 let expected = match (allowed, who) {
                     (true, _) => ok_status(route),
-                    (false, Who::Bad) | (false, Who::Nobody) => 401,
+                    (false, Who::Bad | Who::Nobody | Who::Stale) => 401,
                     (false, _) => 403,
                 };
                 if !allowed && (200..300).contains(&r.status) {
@@ -176,6 +192,7 @@ async fn auth_matrix() {
                     let code = match (expected, who) {
                         (403, _) => "insufficient_scope",
                         (_, Who::Nobody) => "missing_key",
+                        (_, Who::Stale) => "session_expired",
                         _ => "invalid_key",
                     };
                     assert_problem(&r, expected, code);

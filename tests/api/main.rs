@@ -17,6 +17,7 @@ mod api_auth;
 mod api_classify;
 mod api_events;
 mod api_limits;
+mod api_session;
 mod api_sightings;
 mod api_tls;
 mod dos_body;

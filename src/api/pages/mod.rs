@@ -265,7 +265,7 @@ pub(super) async fn serve(
 /// expired one): `/` shows the sign-in form and clears the cookie, every
 /// other page redirects there. Rate limits and other errors stay errors.
 pub(super) fn unauthenticated(page: Page<'_>, e: ApiError) -> Result<Resp, ApiError> {
-    if page.is_asset() || !matches!(e, ApiError::InvalidKey) {
+    if page.is_asset() || !matches!(e, ApiError::InvalidKey | ApiError::SessionExpired) {
         return Err(e);
     }
     let mut r = match page {
