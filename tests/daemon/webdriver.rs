@@ -21,7 +21,7 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// The W3C element reference key.
-pub const ELEMENT: &str = "element-6066-11e4-a4f3-4fe59e6a0f47";
+pub const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// `chromedriver` and one browser session; both ended on drop.
 pub struct Browser {

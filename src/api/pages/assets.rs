@@ -24,6 +24,7 @@ impl Asset {
 }
 
 const FILES: &[(&str, &str, &str)] = &[
+    ("icon.svg", "image/svg+xml", include_str!("assets/icon.svg")),
     (
         "app.css",
         "text/css; charset=utf-8",

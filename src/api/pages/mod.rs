@@ -130,6 +130,7 @@ struct Frame {
     scope: &'static str,
     css: String,
     common_js: String,
+    icon: String,
 }
 
 impl Frame {
@@ -144,6 +145,7 @@ impl Frame {
             scope,
             css: assets::url("app.css"),
             common_js: assets::url("common.js"),
+            icon: assets::url("icon.svg"),
         }
     }
 }
