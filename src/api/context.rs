@@ -18,7 +18,7 @@ use super::auth::{
 };
 use super::limit::{FailureBursts, RateLimiter};
 use super::{
-    classify, events, reload, session, AccessOptions, ApiError, ApiOptions, PipelineHandle,
+    classify, events, frames, reload, session, AccessOptions, ApiError, ApiOptions, PipelineHandle,
 };
 use crate::state::AppState;
 use crate::store::{Store, StoreError};
@@ -59,6 +59,8 @@ pub(super) struct Ctx {
     pub(super) stop: watch::Receiver<bool>,
     /// Browser sessions (issue 20).
     pub(super) sessions: session::Sessions,
+    /// Viewers of the latest frames (issue 20).
+    pub(super) frames: frames::FrameViewers,
 }
 
 impl Ctx {
@@ -92,6 +94,11 @@ impl Ctx {
                 min_rate: opts.body_min_rate.max(1),
             },
             model_change: tokio::sync::Mutex::new(()),
+            frames: frames::FrameViewers::new(
+                opts.max_frame_viewers,
+                opts.frame_max_fps,
+                opts.max_upload_pixels,
+            ),
             sessions: session::Sessions::new(session::SessionLimits {
                 idle: opts.session_idle,
                 max_age: opts.session_max,

@@ -40,6 +40,9 @@
 //!   `DELETE /api/v1/session`: sign in and out of a browser session
 //!   (issue 20), see `session`. The session cookie is accepted wherever a
 //!   bearer key is, with its key's scope.
+//! - `/api/v1/sources/{name}/frame` (read, issue 20): the source's latest
+//!   frame as JPEG with its focus figure, bounded in viewers and rate, see
+//!   `frames`.
 //! - The web interface (issue 20), apart from the API's routes: `/`,
 //!   `/live`, `/history`, `/device` and `/assets/<hash>/<name>`, see `pages`.
 //!
@@ -95,6 +98,7 @@
 //!   and minimum rate, draining unread bodies.
 //! - `auth`: the key cache, bearer tokens, rate limits, scopes.
 //! - `session`: browser sessions, the cookie, the origin check, sign-in/out.
+//! - `frames`: the latest-frame route, its viewer and rate bounds.
 //! - `headers`: security headers and CORS.
 //! - `router`: [`ROUTES`], path matching, dispatch to the handlers.
 //! - `context`: what handlers share (`Ctx`, `Req`, `blocking`).
@@ -114,6 +118,7 @@ mod conns;
 mod context;
 mod errors;
 pub(crate) mod events;
+mod frames;
 mod headers;
 mod keys;
 pub(crate) mod limit;

@@ -9,8 +9,8 @@ use hyper::Method;
 
 use super::context::{Ctx, Req};
 use super::{
-    classify, keys, metrics, model, openapi, reload, results, session, sightings, status, ApiError,
-    Resp,
+    classify, frames, keys, metrics, model, openapi, reload, results, session, sightings, status,
+    ApiError, Resp,
 };
 use crate::keys::Scope;
 
@@ -158,6 +158,12 @@ pub const ROUTES: &[RouteSpec] = &[
         scope: None,
         allow: "POST, DELETE",
     },
+    RouteSpec {
+        path: "/api/v1/sources/{name}/frame",
+        name: "source_frame",
+        scope: Some(Scope::Read),
+        allow: ALLOW_GET,
+    },
     // --- Keys from the web interface (issue 20) ---
     RouteSpec {
         path: "/api/v1/keys/{id}",
@@ -190,6 +196,7 @@ pub(super) enum Route<'a> {
     SightingById(&'a str),
     SightingSnapshot(&'a str),
     Session,
+    SourceFrame(&'a str),
     KeyById(&'a str),
 }
 
@@ -217,7 +224,8 @@ impl Route<'_> {
             Route::SightingById(_) => 18,
             Route::SightingSnapshot(_) => 19,
             Route::Session => 20,
-            Route::KeyById(_) => 21,
+            Route::SourceFrame(_) => 21,
+            Route::KeyById(_) => 22,
         };
         &ROUTES[i]
     }
@@ -249,6 +257,13 @@ pub(super) fn match_route(path: &str) -> Option<Route<'_>> {
         "/api/v1/sightings/summary" => Route::SightingsSummary,
         "/api/v1/session" => Route::Session,
         p if p.starts_with("/api/v1/sightings/") => return match_sighting(p),
+        p if p.starts_with("/api/v1/sources/") => {
+            let name = p.strip_prefix("/api/v1/sources/")?.strip_suffix("/frame")?;
+            if name.is_empty() || name.contains('/') {
+                return None;
+            }
+            Route::SourceFrame(name)
+        }
         p if p.starts_with("/api/v1/keys/") => {
             let id = &p["/api/v1/keys/".len()..];
             if id.is_empty() || id.contains('/') {
@@ -354,6 +369,7 @@ pub(super) async fn dispatch(
             session::sign_in(ctx, req.peer.ip(), req.content_type, &req.body).await
         }
         Route::Session => Ok(session::sign_out(ctx, req.credential, caller)),
+        Route::SourceFrame(name) => frames::frame(ctx, name, caller, req.peer.ip()).await,
     }
 }
 
@@ -395,6 +411,14 @@ mod tests {
         assert_eq!(match_route("/api/v1/sightings//snapshot"), None);
         assert_eq!(match_route("/api/v1/sightings/1/2"), None);
         assert_eq!(match_route("/api/v1/sightings/1/image"), None);
+        // Frames (issue 20).
+        assert_eq!(
+            match_route("/api/v1/sources/cam/frame"),
+            Some(Route::SourceFrame("cam"))
+        );
+        assert_eq!(match_route("/api/v1/sources//frame"), None);
+        assert_eq!(match_route("/api/v1/sources/a/b/frame"), None);
+        assert_eq!(match_route("/api/v1/sources/cam"), None);
     }
 
     // Catches: a route served but missing from ROUTES (and so from the auth
@@ -402,7 +426,7 @@ mod tests {
     #[test]
     fn route_table_matches_the_router() {
         for spec in ROUTES {
-            let path = spec.path.replace("{id}", "0123");
+            let path = spec.path.replace("{id}", "0123").replace("{name}", "cam");
             let r = match_route(&path).unwrap_or_else(|| panic!("{} not routed", spec.path));
             assert_eq!(r.spec(), spec);
         }
@@ -423,7 +447,7 @@ mod tests {
     #[test]
     fn only_uploads_take_a_body() {
         for spec in ROUTES {
-            let path = spec.path.replace("{id}", "0123");
+            let path = spec.path.replace("{id}", "0123").replace("{name}", "cam");
             let r = match_route(&path).unwrap();
             for m in [Method::GET, Method::HEAD, Method::POST, Method::PUT] {
                 let want = matches!(

@@ -368,6 +368,8 @@ async fn bind_api(
             tls_handshake_timeout: Duration::from_millis(settings.api.tls_handshake_timeout_ms),
             session_idle: Duration::from_secs(settings.api.session_idle_s),
             session_max: Duration::from_secs(settings.api.session_max_s),
+            max_frame_viewers: settings.api.max_frame_viewers,
+            frame_max_fps: settings.api.frame_max_fps,
         },
         state.clone(),
         store.clone(),

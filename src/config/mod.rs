@@ -243,6 +243,10 @@ pub struct ApiSettings {
     pub session_idle_s: u64,
     /// A session ends this long after sign-in, used or not.
     pub session_max_s: u64,
+    /// Viewers of the latest frames at once.
+    pub max_frame_viewers: usize,
+    /// Frames per second each viewer may fetch.
+    pub frame_max_fps: f64,
 }
 
 /// The MQTT protocol version spoken to the broker.
@@ -978,6 +982,21 @@ fn build_after_sources(
             ));
         }
     }
+    // The latest-frame route (issue 20).
+    let mfv = l.get(|r| r.api.as_ref()?.max_frame_viewers.as_ref());
+    let fmf = l.get(|r| r.api.as_ref()?.frame_max_fps.as_ref());
+    in_range(
+        &mfv,
+        "api.max_frame_viewers",
+        |v| (1..=64).contains(v),
+        "must be between 1 and 64",
+    )?;
+    in_range(
+        &fmf,
+        "api.frame_max_fps",
+        |v| (0.1..=30.0).contains(v),
+        "must be between 0.1 and 30",
+    )?;
     // client_auth alone is accepted (and has no effect): `check-config`
     // prints it with its default, and its output must load back.
     let api = ApiSettings {
@@ -1010,6 +1029,8 @@ fn build_after_sources(
         tls_handshake_timeout_ms: val(&tht, ms(api::DEFAULT_TLS_HANDSHAKE_TIMEOUT)),
         session_idle_s,
         session_max_s,
+        max_frame_viewers: val(&mfv, api::DEFAULT_MAX_FRAME_VIEWERS),
+        frame_max_fps: val(&fmf, api::DEFAULT_FRAME_MAX_FPS),
     };
 
     let mqtt = build_mqtt(l)?;

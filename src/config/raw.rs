@@ -194,6 +194,9 @@ pub(super) struct RawApi {
     // Browser sessions (issue 20).
     pub session_idle_s: Field<u64>,
     pub session_max_s: Field<u64>,
+    // The latest-frame route (issue 20).
+    pub max_frame_viewers: Field<usize>,
+    pub frame_max_fps: Field<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -10,6 +10,18 @@ use api_harness::{
 use spotter::api::{AccessOptions, ROUTES};
 use spotter::keys::{KeyStore, Scope};
 
+/// A small JPEG, the latest frame of the matrix's source.
+fn tiny_jpeg() -> Vec<u8> {
+    let mut out = Vec::new();
+    image::RgbImage::from_pixel(8, 8, image::Rgb([9, 9, 9]))
+        .write_to(
+            &mut std::io::Cursor::new(&mut out),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+    out
+}
+
 /// The status a route gives a caller allowed to call it with GET or HEAD.
 fn ok_status(route: &spotter::api::RouteSpec) -> u16 {
     // Nothing is ready in the harness, so /readyz is 503 even when allowed.
@@ -28,7 +40,18 @@ fn ok_status(route: &spotter::api::RouteSpec) -> u16 {
 // until a restart. Counts unauthorized successes, which must be zero.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_matrix() {
-    let h = start().await;
+    // Frames (issue 20): a rate that the matrix's few requests per viewer never meet.
+    let h = start_with(|o| o.frame_max_fps = 30.0, relaxed_access()).await;
+    // A source with a frame, so /api/v1/sources/{name}/frame answers 200
+    // to allowed callers.
+    h.state
+        .register_source("cam")
+        .latest
+        .publish(spotter::core::frame::Frame::encoded(
+            tiny_jpeg(),
+            1,
+            "matrix".into(),
+        ));
     let mut rec = record(7);
     // With a snapshot, so /api/v1/results/{id}/image answers 200 to allowed callers
     // (a BMP header: ASCII, so the harness can read the body as text).
@@ -160,7 +183,7 @@ async fn auth_matrix() {
         } else {
             rec.id.clone()
         };
-        let path = route.path.replace("{id}", &id);
+        let path = route.path.replace("{id}", &id).replace("{name}", "cam");
         for (what, auth, who) in &callers {
             for method in ["GET", "HEAD"] {
                 // A granted GET of the event stream never ends; HEAD covers that cell.
