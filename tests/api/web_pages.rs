@@ -57,8 +57,8 @@ fn asset_links(html: &str) -> Vec<String> {
 // Would catch: a page answering without a key (the live view of a camera
 // open to the LAN), the sign-in page not redirecting a signed-in caller, a
 // page served with the API's `default-src 'none'` (its own script blocked)
-// or with inline script, pages cached, or an asset link that 404s or is
-// served without a long cache lifetime.
+// or with inline script, pages cached, an asset link that 404s or is
+// served without a long cache lifetime, or a page over 100 KB with its files.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_redirect_by_sign_in_and_carry_a_strict_csp() {
     let h = start().await;
@@ -93,8 +93,12 @@ async fn pages_redirect_by_sign_in_and_carry_a_strict_csp() {
         assert!(!r.body.contains("style="), "{path}: inline style");
         let links = asset_links(&r.body);
         assert!(links.len() >= 2, "{path}: {links:?}");
+        // The budget: a page with its files (fonts included: there
+        // are none) is at most 100 KB on first load, the frame image aside.
+        let mut bytes = r.body.len();
         for link in links {
             let a = page(&h, &link, None).await;
+            bytes += a.body.len();
             assert_eq!(a.status, 200, "{link}");
             assert!(a
                 .header("cache-control")
@@ -102,6 +106,7 @@ async fn pages_redirect_by_sign_in_and_carry_a_strict_csp() {
                 .contains("max-age=31536000"));
             assert!(a.header("content-security-policy").is_some());
         }
+        assert!(bytes <= 100 * 1024, "{path}: {bytes} bytes on first load");
     }
     let stale = page(&h, "/assets/0000000000000000/app.css", None).await;
     assert_eq!(stale.status, 404);

@@ -56,13 +56,17 @@ fn base(d: &Daemon) -> String {
     format!("https://127.0.0.1:{}", d.port)
 }
 
-/// Sign in on the page with `key` (the form, as a person would).
+/// Sign in on the page with `key` by keyboard only: the key field has the
+/// focus when the page opens, Enter submits.
 fn sign_in(b: &Browser, d: &Daemon, key: &str) {
     b.goto(&format!("{}/", base(d)));
     let input = b.must_find("#key");
+    b.wait(5, "the focus in the key field", |b| {
+        let id = b.execute("return document.activeElement.id;", json!([]));
+        (id == json!("key")).then_some(())
+    });
     b.clear(&input);
-    b.type_into(&input, key);
-    b.click(&b.must_find("#signin button[type=submit]"));
+    b.type_into(&input, &format!("{key}\u{E007}"));
 }
 
 /// Fail on any console entry that is a CSP violation or an error (an
