@@ -3,7 +3,8 @@
 //! journald output, MQTT, SIGHUP reload, the shipped systemd unit and
 //! generator, `spotter bench` and `spotter classify`; a `command` source
 //! (ffmpeg) end to end; a YOLO detector end to
-//! end; and model swaps in the inference loop.
+//! end; model swaps in the inference loop; and the latest frame a viewer
+//! of the web page fetches (issue 20).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -14,6 +15,7 @@ mod classify;
 mod command_source;
 mod daemon;
 mod daemon_crash;
+mod frames;
 mod http_mjpeg;
 mod journald;
 mod model_swap;
