@@ -40,17 +40,12 @@ pub(super) async fn handle(
     let started = Instant::now();
     let method = req.method().clone();
     let origin = req.headers().get(ORIGIN).cloned();
-    let page = pages::match_page(req.uri().path()).map(|p| p.is_asset());
     let (mut resp, route_name) = respond(&ctx, peer, req, kill).await;
     ctx.state
         .metrics
         .count_http(route_name, resp.status().as_u16());
-    let ok = resp.status().is_success();
     let h = resp.headers_mut();
     security_headers(h);
-    if let Some(asset) = page {
-        pages::page_headers(asset && ok, h);
-    }
     cors_headers(h, &ctx.access, origin);
     log::debug!(
         "{method} {route_name} from {} -> {} in {} µs",

@@ -1,9 +1,10 @@
 //! The appliance's web interface (issue 20): owns the page routes (`/`,
 //! `/live`, `/history`, `/device`), their server-rendered HTML (askama
 //! templates in `templates/`, compiled in), the static files under
-//! `/assets/<hash>/<name>` (`assets`), the History chart (`chart`) and the
-//! headers pages get (a strict CSP allowing only this origin's files; no
-//! inline script or style anywhere).
+//! `/assets/<hash>/<name>` (`assets`) and the History chart (`chart`).
+//! Pages and assets carry `headers::page_headers` / `asset_headers` (a
+//! strict CSP allowing only this origin's files; no inline script or style
+//! anywhere; assets cached for a year under their hash).
 //!
 //! Pages are not API routes: they are matched before the API's router
 //! ([`match_page`]), not listed in `ROUTES` nor in the OpenAPI document.
@@ -24,24 +25,15 @@ use std::sync::Arc;
 use askama::Template;
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{
-    HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION,
-    SET_COOKIE,
-};
+use hyper::header::{HeaderValue, CONTENT_TYPE, LOCATION, SET_COOKIE};
 use hyper::{Method, Response, StatusCode};
 
 use super::auth::Caller;
+use super::headers::{asset_headers, page_headers};
 use super::{blocking, ApiError, Ctx, Resp};
 use crate::keys::Scope;
 use crate::modelstore::ModelStore;
 use crate::store::Bucket;
-
-/// The CSP of every page and asset: this origin's files only (scripts,
-/// styles, images, `fetch` and the event stream), no inline code, no
-/// framing, forms post only here.
-pub(super) const PAGE_CSP: &str = "default-src 'self'; img-src 'self' blob:; base-uri 'none'; \
-     form-action 'self'; \
-     frame-ancestors 'none'; object-src 'none'";
 
 /// Results and sightings listed on the History page at most.
 const HISTORY_ROWS: usize = 50;
@@ -85,20 +77,6 @@ pub(super) fn match_page(path: &str) -> Option<Page<'_>> {
     })
 }
 
-/// The headers a page's or asset's response carries in place of the API's
-/// (`Content-Security-Policy: default-src 'none'` would stop its own script
-/// and style; an asset may be cached, a page not).
-/// `asset`: the response is a static file's (cacheable when found).
-pub(super) fn page_headers(asset: bool, h: &mut HeaderMap) {
-    h.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
-    if asset && h.contains_key(CONTENT_TYPE) {
-        h.insert(
-            CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=31536000, immutable"),
-        );
-    }
-}
-
 fn html(status: StatusCode, body: String) -> Resp {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
@@ -106,6 +84,7 @@ fn html(status: StatusCode, body: String) -> Resp {
         CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
+    page_headers(r.headers_mut());
     r
 }
 
@@ -249,6 +228,7 @@ pub(super) async fn serve(
         let mut r = Response::new(Full::new(Bytes::from_static(a.body.as_bytes())));
         r.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static(a.content_type));
+        asset_headers(r.headers_mut());
         return Ok(r);
     }
     let signed_in = matches!(caller, Caller::Key(_));
@@ -563,24 +543,6 @@ mod tests {
         assert_eq!(match_page("/assets"), None);
         assert_eq!(match_page("/api/v1/status"), None);
         assert_eq!(match_page("/healthz"), None);
-    }
-
-    // Catches: a page served with the API's `default-src 'none'` (its own
-    // script and style blocked), inline script or style allowed, or pages
-    // cached (a signed-out browser showing a signed-in page).
-    #[test]
-    fn pages_get_a_strict_csp_and_only_assets_are_cached() {
-        assert!(PAGE_CSP.starts_with("default-src 'self'"));
-        assert!(!PAGE_CSP.contains("unsafe-inline") && !PAGE_CSP.contains("unsafe-eval"));
-        let mut h = HeaderMap::new();
-        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        page_headers(false, &mut h);
-        assert_eq!(h[CACHE_CONTROL], "no-store");
-        assert_eq!(h[CONTENT_SECURITY_POLICY], PAGE_CSP);
-        let mut h = HeaderMap::new();
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("text/css"));
-        page_headers(true, &mut h);
-        assert!(h[CACHE_CONTROL].to_str().unwrap().contains("immutable"));
     }
 
     // Catches: markup in a key name or label rendered as HTML (a key named
