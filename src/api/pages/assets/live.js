@@ -67,8 +67,8 @@
     ctx.lineWidth = Math.max(2, c.width / 200);
     ctx.font = Math.max(12, Math.round(c.width / 40)) + "px system-ui, sans-serif";
     r.detections.forEach(function (d) {
-      const norm = d.x + d.width <= 1.001 && d.y + d.height <= 1.001;
-      const sx = norm ? c.width : c.width / w, sy = norm ? c.height : c.height / h;
+      // Boxes are in the source image's pixels; the canvas has the frame's.
+      const sx = c.width / w, sy = c.height / h;
       const x = d.x * sx, y = d.y * sy, bw = d.width * sx, bh = d.height * sy;
       ctx.strokeStyle = "#f5a623";
       ctx.strokeRect(x, y, bw, bh);
