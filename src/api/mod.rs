@@ -5,7 +5,8 @@
 //! response (including the one error table, served as RFC 9457 problem
 //! details). Reads [`AppState`], the [`Store`] and the key file; never writes
 //! any of them (uploads with `?store=true` and model changes go through the
-//! pipeline and the model store).
+//! pipeline and the model store; key creation and revocation, issue 20,
+//! through [`KeyStore`](crate::keys::KeyStore), locked as `spotter keys` is).
 //!
 //! Routes, see [`ROUTES`] (methods as listed there; a GET route also answers
 //! HEAD; other methods → 405 with `Allow`):
@@ -21,7 +22,9 @@
 //!   `/api/v1/results/{id}/image` (read), `/api/v1/backup` (admin): see
 //!   `results`.
 //! - `/metrics` (read): OpenMetrics text.
-//! - `/api/v1/keys` (admin): the keys' metadata (never secrets or hashes).
+//! - `/api/v1/keys` (admin): the keys' metadata (never secrets or hashes);
+//!   `POST /api/v1/keys` creates a key (its secret in that answer only) and
+//!   `DELETE /api/v1/keys/{id}` revokes one (issue 20, for the page).
 //! - `POST /api/v1/classify` (read): classify an uploaded image, see
 //!   [`classify`].
 //! - `/api/v1/events` (read): Server-Sent Events, see [`events`].

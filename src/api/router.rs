@@ -74,7 +74,8 @@ pub const ROUTES: &[RouteSpec] = &[
         path: "/api/v1/keys",
         name: "keys",
         scope: Some(Scope::Admin),
-        allow: ALLOW_GET,
+        // POST: create a key (issue 20, the page's device view).
+        allow: "GET, HEAD, POST",
     },
     RouteSpec {
         path: "/api/v1/results/{id}/image",
@@ -164,6 +165,12 @@ pub const ROUTES: &[RouteSpec] = &[
         scope: Some(Scope::Read),
         allow: ALLOW_GET,
     },
+    RouteSpec {
+        path: "/api/v1/keys/{id}",
+        name: "key_by_id",
+        scope: Some(Scope::Admin),
+        allow: "DELETE",
+    },
 ];
 
 #[derive(Debug, PartialEq)]
@@ -190,6 +197,7 @@ pub(super) enum Route<'a> {
     SightingSnapshot(&'a str),
     Session,
     SourceFrame(&'a str),
+    KeyById(&'a str),
 }
 
 impl Route<'_> {
@@ -217,6 +225,7 @@ impl Route<'_> {
             Route::SightingSnapshot(_) => 19,
             Route::Session => 20,
             Route::SourceFrame(_) => 21,
+            Route::KeyById(_) => 22,
         };
         &ROUTES[i]
     }
@@ -248,6 +257,13 @@ pub(super) fn match_route(path: &str) -> Option<Route<'_>> {
         "/api/v1/sightings/summary" => Route::SightingsSummary,
         "/api/v1/session" => Route::Session,
         p if p.starts_with("/api/v1/sightings/") => return match_sighting(p),
+        p if p.starts_with("/api/v1/keys/") => {
+            let id = p.strip_prefix("/api/v1/keys/")?;
+            if id.is_empty() || id.contains('/') {
+                return None;
+            }
+            Route::KeyById(id)
+        }
         p if p.starts_with("/api/v1/sources/") => {
             let name = p.strip_prefix("/api/v1/sources/")?.strip_suffix("/frame")?;
             if name.is_empty() || name.contains('/') {
@@ -296,6 +312,7 @@ pub(super) fn takes_body(route: &Route<'_>, method: &Method) -> bool {
         (Route::Classify, &Method::POST)
             | (Route::Model, &Method::PUT)
             | (Route::Session, &Method::POST)
+            | (Route::Keys, &Method::POST)
     )
 }
 
@@ -322,7 +339,11 @@ pub(super) async fn dispatch(
         Route::Backup => results::backup(ctx, query).await,
         Route::Latest => results::latest(ctx).await,
         Route::ById(id) => results::by_id(ctx, id).await,
+        Route::Keys if req.method == Method::POST => {
+            keys::create(ctx, req.content_type, &req.body, caller.name()).await
+        }
         Route::Keys => Ok(keys::list(ctx).await),
+        Route::KeyById(id) => keys::revoke(ctx, id, caller.name()).await,
         Route::Classify => match req.upload {
             Some(admitted) => {
                 classify::classify(ctx, admitted, req.body, req.peer, caller.name()).await
@@ -392,6 +413,12 @@ mod tests {
         assert_eq!(match_route("/api/v1/sources//frame"), None);
         assert_eq!(match_route("/api/v1/sources/a/b/frame"), None);
         assert_eq!(match_route("/api/v1/sources/cam"), None);
+        assert_eq!(
+            match_route("/api/v1/keys/00ff"),
+            Some(Route::KeyById("00ff"))
+        );
+        assert_eq!(match_route("/api/v1/keys/"), None);
+        assert_eq!(match_route("/api/v1/keys/a/b"), None);
     }
 
     // Catches: a route served but missing from ROUTES (and so from the auth
@@ -428,6 +455,7 @@ mod tests {
                     ("/api/v1/classify", "POST")
                         | ("/api/v1/model", "PUT")
                         | ("/api/v1/session", "POST")
+                        | ("/api/v1/keys", "POST")
                 );
                 assert_eq!(takes_body(&r, &m), want, "{} {m}", spec.path);
             }
