@@ -70,11 +70,6 @@ pub enum ApiError {
     SightingNotFound,
     #[error("no snapshot was kept for this sighting")]
     NoSightingSnapshot,
-    // --- Keys from the web interface (issue 20) ---
-    #[error("no API key with this id")]
-    KeyNotFound,
-    #[error("{reason}")]
-    KeyRefused { reason: String },
     #[error("invalid query parameter {name:?}: {reason}")]
     InvalidParameter { name: String, reason: String },
     #[error(
@@ -139,6 +134,10 @@ pub enum ApiError {
     NoFrame,
     #[error("too many viewers of the frames; retry in {retry_after_s} s")]
     TooManyViewers { retry_after_s: u64 },
+    #[error("no key with this id")]
+    KeyNotFound,
+    #[error("{0}")]
+    KeyConflict(String),
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -192,8 +191,6 @@ fn problem_kind(e: &ApiError) -> (StatusCode, &'static str, &'static str) {
             "no_snapshot",
             "No snapshot for this sighting",
         ),
-        ApiError::KeyNotFound => (StatusCode::NOT_FOUND, "key_not_found", "No such API key"),
-        ApiError::KeyRefused { .. } => (StatusCode::CONFLICT, "key_refused", "Key change refused"),
         ApiError::MethodNotAllowed { .. } => (
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -321,6 +318,8 @@ fn problem_kind(e: &ApiError) -> (StatusCode, &'static str, &'static str) {
         ),
         ApiError::SourceNotFound => (StatusCode::NOT_FOUND, "source_not_found", "No such source"),
         ApiError::NoFrame => (StatusCode::NOT_FOUND, "no_frame", "No frame yet"),
+        ApiError::KeyNotFound => (StatusCode::NOT_FOUND, "key_not_found", "No such key"),
+        ApiError::KeyConflict(_) => (StatusCode::CONFLICT, "key_conflict", "Key change refused"),
         ApiError::TooManyViewers { .. } => (
             StatusCode::SERVICE_UNAVAILABLE,
             "too_many_viewers",

@@ -3,10 +3,10 @@
 //! every request (API keys from [`crate::keys`]), rate limiting, the request
 //! body limit, CORS, the security headers, and the JSON shapes of every
 //! response (including the one error table, served as RFC 9457 problem
-//! details). Reads [`AppState`], the [`Store`] and the key file; writes the
-//! key file only to create and revoke keys (admin), never the others
-//! (uploads with `?store=true` and model changes go through the pipeline
-//! and the model store).
+//! details). Reads [`AppState`], the [`Store`] and the key file; never writes
+//! any of them (uploads with `?store=true` and model changes go through the
+//! pipeline and the model store; key creation and revocation, issue 20,
+//! through [`KeyStore`](crate::keys::KeyStore), locked as `spotter keys` is).
 //!
 //! Routes, see [`ROUTES`] (methods as listed there; a GET route also answers
 //! HEAD; other methods → 405 with `Allow`):
@@ -23,8 +23,8 @@
 //!   `results`.
 //! - `/metrics` (read): OpenMetrics text.
 //! - `/api/v1/keys` (admin): the keys' metadata (never secrets or hashes);
-//!   `POST /api/v1/keys` creates one (its secret answered once) and
-//!   `DELETE /api/v1/keys/{id}` revokes one (issue 20; see `keys`).
+//!   `POST /api/v1/keys` creates a key (its secret in that answer only) and
+//!   `DELETE /api/v1/keys/{id}` revokes one (issue 20, for the page).
 //! - `POST /api/v1/classify` (read): classify an uploaded image, see
 //!   [`classify`].
 //! - `/api/v1/events` (read): Server-Sent Events, see [`events`].

@@ -24,7 +24,7 @@ use super::headers::{
     cors_headers, is_preflight, origin_allowed, preflight_response, security_headers,
 };
 use super::router::{dispatch, is_probe, match_route, takes_body, Route};
-use super::{classify, events, pages, session, ApiError};
+use super::{classify, events, keys, pages, session, ApiError};
 
 /// What goes on the wire: a whole body, or an event stream.
 pub(super) type OutBody = http_body_util::Either<Full<Bytes>, events::EventBody>;
@@ -84,6 +84,8 @@ async fn respond(
             ctx.max_model_bytes
         } else if route == Some(Route::Session) {
             session::MAX_SIGN_IN_BYTES.min(ctx.access.max_body_bytes)
+        } else if route == Some(Route::Keys) {
+            keys::MAX_CREATE_BYTES.min(ctx.access.max_body_bytes)
         } else {
             ctx.access.max_body_bytes
         };

@@ -74,6 +74,7 @@ pub const ROUTES: &[RouteSpec] = &[
         path: "/api/v1/keys",
         name: "keys",
         scope: Some(Scope::Admin),
+        // POST: create a key (issue 20, the page's device view).
         allow: "GET, HEAD, POST",
     },
     RouteSpec {
@@ -164,7 +165,6 @@ pub const ROUTES: &[RouteSpec] = &[
         scope: Some(Scope::Read),
         allow: ALLOW_GET,
     },
-    // --- Keys from the web interface (issue 20) ---
     RouteSpec {
         path: "/api/v1/keys/{id}",
         name: "key_by_id",
@@ -257,19 +257,19 @@ pub(super) fn match_route(path: &str) -> Option<Route<'_>> {
         "/api/v1/sightings/summary" => Route::SightingsSummary,
         "/api/v1/session" => Route::Session,
         p if p.starts_with("/api/v1/sightings/") => return match_sighting(p),
+        p if p.starts_with("/api/v1/keys/") => {
+            let id = p.strip_prefix("/api/v1/keys/")?;
+            if id.is_empty() || id.contains('/') {
+                return None;
+            }
+            Route::KeyById(id)
+        }
         p if p.starts_with("/api/v1/sources/") => {
             let name = p.strip_prefix("/api/v1/sources/")?.strip_suffix("/frame")?;
             if name.is_empty() || name.contains('/') {
                 return None;
             }
             Route::SourceFrame(name)
-        }
-        p if p.starts_with("/api/v1/keys/") => {
-            let id = &p["/api/v1/keys/".len()..];
-            if id.is_empty() || id.contains('/') {
-                return None;
-            }
-            Route::KeyById(id)
         }
         p => {
             let id = p.strip_prefix("/api/v1/results/")?;
@@ -340,7 +340,7 @@ pub(super) async fn dispatch(
         Route::Latest => results::latest(ctx).await,
         Route::ById(id) => results::by_id(ctx, id).await,
         Route::Keys if req.method == Method::POST => {
-            keys::create(ctx, req.body, caller.name()).await
+            keys::create(ctx, req.content_type, &req.body, caller.name()).await
         }
         Route::Keys => Ok(keys::list(ctx).await),
         Route::KeyById(id) => keys::revoke(ctx, id, caller.name()).await,
@@ -388,12 +388,6 @@ mod tests {
         assert_eq!(match_route("/healthz/"), None);
         assert_eq!(match_route("/"), None);
         assert_eq!(match_route("/api/v1/keys"), Some(Route::Keys));
-        assert_eq!(
-            match_route("/api/v1/keys/00ff"),
-            Some(Route::KeyById("00ff"))
-        );
-        assert_eq!(match_route("/api/v1/keys/"), None);
-        assert_eq!(match_route("/api/v1/keys/a/b"), None);
         // Sightings (issue 18): "summary" is not an id, ids nest only /snapshot.
         assert_eq!(
             match_route("/api/v1/sightings/summary"),
@@ -419,6 +413,12 @@ mod tests {
         assert_eq!(match_route("/api/v1/sources//frame"), None);
         assert_eq!(match_route("/api/v1/sources/a/b/frame"), None);
         assert_eq!(match_route("/api/v1/sources/cam"), None);
+        assert_eq!(
+            match_route("/api/v1/keys/00ff"),
+            Some(Route::KeyById("00ff"))
+        );
+        assert_eq!(match_route("/api/v1/keys/"), None);
+        assert_eq!(match_route("/api/v1/keys/a/b"), None);
     }
 
     // Catches: a route served but missing from ROUTES (and so from the auth

@@ -17,6 +17,7 @@ mod api_auth;
 mod api_classify;
 mod api_events;
 mod api_frames;
+mod api_keys;
 mod api_limits;
 mod api_session;
 mod api_sightings;
