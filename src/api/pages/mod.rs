@@ -449,9 +449,34 @@ fn status_sections(status: &serde_json::Value) -> Vec<Section> {
             .chain(std::iter::once(("clock (UTC)".to_string(), utc(now_ns()))))
             .collect(),
     }];
+    // Readiness: each check on its own row, failing ones with their reason.
+    let check = |c: &serde_json::Value| {
+        let state = if c["ok"] == serde_json::Value::Bool(true) {
+            "ok"
+        } else {
+            "failing"
+        };
+        match c["detail"].as_str() {
+            Some(d) if !d.is_empty() => format!("{state}: {d}"),
+            _ => state.to_string(),
+        }
+    };
+    let checks = &status["readiness"]["checks"];
+    let mut rows = vec![("ready".to_string(), text(&status["readiness"]["ready"]))];
+    for k in ["source", "model", "store"] {
+        if !checks[k].is_null() {
+            rows.push((k.to_string(), check(&checks[k])));
+        }
+    }
+    for s in checks["sources"].as_array().into_iter().flatten() {
+        rows.push((format!("source {}", text(&s["name"])), check(s)));
+    }
+    out.push(Section {
+        title: "Readiness".into(),
+        rows,
+    });
     for (key, title) in [
         ("model", "Model"),
-        ("readiness", "Readiness"),
         ("counters", "Counters"),
         ("store", "Store and disk"),
         ("mqtt", "MQTT"),
@@ -543,6 +568,31 @@ mod tests {
         assert_eq!(match_page("/assets"), None);
         assert_eq!(match_page("/api/v1/status"), None);
         assert_eq!(match_page("/healthz"), None);
+    }
+
+    // Catches: a failing readiness check shown without its reason (the
+    // technician's first question), or a source's own check dropped.
+    #[test]
+    fn device_sections_give_each_readiness_check_its_reason() {
+        let status = serde_json::json!({
+            "version": "1",
+            "readiness": {"ready": false, "checks": {
+                "source": {"ok": false, "detail": "no frame for 3 s"},
+                "model": {"ok": true, "detail": "passed its canary"},
+                "store": {"ok": true, "detail": ""},
+                "sources": [{"name": "yard", "ok": false, "detail": "unplugged"}],
+            }},
+            "model": null,
+        });
+        let sections = status_sections(&status);
+        let r = sections.iter().find(|s| s.title == "Readiness").unwrap();
+        let row = |k: &str| r.rows.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(row("ready"), Some("false"));
+        assert_eq!(row("source"), Some("failing: no frame for 3 s"));
+        assert_eq!(row("store"), Some("ok"));
+        assert_eq!(row("source yard"), Some("failing: unplugged"));
+        let m = sections.iter().find(|s| s.title == "Model").unwrap();
+        assert_eq!(m.rows[0].1, "not configured");
     }
 
     // Catches: markup in a key name or label rendered as HTML (a key named
