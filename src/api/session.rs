@@ -26,7 +26,7 @@
 //! (`https://` + the request's host); sign-in requests with a foreign
 //! `Origin` are refused too (login CSRF). Bearer-key requests are unchanged.
 //!
-//! Why a file of some 600 lines: about 250 of them are the unit tests of the
+//! Why a file of some 600 lines: about 210 of them are the unit tests of the
 //! store's expiry, bounds and constant-time comparison, the cookie and the
 //! origin check.
 
