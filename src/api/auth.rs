@@ -1,6 +1,7 @@
 //! Who is calling, and whether they may: the key file cache (re-read when
 //! the file changes), bearer-token parsing, [`authenticate`] with the
 //! client-address, probe and per-key rate limits and the failed-authentication log,
+//! the session cookie standing for its key (issue 20, see `session`),
 //! and [`authorize`] (a route's scope against the caller's key).
 
 use std::net::IpAddr;
@@ -129,6 +130,49 @@ fn rate_limited(wait: Duration) -> ApiError {
     }
 }
 
+/// How a request proved who it is (issue 20: sessions).
+pub(super) enum Credential {
+    /// Nothing (or a probe).
+    None,
+    /// An `Authorization: Bearer` key.
+    Bearer,
+    /// The session cookie, naming a valid session of a valid key.
+    Session(super::session::Valid),
+    /// A session cookie naming no valid session (unknown, expired, signed
+    /// out, or its key revoked): the request is anonymous, and a route that
+    /// needs a key answers `session_expired`.
+    StaleSession,
+}
+
+/// A presented key failed: count it against the client (metrics, the
+/// failed-authentication log) and return the error to answer. The client's
+/// token is not given back, so guessing keys (by header or by sign-in form)
+/// meets the client-address rate limit.
+pub(super) fn key_failed(ctx: &Ctx, peer: IpAddr) -> ApiError {
+    let client = limit::client_key(peer);
+    ctx.state.metrics.count_auth_failure();
+    if let Some(count) = lock(&ctx.failure_bursts).record(client, Instant::now()) {
+        log::warn!(
+            message_id = crate::core::ids::AUTH_FAILURE_BURST, client:display = client, count = count;
+            "API: {count} failed authentications from {client} within {} s; not logged again for this client in this window",
+            AUTH_FAILURE_WINDOW.as_secs()
+        );
+    }
+    ApiError::InvalidKey
+}
+
+/// A key (or a session of it) was verified: give the client's token back
+/// and take one from the key's own bucket.
+pub(super) fn key_accepted(ctx: &Ctx, peer: IpAddr, info: &KeyInfo) -> Result<(), ApiError> {
+    let now = Instant::now();
+    lock(&ctx.client_limits).refund(&limit::client_key(peer), now);
+    if let Err(wait) = lock(&ctx.key_limits).try_take(&info.id, now) {
+        ctx.state.metrics.count_rate_limited("key");
+        return Err(rate_limited(wait));
+    }
+    Ok(())
+}
+
 /// Identify the caller and apply the rate limits. Every request without a
 /// verified key takes a token from its client address's bucket; one that
 /// presents a key takes it before verification (so guessing is bounded even
@@ -136,50 +180,66 @@ fn rate_limited(wait: Duration) -> ApiError {
 /// An anonymous probe (`probe`: `/healthz`, `/readyz` without a key) takes
 /// its token from the address's probe bucket instead, so an address locked
 /// out for failed keys (a bad client behind the same NAT) still gets its
-/// liveness and readiness answered.
+/// liveness and readiness answered. Without an `Authorization` header, the
+/// session cookie (issue 20) stands for its key, with the key's scope and
+/// rate limit, as long as the session is valid and the key not revoked.
 pub(super) async fn authenticate(
     ctx: &Ctx,
     peer: IpAddr,
     headers: &HeaderMap,
     probe: bool,
-) -> Result<Caller, ApiError> {
+) -> Result<(Caller, Credential), ApiError> {
     let client = limit::client_key(peer);
     if probe && !headers.contains_key(AUTHORIZATION) {
         if let Err(wait) = lock(&ctx.probe_limits).try_take(&client, Instant::now()) {
             ctx.state.metrics.count_rate_limited("probe");
             return Err(rate_limited(wait));
         }
-        return Ok(Caller::Anonymous);
+        return Ok((Caller::Anonymous, Credential::None));
     }
     if let Err(wait) = lock(&ctx.client_limits).try_take(&client, Instant::now()) {
         ctx.state.metrics.count_rate_limited("client_ip");
         return Err(rate_limited(wait));
     }
     let Some(value) = headers.get(AUTHORIZATION) else {
-        return Ok(Caller::Anonymous);
+        return session_caller(ctx, peer, headers).await;
     };
     let info = match bearer_token(value) {
         Some(token) => ctx.keys.get().await.verify(token).cloned(),
         None => None,
     };
     let Some(info) = info else {
-        ctx.state.metrics.count_auth_failure();
-        if let Some(count) = lock(&ctx.failure_bursts).record(client, Instant::now()) {
-            log::warn!(
-                message_id = crate::core::ids::AUTH_FAILURE_BURST, client:display = client, count = count;
-                "API: {count} failed authentications from {client} within {} s; not logged again for this client in this window",
-                AUTH_FAILURE_WINDOW.as_secs()
-            );
-        }
-        return Err(ApiError::InvalidKey);
+        return Err(key_failed(ctx, peer));
     };
-    let now = Instant::now();
-    lock(&ctx.client_limits).refund(&client, now);
-    if let Err(wait) = lock(&ctx.key_limits).try_take(&info.id, now) {
-        ctx.state.metrics.count_rate_limited("key");
-        return Err(rate_limited(wait));
-    }
-    Ok(Caller::Key(info))
+    key_accepted(ctx, peer, &info)?;
+    Ok((Caller::Key(info), Credential::Bearer))
+}
+
+/// The caller a session cookie stands for (anonymous without one).
+async fn session_caller(
+    ctx: &Ctx,
+    peer: IpAddr,
+    headers: &HeaderMap,
+) -> Result<(Caller, Credential), ApiError> {
+    let Some(token) = super::session::cookie_token(headers) else {
+        return Ok((Caller::Anonymous, Credential::None));
+    };
+    let Some(valid) = ctx.sessions.check(token, Instant::now()) else {
+        return Ok((Caller::Anonymous, Credential::StaleSession));
+    };
+    let keys = ctx.keys.get().await;
+    let info = keys
+        .infos()
+        .find(|k| k.id == valid.key_id && !k.revoked)
+        .cloned();
+    let Some(info) = info else {
+        // The key was revoked or removed: its sessions end on their next request.
+        ctx.sessions.remove(&valid.id);
+        log::info!(spotter_key_id = valid.key_id.as_str(); "API: session ended: its key was revoked or removed");
+        return Ok((Caller::Anonymous, Credential::StaleSession));
+    };
+    key_accepted(ctx, peer, &info)?;
+    Ok((Caller::Key(info), Credential::Session(valid)))
 }
 
 /// Check the caller against the scope a route needs (`None`: any caller):

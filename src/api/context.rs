@@ -13,10 +13,13 @@ use tokio::sync::{watch, Semaphore};
 
 use super::admission::{BodyBudget, BodyLimits};
 use super::auth::{
-    Caller, KeyCache, AUTH_FAILURE_LOG_THRESHOLD, AUTH_FAILURE_WINDOW, MAX_RATE_LIMIT_ENTRIES,
+    Caller, Credential, KeyCache, AUTH_FAILURE_LOG_THRESHOLD, AUTH_FAILURE_WINDOW,
+    MAX_RATE_LIMIT_ENTRIES,
 };
 use super::limit::{FailureBursts, RateLimiter};
-use super::{classify, events, reload, AccessOptions, ApiError, ApiOptions, PipelineHandle};
+use super::{
+    classify, events, frames, reload, session, AccessOptions, ApiError, ApiOptions, PipelineHandle,
+};
 use crate::state::AppState;
 use crate::store::{Store, StoreError};
 
@@ -54,6 +57,10 @@ pub(super) struct Ctx {
     pub(super) model_change: tokio::sync::Mutex<()>,
     /// Becomes true when the server shuts down (set up by [`Server::run`](super::Server::run)).
     pub(super) stop: watch::Receiver<bool>,
+    /// Browser sessions (issue 20).
+    pub(super) sessions: session::Sessions,
+    /// Viewers of the latest frames (issue 20).
+    pub(super) frames: frames::FrameViewers,
 }
 
 impl Ctx {
@@ -87,6 +94,15 @@ impl Ctx {
                 min_rate: opts.body_min_rate.max(1),
             },
             model_change: tokio::sync::Mutex::new(()),
+            frames: frames::FrameViewers::new(
+                opts.max_frame_viewers,
+                opts.frame_max_fps,
+                opts.max_upload_pixels,
+            ),
+            sessions: session::Sessions::new(session::SessionLimits {
+                idle: opts.session_idle,
+                max_age: opts.session_max,
+            }),
             stop: watch::channel(false).1,
             state,
             store,
@@ -126,6 +142,10 @@ pub(super) struct Req<'a> {
     pub(super) peer: SocketAddr,
     /// An upload admitted before its body was read (`POST /api/v1/classify`).
     pub(super) upload: Option<classify::Admitted>,
+    /// How the caller authenticated (sign-out ends the cookie's session).
+    pub(super) credential: &'a Credential,
+    /// The request's `Content-Type` (sign-in reads a form or JSON).
+    pub(super) content_type: Option<&'a hyper::header::HeaderValue>,
 }
 
 /// Run blocking store work off the async workers.

@@ -121,6 +121,23 @@ pub enum ApiError {
     ConfigRefused { reason: String },
     #[error("this server has no supervisor to reload its configuration")]
     ReloadUnavailable,
+    // --- Sessions and the latest frame (issue 20, web page) ---
+    #[error("the session has ended (expired, signed out, or its key revoked): sign in again")]
+    SessionExpired,
+    #[error(
+        "a request authenticated by the session cookie must come from this server's own origin"
+    )]
+    CrossOrigin,
+    #[error("no source with this name")]
+    SourceNotFound,
+    #[error("this source has delivered no frame yet")]
+    NoFrame,
+    #[error("too many viewers of the frames; retry in {retry_after_s} s")]
+    TooManyViewers { retry_after_s: u64 },
+    #[error("no key with this id")]
+    KeyNotFound,
+    #[error("{0}")]
+    KeyConflict(String),
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -293,6 +310,21 @@ fn problem_kind(e: &ApiError) -> (StatusCode, &'static str, &'static str) {
             "model_change_in_progress",
             "Another model change is in progress",
         ),
+        ApiError::SessionExpired => (StatusCode::UNAUTHORIZED, "session_expired", "Session ended"),
+        ApiError::CrossOrigin => (
+            StatusCode::FORBIDDEN,
+            "cross_origin",
+            "Cross-origin request refused",
+        ),
+        ApiError::SourceNotFound => (StatusCode::NOT_FOUND, "source_not_found", "No such source"),
+        ApiError::NoFrame => (StatusCode::NOT_FOUND, "no_frame", "No frame yet"),
+        ApiError::KeyNotFound => (StatusCode::NOT_FOUND, "key_not_found", "No such key"),
+        ApiError::KeyConflict(_) => (StatusCode::CONFLICT, "key_conflict", "Key change refused"),
+        ApiError::TooManyViewers { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_viewers",
+            "Too many frame viewers",
+        ),
         ApiError::Config(_) | ApiError::Bind { .. } | ApiError::Tls(_) | ApiError::Internal(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -403,7 +435,7 @@ pub(super) fn error_response(e: &ApiError) -> Resp {
         ApiError::MethodNotAllowed { allow } => {
             h.insert(ALLOW, HeaderValue::from_static(allow));
         }
-        ApiError::MissingKey => {
+        ApiError::MissingKey | ApiError::SessionExpired => {
             h.insert(WWW_AUTHENTICATE, HeaderValue::from_static(BEARER_CHALLENGE));
         }
         ApiError::InvalidKey => {
@@ -424,7 +456,8 @@ pub(super) fn error_response(e: &ApiError) -> Resp {
         ApiError::RateLimited { retry_after_s }
         | ApiError::Busy { retry_after_s }
         | ApiError::BodyBudget { retry_after_s }
-        | ApiError::TooManySubscribers { retry_after_s } => {
+        | ApiError::TooManySubscribers { retry_after_s }
+        | ApiError::TooManyViewers { retry_after_s } => {
             h.insert(RETRY_AFTER, HeaderValue::from(*retry_after_s));
         }
         ApiError::ModelUnavailable | ApiError::ShuttingDown => {

@@ -1,6 +1,10 @@
 //! Response headers that do not depend on the route's answer: the security
 //! headers every response carries, and CORS (preflight answers, and the
-//! `Access-Control-*` headers for allowed origins).
+//! `Access-Control-*` headers for allowed origins). Also the headers of the
+//! web page's responses (issue 20): [`page_headers`] (a strict CSP that
+//! allows the page's own scripts, styles and images, nothing inline) and
+//! [`asset_headers`] (long caching of the hashed `/assets/` files); the
+//! security headers then keep what those set and add the rest.
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -40,7 +44,40 @@ pub(super) fn preflight_response(route: &RouteSpec) -> Resp {
     r
 }
 
-/// Headers on every response this handler produces, errors included.
+/// The Content-Security-Policy of the HTML pages (issue 20): everything
+/// from this origin only (`default-src 'self'`), no inline script or style
+/// and no `eval` (neither `'unsafe-inline'` nor `'unsafe-eval'` nor a
+/// nonce), no plugins, no `<base>` rewriting, forms posting only here, and
+/// never framed.
+/// Images also from `blob:` URLs: the Live page fetches each frame itself
+/// (to read its focus figure and honour `Retry-After`) and shows the bytes
+/// it got through an object URL; a `blob:` URL holds only what this
+/// origin's own script fetched.
+pub(crate) const PAGE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+     img-src 'self' blob:; connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; \
+     form-action 'self'; frame-ancestors 'none'";
+
+/// `Cache-Control` of the page's assets, served under a path holding their
+/// content hash (a changed file gets a new URL): a year, never revalidated.
+pub(crate) const ASSET_CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
+
+/// Headers of an HTML page response: the page CSP (instead of the API's
+/// `default-src 'none'`); the other security headers are added as for
+/// every response (`no-store` included: pages show live, per-key data).
+pub(crate) fn page_headers(h: &mut HeaderMap) {
+    h.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
+}
+
+/// Headers of a page asset (CSS, JavaScript, icon) at a hashed URL: the
+/// page CSP and long caching instead of `no-store`.
+pub(crate) fn asset_headers(h: &mut HeaderMap) {
+    page_headers(h);
+    h.insert(CACHE_CONTROL, HeaderValue::from_static(ASSET_CACHE_CONTROL));
+}
+
+/// Headers on every response this handler produces, errors included. A
+/// `Content-Security-Policy` or `Cache-Control` the handler set (pages and
+/// their assets, see [`page_headers`]) is kept; everything else is set here.
 pub(super) fn security_headers(h: &mut HeaderMap) {
     h.insert(
         STRICT_TRANSPORT_SECURITY,
@@ -48,16 +85,17 @@ pub(super) fn security_headers(h: &mut HeaderMap) {
     );
     h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
-    );
+    h.entry(CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(
+            "default-src 'none'; frame-ancestors 'none'",
+        ));
     h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert(
         PERMISSIONS_POLICY,
         HeaderValue::from_static(PERMISSIONS_POLICY_VALUE),
     );
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.entry(CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
 }
 
 /// Whether `origin` is one of the configured CORS origins.
@@ -80,5 +118,66 @@ pub(super) fn cors_headers(h: &mut HeaderMap, access: &AccessOptions, origin: Op
                 HeaderValue::from_static("retry-after, www-authenticate"),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(h: &HeaderMap, name: HeaderName) -> &str {
+        h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+
+    // Catches: the page CSP allowing inline script or style, eval, other
+    // origins or framing; the API's own responses losing their
+    // `default-src 'none'` or `no-store`; or the security headers
+    // overwriting a page's CSP (pages would load nothing) or an asset's
+    // caching.
+    #[test]
+    fn page_and_asset_headers_survive_the_security_headers() {
+        for directive in [
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "object-src 'none'",
+            "base-uri 'none'",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(PAGE_CSP.split("; ").any(|d| d == directive), "{directive}");
+        }
+        for banned in [
+            "unsafe-inline",
+            "unsafe-eval",
+            "nonce-",
+            "*",
+            "http:",
+            "data:",
+        ] {
+            assert!(!PAGE_CSP.contains(banned), "{banned}");
+        }
+
+        let mut api = HeaderMap::new();
+        security_headers(&mut api);
+        assert_eq!(
+            get(&api, CONTENT_SECURITY_POLICY),
+            "default-src 'none'; frame-ancestors 'none'"
+        );
+        assert_eq!(get(&api, CACHE_CONTROL), "no-store");
+
+        let mut page = HeaderMap::new();
+        page_headers(&mut page);
+        security_headers(&mut page);
+        assert_eq!(get(&page, CONTENT_SECURITY_POLICY), PAGE_CSP);
+        assert_eq!(get(&page, CACHE_CONTROL), "no-store");
+        assert_eq!(get(&page, X_FRAME_OPTIONS), "DENY");
+        assert_eq!(page.get_all(CONTENT_SECURITY_POLICY).iter().count(), 1);
+
+        let mut asset = HeaderMap::new();
+        asset_headers(&mut asset);
+        security_headers(&mut asset);
+        assert_eq!(get(&asset, CONTENT_SECURITY_POLICY), PAGE_CSP);
+        assert_eq!(get(&asset, CACHE_CONTROL), ASSET_CACHE_CONTROL);
+        assert_eq!(get(&asset, X_CONTENT_TYPE_OPTIONS), "nosniff");
     }
 }

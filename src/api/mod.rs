@@ -5,7 +5,8 @@
 //! response (including the one error table, served as RFC 9457 problem
 //! details). Reads [`AppState`], the [`Store`] and the key file; never writes
 //! any of them (uploads with `?store=true` and model changes go through the
-//! pipeline and the model store).
+//! pipeline and the model store; key creation and revocation, issue 20,
+//! through [`KeyStore`](crate::keys::KeyStore), locked as `spotter keys` is).
 //!
 //! Routes, see [`ROUTES`] (methods as listed there; a GET route also answers
 //! HEAD; other methods → 405 with `Allow`):
@@ -21,7 +22,9 @@
 //!   `/api/v1/results/{id}/image` (read), `/api/v1/backup` (admin): see
 //!   `results`.
 //! - `/metrics` (read): OpenMetrics text.
-//! - `/api/v1/keys` (admin): the keys' metadata (never secrets or hashes).
+//! - `/api/v1/keys` (admin): the keys' metadata (never secrets or hashes);
+//!   `POST /api/v1/keys` creates a key (its secret in that answer only) and
+//!   `DELETE /api/v1/keys/{id}` revokes one (issue 20, for the page).
 //! - `POST /api/v1/classify` (read): classify an uploaded image, see
 //!   [`classify`].
 //! - `/api/v1/events` (read): Server-Sent Events, see [`events`].
@@ -33,13 +36,24 @@
 //!   `/api/v1/sightings/summary?bucket=&since=&until=` (read, issue 18):
 //!   see `sightings`.
 //! - `POST /api/v1/reload` (admin): reload the configuration, see [`reload`].
+//! - `POST /api/v1/session` (no key: the key is in the body),
+//!   `DELETE /api/v1/session`: sign in and out of a browser session
+//!   (issue 20), see `session`. The session cookie is accepted wherever a
+//!   bearer key is, with its key's scope.
+//! - `/api/v1/sources/{name}/frame` (read, issue 20): the source's latest
+//!   frame as JPEG with its focus figure, bounded in viewers and rate, see
+//!   `frames`.
+//! - The web interface (issue 20), apart from the API's routes: `/`,
+//!   `/live`, `/history`, `/device` and `/assets/<hash>/<name>`, see `pages`.
 //!
 //! Order of checks for each request (in `request`): declared body size
 //! (413) → CORS preflight from an allowed origin (204) → rate limit (429:
 //! the client-address bucket for requests without a verified key, the
 //! address's probe bucket for `/healthz` and `/readyz` without a key, the
 //! per-key bucket) → key verification (401) → route (404) → scope (401
-//! without a key, 403 with too small a scope) → method (405) → for the
+//! without a key or with an ended session, 403 with too small a scope) →
+//! method (405) → a state change authenticated by the session cookie (and
+//! a sign-in) from another origin (403 `cross_origin`) → for the
 //! routes that take a body (`POST /api/v1/classify`, `PUT /api/v1/model`)
 //! only: admission of the upload (503 busy, before any byte of the body is
 //! read), its bytes reserved against the global body budget (503
@@ -83,6 +97,8 @@
 //! - `admission`: the global body budget, body reads with their deadline
 //!   and minimum rate, draining unread bodies.
 //! - `auth`: the key cache, bearer tokens, rate limits, scopes.
+//! - `session`: browser sessions, the cookie, the origin check, sign-in/out.
+//! - `frames`: the latest-frame route, its viewer and rate bounds.
 //! - `headers`: security headers and CORS.
 //! - `router`: [`ROUTES`], path matching, dispatch to the handlers.
 //! - `context`: what handlers share (`Ctx`, `Req`, `blocking`).
@@ -102,6 +118,7 @@ mod conns;
 mod context;
 mod errors;
 pub(crate) mod events;
+mod frames;
 mod headers;
 mod keys;
 pub(crate) mod limit;
@@ -109,11 +126,13 @@ mod metrics;
 mod model;
 pub(crate) mod openapi;
 mod options;
+mod pages;
 pub(crate) mod reload;
 mod request;
 mod results;
 mod router;
 mod server;
+mod session;
 mod sightings;
 mod status;
 pub mod tls;

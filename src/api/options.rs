@@ -80,6 +80,15 @@ pub struct ApiOptions {
     pub max_handshakes_per_address: usize,
     /// From accept to a finished TLS handshake.
     pub tls_handshake_timeout: Duration,
+    // --- Web page (issue 20) ---
+    /// A browser session unused for this long ends (`api.session_idle_s`).
+    pub session_idle: Duration,
+    /// A browser session ends this long after sign-in (`api.session_max_s`).
+    pub session_max: Duration,
+    /// Viewers of `/api/v1/sources/{name}/frame` at once (≥ 1); more get 503.
+    pub max_frame_viewers: usize,
+    /// Frames per second each viewer may fetch (> 0); faster gets 429.
+    pub frame_max_fps: f64,
 }
 
 impl ApiOptions {
@@ -119,6 +128,10 @@ impl ApiOptions {
             max_connections_per_address: defaults::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
             max_handshakes_per_address: defaults::DEFAULT_MAX_HANDSHAKES_PER_ADDRESS,
             tls_handshake_timeout: defaults::DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+            session_idle: defaults::DEFAULT_SESSION_IDLE,
+            session_max: defaults::DEFAULT_SESSION_MAX,
+            max_frame_viewers: defaults::DEFAULT_MAX_FRAME_VIEWERS,
+            frame_max_fps: defaults::DEFAULT_FRAME_MAX_FPS,
         }
     }
 
@@ -138,6 +151,14 @@ impl ApiOptions {
         }
         if self.max_concurrent_uploads == 0 || self.max_event_subscribers == 0 {
             return bad("max_concurrent_uploads and max_event_subscribers must be at least 1");
+        }
+        if self.session_idle.is_zero() || self.session_max.is_zero() {
+            return bad("session_idle and session_max must be above zero");
+        }
+        if self.max_frame_viewers == 0
+            || !(self.frame_max_fps.is_finite() && self.frame_max_fps > 0.0)
+        {
+            return bad("max_frame_viewers must be at least 1 and frame_max_fps above zero");
         }
         if self.tls_handshake_timeout.is_zero()
             || self.header_read_timeout.is_zero()

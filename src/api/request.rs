@@ -1,6 +1,7 @@
 //! The path of every request, in the order the module doc of `api` gives:
 //! the body limit, CORS preflight, authentication and rate limits, route,
-//! scope, method, admission and the body budget, the body read (only for
+//! scope, method, the same-origin check of cookie-authenticated state
+//! changes (issue 20), admission and the body budget, the body read (only for
 //! routes that take one), then the handler; what happens to a body left
 //! unread; and around it the security and CORS headers, the HTTP metrics
 //! and the debug log line.
@@ -16,14 +17,14 @@ use hyper::header::{HeaderMap, HeaderValue, CONNECTION, CONTENT_LENGTH, ORIGIN};
 use hyper::{Method, Request, Response};
 
 use super::admission::{drain, read_body, DRAIN_CAP};
-use super::auth::{authenticate, authorize};
+use super::auth::{authenticate, authorize, Credential};
 use super::context::{Ctx, Req};
 use super::errors::error_response;
 use super::headers::{
     cors_headers, is_preflight, origin_allowed, preflight_response, security_headers,
 };
 use super::router::{dispatch, is_probe, match_route, takes_body, Route};
-use super::{classify, events, ApiError};
+use super::{classify, events, keys, pages, session, ApiError};
 
 /// What goes on the wire: a whole body, or an event stream.
 pub(super) type OutBody = http_body_util::Either<Full<Bytes>, events::EventBody>;
@@ -68,12 +69,23 @@ async fn respond(
     // the answer is ready is drained or the connection closed (`unread`).
     let mut body = Some(body);
     let route = match_route(parts.uri.path());
-    let route_name = route.as_ref().map(|r| r.name()).unwrap_or("unknown");
+    // The web interface's pages and assets (issue 20): not API routes.
+    let page = pages::match_page(parts.uri.path());
+    let route_name = route
+        .as_ref()
+        .map(|r| r.name())
+        .or(page.map(|p| p.name()))
+        .unwrap_or("unknown");
     let declared = declared_length(&parts.headers);
     let result: Result<Response<OutBody>, ApiError> = async {
-        // Model uploads have their own (larger) limit; everything else the body limit.
+        // Model uploads have their own (larger) limit, sign-ins a small one;
+        // everything else the body limit.
         let max = if route == Some(Route::Model) && parts.method == Method::PUT {
             ctx.max_model_bytes
+        } else if route == Some(Route::Session) {
+            session::MAX_SIGN_IN_BYTES.min(ctx.access.max_body_bytes)
+        } else if route == Some(Route::Keys) {
+            keys::MAX_CREATE_BYTES.min(ctx.access.max_body_bytes)
         } else {
             ctx.access.max_body_bytes
         };
@@ -89,13 +101,39 @@ async fn respond(
                 return Ok(preflight_response(r.spec()).map(Either::Left));
             }
         }
+        if let Some(page) = page {
+            let caller = match authenticate(ctx, peer.ip(), &parts.headers, page.is_asset()).await {
+                Ok((_, Credential::StaleSession)) => {
+                    return pages::unauthenticated(page, ApiError::SessionExpired)
+                        .map(|r| r.map(Either::Left))
+                }
+                Ok((c, _)) => c,
+                Err(e) => return pages::unauthenticated(page, e).map(|r| r.map(Either::Left)),
+            };
+            return pages::serve(ctx, page, &caller, &parts.method, parts.uri.query())
+                .await
+                .map(|r| r.map(Either::Left));
+        }
         let probe = route.as_ref().is_some_and(is_probe);
-        let caller = authenticate(ctx, peer.ip(), &parts.headers, probe).await?;
+        let (caller, credential) = authenticate(ctx, peer.ip(), &parts.headers, probe).await?;
         let route = route.ok_or(ApiError::RouteNotFound)?;
-        authorize(&caller, route.spec().scope)?;
+        authorize(&caller, route.spec().scope).map_err(|e| match (e, &credential) {
+            // A cookie whose session ended: the page signs in again.
+            (ApiError::MissingKey, Credential::StaleSession) => ApiError::SessionExpired,
+            (e, _) => e,
+        })?;
         let allow = route.spec().allow;
         if !allow.split(", ").any(|m| m == parts.method.as_str()) {
             return Err(ApiError::MethodNotAllowed { allow });
+        }
+        // CSRF (issue 20): a state change the cookie authenticates must come
+        // from this server's own origin; a sign-in from a foreign one is refused.
+        if session::state_changing(&parts.method) {
+            if let Credential::Session(_) = credential {
+                session::check_origin(&parts.headers, &parts.uri, true)?;
+            } else if route == Route::Session {
+                session::check_origin(&parts.headers, &parts.uri, false)?;
+            }
         }
         if route == Route::Events {
             return events::subscribe(ctx, kill, parts.method == Method::HEAD)
@@ -133,6 +171,8 @@ async fn respond(
             body: bytes,
             peer,
             upload,
+            credential: &credential,
+            content_type: session::content_type(&parts.headers),
         };
         let resp = dispatch(ctx, route, req).await.map(|r| r.map(Either::Left));
         drop(reservation);

@@ -9,7 +9,8 @@ use hyper::Method;
 
 use super::context::{Ctx, Req};
 use super::{
-    classify, keys, metrics, model, openapi, reload, results, sightings, status, ApiError, Resp,
+    classify, frames, keys, metrics, model, openapi, reload, results, session, sightings, status,
+    ApiError, Resp,
 };
 use crate::keys::Scope;
 
@@ -73,7 +74,8 @@ pub const ROUTES: &[RouteSpec] = &[
         path: "/api/v1/keys",
         name: "keys",
         scope: Some(Scope::Admin),
-        allow: ALLOW_GET,
+        // POST: create a key (issue 20, the page's device view).
+        allow: "GET, HEAD, POST",
     },
     RouteSpec {
         path: "/api/v1/results/{id}/image",
@@ -148,6 +150,27 @@ pub const ROUTES: &[RouteSpec] = &[
         scope: Some(Scope::Read),
         allow: ALLOW_GET,
     },
+    // --- Web page (issue 20) ---
+    // Sign-in takes the key in its body, sign-out only ends the cookie's
+    // session: both answer without a key (see `session`).
+    RouteSpec {
+        path: "/api/v1/session",
+        name: "session",
+        scope: None,
+        allow: "POST, DELETE",
+    },
+    RouteSpec {
+        path: "/api/v1/sources/{name}/frame",
+        name: "source_frame",
+        scope: Some(Scope::Read),
+        allow: ALLOW_GET,
+    },
+    RouteSpec {
+        path: "/api/v1/keys/{id}",
+        name: "key_by_id",
+        scope: Some(Scope::Admin),
+        allow: "DELETE",
+    },
 ];
 
 #[derive(Debug, PartialEq)]
@@ -172,6 +195,9 @@ pub(super) enum Route<'a> {
     SightingsSummary,
     SightingById(&'a str),
     SightingSnapshot(&'a str),
+    Session,
+    SourceFrame(&'a str),
+    KeyById(&'a str),
 }
 
 impl Route<'_> {
@@ -197,6 +223,9 @@ impl Route<'_> {
             Route::SightingsSummary => 17,
             Route::SightingById(_) => 18,
             Route::SightingSnapshot(_) => 19,
+            Route::Session => 20,
+            Route::SourceFrame(_) => 21,
+            Route::KeyById(_) => 22,
         };
         &ROUTES[i]
     }
@@ -226,7 +255,22 @@ pub(super) fn match_route(path: &str) -> Option<Route<'_>> {
         "/api/v1/reload" => Route::Reload,
         "/api/v1/sightings" => Route::Sightings,
         "/api/v1/sightings/summary" => Route::SightingsSummary,
+        "/api/v1/session" => Route::Session,
         p if p.starts_with("/api/v1/sightings/") => return match_sighting(p),
+        p if p.starts_with("/api/v1/keys/") => {
+            let id = p.strip_prefix("/api/v1/keys/")?;
+            if id.is_empty() || id.contains('/') {
+                return None;
+            }
+            Route::KeyById(id)
+        }
+        p if p.starts_with("/api/v1/sources/") => {
+            let name = p.strip_prefix("/api/v1/sources/")?.strip_suffix("/frame")?;
+            if name.is_empty() || name.contains('/') {
+                return None;
+            }
+            Route::SourceFrame(name)
+        }
         p => {
             let id = p.strip_prefix("/api/v1/results/")?;
             if let Some(id) = id.strip_suffix("/image") {
@@ -265,7 +309,10 @@ fn match_sighting(p: &str) -> Option<Route<'_>> {
 pub(super) fn takes_body(route: &Route<'_>, method: &Method) -> bool {
     matches!(
         (route, method),
-        (Route::Classify, &Method::POST) | (Route::Model, &Method::PUT)
+        (Route::Classify, &Method::POST)
+            | (Route::Model, &Method::PUT)
+            | (Route::Session, &Method::POST)
+            | (Route::Keys, &Method::POST)
     )
 }
 
@@ -292,7 +339,11 @@ pub(super) async fn dispatch(
         Route::Backup => results::backup(ctx, query).await,
         Route::Latest => results::latest(ctx).await,
         Route::ById(id) => results::by_id(ctx, id).await,
+        Route::Keys if req.method == Method::POST => {
+            keys::create(ctx, req.content_type, &req.body, caller.name()).await
+        }
         Route::Keys => Ok(keys::list(ctx).await),
+        Route::KeyById(id) => keys::revoke(ctx, id, caller.name()).await,
         Route::Classify => match req.upload {
             Some(admitted) => {
                 classify::classify(ctx, admitted, req.body, req.peer, caller.name()).await
@@ -314,6 +365,11 @@ pub(super) async fn dispatch(
         Route::SightingsSummary => sightings::summary(ctx, query).await,
         Route::SightingById(id) => sightings::by_id(ctx, id).await,
         Route::SightingSnapshot(id) => sightings::snapshot(ctx, id).await,
+        Route::Session if req.method == Method::POST => {
+            session::sign_in(ctx, req.peer.ip(), req.content_type, &req.body).await
+        }
+        Route::Session => Ok(session::sign_out(ctx, req.credential, caller)),
+        Route::SourceFrame(name) => frames::frame(ctx, name, caller, req.peer.ip()).await,
     }
 }
 
@@ -349,6 +405,20 @@ mod tests {
         assert_eq!(match_route("/api/v1/sightings//snapshot"), None);
         assert_eq!(match_route("/api/v1/sightings/1/2"), None);
         assert_eq!(match_route("/api/v1/sightings/1/image"), None);
+        // Frames (issue 20).
+        assert_eq!(
+            match_route("/api/v1/sources/cam/frame"),
+            Some(Route::SourceFrame("cam"))
+        );
+        assert_eq!(match_route("/api/v1/sources//frame"), None);
+        assert_eq!(match_route("/api/v1/sources/a/b/frame"), None);
+        assert_eq!(match_route("/api/v1/sources/cam"), None);
+        assert_eq!(
+            match_route("/api/v1/keys/00ff"),
+            Some(Route::KeyById("00ff"))
+        );
+        assert_eq!(match_route("/api/v1/keys/"), None);
+        assert_eq!(match_route("/api/v1/keys/a/b"), None);
     }
 
     // Catches: a route served but missing from ROUTES (and so from the auth
@@ -356,19 +426,20 @@ mod tests {
     #[test]
     fn route_table_matches_the_router() {
         for spec in ROUTES {
-            let path = spec.path.replace("{id}", "0123");
+            let path = spec.path.replace("{id}", "0123").replace("{name}", "cam");
             let r = match_route(&path).unwrap_or_else(|| panic!("{} not routed", spec.path));
             assert_eq!(r.spec(), spec);
         }
         let names: std::collections::HashSet<_> = ROUTES.iter().map(|r| r.name).collect();
         assert_eq!(names.len(), ROUTES.len());
-        // Only the probes answer without a key.
+        // Only the probes and the session (sign-in with the key in the
+        // body, sign-out) answer without a key.
         let public: Vec<_> = ROUTES
             .iter()
             .filter(|r| r.scope.is_none())
             .map(|r| r.path)
             .collect();
-        assert_eq!(public, ["/healthz", "/readyz"]);
+        assert_eq!(public, ["/healthz", "/readyz", "/api/v1/session"]);
     }
 
     // Catches: a route that takes no body reading one (a trickled body held
@@ -376,16 +447,20 @@ mod tests {
     #[test]
     fn only_uploads_take_a_body() {
         for spec in ROUTES {
-            let path = spec.path.replace("{id}", "0123");
+            let path = spec.path.replace("{id}", "0123").replace("{name}", "cam");
             let r = match_route(&path).unwrap();
             for m in [Method::GET, Method::HEAD, Method::POST, Method::PUT] {
                 let want = matches!(
                     (spec.path, m.as_str()),
-                    ("/api/v1/classify", "POST") | ("/api/v1/model", "PUT")
+                    ("/api/v1/classify", "POST")
+                        | ("/api/v1/model", "PUT")
+                        | ("/api/v1/session", "POST")
+                        | ("/api/v1/keys", "POST")
                 );
                 assert_eq!(takes_body(&r, &m), want, "{} {m}", spec.path);
             }
-            assert_eq!(is_probe(&r), spec.scope.is_none(), "{}", spec.path);
+            let probe = matches!(spec.path, "/healthz" | "/readyz");
+            assert_eq!(is_probe(&r), probe, "{}", spec.path);
         }
     }
 }

@@ -74,3 +74,15 @@ pub(crate) const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default `api.keep_alive_idle_ms`: a kept-alive connection with no request
 /// for this long is closed.
 pub(crate) const DEFAULT_KEEP_ALIVE_IDLE: Duration = Duration::from_secs(60);
+
+// Browser sessions (issue 20, web page).
+/// Default `api.session_idle_s`: a session unused for 30 minutes ends (a
+/// live page polling frames keeps its session in use).
+pub(crate) const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
+/// Default `api.session_max_s`: every session ends 12 hours after sign-in.
+pub(crate) const DEFAULT_SESSION_MAX: Duration = Duration::from_secs(12 * 3600);
+/// Default `api.max_frame_viewers`: viewers of the latest frames at once.
+pub(crate) const DEFAULT_MAX_FRAME_VIEWERS: usize = 4;
+/// Default `api.frame_max_fps`: frames per second per viewer (enough to
+/// focus by; each new frame is encoded once, whatever the viewers).
+pub(crate) const DEFAULT_FRAME_MAX_FPS: f64 = 4.0;

@@ -238,6 +238,15 @@ pub struct ApiSettings {
     pub max_connections_per_address: usize,
     pub max_handshakes_per_address: usize,
     pub tls_handshake_timeout_ms: u64,
+    // Browser sessions (issue 20, web page).
+    /// A session unused for this long ends.
+    pub session_idle_s: u64,
+    /// A session ends this long after sign-in, used or not.
+    pub session_max_s: u64,
+    /// Viewers of the latest frames at once.
+    pub max_frame_viewers: usize,
+    /// Frames per second each viewer may fetch.
+    pub frame_max_fps: f64,
 }
 
 /// The MQTT protocol version spoken to the broker.
@@ -947,6 +956,47 @@ fn build_after_sources(
         |v| (100..=600_000).contains(v),
         "must be between 100 and 600000",
     )?;
+    // Browser sessions (issue 20).
+    let sis = l.get(|r| r.api.as_ref()?.session_idle_s.as_ref());
+    let sms = l.get(|r| r.api.as_ref()?.session_max_s.as_ref());
+    in_range(
+        &sis,
+        "api.session_idle_s",
+        |v| (60..=604_800).contains(v),
+        "must be between 60 and 604800",
+    )?;
+    let session_idle_s = val(&sis, api::DEFAULT_SESSION_IDLE.as_secs());
+    in_range(
+        &sms,
+        "api.session_max_s",
+        |v| (session_idle_s..=2_592_000).contains(v),
+        "must be at least api.session_idle_s and at most 2592000",
+    )?;
+    let session_max_s = val(&sms, api::DEFAULT_SESSION_MAX.as_secs());
+    if session_max_s < session_idle_s {
+        if let Some(o) = &sis {
+            return Err(invalid(
+                o,
+                "api.session_idle_s",
+                format!("must be at most api.session_max_s ({session_max_s})"),
+            ));
+        }
+    }
+    // The latest-frame route (issue 20).
+    let mfv = l.get(|r| r.api.as_ref()?.max_frame_viewers.as_ref());
+    let fmf = l.get(|r| r.api.as_ref()?.frame_max_fps.as_ref());
+    in_range(
+        &mfv,
+        "api.max_frame_viewers",
+        |v| (1..=64).contains(v),
+        "must be between 1 and 64",
+    )?;
+    in_range(
+        &fmf,
+        "api.frame_max_fps",
+        |v| (0.1..=30.0).contains(v),
+        "must be between 0.1 and 30",
+    )?;
     // client_auth alone is accepted (and has no effect): `check-config`
     // prints it with its default, and its output must load back.
     let api = ApiSettings {
@@ -977,6 +1027,10 @@ fn build_after_sources(
         max_connections_per_address: val(&mcpa, api::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS),
         max_handshakes_per_address: val(&mhpa, api::DEFAULT_MAX_HANDSHAKES_PER_ADDRESS),
         tls_handshake_timeout_ms: val(&tht, ms(api::DEFAULT_TLS_HANDSHAKE_TIMEOUT)),
+        session_idle_s,
+        session_max_s,
+        max_frame_viewers: val(&mfv, api::DEFAULT_MAX_FRAME_VIEWERS),
+        frame_max_fps: val(&fmf, api::DEFAULT_FRAME_MAX_FPS),
     };
 
     let mqtt = build_mqtt(l)?;

@@ -191,6 +191,12 @@ pub(super) struct RawApi {
     pub max_connections_per_address: Field<usize>,
     pub max_handshakes_per_address: Field<usize>,
     pub tls_handshake_timeout_ms: Field<u64>,
+    // Browser sessions (issue 20).
+    pub session_idle_s: Field<u64>,
+    pub session_max_s: Field<u64>,
+    // The latest-frame route (issue 20).
+    pub max_frame_viewers: Field<usize>,
+    pub frame_max_fps: Field<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -190,6 +190,34 @@ fn api_connection_limits_are_validated() {
     }
 }
 
+// Would catch the session lifetimes and frame-viewer limits of issue 20 not read from the file,
+// accepted out of range, or an idle time longer than the absolute one (a
+// setting that silently does nothing) accepted.
+#[test]
+fn api_session_lifetimes_are_validated() {
+    let s = one("[api]\nsession_idle_s = 120\nsession_max_s = 600\n").unwrap();
+    assert_eq!((s.api.session_idle_s, s.api.session_max_s), (120, 600));
+    let d = one("").unwrap();
+    assert_eq!((d.api.session_idle_s, d.api.session_max_s), (1800, 43200));
+    let f = one("[api]\nmax_frame_viewers = 2\nframe_max_fps = 1.5\n").unwrap();
+    assert_eq!((f.api.max_frame_viewers, f.api.frame_max_fps), (2, 1.5));
+    for (text, key) in [
+        ("session_idle_s = 5", "api.session_idle_s"),
+        ("session_max_s = 99999999", "api.session_max_s"),
+        (
+            "session_idle_s = 600\nsession_max_s = 300",
+            "api.session_max_s",
+        ),
+        ("session_idle_s = 86400", "api.session_idle_s"),
+        ("max_frame_viewers = 0", "api.max_frame_viewers"),
+        ("frame_max_fps = 0.0", "api.frame_max_fps"),
+        ("frame_max_fps = 100.0", "api.frame_max_fps"),
+    ] {
+        let err = one(&format!("[api]\n{text}\n")).unwrap_err().to_string();
+        assert!(err.contains(&format!("`{key}`")), "{text}: {err}");
+    }
+}
+
 // every anonymous client out forever) or CORS origins that never match a browser.
 #[test]
 fn api_access_limits_are_validated() {

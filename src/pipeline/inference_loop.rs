@@ -151,6 +151,31 @@ fn run_inference(setup: InferenceSetup, prepare_worker: Option<Worker>) {
     }
 }
 
+/// A camera frame the inference thread works on; when dropped (the
+/// iteration is done with it, whichever way it ended) it is moved to its
+/// source's latest-frame slot for viewers of the web page (issue 20).
+struct ToViewers<'a> {
+    state: &'a AppState,
+    source: Arc<str>,
+    frame: Option<crate::core::frame::Frame>,
+}
+
+impl std::ops::Deref for ToViewers<'_> {
+    type Target = crate::core::frame::Frame;
+    fn deref(&self) -> &Self::Target {
+        // Set at construction and only taken in `drop`.
+        self.frame.as_ref().expect("frame present until drop")
+    }
+}
+
+impl Drop for ToViewers<'_> {
+    fn drop(&mut self) {
+        if let Some(f) = self.frame.take() {
+            self.state.publish_frame(&self.source, f);
+        }
+    }
+}
+
 /// The inference thread's body: (re)load the model, take prepared frames and
 /// uploads, run them, deliver the results to the sink. Returns when the
 /// hand-off is closed and drained.
@@ -281,6 +306,12 @@ fn inference_loop_body(
             Next::Timeout => continue,
             Next::Closed => break,
         };
+        // However this iteration ends, the frame then goes to its viewers.
+        let frame = ToViewers {
+            state: &state,
+            source: tag.name.clone(),
+            frame: Some(frame),
+        };
         let Some(model) = active.as_mut() else {
             input.recycle(tensor);
             continue;
@@ -347,7 +378,7 @@ fn inference_loop_body(
             Ok(Some(_)) => Some(rec.id.as_str()),
             _ => None,
         };
-        sightings.apply(events, Some(&frame), t_ns, id);
+        sightings.apply(events, Some(&*frame), t_ns, id);
     }
     sightings.close_all();
     log::debug!("inference thread drained and stopped");

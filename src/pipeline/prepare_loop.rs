@@ -363,6 +363,8 @@ pub(crate) fn prepare_loop(
         }
         if let Some((_, spec)) = &model {
             if !gating.admit(&frame, &tag, &state, spec.max_pixels) {
+                // Not inferred, still the source's latest frame (issue 20).
+                state.publish_frame(&tag.name, frame);
                 continue;
             }
         }

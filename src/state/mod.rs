@@ -15,6 +15,8 @@ use serde::Serialize;
 use crate::core::result::ResultRecord;
 
 mod exposition;
+// The latest frame per source and its focus figure (issue 20, web page).
+pub(crate) mod frames;
 pub(crate) mod gpio;
 // Motion gating figures (issue 18, motion).
 pub(crate) mod motion;
@@ -151,6 +153,8 @@ pub struct SourceStats {
     /// Motion gating (issue 18, motion): its frames skipped as static, the
     /// last motion fraction and the moving-frame ratio.
     pub motion: motion::MotionStats,
+    /// Its latest frame for viewers, and the focus figure (issue 20).
+    pub latest: frames::LatestFrame,
 }
 
 /// The MQTT publisher's state, for `/api/v1/status` and `/metrics`. The
@@ -485,6 +489,7 @@ impl AppState {
             beat_ms: AtomicU64::new(self.started.elapsed().as_millis() as u64),
             description: RwLock::new(String::new()),
             motion: Default::default(),
+            latest: Default::default(),
         });
         all.push(stats.clone());
         drop(all);

@@ -53,6 +53,10 @@ struct StatusDoc<'a> {
     /// Motion gating (issue 18): written per frame without a setter, so as
     /// stale as the uptime in the key allows (one second).
     motion: super::motion::MotionSnapshot,
+    /// The focus figure per source (issue 20): measured when a viewer
+    /// fetches a frame, without a setter, so as stale as the uptime in the
+    /// key allows (one second).
+    focus: super::frames::FocusSnapshot,
 }
 
 #[derive(Serialize)]
@@ -115,6 +119,7 @@ impl AppState {
             mqtt: self.mqtt.snapshot(),
             gpio: self.gpio.snapshot(),
             motion: self.motion_snapshot(),
+            focus: self.focus_snapshot(),
         };
         match serde_json::to_vec(&doc) {
             Ok(v) => Bytes::from(v),
@@ -239,6 +244,7 @@ mod tests {
             "mqtt": s.mqtt.snapshot(),
             "gpio": s.gpio.snapshot(),
             "motion": {"active": false, "sources": []},
+            "focus": {"sources": []},
         });
         let mut now = doc(&s, &store);
         // The uptime may have ticked between the two.

@@ -10,6 +10,18 @@ use api_harness::{
 use spotter::api::{AccessOptions, ROUTES};
 use spotter::keys::{KeyStore, Scope};
 
+/// A small JPEG, the latest frame of the matrix's source.
+fn tiny_jpeg() -> Vec<u8> {
+    let mut out = Vec::new();
+    image::RgbImage::from_pixel(8, 8, image::Rgb([9, 9, 9]))
+        .write_to(
+            &mut std::io::Cursor::new(&mut out),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+    out
+}
+
 /// The status a route gives a caller allowed to call it with GET or HEAD.
 fn ok_status(route: &spotter::api::RouteSpec) -> u16 {
     // Nothing is ready in the harness, so /readyz is 503 even when allowed.
@@ -28,7 +40,18 @@ fn ok_status(route: &spotter::api::RouteSpec) -> u16 {
 // until a restart. Counts unauthorized successes, which must be zero.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_matrix() {
-    let h = start().await;
+    // Frames (issue 20): a rate that the matrix's few requests per viewer never meet.
+    let h = start_with(|o| o.frame_max_fps = 30.0, relaxed_access()).await;
+    // A source with a frame, so /api/v1/sources/{name}/frame answers 200
+    // to allowed callers.
+    h.state
+        .register_source("cam")
+        .latest
+        .publish(spotter::core::frame::Frame::encoded(
+            tiny_jpeg(),
+            1,
+            "matrix".into(),
+        ));
     let mut rec = record(7);
     // With a snapshot, so /api/v1/results/{id}/image answers 200 to allowed callers
     // (a BMP header: ASCII, so the harness can read the body as text).
@@ -81,6 +104,12 @@ async fn auth_matrix() {
             .status,
         200
     );
+    // Sessions (issue 20): the cookie stands for its key; one whose key is
+    // revoked, and a forged one, are no one (401 `session_expired`).
+    let session_read = h.session_cookie(&h.read_key).await;
+    let session_admin = h.session_cookie(&h.admin_key).await;
+    let session_revoked = h.session_cookie(revoked_admin.expose()).await;
+    let session_forged = format!("{}.{}", "0".repeat(16), "0".repeat(64));
     keys.revoke(&ri.id).unwrap();
     keys.revoke(&ai.id).unwrap();
 
@@ -96,6 +125,8 @@ async fn auth_matrix() {
         Read,
         Admin,
         Bad,
+        /// A session cookie naming no valid session.
+        Stale,
     }
     let callers: Vec<(&str, Auth, Who)> = vec![
         ("no key", Auth::None, Who::Nobody),
@@ -127,6 +158,14 @@ async fn auth_matrix() {
         ("Basic scheme", Auth::Raw(&basic), Who::Bad),
         ("no scheme", Auth::Raw(&h.read_key), Who::Bad),
         ("empty bearer", Auth::Raw("Bearer"), Who::Bad),
+        ("session of read", Auth::Cookie(&session_read), Who::Read),
+        ("session of admin", Auth::Cookie(&session_admin), Who::Admin),
+        (
+            "session of a revoked key",
+            Auth::Cookie(&session_revoked),
+            Who::Stale,
+        ),
+        ("forged session", Auth::Cookie(&session_forged), Who::Stale),
     ];
     // Sanity: the header form the client sends for Bearer is the raw one.
     assert_eq!(
@@ -144,7 +183,7 @@ async fn auth_matrix() {
         } else {
             rec.id.clone()
         };
-        let path = route.path.replace("{id}", &id);
+        let path = route.path.replace("{id}", &id).replace("{name}", "cam");
         for (what, auth, who) in &callers {
             for method in ["GET", "HEAD"] {
                 // A granted GET of the event stream never ends; HEAD covers that cell.
@@ -159,13 +198,13 @@ async fn auth_matrix() {
                 let allowed = match (route.scope, who) {
                     (_, Who::Bad) => false,
                     (None, _) => true,
-                    (Some(_), Who::Nobody) => false,
+                    (Some(_), Who::Nobody | Who::Stale) => false,
                     (Some(need), Who::Read) => Scope::Read.allows(need),
                     (Some(_), Who::Admin) => true,
                 };
                 let expected = match (allowed, who) {
                     (true, _) => ok_status(route),
-                    (false, Who::Bad) | (false, Who::Nobody) => 401,
+                    (false, Who::Bad | Who::Nobody | Who::Stale) => 401,
                     (false, _) => 403,
                 };
                 if !allowed && (200..300).contains(&r.status) {
@@ -176,6 +215,7 @@ async fn auth_matrix() {
                     let code = match (expected, who) {
                         (403, _) => "insufficient_scope",
                         (_, Who::Nobody) => "missing_key",
+                        (_, Who::Stale) => "session_expired",
                         _ => "invalid_key",
                     };
                     assert_problem(&r, expected, code);

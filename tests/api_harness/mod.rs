@@ -168,6 +168,8 @@ pub enum Auth<'a> {
     Bearer(&'a str),
     /// The whole `Authorization` header value.
     Raw(&'a str),
+    /// A session cookie's value (issue 20), sent as `__Host-spotter_session`.
+    Cookie(&'a str),
 }
 
 impl Harness {
@@ -197,6 +199,7 @@ impl Harness {
             Auth::None => {}
             Auth::Bearer(k) => req = req.set("Authorization", &format!("Bearer {k}")),
             Auth::Raw(v) => req = req.set("Authorization", v),
+            Auth::Cookie(v) => req = req.set("Cookie", &format!("__Host-spotter_session={v}")),
         }
         tokio::task::spawn_blocking(move || {
             let resp = match req.call() {
@@ -233,6 +236,28 @@ impl Harness {
         })
         .await
         .unwrap()
+    }
+
+    /// Sign in with `key` (`POST /api/v1/session`, JSON; issue 20) and
+    /// return the session cookie's value.
+    pub async fn session_cookie(&self, key: &str) -> String {
+        let req = self
+            .agent
+            .post(&format!("{}/api/v1/session", self.base))
+            .set("Content-Type", "application/json");
+        let body = serde_json::json!({ "key": key }).to_string();
+        let r = tokio::task::spawn_blocking(move || {
+            reply_from(req.send_string(&body).expect("sign-in")).unwrap()
+        })
+        .await
+        .unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        let c = r.header("set-cookie").expect("a session cookie");
+        c.split(';')
+            .next()
+            .and_then(|v| v.strip_prefix("__Host-spotter_session="))
+            .unwrap_or_else(|| panic!("{c}"))
+            .to_string()
     }
 
     /// With the read key.
@@ -423,13 +448,15 @@ fn reply_from(resp: ureq::Response) -> Result<Reply, String> {
         })
         .collect();
     let status = resp.status();
-    let mut body = String::new();
+    // Binary bodies (JPEG frames, issue 20) are kept lossily: tests of
+    // them read the bytes themselves.
+    let mut body = Vec::new();
     resp.into_reader()
-        .read_to_string(&mut body)
+        .read_to_end(&mut body)
         .map_err(|e| e.to_string())?;
     Ok(Reply {
         status,
         headers,
-        body,
+        body: String::from_utf8_lossy(&body).into_owned(),
     })
 }

@@ -3,7 +3,9 @@
 //! journald output, MQTT, SIGHUP reload, the shipped systemd unit and
 //! generator, `spotter bench` and `spotter classify`; a `command` source
 //! (ffmpeg) end to end; a YOLO detector end to
-//! end; and model swaps in the inference loop.
+//! end; model swaps in the inference loop; the latest frame a viewer of
+//! the web page fetches (issue 20); and the web interface in a headless
+//! browser.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -14,6 +16,7 @@ mod classify;
 mod command_source;
 mod daemon;
 mod daemon_crash;
+mod frames;
 mod http_mjpeg;
 mod journald;
 mod model_swap;
@@ -22,4 +25,6 @@ mod sightings;
 mod sighup;
 mod sources;
 mod systemd_unit;
+mod web;
+mod webdriver;
 mod yolo;
