@@ -124,7 +124,12 @@ async fn device_page_shows_admin_controls_only_to_admin_keys() {
     let h = start().await;
     let read = page(&h, "/device", Some(&h.read_key)).await;
     assert_eq!(read.status, 200);
-    for control in ["id=\"create-key\"", "class=\"revoke", "id=\"rollback\""] {
+    for control in [
+        "id=\"create-key\"",
+        "class=\"revoke",
+        "id=\"rollback\"",
+        "class=\"activate",
+    ] {
         assert!(!read.body.contains(control), "read key sees {control}");
     }
     assert!(
