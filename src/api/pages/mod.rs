@@ -442,12 +442,20 @@ async fn history(ctx: &Arc<Ctx>, caller: &Caller, query: Option<&str>) -> Result
     let now = now_ns();
     let hour = Bucket::Hour.len_ns();
     let mut charts = Vec::new();
+    // One pass over the store for the week; the day's chart is its last 24
+    // hour buckets (hour-aligned, so each bucket's figures are the same).
+    let week_since = Bucket::Hour.floor(now) - (24 * 7 - 1) * hour;
+    let store = ctx.store.clone();
+    let week =
+        blocking(move || store.sighting_summary(Bucket::Hour, week_since, now.saturating_add(1)))
+            .await?;
     for (title, hours) in [("Last 24 hours", 24usize), ("Last 7 days", 24 * 7)] {
         let since = Bucket::Hour.floor(now) - (hours as i64 - 1) * hour;
-        let store = ctx.store.clone();
-        let rows =
-            blocking(move || store.sighting_summary(Bucket::Hour, since, now.saturating_add(1)))
-                .await?;
+        let rows: Vec<_> = week
+            .iter()
+            .filter(|r| r.bucket_start_ns >= since)
+            .cloned()
+            .collect();
         let (svg, legend) = chart::render(
             &format!("Sightings per label per hour, {title}"),
             &rows,
