@@ -18,6 +18,7 @@
 pub(crate) mod api;
 pub(crate) mod gpio;
 mod model;
+pub(crate) mod power;
 mod raw;
 pub(crate) mod sightings;
 mod sources;
@@ -323,6 +324,8 @@ pub struct Settings {
     pub zones: Vec<sightings::ZoneSettings>,
     /// `[motion]` (issue 18).
     pub motion: sightings::MotionConfig,
+    /// `[power]` (issue 22).
+    pub power: power::PowerSettings,
     /// The files that were read, in the order they were layered.
     #[serde(skip)]
     pub files: Vec<PathBuf>,
@@ -1039,6 +1042,7 @@ fn build_after_sources(
     let names: Vec<String> = sources.iter().map(|s| s.name.clone()).collect();
     let zones = sightings::build_zones(l, &names)?;
     let motion = sightings::build_motion(l)?;
+    let power = power::build_power(l)?;
 
     Ok(Settings {
         daemon,
@@ -1052,6 +1056,7 @@ fn build_after_sources(
         sightings,
         zones,
         motion,
+        power,
         files: l.paths(),
     })
 }

@@ -29,6 +29,8 @@ pub(super) struct RawConfig {
     pub sightings: Option<super::sightings::RawSightings>,
     pub zone: Option<Vec<super::sightings::RawZone>>,
     pub motion: Option<super::sightings::RawMotion>,
+    // --- Power and heat (issue 22) ---
+    pub power: Option<super::power::RawPower>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -4,8 +4,8 @@
 //! generator, `spotter bench` and `spotter classify`; a `command` source
 //! (ffmpeg) end to end; a YOLO detector end to
 //! end; model swaps in the inference loop; the latest frame a viewer of
-//! the web page fetches (issue 20); and the web interface in a headless
-//! browser.
+//! the web page fetches (issue 20); the web interface in a headless
+//! browser; and power and heat readings from a fake sysfs (issue 22).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -21,6 +21,7 @@ mod http_mjpeg;
 mod journald;
 mod model_swap;
 mod mqtt;
+mod power;
 mod sightings;
 mod sighup;
 mod sources;
