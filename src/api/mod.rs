@@ -112,6 +112,7 @@
 //! [`Store`]: crate::store::Store
 
 mod admission;
+mod audit;
 mod auth;
 pub(crate) mod classify;
 mod conns;

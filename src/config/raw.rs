@@ -29,6 +29,8 @@ pub(super) struct RawConfig {
     pub sightings: Option<super::sightings::RawSightings>,
     pub zone: Option<Vec<super::sightings::RawZone>>,
     pub motion: Option<super::sightings::RawMotion>,
+    // --- Audit trail (issue 23) ---
+    pub audit: Option<super::audit::RawAudit>,
 }
 
 #[derive(Debug, Default, Deserialize)]

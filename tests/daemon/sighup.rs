@@ -24,6 +24,9 @@ fn pair(dir: &Path, stem: &str) -> (PathBuf, PathBuf) {
     );
     std::fs::write(&c, cert.pem()).unwrap();
     std::fs::write(&k, key.serialize_pem()).unwrap();
+    // Issue 23: a private key others can read stops the start.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600)).unwrap();
     (c, k)
 }
 
