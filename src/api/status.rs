@@ -45,7 +45,10 @@ pub(super) async fn status(ctx: &Arc<Ctx>) -> Result<Resp, ApiError> {
         if let Some(open) = body.strip_suffix(b"}") {
             let mut v = Vec::with_capacity(body.len() + said.len() + 16);
             v.extend_from_slice(open);
-            v.extend_from_slice(b",\"retention\":");
+            if !open.trim_ascii_end().ends_with(b"{") {
+                v.push(b',');
+            }
+            v.extend_from_slice(b"\"retention\":");
             v.extend_from_slice(&said);
             v.push(b'}');
             body = v.into();

@@ -109,8 +109,8 @@ pub const SOURCE_STALLED: &str = "5ffdde4c35954599a1f1cc942744ac8a";
 /// sign-in or sign-out on the page): the action, the acting key's id (never
 /// a secret), the client address and the outcome. Also kept in the store's
 /// audit trail (`GET /api/v1/audit`).
-pub const ADMIN_ACTION: &str = "0b6f2a8e5c3d4e7fa1b29c4d8e6f7a30";
+pub const ADMIN_ACTION: &str = "e1c5118c1caf43749fe9fa00dffa158c";
 /// A secret file (API key store, TLS private key, password file) is
 /// readable by group or others: start-up is refused; the message names the
 /// file and the `chmod` that fixes it.
-pub const SECRET_FILE_PERMISSIONS: &str = "6c1e9d4b2a7f48e3b5d0c8a9f1e2d3b4";
+pub const SECRET_FILE_PERMISSIONS: &str = "f361549bad2a4b72bf7fe8c62f2c062b";

@@ -200,7 +200,7 @@ impl Store {
 
     /// Compute the statement for `policy` and keep it for the status
     /// (called by the pruner after each pass).
-    pub(crate) fn refresh_statement(&self, policy: &Retention) {
+    pub fn refresh_statement(&self, policy: &Retention) {
         match self.retention_statement(policy) {
             Ok(s) => match serde_json::to_vec(&s) {
                 Ok(v) => *self.said.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(v.into()),
