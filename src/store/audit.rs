@@ -15,6 +15,11 @@
 //! client address (or `cli` for the command line) and the outcome (`ok`, or
 //! `refused` with the reason). Records travel in backups as lines
 //! `{"audit": {...}}` and are imported idempotently by id (see `backup`).
+//!
+//! Why one file of some 730 lines: the record type, the tree's write paths
+//! (append, import, the command line's pending file), its reads, its
+//! retention and its backup lines share the private tree and counters; a
+//! third of it is tests.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
