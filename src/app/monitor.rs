@@ -55,12 +55,13 @@ pub(super) async fn supervise(
                 let r = reload_config(config_path, &mut running, &handles, "SIGHUP").await;
                 // Issue 23: a SIGHUP reload is audited (the API's is, by the API).
                 let rec = AuditRecord::new(AuditAction::ConfigReloaded, "signal").outcome_of(&r);
-                audit_after_reload(d, &running, rec);
+                audit_after_reload(d, &running, Some(rec));
             }
             Some(req) = d.reloads.recv() => {
                 let handles = reload::Handles { tls: &d.tls, pruner: &d.pruner, control: &d.control };
                 let outcome = reload_config(config_path, &mut running, &handles, "API").await;
-                d.store.set_audit_limits(AuditLimits::from_settings(&running.audit));
+                // The API records the reload itself (with its key and client).
+                audit_after_reload(d, &running, None);
                 // The requester may have gone (closed connection): nothing to tell.
                 let _ = req.reply.send(outcome);
             }
@@ -74,15 +75,18 @@ pub(super) async fn supervise(
     }
 }
 
-/// Apply `[audit]` as reloaded and record `rec` (off the async workers).
-fn audit_after_reload(d: &Daemon, running: &Settings, rec: AuditRecord) {
+/// Apply `[audit]` as reloaded, record `rec` and take the command line's
+/// pending records (off the async workers).
+fn audit_after_reload(d: &Daemon, running: &Settings, rec: Option<AuditRecord>) {
     d.store
         .set_audit_limits(AuditLimits::from_settings(&running.audit));
     let store = d.store.clone();
     let state_dir = running.daemon.state_dir.clone();
     drop(tokio::task::spawn_blocking(move || {
-        // Logged by the store when not stored; nothing else to do here.
-        let _ = store.audit(rec);
+        if let Some(rec) = rec {
+            // Logged by the store when not stored; nothing else to do here.
+            let _ = store.audit(rec);
+        }
         // `spotter model activate` asks for a reload: take its records.
         if let Err(e) = store.audit_take_pending(&state_dir) {
             log::warn!("audit records of the command line not stored: {e}");

@@ -678,7 +678,7 @@ fn run(store: &Store, every: Duration, shared: &(Mutex<PrunerCtl>, Condvar)) {
         }
         store.size_on_disk();
         // Issue 23: what is kept and for how long, for the status.
-        store.refresh_statement(&effective);
+        store.refresh_statement(&policy);
         let wait = if pressure.active() {
             every.min(PRESSURE_PRUNE_EVERY)
         } else {
