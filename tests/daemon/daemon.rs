@@ -988,7 +988,27 @@ fn audit_records_survive_a_restart_and_an_exposed_key_file_stops_the_start() {
     let c = d.client().with_key(Some(ops.clone()));
     assert_eq!(c.wait_for("/healthz", 60, |r| r.status == 200).status, 200);
     check(&c);
+    // `spotter retention` while the daemon holds the store: its status's
+    // statement (the pruner passes at start), the three records counted.
+    let retention = |cfg: &Path| {
+        let out = Command::new(bin())
+            .args(["retention", "--json", "--config"])
+            .arg(cfg)
+            .env("SPOTTER_API_KEY", &ops)
+            .env_remove("JOURNAL_STREAM")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let live = retention(&d.config);
+    assert_eq!(live["audit"]["stored"], 3, "{live}");
+    assert_eq!(live["audit"]["max_count"], 10_000, "{live}");
+    assert!(live["results"]["stored"].is_u64(), "{live}");
     d.terminate();
+    // ... and from the store itself when it is stopped.
+    let stopped = retention(&d.config);
+    assert_eq!(stopped["audit"]["stored"], 3, "{stopped}");
     let log = d.log();
     assert!(log.contains("audit: key_revoked ok"), "{log}");
     for s in [&ops, &tablet] {
