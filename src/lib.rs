@@ -22,7 +22,7 @@
 //! | 3 | [`state`] | readiness, counters, model, last result, event bus, `/metrics` exposition (a sink) |
 //! | 4 | [`capture`] | frame sources: V4L2 cameras, replayed folders, a program's output (`command`) |
 //! | 4 | [`inference`] | runtimes (LiteRT, built-in TF Lite), pre- and post-processing |
-//! | 4 | [`store`] | sled: results, snapshots, outbox, retention, disk floors, backups |
+//! | 4 | [`store`] | sled: results, snapshots, outbox, retention, disk floors, backups, the audit trail |
 //! | 4 | [`gpio`] | trigger input, rule outputs, status LED |
 //! | 4 | [`keys`] | API keys on disk |
 //! | 4 | [`modelstore`] | model versions on disk: install, activate, roll back |

@@ -9,8 +9,12 @@
 use hyper::header::HeaderValue;
 use hyper::StatusCode;
 
-use super::{invalid, json_response, ApiError, Ctx, Resp};
+use std::net::IpAddr;
+
+use super::auth::Caller;
+use super::{audit, invalid, json_response, ApiError, Ctx, Resp};
 use crate::keys::{KeyError, KeyInfo, KeyStore, Scope};
+use crate::store::AuditAction;
 
 /// Largest body of a key creation.
 pub(super) const MAX_CREATE_BYTES: u64 = 4096;
@@ -101,14 +105,26 @@ pub(super) async fn create(
     ctx: &Ctx,
     content_type: Option<&HeaderValue>,
     body: &[u8],
-    by: &str,
+    caller: &Caller,
+    peer: IpAddr,
 ) -> Result<Resp, ApiError> {
-    let (name, scope) = create_request(content_type, body)?;
-    let store = KeyStore::new(&ctx.state_dir);
-    let (info, secret) = tokio::task::spawn_blocking(move || store.create(&name, scope))
-        .await
-        .map_err(|e| ApiError::Internal(format!("key task failed: {e}")))?
-        .map_err(key_error)?;
+    let by = caller.name();
+    let rec = audit::by(caller, peer, AuditAction::KeyCreated);
+    let created = async {
+        let (name, scope) = create_request(content_type, body)?;
+        let store = KeyStore::new(&ctx.state_dir);
+        tokio::task::spawn_blocking(move || store.create(&name, scope))
+            .await
+            .map_err(|e| ApiError::Internal(format!("key task failed: {e}")))?
+            .map_err(key_error)
+    }
+    .await;
+    let rec = match &created {
+        Ok((info, _)) => rec.target(&info.id),
+        Err(e) => rec.refused(e.to_string()),
+    };
+    audit::record(ctx, rec).await;
+    let (info, secret) = created?;
     log::info!(
         spotter_key_id = info.id.as_str(), spotter_key_name = info.name.as_str(), spotter_by = by;
         "API: key {} ({}) created by {by}", info.name, info.scope
@@ -120,17 +136,35 @@ pub(super) async fn create(
 }
 
 /// `DELETE /api/v1/keys/{id}`: revoke the key with this id: `{"key": {...}}`.
-pub(super) async fn revoke(ctx: &Ctx, id: &str, by: &str) -> Result<Resp, ApiError> {
+pub(super) async fn revoke(
+    ctx: &Ctx,
+    id: &str,
+    caller: &Caller,
+    peer: IpAddr,
+) -> Result<Resp, ApiError> {
+    let by = caller.name();
     // Ids only (16 hex digits): the CLI's revoke-by-name is not offered here.
-    if id.len() != 16 || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        return Err(ApiError::KeyNotFound);
-    }
-    let store = KeyStore::new(&ctx.state_dir);
-    let id = id.to_string();
-    let info = tokio::task::spawn_blocking(move || store.revoke(&id))
-        .await
-        .map_err(|e| ApiError::Internal(format!("key task failed: {e}")))?
-        .map_err(key_error)?;
+    let well_formed = id.len() == 16 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let rec = audit::by(caller, peer, AuditAction::KeyRevoked);
+    let revoked = if well_formed {
+        let store = KeyStore::new(&ctx.state_dir);
+        let id = id.to_string();
+        tokio::task::spawn_blocking(move || store.revoke(&id))
+            .await
+            .map_err(|e| ApiError::Internal(format!("key task failed: {e}")))
+            .and_then(|r| r.map_err(key_error))
+    } else {
+        Err(ApiError::KeyNotFound)
+    };
+    // The target is the id asked for when it is one (a malformed path is
+    // not recorded: it could be anything a client typed, a secret too).
+    let rec = match &revoked {
+        Ok(info) => rec.target(&info.id),
+        Err(e) if well_formed => rec.target(id).refused(e.to_string()),
+        Err(e) => rec.refused(e.to_string()),
+    };
+    audit::record(ctx, rec).await;
+    let info = revoked?;
     log::info!(
         spotter_key_id = info.id.as_str(), spotter_key_name = info.name.as_str(), spotter_by = by;
         "API: key {} revoked by {by}", info.name

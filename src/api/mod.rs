@@ -113,6 +113,7 @@
 //! [`Store`]: crate::store::Store
 
 mod admission;
+mod audit;
 mod auth;
 pub(crate) mod classify;
 mod conns;

@@ -9,10 +9,11 @@ use hyper::Method;
 
 use super::context::{Ctx, Req};
 use super::{
-    classify, frames, keys, metrics, model, openapi, reload, results, session, sightings, status,
-    ApiError, Resp,
+    audit, classify, frames, keys, metrics, model, openapi, reload, results, session, sightings,
+    status, ApiError, Resp,
 };
 use crate::keys::Scope;
+use crate::store::{AuditAction, AuditRecord};
 
 /// One route of the API: its path (with `{id}` for the parameter), metrics
 /// name, the scope it needs (`None` = answers without a key) and methods.
@@ -177,6 +178,13 @@ pub const ROUTES: &[RouteSpec] = &[
         scope: Some(Scope::Admin),
         allow: "POST",
     },
+    // --- Audit trail (issue 23) ---
+    RouteSpec {
+        path: "/api/v1/audit",
+        name: "audit",
+        scope: Some(Scope::Admin),
+        allow: ALLOW_GET,
+    },
 ];
 
 #[derive(Debug, PartialEq)]
@@ -205,6 +213,7 @@ pub(super) enum Route<'a> {
     SourceFrame(&'a str),
     KeyById(&'a str),
     ModelActivate(&'a str),
+    Audit,
 }
 
 impl Route<'_> {
@@ -234,6 +243,7 @@ impl Route<'_> {
             Route::SourceFrame(_) => 21,
             Route::KeyById(_) => 22,
             Route::ModelActivate(_) => 23,
+            Route::Audit => 24,
         };
         &ROUTES[i]
     }
@@ -264,6 +274,7 @@ pub(super) fn match_route(path: &str) -> Option<Route<'_>> {
         "/api/v1/sightings" => Route::Sightings,
         "/api/v1/sightings/summary" => Route::SightingsSummary,
         "/api/v1/session" => Route::Session,
+        "/api/v1/audit" => Route::Audit,
         p if p.starts_with("/api/v1/sightings/") => return match_sighting(p),
         p if p.starts_with("/api/v1/keys/") => {
             let id = p.strip_prefix("/api/v1/keys/")?;
@@ -353,14 +364,19 @@ pub(super) async fn dispatch(
         Route::Metrics => Ok(metrics::get(ctx)),
         Route::Results => results::list(ctx, query).await,
         Route::Image(id) => results::image(ctx, id).await,
-        Route::Backup => results::backup(ctx, query).await,
+        Route::Backup => {
+            let r = results::backup(ctx, query).await;
+            let rec = audit::by(caller, req.peer.ip(), AuditAction::BackupExported);
+            audit::record(ctx, rec.outcome_of(&r)).await;
+            r
+        }
         Route::Latest => results::latest(ctx).await,
         Route::ById(id) => results::by_id(ctx, id).await,
         Route::Keys if req.method == Method::POST => {
-            keys::create(ctx, req.content_type, &req.body, caller.name()).await
+            keys::create(ctx, req.content_type, &req.body, caller, req.peer.ip()).await
         }
         Route::Keys => Ok(keys::list(ctx).await),
-        Route::KeyById(id) => keys::revoke(ctx, id, caller.name()).await,
+        Route::KeyById(id) => keys::revoke(ctx, id, caller, req.peer.ip()).await,
         Route::Classify => match req.upload {
             Some(admitted) => {
                 classify::classify(ctx, admitted, req.body, req.peer, caller.name()).await
@@ -373,12 +389,35 @@ pub(super) async fn dispatch(
         Route::Events => Err(ApiError::Internal(
             "events route dispatched as a whole body".into(),
         )),
-        Route::Model if req.method == Method::PUT => model::put(ctx, req.body, query).await,
+        Route::Model if req.method == Method::PUT => {
+            let peer = req.peer.ip();
+            let r = model::put(ctx, req.body, query).await;
+            // A PUT installs and activates: two records, the version running after.
+            for action in [AuditAction::ModelInstalled, AuditAction::ModelActivated] {
+                audit::record(ctx, model_record(ctx, caller, peer, action, &r)).await;
+            }
+            r
+        }
         Route::Model => model::get(ctx).await,
-        Route::ModelRollback => model::rollback(ctx).await,
-        Route::ModelActivate(sha) => model::activate(ctx, sha).await,
+        Route::ModelRollback => {
+            let r = model::rollback(ctx).await;
+            let rec = model_record(ctx, caller, req.peer.ip(), AuditAction::ModelRolledBack, &r);
+            audit::record(ctx, rec).await;
+            r
+        }
+        Route::ModelActivate(sha) => {
+            let r = model::activate(ctx, sha).await;
+            let rec = model_record(ctx, caller, req.peer.ip(), AuditAction::ModelActivated, &r);
+            audit::record(ctx, rec).await;
+            r
+        }
         Route::OpenApi => Ok(openapi::response()),
-        Route::Reload => reload::post(ctx).await,
+        Route::Reload => {
+            let r = reload::post(ctx).await;
+            let rec = audit::by(caller, req.peer.ip(), AuditAction::ConfigReloaded);
+            audit::record(ctx, rec.outcome_of(&r)).await;
+            r
+        }
         Route::Sightings => sightings::list(ctx, query).await,
         Route::SightingsSummary => sightings::summary(ctx, query).await,
         Route::SightingById(id) => sightings::by_id(ctx, id).await,
@@ -386,8 +425,32 @@ pub(super) async fn dispatch(
         Route::Session if req.method == Method::POST => {
             session::sign_in(ctx, req.peer.ip(), req.content_type, &req.body).await
         }
-        Route::Session => Ok(session::sign_out(ctx, req.credential, caller)),
+        Route::Session => {
+            let (resp, ended) = session::sign_out(ctx, req.credential, caller);
+            if ended {
+                let rec = audit::by(caller, req.peer.ip(), AuditAction::SignOut);
+                audit::record(ctx, rec).await;
+            }
+            Ok(resp)
+        }
+        Route::Audit => audit::list(ctx, query).await,
         Route::SourceFrame(name) => frames::frame(ctx, name, caller, req.peer.ip()).await,
+    }
+}
+
+/// The audit record of a model change: by the caller, naming the model
+/// running after it (when ok), or refused with the reason.
+fn model_record(
+    ctx: &Ctx,
+    caller: &crate::api::auth::Caller,
+    peer: std::net::IpAddr,
+    action: AuditAction,
+    r: &Result<Resp, ApiError>,
+) -> AuditRecord {
+    let rec = audit::by(caller, peer, action).outcome_of(r);
+    match (r, ctx.state.model()) {
+        (Ok(_), Some(m)) => rec.target(m.sha256),
+        _ => rec,
     }
 }
 

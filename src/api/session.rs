@@ -46,6 +46,7 @@ use subtle::ConstantTimeEq;
 
 use super::auth::{key_accepted, key_failed, Caller, Credential};
 use super::{invalid, json_response, ApiError, Ctx, Resp};
+use crate::store::{AuditAction, AuditRecord};
 
 /// The cookie's name: `__Host-` makes browsers insist on `Secure`,
 /// `Path=/` and no `Domain`, so no other host can set or read it.
@@ -342,9 +343,20 @@ pub(super) async fn sign_in(
     let (form, key) = sign_in_key(content_type, body)?;
     let info = ctx.keys.get().await.verify(&key).cloned();
     let Some(info) = info else {
+        // Issue 23: a refused sign-in is audited too (no key to name).
+        let rec = AuditRecord::new(AuditAction::SignIn, peer.to_string()).refused("unknown key");
+        super::audit::record(ctx, rec).await;
         return Err(key_failed(ctx, peer));
     };
-    key_accepted(ctx, peer, &info)?;
+    if let Err(e) = key_accepted(ctx, peer, &info) {
+        let rec = AuditRecord::new(AuditAction::SignIn, peer.to_string())
+            .by_key(&info.id, &info.name)
+            .refused(e.to_string());
+        super::audit::record(ctx, rec).await;
+        return Err(e);
+    }
+    let rec = AuditRecord::new(AuditAction::SignIn, peer.to_string()).by_key(&info.id, &info.name);
+    super::audit::record(ctx, rec).await;
     let limits = ctx.sessions.limits();
     let new = ctx.sessions.create(&info.id, Instant::now());
     log::info!(
@@ -378,7 +390,8 @@ pub(super) async fn sign_in(
 /// `DELETE /api/v1/session`: end the session the cookie names (if any) and
 /// tell the browser to drop the cookie. Answers 200 whether or not a
 /// session was open, so a page can always sign out.
-pub(super) fn sign_out(ctx: &Ctx, credential: &Credential, caller: &Caller) -> Resp {
+/// Also says whether a session was ended (for the audit trail).
+pub(super) fn sign_out(ctx: &Ctx, credential: &Credential, caller: &Caller) -> (Resp, bool) {
     let ended = match credential {
         Credential::Session(v) => {
             ctx.sessions.remove(&v.id);
@@ -392,7 +405,7 @@ pub(super) fn sign_out(ctx: &Ctx, credential: &Credential, caller: &Caller) -> R
     let mut r = json_response(StatusCode::OK, &serde_json::json!({ "signed_out": ended }));
     r.headers_mut()
         .insert(SET_COOKIE, HeaderValue::from_static(CLEAR_COOKIE));
-    r
+    (r, ended)
 }
 
 /// `CONTENT_TYPE` of a request, for the sign-in handler.

@@ -38,7 +38,22 @@ pub(super) fn readyz(ctx: &Ctx, caller: &Caller) -> Resp {
 /// no blocking-pool hand-off: the store's figures are atomics and the size
 /// the pruner last measured.
 pub(super) async fn status(ctx: &Arc<Ctx>) -> Result<Resp, ApiError> {
-    let body = ctx.state.status_json(ctx.store.stats());
+    let mut body = ctx.state.status_json(ctx.store.stats());
+    // Issue 23: `retention`, the pruner's last statement, spliced into the
+    // cached document's outer object (no re-serialisation per request).
+    if let Some(said) = ctx.store.retention_json() {
+        if let Some(open) = body.strip_suffix(b"}") {
+            let mut v = Vec::with_capacity(body.len() + said.len() + 16);
+            v.extend_from_slice(open);
+            if !open.trim_ascii_end().ends_with(b"{") {
+                v.push(b',');
+            }
+            v.extend_from_slice(b"\"retention\":");
+            v.extend_from_slice(&said);
+            v.push(b'}');
+            body = v.into();
+        }
+    }
     let mut resp = Response::new(Full::new(body));
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -9,6 +9,7 @@
 
 mod monitor;
 pub mod reload;
+mod secrets;
 mod shutdown;
 mod start;
 

@@ -18,6 +18,7 @@ use crate::api::ApiError;
 use crate::config::Settings;
 use crate::core::ids;
 use crate::state::AppState;
+use crate::store::{AuditAction, AuditLimits, AuditRecord};
 use crate::systemd::Notifier;
 
 /// Why the daemon stops.
@@ -51,11 +52,16 @@ pub(super) async fn supervise(
             _ = sigint.recv() => return Ok(Exit::Signal),
             _ = sighup.recv() => {
                 let handles = reload::Handles { tls: &d.tls, pruner: &d.pruner, control: &d.control };
-                let _ = reload_config(config_path, &mut running, &handles, "SIGHUP").await;
+                let r = reload_config(config_path, &mut running, &handles, "SIGHUP").await;
+                // Issue 23: a SIGHUP reload is audited (the API's is, by the API).
+                let rec = AuditRecord::new(AuditAction::ConfigReloaded, "signal").outcome_of(&r);
+                audit_after_reload(d, &running, Some(rec));
             }
             Some(req) = d.reloads.recv() => {
                 let handles = reload::Handles { tls: &d.tls, pruner: &d.pruner, control: &d.control };
                 let outcome = reload_config(config_path, &mut running, &handles, "API").await;
+                // The API records the reload itself (with its key and client).
+                audit_after_reload(d, &running, None);
                 // The requester may have gone (closed connection): nothing to tell.
                 let _ = req.reply.send(outcome);
             }
@@ -67,6 +73,25 @@ pub(super) async fn supervise(
             }
         }
     }
+}
+
+/// Apply `[audit]` as reloaded, record `rec` and take the command line's
+/// pending records (off the async workers).
+fn audit_after_reload(d: &Daemon, running: &Settings, rec: Option<AuditRecord>) {
+    d.store
+        .set_audit_limits(AuditLimits::from_settings(&running.audit));
+    let store = d.store.clone();
+    let state_dir = running.daemon.state_dir.clone();
+    drop(tokio::task::spawn_blocking(move || {
+        if let Some(rec) = rec {
+            // Logged by the store when not stored; nothing else to do here.
+            let _ = store.audit(rec);
+        }
+        // `spotter model activate` asks for a reload: take its records.
+        if let Err(e) = store.audit_take_pending(&state_dir) {
+            log::warn!("audit records of the command line not stored: {e}");
+        }
+    }));
 }
 
 /// What the periodic checks remember between ticks.

@@ -182,7 +182,15 @@ pub(super) async fn start(settings: &Settings, state: &Arc<AppState>) -> anyhow:
                 settings.daemon.state_dir.display()
             )
         })?;
+    // Issue 23: no secret file others can read.
+    super::secrets::check_secret_files(settings)?;
     let store = open_store(settings)?;
+    // Issue 23: the audit trail's own retention.
+    store.set_audit_limits(crate::store::AuditLimits::from_settings(&settings.audit));
+    // ... and the records `spotter keys`/`spotter model` left meanwhile.
+    if let Err(e) = store.audit_take_pending(&settings.daemon.state_dir) {
+        log::warn!("audit records of the command line not stored: {e}");
+    }
     let mqtt = start_mqtt(settings, &store, state);
     match store.check_writable() {
         Ok(()) => state.update_readiness(|r| {

@@ -7,6 +7,23 @@ use clap::Subcommand;
 
 use crate::config;
 use crate::keys::{KeyStore, Scope};
+use crate::store::{audit_spool, AuditAction, AuditRecord};
+
+/// Log `rec` and leave it for the daemon's audit trail (issue 23); a state
+/// directory that cannot take it is reported, the action stands.
+pub(super) fn spool(settings: &config::Settings, rec: &AuditRecord) {
+    // The command line logs warnings only; the audit line is info.
+    let level = log::max_level();
+    log::set_max_level(level.max(log::LevelFilter::Info));
+    let spooled = audit_spool(&settings.daemon.state_dir, rec);
+    log::set_max_level(level);
+    if let Err(e) = spooled {
+        eprintln!(
+            "warning: audit record not kept in {}: {e}",
+            settings.daemon.state_dir.display()
+        );
+    }
+}
 
 #[derive(Debug, Subcommand)]
 pub enum KeysAction {
@@ -28,7 +45,16 @@ pub(super) fn keys(settings: &config::Settings, action: KeysAction) -> anyhow::R
     let mut out = std::io::stdout().lock();
     match action {
         KeysAction::Create { name, scope } => {
-            let (info, secret) = ks.create(&name, scope.parse::<Scope>()?)?;
+            let created = scope
+                .parse::<Scope>()
+                .and_then(|scope| ks.create(&name, scope));
+            let rec = AuditRecord::new(AuditAction::KeyCreated, "cli");
+            let rec = match &created {
+                Ok((info, _)) => rec.target(&info.id),
+                Err(e) => rec.refused(e.to_string()),
+            };
+            spool(settings, &rec);
+            let (info, secret) = created?;
             let _ = writeln!(out, "{}", secret.expose());
             eprintln!(
                 "created key {} ({}, {}); the secret above is shown only once",
@@ -49,7 +75,15 @@ pub(super) fn keys(settings: &config::Settings, action: KeysAction) -> anyhow::R
             }
         }
         KeysAction::Revoke { id_or_name } => {
-            let k = ks.revoke(&id_or_name)?;
+            let revoked = ks.revoke(&id_or_name);
+            // The key's id, never what was typed (a name, or a mistyped secret).
+            let rec = AuditRecord::new(AuditAction::KeyRevoked, "cli");
+            let rec = match &revoked {
+                Ok(k) => rec.target(&k.id),
+                Err(e) => rec.refused(e.to_string()),
+            };
+            spool(settings, &rec);
+            let k = revoked?;
             let _ = writeln!(out, "revoked {} ({})", k.id, k.name);
         }
     }

@@ -12,6 +12,7 @@ mod generator;
 mod import;
 mod keys;
 mod model;
+mod retention;
 mod run;
 
 use std::path::{Path, PathBuf};
@@ -81,6 +82,20 @@ pub enum Command {
         #[arg(long, short, default_value = "/etc/spotter/spotter.toml")]
         config: PathBuf,
         file: PathBuf,
+    },
+    /// How long results, sightings, snapshots and audit records are kept
+    /// and how much space they take at the current rate (issue 23). While
+    /// the daemon runs, from its status (GET /api/v1/status).
+    Retention {
+        #[arg(long, short, default_value = "/etc/spotter/spotter.toml")]
+        config: PathBuf,
+        /// A read API key for the running daemon (else $SPOTTER_API_KEY,
+        /// else <state_dir>/initial-admin-key).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// Print the statement as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Manage API keys in the state directory (run as the service user).
     Keys {
@@ -159,6 +174,11 @@ pub fn execute(cli: Cli) -> Result<(), Failure> {
             key_file,
         } => export::export(&path, since.as_deref(), key_file.as_deref()),
         Command::Import { config: path, file } => import::import(&path, &file),
+        Command::Retention {
+            config: path,
+            key_file,
+            json,
+        } => retention::retention(&path, key_file.as_deref(), json),
         Command::Keys {
             config: path,
             action,

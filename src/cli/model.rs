@@ -9,6 +9,7 @@ use clap::Subcommand;
 use crate::config;
 use crate::modelstore::ModelStore;
 use crate::pipeline::load_model;
+use crate::store::{AuditAction, AuditRecord};
 
 #[derive(Debug, Subcommand)]
 pub enum ModelAction {
@@ -40,21 +41,25 @@ pub(super) fn model(settings: &config::Settings, action: ModelAction) -> anyhow:
             labels,
             activate,
         } => {
-            let meta = ms.install(&file, labels.as_deref(), |model, labels| {
+            let installed = ms.install(&file, labels.as_deref(), |model, labels| {
                 let mut m = settings.model.clone();
                 m.path = model.to_path_buf();
                 m.labels = labels.map(|l| l.to_path_buf());
                 load_model(&m)
                     .map(|l| l.status.kind)
                     .map_err(|e| e.to_string())
-            })?;
+            });
+            audit(settings, AuditAction::ModelInstalled, &installed);
+            let meta = installed?;
             let _ = writeln!(
                 out,
                 "installed {} ({}, {})",
                 meta.sha256, meta.original_name, meta.kind
             );
             if activate {
-                ms.activate(&meta.sha256)?;
+                let activated = ms.activate(&meta.sha256);
+                audit(settings, AuditAction::ModelActivated, &activated);
+                activated?;
                 let _ = writeln!(out, "active: {}; {RELOAD_HINT}", meta.sha256);
             }
         }
@@ -72,7 +77,9 @@ pub(super) fn model(settings: &config::Settings, action: ModelAction) -> anyhow:
             }
         }
         ModelAction::Activate { version } => {
-            let m = ms.activate(&version)?;
+            let activated = ms.activate(&version);
+            audit(settings, AuditAction::ModelActivated, &activated);
+            let m = activated?;
             let _ = writeln!(
                 out,
                 "active: {} ({}); {RELOAD_HINT}",
@@ -80,7 +87,9 @@ pub(super) fn model(settings: &config::Settings, action: ModelAction) -> anyhow:
             );
         }
         ModelAction::Rollback => {
-            let m = ms.rollback()?;
+            let rolled = ms.rollback();
+            audit(settings, AuditAction::ModelRolledBack, &rolled);
+            let m = rolled?;
             let _ = writeln!(
                 out,
                 "active: {} ({}); {RELOAD_HINT}",
@@ -89,4 +98,19 @@ pub(super) fn model(settings: &config::Settings, action: ModelAction) -> anyhow:
         }
     }
     Ok(())
+}
+
+/// The audit record of a model change from the command line (issue 23):
+/// the version it made active or installed, or why it was refused.
+fn audit<E: std::fmt::Display>(
+    settings: &config::Settings,
+    action: AuditAction,
+    r: &Result<crate::modelstore::VersionMeta, E>,
+) {
+    let rec = AuditRecord::new(action, "cli");
+    let rec = match r {
+        Ok(m) => rec.target(&m.sha256),
+        Err(e) => rec.refused(e.to_string()),
+    };
+    super::keys::spool(settings, &rec);
 }

@@ -16,6 +16,7 @@
 //! to move into `sources.rs`, and would bring this file back under 1,000.
 
 pub(crate) mod api;
+pub(crate) mod audit;
 pub(crate) mod gpio;
 mod model;
 pub(crate) mod power;
@@ -27,6 +28,7 @@ pub use sources::DEFAULT_SOURCE_NAME;
 pub(crate) use sources::UPLOAD_SOURCE_NAME;
 
 pub use api::{is_valid_origin, ClientAuth};
+pub use audit::AuditSettings;
 pub use model::{DetectionRules, ModelSettings, DEFAULT_IOU_THRESHOLD, DEFAULT_MAX_DETECTIONS};
 pub use sightings::{KeepFrames, MotionConfig, Roi, SightingRule, SightingsSettings, ZoneSettings};
 
@@ -326,6 +328,8 @@ pub struct Settings {
     pub motion: sightings::MotionConfig,
     /// `[power]` (issue 22).
     pub power: power::PowerSettings,
+    /// `[audit]` (issue 23).
+    pub audit: audit::AuditSettings,
     /// The files that were read, in the order they were layered.
     #[serde(skip)]
     pub files: Vec<PathBuf>,
@@ -1043,6 +1047,7 @@ fn build_after_sources(
     let zones = sightings::build_zones(l, &names)?;
     let motion = sightings::build_motion(l)?;
     let power = power::build_power(l)?;
+    let audit = audit::build_audit(l)?;
 
     Ok(Settings {
         daemon,
@@ -1057,6 +1062,7 @@ fn build_after_sources(
         zones,
         motion,
         power,
+        audit,
         files: l.paths(),
     })
 }

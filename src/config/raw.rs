@@ -31,6 +31,8 @@ pub(super) struct RawConfig {
     pub motion: Option<super::sightings::RawMotion>,
     // --- Power and heat (issue 22) ---
     pub power: Option<super::power::RawPower>,
+    // --- Audit trail (issue 23) ---
+    pub audit: Option<super::audit::RawAudit>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -112,3 +112,14 @@ pub const THROTTLING_STARTED: &str = "1fb0ff45f31d484ea8682f164a412b14";
 /// No throttling flag holds any more (the firmware's "since boot" bits stay
 /// set until reboot and are in status).
 pub const THROTTLING_ENDED: &str = "081e646ca3e14274b5d4b730c2a089f7";
+// --- Data protection (issue 23) ---
+/// An administrative action (key created or revoked, model installed,
+/// activated or rolled back, configuration reloaded, backup exported,
+/// sign-in or sign-out on the page): the action, the acting key's id (never
+/// a secret), the client address and the outcome. Also kept in the store's
+/// audit trail (`GET /api/v1/audit`).
+pub const ADMIN_ACTION: &str = "e1c5118c1caf43749fe9fa00dffa158c";
+/// A secret file (API key store, TLS private key, password file) is
+/// readable by group or others: start-up is refused; the message names the
+/// file and the `chmod` that fixes it.
+pub const SECRET_FILE_PERMISSIONS: &str = "f361549bad2a4b72bf7fe8c62f2c062b";

@@ -7,6 +7,9 @@
 //! line `{"sighting":{…}}` per [`Sighting`], by id. Import validates every
 //! line, skips records and sightings whose id already exists (so it is
 //! idempotent), reports bad lines by number and still imports the rest.
+//! Then one line `{"audit":{…}}` per audit record (issue 23, see `audit`),
+//! oldest first, imported by id like the others.
+//!
 //! Backups carry no snapshots, of results or of sightings. The format
 //! version stays 1: a build from before sightings imports the results of a
 //! newer export and lists its sighting lines as invalid.
@@ -83,6 +86,9 @@ pub struct ImportReport {
     pub sightings_added: u64,
     /// Valid sightings whose id was already in the store.
     pub sightings_skipped: u64,
+    /// Audit records written (issue 23), and those already there.
+    pub audit_added: u64,
+    pub audit_skipped: u64,
     /// `(line number, reason)` of rejected lines, 1-based, at most
     /// [`MAX_INVALID_LISTED`] of them.
     pub invalid: Vec<(u64, String)>,
@@ -175,6 +181,9 @@ pub fn export<W: Write>(
             progress(written);
         }
     }
+    // --- Audit trail (issue 23): `{"audit": {...}}` lines, oldest first. ---
+    written += super::audit::export_lines(store, since, &mut writer)?;
+    // --- end audit trail ---
     writer.flush().map_err(io_err)?;
     progress(written);
     if unreadable > 0 {
@@ -212,6 +221,21 @@ pub fn import<R: BufRead>(store: &Store, mut reader: R) -> Result<ImportReport, 
             Line::Eof => break,
             Line::TooLong => format!("line longer than {MAX_LINE_BYTES} bytes"),
             Line::Ok if buf.trim_ascii().is_empty() => continue,
+            // --- Audit trail (issue 23): imported by id, idempotently. ---
+            Line::Ok if super::audit::is_audit_line(&buf) => {
+                match super::audit::import_line(store, &buf)? {
+                    Ok(true) => {
+                        report.audit_added += 1;
+                        continue;
+                    }
+                    Ok(false) => {
+                        report.audit_skipped += 1;
+                        continue;
+                    }
+                    Err(reason) => reason,
+                }
+            }
+            // --- end audit trail ---
             Line::Ok if is_sighting_line(&buf) => {
                 match serde_json::from_slice::<SightingLine>(&buf) {
                     Err(e) => format!("not a sighting: {e}"),

@@ -33,6 +33,9 @@
 //! sightings (issue 18), each written in one transaction with its outbox
 //! entry; listing, summary, retention and backup of them are in `sightings`.
 //!
+//! Tree `audit` holds the audit trail of administrative actions (issue 23),
+//! append-only with its own retention; see `audit`.
+//!
 //! Retention (age, count and byte limits, enforced oldest-first by a
 //! background [`Pruner`]) lives in `retention` (clock synchronization, which
 //! suspends the age limit, in [`crate::core::clock`]); the free-space floor below which
@@ -55,6 +58,7 @@ use sled::Transactional;
 
 use crate::core::result::ResultRecord;
 
+mod audit;
 pub mod backup;
 mod flush;
 mod index;
@@ -63,7 +67,12 @@ mod pressure;
 mod retention;
 mod sightings;
 mod snapshot;
+mod statement;
 
+pub use audit::{
+    spool as audit_spool, AuditAction, AuditLimits, AuditPage, AuditRecord, Outcome,
+    MAX_AUDIT_PAGE, PENDING_FILE as AUDIT_PENDING_FILE,
+};
 pub use index::{
     best_score, decode_cursor, encode_cursor, Page, Query, MAX_SCAN_PER_PAGE, MAX_TERM_LEN,
 };
@@ -74,6 +83,7 @@ pub use sightings::{
     Bucket, SightingPage, SightingPruneReport, SightingQuery, SummaryRow, MAX_SUMMARY_BUCKETS,
 };
 pub use snapshot::{snapshot_content_type, Snapshot, SnapshotGate, SnapshotRule};
+pub use statement::{Kept, RetentionStatement};
 
 use index::IndexKind;
 
@@ -226,6 +236,10 @@ pub struct Store {
     outbox: Option<std::sync::Arc<Outbox>>,
     /// Issue 18: the sightings' trees and counters (see `sightings`).
     sight: sightings::SightingTrees,
+    /// Issue 23: the audit trail (see `audit`).
+    audit: audit::AuditTrail,
+    /// Issue 23: the last retention statement (see `statement`).
+    said: statement::Said,
     /// [`Store::size_on_disk`] when opened.
     size_at_open: u64,
     /// Logical bytes written since open: all, and snapshots only.
@@ -379,6 +393,7 @@ impl Store {
         let snapshots = db.open_tree(SNAPSHOTS_TREE).map_err(db_err)?;
         let meta = db.open_tree(META_TREE).map_err(db_err)?;
         let sight = sightings::SightingTrees::open(&db).map_err(db_err)?;
+        let audit = audit::AuditTrail::open(&db).map_err(db_err)?;
         let store = Store {
             dir: dir.to_path_buf(),
             db,
@@ -396,6 +411,8 @@ impl Store {
             disk_bytes: AtomicU64::new(0),
             outbox: None,
             sight,
+            audit,
+            said: Default::default(),
             size_at_open: 0,
             written: AtomicU64::new(0),
             snap_written: AtomicU64::new(0),

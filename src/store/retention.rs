@@ -264,6 +264,8 @@ impl Store {
         }
 
         self.prune_sightings(policy, now_ns, &mut report.sightings)?;
+        // Issue 23: the audit trail's own limits (`[audit]`).
+        self.prune_audit(now_ns)?;
         self.prune_snapshots(policy, &mut report)?;
 
         if let Some(max) = policy.max_bytes {
@@ -675,6 +677,8 @@ fn run(store: &Store, every: Duration, shared: &(Mutex<PrunerCtl>, Condvar)) {
             log::warn!("deleting old results under disk pressure failed (will retry): {e}");
         }
         store.size_on_disk();
+        // Issue 23: what is kept and for how long, for the status.
+        store.refresh_statement(&policy);
         let wait = if pressure.active() {
             every.min(PRESSURE_PRUNE_EVERY)
         } else {

@@ -418,15 +418,18 @@ async fn results_filters_cursor_image_and_backup() {
     let mut local = Vec::new();
     spotter::store::backup::export(&h.store, Some(2_000), &mut local, |_| {}).unwrap();
     let local = String::from_utf8(local).unwrap();
+    // Issue 23: the audit trail (this backup's own record, or not yet) is
+    // compared apart.
+    let not_audit = |l: &&str| !l.starts_with("{\"audit\"");
     assert_eq!(
-        b.body.lines().count(),
+        b.body.lines().filter(not_audit).count(),
         5,
         "header and 4 records: {}",
         b.body
     );
     assert_eq!(
-        b.body.lines().skip(1).collect::<Vec<_>>(),
-        local.lines().skip(1).collect::<Vec<_>>()
+        b.body.lines().skip(1).filter(not_audit).collect::<Vec<_>>(),
+        local.lines().skip(1).filter(not_audit).collect::<Vec<_>>()
     );
     // And it restores into an empty store with the same query results.
     let dir = tempfile::tempdir().unwrap();
@@ -464,6 +467,8 @@ async fn large_backup_streams_completely() {
         .body
         .lines()
         .skip(1)
+        // Issue 23: this backup's own audit record may follow the results.
+        .filter(|l| !l.starts_with("{\"audit\""))
         .map(|l| {
             serde_json::from_str::<Value>(l).unwrap()["ts_ns"]
                 .as_u64()

@@ -13,6 +13,7 @@ mod api_harness;
 mod common;
 
 mod api;
+mod api_audit;
 mod api_auth;
 mod api_classify;
 mod api_events;

@@ -882,3 +882,153 @@ fn watchdog_pings_stop_while_the_capture_thread_hangs_and_resume_after() {
     );
     assert!(d.terminate().0.success());
 }
+
+// Issue 23. Would catch: `spotter keys create` leaving no audit record (or
+// its secret in its log line or the pending file), the daemon not taking
+// the command line's records, an API revocation not recorded with its key
+// and client, records lost across a restart, a secret in the daemon's log;
+// and a key store readable by others not stopping the start, or stopping it
+// without naming the file and the chmod that fixes it.
+#[test]
+fn audit_records_survive_a_restart_and_an_exposed_key_file_stops_the_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let (photos, _) = photo_dir(tmp.path());
+    let template = config(&photos, &model_path(), Some(&labels_path()), "auto");
+    let state = tmp.path().join("state");
+    let cli_cfg = tmp.path().join("cli.toml");
+    std::fs::write(
+        &cli_cfg,
+        template
+            .replace("@STATE@", &state.display().to_string())
+            .replace("@PORT@", "1"),
+    )
+    .unwrap();
+    let create = |name: &str, scope: &str| {
+        let out = Command::new(bin())
+            .args(["keys", "--config"])
+            .arg(&cli_cfg)
+            .args(["create", "--name", name, "--scope", scope])
+            .env_remove("JOURNAL_STREAM")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let secret = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(err.contains("audit: key_created ok"), "{err}");
+        assert!(!err.contains(&secret[4..]), "secret in the log: {err}");
+        secret
+    };
+    let ops = create("ops", "admin");
+    let tablet = create("tablet", "read");
+    let pending = state.join("audit-pending.ndjson");
+    let text = std::fs::read_to_string(&pending).unwrap();
+    assert_eq!(text.lines().count(), 2);
+    assert!(!text.contains(&ops[4..]) && !text.contains(&tablet[4..]));
+    assert_eq!(
+        std::fs::metadata(&pending).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let mut d = Daemon::start(tmp.path(), &template);
+    let c = d.client().with_key(Some(ops.clone()));
+    assert_eq!(c.wait_for("/healthz", 60, |r| r.status == 200).status, 200);
+    let keys = c.get("/api/v1/keys").unwrap().json();
+    let id_of = |name: &str| {
+        keys["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["name"] == name)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (ops_id, tablet_id) = (id_of("ops"), id_of("tablet"));
+    let r = c
+        .send("DELETE", &format!("/api/v1/keys/{tablet_id}"), b"")
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let check = |c: &common::Client| {
+        let r = c.get("/api/v1/audit").unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        let v = r.json();
+        let recs = v["records"].as_array().unwrap();
+        let got: Vec<(String, String, String)> = recs
+            .iter()
+            .map(|r| {
+                (
+                    r["action"].as_str().unwrap().to_string(),
+                    r["client"].as_str().unwrap().to_string(),
+                    r["target"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        let want = |a: &str, c: &str, t: &str| (a.to_string(), c.to_string(), t.to_string());
+        assert_eq!(
+            got,
+            [
+                want("key_revoked", "127.0.0.1", &tablet_id),
+                want("key_created", "cli", &tablet_id),
+                want("key_created", "cli", &ops_id),
+            ],
+            "{}",
+            r.body
+        );
+        assert_eq!(recs[0]["key_id"], ops_id.as_str());
+        for s in [&ops, &tablet] {
+            assert!(!r.body.contains(&s[4..]));
+        }
+    };
+    check(&c);
+    assert!(!pending.exists(), "the pending records were taken");
+    d.terminate();
+    d.spawn();
+    let c = d.client().with_key(Some(ops.clone()));
+    assert_eq!(c.wait_for("/healthz", 60, |r| r.status == 200).status, 200);
+    check(&c);
+    // `spotter retention` while the daemon holds the store: its status's
+    // statement (the pruner passes at start), the three records counted.
+    let retention = |cfg: &Path| {
+        let out = Command::new(bin())
+            .args(["retention", "--json", "--config"])
+            .arg(cfg)
+            .env("SPOTTER_API_KEY", &ops)
+            .env_remove("JOURNAL_STREAM")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let live = retention(&d.config);
+    assert_eq!(live["audit"]["stored"], 3, "{live}");
+    assert_eq!(live["audit"]["max_count"], 10_000, "{live}");
+    assert!(live["results"]["stored"].is_u64(), "{live}");
+    d.terminate();
+    // ... and from the store itself when it is stopped.
+    let stopped = retention(&d.config);
+    assert_eq!(stopped["audit"]["stored"], 3, "{stopped}");
+    let log = d.log();
+    assert!(log.contains("audit: key_revoked ok"), "{log}");
+    for s in [&ops, &tablet] {
+        assert!(!log.contains(&s[4..]), "secret in the daemon's log");
+    }
+
+    // A key store others can read: no start, the file and the fix named.
+    let keys_file = state.join("keys.json");
+    std::fs::set_permissions(&keys_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&d.config)
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("chmod 600 {}", keys_file.display())),
+        "{err}"
+    );
+}

@@ -57,6 +57,8 @@ fn pki(dir: &Path) -> Pki {
     let w = |name: &str, text: String| {
         let p = dir.join(name);
         std::fs::write(&p, text).unwrap();
+        // Issue 23: private keys others can read stop the daemon's start.
+        owner_only(&p);
         p
     };
     Pki {
@@ -278,6 +280,7 @@ impl Drop for Subscriber {
 fn config(dir: &Path, pki: &Pki, port: u16, device: &str, looping: bool, extra: &str) -> String {
     let password = dir.join("mqtt-password");
     std::fs::write(&password, format!("{PASSWORD}\n")).unwrap();
+    owner_only(&password);
     let model = testdata().join("models/classification/mobilenet_v1_0.25_128_quant.tflite");
     let labels = testdata().join("labels/labels_mobilenet_quant_v1_224.txt");
     format!(
@@ -820,6 +823,7 @@ fn bad_credentials_and_wrong_ca_are_clear_errors_and_the_api_keeps_working() {
     std::fs::create_dir_all(&dy).unwrap();
     let cx = config(&dx, &pki, broker.port, "dev-x", true, "");
     std::fs::write(dx.join("mqtt-password"), "not-the-password\n").unwrap();
+    owner_only(&dx.join("mqtt-password"));
     let x = Daemon::start(&dx, &cx);
     let cy = config(&dy, &pki, broker.port, "dev-y", true, "protocol = \"5\"").replace(
         &format!("ca_file = \"{}\"", pki.ca.display()),
@@ -930,4 +934,10 @@ fn measure_drain_rate_unlimited() {
         "unlimited drain: {backlog} results in {took:?} = {:.0} results/s",
         backlog as f64 / took.as_secs_f64()
     );
+}
+
+/// Mode 0600: Spotter refuses secret files others can read (issue 23).
+fn owner_only(p: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
 }

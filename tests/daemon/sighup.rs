@@ -24,6 +24,9 @@ fn pair(dir: &Path, stem: &str) -> (PathBuf, PathBuf) {
     );
     std::fs::write(&c, cert.pem()).unwrap();
     std::fs::write(&k, key.serialize_pem()).unwrap();
+    // Issue 23: a private key others can read stops the start.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600)).unwrap();
     (c, k)
 }
 
@@ -133,6 +136,19 @@ fn sighup_swaps_the_model_and_the_certificate_of_the_running_daemon() {
     assert_eq!(trust_b.get("/readyz").unwrap().status, 200);
     let status = trust_b.get("/api/v1/status").unwrap().json();
     assert_eq!(status["model"]["sha256"], sha_b.as_str(), "{status}");
+    // Issue 23: the reload is in the audit trail, by the signal.
+    let audit = trust_b.wait_for("/api/v1/audit", 10, |r| {
+        r.status == 200
+            && r.json()["records"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+    });
+    let rec = &audit.json()["records"][0];
+    assert_eq!(rec["action"], "config_reloaded", "{rec}");
+    assert_eq!(
+        (&rec["client"], &rec["outcome"]),
+        (&"signal".into(), &"ok".into())
+    );
     d.assert_running();
     let log = d.log();
     assert_eq!(
@@ -243,6 +259,28 @@ fn post_reload_applies_the_files_refuses_broken_ones_and_reports_a_failed_model(
     );
     assert_eq!(body["running"]["sha256"], sha_b.as_str(), "{body}");
     assert_eq!(admin.get("/readyz").unwrap().status, 200);
+    // Issue 23: each reload is audited with its outcome (the refused one
+    // with the reason), and the key the command line created meanwhile is
+    // taken into the trail on a reload.
+    let audit = admin.wait_for("/api/v1/audit", 10, |r| {
+        r.status == 200 && r.json()["records"].as_array().is_some_and(|a| a.len() >= 4)
+    });
+    let v = audit.json();
+    let recs = v["records"].as_array().unwrap();
+    let count = |action: &str, outcome: &str, client: &str| {
+        recs.iter()
+            .filter(|r| r["action"] == action && r["outcome"] == outcome && r["client"] == client)
+            .count()
+    };
+    assert_eq!(count("config_reloaded", "ok", "127.0.0.1"), 2, "{v}");
+    assert_eq!(count("config_reloaded", "refused", "127.0.0.1"), 1, "{v}");
+    assert_eq!(count("key_created", "ok", "cli"), 1, "{v}");
+    assert!(
+        recs.iter().any(|r| r["reason"]
+            .as_str()
+            .is_some_and(|s| s.contains("max_recrods"))),
+        "{v}"
+    );
     d.assert_running();
     assert!(d.terminate().0.success());
 }

@@ -63,9 +63,13 @@ fn export_while_the_daemon_runs_streams_its_backup_and_refuses_a_bad_key() {
         serde_json::from_str(lines.next().expect("a header line")).unwrap();
     assert_eq!(header["spotter_export"], 1, "{header}");
     let lines: Vec<serde_json::Value> = lines.map(|l| serde_json::from_str(l).unwrap()).collect();
+    // Issue 23: audit records (an earlier backup's, say) as `{"audit": …}`.
+    let audits = lines.iter().filter(|l| l.get("audit").is_some()).count();
     // Issue 18: sightings follow the results as `{"sighting": …}` lines.
-    let (sightings, records): (Vec<_>, Vec<_>) =
-        lines.into_iter().partition(|l| l.get("sighting").is_some());
+    let (sightings, records): (Vec<_>, Vec<_>) = lines
+        .into_iter()
+        .filter(|l| l.get("audit").is_none())
+        .partition(|l| l.get("sighting").is_some());
     let ids: std::collections::BTreeSet<&str> =
         records.iter().map(|r| r["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), records.len(), "an id exported twice");
@@ -76,7 +80,7 @@ fn export_while_the_daemon_runs_streams_its_backup_and_refuses_a_bad_key() {
     assert!(
         stderr.contains(&format!(
             "exported {} records",
-            records.len() + sightings.len()
+            records.len() + sightings.len() + audits
         )),
         "{stderr}"
     );
@@ -109,7 +113,7 @@ fn export_while_the_daemon_runs_streams_its_backup_and_refuses_a_bad_key() {
         .lines()
         .skip(1)
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|l| l.get("sighting").is_none())
+        .filter(|l| l.get("sighting").is_none() && l.get("audit").is_none())
         .collect();
     assert!(
         !recent.is_empty() && recent.len() < records.len() + 40,
