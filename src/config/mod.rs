@@ -16,6 +16,8 @@
 //! to move into `sources.rs`, and would bring this file back under 1,000.
 
 pub(crate) mod api;
+// Encrypted backups (issue 23).
+pub(crate) mod backup;
 pub(crate) mod gpio;
 mod model;
 mod raw;
@@ -26,6 +28,7 @@ pub use sources::DEFAULT_SOURCE_NAME;
 pub(crate) use sources::UPLOAD_SOURCE_NAME;
 
 pub use api::{is_valid_origin, ClientAuth};
+pub use backup::{parse_recipient, BackupSettings};
 pub use model::{DetectionRules, ModelSettings, DEFAULT_IOU_THRESHOLD, DEFAULT_MAX_DETECTIONS};
 pub use sightings::{KeepFrames, MotionConfig, Roi, SightingRule, SightingsSettings, ZoneSettings};
 
@@ -323,6 +326,8 @@ pub struct Settings {
     pub zones: Vec<sightings::ZoneSettings>,
     /// `[motion]` (issue 18).
     pub motion: sightings::MotionConfig,
+    /// `[backup]` (issue 23).
+    pub backup: backup::BackupSettings,
     /// The files that were read, in the order they were layered.
     #[serde(skip)]
     pub files: Vec<PathBuf>,
@@ -1039,6 +1044,7 @@ fn build_after_sources(
     let names: Vec<String> = sources.iter().map(|s| s.name.clone()).collect();
     let zones = sightings::build_zones(l, &names)?;
     let motion = sightings::build_motion(l)?;
+    let backup = backup::build_backup(l)?;
 
     Ok(Settings {
         daemon,
@@ -1052,6 +1058,7 @@ fn build_after_sources(
         sightings,
         zones,
         motion,
+        backup,
         files: l.paths(),
     })
 }

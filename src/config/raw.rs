@@ -29,6 +29,8 @@ pub(super) struct RawConfig {
     pub sightings: Option<super::sightings::RawSightings>,
     pub zone: Option<Vec<super::sightings::RawZone>>,
     pub motion: Option<super::sightings::RawMotion>,
+    // --- Encrypted backups (issue 23) ---
+    pub backup: Option<super::backup::RawBackup>,
 }
 
 #[derive(Debug, Default, Deserialize)]

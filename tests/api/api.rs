@@ -420,8 +420,8 @@ async fn results_filters_cursor_image_and_backup() {
     let local = String::from_utf8(local).unwrap();
     assert_eq!(
         b.body.lines().count(),
-        5,
-        "header and 4 records: {}",
+        6,
+        "header, 4 records and the snapshot of the one at 4000 (issue 23): {}",
         b.body
     );
     assert_eq!(
@@ -433,7 +433,10 @@ async fn results_filters_cursor_image_and_backup() {
     let restored = spotter::store::Store::open(dir.path()).unwrap();
     let report =
         spotter::store::backup::import(&restored, std::io::Cursor::new(b.body.as_bytes())).unwrap();
-    assert_eq!((report.added, report.invalid_count), (4, 0));
+    assert_eq!(
+        (report.added, report.snapshots_added, report.invalid_count),
+        (4, 1, 0)
+    );
     let mut q = spotter::store::Query::newest(10);
     q.label = Some("person".into());
     assert_eq!(
