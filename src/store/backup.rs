@@ -99,8 +99,9 @@ pub enum BackupError {
     FutureVersion { found: u32, schema: u32 },
     #[error("backup: no age recipient to encrypt to")]
     NoRecipients,
+    /// Boxed: age's error is large, and every backup result carries it.
     #[error("backup: cannot encrypt: {0}")]
-    Encrypt(#[from] age::EncryptError),
+    Encrypt(Box<age::EncryptError>),
     #[error(
         "backup: the file is encrypted (age); pass --identity FILE with the private key of one of \
          the recipients it was encrypted to. Nothing was imported"
@@ -340,7 +341,8 @@ pub fn export_encrypted<W: Write>(
         source,
     };
     let encryptor =
-        age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))?;
+        age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
+            .map_err(|e| BackupError::Encrypt(Box::new(e)))?;
     let mut sealed = encryptor.wrap_output(writer).map_err(io_err)?;
     let n = export(store, since_ns, &mut sealed, progress)?;
     // `finish` writes the last (flagged) chunk; without it the file would
