@@ -209,7 +209,7 @@ fn encrypted_export_through_the_daemon_restores_snapshots_byte_identical() {
     let tmp = tempfile::tempdir().unwrap();
     let (photos, _) = photo_dir(tmp.path());
     let cfg = format!(
-        "{}\n[store]\nsnapshots = true\n\n[backup]\nrequire_encryption = true\n",
+        "{}\n[store]\nsnapshots = true\nsnapshot_min_score = 0.0\n\n[backup]\nrequire_encryption = true\n",
         config(&photos)
     );
     let mut d = Daemon::start(tmp.path(), &cfg);
