@@ -61,6 +61,8 @@ pub(super) struct Ctx {
     pub(super) sessions: session::Sessions,
     /// Viewers of the latest frames (issue 20).
     pub(super) frames: frames::FrameViewers,
+    /// `[backup]` (issue 23): whom `GET /api/v1/backup` encrypts to.
+    pub(super) backup: crate::config::BackupSettings,
 }
 
 impl Ctx {
@@ -104,6 +106,7 @@ impl Ctx {
                 max_age: opts.session_max,
             }),
             stop: watch::channel(false).1,
+            backup: opts.backup.clone(),
             state,
             store,
             max_results_limit,

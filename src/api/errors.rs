@@ -140,6 +140,9 @@ pub enum ApiError {
     KeyNotFound,
     #[error("{0}")]
     KeyConflict(String),
+    // --- Encrypted backups (issue 23) ---
+    #[error("{0}")]
+    EncryptionRequired(String),
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -327,6 +330,11 @@ fn problem_kind(e: &ApiError) -> (StatusCode, &'static str, &'static str) {
         ApiError::NoFrame => (StatusCode::NOT_FOUND, "no_frame", "No frame yet"),
         ApiError::KeyNotFound => (StatusCode::NOT_FOUND, "key_not_found", "No such key"),
         ApiError::KeyConflict(_) => (StatusCode::CONFLICT, "key_conflict", "Key change refused"),
+        ApiError::EncryptionRequired(_) => (
+            StatusCode::FORBIDDEN,
+            "encryption_required",
+            "Only encrypted backups are served",
+        ),
         ApiError::TooManyViewers { .. } => (
             StatusCode::SERVICE_UNAVAILABLE,
             "too_many_viewers",

@@ -89,6 +89,8 @@ pub struct ApiOptions {
     pub max_frame_viewers: usize,
     /// Frames per second each viewer may fetch (> 0); faster gets 429.
     pub frame_max_fps: f64,
+    /// `[backup]`: recipients of encrypted backups, plain ones refused (issue 23).
+    pub backup: crate::config::BackupSettings,
 }
 
 impl ApiOptions {
@@ -132,6 +134,7 @@ impl ApiOptions {
             session_max: defaults::DEFAULT_SESSION_MAX,
             max_frame_viewers: defaults::DEFAULT_MAX_FRAME_VIEWERS,
             frame_max_fps: defaults::DEFAULT_FRAME_MAX_FPS,
+            backup: crate::config::BackupSettings::default(),
         }
     }
 

@@ -3,7 +3,11 @@
 //! `GET /api/v1/results/latest`, `GET /api/v1/results/{id}`,
 //! `GET /api/v1/results/{id}/image` (the snapshot kept with a result) and
 //! `GET /api/v1/backup` (admin: the result store as streamed NDJSON, the
-//! same format as `spotter export`).
+//! same format as `spotter export`, with snapshots; encrypted with age to
+//! `[backup] recipients` or the request's `recipient=age1…` keys, served as
+//! `application/octet-stream`; `plain=true` asks for plain NDJSON, refused
+//! with `encryption_required` under `backup.require_encryption`, as is any
+//! plain backup then).
 //!
 //! `/api/v1/results` parameters, all optional, combined with AND:
 //! `since`, `until` (inclusive; nanoseconds since the epoch or RFC 3339),
@@ -43,6 +47,8 @@ pub(super) const BACKUP_CHUNK_BYTES: usize = 64 * 1024;
 pub(super) const BACKUP_CHUNKS_IN_FLIGHT: usize = 4;
 /// Content type of the backup (newline-delimited JSON).
 pub(super) const NDJSON: &str = "application/x-ndjson";
+/// Content type of an encrypted backup (an age file; issue 23).
+pub(super) const AGE_BACKUP: &str = "application/octet-stream";
 
 /// A time bound: nanoseconds since the epoch, or an RFC 3339 timestamp.
 pub(super) fn parse_time(name: &str, v: &str) -> Result<u64, ApiError> {
@@ -268,18 +274,114 @@ impl Write for ChannelWriter {
     }
 }
 
-/// `GET /api/v1/backup[?since=]` (admin).
-pub(super) async fn backup(ctx: &Arc<Ctx>, query: Option<&str>) -> Result<Resp, ApiError> {
-    let mut since = None;
+/// What `GET /api/v1/backup` serves: plain NDJSON, or NDJSON inside an age
+/// file encrypted to these recipients.
+#[derive(Debug, PartialEq)]
+pub(super) enum BackupForm {
+    Plain,
+    Encrypted(Vec<age::x25519::Recipient>),
+}
+
+/// The parameters of `GET /api/v1/backup`: `since`, `plain=true` (ask for
+/// plain NDJSON), `recipient=age1…` (repeatable: encrypt to these).
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct BackupQuery {
+    since: Option<u64>,
+    plain: bool,
+    recipients: Vec<age::x25519::Recipient>,
+}
+
+pub(super) fn parse_backup_query(query: Option<&str>) -> Result<BackupQuery, ApiError> {
+    let mut q = BackupQuery::default();
+    let mut plain_seen = false;
     for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         match &*k {
-            "since" if since.is_some() => return Err(invalid("since", "given more than once")),
-            "since" => since = Some(parse_time("since", &v)?),
-            other => return Err(invalid(other, "unknown parameter (expected since)")),
+            "since" if q.since.is_some() => return Err(invalid("since", "given more than once")),
+            "since" => q.since = Some(parse_time("since", &v)?),
+            "plain" if plain_seen => return Err(invalid("plain", "given more than once")),
+            "plain" => {
+                plain_seen = true;
+                q.plain = match &*v {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(invalid("plain", "expected true or false")),
+                }
+            }
+            "recipient" if q.recipients.len() >= crate::config::backup::MAX_RECIPIENTS => {
+                return Err(invalid(
+                    "recipient",
+                    format!(
+                        "at most {} recipients",
+                        crate::config::backup::MAX_RECIPIENTS
+                    ),
+                ))
+            }
+            "recipient" => q
+                .recipients
+                .push(crate::config::parse_recipient(&v).map_err(|m| invalid("recipient", m))?),
+            other => {
+                return Err(invalid(
+                    other,
+                    "unknown parameter (expected since, plain or recipient)",
+                ))
+            }
         }
     }
+    if q.plain && !q.recipients.is_empty() {
+        return Err(invalid(
+            "plain",
+            "plain=true and recipient exclude each other",
+        ));
+    }
+    Ok(q)
+}
+
+/// The form of the backup a request gets under `[backup]`: the request's
+/// recipients (only when none are configured), else the configured ones
+/// unless it asks for plain; plain only without `require_encryption`.
+pub(super) fn backup_form(
+    settings: &crate::config::BackupSettings,
+    q: &BackupQuery,
+) -> Result<BackupForm, ApiError> {
+    let configured = settings.age_recipients();
+    if !q.recipients.is_empty() {
+        if !configured.is_empty() {
+            return Err(invalid(
+                "recipient",
+                "backup.recipients is set: backups are encrypted to those keys only; leave \
+                 recipient out",
+            ));
+        }
+        return Ok(BackupForm::Encrypted(q.recipients.clone()));
+    }
+    if !q.plain && !configured.is_empty() {
+        return Ok(BackupForm::Encrypted(configured));
+    }
+    if settings.require_encryption {
+        return Err(ApiError::EncryptionRequired(if q.plain {
+            "a plain backup was asked for (plain=true), but backup.require_encryption = true: \
+             ask without plain=true for a backup encrypted to backup.recipients"
+                .into()
+        } else {
+            "backup.require_encryption = true and backup.recipients is empty: set \
+             backup.recipients (age public keys), or ask with recipient=age1…"
+                .into()
+        }));
+    }
+    Ok(BackupForm::Plain)
+}
+
+/// `GET /api/v1/backup[?since=&plain=&recipient=]` (admin).
+pub(super) async fn backup(ctx: &Arc<Ctx>, query: Option<&str>) -> Result<Resp, ApiError> {
+    let q = parse_backup_query(query)?;
+    let form = backup_form(&ctx.backup, &q)?;
+    let since = q.since;
     let (tx, rx) = mpsc::channel(BACKUP_CHUNKS_IN_FLIGHT);
     let store = ctx.store.clone();
+    let content_type = match form {
+        BackupForm::Plain => NDJSON,
+        BackupForm::Encrypted(_) => AGE_BACKUP,
+    };
     // The export runs on the blocking pool; the task is not awaited: it ends
     // when the export does or the client goes away (send fails).
     tokio::task::spawn_blocking(move || {
@@ -287,8 +389,21 @@ pub(super) async fn backup(ctx: &Arc<Ctx>, query: Option<&str>) -> Result<Resp, 
             tx: tx.clone(),
             buf: Vec::with_capacity(BACKUP_CHUNK_BYTES),
         };
-        match crate::store::backup::export(&store, since, &mut w, |_| {}) {
-            Ok(n) => log::info!(records = n; "API backup: exported {n} results"),
+        let (done, recipients) = match &form {
+            BackupForm::Plain => (
+                crate::store::backup::export(&store, since, &mut w, |_| {}),
+                0,
+            ),
+            BackupForm::Encrypted(r) => (
+                crate::store::backup::export_encrypted(&store, since, &mut w, r, |_| {}),
+                r.len(),
+            ),
+        };
+        match done {
+            Ok(n) => log::info!(
+                records = n, encrypted = recipients > 0, recipients = recipients;
+                "API backup: exported {n} results and sightings"
+            ),
             Err(e) => {
                 log::warn!("API backup stopped: {e}");
                 // Abort the body so the client sees a failed transfer, not a short file.
@@ -299,7 +414,7 @@ pub(super) async fn backup(ctx: &Arc<Ctx>, query: Option<&str>) -> Result<Resp, 
     });
     let mut r = Response::new(Full::new(Bytes::new()));
     r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(NDJSON));
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     r.extensions_mut()
         .insert(Streamed(Arc::new(Mutex::new(Some(ChannelBody { rx })))));
     Ok(r)
@@ -309,6 +424,67 @@ pub(super) async fn backup(ctx: &Arc<Ctx>, query: Option<&str>) -> Result<Resp, 
 mod tests {
     use super::super::errors::status_and_code;
     use super::*;
+
+    // Would catch any combination of `[backup]` and the request serving a
+    // plain backup under `require_encryption`, configured recipients being
+    // bypassed by the request (`plain=true` without the requirement is the
+    // one way out, by design), or the request's recipients ignored.
+    #[test]
+    fn backup_form_follows_the_settings_and_the_request() {
+        use crate::config::BackupSettings;
+        let (a, b) = (
+            age::x25519::Identity::generate().to_public(),
+            age::x25519::Identity::generate().to_public(),
+        );
+        let q = |s: &str| parse_backup_query(Some(s)).unwrap();
+        let set = |r: &[&age::x25519::Recipient], require: bool| BackupSettings {
+            recipients: r.iter().map(|r| r.to_string()).collect(),
+            require_encryption: require,
+        };
+        let code = |r: Result<BackupForm, ApiError>| status_and_code(&r.unwrap_err()).1;
+        let enc = |r: &[&age::x25519::Recipient]| {
+            BackupForm::Encrypted(r.iter().map(|&r| r.clone()).collect())
+        };
+        let with_b = q(&format!("recipient={b}"));
+        // No [backup]: plain unless the request names recipients.
+        assert_eq!(
+            backup_form(&set(&[], false), &q("")).unwrap(),
+            BackupForm::Plain
+        );
+        assert_eq!(backup_form(&set(&[], false), &with_b).unwrap(), enc(&[&b]));
+        // Recipients configured: encrypted to them; plain on request only
+        // without the requirement; the request cannot add its own.
+        assert_eq!(backup_form(&set(&[&a], false), &q("")).unwrap(), enc(&[&a]));
+        assert_eq!(
+            backup_form(&set(&[&a], false), &q("plain=true")).unwrap(),
+            BackupForm::Plain
+        );
+        assert_eq!(backup_form(&set(&[&a], true), &q("")).unwrap(), enc(&[&a]));
+        assert_eq!(
+            code(backup_form(&set(&[&a], true), &q("plain=true"))),
+            "encryption_required"
+        );
+        assert_eq!(
+            code(backup_form(&set(&[&a], true), &with_b)),
+            "invalid_parameter"
+        );
+        // Required without recipients: only a request naming its own.
+        assert_eq!(
+            code(backup_form(&set(&[], true), &q(""))),
+            "encryption_required"
+        );
+        assert_eq!(backup_form(&set(&[], true), &with_b).unwrap(), enc(&[&b]));
+        // Parameters.
+        for bad in [
+            "plain=yes",
+            "plain=true&plain=true",
+            "recipient=age1nope",
+            "x=1",
+        ] {
+            assert!(parse_backup_query(Some(bad)).is_err(), "{bad}");
+        }
+        assert!(parse_backup_query(Some(&format!("plain=true&recipient={b}"))).is_err());
+    }
 
     // Catches: wrong defaults, limit above the max accepted, swapped or exclusive bounds,
     // RFC 3339 offsets ignored, unknown or repeated parameters silently accepted,

@@ -378,6 +378,7 @@ async fn bind_api(
             session_max: Duration::from_secs(settings.api.session_max_s),
             max_frame_viewers: settings.api.max_frame_viewers,
             frame_max_fps: settings.api.frame_max_fps,
+            backup: settings.backup.clone(),
         },
         state.clone(),
         store.clone(),

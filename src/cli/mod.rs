@@ -62,9 +62,10 @@ pub enum Command {
     /// Measure the result store's flash wear: results/s, bytes written to
     /// disk per result and database bytes per million results (one JSON line).
     BenchStore(crate::tools::wear::WearArgs),
-    /// Write the result store as NDJSON to stdout. While the daemon runs (it
-    /// holds the store's lock) the export comes from its API
-    /// (GET /api/v1/backup), with an admin key.
+    /// Write the result store (with snapshots) as NDJSON to stdout, or an
+    /// age file with --recipient. While the daemon runs (it holds the
+    /// store's lock) the export comes from its API (GET /api/v1/backup),
+    /// with an admin key.
     Export {
         #[arg(long, short, default_value = "/etc/spotter/spotter.toml")]
         config: PathBuf,
@@ -75,12 +76,23 @@ pub enum Command {
         /// else <state_dir>/initial-admin-key).
         #[arg(long)]
         key_file: Option<PathBuf>,
+        /// Encrypt the backup with age to this X25519 public key (age1…);
+        /// repeatable. Without it, `[backup] recipients` apply.
+        #[arg(long = "recipient", value_name = "AGE_PUBLIC_KEY")]
+        recipients: Vec<String>,
+        /// Encrypt to the public keys in this file (one per line, `#` comments).
+        #[arg(long, value_name = "FILE")]
+        recipients_file: Option<PathBuf>,
     },
-    /// Import an NDJSON export into the result store (service stopped);
-    /// idempotent by result id.
+    /// Import an export (plain NDJSON, or age-encrypted with --identity)
+    /// into the result store (service stopped); idempotent by id.
     Import {
         #[arg(long, short, default_value = "/etc/spotter/spotter.toml")]
         config: PathBuf,
+        /// An age identity file (AGE-SECRET-KEY-1…) to decrypt an encrypted
+        /// backup; nothing is imported unless the whole file decrypts.
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
         file: PathBuf,
     },
     /// How long results, sightings, snapshots and audit records are kept
@@ -172,8 +184,20 @@ pub fn execute(cli: Cli) -> Result<(), Failure> {
             config: path,
             since,
             key_file,
-        } => export::export(&path, since.as_deref(), key_file.as_deref()),
-        Command::Import { config: path, file } => import::import(&path, &file),
+            recipients,
+            recipients_file,
+        } => export::export(
+            &path,
+            since.as_deref(),
+            key_file.as_deref(),
+            &recipients,
+            recipients_file.as_deref(),
+        ),
+        Command::Import {
+            config: path,
+            identity,
+            file,
+        } => import::import(&path, &file, identity.as_deref()),
         Command::Retention {
             config: path,
             key_file,

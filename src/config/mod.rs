@@ -17,6 +17,8 @@
 
 pub(crate) mod api;
 pub(crate) mod audit;
+// Encrypted backups (issue 23).
+pub(crate) mod backup;
 pub(crate) mod gpio;
 mod model;
 pub(crate) mod power;
@@ -29,6 +31,7 @@ pub(crate) use sources::UPLOAD_SOURCE_NAME;
 
 pub use api::{is_valid_origin, ClientAuth};
 pub use audit::AuditSettings;
+pub use backup::{parse_recipient, BackupSettings};
 pub use model::{DetectionRules, ModelSettings, DEFAULT_IOU_THRESHOLD, DEFAULT_MAX_DETECTIONS};
 pub use sightings::{KeepFrames, MotionConfig, Roi, SightingRule, SightingsSettings, ZoneSettings};
 
@@ -330,6 +333,8 @@ pub struct Settings {
     pub power: power::PowerSettings,
     /// `[audit]` (issue 23).
     pub audit: audit::AuditSettings,
+    /// `[backup]` (issue 23).
+    pub backup: backup::BackupSettings,
     /// The files that were read, in the order they were layered.
     #[serde(skip)]
     pub files: Vec<PathBuf>,
@@ -1048,6 +1053,7 @@ fn build_after_sources(
     let motion = sightings::build_motion(l)?;
     let power = power::build_power(l)?;
     let audit = audit::build_audit(l)?;
+    let backup = backup::build_backup(l)?;
 
     Ok(Settings {
         daemon,
@@ -1063,6 +1069,7 @@ fn build_after_sources(
         motion,
         power,
         audit,
+        backup,
         files: l.paths(),
     })
 }

@@ -33,6 +33,8 @@ pub(super) struct RawConfig {
     pub power: Option<super::power::RawPower>,
     // --- Audit trail (issue 23) ---
     pub audit: Option<super::audit::RawAudit>,
+    // --- Encrypted backups (issue 23) ---
+    pub backup: Option<super::backup::RawBackup>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -577,14 +577,6 @@ pub(super) fn export_lines<W: std::io::Write>(
     Ok(n)
 }
 
-/// Whether a line is an audit record's (`{"audit": …}`), judged by its
-/// first key so that a damaged one is reported as a bad audit line.
-pub(super) fn is_audit_line(line: &[u8]) -> bool {
-    line.trim_ascii_start()
-        .strip_prefix(b"{")
-        .is_some_and(|r| r.trim_ascii_start().starts_with(b"\"audit\""))
-}
-
 /// Import one audit line: `Ok(Ok(true))` written, `Ok(Ok(false))` already
 /// there (same id), `Ok(Err(reason))` not a valid audit line.
 pub(super) fn import_line(store: &Store, line: &[u8]) -> Result<Result<bool, String>, StoreError> {

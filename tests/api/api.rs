@@ -423,8 +423,8 @@ async fn results_filters_cursor_image_and_backup() {
     let not_audit = |l: &&str| !l.starts_with("{\"audit\"");
     assert_eq!(
         b.body.lines().filter(not_audit).count(),
-        5,
-        "header and 4 records: {}",
+        6,
+        "header, 4 records and the snapshot of the one at 4000 (issue 23): {}",
         b.body
     );
     assert_eq!(
@@ -436,7 +436,10 @@ async fn results_filters_cursor_image_and_backup() {
     let restored = spotter::store::Store::open(dir.path()).unwrap();
     let report =
         spotter::store::backup::import(&restored, std::io::Cursor::new(b.body.as_bytes())).unwrap();
-    assert_eq!((report.added, report.invalid_count), (4, 0));
+    assert_eq!(
+        (report.added, report.snapshots_added, report.invalid_count),
+        (4, 1, 0)
+    );
     let mut q = spotter::store::Query::newest(10);
     q.label = Some("person".into());
     assert_eq!(

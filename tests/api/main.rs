@@ -15,6 +15,8 @@ mod common;
 mod api;
 mod api_audit;
 mod api_auth;
+// Encrypted backups (issue 23).
+mod api_backup;
 mod api_classify;
 mod api_events;
 mod api_frames;
