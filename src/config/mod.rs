@@ -18,6 +18,7 @@
 pub(crate) mod api;
 pub(crate) mod gpio;
 mod model;
+pub(crate) mod privacy;
 mod raw;
 pub(crate) mod sightings;
 mod sources;
@@ -27,6 +28,7 @@ pub(crate) use sources::UPLOAD_SOURCE_NAME;
 
 pub use api::{is_valid_origin, ClientAuth};
 pub use model::{DetectionRules, ModelSettings, DEFAULT_IOU_THRESHOLD, DEFAULT_MAX_DETECTIONS};
+pub use privacy::{PrivacyMaskSettings, PrivacySettings};
 pub use sightings::{KeepFrames, MotionConfig, Roi, SightingRule, SightingsSettings, ZoneSettings};
 
 use std::net::SocketAddr;
@@ -323,6 +325,11 @@ pub struct Settings {
     pub zones: Vec<sightings::ZoneSettings>,
     /// `[motion]` (issue 18).
     pub motion: sightings::MotionConfig,
+    /// `[[privacy_mask]]` entries (issue 23).
+    #[serde(rename = "privacy_mask")]
+    pub privacy_masks: Vec<privacy::PrivacyMaskSettings>,
+    /// `[privacy]` (issue 23).
+    pub privacy: privacy::PrivacySettings,
     /// The files that were read, in the order they were layered.
     #[serde(skip)]
     pub files: Vec<PathBuf>,
@@ -1039,6 +1046,8 @@ fn build_after_sources(
     let names: Vec<String> = sources.iter().map(|s| s.name.clone()).collect();
     let zones = sightings::build_zones(l, &names)?;
     let motion = sightings::build_motion(l)?;
+    let privacy_masks = privacy::build_privacy_masks(l, &names)?;
+    let privacy = privacy::build_privacy(l)?;
 
     Ok(Settings {
         daemon,
@@ -1052,6 +1061,8 @@ fn build_after_sources(
         sightings,
         zones,
         motion,
+        privacy_masks,
+        privacy,
         files: l.paths(),
     })
 }
