@@ -100,3 +100,145 @@ impl<'a> PrivateFrame<'a> {
         self.picture().map(|bytes| Snapshot { bytes })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{PrivacyMaskSettings, PrivacySettings};
+    use crate::core::result::{Detection, InferenceOutput};
+    use crate::core::zone::Polygon;
+
+    const W: u32 = 160;
+    const H: u32 = 120;
+
+    fn jpeg_frame() -> Frame {
+        // Smooth waves (a JPEG re-encode keeps them) of a period several
+        // times the pixelation's block (which flattens them).
+        let wave = |v: u32, period: f64| (128.0 + 100.0 * (f64::from(v) / period).sin()) as u8;
+        let img = ::image::RgbImage::from_fn(W, H, |x, y| {
+            ::image::Rgb([wave(x, 3.0), wave(y, 4.0), wave(x + y, 5.0)])
+        });
+        let mut jpeg = Vec::new();
+        ::image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95)
+            .encode_image(&img)
+            .unwrap();
+        Frame::encoded(jpeg, 1, "t".into())
+    }
+
+    fn det(label: &str, [x, y, w, h]: [f32; 4]) -> Detection {
+        Detection {
+            class_index: 0,
+            label: label.into(),
+            score: 0.9,
+            x,
+            y,
+            width: w,
+            height: h,
+        }
+    }
+
+    fn record(frame: &Frame, detections: Vec<Detection>) -> ResultRecord {
+        let out = InferenceOutput {
+            classes: Vec::new(),
+            detections,
+            image_width: W,
+            image_height: H,
+            latency: Default::default(),
+        };
+        ResultRecord::build(out, frame, "sha", "test", true)
+    }
+
+    fn decode(b: &[u8]) -> ::image::RgbImage {
+        ::image::load_from_memory(b).unwrap().to_rgb8()
+    }
+
+    /// Mean absolute difference of `a` and `b` over the pixels `pick` selects.
+    fn mean_diff(
+        a: &::image::RgbImage,
+        b: &::image::RgbImage,
+        pick: impl Fn(u32, u32) -> bool,
+    ) -> f64 {
+        let (mut sum, mut n) = (0u64, 0u64);
+        for (x, y, p) in a.enumerate_pixels() {
+            if pick(x, y) {
+                let q = b.get_pixel(x, y);
+                sum += (0..3).map(|c| u64::from(p[c].abs_diff(q[c]))).sum::<u64>();
+                n += 3;
+            }
+        }
+        sum as f64 / n as f64
+    }
+
+    // Would catch label boxes obscured outside their box, boxes of labels
+    // not listed obscured too, the listed label's box left as captured, the
+    // box taken in the wrong coordinates (normalized twice, or model-input
+    // pixels), or the result losing its box.
+    #[test]
+    fn only_the_listed_labels_boxes_are_obscured() {
+        let frame = jpeg_frame();
+        let person = [40.0, 32.0, 48.0, 40.0];
+        let rec = record(
+            &frame,
+            vec![det("person", person), det("car", [100.0, 60.0, 40.0, 40.0])],
+        );
+        let settings = PrivacySettings {
+            blur_labels: vec!["person".into()],
+            ..PrivacySettings::default()
+        };
+        let privacy = Arc::new(Privacy::from_settings(&[], &settings));
+        let private = PrivateFrame::new(privacy, &frame, "cam", &rec, 1 << 24);
+        let got = decode(&private.result_snapshot().unwrap().bytes);
+        // The same frame re-encoded without obscuring anything: outside the
+        // JPEG blocks the box touches (16×16 with 4:2:0, plus the chroma
+        // upsampling's reach) it must be identical.
+        let orig = decode(&frame.data);
+        let plain = crate::image::encode::frame_to_jpeg(&Frame {
+            data: orig.as_raw().clone(),
+            format: crate::core::frame::PixelFormat::Rgb8,
+            width: W,
+            height: H,
+            stride: W * 3,
+            ..frame.clone()
+        })
+        .unwrap();
+        let plain = decode(&plain);
+        let near_box = |x: u32, y: u32| (16..112).contains(&x) && (16..96).contains(&y);
+        let outside = mean_diff(&got, &plain, |x, y| !near_box(x, y));
+        let inside = mean_diff(&got, &orig, |x, y| {
+            (40..88).contains(&x) && (32..72).contains(&y)
+        });
+        assert!(outside < 0.5, "outside the person's box: {outside:.2}");
+        assert!(inside > 15.0, "inside the person's box: {inside:.2}");
+        // The car's box is outside and unchanged; the record keeps both boxes.
+        assert_eq!(rec.detections.len(), 2);
+        assert_eq!(rec.detections[0].x, person[0]);
+        // The sighting's snapshot is the same picture, made once.
+        assert_eq!(
+            private.sighting_snapshot().unwrap(),
+            private.result_snapshot().unwrap()
+        );
+    }
+
+    // Would catch a frame of a source without masks (or boxes) re-encoded
+    // for nothing, or masks of another source applied to it; and a masked
+    // snapshot that is not masked.
+    #[test]
+    fn unmasked_sources_keep_the_frame_as_captured() {
+        let frame = jpeg_frame();
+        let rec = record(&frame, vec![det("person", [0.0, 0.0, 10.0, 10.0])]);
+        let mask = PrivacyMaskSettings {
+            source: "door".into(),
+            polygon: Polygon::new(vec![[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]).unwrap(),
+            fill: [255, 255, 255],
+        };
+        let privacy = Arc::new(Privacy::from_settings(
+            std::slice::from_ref(&mask),
+            &PrivacySettings::default(),
+        ));
+        let yard = PrivateFrame::new(privacy.clone(), &frame, "yard", &rec, 1 << 24);
+        assert_eq!(yard.result_snapshot().unwrap().bytes, frame.data);
+        let door = PrivateFrame::new(privacy, &frame, "door", &rec, 1 << 24);
+        let got = decode(&door.result_snapshot().unwrap().bytes);
+        assert!(got.pixels().all(|p| p.0.iter().all(|&c| c >= 245)));
+    }
+}

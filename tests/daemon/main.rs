@@ -4,7 +4,8 @@
 //! generator, `spotter bench` and `spotter classify`; a `command` source
 //! (ffmpeg) end to end; a YOLO detector end to
 //! end; model swaps in the inference loop; the latest frame a viewer of
-//! the web page fetches (issue 20); and the web interface in a headless
+//! the web page fetches (issue 20); privacy masks on every stored or shown
+//! picture (issue 23); and the web interface in a headless
 //! browser.
 
 #[path = "../common/mod.rs"]
@@ -21,6 +22,7 @@ mod http_mjpeg;
 mod journald;
 mod model_swap;
 mod mqtt;
+mod privacy;
 mod sightings;
 mod sighup;
 mod sources;
