@@ -140,6 +140,8 @@ fn shipped_example_config_is_valid() {
     assert_eq!(s.store, d.store);
     assert_eq!(s.mqtt, d.mqtt);
     assert_eq!(s.gpio, d.gpio);
+    assert_eq!(s.privacy, d.privacy);
+    assert_eq!(s.privacy_masks, d.privacy_masks);
 }
 
 // Would catch check-config printing something the loader cannot read back.
