@@ -13,6 +13,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("image", 2),
     ("logging", 2),
     ("systemd", 2),
+    ("power", 2),
     ("state", 3),
     ("capture", 4),
     ("inference", 4),

@@ -18,6 +18,7 @@
 //! | 2 | [`image`] | image formats shared by capture and inference: sniffing and decoding JPEG/PNG/BMP, MJPEG header repair, YUYV → RGB, privacy masks |
 //! | 2 | [`logging`] | journald or stderr logging, level changes |
 //! | 2 | [`systemd`] | `sd_notify` and the unit generator |
+//! | 2 | [`power`] | SoC temperature and the firmware's throttling and under-voltage flags, read from sysfs |
 //! | 3 | [`state`] | readiness, counters, model, last result, event bus, `/metrics` exposition (a sink) |
 //! | 4 | [`capture`] | frame sources: V4L2 cameras, replayed folders, a program's output (`command`) |
 //! | 4 | [`inference`] | runtimes (LiteRT, built-in TF Lite), pre- and post-processing |
@@ -56,6 +57,7 @@ pub(crate) mod metrics;
 pub mod modelstore;
 pub(crate) mod mqtt;
 pub mod pipeline;
+pub mod power;
 pub mod sightings;
 pub mod state;
 pub mod store;

@@ -115,6 +115,8 @@ pub enum ApiError {
     ModelRefused { reason: String },
     #[error("no earlier model version to roll back to")]
     NoPreviousModel,
+    #[error("no installed model version has this SHA-256 (see GET /api/v1/model)")]
+    ModelVersionNotFound,
     #[error("another model change is in progress")]
     ModelChangeInProgress,
     #[error("configuration refused, the running settings stay in force: {reason}")]
@@ -294,6 +296,11 @@ fn problem_kind(e: &ApiError) -> (StatusCode, &'static str, &'static str) {
             StatusCode::CONFLICT,
             "no_previous_model",
             "No earlier model version",
+        ),
+        ApiError::ModelVersionNotFound => (
+            StatusCode::NOT_FOUND,
+            "model_version_not_found",
+            "No such model version",
         ),
         ApiError::ConfigRefused { .. } => (
             StatusCode::UNPROCESSABLE_ENTITY,

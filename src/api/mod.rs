@@ -28,7 +28,8 @@
 //! - `POST /api/v1/classify` (read): classify an uploaded image, see
 //!   [`classify`].
 //! - `/api/v1/events` (read): Server-Sent Events, see [`events`].
-//! - `GET|PUT /api/v1/model`, `POST /api/v1/model/rollback` (admin): see
+//! - `GET|PUT /api/v1/model`, `POST /api/v1/model/rollback`,
+//!   `POST /api/v1/model/versions/{sha256}/activate` (admin): see
 //!   `model`.
 //! - `/api/v1/openapi.json` (read): the OpenAPI description, see [`openapi`].
 //! - `/api/v1/sightings?since=&until=&label=&source=&zone=&open=&limit=&cursor=`,

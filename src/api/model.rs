@@ -1,7 +1,9 @@
 //! Model management over HTTPS (admin): `GET /api/v1/model` (the active
 //! model and the installed versions), `PUT /api/v1/model` (upload a .tflite,
 //! validate it with the canary, install and activate it) and
-//! `POST /api/v1/model/rollback`. Owns only the HTTP side: versions are kept
+//! `POST /api/v1/model/rollback` and
+//! `POST /api/v1/model/versions/{sha256}/activate` (make an installed version
+//! the active one, for the web page's Device view). Owns only the HTTP side: versions are kept
 //! by [`crate::modelstore`], and the switch is the SIGHUP path (the inference
 //! thread reloads between two frames). A model that fails validation is
 //! refused with the reason and never activated, so the previous model keeps
@@ -24,6 +26,9 @@ fn store_err(e: ModelStoreError) -> ApiError {
     match e {
         ModelStoreError::NoHistory => ApiError::NoPreviousModel,
         ModelStoreError::Refused { reason, .. } => ApiError::ModelRefused { reason },
+        ModelStoreError::UnknownVersion(_) | ModelStoreError::Ambiguous(_) => {
+            ApiError::ModelVersionNotFound
+        }
         other => ApiError::Internal(format!("model store: {other}")),
     }
 }
@@ -163,6 +168,34 @@ pub(super) async fn rollback(ctx: &Arc<Ctx>) -> Result<Resp, ApiError> {
         .try_lock()
         .map_err(|_| ApiError::ModelChangeInProgress)?;
     let meta = blocking_models(move || p.models.rollback().map_err(store_err)).await?;
+    reload(ctx)?;
+    await_running(ctx, &meta.sha256).await?;
+    Ok(changed(ctx, &meta))
+}
+
+/// `POST /api/v1/model/versions/{sha256}/activate`: make an installed version
+/// (named by its whole SHA-256, as `GET /api/v1/model` lists it) the active
+/// one. The version being replaced goes into the history, so a roll back
+/// returns to it.
+pub(super) async fn activate(ctx: &Arc<Ctx>, sha256: &str) -> Result<Resp, ApiError> {
+    if sha256.len() != 64
+        || !sha256
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return Err(super::invalid(
+            "sha256",
+            "64 lower-case hexadecimal digits, as GET /api/v1/model lists them",
+        ));
+    }
+    let p = ctx.pipeline.clone().ok_or(ApiError::ModelUnavailable)?;
+    let _change = ctx
+        .model_change
+        .try_lock()
+        .map_err(|_| ApiError::ModelChangeInProgress)?;
+    let sha = sha256.to_string();
+    let meta = blocking_models(move || p.models.activate(&sha).map_err(store_err)).await?;
+    log::info!(spotter_model_sha256 = meta.sha256.as_str(); "API: model {} ({}) activated", meta.sha256, meta.original_name);
     reload(ctx)?;
     await_running(ctx, &meta.sha256).await?;
     Ok(changed(ctx, &meta))

@@ -171,6 +171,12 @@ pub const ROUTES: &[RouteSpec] = &[
         scope: Some(Scope::Admin),
         allow: "DELETE",
     },
+    RouteSpec {
+        path: "/api/v1/model/versions/{sha256}/activate",
+        name: "model_activate",
+        scope: Some(Scope::Admin),
+        allow: "POST",
+    },
 ];
 
 #[derive(Debug, PartialEq)]
@@ -198,6 +204,7 @@ pub(super) enum Route<'a> {
     Session,
     SourceFrame(&'a str),
     KeyById(&'a str),
+    ModelActivate(&'a str),
 }
 
 impl Route<'_> {
@@ -226,6 +233,7 @@ impl Route<'_> {
             Route::Session => 20,
             Route::SourceFrame(_) => 21,
             Route::KeyById(_) => 22,
+            Route::ModelActivate(_) => 23,
         };
         &ROUTES[i]
     }
@@ -263,6 +271,15 @@ pub(super) fn match_route(path: &str) -> Option<Route<'_>> {
                 return None;
             }
             Route::KeyById(id)
+        }
+        p if p.starts_with("/api/v1/model/versions/") => {
+            let sha = p
+                .strip_prefix("/api/v1/model/versions/")?
+                .strip_suffix("/activate")?;
+            if sha.is_empty() || sha.contains('/') {
+                return None;
+            }
+            Route::ModelActivate(sha)
         }
         p if p.starts_with("/api/v1/sources/") => {
             let name = p.strip_prefix("/api/v1/sources/")?.strip_suffix("/frame")?;
@@ -359,6 +376,7 @@ pub(super) async fn dispatch(
         Route::Model if req.method == Method::PUT => model::put(ctx, req.body, query).await,
         Route::Model => model::get(ctx).await,
         Route::ModelRollback => model::rollback(ctx).await,
+        Route::ModelActivate(sha) => model::activate(ctx, sha).await,
         Route::OpenApi => Ok(openapi::response()),
         Route::Reload => reload::post(ctx).await,
         Route::Sightings => sightings::list(ctx, query).await,
@@ -418,6 +436,13 @@ mod tests {
             Some(Route::KeyById("00ff"))
         );
         assert_eq!(match_route("/api/v1/keys/"), None);
+        assert_eq!(
+            match_route("/api/v1/model/versions/ab12/activate"),
+            Some(Route::ModelActivate("ab12"))
+        );
+        assert_eq!(match_route("/api/v1/model/versions//activate"), None);
+        assert_eq!(match_route("/api/v1/model/versions/ab12"), None);
+        assert_eq!(match_route("/api/v1/model/versions/a/b/activate"), None);
         assert_eq!(match_route("/api/v1/keys/a/b"), None);
     }
 

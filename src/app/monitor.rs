@@ -44,7 +44,7 @@ pub(super) async fn supervise(
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
-    let mut monitor = Monitor::new(state, notifier);
+    let mut monitor = Monitor::new(state, notifier, &settings.power);
     loop {
         tokio::select! {
             _ = sigterm.recv() => return Ok(Exit::Signal),
@@ -84,10 +84,17 @@ struct Monitor<'a> {
     fps: f64,
     /// When the allocator's free pages were last returned (`trim_malloc`).
     last_trim: Instant,
+    /// SoC temperature and throttling flags (issue 22), `None` with
+    /// `[power] enabled = false`.
+    power: Option<crate::power::Watch>,
 }
 
 impl<'a> Monitor<'a> {
-    fn new(state: &'a AppState, notifier: &'a Notifier) -> Self {
+    fn new(
+        state: &'a AppState,
+        notifier: &'a Notifier,
+        power: &crate::config::power::PowerSettings,
+    ) -> Self {
         let watchdog = Notifier::watchdog_interval();
         if let Some(wd) = watchdog {
             log::info!("systemd watchdog active: pings while capture and inference make progress (interval {} ms)", wd.as_millis());
@@ -102,6 +109,12 @@ impl<'a> Monitor<'a> {
             fps_window: (Instant::now(), 0u64),
             fps: 0.0,
             last_trim: Instant::now(),
+            power: power.enabled.then(|| {
+                crate::power::Watch::new(
+                    Box::new(crate::power::Sysfs::new(&power.sysfs_root)),
+                    Duration::from_secs(power.poll_s),
+                )
+            }),
         }
     }
 
@@ -122,6 +135,7 @@ impl<'a> Monitor<'a> {
         }
         self.feed_watchdog();
         self.report_status();
+        self.watch_power();
         if self.last_trim.elapsed() >= super::TRIM_EVERY {
             super::trim_malloc();
             self.last_trim = Instant::now();
@@ -181,6 +195,37 @@ impl<'a> Monitor<'a> {
             self.was_ready = now_ready;
             self.last_status = Instant::now();
         }
+    }
+}
+
+impl Monitor<'_> {
+    /// Read the power and heat sensors when due; log when throttling starts
+    /// and ends (once per episode).
+    fn watch_power(&mut self) {
+        let Some(watch) = self.power.as_mut() else {
+            return;
+        };
+        let Some((reading, change)) = watch.poll(Instant::now()) else {
+            return;
+        };
+        let temp = reading
+            .temp_c
+            .map_or_else(|| "unknown".to_string(), |t| format!("{t:.1}"));
+        match change {
+            Some(crate::power::Change::Started(flags)) => {
+                let names = flags.names().join(", ");
+                log::warn!(
+                    message_id = ids::THROTTLING_STARTED, spotter_throttle_flags = names.as_str(), spotter_temp_c = temp.as_str();
+                    "the board reports {names} (SoC at {temp} °C): inference slows down; check the power supply and cooling"
+                );
+            }
+            Some(crate::power::Change::Ended) => log::info!(
+                message_id = ids::THROTTLING_ENDED, spotter_temp_c = temp.as_str();
+                "throttling ended (SoC at {temp} °C)"
+            ),
+            None => {}
+        }
+        self.state.set_power(reading);
     }
 }
 

@@ -18,6 +18,7 @@
 pub(crate) mod api;
 pub(crate) mod gpio;
 mod model;
+pub(crate) mod power;
 pub(crate) mod privacy;
 mod raw;
 pub(crate) mod sightings;
@@ -330,6 +331,8 @@ pub struct Settings {
     pub privacy_masks: Vec<privacy::PrivacyMaskSettings>,
     /// `[privacy]` (issue 23).
     pub privacy: privacy::PrivacySettings,
+    /// `[power]` (issue 22).
+    pub power: power::PowerSettings,
     /// The files that were read, in the order they were layered.
     #[serde(skip)]
     pub files: Vec<PathBuf>,
@@ -1048,6 +1051,7 @@ fn build_after_sources(
     let motion = sightings::build_motion(l)?;
     let privacy_masks = privacy::build_privacy_masks(l, &names)?;
     let privacy = privacy::build_privacy(l)?;
+    let power = power::build_power(l)?;
 
     Ok(Settings {
         daemon,
@@ -1063,6 +1067,7 @@ fn build_after_sources(
         motion,
         privacy_masks,
         privacy,
+        power,
         files: l.paths(),
     })
 }

@@ -32,6 +32,8 @@ pub(super) struct RawConfig {
     // --- Privacy masks (issue 23) ---
     pub privacy_mask: Option<Vec<super::privacy::RawPrivacyMask>>,
     pub privacy: Option<super::privacy::RawPrivacy>,
+    // --- Power and heat (issue 22) ---
+    pub power: Option<super::power::RawPower>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -142,6 +142,29 @@ fn shipped_example_config_is_valid() {
     assert_eq!(s.gpio, d.gpio);
     assert_eq!(s.privacy, d.privacy);
     assert_eq!(s.privacy_masks, d.privacy_masks);
+    assert_eq!(s.power, d.power);
+}
+
+// Would catch [power] keys ignored or accepted out of range (a zero poll
+// interval would read sysfs in a busy loop).
+#[test]
+fn power_keys_are_read_and_checked() {
+    let s = one("[power]\nsysfs_root = \"/tmp/fake\"\npoll_s = 2\nenabled = false\n").unwrap();
+    assert_eq!(
+        s.power,
+        power::PowerSettings {
+            enabled: false,
+            sysfs_root: PathBuf::from("/tmp/fake"),
+            poll_s: 2,
+        }
+    );
+    for bad in ["0", "3601"] {
+        let e = one(&format!("[power]\npoll_s = {bad}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("power.poll_s"), "{e}");
+    }
+    assert!(one("[power]\npoll = 3\n").is_err(), "unknown key accepted");
 }
 
 // Would catch check-config printing something the loader cannot read back.

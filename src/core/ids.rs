@@ -103,3 +103,12 @@ pub const ROI_IGNORED: &str = "1dd72c3f3e50494a8d6ecb48d304be19";
 /// multiple of its frame interval): its readiness check fails; other
 /// sources keep streaming. `SPOTTER_SOURCE_NAME` says which.
 pub const SOURCE_STALLED: &str = "5ffdde4c35954599a1f1cc942744ac8a";
+// --- Power and heat (issue 22) ---
+/// The firmware reports under-voltage, a capped frequency, throttling or the
+/// soft temperature limit (`SPOTTER_THROTTLE_FLAGS` names them,
+/// `SPOTTER_TEMP_C` the SoC temperature): inference slows or the SD card is
+/// at risk. Logged when the first flag appears, not per poll.
+pub const THROTTLING_STARTED: &str = "1fb0ff45f31d484ea8682f164a412b14";
+/// No throttling flag holds any more (the firmware's "since boot" bits stay
+/// set until reboot and are in status).
+pub const THROTTLING_ENDED: &str = "081e646ca3e14274b5d4b730c2a089f7";

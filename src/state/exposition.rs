@@ -268,7 +268,52 @@ pub fn render_metrics(state: &AppState, store: &StoreStats) -> String {
     }
     per_source(state, &r, &mut snap);
     motion(state, &c, &mut snap);
+    power(state, &mut snap);
     state.metrics.encode_with(&snap)
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PowerFlagLabels {
+    flag: &'static str,
+    /// `now`, or `since_boot` (the firmware's sticky bits).
+    when: &'static str,
+}
+
+/// Power and heat (issue 22): the SoC temperature and each throttling flag,
+/// now and since boot, from the monitor's last reading (absent on a board
+/// without the sensors).
+fn power(state: &AppState, snap: &mut Registry) {
+    let Some(r) = state.power() else {
+        return;
+    };
+    if let Some(t) = r.temp_c {
+        snap.register(
+            "soc_temperature_celsius",
+            "SoC temperature at the last reading",
+            ConstGauge::new(t),
+        );
+    }
+    let flags = Family::<PowerFlagLabels, Gauge>::default();
+    for (when, t) in [("now", r.now), ("since_boot", r.since_boot)] {
+        let Some(t) = t else { continue };
+        for (flag, on) in [
+            ("under_voltage", t.under_voltage),
+            ("freq_capped", t.freq_capped),
+            ("throttled", t.throttled),
+            ("soft_temp_limit", t.soft_temp_limit),
+        ] {
+            flags
+                .get_or_create(&PowerFlagLabels { flag, when })
+                .set(i64::from(on));
+        }
+    }
+    if r.now.is_some() {
+        snap.register(
+            "power_flag",
+            "1 while the firmware reports the flag (when=now) or reported it since boot (when=since_boot)",
+            flags,
+        );
+    }
 }
 
 /// Each registered source's figures, labelled `source="<name>"` (bounded:

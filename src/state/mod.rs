@@ -20,6 +20,7 @@ pub(crate) mod frames;
 pub(crate) mod gpio;
 // Motion gating figures (issue 18, motion).
 pub(crate) mod motion;
+pub(crate) mod power;
 mod status;
 
 pub use exposition::render_metrics;
@@ -342,6 +343,8 @@ pub struct AppState {
     open_sightings: RwLock<std::collections::BTreeMap<String, usize>>,
     /// Whether motion gating is on for the active model (issue 18, motion).
     pub motion: motion::MotionStatus,
+    /// SoC temperature and throttling flags (issue 22), from the monitor.
+    pub power: power::PowerStatus,
     /// Bumped by every setter of a field the status document shows that
     /// its key cannot compare cheaply (see `status`).
     generation: AtomicU64,
@@ -377,6 +380,7 @@ impl AppState {
             sources: RwLock::new(Vec::new()),
             open_sightings: RwLock::new(Default::default()),
             motion: Default::default(),
+            power: Default::default(),
             generation: AtomicU64::new(0),
             status_cache: Default::default(),
             privacy: RwLock::default(),

@@ -57,6 +57,9 @@ struct StatusDoc<'a> {
     /// fetches a frame, without a setter, so as stale as the uptime in the
     /// key allows (one second).
     focus: super::frames::FocusSnapshot,
+    /// SoC temperature and throttling flags (issue 22); null before the
+    /// first reading or with `[power]` off.
+    power: Option<crate::power::Reading>,
 }
 
 #[derive(Serialize)]
@@ -120,6 +123,7 @@ impl AppState {
             gpio: self.gpio.snapshot(),
             motion: self.motion_snapshot(),
             focus: self.focus_snapshot(),
+            power: self.power(),
         };
         match serde_json::to_vec(&doc) {
             Ok(v) => Bytes::from(v),

@@ -214,7 +214,9 @@ fn classify_uploads_and_refuse_bad_ones() {
 
 // Catches: a refused model replacing the running one, uploads not switching
 // the model the pipeline and uploads use, rollback not restoring the previous
-// version, and model management open to read keys.
+// version, activation by SHA-256 not running the named version (or not
+// keeping the replaced one for a roll back, or accepting a prefix or an
+// unknown version), and model management open to read keys.
 #[test]
 fn model_upload_refusal_and_rollback() {
     let tmp = tempfile::tempdir().unwrap();
@@ -319,6 +321,44 @@ fn model_upload_refusal_and_rollback() {
         .filter(|v| v["active"] == true)
         .map(|v| v["version"]["sha256"].clone())
         .collect();
-    assert_eq!(active, vec![serde_json::Value::from(eff_sha)]);
+    assert_eq!(active, vec![serde_json::Value::from(eff_sha.clone())]);
+
+    // Activate a listed version by its SHA-256 (the Device page's control):
+    // it runs, and a roll back returns to the one it replaced.
+    let small_sha = sha256_hex(&small);
+    let activate = format!("/api/v1/model/versions/{small_sha}/activate");
+    assert_eq!(reader.send("POST", &activate, b"").unwrap().status, 403);
+    let r = admin.send("POST", &activate, b"").unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["running"]["sha256"], small_sha.as_str());
+    let r = admin.send("POST", "/api/v1/model/rollback", b"").unwrap();
+    assert_eq!(
+        r.json()["running"]["sha256"],
+        eff_sha.as_str(),
+        "{}",
+        r.body
+    );
+    for (path, status, code) in [
+        (
+            format!("/api/v1/model/versions/{}/activate", "0".repeat(64)),
+            404,
+            "model_version_not_found",
+        ),
+        (
+            format!("/api/v1/model/versions/{}/activate", &small_sha[..12]),
+            400,
+            "invalid_parameter",
+        ),
+    ] {
+        let r = admin.send("POST", &path, b"").unwrap();
+        assert_eq!(
+            (r.status, problem_code(&r).as_str()),
+            (status, code),
+            "{path}: {}",
+            r.body
+        );
+    }
+    let running = admin.get("/api/v1/model").unwrap().json();
+    assert_eq!(running["running"]["sha256"], eff_sha.as_str());
     d.assert_running();
 }

@@ -124,7 +124,12 @@ async fn device_page_shows_admin_controls_only_to_admin_keys() {
     let h = start().await;
     let read = page(&h, "/device", Some(&h.read_key)).await;
     assert_eq!(read.status, 200);
-    for control in ["id=\"create-key\"", "class=\"revoke", "id=\"rollback\""] {
+    for control in [
+        "id=\"create-key\"",
+        "class=\"revoke",
+        "id=\"rollback\"",
+        "class=\"activate",
+    ] {
         assert!(!read.body.contains(control), "read key sees {control}");
     }
     assert!(
@@ -136,4 +141,63 @@ async fn device_page_shows_admin_controls_only_to_admin_keys() {
         assert!(admin.body.contains(control), "admin lacks {control}");
     }
     assert!(admin.body.contains(&h.read_info.id));
+}
+
+// Would catch: the History charts counting the wrong period (a sighting from
+// three days ago in the 24-hour chart, or a recent one missing from the
+// week's), e.g. when the day's chart is cut from the week's summary at the
+// wrong bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_charts_cover_their_own_periods() {
+    use spotter::core::sighting::{Sighting, SightingChange};
+    let h = start().await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    let hour = 3_600_000_000_000i64;
+    let sighting = |id: u64, label: &str, start: i64| Sighting {
+        id,
+        label: label.into(),
+        source: "cam".into(),
+        zone: None,
+        start_ns: start,
+        end_ns: Some(start + 60_000_000_000),
+        last_seen_ns: start + 60_000_000_000,
+        peak_score: 0.9,
+        frames: 10,
+        max_objects: 1,
+        best_result_id: None,
+        best_ns: start,
+    };
+    for s in [
+        sighting(1, "heron", now - 2 * hour),
+        sighting(2, "fox", now - 72 * hour),
+        sighting(3, "badger", now - 9 * 24 * hour),
+    ] {
+        h.store
+            .put_sighting(&s, None, Some(SightingChange::Ended))
+            .unwrap();
+    }
+    let r = page(&h, "/history", Some(&h.read_key)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let charts: Vec<&str> = r
+        .body
+        .split("<section class=\"chart-box\">")
+        .skip(1)
+        .map(|s| &s[..s.find("</section>").unwrap()])
+        .collect();
+    assert_eq!(charts.len(), 2, "{}", r.body);
+    let legend = |c: &str| -> Vec<String> {
+        c.split("</span>")
+            .skip(1)
+            .map(|s| s[..s.find("</li>").unwrap()].to_string())
+            .collect()
+    };
+    assert!(charts[0].contains("Last 24 hours"), "{}", charts[0]);
+    assert_eq!(legend(charts[0]), vec!["heron"]);
+    assert!(charts[1].contains("Last 7 days"), "{}", charts[1]);
+    let mut week = legend(charts[1]);
+    week.sort();
+    assert_eq!(week, vec!["fox", "heron"]);
 }

@@ -5,8 +5,8 @@
 //! (ffmpeg) end to end; a YOLO detector end to
 //! end; model swaps in the inference loop; the latest frame a viewer of
 //! the web page fetches (issue 20); privacy masks on every stored or shown
-//! picture (issue 23); and the web interface in a headless
-//! browser.
+//! picture (issue 23); the web interface in a headless
+//! browser; and power and heat readings from a fake sysfs (issue 22).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -22,6 +22,7 @@ mod http_mjpeg;
 mod journald;
 mod model_swap;
 mod mqtt;
+mod power;
 mod privacy;
 mod sightings;
 mod sighup;

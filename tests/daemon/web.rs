@@ -332,3 +332,78 @@ fn pages_in_a_browser() {
     });
     assert_clean_console(&b, "live (new key)");
 }
+
+// Would catch: a detector's boxes or a source's zones missing from the Live
+// page (boxes drawn in the wrong coordinates land off the canvas; zones
+// not passed to the script, or not scaled from normalized coordinates, are
+// not drawn), or the page showing a detector's label late. The photo and
+// zone are not special: any detection and any zone must be drawn.
+#[test]
+fn live_draws_a_detectors_boxes_and_the_zones() {
+    if !available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    std::fs::copy(
+        testdata().join("images/grace_hopper.bmp"),
+        photos.join("grace_hopper.bmp"),
+    )
+    .unwrap();
+    let yolo = testdata().join("models/detection/yolov8n/yolov8n_full_integer_quant.tflite");
+    let config = format!(
+        "[daemon]\nstate_dir = \"@STATE@\"\nlog_level = \"info\"\n\n\
+         [source]\nkind = \"files\"\ndir = \"{}\"\nfps = 2.0\nloop = true\n\n\
+         [model]\npath = \"{}\"\nruntime = \"auto\"\nthreads = 1\n\n\
+         [api]\nlisten = \"127.0.0.1:@PORT@\"\n\n\
+         [[zone]]\nname = \"doorway\"\npolygon = [[0.05, 0.05], [0.6, 0.05], [0.6, 0.9], [0.05, 0.9]]\n",
+        photos.display(),
+        yolo.display()
+    );
+    let d = Daemon::start(tmp.path(), &config);
+    let latest = d
+        .client()
+        .wait_for("/api/v1/results/latest", 120, |r| {
+            r.status == 200
+                && r.json()["detections"]
+                    .as_array()
+                    .is_some_and(|a| !a.is_empty())
+        })
+        .json();
+    let label = latest["detections"][0]["label"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let key = create_key(&d, "tech", "read");
+    let b = Browser::start(1280, 900);
+    sign_in(&b, &d, &key);
+    b.wait(10, "the Live page", |b| {
+        b.url().ends_with("/live").then_some(())
+    });
+    b.wait(10, &format!("the label {label:?} on the Live page"), |b| {
+        let t = b.text(&b.find("section.source .labels")?);
+        t.contains(&label).then_some(())
+    });
+    // Pixels of the box colour (#f5a623) and the zone outline (#4a90e2) on
+    // the overlay, once the frame has loaded and sized the canvas.
+    let count = "const c = document.querySelector('canvas.overlay');
+        const img = document.querySelector('.frame-img');
+        if (!img.complete || !img.naturalWidth) return null;
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        const near = (i, r, g, b) => Math.abs(d[i]-r) < 12 && Math.abs(d[i+1]-g) < 12 && Math.abs(d[i+2]-b) < 12 && d[i+3] > 200;
+        let box = 0, zone = 0;
+        for (let i = 0; i < d.length; i += 4) {
+          if (near(i, 245, 166, 35)) box++;
+          if (near(i, 74, 144, 226)) zone++;
+        }
+        return [box, zone, c.width, img.naturalWidth];";
+    let (box_px, zone_px) = b.wait(10, "a box and a zone drawn over the frame", |b| {
+        let v = b.execute(count, json!([]));
+        let n = |i: usize| v.get(i).and_then(|x| x.as_u64()).unwrap_or(0);
+        (n(0) > 100 && n(1) > 100 && n(2) == n(3)).then_some((n(0), n(1)))
+    });
+    eprintln!("overlay: {box_px} box pixels, {zone_px} zone pixels");
+    b.screenshot(&screenshot_dir().join("live-detector.png"));
+    assert_clean_console(&b, "live (detector)");
+}

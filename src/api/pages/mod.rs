@@ -142,7 +142,16 @@ struct SignInPage {
 struct LivePage {
     frame: Frame,
     script: String,
-    sources: Vec<String>,
+    sources: Vec<LiveSource>,
+}
+
+/// One source on the Live page: its name and its zones as JSON
+/// (`[{"name":…,"polygon":[[x,y],…]}]`, normalized coordinates), which the
+/// script draws over the frame. Carried in a data attribute: the page CSP
+/// allows no inline script.
+struct LiveSource {
+    name: String,
+    zones: String,
 }
 
 struct ResultRow {
@@ -276,11 +285,27 @@ fn sign_in(caller: &Caller, notice: &'static str) -> Result<Resp, ApiError> {
 }
 
 fn live(ctx: &Ctx, caller: &Caller) -> Result<Resp, ApiError> {
+    // The zones the sightings stage uses (the running configuration's).
+    let zones = ctx
+        .pipeline
+        .as_ref()
+        .map(|p| {
+            p.control
+                .sightings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .zones
+                .clone()
+        })
+        .unwrap_or_default();
     let sources = ctx
         .state
         .source_stats()
         .iter()
-        .map(|s| s.name.clone())
+        .map(|s| LiveSource {
+            name: s.name.clone(),
+            zones: zones_json(&zones, &s.name),
+        })
         .collect();
     let page = LivePage {
         frame: Frame::new("live", caller),
@@ -288,6 +313,16 @@ fn live(ctx: &Ctx, caller: &Caller) -> Result<Resp, ApiError> {
         sources,
     };
     Ok(html(StatusCode::OK, render(&page)?))
+}
+
+/// The zones of `source` as the Live script reads them.
+fn zones_json(zones: &[crate::config::sightings::ZoneSettings], source: &str) -> String {
+    let list: Vec<serde_json::Value> = zones
+        .iter()
+        .filter(|z| z.source == source)
+        .map(|z| serde_json::json!({ "name": z.name, "polygon": z.polygon.points() }))
+        .collect();
+    serde_json::Value::Array(list).to_string()
 }
 
 /// A Unix time in ns as `YYYY-MM-DD HH:MM:SS` UTC.
@@ -407,12 +442,20 @@ async fn history(ctx: &Arc<Ctx>, caller: &Caller, query: Option<&str>) -> Result
     let now = now_ns();
     let hour = Bucket::Hour.len_ns();
     let mut charts = Vec::new();
+    // One pass over the store for the week; the day's chart is its last 24
+    // hour buckets (hour-aligned, so each bucket's figures are the same).
+    let week_since = Bucket::Hour.floor(now) - (24 * 7 - 1) * hour;
+    let store = ctx.store.clone();
+    let week =
+        blocking(move || store.sighting_summary(Bucket::Hour, week_since, now.saturating_add(1)))
+            .await?;
     for (title, hours) in [("Last 24 hours", 24usize), ("Last 7 days", 24 * 7)] {
         let since = Bucket::Hour.floor(now) - (hours as i64 - 1) * hour;
-        let store = ctx.store.clone();
-        let rows =
-            blocking(move || store.sighting_summary(Bucket::Hour, since, now.saturating_add(1)))
-                .await?;
+        let rows: Vec<_> = week
+            .iter()
+            .filter(|r| r.bucket_start_ns >= since)
+            .cloned()
+            .collect();
         let (svg, legend) = chart::render(
             &format!("Sightings per label per hour, {title}"),
             &rows,
@@ -595,6 +638,28 @@ mod tests {
         assert_eq!(m.rows[0].1, "not configured");
     }
 
+    // Catches: the Live page drawing another source's zones over a frame, or
+    // zones in pixel rather than the normalized coordinates the script scales.
+    #[test]
+    fn zones_json_lists_the_sources_own_zones_normalized() {
+        use crate::config::sightings::ZoneSettings;
+        use crate::core::zone::{Anchor, Polygon};
+        let zone = |name: &str, source: &str| ZoneSettings {
+            name: name.into(),
+            source: source.into(),
+            polygon: Polygon::new(vec![[0.1, 0.2], [0.9, 0.2], [0.5, 0.8]]).unwrap(),
+            anchor: Anchor::default(),
+            labels: Vec::new(),
+        };
+        let zones = [zone("door", "front"), zone("drive", "back")];
+        let v: serde_json::Value = serde_json::from_str(&zones_json(&zones, "front")).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!([{"name": "door", "polygon": [[0.1, 0.2], [0.9, 0.2], [0.5, 0.8]]}])
+        );
+        assert_eq!(zones_json(&zones, "side"), "[]");
+    }
+
     // Catches: markup in a key name or label rendered as HTML (a key named
     // `<script>` by an admin would run in every admin's page), and inline
     // script or style in a template.
@@ -611,11 +676,15 @@ mod tests {
         let page = LivePage {
             frame: Frame::new("live", &caller),
             script: assets::url("live.js"),
-            sources: vec!["<b>cam</b>".into()],
+            sources: vec![LiveSource {
+                name: "<b>cam</b>".into(),
+                zones: r#"[{"name":"\"><script>x</script>"}]"#.into(),
+            }],
         };
         let text = render(&page).unwrap();
         assert!(!text.contains("<script>alert"), "{text}");
         assert!(!text.contains("<b>cam"), "{text}");
+        assert!(!text.contains("<script>x"), "{text}");
         for t in [
             include_str!("templates/base.html"),
             include_str!("templates/signin.html"),

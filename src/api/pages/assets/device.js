@@ -1,6 +1,6 @@
 // The Device page's admin controls (present only for admin keys; the API
-// refuses them to any other): create and revoke API keys, roll the model
-// back.
+// refuses them to any other): create and revoke API keys, activate a model
+// version or roll the model back.
 "use strict";
 document.addEventListener("DOMContentLoaded", function () {
   const api = window.spotter;
@@ -30,6 +30,16 @@ document.addEventListener("DOMContentLoaded", function () {
       } else {
         keyMsg.textContent = "Not revoked: " + api.problem(res);
       }
+    });
+  });
+  const modelMsg = document.getElementById("model-msg");
+  document.querySelectorAll("button.activate").forEach(function (b) {
+    b.addEventListener("click", async function () {
+      if (!window.confirm("Activate the model version " + b.dataset.name + "?")) return;
+      modelMsg.textContent = "Activating… (the new model runs once it passes its canary)";
+      const res = await api.call("POST", "/api/v1/model/versions/" + encodeURIComponent(b.dataset.sha) + "/activate");
+      modelMsg.textContent = res.ok ? "Activated." : "Not activated: " + api.problem(res);
+      if (res.ok) window.location.reload();
     });
   });
   const rb = document.getElementById("rollback");

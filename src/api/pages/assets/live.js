@@ -1,14 +1,18 @@
 // The Live page: per source the latest frame (fetched at most once a
 // second, waiting out the server's Retry-After), the current labels and
-// boxes drawn over it from the event stream, the focus figure and its
-// peak, and the device's rates and readiness from /api/v1/status.
+// boxes drawn over it from the event stream (and the source's zones, from
+// the page's data-zones attribute), the focus figure and its peak, and the
+// device's rates and readiness from /api/v1/status.
 "use strict";
 (function () {
   const FRAME_EVERY_MS = 1000;
   const STATUS_EVERY_MS = 2000;
   const sections = Array.from(document.querySelectorAll("section.source"));
   const byName = {};
-  sections.forEach(function (s) { byName[s.dataset.source] = s; });
+  sections.forEach(function (s) {
+    byName[s.dataset.source] = s;
+    try { s.zones = JSON.parse(s.dataset.zones || "[]"); } catch (e) { s.zones = []; }
+  });
 
   function sectionFor(name) {
     if (name && byName[name]) return byName[name];
@@ -62,6 +66,7 @@
     const c = sec.querySelector(".overlay");
     const ctx = c.getContext("2d");
     ctx.clearRect(0, 0, c.width, c.height);
+    drawZones(sec, ctx, c);
     if (!r || !r.detections) return;
     const w = r.image_width || c.width, h = r.image_height || c.height;
     ctx.lineWidth = Math.max(2, c.width / 200);
@@ -78,6 +83,27 @@
       ctx.fillRect(x, Math.max(0, y - 18), tw, 18);
       ctx.fillStyle = "#000";
       ctx.fillText(text, x + 3, Math.max(14, y - 4));
+    });
+  }
+
+  // Zones are in normalized coordinates (0–1 of the frame).
+  function drawZones(sec, ctx, c) {
+    ctx.lineWidth = Math.max(2, c.width / 300);
+    ctx.font = Math.max(12, Math.round(c.width / 45)) + "px system-ui, sans-serif";
+    (sec.zones || []).forEach(function (z) {
+      if (!z.polygon || z.polygon.length < 3) return;
+      ctx.beginPath();
+      z.polygon.forEach(function (p, i) {
+        const x = p[0] * c.width, y = p[1] * c.height;
+        if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
+      });
+      ctx.closePath();
+      ctx.fillStyle = "rgba(74, 144, 226, 0.15)";
+      ctx.fill();
+      ctx.strokeStyle = "#4a90e2";
+      ctx.stroke();
+      ctx.fillStyle = "#4a90e2";
+      ctx.fillText(z.name, z.polygon[0][0] * c.width + 4, z.polygon[0][1] * c.height + 16);
     });
   }
 

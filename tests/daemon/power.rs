@@ -1,0 +1,109 @@
+//! Power and heat (issue 22) against a fake sysfs tree: the daemon reads the
+//! SoC temperature and the firmware's throttling flags, shows them in status
+//! and `/metrics`, and logs when throttling starts and ends.
+
+use std::path::Path;
+
+use crate::common::{testdata, Daemon};
+
+fn write(root: &Path, rel: &str, text: &str) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    // Replace, not truncate in place: the monitor may read at any moment.
+    let tmp = p.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(tmp, p).unwrap();
+}
+
+// Would catch: the readings never reaching status or /metrics, the flags
+// read from the wrong bits, a "throttling started" line per poll instead of
+// per episode, or no line when it ends.
+#[test]
+fn throttling_and_temperature_from_a_fake_sysfs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sys = tmp.path().join("sys");
+    write(&sys, "class/thermal/thermal_zone0/type", "cpu-thermal\n");
+    write(&sys, "class/thermal/thermal_zone0/temp", "83500\n");
+    // Under-voltage and throttled now, and both since boot.
+    write(
+        &sys,
+        "devices/platform/soc/soc:firmware/get_throttled",
+        "50005\n",
+    );
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    std::fs::copy(
+        testdata().join("images/grace_hopper.bmp"),
+        photos.join("a.bmp"),
+    )
+    .unwrap();
+    let config = format!(
+        "[daemon]\nstate_dir = \"@STATE@\"\nlog_level = \"info\"\n\n\
+         [source]\nkind = \"files\"\ndir = \"{}\"\nfps = 2.0\nloop = true\n\n\
+         [model]\npath = \"{}\"\nruntime = \"builtin\"\nthreads = 1\n\n\
+         [api]\nlisten = \"127.0.0.1:@PORT@\"\n\n\
+         [power]\nsysfs_root = \"{}\"\npoll_s = 1\n",
+        photos.display(),
+        testdata()
+            .join("models/classification/mobilenet_v1_0.25_128_quant.tflite")
+            .display(),
+        sys.display()
+    );
+    let mut d = Daemon::start(tmp.path(), &config);
+    let c = d.client();
+    let status = c.wait_for("/api/v1/status", 60, |r| {
+        r.status == 200 && !r.json()["power"].is_null()
+    });
+    let p = &status.json()["power"];
+    assert_eq!(p["temp_c"], 83.5, "{p}");
+    assert_eq!(p["temp_zone"], "cpu-thermal");
+    assert_eq!(p["mask"], 0x50005);
+    assert_eq!(p["now"]["under_voltage"], true);
+    assert_eq!(p["now"]["throttled"], true);
+    assert_eq!(p["now"]["freq_capped"], false);
+    assert_eq!(p["since_boot"]["under_voltage"], true);
+    let m = c.get("/metrics").unwrap();
+    assert!(
+        m.body.contains("spotter_soc_temperature_celsius 83.5"),
+        "{}",
+        m.body
+    );
+    assert!(
+        m.body
+            .contains("spotter_power_flag{flag=\"throttled\",when=\"now\"} 1"),
+        "{}",
+        m.body
+    );
+
+    // Several polls in the same episode, then it ends (the sticky bits stay).
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    write(
+        &sys,
+        "devices/platform/soc/soc:firmware/get_throttled",
+        "50000\n",
+    );
+    write(&sys, "class/thermal/thermal_zone0/temp", "61000\n");
+    let status = c.wait_for("/api/v1/status", 30, |r| {
+        r.status == 200 && r.json()["power"]["now"]["throttled"] == false
+    });
+    assert_eq!(status.json()["power"]["temp_c"], 61.0);
+    assert_eq!(status.json()["power"]["since_boot"]["throttled"], true);
+    let log = d.log();
+    let started: Vec<_> = log
+        .lines()
+        .filter(|l| l.contains("the board reports under-voltage, throttled"))
+        .collect();
+    assert_eq!(started.len(), 1, "one line per episode: {started:#?}");
+    assert!(started[0].contains("83.5"), "{}", started[0]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !d.log().contains("throttling ended (SoC at 61.0") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no 'throttling ended' line: {}",
+            d.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let (code, _) = d.terminate();
+    assert!(code.success());
+}
