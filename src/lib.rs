@@ -15,7 +15,7 @@
 //! | 0 | [`core`] | leaf types: result record, frame, clock, GPIO line types, `MESSAGE_ID`s, atomic file writes, the shutdown token |
 //! | 1 | [`config`] | every settings type: TOML files and drop-ins validated into `Settings` |
 //! | 2 | [`metrics`] | accumulating Prometheus metrics and the store figures they render (a sink) |
-//! | 2 | [`image`] | image formats shared by capture and inference: sniffing and decoding JPEG/PNG/BMP, MJPEG header repair, YUYV → RGB |
+//! | 2 | [`image`] | image formats shared by capture and inference: sniffing and decoding JPEG/PNG/BMP, MJPEG header repair, YUYV → RGB, privacy masks |
 //! | 2 | [`logging`] | journald or stderr logging, level changes |
 //! | 2 | [`systemd`] | `sd_notify` and the unit generator |
 //! | 2 | [`power`] | SoC temperature and the firmware's throttling and under-voltage flags, read from sysfs |

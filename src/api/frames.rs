@@ -16,6 +16,11 @@
 //!   parallel. A frame the source delivered as JPEG is served as is; other
 //!   frames (YUYV, I420, NV12, RGB, PNG, BMP) are encoded.
 //!
+//! - **privacy masks** (issue 23): a source with `[[privacy_mask]]`s has
+//!   every frame decoded, masked and re-encoded (once per frame, as above)
+//!   before any viewer gets it; a frame that cannot be masked is a 500,
+//!   never served unmasked.
+//!
 //! The frames come from the inference thread's hand-off
 //! ([`crate::state::frames`]): nothing is copied while nobody watches.
 
@@ -34,6 +39,7 @@ use super::limit::{client_key, retry_after_secs, RateLimiter};
 use super::{ApiError, Ctx, Resp};
 use crate::core::frame::{Frame, PixelFormat};
 use crate::image::decode::{decode_rgb, sniff, ImageKind};
+use crate::image::mask::Privacy;
 
 /// A viewer counts toward `api.max_frame_viewers` for this long after its
 /// last frame request.
@@ -104,7 +110,12 @@ impl FrameViewers {
     }
 
     /// The encoded form of `frame` (the latest of `source`), made once.
-    async fn encode(&self, source: &str, frame: Arc<Frame>) -> Result<Encoded, ApiError> {
+    async fn encode(
+        &self,
+        source: &str,
+        frame: Arc<Frame>,
+        privacy: Arc<Privacy>,
+    ) -> Result<Encoded, ApiError> {
         let mut cache = self.encoded.lock().await;
         if let Some(e) = cache.get(source) {
             if e.seq == frame.seq && e.captured_at == frame.captured_at {
@@ -112,39 +123,55 @@ impl FrameViewers {
             }
         }
         let max_pixels = self.max_pixels;
-        let made = tokio::task::spawn_blocking(move || encode_frame(&frame, max_pixels))
-            .await
-            .map_err(|e| ApiError::Internal(format!("frame encode task failed: {e}")))??;
+        let name = source.to_string();
+        let made =
+            tokio::task::spawn_blocking(move || encode_frame(&frame, max_pixels, &privacy, &name))
+                .await
+                .map_err(|e| ApiError::Internal(format!("frame encode task failed: {e}")))??;
         cache.insert(source.to_string(), made.clone());
         Ok(made)
     }
 }
 
 /// The frame as a JPEG, and its focus figure (None when its luma image
-/// cannot be made).
-fn encode_frame(frame: &Frame, max_pixels: u64) -> Result<Encoded, ApiError> {
+/// cannot be made). A frame of a `source` with privacy masks is decoded,
+/// masked and re-encoded (issue 23).
+fn encode_frame(
+    frame: &Frame,
+    max_pixels: u64,
+    privacy: &Privacy,
+    source: &str,
+) -> Result<Encoded, ApiError> {
     let fail = |e: String| ApiError::Internal(format!("frame {}: {e}", frame.origin));
-    let jpeg = match frame.format {
-        PixelFormat::Encoded if sniff(&frame.data) == Some(ImageKind::Jpeg) => frame.data.clone(),
-        PixelFormat::Encoded => {
-            // PNG or BMP (a replayed folder): decoded, then encoded as JPEG.
-            let mut rgb = Vec::new();
-            let (w, h) =
-                decode_rgb(&frame.data, max_pixels, &mut rgb).map_err(|e| fail(e.to_string()))?;
-            let raw = Frame {
-                data: rgb,
-                format: PixelFormat::Rgb8,
-                width: w,
-                height: h,
-                stride: w * 3,
-                seq: frame.seq,
-                captured_at: frame.captured_at,
-                origin: frame.origin.clone(),
-                source: frame.source.clone(),
-            };
-            crate::image::encode::frame_to_jpeg(&raw).map_err(|e| fail(e.to_string()))?
-        }
-        _ => crate::image::encode::frame_to_jpeg(frame).map_err(|e| fail(e.to_string()))?,
+    let masked = privacy
+        .masked_jpeg(source, frame, &[], max_pixels)
+        .map_err(|e| fail(e.to_string()))?;
+    let jpeg = match masked {
+        Some(jpeg) => jpeg,
+        None => match frame.format {
+            PixelFormat::Encoded if sniff(&frame.data) == Some(ImageKind::Jpeg) => {
+                frame.data.clone()
+            }
+            PixelFormat::Encoded => {
+                // PNG or BMP (a replayed folder): decoded, then encoded as JPEG.
+                let mut rgb = Vec::new();
+                let (w, h) = decode_rgb(&frame.data, max_pixels, &mut rgb)
+                    .map_err(|e| fail(e.to_string()))?;
+                let raw = Frame {
+                    data: rgb,
+                    format: PixelFormat::Rgb8,
+                    width: w,
+                    height: h,
+                    stride: w * 3,
+                    seq: frame.seq,
+                    captured_at: frame.captured_at,
+                    origin: frame.origin.clone(),
+                    source: frame.source.clone(),
+                };
+                crate::image::encode::frame_to_jpeg(&raw).map_err(|e| fail(e.to_string()))?
+            }
+            _ => crate::image::encode::frame_to_jpeg(frame).map_err(|e| fail(e.to_string()))?,
+        },
     };
     let mut luma = Vec::new();
     let focus = crate::image::luma::LumaSampler::default()
@@ -178,7 +205,7 @@ pub(super) async fn frame(
     };
     ctx.frames.admit(&(key, client_key(peer)), Instant::now())?;
     let latest = stats.latest.get().ok_or(ApiError::NoFrame)?;
-    let enc = ctx.frames.encode(name, latest).await?;
+    let enc = ctx.frames.encode(name, latest, ctx.state.privacy()).await?;
     if let Some(f) = enc.focus {
         stats.latest.set_focus(enc.seq, f);
     }
@@ -277,7 +304,7 @@ mod tests {
             origin: "test".into(),
             source: String::new(),
         };
-        let e = encode_frame(&frame, 1 << 20).unwrap();
+        let e = encode_frame(&frame, 1 << 20, &Privacy::default(), "cam").unwrap();
         assert_eq!(sniff(&e.jpeg), Some(ImageKind::Jpeg));
         assert_eq!(e.seq, 3);
         assert!(e.focus.is_some_and(|f| f > 0.0), "{:?}", e.focus);
@@ -285,7 +312,13 @@ mod tests {
         image::RgbImage::from_pixel(16, 16, image::Rgb([1, 2, 3]))
             .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
             .unwrap();
-        let e = encode_frame(&Frame::encoded(png, 4, "p.png".into()), 1 << 20).unwrap();
+        let e = encode_frame(
+            &Frame::encoded(png, 4, "p.png".into()),
+            1 << 20,
+            &Privacy::default(),
+            "cam",
+        )
+        .unwrap();
         assert_eq!(sniff(&e.jpeg), Some(ImageKind::Jpeg));
         assert_eq!(e.focus, Some(0.0), "a flat image");
     }

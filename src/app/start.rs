@@ -208,6 +208,11 @@ pub(super) async fn start(settings: &Settings, state: &Arc<AppState>) -> anyhow:
     crate::keys::ensure_initial_admin_key(&settings.daemon.state_dir)
         .context("preparing API keys")?;
     let server = bind_api(settings, state, &store, listener).await?;
+    // Privacy masks (issue 23), in force before the first frame.
+    state.set_privacy(crate::image::mask::Privacy::from_settings(
+        &settings.privacy_masks,
+        &settings.privacy,
+    ));
     // One lane per source, served round robin.
     let names: Vec<&str> = settings.sources.iter().map(|s| s.name.as_str()).collect();
     let slot = Arc::new(FrameSlot::with_sources(&names));

@@ -22,6 +22,7 @@ pub(crate) mod backup;
 pub(crate) mod gpio;
 mod model;
 pub(crate) mod power;
+pub(crate) mod privacy;
 mod raw;
 pub(crate) mod sightings;
 mod sources;
@@ -33,6 +34,7 @@ pub use api::{is_valid_origin, ClientAuth};
 pub use audit::AuditSettings;
 pub use backup::{parse_recipient, BackupSettings};
 pub use model::{DetectionRules, ModelSettings, DEFAULT_IOU_THRESHOLD, DEFAULT_MAX_DETECTIONS};
+pub use privacy::{PrivacyMaskSettings, PrivacySettings};
 pub use sightings::{KeepFrames, MotionConfig, Roi, SightingRule, SightingsSettings, ZoneSettings};
 
 use std::net::SocketAddr;
@@ -329,6 +331,11 @@ pub struct Settings {
     pub zones: Vec<sightings::ZoneSettings>,
     /// `[motion]` (issue 18).
     pub motion: sightings::MotionConfig,
+    /// `[[privacy_mask]]` entries (issue 23).
+    #[serde(rename = "privacy_mask")]
+    pub privacy_masks: Vec<privacy::PrivacyMaskSettings>,
+    /// `[privacy]` (issue 23).
+    pub privacy: privacy::PrivacySettings,
     /// `[power]` (issue 22).
     pub power: power::PowerSettings,
     /// `[audit]` (issue 23).
@@ -1051,6 +1058,8 @@ fn build_after_sources(
     let names: Vec<String> = sources.iter().map(|s| s.name.clone()).collect();
     let zones = sightings::build_zones(l, &names)?;
     let motion = sightings::build_motion(l)?;
+    let privacy_masks = privacy::build_privacy_masks(l, &names)?;
+    let privacy = privacy::build_privacy(l)?;
     let power = power::build_power(l)?;
     let audit = audit::build_audit(l)?;
     let backup = backup::build_backup(l)?;
@@ -1067,6 +1076,8 @@ fn build_after_sources(
         sightings,
         zones,
         motion,
+        privacy_masks,
+        privacy,
         power,
         audit,
         backup,

@@ -29,6 +29,9 @@ pub(super) struct RawConfig {
     pub sightings: Option<super::sightings::RawSightings>,
     pub zone: Option<Vec<super::sightings::RawZone>>,
     pub motion: Option<super::sightings::RawMotion>,
+    // --- Privacy masks (issue 23) ---
+    pub privacy_mask: Option<Vec<super::privacy::RawPrivacyMask>>,
+    pub privacy: Option<super::privacy::RawPrivacy>,
     // --- Power and heat (issue 22) ---
     pub power: Option<super::power::RawPower>,
     // --- Audit trail (issue 23) ---

@@ -305,7 +305,7 @@ fn check_rule(
     })
 }
 
-fn check_labels(o: &Option<Origin<Vec<String>>>, key: &str) -> Result<(), ConfigError> {
+pub(super) fn check_labels(o: &Option<Origin<Vec<String>>>, key: &str) -> Result<(), ConfigError> {
     in_range(
         o,
         key,
@@ -425,27 +425,7 @@ pub(super) fn build_zones(
                 "must be 1 to 64 characters of letters, digits, '_', '-' or '.'",
             ));
         }
-        let source = match at.at(&z.source) {
-            Some(o) if sources.contains(&o.value) => o.value,
-            Some(o) => {
-                return Err(invalid(
-                    &o,
-                    &key("source"),
-                    format!(
-                        "no source is named \"{}\" (configured: {})",
-                        o.value,
-                        sources.join(", ")
-                    ),
-                ))
-            }
-            None if sources.len() == 1 => sources[0].clone(),
-            None => {
-                return Err(missing(
-                    "source",
-                    "required when several sources are configured",
-                ))
-            }
-        };
+        let source = check_source(at.at(&z.source), &key("source"), sources, &missing)?;
         if let Some(other) = zones
             .iter()
             .find(|o| o.name == name.value && o.source == source)
@@ -459,27 +439,7 @@ pub(super) fn build_zones(
                 ),
             ));
         }
-        let poly = at.at(&z.polygon).ok_or_else(|| {
-            missing(
-                "polygon",
-                "required in every [[zone]]: [[x, y], ...] in 0.0-1.0 of the frame",
-            )
-        })?;
-        let mut points = Vec::with_capacity(poly.value.len());
-        for (j, p) in poly.value.iter().enumerate() {
-            match p.as_slice() {
-                [x, y] => points.push([*x, *y]),
-                _ => {
-                    return Err(invalid(
-                        &poly,
-                        &key("polygon"),
-                        format!("point {j} must be [x, y]"),
-                    ))
-                }
-            }
-        }
-        let polygon =
-            Polygon::new(points).map_err(|e| invalid(&poly, &key("polygon"), e.to_string()))?;
+        let polygon = check_polygon(at.at(&z.polygon), &key("polygon"), "[[zone]]", &missing)?;
         let labels = at.at(&z.labels);
         check_labels(&labels, &key("labels"))?;
         zones.push(ZoneSettings {
@@ -491,6 +451,57 @@ pub(super) fn build_zones(
         });
     }
     Ok(zones)
+}
+
+/// The `source` key of a `[[zone]]` or `[[privacy_mask]]` (issue 23): a
+/// configured source's name; may be left out when there is one source.
+pub(super) fn check_source(
+    o: Option<Origin<String>>,
+    key: &str,
+    sources: &[String],
+    missing: &dyn Fn(&str, &str) -> ConfigError,
+) -> Result<String, ConfigError> {
+    match o {
+        Some(o) if sources.contains(&o.value) => Ok(o.value),
+        Some(o) => Err(invalid(
+            &o,
+            key,
+            format!(
+                "no source is named \"{}\" (configured: {})",
+                o.value,
+                sources.join(", ")
+            ),
+        )),
+        None if sources.len() == 1 => Ok(sources[0].clone()),
+        None => Err(missing(
+            "source",
+            "required when several sources are configured",
+        )),
+    }
+}
+
+/// The `polygon` key of a `[[zone]]` or `[[privacy_mask]]` (`table` names
+/// it in the message): `[[x, y], ...]`, normalized, a simple polygon.
+pub(super) fn check_polygon(
+    poly: Option<Origin<Vec<Vec<f64>>>>,
+    key: &str,
+    table: &str,
+    missing: &dyn Fn(&str, &str) -> ConfigError,
+) -> Result<Polygon, ConfigError> {
+    let poly = poly.ok_or_else(|| {
+        missing(
+            "polygon",
+            &format!("required in every {table}: [[x, y], ...] in 0.0-1.0 of the frame"),
+        )
+    })?;
+    let mut points = Vec::with_capacity(poly.value.len());
+    for (j, p) in poly.value.iter().enumerate() {
+        match p.as_slice() {
+            [x, y] => points.push([*x, *y]),
+            _ => return Err(invalid(&poly, key, format!("point {j} must be [x, y]"))),
+        }
+    }
+    Polygon::new(points).map_err(|e| invalid(&poly, key, e.to_string()))
 }
 
 /// `[motion]` across the layered files.

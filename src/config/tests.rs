@@ -140,6 +140,8 @@ fn shipped_example_config_is_valid() {
     assert_eq!(s.store, d.store);
     assert_eq!(s.mqtt, d.mqtt);
     assert_eq!(s.gpio, d.gpio);
+    assert_eq!(s.privacy, d.privacy);
+    assert_eq!(s.privacy_masks, d.privacy_masks);
     assert_eq!(s.power, d.power);
 }
 
@@ -965,4 +967,91 @@ fn backup_recipients_are_validated_at_load() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("PRIVATE") && !e.contains(&secret), "{e}");
+}
+
+// --- Privacy masks (issue 23) ---
+
+// Would catch a privacy mask validated differently from a zone (a
+// self-intersecting or out-of-frame polygon, or an unknown source, loading
+// and then masking nothing or the wrong pixels), a bad colour read as
+// black, or errors that do not name the file, line and key.
+#[test]
+fn bad_privacy_masks_are_refused_naming_file_line_and_key() {
+    let cases = [
+        (
+            "[[privacy_mask]]\npolygon = [[0.0, 0.0], [1.0, 1.0], [1.0, 0.0], [0.0, 1.0]]\n",
+            ":2:",
+            "privacy_mask[0].polygon",
+            "intersect",
+        ),
+        (
+            "[[privacy_mask]]\npolygon = [[0.0, 0.0], [1.5, 0.0], [1.0, 1.0]]\n",
+            ":2:",
+            "privacy_mask[0].polygon",
+            "outside the frame",
+        ),
+        (
+            "[[privacy_mask]]\nsource = \"garage\"\npolygon = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]\n",
+            ":2:",
+            "privacy_mask[0].source",
+            "garage",
+        ),
+        (
+            "[[privacy_mask]]\npolygon = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]\nfill = \"grey\"\n",
+            ":3:",
+            "privacy_mask[0].fill",
+            "#rrggbb",
+        ),
+        (
+            "[privacy]\nlabel_fill = \"#12345\"\n",
+            ":2:",
+            "privacy.label_fill",
+            "#rrggbb",
+        ),
+        (
+            "[privacy]\nblur_labels = [\"\"]\n",
+            ":2:",
+            "privacy.blur_labels",
+            "",
+        ),
+    ];
+    for (text, at, key, why) in cases {
+        let e = one(text).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("/etc/spotter/spotter.toml{at}")),
+            "{e}"
+        );
+        assert!(e.contains(key) && e.contains(why), "{e}");
+    }
+    let e = one("[[privacy_mask]]\nfill = \"#000000\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("privacy_mask[0].polygon"), "{e}");
+}
+
+// Would catch the documented defaults drifting (no masks, nothing blurred,
+// inference sees the masked frame), a mask's source or fill not taken, or
+// check-config printing the privacy settings in a form the loader cannot
+// read back.
+#[test]
+fn privacy_settings_default_and_round_trip_through_toml() {
+    let s = one("").unwrap();
+    assert!(s.privacy_masks.is_empty() && s.privacy.blur_labels.is_empty());
+    assert!(s.privacy.mask_inference && s.privacy.label_fill.is_none());
+    let s = one(
+        "[source]\nkind = \"files\"\ndir = \"/x\"\n\
+         [[privacy_mask]]\npolygon = [[0.0, 0.0], [0.5, 0.0], [0.5, 0.5]]\nfill = \"#FF8000\"\n\
+         [[privacy_mask]]\nsource = \"default\"\npolygon = [[0.5, 0.5], [1.0, 0.5], [1.0, 1.0]]\n\
+         [privacy]\nblur_labels = [\"person\"]\nlabel_fill = \"#101010\"\nmask_inference = false\n",
+    )
+    .unwrap();
+    assert_eq!(s.privacy_masks.len(), 2);
+    assert_eq!(s.privacy_masks[0].source, s.sources[0].name);
+    assert_eq!(s.privacy_masks[0].fill, [255, 128, 0]);
+    assert_eq!(s.privacy_masks[1].fill, [0, 0, 0]);
+    assert_eq!(s.privacy.label_fill, Some([16, 16, 16]));
+    assert!(!s.privacy.mask_inference);
+    let again = one(&s.to_toml()).unwrap();
+    assert_eq!(again.privacy_masks, s.privacy_masks);
+    assert_eq!(again.privacy, s.privacy);
 }

@@ -127,8 +127,19 @@ impl PrepareSpec {
         frame: &Frame,
         tensor: &mut Vec<u8>,
     ) -> Result<Prepared, InferenceError> {
+        self.prepare_masked(frame, tensor, None)
+    }
+
+    /// [`prepare`](Self::prepare) with the source's privacy masks (issue 23).
+    pub(crate) fn prepare_masked(
+        &mut self,
+        frame: &Frame,
+        tensor: &mut Vec<u8>,
+        masks: Option<&crate::image::mask::SourceMasks>,
+    ) -> Result<Prepared, InferenceError> {
         tensor.resize(self.tensor_len, 0);
-        self.prep.prepare(frame, self.max_pixels, tensor)
+        self.prep
+            .prepare_masked(frame, self.max_pixels, tensor, masks)
     }
 }
 
@@ -298,9 +309,18 @@ impl Engine {
 
     /// Run one frame end to end.
     pub fn run(&mut self, frame: &Frame) -> Result<InferenceOutput, InferenceError> {
-        let prepared = self
-            .prep
-            .prepare(frame, self.max_pixels, self.runtime.input_mut())?;
+        self.run_masked(frame, None)
+    }
+
+    /// [`run`](Self::run) with the source's privacy masks (issue 23).
+    pub(crate) fn run_masked(
+        &mut self,
+        frame: &Frame,
+        masks: Option<&crate::image::mask::SourceMasks>,
+    ) -> Result<InferenceOutput, InferenceError> {
+        let prepared =
+            self.prep
+                .prepare_masked(frame, self.max_pixels, self.runtime.input_mut(), masks)?;
         self.invoke_prepared(&prepared)
     }
 

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::prepare_loop::{prepare_loop, Ahead, Next, PreparedFrame, PreparedSlot};
+use super::privacy::PrivateFrame;
 use super::sightings::{SightingPolicy, SightingStage};
 use super::sink::{Keep, ResultSink};
 use super::{effective_model, load_model, ClassifyError, ClassifyJob, FrameSlot, LoadedModel};
@@ -22,7 +23,7 @@ use crate::core::shutdown::Worker;
 use crate::gpio::trigger::Admission;
 use crate::modelstore::ModelStore;
 use crate::state::{AppState, Check, Counters};
-use crate::store::{Snapshot, SnapshotGate, SnapshotRule, Store};
+use crate::store::{SnapshotGate, SnapshotRule, Store};
 
 /// Requests from the supervisor to the inference thread.
 #[derive(Debug, Default)]
@@ -335,7 +336,9 @@ fn inference_loop_body(
                 generation: g,
                 prepared,
             }) if g == generation => prepared.and_then(|p| model.engine.run_prepared(&tensor, &p)),
-            _ => model.engine.run(&frame),
+            _ => model
+                .engine
+                .run_masked(&frame, state.privacy().inference_masks(&tag.name)),
         };
         input.recycle(tensor);
         let out = match ran {
@@ -358,14 +361,21 @@ fn inference_loop_body(
         rec.source_name = tag.name.to_string();
         let t_ns = i64::try_from(rec.ts_ns).unwrap_or(i64::MAX);
         let (events, stored) = sightings.observe(&rec);
-        // Only frames the source delivered encoded are kept: re-encoding raw
-        // frames would cost the inference thread a JPEG encode per snapshot.
+        // What may be kept of the frame: privacy masks filled (issue 23).
+        let private = PrivateFrame::new(
+            state.privacy(),
+            &frame,
+            &tag.name,
+            &rec,
+            settings.max_pixels,
+        );
+        // Only frames the source delivered encoded are kept (see
+        // `PrivateFrame::result_snapshot`).
         let snapshot = (stored
             && frame.format == PixelFormat::Encoded
             && snapshots.admit(&rec, Instant::now()))
-        .then(|| Snapshot {
-            bytes: frame.data.clone(),
-        });
+        .then(|| private.result_snapshot())
+        .flatten();
         let keep = match stored {
             true => Keep::Store {
                 snapshot: snapshot.as_ref(),
@@ -378,7 +388,7 @@ fn inference_loop_body(
             Ok(Some(_)) => Some(rec.id.as_str()),
             _ => None,
         };
-        sightings.apply(events, Some(&*frame), t_ns, id);
+        sightings.apply(events, Some(&private), t_ns, id);
     }
     sightings.close_all();
     log::debug!("inference thread drained and stopped");

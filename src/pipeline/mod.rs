@@ -32,6 +32,7 @@
 //! | `inference_loop.rs` | the inference thread, [`InferenceControl`], [`spawn_inference`] (both threads) |
 //! | `model.rs` | model loading ([`load_model`], [`effective_model`], [`LoadedModel`]) |
 //! | `sink.rs` | the result sink (`ResultSink`): store → state → metrics → GPIO |
+//! | `privacy.rs` | the picture of a frame that may be stored, privacy masks filled and label boxes obscured (issue 23) |
 //! | `sightings.rs` | the sightings stage ([`SightingPolicy`]): tracker hits from results, `keep_frames`, sightings stored, published and closed |
 //!
 //! [`unix_ns`] lives in [`crate::core::clock`]; it is re-exported here for
@@ -42,6 +43,7 @@ mod inference_loop;
 mod model;
 mod motion_gate;
 mod prepare_loop;
+mod privacy;
 mod sightings;
 mod sink;
 mod slot;

@@ -373,7 +373,10 @@ pub(crate) fn prepare_loop(
             Some((generation, spec)) => {
                 tensor = out.buffer();
                 let t = Instant::now();
-                let prepared = spec.prepare(&frame, &mut tensor);
+                // Privacy masks (issue 23): the model sees the masked frame.
+                let privacy = state.privacy();
+                let masks = privacy.inference_masks(&tag.name);
+                let prepared = spec.prepare_masked(&frame, &mut tensor, masks);
                 prep_time = ewma(prep_time, t.elapsed());
                 Some(Ahead {
                     generation: *generation,

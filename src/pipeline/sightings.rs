@@ -26,8 +26,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::privacy::PrivateFrame;
 use crate::config::{KeepFrames, SightingsSettings, ZoneSettings};
-use crate::core::frame::Frame;
 use crate::core::result::ResultRecord;
 use crate::core::sighting::{Sighting, SightingChange, SightingEvent};
 use crate::sightings::tracker::{self, Event, Hit, Rules, Tracker};
@@ -172,7 +172,7 @@ impl SightingStage {
     pub(crate) fn apply(
         &mut self,
         mut events: Vec<Event>,
-        frame: Option<&Frame>,
+        frame: Option<&PrivateFrame<'_>>,
         t_ns: i64,
         result_id: Option<&str>,
     ) {
@@ -188,16 +188,7 @@ impl SightingStage {
         let mut image: Option<Option<Snapshot>> = None;
         let mut frame_image = || -> Option<Snapshot> {
             image
-                .get_or_insert_with(|| {
-                    let f = frame?;
-                    match crate::image::encode::frame_to_jpeg(f) {
-                        Ok(bytes) => Some(Snapshot { bytes }),
-                        Err(e) => {
-                            log::warn!(spotter_error_kind = "snapshot"; "sighting snapshot: {e}");
-                            None
-                        }
-                    }
-                })
+                .get_or_insert_with(|| frame?.sighting_snapshot())
                 .clone()
         };
         for e in events {

@@ -349,6 +349,9 @@ pub struct AppState {
     /// its key cannot compare cheaply (see `status`).
     generation: AtomicU64,
     status_cache: status::StatusCache,
+    /// Privacy masks (issue 23): what snapshots, the page's frames and the
+    /// model's input hide; set at start (nothing masked by default).
+    privacy: RwLock<std::sync::Arc<crate::image::mask::Privacy>>,
 }
 
 impl AppState {
@@ -380,6 +383,7 @@ impl AppState {
             power: Default::default(),
             generation: AtomicU64::new(0),
             status_cache: Default::default(),
+            privacy: RwLock::default(),
         }
     }
 
@@ -581,5 +585,21 @@ impl AppState {
 impl Default for AppState {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+// --- Privacy masks (issue 23) ---
+impl AppState {
+    /// The privacy masks in force (one short read lock and a reference count).
+    pub(crate) fn privacy(&self) -> std::sync::Arc<crate::image::mask::Privacy> {
+        self.privacy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Put `privacy` in force for the frames that follow.
+    pub(crate) fn set_privacy(&self, privacy: crate::image::mask::Privacy) {
+        *self.privacy.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(privacy);
     }
 }

@@ -4,7 +4,8 @@
 //! generator, `spotter bench` and `spotter classify`; a `command` source
 //! (ffmpeg) end to end; a YOLO detector end to
 //! end; model swaps in the inference loop; the latest frame a viewer of
-//! the web page fetches (issue 20); the web interface in a headless
+//! the web page fetches (issue 20); privacy masks on every stored or shown
+//! picture (issue 23); the web interface in a headless
 //! browser; and power and heat readings from a fake sysfs (issue 22).
 
 #[path = "../common/mod.rs"]
@@ -22,6 +23,7 @@ mod journald;
 mod model_swap;
 mod mqtt;
 mod power;
+mod privacy;
 mod sightings;
 mod sighup;
 mod sources;

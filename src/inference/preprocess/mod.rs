@@ -42,6 +42,10 @@
 //! decoded frame already has the content's size (a 1280×720 JPEG decoded at
 //! 1/2 for a 640×640 input), nothing is resized at all.
 //!
+//! Privacy masks (issue 23): [`Preprocessor::prepare_masked`] fills a
+//! source's masks in the decoded pixels, so with `privacy.mask_inference`
+//! (the default) the model never sees what is masked.
+//!
 //! Why one file over 600 lines: some 300 of them are the tests of the
 //! per-frame chain (decode, fit, quantize, buffer release), kept beside it.
 
@@ -66,6 +70,7 @@ use yuyv::{yuv420_into_tensor_with, yuyv_into_tensor_with};
 /// Sniffing belongs to [`crate::image::decode`]; re-exported for the callers
 /// that name this path (`api::classify`).
 pub use crate::image::decode::{sniff, ImageKind};
+use crate::image::mask::SourceMasks;
 pub use geometry::{jpeg_scale_denom, FitMode, Mapping};
 pub use quantize::{effective_quant, quantize_into, InputLut, Normalization};
 pub use yuyv::yuyv_into_tensor;
@@ -313,7 +318,21 @@ impl Preprocessor {
         max_pixels: u64,
         dst: &mut [u8],
     ) -> Result<Prepared, InferenceError> {
-        let r = self.prepare_frame(frame, max_pixels, dst);
+        self.prepare_masked(frame, max_pixels, dst, None)
+    }
+
+    /// [`prepare`](Self::prepare), with the source's privacy masks (issue
+    /// 23) filled in the decoded pixels before they are cropped and resized
+    /// (no extra decode or encode; the masks are normalized, so a copy
+    /// scaled in the DCT is masked alike).
+    pub(crate) fn prepare_masked(
+        &mut self,
+        frame: &Frame,
+        max_pixels: u64,
+        dst: &mut [u8],
+        masks: Option<&SourceMasks>,
+    ) -> Result<Prepared, InferenceError> {
+        let r = self.prepare_frame(frame, max_pixels, dst, masks);
         self.release_scratch();
         r
     }
@@ -323,14 +342,18 @@ impl Preprocessor {
         frame: &Frame,
         max_pixels: u64,
         dst: &mut [u8],
+        masks: Option<&SourceMasks>,
     ) -> Result<Prepared, InferenceError> {
         let t0 = Instant::now();
         // Its length is what this frame needs (`release_scratch`); paths that
         // decode nothing leave it empty.
         self.decoded.clear();
         let (w, h) = (frame.width, frame.height);
-        let contiguous_rgb =
-            frame.format == PixelFormat::Rgb8 && frame.stride as u64 == u64::from(w) * 3;
+        // A masked frame is always copied into `decoded` (the fill needs a
+        // buffer of its own).
+        let contiguous_rgb = frame.format == PixelFormat::Rgb8
+            && frame.stride as u64 == u64::from(w) * 3
+            && masks.is_none();
         // Full-size source dimensions when the decoded image is a scaled copy.
         let mut full = None;
         let mut jpeg_scale = 1;
@@ -377,7 +400,8 @@ impl Preprocessor {
                 if w == self.width
                     && h == self.height
                     && self.channels == 3
-                    && self.roi.is_none() =>
+                    && self.roi.is_none()
+                    && masks.is_none() =>
             {
                 check_budget(w, h, max_pixels)?;
                 let dims = (w, h, frame.stride);
@@ -440,6 +464,9 @@ impl Preprocessor {
                 (w, h)
             }
         };
+        if let Some(m) = masks {
+            m.fill_rgb(&mut self.decoded, sw, sh);
+        }
         let decode_us = t0.elapsed().as_micros() as u64;
         let src: &[u8] = if contiguous_rgb {
             &frame.data[..sw as usize * sh as usize * 3]

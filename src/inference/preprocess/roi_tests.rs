@@ -1,10 +1,13 @@
 //! Tests of `model.roi` (issue 18): the crop happens after decoding and
 //! before the fit, for every pixel format, and the mapping still refers to
-//! the full frame. Kept apart from `mod.rs`, which is long already.
+//! the full frame; and of privacy masks on the model's input (issue 23),
+//! filled at the same point. Kept apart from `mod.rs`, which is long
+//! already.
 
 use super::tests::{rgb_frame, spec};
 use super::*;
 use crate::image::decode::JpegDecoder;
+use crate::image::mask::SourceMasks;
 use crate::inference::DType;
 
 const W: u32 = 64;
@@ -167,4 +170,67 @@ fn roi_on_jpeg_crops_the_decode_and_picks_the_scale_from_the_roi() {
         (x1 - 480.0).abs() < 1e-9 && (y1 - 360.0).abs() < 1e-9,
         "{x1},{y1}"
     );
+}
+
+/// A privacy mask over the left half of the frame, filled with `FILL`.
+const FILL: [u8; 3] = [250, 5, 130];
+
+fn left_half() -> SourceMasks {
+    let p = crate::core::zone::Polygon::new(vec![[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.0, 1.0]])
+        .unwrap();
+    SourceMasks::new([(p, FILL)])
+}
+
+fn run_masked(p: &mut Preprocessor, f: &Frame, m: &SourceMasks) -> Vec<u8> {
+    let mut t = vec![0u8; (p.width * p.height * 3) as usize];
+    p.prepare_masked(f, u64::MAX, &mut t, Some(m)).unwrap();
+    t
+}
+
+// Issue 23. Would catch a privacy mask skipped by a path of the
+// pre-processor (the YUV fast path of a frame of the input's own size, the
+// zero-copy RGB path, the DCT-scaled JPEG) so the model sees what is
+// masked, a mask in pixel instead of normalized coordinates on a scaled
+// decode, or buffers that keep a mask for the next, unmasked frame.
+#[test]
+fn privacy_masks_reach_the_model_input_on_every_path() {
+    let frames = [
+        raw(PixelFormat::Rgb8, bytes((W * 3 * H) as usize, 5), W * 3),
+        raw(PixelFormat::Yuyv, bytes((W * 2 * H) as usize, 6), W * 2),
+        raw(PixelFormat::I420, bytes((W * H * 3 / 2) as usize, 7), W),
+        raw(PixelFormat::Nv12, bytes((W * H * 3 / 2) as usize, 8), W),
+    ];
+    let mask = left_half();
+    for f in &frames {
+        let mut p = prep(W, H, None);
+        let (plain, _) = run(&mut p, f);
+        let got = run_masked(&mut p, f, &mask);
+        for (i, (g, u)) in got.chunks_exact(3).zip(plain.chunks_exact(3)).enumerate() {
+            let x = i as u32 % W;
+            if x < W / 2 {
+                assert_eq!(g, FILL, "{:?}: pixel {i} not masked", f.format);
+            } else {
+                assert_eq!(g, u, "{:?}: pixel {i} outside the mask changed", f.format);
+            }
+        }
+        // The next frame without masks is the plain one again.
+        assert_eq!(run(&mut p, f).0, plain, "{:?}", f.format);
+    }
+    // A 640x480 JPEG decoded at 1/8 straight into an 80x60 input.
+    let img = ::image::RgbImage::from_fn(640, 480, |x, y| {
+        ::image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x * y) % 251) as u8])
+    });
+    let mut jpeg = Vec::new();
+    ::image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+        .encode_image(&img)
+        .unwrap();
+    let frame = Frame::encoded(jpeg, 0, "t".into());
+    let mut p = prep(80, 60, None).with_jpeg_scaling(JpegScaling::Auto);
+    let (plain, prepared) = run(&mut p, &frame);
+    assert_eq!(prepared.jpeg_scale, 8);
+    let got = run_masked(&mut p, &frame, &mask);
+    for (i, (g, u)) in got.chunks_exact(3).zip(plain.chunks_exact(3)).enumerate() {
+        let want: &[u8] = if i % 80 < 40 { &FILL } else { u };
+        assert_eq!(g, want, "JPEG: pixel {i}");
+    }
 }
