@@ -249,10 +249,33 @@ mod tests {
             "gpio": s.gpio.snapshot(),
             "motion": {"active": false, "sources": []},
             "focus": {"sources": []},
+            "power": null,
         });
         let mut now = doc(&s, &store);
         // The uptime may have ticked between the two.
         now["uptime_s"] = before["uptime_s"].clone();
         assert_eq!(now, before);
+    }
+
+    // Catches: a new power reading not reaching a cached status document
+    // (set_power not marking the state changed), so status would show the
+    // temperature of the first reading for ever.
+    #[test]
+    fn a_new_power_reading_shows_in_the_next_status() {
+        let s = AppState::new();
+        let store = StoreStats::default();
+        let first: serde_json::Value =
+            serde_json::from_slice(&s.status_json(store.clone())).unwrap();
+        assert!(first["power"].is_null());
+        let reading = |t: f64| crate::power::Reading {
+            temp_c: Some(t),
+            ..Default::default()
+        };
+        s.set_power(reading(71.5));
+        let v: serde_json::Value = serde_json::from_slice(&s.status_json(store.clone())).unwrap();
+        assert_eq!(v["power"]["temp_c"], 71.5);
+        s.set_power(reading(64.0));
+        let v: serde_json::Value = serde_json::from_slice(&s.status_json(store)).unwrap();
+        assert_eq!(v["power"]["temp_c"], 64.0);
     }
 }
