@@ -102,7 +102,9 @@ impl ModelFile {
         ModelFile::from_model_bytes(path, bytes)
     }
 
-    /// Check bytes already in memory; `path` is used for messages.
+    /// Check bytes already in memory; `path` is used for messages (the
+    /// tests and fuzz targets; files are mapped by [`ModelFile::read`]).
+    #[cfg(test)]
     pub(crate) fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<ModelFile, InferenceError> {
         ModelFile::from_model_bytes(path, ModelBytes::from(bytes))
     }

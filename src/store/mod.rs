@@ -88,11 +88,11 @@ pub const RECORD_VERSION: u32 = 1;
 pub(crate) const SCHEMA_FILE: &str = "SCHEMA_VERSION";
 /// sled's default background flush interval, used by [`Store::open`].
 pub(crate) const DEFAULT_FLUSH_EVERY_MS: u64 = 500;
-/// sled's page cache bound. sled 0.34's default is 1 GiB, more than a
-/// Pi Zero 2 has (512 MiB). 16 MiB holds the recent pages the pipeline
-/// writes and the API reads; `spotter bench-store --cache-bytes` compares
+/// sled's page cache bound when none is given: the daemon's default,
+/// `store.cache_bytes` ([`crate::config::DEFAULT_STORE_CACHE_BYTES`], where
+/// the choice is explained); `spotter bench-store --cache-bytes` compares
 /// other values (README, "Data and backups").
-pub(crate) const CACHE_CAPACITY: u64 = 16 << 20;
+pub(crate) const CACHE_CAPACITY: u64 = crate::config::DEFAULT_STORE_CACHE_BYTES;
 /// Name of the sled directory inside the store directory.
 const DB_DIR: &str = "db";
 const RESULTS_TREE: &str = "results";
@@ -284,7 +284,8 @@ impl Store {
     }
 
     /// [`Store::open_with`] with sled's page cache bounded to `cache_bytes`
-    /// (the store uses [`CACHE_CAPACITY`]; `spotter bench-store` varies it).
+    /// (`store.cache_bytes`; [`Store::open_with`] uses [`CACHE_CAPACITY`];
+    /// `spotter bench-store` varies it).
     pub(crate) fn open_with_cache(
         dir: &Path,
         flush_every_ms: u64,
