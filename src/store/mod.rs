@@ -245,6 +245,20 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// A record id reserved by [`Store::reserve_id`], not yet written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReservedId {
+    key: [u8; 16],
+    seq: u64,
+}
+
+impl ReservedId {
+    /// The id as records and the API spell it (32 lower-case hex digits).
+    pub(crate) fn to_hex(self) -> String {
+        hex::encode(self.key)
+    }
+}
+
 /// The 16-byte key of a record.
 fn make_key(ts_ns: u64, seq: u64) -> [u8; 16] {
     let mut k = [0u8; 16];
@@ -573,6 +587,36 @@ impl Store {
             key: rec.id.clone(),
             reason: "key already present three times in a row (sequence generator repeated)".into(),
         })
+    }
+
+    /// Reserve the id a result at `ts_ns` will be stored under, ahead of its
+    /// write: the result sink's writer thread writes it
+    /// ([`Store::insert_reserved`]) while the inference thread hands the id
+    /// on at once (issue 21: the write is off the inference thread).
+    pub(crate) fn reserve_id(&self, ts_ns: u64) -> Result<ReservedId, StoreError> {
+        let seq = self.db.generate_id().map_err(|e| self.db_err(e))?;
+        Ok(ReservedId {
+            key: make_key(ts_ns, seq),
+            seq,
+        })
+    }
+
+    /// [`Store::insert_with_snapshot`] under the reserved `id` (which sets
+    /// `rec.id`). Should an imported record hold that key already (the only
+    /// way it can be taken), the record gets a fresh id as
+    /// `insert_with_snapshot` gives, so nothing is ever overwritten.
+    pub(crate) fn insert_reserved(
+        &self,
+        rec: &mut ResultRecord,
+        id: ReservedId,
+        snapshot: Option<&Snapshot>,
+    ) -> Result<bool, StoreError> {
+        self.refuse_if_poisoned()?;
+        rec.id = hex::encode(id.key);
+        match self.insert_new(&id.key, rec, snapshot, Some(id.seq))? {
+            Some(kept) => Ok(kept),
+            None => self.insert_with_snapshot(rec, snapshot),
+        }
     }
 
     /// Store a record that already has an id (a restored backup): the id must
