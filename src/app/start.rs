@@ -303,7 +303,8 @@ pub(super) async fn start(settings: &Settings, state: &Arc<AppState>) -> anyhow:
 /// The result store, with its disk-space guard and, when MQTT is enabled,
 /// its outbox.
 fn open_store(settings: &Settings) -> anyhow::Result<Arc<Store>> {
-    let mut store = Store::open_with(&settings.store.dir, settings.store.flush_every_ms)
+    let s = &settings.store;
+    let mut store = Store::open_with_cache(&s.dir, s.flush_every_ms, s.cache_bytes)
         .with_context(|| {
             format!(
                 "opening the result store in {}",

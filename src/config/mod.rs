@@ -183,6 +183,8 @@ pub struct SourceSettings {
 pub struct StoreSettings {
     pub dir: PathBuf,
     pub flush_every_ms: u64,
+    /// sled's page cache bound in bytes (the store's share of RSS).
+    pub cache_bytes: u64,
     /// Results older than this are pruned (0: no age limit).
     pub max_age_s: u64,
     /// At most this many results are kept (0: no limit).
@@ -508,6 +510,16 @@ fn in_range<T>(
     }
 }
 
+/// Default `store.cache_bytes`: sled's page cache (its own default is 1 GiB,
+/// more than a Pi Zero 2 has). 4 MiB holds the recent pages of every tree
+/// the pipeline writes and the API reads; it was 16 MiB, which a long-running
+/// daemon filled (the soak's anonymous memory climbing 26 -> 33-35 MiB), a
+/// third of the "model + 30 MiB" RSS goal (issue 21).
+pub const DEFAULT_STORE_CACHE_BYTES: u64 = 4 << 20;
+/// Bounds of `store.cache_bytes`.
+const MIN_STORE_CACHE_BYTES: u64 = 1 << 20;
+const MAX_STORE_CACHE_BYTES: u64 = 1 << 30;
+
 /// Default `source.max_frame_bytes` (`command`, `http_mjpeg`): room for a
 /// high-quality 4K JPEG or a raw 4K YUYV frame.
 pub const DEFAULT_MAX_FRAME_BYTES: u64 = 16 * 1024 * 1024;
@@ -762,6 +774,13 @@ fn build_after_sources(
         |v| (1..=600_000).contains(v),
         "must be between 1 and 600000",
     )?;
+    let cache = l.get(|r| r.store.as_ref()?.cache_bytes.as_ref());
+    in_range(
+        &cache,
+        "store.cache_bytes",
+        |v| (MIN_STORE_CACHE_BYTES..=MAX_STORE_CACHE_BYTES).contains(v),
+        "must be between 1048576 (1 MiB) and 1073741824 (1 GiB)",
+    )?;
     let max_age = l.get(|r| r.store.as_ref()?.max_age_s.as_ref());
     let max_records = l.get(|r| r.store.as_ref()?.max_records.as_ref());
     let max_bytes = l.get(|r| r.store.as_ref()?.max_bytes.as_ref());
@@ -782,6 +801,7 @@ fn build_after_sources(
     let store = StoreSettings {
         dir: val(&sdir, state_dir.join("results")),
         flush_every_ms: val(&flush, 1_000),
+        cache_bytes: val(&cache, DEFAULT_STORE_CACHE_BYTES),
         max_age_s: val(&max_age, 30 * 24 * 3600),
         max_records: val(&max_records, 1_000_000),
         max_bytes: val(&max_bytes, 1 << 30),

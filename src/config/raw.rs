@@ -153,6 +153,8 @@ pub(super) struct RawModel {
 pub(super) struct RawStore {
     pub dir: Field<PathBuf>,
     pub flush_every_ms: Field<u64>,
+    /// sled's page cache bound (issue 21, peak RSS).
+    pub cache_bytes: Field<u64>,
     pub max_age_s: Field<u64>,
     pub max_records: Field<usize>,
     pub max_bytes: Field<u64>,

@@ -20,6 +20,7 @@ fn empty_file_gives_documented_defaults() {
     assert_eq!(s.model.top_k, 5);
     assert_eq!(s.store.dir, PathBuf::from("/var/lib/spotter/results"));
     assert_eq!(s.store.flush_every_ms, 1000);
+    assert_eq!(s.store.cache_bytes, 4 << 20);
     assert_eq!(
         (s.store.max_age_s, s.store.max_records, s.store.max_bytes),
         (2_592_000, 1_000_000, 1 << 30)
@@ -35,6 +36,25 @@ fn unknown_key_names_file_line_and_key() {
         .to_string();
     assert!(err.starts_with("/etc/spotter/spotter.toml:4:"), "{err}");
     assert!(err.contains("fsp"), "{err}");
+}
+
+// Would catch `store.cache_bytes` (issue 21) being ignored, or a cache too
+// small to hold a page (or larger than a board's memory) being accepted
+// without naming the key: the value reaches the settings, and both
+// out-of-range ends are refused with the key and line.
+#[test]
+fn store_cache_bytes_is_read_and_bounded() {
+    let s = one("[store]\ncache_bytes = 8388608\n").unwrap();
+    assert_eq!(s.store.cache_bytes, 8 << 20);
+    for bad in ["1000", "2147483648"] {
+        let err = one(&format!("[store]\ncache_bytes = {bad}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(":2:") && err.contains("`store.cache_bytes`"),
+            "{err}"
+        );
+    }
 }
 
 // Would catch unknown sections being ignored.

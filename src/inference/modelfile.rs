@@ -23,13 +23,16 @@
 
 use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
 use super::flatbuf;
 use super::preprocess::Normalization;
 use super::InferenceError;
+pub(crate) use bytes::ModelBytes;
 
+mod bytes;
 mod pyliteral;
 mod ultralytics;
 
@@ -66,7 +69,9 @@ pub struct ModelMetadata {
 #[derive(Debug, Clone)]
 pub struct ModelFile {
     path: PathBuf,
-    bytes: Vec<u8>,
+    /// Mapped from the file (`modelfile/bytes.rs`), shared with the runtime
+    /// that parses them in place.
+    bytes: Arc<ModelBytes>,
     sha256: String,
     inputs: Vec<Option<DeclaredQuant>>,
     outputs: Vec<Option<DeclaredQuant>>,
@@ -92,15 +97,19 @@ impl ModelFile {
                 reason: format!("file is {len} bytes, more than the {MAX_MODEL_BYTES} accepted"),
             });
         }
-        let mut bytes = Vec::with_capacity(len as usize);
-        file.take(MAX_MODEL_BYTES)
-            .read_to_end(&mut bytes)
-            .map_err(io)?;
-        ModelFile::from_bytes(path, bytes)
+        // `len` is at most MAX_MODEL_BYTES, so it fits a usize.
+        let bytes = ModelBytes::map(&file, len as usize).map_err(io)?;
+        ModelFile::from_model_bytes(path, bytes)
     }
 
-    /// Check bytes already in memory; `path` is used for messages.
+    /// Check bytes already in memory; `path` is used for messages (the
+    /// tests and fuzz targets; files are mapped by [`ModelFile::read`]).
+    #[cfg(test)]
     pub(crate) fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<ModelFile, InferenceError> {
+        ModelFile::from_model_bytes(path, ModelBytes::from(bytes))
+    }
+
+    fn from_model_bytes(path: &Path, bytes: ModelBytes) -> Result<ModelFile, InferenceError> {
         let p = path.display().to_string();
         let not = |reason: String| InferenceError::NotTflite {
             path: p.clone(),
@@ -116,28 +125,28 @@ impl ModelFile {
             )));
         }
         // TF Lite's own verifier (it also unpacks the model, which is dropped).
-        let model = tflite::model::Model::from_buffer(&bytes).ok_or_else(|| {
+        let model = tflite::model::Model::from_buffer(&bytes[..]).ok_or_else(|| {
             not("flatbuffer verification failed (truncated or corrupt file)".into())
         })?;
         if model.subgraphs.is_empty() {
             return Err(not("model has no subgraph".into()));
         }
         drop(model);
-        let io = flatbuf::subgraph_io(&bytes).map_err(not)?;
+        let io = flatbuf::subgraph_io(&bytes[..]).map_err(not)?;
         let declared =
             |tensors: Vec<flatbuf::TensorInfo>| tensors.into_iter().map(|t| t.quant).collect();
         let inputs = declared(io.inputs);
         let outputs = declared(io.outputs);
 
-        let sha256 = hex::encode(Sha256::digest(&bytes));
-        let mut metadata = flatbuf::metadata_buffer(&bytes)
+        let sha256 = hex::encode(Sha256::digest(&bytes[..]));
+        let mut metadata = flatbuf::metadata_buffer(&bytes[..])
             .and_then(flatbuf::parse_metadata)
             .unwrap_or_default();
         let UltralyticsRead {
             meta: ultralytics,
             member: ultralytics_member,
             warning,
-        } = read_ultralytics(path, &bytes);
+        } = read_ultralytics(path, &bytes[..]);
         if let Some(w) = warning {
             log::warn!(model = p.as_str(); "{w}");
         }
@@ -159,7 +168,7 @@ impl ModelFile {
         metadata.ultralytics = ultralytics;
         Ok(ModelFile {
             path: path.to_path_buf(),
-            bytes,
+            bytes: Arc::new(bytes),
             sha256,
             inputs,
             outputs,
@@ -174,6 +183,18 @@ impl ModelFile {
 
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.bytes
+    }
+
+    /// The bytes themselves, for a runtime that parses them in place and
+    /// keeps them for the model's lifetime.
+    pub(crate) fn shared_bytes(&self) -> Arc<ModelBytes> {
+        self.bytes.clone()
+    }
+
+    /// Drop the model's pages from RSS once the runtime has packed the
+    /// weights (see `modelfile/bytes.rs`); the bytes stay readable.
+    pub(crate) fn release_pages(&self) {
+        self.bytes.release_pages();
     }
 
     /// Lower-case hex SHA-256 of the whole file.
@@ -197,7 +218,7 @@ impl ModelFile {
 
     /// Names of the files in the zip archive appended to the flatbuffer.
     pub fn associated_files(&self) -> Vec<String> {
-        match zip::ZipArchive::new(Cursor::new(self.bytes.as_slice())) {
+        match zip::ZipArchive::new(Cursor::new(&self.bytes[..])) {
             Ok(a) => a.file_names().map(str::to_string).collect(),
             Err(_) => Vec::new(),
         }
@@ -213,7 +234,7 @@ impl ModelFile {
                 return Some(u.names.clone());
             }
         }
-        let mut archive = zip::ZipArchive::new(Cursor::new(self.bytes.as_slice())).ok()?;
+        let mut archive = zip::ZipArchive::new(Cursor::new(&self.bytes[..])).ok()?;
         let name = match &self.metadata.labels_file {
             Some(name) => name.clone(),
             None => {

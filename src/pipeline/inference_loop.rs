@@ -201,7 +201,7 @@ fn inference_loop_body(
         .clone();
     let mut sightings = SightingStage::new(policy, store.clone(), state.clone(), gpio.clone());
     let mut expired_at = Instant::now();
-    let mut sink = ResultSink::new(store, state.clone(), gpio.clone());
+    let mut sink = ResultSink::with_writer(store, state.clone(), gpio.clone());
     let mut last_infer_error: Option<String> = None;
     let mut clock_checked: Option<Instant> = None;
     let mut snapshots = SnapshotGate::new(
@@ -383,12 +383,10 @@ fn inference_loop_body(
             },
             false => Keep::Discard,
         };
-        // A failed write is counted, logged and shown in readiness by the sink.
-        let id = match sink.deliver(&mut rec, keep) {
-            Ok(Some(_)) => Some(rec.id.as_str()),
-            _ => None,
-        };
-        sightings.apply(events, Some(&private), t_ns, id);
+        // Written on the sink's writer thread, under the id returned now; a
+        // failed write is counted, logged and shown in readiness by the sink.
+        let id = sink.hand_off(rec, keep);
+        sightings.apply(events, Some(&private), t_ns, id.as_deref());
     }
     sightings.close_all();
     log::debug!("inference thread drained and stopped");

@@ -31,7 +31,7 @@
 //! | `prepare_loop.rs` | the prepare thread: frames pre-processed while the previous one is invoked, and its hand-off to the inference thread (`PreparedSlot`) |
 //! | `inference_loop.rs` | the inference thread, [`InferenceControl`], [`spawn_inference`] (both threads) |
 //! | `model.rs` | model loading ([`load_model`], [`effective_model`], [`LoadedModel`]) |
-//! | `sink.rs` | the result sink (`ResultSink`): store → state → metrics → GPIO |
+//! | `sink.rs` | the result sink (`ResultSink`): store → state → metrics → GPIO, on its writer thread off the inference thread (issue 21) |
 //! | `privacy.rs` | the picture of a frame that may be stored, privacy masks filled and label boxes obscured (issue 23) |
 //! | `sightings.rs` | the sightings stage ([`SightingPolicy`]): tracker hits from results, `keep_frames`, sightings stored, published and closed |
 //!

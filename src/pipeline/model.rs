@@ -62,6 +62,10 @@ pub fn load_model(m: &ModelSettings) -> Result<LoadedModel, InferenceError> {
     };
     let mut engine = Engine::load(&opts, runtime, &file)?;
     engine.canary()?;
+    // The runtime has packed the weights and run once: the file's pages
+    // (mapped, and LiteRT's flatbuffer) can leave RSS; what it still reads
+    // faults back in from the page cache (issue 21, peak RSS).
+    file.release_pages();
     let info = engine.info();
     let status = ModelStatus {
         path: m.path.display().to_string(),

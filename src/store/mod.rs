@@ -98,11 +98,11 @@ pub const RECORD_VERSION: u32 = 1;
 pub(crate) const SCHEMA_FILE: &str = "SCHEMA_VERSION";
 /// sled's default background flush interval, used by [`Store::open`].
 pub(crate) const DEFAULT_FLUSH_EVERY_MS: u64 = 500;
-/// sled's page cache bound. sled 0.34's default is 1 GiB, more than a
-/// Pi Zero 2 has (512 MiB). 16 MiB holds the recent pages the pipeline
-/// writes and the API reads; `spotter bench-store --cache-bytes` compares
+/// sled's page cache bound when none is given: the daemon's default,
+/// `store.cache_bytes` ([`crate::config::DEFAULT_STORE_CACHE_BYTES`], where
+/// the choice is explained); `spotter bench-store --cache-bytes` compares
 /// other values (README, "Data and backups").
-pub(crate) const CACHE_CAPACITY: u64 = 16 << 20;
+pub(crate) const CACHE_CAPACITY: u64 = crate::config::DEFAULT_STORE_CACHE_BYTES;
 /// Name of the sled directory inside the store directory.
 const DB_DIR: &str = "db";
 const RESULTS_TREE: &str = "results";
@@ -259,6 +259,20 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// A record id reserved by [`Store::reserve_id`], not yet written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReservedId {
+    key: [u8; 16],
+    seq: u64,
+}
+
+impl ReservedId {
+    /// The id as records and the API spell it (32 lower-case hex digits).
+    pub(crate) fn to_hex(self) -> String {
+        hex::encode(self.key)
+    }
+}
+
 /// The 16-byte key of a record.
 fn make_key(ts_ns: u64, seq: u64) -> [u8; 16] {
     let mut k = [0u8; 16];
@@ -298,7 +312,8 @@ impl Store {
     }
 
     /// [`Store::open_with`] with sled's page cache bounded to `cache_bytes`
-    /// (the store uses [`CACHE_CAPACITY`]; `spotter bench-store` varies it).
+    /// (`store.cache_bytes`; [`Store::open_with`] uses [`CACHE_CAPACITY`];
+    /// `spotter bench-store` varies it).
     pub(crate) fn open_with_cache(
         dir: &Path,
         flush_every_ms: u64,
@@ -589,6 +604,36 @@ impl Store {
             key: rec.id.clone(),
             reason: "key already present three times in a row (sequence generator repeated)".into(),
         })
+    }
+
+    /// Reserve the id a result at `ts_ns` will be stored under, ahead of its
+    /// write: the result sink's writer thread writes it
+    /// ([`Store::insert_reserved`]) while the inference thread hands the id
+    /// on at once (issue 21: the write is off the inference thread).
+    pub(crate) fn reserve_id(&self, ts_ns: u64) -> Result<ReservedId, StoreError> {
+        let seq = self.db.generate_id().map_err(|e| self.db_err(e))?;
+        Ok(ReservedId {
+            key: make_key(ts_ns, seq),
+            seq,
+        })
+    }
+
+    /// [`Store::insert_with_snapshot`] under the reserved `id` (which sets
+    /// `rec.id`). Should an imported record hold that key already (the only
+    /// way it can be taken), the record gets a fresh id as
+    /// `insert_with_snapshot` gives, so nothing is ever overwritten.
+    pub(crate) fn insert_reserved(
+        &self,
+        rec: &mut ResultRecord,
+        id: ReservedId,
+        snapshot: Option<&Snapshot>,
+    ) -> Result<bool, StoreError> {
+        self.refuse_if_poisoned()?;
+        rec.id = hex::encode(id.key);
+        match self.insert_new(&id.key, rec, snapshot, Some(id.seq))? {
+            Some(kept) => Ok(kept),
+            None => self.insert_with_snapshot(rec, snapshot),
+        }
     }
 
     /// Store a record that already has an id (a restored backup): the id must

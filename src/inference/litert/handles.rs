@@ -18,8 +18,9 @@ use super::library::{check, OpaqueOptions, SharedLib, CPU_OPTIONS_IDENTIFIER};
 /// that fails halfway releases what it created.
 pub(super) struct Handles {
     pub(super) shared: Arc<SharedLib>,
-    /// The flatbuffer LiteRT parsed in place: must outlive `model`.
-    pub(super) bytes: Vec<u8>,
+    /// The flatbuffer LiteRT parsed in place (the model file's mapping,
+    /// shared, not copied): must outlive `model`.
+    pub(super) bytes: Arc<crate::inference::modelfile::ModelBytes>,
     pub(super) model: sys::Model,
     pub(super) options: sys::Options,
     pub(super) compiled: sys::CompiledModel,

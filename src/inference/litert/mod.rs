@@ -159,8 +159,9 @@ impl LiteRtRuntime {
 
         let mut h = Handles {
             shared,
-            // LiteRT parses the flatbuffer in place, so it gets its own copy.
-            bytes: file.bytes().to_vec(),
+            // LiteRT parses the flatbuffer in place: it keeps the file's
+            // bytes (a read-only mapping) alive for as long as the model.
+            bytes: file.shared_bytes(),
             model: std::ptr::null_mut(),
             options: std::ptr::null_mut(),
             compiled: std::ptr::null_mut(),
@@ -173,8 +174,10 @@ impl LiteRtRuntime {
         // The model parses `h.bytes` in place; `Handles` drops them after it.
         let mut raw_model: sys::Model = std::ptr::null_mut();
         // SAFETY: live environment; the buffer pointer and length describe
-        // `h.bytes`, which is neither moved (heap allocation) nor freed before
-        // the model is destroyed; `raw_model` is valid storage.
+        // `h.bytes` (the file's read-only mapping, or a heap buffer), which
+        // `Handles` holds through an `Arc` until after the model is
+        // destroyed, so it is neither moved nor freed before; LiteRT only
+        // reads it; `raw_model` is valid storage.
         let status = unsafe {
             (fns.create_model_from_buffer)(
                 env,
