@@ -121,9 +121,36 @@ pub(super) fn cors_headers(h: &mut HeaderMap, access: &AccessOptions, origin: Op
     }
 }
 
+/// The media type of a request's `Content-Type` (`application/json` of
+/// `Application/JSON; charset=utf-8`), lower case, without parameters;
+/// empty when absent or not text.
+pub(super) fn media_type(content_type: Option<&HeaderValue>) -> String {
+    content_type
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Would catch: `Application/JSON; charset=utf-8` (what some clients
+    // send) not taken as JSON by the sign-in and key-creation bodies.
+    #[test]
+    fn media_type_drops_parameters_and_case() {
+        let v = HeaderValue::from_static("Application/JSON; charset=utf-8");
+        assert_eq!(media_type(Some(&v)), "application/json");
+        let f = HeaderValue::from_static("application/x-www-form-urlencoded");
+        assert_eq!(media_type(Some(&f)), "application/x-www-form-urlencoded");
+        assert_eq!(media_type(None), "");
+    }
 
     fn get(h: &HeaderMap, name: HeaderName) -> &str {
         h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")

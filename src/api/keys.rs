@@ -45,16 +45,7 @@ fn create_request(
     content_type: Option<&HeaderValue>,
     body: &[u8],
 ) -> Result<(String, Scope), ApiError> {
-    let ct = content_type
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_default();
+    let ct = super::headers::media_type(content_type);
     let (name, scope) = match ct.as_str() {
         "application/json" => {
             #[derive(serde::Deserialize)]

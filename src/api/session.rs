@@ -298,16 +298,7 @@ fn sign_in_key(
     content_type: Option<&HeaderValue>,
     body: &[u8],
 ) -> Result<(Form, String), ApiError> {
-    let ct = content_type
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_default();
+    let ct = super::headers::media_type(content_type);
     match ct.as_str() {
         "application/x-www-form-urlencoded" => form_urlencoded::parse(body)
             .find(|(k, _)| k == "key")
