@@ -157,17 +157,7 @@ fn encode_frame(
                 let mut rgb = Vec::new();
                 let (w, h) = decode_rgb(&frame.data, max_pixels, &mut rgb)
                     .map_err(|e| fail(e.to_string()))?;
-                let raw = Frame {
-                    data: rgb,
-                    format: PixelFormat::Rgb8,
-                    width: w,
-                    height: h,
-                    stride: w * 3,
-                    seq: frame.seq,
-                    captured_at: frame.captured_at,
-                    origin: frame.origin.clone(),
-                    source: frame.source.clone(),
-                };
+                let raw = frame.rgb_like(rgb, w, h);
                 crate::image::encode::frame_to_jpeg(&raw).map_err(|e| fail(e.to_string()))?
             }
             _ => crate::image::encode::frame_to_jpeg(frame).map_err(|e| fail(e.to_string()))?,

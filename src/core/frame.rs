@@ -81,6 +81,22 @@ impl Frame {
         }
     }
 
+    /// Packed RGB pixels (`w`×`h`, e.g. this frame decoded or masked) with
+    /// this frame's sequence number, capture time, origin and source.
+    pub(crate) fn rgb_like(&self, rgb: Vec<u8>, w: u32, h: u32) -> Frame {
+        Frame {
+            data: rgb,
+            format: PixelFormat::Rgb8,
+            width: w,
+            height: h,
+            stride: w * 3,
+            seq: self.seq,
+            captured_at: self.captured_at,
+            origin: self.origin.clone(),
+            source: self.source.clone(),
+        }
+    }
+
     /// This frame, described as coming from `source` (see [`Frame::source`]).
     pub(crate) fn with_source(self, source: impl Into<String>) -> Frame {
         Frame {

@@ -236,17 +236,7 @@ impl Privacy {
             m.fill_rgb(&mut rgb, w, h);
         }
         obscure_boxes(&mut rgb, w, h, boxes, self.obscure);
-        let raw = Frame {
-            data: rgb,
-            format: PixelFormat::Rgb8,
-            width: w,
-            height: h,
-            stride: w * 3,
-            seq: frame.seq,
-            captured_at: frame.captured_at,
-            origin: frame.origin.clone(),
-            source: frame.source.clone(),
-        };
+        let raw = frame.rgb_like(rgb, w, h);
         super::encode::frame_to_jpeg(&raw)
             .map(Some)
             .map_err(|e| MaskError::Frame {
