@@ -181,7 +181,8 @@ fn scan(dir: &Path) -> Result<Vec<PathBuf>, CaptureError> {
             }
         }
         let mut header = [0u8; 16];
-        let read = fs::File::open(&path).and_then(|mut f| read_up_to(&mut f, &mut header));
+        let read = fs::File::open(&path)
+            .and_then(|mut f| crate::core::fsutil::read_up_to(&mut f, &mut header));
         match read {
             Ok(n) if is_image(&header[..n]) => files.push(path),
             Ok(_) => log::debug!(path = path.display().to_string(); "skipping non-image file"),
@@ -197,20 +198,6 @@ fn scan(dir: &Path) -> Result<Vec<PathBuf>, CaptureError> {
     }
     files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
     Ok(files)
-}
-
-/// Read until `buf` is full or end of file; returns the number of bytes read.
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// Deadline-based pacing: frame k is due at `start + k * period`. If the

@@ -2,10 +2,11 @@
 //! ([`write_atomic`]), shared by everything that keeps small files there (TLS
 //! material, API keys, model versions, the store's schema version), and
 //! private directory creation ([`create_private_dir`]) for the state
-//! directory and the result store.
+//! directory and the result store, and reading a file's first bytes
+//! ([`read_up_to`]).
 
 use std::fs;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -117,9 +118,59 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<(
     fs::File::open(dir)?.sync_all()
 }
 
+/// Read until `buf` is full or the input ends (retrying interrupted reads);
+/// the number of bytes read.
+pub(crate) fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Gives one byte per read, after an interrupted read first.
+    struct Trickle<'a>(&'a [u8], bool);
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if !self.1 {
+                self.1 = true;
+                return Err(io::ErrorKind::Interrupted.into());
+            }
+            let Some((&b, rest)) = self.0.split_first() else {
+                return Ok(0);
+            };
+            buf[0] = b;
+            self.0 = rest;
+            Ok(1)
+        }
+    }
+
+    // Would catch: a short read or an interrupted one taken as the end of
+    // the input (a file's header sniffed from its first byte only, an age
+    // file taken for plain NDJSON).
+    #[test]
+    fn read_up_to_fills_across_short_and_interrupted_reads() {
+        let mut buf = [0u8; 4];
+        assert_eq!(
+            read_up_to(&mut Trickle(b"abcdef", false), &mut buf).unwrap(),
+            4
+        );
+        assert_eq!(&buf, b"abcd");
+        let mut buf = [0u8; 8];
+        assert_eq!(
+            read_up_to(&mut Trickle(b"xyz", false), &mut buf).unwrap(),
+            3
+        );
+        assert_eq!(&buf[..3], b"xyz");
+    }
 
     fn mode(p: &Path) -> u32 {
         fs::metadata(p).unwrap().permissions().mode() & 0o7777

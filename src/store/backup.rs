@@ -573,7 +573,7 @@ pub fn import_file<F: Read + Seek>(
         source,
     };
     let mut start = [0u8; AGE_ARMOR_MAGIC.len()];
-    let n = read_up_to(&mut file, &mut start).map_err(io_err)?;
+    let n = crate::core::fsutil::read_up_to(&mut file, &mut start).map_err(io_err)?;
     file.seek(SeekFrom::Start(0)).map_err(io_err)?;
     if !is_age(&start[..n]) {
         return import(store, io::BufReader::new(file));
@@ -620,20 +620,6 @@ fn decrypting<'a, F: Read>(
     decryptor
         .decrypt(identities.iter().map(|i| i.as_ref()))
         .map_err(decrypt_err)
-}
-
-/// Fill as much of `buf` as the input has; the number of bytes read.
-fn read_up_to<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 fn parse_header(line: &[u8]) -> Result<ExportHeader, BackupError> {
