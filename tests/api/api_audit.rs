@@ -71,18 +71,7 @@ async fn send(h: &Harness, method: &str, path: &str, auth: Auth<'_>, body: &str)
             Err(ureq::Error::Status(_, r)) => r,
             Err(e) => panic!("transport error: {e}"),
         };
-        let headers = resp
-            .headers_names()
-            .into_iter()
-            .filter_map(|n| resp.header(&n).map(|v| (n.clone(), v.to_string())))
-            .collect();
-        let status = resp.status();
-        let body = resp.into_string().unwrap();
-        Reply {
-            status,
-            headers,
-            body,
-        }
+        crate::api_harness::reply_from(resp).unwrap()
     })
     .await
     .unwrap()

@@ -32,18 +32,7 @@ async fn send(
             Err(ureq::Error::Status(_, r)) => r,
             Err(e) => panic!("transport error: {e}"),
         };
-        let headers = resp
-            .headers_names()
-            .into_iter()
-            .filter_map(|n| resp.header(&n).map(|v| (n.clone(), v.to_string())))
-            .collect();
-        let status = resp.status();
-        let body = resp.into_string().unwrap();
-        Reply {
-            status,
-            headers,
-            body,
-        }
+        crate::api_harness::reply_from(resp).unwrap()
     })
     .await
     .unwrap()

@@ -3,7 +3,6 @@
 //! revocation, sign-out, expiry, the same-origin check of state changes the
 //! cookie authenticates, and failed sign-ins under the auth-failure limits.
 
-use std::io::Read;
 use std::time::Duration;
 
 use crate::api_harness::{assert_problem, relaxed_access, start, start_with, Auth, Harness, Reply};
@@ -31,24 +30,7 @@ async fn sign_in(h: &Harness, content_type: &str, body: &str, origin: Option<&st
             Err(ureq::Error::Status(_, r)) => r,
             Err(e) => panic!("transport error: {e}"),
         };
-        let headers = resp
-            .headers_names()
-            .into_iter()
-            .flat_map(|n| {
-                resp.all(&n)
-                    .into_iter()
-                    .map(|v| (n.clone(), v.to_string()))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        let status = resp.status();
-        let mut body = String::new();
-        resp.into_reader().read_to_string(&mut body).unwrap();
-        Reply {
-            status,
-            headers,
-            body,
-        }
+        crate::api_harness::reply_from(resp).unwrap()
     })
     .await
     .unwrap()

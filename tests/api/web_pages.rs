@@ -28,18 +28,7 @@ async fn page(h: &Harness, path: &str, key: Option<&str>) -> Reply {
             Err(ureq::Error::Status(_, r)) => r,
             Err(e) => panic!("{e}"),
         };
-        let status = r.status();
-        let headers = r
-            .headers_names()
-            .into_iter()
-            .filter_map(|n| r.header(&n).map(|v| (n.clone(), v.to_string())))
-            .collect();
-        let body = r.into_string().unwrap();
-        Reply {
-            status,
-            headers,
-            body,
-        }
+        crate::api_harness::reply_from(r).unwrap()
     })
     .await
     .unwrap()

@@ -436,7 +436,7 @@ pub fn record(ts_ns: u64) -> ResultRecord {
 }
 
 /// Status, every header and the body of a response, whatever its status.
-fn reply_from(resp: ureq::Response) -> Result<Reply, String> {
+pub fn reply_from(resp: ureq::Response) -> Result<Reply, String> {
     let headers = resp
         .headers_names()
         .into_iter()
