@@ -162,12 +162,21 @@ pub(super) async fn put(
 
 /// `POST /api/v1/model/rollback`.
 pub(super) async fn rollback(ctx: &Arc<Ctx>) -> Result<Resp, ApiError> {
+    switch(ctx, ModelStore::rollback).await
+}
+
+/// Make `choose` pick the active version among the installed ones (one
+/// change at a time), then wait until the inference thread runs it.
+async fn switch(
+    ctx: &Arc<Ctx>,
+    choose: impl FnOnce(&ModelStore) -> Result<VersionMeta, ModelStoreError> + Send + 'static,
+) -> Result<Resp, ApiError> {
     let p = ctx.pipeline.clone().ok_or(ApiError::ModelUnavailable)?;
     let _change = ctx
         .model_change
         .try_lock()
         .map_err(|_| ApiError::ModelChangeInProgress)?;
-    let meta = blocking_models(move || p.models.rollback().map_err(store_err)).await?;
+    let meta = blocking_models(move || choose(&p.models).map_err(store_err)).await?;
     reload(ctx)?;
     await_running(ctx, &meta.sha256).await?;
     Ok(changed(ctx, &meta))
@@ -188,15 +197,11 @@ pub(super) async fn activate(ctx: &Arc<Ctx>, sha256: &str) -> Result<Resp, ApiEr
             "64 lower-case hexadecimal digits, as GET /api/v1/model lists them",
         ));
     }
-    let p = ctx.pipeline.clone().ok_or(ApiError::ModelUnavailable)?;
-    let _change = ctx
-        .model_change
-        .try_lock()
-        .map_err(|_| ApiError::ModelChangeInProgress)?;
     let sha = sha256.to_string();
-    let meta = blocking_models(move || p.models.activate(&sha).map_err(store_err)).await?;
-    log::info!(spotter_model_sha256 = meta.sha256.as_str(); "API: model {} ({}) activated", meta.sha256, meta.original_name);
-    reload(ctx)?;
-    await_running(ctx, &meta.sha256).await?;
-    Ok(changed(ctx, &meta))
+    switch(ctx, move |models| {
+        let meta = models.activate(&sha)?;
+        log::info!(spotter_model_sha256 = meta.sha256.as_str(); "API: model {} ({}) activated", meta.sha256, meta.original_name);
+        Ok(meta)
+    })
+    .await
 }
