@@ -7,6 +7,8 @@
 //! monitor polls, [`Sysfs`] reads a sysfs tree (`/sys`, or a fake tree in
 //! tests), and [`Reading`] is what one poll saw. Where the values go
 //! (status, metrics, the journal) is the state's and the monitor's.
+//! [`Governor`] turns temperatures into "slow down" / "back to full rate"
+//! for `[power] hot_above_c`.
 //!
 //! Sources, each optional (a board without one reports `None`):
 //! - temperature: `class/thermal/thermal_zone*/temp` (millidegrees Celsius);
@@ -23,6 +25,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+
+pub use crate::config::power::HeatLimit;
 
 /// The firmware's `get_throttled` bits. The low four are "now", the same
 /// four shifted by 16 are "since boot".
@@ -230,6 +234,39 @@ impl Watch {
     }
 }
 
+/// Decides, reading by reading, whether inference should run slower for
+/// heat ([`HeatLimit`]): on at `above_c`, off only below `resume_below_c`.
+#[derive(Debug)]
+pub struct Governor {
+    limit: HeatLimit,
+    hot: bool,
+}
+
+impl Governor {
+    pub fn new(limit: HeatLimit) -> Governor {
+        Governor { limit, hot: false }
+    }
+
+    /// The new state (`true`: slow down) when this temperature changes it.
+    /// An unknown temperature changes nothing: a sensor that fails once
+    /// neither starts nor ends a slowdown.
+    pub fn update(&mut self, temp_c: Option<f64>) -> Option<bool> {
+        let t = temp_c?;
+        let hot = match self.hot {
+            false => t >= self.limit.above_c,
+            true => t >= self.limit.resume_below_c,
+        };
+        (hot != self.hot).then(|| {
+            self.hot = hot;
+            hot
+        })
+    }
+
+    pub fn limit(&self) -> HeatLimit {
+        self.limit
+    }
+}
+
 fn read_trimmed(path: &Path) -> Option<String> {
     std::fs::read_to_string(path)
         .ok()
@@ -382,5 +419,25 @@ mod tests {
         assert!(r.now.unwrap().under_voltage);
         assert_eq!(r.since_boot, None);
         assert_eq!(r.mask, None);
+    }
+
+    // Would catch the slowdown flapping at the limit (no hysteresis), ending
+    // on a failed reading, or never ending once the board has cooled.
+    #[test]
+    fn the_governor_slows_down_at_the_limit_and_resumes_below_the_hysteresis() {
+        let mut g = Governor::new(HeatLimit {
+            above_c: 80.0,
+            resume_below_c: 75.0,
+            max_fps: 1.0,
+        });
+        assert_eq!(g.update(Some(79.9)), None);
+        assert_eq!(g.update(Some(80.0)), Some(true));
+        assert_eq!(g.update(Some(85.0)), None);
+        assert_eq!(g.update(None), None, "an unknown temperature ended it");
+        assert_eq!(g.update(Some(78.0)), None, "ended above the resume point");
+        assert_eq!(g.update(Some(75.0)), None);
+        assert_eq!(g.update(Some(74.9)), Some(false));
+        assert_eq!(g.update(Some(79.0)), None, "started below the limit");
+        assert_eq!(g.update(None), None);
     }
 }

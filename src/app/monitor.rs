@@ -112,6 +112,8 @@ struct Monitor<'a> {
     /// SoC temperature and throttling flags (issue 22), `None` with
     /// `[power] enabled = false`.
     power: Option<crate::power::Watch>,
+    /// The heat slowdown (`power.hot_above_c`), if configured.
+    heat: Option<crate::power::Governor>,
 }
 
 impl<'a> Monitor<'a> {
@@ -140,6 +142,10 @@ impl<'a> Monitor<'a> {
                     Duration::from_secs(power.poll_s),
                 )
             }),
+            heat: power
+                .heat
+                .filter(|_| power.enabled)
+                .map(crate::power::Governor::new),
         }
     }
 
@@ -249,6 +255,26 @@ impl Monitor<'_> {
                 "throttling ended (SoC at {temp} °C)"
             ),
             None => {}
+        }
+        if let Some(heat) = self.heat.as_mut() {
+            let limit = heat.limit();
+            match heat.update(reading.temp_c) {
+                Some(true) => {
+                    log::warn!(
+                        message_id = ids::HEAT_SLOWDOWN_STARTED, spotter_temp_c = temp.as_str(), spotter_max_fps = limit.max_fps;
+                        "SoC at {temp} °C, over power.hot_above_c = {}: inference slowed to {} frames/s until it is below {} °C", limit.above_c, limit.max_fps, limit.resume_below_c
+                    );
+                    self.state.set_heat_limit(Some(limit.max_fps));
+                }
+                Some(false) => {
+                    log::info!(
+                        message_id = ids::HEAT_SLOWDOWN_ENDED, spotter_temp_c = temp.as_str();
+                        "SoC at {temp} °C, below power.hot_resume_below_c = {}: inference back to full rate", limit.resume_below_c
+                    );
+                    self.state.set_heat_limit(None);
+                }
+                None => {}
+            }
         }
         self.state.set_power(reading);
     }

@@ -176,6 +176,7 @@ fn power_keys_are_read_and_checked() {
             enabled: false,
             sysfs_root: PathBuf::from("/tmp/fake"),
             poll_s: 2,
+            heat: None,
         }
     );
     for bad in ["0", "3601"] {
@@ -185,6 +186,45 @@ fn power_keys_are_read_and_checked() {
         assert!(e.contains("power.poll_s"), "{e}");
     }
     assert!(one("[power]\npoll = 3\n").is_err(), "unknown key accepted");
+}
+
+// Would catch the heat limit's keys ignored, its default hysteresis lost (a
+// temperature at the limit would switch the slowdown every poll), a resume
+// point above the limit accepted, or hot_max_fps silently ignored without
+// the limit it belongs to.
+#[test]
+fn heat_limit_keys_are_read_and_checked() {
+    let s = one("[power]\nhot_above_c = 80.0\n").unwrap();
+    assert_eq!(
+        s.power.heat,
+        Some(power::HeatLimit {
+            above_c: 80.0,
+            resume_below_c: 75.0,
+            max_fps: power::DEFAULT_HOT_MAX_FPS,
+        })
+    );
+    let s =
+        one("[power]\nhot_above_c = 70.0\nhot_resume_below_c = 60.0\nhot_max_fps = 0.5\n").unwrap();
+    assert_eq!(
+        s.power.heat,
+        Some(power::HeatLimit {
+            above_c: 70.0,
+            resume_below_c: 60.0,
+            max_fps: 0.5,
+        })
+    );
+    for (toml, key) in [
+        (
+            "hot_above_c = 80.0\nhot_resume_below_c = 85.0",
+            "power.hot_resume_below_c",
+        ),
+        ("hot_above_c = 200.0", "power.hot_above_c"),
+        ("hot_above_c = 80.0\nhot_max_fps = 0.0", "power.hot_max_fps"),
+        ("hot_max_fps = 2.0", "power.hot_max_fps"),
+    ] {
+        let e = one(&format!("[power]\n{toml}\n")).unwrap_err().to_string();
+        assert!(e.contains(key), "{toml}: {e}");
+    }
 }
 
 // Would catch check-config printing something the loader cannot read back.

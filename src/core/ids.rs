@@ -112,6 +112,12 @@ pub const THROTTLING_STARTED: &str = "1fb0ff45f31d484ea8682f164a412b14";
 /// No throttling flag holds any more (the firmware's "since boot" bits stay
 /// set until reboot and are in status).
 pub const THROTTLING_ENDED: &str = "081e646ca3e14274b5d4b730c2a089f7";
+/// The SoC reached `power.hot_above_c`: inference runs at most
+/// `power.hot_max_fps` frames per second (`SPOTTER_TEMP_C`,
+/// `SPOTTER_MAX_FPS`) until it cools below `power.hot_resume_below_c`.
+pub const HEAT_SLOWDOWN_STARTED: &str = "f6a6993c2ca2406f955c700a13cf0519";
+/// The SoC cooled below `power.hot_resume_below_c`: full rate again.
+pub const HEAT_SLOWDOWN_ENDED: &str = "b7f0cfbc89a94f3fb68e3dfdd5545739";
 // --- Data protection (issue 23) ---
 /// An administrative action (key created or revoked, model installed,
 /// activated or rolled back, configuration reloaded, backup exported,

@@ -327,6 +327,31 @@ impl Drop for CloseOnDrop {
 /// `FrameSlot` is closed and drained, after closing `out`. `motion`: the
 /// `[motion]` settings (None: no gating); a frame the motion gate skips is
 /// neither prepared nor handed on (`motion_gate.rs`).
+/// The heat slowdown's pacing: admits a frame when at least the slowdown's
+/// interval has passed since the last admitted one (all sources together).
+#[derive(Debug, Default)]
+struct HeatGate {
+    last: Option<Instant>,
+}
+
+impl HeatGate {
+    /// Whether to infer a frame taken at `now` under `interval` (`None`:
+    /// full rate, every frame).
+    fn admit(&mut self, interval: Option<Duration>, now: Instant) -> bool {
+        let Some(every) = interval else {
+            return true;
+        };
+        if self
+            .last
+            .is_some_and(|t| now.saturating_duration_since(t) < every)
+        {
+            return false;
+        }
+        self.last = Some(now);
+        true
+    }
+}
+
 pub(crate) fn prepare_loop(
     slot: Arc<FrameSlot>,
     out: Arc<PreparedSlot>,
@@ -347,6 +372,7 @@ pub(crate) fn prepare_loop(
     let mut prep_time = Duration::ZERO;
     let mut fresher_for = None;
     let mut gating = MotionGating::new(motion);
+    let mut heat = HeatGate::default();
     while let Some(only) = out.wait_turn(&slot, prep_time, &mut fresher_for) {
         let (frame, tag) = match slot.take_from(WAIT, only) {
             Taken::Frame(f, tag) => (f, tag),
@@ -360,6 +386,13 @@ pub(crate) fn prepare_loop(
         if let Some(m) = out.take_model() {
             gating.model_changed(m.1.detector, &state);
             model = Some(m);
+        }
+        // While the SoC is too hot (issue 22): at most `power.hot_max_fps`
+        // frames are prepared and inferred; the others skip the decode too.
+        if !heat.admit(state.heat_interval(), Instant::now()) {
+            Counters::inc(&state.counters.frames_skipped_hot);
+            state.publish_frame(&tag.name, frame);
+            continue;
         }
         if let Some((_, spec)) = &model {
             if !gating.admit(&frame, &tag, &state, spec.max_pixels) {
@@ -411,6 +444,23 @@ mod tests {
             ahead: None,
             tensor: Vec::new(),
         }
+    }
+
+    // Would catch the heat slowdown letting frames through faster than its
+    // interval, holding back frames at full rate, or staying paced after it.
+    #[test]
+    fn the_heat_gate_paces_frames_only_while_slowed() {
+        let mut g = HeatGate::default();
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        assert!((0..5).all(|i| g.admit(None, t0 + ms(i))));
+        let every = Some(ms(500));
+        let admitted: Vec<u64> = (0..40)
+            .map(|i| i * 50)
+            .filter(|&t| g.admit(every, t0 + ms(10 + t)))
+            .collect();
+        assert_eq!(admitted, vec![0, 500, 1000, 1500]);
+        assert!(g.admit(None, t0 + ms(2100)) && g.admit(None, t0 + ms(2101)));
     }
 
     // Would catch a queue forming between the two threads: only the newest

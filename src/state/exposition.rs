@@ -283,6 +283,13 @@ struct PowerFlagLabels {
 /// now and since boot, from the monitor's last reading (absent on a board
 /// without the sensors).
 fn power(state: &AppState, snap: &mut Registry) {
+    if let Some(fps) = state.heat_max_fps() {
+        snap.register(
+            "inference_max_fps",
+            "The inference rate cap in force while the SoC is over power.hot_above_c (absent at full rate)",
+            ConstGauge::new(fps),
+        );
+    }
     let Some(r) = state.power() else {
         return;
     };
@@ -372,6 +379,11 @@ fn motion(state: &AppState, c: &super::CounterSnapshot, snap: &mut Registry) {
         "frames_static",
         "Frames not inferred because the scene was static (motion gating)",
         ConstCounter::new(c.frames_static),
+    );
+    snap.register(
+        "frames_skipped_hot",
+        "Frames not inferred because the SoC was over power.hot_above_c",
+        ConstCounter::new(c.frames_skipped_hot),
     );
     snap.register(
         "motion_gating_active",

@@ -273,6 +273,9 @@ pub struct Counters {
     /// Frames not inferred because the scene was static (motion gating,
     /// issue 18).
     pub frames_static: AtomicU64,
+    /// Frames not inferred because the SoC was over `power.hot_above_c`
+    /// and inference ran at `power.hot_max_fps` (issue 22).
+    pub frames_skipped_hot: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -285,6 +288,7 @@ pub(crate) struct CounterSnapshot {
     pub store_errors: u64,
     pub capture_errors: u64,
     pub frames_static: u64,
+    pub frames_skipped_hot: u64,
 }
 
 impl Counters {
@@ -299,6 +303,7 @@ impl Counters {
             store_errors: g(&self.store_errors),
             capture_errors: g(&self.capture_errors),
             frames_static: g(&self.frames_static),
+            frames_skipped_hot: g(&self.frames_skipped_hot),
         }
     }
     pub fn inc(counter: &AtomicU64) {

@@ -59,7 +59,17 @@ struct StatusDoc<'a> {
     focus: super::frames::FocusSnapshot,
     /// SoC temperature and throttling flags (issue 22); null before the
     /// first reading or with `[power]` off.
-    power: Option<crate::power::Reading>,
+    power: Option<PowerDoc>,
+}
+
+/// Status `power`: the last reading and the heat slowdown in force.
+#[derive(Serialize)]
+struct PowerDoc {
+    #[serde(flatten)]
+    reading: crate::power::Reading,
+    /// `power.hot_max_fps` while the SoC is over `power.hot_above_c`;
+    /// null at full rate.
+    inference_max_fps: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -123,7 +133,10 @@ impl AppState {
             gpio: self.gpio.snapshot(),
             motion: self.motion_snapshot(),
             focus: self.focus_snapshot(),
-            power: self.power(),
+            power: self.power().map(|reading| PowerDoc {
+                reading,
+                inference_max_fps: self.heat_max_fps(),
+            }),
         };
         match serde_json::to_vec(&doc) {
             Ok(v) => Bytes::from(v),
@@ -275,7 +288,17 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&s.status_json(store.clone())).unwrap();
         assert_eq!(v["power"]["temp_c"], 71.5);
         s.set_power(reading(64.0));
-        let v: serde_json::Value = serde_json::from_slice(&s.status_json(store)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&s.status_json(store.clone())).unwrap();
         assert_eq!(v["power"]["temp_c"], 64.0);
+        assert!(v["power"]["inference_max_fps"].is_null());
+        // A heat slowdown reaches the cached document too.
+        s.set_heat_limit(Some(0.5));
+        let v: serde_json::Value = serde_json::from_slice(&s.status_json(store.clone())).unwrap();
+        assert_eq!(v["power"]["inference_max_fps"], 0.5);
+        assert_eq!(s.heat_interval(), Some(std::time::Duration::from_secs(2)));
+        s.set_heat_limit(None);
+        let v: serde_json::Value = serde_json::from_slice(&s.status_json(store)).unwrap();
+        assert!(v["power"]["inference_max_fps"].is_null());
+        assert_eq!(s.heat_interval(), None);
     }
 }
