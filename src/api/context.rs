@@ -63,6 +63,8 @@ pub(super) struct Ctx {
     pub(super) frames: frames::FrameViewers,
     /// `[backup]` (issue 23): whom `GET /api/v1/backup` encrypts to.
     pub(super) backup: crate::config::BackupSettings,
+    /// `[signing]` (issue 22): model bundle uploads are verified against it.
+    pub(super) signing: crate::config::signing::SigningSettings,
 }
 
 impl Ctx {
@@ -107,6 +109,7 @@ impl Ctx {
             }),
             stop: watch::channel(false).1,
             backup: opts.backup.clone(),
+            signing: opts.signing.clone(),
             state,
             store,
             max_results_limit,

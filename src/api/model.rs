@@ -1,6 +1,9 @@
 //! Model management over HTTPS (admin): `GET /api/v1/model` (the active
-//! model and the installed versions), `PUT /api/v1/model` (upload a .tflite,
-//! validate it with the canary, install and activate it) and
+//! model and the installed versions, each with its bundle manifest: name,
+//! version, signer key fingerprint), `PUT /api/v1/model` (upload a signed
+//! model bundle, verified against `[signing] trusted_keys`, or a bare .tflite
+//! when `signing.allow_unsigned_local`; validate it with the canary, install
+//! and activate it) and
 //! `POST /api/v1/model/rollback` and
 //! `POST /api/v1/model/versions/{sha256}/activate` (make an installed version
 //! the active one, for the web page's Device view). Owns only the HTTP side: versions are kept
@@ -16,7 +19,7 @@ use bytes::Bytes;
 use hyper::StatusCode;
 
 use super::{json_response, ApiError, Ctx, Resp};
-use crate::modelstore::{ModelStore, ModelStoreError, VersionMeta};
+use crate::modelstore::{ModelStore, ModelStoreError, Trust, VersionMeta};
 use crate::pipeline::load_model;
 
 /// How long a change waits for the inference thread to run the new model.
@@ -25,7 +28,9 @@ pub(super) const ACTIVATION_TIMEOUT: Duration = Duration::from_secs(120);
 fn store_err(e: ModelStoreError) -> ApiError {
     match e {
         ModelStoreError::NoHistory => ApiError::NoPreviousModel,
-        ModelStoreError::Refused { reason, .. } => ApiError::ModelRefused { reason },
+        ModelStoreError::Refused { reason, .. } | ModelStoreError::BundleRefused { reason, .. } => {
+            ApiError::ModelRefused { reason }
+        }
         ModelStoreError::UnknownVersion(_) | ModelStoreError::Ambiguous(_) => {
             ApiError::ModelVersionNotFound
         }
@@ -74,21 +79,35 @@ pub(super) async fn await_inference(
     Ok(())
 }
 
-/// Wait until the inference thread runs `sha256` (polling the shared state).
-async fn await_running(ctx: &Arc<Ctx>, sha256: &str) -> Result<(), ApiError> {
+/// Wait until the inference thread has carried out a reload requested after
+/// `before` (see [`reload`]) and runs `sha256` (polling the shared state).
+/// Waiting for the reload too matters when the version was already running:
+/// a bundle of the same model with other settings takes effect only then.
+async fn await_running(ctx: &Arc<Ctx>, sha256: &str, before: u64) -> Result<(), ApiError> {
+    let done = ctx.pipeline.as_ref().map(|p| p.control.clone());
     await_inference(
-        || ctx.state.model().is_some_and(|m| m.sha256 == sha256),
+        || {
+            done.as_ref()
+                .is_none_or(|c| c.reloads_done.load(std::sync::atomic::Ordering::Acquire) > before)
+                && ctx.state.model().is_some_and(|m| m.sha256 == sha256)
+        },
         || format!("model {sha256} installed but not running"),
     )
     .await
 }
 
-fn reload(ctx: &Arc<Ctx>) -> Result<(), ApiError> {
+/// Ask the inference thread to reload; returns its count of reloads done
+/// before the request, for [`await_running`].
+fn reload(ctx: &Arc<Ctx>) -> Result<u64, ApiError> {
     let p = ctx.pipeline.as_ref().ok_or(ApiError::ModelUnavailable)?;
+    let before = p
+        .control
+        .reloads_done
+        .load(std::sync::atomic::Ordering::Acquire);
     p.control
         .reload
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    Ok(())
+    Ok(before)
 }
 
 fn changed(ctx: &Arc<Ctx>, meta: &VersionMeta) -> Resp {
@@ -98,8 +117,11 @@ fn changed(ctx: &Arc<Ctx>, meta: &VersionMeta) -> Resp {
     )
 }
 
-/// `PUT /api/v1/model`: the body is the .tflite file; labels must be embedded
-/// in it (TFLite metadata), else results are reported by class index.
+/// `PUT /api/v1/model`: the body is a signed model bundle (sniffed by its
+/// ZIP magic; its labels and settings come with it) or a bare .tflite (only
+/// when `signing.allow_unsigned_local`; labels must be embedded in it, TFLite
+/// metadata, else results are reported by class index). A refused bundle
+/// changes nothing: 422 `model_refused` with the reason.
 pub(super) async fn put(
     ctx: &Arc<Ctx>,
     body: Bytes,
@@ -123,7 +145,11 @@ pub(super) async fn put(
         .model_change
         .try_lock()
         .map_err(|_| ApiError::ModelChangeInProgress)?;
+    let signing = ctx.signing.clone();
     let meta = blocking_models(move || {
+        // The keys are read per upload, so a rotated key file counts at once.
+        let trust = Trust::from_settings(&signing, signing.allow_unsigned_local)
+            .map_err(|e| ApiError::Internal(format!("[signing] trusted_keys: {e}")))?;
         let models = p.models.clone();
         std::fs::create_dir_all(models.dir())
             .map_err(|e| ApiError::Internal(format!("creating {}: {e}", models.dir().display())))?;
@@ -141,22 +167,27 @@ pub(super) async fn put(
             .map_err(|e| ApiError::Internal(format!("writing {}: {e}", file.display())))?;
         let hide = tmp.path().display().to_string();
         let meta = models
-            .install(&file, None, |model, _| {
+            .install_bundle(&file, &trust, |model, labels| {
                 let mut m = p.model.clone();
                 m.path = model.to_path_buf();
-                m.labels = None;
+                m.labels = labels.map(|l| l.to_path_buf());
                 // The reason names the temporary path; clients see the file name only.
-                load_model(&m)
-                    .map(|l| l.status.kind)
-                    .map_err(|e| e.to_string().replace(&format!("{hide}/"), ""))
+                load_model(&m).map(|l| l.status.kind).map_err(|e| {
+                    let mut msg = e.to_string().replace(&format!("{hide}/"), "");
+                    // A bundle's model is checked from its own temporary directory.
+                    if let Some(dir) = model.parent() {
+                        msg = msg.replace(&format!("{}/", dir.display()), "");
+                    }
+                    msg
+                })
             })
             .map_err(store_err)?;
         models.activate(&meta.sha256).map_err(store_err)
     })
     .await?;
     log::info!(spotter_model_sha256 = meta.sha256.as_str(); "API: model {} installed and activated", meta.sha256);
-    reload(ctx)?;
-    await_running(ctx, &meta.sha256).await?;
+    let before = reload(ctx)?;
+    await_running(ctx, &meta.sha256, before).await?;
     Ok(changed(ctx, &meta))
 }
 
@@ -177,8 +208,8 @@ async fn switch(
         .try_lock()
         .map_err(|_| ApiError::ModelChangeInProgress)?;
     let meta = blocking_models(move || choose(&p.models).map_err(store_err)).await?;
-    reload(ctx)?;
-    await_running(ctx, &meta.sha256).await?;
+    let before = reload(ctx)?;
+    await_running(ctx, &meta.sha256, before).await?;
     Ok(changed(ctx, &meta))
 }
 

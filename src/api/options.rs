@@ -91,6 +91,9 @@ pub struct ApiOptions {
     pub frame_max_fps: f64,
     /// `[backup]`: recipients of encrypted backups, plain ones refused (issue 23).
     pub backup: crate::config::BackupSettings,
+    /// `[signing]`: keys a model bundle upload must be signed by, and
+    /// whether a bare or unsigned model is still accepted (issue 22).
+    pub signing: crate::config::signing::SigningSettings,
 }
 
 impl ApiOptions {
@@ -135,6 +138,7 @@ impl ApiOptions {
             max_frame_viewers: defaults::DEFAULT_MAX_FRAME_VIEWERS,
             frame_max_fps: defaults::DEFAULT_FRAME_MAX_FPS,
             backup: crate::config::BackupSettings::default(),
+            signing: Default::default(),
         }
     }
 

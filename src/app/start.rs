@@ -385,6 +385,7 @@ async fn bind_api(
             max_frame_viewers: settings.api.max_frame_viewers,
             frame_max_fps: settings.api.frame_max_fps,
             backup: settings.backup.clone(),
+            signing: settings.signing.clone(),
         },
         state.clone(),
         store.clone(),

@@ -210,7 +210,7 @@ pub fn execute(cli: Cli) -> Result<(), Failure> {
         Command::Model {
             config: path,
             action,
-        } => with_settings(&path, action, model::model),
+        } => model::dispatch(&path, action),
         Command::SystemdGenerator {
             config: path,
             normal_dir,

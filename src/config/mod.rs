@@ -25,6 +25,8 @@ pub(crate) mod power;
 pub(crate) mod privacy;
 mod raw;
 pub(crate) mod sightings;
+// Signed model bundles (issue 22).
+pub(crate) mod signing;
 mod sources;
 
 pub use sources::DEFAULT_SOURCE_NAME;
@@ -344,6 +346,8 @@ pub struct Settings {
     pub audit: audit::AuditSettings,
     /// `[backup]` (issue 23).
     pub backup: backup::BackupSettings,
+    /// `[signing]` (issue 22): trusted model-signing keys.
+    pub signing: signing::SigningSettings,
     /// The files that were read, in the order they were layered.
     #[serde(skip)]
     pub files: Vec<PathBuf>,
@@ -1083,6 +1087,7 @@ fn build_after_sources(
     let power = power::build_power(l)?;
     let audit = audit::build_audit(l)?;
     let backup = backup::build_backup(l)?;
+    let signing = signing::build_signing(l)?;
 
     Ok(Settings {
         daemon,
@@ -1101,6 +1106,7 @@ fn build_after_sources(
         power,
         audit,
         backup,
+        signing,
         files: l.paths(),
     })
 }

@@ -21,6 +21,11 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// A daemon replaying one photo slowly, on mobilenet_v2 with its labels,
 /// with a small upload pixel budget so a bomb is cheap to build.
 fn start(dir: &Path) -> (Daemon, Client) {
+    start_with(dir, "")
+}
+
+/// [`start`] with `extra` appended to the config.
+fn start_with(dir: &Path, extra: &str) -> (Daemon, Client) {
     let photos = dir.join("photos");
     std::fs::create_dir_all(&photos).unwrap();
     std::fs::copy(testdata().join("images/cat.bmp"), photos.join("cat.bmp")).unwrap();
@@ -28,7 +33,7 @@ fn start(dir: &Path) -> (Daemon, Client) {
         "[daemon]\nstate_dir = \"@STATE@\"\n\n\
          [source]\nkind = \"files\"\ndir = \"{}\"\nfps = 2.0\n\n\
          [model]\npath = \"{}\"\nlabels = \"{}\"\nthreads = 1\nretry_ms = 500\n\n\
-         [api]\nlisten = \"127.0.0.1:@PORT@\"\nmax_upload_pixels = 4000000\n",
+         [api]\nlisten = \"127.0.0.1:@PORT@\"\nmax_upload_pixels = 4000000\n{extra}",
         photos.display(),
         model(MODEL).display(),
         testdata()
@@ -360,5 +365,208 @@ fn model_upload_refusal_and_rollback() {
     }
     let running = admin.get("/api/v1/model").unwrap().json();
     assert_eq!(running["running"]["sha256"], eff_sha.as_str());
+    d.assert_running();
+}
+
+/// A bundle of `model` (with the mobilenet labels) signed by `key`.
+fn bundle_of(
+    model: &[u8],
+    version: &str,
+    settings: spotter::modelstore::BundleSettings,
+    min_spotter_version: Option<&str>,
+    key: &ed25519_dalek::SigningKey,
+) -> Vec<u8> {
+    use spotter::modelstore::bundle::{write_bundle, BundleSpec};
+    let labels =
+        std::fs::read(testdata().join("labels/labels_mobilenet_quant_v1_224.txt")).unwrap();
+    let mut out = std::io::Cursor::new(Vec::new());
+    write_bundle(
+        &mut out,
+        &BundleSpec {
+            name: "small",
+            version,
+            model,
+            labels: Some(&labels),
+            settings,
+            min_spotter_version: min_spotter_version.map(str::to_string),
+        },
+        Some(key),
+    )
+    .unwrap();
+    out.into_inner()
+}
+
+/// The (label, score) list the daemon reports for an uploaded photo, and
+/// the model that produced it.
+fn classes(c: &Client, photo: &[u8]) -> (String, Vec<(String, f64)>) {
+    let r = c.send("POST", "/api/v1/classify", photo).unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    let list = v["result"]["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["label"].as_str().unwrap_or_default().to_string(),
+                c["score"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    (
+        v["result"]["model_sha256"].as_str().unwrap().to_string(),
+        list,
+    )
+}
+
+// Catches: a signed bundle not installing over the API, its manifest's
+// settings (top_k, min_score) not taking effect when it is active, a settings-
+// only change (same model) answered before the reload ran, the manifest
+// (name, version, signer) missing from GET /api/v1/model, and an unsigned,
+// wrongly signed, too-new or truncated bundle installing anything or
+// replacing the running model, or refused without a 4xx problem and reason.
+#[test]
+fn signed_bundles_over_the_api() {
+    use ed25519_dalek::pkcs8::EncodePublicKey;
+    use spotter::modelstore::bundle::fingerprint;
+    use spotter::modelstore::BundleSettings;
+    let tmp = tempfile::tempdir().unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let other = ed25519_dalek::SigningKey::from_bytes(&[8; 32]);
+    let pub_path = tmp.path().join("signing.pub.pem");
+    std::fs::write(
+        &pub_path,
+        key.verifying_key()
+            .to_public_key_pem(Default::default())
+            .unwrap(),
+    )
+    .unwrap();
+    let (d, admin) = start_with(
+        tmp.path(),
+        &format!(
+            "\n[signing]\ntrusted_keys = [\"{}\"]\nallow_unsigned_local = false\n",
+            pub_path.display()
+        ),
+    );
+    let first = sha256_hex(&std::fs::read(model(MODEL)).unwrap());
+    let photo = std::fs::read(testdata().join("images/grace_hopper.bmp")).unwrap();
+    let small = std::fs::read(model("mobilenet_v1_0.25_128_quant")).unwrap();
+    let small_sha = sha256_hex(&small);
+
+    let refuse = |what: &str, body: &[u8], why: &str, running: &str, installed: usize| {
+        let r = admin
+            .send("PUT", "/api/v1/model?name=b.spotter", body)
+            .unwrap();
+        assert_eq!(
+            (r.status, problem_code(&r).as_str()),
+            (422, "model_refused"),
+            "{what}: {}",
+            r.body
+        );
+        assert!(
+            r.body.contains(why),
+            "{what}: reason lacks `{why}`: {}",
+            r.body
+        );
+        let m = admin.get("/api/v1/model").unwrap().json();
+        assert_eq!(m["running"]["sha256"], running, "{what}");
+        assert_eq!(m["versions"].as_array().unwrap().len(), installed, "{what}");
+    };
+    let top2 = BundleSettings {
+        top_k: Some(2),
+        ..Default::default()
+    };
+    refuse(
+        "bare model, unsigned not allowed",
+        &small,
+        "unsigned",
+        &first,
+        0,
+    );
+    refuse(
+        "signed by another key",
+        &bundle_of(&small, "1", top2.clone(), None, &other),
+        "bad signature",
+        &first,
+        0,
+    );
+    refuse(
+        "for a newer Spotter",
+        &bundle_of(&small, "1", top2.clone(), Some("999.0.0"), &key),
+        "999.0.0",
+        &first,
+        0,
+    );
+    let good = bundle_of(&small, "1", top2.clone(), None, &key);
+    refuse("truncated", &good[..good.len() / 2], "malformed", &first, 0);
+
+    // A good bundle: installed, running, its top_k applied.
+    let r = admin
+        .send("PUT", "/api/v1/model?name=small.spotter", &good)
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["running"]["sha256"], small_sha.as_str());
+    let (sha, got) = classes(&admin, &photo);
+    assert_eq!(sha, small_sha);
+    assert_eq!(got.len(), 2, "the bundle's top_k = 2: {got:?}");
+    assert!(
+        got.iter()
+            .all(|(l, _)| !l.is_empty() && l.parse::<u32>().is_err()),
+        "the bundle's labels: {got:?}"
+    );
+    let versions = admin.get("/api/v1/model").unwrap().json()["versions"].clone();
+    let b = &versions[0]["version"]["bundle"];
+    assert_eq!(
+        (b["name"].as_str(), b["version"].as_str()),
+        (Some("small"), Some("1")),
+        "{versions}"
+    );
+    assert_eq!(b["signer"], fingerprint(&key.verifying_key()).as_str());
+
+    // The same model with another min_score: only the settings change, and
+    // they apply once the PUT answers.
+    let (s0, s1) = (got[0].1, got[1].1);
+    let t = (s0 + s1) / 2.0;
+    let strict = BundleSettings {
+        top_k: Some(5),
+        min_score: Some(t as f32),
+        ..Default::default()
+    };
+    let r = admin
+        .send(
+            "PUT",
+            "/api/v1/model?name=small-2.spotter",
+            &bundle_of(&small, "2", strict, None, &key),
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (_, got2) = classes(&admin, &photo);
+    assert!(
+        !got2.is_empty() && got2.iter().all(|(_, s)| *s >= t - 1e-6),
+        "min_score {t}: {got2:?}"
+    );
+    if s0 > s1 {
+        assert_eq!(
+            got2.len(),
+            1,
+            "min_score {t} between {s0} and {s1}: {got2:?}"
+        );
+    }
+
+    // A bad bundle now: refused, the signed model and its settings keep running.
+    refuse(
+        "signed by another key, after an install",
+        &bundle_of(
+            &std::fs::read(model(MODEL)).unwrap(),
+            "3",
+            top2,
+            None,
+            &other,
+        ),
+        "bad signature",
+        &small_sha,
+        1,
+    );
+    assert_eq!(classes(&admin, &photo).1, got2);
     d.assert_running();
 }
