@@ -52,6 +52,10 @@ pub enum AuditAction {
     BackupExported,
     SignIn,
     SignOut,
+    // --- Shadow evaluation (issue 22) ---
+    ShadowStarted,
+    ShadowPromoted,
+    ShadowDiscarded,
 }
 
 impl AuditAction {
@@ -67,6 +71,9 @@ impl AuditAction {
             AuditAction::BackupExported => "backup_exported",
             AuditAction::SignIn => "sign_in",
             AuditAction::SignOut => "sign_out",
+            AuditAction::ShadowStarted => "model_shadow_started",
+            AuditAction::ShadowPromoted => "model_shadow_promoted",
+            AuditAction::ShadowDiscarded => "model_shadow_discarded",
         }
     }
 }
