@@ -299,8 +299,14 @@ impl Shadow {
             thread,
         };
         let report = report_of(&run);
-        *lock(&self.running) = Some(run);
+        // A start that raced this one (API and fleet at once) is replaced:
+        // its thread is stopped and joined, never left waiting.
+        let replaced = lock(&self.running).replace(run);
         self.on.store(true, Ordering::Release);
+        if let Some(old) = replaced {
+            old.feed.close();
+            let _ = old.thread.join();
+        }
         Ok(report)
     }
 
@@ -348,7 +354,10 @@ impl Shadow {
             return;
         };
         let Ok(mut feed) = r.feed.state.try_lock() else {
-            lock(&r.progress).dropped += 1;
+            // The shadow thread is taking the previous frame: busy.
+            let mut p = lock(&r.progress);
+            p.sampled += 1;
+            p.dropped += 1;
             return;
         };
         feed.acc += r.feed.share;
@@ -414,14 +423,18 @@ impl Feed {
     }
 }
 
-/// Nice the calling thread to 10 (Linux: the nice value is per thread), so
-/// the candidate only gets the cores the active pipeline leaves idle.
+/// Nice the calling thread 10 steps below the daemon (at most 19; Linux:
+/// the nice value is per thread), so the candidate only gets the cores the
+/// active pipeline leaves idle, whatever nice value the daemon runs at.
 fn lower_priority() {
-    // SAFETY: gettid and setpriority take plain integers and only affect
-    // this thread's scheduling; a failure is reported through the result.
+    // SAFETY: gettid, getpriority and setpriority take plain integers and
+    // only read or change this thread's scheduling; a failure is reported
+    // through errno (getpriority may return -1 legitimately: then the nice
+    // value set is 9, still below the daemon's).
     let rc = unsafe {
-        let tid = nix::libc::gettid();
-        nix::libc::setpriority(nix::libc::PRIO_PROCESS, tid as nix::libc::id_t, 10)
+        let tid = nix::libc::gettid() as nix::libc::id_t;
+        let now = nix::libc::getpriority(nix::libc::PRIO_PROCESS, tid);
+        nix::libc::setpriority(nix::libc::PRIO_PROCESS, tid, (now + 10).min(19))
     };
     if rc != 0 {
         log::debug!(
