@@ -457,16 +457,36 @@ pub(super) async fn dispatch(
         Route::SourceFrame(name) => frames::frame(ctx, name, caller, req.peer.ip()).await,
         Route::ModelShadow if req.method == Method::POST => {
             let r = shadow::start(ctx, req.content_type, &req.body).await;
-            shadow_record(ctx, caller, req.peer.ip(), AuditAction::ShadowStarted, r).await
+            shadow_record(
+                ctx,
+                caller,
+                req.peer.ip(),
+                AuditAction::ModelShadowStarted,
+                r,
+            )
+            .await
         }
         Route::ModelShadow if req.method == Method::DELETE => {
             let r = shadow::discard(ctx).await;
-            shadow_record(ctx, caller, req.peer.ip(), AuditAction::ShadowDiscarded, r).await
+            shadow_record(
+                ctx,
+                caller,
+                req.peer.ip(),
+                AuditAction::ModelShadowDiscarded,
+                r,
+            )
+            .await
         }
         Route::ModelShadow => Ok(shadow::get(ctx)),
         Route::ModelShadowPromote => {
             let r = shadow::promote(ctx).await;
-            let rec = model_record(ctx, caller, req.peer.ip(), AuditAction::ShadowPromoted, &r);
+            let rec = model_record(
+                ctx,
+                caller,
+                req.peer.ip(),
+                AuditAction::ModelShadowPromoted,
+                &r,
+            );
             audit::record(ctx, rec).await;
             r
         }

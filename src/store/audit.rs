@@ -53,9 +53,9 @@ pub enum AuditAction {
     SignIn,
     SignOut,
     // --- Shadow evaluation (issue 22) ---
-    ShadowStarted,
-    ShadowPromoted,
-    ShadowDiscarded,
+    ModelShadowStarted,
+    ModelShadowPromoted,
+    ModelShadowDiscarded,
 }
 
 impl AuditAction {
@@ -71,9 +71,9 @@ impl AuditAction {
             AuditAction::BackupExported => "backup_exported",
             AuditAction::SignIn => "sign_in",
             AuditAction::SignOut => "sign_out",
-            AuditAction::ShadowStarted => "model_shadow_started",
-            AuditAction::ShadowPromoted => "model_shadow_promoted",
-            AuditAction::ShadowDiscarded => "model_shadow_discarded",
+            AuditAction::ModelShadowStarted => "model_shadow_started",
+            AuditAction::ModelShadowPromoted => "model_shadow_promoted",
+            AuditAction::ModelShadowDiscarded => "model_shadow_discarded",
         }
     }
 }
