@@ -143,6 +143,11 @@ pub enum ApiError {
     // --- Encrypted backups (issue 23) ---
     #[error("{0}")]
     EncryptionRequired(String),
+    // --- Shadow evaluation (issue 22) ---
+    #[error("no model runs in shadow (start one with POST /api/v1/model/shadow)")]
+    ShadowNotRunning,
+    #[error("{0}")]
+    ShadowConflict(String),
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -334,6 +339,14 @@ fn problem_kind(e: &ApiError) -> (StatusCode, &'static str, &'static str) {
             StatusCode::FORBIDDEN,
             "encryption_required",
             "Only encrypted backups are served",
+        ),
+        ApiError::ShadowNotRunning => {
+            (StatusCode::NOT_FOUND, "shadow_not_running", "No shadow run")
+        }
+        ApiError::ShadowConflict(_) => (
+            StatusCode::CONFLICT,
+            "shadow_conflict",
+            "Shadow run refused",
         ),
         ApiError::TooManyViewers { .. } => (
             StatusCode::SERVICE_UNAVAILABLE,

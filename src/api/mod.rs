@@ -135,6 +135,7 @@ mod results;
 mod router;
 mod server;
 mod session;
+mod shadow;
 mod sightings;
 mod status;
 pub mod tls;

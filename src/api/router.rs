@@ -9,8 +9,8 @@ use hyper::Method;
 
 use super::context::{Ctx, Req};
 use super::{
-    audit, classify, frames, keys, metrics, model, openapi, reload, results, session, sightings,
-    status, ApiError, Resp,
+    audit, classify, frames, keys, metrics, model, openapi, reload, results, session, shadow,
+    sightings, status, ApiError, Resp,
 };
 use crate::keys::Scope;
 use crate::store::{AuditAction, AuditRecord};
@@ -185,6 +185,19 @@ pub const ROUTES: &[RouteSpec] = &[
         scope: Some(Scope::Admin),
         allow: ALLOW_GET,
     },
+    // --- Shadow evaluation (issue 22) ---
+    RouteSpec {
+        path: "/api/v1/model/shadow",
+        name: "model_shadow",
+        scope: Some(Scope::Admin),
+        allow: "GET, HEAD, POST, DELETE",
+    },
+    RouteSpec {
+        path: "/api/v1/model/shadow/promote",
+        name: "model_shadow_promote",
+        scope: Some(Scope::Admin),
+        allow: "POST",
+    },
 ];
 
 #[derive(Debug, PartialEq)]
@@ -214,6 +227,8 @@ pub(super) enum Route<'a> {
     KeyById(&'a str),
     ModelActivate(&'a str),
     Audit,
+    ModelShadow,
+    ModelShadowPromote,
 }
 
 impl Route<'_> {
@@ -244,6 +259,8 @@ impl Route<'_> {
             Route::KeyById(_) => 22,
             Route::ModelActivate(_) => 23,
             Route::Audit => 24,
+            Route::ModelShadow => 25,
+            Route::ModelShadowPromote => 26,
         };
         &ROUTES[i]
     }
@@ -275,6 +292,8 @@ pub(super) fn match_route(path: &str) -> Option<Route<'_>> {
         "/api/v1/sightings/summary" => Route::SightingsSummary,
         "/api/v1/session" => Route::Session,
         "/api/v1/audit" => Route::Audit,
+        "/api/v1/model/shadow" => Route::ModelShadow,
+        "/api/v1/model/shadow/promote" => Route::ModelShadowPromote,
         p if p.starts_with("/api/v1/sightings/") => return match_sighting(p),
         p if p.starts_with("/api/v1/keys/") => {
             let id = p.strip_prefix("/api/v1/keys/")?;
@@ -341,6 +360,7 @@ pub(super) fn takes_body(route: &Route<'_>, method: &Method) -> bool {
             | (Route::Model, &Method::PUT)
             | (Route::Session, &Method::POST)
             | (Route::Keys, &Method::POST)
+            | (Route::ModelShadow, &Method::POST)
     )
 }
 
@@ -435,7 +455,64 @@ pub(super) async fn dispatch(
         }
         Route::Audit => audit::list(ctx, query).await,
         Route::SourceFrame(name) => frames::frame(ctx, name, caller, req.peer.ip()).await,
+        Route::ModelShadow if req.method == Method::POST => {
+            let r = shadow::start(ctx, req.content_type, &req.body).await;
+            shadow_record(
+                ctx,
+                caller,
+                req.peer.ip(),
+                AuditAction::ModelShadowStarted,
+                r,
+            )
+            .await
+        }
+        Route::ModelShadow if req.method == Method::DELETE => {
+            let r = shadow::discard(ctx).await;
+            shadow_record(
+                ctx,
+                caller,
+                req.peer.ip(),
+                AuditAction::ModelShadowDiscarded,
+                r,
+            )
+            .await
+        }
+        Route::ModelShadow => Ok(shadow::get(ctx)),
+        Route::ModelShadowPromote => {
+            let r = shadow::promote(ctx).await;
+            let rec = model_record(
+                ctx,
+                caller,
+                req.peer.ip(),
+                AuditAction::ModelShadowPromoted,
+                &r,
+            );
+            audit::record(ctx, rec).await;
+            r
+        }
     }
+}
+
+/// Record a shadow start or discard (naming the candidate when it was
+/// carried out, else refused with the reason) and answer it.
+async fn shadow_record(
+    ctx: &Ctx,
+    caller: &crate::api::auth::Caller,
+    peer: std::net::IpAddr,
+    action: AuditAction,
+    r: Result<(Resp, String), ApiError>,
+) -> Result<Resp, ApiError> {
+    let (r, sha) = match r {
+        Ok((resp, sha)) => (Ok(resp), Some(sha)),
+        Err(e) => (Err(e), None),
+    };
+    let rec = audit::by(caller, peer, action).outcome_of(&r);
+    let rec = match sha {
+        Some(sha) => rec.target(sha),
+        None => rec,
+    };
+    audit::record(ctx, rec).await;
+    r
 }
 
 /// The audit record of a model change: by the caller, naming the model
@@ -544,6 +621,7 @@ mod tests {
                         | ("/api/v1/model", "PUT")
                         | ("/api/v1/session", "POST")
                         | ("/api/v1/keys", "POST")
+                        | ("/api/v1/model/shadow", "POST")
                 );
                 assert_eq!(takes_body(&r, &m), want, "{} {m}", spec.path);
             }

@@ -468,6 +468,8 @@ fn spawn_pipeline(
             .with_context(|| format!("spawning the capture thread of source {}", source.name))?;
         capture.push(handle);
     }
+    // Shadow runs (issue 22) register their thread with the token.
+    control.shadow.attach_shutdown(shutdown.clone());
     // The prepare thread (frames pre-processed during the invoke before)
     // and the inference thread; joining the latter joins both.
     let inference = spawn_inference(

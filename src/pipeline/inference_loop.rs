@@ -47,6 +47,9 @@ pub struct InferenceControl {
     /// `[motion]` (issue 18; read when the thread starts): None, the
     /// default, gates nothing (`spotter bench`, tests); the daemon sets it.
     pub motion: Mutex<Option<crate::config::MotionConfig>>,
+    /// Shadow evaluation of a candidate model (issue 22), shared by the API
+    /// and the fleet worker.
+    pub shadow: Arc<super::Shadow>,
 }
 
 /// What the inference thread works with; see [`spawn_inference`].
@@ -255,6 +258,9 @@ fn inference_loop_body(
                     });
                     generation += 1;
                     input.publish_model(generation, m.engine.prepare_spec());
+                    control
+                        .shadow
+                        .bind(models.clone(), settings.clone(), state.clone());
                     active = Some(m);
                     if reload {
                         *control
@@ -357,6 +363,9 @@ fn inference_loop_body(
             }
         };
         Counters::inc(&state.counters.inferences);
+        control
+            .shadow
+            .offer(&frame, &tag.name, &out, &model.status.sha256);
         let mut rec = sink.record(out, &frame, &model.status.sha256, &model.status.runtime);
         rec.source_name = tag.name.to_string();
         let t_ns = i64::try_from(rec.ts_ns).unwrap_or(i64::MAX);
@@ -389,6 +398,8 @@ fn inference_loop_body(
         sightings.apply(events, Some(&private), t_ns, id.as_deref());
     }
     sightings.close_all();
+    // The shadow thread (if any) ends with the inference thread.
+    control.shadow.stop();
     log::debug!("inference thread drained and stopped");
 }
 

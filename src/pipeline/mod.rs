@@ -33,6 +33,8 @@
 //! | `model.rs` | model loading ([`load_model`], [`effective_model`], [`LoadedModel`]) |
 //! | `sink.rs` | the result sink (`ResultSink`): store → state → metrics → GPIO, on its writer thread off the inference thread (issue 21) |
 //! | `privacy.rs` | the picture of a frame that may be stored, privacy masks filled and label boxes obscured (issue 23) |
+//! | `shadow.rs` | shadow evaluation of a candidate model ([`Shadow`], [`ShadowReport`]) on its own thread, fed sampled frames the active model inferred (issue 22) |
+//! | `shadow_compare.rs` | the comparison maths: IoU, detection matching, top-1 agreement, per label ([`Comparison`]) |
 //! | `sightings.rs` | the sightings stage ([`SightingPolicy`]): tracker hits from results, `keep_frames`, sightings stored, published and closed |
 //!
 //! [`unix_ns`] lives in [`crate::core::clock`]; it is re-exported here for
@@ -44,6 +46,8 @@ mod model;
 mod motion_gate;
 mod prepare_loop;
 mod privacy;
+mod shadow;
+mod shadow_compare;
 mod sightings;
 mod sink;
 mod slot;
@@ -53,6 +57,8 @@ pub use capture_loop::{capture_loop, Backoff, SourceOpener, SourceReadiness};
 pub(crate) use inference_loop::spawn_inference;
 pub use inference_loop::{inference_loop, InferenceControl, InferenceSetup};
 pub use model::{effective_model, load_model, LoadedModel};
+pub use shadow::{Shadow, ShadowError, ShadowReport};
+pub use shadow_compare::{Comparison, LabelComparison};
 pub use sightings::SightingPolicy;
 pub use sink::{Keep, ResultSink};
 pub use slot::{ClassifyError, ClassifyJob, FrameSlot, SourceTag, Taken};

@@ -52,6 +52,10 @@ pub enum AuditAction {
     BackupExported,
     SignIn,
     SignOut,
+    // --- Shadow evaluation (issue 22) ---
+    ModelShadowStarted,
+    ModelShadowPromoted,
+    ModelShadowDiscarded,
 }
 
 impl AuditAction {
@@ -67,6 +71,9 @@ impl AuditAction {
             AuditAction::BackupExported => "backup_exported",
             AuditAction::SignIn => "sign_in",
             AuditAction::SignOut => "sign_out",
+            AuditAction::ModelShadowStarted => "model_shadow_started",
+            AuditAction::ModelShadowPromoted => "model_shadow_promoted",
+            AuditAction::ModelShadowDiscarded => "model_shadow_discarded",
         }
     }
 }
