@@ -403,15 +403,22 @@ impl ModelStore {
 
     /// The active version's files, if a version is active.
     pub(crate) fn active(&self) -> Result<Option<ActiveModel>, ModelStoreError> {
-        let Some(sha) = self.read_active()?.active else {
-            return Ok(None);
-        };
-        let vdir = self.versions().join(&sha);
+        match self.read_active()?.active {
+            Some(sha) => self.version(&sha).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The files and bundle settings of the installed version `sha` (whole
+    /// SHA-256), active or not: what loading it takes (the active model,
+    /// or a shadow candidate).
+    pub(crate) fn version(&self, sha: &str) -> Result<ActiveModel, ModelStoreError> {
+        let vdir = self.versions().join(sha);
         let model = vdir.join("model.tflite");
         if !model.exists() {
             return Err(ModelStoreError::Corrupt {
-                path: self.active_path().display().to_string(),
-                reason: format!("active version {sha} has no model file"),
+                path: vdir.display().to_string(),
+                reason: format!("version {sha} has no model file"),
             });
         }
         let labels = Some(vdir.join("labels.txt")).filter(|p| p.exists());
@@ -426,12 +433,12 @@ impl ModelStore {
                 .map(|b| b.settings),
             Err(e) => return Err(io_err(&meta_path)(e)),
         };
-        Ok(Some(ActiveModel {
-            sha256: sha,
+        Ok(ActiveModel {
+            sha256: sha.to_string(),
             model,
             labels,
             settings,
-        }))
+        })
     }
 }
 

@@ -211,10 +211,14 @@ impl Shadow {
             return Err(ShadowError::IsActive(meta.sha256.clone()));
         }
         self.stop();
-        let vdir = models.dir().join("versions").join(&meta.sha256);
+        // The candidate's files, and its bundle's own settings over `[model]`.
+        let version = models.version(&meta.sha256)?;
         let mut settings = env.settings.clone();
-        settings.path = vdir.join("model.tflite");
-        settings.labels = Some(vdir.join("labels.txt")).filter(|p| p.exists());
+        settings.path = version.model;
+        settings.labels = version.labels;
+        if let Some(s) = &version.settings {
+            s.apply(&mut settings);
+        }
         // The candidate must not compete with the active model for cores.
         settings.threads = 1;
         let feed = Arc::new(Feed {
