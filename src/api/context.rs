@@ -63,6 +63,8 @@ pub(super) struct Ctx {
     pub(super) frames: frames::FrameViewers,
     /// `[backup]` (issue 23): whom `GET /api/v1/backup` encrypts to.
     pub(super) backup: crate::config::BackupSettings,
+    /// `GET /api/v1/support-bundle` (issue 22).
+    pub(super) support: super::support::SupportCtx,
 }
 
 impl Ctx {
@@ -107,6 +109,7 @@ impl Ctx {
             }),
             stop: watch::channel(false).1,
             backup: opts.backup.clone(),
+            support: Default::default(),
             state,
             store,
             max_results_limit,

@@ -137,6 +137,8 @@ mod server;
 mod session;
 mod sightings;
 mod status;
+// The support bundle (issue 22).
+mod support;
 pub mod tls;
 mod wire;
 

@@ -10,7 +10,7 @@ use hyper::Method;
 use super::context::{Ctx, Req};
 use super::{
     audit, classify, frames, keys, metrics, model, openapi, reload, results, session, sightings,
-    status, ApiError, Resp,
+    status, support, ApiError, Resp,
 };
 use crate::keys::Scope;
 use crate::store::{AuditAction, AuditRecord};
@@ -185,6 +185,13 @@ pub const ROUTES: &[RouteSpec] = &[
         scope: Some(Scope::Admin),
         allow: ALLOW_GET,
     },
+    // --- Support bundle (issue 22) ---
+    RouteSpec {
+        path: "/api/v1/support-bundle",
+        name: "support_bundle",
+        scope: Some(Scope::Admin),
+        allow: ALLOW_GET,
+    },
 ];
 
 #[derive(Debug, PartialEq)]
@@ -214,6 +221,7 @@ pub(super) enum Route<'a> {
     KeyById(&'a str),
     ModelActivate(&'a str),
     Audit,
+    SupportBundle,
 }
 
 impl Route<'_> {
@@ -244,6 +252,7 @@ impl Route<'_> {
             Route::KeyById(_) => 22,
             Route::ModelActivate(_) => 23,
             Route::Audit => 24,
+            Route::SupportBundle => 25,
         };
         &ROUTES[i]
     }
@@ -275,6 +284,7 @@ pub(super) fn match_route(path: &str) -> Option<Route<'_>> {
         "/api/v1/sightings/summary" => Route::SightingsSummary,
         "/api/v1/session" => Route::Session,
         "/api/v1/audit" => Route::Audit,
+        "/api/v1/support-bundle" => Route::SupportBundle,
         p if p.starts_with("/api/v1/sightings/") => return match_sighting(p),
         p if p.starts_with("/api/v1/keys/") => {
             let id = p.strip_prefix("/api/v1/keys/")?;
@@ -435,6 +445,12 @@ pub(super) async fn dispatch(
         }
         Route::Audit => audit::list(ctx, query).await,
         Route::SourceFrame(name) => frames::frame(ctx, name, caller, req.peer.ip()).await,
+        Route::SupportBundle => {
+            let r = support::get(ctx, query).await;
+            let rec = audit::by(caller, req.peer.ip(), AuditAction::SupportBundle);
+            audit::record(ctx, rec.outcome_of(&r)).await;
+            r
+        }
     }
 }
 

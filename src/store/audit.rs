@@ -52,6 +52,8 @@ pub enum AuditAction {
     BackupExported,
     SignIn,
     SignOut,
+    /// `GET /api/v1/support-bundle` (issue 22).
+    SupportBundle,
 }
 
 impl AuditAction {
@@ -67,6 +69,7 @@ impl AuditAction {
             AuditAction::BackupExported => "backup_exported",
             AuditAction::SignIn => "sign_in",
             AuditAction::SignOut => "sign_out",
+            AuditAction::SupportBundle => "support_bundle",
         }
     }
 }
