@@ -351,6 +351,47 @@ impl Bundle {
         b
     }
 
+    /// A bundle read back from its tar.gz (the daemon's, to add what only
+    /// the command line has), bounded like one being built. Entries outside
+    /// one top directory, or not regular files, are refused.
+    pub fn read(gz: &[u8]) -> Result<Bundle, SupportError> {
+        let bad = |reason: &str| SupportError::Write {
+            entry: "(daemon's bundle)".into(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, reason.to_string()),
+        };
+        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(gz));
+        let mut b: Option<Bundle> = None;
+        for e in ar.entries().map_err(|_| bad("not a tar.gz"))? {
+            let e = e.map_err(|_| bad("a damaged tar entry"))?;
+            if e.header().entry_type() != tar::EntryType::Regular {
+                return Err(bad("an entry that is not a regular file"));
+            }
+            let path = e.path().map_err(|_| bad("an entry without a path"))?;
+            let path = path.to_string_lossy().into_owned();
+            let Some((root, name)) = path.split_once('/') else {
+                return Err(bad("an entry outside the bundle's directory"));
+            };
+            let (root, name) = (root.to_string(), name.to_string());
+            let mtime = e.header().mtime().unwrap_or(0);
+            let this = b.get_or_insert_with(|| Bundle {
+                root: root.clone(),
+                mtime,
+                entries: Vec::new(),
+                size: 0,
+            });
+            if this.root != root || name.is_empty() || name.contains("..") {
+                return Err(bad("an entry outside the bundle's directory"));
+            }
+            let mut bytes = Vec::new();
+            // One byte past the bound tells "too large" from "exactly full".
+            e.take(MAX_BUNDLE_BYTES as u64 + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|_| bad("a damaged tar entry"))?;
+            this.bytes(&name, bytes)?;
+        }
+        b.ok_or_else(|| bad("an empty archive"))
+    }
+
     /// The archive's top directory.
     pub fn root(&self) -> &str {
         &self.root

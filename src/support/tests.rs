@@ -178,3 +178,40 @@ fn bundle_is_bounded() {
     assert!(b.bytes("big", vec![0; MAX_BUNDLE_BYTES]).is_err());
     assert!(b.bytes("small", vec![0; 10]).is_ok());
 }
+
+// Catches: the daemon's bundle losing entries when the CLI adds doctor's
+// report to it, or a garbage / hostile archive (entries outside the
+// bundle's directory) taken as a bundle.
+#[test]
+fn read_back_and_refuse_garbage() {
+    let mut b = Bundle::new(SystemTime::now());
+    b.text("journal.txt", "x\n").unwrap();
+    let root = b.root().to_string();
+    let gz = b.finish().unwrap();
+    let mut again = Bundle::read(&gz).unwrap();
+    assert_eq!(again.root(), root);
+    again.text("doctor.txt", "ok\n").unwrap();
+    let names: Vec<String> = entries(&again.finish().unwrap())
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    for want in ["README.txt", "version.json", "journal.txt", "doctor.txt"] {
+        assert!(
+            names.contains(&format!("{root}/{want}")),
+            "{want}: {names:?}"
+        );
+    }
+    assert!(Bundle::read(b"not a gzip").is_err());
+    assert!(Bundle::read(&gz[..gz.len() / 2]).is_err());
+    // An entry outside the top directory.
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::default(),
+    ));
+    let mut h = tar::Header::new_gnu();
+    h.set_size(1);
+    h.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut h, "loose.txt", &b"x"[..]).unwrap();
+    let gz = tar.into_inner().unwrap().finish().unwrap();
+    assert!(Bundle::read(&gz).is_err());
+}
