@@ -140,13 +140,16 @@ fn bundles_from_api_and_cli_hold_no_secret() {
         .trim()
         .to_string();
     let made = Command::new(bin())
-        .args([
-            "keys", "create", "--name", "reader", "--scope", "read", "--config",
-        ])
+        .args(["keys", "--config"])
         .arg(&d.config)
+        .args(["create", "--name", "reader", "--scope", "read"])
         .output()
         .unwrap();
-    assert!(made.status.success());
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
     let read_key = String::from_utf8(made.stdout).unwrap().trim().to_string();
     assert!(read_key.len() >= 16, "{read_key}");
     let keys = [admin, read_key.clone()];
