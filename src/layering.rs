@@ -23,6 +23,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("modelstore", 4),
     ("sightings", 4),
     ("pipeline", 5),
+    ("support", 5),
     ("mqtt", 6),
     ("api", 6),
     ("app", 7),

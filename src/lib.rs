@@ -28,6 +28,7 @@
 //! | 4 | [`modelstore`] | model versions on disk: install (bare or signed bundles), activate, roll back |
 //! | 4 | [`sightings`] | sightings from per-frame results (the tracker) and motion gating |
 //! | 5 | [`pipeline`] | the capture and inference threads, the latest-frame slot, the result sink |
+//! | 5 | [`support`] | the support bundle: one tar.gz of version, redacted config, checks, status, metrics, journal, store, model, disk and power |
 //! | 6 | [`mqtt`] | store-and-forward publishing to a broker |
 //! | 6 | [`api`] | the HTTPS server: routes, auth, limits, errors |
 //! | 7 | [`app`] | the composition root: wiring, monitor, reload, shutdown |
@@ -61,6 +62,7 @@ pub mod power;
 pub mod sightings;
 pub mod state;
 pub mod store;
+pub mod support;
 pub(crate) mod systemd;
 pub mod tools;
 

@@ -65,6 +65,8 @@ pub(super) struct Ctx {
     pub(super) backup: crate::config::BackupSettings,
     /// `[signing]` (issue 22): model bundle uploads are verified against it.
     pub(super) signing: crate::config::signing::SigningSettings,
+    /// `GET /api/v1/support-bundle` (issue 22).
+    pub(super) support: super::support::SupportCtx,
 }
 
 impl Ctx {
@@ -110,6 +112,7 @@ impl Ctx {
             stop: watch::channel(false).1,
             backup: opts.backup.clone(),
             signing: opts.signing.clone(),
+            support: Default::default(),
             state,
             store,
             max_results_limit,

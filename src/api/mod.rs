@@ -138,6 +138,8 @@ mod session;
 mod shadow;
 mod sightings;
 mod status;
+// The support bundle (issue 22).
+mod support;
 pub mod tls;
 mod wire;
 

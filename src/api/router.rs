@@ -10,7 +10,7 @@ use hyper::Method;
 use super::context::{Ctx, Req};
 use super::{
     audit, classify, frames, keys, metrics, model, openapi, reload, results, session, shadow,
-    sightings, status, ApiError, Resp,
+    sightings, status, support, ApiError, Resp,
 };
 use crate::keys::Scope;
 use crate::store::{AuditAction, AuditRecord};
@@ -198,6 +198,13 @@ pub const ROUTES: &[RouteSpec] = &[
         scope: Some(Scope::Admin),
         allow: "POST",
     },
+    // --- Support bundle (issue 22) ---
+    RouteSpec {
+        path: "/api/v1/support-bundle",
+        name: "support_bundle",
+        scope: Some(Scope::Admin),
+        allow: ALLOW_GET,
+    },
 ];
 
 #[derive(Debug, PartialEq)]
@@ -229,6 +236,7 @@ pub(super) enum Route<'a> {
     Audit,
     ModelShadow,
     ModelShadowPromote,
+    SupportBundle,
 }
 
 impl Route<'_> {
@@ -261,6 +269,7 @@ impl Route<'_> {
             Route::Audit => 24,
             Route::ModelShadow => 25,
             Route::ModelShadowPromote => 26,
+            Route::SupportBundle => 27,
         };
         &ROUTES[i]
     }
@@ -294,6 +303,7 @@ pub(super) fn match_route(path: &str) -> Option<Route<'_>> {
         "/api/v1/audit" => Route::Audit,
         "/api/v1/model/shadow" => Route::ModelShadow,
         "/api/v1/model/shadow/promote" => Route::ModelShadowPromote,
+        "/api/v1/support-bundle" => Route::SupportBundle,
         p if p.starts_with("/api/v1/sightings/") => return match_sighting(p),
         p if p.starts_with("/api/v1/keys/") => {
             let id = p.strip_prefix("/api/v1/keys/")?;
@@ -488,6 +498,12 @@ pub(super) async fn dispatch(
                 &r,
             );
             audit::record(ctx, rec).await;
+            r
+        }
+        Route::SupportBundle => {
+            let r = support::get(ctx, query).await;
+            let rec = audit::by(caller, req.peer.ip(), AuditAction::SupportBundle);
+            audit::record(ctx, rec.outcome_of(&r)).await;
             r
         }
     }

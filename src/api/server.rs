@@ -119,10 +119,12 @@ impl Server {
             store,
             pipeline,
             reloads,
+            support,
             ..
         } = self.ctx;
         self.ctx = Ctx::new(state, store, &self.opts, access, &self.opts.state_dir);
         (self.ctx.pipeline, self.ctx.reloads) = (pipeline, reloads);
+        self.ctx.support = support;
         Ok(self)
     }
 
@@ -138,6 +140,13 @@ impl Server {
     /// models are managed through it. Without it those routes answer 503.
     pub fn with_pipeline(mut self, pipeline: PipelineHandle) -> Self {
         self.ctx.pipeline = Some(pipeline);
+        self
+    }
+
+    /// The daemon's effective settings, for the support bundle's
+    /// `config.json` (redacted there). Without them it says so.
+    pub fn with_support(mut self, settings: std::sync::Arc<crate::config::Settings>) -> Self {
+        self.ctx.support.settings = Some(settings);
         self
     }
 

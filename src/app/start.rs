@@ -242,7 +242,8 @@ pub(super) async fn start(settings: &Settings, state: &Arc<AppState>) -> anyhow:
             models: ModelStore::new(&settings.daemon.state_dir),
             model: settings.model.clone(),
         })
-        .with_reloads(reload_tx);
+        .with_reloads(reload_tx)
+        .with_support(Arc::new(settings.clone()));
     log::info!(
         "HTTPS API listening on https://{} (certificate SHA-256 {})",
         server.local_addr(),

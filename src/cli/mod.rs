@@ -14,6 +14,7 @@ mod keys;
 mod model;
 mod retention;
 mod run;
+mod support_bundle;
 
 use std::path::{Path, PathBuf};
 
@@ -146,6 +147,25 @@ pub enum Command {
     /// Classify image files with a model and print the top-k for each, or
     /// a detector's detections.
     Classify(classify::ClassifyArgs),
+    /// Write one tar.gz for support: version, configuration (secrets
+    /// redacted), doctor's checks, status, metrics, journal, store, model,
+    /// disk, temperature. While the daemon runs, from its API
+    /// (GET /api/v1/support-bundle) with an admin key.
+    SupportBundle {
+        #[arg(long, short, default_value = "/etc/spotter/spotter.toml")]
+        config: PathBuf,
+        /// Where to write it (`-` for stdout); default
+        /// ./spotter-support-<unix time>.tar.gz.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The unit's last journal lines to include.
+        #[arg(long, default_value_t = crate::support::DEFAULT_JOURNAL_LINES)]
+        journal_lines: usize,
+        /// An admin API key for the running daemon (else $SPOTTER_API_KEY,
+        /// else <state_dir>/initial-admin-key).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
 }
 
 /// An error for `main` to report, with the process exit code.
@@ -221,6 +241,17 @@ pub fn execute(cli: Cli) -> Result<(), Failure> {
         }
         Command::Doctor { config: path } => doctor::doctor(&path),
         Command::Classify(args) => classify::classify(args),
+        Command::SupportBundle {
+            config: path,
+            out,
+            journal_lines,
+            key_file,
+        } => support_bundle::support_bundle(
+            &path,
+            out.as_deref(),
+            journal_lines,
+            key_file.as_deref(),
+        ),
     }
 }
 

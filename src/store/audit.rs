@@ -56,6 +56,8 @@ pub enum AuditAction {
     ModelShadowStarted,
     ModelShadowPromoted,
     ModelShadowDiscarded,
+    /// `GET /api/v1/support-bundle` (issue 22).
+    SupportBundle,
 }
 
 impl AuditAction {
@@ -74,6 +76,7 @@ impl AuditAction {
             AuditAction::ModelShadowStarted => "model_shadow_started",
             AuditAction::ModelShadowPromoted => "model_shadow_promoted",
             AuditAction::ModelShadowDiscarded => "model_shadow_discarded",
+            AuditAction::SupportBundle => "support_bundle",
         }
     }
 }

@@ -24,6 +24,8 @@ mod api_keys;
 mod api_limits;
 mod api_session;
 mod api_sightings;
+// The support bundle (issue 22).
+mod api_support;
 mod api_tls;
 mod dos_body;
 mod dos_conn;

@@ -29,6 +29,8 @@ mod shadow;
 mod sightings;
 mod sighup;
 mod sources;
+// The support bundle (issue 22).
+mod support_bundle;
 mod systemd_unit;
 mod web;
 mod webdriver;
