@@ -25,6 +25,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("pipeline", 5),
     ("mqtt", 6),
     ("api", 6),
+    ("fleet", 6),
     ("app", 7),
     ("tools", 7),
     ("cli", 8),
