@@ -80,11 +80,6 @@ pub(crate) fn topics(device_id: &str, groups: &[String]) -> Vec<String> {
     t
 }
 
-/// The topic the steps are published on.
-pub(crate) fn status_topic(device_id: &str) -> String {
-    format!("spotter/{device_id}/model_status")
-}
-
 /// What the worker needs from the daemon.
 pub(crate) struct Fleet {
     pub settings: RolloutSettings,
@@ -476,6 +471,5 @@ mod tests {
                 "spotter/group/all/cmd/model"
             ]
         );
-        assert_eq!(status_topic("cam-1"), "spotter/cam-1/model_status");
     }
 }

@@ -6,7 +6,8 @@
 //! end; model swaps in the inference loop; the latest frame a viewer of
 //! the web page fetches (issue 20); privacy masks on every stored or shown
 //! picture (issue 23); the web interface in a headless
-//! browser; and power and heat readings from a fake sysfs (issue 22).
+//! browser; power and heat readings from a fake sysfs (issue 22); and model rollout
+//! over the broker from a local HTTPS bundle server (issue 22).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -24,6 +25,7 @@ mod model_swap;
 mod mqtt;
 mod power;
 mod privacy;
+mod rollout;
 mod sightings;
 mod sighup;
 mod sources;
