@@ -25,7 +25,7 @@
 //! | 4 | [`store`] | sled: results, snapshots, outbox, retention, disk floors, backups, the audit trail |
 //! | 4 | [`gpio`] | trigger input, rule outputs, status LED |
 //! | 4 | [`keys`] | API keys on disk |
-//! | 4 | [`modelstore`] | model versions on disk: install, activate, roll back |
+//! | 4 | [`modelstore`] | model versions on disk: install (bare or signed bundles), activate, roll back |
 //! | 4 | [`sightings`] | sightings from per-frame results (the tracker) and motion gating |
 //! | 5 | [`pipeline`] | the capture and inference threads, the latest-frame slot, the result sink |
 //! | 6 | [`mqtt`] | store-and-forward publishing to a broker |

@@ -27,6 +27,8 @@ mod raw;
 // Model rollout over the broker (issue 22).
 pub(crate) mod rollout;
 pub(crate) mod sightings;
+// Signed model bundles (issue 22).
+pub(crate) mod signing;
 mod sources;
 
 pub use sources::DEFAULT_SOURCE_NAME;
@@ -348,6 +350,8 @@ pub struct Settings {
     pub audit: audit::AuditSettings,
     /// `[backup]` (issue 23).
     pub backup: backup::BackupSettings,
+    /// `[signing]` (issue 22): trusted model-signing keys.
+    pub signing: signing::SigningSettings,
     /// The files that were read, in the order they were layered.
     #[serde(skip)]
     pub files: Vec<PathBuf>,
@@ -1088,6 +1092,7 @@ fn build_after_sources(
     let rollout = rollout::build_rollout(l)?;
     let audit = audit::build_audit(l)?;
     let backup = backup::build_backup(l)?;
+    let signing = signing::build_signing(l)?;
 
     Ok(Settings {
         daemon,
@@ -1107,6 +1112,7 @@ fn build_after_sources(
         rollout,
         audit,
         backup,
+        signing,
         files: l.paths(),
     })
 }

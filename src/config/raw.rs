@@ -40,6 +40,8 @@ pub(super) struct RawConfig {
     pub audit: Option<super::audit::RawAudit>,
     // --- Encrypted backups (issue 23) ---
     pub backup: Option<super::backup::RawBackup>,
+    // --- Signed model bundles (issue 22) ---
+    pub signing: Option<super::signing::RawSigning>,
 }
 
 #[derive(Debug, Default, Deserialize)]

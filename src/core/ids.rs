@@ -22,6 +22,9 @@ pub const MODEL_REJECTED: &str = "9fc02b21aee44e96999caeb9b8313602";
 /// The active model was rolled back to the previous version (API or CLI);
 /// it serves once it passes its canary (then MODEL_ACTIVATED follows).
 pub const MODEL_ROLLED_BACK: &str = "f341ab31aeb040429923a7f14fce25c3";
+/// A model bundle was refused (unsigned, wrongly signed, SHA-256 mismatch,
+/// for a newer Spotter, malformed); nothing was installed or changed.
+pub const MODEL_BUNDLE_REFUSED: &str = "0839db4d764e40689fa45e6c5b931d3b";
 /// A self-signed TLS certificate was generated.
 pub const CERT_GENERATED: &str = "7b019bd920df409aa3e08af98629d5b9";
 /// SIGHUP could not load the new TLS certificate, key or client CA; the

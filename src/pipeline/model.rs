@@ -81,13 +81,19 @@ pub fn load_model(m: &ModelSettings) -> Result<LoadedModel, InferenceError> {
 }
 
 /// The model settings to load: the active managed version (see
-/// [`crate::modelstore`]) overrides the configured path and labels.
+/// [`crate::modelstore`]) overrides the configured path and labels, and a
+/// version installed from a signed bundle also its manifest's settings
+/// (`min_score`, `top_k`, the detection rules; see
+/// [`crate::modelstore::BundleSettings::apply`]).
 pub fn effective_model(settings: &ModelSettings, models: Option<&ModelStore>) -> ModelSettings {
     let mut m = settings.clone();
     match models.map(|ms| ms.active()) {
         Some(Ok(Some(active))) => {
             m.path = active.model;
             m.labels = active.labels;
+            if let Some(s) = &active.settings {
+                s.apply(&mut m);
+            }
         }
         Some(Err(e)) => {
             log::error!(spotter_error_kind = "model_store"; "ignoring managed model versions: {e}")

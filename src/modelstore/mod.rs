@@ -9,6 +9,17 @@
 //! when it names a version, that version overrides `model.path`/`model.labels`.
 //! Swapping is atomic for frames: the inference thread loads and canary-checks
 //! the new model completely before it replaces the old one between two frames.
+//!
+//! Signed bundles (issue 22, [`bundle`]): [`ModelStore::install_bundle`]
+//! verifies a bundle against a [`Trust`] before anything is written, then
+//! keeps its `manifest.json` and `manifest.sig` beside the model and records
+//! the manifest ([`BundleInfo`]) in `meta.json`; the manifest's settings apply
+//! while that version is active ([`ActiveModel::settings`]). A refused bundle
+//! leaves the store as it was and logs `MODEL_BUNDLE_REFUSED`.
+
+pub mod bundle;
+
+pub use bundle::{BundleError, BundleInfo, BundleSettings, Trust};
 
 use std::path::{Path, PathBuf};
 
@@ -34,6 +45,10 @@ pub enum ModelStoreError {
     NoHistory,
     #[error("model {path} refused: {reason}")]
     Refused { path: String, reason: String },
+    /// A model bundle was refused before anything was installed: unsigned,
+    /// wrongly signed, SHA-256 mismatch, for a newer Spotter, malformed.
+    #[error("model bundle {path} refused: {reason}")]
+    BundleRefused { path: String, reason: String },
 }
 
 /// What is recorded about one installed version.
@@ -46,6 +61,9 @@ pub struct VersionMeta {
     pub has_labels: bool,
     /// "classification" or "detection", as found by validation.
     pub kind: String,
+    /// The manifest, when it was installed from a bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<BundleInfo>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -62,6 +80,9 @@ pub(crate) struct ActiveModel {
     pub sha256: String,
     pub model: PathBuf,
     pub labels: Option<PathBuf>,
+    /// The bundle's settings, overriding `[model]`'s (see
+    /// [`BundleSettings::apply`]); `None` for a bare model.
+    pub settings: Option<BundleSettings>,
 }
 
 const HISTORY_MAX: usize = 16;
@@ -162,9 +183,133 @@ impl ModelStore {
                 .unwrap_or(0),
             has_labels: labels.is_some(),
             kind,
+            bundle: None,
         };
         write_atomic(
             &vdir.join("meta.json"),
+            &serde_json::to_vec_pretty(&meta).unwrap_or_default(),
+        )?;
+        Ok(meta)
+    }
+
+    /// Install a model bundle (see [`bundle`]) after verifying it against
+    /// `trust` and after `validate` (as for [`ModelStore::install`]) accepted
+    /// its model; returns its metadata. A file that is not a bundle (a bare
+    /// `.tflite`) is installed as [`ModelStore::install`] does only when
+    /// `trust` allows unsigned models. Nothing is written before every
+    /// check passed; a refusal is logged with `MODEL_BUNDLE_REFUSED`.
+    pub fn install_bundle(
+        &self,
+        bundle: &Path,
+        trust: &Trust,
+        validate: impl FnOnce(&Path, Option<&Path>) -> Result<String, String>,
+    ) -> Result<VersionMeta, ModelStoreError> {
+        let r = self.install_bundle_checked(bundle, trust, validate);
+        if let Err(ModelStoreError::BundleRefused { path, reason }) = &r {
+            log::warn!(
+                message_id = crate::core::ids::MODEL_BUNDLE_REFUSED, spotter_bundle_path = path.as_str(), spotter_reason = reason.as_str();
+                "model bundle {path} refused: {reason}; nothing was installed"
+            );
+        }
+        r
+    }
+
+    fn install_bundle_checked(
+        &self,
+        path: &Path,
+        trust: &Trust,
+        validate: impl FnOnce(&Path, Option<&Path>) -> Result<String, String>,
+    ) -> Result<VersionMeta, ModelStoreError> {
+        let refused = |reason: String| ModelStoreError::BundleRefused {
+            path: path.display().to_string(),
+            reason,
+        };
+        let mut f = std::fs::File::open(path).map_err(io_err(path))?;
+        let mut head = [0u8; 4];
+        let n = std::io::Read::read(&mut f, &mut head).map_err(io_err(path))?;
+        if !bundle::is_bundle(&head[..n]) {
+            if !trust.allows_unsigned() {
+                return Err(refused(
+                    "not a signed model bundle (a bare model is unsigned), and unsigned models are not accepted here".into(),
+                ));
+            }
+            return self.install(path, None, validate);
+        }
+        std::io::Seek::rewind(&mut f).map_err(io_err(path))?;
+        let opened = bundle::open(std::io::BufReader::new(f), trust).map_err(|e| match e {
+            BundleError::Refused(r) => refused(r),
+            other => refused(other.to_string()),
+        })?;
+        std::fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
+        // The canary reads the model from a file: a temporary directory on
+        // the store's filesystem, removed when dropped.
+        let tmp = tempfile::Builder::new()
+            .prefix(".bundle-")
+            .tempdir_in(&self.dir)
+            .map_err(io_err(&self.dir))?;
+        let tmp_model = tmp.path().join(bundle::MODEL);
+        std::fs::write(&tmp_model, &opened.model).map_err(io_err(&tmp_model))?;
+        let tmp_labels = match &opened.labels {
+            Some(l) => {
+                let p = tmp.path().join(bundle::LABELS);
+                std::fs::write(&p, l).map_err(io_err(&p))?;
+                Some(p)
+            }
+            None => None,
+        };
+        let kind = validate(&tmp_model, tmp_labels.as_deref()).map_err(|reason| {
+            ModelStoreError::Refused {
+                path: path.display().to_string(),
+                reason,
+            }
+        })?;
+        let sha = hex::encode(Sha256::digest(&opened.model));
+        let vdir = self.versions().join(&sha);
+        std::fs::create_dir_all(&vdir).map_err(io_err(&vdir))?;
+        // meta.json is removed first and written last: a cut in between
+        // leaves a version `list` skips, never one with mixed files.
+        let meta_path = vdir.join("meta.json");
+        match std::fs::remove_file(&meta_path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io_err(&meta_path)(e))
+            }
+            _ => {}
+        }
+        write_atomic(&vdir.join("model.tflite"), &opened.model)?;
+        let labels_path = vdir.join("labels.txt");
+        match &opened.labels {
+            Some(l) => write_atomic(&labels_path, l)?,
+            None => match std::fs::remove_file(&labels_path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io_err(&labels_path)(e))
+                }
+                _ => {}
+            },
+        }
+        write_atomic(&vdir.join(bundle::MANIFEST), &opened.manifest_bytes)?;
+        let sig_path = vdir.join(bundle::SIGNATURE);
+        match &opened.signature {
+            Some(s) => write_atomic(&sig_path, s)?,
+            None => {
+                let _ = std::fs::remove_file(&sig_path);
+            }
+        }
+        let meta = VersionMeta {
+            sha256: sha,
+            original_name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            installed_unix_s: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            has_labels: opened.labels.is_some(),
+            kind,
+            bundle: Some(opened.info()),
+        };
+        write_atomic(
+            &meta_path,
             &serde_json::to_vec_pretty(&meta).unwrap_or_default(),
         )?;
         Ok(meta)
@@ -270,10 +415,22 @@ impl ModelStore {
             });
         }
         let labels = Some(vdir.join("labels.txt")).filter(|p| p.exists());
+        let meta_path = vdir.join("meta.json");
+        let settings = match std::fs::read(&meta_path) {
+            Ok(b) => serde_json::from_slice::<VersionMeta>(&b)
+                .map_err(|e| ModelStoreError::Corrupt {
+                    path: meta_path.display().to_string(),
+                    reason: e.to_string(),
+                })?
+                .bundle
+                .map(|b| b.settings),
+            Err(e) => return Err(io_err(&meta_path)(e)),
+        };
         Ok(Some(ActiveModel {
             sha256: sha,
             model,
             labels,
+            settings,
         }))
     }
 }
@@ -364,5 +521,162 @@ mod tests {
         std::fs::create_dir_all(ms.dir().join("versions/abc")).unwrap();
         std::fs::write(ms.dir().join("versions/abc/model.tflite"), b"partial").unwrap();
         assert!(ms.list().unwrap().is_empty());
+    }
+
+    /// Every file under the store with its bytes: "unchanged" means equal.
+    fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    todo.push(p.clone());
+                    out.push((p, vec![]));
+                } else {
+                    out.push((p.clone(), std::fs::read(&p).unwrap()));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    // Would catch install_bundle writing anything (a version, a changed
+    // active model, a leftover temporary) before every check passed, or a
+    // refusal reported as another error kind.
+    #[test]
+    fn refused_bundles_leave_the_store_unchanged() {
+        use bundle::tests::{bundle as make, key, members, spec, zip_of};
+        let tmp = tempfile::tempdir().unwrap();
+        let ms = ModelStore::new(tmp.path());
+        let first = ms
+            .install(&file(tmp.path(), "a.tflite", b"model-a"), None, ok)
+            .unwrap();
+        ms.activate(&first.sha256).unwrap();
+        let k = key(1);
+        let strict = Trust::new(vec![k.verifying_key()], false);
+        let good = make(&spec(b"model-b", Some(b"l\n")), Some(&k));
+        let m = members(&good);
+        let mut model2 = m[2].1.clone();
+        model2[0] ^= 1;
+        let mut man2 = m[0].1.clone();
+        man2[5] ^= 1;
+        let mut newer = spec(b"model-b", None);
+        newer.min_spotter_version = Some("999.0".into());
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            (
+                "other key",
+                make(&spec(b"model-b", None), Some(&key(2))),
+                "bad signature",
+            ),
+            (
+                "changed model",
+                zip_of(&[
+                    (bundle::MANIFEST, &m[0].1),
+                    (bundle::SIGNATURE, &m[1].1),
+                    (bundle::MODEL, &model2),
+                    (bundle::LABELS, &m[3].1),
+                ]),
+                "SHA-256",
+            ),
+            (
+                "changed manifest",
+                zip_of(&[
+                    (bundle::MANIFEST, &man2),
+                    (bundle::SIGNATURE, &m[1].1),
+                    (bundle::MODEL, &m[2].1),
+                    (bundle::LABELS, &m[3].1),
+                ]),
+                "bad signature",
+            ),
+            ("newer spotter", make(&newer, Some(&k)), "999.0"),
+            ("unsigned", make(&spec(b"model-b", None), None), "unsigned"),
+            (
+                "bare model",
+                b"\x1c\0\0\0TFL3 bare".to_vec(),
+                "not a signed model bundle",
+            ),
+            ("truncated", good[..good.len() - 30].to_vec(), "malformed"),
+            (
+                "garbage",
+                b"PK\x03\x04 and then nothing a zip needs".to_vec(),
+                "malformed",
+            ),
+        ];
+        let before = snapshot(ms.dir());
+        for (what, bytes, why) in cases {
+            let p = file(tmp.path(), "b.spotter", &bytes);
+            let err = ms
+                .install_bundle(&p, &strict, |_, _| {
+                    panic!("{what}: validated a refused bundle")
+                })
+                .unwrap_err();
+            assert!(
+                matches!(&err, ModelStoreError::BundleRefused { reason, .. } if reason.contains(why)),
+                "{what}: {err}"
+            );
+            assert_eq!(snapshot(ms.dir()), before, "{what} changed the store");
+        }
+        assert_eq!(ms.active().unwrap().unwrap().sha256, first.sha256);
+        // A canary failure of a well-signed bundle changes nothing either.
+        let p = file(tmp.path(), "b.spotter", &good);
+        let err = ms
+            .install_bundle(&p, &strict, |_, _| Err("canary failed".into()))
+            .unwrap_err();
+        assert!(matches!(err, ModelStoreError::Refused { .. }), "{err}");
+        assert_eq!(snapshot(ms.dir()), before);
+    }
+
+    // Would catch a bundle's manifest, labels or settings not reaching the
+    // installed version, or a bare model bypassing the unsigned policy.
+    #[test]
+    fn install_bundle_records_manifest_and_settings() {
+        use bundle::tests::{bundle as make, key, spec};
+        let tmp = tempfile::tempdir().unwrap();
+        let ms = ModelStore::new(tmp.path());
+        let k = key(1);
+        let trust = Trust::new(vec![k.verifying_key()], false);
+        let p = file(
+            tmp.path(),
+            "birds.spotter",
+            &make(&spec(b"model-b", Some(b"l\n")), Some(&k)),
+        );
+        let mut seen = None;
+        let meta = ms
+            .install_bundle(&p, &trust, |m, l| {
+                seen = Some((
+                    std::fs::read(m).unwrap(),
+                    l.map(|l| std::fs::read(l).unwrap()),
+                ));
+                Ok("classification".into())
+            })
+            .unwrap();
+        assert_eq!(seen, Some((b"model-b".to_vec(), Some(b"l\n".to_vec()))));
+        let info = meta.bundle.clone().unwrap();
+        assert_eq!(
+            (info.name.as_str(), info.version.as_str()),
+            ("birds", "1.2.0")
+        );
+        assert_eq!(info.signer, Some(bundle::fingerprint(&k.verifying_key())));
+        assert!(meta.has_labels);
+        ms.activate(&meta.sha256).unwrap();
+        let act = ms.active().unwrap().unwrap();
+        assert_eq!(std::fs::read(&act.model).unwrap(), b"model-b");
+        assert_eq!(act.settings.unwrap().min_score, Some(0.5));
+        assert_eq!(ms.list().unwrap()[0].0, meta);
+        // No leftover temporary directory.
+        assert!(std::fs::read_dir(ms.dir())
+            .unwrap()
+            .flatten()
+            .all(|e| !e.file_name().to_string_lossy().starts_with('.')));
+        // A bare model: only when unsigned models are allowed.
+        let bare = file(tmp.path(), "c.tflite", b"bare-model");
+        assert!(ms.install_bundle(&bare, &trust, ok).is_err());
+        let lax = Trust::new(vec![], true);
+        let m = ms.install_bundle(&bare, &lax, ok).unwrap();
+        assert_eq!(m.bundle, None);
+        ms.activate(&m.sha256).unwrap();
+        assert_eq!(ms.active().unwrap().unwrap().settings, None);
     }
 }
