@@ -297,6 +297,7 @@ pub(super) async fn start(settings: &Settings, state: &Arc<AppState>) -> anyhow:
                     dir: settings.daemon.state_dir.join("rollout"),
                     models: ModelStore::new(&settings.daemon.state_dir),
                     model: settings.model.clone(),
+                    signing: settings.signing.clone(),
                     control: control.clone(),
                     state: state.clone(),
                     outbox: outbox.clone(),

@@ -108,9 +108,11 @@ pub(crate) fn fetch(
                 std::thread::sleep(Duration::from_millis(200 * u64::from(attempts)));
             }
             Ok(Attempt::Cut(why)) => {
+                // Refused: the rollout id is remembered, the part is of no use.
+                let _ = std::fs::remove_file(&part);
                 return Err(format!(
                     "download incomplete after {MAX_ATTEMPTS} attempts without progress: {why}"
-                ))
+                ));
             }
             Err(e) => {
                 let _ = std::fs::remove_file(&part);

@@ -46,7 +46,11 @@ impl Mean {
     }
 
     pub(crate) fn get(&self) -> Option<f64> {
-        (self.n > 0).then(|| self.sum / self.n as f64)
+        if self.n == 0 {
+            None
+        } else {
+            Some(self.sum / self.n as f64)
+        }
     }
 }
 

@@ -17,7 +17,10 @@
 //!
 //! The switch is the API's: the model store picks the active version and the
 //! inference thread's reload flag makes it load it between two frames; the
-//! worker waits until the state shows the new SHA-256. The bundle is
+//! worker waits until the state shows the new SHA-256. When the running
+//! model is `[model] path` (no version active yet), it is first installed
+//! as a version and made active, so a roll back has it to return to. The
+//! bundle is
 //! verified by the model store against `[signing] trusted_keys`; unsigned
 //! models are never accepted over the broker. The health window is in
 //! [`health`].
@@ -34,10 +37,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::config::rollout::RolloutSettings;
+use crate::config::signing::SigningSettings;
 use crate::config::ModelSettings;
 use crate::core::ids;
 use crate::core::shutdown::Shutdown;
-use crate::modelstore::{ModelStore, VersionMeta};
+use crate::modelstore::{ModelStore, Trust, VersionMeta};
 use crate::pipeline::{load_model, InferenceControl};
 use crate::state::AppState;
 use crate::store::{Outbox, OutboxKind};
@@ -89,6 +93,9 @@ pub(crate) struct Fleet {
     pub models: ModelStore,
     /// `[model]`, for validating a new model as the daemon would load it.
     pub model: ModelSettings,
+    /// `[signing]`: the keys a bundle must be signed by (unsigned models
+    /// are never accepted over the broker, whatever `allow_unsigned_local`).
+    pub signing: SigningSettings,
     pub control: Arc<InferenceControl>,
     pub state: Arc<AppState>,
     pub outbox: Arc<Outbox>,
@@ -299,6 +306,12 @@ impl Worker {
         else {
             return Outcome::Interrupted;
         };
+        if let Err(e) = self.adopt_configured() {
+            return Outcome::Refused(format!(
+                "keeping the configured model {} for a roll back: {e}",
+                self.f.model.path.display()
+            ));
+        }
         if let Err(e) = self.f.models.activate(&meta.sha256) {
             return Outcome::Refused(format!("activating {}: {e}", meta.sha256));
         }
@@ -364,8 +377,12 @@ impl Worker {
         }
     }
 
-    /// Install the downloaded file as a version, after the canary.
+    /// Install the downloaded bundle as a version: signature, sha256 of its
+    /// members and minimum Spotter version checked by the model store
+    /// (never unsigned), then the canary.
     fn install(&self, file: &std::path::Path) -> Result<VersionMeta, String> {
+        let trust = Trust::from_settings(&self.f.signing, false)
+            .map_err(|e| format!("[signing] trusted_keys: {e}"))?;
         let model = self.f.model.clone();
         let validate = move |path: &std::path::Path, labels: Option<&std::path::Path>| {
             let mut m = model.clone();
@@ -377,8 +394,36 @@ impl Worker {
         };
         self.f
             .models
-            .install(file, None, validate)
+            .install_bundle(file, &trust, validate)
             .map_err(|e| e.to_string())
+    }
+
+    /// When the running model is `[model] path` itself (no version active
+    /// in the store), install it as a version and make it the active one,
+    /// so the activation that follows keeps it in the history and a roll
+    /// back returns to it. The running model is not reloaded: it is the
+    /// same file.
+    fn adopt_configured(&self) -> Result<(), String> {
+        if self.f.models.active().map_err(|e| e.to_string())?.is_some() {
+            return Ok(());
+        }
+        let Some(kind) = self.f.state.model().map(|m| m.kind) else {
+            return Ok(());
+        };
+        let meta = self
+            .f
+            .models
+            .install(
+                &self.f.model.path,
+                self.f.model.labels.as_deref(),
+                |_, _| Ok(kind),
+            )
+            .map_err(|e| e.to_string())?;
+        self.f
+            .models
+            .activate(&meta.sha256)
+            .map_err(|e| e.to_string())?;
+        Ok(())
     }
 
     /// Wait until the state shows `sha256` running (false: timeout or

@@ -1,5 +1,6 @@
 //! Model rollout over the broker (issue 22) against a real Mosquitto (see
-//! `mqtt`) and a local HTTPS server holding the bundles: a std-thread
+//! `mqtt`) and a local HTTPS server holding the bundles (signed with a key
+//! made here, its public half in `[signing] trusted_keys`): a std-thread
 //! rustls server with the test CA's server certificate (the daemon gets the
 //! CA as `rollout.ca_file`), honouring `Range`, with a mode that cuts a
 //! response at a given offset (once, to test resuming, or always, for a
@@ -28,6 +29,9 @@ struct Served {
     /// Responses cut at this absolute offset: `(offset, how many times)`.
     cut: Option<(usize, usize)>,
 }
+
+/// Served files by path: body, cut offset, cuts left.
+type Files = HashMap<String, (Vec<u8>, Option<usize>, AtomicUsize)>;
 
 /// The bundle server: files by path, and every Range header it was sent.
 struct BundleServer {
@@ -60,7 +64,7 @@ impl BundleServer {
         );
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let files: Arc<HashMap<String, (Vec<u8>, Option<usize>, AtomicUsize)>> = Arc::new(
+        let files: Arc<Files> = Arc::new(
             files
                 .into_iter()
                 .map(|(p, s)| {
@@ -120,7 +124,7 @@ impl BundleServer {
                         ),
                     };
                     let _ = tls.write_all(head.as_bytes());
-                    let cut = cut_at.filter(|at| *at > start).filter(|_| {
+                    let cut = cut_at.filter(|_| {
                         cuts.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                             n.checked_sub(1)
                         })
@@ -129,7 +133,7 @@ impl BundleServer {
                     match cut {
                         Some(at) => {
                             // Cut: part of the body, no close_notify.
-                            let _ = tls.write_all(&body[start..at]);
+                            let _ = tls.write_all(&body[start..at.max(start)]);
                             let _ = tls.flush();
                         }
                         None => {
@@ -247,13 +251,44 @@ fn device(dir: &Path, pki: &Pki, broker: &Broker, name: &str, rollout: &str) -> 
         + &format!(
             "\n[rollout]\nenabled = true\nca_file = \"{}\"\n{rollout}\n",
             pki.ca.display()
-        );
+        )
+        + &signing(&sub);
     Daemon::start(&sub, &cfg)
 }
 
 fn other_model() -> Vec<u8> {
     std::fs::read(testdata().join("models/classification/mobilenet_v1_0.5_160_quant.tflite"))
         .unwrap()
+}
+
+/// The test's signing key (fixed seed) and another one nobody trusts.
+fn key(seed: u8) -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[seed; 32])
+}
+
+/// `[signing]` trusting `key(1)`: its public key written (DER) in `dir`.
+fn signing(dir: &Path) -> String {
+    use ed25519_dalek::pkcs8::EncodePublicKey;
+    let p = dir.join("rollout-signer.pub.der");
+    let der = key(1).verifying_key().to_public_key_der().unwrap();
+    std::fs::write(&p, der.as_bytes()).unwrap();
+    format!("\n[signing]\ntrusted_keys = [\"{}\"]\n", p.display())
+}
+
+/// A bundle of `model`, signed by `signer` (None: unsigned), for Spotter
+/// `min` and later.
+fn bundle(model: &[u8], signer: Option<u8>, min: Option<&str>) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    let spec = spotter::modelstore::bundle::BundleSpec {
+        name: "rollout-test",
+        version: "1",
+        model,
+        labels: None,
+        settings: Default::default(),
+        min_spotter_version: min.map(str::to_owned),
+    };
+    spotter::modelstore::bundle::write_bundle(&mut out, &spec, signer.map(key).as_ref()).unwrap();
+    out.into_inner()
 }
 
 // Would catch: the command topics not subscribed (group or retained), a
@@ -267,8 +302,9 @@ fn a_group_rollout_resumes_a_cut_download_and_reaches_a_late_device() {
     let pki = pki(dir.path());
     let broker = Broker::start(dir.path(), &pki);
     let sub = Subscriber::start(broker.port, &pki);
-    let model = other_model();
+    let model = bundle(&other_model(), Some(1), None);
     let sha = sha_hex(&model);
+    let model_sha = sha_hex(&other_model());
     let cut_at = model.len() / 3;
     let server = BundleServer::start(
         &pki,
@@ -283,7 +319,7 @@ fn a_group_rollout_resumes_a_cut_download_and_reaches_a_late_device() {
     let rollout = "groups = [\"north\"]\nhealth_window_s = 2\nmax_score_drift = 1.0";
     let mut a = device(dir.path(), &pki, &broker, "cam-a", rollout);
     let before = running(&a);
-    assert_ne!(before, sha);
+    assert_ne!(before, model_sha);
     publish(
         &broker,
         &pki,
@@ -304,7 +340,7 @@ fn a_group_rollout_resumes_a_cut_download_and_reaches_a_late_device() {
         a.log()
     );
     assert!(got.iter().all(|s| s["sha256"] == sha.as_str()), "{got:?}");
-    assert_eq!(running(&a), sha);
+    assert_eq!(running(&a), model_sha);
     // The cut download went on from where it stopped.
     let ranges = server.ranges.lock().unwrap().clone();
     assert!(
@@ -321,7 +357,7 @@ fn a_group_rollout_resumes_a_cut_download_and_reaches_a_late_device() {
         &["healthy", "refused", "rolled_back"],
     );
     assert_eq!(names(&got).last().unwrap(), "healthy", "{got:?}");
-    assert_eq!(running(&b), sha);
+    assert_eq!(running(&b), model_sha);
     // Restarted, cam-a sees the retained command again and ignores it.
     let n = steps(&sub, "cam-a", "r1").len();
     a.terminate();
@@ -329,14 +365,16 @@ fn a_group_rollout_resumes_a_cut_download_and_reaches_a_late_device() {
     running(&a);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(steps(&sub, "cam-a", "r1").len(), n, "r1 applied twice");
-    assert_eq!(running(&a), sha);
+    assert_eq!(running(&a), model_sha);
     b.terminate();
     a.terminate();
 }
 
-// Would catch a bad download being installed or activated: a wrong sha256,
-// a bundle over rollout.max_bundle_bytes, a download that cannot complete,
-// or a file that is not a model must each be refused with the reason and a
+// Would catch a bad download or bundle being installed or activated: a wrong
+// sha256, a bundle over rollout.max_bundle_bytes, a download that cannot
+// complete, an unsigned bundle, one signed by an untrusted key, one for a
+// newer Spotter, a bare .tflite (unsigned: never over the broker) and a file
+// that is no bundle must each be refused with the reason and a
 // ROLLOUT_REFUSED log, leaving the active model and the versions as they were.
 #[test]
 fn bad_downloads_are_refused_and_change_nothing() {
@@ -344,19 +382,25 @@ fn bad_downloads_are_refused_and_change_nothing() {
     let pki = pki(dir.path());
     let broker = Broker::start(dir.path(), &pki);
     let sub = Subscriber::start(broker.port, &pki);
-    let model = other_model();
+    let bare = other_model();
+    let model = bundle(&bare, Some(1), None);
     let sha = sha_hex(&model);
     let small = vec![7u8; 4096];
+    let unsigned = bundle(&bare, None, None);
+    let untrusted = bundle(&bare, Some(2), None);
+    let newer = bundle(&bare, Some(1), Some("99.0.0"));
+    let plain = |body: &Vec<u8>| Served {
+        body: body.clone(),
+        cut: None,
+    };
     let server = BundleServer::start(
         &pki,
         vec![
-            (
-                "/m.bundle",
-                Served {
-                    body: model.clone(),
-                    cut: None,
-                },
-            ),
+            ("/m.bundle", plain(&model)),
+            ("/unsigned.bundle", plain(&unsigned)),
+            ("/untrusted.bundle", plain(&untrusted)),
+            ("/newer.bundle", plain(&newer)),
+            ("/bare.tflite", plain(&bare)),
             (
                 "/cut.bundle",
                 Served {
@@ -364,6 +408,7 @@ fn bad_downloads_are_refused_and_change_nothing() {
                     cut: Some((1000, usize::MAX)),
                 },
             ),
+            ("/big.bundle", plain(&big)),
             (
                 "/garbage.bundle",
                 Served {
@@ -373,8 +418,9 @@ fn bad_downloads_are_refused_and_change_nothing() {
             ),
         ],
     );
-    // The bound sits between the small files and the model.
-    let bound = model.len() as u64 / 2;
+    // The bound lets the bundles through but not the big one below.
+    let bound = model.len() as u64 + 4096;
+    let big = bundle(&[bare.clone(), bare.clone()].concat(), Some(1), None);
     let mut d = device(
         dir.path(),
         &pki,
@@ -447,7 +493,7 @@ fn a_model_failing_its_health_window_is_rolled_back() {
     let pki = pki(dir.path());
     let broker = Broker::start(dir.path(), &pki);
     let sub = Subscriber::start(broker.port, &pki);
-    let model = other_model();
+    let model = bundle(&other_model(), Some(1), None);
     let sha = sha_hex(&model);
     let server = BundleServer::start(
         &pki,
