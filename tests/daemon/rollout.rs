@@ -389,6 +389,7 @@ fn bad_downloads_are_refused_and_change_nothing() {
     let unsigned = bundle(&bare, None, None);
     let untrusted = bundle(&bare, Some(2), None);
     let newer = bundle(&bare, Some(1), Some("99.0.0"));
+    let big = bundle(&[bare.clone(), bare.clone()].concat(), Some(1), None);
     let plain = |body: &Vec<u8>| Served {
         body: body.clone(),
         cut: None,
@@ -420,7 +421,6 @@ fn bad_downloads_are_refused_and_change_nothing() {
     );
     // The bound lets the bundles through but not the big one below.
     let bound = model.len() as u64 + 4096;
-    let big = bundle(&[bare.clone(), bare.clone()].concat(), Some(1), None);
     let mut d = device(
         dir.path(),
         &pki,
