@@ -384,7 +384,6 @@ fn bad_downloads_are_refused_and_change_nothing() {
     let sub = Subscriber::start(broker.port, &pki);
     let bare = other_model();
     let model = bundle(&bare, Some(1), None);
-    let sha = sha_hex(&model);
     let small = vec![7u8; 4096];
     let unsigned = bundle(&bare, None, None);
     let untrusted = bundle(&bare, Some(2), None);
@@ -440,8 +439,8 @@ fn bad_downloads_are_refused_and_change_nothing() {
         ),
         (
             "too-big",
-            server.url("/m.bundle"),
-            sha.clone(),
+            server.url("/big.bundle"),
+            sha_hex(&big),
             "max_bundle_bytes",
         ),
         (
@@ -449,6 +448,30 @@ fn bad_downloads_are_refused_and_change_nothing() {
             server.url("/cut.bundle"),
             sha_hex(&small),
             "incomplete",
+        ),
+        (
+            "unsigned",
+            server.url("/unsigned.bundle"),
+            sha_hex(&unsigned),
+            "sign",
+        ),
+        (
+            "untrusted",
+            server.url("/untrusted.bundle"),
+            sha_hex(&untrusted),
+            "sign",
+        ),
+        (
+            "newer",
+            server.url("/newer.bundle"),
+            sha_hex(&newer),
+            "99.0.0",
+        ),
+        (
+            "bare",
+            server.url("/bare.tflite"),
+            sha_hex(&bare),
+            "unsigned",
         ),
         (
             "garbage",
