@@ -26,6 +26,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("support", 5),
     ("mqtt", 6),
     ("api", 6),
+    ("fleet", 6),
     ("app", 7),
     ("tools", 7),
     ("cli", 8),

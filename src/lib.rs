@@ -31,6 +31,7 @@
 //! | 5 | [`support`] | the support bundle: one tar.gz of version, redacted config, checks, status, metrics, journal, store, model, disk and power |
 //! | 6 | [`mqtt`] | store-and-forward publishing to a broker |
 //! | 6 | [`api`] | the HTTPS server: routes, auth, limits, errors |
+//! | 6 | [`fleet`] | model rollout commands from the broker: download, verify, activate, health window, roll back |
 //! | 7 | [`app`] | the composition root: wiring, monitor, reload, shutdown |
 //! | 7 | [`tools`] | `doctor`, `bench`, the wear benchmark, the local-API client |
 //! | 8 | [`cli`] | the command line |
@@ -49,6 +50,7 @@ pub(crate) mod capture;
 pub mod cli;
 pub mod config;
 pub mod core;
+pub(crate) mod fleet;
 pub(crate) mod gpio;
 pub(crate) mod image;
 pub mod inference;

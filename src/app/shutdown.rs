@@ -30,6 +30,7 @@ pub(super) async fn shutdown(d: Daemon, exit: Exit, notifier: &Notifier) -> anyh
     let Daemon {
         store,
         mqtt,
+        rollout,
         pruner,
         gpio,
         shutdown,
@@ -73,6 +74,11 @@ pub(super) async fn shutdown(d: Daemon, exit: Exit, notifier: &Notifier) -> anyh
             left.join(", "),
             CAPTURE_TIMEOUT.as_secs()
         );
+    }
+    // The rollout worker (issue 22) is a worker of the token: joined when it
+    // has returned (a download blocked on the network is left behind).
+    if let Some(r) = rollout.filter(|r| r.is_finished()) {
+        let _ = tokio::task::spawn_blocking(move || r.join()).await;
     }
     if let Some(gpio) = gpio {
         // After the last result: nothing switches an output on again.

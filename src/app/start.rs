@@ -148,6 +148,8 @@ pub fn check_required_runtime(m: &crate::config::ModelSettings) -> anyhow::Resul
 pub(super) struct Daemon {
     pub(super) store: Arc<Store>,
     pub(super) mqtt: Option<PublisherHandle>,
+    /// The model rollout worker (issue 22), a worker of `shutdown`.
+    pub(super) rollout: Option<JoinHandle<()>>,
     pub(super) pruner: Pruner,
     pub(super) tls: TlsReloader,
     pub(super) control: Arc<InferenceControl>,
@@ -191,7 +193,11 @@ pub(super) async fn start(settings: &Settings, state: &Arc<AppState>) -> anyhow:
     if let Err(e) = store.audit_take_pending(&settings.daemon.state_dir) {
         log::warn!("audit records of the command line not stored: {e}");
     }
-    let mqtt = start_mqtt(settings, &store, state);
+    // Rollout commands (issue 22): the MQTT client feeds the worker
+    // started once the pipeline's handles exist.
+    let rollout_on = settings.rollout.enabled && store.outbox().is_some();
+    let (commands_tx, commands_rx) = crate::fleet::channel();
+    let mqtt = start_mqtt(settings, &store, state, rollout_on.then_some(commands_tx));
     match store.check_writable() {
         Ok(()) => state.update_readiness(|r| {
             r.store = Check::passing(format!("{} writable", settings.store.dir.display()))
@@ -283,11 +289,33 @@ pub(super) async fn start(settings: &Settings, state: &Arc<AppState>) -> anyhow:
         &source_readiness,
     )?;
 
+    let rollout = match (rollout_on, store.outbox()) {
+        (true, Some(outbox)) => Some(
+            crate::fleet::spawn(
+                crate::fleet::Fleet {
+                    settings: settings.rollout.clone(),
+                    device_id: crate::mqtt::Resolved::new(settings.mqtt.clone(), None).device_id,
+                    dir: settings.daemon.state_dir.join("rollout"),
+                    models: ModelStore::new(&settings.daemon.state_dir),
+                    model: settings.model.clone(),
+                    signing: settings.signing.clone(),
+                    control: control.clone(),
+                    state: state.clone(),
+                    outbox: outbox.clone(),
+                    shutdown: shutdown.clone(),
+                },
+                commands_rx,
+            )
+            .context("starting the model rollout worker")?,
+        ),
+        _ => None,
+    };
     let tls = server.tls_reloader();
     let api_task = tokio::spawn(server.run(shutdown.watch()));
     Ok(Daemon {
         store,
         mqtt,
+        rollout,
         pruner,
         tls,
         control,
@@ -335,10 +363,15 @@ fn start_mqtt(
     settings: &Settings,
     store: &Store,
     state: &Arc<AppState>,
+    commands: Option<crate::mqtt::Commands>,
 ) -> Option<PublisherHandle> {
     store.outbox().and_then(|outbox| {
-        let resolved = crate::mqtt::Resolved::new(settings.mqtt.clone(), None);
-        match crate::mqtt::spawn(resolved, outbox.clone(), state.clone()) {
+        let mut resolved = crate::mqtt::Resolved::new(settings.mqtt.clone(), None);
+        if commands.is_some() {
+            resolved.command_topics =
+                crate::fleet::topics(&resolved.device_id, &settings.rollout.groups);
+        }
+        match crate::mqtt::spawn(resolved, outbox.clone(), state.clone(), commands) {
             Ok(handle) => Some(handle),
             Err(e) => {
                 log::error!(message_id = ids::MQTT_CONFIG_FAILED, spotter_error_kind = "mqtt_config"; "{e}; results queue in the outbox until this is fixed and Spotter restarts");

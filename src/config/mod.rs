@@ -24,6 +24,8 @@ mod model;
 pub(crate) mod power;
 pub(crate) mod privacy;
 mod raw;
+// Model rollout over the broker (issue 22).
+pub(crate) mod rollout;
 pub(crate) mod sightings;
 // Signed model bundles (issue 22).
 pub(crate) mod signing;
@@ -342,6 +344,8 @@ pub struct Settings {
     pub privacy: privacy::PrivacySettings,
     /// `[power]` (issue 22).
     pub power: power::PowerSettings,
+    /// `[rollout]` (issue 22).
+    pub rollout: rollout::RolloutSettings,
     /// `[audit]` (issue 23).
     pub audit: audit::AuditSettings,
     /// `[backup]` (issue 23).
@@ -1085,6 +1089,7 @@ fn build_after_sources(
     let privacy_masks = privacy::build_privacy_masks(l, &names)?;
     let privacy = privacy::build_privacy(l)?;
     let power = power::build_power(l)?;
+    let rollout = rollout::build_rollout(l)?;
     let audit = audit::build_audit(l)?;
     let backup = backup::build_backup(l)?;
     let signing = signing::build_signing(l)?;
@@ -1104,6 +1109,7 @@ fn build_after_sources(
         privacy_masks,
         privacy,
         power,
+        rollout,
         audit,
         backup,
         signing,

@@ -34,6 +34,8 @@ pub(super) struct RawConfig {
     pub privacy: Option<super::privacy::RawPrivacy>,
     // --- Power and heat (issue 22) ---
     pub power: Option<super::power::RawPower>,
+    // --- Model rollout over the broker (issue 22) ---
+    pub rollout: Option<super::rollout::RawRollout>,
     // --- Audit trail (issue 23) ---
     pub audit: Option<super::audit::RawAudit>,
     // --- Encrypted backups (issue 23) ---

@@ -163,6 +163,29 @@ fn shipped_example_config_is_valid() {
     assert_eq!(s.privacy, d.privacy);
     assert_eq!(s.privacy_masks, d.privacy_masks);
     assert_eq!(s.power, d.power);
+    assert_eq!(s.rollout, d.rollout);
+}
+
+// Would catch [rollout] keys ignored, a group that is not one topic level
+// (`a/b` or `#` would subscribe to other devices' commands), or a size
+// bound of 0 accepted; each error names its key.
+#[test]
+fn rollout_keys_are_read_and_checked() {
+    let s = one("[rollout]\nenabled = true\ngroups = [\"north\", \"all\"]\nhealth_window_s = 5\nmax_score_drift = 0.0\n").unwrap();
+    assert!(s.rollout.enabled);
+    assert_eq!(s.rollout.groups, vec!["north", "all"]);
+    assert_eq!(s.rollout.health_window_s, 5);
+    assert_eq!(s.rollout.max_score_drift, 0.0);
+    for (bad, key) in [
+        ("groups = [\"a/b\"]", "rollout.groups"),
+        ("groups = [\"#\"]", "rollout.groups"),
+        ("max_bundle_bytes = 0", "rollout.max_bundle_bytes"),
+        ("health_window_s = 0", "rollout.health_window_s"),
+        ("max_score_drift = 1.5", "rollout.max_score_drift"),
+    ] {
+        let e = one(&format!("[rollout]\n{bad}\n")).unwrap_err().to_string();
+        assert!(e.contains(key), "{bad}: {e}");
+    }
 }
 
 // Would catch [power] keys ignored or accepted out of range (a zero poll

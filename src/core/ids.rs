@@ -121,6 +121,16 @@ pub const THROTTLING_ENDED: &str = "081e646ca3e14274b5d4b730c2a089f7";
 pub const HEAT_SLOWDOWN_STARTED: &str = "f6a6993c2ca2406f955c700a13cf0519";
 /// The SoC cooled below `power.hot_resume_below_c`: full rate again.
 pub const HEAT_SLOWDOWN_ENDED: &str = "b7f0cfbc89a94f3fb68e3dfdd5545739";
+// --- Model rollout over the broker (issue 22) ---
+/// A rollout command from the broker was refused: malformed, not for this
+/// device's stage, download failed or over `rollout.max_bundle_bytes`,
+/// wrong sha256, bad or missing signature, for a newer Spotter, or the
+/// canary failed. `SPOTTER_ROLLOUT_ID` names the rollout, `SPOTTER_REASON`
+/// says why; nothing changed on the device.
+pub const ROLLOUT_REFUSED: &str = "2edf1b60a0c5479d9bbb3f18e44fae62";
+/// A model activated by a rollout failed its health window and the device
+/// rolled back to the previous model by itself; `SPOTTER_REASON` says why.
+pub const ROLLOUT_ROLLED_BACK: &str = "08f83ffcf64e4b80985a58f754074bbb";
 // --- Data protection (issue 23) ---
 /// An administrative action (key created or revoked, model installed,
 /// activated or rolled back, configuration reloaded, backup exported,

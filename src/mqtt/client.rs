@@ -29,6 +29,11 @@ pub(super) enum Ev {
         pkid: u16,
         refused: Option<String>,
     },
+    /// A publish on a subscribed topic (the rollout commands, issue 22).
+    Message {
+        topic: String,
+        payload: Vec<u8>,
+    },
     Other,
 }
 
@@ -74,6 +79,19 @@ impl Client {
         }
     }
 
+    /// Queue a QoS 1 subscription; fails only when the request channel is
+    /// full or closed.
+    pub(super) fn try_subscribe(&self, topic: &str) -> Result<(), String> {
+        match self {
+            Client::V4(c) => c
+                .try_subscribe(topic, QoS::AtLeastOnce)
+                .map_err(|e| e.to_string()),
+            Client::V5(c) => c
+                .try_subscribe(topic, v5::mqttbytes::QoS::AtLeastOnce)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
     pub(super) fn try_disconnect(&self) {
         let _ = match self {
             Client::V4(c) => c.try_disconnect().map_err(|e| e.to_string()),
@@ -90,6 +108,10 @@ impl Loop {
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(a))) => Ok(Ev::Acked {
                     pkid: a.pkid,
                     refused: None,
+                }),
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => Ok(Ev::Message {
+                    topic: p.topic,
+                    payload: p.payload.to_vec(),
                 }),
                 Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Publish(p))) => Ok(Ev::Sent(p)),
                 Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::AwaitAck(p))) => Ok(Ev::AwaitAck(p)),
@@ -109,6 +131,10 @@ impl Loop {
                         refused,
                     })
                 }
+                Ok(v5::Event::Incoming(v5::mqttbytes::v5::Packet::Publish(p))) => Ok(Ev::Message {
+                    topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                    payload: p.payload.to_vec(),
+                }),
                 Ok(v5::Event::Outgoing(rumqttc::Outgoing::Publish(p))) => Ok(Ev::Sent(p)),
                 Ok(v5::Event::Outgoing(rumqttc::Outgoing::AwaitAck(p))) => Ok(Ev::AwaitAck(p)),
                 Ok(_) => Ok(Ev::Other),

@@ -26,6 +26,14 @@
 //! state changes from the daemon's event bus) and, optionally, Home Assistant
 //! discovery.
 //!
+//! Model rollout (issue 22): with `[rollout]` enabled the client also
+//! subscribes (QoS 1, again after every connect: the session is clean) to
+//! the command topics it is given and hands each publish received there,
+//! as topic and payload, to a bounded channel (full: dropped with a
+//! warning; the command is retained and comes again). The rollout's step
+//! reports ([`OutboxKind::ModelStatus`]) go out with the results to
+//! `spotter/<device_id>/model_status`.
+//!
 //! Over 600 lines because the `Publisher` is one state machine (window,
 //! backlog and live cursors, acknowledgements, reconnects, shutdown) whose
 //! parts share its fields; splitting it would scatter that bookkeeping.
@@ -87,6 +95,10 @@ pub(crate) struct Resolved {
     pub event_topic: String,
     /// Sightings started/ended (issue 18).
     pub sighting_topic: String,
+    /// Model rollout steps (issue 22).
+    pub model_status_topic: String,
+    /// Topics subscribed for rollout commands (issue 22; empty: none).
+    pub command_topics: Vec<String>,
 }
 
 /// This machine's host name, reduced to the device id alphabet.
@@ -130,6 +142,8 @@ impl Resolved {
             status_topic: topic(&settings.status_topic),
             event_topic: topic(&settings.event_topic),
             sighting_topic: topic(&settings.sighting_topic),
+            model_status_topic: format!("spotter/{device_id}/model_status"),
+            command_topics: Vec::new(),
             device_id,
             client_id,
             settings,
@@ -169,6 +183,7 @@ pub(crate) fn spawn(
     r: Resolved,
     outbox: Arc<Outbox>,
     state: Arc<AppState>,
+    commands: Option<Commands>,
 ) -> Result<PublisherHandle, MqttError> {
     state.mqtt.enabled.store(true, Ordering::Relaxed);
     *state.mqtt.broker.write().unwrap_or_else(|e| e.into_inner()) =
@@ -195,6 +210,7 @@ pub(crate) fn spawn(
                 );
                 let driver = tokio::task::spawn_local(drive(lp, tx, backoff));
                 let mut p = Publisher::new(r, client, outbox, state);
+                p.commands = commands;
                 p.run(rx, bus, stop_rx).await;
                 driver.abort();
             });
@@ -205,6 +221,10 @@ pub(crate) fn spawn(
         thread: Some(thread),
     })
 }
+
+/// Where publishes received on `Resolved::command_topics` go: topic and
+/// payload, bounded (issue 22).
+pub(crate) type Commands = std::sync::mpsc::SyncSender<(String, Vec<u8>)>;
 
 /// What the event-loop task tells the publisher.
 enum Signal {
@@ -281,6 +301,8 @@ struct Publisher {
     label_states: ha_state::LabelStates,
     /// The last connection failure logged, so a retry loop logs it once.
     last_failure: Option<Failure>,
+    /// The rollout worker's inbox (issue 22).
+    commands: Option<Commands>,
 }
 
 impl Publisher {
@@ -311,6 +333,7 @@ impl Publisher {
             tokens: 0.0,
             refilled: Instant::now(),
             last_failure: None,
+            commands: None,
         }
     }
 
@@ -494,6 +517,7 @@ impl Publisher {
         match kind {
             OutboxKind::Result => &self.r.result_topic,
             OutboxKind::Sighting => &self.r.sighting_topic,
+            OutboxKind::ModelStatus => &self.r.model_status_topic,
         }
     }
 
@@ -552,6 +576,7 @@ impl Publisher {
                     }
                 }
             }
+            Signal::Event(Ev::Message { topic, payload }) => self.on_message(topic, payload),
             Signal::Event(Ev::Other) => {}
             Signal::Down(f, ack) => {
                 self.on_down(f);
@@ -592,6 +617,14 @@ impl Publisher {
         self.refilled = Instant::now();
         let status = self.r.status_topic.clone();
         self.send(&status, true, b"online".to_vec(), Tag::Control);
+        // Rollout commands (issue 22): retained ones arrive right after.
+        if self.commands.is_some() {
+            for topic in self.r.command_topics.clone() {
+                if let Err(e) = self.client.try_subscribe(&topic) {
+                    log::warn!("MQTT: cannot subscribe to {topic}: {e}");
+                }
+            }
+        }
         if self.r.settings.homeassistant {
             for (topic, payload) in discovery::messages(&self.r, self.state.version) {
                 self.send(&topic, true, payload, Tag::Control);
@@ -599,6 +632,23 @@ impl Publisher {
             // The sensors' states as this run knows them; the backlog's
             // sighting entries update them as they go out.
             self.label_states.mark_all();
+        }
+    }
+
+    /// A publish on a subscribed topic: a rollout command for the worker.
+    fn on_message(&mut self, topic: String, payload: Vec<u8>) {
+        let Some(tx) = &self.commands else {
+            return;
+        };
+        if !self.r.command_topics.contains(&topic) {
+            return;
+        }
+        match tx.try_send((topic, payload)) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::TrySendError::Full((topic, _))) => log::warn!(
+                "a model rollout command on {topic} was dropped: the rollout worker is busy (a retained command comes again on the next connect)"
+            ),
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {}
         }
     }
 

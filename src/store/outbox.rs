@@ -23,6 +23,9 @@ const OUTBOX_FORMAT_JSON: u8 = 1;
 /// First byte of a sighting's entry (issue 18): the rest is the
 /// [`SightingEvent`](crate::core::sighting::SightingEvent)'s JSON.
 const OUTBOX_FORMAT_SIGHTING_JSON: u8 = 2;
+/// First byte of a model rollout's step report (issue 22): the rest is the
+/// status JSON the fleet worker wrote.
+const OUTBOX_FORMAT_MODEL_STATUS_JSON: u8 = 3;
 /// Entries deleted per batch when the outbox is over its bounds.
 const DROP_BATCH: usize = 256;
 
@@ -53,6 +56,8 @@ pub enum OutboxKind {
     Result,
     /// A sighting's start or end (`spotter/<device_id>/sighting`).
     Sighting,
+    /// A model rollout step (`spotter/<device_id>/model_status`, issue 22).
+    ModelStatus,
 }
 
 /// One result (or sighting change) waiting to be published.
@@ -69,6 +74,9 @@ pub struct OutboxEntry {
 /// MQTT publisher (reader, deleter) behind an `Arc`.
 pub struct Outbox {
     dir: PathBuf,
+    /// The database, for sequence numbers of entries queued outside a
+    /// result's transaction ([`Outbox::push`]).
+    db: sled::Db,
     tree: sled::Tree,
     limits: OutboxLimits,
     count: AtomicUsize,
@@ -120,6 +128,7 @@ impl Outbox {
         }
         Ok(Outbox {
             dir: dir.to_path_buf(),
+            db: db.clone(),
             tree,
             limits,
             count: AtomicUsize::new(n),
@@ -148,6 +157,7 @@ impl Outbox {
         v.push(match kind {
             OutboxKind::Result => OUTBOX_FORMAT_JSON,
             OutboxKind::Sighting => OUTBOX_FORMAT_SIGHTING_JSON,
+            OutboxKind::ModelStatus => OUTBOX_FORMAT_MODEL_STATUS_JSON,
         });
         v.extend_from_slice(json);
         v
@@ -162,6 +172,21 @@ impl Outbox {
             log::error!("{e}");
         }
         self.notify.notify_one();
+    }
+
+    /// Queue an entry of `kind` on its own (not in a result's transaction):
+    /// the model rollout's step reports (issue 22). Its sequence number comes
+    /// from the same generator as the results', so it keeps its place in
+    /// the outbox's order.
+    pub(crate) fn push(&self, kind: OutboxKind, json: &[u8]) -> Result<u64, OutboxError> {
+        let seq = self.db.generate_id().map_err(|e| self.db_err(e))?;
+        let key = outbox_key(seq);
+        let value = Outbox::encode(kind, json);
+        self.tree
+            .insert(key, value.as_slice())
+            .map_err(|e| self.db_err(e))?;
+        self.committed((key.len() + value.len()) as u64);
+        Ok(seq)
     }
 
     /// Entries waiting.
@@ -232,6 +257,11 @@ impl Outbox {
                 Some((&OUTBOX_FORMAT_SIGHTING_JSON, body)) => out.push(OutboxEntry {
                     seq,
                     kind: OutboxKind::Sighting,
+                    payload: body.to_vec(),
+                }),
+                Some((&OUTBOX_FORMAT_MODEL_STATUS_JSON, body)) => out.push(OutboxEntry {
+                    seq,
+                    kind: OutboxKind::ModelStatus,
                     payload: body.to_vec(),
                 }),
                 Some((other, _)) => return Err(corrupt(&format!("unknown value format {other}"))),

@@ -6,8 +6,9 @@
 //! end; model swaps in the inference loop; the latest frame a viewer of
 //! the web page fetches (issue 20); privacy masks on every stored or shown
 //! picture (issue 23); the web interface in a headless
-//! browser; power and heat readings from a fake sysfs, and shadow
-//! evaluation of a candidate model (issue 22).
+//! browser; power and heat readings from a fake sysfs, shadow evaluation of
+//! a candidate model, and model rollout over the broker from a local HTTPS
+//! bundle server (issue 22).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -26,6 +27,7 @@ mod mqtt;
 mod power;
 mod privacy;
 mod shadow;
+mod rollout;
 mod sightings;
 mod sighup;
 mod sources;

@@ -19,20 +19,20 @@ use std::time::{Duration, Instant};
 use common::{free_port, photo_dir, testdata, Daemon};
 use spotter::core::result::ResultRecord;
 
-const USER: &str = "spotter";
-const PASSWORD: &str = "s3cret-Pass";
+pub(crate) const USER: &str = "spotter";
+pub(crate) const PASSWORD: &str = "s3cret-Pass";
 const MQTT_AUTH_FAILED: &str = "3601c07609bf46cf9341c25b13ddcfce";
 const MQTT_TLS_FAILED: &str = "958d182b0ce249a681cba4ce68b0c3eb";
 const MQTT_OUTBOX_OVERFLOW: &str = "659a9257f9b947059bec4052f50bc881";
 
 /// CA, server and client certificates, plus an unrelated CA.
-struct Pki {
-    ca: PathBuf,
+pub(crate) struct Pki {
+    pub(crate) ca: PathBuf,
     other_ca: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
-    client_cert: PathBuf,
-    client_key: PathBuf,
+    pub(crate) server_cert: PathBuf,
+    pub(crate) server_key: PathBuf,
+    pub(crate) client_cert: PathBuf,
+    pub(crate) client_key: PathBuf,
 }
 
 fn make_ca(name: &str) -> (rcgen::Certificate, rcgen::KeyPair) {
@@ -43,7 +43,7 @@ fn make_ca(name: &str) -> (rcgen::Certificate, rcgen::KeyPair) {
     (p.self_signed(&key).unwrap(), key)
 }
 
-fn pki(dir: &Path) -> Pki {
+pub(crate) fn pki(dir: &Path) -> Pki {
     let (ca, ca_key) = make_ca("spotter test CA");
     let (other, _) = make_ca("some other CA");
     let leaf = |sans: Vec<String>, cn: &str| {
@@ -72,15 +72,15 @@ fn pki(dir: &Path) -> Pki {
 }
 
 /// A Mosquitto process on a loopback port; killed on drop.
-struct Broker {
+pub(crate) struct Broker {
     child: Option<Child>,
-    port: u16,
+    pub(crate) port: u16,
     conf: PathBuf,
     dir: PathBuf,
 }
 
 impl Broker {
-    fn start(dir: &Path, pki: &Pki) -> Broker {
+    pub(crate) fn start(dir: &Path, pki: &Pki) -> Broker {
         let port = free_port();
         let passwd = dir.join("passwd");
         let st = Command::new("mosquitto_passwd")
@@ -151,7 +151,7 @@ impl Broker {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default()
     }
 }
@@ -192,14 +192,14 @@ fn tls_client_config(pki: &Pki) -> rustls::ClientConfig {
 /// (topic, payload) pairs in arrival order.
 type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 
-struct Subscriber {
+pub(crate) struct Subscriber {
     got: Received,
     subscribed: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 }
 
 impl Subscriber {
-    fn start(port: u16, pki: &Pki) -> Subscriber {
+    pub(crate) fn start(port: u16, pki: &Pki) -> Subscriber {
         let mut o = rumqttc::MqttOptions::new("test-subscriber", "127.0.0.1", port);
         o.set_clean_session(false)
             .set_credentials(USER, PASSWORD)
@@ -247,7 +247,7 @@ impl Subscriber {
         s
     }
 
-    fn messages(&self, topic: &str) -> Vec<Vec<u8>> {
+    pub(crate) fn messages(&self, topic: &str) -> Vec<Vec<u8>> {
         self.got
             .lock()
             .unwrap()
@@ -277,7 +277,14 @@ impl Drop for Subscriber {
 }
 
 /// A daemon config publishing to `port`; `extra` lines go into `[mqtt]`.
-fn config(dir: &Path, pki: &Pki, port: u16, device: &str, looping: bool, extra: &str) -> String {
+pub(crate) fn config(
+    dir: &Path,
+    pki: &Pki,
+    port: u16,
+    device: &str,
+    looping: bool,
+    extra: &str,
+) -> String {
     let password = dir.join("mqtt-password");
     std::fs::write(&password, format!("{PASSWORD}\n")).unwrap();
     owner_only(&password);
@@ -311,7 +318,7 @@ fn try_status(d: &Daemon) -> Option<serde_json::Value> {
 }
 
 /// Poll the daemon's status until `pred` holds (panics after `secs`).
-fn wait_status(
+pub(crate) fn wait_status(
     d: &Daemon,
     secs: u64,
     what: &str,
@@ -407,7 +414,7 @@ fn check_exact(d: &mut Daemon, sub: &Subscriber, device: &str) -> (usize, usize)
     (all.len(), dups)
 }
 
-fn log_count(d: &Daemon, id: &str) -> usize {
+pub(crate) fn log_count(d: &Daemon, id: &str) -> usize {
     d.log().matches(&format!("message_id={id}")).count()
 }
 
