@@ -7,7 +7,7 @@
 //! {"id": "2026-12-06-a", "url": "https://models.example/m.spotter",
 //!  "sha256": "<sha256 of the bundle file>",
 //!  "devices": ["cam-01", "cam-02"], "percent": 25,
-//!  "shadow_s": 600, "min_agreement": 0.9}
+//!  "shadow_s": 600, "shadow_share": 0.25, "min_agreement": 0.9}
 //! ```
 //!
 //! `devices` and `percent` are optional: with neither every device
@@ -15,8 +15,10 @@
 //! `devices` or its bucket (a stable hash of device id and rollout id,
 //! 0-99) is below `percent`. Growing `percent` under the same `id` therefore
 //! adds devices and never drops one; devices that already handled the id
-//! ignore it. `shadow_s`/`min_agreement` are read and reported; whether
-//! they are acted on depends on the shadow evaluation being present.
+//! ignore it. With `shadow_s` the verified model first runs in shadow
+//! ([`crate::pipeline::Shadow`]) on `shadow_share` (default 0.25) of the
+//! frames for that long, and is activated only when its agreement with the
+//! active model is at least `min_agreement` (default 0: any).
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -45,8 +47,15 @@ pub(crate) struct Command {
     #[serde(default)]
     pub shadow_s: Option<u64>,
     #[serde(default)]
+    pub shadow_share: Option<f64>,
+    #[serde(default)]
     pub min_agreement: Option<f64>,
 }
+
+/// Default share of the frames a rollout's shadow period samples.
+pub(crate) const DEFAULT_SHADOW_SHARE: f64 = 0.25;
+/// Longest shadow period a command may ask for (a day).
+pub(crate) const MAX_SHADOW_S: u64 = 86_400;
 
 fn valid_id(id: &str) -> bool {
     !id.is_empty()
@@ -87,6 +96,15 @@ impl Command {
         }
         if c.min_agreement.is_some_and(|a| !(0.0..=1.0).contains(&a)) {
             return fail("`min_agreement` must be between 0 and 1");
+        }
+        if c.shadow_share.is_some_and(|a| !(a > 0.0 && a <= 1.0)) {
+            return fail("`shadow_share` must be above 0 and at most 1");
+        }
+        if c.shadow_s.is_some_and(|s| s == 0 || s > MAX_SHADOW_S) {
+            return fail("`shadow_s` must be 1-86400");
+        }
+        if c.shadow_s.is_none() && (c.shadow_share.is_some() || c.min_agreement.is_some()) {
+            return fail("`shadow_share` and `min_agreement` need `shadow_s`");
         }
         Ok(Command {
             sha256: c.sha256.to_ascii_lowercase(),
@@ -204,6 +222,32 @@ mod tests {
         assert_eq!(bad.0.as_deref(), Some("r1"));
         assert!(Command::parse(&cmd(r#","percent":101"#)).is_err());
         assert!(Command::parse(b"not json").unwrap_err().0.is_none());
+    }
+
+    // Would catch a shadow period that could never end (0 or days long), a
+    // share the shadow thread refuses only after the download, or a minimum
+    // agreement silently ignored because no shadow period was asked for.
+    #[test]
+    fn shadow_fields_are_checked() {
+        let ok = Command::parse(&cmd(
+            r#","shadow_s":60,"shadow_share":0.5,"min_agreement":0.9"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            (ok.shadow_s, ok.shadow_share, ok.min_agreement),
+            (Some(60), Some(0.5), Some(0.9))
+        );
+        for (extra, what) in [
+            (r#","shadow_s":0"#, "shadow_s"),
+            (r#","shadow_s":86401"#, "shadow_s"),
+            (r#","shadow_s":5,"shadow_share":0"#, "shadow_share"),
+            (r#","shadow_s":5,"shadow_share":1.5"#, "shadow_share"),
+            (r#","shadow_s":5,"min_agreement":1.1"#, "min_agreement"),
+            (r#","min_agreement":0.5"#, "need `shadow_s`"),
+        ] {
+            let e = Command::parse(&cmd(extra)).unwrap_err().1;
+            assert!(e.contains(what), "{extra}: {e}");
+        }
     }
 
     // Would catch a percent stage that picks different devices each time the

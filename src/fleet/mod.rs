@@ -288,9 +288,18 @@ impl Worker {
             Some(&cmd.id),
             Some(&cmd.sha256),
             "verified",
-            serde_json::json!({ "model_sha256": meta.sha256, "kind": meta.kind, "shadow": shadow_note(cmd) }),
+            serde_json::json!({ "model_sha256": meta.sha256, "kind": meta.kind }),
         );
         let previous = self.f.state.model().map(|m| m.sha256);
+        if previous.as_deref() != Some(meta.sha256.as_str()) {
+            if let Some(secs) = cmd.shadow_s {
+                match self.shadow(cmd, &meta.sha256, secs) {
+                    Some(Ok(())) => {}
+                    Some(Err(reason)) => return Outcome::Refused(reason),
+                    None => return Outcome::Interrupted,
+                }
+            }
+        }
         if previous.as_deref() == Some(meta.sha256.as_str()) {
             self.report(
                 Some(&cmd.id),
@@ -357,6 +366,49 @@ impl Worker {
             Ok(how) => Outcome::Healthy(how),
             Err(why) => self.roll_back(why),
         }
+    }
+
+    /// The command's shadow period: run the installed (not yet active)
+    /// model `sha256` in shadow for `secs`, report what it measured (step
+    /// `shadow`), and say whether it may be activated (Err: why not; the
+    /// version stays installed, the active model unchanged). None: shutdown.
+    fn shadow(&self, cmd: &Command, sha256: &str, secs: u64) -> Option<Result<(), String>> {
+        let share = cmd.shadow_share.unwrap_or(command::DEFAULT_SHADOW_SHARE);
+        let shadow = &self.f.control.shadow;
+        if let Err(e) = shadow.start(sha256, share) {
+            return Some(Err(format!("shadow evaluation could not start: {e}")));
+        }
+        log::info!(spotter_rollout_id = cmd.id.as_str(), spotter_model_sha256 = sha256; "model rollout {}: {sha256} in shadow for {secs} s on {share} of the frames", cmd.id);
+        let interrupted = self.f.shutdown.sleep(Duration::from_secs(secs));
+        let report = shadow.stop();
+        if interrupted {
+            return None;
+        }
+        let Some(report) = report else {
+            return Some(Err(
+                "the shadow evaluation stopped before reporting (another shadow run replaced it?)"
+                    .into(),
+            ));
+        };
+        let (agreement, frames) = (report.agreement(), report.frames_compared());
+        self.report(
+            Some(&cmd.id),
+            Some(&cmd.sha256),
+            "shadow",
+            serde_json::json!({ "model_sha256": sha256, "shadow_s": secs, "report": report }),
+        );
+        let min = cmd.min_agreement.unwrap_or(0.0);
+        if frames == 0 && min > 0.0 {
+            return Some(Err(format!(
+                "no frame compared in {secs} s of shadow evaluation; min_agreement {min} not shown"
+            )));
+        }
+        if agreement < min {
+            return Some(Err(format!(
+                "shadow agreement {agreement:.3} over {frames} frames is below min_agreement {min}; installed, not activated"
+            )));
+        }
+        Some(Ok(()))
     }
 
     /// Roll back to the previous version and wait until it runs.
@@ -488,16 +540,6 @@ impl Worker {
         }
         Some((mean, None))
     }
-}
-
-/// What the status says about a requested shadow period.
-fn shadow_note(cmd: &Command) -> Option<String> {
-    cmd.shadow_s.map(|s| {
-        format!(
-            "shadow_s = {s} (min_agreement {:?}) requested; not evaluated by this build, activated directly",
-            cmd.min_agreement
-        )
-    })
 }
 
 #[cfg(test)]

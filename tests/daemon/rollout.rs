@@ -567,3 +567,113 @@ fn a_model_failing_its_health_window_is_rolled_back() {
     assert_eq!(log_count(&d, ROLLOUT_ROLLED_BACK), 1, "{}", d.log());
     d.terminate();
 }
+
+// Would catch a command's shadow period being skipped (no `shadow` step, or
+// nothing compared), a model activated although its measured agreement is
+// below `min_agreement` (or refused although it is not), and a refusal that
+// changes the running model. The decision is checked against the figure the
+// device itself reported, so the test holds whatever the two models agree on.
+#[test]
+fn a_shadow_period_gates_activation_on_the_measured_agreement() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let broker = Broker::start(dir.path(), &pki);
+    let sub = Subscriber::start(broker.port, &pki);
+    let model = bundle(&other_model(), Some(1), None);
+    let sha = sha_hex(&model);
+    let server = BundleServer::start(
+        &pki,
+        vec![(
+            "/m.bundle",
+            Served {
+                body: model,
+                cut: None,
+            },
+        )],
+    );
+    let mut d = device(
+        dir.path(),
+        &pki,
+        &broker,
+        "cam-s",
+        "health_window_s = 2\nmax_score_drift = 1.0",
+    );
+    let before = running(&d);
+    let shadowed = |id: &str, min: f64| {
+        publish(
+            &broker,
+            &pki,
+            "spotter/cam-s/cmd/model",
+            &serde_json::json!({"id": id, "url": server.url("/m.bundle"), "sha256": sha,
+                "shadow_s": 3, "shadow_share": 1.0, "min_agreement": min}),
+        );
+        let got = wait_steps(
+            &d,
+            &sub,
+            "cam-s",
+            id,
+            &["healthy", "refused", "rolled_back"],
+        );
+        let shadow = got
+            .iter()
+            .find(|s| s["step"] == "shadow")
+            .unwrap_or_else(|| panic!("no shadow step: {got:?}\nlog:\n{}", d.log()))
+            .clone();
+        let report = &shadow["report"];
+        assert!(report["frames_compared"].as_u64().unwrap() > 0, "{report}");
+        let agreement = report["agreement"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&agreement), "{report}");
+        (names(&got), agreement, got)
+    };
+    // At least perfect agreement demanded: refused unless the models agree on
+    // every frame, and then the running model must not have changed.
+    let (steps, agreement, got) = shadowed("shadow-strict", 1.0);
+    if agreement < 1.0 {
+        assert_eq!(
+            steps,
+            ["received", "downloaded", "verified", "shadow", "refused"],
+            "{got:?}"
+        );
+        let reason = got.last().unwrap()["reason"].as_str().unwrap();
+        assert!(reason.contains("min_agreement"), "{reason}");
+        assert_eq!(
+            running(&d),
+            before,
+            "a refused shadow period changed the model"
+        );
+        // Nothing demanded: the same model is activated after its shadow period.
+        let (steps, _, got) = shadowed("shadow-any", 0.0);
+        assert_eq!(
+            steps,
+            [
+                "received",
+                "downloaded",
+                "verified",
+                "shadow",
+                "active",
+                "healthy"
+            ],
+            "{got:?}\nlog:\n{}",
+            d.log()
+        );
+    } else {
+        assert_eq!(
+            steps,
+            [
+                "received",
+                "downloaded",
+                "verified",
+                "shadow",
+                "active",
+                "healthy"
+            ],
+            "{got:?}"
+        );
+    }
+    let model_sha = got.iter().find(|s| s["step"] == "verified").unwrap()["model_sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(running(&d), model_sha);
+    d.terminate();
+}
