@@ -53,8 +53,6 @@ pub(super) struct Ctx {
     pub(super) body_budget: Arc<BodyBudget>,
     /// The deadline of every body read.
     pub(super) body_limits: BodyLimits,
-    /// Held while a model change runs (one at a time).
-    pub(super) model_change: tokio::sync::Mutex<()>,
     /// Becomes true when the server shuts down (set up by [`Server::run`](super::Server::run)).
     pub(super) stop: watch::Receiver<bool>,
     /// Browser sessions (issue 20).
@@ -99,7 +97,6 @@ impl Ctx {
                 base: opts.body_timeout,
                 min_rate: opts.body_min_rate.max(1),
             },
-            model_change: tokio::sync::Mutex::new(()),
             frames: frames::FrameViewers::new(
                 opts.max_frame_viewers,
                 opts.frame_max_fps,

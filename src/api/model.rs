@@ -141,10 +141,11 @@ pub(super) async fn put(
         return Err(ApiError::EmptyUpload);
     }
     let p = ctx.pipeline.clone().ok_or(ApiError::ModelUnavailable)?;
-    let _change = ctx
-        .model_change
-        .try_lock()
-        .map_err(|_| ApiError::ModelChangeInProgress)?;
+    let _change = p
+        .control
+        .change
+        .try_begin()
+        .ok_or(ApiError::ModelChangeInProgress)?;
     let signing = ctx.signing.clone();
     let meta = blocking_models(move || {
         // The keys are read per upload, so a rotated key file counts at once.
@@ -203,10 +204,11 @@ async fn switch(
     choose: impl FnOnce(&ModelStore) -> Result<VersionMeta, ModelStoreError> + Send + 'static,
 ) -> Result<Resp, ApiError> {
     let p = ctx.pipeline.clone().ok_or(ApiError::ModelUnavailable)?;
-    let _change = ctx
-        .model_change
-        .try_lock()
-        .map_err(|_| ApiError::ModelChangeInProgress)?;
+    let _change = p
+        .control
+        .change
+        .try_begin()
+        .ok_or(ApiError::ModelChangeInProgress)?;
     let meta = blocking_models(move || choose(&p.models).map_err(store_err)).await?;
     let before = reload(ctx)?;
     await_running(ctx, &meta.sha256, before).await?;

@@ -38,10 +38,11 @@ pub(super) async fn post(ctx: &Arc<Ctx>) -> Result<Resp, ApiError> {
     let (Some(tx), Some(p)) = (&ctx.reloads, &ctx.pipeline) else {
         return Err(ApiError::ReloadUnavailable);
     };
-    let _change = ctx
-        .model_change
-        .try_lock()
-        .map_err(|_| ApiError::ModelChangeInProgress)?;
+    let _change = p
+        .control
+        .change
+        .try_begin()
+        .ok_or(ApiError::ModelChangeInProgress)?;
     let before = p.control.reloads_done.load(Ordering::Acquire);
     let (reply, answer) = oneshot::channel();
     tx.try_send(Request { reply }).map_err(|e| match e {

@@ -42,7 +42,7 @@ use crate::config::ModelSettings;
 use crate::core::ids;
 use crate::core::shutdown::Shutdown;
 use crate::modelstore::{ModelStore, Trust, VersionMeta};
-use crate::pipeline::{load_model, InferenceControl};
+use crate::pipeline::{load_model, ChangeGuard, InferenceControl};
 use crate::state::AppState;
 use crate::store::{Outbox, OutboxKind};
 use command::{Command, Handled};
@@ -290,6 +290,11 @@ impl Worker {
             "verified",
             serde_json::json!({ "model_sha256": meta.sha256, "kind": meta.kind }),
         );
+        // From here to the end of the health window no other model change
+        // (an API upload, activation or roll back) may interleave.
+        let Some(_change) = self.begin_change() else {
+            return Outcome::Interrupted;
+        };
         let previous = self.f.state.model().map(|m| m.sha256);
         if previous.as_deref() != Some(meta.sha256.as_str()) {
             if let Some(secs) = cmd.shadow_s {
@@ -409,6 +414,19 @@ impl Worker {
             )));
         }
         Some(Ok(()))
+    }
+
+    /// Wait for the right to change the model (a change through the API may
+    /// be running); None: shutdown.
+    fn begin_change(&self) -> Option<ChangeGuard> {
+        loop {
+            if let Some(g) = self.f.control.change.try_begin() {
+                return Some(g);
+            }
+            if self.f.shutdown.sleep(Duration::from_millis(200)) {
+                return None;
+            }
+        }
     }
 
     /// Roll back to the previous version and wait until it runs.

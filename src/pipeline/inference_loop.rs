@@ -50,6 +50,34 @@ pub struct InferenceControl {
     /// Shadow evaluation of a candidate model (issue 22), shared by the API
     /// and the fleet worker.
     pub shadow: Arc<super::Shadow>,
+    /// One model change at a time, whoever asks: the API (upload, activate,
+    /// roll back, configuration reload) and the fleet worker (a rollout,
+    /// through its health window).
+    pub change: ModelChange,
+}
+
+/// The right to change the model, held by one requester at a time.
+#[derive(Debug, Default)]
+pub struct ModelChange(Arc<AtomicBool>);
+
+impl ModelChange {
+    /// The right until the guard drops; `None` while another change runs.
+    pub fn try_begin(&self) -> Option<ChangeGuard> {
+        self.0
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| ChangeGuard(self.0.clone()))
+    }
+}
+
+/// Held while a model change runs; dropping it lets the next one start.
+#[derive(Debug)]
+pub struct ChangeGuard(Arc<AtomicBool>);
+
+impl Drop for ChangeGuard {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 /// What the inference thread works with; see [`spawn_inference`].
@@ -448,6 +476,21 @@ fn classify_upload(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Would catch two model changes running at once (an API upload and a
+    // rollout interleaving their activations) or a change that never lets
+    // the next one start once it is done.
+    #[test]
+    fn one_model_change_at_a_time() {
+        let c = ModelChange::default();
+        let first = c.try_begin().expect("free at first");
+        assert!(c.try_begin().is_none(), "a second change started");
+        drop(first);
+        assert!(
+            c.try_begin().is_some(),
+            "still taken after the guard dropped"
+        );
+    }
     use crate::config::RuntimeSetting;
     use crate::core::frame::Frame;
     use crate::core::result::ResultRecord;

@@ -55,7 +55,9 @@ mod slot;
 pub use crate::core::clock::unix_ns;
 pub use capture_loop::{capture_loop, Backoff, SourceOpener, SourceReadiness};
 pub(crate) use inference_loop::spawn_inference;
-pub use inference_loop::{inference_loop, InferenceControl, InferenceSetup};
+pub use inference_loop::{
+    inference_loop, ChangeGuard, InferenceControl, InferenceSetup, ModelChange,
+};
 pub use model::{effective_model, load_model, LoadedModel};
 pub use shadow::{Shadow, ShadowError, ShadowReport};
 pub use shadow_compare::{Comparison, LabelComparison};
