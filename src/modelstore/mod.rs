@@ -66,6 +66,41 @@ pub struct VersionMeta {
     pub bundle: Option<BundleInfo>,
 }
 
+impl VersionMeta {
+    /// A version `sha256` installed now from the file `from`.
+    fn now(
+        sha256: String,
+        from: &Path,
+        has_labels: bool,
+        kind: String,
+        bundle: Option<BundleInfo>,
+    ) -> VersionMeta {
+        VersionMeta {
+            sha256,
+            original_name: from
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            installed_unix_s: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            has_labels,
+            kind,
+            bundle,
+        }
+    }
+}
+
+/// Write `meta` as `<vdir>/meta.json` (the last step of an install) and
+/// return it.
+fn write_meta(vdir: &Path, meta: VersionMeta) -> Result<VersionMeta, ModelStoreError> {
+    // Plain strings, numbers and a map: encoding cannot fail.
+    let json = serde_json::to_vec_pretty(&meta).unwrap_or_default();
+    write_atomic(&vdir.join("meta.json"), &json)?;
+    Ok(meta)
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct ActiveFile {
     version: u32,
@@ -171,25 +206,10 @@ impl ModelStore {
             let lb = std::fs::read(l).map_err(io_err(l))?;
             write_atomic(&vdir.join("labels.txt"), &lb)?;
         }
-        let meta = VersionMeta {
-            sha256: sha,
-            original_name: model
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            installed_unix_s: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-            has_labels: labels.is_some(),
-            kind,
-            bundle: None,
-        };
-        write_atomic(
-            &vdir.join("meta.json"),
-            &serde_json::to_vec_pretty(&meta).unwrap_or_default(),
-        )?;
-        Ok(meta)
+        write_meta(
+            &vdir,
+            VersionMeta::now(sha, model, labels.is_some(), kind, None),
+        )
     }
 
     /// Install a model bundle (see [`bundle`]) after verifying it against
@@ -294,25 +314,14 @@ impl ModelStore {
                 let _ = std::fs::remove_file(&sig_path);
             }
         }
-        let meta = VersionMeta {
-            sha256: sha,
-            original_name: path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            installed_unix_s: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-            has_labels: opened.labels.is_some(),
+        let meta = VersionMeta::now(
+            sha,
+            path,
+            opened.labels.is_some(),
             kind,
-            bundle: Some(opened.info()),
-        };
-        write_atomic(
-            &meta_path,
-            &serde_json::to_vec_pretty(&meta).unwrap_or_default(),
-        )?;
-        Ok(meta)
+            Some(opened.info()),
+        );
+        write_meta(&vdir, meta)
     }
 
     /// Installed versions (oldest first) and whether each is active.

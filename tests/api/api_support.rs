@@ -7,6 +7,7 @@ use std::io::Read;
 use std::time::Duration;
 
 use crate::api_harness::{assert_problem, start, Auth, Harness};
+use crate::common::unpack_support_bundle as unpack;
 
 /// GET the bundle with `key`: status, headers we look at, body bytes.
 async fn fetch(h: &Harness, key: &str, query: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
@@ -51,27 +52,6 @@ async fn session_cookie(h: &Harness, key: &str) -> String {
         .and_then(|c| c.split_once('='))
         .map(|(_, v)| v.to_string())
         .expect("cookie value")
-}
-
-/// The uncompressed tar stream and its entries (name after the top
-/// directory, bytes).
-pub(crate) fn unpack(gz: &[u8]) -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
-    let mut raw = Vec::new();
-    flate2::read::GzDecoder::new(gz)
-        .read_to_end(&mut raw)
-        .expect("gzip");
-    let mut entries = Vec::new();
-    let mut ar = tar::Archive::new(&raw[..]);
-    for e in ar.entries().expect("tar") {
-        let mut e = e.expect("entry");
-        let path = e.path().unwrap().to_string_lossy().into_owned();
-        let (root, name) = path.split_once('/').expect("under one directory");
-        assert!(root.starts_with("spotter-support-"), "{path}");
-        let mut v = Vec::new();
-        e.read_to_end(&mut v).unwrap();
-        entries.push((name.to_string(), v));
-    }
-    (raw, entries)
 }
 
 /// Every line of base64 in a PEM file (the key material itself).

@@ -380,3 +380,25 @@ pub fn test_name(module_path: &str, name: &str) -> String {
         None => name.to_string(),
     }
 }
+
+/// A support bundle (issue 22): the uncompressed tar stream and its
+/// entries (name after the top `spotter-support-*` directory, bytes).
+pub fn unpack_support_bundle(gz: &[u8]) -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
+    use std::io::Read;
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(gz)
+        .read_to_end(&mut raw)
+        .expect("gzip");
+    let mut entries = Vec::new();
+    let mut ar = tar::Archive::new(&raw[..]);
+    for e in ar.entries().expect("tar") {
+        let mut e = e.expect("entry");
+        let path = e.path().unwrap().to_string_lossy().into_owned();
+        let (root, name) = path.split_once('/').expect("under one directory");
+        assert!(root.starts_with("spotter-support-"), "{path}");
+        let mut v = Vec::new();
+        e.read_to_end(&mut v).unwrap();
+        entries.push((name.to_string(), v));
+    }
+    (raw, entries)
+}

@@ -506,34 +506,65 @@ fn bad_downloads_are_refused_and_change_nothing() {
     d.terminate();
 }
 
+/// One device with its own broker, subscriber and a bundle server holding
+/// `other_model()` signed by the trusted key at `/m.bundle` (`sha`: the
+/// bundle file's SHA-256).
+struct One {
+    d: Daemon,
+    sub: Subscriber,
+    server: BundleServer,
+    broker: Broker,
+    pki: Pki,
+    sha: String,
+    _dir: tempfile::TempDir,
+}
+
+impl One {
+    fn start(name: &str, rollout: &str) -> One {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = pki(dir.path());
+        let broker = Broker::start(dir.path(), &pki);
+        let sub = Subscriber::start(broker.port, &pki);
+        let model = bundle(&other_model(), Some(1), None);
+        let sha = sha_hex(&model);
+        let served = Served {
+            body: model,
+            cut: None,
+        };
+        let server = BundleServer::start(&pki, vec![("/m.bundle", served)]);
+        let d = device(dir.path(), &pki, &broker, name, rollout);
+        One {
+            d,
+            sub,
+            server,
+            broker,
+            pki,
+            sha,
+            _dir: dir,
+        }
+    }
+}
+
 // Would catch a model that fails its health window staying active: with
 // rollout.max_score_drift = 0 any change of the mean top score fails the
 // window (two different classifiers never score this scene identically),
 // and the device must go back to the previous model by itself and say why.
 #[test]
 fn a_model_failing_its_health_window_is_rolled_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = pki(dir.path());
-    let broker = Broker::start(dir.path(), &pki);
-    let sub = Subscriber::start(broker.port, &pki);
-    let model = bundle(&other_model(), Some(1), None);
-    let sha = sha_hex(&model);
-    let server = BundleServer::start(
-        &pki,
-        vec![(
-            "/m.bundle",
-            Served {
-                body: model,
-                cut: None,
-            },
-        )],
-    );
-    let mut d = device(
-        dir.path(),
-        &pki,
-        &broker,
+    // Fields in this order so the daemon stops before the broker and the
+    // directory go (locals drop in reverse).
+    let One {
+        _dir,
+        pki,
+        broker,
+        server,
+        sub,
+        mut d,
+        sha,
+    } = One::start(
         "cam-d",
-        "health_window_s = 3\nmax_score_drift = 0.0",
+        "health_window_s = 3
+max_score_drift = 0.0",
     );
     let before = running(&d);
     publish(
@@ -575,28 +606,20 @@ fn a_model_failing_its_health_window_is_rolled_back() {
 // device itself reported, so the test holds whatever the two models agree on.
 #[test]
 fn a_shadow_period_gates_activation_on_the_measured_agreement() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = pki(dir.path());
-    let broker = Broker::start(dir.path(), &pki);
-    let sub = Subscriber::start(broker.port, &pki);
-    let model = bundle(&other_model(), Some(1), None);
-    let sha = sha_hex(&model);
-    let server = BundleServer::start(
-        &pki,
-        vec![(
-            "/m.bundle",
-            Served {
-                body: model,
-                cut: None,
-            },
-        )],
-    );
-    let mut d = device(
-        dir.path(),
-        &pki,
-        &broker,
+    // Fields in this order so the daemon stops before the broker and the
+    // directory go (locals drop in reverse).
+    let One {
+        _dir,
+        pki,
+        broker,
+        server,
+        sub,
+        mut d,
+        sha,
+    } = One::start(
         "cam-s",
-        "health_window_s = 2\nmax_score_drift = 1.0",
+        "health_window_s = 2
+max_score_drift = 1.0",
     );
     let before = running(&d);
     let shadowed = |id: &str, min: f64| {

@@ -5,32 +5,12 @@
 //! planted: the MQTT password (in its password file), the API keys and
 //! their hashes, the TLS private key.
 
-use std::io::Read;
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{bin, free_port, photo_dir, testdata, Daemon};
+use crate::common::{bin, free_port, photo_dir, testdata, unpack_support_bundle as unpack, Daemon};
 
 const MQTT_PASSWORD: &str = "mqtt-password-planted-5b9e2c71";
-
-/// Entries (name after the top directory, bytes) and the whole tar stream.
-fn unpack(gz: &[u8]) -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
-    let mut raw = Vec::new();
-    flate2::read::GzDecoder::new(gz)
-        .read_to_end(&mut raw)
-        .expect("gzip");
-    let mut entries = Vec::new();
-    let mut ar = tar::Archive::new(&raw[..]);
-    for e in ar.entries().expect("tar") {
-        let mut e = e.expect("entry");
-        let path = e.path().unwrap().to_string_lossy().into_owned();
-        let (_, name) = path.split_once('/').expect("under one directory");
-        let mut v = Vec::new();
-        e.read_to_end(&mut v).unwrap();
-        entries.push((name.to_string(), v));
-    }
-    (raw, entries)
-}
 
 fn entry<'a>(entries: &'a [(String, Vec<u8>)], name: &str) -> &'a [u8] {
     &entries
