@@ -15,6 +15,30 @@ fn write(root: &Path, rel: &str, text: &str) {
     std::fs::rename(tmp, p).unwrap();
 }
 
+/// A daemon replaying one photo at `fps` with the fake sysfs tree `sys`,
+/// polled every second, and `power` keys added to `[power]`.
+fn daemon_config(dir: &Path, sys: &Path, fps: f64, power: &str) -> String {
+    let photos = dir.join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    std::fs::copy(
+        testdata().join("images/grace_hopper.bmp"),
+        photos.join("a.bmp"),
+    )
+    .unwrap();
+    format!(
+        "[daemon]\nstate_dir = \"@STATE@\"\nlog_level = \"info\"\n\n\
+         [source]\nkind = \"files\"\ndir = \"{}\"\nfps = {fps:.1}\nloop = true\n\n\
+         [model]\npath = \"{}\"\nruntime = \"builtin\"\nthreads = 1\n\n\
+         [api]\nlisten = \"127.0.0.1:@PORT@\"\n\n\
+         [power]\nsysfs_root = \"{}\"\npoll_s = 1\n{power}",
+        photos.display(),
+        testdata()
+            .join("models/classification/mobilenet_v1_0.25_128_quant.tflite")
+            .display(),
+        sys.display()
+    )
+}
+
 // Would catch: the readings never reaching status or /metrics, the flags
 // read from the wrong bits, a "throttling started" line per poll instead of
 // per episode, or no line when it ends.
@@ -30,25 +54,7 @@ fn throttling_and_temperature_from_a_fake_sysfs() {
         "devices/platform/soc/soc:firmware/get_throttled",
         "50005\n",
     );
-    let photos = tmp.path().join("photos");
-    std::fs::create_dir_all(&photos).unwrap();
-    std::fs::copy(
-        testdata().join("images/grace_hopper.bmp"),
-        photos.join("a.bmp"),
-    )
-    .unwrap();
-    let config = format!(
-        "[daemon]\nstate_dir = \"@STATE@\"\nlog_level = \"info\"\n\n\
-         [source]\nkind = \"files\"\ndir = \"{}\"\nfps = 2.0\nloop = true\n\n\
-         [model]\npath = \"{}\"\nruntime = \"builtin\"\nthreads = 1\n\n\
-         [api]\nlisten = \"127.0.0.1:@PORT@\"\n\n\
-         [power]\nsysfs_root = \"{}\"\npoll_s = 1\n",
-        photos.display(),
-        testdata()
-            .join("models/classification/mobilenet_v1_0.25_128_quant.tflite")
-            .display(),
-        sys.display()
-    );
+    let config = daemon_config(tmp.path(), &sys, 2.0, "");
     let mut d = Daemon::start(tmp.path(), &config);
     let c = d.client();
     let status = c.wait_for("/api/v1/status", 60, |r| {
@@ -125,25 +131,11 @@ fn inference_slows_down_while_the_soc_is_hot() {
     let sys = tmp.path().join("sys");
     write(&sys, "class/thermal/thermal_zone0/type", "cpu-thermal\n");
     write(&sys, "class/thermal/thermal_zone0/temp", "86000\n");
-    let photos = tmp.path().join("photos");
-    std::fs::create_dir_all(&photos).unwrap();
-    std::fs::copy(
-        testdata().join("images/grace_hopper.bmp"),
-        photos.join("a.bmp"),
-    )
-    .unwrap();
-    let config = format!(
-        "[daemon]\nstate_dir = \"@STATE@\"\nlog_level = \"info\"\n\n\
-         [source]\nkind = \"files\"\ndir = \"{}\"\nfps = 20.0\nloop = true\n\n\
-         [model]\npath = \"{}\"\nruntime = \"builtin\"\nthreads = 1\n\n\
-         [api]\nlisten = \"127.0.0.1:@PORT@\"\n\n\
-         [power]\nsysfs_root = \"{}\"\npoll_s = 1\nhot_above_c = 80.0\n\
-         hot_resume_below_c = 70.0\nhot_max_fps = 1.0\n",
-        photos.display(),
-        testdata()
-            .join("models/classification/mobilenet_v1_0.25_128_quant.tflite")
-            .display(),
-        sys.display()
+    let config = daemon_config(
+        tmp.path(),
+        &sys,
+        20.0,
+        "hot_above_c = 80.0\nhot_resume_below_c = 70.0\nhot_max_fps = 1.0\n",
     );
     let mut d = Daemon::start(tmp.path(), &config);
     let c = d.client();
