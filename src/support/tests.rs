@@ -119,6 +119,13 @@ fn absent_journalctl_is_a_line() {
     };
     let text = j.tail(5);
     assert!(text.contains("not available"), "{text}");
+    // A bare name is looked up in PATH.
+    let j = Journalctl {
+        program: PathBuf::from("journalctl-not-installed-anywhere"),
+        ..Journalctl::default()
+    };
+    let text = j.tail(5);
+    assert!(text.contains("not available"), "{text}");
 }
 
 // Catches: a journalctl that never ends holding the bundle (and an API
