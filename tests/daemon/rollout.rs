@@ -561,11 +561,7 @@ fn a_model_failing_its_health_window_is_rolled_back() {
         sub,
         mut d,
         sha,
-    } = One::start(
-        "cam-d",
-        "health_window_s = 3
-max_score_drift = 0.0",
-    );
+    } = One::start("cam-d", "health_window_s = 3\nmax_score_drift = 0.0");
     let before = running(&d);
     publish(
         &broker,
@@ -616,11 +612,7 @@ fn a_shadow_period_gates_activation_on_the_measured_agreement() {
         sub,
         mut d,
         sha,
-    } = One::start(
-        "cam-s",
-        "health_window_s = 2
-max_score_drift = 1.0",
-    );
+    } = One::start("cam-s", "health_window_s = 2\nmax_score_drift = 1.0");
     let before = running(&d);
     let shadowed = |id: &str, min: f64| {
         publish(
