@@ -36,8 +36,9 @@ struct ModelLabels {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
-    route: String,
-    status: String,
+    // Static names and a number: counting a request allocates nothing.
+    route: &'static str,
+    status: u16,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -215,10 +216,7 @@ impl Metrics {
     /// path, so the label set stays bounded.
     pub(crate) fn count_http(&self, route: &'static str, status: u16) {
         self.http_requests
-            .get_or_create(&HttpLabels {
-                route: route.into(),
-                status: status.to_string(),
-            })
+            .get_or_create(&HttpLabels { route, status })
             .inc();
     }
 

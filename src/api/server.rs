@@ -380,15 +380,27 @@ async fn serve_connection(
         conn.as_mut().graceful_shutdown();
         closing = true;
     }
+    // One timer and one waiter of each kind for the connection's life, so
+    // a request costs no timer registration and no extra pass through this
+    // loop: the loop only turns when a deadline is due or the connection
+    // must end. A head that begins while the timer waits needs no wake-up
+    // of its own: the timer never waits longer than the header limit, and a
+    // head begun after it was armed has its deadline after it fires.
+    let sleep = tokio::time::sleep(t.header);
+    let mut sleep = pin!(sleep);
+    let mut stopped = pin!(stop.changed());
+    let mut killed = pin!(activity.kill.notified());
+    let mut evicted = pin!(shared.evicted.notified());
     loop {
+        let now = Instant::now();
         let head_at = activity.head_since().map(|s| s + t.header);
         let wake = match head_at {
             Some(at) => at,
             // A request in flight (possibly longer than the idle limit): look again later.
-            None if activity.in_flight() > 0 => Instant::now() + t.keep_alive,
-            None => activity.last() + t.keep_alive,
+            None if activity.in_flight() > 0 => now + t.header,
+            None => (activity.last() + t.keep_alive).min(now + t.header),
         };
-        let wake = tokio::time::Instant::from_std(wake);
+        sleep.as_mut().reset(tokio::time::Instant::from_std(wake));
         tokio::select! {
             res = conn.as_mut() => {
                 if let Err(e) = res {
@@ -396,21 +408,19 @@ async fn serve_connection(
                 }
                 break;
             }
-            _ = stop.changed(), if !closing => {
+            _ = stopped.as_mut(), if !closing => {
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
             // A handler asked for the connection to be dropped (a too-slow
             // event subscriber): close it without finishing the response.
-            _ = activity.kill.notified() => break,
+            _ = killed.as_mut() => break,
             // Its place went to a client from an address holding fewer.
-            _ = shared.evicted.notified() => {
+            _ = evicted.as_mut() => {
                 log::debug!(peer:display = peer; "connection closed for another client");
                 break;
             }
-            // A head began: re-arm with its deadline.
-            _ = activity.head_began.notified() => {}
-            _ = tokio::time::sleep_until(wake), if head_at.is_some() || !closing => {
+            _ = sleep.as_mut(), if head_at.is_some() || !closing => {
                 if let Some(since) = activity.head_since() {
                     if since.elapsed() >= t.header {
                         log::debug!(peer:display = peer; "request head not received within {:?}", t.header);

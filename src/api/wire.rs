@@ -38,8 +38,6 @@ pub(crate) struct Activity {
     /// Nanoseconds since `base`, plus one, of when the head now being
     /// received began; 0: none is.
     head_since: AtomicU64,
-    /// Notified when a head begins (the connection's task re-arms its deadline).
-    pub(crate) head_began: tokio::sync::Notify,
     conn: Arc<ConnShared>,
 }
 
@@ -52,7 +50,6 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             last: AtomicU64::new(0),
             head_since: AtomicU64::new(1),
-            head_began: tokio::sync::Notify::new(),
             conn,
         }
     }
@@ -80,7 +77,6 @@ impl Activity {
     fn bytes_read(&self) {
         if self.in_flight() == 0 && self.head_since.load(Ordering::Relaxed) == 0 {
             self.head_since.store(self.now_ns() + 1, Ordering::Relaxed);
-            self.head_began.notify_one();
         }
     }
     /// hyper parsed a head and called the service: the request is in flight

@@ -371,6 +371,41 @@ async fn keep_alive_lasts_as_configured() {
     h.stop().await;
 }
 
+// Catches: the header deadline only guarding a connection's first head: a
+// kept-alive connection that, after a request and a quiet spell, starts a
+// head and never finishes it must be closed by the header limit, not held
+// open until the (much longer) keep-alive limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_later_head_meets_the_header_deadline() {
+    let h = start_with(
+        |o| {
+            o.header_read_timeout = Duration::from_secs(1);
+            o.keep_alive_idle = Duration::from_secs(60);
+        },
+        relaxed_access(),
+    )
+    .await;
+    let mut tls = h.raw_tls().await;
+    assert_eq!(keepalive_get(&mut tls).await, 200);
+    // Quiet for longer than the header limit: the connection is idle, not
+    // receiving a head, and stays open.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(keepalive_get(&mut tls).await, 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Half a head, then nothing.
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: loc")
+        .await
+        .unwrap();
+    tls.flush().await.unwrap();
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(20), tls.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "a stalled head kept its connection open for 20 s: {closed:?}"
+    );
+    h.stop().await;
+}
+
 // Catches: the daemon writing its keys and TLS files before finding its port
 // in use (and a failure that does not name the address).
 #[test]
