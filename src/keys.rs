@@ -150,7 +150,8 @@ struct KeyFile {
 /// The keys as loaded at one moment, for verifying requests.
 #[derive(Debug, Default)]
 pub(crate) struct KeySet {
-    keys: Vec<(KeyInfo, [u8; 32])>,
+    // Shared, so a verified request takes its caller without copying strings.
+    keys: Vec<(std::sync::Arc<KeyInfo>, [u8; 32])>,
 }
 
 /// True when `s` has the shape of a secret (prefix + 64 lowercase hex digits).
@@ -171,7 +172,7 @@ impl KeySet {
     /// revoked. Every stored hash is compared in constant time and the loop
     /// never exits early, so timing reveals neither which key nor how much of
     /// a hash matched.
-    pub(crate) fn verify(&self, presented: &str) -> Option<&KeyInfo> {
+    pub(crate) fn verify(&self, presented: &str) -> Option<&std::sync::Arc<KeyInfo>> {
         if !is_well_formed(presented) {
             return None;
         }
@@ -185,8 +186,16 @@ impl KeySet {
         found.filter(|i| !i.revoked)
     }
 
+    /// The key with this id, unless it is revoked.
+    pub(crate) fn active(&self, id: &str) -> Option<&std::sync::Arc<KeyInfo>> {
+        self.keys
+            .iter()
+            .map(|(i, _)| i)
+            .find(|k| k.id == id && !k.revoked)
+    }
+
     pub(crate) fn infos(&self) -> impl Iterator<Item = &KeyInfo> {
-        self.keys.iter().map(|(i, _)| i)
+        self.keys.iter().map(|(i, _)| &**i)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -333,7 +342,7 @@ impl KeyStore {
                 path: self.path.clone(),
                 reason: format!("key {}: bad sha256: {e}", k.info.id),
             })?;
-            keys.push((k.info, h));
+            keys.push((std::sync::Arc::new(k.info), h));
         }
         Ok(KeySet { keys })
     }
@@ -410,7 +419,7 @@ impl KeyStore {
     #[cfg(test)]
     /// Load and verify in one step (re-reads the file; the API caches instead).
     pub(crate) fn verify(&self, presented: &str) -> Result<Option<KeyInfo>, KeyError> {
-        Ok(self.load()?.verify(presented).cloned())
+        Ok(self.load()?.verify(presented).map(|k| KeyInfo::clone(k)))
     }
 }
 

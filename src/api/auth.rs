@@ -102,7 +102,7 @@ impl KeyCache {
 /// Who is calling.
 pub(super) enum Caller {
     Anonymous,
-    Key(KeyInfo),
+    Key(std::sync::Arc<KeyInfo>),
 }
 
 impl Caller {
@@ -228,10 +228,7 @@ async fn session_caller(
         return Ok((Caller::Anonymous, Credential::StaleSession));
     };
     let keys = ctx.keys.get().await;
-    let info = keys
-        .infos()
-        .find(|k| k.id == valid.key_id && !k.revoked)
-        .cloned();
+    let info = keys.active(&valid.key_id).cloned();
     let Some(info) = info else {
         // The key was revoked or removed: its sessions end on their next request.
         ctx.sessions.remove(&valid.id);

@@ -37,7 +37,8 @@ pub(super) async fn handle(
     req: Request<Incoming>,
     kill: Arc<tokio::sync::Notify>,
 ) -> Response<OutBody> {
-    let started = Instant::now();
+    // Timed only for the debug line (a clock read per request otherwise).
+    let started = log::log_enabled!(log::Level::Debug).then(Instant::now);
     let method = req.method().clone();
     let origin = req.headers().get(ORIGIN).cloned();
     let (mut resp, route_name) = respond(&ctx, peer, req, kill).await;
@@ -47,12 +48,14 @@ pub(super) async fn handle(
     let h = resp.headers_mut();
     security_headers(h);
     cors_headers(h, &ctx.access, origin);
-    log::debug!(
-        "{method} {route_name} from {} -> {} in {} µs",
-        peer.ip(),
-        resp.status().as_u16(),
-        started.elapsed().as_micros()
-    );
+    if let Some(started) = started {
+        log::debug!(
+            "{method} {route_name} from {} -> {} in {} µs",
+            peer.ip(),
+            resp.status().as_u16(),
+            started.elapsed().as_micros()
+        );
+    }
     resp
 }
 

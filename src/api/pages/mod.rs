@@ -665,14 +665,14 @@ mod tests {
     // script or style in a template.
     #[test]
     fn templates_escape_and_hold_no_inline_code() {
-        let caller = Caller::Key(crate::keys::KeyInfo {
+        let caller = Caller::Key(std::sync::Arc::new(crate::keys::KeyInfo {
             id: "0123456789abcdef".into(),
             name: "<script>alert(1)</script>".into(),
             scope: Scope::Read,
             created_unix_s: 0,
             revoked: false,
             revoked_unix_s: None,
-        });
+        }));
         let page = LivePage {
             frame: Frame::new("live", &caller),
             script: assets::url("live.js"),
