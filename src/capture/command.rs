@@ -182,9 +182,11 @@ pub struct CommandSource {
 /// Where `program` would be executed from: the path itself when it names
 /// one (it contains a `/`), else the first match in `PATH`; `None` when that
 /// is not an executable regular file.
-pub(crate) fn find_program(program: &str) -> Option<std::path::PathBuf> {
+pub(crate) fn find_program(program: impl AsRef<std::path::Path>) -> Option<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::PermissionsExt;
-    let candidates: Vec<std::path::PathBuf> = if program.contains('/') {
+    let program = program.as_ref();
+    let candidates: Vec<std::path::PathBuf> = if program.as_os_str().as_bytes().contains(&b'/') {
         vec![program.into()]
     } else {
         std::env::var_os("PATH")

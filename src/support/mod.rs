@@ -115,7 +115,7 @@ impl Journal for Journalctl {
         // Looked up first: where the exec failure of a missing program does
         // not come back as NotFound (under qemu-user the child just exits
         // non-zero), the bundle still says plainly that there is none.
-        if !installed(&self.program) {
+        if crate::capture::command::find_program(&self.program).is_none() {
             return format!("journalctl is not available on this system (`{shown}`: not found)\n");
         }
         match run_bounded(&self.program, &args, self.timeout, MAX_JOURNAL_BYTES) {
@@ -141,16 +141,6 @@ impl Journal for Journalctl {
             Err(e) => format!("`{shown}` could not be run: {e}\n"),
         }
     }
-}
-
-/// Whether `program` names an existing file: a path as it is, a bare name
-/// in one of `PATH`'s directories.
-fn installed(program: &Path) -> bool {
-    if program.components().count() > 1 {
-        return program.is_file();
-    }
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()))
 }
 
 enum Ran {

@@ -7,9 +7,7 @@ use nix::errno::Errno;
 
 /// Whether `program` can be run; panics under CI when it cannot.
 pub(crate) fn have(program: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-        .unwrap_or(false);
+    let found = find_program(program).is_some();
     if !found {
         let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
         assert!(
