@@ -18,6 +18,7 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand::RngCore;
@@ -151,7 +152,7 @@ struct KeyFile {
 #[derive(Debug, Default)]
 pub(crate) struct KeySet {
     // Shared, so a verified request takes its caller without copying strings.
-    keys: Vec<(std::sync::Arc<KeyInfo>, [u8; 32])>,
+    keys: Vec<(Arc<KeyInfo>, [u8; 32])>,
 }
 
 /// True when `s` has the shape of a secret (prefix + 64 lowercase hex digits).
@@ -172,7 +173,7 @@ impl KeySet {
     /// revoked. Every stored hash is compared in constant time and the loop
     /// never exits early, so timing reveals neither which key nor how much of
     /// a hash matched.
-    pub(crate) fn verify(&self, presented: &str) -> Option<&std::sync::Arc<KeyInfo>> {
+    pub(crate) fn verify(&self, presented: &str) -> Option<&Arc<KeyInfo>> {
         if !is_well_formed(presented) {
             return None;
         }
@@ -187,7 +188,7 @@ impl KeySet {
     }
 
     /// The key with this id, unless it is revoked.
-    pub(crate) fn active(&self, id: &str) -> Option<&std::sync::Arc<KeyInfo>> {
+    pub(crate) fn active(&self, id: &str) -> Option<&Arc<KeyInfo>> {
         self.keys
             .iter()
             .map(|(i, _)| i)
@@ -342,7 +343,7 @@ impl KeyStore {
                 path: self.path.clone(),
                 reason: format!("key {}: bad sha256: {e}", k.info.id),
             })?;
-            keys.push((std::sync::Arc::new(k.info), h));
+            keys.push((Arc::new(k.info), h));
         }
         Ok(KeySet { keys })
     }
