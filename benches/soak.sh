@@ -5,7 +5,7 @@
 # and their exact rules are in benches/py/soak.py.
 #
 # Usage: benches/soak.sh [--duration SECONDS|Nm] [--bin PATH]
-#   --duration  how long the load runs (default 30m; CI uses 300)
+#   --duration  how long the load runs (default 30m; CI uses 600)
 #   --bin       the spotter binary to soak (default: SPOTTER_BIN, else a release build)
 # Sets itself up (scripts/setup.sh: LiteRT, the demo model and photos; apt: wrk).
 # Output: a line per 5 s sample, a verdict, and .cache/soak/<timestamp>/ with the log and samples.

@@ -38,7 +38,7 @@ SPOTTER_DEB="$ARM64_DEB" cargo test --test package -- --test-threads=2
 say "armv7: the GPIO backends build (cargo build -p rppal -p gpiocdev --target armv7-unknown-linux-gnueabihf)"
 (source "$REPO/cross/env.sh" armv7-unknown-linux-gnueabihf && cargo build --locked "${CROSS_CARGO[@]}" -p rppal -p gpiocdev)
 
-# The benchmark scripts must not rot: a 5-minute soak (fails on memory/fd/thread growth or
+# The benchmark scripts must not rot: a 10-minute soak (fails on memory/fd/thread growth or
 # any failed request), the TLS scan and the quick benchmark run (scenarios 1, 4 and 7), all on the binary
 # the tests just built. Timings are printed, never asserted.
 BIN="${CARGO_TARGET_DIR:-$REPO/target}/debug/spotter"
@@ -46,16 +46,15 @@ BIN="${CARGO_TARGET_DIR:-$REPO/target}/debug/spotter"
 # failing on any 5xx or schema violation (few examples per operation: cheap).
 say "API contract test (scripts/schemathesis.sh --max-examples 10)"
 SPOTTER_BIN="$BIN" bash "$REPO/scripts/schemathesis.sh" --max-examples 10
-say "soak test, 5 minutes (benches/soak.sh)"
-# Judged on anonymous memory after a 150 s warm-up (half the run): over 2 %
-# between the medians of the first and last thirds of the samples fails (1 %
-# for runs of 30 minutes or more; see benches/py/soak.py). Over 5 minutes the
-# figure is still mostly noise: a clean-clone run after the judging changed
-# measured +1.77 % (a run before -2.2 %), so a failure runs once more and the
-# second verdict stands, until issue 21's 30-minute drift is under 1 %.
-if ! bash "$REPO/benches/soak.sh" --duration 300 --bin "$BIN"; then
+say "soak test, 10 minutes (benches/soak.sh)"
+# Judged on anonymous memory after a 300 s warm-up (half the run): over 2 %
+# between the means of the first and last thirds of the samples fails (1 %
+# for runs of 30 minutes or more; see benches/py/soak.py, which also says why
+# 5 minutes were too short to judge). A failure runs once more and the second
+# verdict stands: the figure still moves with the machine's load.
+if ! bash "$REPO/benches/soak.sh" --duration 600 --bin "$BIN"; then
     say "soak failed once; running it again (the second result decides)"
-    bash "$REPO/benches/soak.sh" --duration 300 --bin "$BIN"
+    bash "$REPO/benches/soak.sh" --duration 600 --bin "$BIN"
 fi
 # TLS configuration: testssl.sh (Debian package) against the dev binary,
 # failing on any HIGH or CRITICAL finding; bounded by its own timeout.
