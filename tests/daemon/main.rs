@@ -16,6 +16,8 @@ mod common;
 mod bench;
 mod check_config;
 mod classify;
+// The binary's code layout (issue 21).
+mod code_layout;
 mod command_source;
 mod daemon;
 mod daemon_crash;
