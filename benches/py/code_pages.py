@@ -36,7 +36,7 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "cross"))
 import harness as h  # noqa: E402
-from link import clean, demangle  # noqa: E402
+from link import clean, demangle, functions as elf_functions  # noqa: E402
 
 SHIM = r"""
 #define _GNU_SOURCE
@@ -107,11 +107,9 @@ def text_section(path):
 
 
 def functions(path):
-    """[(address, size, name without hashes)] of PATH's defined code symbols."""
-    out = subprocess.run(["nm", "-S", "--defined-only", path], capture_output=True, text=True, check=True).stdout
-    rows = [f for f in (line.split() for line in out.splitlines()) if len(f) >= 4 and f[2] in "tTwW"]
-    names = demangle([f[3] for f in rows])
-    return [(int(f[0], 16), int(f[1], 16), clean(n)) for f, n in zip(rows, names)]
+    """[(address, size, name without hashes)] of PATH's functions."""
+    rows = elf_functions([path])
+    return [(a, n, clean(d)) for (a, n, _), d in zip(rows, demangle([r[2] for r in rows]))]
 
 
 def one_run(binary, shim, model, a, frame, n):

