@@ -12,8 +12,8 @@ cross/hot-functions.txt (demangled, without hashes; made by benches/py/code_page
 symbols of this link's inputs (readelf, c++filt), writes them in that order next to the output
 (`<output>.order`), and links with lld's `--symbol-ordering-file`. x86_64 links with the
 toolchain's rust-lld already; for other targets the driver is given `-fuse-ld=lld` and the
-toolchain's gcc-ld directory, so the same rust-lld links them (GNU ld has no ordering option). Every other link
-(build scripts, test binaries) goes to the driver unchanged.
+toolchain's gcc-ld directory, so the same rust-lld links them (GNU ld has no ordering option).
+Every other link (build scripts, test binaries) goes to the driver unchanged.
 
 The order only moves code: a list that no longer matches costs RSS, not correctness. If the
 mapping fails the link goes on without it and says why on stderr; `link.py --check BINARY`
@@ -95,9 +95,20 @@ def functions(paths):
     return rows
 
 
-def write_order(driver, args, out):
+def named_functions(paths):
+    """(address, size, name without hashes) of the functions of nonzero size in PATHS."""
+    rows = [r for r in functions(paths) if r[1] > 0]
+    return [(a, n, clean(d)) for (a, n, _), d in zip(rows, demangle([r[2] for r in rows]))]
+
+
+def list_names():
+    """The names in the list, in its order (comment lines skipped)."""
     with open(LIST, encoding="utf-8") as f:
-        wanted = [line.rstrip("\n") for line in f if line.strip() and not line.startswith("#")]
+        return [line.rstrip("\n") for line in f if line.strip() and not line.startswith("#")]
+
+
+def write_order(args, out):
+    wanted = list_names()
     syms = sorted({name for _, _, name in functions(inputs(args))})
     by_name = {}
     for mangled, demangled in zip(syms, demangle(syms)):
@@ -131,10 +142,8 @@ def check(binary):
     bytes of `.text` (a few listed functions sit elsewhere whatever the order: libc's, and in a
     dev build the standard library's when it comes from an archive the mapping cannot read).
     Prints the figures; returns the exit status."""
-    with open(LIST, encoding="utf-8") as f:
-        wanted = {line.rstrip("\n") for line in f if line.strip() and not line.startswith("#")}
-    rows = [r for r in functions([binary]) if r[1] > 0]
-    code = [(a, n, clean(d)) for (a, n, _), d in zip(rows, demangle([r[2] for r in rows]))]
+    wanted = set(list_names())
+    code = named_functions([binary])
     listed = [c for c in code if c[2] in wanted]
     if not listed:
         print(f"link.py: none of the {len(wanted)} listed functions is in {binary}", file=sys.stderr)
@@ -160,7 +169,7 @@ def main():
     test = any(re.search(r"/libtest-[0-9a-f]+\.rlib$", a) for a in args)
     if ORDERED.search(out) and not test and os.path.isfile(LIST) and not any(a.startswith("@") for a in args):
         try:
-            path, found, wanted, syms = write_order(driver, args, out)
+            path, found, wanted, syms = write_order(args, out)
             extra = [f"-Wl,--symbol-ordering-file={path}", "-Wl,--no-warn-symbol-ordering"]
             if "-fuse-ld=lld" not in args:
                 extra += ["-fuse-ld=lld", "-B" + gcc_ld()]

@@ -12,7 +12,7 @@ then reads and maps one page, so the pages mapped at the end are the pages touch
 
 Each run is the daemon on the files source at 2 fps with one of the given models, GET
 /api/v1/status with wrk at 16 connections, then POST /api/v1/classify at concurrency 1, 4 and 16
-(the shape of benches/py/peak_rss.py's load); the list is the union over the runs. Take it with
+(harness.main_job_load, peak_rss.py's load); the list is the union over the runs. Take it with
 other models and images than the ones peak RSS is measured with, so the measurement does not see
 its own training, and with the kinds a board runs (a classifier and a detector, uint8 and int8
 inputs; JPEG, PNG and BMP photos).
@@ -36,7 +36,7 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "cross"))
 import harness as h  # noqa: E402
-from link import clean, demangle, functions as elf_functions  # noqa: E402
+from link import named_functions  # noqa: E402
 
 SHIM = r"""
 #define _GNU_SOURCE
@@ -106,12 +106,6 @@ def text_section(path):
     raise h.BenchError(f"{path} has no .text")
 
 
-def functions(path):
-    """[(address, size, name without hashes)] of PATH's functions."""
-    rows = elf_functions([path])
-    return [(a, n, clean(d)) for (a, n, _), d in zip(rows, demangle([r[2] for r in rows]))]
-
-
 def one_run(binary, shim, model, a, frame, n):
     """The daemon from a cold page cache with MODEL, under the load; the file pages it touched."""
     work = os.path.join(a.work, f"run-{n}")
@@ -131,11 +125,7 @@ def one_run(binary, shim, model, a, frame, n):
         with open(os.path.join(state, "initial-admin-key"), encoding="ascii") as f:
             auth = [f"Authorization: Bearer {f.read().strip()}"]
         time.sleep(3)
-        base = f"https://127.0.0.1:{port}"
-        h.run_wrk(base + "/api/v1/status", a.duration, 16, headers=auth)
-        for conc in (1, 4, 16):
-            h.run_wrk(base + "/api/v1/classify", a.duration, conc, headers=auth, body_file=frame,
-                      content_type="image/jpeg", timeout_s=30)
+        h.main_job_load(port, auth, a.duration, frame)
         if not p.alive():
             raise h.BenchError(f"the daemon exited during the load; log {p.log}:\n{p.log_tail()}")
         return touched_pages(p.pid, binary)
@@ -169,8 +159,7 @@ def main():
     with open(shim_c, "w", encoding="ascii") as f:
         f.write(SHIM)
     subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", shim, shim_c], check=True)
-    frame = os.path.join(a.work, "frame_640x480.jpg")
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", a.image, "-vf", "scale=640:480", frame], check=True)
+    frame = h.upload_frame(a.image, a.work)
 
     ra = read_ahead_file(binary)
     with open(ra, encoding="ascii") as f:
@@ -192,9 +181,7 @@ def main():
     lo, hi = off // 4096, (off + size - 1) // 4096
     text_pages = sum(1 for x in pages if lo <= x <= hi)
     hot, seen, total = [], set(), 0
-    for fa, fs, name in sorted(functions(binary)):
-        if fs == 0:
-            continue
+    for fa, fs, name in sorted(named_functions([binary])):
         foff = fa - addr + off
         if any(x in pages for x in range(foff // 4096, (foff + fs - 1) // 4096 + 1)):
             total += fs

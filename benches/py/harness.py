@@ -215,6 +215,24 @@ def run_wrk(url, duration_s, connections, headers=(), paths=None, body_file=None
     raise BenchError(f"wrk gave no summary (exit {r.returncode}): {r.stdout[-500:]} {r.stderr[-500:]}")
 
 
+def upload_frame(image, work):
+    """A 640x480 JPEG made from IMAGE in WORK (ffmpeg): the upload of the main-job load."""
+    frame = os.path.join(work, "frame_640x480.jpg")
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", image, "-vf", "scale=640:480", frame], check=True)
+    return frame
+
+
+def main_job_load(port, auth, duration_s, frame):
+    """The load of the peak-RSS measurement (benches/py/peak_rss.py) and of the code-page list
+    (benches/py/code_pages.py): GET /api/v1/status with wrk at 16 connections, then POST
+    /api/v1/classify of FRAME at concurrency 1, 4 and 16, DURATION_S each."""
+    base = f"https://127.0.0.1:{port}"
+    run_wrk(base + "/api/v1/status", duration_s, 16, headers=auth)
+    for conc in (1, 4, 16):
+        run_wrk(base + "/api/v1/classify", duration_s, conc, headers=auth, body_file=frame,
+                content_type="image/jpeg", timeout_s=30)
+
+
 def summarize(values):
     """(median, min, max) of a non-empty list."""
     return statistics.median(values), min(values), max(values)

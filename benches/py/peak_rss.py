@@ -16,7 +16,6 @@ Usage: peak_rss.py --bin NAME=PATH [--bin NAME=PATH ...] --model M --photos DIR 
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import time
 
@@ -59,11 +58,7 @@ def one_run(name, binary, a, frame, rep):
         auth = [f"Authorization: Bearer {key}"]
         time.sleep(3)
         idle = h.proc_status(p.pid)
-        base = f"https://127.0.0.1:{port}"
-        h.run_wrk(base + "/api/v1/status", a.duration, 16, headers=auth)
-        for conc in (1, 4, 16):
-            h.run_wrk(base + "/api/v1/classify", a.duration, conc, headers=auth, body_file=frame,
-                      content_type="image/jpeg", timeout_s=30)
+        h.main_job_load(port, auth, a.duration, frame)
         st = h.proc_status(p.pid)
         if a.smaps:
             print(f"peak_rss: {name} rep {rep}: largest mappings by RSS at the end:\n{smaps_top(p.pid)}",
@@ -95,9 +90,7 @@ def main():
             ap.error(f"--bin {b}: expected NAME=PATH of an executable")
         bins.append((name, os.path.abspath(path)))
     os.makedirs(a.work, exist_ok=True)
-    frame = os.path.join(a.work, "frame_640x480.jpg")
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", a.image, "-vf", "scale=640:480", frame],
-                   check=True)
+    frame = h.upload_frame(a.image, a.work)
     model = os.path.getsize(a.model)
     res = {name: [] for name, _ in bins}
     for rep in range(a.reps):
