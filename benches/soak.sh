@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Soak test: the daemon on the `files` source at its maximum rate plus concurrent API load, for a
 # configurable time, failing on growth of anonymous memory after warm-up (over 1 % in a run of 30
-# minutes or more, 2 % in a shorter one), fd or thread growth, or any failed request. The checks
+# minutes or more, 4 % in a shorter one), fd or thread growth, or any failed request. The checks
 # and their exact rules are in benches/py/soak.py.
 #
 # Usage: benches/soak.sh [--duration SECONDS|Nm] [--bin PATH]

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 
+use super::memory;
 use super::reload::{self, reload_config};
 use super::start::Daemon;
 use crate::api::ApiError;
@@ -167,8 +168,8 @@ impl<'a> Monitor<'a> {
         self.feed_watchdog();
         self.report_status();
         self.watch_power();
-        if self.last_trim.elapsed() >= super::TRIM_EVERY {
-            super::trim_malloc();
+        if self.last_trim.elapsed() >= memory::TRIM_EVERY {
+            memory::trim_malloc();
             self.last_trim = Instant::now();
         }
         true
@@ -217,6 +218,8 @@ impl<'a> Monitor<'a> {
             if now_ready && !self.was_ready {
                 log_ready(self.state, &line);
                 self.notifier.ready(&line);
+                // The code that got here need not stay resident.
+                memory::release_code_pages_logged("ready");
             } else {
                 if !now_ready && self.was_ready {
                     log::warn!("not ready: {line}");

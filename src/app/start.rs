@@ -279,6 +279,9 @@ pub(super) async fn start(settings: &Settings, state: &Arc<AppState>) -> anyhow:
             ))
         })
         .collect();
+    // The code that set up the store, keys, TLS and the listener has run:
+    // let it go before the model load adds its own peak (`memory`).
+    super::memory::release_code_pages_logged("set-up");
     let (capture, inference) = spawn_pipeline(
         settings,
         &slot,

@@ -134,8 +134,23 @@ pub(super) fn shared_lib(lib: &Path) -> Result<Arc<SharedLib>, InferenceError> {
     relog_stderr(RuntimeLog::LiteRt, || open_shared_lib(lib)).0
 }
 
+/// The loaded libraries by canonical path ([`shared_lib`]); an entry is
+/// never removed.
+static LIBS: OnceLock<Mutex<HashMap<PathBuf, Arc<SharedLib>>>> = OnceLock::new();
+
+/// The canonical paths of the LiteRT libraries loaded so far. Each stays
+/// mapped until the process exits (see [`preload`]); a library that failed
+/// its checks was unloaded and is not listed.
+pub fn loaded_libraries() -> Vec<PathBuf> {
+    let Some(libs) = LIBS.get() else {
+        return Vec::new();
+    };
+    // Poisoned: see open_shared_lib; the map is consistent.
+    let libs = libs.lock().unwrap_or_else(|p| p.into_inner());
+    libs.keys().cloned().collect()
+}
+
 fn open_shared_lib(lib: &Path) -> Result<Arc<SharedLib>, InferenceError> {
-    static LIBS: OnceLock<Mutex<HashMap<PathBuf, Arc<SharedLib>>>> = OnceLock::new();
     let unavailable = |reason: String| InferenceError::LiteRtUnavailable {
         path: lib.display().to_string(),
         reason,

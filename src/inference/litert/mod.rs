@@ -51,7 +51,7 @@ use super::{DType, InferenceError, Quant, Runtime, RuntimeKind, TensorSpec};
 use handles::Handles;
 use library::{check, shared_lib, SharedLib};
 
-pub use library::preload;
+pub use library::{loaded_libraries, preload};
 
 /// A model compiled by LiteRT for the CPU (XNNPACK), with host buffers.
 pub struct LiteRtRuntime {
