@@ -3,8 +3,12 @@
 //! code pages that only start-up ran ([`release_code_pages`]).
 
 use std::collections::HashSet;
+use std::ffi::c_void;
+use std::ptr::NonNull;
 use std::sync::OnceLock;
 use std::time::Duration;
+
+use nix::sys::mman::{madvise, MmapAdvise};
 
 /// The daemon's malloc settings (glibc), each unless the environment sets
 /// its own (`MALLOC_ARENA_MAX`, `MALLOC_MMAP_THRESHOLD_`, or any
@@ -85,12 +89,11 @@ pub(crate) fn clean_file_mappings(
     lasting: impl Fn(&str) -> bool,
 ) -> Vec<CleanFileMapping> {
     let mut out = Vec::new();
-    // The mapping being read: (candidate, rss, anonymous bytes).
-    let mut cur: Option<(CleanFileMapping, u64, u64)> = None;
-    let mut finish = |cur: Option<(CleanFileMapping, u64, u64)>| {
-        if let Some((mut m, rss, 0)) = cur {
-            if rss > 0 {
-                m.rss = rss;
+    // The mapping being read and its anonymous bytes.
+    let mut cur: Option<(CleanFileMapping, u64)> = None;
+    let mut finish = |cur: Option<(CleanFileMapping, u64)>| {
+        if let Some((m, 0)) = cur {
+            if m.rss > 0 {
                 out.push(m);
             }
         }
@@ -112,13 +115,13 @@ pub(crate) fn clean_file_mappings(
                 };
                 // Anonymous starts unknown (u64::MAX) so a smaps without the
                 // field never counts as clean.
-                cur = Some((m, 0, u64::MAX));
+                cur = Some((m, u64::MAX));
             }
             continue;
         }
         let mut fields = line.split_ascii_whitespace();
         let Some(first) = fields.next() else { continue };
-        let Some((_, rss, anon)) = cur.as_mut() else {
+        let Some((m, anon)) = cur.as_mut() else {
             continue;
         };
         let bytes = fields
@@ -126,7 +129,7 @@ pub(crate) fn clean_file_mappings(
             .and_then(|v| v.parse::<u64>().ok())
             .map(|kib| kib * 1024);
         match first {
-            "Rss:" => *rss = bytes.unwrap_or(0),
+            "Rss:" => m.rss = bytes.unwrap_or(0),
             "Anonymous:" => *anon = bytes.unwrap_or(u64::MAX),
             _ => {}
         }
@@ -210,10 +213,10 @@ fn header(line: &str) -> Option<Header<'_>> {
 /// resolver module, a LiteRT library that fails its checks) were unloaded
 /// and its addresses reused for data.
 pub(crate) fn release_code_pages() -> std::io::Result<u64> {
-    let smaps = std::fs::read_to_string("/proc/self/smaps")?;
     let Some(start_up) = START_UP_FILES.get() else {
         return Ok(0);
     };
+    let smaps = std::fs::read_to_string("/proc/self/smaps")?;
     let litert: Vec<String> = crate::inference::litert::loaded_libraries()
         .iter()
         .map(|p| p.display().to_string())
@@ -221,18 +224,15 @@ pub(crate) fn release_code_pages() -> std::io::Result<u64> {
     let lasting = |path: &str| start_up.contains(path) || litert.iter().any(|l| l == path);
     let mut released = 0;
     for m in clean_file_mappings(&smaps, lasting) {
+        let Some(start) = NonNull::new(m.start as *mut c_void) else {
+            continue;
+        };
         // SAFETY: the range is a whole mapping of this process whose pages
         // equal their file's (see above); MADV_DONTNEED on it only removes
         // page-table entries, and the next access reads the page again.
-        let rc = unsafe {
-            nix::libc::madvise(
-                m.start as *mut nix::libc::c_void,
-                m.end - m.start,
-                nix::libc::MADV_DONTNEED,
-            )
-        };
+        let r = unsafe { madvise(start, m.end - m.start, MmapAdvise::MADV_DONTNEED) };
         // A mapping that refuses (locked pages: EINVAL) keeps its pages.
-        if rc == 0 {
+        if r.is_ok() {
             released += m.rss;
         }
     }
