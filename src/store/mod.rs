@@ -248,6 +248,8 @@ pub struct Store {
     /// sled returned an I/O error from a write: sled 0.34 then fails every
     /// later write until the database is reopened. Holds that error.
     poisoned: std::sync::Arc<std::sync::OnceLock<String>>,
+    /// Wakes the pruner early when the count runs past `max_records`.
+    early_prune: retention::EarlyPrune,
 }
 
 impl std::fmt::Debug for Store {
@@ -432,6 +434,7 @@ impl Store {
             written: AtomicU64::new(0),
             snap_written: AtomicU64::new(0),
             poisoned: Default::default(),
+            early_prune: Default::default(),
             _flusher: flush::Flusher::default(),
             durability: Default::default(),
         };
@@ -752,7 +755,8 @@ impl Store {
         match written {
             Ok(true) => {
                 self.durability.inserted(*key);
-                self.count.fetch_add(1, Ordering::Relaxed);
+                let count = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+                self.early_prune.inserted(count);
                 self.bytes.fetch_add(size, Ordering::Relaxed);
                 self.written.fetch_add(size, Ordering::Relaxed);
                 if let Some(n) = snap_size {

@@ -167,6 +167,41 @@ fn counters_stay_exact_while_writers_race_the_pruner() {
     assert_eq!((store.len(), store.data_bytes()), (len, bytes));
 }
 
+// Catches the count limit overshot by everything written in one pruner
+// interval (1,300 records at the soak test's rate between 10 s passes):
+// with an hour-long interval only an early wake brings the count back
+// near the limit while records keep coming.
+#[test]
+fn the_pruner_wakes_early_when_the_count_runs_past_the_limit() {
+    let (_d, store) = store_with(0);
+    let store = Arc::new(store);
+    let max = 100;
+    let pruner = Pruner::spawn(
+        store.clone(),
+        only(|r| r.max_records = Some(max)),
+        Duration::from_secs(3600),
+    )
+    .unwrap();
+    let written = 1000;
+    for i in 1..=written {
+        store.insert(&mut rec(T0 + i * SEC)).unwrap();
+    }
+    // The margin the pruner may leave: a tenth of the limit, at least a batch.
+    let margin = (max / 10).max(PRUNE_BATCH);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while store.len() > max + margin && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let len = store.len();
+    pruner.stop();
+    assert!(
+        len <= max + margin,
+        "{len} records left of {written} written with max_records = {max}"
+    );
+    // The oldest went first.
+    assert_eq!(left(&store).last(), Some(&written));
+}
+
 // Catches: the pruner not running its first pass at start, or stop() waiting a whole interval.
 #[test]
 fn pruner_thread_prunes_at_start_and_stops_on_request() {
