@@ -559,8 +559,7 @@ pub(super) struct EarlyPrune {
 impl EarlyPrune {
     /// A record was written and the store now holds `count`.
     pub(super) fn inserted(&self, count: usize) {
-        let above = self.above.load(Ordering::Relaxed);
-        if above == 0 || count <= above || self.woken.swap(true, Ordering::AcqRel) {
+        if !self.past_margin(count) || self.woken.swap(true, Ordering::AcqRel) {
             return;
         }
         let pruner = self
@@ -573,6 +572,12 @@ impl EarlyPrune {
             ctl.lock().unwrap_or_else(PoisonError::into_inner).due = true;
             cv.notify_all();
         }
+    }
+
+    /// Whether a store of `count` records is past the margin.
+    fn past_margin(&self, count: usize) -> bool {
+        let above = self.above.load(Ordering::Relaxed);
+        above != 0 && count > above
     }
 
     /// A pass under `policy` ended: later writes may wake the next one.
@@ -711,9 +716,11 @@ fn run(store: &Store, every: Duration, shared: &(Mutex<PrunerCtl>, Condvar)) {
             .duration_since(UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
             .unwrap_or(0);
+        let mut by_records = 0;
         match store.prune_once(&effective, now_ns) {
             Ok(r) => {
                 failing = false;
+                by_records = r.by_records;
                 if r.sightings.by_age + r.sightings.by_records > 0 {
                     log::debug!(
                         by_age = r.sightings.by_age, by_records = r.sightings.by_records;
@@ -743,6 +750,13 @@ fn run(store: &Store, every: Duration, shared: &(Mutex<PrunerCtl>, Condvar)) {
         // Issue 23: what is kept and for how long, for the status.
         store.refresh_statement(&policy);
         store.early_prune.pass_done(&policy);
+        // Records written while this pass ended could not wake it: if they
+        // already took the count past the margin, go again now, as long as
+        // this pass deleted by count (a store that cannot delete must not
+        // spin).
+        if by_records > 0 && store.early_prune.past_margin(store.len()) {
+            continue;
+        }
         let wait = if pressure.active() {
             every.min(PRESSURE_PRUNE_EVERY)
         } else {
