@@ -753,8 +753,12 @@ fn run(store: &Store, every: Duration, shared: &(Mutex<PrunerCtl>, Condvar)) {
         // Records written while this pass ended could not wake it: if they
         // already took the count past the margin, go again now, as long as
         // this pass deleted by count (a store that cannot delete must not
-        // spin).
-        if by_records > 0 && store.early_prune.past_margin(store.len()) {
+        // spin) and no stop was asked for (writers that outpace the pruner
+        // must not keep it from stopping).
+        if by_records > 0
+            && store.early_prune.past_margin(store.len())
+            && !ctl.lock().unwrap_or_else(PoisonError::into_inner).stop
+        {
             continue;
         }
         let wait = if pressure.active() {
