@@ -37,12 +37,10 @@ import harness as h  # noqa: E402
 
 SAMPLE_EVERY_S = 5.0
 # Memory is read more often than the rest: anonymous memory under this load
-# climbs and drops back over cycles of 10-30 s (the pruner's passes, the
-# allocator's trims, frames and uploads in flight; sd 1.5-2.1 MiB around
-# ~34 MiB), and samples taken every ~5.1 s (a 5 s wait plus the status
-# request) alias against such a cycle, so a third's mean moved by about 1 %
-# with where its samples happened to fall. A read of /proc/PID/status costs
-# the daemon nothing.
+# is the sawtooth described above (sd 1.7-2.4 MiB around ~30 MiB), and
+# samples taken every ~5.1 s (a 5 s wait plus the status request) alias
+# against it, so a third's mean moved with where its samples happened to
+# fall. A read of /proc/PID/status costs the daemon nothing.
 MEM_EVERY_S = 1.0
 # Growth allowed between the means of the first and last thirds of the
 # post-warm-up samples: 1 % for runs of 30 minutes or more (issue 21's goal).

@@ -278,25 +278,11 @@ fn a_store_in_use_is_reported_as_locked() {
     assert!(matches!(err, StoreError::Locked { .. }), "{err}");
     assert!(err.to_string().contains("/api/v1/backup"), "{err}");
     drop(first);
-    // sled's I/O pool threads may hold the database file a moment after the
-    // last handle drops: under qemu-user on aarch64 an open right after the
-    // drop once still found it locked (clean-clone CI, 2026-12-06). The
-    // daemon never reopens in-process (it exits for systemd to restart it),
-    // so a lock released within a few seconds is what matters.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let reopened = loop {
-        match Store::open(dir.path()) {
-            Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            other => break other,
-        }
-    };
-    assert!(
-        reopened.is_ok(),
-        "lock released after drop: {:?}",
-        reopened.err()
-    );
+    // sled lets go of the lock a moment after the last handle drops (under
+    // qemu-user on aarch64 an open right after the drop once still found it
+    // locked): wait as `reopen` does, which fails if it is never released.
+    wait_until_free(dir.path());
+    assert!(Store::open(dir.path()).is_ok(), "lock released after drop");
 }
 
 fn labelled(ts_ns: u64, labels: &[(&str, f32)], model: &str) -> ResultRecord {
