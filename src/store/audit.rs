@@ -307,6 +307,7 @@ impl Store {
     /// Append `rec` (its id assigned) without logging, then apply the
     /// retention.
     pub(crate) fn audit_append(&self, rec: &mut AuditRecord) -> Result<u64, StoreError> {
+        let _retire = super::flush::Retire;
         // A poisoned lock guards nothing but the id order: carry on.
         let _one = self.audit.append.lock().unwrap_or_else(|p| p.into_inner());
         // Above every stored id, imported ones included.
@@ -343,6 +344,7 @@ impl Store {
     /// Import `rec` under its own id unless a record with that id exists;
     /// returns whether it was written (a second import adds nothing).
     pub(crate) fn audit_import(&self, rec: &AuditRecord) -> Result<bool, StoreError> {
+        let _retire = super::flush::Retire;
         let value = encode(rec).map_err(|e| StoreError::Db {
             path: self.dir.clone(),
             source: sled::Error::Unsupported(format!("audit record: {e}")),
@@ -423,6 +425,7 @@ impl Store {
     /// records taken from the command line or a backup carry older times
     /// than their ids say.
     fn prune_audit_with(&self, now_ns: u64, by_age: bool) -> Result<u64, StoreError> {
+        let _retire = super::flush::Retire;
         let limits = self.audit_limits();
         let cutoff = limits
             .max_age

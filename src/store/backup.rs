@@ -768,6 +768,7 @@ impl Store {
         value: &[u8],
         n: u64,
     ) -> Result<Restored, StoreError> {
+        let _retire = super::flush::Retire;
         if let Some(cause) = self.poisoned.get() {
             return Err(StoreError::Poisoned {
                 path: self.dir.clone(),

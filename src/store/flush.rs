@@ -8,6 +8,10 @@
 //! flush began: that record and everything inserted before it survive a
 //! crash ([`super::Store::durable_through`]). On a loaded machine a flush
 //! may start late; the mark shows it instead of a test guessing a slack.
+//!
+//! [`Retire`] moves what a write made sled retire out of the writing
+//! thread, so memory sled no longer needs is freed within milliseconds
+//! whichever thread wrote and however rarely.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
@@ -124,15 +128,10 @@ fn run(
         let mark = durability.mark();
         match db.flush() {
             Ok(_) => {
-                // sled retires the write buffer a flush seals through
-                // crossbeam-epoch's deferred functions, which wait in this
-                // thread's local bag until 64 pile up: 30 s of flushes every
-                // 500 ms, holding up to 64 of sled's 512 KiB buffers. That
-                // was the soak test's RSS sawtooth (+15 MiB every 30 s) and,
-                // with glibc's arenas keeping the high-water mark, its slow
-                // RSS climb. Moving them to the global queue now gets them
-                // freed within a few epochs.
-                crossbeam_epoch::pin().flush();
+                // A flush seals sled's write buffer; this thread writes
+                // nothing else, so without this its bag would fill once per
+                // 64 flushes (once a minute at the default interval).
+                retire_now();
                 durability.flushed(mark);
                 failing = false;
             }
@@ -144,6 +143,142 @@ fn run(
                 }
                 failing = true;
             }
+        }
+    }
+}
+
+/// Hands what the calling thread's sled writes retired to crossbeam-epoch's
+/// global queue.
+///
+/// sled frees what a write replaces (tree nodes and, when the write seals
+/// it, a 512 KiB log buffer) through crossbeam-epoch's deferred functions.
+/// They wait in the writing thread's own bag until 64 pile up, and only
+/// then reach the global queue, where sled's I/O threads free them within
+/// milliseconds. A thread that writes rarely fills its bag slowly, holding
+/// every buffer it sealed meanwhile: the flusher once held 30 s of them,
+/// and the inference thread (sightings, whose snapshots fill buffers fast)
+/// 45-50 s, which was most of the soak test's RSS sawtooth (5-9 MiB every
+/// 30-50 s, `benches/soak.sh`).
+pub(super) fn retire_now() {
+    crossbeam_epoch::pin().flush();
+}
+
+/// [`retire_now`] when dropped: every store method that writes to sled
+/// holds one for its whole body, so it runs on every way out, `?` included.
+pub(super) struct Retire;
+
+impl Drop for Retire {
+    fn drop(&mut self) {
+        retire_now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::sightings::tests::{jpeg, open_with_outbox, sighting};
+    use super::super::tests::rec;
+    use super::super::{AuditAction, AuditRecord, Store};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{mpsc, Arc};
+    use std::time::{Duration, Instant};
+
+    /// Runs `write` on a thread of its own, a marker deferred just before
+    /// it, then keeps that thread alive and idle (exiting would hand its bag
+    /// over) while this one collects for up to `wait`. Whether the marker
+    /// ran says whether the write moved the thread's bag to the global queue.
+    fn retired_while_the_writer_idles(
+        store: &Store,
+        wait: Duration,
+        write: impl FnOnce(&Store) + Send,
+    ) -> bool {
+        let ran = Arc::new(AtomicBool::new(false));
+        let (wrote_tx, wrote_rx) = mpsc::channel();
+        let (exit_tx, exit_rx) = mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            let marker = Arc::clone(&ran);
+            s.spawn(move || {
+                crossbeam_epoch::pin().defer(move || marker.store(true, Ordering::SeqCst));
+                write(store);
+                wrote_tx.send(()).expect("the test waits for this");
+                let _ = exit_rx.recv();
+            });
+            wrote_rx.recv().expect("the writer panicked");
+            let deadline = Instant::now() + wait;
+            // Each flush here advances the epoch when it can and runs what
+            // the global queue holds that is old enough.
+            while !ran.load(Ordering::SeqCst) && Instant::now() < deadline {
+                crossbeam_epoch::pin().flush();
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let seen = ran.load(Ordering::SeqCst);
+            let _ = exit_tx.send(());
+            seen
+        })
+    }
+
+    // Catches a store write path that leaves what sled retired (a sealed
+    // 512 KiB log buffer among it) in the bag of a thread that writes
+    // rarely: the soak's 5-9 MiB sawtooth, held 45-50 s by the inference
+    // thread's sighting writes.
+    #[test]
+    fn every_write_path_hands_over_what_sled_retired() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_with_outbox(dir.path());
+        for ts in 1..=20 {
+            store.insert(&mut rec(ts, ts)).unwrap();
+        }
+        // The harness can tell: a raw sled write keeps the marker back.
+        let raw = retired_while_the_writer_idles(&store, Duration::from_secs(1), |s| {
+            s.meta.insert("retire-probe", &b"x"[..]).unwrap();
+        });
+        assert!(
+            !raw,
+            "a raw sled insert handed its bag over: the probe proves nothing"
+        );
+
+        let wait = Duration::from_secs(10);
+        type Write = Box<dyn FnOnce(&Store) + Send>;
+        let paths: [(&str, Write); 6] = [
+            (
+                "insert",
+                Box::new(|s| s.insert(&mut rec(100, 100)).unwrap()),
+            ),
+            (
+                "put_sighting",
+                Box::new(|s| {
+                    let v = sighting(7, "cat", "cam", 0, None);
+                    s.put_sighting(&v, Some(&jpeg(1, 4000)), None).unwrap();
+                }),
+            ),
+            (
+                "close_open_sightings",
+                Box::new(|s| assert_eq!(s.close_open_sightings().unwrap().len(), 1)),
+            ),
+            (
+                "prune",
+                Box::new(|s| assert!(s.retain_newest(5).unwrap() > 0)),
+            ),
+            (
+                "audit",
+                Box::new(|s| {
+                    let id = s.audit(AuditRecord::new(AuditAction::SignOut, "test"));
+                    assert!(id.is_ok(), "{id:?}");
+                }),
+            ),
+            (
+                "outbox remove",
+                Box::new(|s| {
+                    let ob = s.outbox().unwrap();
+                    let first = ob.read(None, None, 1).unwrap();
+                    assert!(ob.remove(first[0].seq).unwrap());
+                }),
+            ),
+        ];
+        for (name, write) in paths {
+            assert!(
+                retired_while_the_writer_idles(&store, wait, write),
+                "{name}: what it retired stayed in the writing thread's bag"
+            );
         }
     }
 }

@@ -480,6 +480,7 @@ impl Store {
     /// build them (idempotent, so a crash mid-way just builds them again on
     /// the next open, as the schema file still says 1), then flush.
     fn migrate(&self, from: u32) -> Result<(), StoreError> {
+        let _retire = flush::Retire;
         debug_assert!(from == 1, "only schema 1 predates {SCHEMA_VERSION}");
         let mut n = 0u64;
         let mut batch_label = sled::Batch::default();
@@ -673,6 +674,7 @@ impl Store {
         snapshot: Option<&Snapshot>,
         outbox_seq: Option<u64>,
     ) -> Result<Option<bool>, StoreError> {
+        let _retire = flush::Retire;
         let mut value = Vec::with_capacity(512);
         value.push(VALUE_FORMAT_JSON);
         serde_json::to_writer(&mut value, rec).map_err(|source| StoreError::Encode {

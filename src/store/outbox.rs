@@ -275,6 +275,7 @@ impl Outbox {
     /// published). Returns whether it was still there: an entry already
     /// dropped for space is not subtracted twice.
     pub(crate) fn remove(&self, seq: u64) -> Result<bool, OutboxError> {
+        let _retire = super::flush::Retire;
         match self
             .tree
             .remove(outbox_key(seq))
@@ -303,6 +304,7 @@ impl Outbox {
     /// The first drop of an overflow episode is logged (once) with
     /// [`ids::MQTT_OUTBOX_OVERFLOW`].
     pub(crate) fn enforce_bounds(&self) -> Result<u64, OutboxError> {
+        let _retire = super::flush::Retire;
         let mut dropped = 0u64;
         while self.over_bounds() {
             let mut planned = Vec::with_capacity(DROP_BATCH);

@@ -212,6 +212,7 @@ impl Store {
     /// clock). Deletes the oldest records first, age limit first, then count,
     /// then size, in batches of [`PRUNE_BATCH`].
     pub fn prune_once(&self, policy: &Retention, now_ns: u64) -> Result<PruneReport, StoreError> {
+        let _retire = super::flush::Retire;
         // Poisoning only means another deleter panicked; the counters are
         // resynchronized below when they disagree with the tree.
         let _deleter = self
@@ -296,6 +297,7 @@ impl Store {
     /// snapshots) whatever the retention policy, in batches; returns how many
     /// were deleted (fewer when the store holds fewer).
     pub(crate) fn delete_oldest_n(&self, n: u64) -> Result<u64, StoreError> {
+        let _retire = super::flush::Retire;
         let _deleter = self
             .delete_lock
             .lock()

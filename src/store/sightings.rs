@@ -260,6 +260,7 @@ impl Store {
         change: Option<SightingChange>,
         only_new: bool,
     ) -> Result<bool, StoreError> {
+        let _retire = super::flush::Retire;
         // Not `refuse_if_poisoned`: that counts a refused result.
         if let Some(cause) = self.poisoned.get() {
             return Err(StoreError::Poisoned {
@@ -592,6 +593,7 @@ impl Store {
     /// them (the caller logs them). Called once at start-up, before the
     /// pipeline runs.
     pub fn close_open_sightings(&self) -> Result<Vec<Sighting>, StoreError> {
+        let _retire = super::flush::Retire;
         let mut ids = Vec::new();
         for item in self.sight.open.iter() {
             let (k, _) = item.map_err(|e| self.db_err(e))?;
@@ -789,6 +791,7 @@ impl Store {
         keys: &[sled::IVec],
         report: &mut SightingPruneReport,
     ) -> Result<u64, StoreError> {
+        let _retire = super::flush::Retire;
         if keys.is_empty() {
             return Ok(0);
         }
@@ -852,4 +855,4 @@ impl Store {
 
 #[cfg(test)]
 #[path = "sightings_tests.rs"]
-mod tests;
+pub(super) mod tests;

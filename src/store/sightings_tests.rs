@@ -9,7 +9,13 @@ const S: i64 = 1_000_000_000;
 
 /// A sighting of `label` on `source` from `start_s` (closed at `end_s`, or
 /// open and last seen at `start_s + 1`), seconds after a fixed epoch.
-fn sighting(id: u64, label: &str, source: &str, start_s: i64, end_s: Option<i64>) -> Sighting {
+pub(in crate::store) fn sighting(
+    id: u64,
+    label: &str,
+    source: &str,
+    start_s: i64,
+    end_s: Option<i64>,
+) -> Sighting {
     let t0 = 1_700_000_000 * S;
     let start_ns = t0 + start_s * S;
     let end_ns = end_s.map(|e| t0 + e * S);
@@ -29,13 +35,13 @@ fn sighting(id: u64, label: &str, source: &str, start_s: i64, end_s: Option<i64>
     }
 }
 
-fn jpeg(tag: u8, len: usize) -> Snapshot {
+pub(in crate::store) fn jpeg(tag: u8, len: usize) -> Snapshot {
     let mut bytes = vec![0xFF, 0xD8, 0xFF, 0xE0];
     bytes.resize(len, tag);
     Snapshot { bytes }
 }
 
-fn open_with_outbox(dir: &std::path::Path) -> Store {
+pub(in crate::store) fn open_with_outbox(dir: &std::path::Path) -> Store {
     Store::open_with(dir, 0)
         .unwrap()
         .with_outbox(OutboxLimits {
