@@ -13,8 +13,9 @@ It fails (exit 1) when, after the warm-up:
     code first run late, are reported but not judged): the mean of the last third of the
     readings (one a second) against that of the first third, more than 1 % in a run of 30
     minutes or longer, 4 % in a shorter one (CI's 10 minutes). Under this load anonymous memory
-    is a sawtooth: it climbs 6-9 MiB over 30-45 s and drops back (sled's sealed write buffers
-    freed in bursts, see the README), so a third must span a few of its periods;
+    swings by 2-3 MiB within half a minute (standard deviation ~0.7 MiB); before the store
+    handed back what sled retires on every write it was a 5-9 MiB sawtooth with a period of
+    30-50 s (see the README), so a third must span many of those swings;
   * open file descriptors grow: the smallest of the last 3 samples is above the largest of the
     first 3 (a leak grows steadily; one descriptor open at the instant of a sample does not fail);
   * the thread count grows the same way;
@@ -37,7 +38,7 @@ import harness as h  # noqa: E402
 
 SAMPLE_EVERY_S = 5.0
 # Memory is read more often than the rest: anonymous memory under this load
-# is the sawtooth described above (sd 1.7-2.4 MiB around ~30 MiB), and
+# swings as described above (it was a sawtooth, sd 1.6-2.4 MiB), and
 # samples taken every ~5.1 s (a 5 s wait plus the status request) alias
 # against it, so a third's mean moved with where its samples happened to
 # fall. A read of /proc/PID/status costs the daemon nothing.
