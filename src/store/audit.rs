@@ -417,6 +417,7 @@ impl Store {
     /// Delete records older than `max_age` and the oldest beyond
     /// `max_records`; returns how many went (the pruner's pass).
     pub(crate) fn prune_audit(&self, now_ns: u64) -> Result<u64, StoreError> {
+        let _retire = super::flush::Retire;
         self.prune_audit_with(now_ns, true)
     }
 
@@ -425,7 +426,6 @@ impl Store {
     /// records taken from the command line or a backup carry older times
     /// than their ids say.
     fn prune_audit_with(&self, now_ns: u64, by_age: bool) -> Result<u64, StoreError> {
-        let _retire = super::flush::Retire;
         let limits = self.audit_limits();
         let cutoff = limits
             .max_age

@@ -163,8 +163,9 @@ pub(super) fn retire_now() {
     crossbeam_epoch::pin().flush();
 }
 
-/// [`retire_now`] when dropped: every store method that writes to sled
-/// holds one for its whole body, so it runs on every way out, `?` included.
+/// [`retire_now`] when dropped: every store method other modules call that
+/// writes to sled holds one for its whole body, so it runs on every way out,
+/// `?` included. The private helpers they call do not need their own.
 pub(super) struct Retire;
 
 impl Drop for Retire {
@@ -177,7 +178,7 @@ impl Drop for Retire {
 mod tests {
     use super::super::sightings::tests::{jpeg, open_with_outbox, sighting};
     use super::super::tests::rec;
-    use super::super::{AuditAction, AuditRecord, Store};
+    use super::super::{AuditAction, AuditRecord, OutboxKind, Store};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{mpsc, Arc};
     use std::time::{Duration, Instant};
@@ -238,7 +239,7 @@ mod tests {
 
         let wait = Duration::from_secs(10);
         type Write = Box<dyn FnOnce(&Store) + Send>;
-        let paths: [(&str, Write); 6] = [
+        let paths: [(&str, Write); 8] = [
             (
                 "insert",
                 Box::new(|s| s.insert(&mut rec(100, 100)).unwrap()),
@@ -273,6 +274,15 @@ mod tests {
                     assert!(ob.remove(first[0].seq).unwrap());
                 }),
             ),
+            (
+                "outbox push",
+                Box::new(|s| {
+                    let ob = s.outbox().unwrap();
+                    ob.push(OutboxKind::ModelStatus, br#"{"step":"probe"}"#)
+                        .unwrap();
+                }),
+            ),
+            ("check_writable", Box::new(|s| s.check_writable().unwrap())),
         ];
         for (name, write) in paths {
             assert!(

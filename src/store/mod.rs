@@ -1025,6 +1025,7 @@ impl Store {
     /// Probe that the store accepts writes: write a small key and flush it.
     /// Costs one fsync; meant for readiness checks, not per-request use.
     pub(crate) fn check_writable(&self) -> Result<(), StoreError> {
+        let _retire = flush::Retire;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64);

@@ -179,6 +179,7 @@ impl Outbox {
     /// from the same generator as the results', so it keeps its place in
     /// the outbox's order.
     pub(crate) fn push(&self, kind: OutboxKind, json: &[u8]) -> Result<u64, OutboxError> {
+        let _retire = super::flush::Retire;
         let seq = self.db.generate_id().map_err(|e| self.db_err(e))?;
         let key = outbox_key(seq);
         let value = Outbox::encode(kind, json);
@@ -304,7 +305,6 @@ impl Outbox {
     /// The first drop of an overflow episode is logged (once) with
     /// [`ids::MQTT_OUTBOX_OVERFLOW`].
     pub(crate) fn enforce_bounds(&self) -> Result<u64, OutboxError> {
-        let _retire = super::flush::Retire;
         let mut dropped = 0u64;
         while self.over_bounds() {
             let mut planned = Vec::with_capacity(DROP_BATCH);

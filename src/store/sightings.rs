@@ -791,7 +791,6 @@ impl Store {
         keys: &[sled::IVec],
         report: &mut SightingPruneReport,
     ) -> Result<u64, StoreError> {
-        let _retire = super::flush::Retire;
         if keys.is_empty() {
             return Ok(0);
         }
