@@ -175,33 +175,50 @@ enum Part {
 /// Write the frames of `parts` into `dir` (sorted names): returns, per
 /// frame, whether it shows the object.
 fn write_sequence(scene: &Scene, parts: &[Part], dir: &Path) -> Vec<(String, bool)> {
+    let parts: Vec<(u32, &RgbImage, bool)> = parts
+        .iter()
+        .map(|p| match *p {
+            Part::Bg(c) => (c, &scene.bg, false),
+            Part::With(c) => (c, &scene.with, true),
+        })
+        .collect();
+    write_frames(&parts, dir)
+}
+
+/// Write `count` noisy copies of each part's image into `dir`, named in
+/// replay order: returns, per frame, its name and the part's flag.
+fn write_frames(parts: &[(u32, &RgbImage, bool)], dir: &Path) -> Vec<(String, bool)> {
     std::fs::create_dir_all(dir).unwrap();
     let mut frames = Vec::new();
     let mut n = 0u64;
-    for p in parts {
-        let (count, img, obj) = match *p {
-            Part::Bg(c) => (c, &scene.bg, false),
-            Part::With(c) => (c, &scene.with, true),
-        };
+    for &(count, img, flag) in parts {
         for _ in 0..count {
             let name = format!("f{n:04}.jpg");
             save_jpeg(&noisy(img, n), &dir.join(&name));
-            frames.push((name, obj));
+            frames.push((name, flag));
             n += 1;
         }
     }
     frames
 }
 
+/// The `[source]` section for [`start_when_loaded`]: `dir` replayed once at
+/// FPS, retried every 200 ms at most while the folder is missing.
+fn replay_source(dir: &Path) -> String {
+    format!(
+        "[source]\nkind = \"files\"\ndir = \"{}\"\nfps = {FPS}\nloop = false\n\
+         retry_initial_ms = 100\nretry_max_ms = 200\n",
+        dir.display()
+    )
+}
+
 fn config(frames: &Path, label: &str, extra: &str) -> String {
     format!(
-        "[daemon]\nstate_dir = \"@STATE@\"\nlog_level = \"info\"\n\n\
-         [source]\nkind = \"files\"\ndir = \"{}\"\nfps = {FPS}\nloop = false\n\
-         retry_initial_ms = 100\nretry_max_ms = 200\n\n\
+        "[daemon]\nstate_dir = \"@STATE@\"\nlog_level = \"info\"\n\n{}\n\
          [model]\npath = \"{}\"\nlabels = \"{}\"\nruntime = \"auto\"\nthreads = 1\n\n\
          [api]\nlisten = \"127.0.0.1:@PORT@\"\n\n\
          [sightings]\nlabels = [\"{label}\"]\nmin_score = 0.3\nend_after_ms = {END_AFTER_MS}\n\n{extra}",
-        frames.display(),
+        replay_source(frames),
         model_path().display(),
         labels_path().display(),
     )
@@ -690,29 +707,19 @@ fn zones_take_a_person_by_where_they_stand() {
     const ZONE_END_AFTER_MS: u64 = 2000;
     const MIN_SCORE: f64 = 0.5;
     let staged = tmp.path().join("frames.staged");
-    std::fs::create_dir_all(&staged).unwrap();
-    let parts: &[(u32, &RgbImage, bool)] = &[
-        (20, &bg, false),
-        (20, &left, true),
-        (20, &bg, false),
-        (20, &right, false),
-        (20, &bg, false),
-    ];
-    let mut frames = Vec::new();
-    let mut n = 0u64;
-    for (count, img, in_zone) in parts {
-        for _ in 0..*count {
-            let name = format!("f{n:04}.jpg");
-            save_jpeg(&noisy(img, n), &staged.join(&name));
-            frames.push((name, *in_zone));
-            n += 1;
-        }
-    }
+    let frames = write_frames(
+        &[
+            (20, &bg, false),
+            (20, &left, true),
+            (20, &bg, false),
+            (20, &right, false),
+            (20, &bg, false),
+        ],
+        &staged,
+    );
     let dir = tmp.path().join("frames");
     let text = format!(
-        "[daemon]\nstate_dir = \"@STATE@\"\nlog_level = \"info\"\n\n\
-         [source]\nkind = \"files\"\ndir = \"{}\"\nfps = {FPS}\nloop = false\n\
-         retry_initial_ms = 100\nretry_max_ms = 200\n\n\
+        "[daemon]\nstate_dir = \"@STATE@\"\nlog_level = \"info\"\n\n{}\n\
          [model]\npath = \"{}\"\nruntime = \"auto\"\nthreads = 1\n\n\
          [api]\nlisten = \"127.0.0.1:@PORT@\"\n\n\
          [store]\nkeep_frames = \"all\"\n\n\
@@ -720,7 +727,7 @@ fn zones_take_a_person_by_where_they_stand() {
          [sightings]\nlabels = [\"person\"]\nmin_score = {MIN_SCORE}\n\
          end_after_ms = {ZONE_END_AFTER_MS}\n\n\
          [[zone]]\nname = \"left\"\npolygon = [[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.0, 1.0]]\n",
-        dir.display(),
+        replay_source(&dir),
         testdata().join(YOLO).display(),
     );
     let d = start_when_loaded(tmp.path(), &text, &staged, &dir);
